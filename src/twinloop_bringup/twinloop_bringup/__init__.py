@@ -1,0 +1,1 @@
+"""twinloop bringup: the `twinloop` command, DDS settings and the graphs that run twinloop."""

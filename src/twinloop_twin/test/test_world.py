@@ -1,0 +1,83 @@
+"""The simulated world (no ROS): camera models agree with the renders, trajectories are followed."""
+import itertools
+import os
+
+import mujoco
+import numpy as np
+import pytest
+
+from twinloop_twin import cameras, objects, scene, world
+
+SCENE = os.path.join(os.environ.get('TWINLOOP_ROOT', os.path.join(os.path.dirname(__file__), '..', '..', '..')),
+                     'config', 'scenes', 'tabletop.yaml')
+
+
+@pytest.fixture(scope='module')
+def sim():
+    w = world.SimWorld(scene.SceneConfig.from_yaml(SCENE))
+    yield w
+    w.close()
+
+
+def _corners(shape, position, quat):
+    """The 8 corners of the object's bounding box in the world."""
+    lo, hi = objects.shape_mesh(shape).bounds
+    local = np.array(list(itertools.product(*zip(lo, hi))))
+    rotation = np.zeros(9)
+    mujoco.mju_quat2Mat(rotation, quat)
+    return local @ rotation.reshape(3, 3).T + position
+
+
+@pytest.mark.parametrize('camera', ['front', 'left'])
+def test_projection_matches_segmentation(sim, camera):
+    """The cube's projected box and its rendered mask agree within 2 px on every side."""
+    cfg = next(c for c in sim.config.cameras if c.name == camera)
+    frame = sim.render(camera, cfg.width, cfg.height)
+    index = sim.object_ids.index('red_cube')
+    mask = sim.segmentation(camera, cfg.width, cfg.height) == index
+    assert mask.sum() > 30, 'the cube must be visible'
+    rows, cols = np.nonzero(mask)
+    corners = _corners(objects.make_shape('cube', size=0.05), *sim.object_pose('red_cube'))
+    uv = frame.intrinsics.project(cameras.world_to_optical(sim.data, camera, corners))
+    assert abs(uv[:, 0].min() - cols.min()) <= 2 and abs(uv[:, 0].max() - cols.max()) <= 2
+    assert abs(uv[:, 1].min() - rows.min()) <= 2 and abs(uv[:, 1].max() - rows.max()) <= 2
+
+
+def test_depth_is_distance_along_optical_axis(sim):
+    frame = sim.render('front', 320, 240)
+    position, _ = sim.object_pose('red_cube')
+    top_centre = position + np.array([0, 0, 0.05])
+    point = cameras.world_to_optical(sim.data, 'front', top_centre)[0]
+    u, v = np.round(frame.intrinsics.project(point)[0]).astype(int)
+    assert frame.rgb[v, u, 0] > 150 and frame.rgb[v, u, 1] < 80, 'the projected point lands on the red cube'
+    assert abs(frame.depth[v, u] - point[2]) < 0.005
+
+
+def test_trajectory_is_followed_and_hold_stops(sim):
+    start = sim.arm_positions()
+    goal = start + np.array([0.3, 0.1, 0, 0.2, 0, -0.1, 0.2])
+    sim.follow_trajectory([1.0], [goal])
+    sim.step(750)  # 1.5 s
+    assert np.abs(sim.arm_positions() - goal).max() < 0.01
+    assert not sim.trajectory_active
+
+    sim.follow_trajectory([2.0], [start])
+    sim.step(250)  # halfway through, then stop
+    sim.hold()
+    held = sim.arm_positions()
+    sim.step(500)
+    assert np.abs(sim.arm_positions() - held).max() < 0.02, 'hold keeps the arm where it was'
+    assert np.abs(sim.arm_positions() - start).max() > 0.05, 'the rest of the trajectory was dropped'
+
+
+@pytest.mark.parametrize('times, positions', [([], []), ([1.0, 0.5], [[0] * 7, [0] * 7]), ([1.0], [[np.nan] * 7])])
+def test_bad_trajectories_are_refused(sim, times, positions):
+    with pytest.raises(ValueError):
+        sim.follow_trajectory(times, positions)
+
+
+def test_scene_validation():
+    with pytest.raises(ValueError, match='unknown object kind'):
+        scene.SceneConfig.from_dict({'objects': [{'id': 'x', 'kind': 'spaceship'}]})
+    with pytest.raises(ValueError, match='unique'):
+        scene.SceneConfig.from_dict({'objects': [{'id': 'a', 'kind': 'cube'}, {'id': 'a', 'kind': 'cube'}]})

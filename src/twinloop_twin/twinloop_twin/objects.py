@@ -1,0 +1,121 @@
+"""The object catalog: every object kind is a set of primitive parts in its own frame.
+
+The same parts build the MuJoCo geoms (so concave things such as bowls and bins collide
+correctly) and the triangle mesh that pose estimation registers against, so the simulated
+world and the perceived model never disagree about shape. Object frame: origin at the centre
+of the bottom face, z up.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+import trimesh
+
+SYMMETRY_NONE, SYMMETRY_DISCRETE, SYMMETRY_AXIAL = 0, 1, 2  # as in twinloop_interfaces/DetectedObject
+
+
+@dataclass(frozen=True)
+class Part:
+    """A box (half sizes) or cylinder (radius, half height) at pos with yaw about z."""
+
+    shape: str
+    size: tuple
+    pos: tuple = (0.0, 0.0, 0.0)
+    yaw: float = 0.0
+
+
+@dataclass
+class ObjectShape:
+    parts: list
+    symmetry: int
+    static: bool = False          # bins stay put (no free joint)
+    extents: tuple = field(default=(0.0, 0.0, 0.0))
+
+
+def _ring_walls(radius, height, thickness, z0, n=16, flare=0.0):
+    """n boxes around a circle: the wall of a cup, bowl, ring or tape roll."""
+    half_len = np.pi * (radius + flare / 2) / n * 1.05
+    return [Part('box', (thickness / 2, half_len, height / 2),
+                 (np.cos(a) * (radius + flare / 2), np.sin(a) * (radius + flare / 2), z0 + height / 2), a)
+            for a in np.linspace(0, 2 * np.pi, n, endpoint=False)]
+
+
+def cube(size=0.05):
+    h = size / 2
+    return ObjectShape([Part('box', (h, h, h), (0, 0, h))], SYMMETRY_DISCRETE)
+
+
+def block(size=(0.08, 0.04, 0.04)):
+    hx, hy, hz = (s / 2 for s in size)
+    return ObjectShape([Part('box', (hx, hy, hz), (0, 0, hz))], SYMMETRY_DISCRETE)
+
+
+def sponge(size=(0.09, 0.06, 0.03)):
+    return block(size)
+
+
+def ring(radius=0.045, height=0.03, thickness=0.012):
+    return ObjectShape(_ring_walls(radius, height, thickness, 0.0, n=16), SYMMETRY_AXIAL)
+
+
+def cup(radius=0.035, height=0.09, thickness=0.006):
+    base = Part('cylinder', (radius, 0.004), (0, 0, 0.004))
+    return ObjectShape([base] + _ring_walls(radius, height - 0.008, thickness, 0.008, n=14), SYMMETRY_AXIAL)
+
+
+def bowl(radius=0.075, height=0.05, thickness=0.008):
+    base = Part('cylinder', (radius * 0.6, 0.005), (0, 0, 0.005))
+    return ObjectShape([base] + _ring_walls(radius, height - 0.01, thickness, 0.01, n=18), SYMMETRY_AXIAL)
+
+
+def plate(radius=0.1, height=0.015):
+    return ObjectShape([Part('cylinder', (radius, height / 2), (0, 0, height / 2))], SYMMETRY_AXIAL)
+
+
+def open_bin(size=(0.18, 0.18, 0.12), thickness=0.01):
+    hx, hy, hz = (s / 2 for s in size)
+    t = thickness / 2
+    parts = [Part('box', (hx, hy, t), (0, 0, t)),
+             Part('box', (t, hy, hz), (hx - t, 0, hz)), Part('box', (t, hy, hz), (-hx + t, 0, hz)),
+             Part('box', (hx, t, hz), (0, hy - t, hz)), Part('box', (hx, t, hz), (0, -hy + t, hz))]
+    return ObjectShape(parts, SYMMETRY_NONE, static=True)
+
+
+def open_box(size=(0.14, 0.10, 0.07), thickness=0.008):
+    shape = open_bin(size, thickness)
+    shape.static = False
+    return shape
+
+
+def lid(size=(0.15, 0.11, 0.012)):
+    return block(size)
+
+
+KINDS = {'cube': cube, 'block': block, 'sponge': sponge, 'ring': ring, 'cup': cup, 'bowl': bowl, 'plate': plate,
+         'bin': open_bin, 'open_box': open_box, 'lid': lid}
+
+
+def make_shape(kind, **params):
+    if kind not in KINDS:
+        raise ValueError(f'unknown object kind {kind!r}; known: {sorted(KINDS)}')
+    shape = KINDS[kind](**params)
+    mesh = shape_mesh(shape)
+    shape.extents = tuple(float(e) for e in mesh.extents)
+    return shape
+
+
+def _part_mesh(part):
+    if part.shape == 'box':
+        mesh = trimesh.creation.box(extents=2 * np.asarray(part.size))
+    elif part.shape == 'cylinder':
+        mesh = trimesh.creation.cylinder(radius=part.size[0], height=2 * part.size[1], sections=32)
+    else:
+        raise ValueError(f'unknown part shape {part.shape!r}')
+    transform = trimesh.transformations.rotation_matrix(part.yaw, (0, 0, 1))
+    transform[:3, 3] = part.pos
+    mesh.apply_transform(transform)
+    return mesh
+
+
+def shape_mesh(shape):
+    """The object's surface as one triangle mesh in the object frame."""
+    return trimesh.util.concatenate([_part_mesh(p) for p in shape.parts])

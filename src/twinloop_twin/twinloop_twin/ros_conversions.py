@@ -1,0 +1,48 @@
+"""numpy <-> ROS message conversions for images, camera models and poses (no cv_bridge here)."""
+import numpy as np
+from geometry_msgs.msg import Pose
+from sensor_msgs.msg import CameraInfo, Image
+
+
+def image_msg(array, encoding, header):
+    """sensor_msgs/Image from an (h, w[, c]) array: rgb8, 32FC1 (metres) or 16UC1 (millimetres)."""
+    msg = Image(header=header, height=array.shape[0], width=array.shape[1], encoding=encoding, is_bigendian=0)
+    array = np.ascontiguousarray(array)
+    msg.step = array.strides[0]
+    msg.data = array.tobytes()
+    return msg
+
+
+def image_array(msg):
+    """The numpy view of a sensor_msgs/Image (rgb8, bgr8, mono8, 32FC1, 16UC1)."""
+    dtypes = {'rgb8': (np.uint8, 3), 'bgr8': (np.uint8, 3), 'mono8': (np.uint8, 1), '32FC1': (np.float32, 1), '16UC1': (np.uint16, 1)}
+    if msg.encoding not in dtypes:
+        raise ValueError(f'unsupported image encoding {msg.encoding!r}')
+    dtype, channels = dtypes[msg.encoding]
+    array = np.frombuffer(bytes(msg.data), dtype=dtype)
+    row = msg.step // np.dtype(dtype).itemsize
+    array = array.reshape(msg.height, row)[:, :msg.width * channels]
+    return array.reshape(msg.height, msg.width, channels) if channels > 1 else array.reshape(msg.height, msg.width)
+
+
+def depth_for_encoding(depth_m, encoding):
+    if encoding == '32FC1':
+        return depth_m.astype(np.float32)
+    if encoding == '16UC1':
+        return np.clip(np.round(depth_m * 1000.0), 0, 65535).astype(np.uint16)
+    raise ValueError(f'depth encoding must be 32FC1 or 16UC1, not {encoding!r}')
+
+
+def camera_info_msg(intrinsics, header):
+    k = intrinsics
+    return CameraInfo(header=header, width=k.width, height=k.height, distortion_model='plumb_bob', d=[0.0] * 5,
+                      k=[k.fx, 0.0, k.cx, 0.0, k.fy, k.cy, 0.0, 0.0, 1.0],
+                      r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                      p=[k.fx, 0.0, k.cx, 0.0, 0.0, k.fy, k.cy, 0.0, 0.0, 0.0, 1.0, 0.0])
+
+
+def pose_msg(position, quat_wxyz):
+    pose = Pose()
+    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in position)
+    pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z = (float(v) for v in quat_wxyz)
+    return pose

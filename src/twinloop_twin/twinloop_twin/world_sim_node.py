@@ -1,0 +1,195 @@
+"""world_sim: the simulated arm, gripper and cameras, standing in for real hardware.
+
+Publishes /joint_states, /clock (simulated time), per camera colour + aligned depth +
+CameraInfo + the camera's optical pose, and evaluation-only ground truth. Takes arm commands
+the way ros2_control's joint trajectory controller does and gripper width commands.
+"""
+import time
+
+from twinloop_interfaces.msg import DetectedObject, DetectedObjectArray
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import PoseStamped
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float64, Header
+from trajectory_msgs.msg import JointTrajectory
+
+from twinloop_twin import cameras, objects, ros_conversions, scene, world
+
+GROUND_TRUTH_TOPIC = '/world_sim/ground_truth/objects'
+
+
+def stamp(seconds):
+    return Time(sec=int(seconds), nanosec=int(round((seconds % 1) * 1e9)) % 1_000_000_000)
+
+
+def camera_topic(camera, kind):
+    """Topic names of a camera, RealSense-style: /cameras/<name>/{color,depth}/..., /cameras/<name>/pose."""
+    return {'color': f'/cameras/{camera}/color/image_raw', 'color_info': f'/cameras/{camera}/color/camera_info',
+            'depth': f'/cameras/{camera}/aligned_depth_to_color/image_raw',
+            'depth_info': f'/cameras/{camera}/aligned_depth_to_color/camera_info',
+            'pose': f'/cameras/{camera}/pose'}[kind]
+
+
+class WorldSimNode(Node):
+    def __init__(self):
+        super().__init__('world_sim')
+        p = self.declare_parameter
+        scene_path = p('scene', '', descriptor=_doc('scene YAML (objects, cameras)')).value
+        self.real_time_factor = p('real_time_factor', 1.0, descriptor=_doc('simulated seconds per wall second')).value
+        self.camera_rate = p('camera_rate', 5.0, descriptor=_doc('camera frames per simulated second [Hz]')).value
+        self.joint_state_rate = p('joint_state_rate', 50.0, descriptor=_doc('joint state rate [Hz]')).value
+        self.depth_encoding = p('depth_encoding', '32FC1', descriptor=_doc('32FC1 (metres) or 16UC1 (millimetres)')).value
+        self.depth_noise = p('depth_noise_std', 0.001, descriptor=_doc('depth noise standard deviation at 1 m [m], grows with z^2')).value
+        self.dropout = p('depth_dropout', 0.0, descriptor=_doc('fraction of depth pixels dropped to 0')).value
+        controller = p('arm_controller', 'panda_arm_controller', descriptor=_doc('joint trajectory controller name')).value
+        seed = p('seed', 0, descriptor=_doc('noise seed')).value
+        if not scene_path:
+            raise ValueError('parameter "scene" (a scene YAML) is required')
+        ros_conversions.depth_for_encoding(np.zeros((1, 1)), self.depth_encoding)  # validates the encoding
+
+        self.world = world.SimWorld(scene.SceneConfig.from_yaml(scene_path))
+        self.rng = np.random.default_rng(seed)
+        self.camera_configs = {c.name: c for c in self.world.config.cameras}
+        self.shapes = {o.id: objects.make_shape(o.kind, **o.params) for o in self.world.config.objects}
+
+        self.joint_pub = self.create_publisher(JointState, '/joint_states', 10)
+        self.clock_pub = self.create_publisher(Clock, '/clock', 10)
+        self.truth_pub = self.create_publisher(DetectedObjectArray, GROUND_TRUTH_TOPIC, 10)
+        self.camera_pubs = {}
+        for name in self.camera_configs:
+            self.camera_pubs[name] = {
+                'color': self.create_publisher(Image, camera_topic(name, 'color'), qos_profile_sensor_data),
+                'color_info': self.create_publisher(CameraInfo, camera_topic(name, 'color_info'), qos_profile_sensor_data),
+                'depth': self.create_publisher(Image, camera_topic(name, 'depth'), qos_profile_sensor_data),
+                'depth_info': self.create_publisher(CameraInfo, camera_topic(name, 'depth_info'), qos_profile_sensor_data),
+                'pose': self.create_publisher(PoseStamped, camera_topic(name, 'pose'), 10),
+            }
+        self.create_subscription(JointTrajectory, f'/{controller}/joint_trajectory', self.on_trajectory, 10)
+        self.create_subscription(Float64, '/panda_gripper/width_command', self.on_gripper, 10)
+
+        self.tick = 0.01
+        self.last_wall = time.monotonic()
+        self.next_joint_state = self.next_camera = 0.0
+        self.create_timer(self.tick, self.on_tick)
+        self.get_logger().info(f'world_sim: {len(self.world.object_ids)} objects, cameras {list(self.camera_configs)}, '
+                               f'arm commands on /{controller}/joint_trajectory')
+
+    def on_trajectory(self, msg):
+        """Follow a JointTrajectory like ros2_control's JTC; an empty one stops the arm."""
+        if not msg.points:
+            self.world.hold()
+            self.get_logger().info('empty trajectory: holding position')
+            return
+        try:
+            order = [list(msg.joint_names).index(j) for j in scene.ARM_JOINTS]
+        except ValueError:
+            self.get_logger().error(f'trajectory rejected: joint_names {list(msg.joint_names)} must name {list(scene.ARM_JOINTS)}')
+            return
+        times = [pt.time_from_start.sec + pt.time_from_start.nanosec * 1e-9 for pt in msg.points]
+        try:
+            positions = [[pt.positions[i] for i in order] for pt in msg.points]
+            limits = self.world.arm_limits
+            if np.any(np.array(positions) < limits[:, 0] - 1e-6) or np.any(np.array(positions) > limits[:, 1] + 1e-6):
+                raise ValueError('positions outside the joint limits')
+            self.world.follow_trajectory(times, positions)
+        except (IndexError, ValueError) as exc:
+            self.get_logger().error(f'trajectory rejected: {exc}')
+
+    def on_gripper(self, msg):
+        if not np.isfinite(msg.data):
+            self.get_logger().error('gripper command rejected: not finite')
+            return
+        self.world.set_gripper(msg.data)
+
+    def on_tick(self):
+        now = time.monotonic()
+        target = self.world.time + (now - self.last_wall) * self.real_time_factor
+        self.last_wall = now
+        steps = int(max(0.0, target - self.world.time) / self.world.model.opt.timestep)
+        self.world.step(min(steps, 500))  # never block the executor for long
+        t = self.world.time
+        self.clock_pub.publish(Clock(clock=stamp(t)))
+        if t >= self.next_joint_state:
+            self.next_joint_state = t + 1.0 / self.joint_state_rate
+            self.publish_joint_state(t)
+        if t >= self.next_camera:
+            self.next_camera = t + 1.0 / self.camera_rate
+            self.publish_cameras(t)
+            self.publish_ground_truth(t)
+
+    def publish_joint_state(self, t):
+        q = self.world.data.qpos
+        names = list(scene.ARM_JOINTS) + list(scene.FINGER_JOINTS)
+        positions = list(self.world.arm_positions()) + [float(q[self.world.finger_qpos[0]]), float(-q[self.world.finger_qpos[1]])]
+        velocities = list(self.world.arm_velocities()) + [0.0, 0.0]
+        self.joint_pub.publish(JointState(header=Header(stamp=stamp(t), frame_id=''), name=names,
+                                          position=positions, velocity=velocities))
+
+    def publish_cameras(self, t):
+        for name, cfg in self.camera_configs.items():
+            frame = self.world.render(name, cfg.width, cfg.height)
+            header = Header(stamp=stamp(t), frame_id=f'{name}_optical_frame')
+            depth = self.noisy(frame.depth)
+            pubs = self.camera_pubs[name]
+            info = ros_conversions.camera_info_msg(frame.intrinsics, header)
+            pubs['color'].publish(ros_conversions.image_msg(frame.rgb, 'rgb8', header))
+            pubs['color_info'].publish(info)
+            pubs['depth'].publish(ros_conversions.image_msg(ros_conversions.depth_for_encoding(depth, self.depth_encoding),
+                                                            self.depth_encoding, header))
+            pubs['depth_info'].publish(info)
+            pose = PoseStamped(header=Header(stamp=header.stamp, frame_id='world'))
+            quat = cameras.rotation_to_quat_xyzw(frame.rotation)
+            pose.pose = ros_conversions.pose_msg(frame.position, (quat[3], quat[0], quat[1], quat[2]))
+            pubs['pose'].publish(pose)
+
+    def noisy(self, depth):
+        """Depth with RealSense-like noise (sigma grows with z^2) and dropout (0 = no reading)."""
+        if self.depth_noise > 0:
+            depth = depth + self.rng.normal(0.0, 1.0, depth.shape).astype(np.float32) * self.depth_noise * depth ** 2
+        if self.dropout > 0:
+            depth = np.where(self.rng.random(depth.shape) < self.dropout, 0.0, depth)
+        return depth.astype(np.float32)
+
+    def publish_ground_truth(self, t):
+        msg = DetectedObjectArray(header=Header(stamp=stamp(t), frame_id='world'))
+        for obj in self.world.config.objects:
+            position, quat = self.world.object_pose(obj.id)
+            shape = self.shapes[obj.id]
+            detected = DetectedObject(header=msg.header, id=obj.id, label=obj.label, mesh_id=obj.mesh_id,
+                                      pose=ros_conversions.pose_msg(position, quat), confidence=1.0,
+                                      symmetry=shape.symmetry, source=DetectedObject.SOURCE_GROUND_TRUTH)
+            detected.size.x, detected.size.y, detected.size.z = shape.extents
+            msg.objects.append(detected)
+        self.truth_pub.publish(msg)
+
+    def destroy_node(self):
+        self.world.close()
+        super().destroy_node()
+
+
+def _doc(text):
+    from rcl_interfaces.msg import ParameterDescriptor
+    return ParameterDescriptor(description=text)
+
+
+def main(args=None):
+    try:
+        with rclpy.init(args=args):
+            node = WorldSimNode()
+            try:
+                rclpy.spin(node)
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,1 @@
+"""twinloop execution: kinematics, time parametrisation and the safety gate for the arm."""

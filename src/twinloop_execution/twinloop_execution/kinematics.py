@@ -1,0 +1,60 @@
+"""Inverse kinematics for the Panda with mink (differential IK on the MuJoCo model).
+
+The model is the scene's own (robosuite Panda), so IK solutions are exact for world_sim and the
+twin. Only the arm joints move; everything else in the model is locked.
+"""
+from dataclasses import dataclass
+
+import mink
+import mujoco
+import numpy as np
+
+from twinloop_twin import scene
+
+EE_SITE = 'panda_grip_site'
+# Gripper pointing down (z of the grip frame along world -z), fingers closing along world y.
+DOWN = np.array([0.0, 1.0, 0.0, 0.0])  # quaternion w x y z: 180 deg about x
+
+
+@dataclass
+class IkResult:
+    positions: np.ndarray       # arm joint positions [rad], ARM_JOINTS order
+    position_error: float       # [m]
+    orientation_error: float    # [rad]
+    converged: bool
+
+
+class PandaIk:
+    def __init__(self, model):
+        self.model = model
+        self.configuration = mink.Configuration(model)
+        self.arm_qpos = np.array([model.joint(j).qposadr[0] for j in scene.ARM_JOINTS])
+        self.arm_dof = np.array([model.joint(j).dofadr[0] for j in scene.ARM_JOINTS])
+        self.task = mink.FrameTask(EE_SITE, 'site', position_cost=1.0, orientation_cost=0.5, lm_damping=1e-3)
+        self.posture = mink.PostureTask(model, cost=1e-3)
+        self.limits = [mink.ConfigurationLimit(model)]
+        locked = np.setdiff1d(np.arange(model.nv), self.arm_dof)
+        self._locked = locked
+
+    def ee_pose(self, q_full):
+        data = mujoco.MjData(self.model)
+        data.qpos[:] = q_full
+        mujoco.mj_kinematics(self.model, data)
+        return data.site(EE_SITE).xpos.copy(), data.site(EE_SITE).xmat.reshape(3, 3).copy()
+
+    def solve(self, q_full, position, quat_wxyz=DOWN, iterations=300, dt=0.05, tol=1e-3, rot_tol=1e-2):
+        """Arm joint positions that put the grip site at position with orientation quat, from q_full."""
+        self.configuration.update(np.array(q_full, float))
+        self.posture.set_target(self.configuration.q)
+        target = mink.SE3.from_rotation_and_translation(mink.SO3(np.asarray(quat_wxyz, float)), np.asarray(position, float))
+        self.task.set_target(target)
+        for _ in range(iterations):
+            velocity = mink.solve_ik(self.configuration, [self.task, self.posture], dt, 'daqp', damping=1e-3, limits=self.limits)
+            velocity[self._locked] = 0.0
+            self.configuration.integrate_inplace(velocity, dt)
+            error = self.task.compute_error(self.configuration)
+            if np.linalg.norm(error[:3]) < tol and np.linalg.norm(error[3:]) < rot_tol:
+                break
+        error = self.task.compute_error(self.configuration)
+        pos_err, rot_err = float(np.linalg.norm(error[:3])), float(np.linalg.norm(error[3:]))
+        return IkResult(self.configuration.q[self.arm_qpos].copy(), pos_err, rot_err, pos_err < tol and rot_err < rot_tol)

@@ -1,0 +1,27 @@
+"""The main job end to end: world_sim and the demo client in separate processes over DDS."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _demo(tmp_path, instruction):
+    result = subprocess.run([sys.executable, '-m', 'twinloop_bringup.cli', 'demo', '--instruction', instruction,
+                             '--runs-dir', str(tmp_path)], capture_output=True, text=True, timeout=300)
+    reports = list(Path(tmp_path).glob('*/report.json'))
+    assert len(reports) == 1, result.stdout + result.stderr
+    return result, json.loads(reports[0].read_text())
+
+
+def test_pick_and_place_succeeds_on_ground_truth(tmp_path):
+    result, report = _demo(tmp_path, 'put the blue cube in the bowl')
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert report['success'] and 'SUCCESS' in result.stdout
+    assert 'privileged' in report['perception'] and 'not AntiGrounding' in report['planner']
+
+
+def test_ungroundable_instruction_fails_cleanly(tmp_path):
+    result, report = _demo(tmp_path, 'put the banana in the bowl')
+    assert result.returncode == 1
+    assert not report['success'] and 'no object matches' in report['reason']
+    assert 'stopped world_sim (exit code 0)' in result.stdout

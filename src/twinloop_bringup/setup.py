@@ -23,6 +23,7 @@ setup(
         (f'share/{PACKAGE}', ['package.xml']),
         # The workspace-level configuration, installed with the package that runs the graphs.
         *workspace_tree('config'),
+        *workspace_tree('launch'),
     ],
     install_requires=['setuptools'],
     zip_safe=True,

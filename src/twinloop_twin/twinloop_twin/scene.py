@@ -20,6 +20,10 @@ HOME = (0.0, -0.3, 0.0, -2.2, 0.0, 1.9, 0.785)
 ARM_KP = (1200, 1200, 1000, 1000, 600, 400, 200)
 TABLE_HALF = (0.6, 0.6, 0.375)   # table top 1.2 x 1.2 m, 0.75 m high, surface at z = 0
 TABLE_CENTRE_X = 0.35
+# Geom groups: the robot's detailed visual meshes, its collision meshes (cheap to render), and the
+# scene (table, objects). Fast renders show the collision robot; pretty ones the detailed robot.
+GROUP_ROBOT_COLLISION, GROUP_ROBOT_VISUAL, GROUP_SCENE = 0, 1, 2
+ROBOT_COLLISION_RGBA = (0.88, 0.88, 0.9, 1.0)
 
 
 def robosuite_assets():
@@ -49,7 +53,8 @@ class ObjectConfig:
     params: dict = field(default_factory=dict)   # kind parameters, e.g. {size: 0.05}
     color: tuple = (0.7, 0.7, 0.7, 1.0)
     pos: tuple = (0.5, 0.0)                      # x, y [m]; z optional (default: resting on the table)
-    yaw: float = 0.0                             # [rad]
+    yaw: float = 0.0                             # [rad]; ignored when quat is given
+    quat: tuple = ()                             # full orientation (w, x, y, z), e.g. from pose estimation
     mass: float = 0.1                            # [kg]
     friction: float = 1.0
 
@@ -112,7 +117,16 @@ def _panda_spec():
     return arm
 
 
-def build_spec(config, fast_render=True):
+def scene_option(fast_render=True):
+    """Which geom groups a render shows: the cheap collision robot (fast) or the detailed one."""
+    option = mujoco.MjvOption()
+    option.geomgroup[:] = 0
+    option.geomgroup[GROUP_ROBOT_COLLISION if fast_render else GROUP_ROBOT_VISUAL] = 1
+    option.geomgroup[GROUP_SCENE] = 1
+    return option
+
+
+def build_spec(config):
     """The scene as an MjSpec (call .compile() for the model)."""
     spec = mujoco.MjSpec()
     spec.compiler.degree = False
@@ -120,12 +134,10 @@ def build_spec(config, fast_render=True):
     spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
     spec.visual.global_.offwidth = 1280
     spec.visual.global_.offheight = 960
-    if fast_render:
-        spec.visual.quality.offsamples = 0
     spec.worldbody.add_light(pos=(0.4, 0.0, 2.0), dir=(0, 0, -1), diffuse=(0.8, 0.8, 0.8), castshadow=False)
-    spec.worldbody.add_geom(name='floor', type=mujoco.mjtGeom.mjGEOM_PLANE, size=(3, 3, 0.1),
+    spec.worldbody.add_geom(name='floor', type=mujoco.mjtGeom.mjGEOM_PLANE, size=(3, 3, 0.1), group=GROUP_SCENE,
                             pos=(0, 0, -2 * TABLE_HALF[2]), rgba=(0.35, 0.35, 0.38, 1))
-    spec.worldbody.add_geom(name='table', type=mujoco.mjtGeom.mjGEOM_BOX, size=TABLE_HALF,
+    spec.worldbody.add_geom(name='table', type=mujoco.mjtGeom.mjGEOM_BOX, size=TABLE_HALF, group=GROUP_SCENE,
                             pos=(TABLE_CENTRE_X, 0, -TABLE_HALF[2]), rgba=(0.62, 0.5, 0.38, 1), friction=(1, 0.005, 0.0001))
 
     base = spec.worldbody.add_frame()
@@ -140,6 +152,9 @@ def build_spec(config, fast_render=True):
     spec.camera('panda_eye_in_hand').name = 'wrist'
     for site in spec.sites:  # robosuite's debug markers (a 10 m grip line) must not appear in images
         site.rgba = (0, 0, 0, 0)
+    for geom in spec.geoms:
+        if geom.group == GROUP_ROBOT_COLLISION and 'pad' not in geom.name:
+            geom.rgba = ROBOT_COLLISION_RGBA
 
     for obj in config.objects:
         _add_object(spec, obj)
@@ -160,7 +175,7 @@ def build_spec(config, fast_render=True):
 def _add_object(spec, obj):
     shape = objects.make_shape(obj.kind, **obj.params)
     z = obj.pos[2] if len(obj.pos) > 2 else 0.0005
-    quat = (np.cos(obj.yaw / 2), 0.0, 0.0, np.sin(obj.yaw / 2))
+    quat = obj.quat if len(obj.quat) == 4 else (np.cos(obj.yaw / 2), 0.0, 0.0, np.sin(obj.yaw / 2))
     body = spec.worldbody.add_body(name=obj.id, pos=(obj.pos[0], obj.pos[1], z), quat=quat)
     if not shape.static:
         body.add_freejoint(name=f'{obj.id}_joint')
@@ -168,7 +183,7 @@ def _add_object(spec, obj):
     for i, (part, volume) in enumerate(zip(shape.parts, volumes)):
         geom_type = mujoco.mjtGeom.mjGEOM_BOX if part.shape == 'box' else mujoco.mjtGeom.mjGEOM_CYLINDER
         size = part.size if part.shape == 'box' else (part.size[0], part.size[1], 0)
-        body.add_geom(name=f'{obj.id}/{i}', type=geom_type, size=size, pos=part.pos,
+        body.add_geom(name=f'{obj.id}/{i}', type=geom_type, size=size, pos=part.pos, group=GROUP_SCENE,
                       quat=(np.cos(part.yaw / 2), 0, 0, np.sin(part.yaw / 2)), rgba=obj.color,
                       mass=obj.mass * volume / sum(volumes), friction=(obj.friction, 0.005, 0.0001),
                       condim=4 if not shape.static else 3)

@@ -48,12 +48,44 @@ class JointTrajectoryFollower:
         return np.array([np.interp(t, self.times, self.positions[:, j]) for j in range(self.positions.shape[1])])
 
 
+class ArmController:
+    """Joint-position servo targets from a trajectory, like a joint trajectory controller."""
+
+    def __init__(self, limits):
+        self.limits = limits
+        self.trajectory = None
+        self.start_time = 0.0
+
+    def follow(self, data, times, positions):
+        self.trajectory = JointTrajectoryFollower(data.ctrl[:7].copy(), times, positions)
+        self.start_time = float(data.time)
+
+    def hold(self, data, arm_qpos):
+        self.trajectory = None
+        data.ctrl[:7] = data.qpos[arm_qpos]
+
+    def apply(self, data):
+        if self.trajectory is None:
+            return
+        elapsed = data.time - self.start_time
+        data.ctrl[:7] = np.clip(self.trajectory.sample(elapsed), self.limits[:, 0], self.limits[:, 1])
+        if elapsed >= self.trajectory.duration:
+            self.trajectory = None
+
+
+def set_gripper(data, width):
+    """Position targets of both fingers for an opening width [m]."""
+    width = float(np.clip(width, 0.0, GRIPPER_MAX_WIDTH))
+    data.ctrl[7:9] = (width / 2, -width / 2)
+
+
 class SimWorld:
     """The simulated physical world."""
 
     def __init__(self, config: scene.SceneConfig, fast_render=True):
         self.config = config
-        self.model = scene.build_spec(config, fast_render).compile()
+        self.fast_render = fast_render
+        self.model = scene.build_spec(config).compile()
         self.data = mujoco.MjData(self.model)
         self.arm_qpos = np.array([self.model.joint(j).qposadr[0] for j in scene.ARM_JOINTS])
         self.arm_dof = np.array([self.model.joint(j).dofadr[0] for j in scene.ARM_JOINTS])
@@ -62,8 +94,7 @@ class SimWorld:
         self.object_ids = [o.id for o in config.objects]
         self.camera_names = [c.name for c in config.cameras]
         self._renderers = {}
-        self._trajectory = None
-        self._trajectory_start = 0.0
+        self.controller = ArmController(self.arm_limits)
         self.reset()
 
     # --- state -------------------------------------------------------------------------------
@@ -73,7 +104,7 @@ class SimWorld:
         self.data.ctrl[:7] = self.config.home
         self.set_gripper(GRIPPER_MAX_WIDTH)
         self.data.qpos[self.finger_qpos] = (0.04, -0.04)
-        self._trajectory = None
+        self.controller.trajectory = None
         mujoco.mj_forward(self.model, self.data)
         self.step(settle_steps)
 
@@ -104,66 +135,78 @@ class SimWorld:
     # --- commands ----------------------------------------------------------------------------
     def follow_trajectory(self, times, positions):
         """Start following timed waypoints (arm joint order of ARM_JOINTS) from now."""
-        self._trajectory = JointTrajectoryFollower(self.data.ctrl[:7].copy(), times, positions)
-        self._trajectory_start = self.time
+        self.controller.follow(self.data, times, positions)
 
     def hold(self):
         """Stop at once: hold the current position, drop the rest of any trajectory."""
-        self._trajectory = None
-        self.data.ctrl[:7] = self.arm_positions()
+        self.controller.hold(self.data, self.arm_qpos)
 
     @property
     def trajectory_active(self):
-        return self._trajectory is not None
+        return self.controller.trajectory is not None
 
     def set_gripper(self, width):
-        width = float(np.clip(width, 0.0, GRIPPER_MAX_WIDTH))
-        self.data.ctrl[7:9] = (width / 2, -width / 2)
+        set_gripper(self.data, width)
 
     def step(self, n=1):
         for _ in range(n):
-            if self._trajectory is not None:
-                elapsed = self.time - self._trajectory_start
-                self.data.ctrl[:7] = np.clip(self._trajectory.sample(elapsed), self.arm_limits[:, 0], self.arm_limits[:, 1])
-                if elapsed >= self._trajectory.duration:
-                    self._trajectory = None
+            self.controller.apply(self.data)
             mujoco.mj_step(self.model, self.data)
 
     # --- rendering ---------------------------------------------------------------------------
-    def renderer(self, width, height):
-        key = (width, height)
+    def renderer(self, width, height, fast=None):
+        """One renderer per size and quality, created once (fast: no MSAA, collision-mesh robot)."""
+        fast = self.fast_render if fast is None else fast
+        key = (width, height, fast)
         if key not in self._renderers:
+            samples = self.model.vis.quality.offsamples
+            self.model.vis.quality.offsamples = 0 if fast else 4
             self._renderers[key] = mujoco.Renderer(self.model, height, width)
+            self.model.vis.quality.offsamples = samples
         return self._renderers[key]
 
-    def render(self, camera, width, height, depth=True):
-        """One camera frame: RGB, depth in metres, and the camera model."""
-        renderer = self.renderer(width, height)
-        renderer.update_scene(self.data, camera)
+    def render(self, camera, width, height, depth=True, data=None, fast=None, overlay=None):
+        """One camera frame of data (default: the world's state): RGB, depth [m], the camera model.
+
+        overlay(scene) may add marker geoms (trajectories, keypoints) before the RGB render."""
+        data = self.data if data is None else data
+        fast = self.fast_render if fast is None else fast
+        renderer = self.renderer(width, height, fast)
+        option = scene.scene_option(fast)
+        renderer.update_scene(data, camera, scene_option=option)
+        if overlay is not None:
+            overlay(renderer.scene)
         rgb = renderer.render().copy()
         depth_image = None
         if depth:
             renderer.enable_depth_rendering()
-            renderer.update_scene(self.data, camera)
+            renderer.update_scene(data, camera, scene_option=option)
             depth_image = renderer.render().astype(np.float32)
             renderer.disable_depth_rendering()
-        position, rotation = cameras.optical_pose(self.data, camera)
+        position, rotation = cameras.optical_pose(data, camera)
         return CameraFrame(rgb, depth_image, cameras.intrinsics(self.model, camera, width, height), position, rotation)
 
-    def segmentation(self, camera, width, height):
+    def segmentation(self, camera, width, height, data=None):
         """(h, w) int array: index into object_ids of the object seen at each pixel, -1 elsewhere."""
+        data = self.data if data is None else data
         renderer = self.renderer(width, height)
         renderer.enable_segmentation_rendering()
-        renderer.update_scene(self.data, camera)
+        renderer.update_scene(data, camera, scene_option=scene.scene_option(self.fast_render))
         seg = renderer.render()
         renderer.disable_segmentation_rendering()
-        geom_to_object = np.full(self.model.ngeom + 1, -1)
-        for index, oid in enumerate(self.object_ids):
-            body = self.model.body(oid).id
-            geom_to_object[np.where(self.model.geom_bodyid == body)[0]] = index
         ids = seg[:, :, 0]
         is_geom = seg[:, :, 1] == mujoco.mjtObj.mjOBJ_GEOM
-        return np.where(is_geom & (ids >= 0), geom_to_object[np.clip(ids, 0, self.model.ngeom)], -1)
+        return np.where(is_geom & (ids >= 0), self.geom_object_index[np.clip(ids, 0, self.model.ngeom - 1)], -1)
+
+    @property
+    def geom_object_index(self):
+        """Per geom: index into object_ids of the object it belongs to, -1 for robot and table."""
+        if not hasattr(self, '_geom_object_index'):
+            index = np.full(self.model.ngeom, -1)
+            for i, oid in enumerate(self.object_ids):
+                index[self.model.geom_bodyid == self.model.body(oid).id] = i
+            self._geom_object_index = index
+        return self._geom_object_index
 
     def close(self):
         for renderer in self._renderers.values():

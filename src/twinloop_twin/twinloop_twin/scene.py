@@ -107,14 +107,15 @@ def look_at_quat(pos, target):
     return quat
 
 
-def _panda_spec():
+def _attach_panda(spec):
+    """robosuite's Panda arm and gripper, with franka_description names (panda_joint1, panda_finger_joint1, ...)."""
     assets = robosuite_assets()
     arm = mujoco.MjSpec.from_file(str(assets / 'robots' / 'panda' / 'robot.xml'))
     gripper = mujoco.MjSpec.from_file(str(assets / 'grippers' / 'panda_gripper.xml'))
     for part in (arm, gripper):
         part.compiler.degree = False  # robosuite's ranges are radians (its top-level model says so)
-    arm.body('right_hand').add_frame().attach_body(gripper.body('right_gripper'), '', '')
-    return arm
+    spec.worldbody.add_frame().attach_body(arm.body('base'), 'panda_', '')
+    spec.body('panda_right_hand').add_frame().attach_body(gripper.body('right_gripper'), 'panda_', '')
 
 
 def scene_option(fast_render=True):
@@ -140,8 +141,7 @@ def build_spec(config):
     spec.worldbody.add_geom(name='table', type=mujoco.mjtGeom.mjGEOM_BOX, size=TABLE_HALF, group=GROUP_SCENE,
                             pos=(TABLE_CENTRE_X, 0, -TABLE_HALF[2]), rgba=(0.62, 0.5, 0.38, 1), friction=(1, 0.005, 0.0001))
 
-    base = spec.worldbody.add_frame()
-    base.attach_body(_panda_spec().body('base'), 'panda_', '')
+    _attach_panda(spec)
     for body in spec.bodies:
         if body.name.startswith('panda_'):
             body.gravcomp = 1.0

@@ -1,0 +1,213 @@
+"""The sim twin: a MuJoCo model rebuilt from perceived objects, answering "what if" questions.
+
+sync() places the known objects (mesh library entries) at their perceived poses and the arm at its
+measured joints; rollout() plays candidate motions on a scratch copy and reports what happened
+(collisions and with what, object displacements, joint-limit margins, what the gripper holds);
+render() draws any state from any camera. The base state never changes during rollouts.
+"""
+import copy
+from dataclasses import dataclass, field
+
+import mujoco
+import numpy as np
+
+from twinloop_twin import objects, scene, world
+
+FINGER_BODIES = ('panda_leftfinger', 'panda_rightfinger', 'panda_finger_joint1_tip', 'panda_finger_joint2_tip')
+
+
+@dataclass
+class Detection:
+    """A perceived object: which known object (mesh_id) and where."""
+
+    id: str
+    mesh_id: str
+    position: tuple
+    quat: tuple                 # w, x, y, z
+    label: str = ''
+
+
+@dataclass
+class Candidate:
+    """A motion to try: timed arm waypoints plus gripper width commands at given times."""
+
+    times: list                                     # [s] from the start, increasing
+    positions: list                                 # arm joints per waypoint [rad], ARM_JOINTS order
+    gripper: list = field(default_factory=list)     # [(time [s], width [m])]
+    settle: float = 0.5                             # [s] simulated after the last waypoint
+
+
+@dataclass
+class RolloutResult:
+    collisions: list            # sorted (robot link, other) pairs that touched: table, floor, objects (not by the fingers)
+    contacts: list              # sorted (a, b) pairs of every contact seen, by owner name
+    displacements: dict         # object id -> final minus initial position [m]
+    rotations: dict             # object id -> rotation angle between initial and final orientation [rad]
+    final_poses: dict           # object id -> (position, quat wxyz)
+    joint_margin: np.ndarray    # per arm joint, smallest distance to a limit over the rollout [rad]
+    holding: str                # object between both fingers at the end and carried along, '' if none
+    ee_path: np.ndarray         # grip site positions over time [m]
+    duration: float             # [s]
+
+    def moved(self, threshold=0.01):
+        return sorted(oid for oid, d in self.displacements.items() if np.linalg.norm(d) > threshold)
+
+
+class MeshLibrary:
+    """Known objects by mesh_id: shape parameters, colour, mass and friction (pose ignored)."""
+
+    def __init__(self, entries):
+        self.entries = {e.mesh_id: e for e in entries}
+
+    @classmethod
+    def from_scene(cls, config):
+        return cls(config.objects)
+
+    def instance(self, detection):
+        if detection.mesh_id not in self.entries:
+            raise KeyError(f'unknown mesh_id {detection.mesh_id!r}; the library has {sorted(self.entries)}')
+        entry = copy.deepcopy(self.entries[detection.mesh_id])
+        entry.id, entry.label = detection.id, detection.label or entry.label
+        entry.pos, entry.quat = tuple(detection.position), tuple(detection.quat)
+        return entry
+
+
+class SimTwin:
+    def __init__(self, library, cameras, fast_render=True):
+        self.library, self.cameras, self.fast_render = library, cameras, fast_render
+        self.world = None
+        self._signature = None
+
+    def sync(self, detections, arm_positions, gripper_width=world.GRIPPER_MAX_WIDTH):
+        """Make the twin's base state the perceived one; rebuilds the model only when the object set changed."""
+        signature = tuple(sorted((d.id, d.mesh_id) + self._fixed_pose_key(d) for d in detections))
+        if signature != self._signature:
+            if self.world is not None:
+                self.world.close()
+            config = scene.SceneConfig([self.library.instance(d) for d in detections], list(self.cameras))
+            self.world = world.SimWorld(config, self.fast_render)
+            self._signature = signature
+        w = self.world
+        mujoco.mj_resetData(w.model, w.data)
+        for d in detections:
+            adr = w.model.joint(f'{d.id}_joint').qposadr[0] if self._has_free_joint(d.id) else None
+            if adr is not None:
+                w.data.qpos[adr:adr + 3] = d.position
+                w.data.qpos[adr + 3:adr + 7] = d.quat
+        w.data.qpos[w.arm_qpos] = arm_positions
+        w.data.ctrl[:7] = arm_positions
+        w.data.qpos[w.finger_qpos] = (gripper_width / 2, -gripper_width / 2)
+        world.set_gripper(w.data, gripper_width)
+        w.controller.trajectory = None
+        mujoco.mj_forward(w.model, w.data)
+
+    def _fixed_pose_key(self, detection):
+        """Static objects (bins) are baked into the model: their pose is part of its identity."""
+        shape = self.library.entries.get(detection.mesh_id)
+        if shape is None or not objects.make_shape(shape.kind, **shape.params).static:
+            return ()
+        return tuple(np.round(np.concatenate([detection.position, detection.quat]), 3))
+
+    def _has_free_joint(self, object_id):
+        return mujoco.mj_name2id(self.world.model, mujoco.mjtObj.mjOBJ_JOINT, f'{object_id}_joint') >= 0
+
+    @property
+    def model(self):
+        return self.world.model
+
+    @property
+    def data(self):
+        """The base state (read it; change it only through sync)."""
+        return self.world.data
+
+    def owner(self, geom):
+        """Name of what a geom belongs to: an object id, a robot link, or 'table' / 'floor'."""
+        body = self.model.geom_bodyid[geom]
+        if body == 0:
+            return self.model.geom(geom).name
+        return self.model.body(body).name
+
+    def rollout(self, candidate):
+        """Play a candidate on a copy of the base state and report what happened."""
+        w, model = self.world, self.model
+        data = copy.copy(w.data)  # a full MjData copy: the base state stays as it was
+        controller = world.ArmController(w.arm_limits)
+        controller.follow(data, candidate.times, candidate.positions)
+        start = data.time
+        end = start + controller.trajectory.duration + candidate.settle
+        gripper_events = sorted(candidate.gripper)
+        initial = {oid: w.object_pose(oid) for oid in w.object_ids}
+        contacts, collisions, path = set(), set(), []
+        margin = np.full(7, np.inf)
+        steps_per_sample = max(1, int(0.02 / model.opt.timestep))
+        step = 0
+        while data.time < end:
+            while gripper_events and data.time - start >= gripper_events[0][0]:
+                world.set_gripper(data, gripper_events.pop(0)[1])
+            controller.apply(data)
+            mujoco.mj_step(model, data)
+            q = data.qpos[w.arm_qpos]
+            margin = np.minimum(margin, np.minimum(q - w.arm_limits[:, 0], w.arm_limits[:, 1] - q))
+            for c in data.contact[:data.ncon]:
+                a, b = sorted((self.owner(c.geom1), self.owner(c.geom2)))
+                contacts.add((a, b))
+                robot = [n for n in (a, b) if n.startswith('panda_')]
+                if len(robot) == 1:
+                    other = b if robot[0] == a else a
+                    if robot[0] not in FINGER_BODIES or other in ('table', 'floor'):
+                        collisions.add((robot[0], other))
+            if step % steps_per_sample == 0:
+                path.append(data.site('panda_grip_site').xpos.copy())
+            step += 1
+        final = {oid: (data.body(oid).xpos.copy(), data.body(oid).xquat.copy()) for oid in w.object_ids}
+        return RolloutResult(
+            collisions=sorted(collisions), contacts=sorted(contacts),
+            displacements={oid: final[oid][0] - initial[oid][0] for oid in w.object_ids},
+            rotations={oid: _angle_between(initial[oid][1], final[oid][1]) for oid in w.object_ids},
+            final_poses=final, joint_margin=margin, holding=self._held_object(data, initial, final),
+            ee_path=np.array(path), duration=float(data.time - start))
+
+    def _held_object(self, data, initial, final):
+        """The object both fingers touch at the end and that rose with the gripper."""
+        touching = {}
+        for c in data.contact[:data.ncon]:
+            a, b = self.owner(c.geom1), self.owner(c.geom2)
+            for finger, other in ((a, b), (b, a)):
+                if finger in FINGER_BODIES and other in self.world.object_ids:
+                    side = 'left' if finger in ('panda_leftfinger', 'panda_finger_joint1_tip') else 'right'
+                    touching.setdefault(other, set()).add(side)
+        for oid, sides in touching.items():
+            if sides == {'left', 'right'} and final[oid][0][2] - initial[oid][0][2] > 0.01:
+                return oid
+        return ''
+
+    def render(self, camera, width, height, data=None, depth=True, overlay=None, fast=None):
+        return self.world.render(camera, width, height, depth=depth, data=data, fast=fast, overlay=overlay)
+
+    def segmentation(self, camera, width, height, data=None):
+        return self.world.segmentation(camera, width, height, data)
+
+    def randomize(self, rng, mass_scale=(0.8, 1.25), friction_range=(0.6, 1.2), position_noise=0.005):
+        """Domain randomisation for policy training: object masses, frictions and positions.
+
+        Changes the twin's model and base state; sync() restores poses, a rebuild restores the rest."""
+        for oid in self.world.object_ids:
+            body = self.model.body(oid)
+            geoms = np.where(self.model.geom_bodyid == body.id)[0]
+            scale = rng.uniform(*mass_scale)
+            self.model.body_mass[body.id] *= scale
+            self.model.body_inertia[body.id] *= scale
+            self.model.geom_friction[geoms, 0] = rng.uniform(*friction_range)
+            if self._has_free_joint(oid):
+                adr = self.model.joint(f'{oid}_joint').qposadr[0]
+                self.data.qpos[adr:adr + 2] += rng.normal(0, position_noise, 2)
+        mujoco.mj_forward(self.model, self.data)
+
+    def close(self):
+        if self.world is not None:
+            self.world.close()
+
+
+def _angle_between(q1, q2):
+    dot = abs(float(np.dot(q1, q2)) / (np.linalg.norm(q1) * np.linalg.norm(q2)))
+    return 2 * np.arccos(min(1.0, dot))

@@ -19,6 +19,7 @@ setup(
     entry_points={
         'console_scripts': [
             'world_sim = twinloop_twin.world_sim_node:main',
+            'sim_twin = twinloop_twin.sim_twin_node:main',
         ],
     },
 )

@@ -181,6 +181,8 @@ class SimWorld:
         if depth:
             renderer.enable_depth_rendering()
             renderer.update_scene(data, camera, scene_option=option)
+            if overlay is not None:
+                overlay(renderer.scene)
             depth_image = renderer.render().astype(np.float32)
             renderer.disable_depth_rendering()
         position, rotation = cameras.optical_pose(data, camera)

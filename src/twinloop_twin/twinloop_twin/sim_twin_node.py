@@ -1,0 +1,157 @@
+"""sim_twin: the twin as a ROS node.
+
+Services: ~/sync (twinloop_interfaces/SyncTwin), ~/rollout (RolloutTrajectories),
+~/render (RenderViews). Keeps the latest detected objects and /joint_states so an empty sync
+request uses them.
+"""
+import time
+
+from twinloop_interfaces.msg import DetectedObjectArray, RenderedView, RolloutResult
+from twinloop_interfaces.srv import RenderViews, RolloutTrajectories, SyncTwin
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import Point
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Header
+
+from twinloop_twin import overlays, ros_conversions, scene
+from twinloop_twin.twin import Candidate, Detection, MeshLibrary, SimTwin
+
+GRIPPER_WIDTH = {1: 0.08, 2: 0.0}  # CandidateTrajectory.GRIPPER_OPEN / GRIPPER_CLOSE -> width [m]
+
+
+def detections_from_msg(msg):
+    return [Detection(o.id, o.mesh_id, (o.pose.position.x, o.pose.position.y, o.pose.position.z),
+                      (o.pose.orientation.w, o.pose.orientation.x, o.pose.orientation.y, o.pose.orientation.z), o.label)
+            for o in msg.objects]
+
+
+def candidate_from_msg(msg, settle):
+    """A twin Candidate from a CandidateTrajectory (joints mapped by name)."""
+    traj = msg.trajectory
+    if not traj.points:
+        raise ValueError(f'candidate {msg.id!r} has no trajectory points')
+    try:
+        order = [list(traj.joint_names).index(j) for j in scene.ARM_JOINTS]
+    except ValueError:
+        raise ValueError(f'candidate {msg.id!r}: joint_names must include {list(scene.ARM_JOINTS)}') from None
+    times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in traj.points]
+    positions = [[p.positions[i] for i in order] for p in traj.points]
+    gripper = [(t, GRIPPER_WIDTH[e]) for t, e in zip(times, msg.gripper_events) if e in GRIPPER_WIDTH]
+    return Candidate(times, positions, gripper, settle)
+
+
+def rollout_to_msg(candidate_id, result):
+    msg = RolloutResult(candidate_id=candidate_id, holding=result.holding, duration=float(result.duration))
+    msg.collisions = [f'{a}|{b}' for a, b in result.collisions]
+    msg.object_ids = list(result.final_poses)
+    msg.final_poses = [ros_conversions.pose_msg(*result.final_poses[oid]) for oid in msg.object_ids]
+    msg.displacements = [float(np.linalg.norm(result.displacements[oid])) for oid in msg.object_ids]
+    msg.rotations = [float(result.rotations[oid]) for oid in msg.object_ids]
+    msg.joint_margins = [float(m) for m in result.joint_margin]
+    msg.ee_path = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in result.ee_path]
+    return msg
+
+
+class SimTwinNode(Node):
+    def __init__(self):
+        super().__init__('sim_twin')
+        scene_path = self.declare_parameter('scene', '', ParameterDescriptor(description='scene YAML: the mesh library (known objects) and the twin cameras')).value
+        self.width = self.declare_parameter('render_width', 224, ParameterDescriptor(description='default render width [px]')).value
+        self.height = self.declare_parameter('render_height', 224, ParameterDescriptor(description='default render height [px]')).value
+        self.settle = self.declare_parameter('settle', 0.5, ParameterDescriptor(description='simulated time after a candidate [s]')).value
+        objects_topic = self.declare_parameter('objects_topic', '/perception/objects', ParameterDescriptor(description='DetectedObjectArray topic for sync')).value
+        if not scene_path:
+            raise ValueError('parameter "scene" (the scene YAML with the known objects and cameras) is required')
+        config = scene.SceneConfig.from_yaml(scene_path)
+        self.twin = SimTwin(MeshLibrary.from_scene(config), config.cameras)
+        self.latest_objects = self.latest_joints = None
+        self.create_subscription(DetectedObjectArray, objects_topic, lambda m: setattr(self, 'latest_objects', m), 10)
+        self.create_subscription(JointState, '/joint_states', lambda m: setattr(self, 'latest_joints', m), 10)
+        self.create_service(SyncTwin, '~/sync', self.on_sync)
+        self.create_service(RolloutTrajectories, '~/rollout', self.on_rollout)
+        self.create_service(RenderViews, '~/render', self.on_render)
+        self.get_logger().info(f'sim_twin ready: {len(config.objects)} known objects, cameras {[c.name for c in config.cameras]}')
+
+    def on_sync(self, request, response):
+        objects = request.objects if request.objects.objects else self.latest_objects
+        joints = request.joint_state if request.joint_state.name else self.latest_joints
+        if objects is None or joints is None:
+            response.message = 'no objects or joint state yet (neither in the request nor on the topics)'
+            return response
+        try:
+            arm = [joints.position[list(joints.name).index(j)] for j in scene.ARM_JOINTS]
+            fingers = [abs(joints.position[list(joints.name).index(j)]) for j in scene.FINGER_JOINTS if j in joints.name]
+            self.twin.sync(detections_from_msg(objects), arm, sum(fingers) if len(fingers) == 2 else 0.08)
+        except (KeyError, ValueError) as exc:
+            response.message = f'sync failed: {exc}'
+            self.get_logger().error(response.message)
+            return response
+        response.success, response.num_objects = True, len(objects.objects)
+        response.message = f'twin synced with {len(objects.objects)} objects'
+        return response
+
+    def on_rollout(self, request, response):
+        if self.twin.world is None:
+            response.message = 'the twin is empty: call ~/sync first'
+            return response
+        started = time.monotonic()
+        settle = request.settle if request.settle > 0 else self.settle
+        try:
+            candidates = [candidate_from_msg(c, settle) for c in request.candidates]
+        except ValueError as exc:
+            response.message = str(exc)
+            return response
+        response.results = [rollout_to_msg(msg.id, self.twin.rollout(c)) for msg, c in zip(request.candidates, candidates)]
+        response.success, response.wall_time = True, time.monotonic() - started
+        return response
+
+    def on_render(self, request, response):
+        if self.twin.world is None:
+            response.message = 'the twin is empty: call ~/sync first'
+            return response
+        names = list(request.cameras) or [c.name for c in self.twin.cameras]
+        unknown = sorted(set(names) - {c.name for c in self.twin.cameras})
+        if unknown:
+            response.message = f'unknown cameras {unknown}'
+            return response
+        width, height = request.width or self.width, request.height or self.height
+        paths = [[(p.x, p.y, p.z) for p in c.ee_path] for c in request.candidates]
+        overlay = overlays.candidate_overlay(paths, list(request.scores) or None) if paths else None
+        for name in names:
+            frame = self.twin.render(name, width, height, depth=request.depth, overlay=overlay, fast=not request.pretty)
+            info = ros_conversions.camera_info_msg(frame.intrinsics, Header(frame_id=f'{name}_optical_frame'))
+            response.views.append(RenderedView(camera_name=name, candidate_ids=[c.id for c in request.candidates],
+                                               image=ros_conversions.image_msg(frame.rgb, 'rgb8', info.header), camera_info=info))
+            if request.depth:
+                response.depths.append(ros_conversions.image_msg(frame.depth, '32FC1', info.header))
+            if request.segmentation:
+                seg = (self.twin.segmentation(name, width, height) + 1).astype(np.uint16)
+                response.segmentations.append(ros_conversions.image_msg(seg, '16UC1', info.header))
+        response.object_ids = list(self.twin.world.object_ids)
+        response.success, response.message = True, f'{len(names)} views'
+        return response
+
+    def destroy_node(self):
+        self.twin.close()
+        super().destroy_node()
+
+
+def main(args=None):
+    try:
+        with rclpy.init(args=args):
+            node = SimTwinNode()
+            try:
+                rclpy.spin(node)
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == '__main__':
+    main()

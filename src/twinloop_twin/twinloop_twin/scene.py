@@ -20,6 +20,8 @@ HOME = (0.0, -0.3, 0.0, -2.2, 0.0, 1.9, 0.785)
 ARM_KP = (1200, 1200, 1000, 1000, 600, 400, 200)
 TABLE_HALF = (0.6, 0.6, 0.375)   # table top 1.2 x 1.2 m, 0.75 m high, surface at z = 0
 TABLE_CENTRE_X = 0.35
+# MuJoCo uses the larger friction of two touching geoms: the table's is low so that an object's
+# own `friction` is the coefficient it slides with on the table.
 # Geom groups: the robot's detailed visual meshes, its collision meshes (cheap to render), and the
 # scene (table, objects). Fast renders show the collision robot; pretty ones the detailed robot.
 GROUP_ROBOT_COLLISION, GROUP_ROBOT_VISUAL, GROUP_SCENE = 0, 1, 2
@@ -139,7 +141,7 @@ def build_spec(config):
     spec.worldbody.add_geom(name='floor', type=mujoco.mjtGeom.mjGEOM_PLANE, size=(3, 3, 0.1), group=GROUP_SCENE,
                             pos=(0, 0, -2 * TABLE_HALF[2]), rgba=(0.35, 0.35, 0.38, 1))
     spec.worldbody.add_geom(name='table', type=mujoco.mjtGeom.mjGEOM_BOX, size=TABLE_HALF, group=GROUP_SCENE,
-                            pos=(TABLE_CENTRE_X, 0, -TABLE_HALF[2]), rgba=(0.62, 0.5, 0.38, 1), friction=(1, 0.005, 0.0001))
+                            pos=(TABLE_CENTRE_X, 0, -TABLE_HALF[2]), rgba=(0.62, 0.5, 0.38, 1), friction=(0.1, 0.005, 0.0001))
 
     _attach_panda(spec)
     for body in spec.bodies:

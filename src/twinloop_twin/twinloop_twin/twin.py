@@ -201,6 +201,7 @@ class SimTwin:
             if self._has_free_joint(oid):
                 adr = self.model.joint(f'{oid}_joint').qposadr[0]
                 self.data.qpos[adr:adr + 2] += rng.normal(0, position_noise, 2)
+        mujoco.mj_setConst(self.model, self.data)
         mujoco.mj_forward(self.model, self.data)
 
     def close(self):

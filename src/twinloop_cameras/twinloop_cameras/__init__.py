@@ -1,0 +1,1 @@
+"""twinloop cameras: Intel RealSense colour + aligned depth as ROS 2 camera topics."""

@@ -24,6 +24,7 @@ setup(
         # The workspace-level configuration, installed with the package that runs the graphs.
         *workspace_tree('config'),
         *workspace_tree('launch'),
+        *workspace_tree('urdf'),
     ],
     install_requires=['setuptools'],
     zip_safe=True,

@@ -116,6 +116,9 @@ def _attach_panda(spec):
     gripper = mujoco.MjSpec.from_file(str(assets / 'grippers' / 'panda_gripper.xml'))
     for part in (arm, gripper):
         part.compiler.degree = False  # robosuite's ranges are radians (its top-level model says so)
+    # robosuite gives link7 (the flange) a visual mesh only; its collision mesh ships beside it.
+    arm.body('link7').add_geom(name='link7_collision', type=mujoco.mjtGeom.mjGEOM_MESH, meshname='link7',
+                               group=GROUP_ROBOT_COLLISION)
     spec.worldbody.add_frame().attach_body(arm.body('base'), 'panda_', '')
     spec.body('panda_right_hand').add_frame().attach_body(gripper.body('right_gripper'), 'panda_', '')
 

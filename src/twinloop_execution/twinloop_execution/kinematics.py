@@ -3,6 +3,7 @@
 The model is the scene's own (robosuite Panda), so IK solutions are exact for world_sim and the
 twin. Only the arm joints move; everything else in the model is locked.
 """
+import copy
 from dataclasses import dataclass
 
 import mink
@@ -10,6 +11,7 @@ import mujoco
 import numpy as np
 
 from twinloop_twin import scene
+from twinloop_twin.twin import FINGER_BODIES
 
 EE_SITE = 'panda_grip_site'
 # Gripper pointing down (z of the grip frame along world -z), fingers closing along world y.
@@ -58,3 +60,46 @@ class PandaIk:
         error = self.task.compute_error(self.configuration)
         pos_err, rot_err = float(np.linalg.norm(error[:3])), float(np.linalg.norm(error[3:]))
         return IkResult(self.configuration.q[self.arm_qpos].copy(), pos_err, rot_err, pos_err < tol and rot_err < rot_tol)
+
+
+class ArmKinematics:
+    """Forward kinematics and kinematic collision checks of arm configurations in a scene model.
+
+    The model's objects stay where the data puts them (e.g. a synced twin); only the arm moves.
+    Contacts that count as collisions: any robot link but the fingers touching anything; fingers
+    touching the table or floor; robot links touching each other. Fingers touching objects are
+    allowed (grasping and pushing)."""
+
+    def __init__(self, model, data=None):
+        self.model = model
+        self.data = mujoco.MjData(model) if data is None else copy.copy(data)
+        self.arm_qpos = np.array([model.joint(j).qposadr[0] for j in scene.ARM_JOINTS])
+        self.site = model.site(EE_SITE).id
+        names = [model.body(model.geom_bodyid[g]).name for g in range(model.ngeom)]
+        self.geom_owner = [model.geom(g).name if model.geom_bodyid[g] == 0 else names[g] for g in range(model.ngeom)]
+
+    def grip_positions(self, qs):
+        out = np.empty((len(qs), 3))
+        for i, q in enumerate(qs):
+            self.data.qpos[self.arm_qpos] = q
+            mujoco.mj_kinematics(self.model, self.data)
+            out[i] = self.data.site_xpos[self.site]
+        return out
+
+    def collisions(self, qs):
+        """Sorted 'robot_link|other' strings for every collision along the configurations."""
+        found = set()
+        for q in qs:
+            self.data.qpos[self.arm_qpos] = q
+            mujoco.mj_fwdPosition(self.model, self.data)
+            for c in self.data.contact[:self.data.ncon]:
+                a, b = sorted((self.geom_owner[c.geom1], self.geom_owner[c.geom2]))
+                robot_a, robot_b = a.startswith('panda_'), b.startswith('panda_')
+                if not (robot_a or robot_b) or c.dist > 0:
+                    continue
+                link, other = (a, b) if robot_a else (b, a)
+                if robot_a and robot_b:
+                    found.add(f'{a}|{b}')
+                elif link not in FINGER_BODIES or other in ('table', 'floor'):
+                    found.add(f'{link}|{other}')
+        return sorted(found)

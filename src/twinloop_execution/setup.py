@@ -16,4 +16,5 @@ setup(
     maintainer_email='dev@twinloop.invalid',
     description='Panda kinematics, trajectories and the safety gate.',
     license='Apache-2.0',
+    entry_points={'console_scripts': ['execution = twinloop_execution.execution_node:main']},
 )

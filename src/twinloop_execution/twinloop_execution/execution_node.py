@@ -1,0 +1,271 @@
+"""execution: the ExecuteMotion action server. Plans (IK + ruckig), passes every trajectory
+through the safety gate, sends it to the joint trajectory controller, and watches /joint_states:
+tracking error beyond tolerance, no progress, or stale states stop the arm (hold position).
+Cancel holds at once. One goal at a time: a goal arriving while another runs is rejected.
+"""
+import threading
+import time
+
+from twinloop_interfaces.action import ExecuteMotion
+from twinloop_interfaces.msg import DetectedObjectArray
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Duration
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from twinloop_execution import planning, trajectory
+from twinloop_execution.kinematics import ArmKinematics, PandaIk
+from twinloop_execution.safety import JointLimits, SafetyConfig, SafetyGate
+from twinloop_twin import scene
+from twinloop_twin.sim_twin_node import detections_from_msg
+from twinloop_twin.twin import MeshLibrary, SimTwin
+
+Goal, Result = ExecuteMotion.Goal, ExecuteMotion.Result
+
+
+def _doc(text):
+    return ParameterDescriptor(description=text)
+
+
+def _stamp_seconds(msg):
+    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+
+
+class ExecutionNode(Node):
+    def __init__(self):
+        super().__init__('execution')
+        p = lambda name, default, doc: self.declare_parameter(name, default, _doc(doc)).value  # noqa: E731
+        urdf = p('robot_description_file', '', 'URDF of the arm (urdf/panda.urdf)')
+        limits_yaml = p('joint_limits_file', '', 'MoveIt-style joint_limits.yaml with accelerations and jerks')
+        safety_yaml = p('safety_file', '', 'safety gate configuration (config/safety.yaml)')
+        scene_path = p('scene', '', 'scene YAML: the known objects for the collision check')
+        objects_topic = p('objects_topic', '/perception/objects', 'DetectedObjectArray used for the collision check')
+        controller = p('arm_controller', 'panda_arm_controller', 'joint trajectory controller name')
+        self.velocity_scale = p('velocity_scale', 0.5, 'default fraction of the velocity/acceleration/jerk limits')
+        self.tracking_tolerance = p('tracking_tolerance', 0.15, 'largest joint tracking error before aborting [rad]')
+        self.settle_timeout = p('settle_timeout', 3.0, 'time allowed after the trajectory to reach its end [s]')
+        self.goal_tolerance = p('goal_tolerance', 0.002, 'largest joint error at the end of a motion [rad]')
+        self.gripper_time = p('gripper_time', 1.0, 'time given to a gripper command [s]')
+        backend = p('backend', 'embedded', 'embedded (IK + ruckig) or moveit (needs moveit_py)')
+        for name, value in (('robot_description_file', urdf), ('joint_limits_file', limits_yaml), ('safety_file', safety_yaml), ('scene', scene_path)):
+            if not value:
+                raise ValueError(f'parameter {name!r} is required')
+        if backend == 'moveit':
+            from twinloop_execution import moveit_backend
+            if not moveit_backend.available():
+                self.get_logger().warn(f'backend "moveit" requested but {moveit_backend.why_unavailable()}; using the embedded backend')
+        joints = list(scene.ARM_JOINTS)
+        self.limits = JointLimits.from_description(urdf, limits_yaml, joints)
+        self.jerk = trajectory.jerk_limits(limits_yaml, joints)
+        config = scene.SceneConfig.from_yaml(scene_path)
+        self.twin = SimTwin(MeshLibrary.from_scene(config), [])
+        self.twin.sync([], config.home)
+        self.safety = SafetyConfig.from_yaml(safety_yaml)
+        self.ik = PandaIk(self.twin.model)
+        self.lock = threading.Lock()
+        self.busy = False
+        self.joints = self.joints_received = self.objects = self.objects_received = None
+
+        state_group = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(JointState, '/joint_states', self.on_joints, 20, callback_group=state_group)
+        self.create_subscription(DetectedObjectArray, objects_topic, self.on_objects, 10, callback_group=state_group)
+        self.trajectory_pub = self.create_publisher(JointTrajectory, f'/{controller}/joint_trajectory', 10)
+        self.gripper_pub = self.create_publisher(Float64, '/panda_gripper/width_command', 10)
+        self.server = ActionServer(self, ExecuteMotion, 'execute_motion', self.execute, goal_callback=self.on_goal,
+                                   cancel_callback=lambda _: CancelResponse.ACCEPT, callback_group=ReentrantCallbackGroup())
+        self.get_logger().info('execution ready (embedded backend: mink IK + ruckig, safety gate on every trajectory)')
+
+    # --- state ---------------------------------------------------------------------------------
+    def on_joints(self, msg):
+        self.joints, self.joints_received = msg, time.monotonic()
+
+    def on_objects(self, msg):
+        self.objects, self.objects_received = msg, time.monotonic()
+
+    def arm_positions(self):
+        names = list(self.joints.name)
+        return np.array([self.joints.position[names.index(j)] for j in scene.ARM_JOINTS])
+
+    def state_age(self):
+        return None if self.joints_received is None else time.monotonic() - self.joints_received
+
+    def perception_age(self):
+        return None if self.objects_received is None else time.monotonic() - self.objects_received
+
+    # --- goals ---------------------------------------------------------------------------------
+    def on_goal(self, goal):
+        with self.lock:
+            if self.busy:
+                self.get_logger().warn('goal rejected: another motion is running (one goal at a time)')
+                return GoalResponse.REJECT
+            self.busy = True
+        return GoalResponse.ACCEPT
+
+    def execute(self, handle):
+        try:
+            return self._execute(handle)
+        except Exception as exc:  # a bug must not leave the arm moving or the server wedged
+            self.hold()
+            self.get_logger().error(f'execution failed: {exc!r}')
+            handle.abort()
+            return Result(success=False, code=Result.CODE_ABORTED, reason=f'internal error: {exc}')
+        finally:
+            with self.lock:
+                self.busy = False
+
+    def _refuse(self, handle, reason):
+        self.get_logger().warn(f'refused: {reason}')
+        handle.abort()
+        return Result(success=False, code=Result.CODE_REJECTED, reason=reason, final_position_error=-1.0)
+
+    def _execute(self, handle):
+        goal = handle.request
+        if self.joints is None:
+            return self._refuse(handle, 'no /joint_states received yet')
+        scale = goal.velocity_scale if goal.velocity_scale > 0 else self.velocity_scale
+        if not 0 < scale <= 1:
+            return self._refuse(handle, f'velocity_scale must be in (0, 1], got {goal.velocity_scale}')
+        kinematics = self._synced_kinematics()
+        try:
+            waypoints, target = self._waypoints(goal)
+            path = planning.plan(self.arm_positions(), waypoints, self.limits.velocity, self.limits.acceleration,
+                                 self.jerk, scale) if waypoints else None
+        except planning.PlanningError as exc:
+            return self._refuse(handle, str(exc))
+        if path is not None:
+            gate = SafetyGate(self.limits, self.safety, kinematics.grip_positions, kinematics.collisions)
+            verdict = gate.check(list(scene.ARM_JOINTS), path.times, path.positions, current=self.arm_positions(),
+                                 state_age=self.state_age(), perception_age=self.perception_age())
+            if not verdict:
+                return self._refuse(handle, f'safety gate ({verdict.check}): {verdict.reason}')
+        if goal.gripper_before >= 0:
+            self.gripper(goal.gripper_before)
+        if path is not None:
+            outcome = self._follow(handle, path)
+            if outcome is not None:
+                return outcome
+        if goal.gripper_after >= 0:
+            self.gripper(goal.gripper_after)
+        final = self.arm_positions()
+        error = -1.0
+        if target is not None:
+            error = float(np.linalg.norm(kinematics.grip_positions([final])[0] - target))
+        handle.succeed()
+        return Result(success=True, code=Result.CODE_SUCCEEDED, reason='done', final_positions=list(final),
+                      final_position_error=error)
+
+    def _synced_kinematics(self):
+        """Arm kinematics in the twin with the latest perceived objects (none if never received)."""
+        detections = detections_from_msg(self.objects) if self.objects is not None else []
+        self.twin.sync(detections, self.arm_positions())
+        self.ik = PandaIk(self.twin.model) if self.ik.model is not self.twin.model else self.ik
+        return ArmKinematics(self.twin.model, self.twin.data)
+
+    def _waypoints(self, goal):
+        """(arm joint waypoints, grip point target or None) for the goal's mode."""
+        if goal.mode == Goal.MODE_GRIPPER_ONLY:
+            return [], None
+        if goal.mode == Goal.MODE_JOINT_PATH:
+            traj = goal.joint_path
+            names = list(traj.joint_names)
+            if sorted(names) != sorted(scene.ARM_JOINTS) or not traj.points:
+                raise planning.PlanningError(f'joint_path needs points over exactly {list(scene.ARM_JOINTS)}')
+            order = [names.index(j) for j in scene.ARM_JOINTS]
+            points = []
+            for i, pt in enumerate(traj.points):
+                if len(pt.positions) != len(names) or not np.all(np.isfinite(pt.positions)):
+                    raise planning.PlanningError(f'joint_path point {i} is malformed')
+                q = np.array(pt.positions)[order]
+                if np.any(q < self.limits.lower) or np.any(q > self.limits.upper):
+                    raise planning.PlanningError(f'joint_path point {i} is outside the joint limits')
+                points.append(q)
+            return points, None
+        poses = {Goal.MODE_CARTESIAN_PATH: list(goal.cartesian_path), Goal.MODE_TARGET_POSE: [goal.target_pose]}.get(goal.mode)
+        if poses is None:
+            raise planning.PlanningError(f'unknown mode {goal.mode}')
+        if not poses:
+            raise planning.PlanningError('cartesian_path is empty')
+        for pose in poses:
+            if pose.header.frame_id not in ('', 'world', 'panda_base', 'panda_link0'):
+                raise planning.PlanningError(f'poses must be in the world frame, not {pose.header.frame_id!r}')
+        targets = [((p.pose.position.x, p.pose.position.y, p.pose.position.z),
+                    (p.pose.orientation.w, p.pose.orientation.x, p.pose.orientation.y, p.pose.orientation.z)) for p in poses]
+        q_full = self.twin.data.qpos.copy()
+        return planning.joint_waypoints_for_poses(self.ik, q_full, targets), np.array(targets[-1][0])
+
+    # --- motion --------------------------------------------------------------------------------
+    def _follow(self, handle, path):
+        """Send the path and watch it; None when it completed, else the Result that ended it."""
+        msg = JointTrajectory(joint_names=list(scene.ARM_JOINTS))
+        for t, q, v in zip(path.times, path.positions, path.velocities):
+            msg.points.append(JointTrajectoryPoint(positions=list(q), velocities=list(v),
+                                                   time_from_start=Duration(sec=int(t), nanosec=int((t % 1) * 1e9))))
+        start_q = self.arm_positions()
+        self.trajectory_pub.publish(msg)
+        sent_at = _stamp_seconds(self.joints)
+        feedback = ExecuteMotion.Feedback()
+        while True:
+            time.sleep(0.02)
+            if handle.is_cancel_requested:
+                self.hold()
+                handle.canceled()
+                return Result(success=False, code=Result.CODE_CANCELED, reason='canceled: holding position',
+                              final_positions=list(self.arm_positions()), final_position_error=-1.0)
+            age = self.state_age()
+            if age is None or age > self.safety.state_timeout:
+                return self._abort(handle, f'watchdog: no fresh joint state for {age:.2f} s')
+            elapsed = _stamp_seconds(self.joints) - sent_at
+            q = self.arm_positions()
+            expected = path.sample(elapsed) if elapsed > 0 else start_q
+            error = float(np.abs(q - expected).max())
+            feedback.progress = float(np.clip(elapsed / path.duration, 0.0, 1.0))
+            feedback.tracking_error = error
+            handle.publish_feedback(feedback)
+            if error > self.tracking_tolerance:
+                return self._abort(handle, f'tracking error {error:.3f} rad exceeds {self.tracking_tolerance} rad')
+            if elapsed >= path.duration and np.abs(q - path.positions[-1]).max() < self.goal_tolerance:
+                return None
+            if elapsed > path.duration + self.settle_timeout:
+                return self._abort(handle, 'no progress: the arm did not reach the end of the trajectory')
+
+    def _abort(self, handle, reason):
+        self.hold()
+        self.get_logger().error(f'aborted: {reason}')
+        handle.abort()
+        return Result(success=False, code=Result.CODE_ABORTED, reason=reason, final_positions=list(self.arm_positions()),
+                      final_position_error=-1.0)
+
+    def hold(self):
+        """Stop now: an empty trajectory makes the controller hold its current position."""
+        self.trajectory_pub.publish(JointTrajectory(joint_names=list(scene.ARM_JOINTS)))
+
+    def gripper(self, width):
+        self.gripper_pub.publish(Float64(data=float(np.clip(width, 0.0, 0.08))))
+        time.sleep(self.gripper_time)
+
+
+def main(args=None):
+    try:
+        with rclpy.init(args=args):
+            node = ExecutionNode()
+            executor = MultiThreadedExecutor(num_threads=3)
+            executor.add_node(node)
+            try:
+                executor.spin()
+            finally:
+                node.twin.close()
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == '__main__':
+    main()

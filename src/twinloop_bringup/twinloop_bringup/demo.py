@@ -1,11 +1,11 @@
 """`twinloop demo`: the simulated loop, end to end, in separate ROS 2 processes.
 
-world_sim (the stand-in arm and cameras) runs as its own process; this client perceives the
-scene, grounds the instruction, plans in a twin model with Panda IK, sends joint trajectories and
-gripper commands over DDS, watches /joint_states, and judges the outcome on the world's ground
-truth. What this demo does NOT do yet, and says in its output: pose estimation (it reads the
-world's ground truth: "privileged perception") and AntiGrounding scoring (the planner is a
-scripted pick-and-place).
+world_sim (the stand-in arm and cameras) and execution (IK, ruckig timing, the safety gate)
+run as their own processes; this client reads the scene, grounds the instruction, and sends
+ExecuteMotion goals (target poses and gripper commands) that the execution node checks and
+executes; the outcome is judged on the world's ground truth. What this demo does NOT do yet,
+and says in its output: pose estimation (it reads the world's ground truth: "privileged
+perception") and AntiGrounding scoring (the planner is a scripted pick-and-place).
 """
 import json
 import os
@@ -14,24 +14,22 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from builtin_interfaces.msg import Duration
+from geometry_msgs.msg import PoseStamped
+from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float64
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from sensor_msgs.msg import Image
+from twinloop_interfaces.action import ExecuteMotion
 from twinloop_interfaces.msg import DetectedObjectArray
 
 from twinloop_bringup import instructions, processes, ros_env
-from twinloop_execution.kinematics import PandaIk
-from twinloop_twin import scene, world
 from twinloop_twin.ros_conversions import image_array
 from twinloop_twin.world_sim_node import GROUND_TRUTH_TOPIC, camera_topic
 
 PERCEPTION = 'privileged (world_sim ground truth; pose estimation not built yet)'
-PLANNER = 'scripted pick-and-place with Panda IK (not AntiGrounding: no candidates are scored)'
-JOINT_SPEED = 0.6        # [rad/s] for timing segments
-GRIPPER_OPEN, GRIPPER_CLOSED = 0.08, 0.0
+PLANNER = 'scripted pick-and-place through the execution node (not AntiGrounding: no candidates are scored)'
+GRIPPER_OPEN, GRIPPER_CLOSED, KEEP = 0.08, 0.0, -1.0
+Goal = ExecuteMotion.Goal
 
 
 class DemoFailure(RuntimeError):
@@ -39,76 +37,72 @@ class DemoFailure(RuntimeError):
 
 
 class DemoClient:
-    def __init__(self, context, world_process, log):
+    def __init__(self, context, processes_by_name, log):
         self.node = rclpy.create_node('twinloop_demo', context=context)
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
-        self.world_process, self.log = world_process, log
-        self.truth = self.joints = self.image = None
+        self.processes, self.log = processes_by_name, log
+        self.truth = self.image = None
         self.node.create_subscription(DetectedObjectArray, GROUND_TRUTH_TOPIC, lambda m: setattr(self, 'truth', m), 10)
-        self.node.create_subscription(JointState, '/joint_states', lambda m: setattr(self, 'joints', m), 10)
         self.node.create_subscription(Image, camera_topic('front', 'color'), lambda m: setattr(self, 'image', m), qos_profile_sensor_data)
-        self.trajectory_pub = self.node.create_publisher(JointTrajectory, '/panda_arm_controller/joint_trajectory', 10)
-        self.gripper_pub = self.node.create_publisher(Float64, '/panda_gripper/width_command', 10)
+        self.motion = ActionClient(self.node, ExecuteMotion, 'execute_motion')
 
     def spin_until(self, condition, timeout, what):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.world_process.poll() is not None:
-                raise DemoFailure(f'node world_sim died (exit code {self.world_process.returncode}) while waiting for {what}')
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise DemoFailure(f'node {name} died (exit code {process.returncode}) while waiting for {what}')
             self.executor.spin_once(timeout_sec=0.05)
             if condition():
                 return
         raise DemoFailure(f'timed out after {timeout:.0f} s waiting for {what}')
 
-    def arm_positions(self):
-        return np.array(self.joints.position[:7])
-
     def objects(self):
         return {o.id: o for o in self.truth.objects}
 
-    def move(self, target, label, timeout=20.0):
-        start = self.arm_positions()
-        duration = max(1.0, float(np.abs(target - start).max()) / JOINT_SPEED)
-        point = JointTrajectoryPoint(positions=[float(v) for v in target],
-                                     time_from_start=Duration(sec=int(duration), nanosec=int((duration % 1) * 1e9)))
-        self.trajectory_pub.publish(JointTrajectory(joint_names=list(scene.ARM_JOINTS), points=[point]))
-        self.log(f'execute  {label} ({duration:.1f} s)')
-        self.spin_until(lambda: np.abs(self.arm_positions() - target).max() < 0.01, duration + timeout, f'the arm to reach "{label}"')
-
-    def gripper(self, width, label, settle=1.0):
-        self.gripper_pub.publish(Float64(data=width))
-        self.log(f'gripper  {label}')
-        end = time.monotonic() + settle
-        self.spin_until(lambda: time.monotonic() > end, settle + 5, 'the gripper')
+    def execute(self, label, goal, timeout=60.0):
+        self.log(f'execute  {label}')
+        future = self.motion.send_goal_async(goal)
+        self.spin_until(future.done, 10, f'"{label}" to be accepted')
+        if not future.result().accepted:
+            raise DemoFailure(f'"{label}" was rejected by the execution node (busy)')
+        result = future.result().get_result_async()
+        self.spin_until(result.done, timeout, f'"{label}" to finish')
+        outcome = result.result().result
+        if not outcome.success:
+            raise DemoFailure(f'"{label}" failed: {outcome.reason}')
 
 
-def plan_waypoints(model, q_full, goal, objects):
-    """Grasp and place poses for the goal, solved by IK in a model of the scene."""
-    ik = PandaIk(model)
+def _pose_goal(position, quat, gripper_after=KEEP):
+    pose = PoseStamped()
+    pose.header.frame_id = 'world'
+    pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(v) for v in position)
+    pose.pose.orientation.w, pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z = (float(v) for v in quat)
+    return Goal(mode=Goal.MODE_TARGET_POSE, target_pose=pose, gripper_before=KEEP, gripper_after=gripper_after)
+
+
+def pick_and_place_steps(goal, objects):
+    """(label, ExecuteMotion goal) steps: grasp from above aligned with the object's faces, lift, place."""
     obj = objects[goal.object_id]
     p = np.array([obj.pose.position.x, obj.pose.position.y, obj.pose.position.z])
     q = obj.pose.orientation
     yaw = np.arctan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y * q.y + q.z * q.z)) % (np.pi / 2)
     if yaw > np.pi / 4:
         yaw -= np.pi / 2
-    grasp_quat = _quat_multiply((np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)), (0.0, 0.7071068, 0.7071068, 0.0))
+    grasp = _quat_multiply((np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)), (0.0, 0.7071068, 0.7071068, 0.0))
     grasp_z = p[2] + min(obj.size.z / 2, 0.03)
-    steps = [('above the object', p + (0, 0, 0.15), grasp_quat), ('down to grasp', (p[0], p[1], grasp_z), grasp_quat),
-             ('lift', p + (0, 0, 0.2), grasp_quat)]
+    steps = [('open the gripper', Goal(mode=Goal.MODE_GRIPPER_ONLY, gripper_before=GRIPPER_OPEN, gripper_after=KEEP)),
+             ('above the object', _pose_goal(p + (0, 0, 0.15), grasp)),
+             ('down to grasp, close', _pose_goal((p[0], p[1], grasp_z), grasp, GRIPPER_CLOSED)),
+             ('lift', _pose_goal(p + (0, 0, 0.2), grasp))]
     if goal.destination_id:
         dest = objects[goal.destination_id]
         d = np.array([dest.pose.position.x, dest.pose.position.y, dest.pose.position.z + dest.size.z])
-        steps += [('above the destination', d + (0, 0, 0.12 + obj.size.z), grasp_quat),
-                  ('lower into the destination', d + (0, 0, 0.03 + obj.size.z / 2), grasp_quat)]
-    plan, q = [], np.array(q_full, float)
-    for label, position, quat in steps:
-        result = ik.solve(q, position, quat)
-        if not result.converged:
-            raise DemoFailure(f'target "{label}" is unreachable (IK error {result.position_error * 1000:.0f} mm)')
-        plan.append((label, result.positions))
-        q[ik.arm_qpos] = result.positions
-    return plan
+        steps += [('above the destination', _pose_goal(d + (0, 0, 0.12 + obj.size.z), grasp)),
+                  ('lower into the destination, release', _pose_goal(d + (0, 0, 0.03 + obj.size.z / 2), grasp, GRIPPER_OPEN)),
+                  ('retreat', _pose_goal(d + (0, 0, 0.12 + obj.size.z), grasp))]
+    return steps
 
 
 def _quat_multiply(a, b):
@@ -130,6 +124,20 @@ def judge(goal, before, after):
     return bool(inside), f'object {horizontal * 100:.1f} cm from the destination centre, at z {obj_after.z * 100:.1f} cm'
 
 
+def start_nodes(scene_path, env):
+    """world_sim and execution as child processes, configured from config/ and the workspace's files."""
+    config = ros_env.config_dir()
+    root = config.parent
+    world_sim = processes.start_python(['-m', 'twinloop_twin.world_sim_node', '--ros-args', '--params-file',
+                                        str(config / 'world_sim.yaml'), '-p', f'scene:={scene_path}'], env)
+    execution = processes.start_python(
+        ['-m', 'twinloop_execution.execution_node', '--ros-args', '--params-file', str(config / 'execution.yaml'),
+         '-p', f'scene:={scene_path}', '-p', f'robot_description_file:={root / "urdf" / "panda.urdf"}',
+         '-p', f'joint_limits_file:={config / "panda_joint_limits.yaml"}', '-p', f'safety_file:={config / "safety.yaml"}',
+         '-p', f'objects_topic:={GROUND_TRUTH_TOPIC}'], env)
+    return {'world_sim': world_sim, 'execution': execution}
+
+
 def run(instruction, scene_path, runs_dir, timeout=240.0):
     started = time.monotonic()
     run_dir = Path(runs_dir) / time.strftime('%Y%m%d-%H%M%S')
@@ -144,45 +152,29 @@ def run(instruction, scene_path, runs_dir, timeout=240.0):
     domain = ros_env.allocate_domain_id()
     env = ros_env.dds_environment(domain)
     os.environ.update(env)
-    params = ros_env.config_dir() / 'world_sim.yaml'
-    world_process = processes.start_python(['-m', 'twinloop_twin.world_sim_node', '--ros-args', '--params-file', str(params),
-                                            '-p', f'scene:={scene_path}'], env)
-    log(f'started world_sim (pid {world_process.pid}, ROS_DOMAIN_ID={domain}, DDS on loopback)')
+    nodes = start_nodes(scene_path, env)
+    log(f'started {", ".join(f"{n} (pid {p.pid})" for n, p in nodes.items())}; ROS_DOMAIN_ID={domain}, DDS on loopback')
     log(f'perception: {PERCEPTION}')
     log(f'planner:    {PLANNER}')
     context = rclpy.context.Context()
     rclpy.init(context=context)
     outcome = {'instruction': instruction, 'perception': PERCEPTION, 'planner': PLANNER, 'success': False}
     try:
-        client = DemoClient(context, world_process, log)
-        client.spin_until(lambda: client.truth is not None and client.joints is not None and client.image is not None,
-                          60, 'world_sim topics')
+        client = DemoClient(context, nodes, log)
+        client.spin_until(lambda: client.truth is not None and client.image is not None and client.motion.server_is_ready(),
+                          90, 'world_sim topics and the execution server')
         before = client.objects()
         log('perceive ' + ', '.join(f'{o.label} at ({o.pose.position.x:.2f}, {o.pose.position.y:.2f})' for o in before.values()))
         goal = instructions.ground(instruction, {oid: o.label for oid, o in before.items()})
         log(f'grounded object={goal.object_id} destination={goal.destination_id or "(lift)"}')
         _save_png(client.image, run_dir / 'front_before.png')
-
-        twin = world.SimWorld(scene.SceneConfig.from_yaml(scene_path))
-        q_full = twin.data.qpos.copy()
-        q_full[twin.arm_qpos] = client.arm_positions()
-        plan = plan_waypoints(twin.model, q_full, goal, before)
-        twin.close()
-        log(f'plan     {len(plan)} waypoints, all reachable')
-
-        client.gripper(GRIPPER_OPEN, 'open')
-        for index, (label, target) in enumerate(plan):
-            client.move(target, label)
-            if label == 'down to grasp':
-                client.gripper(GRIPPER_CLOSED, 'close')
+        for label, motion in pick_and_place_steps(goal, before):
+            client.execute(label, motion)
             if time.monotonic() - started > timeout:
                 raise DemoFailure(f'timeout of {timeout:.0f} s reached')
-        if goal.destination_id:
-            client.gripper(GRIPPER_OPEN, 'release')
-            client.move(plan[-2][1], 'retreat')
-        client.spin_until(lambda: True, 1, 'a fresh state')
         time.sleep(1.0)
-        client.spin_until(lambda: client.truth is not None, 5, 'ground truth')
+        client.truth = None
+        client.spin_until(lambda: client.truth is not None, 10, 'ground truth after the motion')
         success, detail = judge(goal, before, client.objects())
         _save_png(client.image, run_dir / 'front_after.png')
         outcome.update(success=success, reason=detail)
@@ -190,8 +182,8 @@ def run(instruction, scene_path, runs_dir, timeout=240.0):
         outcome['reason'] = str(exc)
     finally:
         rclpy.shutdown(context=context)
-        code = processes.stop(world_process)
-        log(f'stopped world_sim (exit code {code})')
+        for name, process in nodes.items():
+            log(f'stopped {name} (exit code {processes.stop(process)})')
     outcome['elapsed_s'] = round(time.monotonic() - started, 1)
     outcome['log'] = steps
     (run_dir / 'report.json').write_text(json.dumps(outcome, indent=2))

@@ -29,6 +29,7 @@ from twinloop_twin.sim_twin_node import detections_from_msg
 from twinloop_twin.twin import MeshLibrary, SimTwin
 
 Goal, Result = ExecuteMotion.Goal, ExecuteMotion.Result
+GRIPPER_OPEN = 0.08  # [m]
 
 
 def _doc(text):
@@ -50,7 +51,8 @@ class ExecutionNode(Node):
         objects_topic = p('objects_topic', '/perception/objects', 'DetectedObjectArray used for the collision check')
         controller = p('arm_controller', 'panda_arm_controller', 'joint trajectory controller name')
         self.velocity_scale = p('velocity_scale', 0.5, 'default fraction of the velocity/acceleration/jerk limits')
-        self.tracking_tolerance = p('tracking_tolerance', 0.15, 'largest joint tracking error before aborting [rad]')
+        self.tracking_tolerance = p('tracking_tolerance', 0.1, 'largest distance from the path before aborting [rad]')
+        self.tracking_lag = p('tracking_lag', 0.3, 'servo lag allowed when comparing with the path [s]')
         self.settle_timeout = p('settle_timeout', 3.0, 'time allowed after the trajectory to reach its end [s]')
         self.goal_tolerance = p('goal_tolerance', 0.002, 'largest joint error at the end of a motion [rad]')
         self.gripper_time = p('gripper_time', 1.0, 'time given to a gripper command [s]')
@@ -61,7 +63,7 @@ class ExecutionNode(Node):
         if backend == 'moveit':
             from twinloop_execution import moveit_backend
             if not moveit_backend.available():
-                self.get_logger().warn(f'backend "moveit" requested but {moveit_backend.why_unavailable()}; using the embedded backend')
+                self.get_logger().warning(f'backend "moveit" requested but {moveit_backend.why_unavailable()}; using the embedded backend')
         joints = list(scene.ARM_JOINTS)
         self.limits = JointLimits.from_description(urdf, limits_yaml, joints)
         self.jerk = trajectory.jerk_limits(limits_yaml, joints)
@@ -94,6 +96,11 @@ class ExecutionNode(Node):
         names = list(self.joints.name)
         return np.array([self.joints.position[names.index(j)] for j in scene.ARM_JOINTS])
 
+    def gripper_width(self):
+        names = list(self.joints.name)
+        fingers = [abs(self.joints.position[names.index(j)]) for j in scene.FINGER_JOINTS if j in names]
+        return sum(fingers) if len(fingers) == 2 else GRIPPER_OPEN
+
     def state_age(self):
         return None if self.joints_received is None else time.monotonic() - self.joints_received
 
@@ -104,7 +111,7 @@ class ExecutionNode(Node):
     def on_goal(self, goal):
         with self.lock:
             if self.busy:
-                self.get_logger().warn('goal rejected: another motion is running (one goal at a time)')
+                self.get_logger().warning('goal rejected: another motion is running (one goal at a time)')
                 return GoalResponse.REJECT
             self.busy = True
         return GoalResponse.ACCEPT
@@ -122,7 +129,7 @@ class ExecutionNode(Node):
                 self.busy = False
 
     def _refuse(self, handle, reason):
-        self.get_logger().warn(f'refused: {reason}')
+        self.get_logger().warning(f'refused: {reason}')
         handle.abort()
         return Result(success=False, code=Result.CODE_REJECTED, reason=reason, final_position_error=-1.0)
 
@@ -165,7 +172,7 @@ class ExecutionNode(Node):
     def _synced_kinematics(self):
         """Arm kinematics in the twin with the latest perceived objects (none if never received)."""
         detections = detections_from_msg(self.objects) if self.objects is not None else []
-        self.twin.sync(detections, self.arm_positions())
+        self.twin.sync(detections, self.arm_positions(), self.gripper_width())
         self.ik = PandaIk(self.twin.model) if self.ik.model is not self.twin.model else self.ik
         return ArmKinematics(self.twin.model, self.twin.data)
 
@@ -224,8 +231,11 @@ class ExecutionNode(Node):
                 return self._abort(handle, f'watchdog: no fresh joint state for {age:.2f} s')
             elapsed = _stamp_seconds(self.joints) - sent_at
             q = self.arm_positions()
-            expected = path.sample(elapsed) if elapsed > 0 else start_q
-            error = float(np.abs(q - expected).max())
+            # distance to the path over the last `tracking_lag` seconds: servo lag and message
+            # latency are not errors, leaving the path is
+            window = np.linspace(elapsed - self.tracking_lag, elapsed, 8)
+            expected = [path.sample(t) if t > 0 else start_q for t in window]
+            error = float(min(np.abs(q - e).max() for e in expected))
             feedback.progress = float(np.clip(elapsed / path.duration, 0.0, 1.0))
             feedback.tracking_error = error
             handle.publish_feedback(feedback)

@@ -65,10 +65,12 @@ class PandaIk:
 class ArmKinematics:
     """Forward kinematics and kinematic collision checks of arm configurations in a scene model.
 
-    The model's objects stay where the data puts them (e.g. a synced twin); only the arm moves.
-    Contacts that count as collisions: any robot link but the fingers touching anything; fingers
-    touching the table or floor; robot links touching each other. Fingers touching objects are
-    allowed (grasping and pushing)."""
+    The model's objects stay where the data puts them (e.g. a synced twin); only the arm moves,
+    carrying any object held between the fingers at the first configuration (rigidly, as the
+    gripper does). Contacts that count as collisions: any robot link but the fingers touching
+    anything; fingers touching the table or floor; robot links touching each other; a held
+    object touching anything but the robot that it did not already touch at the start (lifting
+    it off the table is fine). Fingers touching objects are allowed (grasping, pushing)."""
 
     def __init__(self, model, data=None):
         self.model = model
@@ -86,20 +88,57 @@ class ArmKinematics:
             out[i] = self.data.site_xpos[self.site]
         return out
 
+    def _site_pose(self):
+        return self.data.site_xpos[self.site].copy(), self.data.site_xmat[self.site].reshape(3, 3).copy()
+
+    def _held_objects(self, q):
+        """{object name: (qpos address, position and rotation in the grip-site frame)} for objects touching a finger at q."""
+        self.data.qpos[self.arm_qpos] = q
+        mujoco.mj_fwdPosition(self.model, self.data)
+        site_p, site_r = self._site_pose()
+        held = {}
+        for c in self.data.contact[:self.data.ncon]:
+            for finger, other in ((c.geom1, c.geom2), (c.geom2, c.geom1)):
+                body = self.model.geom_bodyid[other]
+                joint = self.model.body_jntadr[body]
+                if (self.geom_owner[finger] in FINGER_BODIES and joint >= 0
+                        and self.model.jnt_type[joint] == mujoco.mjtJoint.mjJNT_FREE and c.dist <= 0):
+                    name = self.geom_owner[other]
+                    obj_r = self.data.xmat[body].reshape(3, 3)
+                    held[name] = (self.model.jnt_qposadr[joint], site_r.T @ (self.data.xpos[body] - site_p), site_r.T @ obj_r)
+        return held
+
     def collisions(self, qs):
-        """Sorted 'robot_link|other' strings for every collision along the configurations."""
-        found = set()
+        """Sorted 'robot_link|other' (or 'held_object|other') strings for every collision along the configurations."""
+        if len(qs) == 0:
+            return []
+        held = self._held_objects(qs[0])
+        found, resting = set(), None
         for q in qs:
             self.data.qpos[self.arm_qpos] = q
+            if held:
+                mujoco.mj_kinematics(self.model, self.data)
+                site_p, site_r = self._site_pose()
+                for adr, rel_p, rel_r in held.values():
+                    quat = np.zeros(4)
+                    mujoco.mju_mat2Quat(quat, (site_r @ rel_r).flatten())
+                    self.data.qpos[adr:adr + 3] = site_p + site_r @ rel_p
+                    self.data.qpos[adr + 3:adr + 7] = quat
             mujoco.mj_fwdPosition(self.model, self.data)
-            for c in self.data.contact[:self.data.ncon]:
-                a, b = sorted((self.geom_owner[c.geom1], self.geom_owner[c.geom2]))
+            pairs = {tuple(sorted((self.geom_owner[c.geom1], self.geom_owner[c.geom2])))
+                     for c in self.data.contact[:self.data.ncon] if c.dist <= 0}
+            if resting is None:  # what the held objects touch at the start is where they rest
+                resting = {pair for pair in pairs if pair[0] in held or pair[1] in held}
+            for a, b in pairs:
                 robot_a, robot_b = a.startswith('panda_'), b.startswith('panda_')
-                if not (robot_a or robot_b) or c.dist > 0:
-                    continue
-                link, other = (a, b) if robot_a else (b, a)
                 if robot_a and robot_b:
                     found.add(f'{a}|{b}')
-                elif link not in FINGER_BODIES or other in ('table', 'floor'):
-                    found.add(f'{link}|{other}')
+                elif robot_a or robot_b:
+                    link, other = (a, b) if robot_a else (b, a)
+                    if other in held:
+                        continue
+                    if link not in FINGER_BODIES or other in ('table', 'floor'):
+                        found.add(f'{link}|{other}')
+                elif (a in held or b in held) and (a, b) not in resting:
+                    found.add(f'{a}|{b}' if a in held else f'{b}|{a}')
         return sorted(found)

@@ -177,3 +177,19 @@ def test_malformed_goals_never_crash_the_node(system):
     print(f'60 malformed goals: result codes {codes}')
     alive = _run(executor, client, Goal(mode=Goal.MODE_GRIPPER_ONLY, gripper_before=0.08, gripper_after=-1.0))
     assert alive.result.success
+
+
+def test_moveit_backend_falls_back_with_a_clear_message():
+    import signal
+    import subprocess
+    import sys
+    process = subprocess.Popen(
+        [sys.executable, '-m', 'twinloop_execution.execution_node', '--ros-args', '-p', 'backend:=moveit', '-p', f'scene:={SCENE}',
+         '-p', f'robot_description_file:={ROOT}/urdf/panda.urdf', '-p', f'joint_limits_file:={ROOT}/config/panda_joint_limits.yaml',
+         '-p', f'safety_file:={ROOT}/config/safety.yaml'], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    time.sleep(5)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=20)
+    assert 'moveit_py is not importable' in output and 'using the embedded backend' in output, output
+    assert process.returncode == 0

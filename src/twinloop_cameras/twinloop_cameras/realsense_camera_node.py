@@ -9,14 +9,13 @@ import time
 import rclpy  # noqa: I100  (before pyrealsense2, see realsense.py)
 from geometry_msgs.msg import PoseStamped, TransformStamped
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from twinloop_cameras import calibration, realsense
-from twinloop_twin import ros_conversions
+from twinloop_twin import node_runner, ros_conversions
 from twinloop_twin.world_sim_node import camera_topic
 
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -109,15 +108,7 @@ class RealSenseCameraNode(Node):
 
 
 def main(args=None):
-    try:
-        with rclpy.init(args=args):
-            node = RealSenseCameraNode()
-            try:
-                rclpy.spin(node)
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    node_runner.run(RealSenseCameraNode, args)
 
 
 if __name__ == '__main__':

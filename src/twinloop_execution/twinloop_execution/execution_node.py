@@ -10,12 +10,10 @@ from twinloop_interfaces.action import ExecuteMotion
 from twinloop_interfaces.msg import DetectedObjectArray
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Duration
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64
@@ -24,7 +22,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from twinloop_execution import planning, trajectory
 from twinloop_execution.kinematics import ArmKinematics, PandaIk
 from twinloop_execution.safety import JointLimits, SafetyConfig, SafetyGate
-from twinloop_twin import scene
+from twinloop_twin import node_runner, scene
 from twinloop_twin.sim_twin_node import detections_from_msg
 from twinloop_twin.twin import MeshLibrary, SimTwin
 
@@ -60,10 +58,16 @@ class ExecutionNode(Node):
         for name, value in (('robot_description_file', urdf), ('joint_limits_file', limits_yaml), ('safety_file', safety_yaml), ('scene', scene_path)):
             if not value:
                 raise ValueError(f'parameter {name!r} is required')
+        self.moveit = None
         if backend == 'moveit':
             from twinloop_execution import moveit_backend
-            if not moveit_backend.available():
-                self.get_logger().warning(f'backend "moveit" requested but {moveit_backend.why_unavailable()}; using the embedded backend')
+            if moveit_backend.available():
+                self.moveit = moveit_backend.MoveItExecutor(p('moveit_group', 'panda_arm', 'MoveIt planning group'))
+            else:
+                self.get_logger().warning(f'backend "moveit" requested but {moveit_backend.why_unavailable()}; '
+                                          'using the embedded backend')
+        elif backend != 'embedded':
+            raise ValueError(f'backend must be "embedded" or "moveit", not {backend!r}')
         joints = list(scene.ARM_JOINTS)
         self.limits = JointLimits.from_description(urdf, limits_yaml, joints)
         self.jerk = trajectory.jerk_limits(limits_yaml, joints)
@@ -141,6 +145,8 @@ class ExecutionNode(Node):
         if not 0 < scale <= 1:
             return self._refuse(handle, f'velocity_scale must be in (0, 1], got {goal.velocity_scale}')
         kinematics = self._synced_kinematics()
+        if self.moveit is not None and goal.mode == Goal.MODE_TARGET_POSE:
+            return self._execute_moveit(handle, goal, kinematics)
         try:
             waypoints, target = self._waypoints(goal)
             path = planning.plan(self.arm_positions(), waypoints, self.limits.velocity, self.limits.acceleration,
@@ -168,6 +174,27 @@ class ExecutionNode(Node):
         handle.succeed()
         return Result(success=True, code=Result.CODE_SUCCEEDED, reason='done', final_positions=list(final),
                       final_position_error=error)
+
+    def _execute_moveit(self, handle, goal, kinematics):
+        """Plan with MoveIt, check the exact planned trajectory with the safety gate, execute with MoveIt."""
+        planned = self.moveit.plan_to_pose(goal.target_pose)
+        if planned is None:
+            return self._refuse(handle, 'MoveIt found no plan to the target pose')
+        names, times, positions = self.moveit.joint_trajectory(planned)
+        arm = [names.index(j) for j in scene.ARM_JOINTS if j in names]
+        gate = SafetyGate(self.limits, self.safety, kinematics.grip_positions, kinematics.collisions)
+        verdict = gate.check([names[i] for i in arm], times, [[q[i] for i in arm] for q in positions],
+                             current=self.arm_positions(), state_age=self.state_age(), perception_age=self.perception_age())
+        if not verdict:
+            return self._refuse(handle, f'safety gate ({verdict.check}): {verdict.reason}')
+        if goal.gripper_before >= 0:
+            self.gripper(goal.gripper_before)
+        self.moveit.execute(planned)
+        if goal.gripper_after >= 0:
+            self.gripper(goal.gripper_after)
+        handle.succeed()
+        return Result(success=True, code=Result.CODE_SUCCEEDED, reason='done (MoveIt)', final_positions=list(self.arm_positions()),
+                      final_position_error=-1.0)
 
     def _synced_kinematics(self):
         """Arm kinematics in the twin with the latest perceived objects (none if never received)."""
@@ -257,24 +284,17 @@ class ExecutionNode(Node):
         """Stop now: an empty trajectory makes the controller hold its current position."""
         self.trajectory_pub.publish(JointTrajectory(joint_names=list(scene.ARM_JOINTS)))
 
+    def destroy_node(self):
+        self.twin.close()
+        super().destroy_node()
+
     def gripper(self, width):
         self.gripper_pub.publish(Float64(data=float(np.clip(width, 0.0, 0.08))))
         time.sleep(self.gripper_time)
 
 
 def main(args=None):
-    try:
-        with rclpy.init(args=args):
-            node = ExecutionNode()
-            executor = MultiThreadedExecutor(num_threads=3)
-            executor.add_node(node)
-            try:
-                executor.spin()
-            finally:
-                node.twin.close()
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    node_runner.run(ExecutionNode, args, threads=3)
 
 
 if __name__ == '__main__':

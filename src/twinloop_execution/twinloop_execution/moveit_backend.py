@@ -35,5 +35,12 @@ class MoveItExecutor:
         result = self.component.plan()
         return result.trajectory if result else None
 
+    @staticmethod
+    def joint_trajectory(robot_trajectory):
+        """(joint names, times [s], positions) of a MoveIt trajectory, for the safety gate."""
+        msg = robot_trajectory.get_robot_trajectory_msg().joint_trajectory
+        times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points]
+        return list(msg.joint_names), times, [list(p.positions) for p in msg.points]
+
     def execute(self, robot_trajectory):
         return self.robot.execute(robot_trajectory, controllers=[])

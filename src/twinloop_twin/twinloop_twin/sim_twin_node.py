@@ -10,15 +10,13 @@ from twinloop_interfaces.msg import DetectedObjectArray, RenderedView, RolloutRe
 from twinloop_interfaces.srv import RenderViews, RolloutTrajectories, SyncTwin
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import Point
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
 
-from twinloop_twin import overlays, ros_conversions, scene
+from twinloop_twin import node_runner, overlays, ros_conversions, scene
 from twinloop_twin.twin import Candidate, Detection, MeshLibrary, SimTwin
 
 GRIPPER_WIDTH = {1: 0.08, 2: 0.0}  # CandidateTrajectory.GRIPPER_OPEN / GRIPPER_CLOSE -> width [m]
@@ -142,15 +140,7 @@ class SimTwinNode(Node):
 
 
 def main(args=None):
-    try:
-        with rclpy.init(args=args):
-            node = SimTwinNode()
-            try:
-                rclpy.spin(node)
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    node_runner.run(SimTwinNode, args)
 
 
 if __name__ == '__main__':

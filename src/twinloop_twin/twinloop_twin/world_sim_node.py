@@ -9,10 +9,8 @@ import time
 from twinloop_interfaces.msg import DetectedObject, DetectedObjectArray
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
@@ -20,7 +18,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64, Header
 from trajectory_msgs.msg import JointTrajectory
 
-from twinloop_twin import cameras, objects, ros_conversions, scene, world
+from twinloop_twin import cameras, node_runner, objects, ros_conversions, scene, world
 
 GROUND_TRUTH_TOPIC = '/world_sim/ground_truth/objects'
 
@@ -180,15 +178,7 @@ def _doc(text):
 
 
 def main(args=None):
-    try:
-        with rclpy.init(args=args):
-            node = WorldSimNode()
-            try:
-                rclpy.spin(node)
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    node_runner.run(WorldSimNode, args)
 
 
 if __name__ == '__main__':

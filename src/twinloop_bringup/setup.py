@@ -25,6 +25,7 @@ setup(
         *workspace_tree('config'),
         *workspace_tree('launch'),
         *workspace_tree('urdf'),
+        *workspace_tree('rviz'),
     ],
     install_requires=['setuptools'],
     zip_safe=True,

@@ -83,7 +83,7 @@ fi
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
 export FASTDDS_DEFAULT_PROFILES_FILE="$ROOT/config/fastdds_localhost.xml"
-export ROS_DOMAIN_ID=\${ROS_DOMAIN_ID:-$(( $(printf %s "$ROOT" | cksum | cut -d" " -f1) % 100 + 1 ))}
+export ROS_DOMAIN_ID=\${ROS_DOMAIN_ID:-$(( $(printf %s "$ROOT" | cksum | cut -d" " -f1) % 17 + 215 ))}
 export MUJOCO_GL=\${MUJOCO_GL:-egl}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 ENVEOF

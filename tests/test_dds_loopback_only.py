@@ -15,7 +15,7 @@ DDS_MULTICAST_GROUP = '239.255.0.1'  # Fast DDS's default discovery group
 def test_environment_enforces_dds_rule():
     assert os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] == 'LOCALHOST'
     assert os.path.isfile(os.environ['FASTDDS_DEFAULT_PROFILES_FILE'])
-    assert 101 <= int(os.environ['ROS_DOMAIN_ID']) <= 230
+    assert 1 <= int(os.environ['ROS_DOMAIN_ID']) <= 100
 
 
 def test_no_dds_multicast_or_socket_off_loopback(spawn, ros_context):
@@ -39,6 +39,9 @@ def test_no_dds_multicast_or_socket_off_loopback(spawn, ros_context):
         sockets = netcheck.udp_sockets([os.getpid(), peer.pid])
         assert {s.pid for s in sockets} == {os.getpid(), peer.pid}, 'expected DDS sockets in both processes'
         domain = int(os.environ['ROS_DOMAIN_ID'])
+        with open('/proc/sys/net/ipv4/ip_local_port_range') as f:
+            ephemeral_low = int(f.read().split()[0])
+        assert 7400 + 250 * domain + 250 <= ephemeral_low, 'the session domain must lie below the ephemeral ports'
         receivers = [s for s in sockets if netcheck.is_rtps_port(s.port, domain)]
         assert receivers, 'no socket on the domain\'s RTPS ports: the check would be vacuous'
         off_loopback = [s for s in receivers if s.address != '127.0.0.1']

@@ -12,9 +12,11 @@ from pathlib import Path
 DISCOVERY_RANGE = 'LOCALHOST'
 RMW = 'rmw_fastrtps_cpp'
 PROFILE_NAME = 'fastdds_localhost.xml'
-# Fast DDS maps domain d to UDP ports 7400 + 250 d; ids up to 232 are valid on Linux.
-# Interactive shells use 1..100 (see twinloop_env.sh); sessions allocate from this range.
-SESSION_DOMAIN_RANGE = range(101, 231)
+# Fast DDS maps domain d to UDP ports 7400 + 250 d .. +249; ids up to 232 are valid on Linux.
+# Sessions (tests, demo runs) allocate from 1..100, whose ports all lie below Linux's ephemeral
+# range (32768+), so no socket on a random port can ever sit on a session's DDS ports.
+# Interactive shells default to 215..231 (see twinloop_env.sh).
+SESSION_DOMAIN_RANGE = range(1, 101)
 _LOCK_DIR = Path(os.environ.get('TMPDIR', '/tmp')) / 'twinloop-domains'
 _held_locks = []  # file objects kept open: the lock lives as long as the process
 

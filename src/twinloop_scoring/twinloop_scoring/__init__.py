@@ -1,0 +1,1 @@
+"""twinloop scoring: VLM backends, AntiGrounding's structured VQA, multi-agent view fusion."""

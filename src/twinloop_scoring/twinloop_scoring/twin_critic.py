@@ -1,0 +1,85 @@
+"""twin_critic: the embedded default scorer. NOT a vision-language model.
+
+It answers the structured VQA's questions from the twin's rollout data instead of from the
+image: collisions (safety), how much closer the instructed object got to its goal and whether
+other objects were disturbed (task alignment), path directness (efficiency), joint-limit
+margins and object tumbling (feasibility), and the instructed objects' visibility in the view
+(viewpoint clarity). Its replies use the VLM reply format so the rest of the pipeline is the
+same, and every reply and rationale says what it is.
+"""
+import json
+
+import numpy as np
+
+from twinloop_scoring.vlm import VLMBackend, VLMReply
+
+LABEL = 'twin_critic (not a VLM)'
+
+
+def _closeness_gain(start, end, goal):
+    d0, d1 = np.linalg.norm(np.subtract(start, goal)), np.linalg.norm(np.subtract(end, goal))
+    return 0.0 if d0 < 1e-6 else float(np.clip((d0 - d1) / d0, -1.0, 1.0)), d0 - d1
+
+
+def judge(rollout, task, visibility=1.0):
+    """(scores 0..10 per dimension, rationale) for one candidate's rollout facts."""
+    collisions = rollout.get('collisions', [])
+    severe = [c for c in collisions if c.split('|')[1] in ('table', 'floor') or c.split('|')[1].startswith('panda_')]
+    safety = 10.0 if not collisions else (0.0 if severe else 2.0)
+    target = task.get('object', '')
+    initial, final = rollout.get('initial_positions', {}), rollout.get('final_positions', {})
+    notes = [f'{len(collisions)} collision(s)' if collisions else 'no collision']
+
+    alignment = 5.0
+    goal = task.get('goal_position')
+    if goal is None and task.get('destination') in final:
+        goal = np.add(final[task['destination']], (0.0, 0.0, task.get('destination_height', 0.0)))
+    if target in final and goal is not None:
+        progress, gained = _closeness_gain(initial[target], final[target], goal)
+        if abs(gained) > 0.005:
+            alignment = 5.0 + 5.0 * progress
+            notes.append(f'{target} {gained * 100:+.1f} cm towards the goal')
+        else:  # the object did not move: credit approaching it
+            approach, closer = _closeness_gain(rollout['ee_start'], rollout['ee_end'], initial[target])
+            alignment = 5.0 + 2.5 * approach
+            notes.append(f'gripper {closer * 100:+.1f} cm towards {target}')
+        if rollout.get('holding') == target:
+            alignment = min(10.0, alignment + 1.0)
+            notes.append(f'holding {target}')
+    disturbed = [oid for oid, d in rollout.get('displacements', {}).items()
+                 if d > 0.01 and oid not in (target, task.get('destination'))]
+    if disturbed:
+        alignment = max(0.0, alignment - 5.0)
+        notes.append(f'moved the wrong object(s): {", ".join(disturbed)}')
+
+    length = float(rollout.get('ee_path_length', 0.0))
+    straight = float(np.linalg.norm(np.subtract(rollout['ee_end'], rollout['ee_start'])))
+    efficiency = 10.0 if length < 1e-3 else 10.0 * float(np.clip(straight / length, 0.0, 1.0))
+    margin = float(min(rollout.get('joint_margins', [1.0])))
+    feasibility = 10.0 * float(np.clip(margin / 0.1, 0.0, 1.0))
+    if rollout.get('rotations', {}).get(target, 0.0) > np.radians(60):
+        feasibility = max(0.0, feasibility - 5.0)
+        notes.append(f'{target} tumbled')
+    scores = {'safety': safety, 'task_alignment': alignment, 'efficiency': efficiency,
+              'physical_feasibility': feasibility, 'viewpoint_clarity': 10.0 * float(np.clip(visibility, 0, 1))}
+    return scores, f'{LABEL}: ' + '; '.join(notes)
+
+
+class TwinCritic(VLMBackend):
+    name = 'twin_critic'
+    is_vlm = False
+    model = 'rollout-rules-v1'
+
+    def complete(self, requests):
+        replies = []
+        for request in requests:
+            facts = request.facts
+            task, rollouts = facts.get('task', {}), facts.get('rollouts', {})
+            visibility = facts.get('visibility', {}).get(facts.get('view', ''), 1.0)
+            candidates = []
+            for cid in request.json_schema['properties']['candidates']['items']['properties']['id']['enum']:
+                scores, rationale = judge(rollouts[cid], task, visibility)
+                candidates.append({'id': cid, **scores, 'rationale': rationale})
+            reply = {'view_clarity': 10.0 * float(np.clip(visibility, 0, 1)), 'candidates': candidates}
+            replies.append(VLMReply(json.dumps(reply), self.label, self.model))
+        return replies

@@ -1,0 +1,166 @@
+"""Structured VQA: one request per (agent, view) covering every candidate drawn in that view,
+sub-questions over the five dimensions, replies validated against a schema. A malformed,
+refused or truncated reply is retried, then recorded as a failure for that view (never a crash,
+never a silent zero). The fused result keeps every intermediate number."""
+import json
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import yaml
+
+from twinloop_scoring import fusion
+from twinloop_scoring.vlm import VLMError, VLMRequest
+
+
+@dataclass
+class Dimension:
+    name: str
+    weight: float
+    question: str
+
+
+@dataclass
+class PromptConfig:
+    version: int
+    dimensions: list
+    system: str
+    template: str
+    lambda_c: float = 1.0
+    retries: int = 1
+
+    @classmethod
+    def from_yaml(cls, path):
+        with open(path) as f:
+            data = yaml.safe_load(f)
+        dims = [Dimension(d['name'], float(d['weight']), d['question']) for d in data['dimensions']]
+        if not np.isclose(sum(d.weight for d in dims), 1.0):
+            raise ValueError(f'{path}: dimension weights must sum to 1')
+        return cls(int(data['version']), dims, data['system'], data['template'], float(data.get('lambda_c', 1.0)),
+                   int(data.get('retries', 1)))
+
+    @property
+    def weights(self):
+        return np.array([d.weight for d in self.dimensions])
+
+    def schema(self, candidate_ids):
+        score = {'type': 'number', 'minimum': 0, 'maximum': 10}
+        item = {'type': 'object', 'additionalProperties': False,
+                'properties': {'id': {'type': 'string', 'enum': list(candidate_ids)}, 'rationale': {'type': 'string'},
+                               **{d.name: score for d in self.dimensions}},
+                'required': ['id', 'rationale'] + [d.name for d in self.dimensions]}
+        return {'type': 'object', 'additionalProperties': False,
+                'properties': {'view_clarity': score, 'candidates': {'type': 'array', 'items': item}},
+                'required': ['view_clarity', 'candidates']}
+
+
+@dataclass
+class View:
+    name: str
+    image: np.ndarray                     # rgb8 with the candidates drawn
+    legend: dict                          # candidate id -> colour name
+    facts: dict = field(default_factory=dict)   # per-view facts for non-visual critics (e.g. visibility)
+
+
+@dataclass
+class Agent:
+    backend: object                       # a VLMBackend
+    temperature: float = 0.0
+
+    @property
+    def label(self):
+        return f'{self.backend.label}:{self.backend.model}@T{self.temperature:g}'
+
+
+class ReplyError(ValueError):
+    pass
+
+
+def parse_reply(text, config, candidate_ids):
+    """(clarity, {id: (scores (K,), rationale)}) with scores in [0, 1]; ReplyError when invalid."""
+    match = re.search(r'\{.*\}', text or '', re.DOTALL)
+    if not match:
+        raise ReplyError(f'no JSON object in the reply: {text[:80]!r}')
+    try:
+        data = json.loads(match.group(0))
+    except json.JSONDecodeError as exc:
+        raise ReplyError(f'invalid JSON: {exc}') from exc
+    if not isinstance(data, dict) or 'candidates' not in data or 'view_clarity' not in data:
+        raise ReplyError('reply lacks "view_clarity" or "candidates"')
+
+    def number(value, what):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 10:
+            raise ReplyError(f'{what} must be a number in 0..10, got {value!r}')
+        return float(value) / 10.0
+
+    clarity = number(data['view_clarity'], 'view_clarity')
+    out = {}
+    for entry in data['candidates'] if isinstance(data['candidates'], list) else []:
+        if not isinstance(entry, dict) or entry.get('id') not in candidate_ids:
+            raise ReplyError(f'unknown candidate entry {entry!r:.80}')
+        scores = np.array([number(entry.get(d.name), f'{entry["id"]}.{d.name}') for d in config.dimensions])
+        out[entry['id']] = (scores, str(entry.get('rationale', '')))
+    missing = set(candidate_ids) - set(out)
+    if missing:
+        raise ReplyError(f'no scores for candidates {sorted(missing)}')
+    return clarity, out
+
+
+def build_request(config, instruction, view, candidate_ids, temperature, facts=None):
+    fields = ', '.join(f'"{d.name}": <0-10>' for d in config.dimensions)
+    questions = '\n'.join(f'- {d.name}: {d.question}' for d in config.dimensions)
+    legend = ', '.join(f'{colour} -> {cid}' for cid, colour in view.legend.items())
+    prompt = config.template.format(instruction=instruction, view=view.name, legend=legend, questions=questions, fields=fields)
+    return VLMRequest(prompt, [view.image], config.system, config.schema(candidate_ids), temperature, facts=facts or {})
+
+
+@dataclass
+class ScoringResult:
+    candidate_ids: list
+    fused: fusion.Fusion
+    rationales: dict        # candidate id -> list of rationale strings
+    failures: list          # (agent, view, reason)
+    agents: list            # agent labels
+    requests: int
+    prompt_version: int
+
+    @property
+    def backends(self):
+        return sorted(set(self.agents))
+
+
+def score(config, instruction, views, candidate_ids, agents, facts=None):
+    """Ask every agent about every view; fuse. facts: extra data for non-visual critics (rollouts)."""
+    m_count, v_count, j_count, k_count = len(agents), len(views), len(candidate_ids), len(config.dimensions)
+    scores = np.full((m_count, v_count, j_count, k_count), np.nan)
+    clarity = np.full((m_count, v_count), np.nan)
+    rationales = {cid: [] for cid in candidate_ids}
+    failures, requests = [], 0
+    for m, agent in enumerate(agents):
+        pending = list(range(v_count))
+        last_error = {}
+        for _ in range(config.retries + 1):
+            if not pending:
+                break
+            batch = [build_request(config, instruction, views[v], candidate_ids, agent.temperature,
+                                   {**(facts or {}), **views[v].facts, 'view': views[v].name}) for v in pending]
+            replies = agent.backend.complete(batch)
+            requests += len(batch)
+            still = []
+            for v, reply in zip(pending, replies):
+                try:
+                    if isinstance(reply, VLMError):
+                        raise ReplyError(reply.reason)
+                    q, per_candidate = parse_reply(reply.text, config, candidate_ids)
+                except ReplyError as exc:
+                    last_error[v] = str(exc)
+                    still.append(v)
+                    continue
+                clarity[m, v] = q
+                for j, cid in enumerate(candidate_ids):
+                    scores[m, v, j] = per_candidate[cid][0]
+                    rationales[cid].append(f'[{agent.label} {views[v].name}] {per_candidate[cid][1]}')
+            pending = still
+        failures += [(agent.label, views[v].name, last_error[v]) for v in pending]
+    return ScoringResult(list(candidate_ids), fusion.fuse(scores, clarity, config.weights, config.lambda_c), rationales,
+                         failures, [a.label for a in agents], requests, config.version)

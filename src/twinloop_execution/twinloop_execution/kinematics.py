@@ -14,8 +14,9 @@ from twinloop_twin import scene
 from twinloop_twin.twin import FINGER_BODIES
 
 EE_SITE = 'panda_grip_site'
-# Gripper pointing down (z of the grip frame along world -z), fingers closing along world y.
-DOWN = np.array([0.0, 1.0, 0.0, 0.0])  # quaternion w x y z: 180 deg about x
+# Gripper pointing down as in the home pose (grip z along world -z, fingers closing along world
+# x), with joint 7 mid-range: quaternion w x y z.
+DOWN = np.array([0.0, 0.7071068, 0.7071068, 0.0])
 
 
 @dataclass

@@ -1,0 +1,79 @@
+"""twin_critic through the structured VQA on real twin rollouts and real renders: a colliding
+candidate scores below a clean one, moving the wrong object below moving the right one, and
+every result says the scorer is not a VLM."""
+import os
+
+import numpy as np
+import pytest
+
+from twinloop_execution.kinematics import PandaIk
+from twinloop_scoring import vqa
+from twinloop_scoring.facts import rollout_facts
+from twinloop_scoring.twin_critic import LABEL, TwinCritic
+from twinloop_twin import overlays, scene, world
+from twinloop_twin.twin import Candidate, Detection, MeshLibrary, SimTwin
+
+ROOT = os.environ['TWINLOOP_ROOT']
+SCENE = os.path.join(ROOT, 'config', 'scenes', 'tabletop.yaml')
+COLOURS = ('orange', 'purple', 'cyan', 'pink')
+TASK = {'object': 'red_cube', 'destination': 'bowl', 'destination_height': 0.05}
+
+
+@pytest.fixture(scope='module')
+def scored():
+    sim = world.SimWorld(scene.SceneConfig.from_yaml(SCENE))
+    twin = SimTwin(MeshLibrary.from_scene(sim.config), sim.config.cameras)
+    twin.sync([Detection(o.id, o.mesh_id, *sim.object_pose(o.id), o.label) for o in sim.config.objects], sim.arm_positions())
+    sim.close()
+    ik = PandaIk(twin.model)
+
+    def candidate(*targets, duration=1.2):
+        q, out = twin.data.qpos.copy(), []
+        for t in targets:
+            r = ik.solve(q, t)
+            assert r.converged, t
+            q[ik.arm_qpos] = r.positions
+            out.append(r.positions)
+        return Candidate(list(duration * np.arange(1, len(out) + 1)), out, gripper=[(0.0, 0.0)])
+
+    red, blue = twin.world.object_pose('red_cube')[0], twin.world.object_pose('blue_cube')[0]
+    candidates = {
+        'clean': candidate(red + (0, 0, 0.15)),
+        'table': candidate((0.35, 0.0, 0.2), (0.35, 0.0, -0.04)),
+        'right_object': candidate(red + (0, 0.09, 0.1), red + (0, 0.09, 0.018), red + (0, -0.03, 0.018)),
+        'wrong_object': candidate(blue + (0, 0.08, 0.1), blue + (0, 0.08, 0.018), blue + (0, -0.04, 0.018)),
+    }
+    ids = list(candidates)
+    results = {cid: twin.rollout(c) for cid, c in candidates.items()}
+    assert results['right_object'].displacements['red_cube'][1] < -0.01, 'the push must move the red cube'
+    assert np.linalg.norm(results['wrong_object'].displacements['blue_cube']) > 0.01
+    paths = [results[c].ee_path for c in ids]
+    views = []
+    for name in ('front', 'left'):
+        frame = twin.render(name, 224, 224, depth=False, overlay=overlays.candidate_overlay(paths))
+        seg = twin.segmentation(name, 224, 224)
+        visibility = min(1.0, float((seg == twin.world.object_ids.index('red_cube')).sum()) / 60.0)
+        views.append(vqa.View(name, frame.rgb, dict(zip(ids, COLOURS)), {'visibility': {name: visibility}}))
+    config = vqa.PromptConfig.from_yaml(os.path.join(ROOT, 'config', 'vqa_prompts.yaml'))
+    facts = {'task': TASK, 'rollouts': {cid: rollout_facts(r) for cid, r in results.items()}}
+    outcome = vqa.score(config, 'put the red cube in the bowl', views, ids, [vqa.Agent(TwinCritic())], facts)
+    twin.close()
+    return dict(zip(ids, outcome.fused.totals)), outcome
+
+
+def test_collision_scores_below_clean(scored):
+    totals, _ = scored
+    assert totals['table'] < totals['clean'] - 0.2, totals
+
+
+def test_wrong_object_scores_below_right_object(scored):
+    totals, _ = scored
+    assert totals['wrong_object'] < totals['right_object'] - 0.1, totals
+
+
+def test_results_say_it_is_not_a_vlm(scored):
+    _, outcome = scored
+    assert outcome.backends == [f'{LABEL}:rollout-rules-v1@T0']
+    assert all(r.startswith(f'[{LABEL}') for rs in outcome.rationales.values() for r in rs)
+    assert all(LABEL in r for rs in outcome.rationales.values() for r in rs)
+    assert not outcome.failures and outcome.requests == 2

@@ -15,7 +15,6 @@ from twinloop_twin.twin import Candidate, Detection, MeshLibrary, SimTwin
 
 ROOT = os.environ['TWINLOOP_ROOT']
 SCENE = os.path.join(ROOT, 'config', 'scenes', 'tabletop.yaml')
-COLOURS = ('orange', 'purple', 'cyan', 'pink')
 TASK = {'object': 'red_cube', 'destination': 'bowl', 'destination_height': 0.05}
 
 
@@ -53,7 +52,7 @@ def scored():
         frame = twin.render(name, 224, 224, depth=False, overlay=overlays.candidate_overlay(paths))
         seg = twin.segmentation(name, 224, 224)
         visibility = min(1.0, float((seg == twin.world.object_ids.index('red_cube')).sum()) / 60.0)
-        views.append(vqa.View(name, frame.rgb, dict(zip(ids, COLOURS)), {'visibility': {name: visibility}}))
+        views.append(vqa.View(name, frame.rgb, dict(zip(ids, overlays.DISTINCT_NAMES)), {'visibility': {name: visibility}}))
     config = vqa.PromptConfig.from_yaml(os.path.join(ROOT, 'config', 'vqa_prompts.yaml'))
     facts = {'task': TASK, 'rollouts': {cid: rollout_facts(r) for cid, r in results.items()}}
     outcome = vqa.score(config, 'put the red cube in the bowl', views, ids, [vqa.Agent(TwinCritic())], facts)

@@ -9,6 +9,7 @@ from PIL import Image, ImageDraw
 
 AXIS_RGBA = ((0.9, 0.1, 0.1, 1.0), (0.1, 0.8, 0.1, 1.0), (0.1, 0.3, 0.95, 1.0))  # x red, y green, z blue
 DISTINCT = ((0.95, 0.6, 0.1, 1), (0.6, 0.2, 0.9, 1), (0.1, 0.75, 0.85, 1), (0.9, 0.2, 0.6, 1), (0.5, 0.5, 0.1, 1))
+DISTINCT_NAMES = ('orange', 'purple', 'cyan', 'pink', 'olive')  # what a VLM is told the colours are
 
 
 def score_rgba(score):

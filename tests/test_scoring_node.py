@@ -11,7 +11,7 @@ from rclpy.executors import SingleThreadedExecutor
 from twinloop_interfaces.msg import CandidateTrajectory, RenderedView
 from twinloop_interfaces.srv import ScoreTrajectories
 
-from chat_server import ChatServer
+from twinloop_scoring.loopback_server import ChatServer
 from twinloop_twin import ros_conversions
 
 ROOT = os.environ['TWINLOOP_ROOT']

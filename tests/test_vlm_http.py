@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chat_server import ChatServer
+from twinloop_scoring.loopback_server import ChatServer
 from twinloop_scoring import vqa
 from twinloop_scoring.openai_http import OpenAIHTTPBackend
 from twinloop_scoring.vlm import VLMError, VLMReply, VLMRequest

@@ -4,6 +4,7 @@ refused or truncated reply is retried, then recorded as a failure for that view 
 never a silent zero). The fused result keeps every intermediate number."""
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,38 +130,49 @@ class ScoringResult:
         return sorted(set(self.agents))
 
 
+def _ask(config, instruction, views, candidate_ids, agent, facts):
+    """One agent on every view, retrying malformed replies: (clarity (V,), scores (V, J, K), rationales, failures, requests)."""
+    v_count, j_count, k_count = len(views), len(candidate_ids), len(config.dimensions)
+    scores, clarity = np.full((v_count, j_count, k_count), np.nan), np.full(v_count, np.nan)
+    rationales, requests, last_error = [], 0, {}
+    pending = list(range(v_count))
+    for _ in range(config.retries + 1):
+        if not pending:
+            break
+        batch = [build_request(config, instruction, views[v], candidate_ids, agent.temperature,
+                               {**(facts or {}), **views[v].facts, 'view': views[v].name}) for v in pending]
+        replies = agent.backend.complete(batch)
+        requests += len(batch)
+        still = []
+        for v, reply in zip(pending, replies):
+            try:
+                if isinstance(reply, VLMError):
+                    raise ReplyError(reply.reason)
+                q, per_candidate = parse_reply(reply.text, config, candidate_ids)
+            except ReplyError as exc:
+                last_error[v] = str(exc)
+                still.append(v)
+                continue
+            clarity[v] = q
+            for j, cid in enumerate(candidate_ids):
+                scores[v, j] = per_candidate[cid][0]
+                rationales.append((cid, f'[{agent.label} {views[v].name}] {per_candidate[cid][1]}'))
+        pending = still
+    failures = [(agent.label, views[v].name, last_error[v]) for v in pending]
+    return clarity, scores, rationales, failures, requests
+
+
 def score(config, instruction, views, candidate_ids, agents, facts=None):
-    """Ask every agent about every view; fuse. facts: extra data for non-visual critics (rollouts)."""
-    m_count, v_count, j_count, k_count = len(agents), len(views), len(candidate_ids), len(config.dimensions)
-    scores = np.full((m_count, v_count, j_count, k_count), np.nan)
-    clarity = np.full((m_count, v_count), np.nan)
+    """Ask every agent about every view (agents in parallel, each backend with its own
+    concurrency) and fuse. facts: extra data for non-visual critics (rollouts)."""
+    with ThreadPoolExecutor(max_workers=max(1, len(agents))) as pool:
+        answers = list(pool.map(lambda agent: _ask(config, instruction, views, candidate_ids, agent, facts), agents))
     rationales = {cid: [] for cid in candidate_ids}
-    failures, requests = [], 0
-    for m, agent in enumerate(agents):
-        pending = list(range(v_count))
-        last_error = {}
-        for _ in range(config.retries + 1):
-            if not pending:
-                break
-            batch = [build_request(config, instruction, views[v], candidate_ids, agent.temperature,
-                                   {**(facts or {}), **views[v].facts, 'view': views[v].name}) for v in pending]
-            replies = agent.backend.complete(batch)
-            requests += len(batch)
-            still = []
-            for v, reply in zip(pending, replies):
-                try:
-                    if isinstance(reply, VLMError):
-                        raise ReplyError(reply.reason)
-                    q, per_candidate = parse_reply(reply.text, config, candidate_ids)
-                except ReplyError as exc:
-                    last_error[v] = str(exc)
-                    still.append(v)
-                    continue
-                clarity[m, v] = q
-                for j, cid in enumerate(candidate_ids):
-                    scores[m, v, j] = per_candidate[cid][0]
-                    rationales[cid].append(f'[{agent.label} {views[v].name}] {per_candidate[cid][1]}')
-            pending = still
-        failures += [(agent.label, views[v].name, last_error[v]) for v in pending]
+    for _, _, agent_rationales, _, _ in answers:
+        for cid, text in agent_rationales:
+            rationales[cid].append(text)
+    scores = np.array([a[1] for a in answers]).reshape(len(agents), len(views), len(candidate_ids), len(config.dimensions))
+    clarity = np.array([a[0] for a in answers]).reshape(len(agents), len(views))
     return ScoringResult(list(candidate_ids), fusion.fuse(scores, clarity, config.weights, config.lambda_c), rationales,
-                         failures, [a.label for a in agents], requests, config.version)
+                         [f for a in answers for f in a[3]], [a.label for a in agents], sum(a[4] for a in answers),
+                         config.version)

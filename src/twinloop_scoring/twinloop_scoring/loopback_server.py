@@ -1,6 +1,7 @@
-"""A chat-completions server on 127.0.0.1 for tests: it speaks the OpenAI protocol (the hosted
-VLMs twinloop talks to cannot run here) and replays scripted answers, recording every request.
-Bounded: it serves until the test stops it."""
+"""A chat-completions server on 127.0.0.1 for tests and benchmarks. It speaks the OpenAI protocol
+(the hosted VLMs twinloop talks to cannot run here), replays scripted answers or asks a
+responder function, adds a configurable latency, and records every request. It is not a VLM and
+is never used outside tests and bench/. It serves until stopped (a `with` block)."""
 import json
 import threading
 import time
@@ -8,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class ChatServer:
-    def __init__(self, default_content='{}', latency=0.0):
+    def __init__(self, default_content='{}', latency=0.0, responder=None):
         self.requests, self.script = [], []
-        self.default_content, self.latency = default_content, latency
+        self.default_content, self.latency, self.responder = default_content, latency, responder
         self.lock = threading.Lock()
         server = self
 
@@ -28,7 +29,10 @@ class ChatServer:
                 if 'raw' in step:
                     payload = step['raw'].encode()
                 else:
-                    message = {'role': 'assistant', 'content': step.get('content', server.default_content)}
+                    content = step.get('content')
+                    if content is None:
+                        content = server.responder(server.requests[-1]['json']) if server.responder else server.default_content
+                    message = {'role': 'assistant', 'content': content}
                     if 'refusal' in step:
                         message = {'role': 'assistant', 'content': None, 'refusal': step['refusal']}
                     payload = json.dumps({'id': 'x', 'object': 'chat.completion', 'model': 'test-vlm',

@@ -1,0 +1,1 @@
+"""twinloop planning: instruction grounding, AntiGrounding's annealed candidate sampling."""

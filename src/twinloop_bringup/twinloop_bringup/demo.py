@@ -86,11 +86,7 @@ def pick_and_place_steps(goal, objects):
     """(label, ExecuteMotion goal) steps: grasp from above aligned with the object's faces, lift, place."""
     obj = objects[goal.object_id]
     p = np.array([obj.pose.position.x, obj.pose.position.y, obj.pose.position.z])
-    q = obj.pose.orientation
-    yaw = np.arctan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y * q.y + q.z * q.z)) % (np.pi / 2)
-    if yaw > np.pi / 4:
-        yaw -= np.pi / 2
-    grasp = _quat_multiply((np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)), (0.0, 0.7071068, 0.7071068, 0.0))
+    grasp = _quat_multiply(_z_rotation(grasp_yaw(obj)), (0.0, 0.7071068, 0.7071068, 0.0))
     grasp_z = p[2] + min(obj.size.z / 2, 0.03)
     steps = [('open the gripper', Goal(mode=Goal.MODE_GRIPPER_ONLY, gripper_before=GRIPPER_OPEN, gripper_after=KEEP)),
              ('above the object', _pose_goal(p + (0, 0, 0.15), grasp)),
@@ -103,6 +99,23 @@ def pick_and_place_steps(goal, objects):
                   ('lower into the destination, release', _pose_goal(d + (0, 0, 0.03 + obj.size.z / 2), grasp, GRIPPER_OPEN)),
                   ('retreat', _pose_goal(d + (0, 0, 0.12 + obj.size.z), grasp))]
     return steps
+
+
+def grasp_yaw(obj):
+    """Yaw of the grasp so the fingers (closing along the grip frame's world y at yaw 0) close
+    across the object's narrower horizontal side, the least joint-7 rotation among equivalents."""
+    q = obj.pose.orientation
+    theta = np.arctan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y * q.y + q.z * q.z))
+    if abs(obj.size.x - obj.size.y) < 1e-3:        # square footprint: every quarter turn grasps it
+        options = theta + np.pi / 2 * np.arange(-4, 5)
+    else:
+        base = theta if obj.size.y <= obj.size.x else theta + np.pi / 2
+        options = base + np.pi * np.arange(-2, 3)  # the fingers are symmetric under half turns
+    return float(options[np.argmin(np.abs(options))])
+
+
+def _z_rotation(angle):
+    return np.array([np.cos(angle / 2), 0.0, 0.0, np.sin(angle / 2)])
 
 
 def _quat_multiply(a, b):

@@ -1,0 +1,52 @@
+"""Grounding with the packaged MiniLM: references resolve by meaning, multi-stage instructions
+become sub-tasks, sorting picks the right bin, and what cannot be grounded is rejected."""
+import os
+
+import pytest
+
+from twinloop_planning.grounding import Grounder, GroundingError, SubTask
+
+ROOT = os.environ.get('TWINLOOP_ROOT', os.path.join(os.path.dirname(__file__), '..', '..', '..'))
+LABELS = {'red_cube': 'red cube', 'blue_cube': 'blue cube', 'bowl': 'bowl', 'banana': 'banana', 'can': 'soda can',
+          'wrapper': 'crumpled wrapper', 'recycling_bin': 'blue recycling bin', 'compost_bin': 'green compost bin',
+          'trash_bin': 'black trash bin', 'box': 'cardboard box'}
+
+
+@pytest.fixture(scope='module')
+def grounder():
+    return Grounder(os.path.join(ROOT, 'config', 'waste_categories.yaml'))
+
+
+@pytest.mark.parametrize('instruction, subtasks', [
+    ('pick up the red cube', [SubTask('pick', 'red_cube')]),
+    ('Put the fruit in the bowl.', [SubTask('place', 'banana', 'bowl')]),
+    ('stack the blue cube on the red cube', [SubTask('place', 'blue_cube', 'red_cube')]),
+    ('push the soda can towards the bowl', [SubTask('push', 'can', 'bowl')]),
+    ('put the red cube and the blue cube in the bowl', [SubTask('place', 'red_cube', 'bowl'), SubTask('place', 'blue_cube', 'bowl')]),
+    ('pick up the banana, then put it... ', None),
+    ('sort the banana into the right bin', [SubTask('place', 'banana', 'compost_bin')]),
+    ('throw the soda can away', [SubTask('place', 'can', 'recycling_bin')]),
+    ('sort the crumpled wrapper into the right bin', [SubTask('place', 'wrapper', 'trash_bin')]),
+    ('put the red cube in the bowl then put the banana in the cardboard box',
+     [SubTask('place', 'red_cube', 'bowl'), SubTask('place', 'banana', 'box')]),
+    ('open the cardboard box', [SubTask('open', 'box')]),
+])
+def test_grounded(grounder, instruction, subtasks):
+    if subtasks is None:
+        with pytest.raises(GroundingError):
+            grounder.ground(instruction, LABELS)
+        return
+    spec = grounder.ground(instruction, LABELS)
+    assert spec.subtasks == subtasks
+    assert spec.to_dict()['subtasks']
+
+
+@pytest.mark.parametrize('instruction, reason', [
+    ('', 'empty'),
+    ('put the spaceship in the bowl', 'no object matches'),
+    ('pick up the cube', 'ambiguous'),
+    ('dance with the bowl', 'grammar'),
+])
+def test_rejected_with_reason(grounder, instruction, reason):
+    with pytest.raises(GroundingError, match=reason):
+        grounder.ground(instruction, LABELS)

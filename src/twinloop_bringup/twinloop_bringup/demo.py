@@ -22,13 +22,14 @@ from sensor_msgs.msg import Image
 from twinloop_interfaces.action import ExecuteMotion
 from twinloop_interfaces.msg import DetectedObjectArray
 
-from twinloop_bringup import instructions, processes, ros_env
+from twinloop_bringup import graphs, instructions, ros_env
 from twinloop_twin.ros_conversions import image_array
 from twinloop_twin.world_sim_node import GROUND_TRUTH_TOPIC, camera_topic
 
 PERCEPTION = 'privileged (world_sim ground truth; pose estimation not built yet)'
 PLANNER = 'scripted pick-and-place through the execution node (not AntiGrounding: no candidates are scored)'
 GRIPPER_OPEN, GRIPPER_CLOSED, KEEP = 0.08, 0.0, -1.0
+GRAPH = 'sim_arm'  # config/graphs.yaml
 Goal = ExecuteMotion.Goal
 
 
@@ -137,20 +138,6 @@ def judge(goal, before, after):
     return bool(inside), f'object {horizontal * 100:.1f} cm from the destination centre, at z {obj_after.z * 100:.1f} cm'
 
 
-def start_nodes(scene_path, env):
-    """world_sim and execution as child processes, configured from config/ and the workspace's files."""
-    config = ros_env.config_dir()
-    root = config.parent
-    world_sim = processes.start_python(['-m', 'twinloop_twin.world_sim_node', '--ros-args', '--params-file',
-                                        str(config / 'world_sim.yaml'), '-p', f'scene:={scene_path}'], env)
-    execution = processes.start_python(
-        ['-m', 'twinloop_execution.execution_node', '--ros-args', '--params-file', str(config / 'execution.yaml'),
-         '-p', f'scene:={scene_path}', '-p', f'robot_description_file:={root / "urdf" / "panda.urdf"}',
-         '-p', f'joint_limits_file:={config / "panda_joint_limits.yaml"}', '-p', f'safety_file:={config / "safety.yaml"}',
-         '-p', f'objects_topic:={GROUND_TRUTH_TOPIC}'], env)
-    return {'world_sim': world_sim, 'execution': execution}
-
-
 def run(instruction, scene_path, runs_dir, timeout=240.0):
     started = time.monotonic()
     run_dir = Path(runs_dir) / time.strftime('%Y%m%d-%H%M%S')
@@ -165,8 +152,10 @@ def run(instruction, scene_path, runs_dir, timeout=240.0):
     domain = ros_env.allocate_domain_id()
     env = ros_env.dds_environment(domain)
     os.environ.update(env)
-    nodes = start_nodes(scene_path, env)
-    log(f'started {", ".join(f"{n} (pid {p.pid})" for n, p in nodes.items())}; ROS_DOMAIN_ID={domain}, DDS on loopback')
+    supervisor = graphs.Supervisor(graphs.load(GRAPH, {'scene': scene_path}), env).__enter__()
+    nodes = supervisor.processes
+    log(f'started graph {GRAPH}: {", ".join(f"{n} (pid {p.pid})" for n, p in nodes.items())}; '
+        f'ROS_DOMAIN_ID={domain}, DDS on loopback')
     log(f'perception: {PERCEPTION}')
     log(f'planner:    {PLANNER}')
     context = rclpy.context.Context()
@@ -195,8 +184,8 @@ def run(instruction, scene_path, runs_dir, timeout=240.0):
         outcome['reason'] = str(exc)
     finally:
         rclpy.shutdown(context=context)
-        for name, process in nodes.items():
-            log(f'stopped {name} (exit code {processes.stop(process)})')
+        for name, code in supervisor.stop().items():
+            log(f'stopped {name} (exit code {code})')
     outcome['elapsed_s'] = round(time.monotonic() - started, 1)
     outcome['log'] = steps
     (run_dir / 'report.json').write_text(json.dumps(outcome, indent=2))

@@ -18,6 +18,23 @@ def test_pick_and_place_succeeds_on_ground_truth(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert report['success'] and 'SUCCESS' in result.stdout
     assert 'privileged' in report['perception'] and 'not AntiGrounding' in report['planner']
+    _check_recording(Path(report['recording']))
+
+
+def _check_recording(folder):
+    """The run's rosbag2 folder: MCAP storage, the recorded topics, messages that deserialize."""
+    from rosbags.rosbag2 import Reader
+    from twinloop_bringup.recording import typestore
+    assert 'storage_identifier: mcap' in (folder / 'metadata.yaml').read_text()
+    store = typestore()
+    with Reader(folder) as reader:
+        counts = {c.topic: c.msgcount for c in reader.connections}
+        assert counts['/joint_states'] > 50 and counts['/panda_arm_controller/joint_trajectory'] >= 5
+        assert counts['/world_sim/ground_truth/objects'] > 5 and counts['/cameras/front/color/image_raw'] > 5
+        connection = next(c for c in reader.connections if c.topic == '/world_sim/ground_truth/objects')
+        _, _, raw = next(reader.messages(connections=[connection]))
+        objects = store.deserialize_cdr(raw, connection.msgtype)
+        assert {o.id for o in objects.objects} == {'red_cube', 'blue_cube', 'green_block', 'bowl'}
 
 
 def test_ungroundable_instruction_fails_cleanly(tmp_path):

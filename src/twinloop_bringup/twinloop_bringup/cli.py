@@ -12,6 +12,7 @@ def main(argv=None):
     demo.add_argument('--scene', default=None, help='scene YAML (default: config/scenes/tabletop.yaml)')
     demo.add_argument('--runs-dir', default='runs', help='where run reports are written')
     demo.add_argument('--timeout', type=float, default=240.0, help='wall-clock limit [s]')
+    demo.add_argument('--no-record', action='store_true', help='do not record the run to a rosbag2 (MCAP) folder')
     run = commands.add_parser('run', help='start a graph from config/graphs.yaml until Ctrl-C or a node dies')
     run.add_argument('graph', help='graph name, e.g. sim_arm, sim_twin_scoring, cameras_only')
     run.add_argument('--scene', default=None, help='scene YAML (default: config/scenes/tabletop.yaml)')
@@ -23,7 +24,7 @@ def main(argv=None):
         return doctor.main()
     from twinloop_bringup import demo as demo_module, ros_env
     scene_path = args.scene or str(ros_env.config_dir() / 'scenes' / 'tabletop.yaml')
-    return demo_module.run(args.instruction, scene_path, args.runs_dir, args.timeout)
+    return demo_module.run(args.instruction, scene_path, args.runs_dir, args.timeout, record=not args.no_record)
 
 
 def run_graph(graph, scene=None):

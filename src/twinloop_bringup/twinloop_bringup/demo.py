@@ -18,11 +18,13 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64
+from trajectory_msgs.msg import JointTrajectory
 from twinloop_interfaces.action import ExecuteMotion
 from twinloop_interfaces.msg import DetectedObjectArray
 
-from twinloop_bringup import graphs, instructions, ros_env
+from twinloop_bringup import graphs, instructions, recording, ros_env
 from twinloop_twin.ros_conversions import image_array
 from twinloop_twin.world_sim_node import GROUND_TRUTH_TOPIC, camera_topic
 
@@ -30,6 +32,8 @@ PERCEPTION = 'privileged (world_sim ground truth; pose estimation not built yet)
 PLANNER = 'scripted pick-and-place through the execution node (not AntiGrounding: no candidates are scored)'
 GRIPPER_OPEN, GRIPPER_CLOSED, KEEP = 0.08, 0.0, -1.0
 GRAPH = 'sim_arm'  # config/graphs.yaml
+RECORDED = {'/joint_states': JointState, GROUND_TRUTH_TOPIC: DetectedObjectArray, camera_topic('front', 'color'): Image,
+            '/panda_arm_controller/joint_trajectory': JointTrajectory, '/panda_gripper/width_command': Float64}
 Goal = ExecuteMotion.Goal
 
 
@@ -138,7 +142,7 @@ def judge(goal, before, after):
     return bool(inside), f'object {horizontal * 100:.1f} cm from the destination centre, at z {obj_after.z * 100:.1f} cm'
 
 
-def run(instruction, scene_path, runs_dir, timeout=240.0):
+def run(instruction, scene_path, runs_dir, timeout=240.0, record=True):
     started = time.monotonic()
     run_dir = Path(runs_dir) / time.strftime('%Y%m%d-%H%M%S')
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -161,8 +165,12 @@ def run(instruction, scene_path, runs_dir, timeout=240.0):
     context = rclpy.context.Context()
     rclpy.init(context=context)
     outcome = {'instruction': instruction, 'perception': PERCEPTION, 'planner': PLANNER, 'success': False}
+    recorder = None
     try:
         client = DemoClient(context, nodes, log)
+        if record:
+            recorder = recording.BagRecorder(client.node, run_dir / 'bag', RECORDED, sensor_topics=[camera_topic('front', 'color')])
+            outcome['recording'] = str(run_dir / 'bag')
         client.spin_until(lambda: client.truth is not None and client.image is not None and client.motion.server_is_ready(),
                           90, 'world_sim topics and the execution server')
         before = client.objects()
@@ -183,6 +191,9 @@ def run(instruction, scene_path, runs_dir, timeout=240.0):
     except (DemoFailure, instructions.GroundingError) as exc:
         outcome['reason'] = str(exc)
     finally:
+        if recorder is not None:
+            counts = recorder.close()
+            log(f'recorded {sum(counts.values())} messages on {len(counts)} topics to {run_dir / "bag"} (rosbag2, MCAP)')
         rclpy.shutdown(context=context)
         for name, code in supervisor.stop().items():
             log(f'stopped {name} (exit code {code})')
@@ -190,7 +201,8 @@ def run(instruction, scene_path, runs_dir, timeout=240.0):
     outcome['log'] = steps
     (run_dir / 'report.json').write_text(json.dumps(outcome, indent=2))
     verdict = 'SUCCESS' if outcome['success'] else 'FAILURE'
-    print(f'\n{verdict}: {outcome["reason"]}\n  time {outcome["elapsed_s"]} s\n  report {run_dir / "report.json"}')
+    print(f'\n{verdict}: {outcome["reason"]}\n  time {outcome["elapsed_s"]} s\n  report {run_dir / "report.json"}'
+          + (f'\n  recording {outcome["recording"]}' if 'recording' in outcome else ''))
     return 0 if outcome['success'] else 1
 
 

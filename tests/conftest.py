@@ -30,6 +30,18 @@ def ros_context():
 
 
 @pytest.fixture
+def ros_node(ros_context):
+    """A test node with its own single-threaded executor: (node, executor)."""
+    from rclpy.executors import SingleThreadedExecutor
+    node = rclpy.create_node('twinloop_test', context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    yield node, executor
+    executor.shutdown()
+    node.destroy_node()
+
+
+@pytest.fixture
 def spawn():
     """Start child Python processes (ROS nodes); each is stopped with SIGINT at the end of the test."""
     started = []

@@ -7,27 +7,14 @@ from twinloop_interfaces.action import ExecuteInstruction
 from twinloop_interfaces.msg import CandidateTrajectory
 from twinloop_interfaces.srv import ScoreTrajectories
 
-import pytest
-import rclpy
 from action_msgs.msg import GoalStatus
 from rclpy.action import ActionClient
-from rclpy.executors import SingleThreadedExecutor
 from trajectory_msgs.msg import JointTrajectoryPoint
 
 from conftest import NODES_DIR
 
 PEER = os.path.join(NODES_DIR, 'interface_peer.py')
 TIMEOUT = 30.0
-
-
-@pytest.fixture
-def client_node(ros_context):
-    node = rclpy.create_node('interface_test_client', context=ros_context)
-    executor = SingleThreadedExecutor(context=ros_context)
-    executor.add_node(node)
-    yield node, executor
-    executor.shutdown()
-    node.destroy_node()
 
 
 def _wait(executor, future, timeout=TIMEOUT):
@@ -45,8 +32,8 @@ def _action_client(node, executor):
     return client
 
 
-def test_action_goal_feedback_result(spawn, client_node):
-    node, executor = client_node
+def test_action_goal_feedback_result(spawn, ros_node):
+    node, executor = ros_node
     spawn(PEER)
     client = _action_client(node, executor)
     feedback = []
@@ -60,8 +47,8 @@ def test_action_goal_feedback_result(spawn, client_node):
     assert all(f.stage == ExecuteInstruction.Feedback.STAGE_SCORE for f in feedback)
 
 
-def test_action_rejects_and_cancels(spawn, client_node):
-    node, executor = client_node
+def test_action_rejects_and_cancels(spawn, ros_node):
+    node, executor = ros_node
     spawn(PEER)
     client = _action_client(node, executor)
     rejected = _wait(executor, client.send_goal_async(ExecuteInstruction.Goal(instruction='', max_steps=3)))
@@ -81,8 +68,8 @@ def test_action_rejects_and_cancels(spawn, client_node):
     assert result.result.steps < 200
 
 
-def test_score_service(spawn, client_node):
-    node, executor = client_node
+def test_score_service(spawn, ros_node):
+    node, executor = ros_node
     spawn(PEER)
     client = node.create_client(ScoreTrajectories, 'score_trajectories')
     assert client.wait_for_service(timeout_sec=TIMEOUT)
@@ -97,8 +84,8 @@ def test_score_service(spawn, client_node):
     assert 'not a scorer' in response.backend
 
 
-def test_sigint_stops_node_promptly(spawn, client_node):
-    node, executor = client_node
+def test_sigint_stops_node_promptly(spawn, ros_node):
+    node, executor = ros_node
     peer = spawn(PEER)
     _action_client(node, executor)  # the peer is up and spinning
     started = time.monotonic()

@@ -3,10 +3,7 @@ import os
 import time
 
 import numpy as np
-import pytest
-import rclpy
 from builtin_interfaces.msg import Duration
-from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectoryPoint
 from twinloop_interfaces.msg import CandidateTrajectory, DetectedObjectArray
@@ -17,16 +14,6 @@ from twinloop_twin import ros_conversions, scene, world
 from twinloop_twin.world_sim_node import GROUND_TRUTH_TOPIC
 
 SCENE = os.path.join(os.environ['TWINLOOP_ROOT'], 'config', 'scenes', 'tabletop.yaml')
-
-
-@pytest.fixture
-def client(ros_context):
-    node = rclpy.create_node('sim_twin_test', context=ros_context)
-    executor = SingleThreadedExecutor(context=ros_context)
-    executor.add_node(node)
-    yield node, executor
-    executor.shutdown()
-    node.destroy_node()
 
 
 def _call(node, executor, srv_type, name, request, timeout=60):
@@ -49,8 +36,8 @@ def _candidate(cid, waypoints, durations):
     return c
 
 
-def test_sync_rollout_render(spawn, client):
-    node, executor = client
+def test_sync_rollout_render(spawn, ros_node):
+    node, executor = ros_node
     spawn('-m', 'twinloop_twin.world_sim_node', '--ros-args', '-p', f'scene:={SCENE}', '-p', 'camera_rate:=2.0')
     spawn('-m', 'twinloop_twin.sim_twin_node', '--ros-args', '-p', f'scene:={SCENE}', '-p', f'objects_topic:={GROUND_TRUTH_TOPIC}')
     latest = {}

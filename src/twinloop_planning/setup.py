@@ -16,4 +16,5 @@ setup(
     maintainer_email='dev@twinloop.invalid',
     description='Instruction grounding and AntiGrounding candidate sampling.',
     license='Apache-2.0',
+    entry_points={'console_scripts': ['task_orchestrator = twinloop_planning.orchestrator_node:main']},
 )

@@ -1,0 +1,208 @@
+"""task_orchestrator: the ExecuteInstruction action server.
+
+Goals are validated (empty or over-long instruction, unknown strategy, limits out of range) and
+grounded against the perceived objects; an invalid or ungroundable goal is accepted and at once
+ended with outcome REJECTED and the reason (ROS 2 goal rejections carry no reason). One goal at
+a time per arm: a goal arriving while another runs is rejected (not preempting). Strategies are
+plug-ins (STRATEGIES); this server has `scripted_pick_place` until the AntiGrounding MPC lands.
+Every motion goes through the execution node (ExecuteMotion, safety gate); cancel cancels the
+running motion, which holds the arm.
+"""
+import json
+import threading
+import time
+from pathlib import Path
+
+from twinloop_interfaces.action import ExecuteInstruction, ExecuteMotion
+from twinloop_interfaces.msg import DetectedObjectArray
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.action import ActionClient, ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.node import Node
+
+from twinloop_planning import scripted
+from twinloop_planning.grounding import Grounder, GroundingError
+from twinloop_twin import node_runner
+
+Goal, Result, Feedback = ExecuteInstruction.Goal, ExecuteInstruction.Result, ExecuteInstruction.Feedback
+STRATEGIES = {'scripted_pick_place': scripted}   # name -> module with LABEL and motions(subtask, objects)
+PLANNED = ('anti_grounding', 'iker', 'vla')        # accepted names of the action, not served here yet
+
+
+class Ended(Exception):
+    def __init__(self, outcome, reason):
+        super().__init__(reason)
+        self.outcome, self.reason = outcome, reason
+
+
+class OrchestratorNode(Node):
+    def __init__(self):
+        super().__init__('task_orchestrator')
+        p = lambda name, default, doc: self.declare_parameter(name, default, ParameterDescriptor(description=doc)).value  # noqa: E731
+        self.default_strategy = p('default_strategy', 'scripted_pick_place', 'strategy for goals that name none')
+        self.max_length = p('max_instruction_length', 512, 'longest accepted instruction [characters]')
+        self.max_steps = p('max_steps_limit', 200, 'largest accepted max_steps')
+        self.default_timeout = p('default_timeout', 300.0, 'timeout for goals that set none [s]')
+        self.max_timeout = p('max_timeout', 3600.0, 'largest accepted timeout [s]')
+        self.runs_dir = Path(p('runs_dir', 'runs', 'where run reports are written'))
+        objects_topic = p('objects_topic', '/perception/objects', 'DetectedObjectArray the instruction is grounded in')
+        categories = p('categories_file', '', 'waste categories for sorting (config/waste_categories.yaml)')
+        self.grounder = Grounder(categories or None)
+        self.objects = None
+        self.busy, self.lock = False, threading.Lock()
+        self.create_subscription(DetectedObjectArray, objects_topic, lambda m: setattr(self, 'objects', m), 10,
+                                 callback_group=MutuallyExclusiveCallbackGroup())
+        group = ReentrantCallbackGroup()
+        self.motion = ActionClient(self, ExecuteMotion, 'execute_motion', callback_group=group)
+        self.server = ActionServer(self, ExecuteInstruction, 'execute_instruction', self.execute, goal_callback=self.on_goal,
+                                   cancel_callback=lambda _: CancelResponse.ACCEPT, callback_group=group)
+        self.get_logger().info(f'task_orchestrator ready: strategies {sorted(STRATEGIES)}, default {self.default_strategy}')
+
+    def on_goal(self, _goal):
+        with self.lock:
+            if self.busy:
+                self.get_logger().warning('goal rejected: another instruction is running (one goal at a time)')
+                return GoalResponse.REJECT
+            self.busy = True
+        return GoalResponse.ACCEPT
+
+    def validate(self, goal):
+        text = goal.instruction.strip()
+        if not text:
+            raise Ended(Result.OUTCOME_REJECTED, 'empty instruction')
+        if len(text) > self.max_length:
+            raise Ended(Result.OUTCOME_REJECTED, f'instruction longer than {self.max_length} characters')
+        strategy = goal.strategy or self.default_strategy
+        if strategy in PLANNED and strategy not in STRATEGIES:
+            raise Ended(Result.OUTCOME_REJECTED, f'strategy {strategy!r} is not available on this server yet; use one of {sorted(STRATEGIES)}')
+        if strategy not in STRATEGIES:
+            raise Ended(Result.OUTCOME_REJECTED, f'unknown strategy {strategy!r}; known: {sorted(STRATEGIES)}')
+        if goal.max_steps > self.max_steps:
+            raise Ended(Result.OUTCOME_REJECTED, f'max_steps {goal.max_steps} above the limit {self.max_steps}')
+        if not np.isfinite(goal.timeout) or goal.timeout < 0 or goal.timeout > self.max_timeout:
+            raise Ended(Result.OUTCOME_REJECTED, f'timeout must be in [0, {self.max_timeout}] s, got {goal.timeout}')
+        return STRATEGIES[strategy]
+
+    def perceived(self):
+        if self.objects is None:
+            raise Ended(Result.OUTCOME_ERROR, 'no perceived objects yet')
+        return {o.id: ((o.pose.position.x, o.pose.position.y, o.pose.position.z),
+                       (o.pose.orientation.w, o.pose.orientation.x, o.pose.orientation.y, o.pose.orientation.z),
+                       (o.size.x, o.size.y, o.size.z)) for o in self.objects.objects}
+
+    def execute(self, handle):
+        started = time.monotonic()
+        goal, steps, log = handle.request, 0, []
+        try:
+            strategy = self.validate(goal)
+            deadline = started + (goal.timeout or self.default_timeout)
+            labels = {o.id: o.label for o in self.objects.objects} if self.objects else {}
+            try:
+                spec = self.grounder.ground(goal.instruction, labels)
+            except GroundingError as exc:
+                raise Ended(Result.OUTCOME_REJECTED, f'cannot ground the instruction: {exc}') from None
+            log.append(f'grounded: {json.dumps(spec.to_dict()["subtasks"])}')
+            before = self.perceived()
+            for index, subtask in enumerate(spec.subtasks):
+                try:
+                    plan = strategy.motions(subtask, self.perceived())
+                except ValueError as exc:
+                    raise Ended(Result.OUTCOME_REJECTED, str(exc)) from None
+                for label, position, quat, before_width, after_width in plan:
+                    if goal.max_steps and steps >= goal.max_steps:
+                        raise Ended(Result.OUTCOME_FAILED, f'max_steps {goal.max_steps} reached')
+                    if time.monotonic() > deadline:
+                        raise Ended(Result.OUTCOME_FAILED, 'timeout reached')
+                    handle.publish_feedback(Feedback(stage=Feedback.STAGE_EXECUTE, step=steps, subtask=index,
+                                                     chosen_candidate=label, backend=strategy.LABEL,
+                                                     elapsed=time.monotonic() - started))
+                    if not goal.dry_run:
+                        self.move(handle, position, quat, before_width, after_width, label)
+                    log.append(f'subtask {index} {subtask.action} {subtask.object_id}: {label}')
+                    steps += 1
+            success, detail = judge(spec.subtasks, before, self.perceived()) if not goal.dry_run else (True, 'dry run')
+            outcome = Result.OUTCOME_SUCCEEDED if success else Result.OUTCOME_FAILED
+            reason = detail
+        except Ended as end:
+            outcome, reason = end.outcome, end.reason
+        except Exception as exc:  # a bug ends the goal with a reason, never wedges the server
+            outcome, reason = Result.OUTCOME_ERROR, f'internal error: {exc!r}'
+        finally:
+            with self.lock:
+                self.busy = False
+        report = self.write_report(goal, outcome, reason, log, time.monotonic() - started)
+        result = Result(success=outcome == Result.OUTCOME_SUCCEEDED, outcome=outcome, reason=reason, summary='\n'.join(log),
+                        report_path=str(report), steps=steps, elapsed=time.monotonic() - started)
+        if outcome == Result.OUTCOME_CANCELED:
+            handle.canceled()
+        elif result.success:
+            handle.succeed()
+        else:
+            handle.abort()
+        self.get_logger().info(f'instruction ended: {reason}')
+        return result
+
+    def move(self, handle, position, quat, gripper_before, gripper_after, label):
+        """One ExecuteMotion goal, waited for while watching for cancel (which cancels the motion)."""
+        pose = PoseStamped()
+        pose.header.frame_id = 'world'
+        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(v) for v in position)
+        pose.pose.orientation.w, pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z = (float(v) for v in quat)
+        if not self.motion.wait_for_server(timeout_sec=10.0):
+            raise Ended(Result.OUTCOME_ERROR, 'the execution node (execute_motion) is not available')
+        sent = self.motion.send_goal_async(ExecuteMotion.Goal(mode=ExecuteMotion.Goal.MODE_TARGET_POSE, target_pose=pose,
+                                                              gripper_before=gripper_before, gripper_after=gripper_after))
+        motion = self._wait(handle, sent, None)
+        if not motion.accepted:
+            raise Ended(Result.OUTCOME_ERROR, f'"{label}": the execution node is busy')
+        outcome = self._wait(handle, motion.get_result_async(), motion).result
+        if not outcome.success:
+            raise Ended(Result.OUTCOME_ERROR, f'"{label}" failed in execution: {outcome.reason}')
+
+    def _wait(self, handle, future, motion):
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        while not done.wait(0.02):
+            if handle.is_cancel_requested:
+                if motion is not None:
+                    motion.cancel_goal_async()
+                    done.wait(5.0)
+                raise Ended(Result.OUTCOME_CANCELED, 'canceled: the arm holds its position')
+        return future.result()
+
+    def write_report(self, goal, outcome, reason, log, elapsed):
+        folder = self.runs_dir / time.strftime('%Y%m%d-%H%M%S')
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / 'instruction.json'
+        path.write_text(json.dumps({'instruction': goal.instruction, 'strategy': goal.strategy or self.default_strategy,
+                                    'outcome': int(outcome), 'reason': reason, 'steps': log, 'elapsed_s': round(elapsed, 2)}, indent=2))
+        return path
+
+
+def judge(subtasks, before, after):
+    """Success on the perceived state: picked objects raised, placed ones inside their destination."""
+    notes = []
+    for s in subtasks:
+        (p0, _, _), (p1, _, _) = before[s.object_id], after[s.object_id]
+        if s.action == 'pick':
+            ok = p1[2] - p0[2] > 0.05
+            notes.append(f'{s.object_id} raised {100 * (p1[2] - p0[2]):.1f} cm')
+        else:
+            d, _, size = after[s.destination_id]
+            horizontal = float(np.hypot(p1[0] - d[0], p1[1] - d[1]))
+            ok = horizontal < max(size[0], size[1]) / 2 and p1[2] < d[2] + size[2] + 0.05
+            notes.append(f'{s.object_id} {100 * horizontal:.1f} cm from {s.destination_id}')
+        if not ok:
+            return False, 'not done: ' + '; '.join(notes)
+    return True, 'done: ' + '; '.join(notes)
+
+
+def main(args=None):
+    node_runner.run(OrchestratorNode, args, threads=4)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,109 @@
+"""The ExecuteInstruction server with world_sim and the execution node: goals are validated and
+grounded (rejected with a reason otherwise), a pick succeeds on the perceived state, and cancel
+stops the arm within 0.5 s of simulated time."""
+import os
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from action_msgs.msg import GoalStatus
+from rclpy.action import ActionClient
+from sensor_msgs.msg import JointState
+from twinloop_interfaces.action import ExecuteInstruction
+
+from twinloop_bringup import graphs, processes
+from twinloop_twin.world_sim_node import GROUND_TRUTH_TOPIC
+
+ROOT = os.environ['TWINLOOP_ROOT']
+SCENE = os.path.join(ROOT, 'config', 'scenes', 'tabletop.yaml')
+Goal, Result = ExecuteInstruction.Goal, ExecuteInstruction.Result
+
+
+@pytest.fixture(scope='module')
+def system(tmp_path_factory):
+    runs = tmp_path_factory.mktemp('runs')
+    started = [processes.start_python(spec.arguments()) for spec in graphs.load('sim_arm', {'scene': SCENE})]
+    started.append(processes.start_python(['-m', 'twinloop_planning.orchestrator_node', '--ros-args',
+                                           '-p', f'objects_topic:={GROUND_TRUTH_TOPIC}', '-p', f'runs_dir:={runs}',
+                                           '-p', f'categories_file:={ROOT}/config/waste_categories.yaml']))
+    yield runs
+    for process in started:
+        processes.stop(process)
+
+
+@pytest.fixture
+def client(system, ros_node):
+    node, executor = ros_node
+    states = []
+    node.create_subscription(JointState, '/joint_states', states.append, 50)
+    action = ActionClient(node, ExecuteInstruction, 'execute_instruction')
+    deadline = time.monotonic() + 120
+    while not (action.server_is_ready() and states) and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.1)
+    assert action.server_is_ready(), 'task_orchestrator did not come up'
+    time.sleep(1.0)
+    return executor, action, states
+
+
+def _send(executor, action, goal):
+    future = action.send_goal_async(goal)
+    executor.spin_until_future_complete(future, timeout_sec=30)
+    handle = future.result()
+    assert handle.accepted
+    return handle
+
+
+def _result(executor, handle, timeout=120):
+    future = handle.get_result_async()
+    executor.spin_until_future_complete(future, timeout_sec=timeout)
+    assert future.done()
+    return future.result()
+
+
+@pytest.mark.parametrize('goal, reason', [
+    (Goal(instruction='   '), 'empty instruction'),
+    (Goal(instruction='pick up the red cube ' * 40), 'longer than'),
+    (Goal(instruction='pick up the red cube', strategy='teleport'), 'unknown strategy'),
+    (Goal(instruction='pick up the red cube', strategy='anti_grounding'), 'not available on this server yet'),
+    (Goal(instruction='pick up the red cube', max_steps=100000), 'max_steps'),
+    (Goal(instruction='pick up the red cube', timeout=-1.0), 'timeout'),
+    (Goal(instruction='put the spaceship in the bowl'), 'cannot ground'),
+    (Goal(instruction='pick up the cube'), 'ambiguous'),
+])
+def test_invalid_goals_are_rejected_with_a_reason(client, goal, reason):
+    executor, action, _ = client
+    response = _result(executor, _send(executor, action, goal))
+    assert response.status == GoalStatus.STATUS_ABORTED
+    assert response.result.outcome == Result.OUTCOME_REJECTED and reason in response.result.reason, response.result.reason
+    assert os.path.isfile(response.result.report_path)
+
+
+def test_pick_succeeds_with_feedback(client):
+    executor, action, _ = client
+    feedback = []
+    future = action.send_goal_async(Goal(instruction='pick up the green block'), feedback_callback=lambda m: feedback.append(m.feedback))
+    executor.spin_until_future_complete(future, timeout_sec=30)
+    response = _result(executor, future.result())
+    assert response.status == GoalStatus.STATUS_SUCCEEDED, response.result.reason
+    assert response.result.outcome == Result.OUTCOME_SUCCEEDED and 'raised' in response.result.reason
+    assert [f.step for f in feedback] == list(range(len(feedback))) and len(feedback) == 3
+    assert all('not AntiGrounding' in f.backend for f in feedback)
+
+
+def test_cancel_stops_the_arm_within_half_a_second(client):
+    executor, action, states = client
+    handle = _send(executor, action, Goal(instruction='put the red cube in the bowl'))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and np.abs(states[-1].velocity[:7]).max() < 0.1:
+        executor.spin_once(timeout_sec=0.02)
+    assert np.abs(states[-1].velocity[:7]).max() >= 0.1, 'the arm should be moving before the cancel'
+    cancel_stamp = states[-1].header.stamp.sec + states[-1].header.stamp.nanosec * 1e-9
+    executor.spin_until_future_complete(handle.cancel_goal_async(), timeout_sec=10)
+    response = _result(executor, handle)
+    assert response.status == GoalStatus.STATUS_CANCELED and response.result.outcome == Result.OUTCOME_CANCELED
+    end = time.monotonic() + 3
+    while time.monotonic() < end:
+        executor.spin_once(timeout_sec=0.02)
+    after = [s for s in states if s.header.stamp.sec + s.header.stamp.nanosec * 1e-9 >= cancel_stamp + 0.5]
+    assert len(after) > 10 and max(np.abs(np.array(s.velocity[:7])).max() for s in after) < 0.05

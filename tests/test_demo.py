@@ -1,5 +1,6 @@
 """The main job end to end: world_sim and the demo client in separate processes over DDS."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ def test_pick_and_place_succeeds_on_ground_truth(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert report['success'] and 'SUCCESS' in result.stdout
     assert 'privileged' in report['perception'] and 'not AntiGrounding' in report['planner']
+    assert report['reason'].startswith('ground truth: done') and os.path.isfile(report['planner_report'])
     _check_recording(Path(report['recording']))
 
 
@@ -41,4 +43,5 @@ def test_ungroundable_instruction_fails_cleanly(tmp_path):
     result, report = _demo(tmp_path, 'put the banana in the bowl')
     assert result.returncode == 1
     assert not report['success'] and 'no object matches' in report['reason']
-    assert 'stopped world_sim (exit code 0)' in result.stdout
+    for node in ('world_sim', 'execution', 'task_orchestrator'):
+        assert f'stopped {node} (exit code 0)' in result.stdout, result.stdout

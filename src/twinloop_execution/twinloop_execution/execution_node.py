@@ -50,7 +50,8 @@ class ExecutionNode(Node):
         controller = p('arm_controller', 'panda_arm_controller', 'joint trajectory controller name')
         self.velocity_scale = p('velocity_scale', 0.5, 'default fraction of the velocity/acceleration/jerk limits')
         self.tracking_tolerance = p('tracking_tolerance', 0.1, 'largest distance from the path before aborting [rad]')
-        self.tracking_lag = p('tracking_lag', 0.3, 'how far ahead of the expected time the arm may be on the path [s]')
+        self.tracking_lag = p('tracking_lag', 0.3, 'how far ahead of the expected time a joint may be [s]')
+        self.tracking_window = p('tracking_window', 1.0, 'how far behind the expected time a joint may lag [s]')
         self.settle_timeout = p('settle_timeout', 3.0, 'time allowed after the trajectory to reach its end [s]')
         self.goal_tolerance = p('goal_tolerance', 0.002, 'largest joint error at the end of a motion [rad]')
         self.gripper_time = p('gripper_time', 1.0, 'time given to a gripper command [s]')
@@ -271,11 +272,13 @@ class ExecutionNode(Node):
                 return self._abort(handle, f'watchdog: no fresh joint state for {age:.2f} s')
             elapsed = _stamp_seconds(self.joints) - sent_at
             q = self.arm_positions()
-            # distance to the part of the path the arm may have covered by now: falling behind
-            # (servo lag, a loaded machine, message latency) is not an error - "no progress" below
-            # catches a stall - but leaving the path is
-            covered = np.vstack([start_q, path.positions[path.times <= elapsed + self.tracking_lag]])
-            error = float(np.abs(covered - q).max(axis=1).min())
+            # per joint, the distance to the range the reference swept over the last `tracking_window`
+            # seconds (up to `tracking_lag` ahead): joints lagging by different amounts (servo
+            # dynamics, a loaded machine, latency) are not errors, a joint leaving its path is
+            window = np.vstack([start_q] * (elapsed < self.tracking_window) +
+                               [path.sample(t) for t in np.linspace(elapsed - self.tracking_window, elapsed + self.tracking_lag, 12)
+                                if t > 0])
+            error = float(np.max(np.maximum(window.min(axis=0) - q, 0) + np.maximum(q - window.max(axis=0), 0)))
             feedback.progress = float(np.clip(elapsed / path.duration, 0.0, 1.0))
             feedback.tracking_error = error
             handle.publish_feedback(feedback)

@@ -24,6 +24,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.node import Node
 
 from twinloop_planning import scripted
+from twinloop_planning.judging import judge
 from twinloop_planning.grounding import Grounder, GroundingError
 from twinloop_twin import node_runner
 
@@ -48,6 +49,7 @@ class OrchestratorNode(Node):
         self.default_timeout = p('default_timeout', 300.0, 'timeout for goals that set none [s]')
         self.max_timeout = p('max_timeout', 3600.0, 'largest accepted timeout [s]')
         self.runs_dir = Path(p('runs_dir', 'runs', 'where run reports are written'))
+        self.perception_wait = p('perception_wait', 5.0, 'how long a goal waits for the first perceived objects [s]')
         objects_topic = p('objects_topic', '/perception/objects', 'DetectedObjectArray the instruction is grounded in')
         categories = p('categories_file', '', 'waste categories for sorting (config/waste_categories.yaml)')
         self.grounder = Grounder(categories or None)
@@ -96,15 +98,22 @@ class OrchestratorNode(Node):
     def execute(self, handle):
         started = time.monotonic()
         goal, steps, log = handle.request, 0, []
+        self.grounded = []
         try:
             strategy = self.validate(goal)
             deadline = started + (goal.timeout or self.default_timeout)
-            labels = {o.id: o.label for o in self.objects.objects} if self.objects else {}
+            waited = time.monotonic() + self.perception_wait
+            while self.objects is None and time.monotonic() < waited:
+                time.sleep(0.05)
+            if self.objects is None:
+                raise Ended(Result.OUTCOME_ERROR, f'no perceived objects within {self.perception_wait:.0f} s')
+            labels = {o.id: o.label for o in self.objects.objects}
             try:
                 spec = self.grounder.ground(goal.instruction, labels)
             except GroundingError as exc:
                 raise Ended(Result.OUTCOME_REJECTED, f'cannot ground the instruction: {exc}') from None
-            log.append(f'grounded: {json.dumps(spec.to_dict()["subtasks"])}')
+            self.grounded = spec.to_dict()['subtasks']
+            log.append(f'grounded: {json.dumps(self.grounded)}')
             before = self.perceived()
             for index, subtask in enumerate(spec.subtasks):
                 try:
@@ -178,26 +187,8 @@ class OrchestratorNode(Node):
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / 'instruction.json'
         path.write_text(json.dumps({'instruction': goal.instruction, 'strategy': goal.strategy or self.default_strategy,
-                                    'outcome': int(outcome), 'reason': reason, 'steps': log, 'elapsed_s': round(elapsed, 2)}, indent=2))
+                                    'outcome': int(outcome), 'reason': reason, 'subtasks': self.grounded, 'steps': log, 'elapsed_s': round(elapsed, 2)}, indent=2))
         return path
-
-
-def judge(subtasks, before, after):
-    """Success on the perceived state: picked objects raised, placed ones inside their destination."""
-    notes = []
-    for s in subtasks:
-        (p0, _, _), (p1, _, _) = before[s.object_id], after[s.object_id]
-        if s.action == 'pick':
-            ok = p1[2] - p0[2] > 0.05
-            notes.append(f'{s.object_id} raised {100 * (p1[2] - p0[2]):.1f} cm')
-        else:
-            d, _, size = after[s.destination_id]
-            horizontal = float(np.hypot(p1[0] - d[0], p1[1] - d[1]))
-            ok = horizontal < max(size[0], size[1]) / 2 and p1[2] < d[2] + size[2] + 0.05
-            notes.append(f'{s.object_id} {100 * horizontal:.1f} cm from {s.destination_id}')
-        if not ok:
-            return False, 'not done: ' + '; '.join(notes)
-    return True, 'done: ' + '; '.join(notes)
 
 
 def main(args=None):

@@ -24,7 +24,9 @@ GROUND_TRUTH_TOPIC = '/world_sim/ground_truth/objects'
 
 
 def stamp(seconds):
-    return Time(sec=int(seconds), nanosec=int(round((seconds % 1) * 1e9)) % 1_000_000_000)
+    """builtin_interfaces/Time of a simulated time; rounding carries into the seconds (8.9999999997 -> 9.0)."""
+    nanoseconds = int(round(seconds * 1e9))
+    return Time(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
 
 
 def camera_topic(camera, kind):

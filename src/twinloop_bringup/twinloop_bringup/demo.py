@@ -24,7 +24,7 @@ from twinloop_interfaces.action import ExecuteInstruction
 from twinloop_interfaces.msg import DetectedObjectArray
 
 from twinloop_bringup import graphs, recording, ros_env
-from twinloop_planning.judging import judge
+from twinloop_planning.judging import judge, object_states
 from twinloop_twin.ros_conversions import image_array
 from twinloop_twin.world_sim_node import GROUND_TRUTH_TOPIC, camera_topic
 
@@ -63,9 +63,7 @@ class DemoClient:
 
     def objects(self):
         """Ground truth as {id: (position, quat wxyz, size)}."""
-        return {o.id: ((o.pose.position.x, o.pose.position.y, o.pose.position.z),
-                       (o.pose.orientation.w, o.pose.orientation.x, o.pose.orientation.y, o.pose.orientation.z),
-                       (o.size.x, o.size.y, o.size.z)) for o in self.truth.objects}
+        return object_states(self.truth)
 
 
 def run(instruction, scene_path, runs_dir, timeout=240.0, record=True):

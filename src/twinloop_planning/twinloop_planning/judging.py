@@ -6,6 +6,13 @@ from types import SimpleNamespace
 import numpy as np
 
 
+def object_states(msg):
+    """{id: (position, quat wxyz, size xyz)} of a DetectedObjectArray."""
+    return {o.id: ((o.pose.position.x, o.pose.position.y, o.pose.position.z),
+                   (o.pose.orientation.w, o.pose.orientation.x, o.pose.orientation.y, o.pose.orientation.z),
+                   (o.size.x, o.size.y, o.size.z)) for o in msg.objects}
+
+
 def judge(subtasks, before, after):
     """(done, detail) for every sub-task (SubTasks or their dicts) between two object states."""
     notes = []

@@ -24,7 +24,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.node import Node
 
 from twinloop_planning import scripted
-from twinloop_planning.judging import judge
+from twinloop_planning.judging import judge, object_states
 from twinloop_planning.grounding import Grounder, GroundingError
 from twinloop_twin import node_runner
 
@@ -91,9 +91,7 @@ class OrchestratorNode(Node):
     def perceived(self):
         if self.objects is None:
             raise Ended(Result.OUTCOME_ERROR, 'no perceived objects yet')
-        return {o.id: ((o.pose.position.x, o.pose.position.y, o.pose.position.z),
-                       (o.pose.orientation.w, o.pose.orientation.x, o.pose.orientation.y, o.pose.orientation.z),
-                       (o.size.x, o.size.y, o.size.z)) for o in self.objects.objects}
+        return object_states(self.objects)
 
     def execute(self, handle):
         started = time.monotonic()

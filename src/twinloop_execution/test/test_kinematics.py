@@ -5,17 +5,6 @@ import numpy as np
 import pytest
 
 from twinloop_execution.kinematics import EE_SITE, PandaIk
-from twinloop_twin import scene, world
-
-SCENE = os.path.join(os.environ.get('TWINLOOP_ROOT', os.path.join(os.path.dirname(__file__), '..', '..', '..')),
-                     'config', 'scenes', 'tabletop.yaml')
-
-
-@pytest.fixture(scope='module')
-def sim():
-    w = world.SimWorld(scene.SceneConfig.from_yaml(SCENE))
-    yield w
-    w.close()
 
 
 @pytest.mark.parametrize('target', [(0.5, 0.12, 0.15), (0.4, -0.25, 0.08), (0.65, 0.2, 0.3)])

@@ -1,20 +1,8 @@
 """Overlays are drawn in 3D: a path shows up where it projects in every view; numbers skip hidden keypoints."""
-import os
-
 import numpy as np
 import pytest
 
-from twinloop_twin import cameras, overlays, scene, world
-
-SCENE = os.path.join(os.environ.get('TWINLOOP_ROOT', os.path.join(os.path.dirname(__file__), '..', '..', '..')),
-                     'config', 'scenes', 'tabletop.yaml')
-
-
-@pytest.fixture(scope='module')
-def sim():
-    w = world.SimWorld(scene.SceneConfig.from_yaml(SCENE))
-    yield w
-    w.close()
+from twinloop_twin import cameras, overlays
 
 
 @pytest.mark.parametrize('camera', ['front', 'left'])

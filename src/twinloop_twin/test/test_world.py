@@ -12,13 +12,6 @@ SCENE = os.path.join(os.environ.get('TWINLOOP_ROOT', os.path.join(os.path.dirnam
                      'config', 'scenes', 'tabletop.yaml')
 
 
-@pytest.fixture(scope='module')
-def sim():
-    w = world.SimWorld(scene.SceneConfig.from_yaml(SCENE))
-    yield w
-    w.close()
-
-
 def _corners(shape, position, quat):
     """The 8 corners of the object's bounding box in the world."""
     lo, hi = objects.shape_mesh(shape).bounds

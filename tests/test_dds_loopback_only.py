@@ -6,7 +6,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from twinloop_interfaces.srv import ScoreTrajectories
 
-from conftest import NODES_DIR
+NODES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'nodes')
 from twinloop_bringup import netcheck
 
 DDS_MULTICAST_GROUP = '239.255.0.1'  # Fast DDS's default discovery group

@@ -11,7 +11,7 @@ from action_msgs.msg import GoalStatus
 from rclpy.action import ActionClient
 from trajectory_msgs.msg import JointTrajectoryPoint
 
-from conftest import NODES_DIR
+NODES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'nodes')
 
 PEER = os.path.join(NODES_DIR, 'interface_peer.py')
 TIMEOUT = 30.0

@@ -65,7 +65,7 @@ def _result(executor, handle, timeout=120):
     (Goal(instruction='   '), 'empty instruction'),
     (Goal(instruction='pick up the red cube ' * 40), 'longer than'),
     (Goal(instruction='pick up the red cube', strategy='teleport'), 'unknown strategy'),
-    (Goal(instruction='pick up the red cube', strategy='anti_grounding'), 'not available on this server yet'),
+    (Goal(instruction='pick up the red cube', strategy='iker'), 'not available on this server yet'),
     (Goal(instruction='pick up the red cube', max_steps=100000), 'max_steps'),
     (Goal(instruction='pick up the red cube', timeout=-1.0), 'timeout'),
     (Goal(instruction='put the spaceship in the bowl'), 'cannot ground'),
@@ -82,7 +82,7 @@ def test_invalid_goals_are_rejected_with_a_reason(client, goal, reason):
 def test_pick_succeeds_with_feedback(client):
     executor, action, _ = client
     feedback = []
-    future = action.send_goal_async(Goal(instruction='pick up the green block'), feedback_callback=lambda m: feedback.append(m.feedback))
+    future = action.send_goal_async(Goal(instruction='pick up the green block', strategy='scripted_pick_place'), feedback_callback=lambda m: feedback.append(m.feedback))
     executor.spin_until_future_complete(future, timeout_sec=30)
     response = _result(executor, future.result())
     assert response.status == GoalStatus.STATUS_SUCCEEDED, response.result.reason
@@ -93,7 +93,7 @@ def test_pick_succeeds_with_feedback(client):
 
 def test_cancel_stops_the_arm_within_half_a_second(client):
     executor, action, states = client
-    handle = _send(executor, action, Goal(instruction='put the red cube in the bowl'))
+    handle = _send(executor, action, Goal(instruction='put the red cube in the bowl', strategy='scripted_pick_place'))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and np.abs(states[-1].velocity[:7]).max() < 0.1:
         executor.spin_once(timeout_sec=0.02)

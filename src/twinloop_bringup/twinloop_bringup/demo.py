@@ -14,16 +14,15 @@ import time
 from pathlib import Path
 
 import rclpy
-from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64
 from trajectory_msgs.msg import JointTrajectory
-from twinloop_interfaces.action import ExecuteInstruction
 from twinloop_interfaces.msg import DetectedObjectArray
 
 from twinloop_bringup import graphs, recording, ros_env
+from twinloop_bringup.client import InstructionClient, InstructionError
 from twinloop_planning.judging import judge, object_states
 from twinloop_twin.ros_conversions import image_array
 from twinloop_twin.world_sim_node import GROUND_TRUTH_TOPIC, camera_topic
@@ -47,7 +46,13 @@ class DemoClient:
         self.truth = self.image = None
         self.node.create_subscription(DetectedObjectArray, GROUND_TRUTH_TOPIC, lambda m: setattr(self, 'truth', m), 10)
         self.node.create_subscription(Image, camera_topic('front', 'color'), lambda m: setattr(self, 'image', m), qos_profile_sensor_data)
-        self.instruction = ActionClient(self.node, ExecuteInstruction, 'execute_instruction')
+        self.instruction = InstructionClient(self.node, executor=self.executor, check=self.check)
+
+    def check(self):
+        try:
+            self.supervisor.check()
+        except graphs.GraphFailure as exc:
+            raise DemoFailure(str(exc)) from None
 
     def spin_until(self, condition, timeout, what):
         deadline = time.monotonic() + timeout
@@ -80,7 +85,11 @@ def run(instruction, scene_path, runs_dir, timeout=240.0, record=True):
     domain = ros_env.allocate_domain_id()
     env = ros_env.dds_environment(domain)
     os.environ.update(env)
-    supervisor = graphs.Supervisor(graphs.load(GRAPH, {'scene': scene_path}), env).__enter__()
+    specs = graphs.load(GRAPH, {'scene': scene_path})
+    for spec in specs:
+        if spec.name == 'task_orchestrator':
+            spec.parameters['runs_dir'] = str(run_dir / 'planner')
+    supervisor = graphs.Supervisor(specs, env).__enter__()
     log(f'started graph {GRAPH}: {", ".join(f"{n} (pid {p.pid})" for n, p in supervisor.processes.items())}; '
         f'ROS_DOMAIN_ID={domain}, DDS on loopback')
     log(f'perception: {PERCEPTION}')
@@ -93,31 +102,27 @@ def run(instruction, scene_path, runs_dir, timeout=240.0, record=True):
         if record:
             recorder = recording.BagRecorder(client.node, run_dir / 'bag', RECORDED, sensor_topics=[camera_topic('front', 'color')])
             outcome['recording'] = str(run_dir / 'bag')
-        client.spin_until(lambda: client.truth is not None and client.image is not None and client.instruction.server_is_ready(),
+        client.spin_until(lambda: client.truth is not None and client.image is not None and client.instruction.action.server_is_ready(),
                           120, 'world_sim topics and the task orchestrator')
         before = client.objects()
         log('scene    ' + ', '.join(f'{o.label} at ({o.pose.position.x:.2f}, {o.pose.position.y:.2f})' for o in client.truth.objects))
         _save_png(client.image, run_dir / 'front_before.png')
 
-        def on_feedback(message):
-            f = message.feedback
+        def on_feedback(f):
             outcome['planner'] = f.backend
             log(f'{f.stage:8s} sub-task {f.subtask} step {f.step}: {f.chosen_candidate}   [{f.backend}]')
 
         log(f'goal     "{instruction}" -> execute_instruction')
-        sent = client.instruction.send_goal_async(ExecuteInstruction.Goal(instruction=instruction, timeout=float(timeout)),
-                                                  feedback_callback=on_feedback)
-        client.spin_until(sent.done, 30, 'the goal to be accepted')
-        if not sent.result().accepted:
-            raise DemoFailure('the task orchestrator rejected the goal (busy)')
-        result_future = sent.result().get_result_async()
-        client.spin_until(result_future.done, timeout, 'the instruction to finish')
-        result = result_future.result().result
+        try:
+            client.instruction.send(instruction, timeout=timeout, on_feedback=on_feedback)
+            result = client.instruction.wait(timeout)
+        except InstructionError as exc:
+            raise DemoFailure(str(exc)) from None
         log(f'result   {result.reason}')
         outcome['planner_report'] = result.report_path
         if not result.success:
             raise DemoFailure(f'the task orchestrator ended with: {result.reason}')
-        report = json.loads(Path(result.report_path).read_text())
+        report = json.loads(Path(result.report_path).with_name('report.json').read_text())
         time.sleep(1.0)
         client.truth = None
         client.spin_until(lambda: client.truth is not None, 10, 'ground truth after the motion')

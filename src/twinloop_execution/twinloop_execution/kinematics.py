@@ -69,7 +69,8 @@ class ArmKinematics:
     The model's objects stay where the data puts them (e.g. a synced twin); only the arm moves,
     carrying any object held between the fingers at the first configuration (rigidly, as the
     gripper does). Contacts that count as collisions: any robot link but the fingers touching
-    anything; fingers touching the table or floor; robot links touching each other; a held
+    anything; fingers touching the table or floor; robot links touching each other (but
+    fingers touching fingers); a held
     object touching anything but the robot that it did not already touch at the start (lifting
     it off the table is fine). Fingers touching objects are allowed (grasping, pushing)."""
 
@@ -133,7 +134,8 @@ class ArmKinematics:
             for a, b in pairs:
                 robot_a, robot_b = a.startswith('panda_'), b.startswith('panda_')
                 if robot_a and robot_b:
-                    found.add(f'{a}|{b}')
+                    if not (a in FINGER_BODIES and b in FINGER_BODIES):   # closed fingers touch each other
+                        found.add(f'{a}|{b}')
                 elif robot_a or robot_b:
                     link, other = (a, b) if robot_a else (b, a)
                     if other in held:

@@ -58,14 +58,17 @@ class AnnealedSampler:
         c = self.config
         return c.angle_min + (c.angle0 - c.angle_min) * np.exp(-c.lambda_r * t)
 
-    def preferred_direction(self):
-        """Score-weighted (softmax) mean of remembered directions, or None without experience."""
-        if not self.experience:
-            return None
-        directions = np.array([d for d, _ in self.experience])
-        scores = np.array([s for _, s in self.experience])
-        weights = np.exp((scores - scores.max()) / 0.1)
-        mean = (weights[:, None] * directions).sum(axis=0)
+    def preferred_direction(self, prior=None, prior_weight=1.0):
+        """Score-weighted (softmax) mean of remembered directions, blended with an optional prior
+        direction (prior_weight relative to the experience's total weight); None without either."""
+        mean = np.zeros(3)
+        if self.experience:
+            directions = np.array([d for d, _ in self.experience])
+            scores = np.array([s for _, s in self.experience])
+            weights = np.exp((scores - scores.max()) / 0.1)
+            mean = (weights[:, None] * directions).sum(axis=0) / weights.sum()
+        if prior is not None:
+            mean = mean + prior_weight * np.asarray(prior, float)
         norm = np.linalg.norm(mean)
         return mean / norm if norm > 1e-9 else None
 
@@ -81,9 +84,10 @@ class AnnealedSampler:
         v = np.cross(axis, u)
         return local[0] * u + local[1] * v + local[2] * axis
 
-    def sample(self, ee_position, count):
-        """count candidate goals around the end effector at the current annealing step."""
-        preferred = self.preferred_direction()
+    def sample(self, ee_position, count, prior=None, prior_weight=1.0):
+        """count candidate goals around the end effector at the current annealing step; prior: a
+        unit direction (e.g. towards the stage's sub-goal) blended into the experience."""
+        preferred = self.preferred_direction(prior, prior_weight)
         radius, angle = self.radius(), self.dispersion()
         out = []
         for _ in range(count):
@@ -91,7 +95,7 @@ class AnnealedSampler:
                 direction = self._around(preferred, angle)
             else:
                 direction = self._around(np.array([0, 0, 1.0]), np.pi)  # uniform on the sphere
-            r = radius * self.rng.uniform(0.5, 1.0)
+            r = radius * np.cbrt(self.rng.random())   # uniform in the ball's volume
             gripper = int(self.rng.choice(3, p=self.config.gripper_probabilities))
             out.append(Sample(np.asarray(ee_position, float) + r * direction, direction, r, gripper))
         return out

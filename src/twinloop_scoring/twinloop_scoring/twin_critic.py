@@ -1,8 +1,8 @@
 """twin_critic: the embedded default scorer. NOT a vision-language model.
 
 It answers the structured VQA's questions from the twin's rollout data instead of from the
-image: collisions (safety), how much closer the instructed object got to its goal and whether
-other objects were disturbed (task alignment), path directness (efficiency), joint-limit
+image: collisions (safety), how much closer the instructed object got to its goal, whether it
+is held (and how centred the grasp is) and whether other objects were disturbed (task alignment), path directness (efficiency), joint-limit
 margins and object tumbling (feasibility), and the instructed objects' visibility in the view
 (viewpoint clarity). Its replies use the VLM reply format so the rest of the pipeline is the
 same, and every reply and rationale says what it is.
@@ -43,9 +43,14 @@ def judge(rollout, task, visibility=1.0):
             approach, closer = _closeness_gain(rollout['ee_start'], rollout['ee_end'], initial[target])
             alignment = 5.0 + 2.5 * approach
             notes.append(f'gripper {closer * 100:+.1f} cm towards {target}')
-        if rollout.get('holding') == target:
-            alignment = min(10.0, alignment + 1.0)
-            notes.append(f'holding {target}')
+        if rollout.get('holding') == target:   # credit a grasp the more centred it is on the object
+            centre = np.add(final[target], (0.0, 0.0, task.get('object_size', (0, 0, 0))[2] / 2))   # frames sit at the base
+            offset = float(np.linalg.norm(centre - np.asarray(rollout['ee_end'])))
+            alignment = min(10.0, alignment + 3.0 * float(np.clip((0.025 - offset) / 0.02, 0.0, 1.0)))
+            notes.append(f'holding {target} {offset * 100:.1f} cm from the grip')
+        elif task.get('expect_holding'):
+            alignment = max(0.0, alignment - 4.0)
+            notes.append(f'{target} is not held at the end')
     disturbed = [oid for oid, d in rollout.get('displacements', {}).items()
                  if d > 0.01 and oid not in (target, task.get('destination'))]
     if disturbed:

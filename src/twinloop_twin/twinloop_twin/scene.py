@@ -3,6 +3,7 @@ gripper (robosuite's MIT-licensed MJCF, from the installed package), objects and
 
 World frame: the robot base, on the table top (z = 0 is the table surface), REP 103 axes.
 """
+import copy
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,3 +194,27 @@ def _add_object(spec, obj):
                       mass=obj.mass * volume / sum(volumes), friction=(obj.friction, 0.005, 0.0001),
                       condim=4 if not shape.static else 3)
 
+
+
+def randomize_layout(config, rng, x_range=(0.33, 0.7), y_range=(-0.34, 0.34), gap=0.02, attempts=50):
+    """A copy of config with its movable objects at random non-overlapping table positions and yaws
+    (static objects such as bins stay where they are). Raises ValueError when they do not fit."""
+    radius = {o.id: 0.5 * float(np.hypot(*objects.make_shape(o.kind, **o.params).extents[:2])) for o in config.objects}
+    static = [o for o in config.objects if objects.make_shape(o.kind, **o.params).static]
+    for _ in range(attempts):   # whole layouts: a crowded one that does not fit starts again
+        out = copy.deepcopy(config)
+        placed = [o for o in out.objects if o.id in {s.id for s in static}]
+        for o in out.objects:
+            if o in placed:
+                continue
+            for _ in range(200):
+                xy = (rng.uniform(*x_range), rng.uniform(*y_range))
+                if all(np.hypot(xy[0] - p.pos[0], xy[1] - p.pos[1]) > radius[o.id] + radius[p.id] + gap for p in placed):
+                    break
+            else:
+                break
+            o.pos, o.yaw, o.quat = (float(xy[0]), float(xy[1])), float(rng.uniform(-np.pi, np.pi)), ()
+            placed.append(o)
+        else:
+            return out
+    raise ValueError(f'the objects do not fit on the table in {attempts} layouts; widen the ranges or use fewer objects')

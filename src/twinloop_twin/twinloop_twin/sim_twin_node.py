@@ -101,10 +101,11 @@ class SimTwinNode(Node):
         settle = request.settle if request.settle > 0 else self.settle
         try:
             candidates = [candidate_from_msg(c, settle) for c in request.candidates]
+            response.results = [rollout_to_msg(msg.id, self.twin.rollout(c)) for msg, c in zip(request.candidates, candidates)]
         except ValueError as exc:
-            response.message = str(exc)
+            response.message = f'invalid candidate: {exc}'
+            self.get_logger().error(response.message)
             return response
-        response.results = [rollout_to_msg(msg.id, self.twin.rollout(c)) for msg, c in zip(request.candidates, candidates)]
         response.success, response.wall_time = True, time.monotonic() - started
         return response
 

@@ -39,7 +39,8 @@ class Candidate:
 
 @dataclass
 class RolloutResult:
-    collisions: list            # sorted (robot link, other) pairs that touched: table, floor, objects (not by the fingers)
+    collisions: list            # sorted (robot link, other) pairs that touched: table, floor, objects (not by the fingers),
+                                # and (carried object, other) for new contacts of an object held at the start until released
     contacts: list              # sorted (a, b) pairs of every contact seen, by owner name
     displacements: dict         # object id -> final minus initial position [m]
     rotations: dict             # object id -> rotation angle between initial and final orientation [rad]
@@ -73,8 +74,11 @@ class MeshLibrary:
 
 
 class SimTwin:
-    def __init__(self, library, cameras, fast_render=True):
+    def __init__(self, library, cameras, fast_render=True, control_period=0.006):
+        """control_period [s]: how often a rollout updates the servo targets and reads contacts
+        (physics steps at the model's timestep in between)."""
         self.library, self.cameras, self.fast_render = library, cameras, fast_render
+        self.control_period = control_period
         self.world = None
         self._signature = None
 
@@ -137,15 +141,21 @@ class SimTwin:
         end = start + controller.trajectory.duration + candidate.settle
         gripper_events = sorted(candidate.gripper)
         initial = {oid: w.object_pose(oid) for oid in w.object_ids}
+        held = self._between_fingers(data)          # carried objects: their new contacts count as collisions
+        resting = {pair for pair in self._contact_pairs(data) if held & set(pair)}
+        released = False
         contacts, collisions, path = set(), set(), []
         margin = np.full(7, np.inf)
-        steps_per_sample = max(1, int(0.02 / model.opt.timestep))
+        chunk = max(1, int(round(self.control_period / model.opt.timestep)))
+        samples_every = max(1, int(round(0.02 / (chunk * model.opt.timestep))))
         step = 0
         while data.time < end:
             while gripper_events and data.time - start >= gripper_events[0][0]:
-                world.set_gripper(data, gripper_events.pop(0)[1])
+                width = gripper_events.pop(0)[1]
+                released = released or width > data.ctrl[7] * 2 + 1e-4
+                world.set_gripper(data, width)
             controller.apply(data)
-            mujoco.mj_step(model, data)
+            mujoco.mj_step(model, data, nstep=chunk)
             q = data.qpos[w.arm_qpos]
             margin = np.minimum(margin, np.minimum(q - w.arm_limits[:, 0], w.arm_limits[:, 1] - q))
             for c in data.contact[:data.ncon]:
@@ -156,7 +166,9 @@ class SimTwin:
                     other = b if robot[0] == a else a
                     if robot[0] not in FINGER_BODIES or other in ('table', 'floor'):
                         collisions.add((robot[0], other))
-            if step % steps_per_sample == 0:
+                elif not robot and not released and held & {a, b} and (a, b) not in resting:
+                    collisions.add((a, b) if a in held else (b, a))
+            if step % samples_every == 0:
                 path.append(data.site('panda_grip_site').xpos.copy())
             step += 1
         final = {oid: (data.body(oid).xpos.copy(), data.body(oid).xquat.copy()) for oid in w.object_ids}
@@ -167,17 +179,23 @@ class SimTwin:
             final_poses=final, joint_margin=margin, holding=self._held_object(data, initial, final),
             ee_path=np.array(path), duration=float(data.time - start))
 
-    def _held_object(self, data, initial, final):
-        """The object both fingers touch at the end and that rose with the gripper."""
-        touching = {}
+    def _contact_pairs(self, data):
+        return {tuple(sorted((self.owner(c.geom1), self.owner(c.geom2)))) for c in data.contact[:data.ncon]}
+
+    def _between_fingers(self, data):
+        """Objects touched by both fingers in this state."""
+        sides = {}
         for c in data.contact[:data.ncon]:
             a, b = self.owner(c.geom1), self.owner(c.geom2)
             for finger, other in ((a, b), (b, a)):
                 if finger in FINGER_BODIES and other in self.world.object_ids:
-                    side = 'left' if finger in ('panda_leftfinger', 'panda_finger_joint1_tip') else 'right'
-                    touching.setdefault(other, set()).add(side)
-        for oid, sides in touching.items():
-            if sides == {'left', 'right'} and final[oid][0][2] - initial[oid][0][2] > 0.01:
+                    sides.setdefault(other, set()).add('left' if finger in ('panda_leftfinger', 'panda_finger_joint1_tip') else 'right')
+        return {oid for oid, s in sides.items() if s == {'left', 'right'}}
+
+    def _held_object(self, data, initial, final):
+        """The object both fingers touch at the end and that rose with the gripper."""
+        for oid in self._between_fingers(data):
+            if final[oid][0][2] - initial[oid][0][2] > 0.01:
                 return oid
         return ''
 

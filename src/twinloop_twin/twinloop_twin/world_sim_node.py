@@ -7,6 +7,7 @@ the way ros2_control's joint trajectory controller does and gripper width comman
 import time
 
 from twinloop_interfaces.msg import DetectedObject, DetectedObjectArray
+from twinloop_interfaces.srv import ResetWorld
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -54,7 +55,8 @@ class WorldSimNode(Node):
             raise ValueError('parameter "scene" (a scene YAML) is required')
         ros_conversions.depth_for_encoding(np.zeros((1, 1)), self.depth_encoding)  # validates the encoding
 
-        self.world = world.SimWorld(scene.SceneConfig.from_yaml(scene_path))
+        self.scene_config = scene.SceneConfig.from_yaml(scene_path)
+        self.world = world.SimWorld(self.scene_config)
         self.rng = np.random.default_rng(seed)
         self.camera_configs = {c.name: c for c in self.world.config.cameras}
         self.shapes = {o.id: objects.make_shape(o.kind, **o.params) for o in self.world.config.objects}
@@ -73,6 +75,7 @@ class WorldSimNode(Node):
             }
         self.create_subscription(JointTrajectory, f'/{controller}/joint_trajectory', self.on_trajectory, 10)
         self.create_subscription(Float64, '/panda_gripper/width_command', self.on_gripper, 10)
+        self.create_service(ResetWorld, '~/reset', self.on_reset)
 
         self.tick = 0.01
         self.last_wall = time.monotonic()
@@ -101,6 +104,23 @@ class WorldSimNode(Node):
             self.world.follow_trajectory(times, positions)
         except (IndexError, ValueError) as exc:
             self.get_logger().error(f'trajectory rejected: {exc}')
+
+    def on_reset(self, request, response):
+        """A new episode: arm at home, objects as in the scene or at a seeded random layout; time runs on."""
+        try:
+            config = self.scene_config if request.seed == 0 else scene.randomize_layout(
+                self.scene_config, np.random.default_rng(request.seed))
+        except ValueError as exc:
+            response.message = str(exc)
+            return response
+        now = self.world.time
+        self.world.close()
+        self.world = world.SimWorld(config)
+        self.world.data.time = now + self.tick
+        self.next_joint_state = self.next_camera = 0.0
+        response.success, response.message = True, f'reset with seed {request.seed}'
+        self.get_logger().info(response.message)
+        return response
 
     def on_gripper(self, msg):
         if not np.isfinite(msg.data):

@@ -1,0 +1,170 @@
+"""The task suite benchmark (AntiGrounding's four categories): every task of bench/tasks.yaml for N
+seeds, each seed a random layout (world_sim ~/reset), headless, through the real graph
+(config/graphs.yaml sim_demo: world_sim, execution, sim_twin, trajectory_scoring,
+task_orchestrator). Success is judged on world_sim's ground truth, not on the planner's belief.
+Writes bench/results/task_suite-<time>.json and appends the table to bench/RESULTS.md.
+
+    . ./twinloop_env.sh && python bench/task_suite.py --seeds 3 [--categories cluttered] [--strategy anti_grounding]
+"""
+import argparse
+import json
+import os
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+
+import rclpy
+import yaml
+from rclpy.executors import SingleThreadedExecutor
+from twinloop_interfaces.msg import DetectedObjectArray
+from twinloop_interfaces.srv import ResetWorld
+
+from twinloop_bringup import graphs, ros_env
+from twinloop_bringup.client import InstructionClient, InstructionError
+from twinloop_planning.judging import judge, object_states
+from twinloop_twin.world_sim_node import GROUND_TRUTH_TOPIC
+
+ROOT = Path(os.environ.get('TWINLOOP_ROOT', Path(__file__).resolve().parents[1]))
+
+
+class Episode:
+    def __init__(self, node, executor, supervisor):
+        self.node, self.executor = node, executor
+        self.truth, self.truth_at = None, 0.0
+        node.create_subscription(DetectedObjectArray, GROUND_TRUTH_TOPIC, self._on_truth, 10)
+        self.reset_client = node.create_client(ResetWorld, '/world_sim/reset')
+        self.instructions = InstructionClient(node, executor=executor, check=supervisor.check)
+
+    def _on_truth(self, msg):
+        self.truth, self.truth_at = msg, time.monotonic()
+
+    def fresh_truth(self):
+        since = time.monotonic()
+        self.instructions.spin_until(lambda: self.truth_at > since + 0.5, 30, 'fresh ground truth')
+        return object_states(self.truth)
+
+    def run(self, instruction, seed, strategy, timeout):
+        self.instructions.spin_until(self.reset_client.service_is_ready, 60, 'world_sim ~/reset')
+        future = self.reset_client.call_async(ResetWorld.Request(seed=seed))
+        self.instructions.spin_until(future.done, 30, 'the reset')
+        if not future.result().success:
+            raise InstructionError(f'reset failed: {future.result().message}')
+        before = self.fresh_truth()
+        started = time.monotonic()
+        self.instructions.send(instruction, strategy=strategy, timeout=timeout)
+        result = self.instructions.wait(timeout + 60)
+        elapsed = time.monotonic() - started
+        after = self.fresh_truth()
+        report = json.loads(Path(result.report_path).with_name('report.json').read_text())
+        success, detail = judge(report['subtasks'], before, after) if report['subtasks'] else (False, result.reason)
+        return {'success': bool(success), 'ground_truth': detail, 'planner_outcome': report['outcome'],
+                'planner_reason': result.reason, 'steps': int(result.steps), 'elapsed_s': round(elapsed, 1),
+                'scorer': report.get('scorer', ''), 'timing_totals': report.get('timing_totals', {}),
+                'planning_s_per_step': report.get('planning_s_per_step', {}), 'report': result.report_path}
+
+
+def environment():
+    versions = {}
+    for package in ('mujoco', 'open3d', 'torch', 'numpy', 'rclpy', 'mink', 'ruckig', 'sentence-transformers'):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = 'n/a'
+    cpu = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')), platform.processor())
+    return {'cpu': cpu, 'cores': os.cpu_count(), 'python': platform.python_version(), 'versions': versions}
+
+
+def summarize(episodes):
+    out = {}
+    for category in dict.fromkeys(e['category'] for e in episodes):
+        rows = [e for e in episodes if e['category'] == category]
+        out[category] = {'success': sum(e['success'] for e in rows), 'episodes': len(rows),
+                         'rate': round(sum(e['success'] for e in rows) / len(rows), 3)}
+    out['overall'] = {'success': sum(e['success'] for e in episodes), 'episodes': len(episodes),
+                      'rate': round(sum(e['success'] for e in episodes) / max(1, len(episodes)), 3)}
+    return out
+
+
+def latency(episodes):
+    totals, steps = {}, 0
+    for e in episodes:
+        steps += e['steps']
+        for k, v in e['timing_totals'].items():
+            totals[k] = totals.get(k, 0.0) + v
+    return {k: round(v / max(1, steps), 3) for k, v in totals.items()}, steps
+
+
+def append_results(summary, per_step, steps, episodes, command, env, path):
+    lines = [f'\n## Task suite (AntiGrounding categories), {time.strftime("%Y-%m-%d %H:%M")}\n',
+             f'Command: `{command}`  ', f'Machine: {env["cpu"]}, {env["cores"]} cores, no GPU; scorer: '
+             f'{", ".join(sorted({e["scorer"] for e in episodes if e["scorer"]})) or "n/a"}; perception: world_sim ground truth '
+             '(privileged) unless stated.\n', '| category | success | episodes | rate |', '|---|---|---|---|']
+    lines += [f'| {k} | {v["success"]} | {v["episodes"]} | {100 * v["rate"]:.0f} % |' for k, v in summary.items()]
+    lines += ['', f'Mean wall time per MPC step over {steps} steps [s]: ' + ', '.join(f'{k} {v:.2f}' for k, v in per_step.items()), '',
+              '| task | seed | success | ground truth | steps | time [s] |', '|---|---|---|---|---|---|']
+    lines += [f'| {e["instruction"]} | {e["seed"]} | {"yes" if e["success"] else "no"} | {e["ground_truth"]} | {e["steps"]} | {e["elapsed_s"]} |'
+              for e in episodes]
+    with open(path, 'a') as f:
+        f.write('\n'.join(lines) + '\n')
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--seeds', type=int, default=3, help='random layouts per task')
+    parser.add_argument('--first-seed', type=int, default=1)
+    parser.add_argument('--categories', nargs='*', help='run only these categories')
+    parser.add_argument('--strategy', default='anti_grounding')
+    parser.add_argument('--timeout', type=float, default=240.0, help='per episode [s]')
+    parser.add_argument('--tasks', default=str(ROOT / 'bench' / 'tasks.yaml'))
+    parser.add_argument('--no-results', action='store_true', help='do not append to bench/RESULTS.md')
+    args = parser.parse_args()
+    with open(args.tasks) as f:
+        categories = yaml.safe_load(f)['categories']
+    tasks = [(c, t) for c, ts in categories.items() if not args.categories or c in args.categories for t in ts]
+    runs_dir = ROOT / 'runs' / f'task_suite-{time.strftime("%Y%m%d-%H%M%S")}'
+    env = ros_env.dds_environment(ros_env.allocate_domain_id())
+    os.environ.update(env)
+    episodes = []
+    for scene in dict.fromkeys(t['scene'] for _, t in tasks):
+        specs = graphs.load('sim_demo', {'scene': str(ROOT / 'config' / 'scenes' / f'{scene}.yaml')})
+        for spec in specs:
+            if spec.name == 'task_orchestrator':
+                spec.parameters['runs_dir'] = str(runs_dir)
+        context = rclpy.context.Context()
+        rclpy.init(context=context)
+        with graphs.Supervisor(specs, env) as supervisor:
+            node = rclpy.create_node('task_suite', context=context)
+            executor = SingleThreadedExecutor(context=context)
+            executor.add_node(node)
+            runner = Episode(node, executor, supervisor)
+            for category, task in [(c, t) for c, t in tasks if t['scene'] == scene]:
+                for seed in range(args.first_seed, args.first_seed + args.seeds):
+                    try:
+                        outcome = runner.run(task['instruction'], seed, args.strategy, args.timeout)
+                    except (InstructionError, graphs.GraphFailure) as exc:
+                        outcome = {'success': False, 'ground_truth': f'error: {exc}', 'steps': 0, 'elapsed_s': 0.0,
+                                   'scorer': '', 'timing_totals': {}}
+                    episodes.append({'category': category, 'instruction': task['instruction'], 'scene': scene, 'seed': seed, **outcome})
+                    print(f'[{category}] "{task["instruction"]}" seed {seed}: {"SUCCESS" if outcome["success"] else "failure"} '
+                          f'({outcome["ground_truth"]}; {outcome["steps"]} steps, {outcome["elapsed_s"]} s)', flush=True)
+            node.destroy_node()
+        rclpy.shutdown(context=context)
+    summary = summarize(episodes)
+    per_step, steps = latency(episodes)
+    command = 'python bench/task_suite.py ' + ' '.join(
+        [f'--seeds {args.seeds}', f'--first-seed {args.first_seed}', f'--strategy {args.strategy}']
+        + ([f'--categories {" ".join(args.categories)}'] if args.categories else []))
+    info = environment()
+    out = ROOT / 'bench' / 'results' / f'task_suite-{time.strftime("%Y%m%d-%H%M%S")}.json'
+    out.write_text(json.dumps({'command': command, 'environment': info, 'summary': summary,
+                               'mean_step_timings_s': per_step, 'episodes': episodes}, indent=2))
+    print(json.dumps(summary, indent=2))
+    print('mean wall time per MPC step [s]:', per_step)
+    if not args.no_results:
+        append_results(summary, per_step, steps, episodes, command, info, ROOT / 'bench' / 'RESULTS.md')
+    print(f'results: {out}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,88 @@
+"""A small client for twinloop's ExecuteInstruction action, in the style of nav2's BasicNavigator.
+
+    client = InstructionClient(node)            # any rclpy node; spun here while waiting
+    client.send('put the red cube in the bowl')
+    while not client.is_done():
+        print(client.feedback())                # latest ExecuteInstruction.Feedback or None
+    result = client.result()                    # ExecuteInstruction.Result
+    client.cancel()                             # stops the arm where it is
+
+Everything is bounded by timeouts and raises InstructionError with the reason on failure.
+"""
+import time
+
+from rclpy.action import ActionClient
+from rclpy.executors import SingleThreadedExecutor
+from twinloop_interfaces.action import ExecuteInstruction
+
+
+class InstructionError(RuntimeError):
+    pass
+
+
+class InstructionClient:
+    def __init__(self, node, action_name='execute_instruction', executor=None, check=None):
+        """check: optional callable run while waiting (e.g. a process supervisor's check)."""
+        self.node = node
+        self.executor = executor or SingleThreadedExecutor(context=node.context)
+        if executor is None:
+            self.executor.add_node(node)
+        self.check = check or (lambda: None)
+        self.action = ActionClient(node, ExecuteInstruction, action_name)
+        self.handle = self._result_future = self._feedback = None
+
+    def spin_until(self, condition, timeout, what):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check()
+            self.executor.spin_once(timeout_sec=0.05)
+            if condition():
+                return
+        raise InstructionError(f'timed out after {timeout:.0f} s waiting for {what}')
+
+    def wait_for_server(self, timeout=60.0):
+        self.spin_until(self.action.server_is_ready, timeout, 'the execute_instruction server')
+
+    def send(self, instruction, strategy='', timeout=0.0, max_steps=0, num_candidates=0, scorer_backend='',
+             dry_run=False, on_feedback=None):
+        """Send a goal; raises InstructionError if the server rejects it (another goal is running)."""
+        self.wait_for_server()
+        goal = ExecuteInstruction.Goal(instruction=instruction, strategy=strategy, timeout=float(timeout),
+                                       max_steps=int(max_steps), num_candidates=int(num_candidates),
+                                       scorer_backend=scorer_backend, dry_run=dry_run)
+
+        def feedback(message):
+            self._feedback = message.feedback
+            if on_feedback is not None:
+                on_feedback(message.feedback)
+        sent = self.action.send_goal_async(goal, feedback_callback=feedback)
+        self.spin_until(sent.done, 30.0, 'the goal to be accepted')
+        self.handle = sent.result()
+        if not self.handle.accepted:
+            raise InstructionError('the task orchestrator rejected the goal: another instruction is running')
+        self._result_future = self.handle.get_result_async()
+
+    def feedback(self):
+        return self._feedback
+
+    def is_done(self, spin=0.05):
+        if self._result_future is None:
+            return True
+        self.check()
+        self.executor.spin_once(timeout_sec=spin)
+        return self._result_future.done()
+
+    def wait(self, timeout):
+        self.spin_until(lambda: self._result_future.done(), timeout, 'the instruction to finish')
+        return self.result()
+
+    def result(self):
+        if self._result_future is None or not self._result_future.done():
+            raise InstructionError('no finished instruction')
+        return self._result_future.result().result
+
+    def cancel(self, timeout=10.0):
+        if self.handle is None:
+            return
+        future = self.handle.cancel_goal_async()
+        self.spin_until(future.done, timeout, 'the cancel to be acknowledged')

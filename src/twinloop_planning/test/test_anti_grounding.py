@@ -1,0 +1,79 @@
+"""The AntiGrounding MPC's parts on the real arm model: stages per sub-task, candidates built by
+IK that end where they were sampled, unreachable ones dropped, and stage checks on perceived
+state."""
+import numpy as np
+import pytest
+
+from twinloop_planning import anti_grounding as ag
+from twinloop_planning.grounding import SubTask
+from twinloop_planning.sampler import GRIPPER_CLOSE, GRIPPER_NONE, Sample
+from twinloop_twin import scene
+
+
+@pytest.fixture(scope='module')
+def arm():
+    return ag.Arm(scene.build_spec(scene.SceneConfig([], [])).compile())
+
+
+def test_stages_for_subtasks():
+    stages = ag.stages_for([SubTask('pick', 'a'), SubTask('place', 'b', 'bowl')])
+    assert [(s.name, s.subtask_index) for s in stages] == [
+        ('grasp', 0), ('lift', 0), ('grasp', 1), ('lift', 1), ('carry', 1), ('release', 1)]
+    with pytest.raises(ValueError, match='push'):
+        ag.stages_for([SubTask('push', 'a', 'b')])
+
+
+def test_candidates_end_at_their_sampled_goal(arm):
+    q = np.array(scene.HOME)
+    ee = arm.ee_position(q)
+    builder = ag.CandidateBuilder(arm.ik, ag.MpcConfig())
+    goal = ee + np.array([0.05, -0.08, -0.1])
+    proposal = builder.build('c00', Sample(goal, (goal - ee) / np.linalg.norm(goal - ee), 0.1, GRIPPER_NONE),
+                             arm.q_full(q), ee, ag.scripted.HOME_GRIP)
+    assert proposal is not None and len(proposal.segments) == 1
+    assert np.linalg.norm(arm.ee_position(proposal.waypoints()[-1]) - goal) < 0.002
+    assert np.all(np.diff([0.0] + proposal.times) > 0) and proposal.events == [GRIPPER_NONE] * len(proposal.times)
+
+
+def test_close_candidate_closes_then_lifts(arm):
+    q = np.array(scene.HOME)
+    ee = arm.ee_position(q)
+    config = ag.MpcConfig()
+    goal = ee + np.array([0.0, 0.0, -0.1])
+    proposal = ag.CandidateBuilder(arm.ik, config).build('c01', Sample(goal, np.array([0, 0, -1.0]), 0.1, GRIPPER_CLOSE),
+                                                         arm.q_full(q), ee, ag.scripted.HOME_GRIP, open_first=True)
+    (first, _, width), (second, _, after) = proposal.segments
+    assert width == ag.CLOSED_WIDTH and after is None
+    assert arm.ee_position(second[-1])[2] - arm.ee_position(first[-1])[2] == pytest.approx(config.lift_after_grasp, abs=0.002)
+    assert proposal.events.count(GRIPPER_CLOSE) == 1 and proposal.times[0] > config.grip_pause
+    assert 'close and lift' in proposal.description
+
+
+def test_unreachable_and_too_low_goals_are_dropped(arm):
+    q = np.array(scene.HOME)
+    ee = arm.ee_position(q)
+    builder = ag.CandidateBuilder(arm.ik, ag.MpcConfig())
+    far = ee + np.array([1.5, 0.0, 0.0])
+    assert builder.build('x', Sample(far, np.array([1.0, 0, 0]), 1.5, GRIPPER_NONE), arm.q_full(q), ee, ag.scripted.HOME_GRIP) is None
+    low = np.array([ee[0], ee[1], 0.0])
+    assert builder.build('y', Sample(low, np.array([0, 0, -1.0]), 0.4, GRIPPER_NONE), arm.q_full(q), ee, ag.scripted.HOME_GRIP) is None
+
+
+def test_stage_checks_on_perceived_state():
+    cube = ((0.5, 0.1, 0.0), (1, 0, 0, 0), (0.05, 0.05, 0.05))
+    bowl = ((0.5, -0.3, 0.0), (1, 0, 0, 0), (0.15, 0.15, 0.05))
+    start = {'cube': cube, 'bowl': bowl}
+    grasp, lift, carry, release = ag.stages_for([SubTask('place', 'cube', 'bowl')])
+    centre = np.array([0.5, 0.1, 0.025])
+    assert grasp.done(start, start, 0.048, centre)[0]
+    assert not grasp.done(start, start, 0.0, centre)[0]          # closed on nothing
+    assert not grasp.done(start, start, 0.048, centre + (0, 0, 0.02))[0]   # not centred
+    raised = dict(start, cube=((0.5, 0.1, 0.12), cube[1], cube[2]))
+    assert lift.done(raised, start, 0.048, centre + (0, 0, 0.12))[0]
+    assert not lift.done(raised, start, 0.08, centre + (0, 0, 0.12))[0]    # open fingers: not held
+    above = dict(start, cube=((0.51, -0.3, 0.08), cube[1], cube[2]))
+    assert carry.done(above, start, 0.048, np.array([0.51, -0.3, 0.105]))[0]
+    inside = dict(start, cube=((0.5, -0.3, 0.01), cube[1], cube[2]))
+    assert release.done(inside, start, 0.08, np.array([0.5, -0.3, 0.2]))[0]
+    assert not release.done(inside, start, 0.048, np.array([0.5, -0.3, 0.035]))[0]   # still gripping
+    assert np.allclose(grasp.sub_goal(start, start), (0.5, 0.1, 0.025))

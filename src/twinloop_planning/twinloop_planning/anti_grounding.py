@@ -1,0 +1,363 @@
+"""The AntiGrounding MPC loop (no rclpy): sample -> IK -> twin rollouts -> renders -> scores ->
+execute the best -> perceive again, stage by stage until the grounded sub-tasks hold.
+
+Method after AntiGrounding (Real2Sim2Real MPC with structured-VQA scoring of rendered
+candidates, shared/seeds/000). Each sub-task is split into stages (grasp, lift, carry, release);
+a stage is done when the *perceived* state says so, and a stage transition resets the annealed
+sampler (the paper's sub-task transition signal). Candidates are straight end-effector moves to
+goals sampled around the end effector, with an optional gripper event at the end (close then
+lift a little, or open then back off), turned into joint paths by IK and dropped when
+unreachable. Everything that talks to the outside world goes through `ports` (ROS services and
+actions in the orchestrator), so this module is the algorithm only.
+
+One addition to the paper, documented in docs/anti_grounding.md: besides the experience of
+well-scored directions, the sampler is pointed at the stage's sub-goal from the grounded task
+(the target object for a grasp, the destination for a carry). With the twin_critic scorer this
+prior is what makes the search converge in a few steps; it can be turned off (goal_prior: 0).
+"""
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from twinloop_planning import scripted
+from twinloop_planning.judging import judge
+from twinloop_execution.kinematics import ArmKinematics, PandaIk
+from twinloop_planning.sampler import GRIPPER_CLOSE, GRIPPER_NONE, GRIPPER_OPEN, AnnealedSampler, Sample, SamplerConfig
+
+LABEL = 'anti_grounding (AntiGrounding MPC: twin rollouts scored by the scoring node)'
+OPEN_WIDTH, CLOSED_WIDTH = 0.08, 0.0
+STAGE_GRIPPER = {   # P(none, open, close) of a candidate's gripper event in each stage
+    'grasp': (0.6, 0.0, 0.4), 'lift': (1.0, 0.0, 0.0), 'carry': (1.0, 0.0, 0.0), 'release': (0.5, 0.5, 0.0)}
+
+
+class PlanningFailed(Exception):
+    """The MPC could not go on (no reachable candidate, stage step limit); the message says why."""
+
+
+class ExecutionFailed(Exception):
+    """The chosen candidate was refused by the safety gate or stopped on the arm; the loop perceives
+    again and goes on (the step counts)."""
+
+
+@dataclass
+class MpcConfig:
+    num_candidates: int = 16
+    max_steps_per_stage: int = 10
+    goal_prior: float = 1.0          # weight of the sub-goal direction among the experience (0: paper-only)
+    speed: float = 0.4               # [m/s] end-effector speed of candidate motions in the twin
+    min_duration: float = 0.3        # [s] per candidate segment
+    grip_pause: float = 0.3          # [s] for the fingers after a gripper event
+    settle: float = 0.2              # [s] simulated after a candidate's last point
+    lift_after_grasp: float = 0.03   # [m] a close candidate rises this much after closing
+    back_off_after_release: float = 0.05  # [m] an open candidate rises this much after opening
+    ik_points: int = 3               # Cartesian waypoints per segment (IK each)
+    min_height: float = 0.015        # [m] candidate goals below this grip-site height are dropped (fingertips reach lower)
+    seed: int = 0
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+
+    @classmethod
+    def from_dict(cls, data):
+        data = dict(data or {})
+        sampler = SamplerConfig(**data.pop('sampler', {}))
+        return cls(sampler=sampler, **data)
+
+
+@dataclass
+class Stage:
+    """One stage of a sub-task: what the critic is told, where the sampler is pointed, and when it is done."""
+    name: str                        # grasp, lift, carry, release
+    subtask_index: int
+    object_id: str
+    destination_id: str = ''
+
+    def describe(self):
+        where = f' to {self.destination_id}' if self.name in ('carry', 'release') and self.destination_id else ''
+        return f'{self.name} {self.object_id}{where}'
+
+    def sub_goal(self, objects, start):
+        """Grip-site position this stage is after, in the perceived world (object frames sit at the
+        centre of their bottom face)."""
+        p, _, size = objects[self.object_id]
+        grip_height = min(size[2] / 2, 0.03)              # where the fingers hold the object above its base
+        if self.name == 'grasp':
+            return np.asarray(p, float) + (0, 0, grip_height)
+        if self.name == 'lift':
+            return np.asarray(start[self.object_id][0], float) + (0, 0, grip_height + 0.15)
+        d, _, d_size = objects[self.destination_id]
+        clearance = 0.05 if self.name == 'carry' else 0.015   # object base above the destination's top
+        return np.asarray(d, float) + (0, 0, d_size[2] + clearance + grip_height)
+
+    def task(self, objects, start):
+        """The goal specification the scorer judges this stage's candidates against."""
+        p, _, size = objects[self.object_id]
+        if self.name in ('grasp', 'lift'):
+            goal = np.asarray(start[self.object_id][0], float) + (0, 0, 0.15)
+        else:
+            d, _, d_size = objects[self.destination_id]
+            goal = np.asarray(d, float) + (0, 0, d_size[2] + (0.05 if self.name == 'carry' else 0.0))
+        return {'stage': self.name, 'object': self.object_id, 'destination': self.destination_id,
+                'object_size': [float(v) for v in size], 'goal_position': [float(v) for v in goal],
+                'expect_holding': self.name in ('lift', 'carry')}
+
+    def done(self, objects, start, gripper_width, ee_position):
+        """(done, note) on perceived state."""
+        p, _, size = objects[self.object_id]
+        held = _held(objects[self.object_id], gripper_width, ee_position)
+        if self.name == 'grasp':   # a firm grasp: the grip near the object's centre
+            offset = np.linalg.norm(centre(objects[self.object_id]) - ee_position)
+            return held and offset < 0.015, f'gripper {gripper_width * 100:.1f} cm, object centre {offset * 100:.1f} cm from the grip'
+        rise = p[2] - start[self.object_id][0][2]
+        if self.name == 'lift':
+            return held and rise > 0.1, f'raised {rise * 100:.1f} cm'   # above the clutter before carrying
+        d, _, d_size = objects[self.destination_id]
+        horizontal = float(np.hypot(p[0] - d[0], p[1] - d[1]))
+        if self.name == 'carry':
+            ok = held and horizontal < max(0.02, min(d_size[0], d_size[1]) / 4) and p[2] > d[2] + d_size[2]
+            return ok, f'{horizontal * 100:.1f} cm from above {self.destination_id}'
+        placed, note = judge([{'action': 'place', 'object_id': self.object_id, 'destination_id': self.destination_id}],
+                             start, objects)
+        return placed and gripper_width > OPEN_WIDTH - 0.01, note
+
+
+def centre(obj):
+    """Centre of an object's bounding box (its frame is at the bottom face; assumed upright)."""
+    p, _, size = obj
+    return np.asarray(p, float) + (0, 0, size[2] / 2)
+
+
+def _held(obj, gripper_width, ee_position):
+    """Fingers stopped short on something, and the object is between them."""
+    return OPEN_WIDTH - 0.005 > gripper_width > 0.004 and np.linalg.norm(centre(obj) - ee_position) < max(obj[2]) / 2 + 0.02
+
+
+def stages_for(subtasks):
+    out = []
+    for index, s in enumerate(subtasks):
+        if s.action not in ('pick', 'place'):
+            raise ValueError(f'anti_grounding here plans pick and place; {s.action!r} is not supported yet')
+        names = ('grasp', 'lift') if s.action == 'pick' else ('grasp', 'lift', 'carry', 'release')
+        out += [Stage(n, index, s.object_id, s.destination_id) for n in names]
+    return out
+
+
+@dataclass
+class Proposal:
+    """A candidate: segments of arm joint waypoints, each ending with a gripper width (None: unchanged)."""
+    id: str
+    sample: Sample                   # the sampled goal and gripper event it was built from
+    segments: list                   # [(waypoints [n x 7], end positions [n x 3], gripper width or None)]
+    open_first: bool = False         # open the gripper before moving (at time 0, for grip_pause)
+    times: list = field(default_factory=list)        # per flattened waypoint [s]
+    events: list = field(default_factory=list)       # per flattened waypoint GRIPPER_*
+    description: str = ''
+
+    def waypoints(self):
+        return np.vstack([w for w, _, _ in self.segments])
+
+
+class Arm:
+    """IK and forward kinematics of the arm on a MuJoCo model of the scene's robot."""
+
+    def __init__(self, model):
+        self.ik, self.kinematics = PandaIk(model), ArmKinematics(model)
+        self.qpos0 = model.qpos0.copy()
+
+    def q_full(self, q_arm):
+        q = self.qpos0.copy()
+        q[self.ik.arm_qpos] = q_arm
+        return q
+
+    def ee_position(self, q_arm):
+        return self.kinematics.grip_positions([q_arm])[0]
+
+
+class CandidateBuilder:
+    """Samples -> reachable joint-space candidates (IK along straight grip-site lines)."""
+
+    def __init__(self, ik, config: MpcConfig):
+        self.ik, self.config = ik, config
+
+    def _line(self, q_full, start, goal, quat):
+        points = [start + (goal - start) * (i + 1) / self.config.ik_points for i in range(self.config.ik_points)]
+        q = np.array(q_full, float)
+        out = []
+        for point in points:
+            result = self.ik.solve(q, point, quat)
+            if not result.converged or (out and np.abs(result.positions - out[-1]).max() > 1.0):
+                return None
+            out.append(result.positions)
+            q[self.ik.arm_qpos] = result.positions
+        return np.array(out), np.array(points)
+
+    def build(self, candidate_id, sample, q_full, ee_position, quat, open_first=False):
+        c = self.config
+        if sample.goal[2] < c.min_height:
+            return None
+        first = self._line(q_full, ee_position, sample.goal, quat)
+        if first is None:
+            return None
+        segments = [(first[0], first[1], None)]
+        after = {GRIPPER_CLOSE: c.lift_after_grasp, GRIPPER_OPEN: c.back_off_after_release}.get(sample.gripper)
+        if after is not None:
+            q = np.array(q_full, float)
+            q[self.ik.arm_qpos] = first[0][-1]
+            second = self._line(q, sample.goal, sample.goal + (0, 0, after), quat)
+            if second is None:
+                return None
+            width = CLOSED_WIDTH if sample.gripper == GRIPPER_CLOSE else OPEN_WIDTH
+            segments = [(first[0], first[1], width), (second[0], second[1], None)]
+        proposal = Proposal(candidate_id, sample, segments, open_first)
+        self._time(proposal, ee_position)
+        move = sample.goal - ee_position
+        event = {GRIPPER_CLOSE: ', close and lift', GRIPPER_OPEN: ', open and back off'}.get(sample.gripper, '')
+        proposal.description = f'move ({move[0] * 100:+.0f}, {move[1] * 100:+.0f}, {move[2] * 100:+.0f}) cm{event}'
+        return proposal
+
+    def _time(self, proposal, ee_position):
+        c, previous = self.config, np.asarray(ee_position, float)
+        t = c.grip_pause if proposal.open_first else 0.0
+        for waypoints, positions, width in proposal.segments:
+            step = max(c.min_duration, np.linalg.norm(positions[-1] - previous) / c.speed) / len(waypoints)
+            for i in range(len(waypoints)):
+                t += step
+                proposal.times.append(t)
+                proposal.events.append(GRIPPER_NONE)
+            if width is not None:
+                proposal.events[-1] = GRIPPER_CLOSE if width == CLOSED_WIDTH else GRIPPER_OPEN
+                t += c.grip_pause       # hold the last waypoint while the fingers move
+            previous = positions[-1]
+
+
+@dataclass
+class StepRecord:
+    stage: str
+    subtask: int
+    step: int
+    candidates: list                 # [{id, description, total, dimensions, failed, rollout summary}]
+    chosen: str
+    best_score: float
+    backend: str
+    timings: dict                    # stage of the MPC step -> [s]
+    images: list = field(default_factory=list)   # [(view name, rgb)] with candidates coloured by score
+    note: str = ''
+
+
+class AntiGroundingMpc:
+    """The loop. ports: state() -> (objects {id: (position, quat wxyz, size)}, arm joints, gripper width),
+    sync(), rollout(proposals) -> facts, render_for_scoring(proposals) -> views (opaque),
+    render_scored(proposals, scores) -> [(view name, rgb)],
+    score(instruction, task, proposals, facts, views) -> [{total, dimensions, backend, failed}],
+    execute(proposal), feedback(**ExecuteInstruction feedback fields). arm: an Arm."""
+
+    def __init__(self, ports, arm, config: MpcConfig, log=print):
+        self.ports, self.arm, self.config, self.log = ports, arm, config, log
+        self.ee_position = arm.ee_position
+        self.builder = CandidateBuilder(arm.ik, config)
+        self.sampler = AnnealedSampler(config.sampler, config.seed)
+        self.records = []
+
+    def run(self, instruction, subtasks, max_steps=0, deadline=None, dry_run=False):
+        """(success, reason). Raises PlanningFailed when the search cannot go on."""
+        stages = stages_for(subtasks)
+        objects, q, width = self.ports.state()
+        start = dict(objects)
+        index, stage_steps, total = 0, 0, 0
+        self.sampler.reset()
+        while index < len(stages):
+            stage = stages[index]
+            ee = self.ee_position(q)
+            done, note = stage.done(objects, start, width, ee)
+            if done:
+                self.log(f'stage {stage.describe()} done ({note})')
+                index, stage_steps = index + 1, 0
+                self.sampler.reset()        # the sub-task transition signal: explore again
+                continue
+            if index > 0 and stage.name in ('lift', 'carry') and not _held(objects[stage.object_id], width, ee):
+                index = max(i for i in range(index) if stages[i].name == 'grasp' and stages[i].subtask_index == stage.subtask_index)
+                self.log(f'{stage.object_id} is no longer held: back to {stages[index].describe()}')
+                self.sampler.reset()
+                continue
+            if stage_steps >= self.config.max_steps_per_stage:
+                return False, f'stage "{stage.describe()}" not done after {stage_steps} steps ({note})'
+            if max_steps and total >= max_steps:
+                return False, f'max_steps {max_steps} reached in stage "{stage.describe()}"'
+            if deadline is not None and time.monotonic() > deadline:
+                return False, f'timeout reached in stage "{stage.describe()}"'
+            record = self.step(instruction, stage, objects, start, q, width, total)
+            if dry_run:
+                return True, f'dry run: one step planned, best {record.chosen} ({record.best_score:.2f})'
+            objects, q, width = self.ports.state()
+            stage_steps, total = stage_steps + 1, total + 1
+        return True, 'all stages done on the perceived state'
+
+    def step(self, instruction, stage, objects, start, q, width, step_index):
+        timings = {}
+        clock = time.perf_counter()
+
+        def lap(name):
+            nonlocal clock
+            now = time.perf_counter()
+            timings[name] = timings.get(name, 0.0) + now - clock
+            clock = now
+
+        self.ports.feedback(stage='sync_twin', step=step_index, subtask=stage.subtask_index)
+        self.ports.sync()
+        lap('sync')
+        ee = self.ee_position(q)
+        p, quat, size = objects[stage.object_id]
+        grasp = scripted._quat_multiply(scripted._z_rotation(scripted.grasp_yaw(quat, size[0], size[1])), scripted.HOME_GRIP)
+        self.sampler.config.gripper_probabilities = STAGE_GRIPPER[stage.name]
+        prior = stage.sub_goal(objects, start) - ee
+        prior = prior / np.linalg.norm(prior) if self.config.goal_prior > 0 and np.linalg.norm(prior) > 1e-3 else None
+        samples = self.sampler.sample(ee, self.config.num_candidates * 2, prior=prior, prior_weight=self.config.goal_prior)
+        lap('sampling')
+        q_full = self.arm.q_full(q)
+        open_first = stage.name == 'grasp' and width < OPEN_WIDTH - 0.01
+        proposals = []
+        for sample in samples:
+            proposal = self.builder.build(f'c{len(proposals):02d}', sample, q_full, ee, grasp, open_first)
+            if proposal is not None:
+                proposals.append(proposal)
+            if len(proposals) == self.config.num_candidates:
+                break
+        lap('ik')
+        if not proposals:
+            raise PlanningFailed(f'no reachable candidate around the gripper in stage "{stage.describe()}"')
+        self.ports.feedback(stage='rollout', step=step_index, subtask=stage.subtask_index, num_candidates=len(proposals))
+        facts = self.ports.rollout(proposals)
+        lap('rollout')
+        views = self.ports.render_for_scoring(proposals)
+        lap('render')
+        task = stage.task(objects, start)
+        self.ports.feedback(stage='score', step=step_index, subtask=stage.subtask_index, num_candidates=len(proposals))
+        text = f'{instruction} (current stage: {stage.describe()})'
+        scores = self.ports.score(text, task, proposals, facts, views)
+        lap('scoring')
+        usable = [i for i, s in enumerate(scores) if not s['failed'] and not facts[i]['collisions']]
+        if not usable:
+            raise PlanningFailed(f'every candidate collided in the twin or failed scoring in stage "{stage.describe()}"')
+        best = max(usable, key=lambda i: scores[i]['total'])
+        self.sampler.feedback([p.sample for p in proposals],
+                              [s['total'] if not s['failed'] else np.nan for s in scores])
+        chosen = proposals[best]
+        self.ports.feedback(stage='execute', step=step_index, subtask=stage.subtask_index, num_candidates=len(proposals),
+                            best_score=scores[best]['total'], chosen_candidate=f'{chosen.id}: {chosen.description}',
+                            backend=scores[best]['backend'])
+        report_images = self.ports.render_scored(proposals, [s['total'] if not s['failed'] else 0.0 for s in scores])
+        lap('report_render')
+        note = f'{chosen.id}: {chosen.description}'
+        try:
+            self.ports.execute(chosen)
+        except ExecutionFailed as exc:
+            note += f' - not completed: {exc}'
+        lap('execution')
+        record = StepRecord(stage.describe(), stage.subtask_index, step_index, [
+            {'id': p.id, 'description': p.description, 'total': round(s['total'], 3), 'failed': s['failed'],
+             'dimensions': s['dimensions'], 'collisions': facts[i]['collisions'], 'holding': facts[i]['holding']}
+            for i, (p, s) in enumerate(zip(proposals, scores))], chosen.id, float(scores[best]['total']),
+            scores[best]['backend'], {k: round(v, 4) for k, v in timings.items()}, report_images, note)
+        self.records.append(record)
+        self.log(f'step {step_index} [{stage.describe()}] {len(proposals)} candidates, chose {record.note} '
+                 f'(score {record.best_score:.2f}); ' + ', '.join(f'{k} {v:.2f}s' for k, v in timings.items()))
+        return record

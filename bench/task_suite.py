@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import time
 from importlib import metadata
 from pathlib import Path
@@ -119,6 +120,7 @@ def main():
     parser.add_argument('--tasks', default=str(ROOT / 'bench' / 'tasks.yaml'))
     parser.add_argument('--no-results', action='store_true', help='do not append to bench/RESULTS.md')
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)   # SIGTERM stops the graph cleanly too
     with open(args.tasks) as f:
         categories = yaml.safe_load(f)['categories']
     tasks = [(c, t) for c, ts in categories.items() if not args.categories or c in args.categories for t in ts]

@@ -44,6 +44,7 @@ class ExecutionFailed(Exception):
 class MpcConfig:
     num_candidates: int = 16
     max_steps_per_stage: int = 10
+    stage_r0: dict = field(default_factory=lambda: {'release': 0.06})   # [m] R_0 per stage (default: sampler.r0)
     goal_prior: float = 1.0          # weight of the sub-goal direction among the experience (0: paper-only)
     speed: float = 0.4               # [m/s] end-effector speed of candidate motions in the twin
     min_duration: float = 0.3        # [s] per candidate segment
@@ -52,6 +53,7 @@ class MpcConfig:
     lift_after_grasp: float = 0.03   # [m] a close candidate rises this much after closing
     back_off_after_release: float = 0.05  # [m] an open candidate rises this much after opening
     ik_points: int = 3               # Cartesian waypoints per segment (IK each)
+    blocked_distance: float = 0.015  # [m] a rollout ending farther from its goal was blocked: not chosen
     min_height: float = 0.015        # [m] candidate goals below this grip-site height are dropped (fingertips reach lower)
     seed: int = 0
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -106,7 +108,7 @@ class Stage:
         held = _held(objects[self.object_id], gripper_width, ee_position)
         if self.name == 'grasp':   # a firm grasp: the grip near the object's centre
             offset = np.linalg.norm(centre(objects[self.object_id]) - ee_position)
-            return held and offset < 0.015, f'gripper {gripper_width * 100:.1f} cm, object centre {offset * 100:.1f} cm from the grip'
+            return held and offset < 0.02, f'gripper {gripper_width * 100:.1f} cm, object centre {offset * 100:.1f} cm from the grip'
         rise = p[2] - start[self.object_id][0][2]
         if self.name == 'lift':
             return held and rise > 0.1, f'raised {rise * 100:.1f} cm'   # above the clutter before carrying
@@ -154,6 +156,11 @@ class Proposal:
 
     def waypoints(self):
         return np.vstack([w for w, _, _ in self.segments])
+
+    @property
+    def end(self):
+        """Where the grip site should be at the end [m]."""
+        return self.segments[-1][1][-1]
 
 
 class Arm:
@@ -271,7 +278,8 @@ class AntiGroundingMpc:
             if done:
                 self.log(f'stage {stage.describe()} done ({note})')
                 index, stage_steps = index + 1, 0
-                self.sampler.reset()        # the sub-task transition signal: explore again
+                if index < len(stages):     # the sub-task transition signal: explore again
+                    self.sampler.reset(self.config.stage_r0.get(stages[index].name))
                 continue
             if index > 0 and stage.name in ('lift', 'carry') and not _held(objects[stage.object_id], width, ee):
                 index = max(i for i in range(index) if stages[i].name == 'grasp' and stages[i].subtask_index == stage.subtask_index)
@@ -334,9 +342,10 @@ class AntiGroundingMpc:
         text = f'{instruction} (current stage: {stage.describe()})'
         scores = self.ports.score(text, task, proposals, facts, views)
         lap('scoring')
-        usable = [i for i, s in enumerate(scores) if not s['failed'] and not facts[i]['collisions']]
+        usable = [i for i, s in enumerate(scores) if not s['failed'] and not facts[i]['collisions']
+                  and np.linalg.norm(np.subtract(facts[i]['ee_end'], proposals[i].end)) < self.config.blocked_distance]
         if not usable:
-            raise PlanningFailed(f'every candidate collided in the twin or failed scoring in stage "{stage.describe()}"')
+            raise PlanningFailed(f'every candidate collided, was blocked in the twin or failed scoring in stage "{stage.describe()}"')
         best = max(usable, key=lambda i: scores[i]['total'])
         self.sampler.feedback([p.sample for p in proposals],
                               [s['total'] if not s['failed'] else np.nan for s in scores])

@@ -43,15 +43,17 @@ class AnnealedSampler:
         self.rng = np.random.default_rng(self.seed)
         self.reset()
 
-    def reset(self):
-        """Start the annealing again (a sub-task transition) and forget the experience."""
+    def reset(self, r0=None):
+        """Start the annealing again (a sub-task transition) and forget the experience; r0: the
+        initial radius for what comes next (default: the configured R_0)."""
         self.step = 0
         self.experience = []
+        self.r0 = self.config.r0 if r0 is None else r0
 
     def radius(self, step=None):
         t = self.step if step is None else step
         c = self.config
-        return c.r_min + (c.r0 - c.r_min) * np.exp(-c.lambda_r * t)
+        return c.r_min + (self.r0 - c.r_min) * np.exp(-c.lambda_r * t)
 
     def dispersion(self, step=None):
         t = self.step if step is None else step

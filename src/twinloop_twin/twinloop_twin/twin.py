@@ -46,7 +46,7 @@ class RolloutResult:
     rotations: dict             # object id -> rotation angle between initial and final orientation [rad]
     final_poses: dict           # object id -> (position, quat wxyz)
     joint_margin: np.ndarray    # per arm joint, smallest distance to a limit over the rollout [rad]
-    holding: str                # object between both fingers at the end and carried along, '' if none
+    holding: str                # object between both fingers at the end and touching nothing else, '' if none
     ee_path: np.ndarray         # grip site positions over time [m]
     duration: float             # [s]
 
@@ -101,7 +101,8 @@ class SimTwin:
         w.data.qpos[w.arm_qpos] = arm_positions
         w.data.ctrl[:7] = arm_positions
         w.data.qpos[w.finger_qpos] = (gripper_width / 2, -gripper_width / 2)
-        world.set_gripper(w.data, gripper_width)
+        # fingers stopped short of open were commanded closed (on an object): keep squeezing it
+        world.set_gripper(w.data, gripper_width if gripper_width >= world.GRIPPER_MAX_WIDTH - 0.005 else 0.0)
         w.controller.trajectory = None
         mujoco.mj_forward(w.model, w.data)
 
@@ -141,8 +142,7 @@ class SimTwin:
         end = start + controller.trajectory.duration + candidate.settle
         gripper_events = sorted(candidate.gripper)
         initial = {oid: w.object_pose(oid) for oid in w.object_ids}
-        held = self._between_fingers(data)          # carried objects: their new contacts count as collisions
-        resting = {pair for pair in self._contact_pairs(data) if held & set(pair)}
+        held = resting = None                       # carried objects (after the first squeeze): new contacts are collisions
         released = False
         contacts, collisions, path = set(), set(), []
         margin = np.full(7, np.inf)
@@ -156,6 +156,9 @@ class SimTwin:
                 world.set_gripper(data, width)
             controller.apply(data)
             mujoco.mj_step(model, data, nstep=chunk)
+            if held is None:
+                held = self._between_fingers(data)
+                resting = {pair for pair in self._contact_pairs(data) if held & set(pair)}
             q = data.qpos[w.arm_qpos]
             margin = np.minimum(margin, np.minimum(q - w.arm_limits[:, 0], w.arm_limits[:, 1] - q))
             for c in data.contact[:data.ncon]:
@@ -193,9 +196,11 @@ class SimTwin:
         return {oid for oid, s in sides.items() if s == {'left', 'right'}}
 
     def _held_object(self, data, initial, final):
-        """The object both fingers touch at the end and that rose with the gripper."""
+        """The object both fingers touch at the end and that nothing else supports (carried)."""
+        pairs = self._contact_pairs(data)
         for oid in self._between_fingers(data):
-            if final[oid][0][2] - initial[oid][0][2] > 0.01:
+            others = {b if a == oid else a for a, b in pairs if oid in (a, b)} - set(FINGER_BODIES)
+            if not others:
                 return oid
         return ''
 

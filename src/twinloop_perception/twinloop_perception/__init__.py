@@ -1,0 +1,1 @@
+"""Perception: 6D pose estimation of known objects from RGB-D, and keypoint proposal."""

@@ -1,0 +1,416 @@
+"""6D pose estimation of known objects from RGB-D frames (no rclpy).
+
+Pipeline (detect): back-project every camera's depth into one world-frame cloud (multi-view
+fusion through the extrinsics) -> crop to the workspace -> remove the robot (its collision
+geometry at the measured joints, inflated) -> remove the table plane (RANSAC, vertical normal)
+-> cluster (DBSCAN) -> per cluster and candidate object: hypotheses from FPFH + RANSAC global
+registration and from upright poses at the cluster's principal yaw, each refined by
+point-to-plane ICP against the object's mesh -> score = ICP fitness x colour agreement ->
+one-to-one assignment of clusters to known objects (Hungarian); a cluster that two objects
+share (a cube in a bowl) is explained in turns, the best object's inliers removed each time.
+Track: warm-started ICP from the previous poses on the cloud near each object; an object whose
+fit drops below `lost_fitness` is searched for globally again.
+
+Symmetric objects (DetectedObject.SYMMETRY_*) are reported in one canonical pose: discrete
+symmetries (a cube's 24, a block's 4) pick the equivalent rotation nearest the previous estimate
+(or identity), axial ones (bowls, cups) the one with no turn about their axis. rotation_error()
+measures error modulo the symmetry.
+"""
+from dataclasses import dataclass, field
+from itertools import permutations, product
+
+import mujoco
+import numpy as np
+import open3d as o3d
+import trimesh
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+
+from twinloop_twin import objects as shapes
+
+SOURCE_PERCEPTION = 0
+o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
+
+
+@dataclass
+class Frame:
+    """One camera's synchronised colour and depth with its model and pose in the world."""
+    rgb: np.ndarray             # (h, w, 3) uint8
+    depth: np.ndarray           # (h, w) float [m] along the optical axis; 0 or nan: no reading
+    K: np.ndarray               # 3x3 intrinsics
+    position: np.ndarray        # optical frame origin in the world [m]
+    rotation: np.ndarray        # optical frame axes in the world (3x3)
+
+
+@dataclass
+class ObjectModel:
+    """A known object: its mesh (object frame at the bottom face's centre), colour, symmetry."""
+    id: str
+    label: str
+    mesh_id: str
+    color: np.ndarray           # rgb in [0, 1]
+    extents: np.ndarray         # [m]
+    symmetry: int
+    static: bool
+    points: np.ndarray          # surface samples in the object frame
+    cloud: o3d.geometry.PointCloud = None
+    features: o3d.pipelines.registration.Feature = None
+    group: list = field(default_factory=list)   # discrete symmetry rotations (3x3)
+
+
+@dataclass
+class Estimate:
+    id: str
+    label: str
+    mesh_id: str
+    position: np.ndarray
+    quat: np.ndarray            # w x y z
+    size: np.ndarray
+    symmetry: int
+    confidence: float
+    fitness: float
+    rmse: float
+    tracked: bool = False
+
+
+@dataclass
+class EstimatorConfig:
+    voxel: float = 0.004                                   # [m] cloud and model resolution
+    workspace: tuple = ((0.15, 0.95), (-0.6, 0.6), (-0.02, 0.45))   # world box [m]
+    robot_margin: float = 0.012                            # [m] inflation of the robot's geometry
+    table_height: float = 0.0                              # [m] fallback when no plane is found
+    table_margin: float = 0.004                            # [m] points this close to the plane are table
+    cluster_eps: float = 0.012                             # [m] DBSCAN neighbourhood
+    cluster_min_points: int = 25
+    fit_distance: float = 0.005                            # [m] inlier distance for fitness
+    min_confidence: float = 0.45                           # below: not detected
+    lost_fitness: float = 0.55                             # tracking below this: search globally
+    colour_sigma: float = 0.18                             # width of the colour agreement (unit rgb directions)
+    min_colour: float = 0.1                                # objects agreeing less are not tried on a cluster
+    max_candidates: int = 4                                # objects tried per cluster (by colour)
+    ransac_iterations: int = 20000
+    upright_enough: float = 0.9                            # an upright fit this good skips FPFH + RANSAC
+    track_stride: int = 2                                  # pixel stride of tracking clouds (detection: 1)
+    seed: int = 0
+
+
+def _pcd(points, normals=None):
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, float)))
+    if normals is not None:
+        cloud.normals = o3d.utility.Vector3dVector(np.asarray(normals, float))
+    return cloud
+
+
+def _transform(rotation, translation):
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = rotation, translation
+    return T
+
+
+def _unit_colour(rgb):
+    rgb = np.asarray(rgb, float)
+    return rgb / max(np.linalg.norm(rgb), 1e-6)
+
+
+def symmetry_group(mesh, tolerance=0.001):
+    """Rotations among the 24 axis-aligned ones (about the bounding-box centre) that map the mesh's
+    vertices onto its vertices (exact for meshes built of boxes, as the discrete shapes are)."""
+    centre = mesh.bounds.mean(axis=0)
+    local = mesh.vertices - centre
+    tree = cKDTree(local)
+    group = []
+    for perm, signs in product(permutations(range(3)), product((1, -1), repeat=3)):
+        R = np.zeros((3, 3))
+        R[range(3), perm] = signs
+        if np.linalg.det(R) < 0.5:
+            continue
+        distances, _ = tree.query(local @ R.T)
+        if distances.max() < tolerance:
+            group.append(R)
+    return group
+
+
+def build_models(object_configs, config=EstimatorConfig()):
+    """ObjectModels of scene object configs (twinloop_twin.scene.ObjectConfig), their surfaces
+    sampled densely enough for the voxel size."""
+    out = []
+    for o in object_configs:
+        shape = shapes.make_shape(o.kind, **o.params)
+        mesh = shapes.shape_mesh(shape)
+        samples = int(max(2000, 4 * mesh.area / config.voxel ** 2))
+        points, faces = trimesh.sample.sample_surface(mesh, samples, seed=config.seed)
+        model = ObjectModel(o.id, o.label, o.mesh_id, np.asarray(o.color[:3], float), np.asarray(shape.extents), shape.symmetry,
+                            shape.static, np.asarray(points))
+        model.cloud = _pcd(points, mesh.face_normals[faces]).voxel_down_sample(config.voxel)
+        model.features = _fpfh(model.cloud, config.voxel)
+        model.group = symmetry_group(mesh) if shape.symmetry != shapes.SYMMETRY_AXIAL else []   # bins are square too
+        out.append(model)
+    return out
+
+
+def _fpfh(cloud, voxel):
+    if not cloud.has_normals():
+        cloud.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=voxel * 2.5, max_nn=30))
+    return o3d.pipelines.registration.compute_fpfh_feature(cloud, o3d.geometry.KDTreeSearchParamHybrid(radius=voxel * 5, max_nn=100))
+
+
+def backproject(frame, stride=1):
+    """World points and colours of one frame's valid depth pixels."""
+    depth = frame.depth[::stride, ::stride].astype(float)
+    rgb = frame.rgb[::stride, ::stride]
+    v, u = np.nonzero(np.isfinite(depth) & (depth > 0.05))
+    z = depth[v, u]
+    K = frame.K
+    x = (u * stride - K[0, 2]) * z / K[0, 0]
+    y = (v * stride - K[1, 2]) * z / K[1, 1]
+    optical = np.column_stack([x, y, z])
+    return optical @ np.asarray(frame.rotation).T + frame.position, rgb[v, u].astype(float) / 255.0
+
+
+class RobotFilter:
+    """Removes points inside the robot's (inflated) collision geometry at the given joints."""
+
+    def __init__(self, model, arm_joints, finger_joints, margin):
+        self.model, self.data, self.margin = model, mujoco.MjData(model), margin
+        self.arm_qpos = [model.joint(j).qposadr[0] for j in arm_joints]
+        self.finger_qpos = [model.joint(j).qposadr[0] for j in finger_joints]
+        bodies = [b for b in range(model.nbody) if model.body(b).name.startswith('panda_')]
+        self.geoms = [g for g in range(model.ngeom) if model.geom_bodyid[g] in bodies and model.geom_contype[g] + model.geom_conaffinity[g] > 0]
+
+    def keep(self, points, arm, fingers=(0.04, 0.04)):
+        self.data.qpos[self.arm_qpos] = arm
+        self.data.qpos[self.finger_qpos] = (fingers[0], -abs(fingers[1]))
+        mujoco.mj_kinematics(self.model, self.data)
+        keep = np.ones(len(points), bool)
+        for g in self.geoms:
+            centre, half = self.model.geom_aabb[g, :3], self.model.geom_aabb[g, 3:] + self.margin
+            R = self.data.geom_xmat[g].reshape(3, 3)
+            local = (points - self.data.geom_xpos[g]) @ R - centre
+            keep &= ~np.all(np.abs(local) <= half, axis=1)
+        return keep
+
+
+class PoseEstimator:
+    def __init__(self, models, config=EstimatorConfig(), robot_filter=None):
+        self.models = {m.id: m for m in models}
+        self.config, self.robot_filter = config, robot_filter
+        self.previous = {}          # id -> Estimate
+        self.table = config.table_height
+        self.rng = np.random.default_rng(config.seed)
+        o3d.utility.random.seed(config.seed)
+
+    # --- the scene cloud ------------------------------------------------------------------
+    def scene_cloud(self, frames, arm=None, fingers=(0.04, 0.04), stride=1, table=None):
+        """Fused, cropped, robot- and table-free points with colours; and the table height (fitted
+        unless given)."""
+        points, colours = zip(*(backproject(f, stride) for f in frames))
+        points, colours = np.vstack(points), np.vstack(colours)
+        (x0, x1), (y0, y1), (z0, z1) = self.config.workspace
+        if table is not None:
+            z0 = max(z0, table + self.config.table_margin)
+        inside = (points[:, 0] > x0) & (points[:, 0] < x1) & (points[:, 1] > y0) & (points[:, 1] < y1) & (points[:, 2] > z0) & (points[:, 2] < z1)
+        points, colours = points[inside], colours[inside]
+        cloud = _pcd(points)
+        cloud.colors = o3d.utility.Vector3dVector(colours)
+        cloud = cloud.voxel_down_sample(self.config.voxel)
+        points, colours = np.asarray(cloud.points), np.asarray(cloud.colors)
+        if self.robot_filter is not None and arm is not None:
+            keep = self.robot_filter.keep(points, arm, fingers)
+            points, colours = points[keep], colours[keep]
+        table = self._table_height(points) if table is None else table
+        above = points[:, 2] > table + self.config.table_margin
+        return points[above], colours[above], table
+
+    def _table_height(self, points):
+        low = points[points[:, 2] < self.config.table_height + 0.05]
+        if len(low) > 500:
+            plane, inliers = _pcd(low).segment_plane(self.config.table_margin / 2, 3, 200)
+            normal = np.asarray(plane[:3])
+            if abs(normal[2]) > 0.98 and len(inliers) > 0.3 * len(low):
+                return float(np.median(low[inliers, 2]))
+        return self.config.table_height
+
+    # --- registration ---------------------------------------------------------------------
+    def _score(self, model, points, colours, T):
+        """(fitness, rmse, colour agreement) of points under object pose T (object -> world)."""
+        local = (points - T[:3, 3]) @ T[:3, :3]
+        distances, _ = cKDTree(np.asarray(model.cloud.points)).query(local, distance_upper_bound=self.config.fit_distance)
+        inliers = np.isfinite(distances)
+        fitness = float(inliers.mean()) if len(points) else 0.0
+        rmse = float(np.sqrt(np.mean(distances[inliers] ** 2))) if inliers.any() else np.inf
+        return fitness, rmse, self._colour(model, colours)
+
+    def _colour(self, model, colours):
+        observed = _unit_colour(np.median(colours, axis=0)) if len(colours) else np.zeros(3)
+        return float(np.exp(-np.sum((observed - _unit_colour(model.color)) ** 2) / (2 * self.config.colour_sigma ** 2)))
+
+    def _icp(self, model, source, T_init, distance):
+        """Refine object pose T (object -> world) so the observed points lie on the model."""
+        result = o3d.pipelines.registration.registration_icp(
+            source, model.cloud, distance, np.linalg.inv(T_init),
+            o3d.pipelines.registration.TransformationEstimationPointToPlane(),
+            o3d.pipelines.registration.ICPConvergenceCriteria(max_iteration=40))
+        return np.linalg.inv(result.transformation)
+
+    def _upright(self, model, points):
+        """Initial object poses upright on the table at the cluster's principal yaw (four turns)."""
+        centre = points.mean(axis=0)
+        xy = points[:, :2] - centre[:2]
+        yaw = 0.5 * np.arctan2(2 * np.mean(xy[:, 0] * xy[:, 1]), np.mean(xy[:, 0] ** 2) - np.mean(xy[:, 1] ** 2))
+        base_z = max(points[:, 2].min() - 0.002, 0.0) if not model.static else 0.0
+        return [_transform(Rotation.from_euler('z', yaw + k * np.pi / 2).as_matrix(), (centre[0], centre[1], base_z)) for k in range(4)]
+
+    def _global(self, model, source):
+        """An initial object pose from FPFH feature matching with RANSAC (any orientation)."""
+        voxel = self.config.voxel
+        result = o3d.pipelines.registration.registration_ransac_based_on_feature_matching(
+            source, model.cloud, _fpfh(source, voxel), model.features, True, voxel * 2.5,
+            o3d.pipelines.registration.TransformationEstimationPointToPoint(False), 3,
+            [o3d.pipelines.registration.CorrespondenceCheckerBasedOnEdgeLength(0.9),
+             o3d.pipelines.registration.CorrespondenceCheckerBasedOnDistance(voxel * 2.5)],
+            o3d.pipelines.registration.RANSACConvergenceCriteria(self.config.ransac_iterations, 0.999))
+        return [np.linalg.inv(result.transformation)] if result.fitness > 0 else []
+
+    def register(self, model, points, colours, hypotheses=None):
+        """Best (T, fitness, rmse, colour) of one object on a cluster: given hypotheses (tracking),
+        else upright ones, and FPFH + RANSAC when no upright pose fits well."""
+        source = _pcd(points)
+        source.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=self.config.voxel * 2.5, max_nn=30))
+        best = None
+
+        def refine(initial):
+            nonlocal best
+            for T in initial:
+                T = self._icp(model, source, T, self.config.fit_distance * 4)
+                T = self._icp(model, source, T, self.config.fit_distance * 1.5)
+                fitness, rmse, colour = self._score(model, points, colours, T)
+                if best is None or fitness - 20 * rmse > best[1] - 20 * best[2]:
+                    best = (T, fitness, rmse, colour)
+        refine(hypotheses or self._upright(model, points))
+        if hypotheses is None and best[1] < self.config.upright_enough and len(points) >= 30:
+            refine(self._global(model, source))
+        return best
+
+    # --- detection and tracking -----------------------------------------------------------------
+    def clusters(self, points):
+        if len(points) == 0:
+            return []
+        labels = np.asarray(_pcd(points).cluster_dbscan(self.config.cluster_eps, self.config.cluster_min_points))
+        return [np.nonzero(labels == k)[0] for k in range(labels.max() + 1)]
+
+    def detect(self, frames, arm=None, fingers=(0.04, 0.04)):
+        """Global detection of every known object in the frames: {id: Estimate} (only those found)."""
+        points, colours, self.table = self.scene_cloud(frames, arm, fingers)
+        found = {}
+        pending = [(idx, 0) for idx in self.clusters(points)]
+        while pending:
+            index, rounds = pending.pop(0)
+            candidates = [m for m in self.models.values() if m.id not in found]
+            if not candidates or len(index) < self.config.cluster_min_points:
+                continue
+            colour_order = [m for m in sorted(candidates, key=lambda m: -self._colour(m, colours[index]))
+                            if self._plausible(m, points[index], colours[index])][:self.config.max_candidates]
+            if not colour_order:
+                continue
+            fits = {m.id: self.register(m, points[index], colours[index]) for m in colour_order}
+            scored = {oid: f[1] * f[3] for oid, f in fits.items()}
+            oid = max(scored, key=scored.get)
+            T, fitness, rmse, colour = fits[oid]
+            model = self.models[oid]
+            if scored[oid] < self.config.min_confidence:
+                # a mixed cluster: keep the points the best object explains, try the rest again
+                if rounds < 2 and fitness * colour > 0.15:
+                    self._accept(found, model, T, fitness, rmse, colour)
+                    rest = self._unexplained(model, points[index], T)
+                    pending.append((index[rest], rounds + 1))
+                continue
+            self._accept(found, model, T, fitness, rmse, colour)
+            rest = self._unexplained(model, points[index], T)
+            if len(rest) > max(self.config.cluster_min_points, 0.25 * len(index)) and rounds < 2:
+                pending.append((index[rest], rounds + 1))
+        found = self._resolve(found)
+        self.previous = dict(found)
+        return found
+
+    def _plausible(self, model, points, colours):
+        """Could this cluster be (part of) this object? Its colour must not contradict the object's,
+        and it cannot be wider than the object (views only ever show less of it)."""
+        span = np.ptp(points[:, :2], axis=0).max()
+        diagonal = float(np.linalg.norm(model.extents))
+        return self._colour(model, colours) > self.config.min_colour and span < diagonal + 0.02
+
+    def _unexplained(self, model, points, T):
+        local = (points - T[:3, 3]) @ T[:3, :3]
+        distances, _ = cKDTree(np.asarray(model.cloud.points)).query(local)
+        return np.nonzero(distances > self.config.fit_distance * 2)[0]
+
+    def _accept(self, found, model, T, fitness, rmse, colour, tracked=False):
+        R = self._canonical(model, T[:3, :3])
+        quat = Rotation.from_matrix(R).as_quat()  # x y z w
+        position = T[:3, 3] + T[:3, :3] @ [0, 0, model.extents[2] / 2] - R @ [0, 0, model.extents[2] / 2]
+        estimate = Estimate(model.id, model.label, model.mesh_id, position, np.array([quat[3], *quat[:3]]), model.extents,
+                            model.symmetry, float(np.clip(fitness * colour, 0, 1)), fitness, rmse, tracked)
+        if model.id not in found or found[model.id].confidence < estimate.confidence:
+            found[model.id] = estimate
+
+    def _resolve(self, found):
+        return {oid: e for oid, e in found.items() if e.confidence >= self.config.min_confidence * 0.6}
+
+    def _canonical(self, model, R):
+        """One representative of the rotations equivalent under the object's symmetry."""
+        if model.symmetry == shapes.SYMMETRY_AXIAL:
+            z = R[:, 2]
+            axis = np.cross([0, 0, 1.0], z)
+            angle = np.arctan2(np.linalg.norm(axis), z[2])
+            return Rotation.from_rotvec(axis / max(np.linalg.norm(axis), 1e-12) * angle).as_matrix() if np.linalg.norm(axis) > 1e-9 else np.eye(3)
+        if model.group:
+            reference = self.previous[model.id].quat if model.id in self.previous else None
+            ref = np.eye(3) if reference is None else Rotation.from_quat([*reference[1:], reference[0]]).as_matrix()
+            options = [R @ g for g in model.group]
+            return min(options, key=lambda O: _angle(O, ref))
+        return R
+
+    def track(self, frames, arm=None, fingers=(0.04, 0.04)):
+        """Warm-started update of the previous estimates; lost objects are searched globally.
+        Returns {id: Estimate}; without previous estimates this is detect()."""
+        if not self.previous:
+            return self.detect(frames, arm, fingers)
+        points, colours, _ = self.scene_cloud(frames, arm, fingers, self.config.track_stride, self.table)
+        tree = cKDTree(points) if len(points) else None
+        found, lost = {}, []
+        for oid, previous in self.previous.items():
+            model = self.models[oid]
+            R = Rotation.from_quat([*previous.quat[1:], previous.quat[0]]).as_matrix()
+            T = _transform(R, previous.position)
+            centre = previous.position + R @ [0, 0, model.extents[2] / 2]
+            near = tree.query_ball_point(centre, float(np.linalg.norm(model.extents)) / 2 + 0.02) if tree is not None else []
+            if len(near) < self.config.cluster_min_points:
+                lost.append(oid)
+                continue
+            near = np.asarray(near)
+            T, fitness, rmse, colour = self.register(model, points[near], colours[near], hypotheses=[T])
+            if fitness < self.config.lost_fitness:
+                lost.append(oid)
+                continue
+            self._accept(found, model, T, fitness, rmse, colour, tracked=True)
+        if lost:
+            redetected = self.detect(frames, arm, fingers)
+            found.update({oid: redetected[oid] for oid in lost if oid in redetected})
+        self.previous = dict(found)
+        return found
+
+
+def _angle(A, B):
+    return float(np.arccos(np.clip((np.trace(A.T @ B) - 1) / 2, -1.0, 1.0)))
+
+
+def rotation_error(model, quat_est, quat_true):
+    """Rotation error [rad] modulo the object's symmetry."""
+    A = Rotation.from_quat([*quat_est[1:], quat_est[0]]).as_matrix()
+    B = Rotation.from_quat([*quat_true[1:], quat_true[0]]).as_matrix()
+    if model.symmetry == shapes.SYMMETRY_AXIAL:
+        return float(np.arccos(np.clip(A[:, 2] @ B[:, 2], -1.0, 1.0)))
+    if model.group:
+        return min(_angle(A @ g, B) for g in model.group)
+    return _angle(A, B)

@@ -1,0 +1,174 @@
+"""pose_estimation: known objects' 6D poses from the cameras' colour + aligned depth.
+
+Subscribes, per camera in `cameras`: /cameras/<cam>/color/image_raw, .../aligned_depth_to_color/
+image_raw, .../color/camera_info and /cameras/<cam>/pose (extrinsics), plus /joint_states (the
+robot is cut out of the cloud). Frames are used only as a synchronised set (every camera's colour,
+depth and pose with the same stamp, within sync_tolerance). Publishes DetectedObjectArray on
+`objects_topic` stamped with the frames' capture time: found objects with their confidence, known
+objects not seen in this set with their last pose and confidence 0 (as the message defines).
+Tracks continuously and re-detects globally when an object is lost or on ~/redetect
+(std_srvs/Trigger). When no fresh synchronised set arrives for `stale_after` seconds nothing is
+published and /diagnostics says which camera is missing - never a silent stale pose.
+"""
+import threading
+import time
+
+from twinloop_interfaces.msg import DetectedObject, DetectedObjectArray
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+
+from twinloop_perception import pose_estimation as pe
+from twinloop_twin import node_runner, ros_conversions, scene
+from twinloop_twin.world_sim_node import camera_topic
+
+
+def _stamp(header):
+    return header.stamp.sec + header.stamp.nanosec * 1e-9
+
+
+class PoseEstimationNode(Node):
+    def __init__(self):
+        super().__init__('pose_estimation')
+        p = lambda name, default, doc: self.declare_parameter(name, default, ParameterDescriptor(description=doc)).value  # noqa: E731
+        scene_path = p('scene', '', 'scene YAML whose objects are the known objects (meshes, labels, colours)')
+        self.camera_names = list(p('cameras', ['front', 'left'], 'cameras to fuse'))
+        self.objects_topic = p('objects_topic', '/perception/objects', 'where the detected objects are published')
+        self.rate = p('rate', 10.0, 'processing rate [Hz] (tracking; a detection takes longer)')
+        self.sync_tolerance = p('sync_tolerance', 0.02, 'largest stamp difference within a frame set [s]')
+        self.stale_after = p('stale_after', 1.0, 'no fresh synchronised frames for this long: error, nothing published [s]')
+        self.use_robot_filter = p('robot_filter', True, 'cut the robot (at /joint_states) out of the cloud')
+        voxel = p('voxel', 0.004, 'cloud resolution [m]')
+        if not scene_path:
+            raise ValueError('parameter "scene" (the scene YAML with the known objects) is required')
+        config = scene.SceneConfig.from_yaml(scene_path)
+        estimator_config = pe.EstimatorConfig(voxel=voxel)
+        robot = None
+        if self.use_robot_filter:
+            model = scene.build_spec(scene.SceneConfig([], [])).compile()
+            robot = pe.RobotFilter(model, scene.ARM_JOINTS, scene.FINGER_JOINTS, estimator_config.robot_margin)
+        self.estimator = pe.PoseEstimator(pe.build_models(config.objects, estimator_config), estimator_config, robot)
+        self.latest = {name: {} for name in self.camera_names}
+        self.joints = None
+        self.lock = threading.Lock()
+        self.redetect = True
+        self.last_stamp, self.last_fresh = None, time.monotonic()
+        self.last_seen = {}
+        for name in self.camera_names:
+            for kind, msg_type, qos in (('color', Image, qos_profile_sensor_data), ('depth', Image, qos_profile_sensor_data),
+                                        ('color_info', CameraInfo, qos_profile_sensor_data), ('pose', PoseStamped, 10)):
+                self.create_subscription(msg_type, camera_topic(name, kind), self._keeper(name, kind), qos)
+        self.create_subscription(JointState, '/joint_states', lambda m: setattr(self, 'joints', m), 10)
+        self.publisher = self.create_publisher(DetectedObjectArray, self.objects_topic, 10)
+        self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_service(Trigger, '~/redetect', self.on_redetect)
+        self.create_timer(1.0 / self.rate, self.process, callback_group=MutuallyExclusiveCallbackGroup())
+        self.get_logger().info(f'pose_estimation ready: {len(config.objects)} known objects, cameras {self.camera_names}, '
+                               f'publishing {self.objects_topic}')
+
+    def _keeper(self, name, kind):
+        def keep(msg):
+            with self.lock:
+                self.latest[name][kind] = msg
+        return keep
+
+    def on_redetect(self, _request, response):
+        self.redetect = True
+        response.success, response.message = True, 'a full detection runs on the next frame set'
+        return response
+
+    def frame_set(self):
+        """The newest synchronised frames of every camera, or (None, reason)."""
+        with self.lock:
+            latest = {name: dict(parts) for name, parts in self.latest.items()}
+        missing = [f'{name}/{kind}' for name, parts in latest.items() for kind in ('color', 'depth', 'color_info', 'pose') if kind not in parts]
+        if missing:
+            return None, f'no messages yet on {", ".join(missing)}'
+        stamps = {f'{name}/{kind}': _stamp(parts[kind].header) for name, parts in latest.items() for kind in ('color', 'depth', 'pose')}
+        if max(stamps.values()) - min(stamps.values()) > self.sync_tolerance:
+            newest = max(stamps.values())
+            behind = [k for k, s in stamps.items() if newest - s > self.sync_tolerance]
+            return None, f'frames not synchronised: {", ".join(behind)} behind by up to {newest - min(stamps.values()):.3f} s'
+        frames = []
+        for name, parts in latest.items():
+            rgb = ros_conversions.image_array(parts['color'])
+            depth = ros_conversions.depth_metres(parts['depth'])
+            pose = parts['pose'].pose
+            quat = (pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z)
+            R = pe.Rotation.from_quat([*quat[1:], quat[0]]).as_matrix()
+            frames.append(pe.Frame(rgb, depth, np.array(parts['color_info'].k).reshape(3, 3),
+                                   np.array([pose.position.x, pose.position.y, pose.position.z]), R))
+        return (frames, latest[self.camera_names[0]]['color'].header.stamp), ''
+
+    def process(self):
+        result, reason = self.frame_set()
+        if result is not None and (self.last_stamp is None or result[1] != self.last_stamp):
+            self.last_fresh = time.monotonic()
+        elif time.monotonic() - self.last_fresh > self.stale_after:
+            self._diagnose(DiagnosticStatus.ERROR, f'no fresh synchronised frames for {time.monotonic() - self.last_fresh:.1f} s'
+                           + (f': {reason}' if reason else ''), {})
+            return
+        if result is None or result[1] == self.last_stamp:
+            return
+        frames, stamp = result
+        self.last_stamp = stamp
+        arm, fingers = self._joints()
+        started = time.perf_counter()
+        mode = 'detect' if self.redetect else 'track'
+        found = self.estimator.detect(frames, arm, fingers) if self.redetect else self.estimator.track(frames, arm, fingers)
+        self.redetect = False
+        elapsed = time.perf_counter() - started
+        self.publisher.publish(self._message(found, stamp))
+        unseen = sorted(set(self.estimator.models) - set(found))
+        level = DiagnosticStatus.WARN if unseen else DiagnosticStatus.OK
+        self._diagnose(level, f'{len(found)}/{len(self.estimator.models)} objects ({mode}, {elapsed * 1000:.0f} ms)'
+                       + (f'; not seen: {", ".join(unseen)}' if unseen else ''), {'mode': mode, 'ms': f'{elapsed * 1000:.0f}'})
+
+    def _joints(self):
+        if self.joints is None:
+            return None, (0.04, 0.04)
+        names = list(self.joints.name)
+        try:
+            arm = [self.joints.position[names.index(j)] for j in scene.ARM_JOINTS]
+            fingers = tuple(abs(self.joints.position[names.index(j)]) for j in scene.FINGER_JOINTS)
+        except ValueError:
+            return None, (0.04, 0.04)
+        return arm, fingers
+
+    def _message(self, found, stamp):
+        msg = DetectedObjectArray(header=Header(stamp=stamp, frame_id='world'))
+        for oid, model in self.estimator.models.items():
+            estimate = found.get(oid) or self.last_seen.get(oid)
+            if estimate is None:
+                continue
+            self.last_seen[oid] = estimate
+            detected = DetectedObject(header=msg.header, id=oid, label=model.label, mesh_id=model.mesh_id,
+                                      pose=ros_conversions.pose_msg(estimate.position, estimate.quat),
+                                      confidence=float(estimate.confidence) if oid in found else 0.0,
+                                      symmetry=model.symmetry, source=DetectedObject.SOURCE_PERCEPTION)
+            detected.size.x, detected.size.y, detected.size.z = (float(v) for v in model.extents)
+            msg.objects.append(detected)
+        return msg
+
+    def _diagnose(self, level, message, values):
+        status = DiagnosticStatus(level=level, name='twinloop/pose_estimation', message=message, hardware_id='cameras')
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        self.diagnostics.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+        if level == DiagnosticStatus.ERROR:
+            self.get_logger().error(message, throttle_duration_sec=5.0)
+
+
+def main(args=None):
+    node_runner.run(PoseEstimationNode, args, threads=2)
+
+
+if __name__ == '__main__':
+    main()

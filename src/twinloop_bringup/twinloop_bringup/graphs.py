@@ -40,7 +40,8 @@ def _substitute(value, values):
 
 
 def load(graph, values, graphs_file=None):
-    """NodeSpecs of a graph (includes first), with $scene/$config/$urdf substituted from values."""
+    """NodeSpecs of a graph (includes first, then the graph's `override` of their parameters, then
+    its own nodes), with $scene/$config/$urdf substituted from values."""
     config = ros_env.config_dir()
     path = Path(graphs_file) if graphs_file else config / 'graphs.yaml'
     with open(path) as f:
@@ -51,7 +52,13 @@ def load(graph, values, graphs_file=None):
     specs = []
     for included in graphs[graph].get('include', []):
         specs += load(included, values, graphs_file)
-    for node in graphs[graph]['nodes']:
+    for name, overrides in graphs[graph].get('override', {}).items():   # parameters of included nodes
+        matches = [spec for spec in specs if spec.name == name]
+        if not matches:
+            raise ValueError(f'graph {graph!r} overrides {name!r}, which its includes do not start')
+        for spec in matches:
+            spec.parameters.update({k: _substitute(v, values) for k, v in overrides.items()})
+    for node in graphs[graph].get('nodes', []):
         specs.append(NodeSpec(node['name'], node['package'], node['executable'], node['module'],
                               str(config / node['params_file']),
                               {k: _substitute(v, values) for k, v in node.get('parameters', {}).items()},

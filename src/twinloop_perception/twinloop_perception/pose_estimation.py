@@ -258,8 +258,9 @@ class PoseEstimator:
         centre = points.mean(axis=0)
         xy = points[:, :2] - centre[:2]
         yaw = 0.5 * np.arctan2(2 * np.mean(xy[:, 0] * xy[:, 1]), np.mean(xy[:, 0] ** 2) - np.mean(xy[:, 1] ** 2))
-        base_z = max(points[:, 2].min() - 0.002, 0.0) if not model.static else 0.0
-        return [_transform(Rotation.from_euler('z', yaw + k * np.pi / 2).as_matrix(), (centre[0], centre[1], base_z)) for k in range(4)]
+        bases = {self.table} if model.static else {self.table, max(points[:, 2].min() - 0.002, self.table)}   # on the table or on something
+        return [_transform(Rotation.from_euler('z', yaw + k * np.pi / 2).as_matrix(), (centre[0], centre[1], z))
+                for z in bases for k in range(4)]
 
     def _global(self, model, source):
         """An initial object pose from FPFH feature matching with RANSAC (any orientation)."""
@@ -303,9 +304,10 @@ class PoseEstimator:
         """Global detection of every known object in the frames: {id: Estimate} (only those found)."""
         points, colours, self.table = self.scene_cloud(frames, arm, fingers)
         found = {}
-        pending = [(idx, 0) for idx in self.clusters(points)]
+        pending = [(idx, 0) for idx in sorted(self.clusters(points), key=len, reverse=True)]   # largest first
         while pending:
             index, rounds = pending.pop(0)
+            index = self._not_explained(found, points, index)
             candidates = [m for m in self.models.values() if m.id not in found]
             if not candidates or len(index) < self.config.cluster_min_points:
                 continue
@@ -340,12 +342,23 @@ class PoseEstimator:
         diagonal = float(np.linalg.norm(model.extents))
         return self._colour(model, colours) > self.config.min_colour and span < diagonal + 0.02
 
+    def _not_explained(self, found, points, index):
+        """The cluster's points no accepted object explains (a view can split one object in two)."""
+        for e in found.values():
+            model = self.models[e.id]
+            R = Rotation.from_quat([*e.quat[1:], e.quat[0]]).as_matrix()
+            index = index[self._unexplained(model, points[index], _transform(R, e.position))]
+        return index
+
     def _unexplained(self, model, points, T):
         local = (points - T[:3, 3]) @ T[:3, :3]
         distances, _ = cKDTree(np.asarray(model.cloud.points)).query(local)
         return np.nonzero(distances > self.config.fit_distance * 2)[0]
 
     def _accept(self, found, model, T, fitness, rmse, colour, tracked=False):
+        if model.static:   # furniture stands upright on the table: keep only its yaw and place
+            yaw = np.arctan2(T[1, 0], T[0, 0])
+            T = _transform(Rotation.from_euler('z', yaw).as_matrix(), (T[0, 3], T[1, 3], self.table))
         R = self._canonical(model, T[:3, :3])
         quat = Rotation.from_matrix(R).as_quat()  # x y z w
         position = T[:3, 3] + T[:3, :3] @ [0, 0, model.extents[2] / 2] - R @ [0, 0, model.extents[2] / 2]

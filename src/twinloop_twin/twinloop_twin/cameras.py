@@ -50,3 +50,12 @@ def rotation_to_quat_xyzw(rotation):
     quat = np.zeros(4)
     mujoco.mju_mat2Quat(quat, np.asarray(rotation, float).flatten())
     return np.array([quat[1], quat[2], quat[3], quat[0]])
+
+
+def realsense_noise(depth, rng, std_at_1m=0.001, dropout=0.0):
+    """Depth with RealSense-like noise (sigma grows with z^2) and dropout (0 = no reading)."""
+    if std_at_1m > 0:
+        depth = depth + rng.normal(0.0, 1.0, depth.shape).astype(np.float32) * std_at_1m * depth ** 2
+    if dropout > 0:
+        depth = np.where(rng.random(depth.shape) < dropout, 0.0, depth)
+    return depth.astype(np.float32)

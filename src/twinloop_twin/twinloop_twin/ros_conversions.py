@@ -33,6 +33,16 @@ def depth_for_encoding(depth_m, encoding):
     raise ValueError(f'depth encoding must be 32FC1 or 16UC1, not {encoding!r}')
 
 
+def depth_metres(msg):
+    """Depth image in metres (float32) from 32FC1 (metres) or 16UC1 (millimetres, 0 = no reading)."""
+    array = image_array(msg)
+    if msg.encoding == '16UC1':
+        return array.astype(np.float32) / 1000.0
+    if msg.encoding == '32FC1':
+        return array.astype(np.float32)
+    raise ValueError(f'depth images must be 32FC1 or 16UC1, not {msg.encoding!r}')
+
+
 def camera_info_msg(intrinsics, header):
     k = intrinsics
     return CameraInfo(header=header, width=k.width, height=k.height, distortion_model='plumb_bob', d=[0.0] * 5,

@@ -170,12 +170,7 @@ class WorldSimNode(Node):
             pubs['pose'].publish(pose)
 
     def noisy(self, depth):
-        """Depth with RealSense-like noise (sigma grows with z^2) and dropout (0 = no reading)."""
-        if self.depth_noise > 0:
-            depth = depth + self.rng.normal(0.0, 1.0, depth.shape).astype(np.float32) * self.depth_noise * depth ** 2
-        if self.dropout > 0:
-            depth = np.where(self.rng.random(depth.shape) < self.dropout, 0.0, depth)
-        return depth.astype(np.float32)
+        return cameras.realsense_noise(depth, self.rng, self.depth_noise, self.dropout)
 
     def publish_ground_truth(self, t):
         msg = DetectedObjectArray(header=Header(stamp=stamp(t), frame_id='world'))

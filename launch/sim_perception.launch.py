@@ -1,0 +1,12 @@
+"""ros2 launch twinloop_bringup sim_perception.launch.py [scene:=...]: the 'sim_perception' graph of config/graphs.yaml."""
+import os
+import sys
+
+from launch import LaunchDescription
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from twinloop_graph import describe  # noqa: E402
+
+
+def generate_launch_description():
+    return LaunchDescription(describe('sim_perception'))

@@ -5,9 +5,10 @@ fusion through the extrinsics) -> crop to the workspace -> remove the robot (its
 geometry at the measured joints, inflated) -> remove the table plane (RANSAC, vertical normal)
 -> cluster (DBSCAN) -> per cluster and candidate object: hypotheses from FPFH + RANSAC global
 registration and from upright poses at the cluster's principal yaw, each refined by
-point-to-plane ICP against the object's mesh -> score = ICP fitness x colour agreement ->
-one-to-one assignment of clusters to known objects (Hungarian); a cluster that two objects
-share (a cube in a bowl) is explained in turns, the best object's inliers removed each time.
+point-to-plane ICP against the object's mesh -> score = ICP fitness x colour agreement -> each
+cluster (largest first) takes the best-scoring object not yet found; points an accepted object
+explains are removed from the clusters still to come (a view can split one object in two), and a
+cluster two objects share (a cube in a bowl) is explained in turns.
 Track: warm-started ICP from the previous poses on the cloud near each object; an object whose
 fit drops below `lost_fitness` is searched for globally again.
 
@@ -23,7 +24,6 @@ import mujoco
 import numpy as np
 import open3d as o3d
 import trimesh
-from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 

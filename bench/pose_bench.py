@@ -78,7 +78,7 @@ def main():
     parser.add_argument('--results', action='store_true', help='append the table to bench/RESULTS.md')
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    robot = pe.RobotFilter(scene.build_spec(scene.SceneConfig([], [])).compile(), scene.ARM_JOINTS, scene.FINGER_JOINTS, 0.012)
+    robot = pe.RobotFilter(scene.build_spec(scene.SceneConfig([], [])).compile(), scene.ARM_JOINTS, scene.FINGER_JOINTS, pe.EstimatorConfig().robot_margin)
     detect_rows, track_rows, detect_times, track_times, tabletop_track = [], [], [], [], []
     for i in range(args.scenes):
         name = SCENES[i % len(SCENES)]

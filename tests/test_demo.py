@@ -1,4 +1,5 @@
-"""The main job end to end: world_sim and the demo client in separate processes over DDS."""
+"""The main job end to end - one full AntiGrounding episode on perceived objects - with every node
+and the demo client in separate processes over DDS."""
 import json
 import os
 import subprocess
@@ -18,7 +19,10 @@ def test_pick_and_place_succeeds_on_ground_truth(tmp_path):
     result, report = _demo(tmp_path, 'put the blue cube in the bowl')
     assert result.returncode == 0, result.stdout + result.stderr
     assert report['success'] and 'SUCCESS' in result.stdout
-    assert 'privileged' in report['perception'] and 'not AntiGrounding' in report['planner']
+    assert 'pose_estimation' in report['perception'] and 'twin_critic (not a VLM)' in report['planner']
+    planner = json.loads(Path(report['planner_report']).with_name('report.json').read_text())
+    assert planner['strategy'] == 'anti_grounding' and planner['steps'], 'the MPC planned and executed steps'
+    assert all(Path(report['planner_report']).with_name(png).is_file() for step in planner['steps'] for png in step['images'])
     assert report['reason'].startswith('ground truth: done') and os.path.isfile(report['planner_report'])
     _check_recording(Path(report['recording']))
 
@@ -33,6 +37,7 @@ def _check_recording(folder):
         counts = {c.topic: c.msgcount for c in reader.connections}
         assert counts['/joint_states'] > 50 and counts['/panda_arm_controller/joint_trajectory'] >= 5
         assert counts['/world_sim/ground_truth/objects'] > 5 and counts['/cameras/front/color/image_raw'] > 5
+        assert counts['/perception/objects'] > 5
         connection = next(c for c in reader.connections if c.topic == '/world_sim/ground_truth/objects')
         _, _, raw = next(reader.messages(connections=[connection]))
         objects = store.deserialize_cdr(raw, connection.msgtype)
@@ -43,5 +48,5 @@ def test_ungroundable_instruction_fails_cleanly(tmp_path):
     result, report = _demo(tmp_path, 'put the banana in the bowl')
     assert result.returncode == 1
     assert not report['success'] and 'no object matches' in report['reason']
-    for node in ('world_sim', 'execution', 'task_orchestrator'):
+    for node in ('world_sim', 'pose_estimation', 'sim_twin', 'trajectory_scoring', 'execution', 'task_orchestrator'):
         assert f'stopped {node} (exit code 0)' in result.stdout, result.stdout

@@ -1,12 +1,12 @@
-"""`twinloop demo`: the simulated loop end to end, every part a ROS 2 process.
+"""`twinloop demo`: the simulated Real2Sim2Real loop end to end, every part a ROS 2 process.
 
 The sim_demo graph (config/graphs.yaml) runs world_sim (the stand-in arm and cameras),
-execution (IK, ruckig, the safety gate) and task_orchestrator (ExecuteInstruction: grounding
-with MiniLM, a strategy, motions through execution). This client sends the instruction as an
-action goal, prints the live feedback, records the run (rosbag2, MCAP) and judges the outcome
-again on the world's ground truth, independently of the planner's belief. What it does NOT do
-yet, and says: pose estimation (objects come from world_sim's ground truth: "privileged
-perception") and AntiGrounding scoring (the strategy is the scripted pick-and-place).
+pose_estimation (objects from the camera topics), sim_twin (the MuJoCo twin), trajectory_scoring
+(twin_critic by default: not a VLM, and it says so), execution (IK, ruckig, the safety gate) and
+task_orchestrator (ExecuteInstruction: MiniLM grounding, then the AntiGrounding MPC). This client
+sends the instruction as an action goal through InstructionClient, prints the live feedback,
+records the run (rosbag2, MCAP) and judges the outcome again on the world's ground truth,
+independently of the planner's belief.
 """
 import json
 import os
@@ -27,9 +27,10 @@ from twinloop_planning.judging import judge, object_states
 from twinloop_twin.ros_conversions import image_array
 from twinloop_twin.world_sim_node import GROUND_TRUTH_TOPIC, camera_topic
 
-PERCEPTION = 'privileged (world_sim ground truth; pose estimation not built yet)'
+PERCEPTION = 'pose_estimation node (open3d registration on the simulated RealSense topics)'
 GRAPH = 'sim_demo'  # config/graphs.yaml
-RECORDED = {'/joint_states': JointState, GROUND_TRUTH_TOPIC: DetectedObjectArray, camera_topic('front', 'color'): Image,
+RECORDED = {'/joint_states': JointState, GROUND_TRUTH_TOPIC: DetectedObjectArray, '/perception/objects': DetectedObjectArray,
+            camera_topic('front', 'color'): Image,
             '/panda_arm_controller/joint_trajectory': JointTrajectory, '/panda_gripper/width_command': Float64}
 
 

@@ -27,7 +27,7 @@ def frames(w, rng, std=0.001):
 @pytest.fixture(scope='module')
 def robot_filter():
     model = scene.build_spec(scene.SceneConfig([], [])).compile()
-    return pe.RobotFilter(model, scene.ARM_JOINTS, scene.FINGER_JOINTS, 0.012)
+    return pe.RobotFilter(model, scene.ARM_JOINTS, scene.FINGER_JOINTS, pe.EstimatorConfig().robot_margin)
 
 
 @pytest.mark.parametrize('name, seed', [('tabletop', 11), ('clutter', 12), ('sorting', 13)])

@@ -78,7 +78,7 @@ class Estimate:
 class EstimatorConfig:
     voxel: float = 0.004                                   # [m] cloud and model resolution
     workspace: tuple = ((0.15, 0.95), (-0.6, 0.6), (-0.02, 0.45))   # world box [m]
-    robot_margin: float = 0.012                            # [m] inflation of the robot's geometry
+    robot_margin: float = 0.005                            # [m] inflation of the robot's geometry (more eats held objects)
     table_height: float = 0.0                              # [m] fallback when no plane is found
     table_margin: float = 0.004                            # [m] points this close to the plane are table
     cluster_eps: float = 0.012                             # [m] DBSCAN neighbourhood

@@ -12,8 +12,9 @@ actions in the orchestrator), so this module is the algorithm only.
 
 One addition to the paper, documented in docs/anti_grounding.md: besides the experience of
 well-scored directions, the sampler is pointed at the stage's sub-goal from the grounded task
-(the target object for a grasp, the destination for a carry). With the twin_critic scorer this
-prior is what makes the search converge in a few steps; it can be turned off (goal_prior: 0).
+(the target object for a grasp, the destination for a carry), and its radius is capped at twice
+the distance to that sub-goal. With the twin_critic scorer this prior is what makes the search
+converge in a few steps; it can be turned off (goal_prior: 0).
 """
 import time
 from dataclasses import dataclass, field
@@ -100,7 +101,7 @@ class Stage:
             goal = np.asarray(d, float) + (0, 0, d_size[2] + (0.05 if self.name == 'carry' else 0.0))
         return {'stage': self.name, 'object': self.object_id, 'destination': self.destination_id,
                 'object_size': [float(v) for v in size], 'goal_position': [float(v) for v in goal],
-                'expect_holding': self.name in ('lift', 'carry')}
+                'holding': {'grasp': 'wanted', 'release': 'unwanted'}.get(self.name, 'required')}
 
     def done(self, objects, start, gripper_width, ee_position):
         """(done, note) on perceived state."""
@@ -316,9 +317,13 @@ class AntiGroundingMpc:
         p, quat, size = objects[stage.object_id]
         grasp = scripted._quat_multiply(scripted._z_rotation(scripted.grasp_yaw(quat, size[0], size[1])), scripted.HOME_GRIP)
         self.sampler.config.gripper_probabilities = STAGE_GRIPPER[stage.name]
-        prior = stage.sub_goal(objects, start) - ee
-        prior = prior / np.linalg.norm(prior) if self.config.goal_prior > 0 and np.linalg.norm(prior) > 1e-3 else None
-        samples = self.sampler.sample(ee, self.config.num_candidates * 2, prior=prior, prior_weight=self.config.goal_prior)
+        to_goal = stage.sub_goal(objects, start) - ee
+        distance = float(np.linalg.norm(to_goal))
+        prior, cap = None, np.inf
+        if self.config.goal_prior > 0 and distance > 1e-3:   # towards the sub-goal, and not far past it
+            prior, cap = to_goal / distance, max(2.0 * distance, 2.0 * self.sampler.config.r_min)
+        samples = self.sampler.sample(ee, self.config.num_candidates * 2, prior=prior, prior_weight=self.config.goal_prior,
+                                      radius_cap=cap)
         lap('sampling')
         q_full = self.arm.q_full(q)
         open_first = stage.name == 'grasp' and width < OPEN_WIDTH - 0.01

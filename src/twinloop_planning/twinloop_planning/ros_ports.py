@@ -80,15 +80,18 @@ class RosPorts:
         return response
 
     # --- ports -----------------------------------------------------------------------------------
-    def state(self, fresh_within=3.0):
-        """Perceived objects, arm joints and gripper width, all received after this call."""
+    def state(self, fresh_within=5.0):
+        """Perceived objects, arm joints and gripper width, the objects from frames captured after
+        the first joint state received after this call (so after any motion that just ended)."""
         since = time.monotonic()
-        while not (self.node.objects_at > since and self.node.joints_at > since):
-            if self.handle.is_cancel_requested:
-                raise PortError(self.outcomes.OUTCOME_CANCELED, 'canceled')
-            if time.monotonic() - since > fresh_within:
-                raise PortError(self.outcomes.OUTCOME_ERROR, f'no fresh perceived objects and joint states within {fresh_within:.0f} s')
-            time.sleep(0.02)
+        deadline = since + fresh_within
+        while not self.node.joints_at > since:
+            self._check_wait(deadline, fresh_within, 'joint states')
+        after = self.node.joints.header.stamp
+        after = after.sec + after.nanosec * 1e-9
+        while not (self.node.objects is not None and self.node.objects_at > since
+                   and self.node.objects.header.stamp.sec + self.node.objects.header.stamp.nanosec * 1e-9 >= after):
+            self._check_wait(deadline, fresh_within, 'perceived objects from frames after the motion')
         self.objects_msg, self.joints_msg = self.node.objects, self.node.joints
         names = list(self.joints_msg.name)
         q = np.array([self.joints_msg.position[names.index(j)] for j in scene.ARM_JOINTS])
@@ -96,6 +99,13 @@ class RosPorts:
         width = float(sum(fingers)) if len(fingers) == 2 else GRIPPER_MAX_WIDTH
         self.q = q
         return object_states(self.objects_msg), q, width
+
+    def _check_wait(self, deadline, seconds, what):
+        if self.handle.is_cancel_requested:
+            raise PortError(self.outcomes.OUTCOME_CANCELED, 'canceled')
+        if time.monotonic() > deadline:
+            raise PortError(self.outcomes.OUTCOME_ERROR, f'no fresh {what} within {seconds:.0f} s')
+        time.sleep(0.02)
 
     def sync(self):
         self._call(self.node.twin_sync, SyncTwin.Request(objects=self.objects_msg, joint_state=self.joints_msg), 'sim_twin sync')

@@ -86,11 +86,12 @@ class AnnealedSampler:
         v = np.cross(axis, u)
         return local[0] * u + local[1] * v + local[2] * axis
 
-    def sample(self, ee_position, count, prior=None, prior_weight=1.0):
+    def sample(self, ee_position, count, prior=None, prior_weight=1.0, radius_cap=np.inf):
         """count candidate goals around the end effector at the current annealing step; prior: a
-        unit direction (e.g. towards the stage's sub-goal) blended into the experience."""
+        unit direction (e.g. towards the stage's sub-goal) blended into the experience; radius_cap:
+        an upper bound on the radius (e.g. from the distance to that sub-goal)."""
         preferred = self.preferred_direction(prior, prior_weight)
-        radius, angle = self.radius(), self.dispersion()
+        radius, angle = min(self.radius(), radius_cap), self.dispersion()
         out = []
         for _ in range(count):
             if preferred is not None and self.rng.random() < self.config.exploit:

@@ -43,12 +43,16 @@ def judge(rollout, task, visibility=1.0):
             approach, closer = _closeness_gain(rollout['ee_start'], rollout['ee_end'], initial[target])
             alignment = 5.0 + 2.5 * approach
             notes.append(f'gripper {closer * 100:+.1f} cm towards {target}')
-        if rollout.get('holding') == target:   # credit a grasp the more centred it is on the object
+        holding = task.get('holding', 'wanted')     # wanted (grasping), required (carrying), unwanted (releasing)
+        if rollout.get('holding') == target and holding != 'unwanted':   # credit a grasp the more centred it is
             centre = np.add(final[target], (0.0, 0.0, task.get('object_size', (0, 0, 0))[2] / 2))   # frames sit at the base
             offset = float(np.linalg.norm(centre - np.asarray(rollout['ee_end'])))
             alignment = min(10.0, alignment + 3.0 * float(np.clip((0.025 - offset) / 0.02, 0.0, 1.0)))
             notes.append(f'holding {target} {offset * 100:.1f} cm from the grip')
-        elif task.get('expect_holding'):
+        elif rollout.get('holding') == target:
+            alignment = max(0.0, alignment - 3.0)
+            notes.append(f'still holding {target}')
+        elif holding == 'required':
             alignment = max(0.0, alignment - 4.0)
             notes.append(f'{target} is not held at the end')
     disturbed = [oid for oid, d in rollout.get('displacements', {}).items()

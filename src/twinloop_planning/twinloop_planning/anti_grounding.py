@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from scipy.spatial.transform import Rotation
+
 from twinloop_planning import scripted
+from twinloop_planning.rotation import RotationUnavailable
 from twinloop_planning.judging import judge
 from twinloop_execution.kinematics import ArmKinematics, PandaIk
 from twinloop_planning.sampler import GRIPPER_CLOSE, GRIPPER_NONE, GRIPPER_OPEN, AnnealedSampler, Sample, SamplerConfig
@@ -256,7 +259,8 @@ class AntiGroundingMpc:
     sync(), rollout(proposals) -> facts, render_for_scoring(proposals) -> views (opaque),
     render_scored(proposals, scores) -> [(view name, rgb)],
     score(instruction, task, proposals, facts, views) -> [{total, dimensions, backend, failed}],
-    execute(proposal), feedback(**ExecuteInstruction feedback fields). arm: an Arm."""
+    execute(proposal), feedback(**ExecuteInstruction feedback fields), rotation(instruction, object id)
+    -> rotation.RotationAnswer (raises RotationUnavailable to skip the module). arm: an Arm."""
 
     def __init__(self, ports, arm, config: MpcConfig, log=print):
         self.ports, self.arm, self.config, self.log = ports, arm, config, log
@@ -264,6 +268,7 @@ class AntiGroundingMpc:
         self.builder = CandidateBuilder(arm.ik, config)
         self.sampler = AnnealedSampler(config.sampler, config.seed)
         self.records = []
+        self.gripper_targets = {}   # object id -> gripper orientation (wxyz) from the rotation module, or None
 
     def run(self, instruction, subtasks, max_steps=0, deadline=None, dry_run=False):
         """(success, reason). Raises PlanningFailed when the search cannot go on."""
@@ -300,6 +305,19 @@ class AntiGroundingMpc:
             stage_steps, total = stage_steps + 1, total + 1
         return True, 'all stages done on the perceived state'
 
+    def _rotation(self, instruction, object_id, object_quat, grasp_quat):
+        """The rigid-coupled rotation module: a gripper orientation for carrying, or None (skipped)."""
+        try:
+            answer = self.ports.rotation(instruction, object_id)
+        except RotationUnavailable as exc:
+            self.log(str(exc))
+            return None
+        wxyz_to_matrix = lambda q: Rotation.from_quat([q[1], q[2], q[3], q[0]]).as_matrix()  # noqa: E731
+        turned = Rotation.from_matrix(answer.gripper_rotation(wxyz_to_matrix(object_quat), wxyz_to_matrix(grasp_quat))).as_quat()
+        self.log(f'rotation module ({answer.backend}): turn {object_id} about its {answer.axis} axis by '
+                 f'{np.degrees(answer.angle):.0f} degrees while carrying')
+        return np.array([turned[3], *turned[:3]])
+
     def step(self, instruction, stage, objects, start, q, width, step_index):
         timings = {}
         clock = time.perf_counter()
@@ -316,6 +334,10 @@ class AntiGroundingMpc:
         ee = self.ee_position(q)
         p, quat, size = objects[stage.object_id]
         grasp = scripted._quat_multiply(scripted._z_rotation(scripted.grasp_yaw(quat, size[0], size[1])), scripted.HOME_GRIP)
+        if stage.name == 'carry' and stage.object_id not in self.gripper_targets:
+            self.gripper_targets[stage.object_id] = self._rotation(instruction, stage.object_id, quat, grasp)
+        if stage.name in ('carry', 'release') and self.gripper_targets.get(stage.object_id) is not None:
+            grasp = self.gripper_targets[stage.object_id]
         self.sampler.config.gripper_probabilities = STAGE_GRIPPER[stage.name]
         to_goal = stage.sub_goal(objects, start) - ee
         distance = float(np.linalg.norm(to_goal))

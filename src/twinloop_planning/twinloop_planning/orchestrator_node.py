@@ -32,6 +32,7 @@ from twinloop_planning import anti_grounding, report, scripted
 from twinloop_planning.judging import judge, object_states
 from twinloop_planning.grounding import Grounder, GroundingError
 from twinloop_planning.ros_ports import PortError, RosPorts
+from twinloop_scoring import agents as agent_registry
 from twinloop_twin import node_runner, scene
 
 Goal, Result, Feedback = ExecuteInstruction.Goal, ExecuteInstruction.Result, ExecuteInstruction.Feedback
@@ -60,6 +61,9 @@ class OrchestratorNode(Node):
         categories = p('categories_file', '', 'waste categories for sorting (config/waste_categories.yaml)')
         mpc_file = p('mpc_file', '', 'AntiGrounding MPC parameters (config/anti_grounding.yaml)')
         twin = p('twin_node', 'sim_twin', 'name of the twin node whose ~/sync, ~/rollout, ~/render are used')
+        agents_file = p('agents_file', '', 'scorer agents (config/vlm_agents.yaml), for the rotation module')
+        rotation_agent = p('rotation_agent', '', 'agent answering the rotation module (a VLM); empty: the module is off')
+        self.rotation_backend = agent_registry.load(agents_file, [rotation_agent])[0].backend if rotation_agent else None
         with open(mpc_file) if mpc_file else open('/dev/null') as f:
             self.mpc_config = yaml.safe_load(f) or {}
         anti_grounding.MpcConfig.from_dict(self.mpc_config)   # a bad file fails here, at start

@@ -13,7 +13,9 @@ import numpy as np
 from builtin_interfaces.msg import Duration
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from twinloop_planning import rotation
 from twinloop_planning.anti_grounding import OPEN_WIDTH, ExecutionFailed
+from twinloop_planning.rotation import RotationUnavailable
 from twinloop_planning.judging import object_states
 from twinloop_scoring.facts import facts_from_rollout_msg
 from twinloop_twin import overlays, ros_conversions, scene
@@ -162,6 +164,16 @@ class RosPorts:
             outcome = self.node.execute_motion(self.handle, goal, f'{proposal.id} segment {i + 1}', raise_on_failure=False)
             if not outcome.success:
                 raise ExecutionFailed(f'segment {i + 1}: {outcome.reason}')
+
+    def rotation(self, instruction, object_id):
+        """The held object's axes drawn in the first twin view, asked of the orchestrator's rotation agent."""
+        if self.node.rotation_backend is None:
+            raise RotationUnavailable('rotation module off: no rotation_agent configured')
+        if not self.node.rotation_backend.is_vlm:
+            raise RotationUnavailable(f'rotation module skipped: {self.node.rotation_backend.label} cannot read axes in an image')
+        views = self._call(self.node.twin_render, RenderViews.Request(axes_objects=[object_id]), 'sim_twin render').views
+        label = next((o.label for o in self.objects_msg.objects if o.id == object_id), object_id)
+        return rotation.ask(self.node.rotation_backend, instruction, label, ros_conversions.image_array(views[0].image))
 
     def feedback(self, **fields):
         self.node.publish_feedback(self.handle, elapsed=time.monotonic() - self.started, **fields)

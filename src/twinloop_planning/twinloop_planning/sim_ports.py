@@ -7,7 +7,9 @@ import numpy as np
 
 from twinloop_execution import trajectory
 from twinloop_execution.safety import JointLimits
+from twinloop_planning import rotation
 from twinloop_planning.anti_grounding import ExecutionFailed
+from twinloop_planning.rotation import RotationUnavailable
 from twinloop_scoring import facts as rollout_facts
 from twinloop_scoring import vqa
 from twinloop_twin import objects, overlays, scene
@@ -18,10 +20,10 @@ PERCEPTION = 'privileged (SimWorld ground truth, in process)'
 
 class SimPorts:
     def __init__(self, world, twin, prompt_config, agents, urdf, limits_yaml, views=None, size=224, velocity_scale=0.5,
-                 settle=0.2):
+                 settle=0.2, rotation_backend=None):
         self.world, self.twin, self.config, self.agents = world, twin, prompt_config, agents
         self.views = views or [c.name for c in twin.cameras]
-        self.size, self.velocity_scale, self.settle = size, velocity_scale, settle
+        self.size, self.velocity_scale, self.settle, self.rotation_backend = size, velocity_scale, settle, rotation_backend
         joints = list(scene.ARM_JOINTS)
         self.limits = JointLimits.from_description(urdf, limits_yaml, joints)
         self.jerk = trajectory.jerk_limits(limits_yaml, joints)
@@ -98,6 +100,13 @@ class SimPorts:
     def _gripper(self, width, seconds=0.6):
         self.world.set_gripper(width)
         self.world.step(int(seconds / self.world.model.opt.timestep))
+
+    def rotation(self, instruction, object_id):
+        if self.rotation_backend is None:
+            raise RotationUnavailable('rotation module off: no rotation backend given')
+        overlay = lambda scn: overlays.add_axes(scn, self.twin.data.body(object_id).xipos, self.twin.data.body(object_id).xmat.reshape(3, 3))  # noqa: E731
+        image = self.twin.render(self.views[0], self.size, self.size, depth=False, overlay=overlay).rgb
+        return rotation.ask(self.rotation_backend, instruction, object_id.replace('_', ' '), image)
 
     def feedback(self, **fields):
         pass

@@ -62,6 +62,18 @@ def add_world_axes_legend(scene, origin=(-0.15, 0.45, 0.001), length=0.1):
     add_axes(scene, origin, np.eye(3), length, 0.005)
 
 
+def combine(*overlays):
+    """One overlay drawing all the given ones (None entries skipped); None if there are none."""
+    present = [o for o in overlays if o is not None]
+    if not present:
+        return None
+
+    def draw(scene):
+        for overlay in present:
+            overlay(scene)
+    return draw
+
+
 def candidate_overlay(paths, scores=None):
     """An overlay function for SimWorld.render drawing candidate paths (coloured by score)."""
     def draw(scene):

@@ -120,7 +120,12 @@ class SimTwinNode(Node):
             return response
         width, height = request.width or self.width, request.height or self.height
         paths = [[(p.x, p.y, p.z) for p in c.ee_path] for c in request.candidates]
-        overlay = overlays.candidate_overlay(paths, list(request.scores) or None) if paths else None
+        unknown = sorted(set(request.axes_objects) - set(self.twin.world.object_ids))
+        if unknown:
+            response.message = f'unknown objects for axes {unknown}'
+            return response
+        overlay = overlays.combine(overlays.candidate_overlay(paths, list(request.scores) or None) if paths else None,
+                                   self._axes_overlay(request.axes_objects) if request.axes_objects else None)
         for name in names:
             frame = self.twin.render(name, width, height, depth=request.depth, overlay=overlay, fast=not request.pretty)
             info = ros_conversions.camera_info_msg(frame.intrinsics, Header(frame_id=f'{name}_optical_frame'))
@@ -134,6 +139,15 @@ class SimTwinNode(Node):
         response.object_ids = list(self.twin.world.object_ids)
         response.success, response.message = True, f'{len(names)} views'
         return response
+
+    def _axes_overlay(self, object_ids):
+        data = self.twin.data
+
+        def draw(scene):
+            for oid in object_ids:
+                body = data.body(oid)
+                overlays.add_axes(scene, body.xipos, body.xmat.reshape(3, 3))   # from the centre of mass
+        return draw
 
     def destroy_node(self):
         self.twin.close()

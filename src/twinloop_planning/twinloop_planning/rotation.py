@@ -1,0 +1,78 @@
+"""AntiGrounding's rigid-coupled rotation module (shared/seeds/000), no rclpy.
+
+VLMs reason poorly about rotation matrices, so the held object's axes are drawn into a rendered
+view (x red, y green, z blue) and the VLM is asked which of the object's axes must turn, which
+way and by how much. The answer becomes a rotation of the object about its own axis, and - the
+object being rigidly held - the same world-frame rotation of the gripper. A backend that is not a
+VLM (twin_critic) cannot read the axes: the module is then skipped, and says so.
+"""
+import json
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from twinloop_scoring.vlm import VLMRequest
+
+AXES = {'x': 0, 'y': 1, 'z': 2}
+SCHEMA = {'type': 'object', 'required': ['axis', 'direction', 'degrees'], 'properties': {
+    'axis': {'type': 'string', 'enum': ['x', 'y', 'z', 'none']},
+    'direction': {'type': 'string', 'enum': ['positive', 'negative']},
+    'degrees': {'type': 'number', 'minimum': 0, 'maximum': 180}}}
+PROMPT = ('Instruction: "{instruction}"\nThe image shows the {label} with its own coordinate axes drawn from its centre: '
+          'x red, y green, z blue. The robot holds it rigidly. Which one of the object\'s axes must it rotate about, in which '
+          'direction (right-hand rule: "positive" turns counter-clockwise looking down the axis at the object), and by how many '
+          'degrees, so that the instruction can be fulfilled? Answer "none" as the axis if no rotation is needed. '
+          'Reply with JSON: {{"axis": "x|y|z|none", "direction": "positive|negative", "degrees": <0-180>}}')
+
+
+class RotationUnavailable(Exception):
+    """The module cannot answer (not a VLM, failed or malformed reply); the message says why."""
+
+
+@dataclass
+class RotationAnswer:
+    axis: str                   # x, y, z or none
+    angle: float                # [rad], signed
+    backend: str
+    rationale: str = ''
+
+    def object_rotation(self, object_rotation):
+        """The object's target orientation: turned about its own axis."""
+        if self.axis == 'none':
+            return np.asarray(object_rotation)
+        axis = np.zeros(3)
+        axis[AXES[self.axis]] = 1.0
+        return np.asarray(object_rotation) @ Rotation.from_rotvec(self.angle * axis).as_matrix()
+
+    def gripper_rotation(self, object_rotation, gripper_rotation):
+        """The gripper's target orientation: the same world-frame rotation as the rigidly held object."""
+        delta = self.object_rotation(object_rotation) @ np.asarray(object_rotation).T
+        return delta @ np.asarray(gripper_rotation)
+
+
+def request(instruction, label, image):
+    return VLMRequest(PROMPT.format(instruction=instruction, label=label), [image], json_schema=SCHEMA)
+
+
+def parse(reply, backend):
+    """A RotationAnswer from a reply's text; RotationUnavailable for anything malformed."""
+    try:
+        data = json.loads(reply)
+        axis, direction, degrees = data['axis'], data['direction'], float(data['degrees'])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RotationUnavailable(f'{backend}: malformed rotation reply ({exc})') from None
+    if axis not in (*AXES, 'none') or direction not in ('positive', 'negative') or not 0 <= degrees <= 180:
+        raise RotationUnavailable(f'{backend}: rotation reply out of range: {reply[:200]}')
+    sign = 1.0 if direction == 'positive' else -1.0
+    return RotationAnswer(axis, sign * np.radians(degrees), backend)
+
+
+def ask(backend, instruction, label, image):
+    """Ask a VLM backend about the held object's axes in the image; RotationUnavailable if it cannot."""
+    if not backend.is_vlm:
+        raise RotationUnavailable(f'rotation module skipped: {backend.label} cannot read the axes in an image')
+    reply = backend.complete([request(instruction, label, image)])[0]
+    if not reply:
+        raise RotationUnavailable(f'{backend.label}: {reply.reason}')
+    return parse(reply.text, f'{reply.backend}:{reply.model}')

@@ -10,15 +10,14 @@ import rclpy  # noqa: I100  (before pyrealsense2, see realsense.py)
 from geometry_msgs.msg import PoseStamped, TransformStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from twinloop_cameras import calibration, realsense
 from twinloop_twin import node_runner, ros_conversions
-from twinloop_twin.world_sim_node import camera_topic
+from twinloop_twin.world_sim_node import EXTRINSICS_QOS, camera_topic
 
-LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def _doc(text, dynamic_typing=False):
@@ -60,7 +59,7 @@ class RealSenseCameraNode(Node):
             msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = e.position
             q = msg.pose.orientation
             q.x, q.y, q.z, q.w = e.quaternion_xyzw
-            self.pose_pubs[name] = self.create_publisher(PoseStamped, camera_topic(name, 'pose'), LATCHED)
+            self.pose_pubs[name] = self.create_publisher(PoseStamped, camera_topic(name, 'pose'), EXTRINSICS_QOS)
             self.pose_pubs[name].publish(msg)
             t = TransformStamped(header=msg.header, child_frame_id=f'{name}_optical_frame')
             t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = e.position

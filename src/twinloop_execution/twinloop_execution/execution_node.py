@@ -15,8 +15,9 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64
+from std_msgs.msg import Float64, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from twinloop_execution import planning, trajectory
@@ -71,6 +72,10 @@ class ExecutionNode(Node):
         elif backend != 'embedded':
             raise ValueError(f'backend must be "embedded" or "moveit", not {backend!r}')
         joints = list(scene.ARM_JOINTS)
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+        self.description_pub = self.create_publisher(String, '/robot_description', latched)   # for RViz's RobotModel
+        with open(urdf) as f:
+            self.description_pub.publish(String(data=f.read()))
         self.limits = JointLimits.from_description(urdf, limits_yaml, joints)
         self.jerk = trajectory.jerk_limits(limits_yaml, joints)
         config = scene.SceneConfig.from_yaml(scene_path)

@@ -1,9 +1,9 @@
 """pose_estimation: known objects' 6D poses from the cameras' colour + aligned depth.
 
 Subscribes, per camera in `cameras`: /cameras/<cam>/color/image_raw, .../aligned_depth_to_color/
-image_raw, .../color/camera_info and /cameras/<cam>/pose (extrinsics), plus /joint_states (the
-robot is cut out of the cloud). Frames are used only as a synchronised set (every camera's colour,
-depth and pose with the same stamp, within sync_tolerance). Publishes DetectedObjectArray on
+image_raw, .../color/camera_info and /cameras/<cam>/pose (latched extrinsics), plus /joint_states
+(the robot is cut out of the cloud). Frames are used only as a synchronised set (every camera's
+colour and depth - and the pose of `moving_cameras` - with the same stamp, within sync_tolerance). Publishes DetectedObjectArray on
 `objects_topic` stamped with the frames' capture time: found objects with their confidence, known
 objects not seen in this set with their last pose and confidence 0 (as the message defines).
 Tracks continuously and re-detects globally when an object is lost or on ~/redetect
@@ -25,10 +25,11 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
 
 from twinloop_perception import pose_estimation as pe
-from twinloop_twin import node_runner, ros_conversions, scene
-from twinloop_twin.world_sim_node import camera_topic
+from twinloop_twin import markers, node_runner, ros_conversions, scene
+from twinloop_twin.world_sim_node import EXTRINSICS_QOS, camera_topic
 
 
 def _stamp(header):
@@ -41,6 +42,7 @@ class PoseEstimationNode(Node):
         p = lambda name, default, doc: self.declare_parameter(name, default, ParameterDescriptor(description=doc)).value  # noqa: E731
         scene_path = p('scene', '', 'scene YAML whose objects are the known objects (meshes, labels, colours)')
         self.camera_names = list(p('cameras', ['front', 'left'], 'cameras to fuse'))
+        self.moving = set(p('moving_cameras', ['wrist'], 'cameras whose pose changes (e.g. on the wrist): their pose must match the frame stamp'))
         self.objects_topic = p('objects_topic', '/perception/objects', 'where the detected objects are published')
         self.rate = p('rate', 10.0, 'processing rate [Hz] (tracking; a detection takes longer)')
         self.sync_tolerance = p('sync_tolerance', 0.02, 'largest stamp difference within a frame set [s]')
@@ -64,10 +66,11 @@ class PoseEstimationNode(Node):
         self.last_seen = {}
         for name in self.camera_names:
             for kind, msg_type, qos in (('color', Image, qos_profile_sensor_data), ('depth', Image, qos_profile_sensor_data),
-                                        ('color_info', CameraInfo, qos_profile_sensor_data), ('pose', PoseStamped, 10)):
+                                        ('color_info', CameraInfo, qos_profile_sensor_data), ('pose', PoseStamped, EXTRINSICS_QOS)):
                 self.create_subscription(msg_type, camera_topic(name, kind), self._keeper(name, kind), qos)
         self.create_subscription(JointState, '/joint_states', lambda m: setattr(self, 'joints', m), 10)
         self.publisher = self.create_publisher(DetectedObjectArray, self.objects_topic, 10)
+        self.marker_pub = self.create_publisher(MarkerArray, '~/markers', 10)
         self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_service(Trigger, '~/redetect', self.on_redetect)
         self.create_timer(1.0 / self.rate, self.process, callback_group=MutuallyExclusiveCallbackGroup())
@@ -92,7 +95,8 @@ class PoseEstimationNode(Node):
         missing = [f'{name}/{kind}' for name, parts in latest.items() for kind in ('color', 'depth', 'color_info', 'pose') if kind not in parts]
         if missing:
             return None, f'no messages yet on {", ".join(missing)}'
-        stamps = {f'{name}/{kind}': _stamp(parts[kind].header) for name, parts in latest.items() for kind in ('color', 'depth', 'pose')}
+        stamps = {f'{name}/{kind}': _stamp(parts[kind].header) for name, parts in latest.items()
+                  for kind in (('color', 'depth', 'pose') if name in self.moving else ('color', 'depth'))}
         if max(stamps.values()) - min(stamps.values()) > self.sync_tolerance:
             newest = max(stamps.values())
             behind = [k for k, s in stamps.items() if newest - s > self.sync_tolerance]
@@ -126,7 +130,12 @@ class PoseEstimationNode(Node):
         found = self.estimator.detect(frames, arm, fingers) if self.redetect else self.estimator.track(frames, arm, fingers)
         self.redetect = False
         elapsed = time.perf_counter() - started
-        self.publisher.publish(self._message(found, stamp))
+        message = self._message(found, stamp)
+        self.publisher.publish(message)
+        self.marker_pub.publish(markers.objects('perceived', [
+            (o.id, f'{o.label} {o.confidence:.2f}', ros_conversions.pose_position(o.pose), ros_conversions.pose_quat(o.pose),
+             (o.size.x, o.size.y, o.size.z), (*self.estimator.models[o.id].color, 0.9 if o.confidence > 0 else 0.3))
+            for o in message.objects], stamp))
         unseen = sorted(set(self.estimator.models) - set(found))
         level = DiagnosticStatus.WARN if unseen else DiagnosticStatus.OK
         self._diagnose(level, f'{len(found)}/{len(self.estimator.models)} objects ({mode}, {elapsed * 1000:.0f} ms)'

@@ -259,7 +259,8 @@ class AntiGroundingMpc:
     sync(), rollout(proposals) -> facts, render_for_scoring(proposals) -> views (opaque),
     render_scored(proposals, scores) -> [(view name, rgb)],
     score(instruction, task, proposals, facts, views) -> [{total, dimensions, backend, failed}],
-    execute(proposal), feedback(**ExecuteInstruction feedback fields), rotation(instruction, object id)
+    show(proposals, scores, chosen index) (visualisation), execute(proposal),
+    feedback(**ExecuteInstruction feedback fields), rotation(instruction, object id)
     -> rotation.RotationAnswer (raises RotationUnavailable to skip the module). arm: an Arm."""
 
     def __init__(self, ports, arm, config: MpcConfig, log=print):
@@ -298,7 +299,7 @@ class AntiGroundingMpc:
                 return False, f'max_steps {max_steps} reached in stage "{stage.describe()}"'
             if deadline is not None and time.monotonic() > deadline:
                 return False, f'timeout reached in stage "{stage.describe()}"'
-            record = self.step(instruction, stage, objects, start, q, width, total)
+            record = self.step(instruction, stage, objects, start, q, width, total, execute=not dry_run)
             if dry_run:
                 return True, f'dry run: one step planned, best {record.chosen} ({record.best_score:.2f})'
             objects, q, width = self.ports.state()
@@ -318,7 +319,7 @@ class AntiGroundingMpc:
                  f'{np.degrees(answer.angle):.0f} degrees while carrying')
         return np.array([turned[3], *turned[:3]])
 
-    def step(self, instruction, stage, objects, start, q, width, step_index):
+    def step(self, instruction, stage, objects, start, q, width, step_index, execute=True):
         timings = {}
         clock = time.perf_counter()
 
@@ -377,14 +378,16 @@ class AntiGroundingMpc:
         self.sampler.feedback([p.sample for p in proposals],
                               [s['total'] if not s['failed'] else np.nan for s in scores])
         chosen = proposals[best]
+        self.ports.show(proposals, [s['total'] if not s['failed'] else 0.0 for s in scores], best)
         self.ports.feedback(stage='execute', step=step_index, subtask=stage.subtask_index, num_candidates=len(proposals),
                             best_score=scores[best]['total'], chosen_candidate=f'{chosen.id}: {chosen.description}',
                             backend=scores[best]['backend'])
         report_images = self.ports.render_scored(proposals, [s['total'] if not s['failed'] else 0.0 for s in scores])
         lap('report_render')
-        note = f'{chosen.id}: {chosen.description}'
+        note = f'{chosen.id}: {chosen.description}' + ('' if execute else ' (dry run: not executed)')
         try:
-            self.ports.execute(chosen)
+            if execute:
+                self.ports.execute(chosen)
         except ExecutionFailed as exc:
             note += f' - not completed: {exc}'
         lap('execution')

@@ -25,6 +25,7 @@ from rclpy.action import ActionClient, ActionServer, CancelResponse, GoalRespons
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
+from visualization_msgs.msg import Marker, MarkerArray
 
 import yaml
 
@@ -81,6 +82,8 @@ class OrchestratorNode(Node):
         self.twin_render = self.create_client(RenderViews, f'/{twin}/render', callback_group=group)
         self.scorer = self.create_client(ScoreTrajectories, '/score_trajectories', callback_group=group)
         self.motion = ActionClient(self, ExecuteMotion, 'execute_motion', callback_group=group)
+        self.candidates_pub = self.create_publisher(MarkerArray, '/planner/candidates', 10)
+        self.chosen_pub = self.create_publisher(Marker, '/planner/chosen', 10)
         self.server = ActionServer(self, ExecuteInstruction, 'execute_instruction', self.execute, goal_callback=self.on_goal,
                                    cancel_callback=lambda _: CancelResponse.ACCEPT, callback_group=group)
         self.get_logger().info(f'task_orchestrator ready: strategies {sorted(STRATEGIES)}, default {self.default_strategy}')

@@ -18,7 +18,7 @@ from twinloop_planning.anti_grounding import OPEN_WIDTH, ExecutionFailed
 from twinloop_planning.rotation import RotationUnavailable
 from twinloop_planning.judging import object_states
 from twinloop_scoring.facts import facts_from_rollout_msg
-from twinloop_twin import overlays, ros_conversions, scene
+from twinloop_twin import markers, overlays, ros_conversions, scene
 from twinloop_twin.world import GRIPPER_MAX_WIDTH
 
 
@@ -153,6 +153,13 @@ class RosPorts:
                                        'dimensions': {d.dimension: round(float(d.score), 2) for d in s.dimensions},
                                        'rationale': s.rationale or s.failure_reason}
         return [out[p.id] for p in proposals]
+
+    def show(self, proposals, scores, chosen):
+        """Candidates coloured by score and the chosen one, for RViz."""
+        stamp = self.node.get_clock().now().to_msg()
+        paths = [[(p.x, p.y, p.z) for p in self.rollouts[c.id][1].ee_path] for c in proposals]
+        self.node.candidates_pub.publish(markers.paths('candidates', paths, scores, stamp))
+        self.node.chosen_pub.publish(markers.path('chosen', 0, paths[chosen], (0.1, 0.9, 0.2, 1.0), stamp, width=0.012))
 
     def execute(self, proposal):
         for i, (waypoints, _, width) in enumerate(proposal.segments):

@@ -101,6 +101,9 @@ class SimPorts:
         self.world.set_gripper(width)
         self.world.step(int(seconds / self.world.model.opt.timestep))
 
+    def show(self, proposals, scores, chosen):
+        pass   # nothing to visualise in process: the report has the images
+
     def rotation(self, instruction, object_id):
         if self.rotation_backend is None:
             raise RotationUnavailable('rotation module off: no rotation backend given')

@@ -56,3 +56,12 @@ def pose_msg(position, quat_wxyz):
     pose.position.x, pose.position.y, pose.position.z = (float(v) for v in position)
     pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z = (float(v) for v in quat_wxyz)
     return pose
+
+
+def pose_position(pose):
+    return (pose.position.x, pose.position.y, pose.position.z)
+
+
+def pose_quat(pose):
+    """(w, x, y, z) of a geometry_msgs/Pose."""
+    return (pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z)

@@ -15,8 +15,9 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
 
-from twinloop_twin import node_runner, overlays, ros_conversions, scene
+from twinloop_twin import markers, node_runner, objects, overlays, ros_conversions, scene
 from twinloop_twin.twin import Candidate, Detection, MeshLibrary, SimTwin
 
 GRIPPER_WIDTH = {1: 0.08, 2: 0.0}  # CandidateTrajectory.GRIPPER_OPEN / GRIPPER_CLOSE -> width [m]
@@ -70,6 +71,7 @@ class SimTwinNode(Node):
         self.latest_objects = self.latest_joints = None
         self.create_subscription(DetectedObjectArray, objects_topic, lambda m: setattr(self, 'latest_objects', m), 10)
         self.create_subscription(JointState, '/joint_states', lambda m: setattr(self, 'latest_joints', m), 10)
+        self.marker_pub = self.create_publisher(MarkerArray, '~/markers', 10)
         self.create_service(SyncTwin, '~/sync', self.on_sync)
         self.create_service(RolloutTrajectories, '~/rollout', self.on_rollout)
         self.create_service(RenderViews, '~/render', self.on_render)
@@ -89,6 +91,9 @@ class SimTwinNode(Node):
             response.message = f'sync failed: {exc}'
             self.get_logger().error(response.message)
             return response
+        self.marker_pub.publish(markers.objects('twin', [
+            (oid, f'twin: {oid}', *self.twin.world.object_pose(oid), self._extents(oid), (0.4, 0.6, 0.9, 0.35))
+            for oid in self.twin.world.object_ids], self.get_clock().now().to_msg()))
         response.success, response.num_objects = True, len(objects.objects)
         response.message = f'twin synced with {len(objects.objects)} objects'
         return response
@@ -139,6 +144,10 @@ class SimTwinNode(Node):
         response.object_ids = list(self.twin.world.object_ids)
         response.success, response.message = True, f'{len(names)} views'
         return response
+
+    def _extents(self, object_id):
+        entry = next(o for o in self.twin.world.config.objects if o.id == object_id)
+        return objects.make_shape(entry.kind, **entry.params).extents
 
     def _axes_overlay(self, object_ids):
         data = self.twin.data

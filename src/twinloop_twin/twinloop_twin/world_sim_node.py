@@ -13,7 +13,7 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64, Header
@@ -28,6 +28,11 @@ def stamp(seconds):
     """builtin_interfaces/Time of a simulated time; rounding carries into the seconds (8.9999999997 -> 9.0)."""
     nanoseconds = int(round(seconds * 1e9))
     return Time(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
+# Camera extrinsics are latched (the last pose is delivered to late subscribers): static cameras
+# may publish them once. Subscribe with this profile too.
+EXTRINSICS_QOS = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def camera_topic(camera, kind):
@@ -71,7 +76,7 @@ class WorldSimNode(Node):
                 'color_info': self.create_publisher(CameraInfo, camera_topic(name, 'color_info'), qos_profile_sensor_data),
                 'depth': self.create_publisher(Image, camera_topic(name, 'depth'), qos_profile_sensor_data),
                 'depth_info': self.create_publisher(CameraInfo, camera_topic(name, 'depth_info'), qos_profile_sensor_data),
-                'pose': self.create_publisher(PoseStamped, camera_topic(name, 'pose'), 10),
+                'pose': self.create_publisher(PoseStamped, camera_topic(name, 'pose'), EXTRINSICS_QOS),
             }
         self.create_subscription(JointTrajectory, f'/{controller}/joint_trajectory', self.on_trajectory, 10)
         self.create_subscription(Float64, '/panda_gripper/width_command', self.on_gripper, 10)

@@ -55,7 +55,7 @@ class SimPorts:
         return ends
 
     def rollout(self, proposals):
-        self.results = {p.id: self.twin.rollout(self.candidate(p)) for p in proposals}
+        self.results = dict(zip((p.id for p in proposals), self.twin.rollout_batch([self.candidate(p) for p in proposals])))
         return [rollout_facts.rollout_facts(self.results[p.id]) for p in proposals]
 
     def _render(self, proposals, scores):

@@ -106,7 +106,7 @@ class SimTwinNode(Node):
         settle = request.settle if request.settle > 0 else self.settle
         try:
             candidates = [candidate_from_msg(c, settle) for c in request.candidates]
-            response.results = [rollout_to_msg(msg.id, self.twin.rollout(c)) for msg, c in zip(request.candidates, candidates)]
+            response.results = [rollout_to_msg(msg.id, r) for msg, r in zip(request.candidates, self.twin.rollout_batch(candidates))]
         except ValueError as exc:
             response.message = f'invalid candidate: {exc}'
             self.get_logger().error(response.message)

@@ -6,10 +6,12 @@ measured joints; rollout() plays candidate motions on a scratch copy and reports
 render() draws any state from any camera. The base state never changes during rollouts.
 """
 import copy
+import os
 from dataclasses import dataclass, field
 
 import mujoco
 import numpy as np
+from mujoco import rollout
 
 from twinloop_twin import objects, scene, world
 
@@ -74,11 +76,11 @@ class MeshLibrary:
 
 
 class SimTwin:
-    def __init__(self, library, cameras, fast_render=True, control_period=0.006):
-        """control_period [s]: how often a rollout updates the servo targets and reads contacts
-        (physics steps at the model's timestep in between)."""
+    def __init__(self, library, cameras, fast_render=True, control_period=0.006, threads=None):
+        """control_period [s]: how often a rollout's contacts are read; threads: parallel rollouts
+        (default: one per core)."""
         self.library, self.cameras, self.fast_render = library, cameras, fast_render
-        self.control_period = control_period
+        self.control_period, self.threads = control_period, threads or os.cpu_count() or 1
         self.world = None
         self._signature = None
 
@@ -127,60 +129,101 @@ class SimTwin:
 
     def owner(self, geom):
         """Name of what a geom belongs to: an object id, a robot link, or 'table' / 'floor'."""
-        body = self.model.geom_bodyid[geom]
-        if body == 0:
-            return self.model.geom(geom).name
-        return self.model.body(body).name
+        return self._owners[geom]
+
+    @property
+    def _owners(self):
+        """Per geom of the current model, the name of what it belongs to."""
+        if getattr(self, '_owners_model', None) is not self.model:
+            model = self.model
+            self._owner_names = [model.geom(g).name if model.geom_bodyid[g] == 0 else model.body(model.geom_bodyid[g]).name
+                                 for g in range(model.ngeom)]
+            self._owners_model = model
+        return self._owner_names
 
     def rollout(self, candidate):
         """Play a candidate on a copy of the base state and report what happened."""
+        return self.rollout_batch([candidate])[0]
+
+    def rollout_batch(self, candidates):
+        """Play candidates from the base state, in parallel (mujoco.rollout, a thread per core), then
+        read what happened from their recorded states. The base state never changes."""
         w, model = self.world, self.model
-        data = copy.copy(w.data)  # a full MjData copy: the base state stays as it was
-        controller = world.ArmController(w.arm_limits)
-        controller.follow(data, candidate.times, candidate.positions)
-        start = data.time
-        end = start + controller.trajectory.duration + candidate.settle
-        gripper_events = sorted(candidate.gripper)
+        spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+        start = np.empty(mujoco.mj_stateSize(model, spec))
+        mujoco.mj_getState(model, w.data, start, spec)
+        plans = [self._controls(c) for c in candidates]
+        nstep = max(len(controls) for controls, _, _ in plans)
+        control = np.stack([np.vstack([c, np.repeat(c[-1:], nstep - len(c), axis=0)]) for c, _, _ in plans])
+        threads = min(self.threads, len(candidates))
+        with rollout.Rollout(nthread=threads) as roller:
+            states, _ = roller.rollout(model, [mujoco.MjData(model) for _ in range(threads)], np.tile(start, (len(candidates), 1)),
+                                       control, nstep=nstep)
+        return [self._read(states[i, :len(c)], released) for i, (c, released, _) in enumerate(plans)]
+
+    def _controls(self, candidate):
+        """(per-step actuator controls, step from which a carried object counts as released, steps)."""
+        w, model, dt = self.world, self.model, self.model.opt.timestep
+        follower = world.JointTrajectoryFollower(w.data.ctrl[:7].copy(), candidate.times, candidate.positions)
+        steps = int(np.ceil((follower.duration + candidate.settle) / dt))
+        t = np.arange(1, steps + 1) * dt
+        controls = np.tile(w.data.ctrl.copy(), (steps, 1))
+        controls[:, :7] = np.clip(np.column_stack([np.interp(t, follower.times, follower.positions[:, j]) for j in range(7)]),
+                                  w.arm_limits[:, 0], w.arm_limits[:, 1])
+        released, width = steps, float(w.data.ctrl[7] * 2)
+        for time, new_width in sorted(candidate.gripper):
+            k = min(steps - 1, int(round(time / dt)))
+            new_width = float(np.clip(new_width, 0.0, world.GRIPPER_MAX_WIDTH))
+            controls[k:, 7:9] = (new_width / 2, -new_width / 2)
+            if new_width > width + 1e-4:
+                released = min(released, k)
+            width = new_width
+        return controls, released, steps
+
+    def _read(self, states, released):
+        """A RolloutResult from the recorded states of one candidate (contacts sampled every control_period)."""
+        w, model = self.world, self.model
+        spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+        data = mujoco.MjData(model)
+        every = max(1, int(round(self.control_period / model.opt.timestep)))
+        path_every = max(1, int(round(0.02 / model.opt.timestep)))
+        qpos = states[:, 1:1 + model.nq]
+        q = qpos[:, w.arm_qpos]
+        margin = np.minimum(q - w.arm_limits[:, 0], w.arm_limits[:, 1] - q).min(axis=0)
         initial = {oid: w.object_pose(oid) for oid in w.object_ids}
-        held = resting = None                       # carried objects (after the first squeeze): new contacts are collisions
-        released = False
+        held = resting = None           # carried objects (after the first squeeze): their new contacts are collisions
         contacts, collisions, path = set(), set(), []
-        margin = np.full(7, np.inf)
-        chunk = max(1, int(round(self.control_period / model.opt.timestep)))
-        samples_every = max(1, int(round(0.02 / (chunk * model.opt.timestep))))
-        step = 0
-        while data.time < end:
-            while gripper_events and data.time - start >= gripper_events[0][0]:
-                width = gripper_events.pop(0)[1]
-                released = released or width > data.ctrl[7] * 2 + 1e-4
-                world.set_gripper(data, width)
-            controller.apply(data)
-            mujoco.mj_step(model, data, nstep=chunk)
+        n = len(states)
+        samples = set(range(every - 1, n, every)) | {n - 1}
+        for k in sorted(samples | set(range(0, n, path_every))):
+            sample, on_path = k in samples, k % path_every == 0
+            mujoco.mj_setState(model, data, states[k], spec)
+            mujoco.mj_fwdPosition(model, data)
+            if on_path:
+                path.append(data.site('panda_grip_site').xpos.copy())
+            if not sample:
+                continue
             if held is None:
                 held = self._between_fingers(data)
                 resting = {pair for pair in self._contact_pairs(data) if held & set(pair)}
-            q = data.qpos[w.arm_qpos]
-            margin = np.minimum(margin, np.minimum(q - w.arm_limits[:, 0], w.arm_limits[:, 1] - q))
-            for c in data.contact[:data.ncon]:
-                a, b = sorted((self.owner(c.geom1), self.owner(c.geom2)))
+            owners = self._owners
+            for g1, g2 in zip(data.contact.geom1[:data.ncon], data.contact.geom2[:data.ncon]):
+                a, b = sorted((owners[g1], owners[g2]))
                 contacts.add((a, b))
                 robot = [n for n in (a, b) if n.startswith('panda_')]
                 if len(robot) == 1:
                     other = b if robot[0] == a else a
                     if robot[0] not in FINGER_BODIES or other in ('table', 'floor'):
                         collisions.add((robot[0], other))
-                elif not robot and not released and held & {a, b} and (a, b) not in resting:
+                elif not robot and k < released and held & {a, b} and (a, b) not in resting:
                     collisions.add((a, b) if a in held else (b, a))
-            if step % samples_every == 0:
-                path.append(data.site('panda_grip_site').xpos.copy())
-            step += 1
         final = {oid: (data.body(oid).xpos.copy(), data.body(oid).xquat.copy()) for oid in w.object_ids}
         return RolloutResult(
             collisions=sorted(collisions), contacts=sorted(contacts),
             displacements={oid: final[oid][0] - initial[oid][0] for oid in w.object_ids},
             rotations={oid: _angle_between(initial[oid][1], final[oid][1]) for oid in w.object_ids},
             final_poses=final, joint_margin=margin, holding=self._held_object(data, initial, final),
-            ee_path=np.array(path), duration=float(data.time - start))
+            ee_path=np.array(path), duration=float(len(states) * model.opt.timestep))
 
     def _contact_pairs(self, data):
         return {tuple(sorted((self.owner(c.geom1), self.owner(c.geom2)))) for c in data.contact[:data.ncon]}

@@ -19,6 +19,7 @@ import rclpy
 import yaml
 from rclpy.executors import SingleThreadedExecutor
 from twinloop_interfaces.msg import DetectedObjectArray
+from std_srvs.srv import Trigger
 from twinloop_interfaces.srv import ResetWorld
 
 from twinloop_bringup import graphs, ros_env
@@ -35,6 +36,7 @@ class Episode:
         self.truth, self.truth_at = None, 0.0
         node.create_subscription(DetectedObjectArray, GROUND_TRUTH_TOPIC, self._on_truth, 10)
         self.reset_client = node.create_client(ResetWorld, '/world_sim/reset')
+        self.redetect_client = node.create_client(Trigger, '/pose_estimation/redetect')
         self.instructions = InstructionClient(node, executor=executor, check=supervisor.check)
 
     def _on_truth(self, msg):
@@ -51,6 +53,11 @@ class Episode:
         self.instructions.spin_until(future.done, 30, 'the reset')
         if not future.result().success:
             raise InstructionError(f'reset failed: {future.result().message}')
+        if self.redetect_client.service_is_ready():   # a new episode: perception starts from scratch
+            future = self.redetect_client.call_async(Trigger.Request())
+            self.instructions.spin_until(future.done, 10, 'the re-detection')
+            settled = time.monotonic() + 3.0      # a global detection takes a second or two
+            self.instructions.spin_until(lambda: time.monotonic() > settled, 10, 'the re-detection to run')
         before = self.fresh_truth()
         started = time.monotonic()
         self.instructions.send(instruction, strategy=strategy, timeout=timeout)

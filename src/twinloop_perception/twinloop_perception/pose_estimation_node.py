@@ -84,7 +84,9 @@ class PoseEstimationNode(Node):
         return keep
 
     def on_redetect(self, _request, response):
-        self.redetect = True
+        """Forget everything (e.g. a new episode) and detect from scratch on the next frame set."""
+        self.redetect, self.last_seen = True, {}
+        self.estimator.previous = {}
         response.success, response.message = True, 'a full detection runs on the next frame set'
         return response
 

@@ -255,7 +255,8 @@ class StepRecord:
 
 
 class AntiGroundingMpc:
-    """The loop. ports: state() -> (objects {id: (position, quat wxyz, size)}, arm joints, gripper width),
+    """The loop. ports: state() -> (objects {id: (position, quat wxyz, size)}, arm joints, gripper width,
+    ids of objects not seen in the latest frames),
     sync(), rollout(proposals) -> facts, render_for_scoring(proposals) -> views (opaque),
     render_scored(proposals, scores) -> [(view name, rgb)],
     score(instruction, task, proposals, facts, views) -> [{total, dimensions, backend, failed}],
@@ -274,7 +275,7 @@ class AntiGroundingMpc:
     def run(self, instruction, subtasks, max_steps=0, deadline=None, dry_run=False):
         """(success, reason). Raises PlanningFailed when the search cannot go on."""
         stages = stages_for(subtasks)
-        objects, q, width = self.ports.state()
+        objects, q, width = self._perceive()
         start = dict(objects)
         index, stage_steps, total = 0, 0, 0
         self.sampler.reset()
@@ -302,9 +303,20 @@ class AntiGroundingMpc:
             record = self.step(instruction, stage, objects, start, q, width, total, execute=not dry_run)
             if dry_run:
                 return True, f'dry run: one step planned, best {record.chosen} ({record.best_score:.2f})'
-            objects, q, width = self.ports.state()
+            objects, q, width = self._perceive(stages[index])
             stage_steps, total = stage_steps + 1, total + 1
         return True, 'all stages done on the perceived state'
+
+    def _perceive(self, stage=None):
+        """The perceived state; an object held in a lift or carry that the cameras lost (occluded
+        by the hand) is believed to be where the grip holds it (rigid coupling)."""
+        objects, q, width, unseen = self.ports.state()
+        if stage is not None and stage.name in ('lift', 'carry', 'release') and stage.object_id in unseen \
+                and OPEN_WIDTH - 0.005 > width > 0.004:
+            _, quat, size = objects[stage.object_id]
+            objects[stage.object_id] = (self.ee_position(q) - (0, 0, min(size[2] / 2, 0.03)), quat, size)
+            self.log(f'{stage.object_id} not seen: believed in the gripper')
+        return objects, q, width
 
     def _rotation(self, instruction, object_id, object_quat, grasp_quat):
         """The rigid-coupled rotation module: a gripper orientation for carrying, or None (skipped)."""

@@ -100,7 +100,8 @@ class RosPorts:
         fingers = [abs(self.joints_msg.position[names.index(j)]) for j in scene.FINGER_JOINTS if j in names]
         width = float(sum(fingers)) if len(fingers) == 2 else GRIPPER_MAX_WIDTH
         self.q = q
-        return object_states(self.objects_msg), q, width
+        unseen = {o.id for o in self.objects_msg.objects if o.confidence <= 0.0}
+        return object_states(self.objects_msg), q, width, unseen
 
     def _check_wait(self, deadline, seconds, what):
         if self.handle.is_cancel_requested:

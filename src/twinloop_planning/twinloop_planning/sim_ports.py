@@ -33,7 +33,7 @@ class SimPorts:
 
     def state(self):
         objs = {oid: (*self.world.object_pose(oid), self.extents[oid]) for oid in self.world.object_ids}
-        return objs, self.world.arm_positions(), self.world.gripper_width()
+        return objs, self.world.arm_positions(), self.world.gripper_width(), set()   # ground truth sees everything
 
     def sync(self):
         detections = [Detection(oid, self.mesh_ids[oid], *self.world.object_pose(oid)) for oid in self.world.object_ids]

@@ -77,3 +77,39 @@ def test_rotation_error_is_modulo_symmetry():
     assert pe.rotation_error(models['red_cube'], quarter, (1, 0, 0, 0)) < 1e-6
     assert np.degrees(pe.rotation_error(models['green_block'], quarter, (1, 0, 0, 0))) == pytest.approx(90.0, abs=1e-3)
     assert pe.rotation_error(models['bowl'], quarter, (1, 0, 0, 0)) < 1e-6
+
+
+def test_tracking_follows_an_object_carried_by_the_gripper(robot_filter):
+    """The gripper's motion (from the joints) predicts where a held object went: it stays tracked."""
+    from twinloop_execution import trajectory
+    from twinloop_planning import anti_grounding as ag, scripted
+    config = scene.SceneConfig.from_yaml(SCENES / 'tabletop.yaml')
+    w = world.SimWorld(config)
+    arm = ag.Arm(scene.build_spec(scene.SceneConfig([], [])).compile())
+    rng = np.random.default_rng(1)
+    fingers = lambda: (w.gripper_width() / 2, w.gripper_width() / 2)  # noqa: E731
+    try:
+        estimator = pe.PoseEstimator(pe.build_models(config.objects), robot_filter=robot_filter)
+        estimator.detect(frames(w, rng), w.arm_positions(), fingers())
+        position, quat = w.object_pose('blue_cube')
+        grip = scripted._quat_multiply(scripted._z_rotation(scripted.grasp_yaw(quat, 0.04, 0.04)), scripted.HOME_GRIP)
+
+        def move_to(offset, close=False):
+            q = arm.ik.solve(arm.q_full(w.arm_positions()), np.add(position, offset), grip).positions
+            path = trajectory.parametrize(np.vstack([w.arm_positions(), q]), np.full(7, 2.0), np.full(7, 5.0), np.full(7, 500.0), 0.5)
+            w.follow_trajectory(path.times, path.positions)
+            w.step(int((path.duration + 0.5) / w.model.opt.timestep))
+            if close:
+                w.set_gripper(0.0)
+                w.step(400)
+            return estimator.track(frames(w, rng), w.arm_positions(), fingers())
+
+        move_to((0, 0, 0.12))
+        move_to((0, 0, 0.02), close=True)
+        move_to((0, 0, 0.15))
+        for offset in ((0.15, 0.15, 0.15), (0.0, 0.3, 0.15)):      # 21 and 15 cm hops, farther than tracking looks
+            found = move_to(offset)
+            assert found['blue_cube'].tracked
+            assert np.linalg.norm(found['blue_cube'].position - w.object_pose('blue_cube')[0]) < 0.01
+    finally:
+        w.close()

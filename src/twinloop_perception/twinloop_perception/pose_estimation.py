@@ -92,6 +92,7 @@ class EstimatorConfig:
     ransac_iterations: int = 20000
     upright_enough: float = 0.9                            # an upright fit this good skips FPFH + RANSAC
     track_stride: int = 2                                  # pixel stride of tracking clouds (detection: 1)
+    track_min_points: int = 8                              # fewer points near a tracked object: lost
     seed: int = 0
 
 
@@ -178,6 +179,13 @@ class RobotFilter:
         bodies = [b for b in range(model.nbody) if model.body(b).name.startswith('panda_')]
         self.geoms = [g for g in range(model.ngeom) if model.geom_bodyid[g] in bodies and model.geom_contype[g] + model.geom_conaffinity[g] > 0]
 
+    def grip_pose(self, arm):
+        """(position, rotation) of the grip site at the given arm joints."""
+        self.data.qpos[self.arm_qpos] = arm
+        mujoco.mj_kinematics(self.model, self.data)
+        site = self.data.site('panda_grip_site')
+        return site.xpos.copy(), site.xmat.reshape(3, 3).copy()
+
     def keep(self, points, arm, fingers=(0.04, 0.04)):
         self.data.qpos[self.arm_qpos] = arm
         self.data.qpos[self.finger_qpos] = (fingers[0], -abs(fingers[1]))
@@ -197,6 +205,7 @@ class PoseEstimator:
         self.config, self.robot_filter = config, robot_filter
         self.previous = {}          # id -> Estimate
         self.table = config.table_height
+        self.grip = self.grip_before = None   # grip-site pose at the last frame (tracking's motion prior)
         self.rng = np.random.default_rng(config.seed)
         o3d.utility.random.seed(config.seed)
 
@@ -333,6 +342,7 @@ class PoseEstimator:
                 pending.append((index[rest], rounds + 1))
         found = self._resolve(found)
         self.previous = dict(found)
+        self._grip_motion(arm, fingers)
         return found
 
     def _plausible(self, model, points, colours):
@@ -384,6 +394,24 @@ class PoseEstimator:
             return min(options, key=lambda O: _angle(O, ref))
         return R
 
+    def _grip_motion(self, arm, fingers):
+        """The gripper's rigid motion (4x4) since the previous frame if it is closed on something;
+        remembers where the grip was (self.grip_before) for _in_grip."""
+        if self.robot_filter is None or arm is None:
+            return None
+        position, rotation = self.robot_filter.grip_pose(arm)
+        now = _transform(rotation, position)
+        before, self.grip = self.grip, now
+        self.grip_before = None if before is None else before[:3, 3]
+        if before is None or not 0.004 < sum(fingers) < 0.075:
+            return None
+        return now @ np.linalg.inv(before)
+
+    def _in_grip(self, model, T):
+        """Was the object's centre at the grip at the previous frame?"""
+        centre = T[:3, :3] @ [0, 0, model.extents[2] / 2] + T[:3, 3]
+        return self.grip_before is not None and np.linalg.norm(centre - self.grip_before) < max(model.extents) / 2 + 0.02
+
     def track(self, frames, arm=None, fingers=(0.04, 0.04)):
         """Warm-started update of the previous estimates; lost objects are searched globally.
         Returns {id: Estimate}; without previous estimates this is detect()."""
@@ -391,14 +419,17 @@ class PoseEstimator:
             return self.detect(frames, arm, fingers)
         points, colours, _ = self.scene_cloud(frames, arm, fingers, self.config.track_stride, self.table)
         tree = cKDTree(points) if len(points) else None
+        carried = self._grip_motion(arm, fingers)
         found, lost = {}, []
         for oid, previous in self.previous.items():
             model = self.models[oid]
             R = Rotation.from_quat([*previous.quat[1:], previous.quat[0]]).as_matrix()
             T = _transform(R, previous.position)
-            centre = previous.position + R @ [0, 0, model.extents[2] / 2]
+            if carried is not None and self._in_grip(model, T):   # held: it moved with the gripper
+                T = carried @ T
+            centre = T[:3, 3] + T[:3, :3] @ [0, 0, model.extents[2] / 2]
             near = tree.query_ball_point(centre, float(np.linalg.norm(model.extents)) / 2 + 0.02) if tree is not None else []
-            if len(near) < self.config.cluster_min_points:
+            if len(near) < self.config.track_min_points:
                 lost.append(oid)
                 continue
             near = np.asarray(near)

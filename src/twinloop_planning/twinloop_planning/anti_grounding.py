@@ -257,7 +257,7 @@ class StepRecord:
 class AntiGroundingMpc:
     """The loop. ports: state() -> (objects {id: (position, quat wxyz, size)}, arm joints, gripper width,
     ids of objects not seen in the latest frames),
-    sync(), rollout(proposals) -> facts, render_for_scoring(proposals) -> views (opaque),
+    sync(believed {id: (position, quat)} replacing perceived poses), rollout(proposals) -> facts, render_for_scoring(proposals) -> views (opaque),
     render_scored(proposals, scores) -> [(view name, rgb)],
     score(instruction, task, proposals, facts, views) -> [{total, dimensions, backend, failed}],
     show(proposals, scores, chosen index) (visualisation), execute(proposal),
@@ -271,6 +271,7 @@ class AntiGroundingMpc:
         self.sampler = AnnealedSampler(config.sampler, config.seed)
         self.records = []
         self.gripper_targets = {}   # object id -> gripper orientation (wxyz) from the rotation module, or None
+        self.believed = {}          # object id -> (position, quat) believed instead of perceived (held, unseen)
 
     def run(self, instruction, subtasks, max_steps=0, deadline=None, dry_run=False):
         """(success, reason). Raises PlanningFailed when the search cannot go on."""
@@ -311,10 +312,12 @@ class AntiGroundingMpc:
         """The perceived state; an object held in a lift or carry that the cameras lost (occluded
         by the hand) is believed to be where the grip holds it (rigid coupling)."""
         objects, q, width, unseen = self.ports.state()
+        self.believed = {}
         if stage is not None and stage.name in ('lift', 'carry', 'release') and stage.object_id in unseen \
                 and OPEN_WIDTH - 0.005 > width > 0.004:
             _, quat, size = objects[stage.object_id]
             objects[stage.object_id] = (self.ee_position(q) - (0, 0, min(size[2] / 2, 0.03)), quat, size)
+            self.believed[stage.object_id] = objects[stage.object_id][:2]
             self.log(f'{stage.object_id} not seen: believed in the gripper')
         return objects, q, width
 
@@ -342,7 +345,7 @@ class AntiGroundingMpc:
             clock = now
 
         self.ports.feedback(stage='sync_twin', step=step_index, subtask=stage.subtask_index)
-        self.ports.sync()
+        self.ports.sync(self.believed)
         lap('sync')
         ee = self.ee_position(q)
         p, quat, size = objects[stage.object_id]

@@ -1,6 +1,7 @@
 """The AntiGrounding loop's ports on ROS: fresh perceived state, the sim_twin services (sync,
 rollout, render), the trajectory_scoring service and the execution node's ExecuteMotion action.
 Every wait watches the instruction's cancel request."""
+import copy
 import json
 import threading
 import time
@@ -110,8 +111,12 @@ class RosPorts:
             raise PortError(self.outcomes.OUTCOME_ERROR, f'no fresh {what} within {seconds:.0f} s')
         time.sleep(0.02)
 
-    def sync(self):
-        self._call(self.node.twin_sync, SyncTwin.Request(objects=self.objects_msg, joint_state=self.joints_msg), 'sim_twin sync')
+    def sync(self, believed=None):
+        objects = copy.deepcopy(self.objects_msg)
+        for o in objects.objects:
+            if o.id in (believed or {}):
+                o.pose = ros_conversions.pose_msg(*believed[o.id])
+        self._call(self.node.twin_sync, SyncTwin.Request(objects=objects, joint_state=self.joints_msg), 'sim_twin sync')
 
     def rollout(self, proposals):
         request = RolloutTrajectories.Request(candidates=[candidate_msg(p, self.q) for p in proposals], settle=self.settle)

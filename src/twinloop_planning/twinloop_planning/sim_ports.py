@@ -35,7 +35,7 @@ class SimPorts:
         objs = {oid: (*self.world.object_pose(oid), self.extents[oid]) for oid in self.world.object_ids}
         return objs, self.world.arm_positions(), self.world.gripper_width(), set()   # ground truth sees everything
 
-    def sync(self):
+    def sync(self, believed=None):   # ground truth: nothing is believed
         detections = [Detection(oid, self.mesh_ids[oid], *self.world.object_pose(oid)) for oid in self.world.object_ids]
         self.twin.sync(detections, self.world.arm_positions(), self.world.gripper_width())
 

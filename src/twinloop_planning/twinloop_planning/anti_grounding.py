@@ -119,7 +119,7 @@ class Stage:
         d, _, d_size = objects[self.destination_id]
         horizontal = float(np.hypot(p[0] - d[0], p[1] - d[1]))
         if self.name == 'carry':
-            ok = held and horizontal < max(0.02, min(d_size[0], d_size[1]) / 4) and p[2] > d[2] + d_size[2]
+            ok = held and horizontal < max(0.01, min(d_size[0], d_size[1]) / 6) and p[2] > d[2] + d_size[2]   # stacks need precision
             return ok, f'{horizontal * 100:.1f} cm from above {self.destination_id}'
         placed, note = judge([{'action': 'place', 'object_id': self.object_id, 'destination_id': self.destination_id}],
                              start, objects)

@@ -20,6 +20,7 @@ setup(
         'console_scripts': [
             'world_sim = twinloop_twin.world_sim_node:main',
             'sim_twin = twinloop_twin.sim_twin_node:main',
+            'libero_world = twinloop_twin.libero_world_node:main',
         ],
     },
 )

@@ -1,0 +1,145 @@
+"""A LIBERO task as a world (no rclpy): the benchmark's own scene, robot and success predicate
+(from its BDDL goal), driven by joint position targets like world_sim, observed through its two
+cameras with depth. Nothing of the task is changed; its language instruction is the instruction.
+
+Frames: everything is expressed in twinloop's world frame, the robot base (LIBERO's world origin
+is elsewhere). LIBERO's Panda runs robosuite's JOINT_POSITION controller at control_freq: each
+step moves towards the commanded joints by at most 0.05 rad per joint. Objects are reported from
+the simulator's state ("privileged perception": LIBERO's objects have no meshes in twinloop's
+mesh library, so the pose estimator cannot work on them yet).
+"""
+import os
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+
+from twinloop_twin import cameras
+
+CAMERAS = {'agentview': 'agentview', 'wrist': 'robot0_eye_in_hand'}   # twinloop name -> LIBERO camera
+MAX_STEP = 0.05   # [rad] robosuite JOINT_POSITION controller: action 1.0 = this much per step
+
+
+@dataclass
+class LiberoFrame:
+    rgb: np.ndarray
+    depth: np.ndarray             # [m] along the optical axis
+    intrinsics: cameras.Intrinsics
+    position: np.ndarray          # optical frame in the robot-base world
+    rotation: np.ndarray
+
+
+def _quat_to_matrix(wxyz):
+    w, x, y, z = wxyz
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+
+
+def _matrix_to_quat(R):
+    quat = np.zeros(4)
+    mujoco.mju_mat2Quat(quat, np.asarray(R, float).flatten())
+    return quat
+
+
+def object_label(name):
+    """'akita_black_bowl_1' -> 'akita black bowl'."""
+    parts = name.split('_')
+    return ' '.join(parts[:-1] if parts[-1].isdigit() else parts)
+
+
+class LiberoWorld:
+    def __init__(self, suite='libero_spatial', task_id=0, init_index=0, image_size=128, control_freq=20):
+        from libero.libero import benchmark, get_libero_path
+        from libero.libero.envs import OffScreenRenderEnv
+        tasks = benchmark.get_benchmark_dict()
+        if suite not in tasks:
+            raise ValueError(f'unknown LIBERO suite {suite!r}; known: {sorted(tasks)}')
+        self.benchmark = tasks[suite]()
+        if not 0 <= task_id < self.benchmark.n_tasks:
+            raise ValueError(f'{suite} has tasks 0..{self.benchmark.n_tasks - 1}, not {task_id}')
+        self.task = self.benchmark.get_task(task_id)
+        self.instruction = self.task.language
+        self.suite, self.task_id, self.control_freq = suite, task_id, control_freq
+        bddl = os.path.join(get_libero_path('bddl_files'), self.task.problem_folder, self.task.bddl_file)
+        self.env = OffScreenRenderEnv(bddl_file_name=bddl, controller='JOINT_POSITION', camera_heights=image_size,
+                                      camera_widths=image_size, camera_depths=True, control_freq=control_freq,
+                                      camera_names=list(CAMERAS.values()))
+        self.init_states = self.benchmark.get_task_init_states(task_id)
+        self.env.seed(0)
+        self.reset(init_index)
+
+    @property
+    def sim(self):
+        return self.env.env.sim
+
+    def reset(self, init_index=0):
+        """LIBERO's init state number init_index (wrapping around its list); the arm holds still."""
+        self.env.reset()
+        self.obs = self.env.set_init_state(self.init_states[init_index % len(self.init_states)])
+        self.steps = 0
+        self.target = self.arm_positions()
+        self.gripper_closed = False
+        base = self.sim.data.get_body_xpos('robot0_base').copy(), _quat_to_matrix(self.sim.data.get_body_xquat('robot0_base'))
+        self.base_position, self.base_rotation = base
+
+    def to_base(self, position, rotation):
+        """A LIBERO world pose in the robot-base world."""
+        return self.base_rotation.T @ (np.asarray(position) - self.base_position), self.base_rotation.T @ rotation
+
+    # --- state -----------------------------------------------------------------------------
+    @property
+    def time(self):
+        return self.steps / self.control_freq
+
+    def arm_positions(self):
+        return np.array(self.obs['robot0_joint_pos'], float)
+
+    def finger_positions(self):
+        return np.array(self.obs['robot0_gripper_qpos'], float)
+
+    def objects(self):
+        """[(name, label, position, quat wxyz)] in the robot-base world."""
+        out = []
+        for name in self.env.env.objects_dict:
+            body = self.env.env.obj_body_id[name]
+            position, rotation = self.to_base(self.sim.data.body_xpos[body], self.sim.data.body_xmat[body].reshape(3, 3))
+            out.append((name, object_label(name), position, _matrix_to_quat(rotation)))
+        return out
+
+    def success(self):
+        """The task's own success predicate (its BDDL goal)."""
+        return bool(self.env.env._check_success())
+
+    # --- acting -----------------------------------------------------------------------------
+    def step(self, arm_target=None, gripper_closed=None):
+        """One control step towards the joint target (kept from before when None)."""
+        if arm_target is not None:
+            self.target = np.asarray(arm_target, float)
+        if gripper_closed is not None:
+            self.gripper_closed = bool(gripper_closed)
+        action = np.append(np.clip((self.target - self.arm_positions()) / MAX_STEP, -1.0, 1.0), 1.0 if self.gripper_closed else -1.0)
+        self.obs, _, _, _ = self.env.step(action)
+        self.steps += 1
+
+    # --- cameras ----------------------------------------------------------------------------
+    def camera(self, name):
+        """The latest frame of a camera ('agentview' or 'wrist'): images flipped from OpenGL's
+        bottom-up rows, depth converted from the normalised buffer to metres."""
+        libero_name = CAMERAS[name]
+        model = self.sim.model
+        rgb = np.ascontiguousarray(self.obs[f'{libero_name}_image'][::-1])
+        buffer = np.asarray(self.obs[f'{libero_name}_depth'][::-1, :, 0], float)
+        extent = model.stat.extent
+        near, far = model.vis.map.znear * extent, model.vis.map.zfar * extent
+        depth = (near / (1.0 - buffer * (1.0 - near / far))).astype(np.float32)
+        camera = model.camera_name2id(libero_name)
+        height, width = rgb.shape[:2]
+        f = 0.5 * height / np.tan(np.radians(model.cam_fovy[camera]) / 2)
+        intrinsics = cameras.Intrinsics(width, height, f, f, (width - 1) / 2, (height - 1) / 2)
+        rotation = self.sim.data.cam_xmat[camera].reshape(3, 3) @ cameras.MUJOCO_TO_OPTICAL
+        position, rotation = self.to_base(self.sim.data.cam_xpos[camera], rotation)
+        return LiberoFrame(rgb, depth, intrinsics, position, rotation)
+
+    def close(self):
+        self.env.close()

@@ -385,10 +385,11 @@ class AntiGroundingMpc:
         text = f'{instruction} (current stage: {stage.describe()})'
         scores = self.ports.score(text, task, proposals, facts, views)
         lap('scoring')
-        usable = [i for i, s in enumerate(scores) if not s['failed'] and not facts[i]['collisions']
-                  and np.linalg.norm(np.subtract(facts[i]['ee_end'], proposals[i].end)) < self.config.blocked_distance]
+        safe = [i for i, s in enumerate(scores) if not s['failed'] and not facts[i]['collisions']]
+        usable = [i for i in safe if np.linalg.norm(np.subtract(facts[i]['ee_end'], proposals[i].end)) < self.config.blocked_distance]
+        usable = usable or safe          # all blocked (pressing on something): the best safe one still moves on
         if not usable:
-            raise PlanningFailed(f'every candidate collided, was blocked in the twin or failed scoring in stage "{stage.describe()}"')
+            raise PlanningFailed(f'every candidate collided in the twin or failed scoring in stage "{stage.describe()}"')
         best = max(usable, key=lambda i: scores[i]['total'])
         self.sampler.feedback([p.sample for p in proposals],
                               [s['total'] if not s['failed'] else np.nan for s in scores])

@@ -152,8 +152,10 @@ class OrchestratorNode(Node):
             else:
                 self.run_scripted(handle, goal, spec, deadline, log)
                 success, detail = True, 'dry run'
-            if not goal.dry_run:
-                success, detail = judge(spec.subtasks, before, self.perceived())
+            if not goal.dry_run:   # the perceived outcome decides; a planner's reason for stopping is kept
+                judged, verdict = judge(spec.subtasks, before, self.perceived())
+                detail = verdict if success or judged else f'{detail}; {verdict}'
+                success = judged
             outcome = Result.OUTCOME_SUCCEEDED if success else Result.OUTCOME_FAILED
             reason = detail
         except (Ended, PortError) as end:

@@ -7,7 +7,8 @@ colour and depth - and the pose of `moving_cameras` - with the same stamp, withi
 `objects_topic` stamped with the frames' capture time: found objects with their confidence, known
 objects not seen in this set with their last pose and confidence 0 (as the message defines).
 Tracks continuously and re-detects globally when an object is lost or on ~/redetect
-(std_srvs/Trigger). When no fresh synchronised set arrives for `stale_after` seconds nothing is
+(std_srvs/Trigger). Where tf2_ros is installed each seen object is also a frame on /tf. When no
+fresh synchronised set arrives for `stale_after` seconds nothing is
 published and /diagnostics says which camera is missing - never a silent stale pose.
 """
 import threading
@@ -73,6 +74,7 @@ class PoseEstimationNode(Node):
         self.marker_pub = self.create_publisher(MarkerArray, '~/markers', 10)
         self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_service(Trigger, '~/redetect', self.on_redetect)
+        self.tf = _transform_broadcaster(self)
         self.create_timer(1.0 / self.rate, self.process, callback_group=MutuallyExclusiveCallbackGroup())
         self.get_logger().info(f'pose_estimation ready: {len(config.objects)} known objects, cameras {self.camera_names}, '
                                f'publishing {self.objects_topic}')
@@ -134,6 +136,8 @@ class PoseEstimationNode(Node):
         elapsed = time.perf_counter() - started
         message = self._message(found, stamp)
         self.publisher.publish(message)
+        if self.tf is not None:   # object frames on /tf where tf2_ros is installed (a workstation)
+            self.tf.sendTransform([_transform_msg(o) for o in message.objects if o.confidence > 0])
         self.marker_pub.publish(markers.objects('perceived', [
             (o.id, f'{o.label} {o.confidence:.2f}', ros_conversions.pose_position(o.pose), ros_conversions.pose_quat(o.pose),
              (o.size.x, o.size.y, o.size.z), (*self.estimator.models[o.id].color, 0.9 if o.confidence > 0 else 0.3))
@@ -175,6 +179,23 @@ class PoseEstimationNode(Node):
         self.diagnostics.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
         if level == DiagnosticStatus.ERROR:
             self.get_logger().error(message, throttle_duration_sec=5.0)
+
+
+def _transform_broadcaster(node):
+    try:
+        from tf2_ros import TransformBroadcaster
+    except ImportError:
+        node.get_logger().info('tf2_ros not installed: object frames only on the objects topic')
+        return None
+    return TransformBroadcaster(node)
+
+
+def _transform_msg(detected):
+    from geometry_msgs.msg import TransformStamped
+    t = TransformStamped(header=detected.header, child_frame_id=detected.id)
+    t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = ros_conversions.pose_position(detected.pose)
+    t.transform.rotation = detected.pose.orientation
+    return t
 
 
 def main(args=None):

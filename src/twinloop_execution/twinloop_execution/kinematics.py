@@ -94,11 +94,13 @@ class ArmKinematics:
         return self.data.site_xpos[self.site].copy(), self.data.site_xmat[self.site].reshape(3, 3).copy()
 
     def _held_objects(self, q):
-        """{object name: (qpos address, position and rotation in the grip-site frame)} for objects touching a finger at q."""
+        """{object name: (qpos address, position and rotation in the grip-site frame)} for objects the
+        fingers grip at q: both touch it, or the gripper is closed and one does (open fingers
+        brushing an object do not carry it)."""
         self.data.qpos[self.arm_qpos] = q
         mujoco.mj_fwdPosition(self.model, self.data)
         site_p, site_r = self._site_pose()
-        held = {}
+        sides, held = {}, {}
         for c in self.data.contact[:self.data.ncon]:
             for finger, other in ((c.geom1, c.geom2), (c.geom2, c.geom1)):
                 body = self.model.geom_bodyid[other]
@@ -106,9 +108,13 @@ class ArmKinematics:
                 if (self.geom_owner[finger] in FINGER_BODIES and joint >= 0
                         and self.model.jnt_type[joint] == mujoco.mjtJoint.mjJNT_FREE and c.dist <= 0):
                     name = self.geom_owner[other]
+                    side = 'left' if self.geom_owner[finger] in ('panda_leftfinger', 'panda_finger_joint1_tip') else 'right'
+                    sides.setdefault(name, set()).add(side)
                     obj_r = self.data.xmat[body].reshape(3, 3)
                     held[name] = (self.model.jnt_qposadr[joint], site_r.T @ (self.data.xpos[body] - site_p), site_r.T @ obj_r)
-        return held
+        fingers = self.data.qpos[[self.model.joint(j).qposadr[0] for j in scene.FINGER_JOINTS]]
+        closed = abs(fingers[0]) + abs(fingers[1]) < 0.075     # the gripper was commanded shut (on something)
+        return {name: value for name, value in held.items() if sides[name] == {'left', 'right'} or closed}
 
     def collisions(self, qs):
         """Sorted 'robot_link|other' (or 'held_object|other') strings for every collision along the configurations."""

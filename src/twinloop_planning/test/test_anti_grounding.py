@@ -67,7 +67,7 @@ def test_stage_checks_on_perceived_state():
     centre = np.array([0.5, 0.1, 0.025])
     assert grasp.done(start, start, 0.048, centre)[0]
     assert not grasp.done(start, start, 0.0, centre)[0]          # closed on nothing
-    assert not grasp.done(start, start, 0.048, centre + (0, 0, 0.03))[0]   # not centred
+    assert not grasp.done(start, start, 0.048, centre + (0, 0, 0.04))[0]   # not centred
     raised = dict(start, cube=((0.5, 0.1, 0.12), cube[1], cube[2]))
     assert lift.done(raised, start, 0.048, centre + (0, 0, 0.12))[0]
     assert not lift.done(raised, start, 0.08, centre + (0, 0, 0.12))[0]    # open fingers: not held

@@ -110,9 +110,9 @@ class Stage:
         """(done, note) on perceived state."""
         p, _, size = objects[self.object_id]
         held = _held(objects[self.object_id], gripper_width, ee_position)
-        if self.name == 'grasp':   # a firm grasp: the grip near the object's centre
+        if self.name == 'grasp':   # a firm grasp: the grip near the object's centre (as perceived: a held object shows little)
             offset = np.linalg.norm(centre(objects[self.object_id]) - ee_position)
-            return held and offset < 0.02, f'gripper {gripper_width * 100:.1f} cm, object centre {offset * 100:.1f} cm from the grip'
+            return held and offset < 0.03, f'gripper {gripper_width * 100:.1f} cm, object centre {offset * 100:.1f} cm from the grip'
         rise = p[2] - start[self.object_id][0][2]
         if self.name == 'lift':
             return held and rise > 0.1, f'raised {rise * 100:.1f} cm'   # above the clutter before carrying

@@ -83,9 +83,10 @@ class RosPorts:
         return response
 
     # --- ports -----------------------------------------------------------------------------------
-    def state(self, fresh_within=5.0):
+    def state(self, fresh_within=15.0):
         """Perceived objects, arm joints and gripper width, the objects from frames captured after
-        the first joint state received after this call (so after any motion that just ended)."""
+        the first joint state received after this call (so after any motion that just ended). A
+        global re-detection of a crowded scene can take several seconds on 2 cores."""
         since = time.monotonic()
         deadline = since + fresh_within
         while not self.node.joints_at > since:

@@ -11,7 +11,7 @@ import mujoco
 import numpy as np
 
 from twinloop_twin import scene
-from twinloop_twin.twin import FINGER_BODIES
+from twinloop_twin.twin import FINGER_BODIES, FINGER_SIDES
 
 EE_SITE = 'panda_grip_site'
 # Gripper pointing down as in the home pose (grip z along world -z, fingers closing along world
@@ -108,8 +108,7 @@ class ArmKinematics:
                 if (self.geom_owner[finger] in FINGER_BODIES and joint >= 0
                         and self.model.jnt_type[joint] == mujoco.mjtJoint.mjJNT_FREE and c.dist <= 0):
                     name = self.geom_owner[other]
-                    side = 'left' if self.geom_owner[finger] in ('panda_leftfinger', 'panda_finger_joint1_tip') else 'right'
-                    sides.setdefault(name, set()).add(side)
+                    sides.setdefault(name, set()).add(FINGER_SIDES[self.geom_owner[finger]])
                     obj_r = self.data.xmat[body].reshape(3, 3)
                     held[name] = (self.model.jnt_qposadr[joint], site_r.T @ (self.data.xpos[body] - site_p), site_r.T @ obj_r)
         fingers = self.data.qpos[[self.model.joint(j).qposadr[0] for j in scene.FINGER_JOINTS]]

@@ -28,6 +28,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from twinloop_twin import objects as shapes
+from twinloop_twin.world import closed_on_something
 
 SOURCE_PERCEPTION = 0
 o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
@@ -55,6 +56,7 @@ class ObjectModel:
     static: bool
     points: np.ndarray          # surface samples in the object frame
     cloud: o3d.geometry.PointCloud = None
+    tree: cKDTree = None                          # of the cloud's points, for fitness and explain-away
     features: o3d.pipelines.registration.Feature = None
     group: list = field(default_factory=list)   # discrete symmetry rotations (3x3)
 
@@ -144,6 +146,7 @@ def build_models(object_configs, config=EstimatorConfig()):
         model = ObjectModel(o.id, o.label, o.mesh_id, np.asarray(o.color[:3], float), np.asarray(shape.extents), shape.symmetry,
                             shape.static, np.asarray(points))
         model.cloud = _pcd(points, mesh.face_normals[faces]).voxel_down_sample(config.voxel)
+        model.tree = cKDTree(np.asarray(model.cloud.points))
         model.features = _fpfh(model.cloud, config.voxel)
         model.group = symmetry_group(mesh) if shape.symmetry != shapes.SYMMETRY_AXIAL else []   # bins are square too
         out.append(model)
@@ -244,7 +247,7 @@ class PoseEstimator:
     def _score(self, model, points, colours, T):
         """(fitness, rmse, colour agreement) of points under object pose T (object -> world)."""
         local = (points - T[:3, 3]) @ T[:3, :3]
-        distances, _ = cKDTree(np.asarray(model.cloud.points)).query(local, distance_upper_bound=self.config.fit_distance)
+        distances, _ = model.tree.query(local, distance_upper_bound=self.config.fit_distance)
         inliers = np.isfinite(distances)
         fitness = float(inliers.mean()) if len(points) else 0.0
         rmse = float(np.sqrt(np.mean(distances[inliers] ** 2))) if inliers.any() else np.inf
@@ -362,7 +365,7 @@ class PoseEstimator:
 
     def _unexplained(self, model, points, T):
         local = (points - T[:3, 3]) @ T[:3, :3]
-        distances, _ = cKDTree(np.asarray(model.cloud.points)).query(local)
+        distances, _ = model.tree.query(local)
         return np.nonzero(distances > self.config.fit_distance * 2)[0]
 
     def _accept(self, found, model, T, fitness, rmse, colour, tracked=False):
@@ -403,7 +406,7 @@ class PoseEstimator:
         now = _transform(rotation, position)
         before, self.grip = self.grip, now
         self.grip_before = None if before is None else before[:3, 3]
-        if before is None or not 0.004 < sum(fingers) < 0.075:
+        if before is None or not closed_on_something(sum(fingers)):
             return None
         return now @ np.linalg.inv(before)
 

@@ -25,6 +25,7 @@ from scipy.spatial.transform import Rotation
 
 from twinloop_planning import scripted
 from twinloop_planning.rotation import RotationUnavailable
+from twinloop_twin.world import closed_on_something
 from twinloop_planning.judging import judge
 from twinloop_execution.kinematics import ArmKinematics, PandaIk
 from twinloop_planning.sampler import GRIPPER_CLOSE, GRIPPER_NONE, GRIPPER_OPEN, AnnealedSampler, Sample, SamplerConfig
@@ -134,7 +135,7 @@ def centre(obj):
 
 def _held(obj, gripper_width, ee_position):
     """Fingers stopped short on something, and the object is between them."""
-    return OPEN_WIDTH - 0.005 > gripper_width > 0.004 and np.linalg.norm(centre(obj) - ee_position) < max(obj[2]) / 2 + 0.02
+    return closed_on_something(gripper_width) and np.linalg.norm(centre(obj) - ee_position) < max(obj[2]) / 2 + 0.02
 
 
 def stages_for(subtasks):
@@ -314,7 +315,7 @@ class AntiGroundingMpc:
         objects, q, width, unseen = self.ports.state()
         self.believed = {}
         if stage is not None and stage.name in ('lift', 'carry', 'release') and stage.object_id in unseen \
-                and OPEN_WIDTH - 0.005 > width > 0.004:
+                and closed_on_something(width):
             _, quat, size = objects[stage.object_id]
             objects[stage.object_id] = (self.ee_position(q) - (0, 0, min(size[2] / 2, 0.03)), quat, size)
             self.believed[stage.object_id] = objects[stage.object_id][:2]

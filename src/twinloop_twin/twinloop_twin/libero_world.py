@@ -30,16 +30,14 @@ class LiberoFrame:
 
 
 def _quat_to_matrix(wxyz):
-    w, x, y, z = wxyz
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+    matrix = np.zeros(9)
+    mujoco.mju_quat2Mat(matrix, np.asarray(wxyz, float))
+    return matrix.reshape(3, 3)
 
 
 def _matrix_to_quat(R):
-    quat = np.zeros(4)
-    mujoco.mju_mat2Quat(quat, np.asarray(R, float).flatten())
-    return quat
+    x, y, z, w = cameras.rotation_to_quat_xyzw(R)
+    return np.array([w, x, y, z])
 
 
 def object_label(name):

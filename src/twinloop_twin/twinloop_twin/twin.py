@@ -15,7 +15,8 @@ from mujoco import rollout
 
 from twinloop_twin import objects, scene, world
 
-FINGER_BODIES = ('panda_leftfinger', 'panda_rightfinger', 'panda_finger_joint1_tip', 'panda_finger_joint2_tip')
+FINGER_SIDES = {'panda_leftfinger': 'left', 'panda_finger_joint1_tip': 'left', 'panda_rightfinger': 'right', 'panda_finger_joint2_tip': 'right'}
+FINGER_BODIES = tuple(FINGER_SIDES)
 
 
 @dataclass
@@ -235,7 +236,7 @@ class SimTwin:
             a, b = self.owner(c.geom1), self.owner(c.geom2)
             for finger, other in ((a, b), (b, a)):
                 if finger in FINGER_BODIES and other in self.world.object_ids:
-                    sides.setdefault(other, set()).add('left' if finger in ('panda_leftfinger', 'panda_finger_joint1_tip') else 'right')
+                    sides.setdefault(other, set()).add(FINGER_SIDES[finger])
         return {oid for oid, s in sides.items() if s == {'left', 'right'}}
 
     def _held_object(self, data, initial, final):

@@ -73,6 +73,11 @@ class ArmController:
             self.trajectory = None
 
 
+def closed_on_something(width):
+    """Fingers stopped short of open and of shut: the gripper holds something (width [m])."""
+    return 0.004 < width < GRIPPER_MAX_WIDTH - 0.005
+
+
 def set_gripper(data, width):
     """Position targets of both fingers for an opening width [m]."""
     width = float(np.clip(width, 0.0, GRIPPER_MAX_WIDTH))

@@ -50,3 +50,26 @@ def test_grounded(grounder, instruction, subtasks):
 def test_rejected_with_reason(grounder, instruction, reason):
     with pytest.raises(GroundingError, match=reason):
         grounder.ground(instruction, LABELS)
+
+
+LIBERO_LABELS = {'bowl_1': 'akita black bowl', 'bowl_2': 'akita black bowl', 'plate_1': 'plate',
+                 'ramekin_1': 'glazed rim porcelain ramekin', 'cookies_1': 'cookies'}
+LIBERO_POSITIONS = {'bowl_1': (0.60, 0.20, 0.0), 'bowl_2': (0.47, 0.32, 0.0), 'plate_1': (0.71, 0.21, 0.0),
+                    'ramekin_1': (0.46, 0.19, 0.0), 'cookies_1': (0.72, 0.03, 0.0)}
+
+
+@pytest.mark.parametrize('instruction, subtasks', [
+    ('pick up the black bowl between the plate and the ramekin and place it on the plate', [SubTask('place', 'bowl_1', 'plate_1')]),
+    ('pick up the black bowl next to the ramekin and place it on the plate', [SubTask('place', 'bowl_2', 'plate_1')]),
+    ('pick up the black bowl next to the cookie box and place it on the plate', [SubTask('place', 'bowl_1', 'plate_1')]),
+    ('put the cookies on top of the plate', [SubTask('place', 'cookies_1', 'plate_1')]),
+])
+def test_spatial_qualifiers_pick_one_of_equal_labels(grounder, instruction, subtasks):
+    assert grounder.ground(instruction, LIBERO_LABELS, LIBERO_POSITIONS).subtasks == subtasks
+
+
+def test_equal_labels_without_a_qualifier_or_positions_are_ambiguous(grounder):
+    with pytest.raises(GroundingError, match='ambiguous'):
+        grounder.ground('pick up the black bowl and place it on the plate', LIBERO_LABELS, LIBERO_POSITIONS)
+    with pytest.raises(GroundingError, match='ambiguous'):
+        grounder.ground('pick up the black bowl next to the ramekin and place it on the plate', LIBERO_LABELS)

@@ -18,6 +18,9 @@ from twinloop_twin import cameras
 
 CAMERAS = {'agentview': 'agentview', 'wrist': 'robot0_eye_in_hand'}   # twinloop name -> LIBERO camera
 MAX_STEP = 0.05   # [rad] robosuite JOINT_POSITION controller: action 1.0 = this much per step
+SETTLE_STEPS = 10  # no-op steps after a reset, as LIBERO's standard evaluation waits (num_steps_wait)
+# LIBERO's standard step limits per suite (the published evaluation's max_steps, at 20 Hz)
+MAX_STEPS = {'libero_spatial': 220, 'libero_object': 280, 'libero_goal': 300, 'libero_10': 520, 'libero_90': 400}
 
 
 @dataclass
@@ -72,12 +75,16 @@ class LiberoWorld:
         return self.env.env.sim
 
     def reset(self, init_index=0):
-        """LIBERO's init state number init_index (wrapping around its list); the arm holds still."""
+        """LIBERO's init state number init_index (wrapping around its list); the arm holds still while
+        the objects, placed a little above their supports, settle (SETTLE_STEPS, not counted)."""
         self.env.reset()
         self.obs = self.env.set_init_state(self.init_states[init_index % len(self.init_states)])
-        self.steps = 0
         self.target = self.arm_positions()
         self.gripper_closed = False
+        self.steps = 0
+        for _ in range(SETTLE_STEPS):
+            self.step()
+        self.steps = 0
         base = self.sim.data.get_body_xpos('robot0_base').copy(), _quat_to_matrix(self.sim.data.get_body_xquat('robot0_base'))
         self.base_position, self.base_rotation = base
 
@@ -97,12 +104,23 @@ class LiberoWorld:
         return np.array(self.obs['robot0_gripper_qpos'], float)
 
     def objects(self):
-        """[(name, label, position, quat wxyz)] in the robot-base world."""
+        """[(name, label, position, quat wxyz)] of the task's objects and fixtures (cabinets, stoves)
+        in the robot-base world."""
         out = []
-        for name in self.env.env.objects_dict:
+        for name in [*self.env.env.objects_dict, *self.env.env.fixtures_dict]:
             body = self.env.env.obj_body_id[name]
             position, rotation = self.to_base(self.sim.data.body_xpos[body], self.sim.data.body_xmat[body].reshape(3, 3))
             out.append((name, object_label(name), position, _matrix_to_quat(rotation)))
+        return out
+
+    def scene_joints(self):
+        """Positions of the scene's own hinge and slide joints (drawers, knobs) by name."""
+        model, out = self.sim.model._model, {}
+        for j in range(model.njnt):
+            name = model.joint(j).name
+            if model.jnt_type[j] in (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE) \
+                    and not name.startswith(('robot0_', 'gripper0_', 'mount0_')):
+                out[name] = float(self.sim.data.qpos[model.jnt_qposadr[j]])
         return out
 
     def success(self):

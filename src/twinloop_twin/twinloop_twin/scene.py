@@ -147,21 +147,7 @@ def build_spec(config):
     spec.worldbody.add_geom(name='table', type=mujoco.mjtGeom.mjGEOM_BOX, size=TABLE_HALF, group=GROUP_SCENE,
                             pos=(TABLE_CENTRE_X, 0, -TABLE_HALF[2]), rgba=(0.62, 0.5, 0.38, 1), friction=(0.1, 0.005, 0.0001))
 
-    _attach_panda(spec)
-    for body in spec.bodies:
-        if body.name.startswith('panda_'):
-            body.gravcomp = 1.0
-    for actuator, kp in zip(spec.actuators[:7], ARM_KP):
-        actuator.set_to_position(kp=kp, dampratio=1.0)
-        actuator.ctrlrange = spec.joint(actuator.target).range
-        actuator.forcerange = (-87, 87)
-    spec.camera('panda_eye_in_hand').name = 'wrist'
-    for site in spec.sites:  # robosuite's debug markers (a 10 m grip line) must not appear in images
-        site.rgba = (0, 0, 0, 0)
-    for geom in spec.geoms:
-        if geom.group == GROUP_ROBOT_COLLISION and 'pad' not in geom.name:
-            geom.rgba = ROBOT_COLLISION_RGBA
-
+    add_robot(spec)
     for obj in config.objects:
         _add_object(spec, obj)
     for cam in config.cameras:
@@ -176,6 +162,24 @@ def build_spec(config):
         else:
             raise ValueError(f'camera {cam.name}: mount must be "world" or "hand", not {cam.mount!r}')
     return spec
+
+
+def add_robot(spec):
+    """The Panda at the world origin with gravity-compensated position servos and a 'wrist' camera."""
+    _attach_panda(spec)
+    for body in spec.bodies:
+        if body.name.startswith('panda_'):
+            body.gravcomp = 1.0
+    for actuator, kp in zip(spec.actuators[:7], ARM_KP):
+        actuator.set_to_position(kp=kp, dampratio=1.0)
+        actuator.ctrlrange = spec.joint(actuator.target).range
+        actuator.forcerange = (-87, 87)
+    spec.camera('panda_eye_in_hand').name = 'wrist'
+    for site in spec.sites:  # robosuite's debug markers (a 10 m grip line) must not appear in images
+        site.rgba = (0, 0, 0, 0)
+    for geom in spec.geoms:
+        if geom.group == GROUP_ROBOT_COLLISION and 'pad' not in geom.name:
+            geom.rgba = ROBOT_COLLISION_RGBA
 
 
 def _add_object(spec, obj):

@@ -87,13 +87,7 @@ class SimTwin:
 
     def sync(self, detections, arm_positions, gripper_width=world.GRIPPER_MAX_WIDTH):
         """Make the twin's base state the perceived one; rebuilds the model only when the object set changed."""
-        signature = tuple(sorted((d.id, d.mesh_id) + self._fixed_pose_key(d) for d in detections))
-        if signature != self._signature:
-            if self.world is not None:
-                self.world.close()
-            config = scene.SceneConfig([self.library.instance(d) for d in detections], list(self.cameras))
-            self.world = world.SimWorld(config, self.fast_render)
-            self._signature = signature
+        self._prepare(detections)
         w = self.world
         mujoco.mj_resetData(w.model, w.data)
         for d in detections:
@@ -108,6 +102,16 @@ class SimTwin:
         world.set_gripper(w.data, gripper_width if gripper_width >= world.GRIPPER_MAX_WIDTH - 0.005 else 0.0)
         w.controller.trajectory = None
         mujoco.mj_forward(w.model, w.data)
+
+    def _prepare(self, detections):
+        """A model holding exactly the detected objects (rebuilt when the set changes)."""
+        signature = tuple(sorted((d.id, d.mesh_id) + self._fixed_pose_key(d) for d in detections))
+        if signature != self._signature:
+            if self.world is not None:
+                self.world.close()
+            config = scene.SceneConfig([self.library.instance(d) for d in detections], list(self.cameras))
+            self.world = world.SimWorld(config, self.fast_render)
+            self._signature = signature
 
     def _fixed_pose_key(self, detection):
         """Static objects (bins) are baked into the model: their pose is part of its identity."""

@@ -87,16 +87,18 @@ def set_gripper(data, width):
 class SimWorld:
     """The simulated physical world."""
 
-    def __init__(self, config: scene.SceneConfig, fast_render=True):
+    def __init__(self, config: scene.SceneConfig, fast_render=True, spec=None, object_ids=None):
+        """spec: a scene built elsewhere (default: built from config), with scene.add_robot's Panda;
+        object_ids: its object bodies (default: config's objects)."""
         self.config = config
         self.fast_render = fast_render
-        self.model = scene.build_spec(config).compile()
+        self.model = (spec if spec is not None else scene.build_spec(config)).compile()
         self.data = mujoco.MjData(self.model)
         self.arm_qpos = np.array([self.model.joint(j).qposadr[0] for j in scene.ARM_JOINTS])
         self.arm_dof = np.array([self.model.joint(j).dofadr[0] for j in scene.ARM_JOINTS])
         self.finger_qpos = np.array([self.model.joint(j).qposadr[0] for j in scene.FINGER_JOINTS])
         self.arm_limits = np.array([self.model.joint(j).range for j in scene.ARM_JOINTS])
-        self.object_ids = [o.id for o in config.objects]
+        self.object_ids = list(object_ids) if object_ids is not None else [o.id for o in config.objects]
         self.camera_names = [c.name for c in config.cameras]
         self._renderers = {}
         self.controller = ArmController(self.arm_limits)

@@ -27,9 +27,13 @@ class SimPorts:
         joints = list(scene.ARM_JOINTS)
         self.limits = JointLimits.from_description(urdf, limits_yaml, joints)
         self.jerk = trajectory.jerk_limits(limits_yaml, joints)
-        self.extents = {o.id: objects.make_shape(o.kind, **o.params).extents for o in world.config.objects}
-        self.mesh_ids = {o.id: o.mesh_id for o in world.config.objects}
+        self.extents, self.mesh_ids = self._object_info(world)
         self.results = {}
+
+    def _object_info(self, world):
+        """({object id: extents}, {object id: mesh id})."""
+        return ({o.id: objects.make_shape(o.kind, **o.params).extents for o in world.config.objects},
+                {o.id: o.mesh_id for o in world.config.objects})
 
     def state(self):
         objs = {oid: (*self.world.object_pose(oid), self.extents[oid]) for oid in self.world.object_ids}

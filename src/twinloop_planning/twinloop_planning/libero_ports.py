@@ -1,0 +1,107 @@
+"""The AntiGrounding loop's ports on a LIBERO task, in process (no ROS): the LiberoWorld is the arm
+and the world, its simulator state is the perception ("privileged perception": LIBERO's objects are
+not in twinloop's mesh library), a LiberoTwin (LIBERO's own scene) rolls out and renders, and
+execution steps LIBERO's JOINT_POSITION controller along ruckig-timed joint paths at its 20 Hz.
+
+Objects are reported in twinloop's convention (frame at the centre of the bottom face of the
+colliding geometry, upright), converted from LIBERO's body frames with per-object offsets.
+The episode ends (EpisodeEnded) the moment LIBERO's success predicate holds or its step limit
+is reached, as in LIBERO's standard evaluation.
+"""
+import dataclasses
+
+import mujoco
+import numpy as np
+
+from twinloop_execution import trajectory
+from twinloop_planning.anti_grounding import ExecutionFailed
+from twinloop_planning.sim_ports import SimPorts
+from twinloop_scoring import facts as rollout_facts
+from twinloop_twin import libero_twin
+from twinloop_twin.twin import Detection
+
+PERCEPTION = 'privileged (LIBERO simulator state, in process)'
+
+
+class EpisodeEnded(Exception):
+    """LIBERO's episode is over: success (its BDDL goal holds) or its step limit."""
+
+    def __init__(self, success, reason):
+        super().__init__(reason)
+        self.success = success
+
+
+def _rotation(quat):
+    matrix = np.zeros(9)
+    mujoco.mju_quat2Mat(matrix, np.asarray(quat, float))
+    return matrix.reshape(3, 3)
+
+
+class LiberoPorts(SimPorts):
+    def __init__(self, world, twin, prompt_config, agents, urdf, limits_yaml, max_steps, views=('agentview', 'wrist'),
+                 size=224, velocity_scale=0.5, settle=0.2, rotation_backend=None):
+        super().__init__(world, twin, prompt_config, agents, urdf, limits_yaml, list(views), size, velocity_scale, settle,
+                         rotation_backend)
+        self.max_steps = max_steps
+
+    def _object_info(self, world):
+        self.offsets = {}
+        extents = {}
+        for name, *_ in world.objects():
+            self.offsets[name], extents[name] = libero_twin.bottom_centre(self.twin.model, self.twin.model.body(name).id)
+        return extents, {}
+
+    def _convention(self, name, position, quat):
+        """A body pose -> the bottom-centre position twinloop's planner expects."""
+        return np.asarray(position, float) + _rotation(quat) @ self.offsets[name]
+
+    def state(self):
+        objs = {name: (self._convention(name, p, q), q, self.extents[name]) for name, _, p, q in self.world.objects()}
+        fingers = self.world.finger_positions()
+        return objs, self.world.arm_positions(), float(fingers[0] - fingers[1]), set()
+
+    def labels(self):
+        return {name: label for name, label, _, _ in self.world.objects()}
+
+    def sync(self, believed=None):   # privileged state: nothing is believed
+        detections = [Detection(name, '', p, q) for name, _, p, q in self.world.objects()]
+        fingers = self.world.finger_positions()
+        self.twin.sync(detections, self.world.arm_positions(), float(fingers[0] - fingers[1]))
+        self.twin.set_joints(self.world.scene_joints())
+
+    def rollout(self, proposals):
+        base = {oid: self.twin.world.object_pose(oid) for oid in self.twin.world.object_ids}
+        results = self.twin.rollout_batch([self.candidate(p) for p in proposals])
+        self.results = dict(zip((p.id for p in proposals), results))
+        return [rollout_facts.rollout_facts(self._converted(r, base)) for r in results]
+
+    def _converted(self, result, base):
+        final = {oid: (self._convention(oid, *pose), pose[1]) for oid, pose in result.final_poses.items()}
+        return dataclasses.replace(result, final_poses=final, displacements={
+            oid: final[oid][0] - self._convention(oid, *base[oid]) for oid in final})
+
+    def execute(self, proposal):
+        for i, (waypoints, _, width) in enumerate(proposal.segments):
+            if i == 0 and proposal.open_first:
+                self._gripper(0.08)
+            try:
+                path = trajectory.parametrize(np.vstack([self.world.arm_positions(), waypoints]), self.limits.velocity,
+                                              self.limits.acceleration, self.jerk, self.velocity_scale,
+                                              period=1.0 / self.world.control_freq)
+            except ValueError as exc:
+                raise ExecutionFailed(str(exc)) from None
+            for t in np.arange(1, int(np.ceil((path.duration + 0.3) * self.world.control_freq)) + 1) / self.world.control_freq:
+                self._step(arm_target=path.sample(t))
+            if width is not None:
+                self._gripper(width)
+
+    def _gripper(self, width, seconds=0.6):
+        for k in range(int(round(seconds * self.world.control_freq))):
+            self._step(gripper_closed=width < 0.04 if k == 0 else None)
+
+    def _step(self, **command):
+        self.world.step(**command)
+        if self.world.success():
+            raise EpisodeEnded(True, f'LIBERO success predicate holds after {self.world.steps} steps')
+        if self.world.steps >= self.max_steps:
+            raise EpisodeEnded(False, f'LIBERO step limit {self.max_steps} reached')

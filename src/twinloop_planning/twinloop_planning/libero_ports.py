@@ -66,7 +66,7 @@ class LiberoPorts(SimPorts):
     def sync(self, believed=None):   # privileged state: nothing is believed
         detections = [Detection(name, '', p, q) for name, _, p, q in self.world.objects()]
         fingers = self.world.finger_positions()
-        self.twin.sync(detections, self.world.arm_positions(), float(fingers[0] - fingers[1]))
+        self.twin.sync(detections, self.world.arm_positions(), float(fingers[0] - fingers[1]), fingers)
         self.twin.set_joints(self.world.scene_joints())
 
     def rollout(self, proposals):
@@ -90,12 +90,12 @@ class LiberoPorts(SimPorts):
                                               period=1.0 / self.world.control_freq)
             except ValueError as exc:
                 raise ExecutionFailed(str(exc)) from None
-            for t in np.arange(1, int(np.ceil((path.duration + 0.3) * self.world.control_freq)) + 1) / self.world.control_freq:
+            for t in np.arange(1, int(np.ceil((path.duration + 0.15) * self.world.control_freq)) + 1) / self.world.control_freq:
                 self._step(arm_target=path.sample(t))
             if width is not None:
                 self._gripper(width)
 
-    def _gripper(self, width, seconds=0.6):
+    def _gripper(self, width, seconds=0.5):
         for k in range(int(round(seconds * self.world.control_freq))):
             self._step(gripper_closed=width < 0.04 if k == 0 else None)
 

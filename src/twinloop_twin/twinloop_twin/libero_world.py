@@ -50,7 +50,8 @@ def object_label(name):
 
 
 class LiberoWorld:
-    def __init__(self, suite='libero_spatial', task_id=0, init_index=0, image_size=128, control_freq=20):
+    def __init__(self, suite='libero_spatial', task_id=0, init_index=0, image_size=128, control_freq=20, cameras=True):
+        """cameras=False skips rendering at every step (for privileged-state evaluation)."""
         from libero.libero import benchmark, get_libero_path
         from libero.libero.envs import OffScreenRenderEnv
         tasks = benchmark.get_benchmark_dict()
@@ -64,7 +65,7 @@ class LiberoWorld:
         self.suite, self.task_id, self.control_freq = suite, task_id, control_freq
         bddl = os.path.join(get_libero_path('bddl_files'), self.task.problem_folder, self.task.bddl_file)
         self.env = OffScreenRenderEnv(bddl_file_name=bddl, controller='JOINT_POSITION', camera_heights=image_size,
-                                      camera_widths=image_size, camera_depths=True, control_freq=control_freq,
+                                      camera_widths=image_size, camera_depths=True, control_freq=control_freq, use_camera_obs=cameras,
                                       camera_names=list(CAMERAS.values()))
         self.init_states = self.benchmark.get_task_init_states(task_id)
         self.env.seed(0)

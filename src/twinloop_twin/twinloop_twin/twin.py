@@ -85,8 +85,9 @@ class SimTwin:
         self.world = None
         self._signature = None
 
-    def sync(self, detections, arm_positions, gripper_width=world.GRIPPER_MAX_WIDTH):
-        """Make the twin's base state the perceived one; rebuilds the model only when the object set changed."""
+    def sync(self, detections, arm_positions, gripper_width=world.GRIPPER_MAX_WIDTH, finger_positions=None):
+        """Make the twin's base state the perceived one; rebuilds the model only when the object set changed.
+        finger_positions: both finger joints where measured separately (an off-centre grasp)."""
         self._prepare(detections)
         w = self.world
         mujoco.mj_resetData(w.model, w.data)
@@ -97,7 +98,7 @@ class SimTwin:
                 w.data.qpos[adr + 3:adr + 7] = d.quat
         w.data.qpos[w.arm_qpos] = arm_positions
         w.data.ctrl[:7] = arm_positions
-        w.data.qpos[w.finger_qpos] = (gripper_width / 2, -gripper_width / 2)
+        w.data.qpos[w.finger_qpos] = finger_positions if finger_positions is not None else (gripper_width / 2, -gripper_width / 2)
         # fingers stopped short of open were commanded closed (on an object): keep squeezing it
         world.set_gripper(w.data, gripper_width if gripper_width >= world.GRIPPER_MAX_WIDTH - 0.005 else 0.0)
         w.controller.trajectory = None

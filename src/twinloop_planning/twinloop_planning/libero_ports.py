@@ -31,7 +31,7 @@ class EpisodeEnded(Exception):
         self.success = success
 
 
-def _rotation(quat):
+def body_rotation(quat):
     matrix = np.zeros(9)
     mujoco.mju_quat2Mat(matrix, np.asarray(quat, float))
     return matrix.reshape(3, 3)
@@ -53,7 +53,7 @@ class LiberoPorts(SimPorts):
 
     def _convention(self, name, position, quat):
         """A body pose -> the bottom-centre position twinloop's planner expects."""
-        return np.asarray(position, float) + _rotation(quat) @ self.offsets[name]
+        return np.asarray(position, float) + body_rotation(quat) @ self.offsets[name]
 
     def state(self):
         objs = {name: (self._convention(name, p, q), q, self.extents[name]) for name, _, p, q in self.world.objects()}

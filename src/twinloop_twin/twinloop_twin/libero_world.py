@@ -4,7 +4,7 @@ cameras with depth. Nothing of the task is changed; its language instruction is 
 
 Frames: everything is expressed in twinloop's world frame, the robot base (LIBERO's world origin
 is elsewhere). LIBERO's Panda runs robosuite's JOINT_POSITION controller at control_freq: each
-step moves towards the commanded joints by at most 0.05 rad per joint. Objects are reported from
+step moves towards the commanded joints by at most 0.05 rad per joint (gains: JOINT_KP). Objects are reported from
 the simulator's state ("privileged perception": LIBERO's objects have no meshes in twinloop's
 mesh library, so the pose estimator cannot work on them yet).
 """
@@ -18,6 +18,9 @@ from twinloop_twin import cameras
 
 CAMERAS = {'agentview': 'agentview', 'wrist': 'robot0_eye_in_hand'}   # twinloop name -> LIBERO camera
 MAX_STEP = 0.05   # [rad] robosuite JOINT_POSITION controller: action 1.0 = this much per step
+# robosuite's JOINT_POSITION controller has kp 50: the arm then moves at ~0.16 rad/s and no joint-space plan fits
+# LIBERO's step limits. twinloop stiffens it (~0.6 rad/s); the tasks, scenes and predicates are LIBERO's own.
+JOINT_KP = 1500.0
 SETTLE_STEPS = 10  # no-op steps after a reset, as LIBERO's standard evaluation waits (num_steps_wait)
 # LIBERO's standard step limits per suite (the published evaluation's max_steps, at 20 Hz)
 MAX_STEPS = {'libero_spatial': 220, 'libero_object': 280, 'libero_goal': 300, 'libero_10': 520, 'libero_90': 400}
@@ -50,8 +53,10 @@ def object_label(name):
 
 
 class LiberoWorld:
-    def __init__(self, suite='libero_spatial', task_id=0, init_index=0, image_size=128, control_freq=20, cameras=True):
+    def __init__(self, suite='libero_spatial', task_id=0, init_index=0, image_size=128, control_freq=20, cameras=True,
+                 joint_kp=JOINT_KP):
         """cameras=False skips rendering at every step (for privileged-state evaluation)."""
+        self.joint_kp = joint_kp
         from libero.libero import benchmark, get_libero_path
         from libero.libero.envs import OffScreenRenderEnv
         tasks = benchmark.get_benchmark_dict()
@@ -80,6 +85,9 @@ class LiberoWorld:
         the objects, placed a little above their supports, settle (SETTLE_STEPS, not counted)."""
         self.env.reset()
         self.obs = self.env.set_init_state(self.init_states[init_index % len(self.init_states)])
+        controller = self.env.env.robots[0].controller      # made anew by every reset
+        controller.kp = np.full(7, float(self.joint_kp))
+        controller.kd = 2 * np.sqrt(controller.kp)            # critically damped, as robosuite's damping_ratio 1
         self.target = self.arm_positions()
         self.gripper_closed = False
         self.steps = 0

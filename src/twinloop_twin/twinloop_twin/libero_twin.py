@@ -75,6 +75,15 @@ class LiberoTwin(SimTwin):
         if unknown:
             raise KeyError(f'not in this LIBERO scene: {unknown}; it has {self.world.object_ids}')
 
+    def sync(self, detections, arm_positions, gripper_width=world.GRIPPER_MAX_WIDTH, finger_positions=None):
+        """As SimTwin.sync; fixtures (no free joint, placed anew by each LIBERO reset) are moved in the model."""
+        model = self.model
+        for d in detections:
+            if not self._has_free_joint(d.id):
+                model.body_pos[model.body(d.id).id] = d.position
+                model.body_quat[model.body(d.id).id] = d.quat
+        super().sync(detections, arm_positions, gripper_width, finger_positions)
+
     def set_joints(self, positions):
         """Scene joints by name (drawer slides, stove knob) in the base state."""
         for name, value in positions.items():

@@ -144,7 +144,7 @@ def main():
         if not wanted:
             continue
         print(f'{suite} task {task_id}: creating the LIBERO environment ...', flush=True)
-        world = LiberoWorld(suite, task_id, cameras=False)
+        world = LiberoWorld(suite, task_id)
         twin = LiberoTwin(world.sim.model.get_xml(), world.base_position, [o[0] for o in world.objects()])
         print(f'{suite} task {task_id}: "{world.instruction}", episodes {wanted}', flush=True)
         for episode in wanted:

@@ -138,6 +138,13 @@ def _held(obj, gripper_width, ee_position):
     return closed_on_something(gripper_width) and np.linalg.norm(centre(obj) - ee_position) < max(obj[2]) / 2 + 0.02
 
 
+def _candidate_rows(proposals, scores, facts):
+    """The report's row per candidate: description, scores, what the twin saw."""
+    return [{'id': p.id, 'description': p.description, 'total': round(s['total'], 3), 'failed': s['failed'],
+             'dimensions': s['dimensions'], 'collisions': f['collisions'], 'holding': f['holding']}
+            for p, s, f in zip(proposals, scores, facts)]
+
+
 def stages_for(subtasks):
     out = []
     for index, s in enumerate(subtasks):
@@ -389,11 +396,16 @@ class AntiGroundingMpc:
         safe = [i for i, s in enumerate(scores) if not s['failed'] and not facts[i]['collisions']]
         usable = [i for i in safe if np.linalg.norm(np.subtract(facts[i]['ee_end'], proposals[i].end)) < self.config.blocked_distance]
         usable = usable or safe          # all blocked (pressing on something): the best safe one still moves on
-        if not usable:
-            raise PlanningFailed(f'every candidate collided in the twin or failed scoring in stage "{stage.describe()}"')
-        best = max(usable, key=lambda i: scores[i]['total'])
         self.sampler.feedback([p.sample for p in proposals],
                               [s['total'] if not s['failed'] else np.nan for s in scores])
+        if not usable:                   # nothing safe to execute: the step is spent, the next one samples anew
+            record = StepRecord(stage.describe(), stage.subtask_index, step_index, _candidate_rows(proposals, scores, facts), '',
+                                0.0, scores[0]['backend'], {k: round(v, 4) for k, v in timings.items()}, [],
+                                'every candidate collided in the twin or failed scoring: none executed')
+            self.records.append(record)
+            self.log(f'step {step_index} [{stage.describe()}] {len(proposals)} candidates: {record.note}')
+            return record
+        best = max(usable, key=lambda i: scores[i]['total'])
         chosen = proposals[best]
         self.ports.show(proposals, [s['total'] if not s['failed'] else 0.0 for s in scores], best)
         self.ports.feedback(stage='execute', step=step_index, subtask=stage.subtask_index, num_candidates=len(proposals),
@@ -408,11 +420,9 @@ class AntiGroundingMpc:
         except ExecutionFailed as exc:
             note += f' - not completed: {exc}'
         lap('execution')
-        record = StepRecord(stage.describe(), stage.subtask_index, step_index, [
-            {'id': p.id, 'description': p.description, 'total': round(s['total'], 3), 'failed': s['failed'],
-             'dimensions': s['dimensions'], 'collisions': facts[i]['collisions'], 'holding': facts[i]['holding']}
-            for i, (p, s) in enumerate(zip(proposals, scores))], chosen.id, float(scores[best]['total']),
-            scores[best]['backend'], {k: round(v, 4) for k, v in timings.items()}, report_images, note)
+        record = StepRecord(stage.describe(), stage.subtask_index, step_index, _candidate_rows(proposals, scores, facts), chosen.id,
+                            float(scores[best]['total']), scores[best]['backend'], {k: round(v, 4) for k, v in timings.items()},
+                            report_images, note)
         self.records.append(record)
         self.log(f'step {step_index} [{stage.describe()}] {len(proposals)} candidates, chose {record.note} '
                  f'(score {record.best_score:.2f}); ' + ', '.join(f'{k} {v:.2f}s' for k, v in timings.items()))

@@ -77,3 +77,13 @@ def test_stage_checks_on_perceived_state():
     assert release.done(inside, start, 0.08, np.array([0.5, -0.3, 0.2]))[0]
     assert not release.done(inside, start, 0.048, np.array([0.5, -0.3, 0.035]))[0]   # still gripping
     assert np.allclose(grasp.sub_goal(start, start), (0.5, 0.1, 0.025))
+
+
+def test_grasp_point_is_mid_height_but_keeps_the_palm_above_tall_objects():
+    stage = ag.Stage('grasp', 0, 'obj')
+    cube = {'obj': ((0.5, 0.0, 0.0), (1, 0, 0, 0), (0.05, 0.05, 0.05))}
+    can = {'obj': ((0.5, 0.0, 0.0), (1, 0, 0, 0), (0.066, 0.066, 0.08))}
+    assert stage.sub_goal(cube, cube)[2] == pytest.approx(0.025)       # the middle of a small cube
+    assert stage.sub_goal(can, can)[2] == pytest.approx(0.08 - 0.03)   # 3 cm below the top of a can, not 3 cm above its base
+    held = np.array([0.5, 0.0, 0.05])
+    assert stage.done(can, can, 0.06, held)[0] and not stage.done(can, can, 0.06, held - (0, 0, 0.04))[0]

@@ -86,7 +86,7 @@ class Stage:
         """Grip-site position this stage is after, in the perceived world (object frames sit at the
         centre of their bottom face)."""
         p, _, size = objects[self.object_id]
-        grip_height = min(size[2] / 2, 0.03)              # where the fingers hold the object above its base
+        grip_height = scripted.grip_height(size)
         if self.name == 'grasp':
             return np.asarray(p, float) + (0, 0, grip_height)
         if self.name == 'lift':
@@ -104,16 +104,16 @@ class Stage:
             d, _, d_size = objects[self.destination_id]
             goal = np.asarray(d, float) + (0, 0, d_size[2] + (0.05 if self.name == 'carry' else 0.0))
         return {'stage': self.name, 'object': self.object_id, 'destination': self.destination_id,
-                'object_size': [float(v) for v in size], 'goal_position': [float(v) for v in goal],
+                'object_size': [float(v) for v in size], 'grip_height': scripted.grip_height(size), 'goal_position': [float(v) for v in goal],
                 'holding': {'grasp': 'wanted', 'release': 'unwanted'}.get(self.name, 'required')}
 
     def done(self, objects, start, gripper_width, ee_position):
         """(done, note) on perceived state."""
         p, _, size = objects[self.object_id]
         held = _held(objects[self.object_id], gripper_width, ee_position)
-        if self.name == 'grasp':   # a firm grasp: the grip near the object's centre (as perceived: a held object shows little)
-            offset = np.linalg.norm(centre(objects[self.object_id]) - ee_position)
-            return held and offset < 0.03, f'gripper {gripper_width * 100:.1f} cm, object centre {offset * 100:.1f} cm from the grip'
+        if self.name == 'grasp':   # a firm grasp: the grip near the grasp point (as perceived: a held object shows little)
+            offset = np.linalg.norm(np.asarray(p, float) + (0, 0, scripted.grip_height(size)) - ee_position)
+            return held and offset < 0.03, f'gripper {gripper_width * 100:.1f} cm, grasp point {offset * 100:.1f} cm from the grip'
         rise = p[2] - start[self.object_id][0][2]
         if self.name == 'lift':
             return held and rise > 0.1, f'raised {rise * 100:.1f} cm'   # above the clutter before carrying
@@ -324,7 +324,7 @@ class AntiGroundingMpc:
         if stage is not None and stage.name in ('lift', 'carry', 'release') and stage.object_id in unseen \
                 and closed_on_something(width):
             _, quat, size = objects[stage.object_id]
-            objects[stage.object_id] = (self.ee_position(q) - (0, 0, min(size[2] / 2, 0.03)), quat, size)
+            objects[stage.object_id] = (self.ee_position(q) - (0, 0, scripted.grip_height(size)), quat, size)
             self.believed[stage.object_id] = objects[stage.object_id][:2]
             self.log(f'{stage.object_id} not seen: believed in the gripper')
         return objects, q, width

@@ -10,6 +10,15 @@ HOME_GRIP = (0.0, 0.7071068, 0.7071068, 0.0)   # w x y z: gripper down, fingers 
 OPEN, CLOSED, KEEP = 0.08, 0.0, -1.0
 
 
+PALM_CLEARANCE = 0.03   # [m] deepest grip below an object's top: the Panda's palm sits ~4 cm above the grip site
+
+
+def grip_height(size):
+    """Where the fingers should hold an object above its base [m]: mid height, at most 3 cm up,
+    but high enough on a tall object that the palm stays above its top."""
+    return float(max(min(size[2] / 2, 0.03), size[2] - PALM_CLEARANCE))
+
+
 def _z_rotation(angle):
     return np.array([np.cos(angle / 2), 0.0, 0.0, np.sin(angle / 2)])
 
@@ -43,7 +52,7 @@ def motions(subtask: SubTask, objects):
     position, quat, size = objects[subtask.object_id]
     p = np.asarray(position, float)
     grasp = _quat_multiply(_z_rotation(grasp_yaw(quat, size[0], size[1])), HOME_GRIP)
-    grasp_z = p[2] + min(size[2] / 2, 0.03)
+    grasp_z = p[2] + grip_height(size)
     steps = [('above the object', p + (0, 0, 0.15), grasp, OPEN, KEEP),
              ('down to grasp, close', np.array([p[0], p[1], grasp_z]), grasp, KEEP, CLOSED),
              ('lift', p + (0, 0, 0.2), grasp, KEEP, KEEP)]

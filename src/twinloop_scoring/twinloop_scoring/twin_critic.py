@@ -44,9 +44,9 @@ def judge(rollout, task, visibility=1.0):
             alignment = 5.0 + 2.5 * approach
             notes.append(f'gripper {closer * 100:+.1f} cm towards {target}')
         holding = task.get('holding', 'wanted')     # wanted (grasping), required (carrying), unwanted (releasing)
-        if rollout.get('holding') == target and holding != 'unwanted':   # credit a grasp the more centred it is
-            centre = np.add(final[target], (0.0, 0.0, task.get('object_size', (0, 0, 0))[2] / 2))   # frames sit at the base
-            offset = float(np.linalg.norm(centre - np.asarray(rollout['ee_end'])))
+        if rollout.get('holding') == target and holding != 'unwanted':   # credit a grasp the nearer the grasp point
+            height = task.get('grip_height', task.get('object_size', (0, 0, 0))[2] / 2)   # above the base, where frames sit
+            offset = float(np.linalg.norm(np.add(final[target], (0.0, 0.0, height)) - np.asarray(rollout['ee_end'])))
             alignment = min(10.0, alignment + 3.0 * float(np.clip((0.025 - offset) / 0.02, 0.0, 1.0)))
             notes.append(f'holding {target} {offset * 100:.1f} cm from the grip')
         elif rollout.get('holding') == target:

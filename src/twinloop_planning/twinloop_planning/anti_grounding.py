@@ -10,7 +10,7 @@ lift a little, or open then back off), turned into joint paths by IK and dropped
 unreachable. Everything that talks to the outside world goes through `ports` (ROS services and
 actions in the orchestrator), so this module is the algorithm only.
 
-One addition to the paper, documented in docs/anti_grounding.md: besides the experience of
+One addition to the paper, documented in README.md (The AntiGrounding planner): besides the experience of
 well-scored directions, the sampler is pointed at the stage's sub-goal from the grounded task
 (the target object for a grasp, the destination for a carry), and its radius is capped at twice
 the distance to that sub-goal. With the twin_critic scorer this prior is what makes the search

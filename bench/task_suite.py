@@ -106,8 +106,8 @@ def latency(episodes):
 def append_results(summary, per_step, steps, episodes, command, env, path):
     lines = [f'\n## Task suite (AntiGrounding categories), {time.strftime("%Y-%m-%d %H:%M")}\n',
              f'Command: `{command}`  ', f'Machine: {env["cpu"]}, {env["cores"]} cores, no GPU; scorer: '
-             f'{", ".join(sorted({e["scorer"] for e in episodes if e["scorer"]})) or "n/a"}; perception: world_sim ground truth '
-             '(privileged) unless stated.\n', '| category | success | episodes | rate |', '|---|---|---|---|']
+             f'{", ".join(sorted({e["scorer"] for e in episodes if e["scorer"]})) or "n/a"}; perception: pose_estimation on '
+             'world_sim\'s rendered cameras; success judged on world_sim\'s ground truth.\n', '| category | success | episodes | rate |', '|---|---|---|---|']
     lines += [f'| {k} | {v["success"]} | {v["episodes"]} | {100 * v["rate"]:.0f} % |' for k, v in summary.items()]
     lines += ['', f'Mean wall time per MPC step over {steps} steps [s]: ' + ', '.join(f'{k} {v:.2f}' for k, v in per_step.items()), '',
               '| task | seed | success | ground truth | steps | time [s] |', '|---|---|---|---|---|---|']

@@ -193,3 +193,27 @@ def test_moveit_backend_falls_back_with_a_clear_message():
     output, _ = process.communicate(timeout=20)
     assert 'moveit_py is not importable' in output and 'using the embedded backend' in output, output
     assert process.returncode == 0
+
+
+def test_a_motion_stopped_short_by_contact_holds_there_and_runs_its_gripper_event(system, sim_model):
+    """Closed fingers pressed onto the red cube's top cannot reach the path's end: the arm stops
+    pushing and the gripper still opens (before, the goal aborted and skipped its gripper event)."""
+    node, executor, client, states = system
+    executor.spin_once(timeout_sec=0.1)
+    ik = PandaIk(sim_model.model)
+    q = sim_model.data.qpos.copy()
+    q[sim_model.arm_qpos] = states[-1].position[:7]
+    above = ik.solve(q, (0.50, 0.12, 0.15), DOWN).positions
+    q[sim_model.arm_qpos] = above
+    into_cube = ik.solve(q, (0.50, 0.12, 0.045), DOWN).positions     # the cube's top is at 5 cm
+    goal = Goal(mode=Goal.MODE_JOINT_PATH, gripper_before=0.0, gripper_after=0.08)
+    goal.joint_path.joint_names = list(scene.ARM_JOINTS)
+    goal.joint_path.points = [JointTrajectoryPoint(positions=list(above)), JointTrajectoryPoint(positions=list(into_cube))]
+    response = _run(executor, client, goal)
+    assert response.status == GoalStatus.STATUS_SUCCEEDED, response.result.reason
+    executor.spin_once(timeout_sec=0.1)
+    final = np.array(states[-1].position)
+    short = np.abs(final[:7] - into_cube).max()
+    assert 0.002 < short < 0.05                                        # stopped short: it did not reach the end
+    assert final[7] + final[8] > 0.07                                  # and the fingers opened afterwards (both joints positive)
+    assert _grip_position(sim_model, final[:7])[2] > 0.05              # resting on the cube, not in it

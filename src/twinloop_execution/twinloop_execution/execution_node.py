@@ -1,6 +1,8 @@
 """execution: the ExecuteMotion action server. Plans (IK + ruckig), passes every trajectory
 through the safety gate, sends it to the joint trajectory controller, and watches /joint_states:
-tracking error beyond tolerance, no progress, or stale states stop the arm (hold position).
+tracking error beyond tolerance, no progress, or stale states stop the arm (hold position); a motion
+stopped just short of its end by a contact the gate allowed (fingers on an object) holds there and
+goes on to its gripper event.
 Cancel holds at once. One goal at a time: a goal arriving while another runs is rejected.
 """
 import threading
@@ -55,6 +57,8 @@ class ExecutionNode(Node):
         self.tracking_window = p('tracking_window', 1.0, 'how far behind the expected time a joint may lag [s]')
         self.settle_timeout = p('settle_timeout', 3.0, 'time allowed after the trajectory to reach its end [s]')
         self.goal_tolerance = p('goal_tolerance', 0.002, 'largest joint error at the end of a motion [rad]')
+        self.contact_tolerance = p('contact_tolerance', 0.05, 'a motion stopped short by at most this much (in contact, '
+                                   'e.g. fingers on an object) holds there and goes on [rad]')
         self.gripper_time = p('gripper_time', 1.0, 'time given to a gripper command [s]')
         self.state_wait = p('state_wait', 3.0, 'how long a goal waits for fresh joint states and object poses [s]')
         backend = p('backend', 'embedded', 'embedded (IK + ruckig) or moveit (needs moveit_py)')
@@ -292,7 +296,12 @@ class ExecutionNode(Node):
             if elapsed >= path.duration and np.abs(q - path.positions[-1]).max() < self.goal_tolerance:
                 return None
             if elapsed > path.duration + self.settle_timeout:
-                return self._abort(handle, 'no progress: the arm did not reach the end of the trajectory')
+                short = float(np.abs(q - path.positions[-1]).max())
+                if short < self.contact_tolerance:   # blocked by a contact the gate allowed: stop pushing, go on
+                    self.hold()
+                    self.get_logger().warning(f'stopped {short:.3f} rad short of the end (in contact): holding there')
+                    return None
+                return self._abort(handle, f'no progress: the arm stopped {short:.3f} rad short of the end of the trajectory')
 
     def _abort(self, handle, reason):
         self.hold()

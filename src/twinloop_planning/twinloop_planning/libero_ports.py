@@ -13,8 +13,6 @@ import dataclasses
 import mujoco
 import numpy as np
 
-from twinloop_execution import trajectory
-from twinloop_planning.anti_grounding import ExecutionFailed
 from twinloop_planning.sim_ports import SimPorts
 from twinloop_scoring import facts as rollout_facts
 from twinloop_twin import libero_twin
@@ -80,20 +78,11 @@ class LiberoPorts(SimPorts):
         return dataclasses.replace(result, final_poses=final, displacements={
             oid: final[oid][0] - self._convention(oid, *base[oid]) for oid in final})
 
-    def execute(self, proposal):
-        for i, (waypoints, _, width) in enumerate(proposal.segments):
-            if i == 0 and proposal.open_first:
-                self._gripper(0.08)
-            try:
-                path = trajectory.parametrize(np.vstack([self.world.arm_positions(), waypoints]), self.limits.velocity,
-                                              self.limits.acceleration, self.jerk, self.velocity_scale,
-                                              period=1.0 / self.world.control_freq)
-            except ValueError as exc:
-                raise ExecutionFailed(str(exc)) from None
-            for t in np.arange(1, int(np.ceil((path.duration + 0.15) * self.world.control_freq)) + 1) / self.world.control_freq:
-                self._step(arm_target=path.sample(t))
-            if width is not None:
-                self._gripper(width)
+    def _follow(self, path):
+        """Step LIBERO's controller along the path at its control rate (ruckig's default period, 0.05 s)."""
+        freq = self.world.control_freq
+        for t in np.arange(1, int(np.ceil((path.duration + 0.15) * freq)) + 1) / freq:
+            self._step(arm_target=path.sample(t))
 
     def _gripper(self, width, seconds=0.5):
         for k in range(int(round(seconds * self.world.control_freq))):

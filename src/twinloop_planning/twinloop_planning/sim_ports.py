@@ -95,11 +95,14 @@ class SimPorts:
                                               self.limits.acceleration, self.jerk, self.velocity_scale)
             except ValueError as exc:
                 raise ExecutionFailed(str(exc)) from None
-            self.world.follow_trajectory(path.times, path.positions)
-            steps = int((path.duration + 0.3) / self.world.model.opt.timestep)
-            self.world.step(steps)
+            self._follow(path)
             if width is not None:
                 self._gripper(width)
+
+    def _follow(self, path):
+        """Play a timed joint path on the world, and 0.3 s more for the arm to settle."""
+        self.world.follow_trajectory(path.times, path.positions)
+        self.world.step(int((path.duration + 0.3) / self.world.model.opt.timestep))
 
     def _gripper(self, width, seconds=0.6):
         self.world.set_gripper(width)

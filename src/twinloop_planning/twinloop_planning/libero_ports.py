@@ -1,7 +1,8 @@
 """The AntiGrounding loop's ports on a LIBERO task, in process (no ROS): the LiberoWorld is the arm
 and the world, its simulator state is the perception ("privileged perception": LIBERO's objects are
 not in twinloop's mesh library), a LiberoTwin (LIBERO's own scene) rolls out and renders, and
-execution steps LIBERO's JOINT_POSITION controller along ruckig-timed joint paths at its 20 Hz.
+execution steps LIBERO's JOINT_POSITION controller along ruckig-timed joint paths at its 20 Hz
+(no safety gate, as SimPorts: a simulated arm in process; never use this on a real arm).
 
 Objects are reported in twinloop's convention (frame at the centre of the bottom face of the
 colliding geometry, upright), converted from LIBERO's body frames with per-object offsets.

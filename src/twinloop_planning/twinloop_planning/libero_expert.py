@@ -24,7 +24,6 @@ from twinloop_execution.safety import JointLimits
 from twinloop_planning import scripted
 from twinloop_planning.anti_grounding import Arm
 from twinloop_planning.lerobot_format import LeRobotWriter
-from twinloop_planning.libero_ports import body_rotation
 from twinloop_twin import libero_twin, scene
 from twinloop_twin.libero_world import MAX_STEPS, LiberoWorld
 
@@ -68,20 +67,12 @@ class LiberoExpert:
         self.jerk = trajectory.jerk_limits(limits_yaml, list(scene.ARM_JOINTS))
         self.arm = Arm(twin.model)
 
-    def _box(self, name):
-        """(bottom centre, quat, extents) of an object, as the planner sees objects."""
-        body = self.twin.model.body(name).id
-        offset, extents = libero_twin.bottom_centre(self.twin.model, body)
-        for n, _, p, q in self.world.objects():
-            if n == name:
-                return np.asarray(p) + body_rotation(q) @ offset, q, extents
-        raise KeyError(name)
-
     def waypoints(self, obj, destination):
         """[(grip position, quat wxyz, gripper closed after)] for the pick-and-place."""
-        (p, q, size), (d, _, d_size) = self._box(obj), self._box(destination)
+        objects = self.twin.planner_objects(self.world.objects())
+        (p, q, size), (d, _, d_size) = objects[obj], objects[destination]
         if any(k in obj for k in RIM_GRASPED):   # the rim on the +y or -y side, fingers across the wall
-            others = [self._box(n)[0] for n, *_ in self.world.objects() if n not in (obj,)]
+            others = [box[0] for n, box in objects.items() if n != obj]
             sides = [np.array([0.0, s, 0.0]) for s in (1.0, -1.0)]
             side = max(sides, key=lambda v: min(np.linalg.norm((p + v * size[1] / 2 - o)[:2]) for o in others))
             grip = p + side * (size[1] / 2 - 0.008) + (0, 0, max(size[2] - 0.02, 0.01))

@@ -11,12 +11,10 @@ is reached, as in LIBERO's standard evaluation.
 """
 import dataclasses
 
-import mujoco
 import numpy as np
 
 from twinloop_planning.sim_ports import SimPorts
 from twinloop_scoring import facts as rollout_facts
-from twinloop_twin import libero_twin
 from twinloop_twin.twin import Detection
 
 PERCEPTION = 'privileged (LIBERO simulator state, in process)'
@@ -30,12 +28,6 @@ class EpisodeEnded(Exception):
         self.success = success
 
 
-def body_rotation(quat):
-    matrix = np.zeros(9)
-    mujoco.mju_quat2Mat(matrix, np.asarray(quat, float))
-    return matrix.reshape(3, 3)
-
-
 class LiberoPorts(SimPorts):
     def __init__(self, world, twin, prompt_config, agents, urdf, limits_yaml, max_steps, views=('agentview', 'wrist'),
                  size=224, velocity_scale=0.5, settle=0.2, rotation_backend=None):
@@ -44,20 +36,12 @@ class LiberoPorts(SimPorts):
         self.max_steps = max_steps
 
     def _object_info(self, world):
-        self.offsets = {}
-        extents = {}
-        for name, *_ in world.objects():
-            self.offsets[name], extents[name] = libero_twin.bottom_centre(self.twin.model, self.twin.model.body(name).id)
-        return extents, {}
-
-    def _convention(self, name, position, quat):
-        """A body pose -> the bottom-centre position twinloop's planner expects."""
-        return np.asarray(position, float) + body_rotation(quat) @ self.offsets[name]
+        return dict(self.twin.extents), {}
 
     def state(self):
-        objs = {name: (self._convention(name, p, q), q, self.extents[name]) for name, _, p, q in self.world.objects()}
         fingers = self.world.finger_positions()
-        return objs, self.world.arm_positions(), float(fingers[0] - fingers[1]), set()
+        return (self.twin.planner_objects(self.world.objects()), self.world.arm_positions(), float(fingers[0] - fingers[1]),
+                set())
 
     def labels(self):
         return {name: label for name, label, _, _ in self.world.objects()}
@@ -75,9 +59,9 @@ class LiberoPorts(SimPorts):
         return [rollout_facts.rollout_facts(self._converted(r, base)) for r in results]
 
     def _converted(self, result, base):
-        final = {oid: (self._convention(oid, *pose), pose[1]) for oid, pose in result.final_poses.items()}
+        final = {oid: (self.twin.bottom_centre_position(oid, *pose), pose[1]) for oid, pose in result.final_poses.items()}
         return dataclasses.replace(result, final_poses=final, displacements={
-            oid: final[oid][0] - self._convention(oid, *base[oid]) for oid in final})
+            oid: final[oid][0] - self.twin.bottom_centre_position(oid, *base[oid]) for oid in final})
 
     def _follow(self, path):
         """Step LIBERO's controller along the path at its control rate (ruckig's default period, 0.05 s)."""

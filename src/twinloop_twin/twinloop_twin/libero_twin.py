@@ -69,6 +69,19 @@ class LiberoTwin(SimTwin):
         super().__init__(library=None, cameras=[], fast_render=fast_render, control_period=control_period, threads=threads)
         self.world = world.SimWorld(scene.SceneConfig([], []), fast_render, spec=libero_spec(xml, base_position),
                                     object_ids=object_ids)
+        boxes = {oid: bottom_centre(self.model, self.model.body(oid).id) for oid in object_ids}
+        self.offsets = {oid: box[0] for oid, box in boxes.items()}
+        self.extents = {oid: box[1] for oid, box in boxes.items()}
+
+    def bottom_centre_position(self, object_id, position, quat):
+        """An object's body pose -> the bottom-centre position of twinloop's object convention."""
+        rotation = np.zeros(9)
+        mujoco.mju_quat2Mat(rotation, np.asarray(quat, float))
+        return np.asarray(position, float) + rotation.reshape(3, 3) @ self.offsets[object_id]
+
+    def planner_objects(self, objects):
+        """{id: (bottom-centre position, quat wxyz, extents)} of LiberoWorld.objects(), as the planner sees objects."""
+        return {oid: (self.bottom_centre_position(oid, p, q), q, self.extents[oid]) for oid, _, p, q in objects}
 
     def _prepare(self, detections):
         unknown = sorted({d.id for d in detections} - set(self.world.object_ids))

@@ -1,7 +1,6 @@
 """A LIBERO-Spatial task as a world behind world_sim's ROS interface: its cameras are published
 (colour, metric depth, CameraInfo, extrinsics), a joint trajectory moves its arm, and the judge
 answers with the task's own BDDL goal."""
-import time
 
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -10,17 +9,10 @@ from std_srvs.srv import Trigger
 from builtin_interfaces.msg import Duration
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from twinloop_bringup.client import spin_until
 from twinloop_twin import ros_conversions, scene
 from twinloop_twin.world_sim_node import camera_topic
 
-
-def _spin_until(executor, condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        executor.spin_once(timeout_sec=0.05)
-        if condition():
-            return
-    raise AssertionError(f'timed out after {timeout} s waiting for {what}')
 
 
 def test_libero_task_through_ros(spawn, ros_node):
@@ -31,7 +23,7 @@ def test_libero_task_through_ros(spawn, ros_node):
         node.create_subscription(msg_type, camera_topic('agentview', kind), lambda m, k=kind: got.__setitem__(k, m), qos_profile_sensor_data)
     states = []
     node.create_subscription(JointState, '/joint_states', states.append, 50)
-    _spin_until(executor, lambda: len(got) == 3 and states, 240, 'LIBERO images and joint states')
+    spin_until(executor, lambda: len(got) == 3 and states, 240, 'LIBERO images and joint states')
     rgb, depth = ros_conversions.image_array(got['color']), ros_conversions.image_array(got['depth'])
     assert rgb.shape == (128, 128, 3) and rgb.std() > 10                       # a real picture, not a blank
     valid = depth[np.isfinite(depth)]
@@ -42,13 +34,13 @@ def test_libero_task_through_ros(spawn, ros_node):
     goal = start.copy()
     goal[0] += 0.3
     publisher = node.create_publisher(JointTrajectory, '/panda_arm_controller/joint_trajectory', 10)
-    _spin_until(executor, lambda: publisher.get_subscription_count() > 0, 30, 'the trajectory subscriber')
+    spin_until(executor, lambda: publisher.get_subscription_count() > 0, 30, 'the trajectory subscriber')
     publisher.publish(JointTrajectory(joint_names=list(scene.ARM_JOINTS), points=[
         JointTrajectoryPoint(positions=[float(v) for v in goal], time_from_start=Duration(sec=1))]))
-    _spin_until(executor, lambda: abs(states[-1].position[0] - goal[0]) < 0.05, 120, 'the arm to reach the commanded joints')
+    spin_until(executor, lambda: abs(states[-1].position[0] - goal[0]) < 0.05, 120, 'the arm to reach the commanded joints')
 
     judge = node.create_client(Trigger, '/libero_world/judge')
-    _spin_until(executor, judge.service_is_ready, 30, 'the judge')
+    spin_until(executor, judge.service_is_ready, 30, 'the judge')
     future = judge.call_async(Trigger.Request())
-    _spin_until(executor, future.done, 30, 'the verdict')
+    spin_until(executor, future.done, 30, 'the verdict')
     assert future.result().success is False and 'black bowl' in future.result().message

@@ -11,6 +11,7 @@ from std_srvs.srv import Trigger
 from twinloop_interfaces.msg import DetectedObject, DetectedObjectArray
 
 from twinloop_bringup import graphs, processes
+from twinloop_bringup.client import spin_until
 from twinloop_twin import scene
 from twinloop_twin.sim_twin_node import detections_from_msg
 from twinloop_twin.twin import MeshLibrary, SimTwin
@@ -19,14 +20,6 @@ from twinloop_twin.world_sim_node import GROUND_TRUTH_TOPIC
 ROOT = os.environ['TWINLOOP_ROOT']
 SCENE = os.path.join(ROOT, 'config', 'scenes', 'tabletop.yaml')
 
-
-def _spin_until(executor, condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        executor.spin_once(timeout_sec=0.05)
-        if condition():
-            return
-    raise AssertionError(f'timed out waiting for {what}')
 
 
 @pytest.fixture(scope='module')
@@ -43,7 +36,7 @@ def test_perceived_objects_match_the_world_and_rebuild_it_in_the_twin(graph, ros
     latest = {}
     node.create_subscription(DetectedObjectArray, '/perception/objects', lambda m: latest.__setitem__('perceived', m), 10)
     node.create_subscription(DetectedObjectArray, GROUND_TRUTH_TOPIC, lambda m: latest.__setitem__('truth', m), 10)
-    _spin_until(executor, lambda: 'perceived' in latest and 'truth' in latest
+    spin_until(executor, lambda: 'perceived' in latest and 'truth' in latest
                 and all(o.confidence > 0.5 for o in latest['perceived'].objects), 120, 'confident perceived objects')
     perceived, truth = latest['perceived'], latest['truth']
     assert all(o.source == DetectedObject.SOURCE_PERCEPTION for o in perceived.objects)
@@ -72,13 +65,13 @@ def test_perceived_objects_match_the_world_and_rebuild_it_in_the_twin(graph, ros
 def test_redetect_on_request(graph, ros_node):
     node, executor = ros_node
     client = node.create_client(Trigger, '/pose_estimation/redetect')
-    _spin_until(executor, client.service_is_ready, 30, 'the redetect service')
+    spin_until(executor, client.service_is_ready, 30, 'the redetect service')
     future = client.call_async(Trigger.Request())
-    _spin_until(executor, future.done, 10, 'the redetect answer')
+    spin_until(executor, future.done, 10, 'the redetect answer')
     assert future.result().success
     modes = []
     node.create_subscription(DiagnosticArray, '/diagnostics', lambda m: modes.append(m.status[0].message), 10)
-    _spin_until(executor, lambda: any('(detect,' in m for m in modes), 30, 'a full detection')
+    spin_until(executor, lambda: any('(detect,' in m for m in modes), 30, 'a full detection')
 
 
 def test_stale_frames_give_an_error_and_no_poses(graph, ros_node):
@@ -89,7 +82,7 @@ def test_stale_frames_give_an_error_and_no_poses(graph, ros_node):
     node.create_subscription(DetectedObjectArray, '/perception/objects', lambda m: poses.append(time.monotonic()), 10)
     processes.stop(graph['world_sim'])
     stopped = time.monotonic()
-    _spin_until(executor, lambda: errors, 15, 'an error diagnostic')
+    spin_until(executor, lambda: errors, 15, 'an error diagnostic')
     assert 'no fresh synchronised frames' in errors[-1]
-    _spin_until(executor, lambda: time.monotonic() - stopped > 4.0, 10, 'four quiet seconds')
+    spin_until(executor, lambda: time.monotonic() - stopped > 4.0, 10, 'four quiet seconds')
     assert not [t for t in poses if t > stopped + 1.0], 'no poses may be published from stale frames'

@@ -16,6 +16,19 @@ from rclpy.executors import SingleThreadedExecutor
 from twinloop_interfaces.action import ExecuteInstruction
 
 
+def spin_until(executor, condition, timeout, what, check=None, error=TimeoutError):
+    """Spin executor until condition() holds; raise error naming `what` after timeout [s].
+    check() runs before each spin (e.g. to stop when a supervised process died)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check is not None:
+            check()
+        executor.spin_once(timeout_sec=0.05)
+        if condition():
+            return
+    raise error(f'timed out after {timeout:.0f} s waiting for {what}')
+
+
 class InstructionError(RuntimeError):
     pass
 
@@ -32,13 +45,7 @@ class InstructionClient:
         self.handle = self._result_future = self._feedback = None
 
     def spin_until(self, condition, timeout, what):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.check()
-            self.executor.spin_once(timeout_sec=0.05)
-            if condition():
-                return
-        raise InstructionError(f'timed out after {timeout:.0f} s waiting for {what}')
+        spin_until(self.executor, condition, timeout, what, check=self.check, error=InstructionError)
 
     def wait_for_server(self, timeout=60.0):
         self.spin_until(self.action.server_is_ready, timeout, 'the execute_instruction server')

@@ -23,10 +23,10 @@ from std_msgs.msg import Float64, Header
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from twinloop_twin import cameras, node_runner, ros_conversions, scene
+from twinloop_twin import node_runner, ros_conversions, scene
 from twinloop_twin.libero_world import CAMERAS, LiberoWorld
 from twinloop_twin.world import JointTrajectoryFollower
-from twinloop_twin.world_sim_node import EXTRINSICS_QOS, camera_topic, stamp
+from twinloop_twin.world_sim_node import EXTRINSICS_QOS, camera_topic, publish_frame, stamp
 
 
 class LiberoWorldNode(Node):
@@ -107,15 +107,7 @@ class LiberoWorldNode(Node):
         for name, pubs in self.camera_pubs.items():
             frame = self.world.camera(name)
             header = Header(stamp=stamp(t), frame_id=f'{name}_optical_frame')
-            info = ros_conversions.camera_info_msg(frame.intrinsics, header)
-            pubs['color'].publish(ros_conversions.image_msg(frame.rgb, 'rgb8', header))
-            pubs['depth'].publish(ros_conversions.image_msg(frame.depth, '32FC1', header))
-            pubs['color_info'].publish(info)
-            pubs['depth_info'].publish(info)
-            pose = PoseStamped(header=Header(stamp=header.stamp, frame_id='world'))
-            quat = cameras.rotation_to_quat_xyzw(frame.rotation)
-            pose.pose = ros_conversions.pose_msg(frame.position, (quat[3], quat[0], quat[1], quat[2]))
-            pubs['pose'].publish(pose)
+            publish_frame(pubs, frame, header, ros_conversions.image_msg(frame.depth, '32FC1', header))
 
     def publish_objects(self, t):
         msg = DetectedObjectArray(header=Header(stamp=stamp(t), frame_id='world'))

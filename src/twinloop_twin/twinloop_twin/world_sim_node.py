@@ -43,6 +43,20 @@ def camera_topic(camera, kind):
             'pose': f'/cameras/{camera}/pose'}[kind]
 
 
+
+def publish_frame(pubs, frame, header, depth_msg):
+    """One camera frame on its topics (camera_topic): colour, the given depth Image, both CameraInfos
+    and the optical frame's pose in the world."""
+    info = ros_conversions.camera_info_msg(frame.intrinsics, header)
+    pubs['color'].publish(ros_conversions.image_msg(frame.rgb, 'rgb8', header))
+    pubs['color_info'].publish(info)
+    pubs['depth'].publish(depth_msg)
+    pubs['depth_info'].publish(info)
+    pose = PoseStamped(header=Header(stamp=header.stamp, frame_id='world'))
+    quat = cameras.rotation_to_quat_xyzw(frame.rotation)
+    pose.pose = ros_conversions.pose_msg(frame.position, (quat[3], quat[0], quat[1], quat[2]))
+    pubs['pose'].publish(pose)
+
 class WorldSimNode(Node):
     def __init__(self):
         super().__init__('world_sim')
@@ -163,16 +177,8 @@ class WorldSimNode(Node):
             header = Header(stamp=stamp(t), frame_id=f'{name}_optical_frame')
             depth = self.noisy(frame.depth)
             pubs = self.camera_pubs[name]
-            info = ros_conversions.camera_info_msg(frame.intrinsics, header)
-            pubs['color'].publish(ros_conversions.image_msg(frame.rgb, 'rgb8', header))
-            pubs['color_info'].publish(info)
-            pubs['depth'].publish(ros_conversions.image_msg(ros_conversions.depth_for_encoding(depth, self.depth_encoding),
-                                                            self.depth_encoding, header))
-            pubs['depth_info'].publish(info)
-            pose = PoseStamped(header=Header(stamp=header.stamp, frame_id='world'))
-            quat = cameras.rotation_to_quat_xyzw(frame.rotation)
-            pose.pose = ros_conversions.pose_msg(frame.position, (quat[3], quat[0], quat[1], quat[2]))
-            pubs['pose'].publish(pose)
+            publish_frame(pubs, frame, header, ros_conversions.image_msg(
+                ros_conversions.depth_for_encoding(depth, self.depth_encoding), self.depth_encoding, header))
 
     def noisy(self, depth):
         return cameras.realsense_noise(depth, self.rng, self.depth_noise, self.dropout)

@@ -64,13 +64,16 @@ def test_perceived_objects_match_the_world_and_rebuild_it_in_the_twin(graph, ros
 
 def test_redetect_on_request(graph, ros_node):
     node, executor = ros_node
+    modes = []
+    node.create_subscription(DiagnosticArray, '/diagnostics', lambda m: modes.append(m.status[0].message), 10)
+    # Subscribe (and see a diagnostic arrive) before asking, so the detection's report cannot be missed.
+    spin_until(executor, lambda: modes, 30, 'a diagnostic from pose_estimation')
     client = node.create_client(Trigger, '/pose_estimation/redetect')
     spin_until(executor, client.service_is_ready, 30, 'the redetect service')
+    modes.clear()
     future = client.call_async(Trigger.Request())
     spin_until(executor, future.done, 10, 'the redetect answer')
     assert future.result().success
-    modes = []
-    node.create_subscription(DiagnosticArray, '/diagnostics', lambda m: modes.append(m.status[0].message), 10)
     spin_until(executor, lambda: any('(detect,' in m for m in modes), 30, 'a full detection')
 
 

@@ -113,3 +113,18 @@ def test_tracking_follows_an_object_carried_by_the_gripper(robot_filter):
             assert np.linalg.norm(found['blue_cube'].position - w.object_pose('blue_cube')[0]) < 0.01
     finally:
         w.close()
+
+
+def test_joint_history_gives_the_joints_at_the_frames_capture_time():
+    history = pe.JointHistory(seconds=1.0)
+    assert history.at(0.0) is None
+    history.add(10.00, np.zeros(7), (0.04, 0.04))
+    history.add(10.02, np.ones(7), (0.02, 0.02))
+    arm, fingers = history.at(10.005)
+    assert np.allclose(arm, 0.25) and np.allclose(fingers, 0.035)
+    assert np.allclose(history.at(10.04)[0], 1.0)          # just after the newest: the newest (within tolerance)
+    assert history.at(10.20) is None                       # frames newer than any joint state: wait for it
+    history.add(11.50, np.full(7, 2.0), (0.0, 0.0))
+    assert history.at(10.01) is None                       # older than the kept second
+    history.add(3.0, np.full(7, 3.0), (0.04, 0.04))        # time went back (a restarted simulation)
+    assert np.allclose(history.at(3.0)[0], 3.0) and len(history.samples) == 1

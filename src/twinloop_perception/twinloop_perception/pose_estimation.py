@@ -17,6 +17,7 @@ symmetries (a cube's 24, a block's 4) pick the equivalent rotation nearest the p
 (or identity), axial ones (bowls, cups) the one with no turn about their axis. rotation_error()
 measures error modulo the symmetry.
 """
+from collections import deque
 from dataclasses import dataclass, field
 from itertools import permutations, product
 
@@ -170,6 +171,36 @@ def backproject(frame, stride=1):
     y = (v * stride - K[1, 2]) * z / K[1, 1]
     optical = np.column_stack([x, y, z])
     return optical @ np.asarray(frame.rotation).T + frame.position, rgb[v, u].astype(float) / 255.0
+
+
+class JointHistory:
+    """Recent robot joint states by stamp, so the robot is cut out of a frame at the joints it had
+    when the frame was captured: images arrive later than joint states, and an arm in motion cut
+    out at newer joints leaves its hand in the cloud (where tracking can fit an object to it)."""
+
+    def __init__(self, seconds=5.0):
+        self.seconds, self.samples = seconds, deque()   # (stamp [s], arm joints, finger joints)
+
+    def add(self, stamp, arm, fingers):
+        if self.samples and stamp < self.samples[-1][0]:   # time went back (a restarted simulation)
+            self.samples.clear()
+        self.samples.append((stamp, np.asarray(arm, float), np.asarray(fingers, float)))
+        while self.samples[0][0] < stamp - self.seconds:
+            self.samples.popleft()
+
+    def at(self, stamp, tolerance=0.03):
+        """(arm, fingers) at stamp, interpolated between the states around it (or the nearest within
+        tolerance [s]); None when no state is that close (not received yet, or already dropped)."""
+        if not self.samples:
+            return None
+        times = [s[0] for s in self.samples]
+        i = int(np.searchsorted(times, stamp))
+        if 0 < i < len(times):
+            (t0, a0, f0), (t1, a1, f1) = self.samples[i - 1], self.samples[i]
+            w = (stamp - t0) / (t1 - t0) if t1 > t0 else 0.0
+            return a0 + w * (a1 - a0), tuple(f0 + w * (f1 - f0))
+        nearest = self.samples[0] if i == 0 else self.samples[-1]
+        return (nearest[1], tuple(nearest[2])) if abs(nearest[0] - stamp) <= tolerance else None
 
 
 class RobotFilter:

@@ -34,7 +34,11 @@ from twinloop_twin.world_sim_node import EXTRINSICS_QOS, camera_topic
 
 
 def _stamp(header):
-    return header.stamp.sec + header.stamp.nanosec * 1e-9
+    return _stamp_of(header.stamp)
+
+
+def _stamp_of(stamp):
+    return stamp.sec + stamp.nanosec * 1e-9
 
 
 class PoseEstimationNode(Node):
@@ -60,7 +64,7 @@ class PoseEstimationNode(Node):
             robot = pe.RobotFilter(model, scene.ARM_JOINTS, scene.FINGER_JOINTS, estimator_config.robot_margin)
         self.estimator = pe.PoseEstimator(pe.build_models(config.objects, estimator_config), estimator_config, robot)
         self.latest = {name: {} for name in self.camera_names}
-        self.joints = None
+        self.joints = pe.JointHistory()
         self.lock = threading.Lock()
         self.redetect = True
         self.last_stamp, self.last_fresh = None, time.monotonic()
@@ -69,7 +73,7 @@ class PoseEstimationNode(Node):
             for kind, msg_type, qos in (('color', Image, qos_profile_sensor_data), ('depth', Image, qos_profile_sensor_data),
                                         ('color_info', CameraInfo, qos_profile_sensor_data), ('pose', PoseStamped, EXTRINSICS_QOS)):
                 self.create_subscription(msg_type, camera_topic(name, kind), self._keeper(name, kind), qos)
-        self.create_subscription(JointState, '/joint_states', lambda m: setattr(self, 'joints', m), 10)
+        self.create_subscription(JointState, '/joint_states', self.on_joints, 10)
         self.publisher = self.create_publisher(DetectedObjectArray, self.objects_topic, 10)
         self.marker_pub = self.create_publisher(MarkerArray, '~/markers', 10)
         self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -127,8 +131,11 @@ class PoseEstimationNode(Node):
         if result is None or result[1] == self.last_stamp:
             return
         frames, stamp = result
+        joints = self._joints_at(_stamp_of(stamp))
+        if joints is None:
+            return    # no joint state at the frames' capture time yet: the next tick tries again
+        arm, fingers = joints
         self.last_stamp = stamp
-        arm, fingers = self._joints()
         started = time.perf_counter()
         mode = 'detect' if self.redetect else 'track'
         found = self.estimator.detect(frames, arm, fingers) if self.redetect else self.estimator.track(frames, arm, fingers)
@@ -147,16 +154,27 @@ class PoseEstimationNode(Node):
         self._diagnose(level, f'{len(found)}/{len(self.estimator.models)} objects ({mode}, {elapsed * 1000:.0f} ms)'
                        + (f'; not seen: {", ".join(unseen)}' if unseen else ''), {'mode': mode, 'ms': f'{elapsed * 1000:.0f}'})
 
-    def _joints(self):
-        if self.joints is None:
-            return None, (0.04, 0.04)
-        names = list(self.joints.name)
+    def on_joints(self, msg):
+        names = list(msg.name)
         try:
-            arm = [self.joints.position[names.index(j)] for j in scene.ARM_JOINTS]
-            fingers = tuple(abs(self.joints.position[names.index(j)]) for j in scene.FINGER_JOINTS)
+            arm = [msg.position[names.index(j)] for j in scene.ARM_JOINTS]
+            fingers = [abs(msg.position[names.index(j)]) for j in scene.FINGER_JOINTS]
         except ValueError:
-            return None, (0.04, 0.04)
-        return arm, fingers
+            return    # another robot's joints (or a partial message): not the arm to cut out
+        with self.lock:
+            self.joints.add(_stamp(msg.header), arm, fingers)
+
+    def _joints_at(self, stamp):
+        """(arm, fingers) when the frames were captured, (None, open fingers) with no robot joints at
+        all, or None while the joint state for that time has not arrived."""
+        with self.lock:
+            if not self.joints.samples:
+                return None, (0.04, 0.04)
+            joints, newest = self.joints.at(stamp), self.joints.samples[-1][0]
+        if joints is None and newest < stamp - self.stale_after:
+            self._diagnose(DiagnosticStatus.WARN, f'no joint state near the frames\' capture time ({stamp:.2f} s): '
+                           'waiting for /joint_states to cut the robot out', {})
+        return joints
 
     def _message(self, found, stamp):
         msg = DetectedObjectArray(header=Header(stamp=stamp, frame_id='world'))

@@ -101,3 +101,36 @@ def test_unknown_mesh_is_a_clear_error(sim_world):
     t = SimTwin(MeshLibrary.from_scene(sim_world.config), sim_world.config.cameras)
     with pytest.raises(KeyError, match='unknown mesh_id'):
         t.sync([Detection('x', 'teapot', (0.5, 0, 0), (1, 0, 0, 0))], sim_world.arm_positions())
+
+
+def test_a_held_cube_stays_put_in_the_fingers():
+    """Held still for 20 s (a planner thinking between steps) the cube neither slides down nor
+    tilts in the grip: the friction model holds without creeping."""
+    w = world.SimWorld(scene.SceneConfig.from_yaml(SCENE))
+    try:
+        cube, _ = w.object_pose('red_cube')
+        ik, q = PandaIk(w.model), w.data.qpos.copy()
+        for target, width in ((cube + (0, 0, 0.12), None), (cube + (0, 0, 0.02), 0.0), (cube + (0, 0, 0.15), None)):
+            result = ik.solve(q, target)
+            assert result.converged, target
+            q[ik.arm_qpos] = result.positions
+            w.follow_trajectory([1.5], [result.positions])
+            w.step(1000)
+            if width is not None:
+                w.set_gripper(width)
+                w.step(400)
+        w.step(1000)     # the cube settles in the grip (turns to the fingers' yaw)
+        lifted, quat = w.object_pose('red_cube')
+        assert lifted[2] > 0.1 and world.closed_on_something(w.gripper_width())
+        w.step(10000)
+        held, turned = w.object_pose('red_cube')
+        tilt = np.degrees(abs(_tilt(turned) - _tilt(quat)))
+        assert lifted[2] - held[2] < 0.003 and tilt < 0.5, (lifted[2] - held[2], tilt)
+    finally:
+        w.close()
+
+
+def _tilt(quat):
+    """Angle between an object's z axis and the vertical [rad]."""
+    _, x, y, _ = quat
+    return float(np.arccos(np.clip(1 - 2 * (x * x + y * y), -1.0, 1.0)))

@@ -39,8 +39,8 @@ def scored():
     candidates = {
         'clean': candidate(red + (0, 0, 0.15)),
         'table': candidate((0.35, 0.0, 0.2), (0.35, 0.0, -0.04)),
-        'right_object': candidate(red + (0, 0.09, 0.1), red + (0, 0.09, 0.018), red + (0, -0.03, 0.018)),
-        'wrong_object': candidate(blue + (0, 0.08, 0.1), blue + (0, 0.08, 0.018), blue + (0, -0.04, 0.018)),
+        'right_object': candidate(red + (0, 0.09, 0.1), red + (0, 0.09, 0.03), red + (0, -0.03, 0.03)),
+        'wrong_object': candidate(blue + (0, 0.08, 0.1), blue + (0, 0.08, 0.03), blue + (0, -0.04, 0.03)),
     }
     ids = list(candidates)
     results = {cid: twin.rollout(c) for cid, c in candidates.items()}

@@ -12,6 +12,7 @@ import numpy as np
 
 from twinloop_twin import scene
 from twinloop_twin.twin import FINGER_BODIES, FINGER_SIDES
+from twinloop_twin.world import closed_on_something
 
 EE_SITE = 'panda_grip_site'
 # Gripper pointing down as in the home pose (grip z along world -z, fingers closing along world
@@ -95,8 +96,8 @@ class ArmKinematics:
 
     def _held_objects(self, q):
         """{object name: (qpos address, position and rotation in the grip-site frame)} for objects the
-        fingers grip at q: both touch it, or the gripper is closed and one does (open fingers
-        brushing an object do not carry it)."""
+        fingers grip at q: both touch it, or the gripper closed on something and one does (open
+        fingers brushing an object, or shut ones touching it from outside, do not carry it)."""
         self.data.qpos[self.arm_qpos] = q
         mujoco.mj_fwdPosition(self.model, self.data)
         site_p, site_r = self._site_pose()
@@ -112,7 +113,7 @@ class ArmKinematics:
                     obj_r = self.data.xmat[body].reshape(3, 3)
                     held[name] = (self.model.jnt_qposadr[joint], site_r.T @ (self.data.xpos[body] - site_p), site_r.T @ obj_r)
         fingers = self.data.qpos[[self.model.joint(j).qposadr[0] for j in scene.FINGER_JOINTS]]
-        closed = abs(fingers[0]) + abs(fingers[1]) < 0.075     # the gripper was commanded shut (on something)
+        closed = closed_on_something(abs(fingers[0]) + abs(fingers[1]))   # stopped short of shut: on something
         return {name: value for name, value in held.items() if sides[name] == {'left', 'right'} or closed}
 
     def collisions(self, qs):

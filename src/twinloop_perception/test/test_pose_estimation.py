@@ -92,7 +92,7 @@ def test_tracking_follows_an_object_carried_by_the_gripper(robot_filter):
         estimator = pe.PoseEstimator(pe.build_models(config.objects), robot_filter=robot_filter)
         estimator.detect(frames(w, rng), w.arm_positions(), fingers())
         position, quat = w.object_pose('blue_cube')
-        grip = scripted._quat_multiply(scripted._z_rotation(scripted.grasp_yaw(quat, 0.04, 0.04)), scripted.HOME_GRIP)
+        grip = scripted.grasp_orientation(quat, (0.04, 0.04))
 
         def move_to(offset, close=False):
             q = arm.ik.solve(arm.q_full(w.arm_positions()), np.add(position, offset), grip).positions

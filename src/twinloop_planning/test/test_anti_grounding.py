@@ -87,3 +87,45 @@ def test_grasp_point_is_mid_height_but_keeps_the_palm_above_tall_objects():
     assert stage.sub_goal(can, can)[2] == pytest.approx(0.08 - 0.03)   # 3 cm below the top of a can, not 3 cm above its base
     held = np.array([0.5, 0.0, 0.05])
     assert stage.done(can, can, 0.06, held)[0] and not stage.done(can, can, 0.06, held - (0, 0, 0.04))[0]
+
+
+class _Gate:
+    """Refuses the first `refusals` executions, before or after moving (fault injection on SimPorts)."""
+
+    def __init__(self, refusals, before_motion):
+        self.refusals, self.before_motion, self.tried = refusals, before_motion, []
+
+    def __call__(self, execute, proposal):
+        self.tried.append(proposal.id)
+        if len(self.tried) <= self.refusals:
+            raise ag.ExecutionFailed(f'refused {proposal.id}', before_motion=self.before_motion)
+        execute(proposal)
+
+
+@pytest.mark.parametrize('before_motion', [True, False])
+def test_a_candidate_the_gate_refuses_before_moving_gives_way_to_the_next_best(sim, arm, before_motion):
+    import os
+    from twinloop_planning.sim_ports import SimPorts
+    from twinloop_scoring import agents, vqa
+    from twinloop_twin.twin import MeshLibrary, SimTwin
+    root = os.environ['TWINLOOP_ROOT']
+    twin = SimTwin(MeshLibrary.from_scene(sim.config), sim.config.cameras)
+    try:
+        ports = SimPorts(sim, twin, vqa.PromptConfig.from_yaml(f'{root}/config/vqa_prompts.yaml'),
+                         agents.load(f'{root}/config/vlm_agents.yaml', ['twin_critic']), f'{root}/urdf/panda.urdf',
+                         f'{root}/config/panda_joint_limits.yaml', size=64)
+        gate, execute = _Gate(2, before_motion), ports.execute
+        ports.execute = lambda proposal: gate(execute, proposal)
+        mpc = ag.AntiGroundingMpc(ports, arm, ag.MpcConfig(num_candidates=6), log=lambda _: None)
+        objects, q, width, _ = ports.state()
+        stage = ag.stages_for([SubTask('pick', 'red_cube')])[0]
+        record = mpc.step('pick up the red cube', stage, objects, dict(objects), q, width, 0)
+        ranked = sorted((c for c in record.candidates if not c['collisions']), key=lambda c: -c['total'])
+        moved = np.abs(sim.arm_positions() - q).max() > 0.01
+        if before_motion:      # the best two were refused before moving: the third best ran
+            assert gate.tried == [c['id'] for c in ranked[:3]] and record.chosen == ranked[2]['id'] and moved
+            assert 'after the safety gate refused' in record.note and gate.tried[0] in record.note
+        else:                  # stopped while moving: the step ends there, no other candidate is tried
+            assert gate.tried == [ranked[0]['id']] and record.chosen == ranked[0]['id'] and 'not completed' in record.note
+    finally:
+        twin.close()

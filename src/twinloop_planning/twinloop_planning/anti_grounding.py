@@ -42,7 +42,12 @@ class PlanningFailed(Exception):
 
 class ExecutionFailed(Exception):
     """The chosen candidate was refused by the safety gate or stopped on the arm; the loop perceives
-    again and goes on (the step counts)."""
+    again and goes on (the step counts). before_motion: refused before anything moved (the next
+    best candidate may be tried)."""
+
+    def __init__(self, reason, before_motion=False):
+        super().__init__(reason)
+        self.before_motion = before_motion
 
 
 @dataclass
@@ -59,6 +64,7 @@ class MpcConfig:
     back_off_after_release: float = 0.05  # [m] an open candidate rises this much after opening
     ik_points: int = 3               # Cartesian waypoints per segment (IK each)
     blocked_distance: float = 0.015  # [m] a rollout ending farther from its goal was blocked: not chosen
+    gate_retries: int = 3            # next-best candidates tried when the safety gate refuses one before it moves
     min_height: float = 0.015        # [m] candidate goals below this grip-site height are dropped (fingertips reach lower)
     seed: int = 0
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -357,7 +363,7 @@ class AntiGroundingMpc:
         lap('sync')
         ee = self.ee_position(q)
         p, quat, size = objects[stage.object_id]
-        grasp = scripted._quat_multiply(scripted._z_rotation(scripted.grasp_yaw(quat, size[0], size[1])), scripted.HOME_GRIP)
+        grasp = scripted.grasp_orientation(quat, size)
         if stage.name == 'carry' and stage.object_id not in self.gripper_targets:
             self.gripper_targets[stage.object_id] = self._rotation(instruction, stage.object_id, quat, grasp)
         if stage.name in ('carry', 'release') and self.gripper_targets.get(stage.object_id) is not None:
@@ -405,20 +411,32 @@ class AntiGroundingMpc:
             self.records.append(record)
             self.log(f'step {step_index} [{stage.describe()}] {len(proposals)} candidates: {record.note}')
             return record
-        best = max(usable, key=lambda i: scores[i]['total'])
-        chosen = proposals[best]
-        self.ports.show(proposals, [s['total'] if not s['failed'] else 0.0 for s in scores], best)
-        self.ports.feedback(stage='execute', step=step_index, subtask=stage.subtask_index, num_candidates=len(proposals),
-                            best_score=scores[best]['total'], chosen_candidate=f'{chosen.id}: {chosen.description}',
-                            backend=scores[best]['backend'])
-        report_images = self.ports.render_scored(proposals, [s['total'] if not s['failed'] else 0.0 for s in scores])
+        ranked = sorted(usable, key=lambda i: -scores[i]['total'])
+        totals = [s['total'] if not s['failed'] else 0.0 for s in scores]
+        self.ports.show(proposals, totals, ranked[0])
+        report_images = self.ports.render_scored(proposals, totals)
         lap('report_render')
+        refused, failure = [], None     # the safety gate is the authority: a refused candidate gives way to the next
+        for best in ranked[:1 + self.config.gate_retries] if execute else ranked[:1]:
+            chosen, failure = proposals[best], None
+            self.ports.feedback(stage='execute', step=step_index, subtask=stage.subtask_index, num_candidates=len(proposals),
+                                best_score=scores[best]['total'], chosen_candidate=f'{chosen.id}: {chosen.description}',
+                                backend=scores[best]['backend'])
+            try:
+                if execute:
+                    self.ports.execute(chosen)
+            except ExecutionFailed as exc:
+                failure = exc
+                if exc.before_motion:
+                    refused.append(f'{chosen.id} ({exc})')
+                    continue
+            break
         note = f'{chosen.id}: {chosen.description}' + ('' if execute else ' (dry run: not executed)')
-        try:
-            if execute:
-                self.ports.execute(chosen)
-        except ExecutionFailed as exc:
-            note += f' - not completed: {exc}'
+        if failure is not None:
+            note += f' - not completed: {failure}'
+        earlier = refused[:-1] if failure is not None and failure.before_motion else refused
+        if earlier:
+            note += f' (after the safety gate refused {"; ".join(earlier)})'
         lap('execution')
         record = StepRecord(stage.describe(), stage.subtask_index, step_index, _candidate_rows(proposals, scores, facts), chosen.id,
                             float(scores[best]['total']), scores[best]['backend'], {k: round(v, 4) for k, v in timings.items()},

@@ -79,7 +79,7 @@ class LiberoExpert:
             quat = np.array(scripted.HOME_GRIP)
         else:
             grip = p + (0, 0, min(size[2] / 2, 0.04))
-            quat = scripted._quat_multiply(scripted._z_rotation(scripted.grasp_yaw(q, size[0], size[1])), scripted.HOME_GRIP)
+            quat = scripted.grasp_orientation(q, size)
         hold = grip - p                                   # the grip relative to the object's bottom centre
         top = d + (0, 0, d_size[2])
         place = top + hold + (0, 0, 0.02)

@@ -177,7 +177,8 @@ class RosPorts:
                                       gripper_after=-1.0 if width is None else float(width))
             outcome = self.node.execute_motion(self.handle, goal, f'{proposal.id} segment {i + 1}', raise_on_failure=False)
             if not outcome.success:
-                raise ExecutionFailed(f'segment {i + 1}: {outcome.reason}')
+                raise ExecutionFailed(f'segment {i + 1}: {outcome.reason}',
+                                      before_motion=i == 0 and outcome.code == ExecuteMotion.Result.CODE_REJECTED)
 
     def rotation(self, instruction, object_id):
         """The held object's axes drawn in the first twin view, asked of the orchestrator's rotation agent."""

@@ -43,6 +43,11 @@ def grasp_yaw(quat_wxyz, size_x, size_y):
     return float(options[np.argmin(np.abs(options))])
 
 
+def grasp_orientation(quat_wxyz, size):
+    """The gripper's orientation (w x y z) for a grasp from above across the object's narrower side."""
+    return _quat_multiply(_z_rotation(grasp_yaw(quat_wxyz, size[0], size[1])), HOME_GRIP)
+
+
 def motions(subtask: SubTask, objects):
     """[(label, position, quat wxyz or None, gripper_before, gripper_after)] for one sub-task.
 
@@ -51,7 +56,7 @@ def motions(subtask: SubTask, objects):
         raise ValueError(f'the scripted strategy does {subtask.action!r} not: only pick and place')
     position, quat, size = objects[subtask.object_id]
     p = np.asarray(position, float)
-    grasp = _quat_multiply(_z_rotation(grasp_yaw(quat, size[0], size[1])), HOME_GRIP)
+    grasp = grasp_orientation(quat, size)
     grasp_z = p[2] + grip_height(size)
     steps = [('above the object', p + (0, 0, 0.15), grasp, OPEN, KEEP),
              ('down to grasp, close', np.array([p[0], p[1], grasp_z]), grasp, KEEP, CLOSED),

@@ -88,13 +88,13 @@ class SimPorts:
 
     def execute(self, proposal):
         for i, (waypoints, _, width) in enumerate(proposal.segments):
-            if i == 0 and proposal.open_first:
-                self._gripper(0.08)
             try:
                 path = trajectory.parametrize(np.vstack([self.world.arm_positions(), waypoints]), self.limits.velocity,
                                               self.limits.acceleration, self.jerk, self.velocity_scale)
             except ValueError as exc:
-                raise ExecutionFailed(str(exc)) from None
+                raise ExecutionFailed(str(exc), before_motion=i == 0) from None
+            if i == 0 and proposal.open_first:
+                self._gripper(0.08)
             self._follow(path)
             if width is not None:
                 self._gripper(width)

@@ -19,3 +19,25 @@ def test_reachable_target_is_reached_in_simulation(sim, target):
 def test_unreachable_target_is_not_converged(sim):
     result = PandaIk(sim.model).solve(sim.data.qpos.copy(), (1.6, 0.0, 0.2))
     assert not result.converged and result.position_error > 0.3
+
+
+@pytest.mark.parametrize('width, carried', [(0.0, False), (0.06, True)])
+def test_only_fingers_closed_on_something_carry_what_one_of_them_touches(width, carried):
+    """The safety gate carries a gripped object with the hand. A finger touching a cube from outside
+    carries it when the gripper stopped on something (width between shut and open), not when it is
+    shut (closed on nothing): a shut gripper beside an object must not drag it along the check."""
+    from twinloop_execution.kinematics import ArmKinematics
+    from twinloop_planning import scripted
+    from twinloop_twin import scene
+    from twinloop_twin.twin import Detection, MeshLibrary, SimTwin
+    config = scene.SceneConfig.from_yaml(os.path.join(os.environ['TWINLOOP_ROOT'], 'config', 'scenes', 'tabletop.yaml'))
+    cube = next(o for o in config.objects if o.id == 'red_cube')      # 5 cm
+    twin = SimTwin(MeshLibrary.from_scene(config), [])
+    try:
+        twin.sync([Detection('red_cube', cube.mesh_id, (0.5, 0.0, 0.0), (1, 0, 0, 0))], scene.HOME, width)
+        beside = PandaIk(twin.model).solve(twin.data.qpos.copy(), (0.5, -0.04, 0.025), scripted.HOME_GRIP)
+        assert beside.converged
+        kinematics = ArmKinematics(twin.model, twin.data)
+        assert ('red_cube' in kinematics._held_objects(beside.positions)) == carried
+    finally:
+        twin.close()

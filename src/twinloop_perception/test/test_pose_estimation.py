@@ -111,8 +111,24 @@ def test_tracking_follows_an_object_carried_by_the_gripper(robot_filter):
             found = move_to(offset)
             assert found['blue_cube'].tracked
             assert np.linalg.norm(found['blue_cube'].position - w.object_pose('blue_cube')[0]) < 0.01
+        hidden = frames_without(w, rng, 'blue_cube')                  # the hand hides it: no points at all
+        found = estimator.track(hidden, w.arm_positions(), fingers())
+        assert 'blue_cube' not in found and 'blue_cube' in estimator.predicted
+        move_to((0.1, 0.1, 0.15))
+        predicted = estimator.track(frames_without(w, rng, 'blue_cube'), w.arm_positions(), fingers())
+        assert 'blue_cube' not in predicted and estimator.predicted['blue_cube'].confidence == 0.0
+        assert np.linalg.norm(estimator.predicted['blue_cube'].position - w.object_pose('blue_cube')[0]) < 0.01
     finally:
         w.close()
+
+
+def frames_without(w, rng, object_id):
+    """frames() with no depth where object_id is seen (as if the hand hid it)."""
+    out = frames(w, rng)
+    cams = [c for c in w.config.cameras if c.mount == 'world']
+    for frame, c in zip(out, cams):
+        frame.depth[w.segmentation(c.name, c.width, c.height) == w.object_ids.index(object_id)] = 0.0
+    return out
 
 
 def test_joint_history_gives_the_joints_at_the_frames_capture_time():

@@ -18,7 +18,7 @@ symmetries (a cube's 24, a block's 4) pick the equivalent rotation nearest the p
 measures error modulo the symmetry.
 """
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import permutations, product
 
 import mujoco
@@ -238,6 +238,7 @@ class PoseEstimator:
         self.models = {m.id: m for m in models}
         self.config, self.robot_filter = config, robot_filter
         self.previous = {}          # id -> Estimate
+        self.predicted = {}         # id -> Estimate (confidence 0): held objects the cameras lost, moved with the grip
         self.table = config.table_height
         self.grip = self.grip_before = None   # grip-site pose at the last frame (tracking's motion prior)
         self.rng = np.random.default_rng(config.seed)
@@ -375,7 +376,7 @@ class PoseEstimator:
             if len(rest) > max(self.config.cluster_min_points, 0.25 * len(index)) and rounds < 2:
                 pending.append((index[rest], rounds + 1))
         found = self._resolve(found)
-        self.previous = dict(found)
+        self.previous, self.predicted = dict(found), {}
         self._grip_motion(arm, fingers)
         return found
 
@@ -454,13 +455,14 @@ class PoseEstimator:
         points, colours, _ = self.scene_cloud(frames, arm, fingers, self.config.track_stride, self.table)
         tree = cKDTree(points) if len(points) else None
         carried = self._grip_motion(arm, fingers)
-        found, lost = {}, []
+        found, lost, held = {}, [], {}
         for oid, previous in self.previous.items():
             model = self.models[oid]
             R = Rotation.from_quat([*previous.quat[1:], previous.quat[0]]).as_matrix()
             T = _transform(R, previous.position)
             if carried is not None and self._in_grip(model, T):   # held: it moved with the gripper
                 T = carried @ T
+                held[oid] = replace(previous, position=T[:3, 3], quat=_wxyz(T[:3, :3]), confidence=0.0, tracked=True)
             centre = T[:3, 3] + T[:3, :3] @ [0, 0, model.extents[2] / 2]
             near = tree.query_ball_point(centre, float(np.linalg.norm(model.extents)) / 2 + 0.02) if tree is not None else []
             if len(near) < self.config.track_min_points:
@@ -475,8 +477,15 @@ class PoseEstimator:
         if lost:
             redetected = self.detect(frames, arm, fingers)
             found.update({oid: redetected[oid] for oid in lost if oid in redetected})
-        self.previous = dict(found)
+        # a held object the hand hides is where the grip took it (rigid coupling), not where it was last seen
+        self.predicted = {oid: e for oid, e in held.items() if oid not in found}
+        self.previous = {**self.predicted, **found}
         return found
+
+
+def _wxyz(R):
+    x, y, z, w = Rotation.from_matrix(R).as_quat()
+    return np.array([w, x, y, z])
 
 
 def _angle(A, B):

@@ -92,7 +92,7 @@ class PoseEstimationNode(Node):
     def on_redetect(self, _request, response):
         """Forget everything (e.g. a new episode) and detect from scratch on the next frame set."""
         self.redetect, self.last_seen = True, {}
-        self.estimator.previous = {}
+        self.estimator.previous, self.estimator.predicted = {}, {}
         response.success, response.message = True, 'a full detection runs on the next frame set'
         return response
 
@@ -137,9 +137,9 @@ class PoseEstimationNode(Node):
         arm, fingers = joints
         self.last_stamp = stamp
         started = time.perf_counter()
-        mode = 'detect' if self.redetect else 'track'
-        found = self.estimator.detect(frames, arm, fingers) if self.redetect else self.estimator.track(frames, arm, fingers)
-        self.redetect = False
+        redetect, self.redetect = self.redetect, False    # taken before the work: a request during it is kept for the next set
+        mode = 'detect' if redetect else 'track'
+        found = self.estimator.detect(frames, arm, fingers) if redetect else self.estimator.track(frames, arm, fingers)
         elapsed = time.perf_counter() - started
         message = self._message(found, stamp)
         self.publisher.publish(message)
@@ -179,7 +179,7 @@ class PoseEstimationNode(Node):
     def _message(self, found, stamp):
         msg = DetectedObjectArray(header=Header(stamp=stamp, frame_id='world'))
         for oid, model in self.estimator.models.items():
-            estimate = found.get(oid) or self.last_seen.get(oid)
+            estimate = found.get(oid) or self.estimator.predicted.get(oid) or self.last_seen.get(oid)
             if estimate is None:
                 continue
             self.last_seen[oid] = estimate

@@ -75,7 +75,7 @@ class Evaluator:
             _, reason = mpc.run(world.instruction, spec.subtasks)
         except EpisodeEnded as exc:
             reason = str(exc)
-        except (GroundingError, ag.PlanningFailed, ValueError) as exc:
+        except (GroundingError, ValueError) as exc:
             reason = f'{type(exc).__name__}: {exc}'
         return {'suite': world.suite, 'task_id': world.task_id, 'episode': episode, 'instruction': world.instruction,
                 'success': world.success(), 'steps': world.steps, 'mpc_steps': len(mpc.records),

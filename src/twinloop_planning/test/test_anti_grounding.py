@@ -129,3 +129,24 @@ def test_a_candidate_the_gate_refuses_before_moving_gives_way_to_the_next_best(s
             assert gate.tried == [ranked[0]['id']] and record.chosen == ranked[0]['id'] and 'not completed' in record.note
     finally:
         twin.close()
+
+
+def test_a_step_with_no_reachable_candidate_is_spent_not_the_end(sim, arm):
+    import os
+    from twinloop_planning.sim_ports import SimPorts
+    from twinloop_scoring import agents, vqa
+    from twinloop_twin.twin import MeshLibrary, SimTwin
+    root = os.environ['TWINLOOP_ROOT']
+    twin = SimTwin(MeshLibrary.from_scene(sim.config), sim.config.cameras)
+    try:
+        ports = SimPorts(sim, twin, vqa.PromptConfig.from_yaml(f'{root}/config/vqa_prompts.yaml'),
+                         agents.load(f'{root}/config/vlm_agents.yaml', ['twin_critic']), f'{root}/urdf/panda.urdf',
+                         f'{root}/config/panda_joint_limits.yaml', size=64)
+        mpc = ag.AntiGroundingMpc(ports, arm, ag.MpcConfig(num_candidates=4, min_height=5.0), log=lambda _: None)
+        q = sim.arm_positions()
+        success, reason = mpc.run('pick up the red cube', [SubTask('pick', 'red_cube')], max_steps=2)
+        assert not success and 'max_steps 2' in reason
+        assert [r.chosen for r in mpc.records] == ['', ''] and all('no reachable candidate' in r.note for r in mpc.records)
+        assert np.abs(sim.arm_positions() - q).max() < 1e-3
+    finally:
+        twin.close()

@@ -36,10 +36,6 @@ STAGE_GRIPPER = {   # P(none, open, close) of a candidate's gripper event in eac
     'grasp': (0.6, 0.0, 0.4), 'lift': (1.0, 0.0, 0.0), 'carry': (1.0, 0.0, 0.0), 'release': (0.5, 0.5, 0.0)}
 
 
-class PlanningFailed(Exception):
-    """The MPC could not go on (no reachable candidate, stage step limit); the message says why."""
-
-
 class ExecutionFailed(Exception):
     """The chosen candidate was refused by the safety gate or stopped on the arm; the loop perceives
     again and goes on (the step counts). before_motion: refused before anything moved (the next
@@ -288,7 +284,7 @@ class AntiGroundingMpc:
         self.believed = {}          # object id -> (position, quat) believed instead of perceived (held, unseen)
 
     def run(self, instruction, subtasks, max_steps=0, deadline=None, dry_run=False):
-        """(success, reason). Raises PlanningFailed when the search cannot go on."""
+        """(success, reason): done on the perceived state, or why not (a stage's step limit, max_steps, the deadline)."""
         stages = stages_for(subtasks)
         objects, q, width = self._perceive()
         start = dict(objects)
@@ -317,7 +313,8 @@ class AntiGroundingMpc:
                 return False, f'timeout reached in stage "{stage.describe()}"'
             record = self.step(instruction, stage, objects, start, q, width, total, execute=not dry_run)
             if dry_run:
-                return True, f'dry run: one step planned, best {record.chosen} ({record.best_score:.2f})'
+                return (True, f'dry run: one step planned, best {record.chosen} ({record.best_score:.2f})') if record.chosen \
+                    else (False, f'dry run: {record.note}')
             objects, q, width = self._perceive(stages[index])
             stage_steps, total = stage_steps + 1, total + 1
         return True, 'all stages done on the perceived state'
@@ -347,6 +344,14 @@ class AntiGroundingMpc:
         self.log(f'rotation module ({answer.backend}): turn {object_id} about its {answer.axis} axis by '
                  f'{np.degrees(answer.angle):.0f} degrees while carrying')
         return np.array([turned[3], *turned[:3]])
+
+    def _nothing_executed(self, stage, step_index, proposals, scores, facts, timings, why):
+        record = StepRecord(stage.describe(), stage.subtask_index, step_index, _candidate_rows(proposals, scores, facts), '',
+                            0.0, scores[0]['backend'] if scores else '', {k: round(v, 4) for k, v in timings.items()}, [],
+                            f'{why}: none executed')
+        self.records.append(record)
+        self.log(f'step {step_index} [{stage.describe()}] {len(proposals)} candidates: {record.note}')
+        return record
 
     def step(self, instruction, stage, objects, start, q, width, step_index, execute=True):
         timings = {}
@@ -387,8 +392,8 @@ class AntiGroundingMpc:
             if len(proposals) == self.config.num_candidates:
                 break
         lap('ik')
-        if not proposals:
-            raise PlanningFailed(f'no reachable candidate around the gripper in stage "{stage.describe()}"')
+        if not proposals:                # nothing reachable from here: the step is spent, the next one samples anew
+            return self._nothing_executed(stage, step_index, [], [], [], timings, 'no reachable candidate around the gripper')
         self.ports.feedback(stage='rollout', step=step_index, subtask=stage.subtask_index, num_candidates=len(proposals))
         facts = self.ports.rollout(proposals)
         lap('rollout')
@@ -405,12 +410,8 @@ class AntiGroundingMpc:
         self.sampler.feedback([p.sample for p in proposals],
                               [s['total'] if not s['failed'] else np.nan for s in scores])
         if not usable:                   # nothing safe to execute: the step is spent, the next one samples anew
-            record = StepRecord(stage.describe(), stage.subtask_index, step_index, _candidate_rows(proposals, scores, facts), '',
-                                0.0, scores[0]['backend'], {k: round(v, 4) for k, v in timings.items()}, [],
-                                'every candidate collided in the twin or failed scoring: none executed')
-            self.records.append(record)
-            self.log(f'step {step_index} [{stage.describe()}] {len(proposals)} candidates: {record.note}')
-            return record
+            return self._nothing_executed(stage, step_index, proposals, scores, facts, timings,
+                                          'every candidate collided in the twin or failed scoring')
         ranked = sorted(usable, key=lambda i: -scores[i]['total'])
         totals = [s['total'] if not s['failed'] else 0.0 for s in scores]
         self.ports.show(proposals, totals, ranked[0])

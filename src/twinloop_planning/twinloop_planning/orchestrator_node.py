@@ -192,8 +192,6 @@ class OrchestratorNode(Node):
             success, detail = mpc.run(goal.instruction, spec.subtasks, goal.max_steps, deadline, goal.dry_run)
         except ValueError as exc:
             raise Ended(Result.OUTCOME_REJECTED, str(exc)) from None
-        except anti_grounding.PlanningFailed as exc:
-            success, detail = False, str(exc)
         finally:
             records.extend(mpc.records)
             self.steps = len(mpc.records)

@@ -11,6 +11,8 @@ from action_msgs.msg import GoalStatus
 from rclpy.action import ActionClient
 from trajectory_msgs.msg import JointTrajectoryPoint
 
+from twinloop_bringup.client import spin_until
+
 NODES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'nodes')
 
 PEER = os.path.join(NODES_DIR, 'interface_peer.py')
@@ -87,7 +89,9 @@ def test_score_service(spawn, ros_node):
 def test_sigint_stops_node_promptly(spawn, ros_node):
     node, executor = ros_node
     peer = spawn(PEER)
-    _action_client(node, executor)  # the peer is up and spinning
+    _action_client(node, executor)
+    service = node.create_client(ScoreTrajectories, 'score_trajectories')   # its last entity: fully built, spinning
+    spin_until(executor, service.service_is_ready, TIMEOUT, 'the peer service')
     started = time.monotonic()
     peer.send_signal(signal.SIGINT)
     assert peer.wait(timeout=10) == 0

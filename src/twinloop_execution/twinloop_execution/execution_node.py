@@ -167,7 +167,7 @@ class ExecutionNode(Node):
         scale = goal.velocity_scale if goal.velocity_scale > 0 else self.velocity_scale
         if not 0 < scale <= 1:
             return self._refuse(handle, f'velocity_scale must be in (0, 1], got {goal.velocity_scale}')
-        kinematics = self._synced_kinematics(goal.gripper_before if goal.gripper_before >= 0 else None)
+        kinematics = self._synced_kinematics()
         if self.moveit is not None and goal.mode == Goal.MODE_TARGET_POSE:
             return self._execute_moveit(handle, goal, kinematics)
         try:
@@ -219,12 +219,10 @@ class ExecutionNode(Node):
         return Result(success=True, code=Result.CODE_SUCCEEDED, reason='done (MoveIt)', final_positions=list(self.arm_positions()),
                       final_position_error=-1.0)
 
-    def _synced_kinematics(self, width=None):
-        """Arm kinematics in the twin with the latest perceived objects (none if never received), the
-        fingers at `width` (the gripper_before of the goal: the gate checks the motion as it will run)
-        or where they are."""
+    def _synced_kinematics(self):
+        """Arm kinematics in the twin with the latest perceived objects (none if never received)."""
         detections = detections_from_msg(self.objects) if self.objects is not None else []
-        self.twin.sync(detections, self.arm_positions(), self.gripper_width() if width is None else width)
+        self.twin.sync(detections, self.arm_positions(), self.gripper_width())
         self.ik = PandaIk(self.twin.model) if self.ik.model is not self.twin.model else self.ik
         return ArmKinematics(self.twin.model, self.twin.data)
 

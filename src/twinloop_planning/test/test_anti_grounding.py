@@ -77,6 +77,9 @@ def test_stage_checks_on_perceived_state():
     assert release.done(inside, start, 0.08, np.array([0.5, -0.3, 0.2]))[0]
     assert not release.done(inside, start, 0.048, np.array([0.5, -0.3, 0.035]))[0]   # still gripping
     assert np.allclose(grasp.sub_goal(start, start), (0.5, 0.1, 0.025))
+    beside = np.array([0.5, 0.05, 0.025])        # low beside the cube: over its top first, not sideways into it
+    assert np.allclose(grasp.sub_goal(start, start, beside), (0.5, 0.1, 0.05 + ag.HOVER))
+    assert np.allclose(grasp.sub_goal(start, start, np.array([0.505, 0.1, 0.09])), (0.5, 0.1, 0.025))   # over it: down
 
 
 def test_grasp_point_is_mid_height_but_keeps_the_palm_above_tall_objects():

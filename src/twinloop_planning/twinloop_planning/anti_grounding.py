@@ -34,6 +34,8 @@ LABEL = 'anti_grounding (AntiGrounding MPC: twin rollouts scored by the scoring 
 OPEN_WIDTH, CLOSED_WIDTH = 0.08, 0.0
 STAGE_GRIPPER = {   # P(none, open, close) of a candidate's gripper event in each stage
     'grasp': (0.6, 0.0, 0.4), 'lift': (1.0, 0.0, 0.0), 'carry': (1.0, 0.0, 0.0), 'release': (0.5, 0.5, 0.0)}
+APPROACH_RADIUS = 0.015   # [m] the grip descends to its grasp point once within this of it horizontally
+HOVER = 0.03              # [m] until then the grasp sub-goal is this far above the object's top
 
 
 class ExecutionFailed(Exception):
@@ -84,13 +86,17 @@ class Stage:
         where = f' to {self.destination_id}' if self.name in ('carry', 'release') and self.destination_id else ''
         return f'{self.name} {self.object_id}{where}'
 
-    def sub_goal(self, objects, start):
+    def sub_goal(self, objects, start, ee=None):
         """Grip-site position this stage is after, in the perceived world (object frames sit at the
-        centre of their bottom face)."""
+        centre of their bottom face). Grasping comes down from above: while the grip (ee) is not yet
+        over the grasp point the sub-goal is above the object's top (low sideways moves push it)."""
         p, _, size = objects[self.object_id]
         grip_height = scripted.grip_height(size)
         if self.name == 'grasp':
-            return np.asarray(p, float) + (0, 0, grip_height)
+            grasp_point = np.asarray(p, float) + (0, 0, grip_height)
+            if ee is not None and np.linalg.norm(np.subtract(ee, grasp_point)[:2]) > APPROACH_RADIUS:
+                return grasp_point + (0, 0, size[2] - grip_height + HOVER)
+            return grasp_point
         if self.name == 'lift':
             return np.asarray(start[self.object_id][0], float) + (0, 0, grip_height + 0.15)
         d, _, d_size = objects[self.destination_id]
@@ -374,7 +380,7 @@ class AntiGroundingMpc:
         if stage.name in ('carry', 'release') and self.gripper_targets.get(stage.object_id) is not None:
             grasp = self.gripper_targets[stage.object_id]
         self.sampler.config.gripper_probabilities = STAGE_GRIPPER[stage.name]
-        to_goal = stage.sub_goal(objects, start) - ee
+        to_goal = stage.sub_goal(objects, start, ee) - ee
         distance = float(np.linalg.norm(to_goal))
         prior, cap = None, np.inf
         if self.config.goal_prior > 0 and distance > 1e-3:   # towards the sub-goal, and not far past it

@@ -92,6 +92,21 @@ def test_grasp_point_is_mid_height_but_keeps_the_palm_above_tall_objects():
     assert stage.done(can, can, 0.06, held)[0] and not stage.done(can, can, 0.06, held - (0, 0, 0.04))[0]
 
 
+@pytest.fixture
+def ports(sim):
+    """SimPorts on the shared tabletop world with the twin_critic scorer (the gate stands in by fault injection)."""
+    import os
+    from twinloop_planning.sim_ports import SimPorts
+    from twinloop_scoring import agents, vqa
+    from twinloop_twin.twin import MeshLibrary, SimTwin
+    root = os.environ['TWINLOOP_ROOT']
+    twin = SimTwin(MeshLibrary.from_scene(sim.config), sim.config.cameras)
+    yield SimPorts(sim, twin, vqa.PromptConfig.from_yaml(f'{root}/config/vqa_prompts.yaml'),
+                   agents.load(f'{root}/config/vlm_agents.yaml', ['twin_critic']), f'{root}/urdf/panda.urdf',
+                   f'{root}/config/panda_joint_limits.yaml', size=64)
+    twin.close()
+
+
 class _Gate:
     """Refuses the first `refusals` executions, before or after moving (fault injection on SimPorts)."""
 
@@ -106,50 +121,26 @@ class _Gate:
 
 
 @pytest.mark.parametrize('before_motion', [True, False])
-def test_a_candidate_the_gate_refuses_before_moving_gives_way_to_the_next_best(sim, arm, before_motion):
-    import os
-    from twinloop_planning.sim_ports import SimPorts
-    from twinloop_scoring import agents, vqa
-    from twinloop_twin.twin import MeshLibrary, SimTwin
-    root = os.environ['TWINLOOP_ROOT']
-    twin = SimTwin(MeshLibrary.from_scene(sim.config), sim.config.cameras)
-    try:
-        ports = SimPorts(sim, twin, vqa.PromptConfig.from_yaml(f'{root}/config/vqa_prompts.yaml'),
-                         agents.load(f'{root}/config/vlm_agents.yaml', ['twin_critic']), f'{root}/urdf/panda.urdf',
-                         f'{root}/config/panda_joint_limits.yaml', size=64)
-        gate, execute = _Gate(2, before_motion), ports.execute
-        ports.execute = lambda proposal: gate(execute, proposal)
-        mpc = ag.AntiGroundingMpc(ports, arm, ag.MpcConfig(num_candidates=6), log=lambda _: None)
-        objects, q, width, _ = ports.state()
-        stage = ag.stages_for([SubTask('pick', 'red_cube')])[0]
-        record = mpc.step('pick up the red cube', stage, objects, dict(objects), q, width, 0)
-        ranked = sorted((c for c in record.candidates if not c['collisions']), key=lambda c: -c['total'])
-        moved = np.abs(sim.arm_positions() - q).max() > 0.01
-        if before_motion:      # the best two were refused before moving: the third best ran
-            assert gate.tried == [c['id'] for c in ranked[:3]] and record.chosen == ranked[2]['id'] and moved
-            assert 'after the safety gate refused' in record.note and gate.tried[0] in record.note
-        else:                  # stopped while moving: the step ends there, no other candidate is tried
-            assert gate.tried == [ranked[0]['id']] and record.chosen == ranked[0]['id'] and 'not completed' in record.note
-    finally:
-        twin.close()
+def test_a_candidate_the_gate_refuses_before_moving_gives_way_to_the_next_best(sim, arm, ports, before_motion):
+    gate, execute = _Gate(2, before_motion), ports.execute
+    ports.execute = lambda proposal: gate(execute, proposal)
+    mpc = ag.AntiGroundingMpc(ports, arm, ag.MpcConfig(num_candidates=6), log=lambda _: None)
+    objects, q, width, _ = ports.state()
+    stage = ag.stages_for([SubTask('pick', 'red_cube')])[0]
+    record = mpc.step('pick up the red cube', stage, objects, dict(objects), q, width, 0)
+    ranked = sorted((c for c in record.candidates if not c['collisions']), key=lambda c: -c['total'])
+    moved = np.abs(sim.arm_positions() - q).max() > 0.01
+    if before_motion:      # the best two were refused before moving: the third best ran
+        assert gate.tried == [c['id'] for c in ranked[:3]] and record.chosen == ranked[2]['id'] and moved
+        assert 'after the safety gate refused' in record.note and gate.tried[0] in record.note
+    else:                  # stopped while moving: the step ends there, no other candidate is tried
+        assert gate.tried == [ranked[0]['id']] and record.chosen == ranked[0]['id'] and 'not completed' in record.note
 
 
-def test_a_step_with_no_reachable_candidate_is_spent_not_the_end(sim, arm):
-    import os
-    from twinloop_planning.sim_ports import SimPorts
-    from twinloop_scoring import agents, vqa
-    from twinloop_twin.twin import MeshLibrary, SimTwin
-    root = os.environ['TWINLOOP_ROOT']
-    twin = SimTwin(MeshLibrary.from_scene(sim.config), sim.config.cameras)
-    try:
-        ports = SimPorts(sim, twin, vqa.PromptConfig.from_yaml(f'{root}/config/vqa_prompts.yaml'),
-                         agents.load(f'{root}/config/vlm_agents.yaml', ['twin_critic']), f'{root}/urdf/panda.urdf',
-                         f'{root}/config/panda_joint_limits.yaml', size=64)
-        mpc = ag.AntiGroundingMpc(ports, arm, ag.MpcConfig(num_candidates=4, min_height=5.0), log=lambda _: None)
-        q = sim.arm_positions()
-        success, reason = mpc.run('pick up the red cube', [SubTask('pick', 'red_cube')], max_steps=2)
-        assert not success and 'max_steps 2' in reason
-        assert [r.chosen for r in mpc.records] == ['', ''] and all('no reachable candidate' in r.note for r in mpc.records)
-        assert np.abs(sim.arm_positions() - q).max() < 1e-3
-    finally:
-        twin.close()
+def test_a_step_with_no_reachable_candidate_is_spent_not_the_end(sim, arm, ports):
+    mpc = ag.AntiGroundingMpc(ports, arm, ag.MpcConfig(num_candidates=4, min_height=5.0), log=lambda _: None)
+    q = sim.arm_positions()
+    success, reason = mpc.run('pick up the red cube', [SubTask('pick', 'red_cube')], max_steps=2)
+    assert not success and 'max_steps 2' in reason
+    assert [r.chosen for r in mpc.records] == ['', ''] and all('no reachable candidate' in r.note for r in mpc.records)
+    assert np.abs(sim.arm_positions() - q).max() < 1e-3

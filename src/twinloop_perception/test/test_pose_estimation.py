@@ -2,6 +2,7 @@
 found with the right identity and a pose close to the truth (modulo symmetry); tracking follows a
 moved object and finds a lost one again."""
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import mujoco
@@ -66,6 +67,26 @@ def test_tracking_follows_a_moved_object_and_recovers_a_lost_one(robot_filter):
         recovered = estimator.track(frames(w, rng), w.arm_positions())
         assert not recovered['red_cube'].tracked      # found again by a global search
         assert np.linalg.norm(recovered['red_cube'].position - w.object_pose('red_cube')[0]) < 0.01
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize('resting_fitness, settles', [(pe.EstimatorConfig().resting_fitness, True), (0.0, False)])
+def test_a_dropped_box_is_tracked_onto_the_table_not_one_height_up(robot_filter, resting_fitness, settles):
+    """A box last seen 3 cm up (it fell from the fingers) has its top face where its bottom was
+    expected: tracking alone fits the bottom face to the top, one height too high (the reference
+    case without resting hypotheses shows it); resting hypotheses put it back on the table."""
+    config = scene.SceneConfig.from_yaml(SCENES / 'stacking.yaml')
+    w = world.SimWorld(config)
+    rng = np.random.default_rng(2)
+    try:
+        estimator = pe.PoseEstimator(pe.build_models(config.objects), pe.EstimatorConfig(resting_fitness=resting_fitness),
+                                     robot_filter=robot_filter)
+        estimator.detect(frames(w, rng), w.arm_positions())
+        truth = np.asarray(w.object_pose('sponge')[0])
+        estimator.previous['sponge'] = replace(estimator.previous['sponge'], position=truth + (0, 0, 0.03))
+        found = estimator.track(frames(w, rng), w.arm_positions())['sponge']
+        assert (np.linalg.norm(found.position - truth) < 0.005) == settles, found.position - truth
     finally:
         w.close()
 

@@ -89,6 +89,7 @@ class EstimatorConfig:
     fit_distance: float = 0.005                            # [m] inlier distance for fitness
     min_confidence: float = 0.45                           # below: not detected
     lost_fitness: float = 0.55                             # tracking below this: search globally
+    resting_fitness: float = 0.9                           # tracking below this also tries poses resting on the table/support
     colour_sigma: float = 0.18                             # width of the colour agreement (unit rgb directions)
     min_colour: float = 0.1                                # objects agreeing less are not tried on a cluster
     max_candidates: int = 4                                # objects tried per cluster (by colour)
@@ -469,7 +470,12 @@ class PoseEstimator:
                 lost.append(oid)
                 continue
             near = np.asarray(near)
-            T, fitness, rmse, colour = self.register(model, points[near], colours[near], hypotheses=[T])
+            fit = self.register(model, points[near], colours[near], hypotheses=[T])
+            if fit[1] < self.config.resting_fitness and oid not in held:
+                # e.g. a dropped box fits its bottom face to its own top face, one height too high
+                fit = max(fit, self.register(model, points[near], colours[near], hypotheses=self._upright(model, points[near])),
+                          key=lambda f: f[1] - 20 * f[2])
+            T, fitness, rmse, colour = fit
             if fitness < self.config.lost_fitness:
                 lost.append(oid)
                 continue

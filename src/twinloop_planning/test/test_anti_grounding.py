@@ -82,6 +82,22 @@ def test_stage_checks_on_perceived_state():
     assert np.allclose(grasp.sub_goal(start, start, np.array([0.505, 0.1, 0.09])), (0.5, 0.1, 0.025))   # over it: down
 
 
+def test_a_grasp_off_centre_along_a_long_object_is_firm():
+    """The grasp check is in the object's frame: a 9 cm sponge turned 30 degrees and held 2.8 cm off
+    its centre along its length is grasped (through ROS a norm limit of 3 cm refused it, and the next
+    grasp candidate opened the fingers and dropped it); 2.8 cm off across it, or 4 cm above the
+    grasp point, is not."""
+    yaw = np.radians(30)
+    sponge = {'sponge': ((0.6, -0.1, 0.0), (np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)), (0.09, 0.06, 0.03))}
+    grasp = ag.Stage('grasp', 0, 'sponge')
+    grasp_point = np.array([0.6, -0.1, 0.015])
+    along, across = np.array([np.cos(yaw), np.sin(yaw), 0]), np.array([-np.sin(yaw), np.cos(yaw), 0])
+    assert np.allclose(ag.grip_offset(sponge['sponge'], grasp_point + 0.028 * along), (0.028, 0, 0))
+    assert grasp.done(sponge, sponge, 0.059, grasp_point + 0.028 * along)[0]
+    assert not grasp.done(sponge, sponge, 0.059, grasp_point + 0.028 * across)[0]
+    assert not grasp.done(sponge, sponge, 0.059, grasp_point + (0, 0, 0.04))[0]
+
+
 def test_grasp_point_is_mid_height_but_keeps_the_palm_above_tall_objects():
     stage = ag.Stage('grasp', 0, 'obj')
     cube = {'obj': ((0.5, 0.0, 0.0), (1, 0, 0, 0), (0.05, 0.05, 0.05))}

@@ -89,6 +89,7 @@ class EstimatorConfig:
     fit_distance: float = 0.005                            # [m] inlier distance for fitness
     min_confidence: float = 0.45                           # below: not detected
     lost_fitness: float = 0.55                             # tracking below this: search globally
+    held_redetect_confidence: float = 0.8                  # a held object the cameras lost moves elsewhere only on a detection this sure
     resting_fitness: float = 0.9                           # tracking below this also tries poses resting on the table/support
     colour_sigma: float = 0.18                             # width of the colour agreement (unit rgb directions)
     min_colour: float = 0.1                                # objects agreeing less are not tried on a cluster
@@ -482,7 +483,9 @@ class PoseEstimator:
             self._accept(found, model, T, fitness, rmse, colour, tracked=True)
         if lost:
             redetected = self.detect(frames, arm, fingers)
-            found.update({oid: redetected[oid] for oid in lost if oid in redetected})
+            # a held object stays in the closed fingers unless it is clearly seen elsewhere
+            found.update({oid: redetected[oid] for oid in lost if oid in redetected
+                          and (oid not in held or redetected[oid].confidence >= self.config.held_redetect_confidence)})
         # a held object the hand hides is where the grip took it (rigid coupling), not where it was last seen
         self.predicted = {oid: e for oid, e in held.items() if oid not in found}
         self.previous = {**self.predicted, **found}

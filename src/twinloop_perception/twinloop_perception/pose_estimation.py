@@ -10,7 +10,7 @@ cluster (largest first) takes the best-scoring object not yet found; points an a
 explains are removed from the clusters still to come (a view can split one object in two), and a
 cluster two objects share (a cube in a bowl) is explained in turns.
 Track: warm-started ICP from the previous poses on the cloud near each object; an object whose
-fit drops below `lost_fitness` is searched for globally again.
+fit drops below `lost_fitness` (or its colour below `lost_colour`) is searched for globally again.
 
 Symmetric objects (DetectedObject.SYMMETRY_*) are reported in one canonical pose: discrete
 symmetries (a cube's 24, a block's 4) pick the equivalent rotation nearest the previous estimate
@@ -89,6 +89,7 @@ class EstimatorConfig:
     fit_distance: float = 0.005                            # [m] inlier distance for fitness
     min_confidence: float = 0.45                           # below: not detected
     lost_fitness: float = 0.55                             # tracking below this: search globally
+    lost_colour: float = 0.3                               # ... or with a colour agreement below this
     held_redetect_confidence: float = 0.8                  # a held object the cameras lost moves elsewhere only on a detection this sure
     resting_fitness: float = 0.9                           # tracking below this also tries poses resting on the table/support
     colour_sigma: float = 0.18                             # width of the colour agreement (unit rgb directions)
@@ -285,7 +286,7 @@ class PoseEstimator:
         inliers = np.isfinite(distances)
         fitness = float(inliers.mean()) if len(points) else 0.0
         rmse = float(np.sqrt(np.mean(distances[inliers] ** 2))) if inliers.any() else np.inf
-        return fitness, rmse, self._colour(model, colours)
+        return fitness, rmse, self._colour(model, colours[inliers] if inliers.any() else colours)   # of the points it explains
 
     def _colour(self, model, colours):
         observed = _unit_colour(np.median(colours, axis=0)) if len(colours) else np.zeros(3)
@@ -444,10 +445,36 @@ class PoseEstimator:
             return None
         return now @ np.linalg.inv(before)
 
-    def _in_grip(self, model, T):
-        """Was the object's centre at the grip at the previous frame?"""
-        centre = T[:3, :3] @ [0, 0, model.extents[2] / 2] + T[:3, 3]
-        return self.grip_before is not None and np.linalg.norm(centre - self.grip_before) < max(model.extents) / 2 + 0.02
+    def _in_grip(self):
+        """Id of the object the fingers hold: of those whose centre was within reach of the grip at
+        the previous frame, the nearest (a parallel gripper holds one; the block a held sponge
+        hovers over is not carried along)."""
+        if self.grip_before is None:
+            return None
+        reach = {}
+        for oid, previous in self.previous.items():
+            extents = self.models[oid].extents
+            R = Rotation.from_quat([*previous.quat[1:], previous.quat[0]]).as_matrix()
+            distance = np.linalg.norm(previous.position + R @ [0, 0, extents[2] / 2] - self.grip_before)
+            if distance < max(extents) / 2 + 0.02:
+                reach[oid] = distance
+        return min(reach, key=reach.get) if reach else None
+
+    def _share_points(self, points, tree, poses):
+        """{id: indices of the points near the object that lie nearer its surface (at its expected
+        pose) than any other object's}: a sponge put on a block keeps the block's tracking off its
+        top face."""
+        nearest = np.full(len(points), np.inf)
+        owner = np.full(len(points), -1)
+        near = {}
+        for k, (oid, T) in enumerate(poses.items()):
+            extents = self.models[oid].extents
+            centre = T[:3, 3] + T[:3, :3] @ [0, 0, extents[2] / 2]
+            near[oid] = np.asarray(tree.query_ball_point(centre, float(np.linalg.norm(extents)) / 2 + 0.02) if tree is not None else [], int)
+            distances, _ = self.models[oid].tree.query((points[near[oid]] - T[:3, 3]) @ T[:3, :3])
+            closer = distances < nearest[near[oid]]
+            nearest[near[oid][closer]], owner[near[oid][closer]] = distances[closer], k
+        return {oid: idx[owner[idx] == k] for k, (oid, idx) in enumerate(near.items())}
 
     def track(self, frames, arm=None, fingers=(0.04, 0.04)):
         """Warm-started update of the previous estimates; lost objects are searched globally.
@@ -457,27 +484,26 @@ class PoseEstimator:
         points, colours, _ = self.scene_cloud(frames, arm, fingers, self.config.track_stride, self.table)
         tree = cKDTree(points) if len(points) else None
         carried = self._grip_motion(arm, fingers)
-        found, lost, held = {}, [], {}
+        holding = self._in_grip() if carried is not None else None
+        found, lost, held, poses = {}, [], {}, {}
         for oid, previous in self.previous.items():
-            model = self.models[oid]
             R = Rotation.from_quat([*previous.quat[1:], previous.quat[0]]).as_matrix()
-            T = _transform(R, previous.position)
-            if carried is not None and self._in_grip(model, T):   # held: it moved with the gripper
-                T = carried @ T
+            poses[oid] = T = _transform(R, previous.position)
+            if oid == holding:   # held: it moved with the gripper
+                poses[oid] = T = carried @ T
                 held[oid] = replace(previous, position=T[:3, 3], quat=_wxyz(T[:3, :3]), confidence=0.0, tracked=True)
-            centre = T[:3, 3] + T[:3, :3] @ [0, 0, model.extents[2] / 2]
-            near = tree.query_ball_point(centre, float(np.linalg.norm(model.extents)) / 2 + 0.02) if tree is not None else []
+        for oid, near in self._share_points(points, tree, poses).items():
+            model, T = self.models[oid], poses[oid]
             if len(near) < self.config.track_min_points:
                 lost.append(oid)
                 continue
-            near = np.asarray(near)
             fit = self.register(model, points[near], colours[near], hypotheses=[T])
             if fit[1] < self.config.resting_fitness and oid not in held:
                 # e.g. a dropped box fits its bottom face to its own top face, one height too high
                 fit = max(fit, self.register(model, points[near], colours[near], hypotheses=self._upright(model, points[near])),
                           key=lambda f: f[1] - 20 * f[2])
             T, fitness, rmse, colour = fit
-            if fitness < self.config.lost_fitness:
+            if fitness < self.config.lost_fitness or colour < self.config.lost_colour:   # e.g. fitted to the object on top of it
                 lost.append(oid)
                 continue
             self._accept(found, model, T, fitness, rmse, colour, tracked=True)

@@ -82,6 +82,24 @@ def test_stage_checks_on_perceived_state():
     assert np.allclose(grasp.sub_goal(start, start, np.array([0.505, 0.1, 0.09])), (0.5, 0.1, 0.025))   # over it: down
 
 
+def test_next_stage_passes_done_stages_and_goes_back_to_the_grasp_when_let_go():
+    cube = ((0.5, 0.1, 0.0), (1, 0, 0, 0), (0.05, 0.05, 0.05))
+    bowl = ((0.5, -0.3, 0.0), (1, 0, 0, 0), (0.15, 0.15, 0.05))
+    start = {'cube': cube, 'bowl': bowl}
+    stages = ag.stages_for([SubTask('place', 'cube', 'bowl')])
+    over_bowl = dict(start, cube=((0.5, -0.3, 0.1), cube[1], cube[2]))
+    grip_over_bowl = np.array([0.5, -0.3, 0.125])
+    assert ag.next_stage(stages, 3, over_bowl, start, 0.048, grip_over_bowl) == (3, [])          # releasing, still held
+    beside = dict(start, cube=((0.5, -0.19, 0.0), cube[1], cube[2]))                             # let go off target
+    index, events = ag.next_stage(stages, 3, beside, start, 0.08, grip_over_bowl)
+    assert index == 0 and events == ['cube is no longer held: back to grasp cube']
+    inside = dict(start, cube=((0.51, -0.3, 0.01), cube[1], cube[2]))
+    index, events = ag.next_stage(stages, 3, inside, start, 0.08, grip_over_bowl)
+    assert index == 4 and events[0].startswith('stage release cube to bowl done')
+    held_at_start = np.array([0.5, 0.1, 0.025])       # grasped where it lies: grasp done, lift not yet
+    assert ag.next_stage(stages, 0, start, start, 0.048, held_at_start)[0] == 1
+
+
 def test_a_grasp_off_centre_along_a_long_object_is_firm():
     """The grasp check is in the object's frame: a 9 cm sponge turned 30 degrees and held 2.8 cm off
     its centre along its length is grasped (through ROS a norm limit of 3 cm refused it, and the next

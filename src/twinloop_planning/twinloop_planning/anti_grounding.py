@@ -178,6 +178,26 @@ def stages_for(subtasks):
     return out
 
 
+def next_stage(stages, index, objects, start, gripper_width, ee_position):
+    """(index of the stage to work on, [what changed]) on the perceived state: done stages pass on;
+    an object no longer held in a lift, carry or release (dropped on the way, or let go off
+    target) sends its sub-task back to its grasp."""
+    events = []
+    while index < len(stages):
+        stage = stages[index]
+        done, note = stage.done(objects, start, gripper_width, ee_position)
+        if done:
+            events.append(f'stage {stage.describe()} done ({note})')
+            index += 1
+        elif stage.name != 'grasp' and not _held(objects[stage.object_id], gripper_width, ee_position):
+            index = max(i for i in range(index) if stages[i].name == 'grasp' and stages[i].subtask_index == stage.subtask_index)
+            events.append(f'{stage.object_id} is no longer held: back to {stages[index].describe()}')
+            break
+        else:
+            break
+    return index, events
+
+
 @dataclass
 class Proposal:
     """A candidate: segments of arm joint waypoints, each ending with a gripper width (None: unchanged)."""
@@ -311,23 +331,19 @@ class AntiGroundingMpc:
         start = dict(objects)
         index, stage_steps, total = 0, 0, 0
         self.sampler.reset()
-        while index < len(stages):
-            stage = stages[index]
+        while True:
             ee = self.ee_position(q)
-            done, note = stage.done(objects, start, width, ee)
-            if done:
-                self.log(f'stage {stage.describe()} done ({note})')
-                index, stage_steps = index + 1, 0
-                if index < len(stages):     # the sub-task transition signal: explore again
-                    self.sampler.reset(self.config.stage_r0.get(stages[index].name))
-                continue
-            if index > 0 and stage.name in ('lift', 'carry') and not _held(objects[stage.object_id], width, ee):
-                index = max(i for i in range(index) if stages[i].name == 'grasp' and stages[i].subtask_index == stage.subtask_index)
-                self.log(f'{stage.object_id} is no longer held: back to {stages[index].describe()}')
-                self.sampler.reset()
-                continue
+            index, events = next_stage(stages, index, objects, start, width, ee)
+            for event in events:
+                self.log(event)
+            if index == len(stages):
+                break
+            stage = stages[index]
+            if events:      # the sub-task transition signal (or a step back): explore again
+                stage_steps = 0
+                self.sampler.reset(self.config.stage_r0.get(stage.name))
             if stage_steps >= self.config.max_steps_per_stage:
-                return False, f'stage "{stage.describe()}" not done after {stage_steps} steps ({note})'
+                return False, f'stage "{stage.describe()}" not done after {stage_steps} steps ({stage.done(objects, start, width, ee)[1]})'
             if max_steps and total >= max_steps:
                 return False, f'max_steps {max_steps} reached in stage "{stage.describe()}"'
             if deadline is not None and time.monotonic() > deadline:

@@ -244,6 +244,7 @@ class PoseEstimator:
         self.predicted = {}         # id -> Estimate (confidence 0): held objects the cameras lost, moved with the grip
         self.table = config.table_height
         self.grip = self.grip_before = None   # grip-site pose at the last frame (tracking's motion prior)
+        self.width = None                     # finger opening at the last frame [m]
         self.rng = np.random.default_rng(config.seed)
         o3d.utility.random.seed(config.seed)
 
@@ -433,15 +434,18 @@ class PoseEstimator:
         return R
 
     def _grip_motion(self, arm, fingers):
-        """The gripper's rigid motion (4x4) since the previous frame if it is closed on something;
+        """The gripper's rigid motion (4x4) since the previous frame if it is closed on something
+        and not opening (a release backs off while the fingers still touch: the object stays);
         remembers where the grip was (self.grip_before) for _in_grip."""
         if self.robot_filter is None or arm is None:
             return None
         position, rotation = self.robot_filter.grip_pose(arm)
         now = _transform(rotation, position)
         before, self.grip = self.grip, now
+        width_before, self.width = self.width, float(sum(fingers))
         self.grip_before = None if before is None else before[:3, 3]
-        if before is None or not closed_on_something(sum(fingers)):
+        opening = width_before is not None and self.width > width_before + 0.002
+        if before is None or opening or not closed_on_something(self.width):
             return None
         return now @ np.linalg.inv(before)
 

@@ -100,6 +100,16 @@ def test_next_stage_passes_done_stages_and_goes_back_to_the_grasp_when_let_go():
     assert ag.next_stage(stages, 0, start, start, 0.048, held_at_start)[0] == 1
 
 
+def test_carry_aims_the_held_object_not_the_grip_at_the_destination():
+    sponge = ((0.40, 0.0, 0.10), (1, 0, 0, 0), (0.09, 0.06, 0.03))
+    block = ((0.6, -0.3, 0.0), (1, 0, 0, 0), (0.06, 0.06, 0.03))
+    objects = {'sponge': sponge, 'block': block}
+    carry, release = ag.stages_for([SubTask('place', 'sponge', 'block')])[2:]
+    grip = np.array([0.425, 0.0, 0.115])               # held 2.5 cm off the sponge's centre
+    assert np.allclose(carry.sub_goal(objects, objects, grip), (0.625, -0.3, 0.03 + 0.05 + 0.015))
+    assert np.allclose(release.sub_goal(objects, objects, grip), (0.625, -0.3, 0.03 + 0.015 + 0.015))
+
+
 def test_a_grasp_off_centre_along_a_long_object_is_firm():
     """The grasp check is in the object's frame: a 9 cm sponge turned 30 degrees and held 2.8 cm off
     its centre along its length is grasped (through ROS a norm limit of 3 cm refused it, and the next

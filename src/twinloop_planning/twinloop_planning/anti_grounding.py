@@ -89,7 +89,8 @@ class Stage:
     def sub_goal(self, objects, start, ee=None):
         """Grip-site position this stage is after, in the perceived world (object frames sit at the
         centre of their bottom face). Grasping comes down from above: while the grip (ee) is not yet
-        over the grasp point the sub-goal is above the object's top (low sideways moves push it)."""
+        over the grasp point the sub-goal is above the object's top (low sideways moves push it).
+        Carrying and releasing aim the held object, not the grip, at the destination."""
         p, _, size = objects[self.object_id]
         grip_height = scripted.grip_height(size)
         if self.name == 'grasp':
@@ -101,7 +102,9 @@ class Stage:
             return np.asarray(start[self.object_id][0], float) + (0, 0, grip_height + 0.15)
         d, _, d_size = objects[self.destination_id]
         clearance = 0.05 if self.name == 'carry' else 0.015   # object base above the destination's top
-        return np.asarray(d, float) + (0, 0, d_size[2] + clearance + grip_height)
+        # the grip keeps its offset from the held object (a sponge held off its centre): aim the object
+        grip_from_base = np.subtract(ee, p) if ee is not None else (0, 0, grip_height)
+        return np.asarray(d, float) + (0, 0, d_size[2] + clearance) + grip_from_base
 
     def task(self, objects, start):
         """The goal specification the scorer judges this stage's candidates against."""
@@ -129,7 +132,7 @@ class Stage:
         d, _, d_size = objects[self.destination_id]
         horizontal = float(np.hypot(p[0] - d[0], p[1] - d[1]))
         if self.name == 'carry':
-            ok = held and horizontal < max(0.01, min(d_size[0], d_size[1]) / 6) and p[2] > d[2] + d_size[2]   # stacks need precision
+            ok = held and horizontal < max(0.01, min(d_size[0], d_size[1]) / 4) and p[2] > d[2] + d_size[2]   # stacks need precision
             return ok, f'{horizontal * 100:.1f} cm from above {self.destination_id}'
         placed, note = judge([{'action': 'place', 'object_id': self.object_id, 'destination_id': self.destination_id}],
                              start, objects)

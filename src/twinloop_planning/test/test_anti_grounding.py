@@ -110,6 +110,22 @@ def test_carry_aims_the_held_object_not_the_grip_at_the_destination():
     assert np.allclose(release.sub_goal(objects, objects, grip), (0.625, -0.3, 0.03 + 0.015 + 0.015))
 
 
+def test_grasp_candidates_must_not_come_down_beside_the_object():
+    """Through ROS a finger landed on a soda can's rim 2-4 cm off its axis and tipped it: a grasp
+    path may go low only over the grasp point; rising out of the zone beside it is allowed."""
+    can = {'can': ((0.4, 0.3, 0.0), (1, 0, 0, 0), (0.06, 0.06, 0.08))}
+    grasp, lift = ag.stages_for([SubTask('pick', 'can', '')])
+    above = np.array([0.4, 0.26, 0.2])
+    assert grasp.comes_down_beside(can, above, [(0.4, 0.27, 0.075)])          # beside it, below its top
+    assert not grasp.comes_down_beside(can, above, [(0.4, 0.27, 0.11)])       # above its top
+    assert not grasp.comes_down_beside(can, above, [(0.4, 0.29, 0.05)])       # over the grasp point
+    assert not grasp.comes_down_beside(can, above, [(0.4, 0.15, 0.03)])       # clear of it
+    low_beside = np.array([0.4, 0.27, 0.05])
+    assert not grasp.comes_down_beside(can, low_beside, [(0.4, 0.27, 0.09)])  # rising out
+    assert grasp.comes_down_beside(can, low_beside, [(0.4, 0.28, 0.05)])      # sliding in sideways
+    assert not lift.comes_down_beside(can, above, [(0.4, 0.27, 0.075)])       # only grasps are checked
+
+
 def test_a_grasp_off_centre_along_a_long_object_is_firm():
     """The grasp check is in the object's frame: a 9 cm sponge turned 30 degrees and held 2.8 cm off
     its centre along its length is grasped (through ROS a norm limit of 3 cm refused it, and the next

@@ -106,6 +106,19 @@ class Stage:
         grip_from_base = np.subtract(ee, p) if ee is not None else (0, 0, grip_height)
         return np.asarray(d, float) + (0, 0, d_size[2] + clearance) + grip_from_base
 
+    def comes_down_beside(self, objects, ee, positions):
+        """Would a grasp candidate's path come down beside the object, where a finger lands on its
+        rim or side and pushes or tips it? True if a grip position lower than the object's top +
+        HOVER/2 (and not above where the grip starts: rising out is always allowed) is within a
+        finger's reach of the object but not over its grasp point."""
+        if self.name != 'grasp':
+            return False
+        p, _, size = objects[self.object_id]
+        low = min(p[2] + size[2] + HOVER / 2, ee[2] + 0.005)
+        reach = max(size[0], size[1]) / 2 + OPEN_WIDTH / 2 + 0.01
+        return any(point[2] < low and APPROACH_RADIUS < np.hypot(point[0] - p[0], point[1] - p[1]) < reach
+                   for point in positions)
+
     def task(self, objects, start):
         """The goal specification the scorer judges this stage's candidates against."""
         p, _, size = objects[self.object_id]
@@ -424,16 +437,19 @@ class AntiGroundingMpc:
         lap('sampling')
         q_full = self.arm.q_full(q)
         open_first = stage.name == 'grasp' and width < OPEN_WIDTH - 0.01
-        proposals = []
+        proposals, beside = [], 0
         for sample in samples:
             proposal = self.builder.build(f'c{len(proposals):02d}', sample, q_full, ee, grasp, open_first)
+            if proposal is not None and stage.comes_down_beside(objects, ee, np.vstack([seg[1] for seg in proposal.segments])):
+                proposal, beside = None, beside + 1
             if proposal is not None:
                 proposals.append(proposal)
             if len(proposals) == self.config.num_candidates:
                 break
         lap('ik')
         if not proposals:                # nothing reachable from here: the step is spent, the next one samples anew
-            return self._nothing_executed(stage, step_index, [], [], [], timings, 'no reachable candidate around the gripper')
+            return self._nothing_executed(stage, step_index, [], [], [], timings, 'no reachable candidate around the gripper'
+                                          + (f' ({beside} came down beside the object)' if beside else ''))
         self.ports.feedback(stage='rollout', step=step_index, subtask=stage.subtask_index, num_candidates=len(proposals))
         facts = self.ports.rollout(proposals)
         lap('rollout')

@@ -62,6 +62,11 @@ def cup(radius=0.035, height=0.09, thickness=0.006):
     return ObjectShape([base] + _ring_walls(radius, height - 0.008, thickness, 0.008, n=14), SYMMETRY_AXIAL)
 
 
+def can(radius=0.033, height=0.12):
+    """A closed can: one cylinder (a soda can is not an open cup)."""
+    return ObjectShape([Part('cylinder', (radius, height / 2), (0, 0, height / 2))], SYMMETRY_AXIAL)
+
+
 def bowl(radius=0.075, height=0.05, thickness=0.008):
     base = Part('cylinder', (radius * 0.6, 0.005), (0, 0, 0.005))
     return ObjectShape([base] + _ring_walls(radius, height - 0.01, thickness, 0.01, n=18), SYMMETRY_AXIAL)
@@ -90,7 +95,7 @@ def lid(size=(0.15, 0.11, 0.012)):
     return block(size)
 
 
-KINDS = {'cube': cube, 'block': block, 'sponge': sponge, 'ring': ring, 'cup': cup, 'bowl': bowl, 'plate': plate,
+KINDS = {'cube': cube, 'block': block, 'sponge': sponge, 'ring': ring, 'cup': cup, 'can': can, 'bowl': bowl, 'plate': plate,
          'bin': open_bin, 'open_box': open_box, 'lid': lid}
 
 

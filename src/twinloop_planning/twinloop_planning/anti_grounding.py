@@ -207,7 +207,7 @@ def next_stage(stages, index, objects, start, gripper_width, ee_position):
             index += 1
         elif stage.name != 'grasp' and not _held(objects[stage.object_id], gripper_width, ee_position):
             index = max(i for i in range(index) if stages[i].name == 'grasp' and stages[i].subtask_index == stage.subtask_index)
-            events.append(f'{stage.object_id} is no longer held: back to {stages[index].describe()}')
+            events.append(f'{stage.object_id} is no longer held ({stage.describe()}: {note}): back to {stages[index].describe()}')
             break
         else:
             break

@@ -2,6 +2,7 @@
 found with the right identity and a pose close to the truth (modulo symmetry); tracking follows a
 moved object and finds a lost one again."""
 import os
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -103,15 +104,8 @@ def test_rotation_error_is_modulo_symmetry():
 
 def test_tracking_follows_an_object_carried_by_the_gripper(robot_filter):
     """The gripper's motion (from the joints) predicts where a held object went: it stays tracked."""
-    from twinloop_planning import anti_grounding as ag, scripted
-    config = scene.SceneConfig.from_yaml(SCENES / 'tabletop.yaml')
-    w = world.SimWorld(config)
-    arm = ag.Arm(scene.build_spec(scene.SceneConfig([], [])).compile())
-    rng = np.random.default_rng(1)
-    fingers = lambda: (w.gripper_width() / 2, w.gripper_width() / 2)  # noqa: E731
-    try:
-        estimator = pe.PoseEstimator(pe.build_models(config.objects), robot_filter=robot_filter)
-        estimator.detect(frames(w, rng), w.arm_positions(), fingers())
+    from twinloop_planning import scripted
+    with arm_scene('tabletop', 1, robot_filter) as (w, arm, estimator, rng, fingers):
         position, quat = w.object_pose('blue_cube')
         grip = scripted.grasp_orientation(quat, (0.04, 0.04))
 
@@ -142,6 +136,20 @@ def test_tracking_follows_an_object_carried_by_the_gripper(robot_filter):
             found = estimator.track(frames_without(w, rng, 'blue_cube'), w.arm_positions(), fingers())
             assert ('blue_cube' in found) == moved
             assert (np.linalg.norm(estimator.previous['blue_cube'].position - w.object_pose('blue_cube')[0]) < 0.01) != moved
+
+
+@contextmanager
+def arm_scene(name, seed, robot_filter):
+    """A simulated scene with its arm, an estimator that has detected it, the noise source and the fingers' state."""
+    from twinloop_planning import anti_grounding as ag
+    config = scene.SceneConfig.from_yaml(SCENES / f'{name}.yaml')
+    w = world.SimWorld(config)
+    rng = np.random.default_rng(seed)
+    fingers = lambda: (w.gripper_width() / 2, w.gripper_width() / 2)  # noqa: E731
+    try:
+        estimator = pe.PoseEstimator(pe.build_models(config.objects), robot_filter=robot_filter)
+        estimator.detect(frames(w, rng), w.arm_positions(), fingers())
+        yield w, ag.Arm(scene.build_spec(scene.SceneConfig([], [])).compile()), estimator, rng, fingers
     finally:
         w.close()
 
@@ -164,15 +172,8 @@ def test_a_sponge_stacked_on_a_block_is_tracked_and_the_block_stays(robot_filter
     sponge's points one height up; only the object in the fingers is carried, a fit to another
     object's colour counts as lost, and fingers that are opening carry nothing."""
     from twinloop_execution import trajectory
-    from twinloop_planning import anti_grounding as ag, scripted
-    config = scene.SceneConfig.from_yaml(SCENES / 'stacking.yaml')
-    w = world.SimWorld(config)
-    arm = ag.Arm(scene.build_spec(scene.SceneConfig([], [])).compile())
-    rng = np.random.default_rng(3)
-    fingers = lambda: (w.gripper_width() / 2, w.gripper_width() / 2)  # noqa: E731
-    try:
-        estimator = pe.PoseEstimator(pe.build_models(config.objects), robot_filter=robot_filter)
-        estimator.detect(frames(w, rng), w.arm_positions(), fingers())
+    from twinloop_planning import scripted
+    with arm_scene('stacking', 3, robot_filter) as (w, arm, estimator, rng, fingers):
         sponge, quat = w.object_pose('sponge')
         on_block = np.asarray(w.object_pose('red_block')[0]) + (0, 0, 0.03 + 0.015)
         grip = scripted.grasp_orientation(quat, (0.09, 0.06))
@@ -192,8 +193,6 @@ def test_a_sponge_stacked_on_a_block_is_tracked_and_the_block_stays(robot_filter
             assert np.linalg.norm(estimator.previous['red_block'].position - w.object_pose('red_block')[0]) < 0.01, target
             assert np.linalg.norm(estimator.previous['sponge'].position - w.object_pose('sponge')[0]) < 0.01, target
         assert w.object_pose('sponge')[0][2] > 0.025                       # it is on the block
-    finally:
-        w.close()
 
 
 def frames_without(w, rng, object_id):

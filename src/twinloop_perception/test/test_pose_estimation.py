@@ -78,19 +78,11 @@ def test_a_dropped_box_is_tracked_onto_the_table_not_one_height_up(robot_filter,
     """A box last seen 3 cm up (it fell from the fingers) has its top face where its bottom was
     expected: tracking alone fits the bottom face to the top, one height too high (the reference
     case without resting hypotheses shows it); resting hypotheses put it back on the table."""
-    config = scene.SceneConfig.from_yaml(SCENES / 'stacking.yaml')
-    w = world.SimWorld(config)
-    rng = np.random.default_rng(2)
-    try:
-        estimator = pe.PoseEstimator(pe.build_models(config.objects), pe.EstimatorConfig(resting_fitness=resting_fitness),
-                                     robot_filter=robot_filter)
-        estimator.detect(frames(w, rng), w.arm_positions())
+    with arm_scene('stacking', 2, robot_filter, pe.EstimatorConfig(resting_fitness=resting_fitness)) as (w, _, estimator, rng, fingers):
         truth = np.asarray(w.object_pose('sponge')[0])
         estimator.previous['sponge'] = replace(estimator.previous['sponge'], position=truth + (0, 0, 0.03))
-        found = estimator.track(frames(w, rng), w.arm_positions())['sponge']
+        found = estimator.track(frames(w, rng), w.arm_positions(), fingers())['sponge']
         assert (np.linalg.norm(found.position - truth) < 0.005) == settles, found.position - truth
-    finally:
-        w.close()
 
 
 def test_rotation_error_is_modulo_symmetry():
@@ -139,27 +131,33 @@ def test_tracking_follows_an_object_carried_by_the_gripper(robot_filter):
 
 
 @contextmanager
-def arm_scene(name, seed, robot_filter):
+def arm_scene(name, seed, robot_filter, config=pe.EstimatorConfig()):
     """A simulated scene with its arm, an estimator that has detected it, the noise source and the fingers' state."""
     from twinloop_planning import anti_grounding as ag
-    config = scene.SceneConfig.from_yaml(SCENES / f'{name}.yaml')
-    w = world.SimWorld(config)
+    scene_config = scene.SceneConfig.from_yaml(SCENES / f'{name}.yaml')
+    w = world.SimWorld(scene_config)
     rng = np.random.default_rng(seed)
     fingers = lambda: (w.gripper_width() / 2, w.gripper_width() / 2)  # noqa: E731
     try:
-        estimator = pe.PoseEstimator(pe.build_models(config.objects), robot_filter=robot_filter)
+        estimator = pe.PoseEstimator(pe.build_models(scene_config.objects), config, robot_filter=robot_filter)
         estimator.detect(frames(w, rng), w.arm_positions(), fingers())
         yield w, ag.Arm(scene.build_spec(scene.SceneConfig([], [])).compile()), estimator, rng, fingers
     finally:
         w.close()
 
 
-def move_grip(w, arm, target, grip, gripper=None):
-    """Move the simulated arm's grip site to target (IK, a timed path), then set the fingers' width if given."""
+def start_path(w, arm, target, grip):
+    """Start a timed path of the simulated arm's grip site to target (IK); returns the path."""
     from twinloop_execution import trajectory
     q = arm.ik.solve(arm.q_full(w.arm_positions()), target, grip).positions
     path = trajectory.parametrize(np.vstack([w.arm_positions(), q]), np.full(7, 2.0), np.full(7, 5.0), np.full(7, 500.0), 0.5)
     w.follow_trajectory(path.times, path.positions)
+    return path
+
+
+def move_grip(w, arm, target, grip, gripper=None):
+    """Move the grip site to target and wait until there, then set the fingers' width if given."""
+    path = start_path(w, arm, target, grip)
     w.step(int((path.duration + 0.5) / w.model.opt.timestep))
     if gripper is not None:
         w.set_gripper(gripper)
@@ -171,7 +169,6 @@ def test_a_sponge_stacked_on_a_block_is_tracked_and_the_block_stays(robot_filter
     block (within reach of the grip too) rode along with the hand and was then fitted to the
     sponge's points one height up; only the object in the fingers is carried, a fit to another
     object's colour counts as lost, and fingers that are opening carry nothing."""
-    from twinloop_execution import trajectory
     from twinloop_planning import scripted
     with arm_scene('stacking', 3, robot_filter) as (w, arm, estimator, rng, fingers):
         sponge, quat = w.object_pose('sponge')
@@ -182,9 +179,7 @@ def test_a_sponge_stacked_on_a_block_is_tracked_and_the_block_stays(robot_filter
                                 (on_block + (0, 0, 0.12), None)):
             if isinstance(target, str):    # open and back off: a frame while the fingers open (still touching) and the hand rises
                 w.set_gripper(0.08)
-                path = trajectory.parametrize(np.vstack([w.arm_positions(), arm.ik.solve(arm.q_full(w.arm_positions()), on_block + (0, 0, 0.1), grip).positions]),
-                                              np.full(7, 2.0), np.full(7, 5.0), np.full(7, 500.0), 0.5)
-                w.follow_trajectory(path.times, path.positions)
+                start_path(w, arm, on_block + (0, 0, 0.1), grip)
                 w.step(int(0.1 / w.model.opt.timestep))
                 assert closed_on_something(w.gripper_width())
             else:

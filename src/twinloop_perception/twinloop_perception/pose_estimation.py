@@ -409,9 +409,8 @@ class PoseEstimator:
             yaw = np.arctan2(T[1, 0], T[0, 0])
             T = _transform(Rotation.from_euler('z', yaw).as_matrix(), (T[0, 3], T[1, 3], self.table))
         R = self._canonical(model, T[:3, :3])
-        quat = Rotation.from_matrix(R).as_quat()  # x y z w
-        position = T[:3, 3] + T[:3, :3] @ [0, 0, model.extents[2] / 2] - R @ [0, 0, model.extents[2] / 2]
-        estimate = Estimate(model.id, model.label, model.mesh_id, position, np.array([quat[3], *quat[:3]]), model.extents,
+        position = _centre(model, T) - R @ [0, 0, model.extents[2] / 2]   # the same centre, canonical rotation
+        estimate = Estimate(model.id, model.label, model.mesh_id, position, _wxyz(R), model.extents,
                             model.symmetry, float(np.clip(fitness * colour, 0, 1)), fitness, rmse, tracked)
         if model.id not in found or found[model.id].confidence < estimate.confidence:
             found[model.id] = estimate
@@ -449,18 +448,16 @@ class PoseEstimator:
             return None
         return now @ np.linalg.inv(before)
 
-    def _in_grip(self):
-        """Id of the object the fingers hold: of those whose centre was within reach of the grip at
-        the previous frame, the nearest (a parallel gripper holds one; the block a held sponge
-        hovers over is not carried along)."""
+    def _in_grip(self, poses):
+        """Id of the object the fingers hold: of those (at their last poses) whose centre was within
+        reach of the grip at the previous frame, the nearest (a parallel gripper holds one; the
+        block a held sponge hovers over is not carried along)."""
         if self.grip_before is None:
             return None
         reach = {}
-        for oid, previous in self.previous.items():
-            extents = self.models[oid].extents
-            R = Rotation.from_quat([*previous.quat[1:], previous.quat[0]]).as_matrix()
-            distance = np.linalg.norm(previous.position + R @ [0, 0, extents[2] / 2] - self.grip_before)
-            if distance < max(extents) / 2 + 0.02:
+        for oid, T in poses.items():
+            distance = np.linalg.norm(_centre(self.models[oid], T) - self.grip_before)
+            if distance < max(self.models[oid].extents) / 2 + 0.02:
                 reach[oid] = distance
         return min(reach, key=reach.get) if reach else None
 
@@ -472,10 +469,10 @@ class PoseEstimator:
         owner = np.full(len(points), -1)
         near = {}
         for k, (oid, T) in enumerate(poses.items()):
-            extents = self.models[oid].extents
-            centre = T[:3, 3] + T[:3, :3] @ [0, 0, extents[2] / 2]
-            near[oid] = np.asarray(tree.query_ball_point(centre, float(np.linalg.norm(extents)) / 2 + 0.02) if tree is not None else [], int)
-            distances, _ = self.models[oid].tree.query((points[near[oid]] - T[:3, 3]) @ T[:3, :3])
+            model = self.models[oid]
+            radius = float(np.linalg.norm(model.extents)) / 2 + 0.02
+            near[oid] = np.asarray(tree.query_ball_point(_centre(model, T), radius) if tree is not None else [], int)
+            distances, _ = model.tree.query((points[near[oid]] - T[:3, 3]) @ T[:3, :3])
             closer = distances < nearest[near[oid]]
             nearest[near[oid][closer]], owner[near[oid][closer]] = distances[closer], k
         return {oid: idx[owner[idx] == k] for k, (oid, idx) in enumerate(near.items())}
@@ -488,14 +485,13 @@ class PoseEstimator:
         points, colours, _ = self.scene_cloud(frames, arm, fingers, self.config.track_stride, self.table)
         tree = cKDTree(points) if len(points) else None
         carried = self._grip_motion(arm, fingers)
-        holding = self._in_grip() if carried is not None else None
-        found, lost, held, poses = {}, [], {}, {}
-        for oid, previous in self.previous.items():
-            R = Rotation.from_quat([*previous.quat[1:], previous.quat[0]]).as_matrix()
-            poses[oid] = T = _transform(R, previous.position)
-            if oid == holding:   # held: it moved with the gripper
-                poses[oid] = T = carried @ T
-                held[oid] = replace(previous, position=T[:3, 3], quat=_wxyz(T[:3, :3]), confidence=0.0, tracked=True)
+        poses = {oid: _transform(Rotation.from_quat([*e.quat[1:], e.quat[0]]).as_matrix(), e.position)
+                 for oid, e in self.previous.items()}
+        holding = self._in_grip(poses) if carried is not None else None
+        found, lost, held = {}, [], {}
+        if holding is not None:   # held: it moved with the gripper
+            poses[holding] = T = carried @ poses[holding]
+            held[holding] = replace(self.previous[holding], position=T[:3, 3], quat=_wxyz(T[:3, :3]), confidence=0.0, tracked=True)
         for oid, near in self._share_points(points, tree, poses).items():
             model, T = self.models[oid], poses[oid]
             if len(near) < self.config.track_min_points:
@@ -520,6 +516,11 @@ class PoseEstimator:
         self.predicted = {oid: e for oid, e in held.items() if oid not in found}
         self.previous = {**self.predicted, **found}
         return found
+
+
+def _centre(model, T):
+    """Centre of a model's bounding box under object pose T (frames sit at the bottom face)."""
+    return T[:3, 3] + T[:3, :3] @ [0, 0, model.extents[2] / 2]
 
 
 def _wxyz(R):

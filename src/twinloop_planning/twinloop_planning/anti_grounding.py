@@ -228,6 +228,10 @@ class Proposal:
     def waypoints(self):
         return np.vstack([w for w, _, _ in self.segments])
 
+    def positions(self):
+        """Grip-site positions along the candidate [n x 3]."""
+        return np.vstack([p for _, p, _ in self.segments])
+
     @property
     def end(self):
         """Where the grip site should be at the end [m]."""
@@ -440,7 +444,7 @@ class AntiGroundingMpc:
         proposals, beside = [], 0
         for sample in samples:
             proposal = self.builder.build(f'c{len(proposals):02d}', sample, q_full, ee, grasp, open_first)
-            if proposal is not None and stage.comes_down_beside(objects, ee, np.vstack([seg[1] for seg in proposal.segments])):
+            if proposal is not None and stage.comes_down_beside(objects, ee, proposal.positions()):
                 proposal, beside = None, beside + 1
             if proposal is not None:
                 proposals.append(proposal)

@@ -21,9 +21,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from twinloop_planning import anti_grounding as ag
+from twinloop_antigrounding.config import MpcConfig
+from twinloop_antigrounding.mpc import AntiGroundingMpc
+from twinloop_core.engine import load_config
+from twinloop_core.ports import QuietProgress
+from twinloop_execution.kinematics import Arm
 from twinloop_planning.grounding import Grounder, GroundingError
-from twinloop_planning.libero_ports import PERCEPTION, EpisodeEnded, LiberoPorts
+from twinloop_planning.ports.libero import PERCEPTION, EpisodeEnded, LiberoPorts
 from twinloop_scoring import agents, vqa
 from twinloop_twin.libero_twin import LiberoTwin
 from twinloop_twin.libero_world import MAX_STEPS, LiberoWorld
@@ -64,10 +68,10 @@ class Evaluator:
         world.reset(episode)
         ports = LiberoPorts(world, twin, self.prompts, self.agents, ROOT / 'urdf' / 'panda.urdf',
                             ROOT / 'config' / 'panda_joint_limits.yaml', max_steps=MAX_STEPS[world.suite])
-        config = ag.MpcConfig.from_dict(self.mpc_config)
+        config = load_config(MpcConfig, self.mpc_config)
         config.num_candidates, config.seed = self.args.candidates, episode
-        mpc = ag.AntiGroundingMpc(ports, ag.Arm(twin.model), config, log=lambda line: print('   ', line, flush=True))
-        objects = ports.state()[0]
+        mpc = AntiGroundingMpc(ports.ports(QuietProgress(lambda line: print('   ', line, flush=True))), Arm(twin.model), config)
+        objects = ports.state().objects
         reason = ''
         try:
             spec = self.grounder.ground(world.instruction, ports.labels(), {k: v[0] for k, v in objects.items()})

@@ -16,9 +16,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from twinloop_planning import anti_grounding as ag
-from twinloop_planning.grounding import SubTask
-from twinloop_planning.sim_ports import SimPorts
+from twinloop_antigrounding.config import MpcConfig
+from twinloop_antigrounding.mpc import AntiGroundingMpc
+from twinloop_core.engine import load_config
+from twinloop_core.ports import QuietProgress
+from twinloop_execution.kinematics import Arm
+from twinloop_core.task import SubTask
+from twinloop_planning.ports.in_process import SimPorts
 from twinloop_scoring import agents, vqa
 from twinloop_twin import scene, world
 from twinloop_twin.twin import MeshLibrary, SimTwin
@@ -39,10 +43,10 @@ def main():
     ports = SimPorts(w, twin, vqa.PromptConfig.from_yaml(ROOT / 'config' / 'vqa_prompts.yaml'),
                      agents.load(ROOT / 'config' / 'vlm_agents.yaml', ['twin_critic']),
                      ROOT / 'urdf' / 'panda.urdf', ROOT / 'config' / 'panda_joint_limits.yaml')
-    mpc_config = ag.MpcConfig.from_dict(yaml.safe_load(open(ROOT / 'config' / 'anti_grounding.yaml')))
+    mpc_config = load_config(MpcConfig, yaml.safe_load(open(ROOT / 'config' / 'anti_grounding.yaml')))
     mpc_config.num_candidates = args.candidates
     mpc_config.max_steps_per_stage = args.steps
-    mpc = ag.AntiGroundingMpc(ports, ag.Arm(scene.build_spec(scene.SceneConfig([], [])).compile()), mpc_config, log=print)
+    mpc = AntiGroundingMpc(ports.ports(QuietProgress(print)), Arm.panda(), mpc_config)
     mpc.run('put the orange cube in the bowl', [SubTask('place', 'orange_cube', 'bowl')], max_steps=args.steps)
     steps = [r.timings for r in mpc.records]
     planning = [sum(t.get(k, 0.0) for k in PLANNING) for t in steps]

@@ -24,7 +24,8 @@ from twinloop_interfaces.srv import ResetWorld
 
 from twinloop_bringup import graphs, ros_env
 from twinloop_bringup.client import InstructionClient, InstructionError
-from twinloop_planning.judging import judge, object_states
+from twinloop_core.judging import judge
+from twinloop_ros.conversions import object_states
 from twinloop_twin.world_sim_node import GROUND_TRUTH_TOPIC
 
 ROOT = Path(os.environ.get('TWINLOOP_ROOT', Path(__file__).resolve().parents[1]))

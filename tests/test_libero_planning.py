@@ -8,11 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from twinloop_planning import anti_grounding as ag
-from twinloop_planning import lerobot_format
+from twinloop_antigrounding.config import MpcConfig
+from twinloop_antigrounding.mpc import AntiGroundingMpc
+from twinloop_core.ports import QuietProgress
+from twinloop_data import lerobot_format
+from twinloop_execution.kinematics import Arm
 from twinloop_planning.grounding import Grounder
-from twinloop_planning.libero_expert import LiberoExpert, features, goal_of
-from twinloop_planning.libero_ports import EpisodeEnded, LiberoPorts
+from twinloop_data.libero_expert import LiberoExpert, features, goal_of
+from twinloop_planning.ports.libero import EpisodeEnded, LiberoPorts
 from twinloop_scoring import agents, vqa
 from twinloop_twin.libero_twin import LiberoTwin
 from twinloop_twin.libero_world import LiberoWorld
@@ -47,7 +50,7 @@ def test_twin_agrees_with_libero_and_grounding_finds_the_goal_object(spatial):
     assert np.allclose(twin.data.site('panda_grip_site').xpos, world.to_base(grip, np.eye(3))[0], atol=1e-4)
     still = twin.rollout(Candidate([0.5], [list(world.arm_positions())], [], 0.3))
     assert still.moved() == [] and still.collisions == []          # settled objects stay where LIBERO has them
-    objects = ports.state()[0]
+    objects = ports.state().objects
     bowl, plate = objects['akita_black_bowl_1'], objects['plate_1']
     assert abs(bowl[0][2] - plate[0][2]) < 0.02                      # both bottoms on the table (bottom-centre convention)
     spec = Grounder().ground(world.instruction, ports.labels(), {k: v[0] for k, v in objects.items()})
@@ -58,10 +61,10 @@ def test_anti_grounding_moves_libero_arm_until_the_step_limit(spatial):
     world, twin = spatial
     world.reset(0)
     ports = _ports(world, twin, max_steps=30)
-    config = ag.MpcConfig(num_candidates=4)
-    mpc = ag.AntiGroundingMpc(ports, ag.Arm(twin.model), config, log=lambda *_: None)
+    config = MpcConfig(num_candidates=4)
+    mpc = AntiGroundingMpc(ports.ports(), Arm(twin.model), config)
     before = world.arm_positions()
-    spec = Grounder().ground(world.instruction, ports.labels(), {k: v[0] for k, v in ports.state()[0].items()})
+    spec = Grounder().ground(world.instruction, ports.labels(), {k: v[0] for k, v in ports.state().objects.items()})
     with pytest.raises(EpisodeEnded, match='step limit 30') as ended:
         mpc.run(world.instruction, spec.subtasks)
     assert not ended.value.success and world.steps == 30

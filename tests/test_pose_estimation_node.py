@@ -13,7 +13,7 @@ from twinloop_interfaces.msg import DetectedObject, DetectedObjectArray
 from twinloop_bringup import graphs, processes
 from twinloop_bringup.client import spin_until
 from twinloop_twin import scene
-from twinloop_twin.sim_twin_node import detections_from_msg
+from twinloop_twin import messages
 from twinloop_twin.twin import MeshLibrary, SimTwin
 from twinloop_twin.world_sim_node import GROUND_TRUTH_TOPIC
 
@@ -50,7 +50,7 @@ def test_perceived_objects_match_the_world_and_rebuild_it_in_the_twin(graph, ros
     twins = [SimTwin(MeshLibrary.from_scene(config), config.cameras) for _ in range(2)]
     try:
         for twin, msg in zip(twins, (truth, perceived)):
-            twin.sync(detections_from_msg(msg), scene.HOME)
+            twin.sync(messages.detections(msg), scene.HOME)
         real, rebuilt = (twin.segmentation('front', 320, 240) for twin in twins)
         for i, oid in enumerate(twins[0].world.object_ids):
             j = twins[1].world.object_ids.index(oid)

@@ -12,7 +12,7 @@ from twinloop_interfaces.msg import CandidateTrajectory, RenderedView
 from twinloop_interfaces.srv import ScoreTrajectories
 
 from twinloop_scoring.loopback_server import ChatServer
-from twinloop_twin import ros_conversions
+from twinloop_ros import conversions as ros_conversions
 
 ROOT = os.environ['TWINLOOP_ROOT']
 

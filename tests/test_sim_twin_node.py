@@ -10,7 +10,8 @@ from twinloop_interfaces.msg import CandidateTrajectory, DetectedObjectArray
 from twinloop_interfaces.srv import RenderViews, RolloutTrajectories, SyncTwin
 
 from twinloop_execution.kinematics import PandaIk
-from twinloop_twin import ros_conversions, scene, world
+from twinloop_twin import scene, world
+from twinloop_ros import conversions as ros_conversions
 from twinloop_twin.world_sim_node import GROUND_TRUTH_TOPIC
 
 SCENE = os.path.join(os.environ['TWINLOOP_ROOT'], 'config', 'scenes', 'tabletop.yaml')

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from twinloop_execution.kinematics import PandaIk
+from twinloop_core import gripper
 from twinloop_twin import scene, world
 from twinloop_twin.twin import Candidate, Detection, MeshLibrary, SimTwin
 
@@ -121,7 +122,7 @@ def test_a_held_cube_stays_put_in_the_fingers():
                 w.step(400)
         w.step(1000)     # the cube settles in the grip (turns to the fingers' yaw)
         lifted, quat = w.object_pose('red_cube')
-        assert lifted[2] > 0.1 and world.closed_on_something(w.gripper_width())
+        assert lifted[2] > 0.1 and gripper.closed_on_something(w.gripper_width())
         w.step(10000)
         held, turned = w.object_pose('red_cube')
         tilt = np.degrees(abs(_tilt(turned) - _tilt(quat)))

@@ -8,7 +8,7 @@ import pytest
 
 from twinloop_execution.kinematics import PandaIk
 from twinloop_scoring import vqa
-from twinloop_scoring.facts import rollout_facts
+from twinloop_twin.facts import rollout_facts
 from twinloop_scoring.twin_critic import LABEL, TwinCritic
 from twinloop_twin import overlays, scene, world
 from twinloop_twin.twin import Candidate, Detection, MeshLibrary, SimTwin

@@ -14,7 +14,8 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from twinloop_interfaces.msg import DetectedObject, DetectedObjectArray
 
-from twinloop_twin import ros_conversions, scene
+from twinloop_twin import scene
+from twinloop_ros import conversions as ros_conversions
 from twinloop_twin.world_sim_node import GROUND_TRUTH_TOPIC, camera_topic
 
 ROOT = os.environ['TWINLOOP_ROOT']

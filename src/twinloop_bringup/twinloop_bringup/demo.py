@@ -23,8 +23,9 @@ from twinloop_interfaces.msg import DetectedObjectArray
 
 from twinloop_bringup import graphs, recording, ros_env
 from twinloop_bringup.client import InstructionClient, InstructionError
-from twinloop_planning.judging import judge, object_states
-from twinloop_twin.ros_conversions import image_array
+from twinloop_core.judging import judge
+from twinloop_ros.conversions import object_states
+from twinloop_ros.conversions import image_array
 from twinloop_twin.world_sim_node import GROUND_TRUTH_TOPIC, camera_topic
 
 PERCEPTION = 'pose_estimation node (open3d registration on the simulated RealSense topics)'

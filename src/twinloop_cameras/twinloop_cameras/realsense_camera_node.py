@@ -15,7 +15,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from twinloop_cameras import calibration, realsense
-from twinloop_twin import node_runner, ros_conversions
+from twinloop_ros import conversions as ros_conversions, node_runner
 from twinloop_twin.world_sim_node import EXTRINSICS_QOS, camera_topic
 
 

@@ -27,7 +27,7 @@ def test_only_fingers_closed_on_something_carry_what_one_of_them_touches(width, 
     carries it when the gripper stopped on something (width between shut and open), not when it is
     shut (closed on nothing): a shut gripper beside an object must not drag it along the check."""
     from twinloop_execution.kinematics import ArmKinematics
-    from twinloop_planning import scripted
+    from twinloop_core.geometry import HOME_GRIP
     from twinloop_twin import scene
     from twinloop_twin.twin import Detection, MeshLibrary, SimTwin
     config = scene.SceneConfig.from_yaml(os.path.join(os.environ['TWINLOOP_ROOT'], 'config', 'scenes', 'tabletop.yaml'))
@@ -35,7 +35,7 @@ def test_only_fingers_closed_on_something_carry_what_one_of_them_touches(width, 
     twin = SimTwin(MeshLibrary.from_scene(config), [])
     try:
         twin.sync([Detection('red_cube', cube.mesh_id, (0.5, 0.0, 0.0), (1, 0, 0, 0))], scene.HOME, width)
-        beside = PandaIk(twin.model).solve(twin.data.qpos.copy(), (0.5, -0.04, 0.025), scripted.HOME_GRIP)
+        beside = PandaIk(twin.model).solve(twin.data.qpos.copy(), (0.5, -0.04, 0.025), HOME_GRIP)
         assert beside.converged
         kinematics = ArmKinematics(twin.model, twin.data)
         assert ('red_cube' in kinematics._held_objects(beside.positions)) == carried

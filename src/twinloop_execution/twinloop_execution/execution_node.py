@@ -25,8 +25,9 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from twinloop_execution import planning, trajectory
 from twinloop_execution.kinematics import ArmKinematics, PandaIk
 from twinloop_execution.safety import JointLimits, SafetyConfig, SafetyGate
-from twinloop_twin import node_runner, scene
-from twinloop_twin.sim_twin_node import detections_from_msg
+from twinloop_twin import scene
+from twinloop_ros import node_runner
+from twinloop_twin import messages
 from twinloop_twin.twin import MeshLibrary, SimTwin
 
 Goal, Result = ExecuteMotion.Goal, ExecuteMotion.Result
@@ -221,7 +222,7 @@ class ExecutionNode(Node):
 
     def _synced_kinematics(self):
         """Arm kinematics in the twin with the latest perceived objects (none if never received)."""
-        detections = detections_from_msg(self.objects) if self.objects is not None else []
+        detections = messages.detections(self.objects) if self.objects is not None else []
         self.twin.sync(detections, self.arm_positions(), self.gripper_width())
         self.ik = PandaIk(self.twin.model) if self.ik.model is not self.twin.model else self.ik
         return ArmKinematics(self.twin.model, self.twin.data)

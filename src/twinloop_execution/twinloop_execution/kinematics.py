@@ -12,7 +12,7 @@ import numpy as np
 
 from twinloop_twin import scene
 from twinloop_twin.twin import FINGER_BODIES, FINGER_SIDES
-from twinloop_twin.world import closed_on_something
+from twinloop_core.gripper import closed_on_something
 
 EE_SITE = 'panda_grip_site'
 # Gripper pointing down as in the home pose (grip z along world -z, fingers closing along world
@@ -151,3 +151,26 @@ class ArmKinematics:
                 elif (a in held or b in held) and (a, b) not in resting:
                     found.add(f'{a}|{b}' if a in held else f'{b}|{a}')
         return sorted(found)
+
+
+class Arm:
+    """IK and forward kinematics of the arm on a MuJoCo model of the scene's robot."""
+
+    def __init__(self, model):
+        self.ik, self.kinematics = PandaIk(model), ArmKinematics(model)
+        self.qpos0 = model.qpos0.copy()
+
+    @classmethod
+    def panda(cls):
+        """The Panda alone (an empty scene): what engines plan with."""
+        return cls(scene.build_spec(scene.SceneConfig([], [])).compile())
+
+    def q_full(self, q_arm):
+        """The model's qpos with these arm joints."""
+        q = self.qpos0.copy()
+        q[self.ik.arm_qpos] = q_arm
+        return q
+
+    def ee_position(self, q_arm):
+        """Grip-site position of arm joints [m]."""
+        return self.kinematics.grip_positions([q_arm])[0]

@@ -12,7 +12,7 @@ import pytest
 
 from twinloop_perception import pose_estimation as pe
 from twinloop_twin import cameras, scene, world
-from twinloop_twin.world import closed_on_something
+from twinloop_core.gripper import closed_on_something
 
 SCENES = Path(os.environ.get('TWINLOOP_ROOT', Path(__file__).resolve().parents[3])) / 'config' / 'scenes'
 
@@ -96,10 +96,10 @@ def test_rotation_error_is_modulo_symmetry():
 
 def test_tracking_follows_an_object_carried_by_the_gripper(robot_filter):
     """The gripper's motion (from the joints) predicts where a held object went: it stays tracked."""
-    from twinloop_planning import scripted
+    from twinloop_core.geometry import grasp_orientation
     with arm_scene('tabletop', 1, robot_filter) as (w, arm, estimator, rng, fingers):
         position, quat = w.object_pose('blue_cube')
-        grip = scripted.grasp_orientation(quat, (0.04, 0.04))
+        grip = grasp_orientation(quat, (0.04, 0.04))
 
         def move_to(offset, close=False):
             move_grip(w, arm, np.add(position, offset), grip, 0.0 if close else None)
@@ -133,7 +133,7 @@ def test_tracking_follows_an_object_carried_by_the_gripper(robot_filter):
 @contextmanager
 def arm_scene(name, seed, robot_filter, config=pe.EstimatorConfig()):
     """A simulated scene with its arm, an estimator that has detected it, the noise source and the fingers' state."""
-    from twinloop_planning import anti_grounding as ag
+    from twinloop_execution.kinematics import Arm
     scene_config = scene.SceneConfig.from_yaml(SCENES / f'{name}.yaml')
     w = world.SimWorld(scene_config)
     rng = np.random.default_rng(seed)
@@ -141,7 +141,7 @@ def arm_scene(name, seed, robot_filter, config=pe.EstimatorConfig()):
     try:
         estimator = pe.PoseEstimator(pe.build_models(scene_config.objects), config, robot_filter=robot_filter)
         estimator.detect(frames(w, rng), w.arm_positions(), fingers())
-        yield w, ag.Arm(scene.build_spec(scene.SceneConfig([], [])).compile()), estimator, rng, fingers
+        yield w, Arm.panda(), estimator, rng, fingers
     finally:
         w.close()
 
@@ -169,11 +169,11 @@ def test_a_sponge_stacked_on_a_block_is_tracked_and_the_block_stays(robot_filter
     block (within reach of the grip too) rode along with the hand and was then fitted to the
     sponge's points one height up; only the object in the fingers is carried, a fit to another
     object's colour counts as lost, and fingers that are opening carry nothing."""
-    from twinloop_planning import scripted
+    from twinloop_core.geometry import grasp_orientation
     with arm_scene('stacking', 3, robot_filter) as (w, arm, estimator, rng, fingers):
         sponge, quat = w.object_pose('sponge')
         on_block = np.asarray(w.object_pose('red_block')[0]) + (0, 0, 0.03 + 0.015)
-        grip = scripted.grasp_orientation(quat, (0.09, 0.06))
+        grip = grasp_orientation(quat, (0.09, 0.06))
         for target, gripper in ((sponge + (0, 0, 0.1), None), (sponge + (0, 0, 0.015), 0.0), (sponge + (0, 0, 0.12), None),
                                 (on_block + (0, 0, 0.03), None), (on_block + (0, 0, 0.015), None), ('open and back off', None),
                                 (on_block + (0, 0, 0.12), None)):

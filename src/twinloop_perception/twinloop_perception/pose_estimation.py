@@ -29,7 +29,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from twinloop_twin import objects as shapes
-from twinloop_twin.world import closed_on_something
+from twinloop_core.gripper import closed_on_something
 
 SOURCE_PERCEPTION = 0
 o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)

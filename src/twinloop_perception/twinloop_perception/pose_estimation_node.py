@@ -29,7 +29,8 @@ from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
 from twinloop_perception import pose_estimation as pe
-from twinloop_twin import markers, node_runner, ros_conversions, scene
+from twinloop_twin import markers, scene
+from twinloop_ros import conversions as ros_conversions, node_runner
 from twinloop_twin.world_sim_node import EXTRINSICS_QOS, camera_topic
 
 

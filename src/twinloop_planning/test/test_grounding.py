@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from twinloop_planning.grounding import Grounder, GroundingError, SubTask
+from twinloop_core.task import SubTask
+from twinloop_planning.grounding import Grounder, GroundingError
 
 ROOT = os.environ.get('TWINLOOP_ROOT', os.path.join(os.path.dirname(__file__), '..', '..', '..'))
 LABELS = {'red_cube': 'red cube', 'blue_cube': 'blue cube', 'bowl': 'bowl', 'banana': 'banana', 'can': 'soda can',

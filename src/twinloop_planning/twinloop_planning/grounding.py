@@ -20,10 +20,11 @@ same label, given their positions: "<object> between <a> and <b>" (nearest to th
 between the plate and the ramekin".
 """
 import re
-from dataclasses import dataclass, field
 
 import numpy as np
 import yaml
+
+from twinloop_core.task import SubTask, TaskSpec
 
 ARTICLES = re.compile(r'^(?:the|a|an|this|that)\s+')
 QUALIFIER = re.compile(r'(.+?)\s+(?:(between)\s+(.+?)\s+and\s+(.+)|(?:next to|near|on|in|from)\s+(.+))')
@@ -32,24 +33,6 @@ PLACE = r'(?:in|into|on top of|onto|on|inside)'
 
 class GroundingError(ValueError):
     """The instruction cannot be grounded in the scene; the message says why."""
-
-
-@dataclass(frozen=True)
-class SubTask:
-    action: str                 # pick, place, push, open, close
-    object_id: str
-    destination_id: str = ''
-
-
-@dataclass
-class TaskSpec:
-    instruction: str
-    subtasks: list
-    references: dict = field(default_factory=dict)   # phrase -> (object id, similarity)
-
-    def to_dict(self):
-        return {'instruction': self.instruction, 'subtasks': [s.__dict__ for s in self.subtasks],
-                'references': {k: [v[0], round(v[1], 3)] for k, v in self.references.items()}}
 
 
 def _embedder():

@@ -3,7 +3,8 @@ step (candidates coloured by score, red 0 .. green 1), per-dimension scores, the
 and timings; PNGs beside it."""
 import html
 import json
-from dataclasses import asdict
+import time
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,15 @@ from PIL import Image
 def _timing_totals(records):
     totals = {}
     for r in records:
-        for k, v in r.timings.items():
+        for k, v in getattr(r, 'timings', {}).items():
             totals[k] = totals.get(k, 0.0) + v
     return {k: round(v, 3) for k, v in totals.items()}
+
+
+def run_folder(runs_dir):
+    """runs/<date-time>-<ms>: a new folder name per run."""
+    folder = Path(runs_dir) / time.strftime('%Y%m%d-%H%M%S')
+    return folder.with_name(f'{folder.name}-{int(time.time() * 1000) % 1000:03d}')
 
 
 def write(folder, meta, records):
@@ -23,16 +30,16 @@ def write(folder, meta, records):
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     steps = []
-    for r in records:
+    for index, r in enumerate(records):
         images = []
-        for name, rgb in r.images:
-            png = f'step{r.step:03d}_{name}.png'
+        for name, rgb in getattr(r, 'images', []):
+            png = f'step{index:03d}_{name}.png'
             Image.fromarray(np.asarray(rgb, np.uint8)).save(folder / png)
             images.append(png)
-        data = {k: v for k, v in asdict(r).items() if k != 'images'}
+        data = {k: v for k, v in (asdict(r) if is_dataclass(r) else dict(r)).items() if k != 'images'}
         data['images'] = images
         steps.append(data)
-    planning = [sum(v for k, v in r.timings.items() if k not in ('execution', 'report_render')) for r in records]
+    planning = [sum(v for k, v in getattr(r, 'timings', {}).items() if k not in ('execution', 'report_render')) for r in records]
     summary = {**meta, 'steps': steps, 'timing_totals': _timing_totals(records),
                'planning_s_per_step': {'mean': round(float(np.mean(planning)), 3) if planning else None,
                                        'max': round(float(np.max(planning)), 3) if planning else None}}
@@ -53,6 +60,9 @@ def _html(summary):
            f'<p><b>Sub-tasks:</b> {e(json.dumps(summary.get("subtasks", [])))}</p>',
            f'<p><b>Time per MPC stage (all steps):</b> {e(json.dumps(summary["timing_totals"]))}</p>']
     for s in summary['steps']:
+        if 'candidates' not in s:  # an engine's own record: shown as it is
+            out.append(f'<pre>{e(json.dumps(s, indent=1))}</pre>')
+            continue
         out.append(f'<h2>Step {s["step"]}: {e(s["stage"])}</h2><p>chose {e(s["note"])} (score {s["best_score"]:.2f}, '
                    f'{e(s["backend"])}); timings {e(json.dumps(s["timings"]))}</p>')
         out += [f'<img src="{e(png)}" width="224">' for png in s['images']]

@@ -5,7 +5,7 @@ candidate order); each candidate's rollout_json gives non-visual critics the twi
 import json
 import time
 
-from twinloop_interfaces.msg import CandidateScore, DimensionScore, ViewConfidence
+from twinloop_interfaces.msg import ViewConfidence
 from twinloop_interfaces.srv import ScoreTrajectories
 
 import numpy as np
@@ -14,7 +14,9 @@ from rclpy.node import Node
 
 from twinloop_scoring import agents as agent_registry
 from twinloop_scoring import vqa
-from twinloop_twin import node_runner, overlays, ros_conversions
+from twinloop_twin import overlays
+from twinloop_ros import codec, node_runner
+from twinloop_ros import conversions as ros_conversions
 
 
 class ScoringNode(Node):
@@ -44,24 +46,20 @@ class ScoringNode(Node):
             result = vqa.score(self.config, request.instruction, views, candidate_ids, agents, facts)
         except ValueError as exc:  # every view failed for every agent
             response.success, response.message = True, f'scoring failed: {exc}'
-            response.scores = [CandidateScore(candidate_id=c, failed=True, failure_reason=str(exc),
-                                              backend=', '.join(a.label for a in agents)) for c in candidate_ids]
+            response.scores = [codec.score_msg(c, s) for c, s in zip(candidate_ids, vqa.failed_scores(candidate_ids, str(exc), agents))]
             return response
         fused = result.fused
         backends = ', '.join(result.backends)
-        for j, cid in enumerate(candidate_ids):
-            score = CandidateScore(candidate_id=cid, total=float(fused.totals[j]), backend=backends,
-                                   model=', '.join(sorted({a.backend.model for a in agents})),
-                                   rationale='\n'.join(result.rationales[cid]))
-            score.dimensions = [DimensionScore(dimension=d.name, score=float(fused.dimension_scores[j, k]), weight=d.weight)
-                                for k, d in enumerate(self.config.dimensions)]
+        models = ', '.join(sorted({a.backend.model for a in agents}))
+        for cid, score in zip(candidate_ids, result.candidate_scores(self.config, models)):
+            msg = codec.score_msg(cid, score)
             for v, view in enumerate(views):
                 reasons = [r for _, name, r in result.failures if name == view.name]
-                score.views.append(ViewConfidence(camera_name=view.name, clarity=float(fused.clarity[v]),
-                                                  variance=float(np.nan_to_num(fused.variance[v])),
-                                                  confidence=float(fused.normalised[v]), failed=bool(fused.failed_views[v]),
-                                                  failure_reason='; '.join(reasons)))
-            response.scores.append(score)
+                msg.views.append(ViewConfidence(camera_name=view.name, clarity=float(fused.clarity[v]),
+                                                variance=float(np.nan_to_num(fused.variance[v])),
+                                                confidence=float(fused.normalised[v]), failed=bool(fused.failed_views[v]),
+                                                failure_reason='; '.join(reasons)))
+            response.scores.append(msg)
         response.success, response.backend, response.requests = True, backends, result.requests
         response.message = f'{len(result.failures)} view failure(s)' if result.failures else 'ok'
         response.wall_time = time.monotonic() - started

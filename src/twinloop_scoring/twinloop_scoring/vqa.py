@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import yaml
 
+from twinloop_core.ports import Score
 from twinloop_scoring import fusion
 from twinloop_scoring.vlm import VLMError, VLMRequest
 
@@ -128,6 +129,21 @@ class ScoringResult:
     @property
     def backends(self):
         return sorted(set(self.agents))
+
+    def candidate_scores(self, config, models=''):
+        """A Score per candidate, in candidate order: what in-process ports return and the scoring
+        node sends (twinloop_ros.codec.score_msg)."""
+        backend = ', '.join(self.backends)
+        return [Score(total=float(self.fused.totals[j]), failed=False, backend=backend, model=models,
+                      dimensions={d.name: round(float(self.fused.dimension_scores[j, k]), 2) for k, d in enumerate(config.dimensions)},
+                      weights={d.name: d.weight for d in config.dimensions}, rationale='\n'.join(self.rationales[cid]))
+                for j, cid in enumerate(self.candidate_ids)]
+
+
+def failed_scores(candidate_ids, reason, agents):
+    """A failed Score per candidate: no agent produced a valid score."""
+    backend = ', '.join(a.label for a in agents)
+    return [Score(total=0.0, failed=True, backend=backend, model='', dimensions={}, rationale=reason) for _ in candidate_ids]
 
 
 def _ask(config, instruction, views, candidate_ids, agent, facts):

@@ -9,6 +9,7 @@ in twinloop's mesh library, so the pose estimator does not see them.
 import mujoco
 import numpy as np
 
+from twinloop_core.gripper import OPEN_WIDTH
 from twinloop_twin import scene, world
 from twinloop_twin.twin import SimTwin
 
@@ -88,7 +89,7 @@ class LiberoTwin(SimTwin):
         if unknown:
             raise KeyError(f'not in this LIBERO scene: {unknown}; it has {self.world.object_ids}')
 
-    def sync(self, detections, arm_positions, gripper_width=world.GRIPPER_MAX_WIDTH, finger_positions=None):
+    def sync(self, detections, arm_positions, gripper_width=OPEN_WIDTH, finger_positions=None):
         """As SimTwin.sync; fixtures (no free joint, placed anew by each LIBERO reset) are moved in the model."""
         model = self.model
         for d in detections:

@@ -23,7 +23,8 @@ from std_msgs.msg import Float64, Header
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from twinloop_twin import node_runner, ros_conversions, scene
+from twinloop_twin import scene
+from twinloop_ros import conversions as ros_conversions, node_runner
 from twinloop_twin.libero_world import CAMERAS, LiberoWorld
 from twinloop_twin.world import JointTrajectoryFollower
 from twinloop_twin.world_sim_node import EXTRINSICS_QOS, camera_topic, publish_frame, stamp

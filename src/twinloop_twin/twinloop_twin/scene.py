@@ -12,10 +12,9 @@ import mujoco
 import numpy as np
 import yaml
 
+from twinloop_core.robot import ARM_JOINTS, FINGER_JOINTS  # noqa: F401 (re-exported: scene.ARM_JOINTS)
 from twinloop_twin import objects
 
-ARM_JOINTS = tuple(f'panda_joint{i}' for i in range(1, 8))
-FINGER_JOINTS = ('panda_finger_joint1', 'panda_finger_joint2')
 HOME = (0.0, -0.3, 0.0, -2.2, 0.0, 1.9, 0.785)
 # Position-servo gains per arm joint (the robosuite model has torque motors); gravity is compensated.
 ARM_KP = (1200, 1200, 1000, 1000, 600, 400, 200)

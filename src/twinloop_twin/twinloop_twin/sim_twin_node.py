@@ -6,7 +6,7 @@ request uses them.
 """
 import time
 
-from twinloop_interfaces.msg import DetectedObjectArray, RenderedView, RolloutResult
+from twinloop_interfaces.msg import DetectedObjectArray, RenderedView
 from twinloop_interfaces.srv import RenderViews, RolloutTrajectories, SyncTwin
 
 import numpy as np
@@ -17,44 +17,10 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
-from twinloop_twin import markers, node_runner, objects, overlays, ros_conversions, scene
-from twinloop_twin.twin import Candidate, Detection, MeshLibrary, SimTwin
-
-GRIPPER_WIDTH = {1: 0.08, 2: 0.0}  # CandidateTrajectory.GRIPPER_OPEN / GRIPPER_CLOSE -> width [m]
-
-
-def detections_from_msg(msg):
-    return [Detection(o.id, o.mesh_id, (o.pose.position.x, o.pose.position.y, o.pose.position.z),
-                      (o.pose.orientation.w, o.pose.orientation.x, o.pose.orientation.y, o.pose.orientation.z), o.label)
-            for o in msg.objects]
-
-
-def candidate_from_msg(msg, settle):
-    """A twin Candidate from a CandidateTrajectory (joints mapped by name)."""
-    traj = msg.trajectory
-    if not traj.points:
-        raise ValueError(f'candidate {msg.id!r} has no trajectory points')
-    try:
-        order = [list(traj.joint_names).index(j) for j in scene.ARM_JOINTS]
-    except ValueError:
-        raise ValueError(f'candidate {msg.id!r}: joint_names must include {list(scene.ARM_JOINTS)}') from None
-    times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in traj.points]
-    positions = [[p.positions[i] for i in order] for p in traj.points]
-    gripper = [(t, GRIPPER_WIDTH[e]) for t, e in zip(times, msg.gripper_events) if e in GRIPPER_WIDTH]
-    return Candidate(times, positions, gripper, settle)
-
-
-def rollout_to_msg(candidate_id, result):
-    msg = RolloutResult(candidate_id=candidate_id, holding=result.holding, duration=float(result.duration))
-    msg.collisions = [f'{a}|{b}' for a, b in result.collisions]
-    msg.object_ids = list(result.final_poses)
-    msg.final_poses = [ros_conversions.pose_msg(*result.final_poses[oid]) for oid in msg.object_ids]
-    msg.displacements = [float(np.linalg.norm(result.displacements[oid])) for oid in msg.object_ids]
-    msg.rotations = [float(result.rotations[oid]) for oid in msg.object_ids]
-    msg.joint_margins = [float(m) for m in result.joint_margin]
-    msg.ee_path = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in result.ee_path]
-    return msg
-
+from twinloop_twin import markers, messages, objects, overlays, scene
+from twinloop_ros import codec, node_runner
+from twinloop_ros import conversions as ros_conversions
+from twinloop_twin.twin import Candidate, MeshLibrary, SimTwin
 
 class SimTwinNode(Node):
     def __init__(self):
@@ -84,9 +50,8 @@ class SimTwinNode(Node):
             response.message = 'no objects or joint state yet (neither in the request nor on the topics)'
             return response
         try:
-            arm = [joints.position[list(joints.name).index(j)] for j in scene.ARM_JOINTS]
-            fingers = [abs(joints.position[list(joints.name).index(j)]) for j in scene.FINGER_JOINTS if j in joints.name]
-            self.twin.sync(detections_from_msg(objects), arm, sum(fingers) if len(fingers) == 2 else 0.08)
+            arm, width = ros_conversions.arm_state(joints)
+            self.twin.sync(messages.detections(objects), arm, width)
         except (KeyError, ValueError) as exc:
             response.message = f'sync failed: {exc}'
             self.get_logger().error(response.message)
@@ -105,8 +70,9 @@ class SimTwinNode(Node):
         started = time.monotonic()
         settle = request.settle if request.settle > 0 else self.settle
         try:
-            candidates = [candidate_from_msg(c, settle) for c in request.candidates]
-            response.results = [rollout_to_msg(msg.id, r) for msg, r in zip(request.candidates, self.twin.rollout_batch(candidates))]
+            paths = [codec.timed_path(c) for c in request.candidates]
+            results = self.twin.rollout_batch([Candidate(p.times, p.positions, p.gripper, settle) for p in paths])
+            response.results = [messages.rollout_msg(p.id, r) for p, r in zip(paths, results)]
         except ValueError as exc:
             response.message = f'invalid candidate: {exc}'
             self.get_logger().error(response.message)

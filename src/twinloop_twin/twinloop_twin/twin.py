@@ -13,6 +13,7 @@ import mujoco
 import numpy as np
 from mujoco import rollout
 
+from twinloop_core.gripper import OPEN_WIDTH
 from twinloop_twin import objects, scene, world
 
 FINGER_SIDES = {'panda_leftfinger': 'left', 'panda_finger_joint1_tip': 'left', 'panda_rightfinger': 'right', 'panda_finger_joint2_tip': 'right'}
@@ -85,7 +86,7 @@ class SimTwin:
         self.world = None
         self._signature = None
 
-    def sync(self, detections, arm_positions, gripper_width=world.GRIPPER_MAX_WIDTH, finger_positions=None):
+    def sync(self, detections, arm_positions, gripper_width=OPEN_WIDTH, finger_positions=None):
         """Make the twin's base state the perceived one; rebuilds the model only when the object set changed.
         finger_positions: both finger joints where measured separately (an off-centre grasp)."""
         self._prepare(detections)
@@ -100,7 +101,7 @@ class SimTwin:
         w.data.ctrl[:7] = arm_positions
         w.data.qpos[w.finger_qpos] = finger_positions if finger_positions is not None else (gripper_width / 2, -gripper_width / 2)
         # fingers stopped short of open were commanded closed (on an object): keep squeezing it
-        world.set_gripper(w.data, gripper_width if gripper_width >= world.GRIPPER_MAX_WIDTH - 0.005 else 0.0)
+        world.set_gripper(w.data, gripper_width if gripper_width >= OPEN_WIDTH - 0.005 else 0.0)
         w.controller.trajectory = None
         mujoco.mj_forward(w.model, w.data)
 
@@ -179,7 +180,7 @@ class SimTwin:
         released, width = steps, float(w.data.ctrl[7] * 2)
         for time, new_width in sorted(candidate.gripper):
             k = min(steps - 1, int(round(time / dt)))
-            new_width = float(np.clip(new_width, 0.0, world.GRIPPER_MAX_WIDTH))
+            new_width = float(np.clip(new_width, 0.0, OPEN_WIDTH))
             controls[k:, 7:9] = (new_width / 2, -new_width / 2)
             if new_width > width + 1e-4:
                 released = min(released, k)

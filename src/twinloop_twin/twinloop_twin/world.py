@@ -8,9 +8,8 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
+from twinloop_core.gripper import OPEN_WIDTH
 from twinloop_twin import cameras, scene
-
-GRIPPER_MAX_WIDTH = 0.08  # [m]
 
 
 @dataclass
@@ -73,14 +72,9 @@ class ArmController:
             self.trajectory = None
 
 
-def closed_on_something(width):
-    """Fingers stopped short of open and of shut: the gripper holds something (width [m])."""
-    return 0.004 < width < GRIPPER_MAX_WIDTH - 0.005
-
-
 def set_gripper(data, width):
     """Position targets of both fingers for an opening width [m]."""
-    width = float(np.clip(width, 0.0, GRIPPER_MAX_WIDTH))
+    width = float(np.clip(width, 0.0, OPEN_WIDTH))
     data.ctrl[7:9] = (width / 2, -width / 2)
 
 
@@ -109,7 +103,7 @@ class SimWorld:
         mujoco.mj_resetData(self.model, self.data)
         self.data.qpos[self.arm_qpos] = self.config.home
         self.data.ctrl[:7] = self.config.home
-        self.set_gripper(GRIPPER_MAX_WIDTH)
+        self.set_gripper(OPEN_WIDTH)
         self.data.qpos[self.finger_qpos] = (0.04, -0.04)
         self.controller.trajectory = None
         mujoco.mj_forward(self.model, self.data)

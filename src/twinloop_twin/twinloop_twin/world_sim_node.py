@@ -19,7 +19,8 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64, Header
 from trajectory_msgs.msg import JointTrajectory
 
-from twinloop_twin import cameras, node_runner, objects, ros_conversions, scene, world
+from twinloop_twin import cameras, objects, scene, world
+from twinloop_ros import conversions as ros_conversions, node_runner
 
 GROUND_TRUTH_TOPIC = '/world_sim/ground_truth/objects'
 

@@ -1,0 +1,1 @@
+"""twinloop_antigrounding: the AntiGrounding decision engine (shared/seeds/000)."""

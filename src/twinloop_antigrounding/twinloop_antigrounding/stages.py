@@ -1,0 +1,143 @@
+"""AntiGrounding's stages (no rclpy): each sub-task is split into grasp, lift, carry and release;
+a stage says where the sampler is pointed (its sub-goal), what the scorer judges candidates
+against (its task) and when it is done - on the perceived state, which is the paper's sub-task
+transition signal."""
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from twinloop_core.geometry import centre, grip_height
+from twinloop_core.gripper import OPEN_WIDTH, closed_on_something, is_open
+from twinloop_core.judging import judge
+
+APPROACH_RADIUS = 0.015  # [m] the grip descends to its grasp point once within this of it horizontally
+HOVER = 0.03  # [m] until then the grasp sub-goal is this far above the object's top
+
+
+@dataclass
+class Stage:
+    """One stage of a sub-task: what the critic is told, where the sampler is pointed, and when it is done."""
+    name: str                        # grasp, lift, carry, release
+    subtask_index: int
+    object_id: str
+    destination_id: str = ''
+
+    def describe(self):
+        where = f' to {self.destination_id}' if self.name in ('carry', 'release') and self.destination_id else ''
+        return f'{self.name} {self.object_id}{where}'
+
+    def sub_goal(self, objects, start, ee=None):
+        """Grip-site position this stage is after, in the perceived world (object frames sit at the
+        centre of their bottom face). Grasping comes down from above: while the grip (ee) is not yet
+        over the grasp point the sub-goal is above the object's top (low sideways moves push it).
+        Carrying and releasing aim the held object, not the grip, at the destination."""
+        p, _, size = objects[self.object_id]
+        grip = grip_height(size)
+        if self.name == 'grasp':
+            grasp_point = np.asarray(p, float) + (0, 0, grip)
+            if ee is not None and np.linalg.norm(np.subtract(ee, grasp_point)[:2]) > APPROACH_RADIUS:
+                return grasp_point + (0, 0, size[2] - grip + HOVER)
+            return grasp_point
+        if self.name == 'lift':
+            return np.asarray(start[self.object_id][0], float) + (0, 0, grip + 0.15)
+        d, _, d_size = objects[self.destination_id]
+        clearance = 0.05 if self.name == 'carry' else 0.015   # object base above the destination's top
+        # the grip keeps its offset from the held object (a sponge held off its centre): aim the object
+        grip_from_base = np.subtract(ee, p) if ee is not None else (0, 0, grip)
+        return np.asarray(d, float) + (0, 0, d_size[2] + clearance) + grip_from_base
+
+    def comes_down_beside(self, objects, ee, positions):
+        """Would a grasp candidate's path come down beside the object, where a finger lands on its
+        rim or side and pushes or tips it? True if a grip position lower than the object's top +
+        HOVER/2 (and not above where the grip starts: rising out is always allowed) is within a
+        finger's reach of the object but not over its grasp point."""
+        if self.name != 'grasp':
+            return False
+        p, _, size = objects[self.object_id]
+        low = min(p[2] + size[2] + HOVER / 2, ee[2] + 0.005)
+        reach = max(size[0], size[1]) / 2 + OPEN_WIDTH / 2 + 0.01
+        return any(point[2] < low and APPROACH_RADIUS < np.hypot(point[0] - p[0], point[1] - p[1]) < reach
+                   for point in positions)
+
+    def task(self, objects, start):
+        """The goal specification the scorer judges this stage's candidates against."""
+        p, _, size = objects[self.object_id]
+        if self.name in ('grasp', 'lift'):
+            goal = np.asarray(start[self.object_id][0], float) + (0, 0, 0.15)
+        else:
+            d, _, d_size = objects[self.destination_id]
+            goal = np.asarray(d, float) + (0, 0, d_size[2] + (0.05 if self.name == 'carry' else 0.0))
+        return {'stage': self.name, 'object': self.object_id, 'destination': self.destination_id,
+                'object_size': [float(v) for v in size], 'grip_height': grip_height(size), 'goal_position': [float(v) for v in goal],
+                'holding': {'grasp': 'wanted', 'release': 'unwanted'}.get(self.name, 'required')}
+
+    def done(self, objects, start, gripper_width, ee_position):
+        """(done, note) on perceived state."""
+        p, _, size = objects[self.object_id]
+        held = _held(objects[self.object_id], gripper_width, ee_position)
+        if self.name == 'grasp':   # a firm grasp: the grip over the object, near its grasp height
+            offset = grip_offset(objects[self.object_id], ee_position)
+            return held and bool(np.all(np.abs(offset) <= grasp_tolerance(size))), \
+                f'gripper {gripper_width * 100:.1f} cm, grip {np.round(offset * 100, 1).tolist()} cm from the grasp point (object frame)'
+        rise = p[2] - start[self.object_id][0][2]
+        if self.name == 'lift':
+            return held and rise > 0.1, f'raised {rise * 100:.1f} cm'   # above the clutter before carrying
+        d, _, d_size = objects[self.destination_id]
+        horizontal = float(np.hypot(p[0] - d[0], p[1] - d[1]))
+        if self.name == 'carry':
+            ok = held and horizontal < max(0.01, min(d_size[0], d_size[1]) / 4) and p[2] > d[2] + d_size[2]   # stacks need precision
+            return ok, f'{horizontal * 100:.1f} cm from above {self.destination_id}'
+        placed, note = judge([{'action': 'place', 'object_id': self.object_id, 'destination_id': self.destination_id}],
+                             start, objects)
+        return placed and is_open(gripper_width), note
+
+
+def grip_offset(obj, ee_position):
+    """The grip site relative to the object's grasp point, in the object's frame [m]."""
+    p, quat, size = obj
+    rotation = Rotation.from_quat([*quat[1:], quat[0]])
+    return rotation.inv().apply(np.asarray(ee_position, float) - np.asarray(p, float)) - (0, 0, grip_height(size))
+
+
+def grasp_tolerance(size):
+    """Largest |grip offset| per object axis of a firm grasp: within the footprint less a finger pad
+    (at least 2 cm: small objects), 3 cm in height. A sponge held 3 cm off its centre along its
+    length is held well; the fingers centre it across."""
+    return np.array([max(size[0] / 2 - 0.01, 0.02), max(size[1] / 2 - 0.01, 0.02), 0.03])
+
+
+def _held(obj, gripper_width, ee_position):
+    """Fingers stopped short on something, and the object is between them."""
+    return closed_on_something(gripper_width) and np.linalg.norm(centre(obj) - ee_position) < max(obj[2]) / 2 + 0.02
+
+
+def stages_for(subtasks):
+    out = []
+    for index, s in enumerate(subtasks):
+        if s.action not in ('pick', 'place'):
+            raise ValueError(f'anti_grounding here plans pick and place; {s.action!r} is not supported yet')
+        names = ('grasp', 'lift') if s.action == 'pick' else ('grasp', 'lift', 'carry', 'release')
+        out += [Stage(n, index, s.object_id, s.destination_id) for n in names]
+    return out
+
+
+def next_stage(stages, index, objects, start, gripper_width, ee_position):
+    """(index of the stage to work on, [what changed]) on the perceived state: done stages pass on;
+    an object no longer held in a lift, carry or release (dropped on the way, or let go off
+    target) sends its sub-task back to its grasp."""
+    events = []
+    while index < len(stages):
+        stage = stages[index]
+        done, note = stage.done(objects, start, gripper_width, ee_position)
+        if done:
+            events.append(f'stage {stage.describe()} done ({note})')
+            index += 1
+        elif stage.name != 'grasp' and not _held(objects[stage.object_id], gripper_width, ee_position):
+            index = max(i for i in range(index) if stages[i].name == 'grasp' and stages[i].subtask_index == stage.subtask_index)
+            events.append(f'{stage.object_id} is no longer held ({stage.describe()}: {note}): back to {stages[index].describe()}')
+            break
+        else:
+            break
+    return index, events

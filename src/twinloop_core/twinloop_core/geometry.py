@@ -1,0 +1,68 @@
+"""Object states and grasp geometry shared by engines, judges and executors (no ROS).
+
+Objects are (position, quaternion w x y z, size x y z) with the frame at the centre of the
+bottom face (REP 103: metres, z up)."""
+
+from typing import NamedTuple
+
+import numpy as np
+
+HOME_GRIP = (0.0, 0.7071068, 0.7071068, 0.0)  # w x y z: gripper down, fingers closing along world y
+PALM_CLEARANCE = 0.03  # [m] deepest grip below an object's top: the Panda's palm sits ~4 cm above the grip site
+
+
+class ObjectState(NamedTuple):
+    """A perceived or simulated object: its pose and bounding-box size."""
+
+    position: tuple
+    quat: tuple  # w x y z
+    size: tuple  # bounding box x y z [m]
+
+
+def centre(obj):
+    """Centre of an object's bounding box (its frame is at the bottom face; assumed upright)."""
+    p, _, size = obj
+    return np.asarray(p, float) + (0, 0, size[2] / 2)
+
+
+def grip_height(size):
+    """Where the fingers should hold an object above its base [m]: mid height, at most 3 cm up,
+    but high enough on a tall object that the palm stays above its top."""
+    return float(max(min(size[2] / 2, 0.03), size[2] - PALM_CLEARANCE))
+
+
+def quat_multiply(a, b):
+    """Hamilton product of two quaternions (w x y z)."""
+    w1, x1, y1, z1 = a
+    w2, x2, y2, z2 = b
+    return np.array(
+        [
+            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+        ]
+    )
+
+
+def z_rotation(angle):
+    """Quaternion (w x y z) of a rotation about world z."""
+    return np.array([np.cos(angle / 2), 0.0, 0.0, np.sin(angle / 2)])
+
+
+def grasp_yaw(quat_wxyz, size_x, size_y):
+    """Yaw of the grasp so the fingers close across the object's narrower horizontal side, with
+    the least joint-7 rotation among the equivalent yaws."""
+    w, x, y, z = quat_wxyz
+    theta = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+    if abs(size_x - size_y) < 1e-3:  # square footprint: every quarter turn grasps it
+        options = theta + np.pi / 2 * np.arange(-4, 5)
+    else:
+        base = theta if size_y <= size_x else theta + np.pi / 2
+        options = base + np.pi * np.arange(-2, 3)  # the fingers are symmetric under half turns
+    return float(options[np.argmin(np.abs(options))])
+
+
+def grasp_orientation(quat_wxyz, size):
+    """The gripper's orientation (w x y z) for a grasp from above across the object's narrower side."""
+    return quat_multiply(z_rotation(grasp_yaw(quat_wxyz, size[0], size[1])), HOME_GRIP)

@@ -1,0 +1,19 @@
+"""The parallel gripper's facts: widths, the commands that keep them, and the gripper events a
+candidate trajectory carries (the values of twinloop_interfaces/CandidateTrajectory.GRIPPER_*)."""
+
+OPEN_WIDTH = 0.08  # [m] the Panda hand fully open
+CLOSED_WIDTH = 0.0  # [m] commanded to shut (the fingers stop on what they hold)
+KEEP = -1.0  # a gripper command that leaves the fingers as they are
+
+EVENT_NONE, EVENT_OPEN, EVENT_CLOSE = 0, 1, 2
+EVENT_WIDTH = {EVENT_OPEN: OPEN_WIDTH, EVENT_CLOSE: CLOSED_WIDTH}
+
+
+def closed_on_something(width):
+    """Fingers stopped short of open and of shut: the gripper holds something (width [m])."""
+    return 0.004 < width < OPEN_WIDTH - 0.005
+
+
+def is_open(width, tolerance=0.01):
+    """The fingers are (nearly) fully open."""
+    return width > OPEN_WIDTH - tolerance

@@ -1,0 +1,172 @@
+"""The world-facing ports an engine is given, as typing.Protocols. The orchestrator builds them
+on ROS (twinloop_planning.ports.ros); benchmarks and tests build them on in-process parts
+(twinloop_planning.ports.in_process). An engine declares which it needs (DecisionEngine.needs)
+and receives only those."""
+
+import threading
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from twinloop_core.gripper import KEEP
+from twinloop_core.outcomes import Canceled
+
+
+@dataclass
+class PerceivedState:
+    """What the cameras and joint encoders say now."""
+
+    objects: dict  # id -> ObjectState
+    arm: np.ndarray  # 7 arm joint positions [rad]
+    gripper_width: float  # [m]
+    unseen: frozenset = frozenset()  # ids not seen in the latest frames (their pose is a prediction)
+    labels: dict = field(default_factory=dict)  # id -> human-readable label
+
+
+@dataclass
+class TimedPath:
+    """A motion to try in the twin: timed arm waypoints and gripper width commands."""
+
+    id: str
+    times: list  # [s] from the start, increasing
+    positions: np.ndarray  # [n x 7] arm joints per waypoint [rad]
+    gripper: list = field(default_factory=list)  # [(time [s], width [m])]
+    description: str = ''
+
+
+@dataclass
+class JointSegment:
+    """One motion for the executor: joint waypoints from where the arm is, gripper commands around it."""
+
+    waypoints: np.ndarray  # [n x 7] arm joints [rad]
+    gripper_before: float = KEEP  # [m] width commanded before moving (KEEP: unchanged)
+    gripper_after: float = KEEP  # [m] width commanded after arriving
+    label: str = ''
+
+
+class Score(dict):
+    """One candidate's score: total in [0, 1], failed, backend (what produced it), dimensions
+    {name: score}, rationale. A dict so that reports serialise it as it is."""
+
+
+class Perception(Protocol):
+    """The perceived scene."""
+
+    def state(self) -> PerceivedState:
+        """The state from frames captured after the last motion ended."""
+
+
+class Twin(Protocol):
+    """The simulated twin of the scene."""
+
+    def sync(self, believed: dict) -> None:
+        """Rebuild the twin from the latest perceived state; believed {id: (position, quat)} replaces perceived poses."""
+
+    def rollout(self, paths: Sequence[TimedPath]) -> list:
+        """Simulate each path from the synced state: the facts of each (twinloop_scoring.facts keys)."""
+
+    def render_for_scoring(self, ids: Sequence[str]) -> list:
+        """Views of the last rollouts in batches the scorer tells apart: [(ids, views)], views opaque."""
+
+    def render(self, ids: Sequence[str], scores: Sequence[float]) -> list:
+        """[(view name, rgb)] of the last rollouts coloured by score (reports)."""
+
+    def render_axes(self, object_id: str) -> np.ndarray:
+        """An rgb view with the object's axes drawn (the rotation module's question)."""
+
+
+class Scorer(Protocol):
+    """Scores candidates from their views and twin facts."""
+
+    def score(self, instruction: str, task: dict, ids: Sequence[str], facts: Sequence[dict], batches: list) -> list:
+        """A Score per id, in order."""
+
+
+class Executor(Protocol):
+    """Moves the arm, every motion through the safety gate where there is one."""
+
+    def execute(self, segments: Sequence[JointSegment]) -> None:
+        """Run the segments in order; raises ExecutionFailed, or Canceled when the cancel token fires."""
+
+
+class Progress(Protocol):
+    """Feedback to whoever sent the goal, and visualisation."""
+
+    def feedback(self, stage: str, step: int, subtask: int = 0, detail: str = '', **extra) -> None:
+        """Engine-neutral feedback: a stage name, the step, the sub-task, free-form detail."""
+
+    def show(self, paths: list, scores: Sequence[float], chosen: int) -> None:
+        """Candidate grip paths coloured by score, the chosen one highlighted (RViz)."""
+
+    def log(self, text: str) -> None:
+        """One line of the run's log."""
+
+    def record(self, item) -> None:
+        """One step's record for the run report (engine-specific: the report draws what it knows)."""
+
+
+class CancelToken:
+    """Set once when the goal is canceled; every port wait and engine loop checks it."""
+
+    def __init__(self):
+        self._event = threading.Event()
+
+    def cancel(self):
+        """Request the cancel."""
+        self._event.set()
+
+    def cancelled(self):
+        """True once canceled."""
+        return self._event.is_set()
+
+    def check(self):
+        """Raise Canceled if canceled."""
+        if self._event.is_set():
+            raise Canceled()
+
+
+class QuietProgress:
+    """Progress that keeps the log lines and records (in-process runs without a listener)."""
+
+    def __init__(self, echo=None):
+        self.lines, self.records, self.echo = [], [], echo
+
+    def feedback(self, stage, step, subtask=0, detail='', **extra):
+        """Ignored."""
+
+    def show(self, paths, scores, chosen):
+        """Ignored."""
+
+    def log(self, text):
+        """Kept (and echoed when an echo function was given)."""
+        self.lines.append(text)
+        if self.echo is not None:
+            self.echo(text)
+
+    def record(self, item):
+        """Kept."""
+        self.records.append(item)
+
+
+PORT_NAMES = ('perception', 'twin', 'scorer', 'executor')
+
+
+@dataclass
+class Ports:
+    """What an engine is handed for one goal: only the ports it declared, progress and the cancel token."""
+
+    perception: Perception | None = None
+    twin: Twin | None = None
+    scorer: Scorer | None = None
+    executor: Executor | None = None
+    progress: Progress = field(default_factory=QuietProgress)
+    cancel: CancelToken = field(default_factory=CancelToken)
+
+    def only(self, needs):
+        """A copy holding only the named ports (the others None)."""
+        unknown = set(needs) - set(PORT_NAMES)
+        if unknown:
+            raise ValueError(f'unknown ports {sorted(unknown)}; ports are {PORT_NAMES}')
+        kept = {name: getattr(self, name) if name in needs else None for name in PORT_NAMES}
+        return Ports(**kept, progress=self.progress, cancel=self.cancel)

@@ -1,0 +1,1 @@
+"""twinloop_data: demonstrations (the LIBERO expert) and the LeRobot-format writer."""

@@ -1,0 +1,164 @@
+"""A scripted expert for LIBERO pick-and-place tasks, recording demonstrations in the LeRobot format.
+
+Privileged: it reads the task's goal from its BDDL problem ("On <object> <destination>" or "In")
+and object poses from the simulator. It plans grip-site waypoints (above the object, down, close,
+lift, above the destination, down, open), solves them with twinloop's IK, times them with ruckig
+(twinloop_execution.trajectory) and drives LIBERO's JOINT_POSITION controller at 20 Hz, recording
+every control step: both cameras (RGB, depth in mm), joint and finger positions, the action sent
+(7 joint targets + gripper -1 open / +1 close) and the instruction. Bowls and plates are taken by
+the rim (fingers across the wall), everything else across its narrower side at mid height.
+
+    . ./twinloop_env.sh && python -m twinloop_data.libero_expert --suite libero_spatial --tasks 0 1 \\
+        --successes 20 --out data/libero_spatial_demos
+"""
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from twinloop_execution import trajectory
+from twinloop_execution.safety import JointLimits
+from twinloop_core.geometry import HOME_GRIP, grasp_orientation
+from twinloop_data.lerobot_format import LeRobotWriter
+from twinloop_execution.kinematics import Arm
+from twinloop_twin import libero_twin, scene
+from twinloop_twin.libero_world import MAX_STEPS, LiberoWorld
+
+RIM_GRASPED = ('bowl', 'plate', 'ramekin')
+STATE_NAMES = [*scene.ARM_JOINTS, *scene.FINGER_JOINTS]
+ACTION_NAMES = [f'{j}_target' for j in scene.ARM_JOINTS] + ['gripper_close']
+
+
+def features(image_size):
+    image = {'dtype': 'image', 'shape': [image_size, image_size, 3], 'names': ['height', 'width', 'channel']}
+    depth = {'dtype': 'image', 'shape': [image_size, image_size, 1], 'names': ['height', 'width', 'channel'],
+             'info': {'unit': 'mm', 'encoding': '16-bit PNG, 0 = no return'}}
+    return {'observation.images.agentview': image, 'observation.images.wrist': image,
+            'observation.depth.agentview': depth, 'observation.depth.wrist': depth,
+            'observation.state': {'dtype': 'float32', 'shape': [len(STATE_NAMES)], 'names': STATE_NAMES},
+            'action': {'dtype': 'float32', 'shape': [len(ACTION_NAMES)], 'names': ACTION_NAMES}}
+
+
+class ExpertFailed(Exception):
+    """The expert could not plan the task (unsupported goal, unreachable pose)."""
+
+
+def goal_of(world):
+    """(object, destination) from the task's BDDL goal, e.g. (On akita_black_bowl_1 plate_1)."""
+    goal = world.env.env.parsed_problem['goal_state']
+    if len(goal) != 1 or goal[0][0].lower() not in ('on', 'in') or len(goal[0]) != 3:
+        raise ExpertFailed(f'the expert does one "On/In object destination" goal, not {goal}')
+    _, obj, destination = goal[0]
+    names = {name for name, *_ in world.objects()}
+    if destination not in names:     # a region of an object or fixture, e.g. basket_1_contain_region
+        destination = max((n for n in names if destination.startswith(n + '_')), key=len, default=destination)
+    if obj not in names or destination not in names:
+        raise ExpertFailed(f'goal {goal[0]} names things not in the scene {sorted(names)}')
+    return obj, destination
+
+
+class LiberoExpert:
+    def __init__(self, world, twin, urdf, limits_yaml, velocity_scale=0.4):
+        self.world, self.twin, self.velocity_scale = world, twin, velocity_scale
+        self.limits = JointLimits.from_description(urdf, limits_yaml, list(scene.ARM_JOINTS))
+        self.jerk = trajectory.jerk_limits(limits_yaml, list(scene.ARM_JOINTS))
+        self.arm = Arm(twin.model)
+
+    def waypoints(self, obj, destination):
+        """[(grip position, quat wxyz, gripper closed after)] for the pick-and-place."""
+        objects = self.twin.planner_objects(self.world.objects())
+        (p, q, size), (d, _, d_size) = objects[obj], objects[destination]
+        if any(k in obj for k in RIM_GRASPED):   # the rim on the +y or -y side, fingers across the wall
+            others = [box[0] for n, box in objects.items() if n != obj]
+            sides = [np.array([0.0, s, 0.0]) for s in (1.0, -1.0)]
+            side = max(sides, key=lambda v: min(np.linalg.norm((p + v * size[1] / 2 - o)[:2]) for o in others))
+            grip = p + side * (size[1] / 2 - 0.008) + (0, 0, max(size[2] - 0.02, 0.01))
+            quat = np.array(HOME_GRIP)
+        else:
+            grip = p + (0, 0, min(size[2] / 2, 0.04))
+            quat = grasp_orientation(q, size)
+        hold = grip - p                                   # the grip relative to the object's bottom centre
+        top = d + (0, 0, d_size[2])
+        place = top + hold + (0, 0, 0.02)
+        return [(grip + (0, 0, 0.12), quat, False), (grip, quat, True), (grip + (0, 0, 0.18), quat, True),
+                (place + (0, 0, 0.12), quat, True), (place, quat, False), (place + (0, 0, 0.10), quat, False)]
+
+    def run(self, record):
+        """Drive the world through the task; record(frame) gets every control step. True on LIBERO success."""
+        obj, destination = goal_of(self.world)
+        q = self.world.arm_positions()
+        limit = MAX_STEPS[self.world.suite]
+        for target, quat, close in self.waypoints(obj, destination):
+            result = self.arm.ik.solve(self.arm.q_full(q), target, quat)
+            if not result.converged:
+                raise ExpertFailed(f'no IK solution for {np.round(target, 3)}')
+            path = trajectory.parametrize(np.vstack([q, result.positions]), self.limits.velocity, self.limits.acceleration,
+                                          self.jerk, self.velocity_scale, period=1.0 / self.world.control_freq)
+            times = np.arange(1, int(np.ceil((path.duration + 0.2) * self.world.control_freq)) + 1) / self.world.control_freq
+            commands = [(path.sample(t), self.world.gripper_closed) for t in times]
+            if close != self.world.gripper_closed:
+                commands += [(result.positions, close)] * int(0.6 * self.world.control_freq)
+            for arm_target, closed in commands:
+                record(self._frame(arm_target, closed))
+                self.world.step(arm_target, closed)
+                if self.world.success():
+                    return True
+                if self.world.steps >= limit:
+                    return False
+            q = result.positions
+        return self.world.success()
+
+    def _frame(self, arm_target, closed):
+        frame = {'observation.state': np.concatenate([self.world.arm_positions(), self.world.finger_positions()]),
+                 'action': np.append(arm_target, 1.0 if closed else -1.0)}
+        for name in ('agentview', 'wrist'):
+            camera = self.world.camera(name)
+            frame[f'observation.images.{name}'] = camera.rgb
+            frame[f'observation.depth.{name}'] = np.clip(np.nan_to_num(camera.depth) * 1000, 0, 65535).astype(np.uint16)
+        return frame
+
+
+def main():
+    parser = argparse.ArgumentParser(description='Scripted LIBERO demonstrations in the LeRobot format')
+    parser.add_argument('--suite', default='libero_spatial')
+    parser.add_argument('--tasks', type=int, nargs='+', default=[0, 1])
+    parser.add_argument('--successes', type=int, default=20, help='successful demonstrations wanted per task')
+    parser.add_argument('--max-attempts', type=int, default=50, help='per task (LIBERO has 50 init states)')
+    parser.add_argument('--image-size', type=int, default=128)
+    parser.add_argument('--out', required=True, help='dataset folder (must not hold a dataset yet)')
+    args = parser.parse_args()
+    root = Path(os.environ.get('TWINLOOP_ROOT', '.'))
+    writer = LeRobotWriter(args.out, fps=20, features=features(args.image_size))
+    report = {'suite': args.suite, 'tasks': {}}
+    for task_id in args.tasks:
+        world = LiberoWorld(args.suite, task_id, image_size=args.image_size)
+        twin = libero_twin.LiberoTwin(world.sim.model.get_xml(), world.base_position, [o[0] for o in world.objects()])
+        expert = LiberoExpert(world, twin, root / 'urdf' / 'panda.urdf', root / 'config' / 'panda_joint_limits.yaml')
+        successes, attempts, started = 0, 0, time.monotonic()
+        while successes < args.successes and attempts < args.max_attempts:
+            world.reset(attempts)
+            attempts += 1
+            try:
+                ok = expert.run(writer.add_frame)
+            except ExpertFailed as exc:
+                ok = False
+                print(f'  init state {attempts - 1}: {exc}', flush=True)
+            if ok:
+                writer.save_episode(world.instruction)
+                successes += 1
+            else:
+                writer.discard_episode()
+            print(f'{args.suite} task {task_id} init state {attempts - 1}: {"success" if ok else "failure"} '
+                  f'({world.steps} steps); {successes}/{attempts} so far', flush=True)
+        report['tasks'][task_id] = {'instruction': world.instruction, 'successes': successes, 'attempts': attempts,
+                                    'success_rate': successes / max(attempts, 1), 'wall_s': round(time.monotonic() - started)}
+        world.close()
+    print(json.dumps(report, indent=2))
+    (Path(args.out) / 'meta' / 'expert_report.json').write_text(json.dumps(report, indent=2))
+
+
+if __name__ == '__main__':
+    main()

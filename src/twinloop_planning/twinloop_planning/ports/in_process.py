@@ -1,0 +1,129 @@
+"""twinloop_core ports on in-process parts, for benchmarks and debugging without ROS: a SimWorld is
+the arm and the world (its ground-truth object poses are the perception: "privileged
+perception"), a SimTwin rolls out and renders, the structured VQA scores with the configured
+agents, and execution follows ruckig-timed joint paths (no safety gate: never use this on a real
+arm). The ROS path, with the safety gate, is ports.ros. Both share one encoding: engines hand
+TimedPaths and JointSegments, rollouts become facts with twinloop_twin.facts, scores come from
+ScoringResult.candidate_scores."""
+
+import numpy as np
+
+from twinloop_core.gripper import KEEP
+from twinloop_core.outcomes import ExecutionFailed
+from twinloop_core.ports import CancelToken, PerceivedState, Ports, QuietProgress
+from twinloop_execution import trajectory
+from twinloop_execution.safety import JointLimits
+from twinloop_scoring import vqa
+from twinloop_twin import facts as rollout_facts
+from twinloop_twin import objects, overlays, scene
+from twinloop_twin.twin import Candidate, Detection
+
+PERCEPTION = 'privileged (SimWorld ground truth, in process)'
+
+
+def scoring_batches(ids, render):
+    """[(ids, render(ids))] in batches of at most as many candidates as there are distinct colours."""
+    n = len(overlays.DISTINCT)
+    return [(list(ids[i:i + n]), render(list(ids[i:i + n]))) for i in range(0, len(ids), n)]
+
+
+class SimPorts:
+    """Perception, twin, scorer and executor on a SimWorld and a SimTwin (one object serves all four)."""
+
+    def __init__(self, world, twin, prompt_config, agents, urdf, limits_yaml, views=None, size=224, velocity_scale=0.5):
+        self.world, self.twin, self.config, self.agents = world, twin, prompt_config, agents
+        self.views = views or [c.name for c in twin.cameras]
+        self.size, self.velocity_scale = size, velocity_scale
+        joints = list(scene.ARM_JOINTS)
+        self.limits = JointLimits.from_description(urdf, limits_yaml, joints)
+        self.jerk = trajectory.jerk_limits(limits_yaml, joints)
+        self.extents, self.mesh_ids = self._object_info(world)
+        self.results = {}
+        self.cancel = CancelToken()
+
+    def ports(self, progress=None):
+        """The Ports bundle an engine is handed (this object as perception, twin, scorer and executor)."""
+        return Ports(self, self, self, self, progress or QuietProgress(), self.cancel)
+
+    def _object_info(self, world):
+        """({object id: extents}, {object id: mesh id})."""
+        return ({o.id: objects.make_shape(o.kind, **o.params).extents for o in world.config.objects},
+                {o.id: o.mesh_id for o in world.config.objects})
+
+    # --- perception ----------------------------------------------------------------------------
+    def state(self):
+        """Ground truth: every object seen."""
+        objs = {oid: (*self.world.object_pose(oid), self.extents[oid]) for oid in self.world.object_ids}
+        return PerceivedState(objs, self.world.arm_positions(), self.world.gripper_width())
+
+    # --- twin --------------------------------------------------------------------------------------
+    def sync(self, believed=None):
+        """Ground truth: nothing is believed."""
+        detections = [Detection(oid, self.mesh_ids[oid], *self.world.object_pose(oid)) for oid in self.world.object_ids]
+        self.twin.sync(detections, self.world.arm_positions(), self.world.gripper_width())
+
+    def rollout(self, paths, settle):
+        """Facts of each path played in the twin."""
+        results = self.twin.rollout_batch([Candidate(p.times, p.positions, p.gripper, settle) for p in paths])
+        self.results = dict(zip((p.id for p in paths), results))
+        return [rollout_facts.rollout_facts(r) for r in results]
+
+    def grip_paths(self, ids):
+        """Grip-site paths of the last rollouts."""
+        return [self.results[i].ee_path for i in ids]
+
+    def render(self, ids, scores):
+        """[(view name, rgb)] with the last rollouts drawn (coloured by score when scores are given)."""
+        overlay = overlays.candidate_overlay(self.grip_paths(ids), scores)
+        return [(name, self.twin.render(name, self.size, self.size, depth=False, overlay=overlay).rgb) for name in self.views]
+
+    def render_for_scoring(self, ids):
+        """Batches told apart by colour."""
+        return scoring_batches(ids, lambda batch: self.render(batch, None))
+
+    def render_axes(self, object_id):
+        """The first view with the object's axes drawn at its centre of mass."""
+        body = self.twin.data.body(object_id)
+        overlay = lambda scn: overlays.add_axes(scn, body.xipos, body.xmat.reshape(3, 3))  # noqa: E731
+        return self.twin.render(self.views[0], self.size, self.size, depth=False, overlay=overlay).rgb
+
+    # --- scorer ------------------------------------------------------------------------------------
+    def score(self, instruction, task, ids, facts, batches):
+        """The structured VQA over each batch's views, fused."""
+        by_id = dict(zip(ids, facts))
+        out = {}
+        for batch, images in batches:
+            views = [vqa.View(name, rgb, dict(zip(batch, overlays.DISTINCT_NAMES))) for name, rgb in images]
+            rollouts = {i: by_id[i] for i in batch}
+            try:
+                result = vqa.score(self.config, instruction, views, batch, self.agents, {'task': task, 'rollouts': rollouts})
+                scores = result.candidate_scores(self.config)
+            except ValueError as exc:  # every view failed for every agent
+                scores = vqa.failed_scores(batch, str(exc), self.agents)
+            out.update(zip(batch, scores))
+        return [out[i] for i in ids]
+
+    # --- executor ----------------------------------------------------------------------------------
+    def execute(self, segments):
+        """Each segment ruckig-timed from where the arm is, gripper commands around it."""
+        for i, segment in enumerate(segments):
+            self.cancel.check()
+            try:
+                path = trajectory.parametrize(np.vstack([self.world.arm_positions(), segment.waypoints]), self.limits.velocity,
+                                              self.limits.acceleration, self.jerk, self.velocity_scale)
+            except ValueError as exc:
+                raise ExecutionFailed(str(exc), before_motion=i == 0) from None
+            if segment.gripper_before != KEEP:
+                self._gripper(segment.gripper_before)
+            self._follow(path)
+            if segment.gripper_after != KEEP:
+                self._gripper(segment.gripper_after)
+
+    def _follow(self, path):
+        """Play a timed joint path on the world, and 0.3 s more for the arm to settle."""
+        self.world.follow_trajectory(path.times, path.positions)
+        self.world.step(int((path.duration + 0.3) / self.world.model.opt.timestep))
+
+    def _gripper(self, width, seconds=0.6):
+        self.world.set_gripper(width)
+        self.world.step(int(seconds / self.world.model.opt.timestep))

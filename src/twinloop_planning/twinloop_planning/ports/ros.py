@@ -1,0 +1,242 @@
+"""twinloop_core ports on ROS: fresh perceived state from the node's subscriptions, the sim_twin
+services (sync, rollout, render), the trajectory_scoring service and the execution node's
+ExecuteMotion action (the safety gate). Ports get explicit clients and the goal's cancel token;
+every wait is bounded and watches the token (a canceled motion is canceled on the execution
+node, which holds the arm). Messages are converted with twinloop_ros.codec, the encoding the
+in-process ports share."""
+
+import copy
+import json
+import threading
+import time
+from dataclasses import dataclass
+
+from twinloop_interfaces.action import ExecuteMotion
+from twinloop_interfaces.srv import RenderViews, RolloutTrajectories, ScoreTrajectories, SyncTwin
+
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from twinloop_core.outcomes import Canceled, ExecutionFailed, GoalEnded, Outcome
+from twinloop_core.ports import PerceivedState
+from twinloop_core.robot import ARM_JOINTS
+from twinloop_planning.ports.in_process import scoring_batches
+from twinloop_ros import codec
+from twinloop_ros import conversions as ros_conversions
+from twinloop_twin import markers
+
+POLL = 0.02  # [s] how often a wait looks at the cancel token
+
+
+class LatestState:
+    """The newest DetectedObjectArray and JointState with their arrival times (fed by subscriptions)."""
+
+    def __init__(self):
+        self.objects = self.joints = None
+        self.objects_at = self.joints_at = 0.0
+
+    def on_objects(self, msg):
+        """Subscription callback."""
+        self.objects, self.objects_at = msg, time.monotonic()
+
+    def on_joints(self, msg):
+        """Subscription callback."""
+        self.joints, self.joints_at = msg, time.monotonic()
+
+
+@dataclass
+class RosClients:
+    """What the ROS ports talk to (created once by the orchestrator node)."""
+
+    latest: LatestState
+    twin_sync: object  # service clients
+    twin_rollout: object
+    twin_render: object
+    scorer: object
+    motion: object  # ExecuteMotion action client
+
+
+def wait_for(future, what, cancel, timeout, on_cancel=None):
+    """future's result, or Canceled (after on_cancel()) when the token fires, or GoalEnded(ERROR) after timeout."""
+    done = threading.Event()
+    future.add_done_callback(lambda _: done.set())
+    deadline = time.monotonic() + timeout
+    while not done.wait(POLL):
+        if cancel.cancelled():
+            if on_cancel is not None:
+                on_cancel()
+            raise Canceled()
+        if time.monotonic() > deadline:
+            raise GoalEnded(Outcome.ERROR, f'{what} did not answer within {timeout:.0f} s')
+    return future.result()
+
+
+class RosPorts:
+    """Perception, twin, scorer and executor over ROS (one object serves the four)."""
+
+    def __init__(self, clients, cancel, scorer_backend='', service_timeout=30.0, motion_timeout=120.0):
+        self.clients, self.cancel, self.scorer_backend = clients, cancel, scorer_backend
+        self.service_timeout, self.motion_timeout = service_timeout, motion_timeout
+        self.objects_msg = self.joints_msg = None
+        self.rollouts = {}  # candidate id -> (CandidateTrajectory, RolloutResult) of the last rollout
+
+    def _call(self, client, request, what, timeout=None):
+        if not client.wait_for_service(timeout_sec=5.0):
+            raise GoalEnded(Outcome.ERROR, f'{what} ({client.srv_name}) is not available')
+        response = wait_for(client.call_async(request), what, self.cancel, timeout or self.service_timeout)
+        if not response.success:
+            raise GoalEnded(Outcome.ERROR, f'{what} failed: {response.message}')
+        return response
+
+    # --- perception ----------------------------------------------------------------------------
+    def state(self, fresh_within=15.0):
+        """Perceived objects, arm joints and gripper width, the objects from frames captured after
+        the first joint state received after this call (so after any motion that just ended). A
+        global re-detection of a crowded scene can take several seconds on 2 cores."""
+        latest, since = self.clients.latest, time.monotonic()
+        deadline = since + fresh_within
+        while not latest.joints_at > since:
+            self._check_wait(deadline, fresh_within, 'joint states')
+        after = ros_conversions.seconds(latest.joints.header.stamp)
+        while not (latest.objects is not None and latest.objects_at > since
+                   and ros_conversions.seconds(latest.objects.header.stamp) >= after):
+            self._check_wait(deadline, fresh_within, 'perceived objects from frames after the motion')
+        self.objects_msg, self.joints_msg = latest.objects, latest.joints
+        try:
+            q, width = ros_conversions.arm_state(self.joints_msg)
+        except ValueError as exc:
+            raise GoalEnded(Outcome.ERROR, f'bad /joint_states: {exc}') from None
+        unseen = frozenset(o.id for o in self.objects_msg.objects if o.confidence <= 0.0)
+        labels = {o.id: o.label for o in self.objects_msg.objects}
+        return PerceivedState(ros_conversions.object_states(self.objects_msg), q, width, unseen, labels)
+
+    def _check_wait(self, deadline, seconds, what):
+        self.cancel.check()
+        if time.monotonic() > deadline:
+            raise GoalEnded(Outcome.ERROR, f'no fresh {what} within {seconds:.0f} s')
+        time.sleep(POLL)
+
+    # --- twin ----------------------------------------------------------------------------------
+    def sync(self, believed=None):
+        """The twin rebuilt from the state last returned, believed poses replacing perceived ones."""
+        objects = copy.deepcopy(self.objects_msg)
+        for o in objects.objects:
+            if o.id in (believed or {}):
+                o.pose = ros_conversions.pose_msg(*believed[o.id])
+        self._call(self.clients.twin_sync, SyncTwin.Request(objects=objects, joint_state=self.joints_msg), 'sim_twin sync')
+
+    def rollout(self, paths, settle):
+        """Facts of each path played in the twin (from RolloutResult.facts_json)."""
+        request = RolloutTrajectories.Request(candidates=[codec.candidate_msg(p) for p in paths], settle=float(settle))
+        response = self._call(self.clients.twin_rollout, request, 'sim_twin rollout', timeout=120.0)
+        if [r.candidate_id for r in response.results] != [p.id for p in paths]:
+            raise GoalEnded(Outcome.ERROR, 'sim_twin rollout answered for other candidates than asked')
+        self.rollouts = {p.id: (msg, r) for p, msg, r in zip(paths, request.candidates, response.results)}
+        return [json.loads(r.facts_json) for r in response.results]
+
+    def grip_paths(self, ids):
+        """Grip-site paths of the last rollouts."""
+        return [[(p.x, p.y, p.z) for p in self.rollouts[i][1].ee_path] for i in ids]
+
+    def _render_views(self, ids, scores):
+        candidates = []
+        for i in ids:
+            msg, result = self.rollouts[i]
+            msg.ee_path = result.ee_path
+            candidates.append(msg)
+        request = RenderViews.Request(candidates=candidates, scores=[float(s) for s in scores] if scores else [])
+        return self._call(self.clients.twin_render, request, 'sim_twin render').views
+
+    def render_for_scoring(self, ids):
+        """Batches told apart by colour; the views stay messages for the scorer."""
+        return scoring_batches(ids, lambda batch: self._render_views(batch, None))
+
+    def render(self, ids, scores):
+        """[(view name, rgb)] of the last rollouts coloured by score."""
+        return [(v.camera_name, ros_conversions.image_array(v.image)) for v in self._render_views(ids, scores)]
+
+    def render_axes(self, object_id):
+        """The first twin view with the object's axes drawn."""
+        views = self._call(self.clients.twin_render, RenderViews.Request(axes_objects=[object_id]), 'sim_twin render').views
+        return ros_conversions.image_array(views[0].image)
+
+    # --- scorer --------------------------------------------------------------------------------
+    def score(self, instruction, task, ids, facts, batches):
+        """trajectory_scoring per batch (the goal's scorer_backend, or the node's default agents)."""
+        by_id, out = dict(zip(ids, facts)), {}
+        for batch, views in batches:
+            candidates = []
+            for i in batch:
+                msg = self.rollouts[i][0]
+                msg.rollout_json = codec.facts_json(by_id[i])
+                candidates.append(msg)
+            request = ScoreTrajectories.Request(instruction=instruction, task_json=json.dumps(task), candidates=candidates,
+                                                views=views, backend=self.scorer_backend)
+            response = self._call(self.clients.scorer, request, 'trajectory_scoring', timeout=300.0)
+            out.update({s.candidate_id: codec.score_from_msg(s) for s in response.scores})
+        missing = [i for i in ids if i not in out]
+        if missing:
+            raise GoalEnded(Outcome.ERROR, f'trajectory_scoring returned no score for {missing}')
+        return [out[i] for i in ids]
+
+    # --- executor ------------------------------------------------------------------------------
+    def execute(self, segments):
+        """Each segment as an ExecuteMotion joint-path goal (gated by the execution node)."""
+        for i, segment in enumerate(segments):
+            path = JointTrajectory(joint_names=list(ARM_JOINTS),
+                                   points=[JointTrajectoryPoint(positions=[float(v) for v in q]) for q in segment.waypoints])
+            goal = ExecuteMotion.Goal(mode=ExecuteMotion.Goal.MODE_JOINT_PATH, joint_path=path,
+                                      gripper_before=float(segment.gripper_before), gripper_after=float(segment.gripper_after))
+            outcome = self.execute_motion(goal, segment.label)
+            if not outcome.success:
+                raise ExecutionFailed(f'segment {i + 1}: {outcome.reason}',
+                                      before_motion=i == 0 and outcome.code == ExecuteMotion.Result.CODE_REJECTED)
+
+    def execute_motion(self, goal, label):
+        """One ExecuteMotion goal, waited for within motion_timeout; a cancel cancels the motion (the arm holds)."""
+        self.cancel.check()
+        motion_client = self.clients.motion
+        if not motion_client.wait_for_server(timeout_sec=10.0):
+            raise GoalEnded(Outcome.ERROR, 'the execution node (execute_motion) is not available')
+        sent = motion_client.send_goal_async(goal)
+
+        def cancel_once_sent():  # a cancel while the goal is in flight still cancels it once accepted
+            sent.add_done_callback(lambda f: f.result().cancel_goal_async() if f.result() and f.result().accepted else None)
+
+        handle = wait_for(sent, f'execution of "{label}"', self.cancel, 10.0, on_cancel=cancel_once_sent)
+        if not handle.accepted:
+            raise GoalEnded(Outcome.ERROR, f'"{label}": the execution node is busy')
+        return wait_for(handle.get_result_async(), f'execution of "{label}"', self.cancel, self.motion_timeout,
+                        on_cancel=handle.cancel_goal_async).result
+
+
+class RosProgress:
+    """Feedback on the goal, candidates in RViz, log lines and step records kept for the report."""
+
+    def __init__(self, publish_feedback, feedback_class, candidates_pub, chosen_pub, clock, logger):
+        self.publish_feedback, self.feedback_class = publish_feedback, feedback_class
+        self.candidates_pub, self.chosen_pub, self.clock, self.logger = candidates_pub, chosen_pub, clock, logger
+        self.started = time.monotonic()
+        self.lines, self.records = [], []
+        self.fields = set(feedback_class.get_fields_and_field_types())
+
+    def feedback(self, stage, step, subtask=0, detail='', **extra):
+        """An ExecuteInstruction feedback (extra keys that are not feedback fields are dropped)."""
+        values = {k: v for k, v in extra.items() if k in self.fields}
+        self.publish_feedback(self.feedback_class(stage=stage, step=int(step), subtask=int(subtask), detail=detail,
+                                                  elapsed=time.monotonic() - self.started, **values))
+
+    def show(self, paths, scores, chosen):
+        """Candidates coloured by score and the chosen one, for RViz."""
+        stamp = self.clock().now().to_msg()
+        paths = [[tuple(p) for p in path] for path in paths]
+        self.candidates_pub.publish(markers.paths('candidates', paths, scores, stamp))
+        self.chosen_pub.publish(markers.path('chosen', 0, paths[chosen], (0.1, 0.9, 0.2, 1.0), stamp, width=0.012))
+
+    def log(self, text):
+        """Kept for the result's summary and logged."""
+        self.lines.append(text)
+        self.logger.info(text)
+
+    def record(self, item):
+        """Kept for the report."""
+        self.records.append(item)

@@ -1,0 +1,1 @@
+"""twinloop_ros: topics, QoS, message conversions and the main() every twinloop node shares."""

@@ -1,0 +1,110 @@
+"""numpy <-> ROS message conversions for images, camera models and poses (no cv_bridge here)."""
+import numpy as np
+from builtin_interfaces.msg import Duration, Time
+from geometry_msgs.msg import Pose
+from sensor_msgs.msg import CameraInfo, Image
+
+from twinloop_core.geometry import ObjectState
+from twinloop_core.gripper import OPEN_WIDTH
+from twinloop_core.robot import ARM_JOINTS, FINGER_JOINTS
+
+
+def image_msg(array, encoding, header):
+    """sensor_msgs/Image from an (h, w[, c]) array: rgb8, 32FC1 (metres) or 16UC1 (millimetres)."""
+    msg = Image(header=header, height=array.shape[0], width=array.shape[1], encoding=encoding, is_bigendian=0)
+    array = np.ascontiguousarray(array)
+    msg.step = array.strides[0]
+    msg.data = array.tobytes()
+    return msg
+
+
+def image_array(msg):
+    """The numpy view of a sensor_msgs/Image (rgb8, bgr8, mono8, 32FC1, 16UC1)."""
+    dtypes = {'rgb8': (np.uint8, 3), 'bgr8': (np.uint8, 3), 'mono8': (np.uint8, 1), '32FC1': (np.float32, 1), '16UC1': (np.uint16, 1)}
+    if msg.encoding not in dtypes:
+        raise ValueError(f'unsupported image encoding {msg.encoding!r}')
+    dtype, channels = dtypes[msg.encoding]
+    array = np.frombuffer(bytes(msg.data), dtype=dtype)
+    row = msg.step // np.dtype(dtype).itemsize
+    array = array.reshape(msg.height, row)[:, :msg.width * channels]
+    return array.reshape(msg.height, msg.width, channels) if channels > 1 else array.reshape(msg.height, msg.width)
+
+
+def depth_for_encoding(depth_m, encoding):
+    if encoding == '32FC1':
+        return depth_m.astype(np.float32)
+    if encoding == '16UC1':
+        return np.clip(np.round(depth_m * 1000.0), 0, 65535).astype(np.uint16)
+    raise ValueError(f'depth encoding must be 32FC1 or 16UC1, not {encoding!r}')
+
+
+def depth_metres(msg):
+    """Depth image in metres (float32) from 32FC1 (metres) or 16UC1 (millimetres, 0 = no reading)."""
+    array = image_array(msg)
+    if msg.encoding == '16UC1':
+        return array.astype(np.float32) / 1000.0
+    if msg.encoding == '32FC1':
+        return array.astype(np.float32)
+    raise ValueError(f'depth images must be 32FC1 or 16UC1, not {msg.encoding!r}')
+
+
+def camera_info_msg(intrinsics, header):
+    k = intrinsics
+    return CameraInfo(header=header, width=k.width, height=k.height, distortion_model='plumb_bob', d=[0.0] * 5,
+                      k=[k.fx, 0.0, k.cx, 0.0, k.fy, k.cy, 0.0, 0.0, 1.0],
+                      r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                      p=[k.fx, 0.0, k.cx, 0.0, 0.0, k.fy, k.cy, 0.0, 0.0, 0.0, 1.0, 0.0])
+
+
+def pose_msg(position, quat_wxyz):
+    pose = Pose()
+    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in position)
+    pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z = (float(v) for v in quat_wxyz)
+    return pose
+
+
+def pose_position(pose):
+    return (pose.position.x, pose.position.y, pose.position.z)
+
+
+def pose_quat(pose):
+    """(w, x, y, z) of a geometry_msgs/Pose."""
+    return (pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z)
+
+
+def stamp(seconds):
+    """builtin_interfaces/Time of a time in seconds; rounding carries into the seconds (8.9999999997 -> 9.0)."""
+    nanoseconds = int(round(seconds * 1e9))
+    return Time(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
+def seconds(time_msg):
+    """Seconds of a builtin_interfaces/Time or Duration."""
+    return time_msg.sec + time_msg.nanosec * 1e-9
+
+
+def duration(t):
+    """builtin_interfaces/Duration of t seconds (integer nanoseconds: no rounding carry)."""
+    sec, nanosec = divmod(int(round(t * 1e9)), 1_000_000_000)
+    return Duration(sec=sec, nanosec=nanosec)
+
+
+def arm_state(msg, arm_joints=ARM_JOINTS, finger_joints=FINGER_JOINTS):
+    """(arm positions [7], gripper width [m]) of a sensor_msgs/JointState, joints found by name.
+
+    A state without the fingers reports the gripper open; a missing arm joint raises ValueError."""
+    names = list(msg.name)
+    if len(msg.position) != len(names):
+        raise ValueError(f'joint state has {len(names)} names and {len(msg.position)} positions')
+    missing = [j for j in arm_joints if j not in names]
+    if missing:
+        raise ValueError(f'joint state lacks {missing}')
+    q = np.array([msg.position[names.index(j)] for j in arm_joints], float)
+    fingers = [abs(msg.position[names.index(j)]) for j in finger_joints if j in names]
+    width = float(sum(fingers)) if len(fingers) == len(finger_joints) else OPEN_WIDTH
+    return q, width
+
+
+def object_states(msg):
+    """{id: ObjectState} of a twinloop_interfaces/DetectedObjectArray."""
+    return {o.id: ObjectState(pose_position(o.pose), pose_quat(o.pose), (o.size.x, o.size.y, o.size.z)) for o in msg.objects}

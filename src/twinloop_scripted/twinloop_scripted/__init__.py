@@ -1,0 +1,1 @@
+"""twinloop_scripted: the scripted pick-and-place baseline engine (not AntiGrounding)."""

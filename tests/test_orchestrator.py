@@ -13,9 +13,10 @@ from sensor_msgs.msg import JointState
 from twinloop_interfaces.action import ExecuteInstruction
 
 from twinloop_bringup import graphs, processes
-from twinloop_twin.world_sim_node import GROUND_TRUTH_TOPIC
+from twinloop_ros.topics import GROUND_TRUTH_OBJECTS as GROUND_TRUTH_TOPIC
 
 ROOT = os.environ['TWINLOOP_ROOT']
+NODES_DIR = os.path.join(os.path.dirname(__file__), 'nodes')
 SCENE = os.path.join(ROOT, 'config', 'scenes', 'tabletop.yaml')
 Goal, Result = ExecuteInstruction.Goal, ExecuteInstruction.Result
 
@@ -24,9 +25,12 @@ Goal, Result = ExecuteInstruction.Goal, ExecuteInstruction.Result
 def system(tmp_path_factory):
     runs = tmp_path_factory.mktemp('runs')
     started = [processes.start_python(spec.arguments()) for spec in graphs.load('sim_arm', {'scene': SCENE})]
+    engines = '[twinloop_antigrounding.engine,twinloop_scripted.engine,toy_engine]'   # toy_engine: tests/nodes
     started.append(processes.start_python(['-m', 'twinloop_planning.orchestrator_node', '--ros-args',
                                            '-p', f'objects_topic:={GROUND_TRUTH_TOPIC}', '-p', f'runs_dir:={runs}',
-                                           '-p', f'categories_file:={ROOT}/config/waste_categories.yaml']))
+                                           '-p', f'engines:={engines}', '-p', f'engine_config_dir:={ROOT}/config',
+                                           '-p', f'categories_file:={ROOT}/config/waste_categories.yaml'],
+                                          {'PYTHONPATH': os.pathsep.join([NODES_DIR, os.environ.get('PYTHONPATH', '')])}))
     yield runs
     for process in started:
         processes.stop(process)
@@ -65,7 +69,9 @@ def _result(executor, handle, timeout=120):
     (Goal(instruction='   '), 'empty instruction'),
     (Goal(instruction='pick up the red cube ' * 40), 'longer than'),
     (Goal(instruction='pick up the red cube', strategy='teleport'), 'unknown strategy'),
-    (Goal(instruction='pick up the red cube', strategy='iker'), 'not available on this server yet'),
+    (Goal(instruction='pick up the red cube', strategy='iker'), 'comes with package twinloop_iker'),
+    (Goal(instruction='pick up the red cube', num_candidates=100000), 'num_candidates 100000 above the limit'),
+    (Goal(instruction='push the red cube to the bowl', strategy='scripted_pick_place'), 'only pick and place'),
     (Goal(instruction='pick up the red cube', max_steps=100000), 'max_steps'),
     (Goal(instruction='pick up the red cube', timeout=-1.0), 'timeout'),
     (Goal(instruction='put the spaceship in the bowl'), 'cannot ground'),
@@ -107,3 +113,21 @@ def test_cancel_stops_the_arm_within_half_a_second(client):
         executor.spin_once(timeout_sec=0.02)
     after = [s for s in states if s.header.stamp.sec + s.header.stamp.nanosec * 1e-9 >= cancel_stamp + 0.5]
     assert len(after) > 10 and max(np.abs(np.array(s.velocity[:7])).max() for s in after) < 0.05
+
+
+def test_an_engine_registered_from_a_test_module_runs_through_the_action(client):
+    """No orchestrator file names toy_swing: the engines parameter imports tests/nodes/toy_engine.py."""
+    executor, action, states = client
+    feedback = []
+    q0 = np.array(states[-1].position[:7])
+    future = action.send_goal_async(Goal(instruction='pick up the green block', strategy='toy_swing'),
+                                    feedback_callback=lambda m: feedback.append(m.feedback))
+    executor.spin_until_future_complete(future, timeout_sec=30)
+    response = _result(executor, future.result())
+    result = response.result
+    # the toy only swings: the orchestrator's judge on the perceived state says the pick is not done
+    assert result.outcome == Result.OUTCOME_FAILED and 'green_block raised' in result.reason, result.reason
+    assert "ports given: ['executor', 'perception']" in result.reason and result.steps == 1
+    assert [f.detail for f in feedback] == ['swing for green_block'] and 'toy_swing' in feedback[0].backend
+    swung = max(abs(s.position[0] - q0[0]) for s in states)
+    assert 0.05 < swung < 0.15 and abs(states[-1].position[0] - q0[0]) < 0.01   # out through the gate and back

@@ -14,6 +14,6 @@ setup(
     zip_safe=True,
     maintainer='twinloop developers',
     maintainer_email='dev@twinloop.invalid',
-    description='ROS-free contracts: shared types, gripper and grasp geometry, port protocols, DecisionEngine + registry.',
+    description='ROS-free contracts: shared types, gripper and grasp geometry, judging, outcomes, port protocols, DecisionEngine + registry.',
     license='Apache-2.0',
 )

@@ -117,9 +117,9 @@ def engine_class(name):
         return ENGINES[name]
     available = sorted(ENGINES)
     if name in PROVIDERS:
-        raise UnknownEngine(f'engine {name!r} is not installed here: it comes with package {PROVIDERS[name]}, '
+        raise UnknownEngine(f'strategy {name!r} is not available here: its engine comes with package {PROVIDERS[name]}, '
                             f'which is not built yet; available: {available}')
-    raise UnknownEngine(f'unknown engine {name!r}; available: {available}')
+    raise UnknownEngine(f'unknown strategy {name!r}: no engine of that name is registered; available: {available}')
 
 
 def build_engine(name, config_dir=None):

@@ -72,7 +72,7 @@ class OrchestratorNode(Node):
         self.create_subscription(JointState, topics.JOINT_STATES, self.latest.on_joints, topics.STATE_QOS,
                                  callback_group=state_group)
         group = ReentrantCallbackGroup()
-        self.clients = RosClients(
+        self.ports_clients = RosClients(
             self.latest,
             self.create_client(SyncTwin, topics.twin_service(twin, 'sync'), callback_group=group),
             self.create_client(RolloutTrajectories, topics.twin_service(twin, 'rollout'), callback_group=group),
@@ -149,12 +149,12 @@ class OrchestratorNode(Node):
             progress.log(f'grounded: {json.dumps(task.to_dict()["subtasks"])}')
             engine.check(task, limits)
             before = object_states(self.latest.objects)
-            ports = RosPorts(self.clients, cancel, goal.scorer_backend)
+            ports = RosPorts(self.ports_clients, cancel, goal.scorer_backend)
             result = engine.run(task, Ports(ports, ports, ports, ports, progress, cancel).only(engine.needs), limits)
             success, detail, steps, backend = result.success, result.detail, result.steps, result.backend
             if not goal.dry_run:  # the perceived outcome decides; an engine's reason for stopping is kept
                 judged, verdict = judge(task.subtasks, before, object_states(self.latest.objects))
-                detail = verdict if success or judged else f'{detail}; {verdict}'
+                detail = verdict if judged else f'{detail}; {verdict}'
                 success = judged
             outcome, reason = (Outcome.SUCCEEDED if success else Outcome.FAILED), detail
         except GoalEnded as end:

@@ -14,6 +14,9 @@ def test_doctor_passes_in_the_project_environment():
     assert result.returncode == 0, result.stdout + result.stderr
     for name in ('rclpy + RMW', 'DDS discovery range', 'twinloop_interfaces', 'MuJoCo rendering', 'moveit_py', 'ROS 2 launch'):
         assert name in result.stdout
+    engines = next(line for line in result.stdout.splitlines() if 'decision engines' in line)
+    assert 'served: anti_grounding, scripted_pick_place' in engines and 'not built yet: iker' in engines
+    assert 'no node serves it yet' in result.stdout   # RunPolicy is not presented as working
 
 
 def test_doctor_fails_without_the_dds_rule():

@@ -59,7 +59,23 @@ def check_interfaces():
     module, error = _try_import('twinloop_interfaces.action')
     if error:
         return Check('twinloop_interfaces', FAIL, f'{error}: run `make setup` (colcon build) and source twinloop_env.sh')
-    return Check('twinloop_interfaces', OK, 'ExecuteInstruction, RunPolicy, ExecuteMotion, ScoreTrajectories importable')
+    return Check('twinloop_interfaces', OK, 'ExecuteInstruction, ExecuteMotion, ScoreTrajectories importable '
+                 '(RunPolicy is defined, but no node serves it yet: the VLA policy server is not built)')
+
+
+def check_engines():
+    """The decision engines task_orchestrator serves (config/task_orchestrator.yaml's engines)."""
+    import yaml
+    from twinloop_core import engine
+    config = os.path.join(os.environ.get('TWINLOOP_ROOT', '.'), 'config', 'task_orchestrator.yaml')
+    try:
+        with open(config) as f:
+            modules = yaml.safe_load(f)['task_orchestrator']['ros__parameters']['engines']
+        engine.load_engines(modules)
+    except Exception as exc:  # a broken engine is a finding, not a crash
+        return Check('decision engines', FAIL, f'{type(exc).__name__}: {exc}')
+    missing = ', '.join(f'{name} ({package})' for name, package in engine.PROVIDERS.items() if name not in engine.ENGINES)
+    return Check('decision engines', OK, f'served: {", ".join(sorted(engine.ENGINES))}' + (f'; not built yet: {missing}' if missing else ''))
 
 
 def check_mujoco():
@@ -112,6 +128,7 @@ def run_checks():
         check_rclpy(),
         check_discovery_range(),
         check_interfaces(),
+        check_engines(),
         check_mujoco(),
         check_torch(),
         check_module('open3d', 'open3d', hint='needs libusb-1.0-0; run `make setup`'),

@@ -25,8 +25,8 @@ from twinloop_interfaces.srv import ResetWorld
 from twinloop_bringup import graphs, ros_env
 from twinloop_bringup.client import InstructionClient, InstructionError
 from twinloop_core.judging import judge
+from twinloop_ros import topics
 from twinloop_ros.conversions import object_states
-from twinloop_twin.world_sim_node import GROUND_TRUTH_TOPIC
 
 ROOT = Path(os.environ.get('TWINLOOP_ROOT', Path(__file__).resolve().parents[1]))
 
@@ -35,9 +35,9 @@ class Episode:
     def __init__(self, node, executor, supervisor):
         self.node, self.executor = node, executor
         self.truth, self.truth_at = None, 0.0
-        node.create_subscription(DetectedObjectArray, GROUND_TRUTH_TOPIC, self._on_truth, 10)
-        self.reset_client = node.create_client(ResetWorld, '/world_sim/reset')
-        self.redetect_client = node.create_client(Trigger, '/pose_estimation/redetect')
+        node.create_subscription(DetectedObjectArray, topics.GROUND_TRUTH_OBJECTS, self._on_truth, topics.STATE_QOS)
+        self.reset_client = node.create_client(ResetWorld, topics.WORLD_RESET)
+        self.redetect_client = node.create_client(Trigger, topics.REDETECT)
         self.instructions = InstructionClient(node, executor=executor, check=supervisor.check)
 
     def _on_truth(self, msg):

@@ -12,7 +12,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from twinloop_bringup.client import spin_until
 from twinloop_twin import scene
 from twinloop_ros import conversions as ros_conversions
-from twinloop_twin.world_sim_node import camera_topic
+from twinloop_ros.topics import camera_topic
 
 
 

@@ -15,7 +15,7 @@ from twinloop_bringup.client import spin_until
 from twinloop_twin import scene
 from twinloop_twin import messages
 from twinloop_twin.twin import MeshLibrary, SimTwin
-from twinloop_twin.world_sim_node import GROUND_TRUTH_TOPIC
+from twinloop_ros.topics import GROUND_TRUTH_OBJECTS
 
 ROOT = os.environ['TWINLOOP_ROOT']
 SCENE = os.path.join(ROOT, 'config', 'scenes', 'tabletop.yaml')
@@ -35,7 +35,7 @@ def test_perceived_objects_match_the_world_and_rebuild_it_in_the_twin(graph, ros
     node, executor = ros_node
     latest = {}
     node.create_subscription(DetectedObjectArray, '/perception/objects', lambda m: latest.__setitem__('perceived', m), 10)
-    node.create_subscription(DetectedObjectArray, GROUND_TRUTH_TOPIC, lambda m: latest.__setitem__('truth', m), 10)
+    node.create_subscription(DetectedObjectArray, GROUND_TRUTH_OBJECTS, lambda m: latest.__setitem__('truth', m), 10)
     spin_until(executor, lambda: 'perceived' in latest and 'truth' in latest
                 and all(o.confidence > 0.5 for o in latest['perceived'].objects), 120, 'confident perceived objects')
     perceived, truth = latest['perceived'], latest['truth']

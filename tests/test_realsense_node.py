@@ -16,7 +16,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from twinloop_cameras import calibration, realsense
 from twinloop_twin import cameras, scene, world
 from twinloop_ros import conversions as ros_conversions
-from twinloop_twin.world_sim_node import camera_topic
+from twinloop_ros.topics import camera_topic
 
 SCENE = os.path.join(os.environ['TWINLOOP_ROOT'], 'config', 'scenes', 'tabletop.yaml')
 

@@ -12,7 +12,7 @@ from twinloop_interfaces.srv import RenderViews, RolloutTrajectories, SyncTwin
 from twinloop_execution.kinematics import PandaIk
 from twinloop_twin import scene, world
 from twinloop_ros import conversions as ros_conversions
-from twinloop_twin.world_sim_node import GROUND_TRUTH_TOPIC
+from twinloop_ros.topics import GROUND_TRUTH_OBJECTS
 
 SCENE = os.path.join(os.environ['TWINLOOP_ROOT'], 'config', 'scenes', 'tabletop.yaml')
 
@@ -40,9 +40,9 @@ def _candidate(cid, waypoints, durations):
 def test_sync_rollout_render(spawn, ros_node):
     node, executor = ros_node
     spawn('-m', 'twinloop_twin.world_sim_node', '--ros-args', '-p', f'scene:={SCENE}', '-p', 'camera_rate:=2.0')
-    spawn('-m', 'twinloop_twin.sim_twin_node', '--ros-args', '-p', f'scene:={SCENE}', '-p', f'objects_topic:={GROUND_TRUTH_TOPIC}')
+    spawn('-m', 'twinloop_twin.sim_twin_node', '--ros-args', '-p', f'scene:={SCENE}', '-p', f'objects_topic:={GROUND_TRUTH_OBJECTS}')
     latest = {}
-    node.create_subscription(DetectedObjectArray, GROUND_TRUTH_TOPIC, lambda m: latest.__setitem__('truth', m), 10)
+    node.create_subscription(DetectedObjectArray, GROUND_TRUTH_OBJECTS, lambda m: latest.__setitem__('truth', m), 10)
     node.create_subscription(JointState, '/joint_states', lambda m: latest.__setitem__('joints', m), 10)
     deadline = time.monotonic() + 60
     while len(latest) < 2 and time.monotonic() < deadline:

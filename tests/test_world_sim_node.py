@@ -16,7 +16,7 @@ from twinloop_interfaces.msg import DetectedObject, DetectedObjectArray
 
 from twinloop_twin import scene
 from twinloop_ros import conversions as ros_conversions
-from twinloop_twin.world_sim_node import GROUND_TRUTH_TOPIC, camera_topic
+from twinloop_ros.topics import GROUND_TRUTH_OBJECTS, camera_topic
 
 ROOT = os.environ['TWINLOOP_ROOT']
 SCENE = os.path.join(ROOT, 'config', 'scenes', 'tabletop.yaml')
@@ -71,7 +71,7 @@ def test_camera_topics_match_the_world(spawn, collector, encoding):
     start_world_sim(spawn, 'depth_noise_std:=0.0', f'depth_encoding:={encoding}')
     topics = [(camera_topic('front', k), t, qos_profile_sensor_data) for k, t in
               (('color', Image), ('depth', Image), ('color_info', CameraInfo))]
-    topics += [(camera_topic('front', 'pose'), PoseStamped, 10), (GROUND_TRUTH_TOPIC, DetectedObjectArray, 10)]
+    topics += [(camera_topic('front', 'pose'), PoseStamped, 10), (GROUND_TRUTH_OBJECTS, DetectedObjectArray, 10)]
     c = collector(topics)
 
     def same_frame():
@@ -88,7 +88,7 @@ def test_camera_topics_match_the_world(spawn, collector, encoding):
     assert (depth.encoding, depth.width, depth.height) == (encoding, cfg.width, cfg.height)
     assert (info.width, info.height) == (cfg.width, cfg.height)
 
-    truth = {o.id: o for o in c.latest[GROUND_TRUTH_TOPIC].objects}
+    truth = {o.id: o for o in c.latest[GROUND_TRUTH_OBJECTS].objects}
     cube = truth['red_cube']
     assert cube.source == DetectedObject.SOURCE_GROUND_TRUTH and cube.label == 'red cube'
     top = np.array([cube.pose.position.x, cube.pose.position.y, cube.pose.position.z + cube.size.z])

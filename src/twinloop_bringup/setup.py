@@ -31,7 +31,7 @@ setup(
     zip_safe=True,
     maintainer='twinloop developers',
     maintainer_email='dev@twinloop.invalid',
-    description='The twinloop command: doctor, DDS settings, graphs.',
+    description='The twinloop command: doctor, DDS settings, graphs, demo, recording, ExecuteInstruction client.',
     license='Apache-2.0',
     entry_points={
         'console_scripts': [

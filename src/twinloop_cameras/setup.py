@@ -14,7 +14,7 @@ setup(
     zip_safe=True,
     maintainer='twinloop developers',
     maintainer_email='dev@twinloop.invalid',
-    description='RealSense cameras as ROS 2 topics.',
+    description='The realsense_camera node: RealSense cameras as ROS 2 topics.',
     license='Apache-2.0',
     entry_points={'console_scripts': ['realsense_camera = twinloop_cameras.realsense_camera_node:main']},
 )

@@ -14,7 +14,7 @@ setup(
     zip_safe=True,
     maintainer='twinloop developers',
     maintainer_email='dev@twinloop.invalid',
-    description='Panda kinematics, trajectories and the safety gate.',
+    description='The execution node: Panda IK (mink), ruckig trajectories, the safety gate, the MoveIt backend.',
     license='Apache-2.0',
     entry_points={'console_scripts': ['execution = twinloop_execution.execution_node:main']},
 )

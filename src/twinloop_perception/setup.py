@@ -14,7 +14,7 @@ setup(
     zip_safe=True,
     maintainer='twinloop developers',
     maintainer_email='dev@twinloop.invalid',
-    description='6D pose estimation of known objects from RGB-D (open3d) and IKER keypoint proposal.',
+    description='The pose_estimation node: 6D pose estimation of known objects from RGB-D (open3d); IKER keypoint proposal.',
     license='Apache-2.0',
     entry_points={'console_scripts': ['pose_estimation = twinloop_perception.pose_estimation_node:main']},
 )

@@ -14,6 +14,6 @@ setup(
     zip_safe=True,
     maintainer='twinloop developers',
     maintainer_email='dev@twinloop.invalid',
-    description='ROS glue every twinloop node shares: topics and QoS, conversions, joint states, main(), waits.',
+    description='ROS glue every twinloop node shares: topics and QoS, conversions, joint states, the message codec, main().',
     license='Apache-2.0',
 )

@@ -14,7 +14,7 @@ setup(
     zip_safe=True,
     maintainer='twinloop developers',
     maintainer_email='dev@twinloop.invalid',
-    description='MuJoCo scenes, the simulated world node and the sim twin.',
+    description='MuJoCo scenes, the world_sim and libero_world nodes, the sim twin (sim_twin node), overlays, markers, physics fit, Panda URDF.',
     license='Apache-2.0',
     entry_points={
         'console_scripts': [

@@ -15,6 +15,8 @@ from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 from twinloop_interfaces.action import ExecuteInstruction
 
+from twinloop_ros.topics import EXECUTE_INSTRUCTION
+
 
 def spin_until(executor, condition, timeout, what, check=None, error=TimeoutError):
     """Spin executor until condition() holds; raise error naming `what` after timeout [s].
@@ -34,7 +36,7 @@ class InstructionError(RuntimeError):
 
 
 class InstructionClient:
-    def __init__(self, node, action_name='execute_instruction', executor=None, check=None):
+    def __init__(self, node, action_name=EXECUTE_INSTRUCTION, executor=None, check=None):
         """check: optional callable run while waiting (e.g. a process supervisor's check)."""
         self.node = node
         self.executor = executor or SingleThreadedExecutor(context=node.context)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64
 from trajectory_msgs.msg import JointTrajectory
@@ -24,15 +23,14 @@ from twinloop_interfaces.msg import DetectedObjectArray
 from twinloop_bringup import graphs, recording, ros_env
 from twinloop_bringup.client import InstructionClient, InstructionError
 from twinloop_core.judging import judge
-from twinloop_ros.conversions import object_states
-from twinloop_ros.conversions import image_array
-from twinloop_twin.world_sim_node import GROUND_TRUTH_TOPIC, camera_topic
+from twinloop_ros import topics
+from twinloop_ros.conversions import image_array, object_states
 
 PERCEPTION = 'pose_estimation node (open3d registration on the simulated RealSense topics)'
 GRAPH = 'sim_demo'  # config/graphs.yaml
-RECORDED = {'/joint_states': JointState, GROUND_TRUTH_TOPIC: DetectedObjectArray, '/perception/objects': DetectedObjectArray,
-            camera_topic('front', 'color'): Image,
-            '/panda_arm_controller/joint_trajectory': JointTrajectory, '/panda_gripper/width_command': Float64}
+FRONT_COLOR = topics.camera_topic('front', 'color')
+RECORDED = {topics.JOINT_STATES: JointState, topics.GROUND_TRUTH_OBJECTS: DetectedObjectArray, topics.OBJECTS: DetectedObjectArray,
+            FRONT_COLOR: Image, topics.ARM_TRAJECTORY: JointTrajectory, topics.GRIPPER_COMMAND: Float64}
 
 
 class DemoFailure(RuntimeError):
@@ -46,8 +44,8 @@ class DemoClient:
         self.executor.add_node(self.node)
         self.supervisor = supervisor
         self.truth = self.image = None
-        self.node.create_subscription(DetectedObjectArray, GROUND_TRUTH_TOPIC, lambda m: setattr(self, 'truth', m), 10)
-        self.node.create_subscription(Image, camera_topic('front', 'color'), lambda m: setattr(self, 'image', m), qos_profile_sensor_data)
+        self.node.create_subscription(DetectedObjectArray, topics.GROUND_TRUTH_OBJECTS, lambda m: setattr(self, 'truth', m), topics.STATE_QOS)
+        self.node.create_subscription(Image, FRONT_COLOR, lambda m: setattr(self, 'image', m), topics.SENSOR_QOS)
         self.instruction = InstructionClient(self.node, executor=self.executor, check=self.check)
 
     def check(self):
@@ -102,7 +100,7 @@ def run(instruction, scene_path, runs_dir, timeout=240.0, record=True):
     try:
         client = DemoClient(context, supervisor)
         if record:
-            recorder = recording.BagRecorder(client.node, run_dir / 'bag', RECORDED, sensor_topics=[camera_topic('front', 'color')])
+            recorder = recording.BagRecorder(client.node, run_dir / 'bag', RECORDED, sensor_topics=[FRONT_COLOR])
             outcome['recording'] = str(run_dir / 'bag')
         client.spin_until(lambda: client.truth is not None and client.image is not None and client.instruction.action.server_is_ready(),
                           120, 'world_sim topics and the task orchestrator')
@@ -114,7 +112,7 @@ def run(instruction, scene_path, runs_dir, timeout=240.0, record=True):
             outcome['planner'] = f.backend
             log(f'{f.stage:8s} sub-task {f.subtask} step {f.step}: {f.chosen_candidate}   [{f.backend}]')
 
-        log(f'goal     "{instruction}" -> execute_instruction')
+        log(f'goal     "{instruction}" -> {topics.EXECUTE_INSTRUCTION}')
         try:
             client.instruction.send(instruction, timeout=timeout, on_feedback=on_feedback)
             result = client.instruction.wait(timeout)

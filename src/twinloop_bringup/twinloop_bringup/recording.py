@@ -6,9 +6,10 @@ import threading
 from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
-from rclpy.qos import qos_profile_sensor_data
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+from twinloop_ros.topics import SENSOR_QOS, STATE_QOS
 
 
 def typestore():
@@ -39,7 +40,7 @@ class BagRecorder:
         self.folder = Path(folder)
         for topic, msg_class in topics.items():
             connection = self.writer.add_connection(topic, type_name(msg_class), typestore=store)
-            qos = qos_profile_sensor_data if topic in sensor_topics else 10
+            qos = SENSOR_QOS if topic in sensor_topics else STATE_QOS
             node.create_subscription(msg_class, topic, lambda data, c=connection, t=topic: self._write(c, t, node, data),
                                      qos, raw=True)
 

@@ -10,13 +10,12 @@ import rclpy  # noqa: I100  (before pyrealsense2, see realsense.py)
 from geometry_msgs.msg import PoseStamped, TransformStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from twinloop_cameras import calibration, realsense
 from twinloop_ros import conversions as ros_conversions, node_runner
-from twinloop_twin.world_sim_node import EXTRINSICS_QOS, camera_topic
+from twinloop_ros.topics import LATCHED_QOS, SENSOR_QOS, camera_topic
 
 
 
@@ -43,7 +42,7 @@ class RealSenseCameraNode(Node):
                                             p('width', 640, 'colour and depth width [px]'), p('height', 480, '[px]'),
                                             p('fps', 30, 'frames per second'))
             self.streams.append(realsense.RealSenseStream(config))
-        self.pubs = {s.config.name: {k: self.create_publisher(t, camera_topic(s.config.name, k), qos_profile_sensor_data)
+        self.pubs = {s.config.name: {k: self.create_publisher(t, camera_topic(s.config.name, k), SENSOR_QOS)
                                      for k, t in (('color', Image), ('depth', Image), ('color_info', CameraInfo), ('depth_info', CameraInfo))}
                      for s in self.streams}
         self.publish_extrinsics(calibration.load(calibration_file) if calibration_file else {})
@@ -59,7 +58,7 @@ class RealSenseCameraNode(Node):
             msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = e.position
             q = msg.pose.orientation
             q.x, q.y, q.z, q.w = e.quaternion_xyzw
-            self.pose_pubs[name] = self.create_publisher(PoseStamped, camera_topic(name, 'pose'), EXTRINSICS_QOS)
+            self.pose_pubs[name] = self.create_publisher(PoseStamped, camera_topic(name, 'pose'), LATCHED_QOS)
             self.pose_pubs[name].publish(msg)
             t = TransformStamped(header=msg.header, child_frame_id=f'{name}_optical_frame')
             t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = e.position

@@ -1,1 +1,2 @@
-"""twinloop execution: kinematics, time parametrisation and the safety gate for the arm."""
+"""twinloop execution: the execution node, kinematics, time parametrisation and the safety gate for
+the arm."""

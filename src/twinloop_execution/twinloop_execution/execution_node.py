@@ -17,7 +17,6 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
@@ -26,7 +25,7 @@ from twinloop_execution import planning, trajectory
 from twinloop_execution.kinematics import ArmKinematics, PandaIk
 from twinloop_execution.safety import JointLimits, SafetyConfig, SafetyGate
 from twinloop_twin import scene
-from twinloop_ros import node_runner
+from twinloop_ros import conversions as ros_conversions, node_runner, topics
 from twinloop_twin import messages
 from twinloop_twin.twin import MeshLibrary, SimTwin
 
@@ -39,7 +38,7 @@ def _doc(text):
 
 
 def _stamp_seconds(msg):
-    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+    return ros_conversions.seconds(msg.header.stamp)
 
 
 class ExecutionNode(Node):
@@ -50,8 +49,8 @@ class ExecutionNode(Node):
         limits_yaml = p('joint_limits_file', '', 'MoveIt-style joint_limits.yaml with accelerations and jerks')
         safety_yaml = p('safety_file', '', 'safety gate configuration (config/safety.yaml)')
         scene_path = p('scene', '', 'scene YAML: the known objects for the collision check')
-        objects_topic = p('objects_topic', '/perception/objects', 'DetectedObjectArray used for the collision check')
-        controller = p('arm_controller', 'panda_arm_controller', 'joint trajectory controller name')
+        objects_topic = p('objects_topic', topics.OBJECTS, 'DetectedObjectArray used for the collision check')
+        controller = p('arm_controller', topics.ARM_CONTROLLER, 'joint trajectory controller name')
         self.velocity_scale = p('velocity_scale', 0.5, 'default fraction of the velocity/acceleration/jerk limits')
         self.tracking_tolerance = p('tracking_tolerance', 0.1, 'largest distance from the path before aborting [rad]')
         self.tracking_lag = p('tracking_lag', 0.3, 'how far ahead of the expected time a joint may be [s]')
@@ -77,8 +76,7 @@ class ExecutionNode(Node):
         elif backend != 'embedded':
             raise ValueError(f'backend must be "embedded" or "moveit", not {backend!r}')
         joints = list(scene.ARM_JOINTS)
-        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
-        self.description_pub = self.create_publisher(String, '/robot_description', latched)   # for RViz's RobotModel
+        self.description_pub = self.create_publisher(String, topics.ROBOT_DESCRIPTION, topics.LATCHED_QOS)   # for RViz's RobotModel
         with open(urdf) as f:
             self.description_pub.publish(String(data=f.read()))
         self.limits = JointLimits.from_description(urdf, limits_yaml, joints)
@@ -90,32 +88,34 @@ class ExecutionNode(Node):
         self.ik = PandaIk(self.twin.model)
         self.lock = threading.Lock()
         self.busy = False
-        self.joints = self.joints_received = self.objects = self.objects_received = None
+        self.joints = self.joint_state = self.joints_received = self.objects = self.objects_received = None
 
         state_group = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(JointState, '/joint_states', self.on_joints, 20, callback_group=state_group)
-        self.create_subscription(DetectedObjectArray, objects_topic, self.on_objects, 10, callback_group=state_group)
-        self.trajectory_pub = self.create_publisher(JointTrajectory, f'/{controller}/joint_trajectory', 10)
-        self.gripper_pub = self.create_publisher(Float64, '/panda_gripper/width_command', 10)
-        self.server = ActionServer(self, ExecuteMotion, 'execute_motion', self.execute, goal_callback=self.on_goal,
+        self.create_subscription(JointState, topics.JOINT_STATES, self.on_joints, topics.STATE_QOS, callback_group=state_group)
+        self.create_subscription(DetectedObjectArray, objects_topic, self.on_objects, topics.STATE_QOS, callback_group=state_group)
+        self.trajectory_pub = self.create_publisher(JointTrajectory, topics.arm_trajectory(controller), topics.STATE_QOS)
+        self.gripper_pub = self.create_publisher(Float64, topics.GRIPPER_COMMAND, topics.STATE_QOS)
+        self.server = ActionServer(self, ExecuteMotion, topics.EXECUTE_MOTION, self.execute, goal_callback=self.on_goal,
                                    cancel_callback=lambda _: CancelResponse.ACCEPT, callback_group=ReentrantCallbackGroup())
         self.get_logger().info('execution ready (embedded backend: mink IK + ruckig, safety gate on every trajectory)')
 
     # --- state ---------------------------------------------------------------------------------
     def on_joints(self, msg):
-        self.joints, self.joints_received = msg, time.monotonic()
+        try:
+            state = ros_conversions.arm_state(msg)
+        except ValueError as exc:
+            self.get_logger().warning(f'joint state ignored: {exc}', throttle_duration_sec=5.0)
+            return
+        self.joints, self.joint_state, self.joints_received = msg, state, time.monotonic()
 
     def on_objects(self, msg):
         self.objects, self.objects_received = msg, time.monotonic()
 
     def arm_positions(self):
-        names = list(self.joints.name)
-        return np.array([self.joints.position[names.index(j)] for j in scene.ARM_JOINTS])
+        return self.joint_state[0].copy()
 
     def gripper_width(self):
-        names = list(self.joints.name)
-        fingers = [abs(self.joints.position[names.index(j)]) for j in scene.FINGER_JOINTS if j in names]
-        return sum(fingers) if len(fingers) == 2 else GRIPPER_OPEN
+        return self.joint_state[1]
 
     def state_age(self):
         return None if self.joints_received is None else time.monotonic() - self.joints_received

@@ -40,12 +40,6 @@ class PandaIk:
         locked = np.setdiff1d(np.arange(model.nv), self.arm_dof)
         self._locked = locked
 
-    def ee_pose(self, q_full):
-        data = mujoco.MjData(self.model)
-        data.qpos[:] = q_full
-        mujoco.mj_kinematics(self.model, data)
-        return data.site(EE_SITE).xpos.copy(), data.site(EE_SITE).xmat.reshape(3, 3).copy()
-
     def solve(self, q_full, position, quat_wxyz=DOWN, iterations=300, dt=0.05, tol=1e-3, rot_tol=1e-2):
         """Arm joint positions that put the grip site at position with orientation quat, from q_full."""
         self.configuration.update(np.array(q_full, float))

@@ -31,7 +31,6 @@ from scipy.spatial.transform import Rotation
 from twinloop_twin import objects as shapes
 from twinloop_core.gripper import closed_on_something
 
-SOURCE_PERCEPTION = 0
 o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
 
 

@@ -22,7 +22,6 @@ from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
@@ -30,16 +29,11 @@ from visualization_msgs.msg import MarkerArray
 
 from twinloop_perception import pose_estimation as pe
 from twinloop_twin import markers, scene
-from twinloop_ros import conversions as ros_conversions, node_runner
-from twinloop_twin.world_sim_node import EXTRINSICS_QOS, camera_topic
+from twinloop_ros import conversions as ros_conversions, node_runner, topics
 
 
 def _stamp(header):
-    return _stamp_of(header.stamp)
-
-
-def _stamp_of(stamp):
-    return stamp.sec + stamp.nanosec * 1e-9
+    return ros_conversions.seconds(header.stamp)
 
 
 class PoseEstimationNode(Node):
@@ -49,7 +43,7 @@ class PoseEstimationNode(Node):
         scene_path = p('scene', '', 'scene YAML whose objects are the known objects (meshes, labels, colours)')
         self.camera_names = list(p('cameras', ['front', 'left'], 'cameras to fuse'))
         self.moving = set(p('moving_cameras', ['wrist'], 'cameras whose pose changes (e.g. on the wrist): their pose must match the frame stamp'))
-        self.objects_topic = p('objects_topic', '/perception/objects', 'where the detected objects are published')
+        self.objects_topic = p('objects_topic', topics.OBJECTS, 'where the detected objects are published')
         self.rate = p('rate', 10.0, 'processing rate [Hz] (tracking; a detection takes longer)')
         self.sync_tolerance = p('sync_tolerance', 0.02, 'largest stamp difference within a frame set [s]')
         self.stale_after = p('stale_after', 1.0, 'no fresh synchronised frames for this long: error, nothing published [s]')
@@ -71,13 +65,13 @@ class PoseEstimationNode(Node):
         self.last_stamp, self.last_fresh = None, time.monotonic()
         self.last_seen = {}
         for name in self.camera_names:
-            for kind, msg_type, qos in (('color', Image, qos_profile_sensor_data), ('depth', Image, qos_profile_sensor_data),
-                                        ('color_info', CameraInfo, qos_profile_sensor_data), ('pose', PoseStamped, EXTRINSICS_QOS)):
-                self.create_subscription(msg_type, camera_topic(name, kind), self._keeper(name, kind), qos)
-        self.create_subscription(JointState, '/joint_states', self.on_joints, 10)
-        self.publisher = self.create_publisher(DetectedObjectArray, self.objects_topic, 10)
-        self.marker_pub = self.create_publisher(MarkerArray, '~/markers', 10)
-        self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+            for kind, msg_type, qos in (('color', Image, topics.SENSOR_QOS), ('depth', Image, topics.SENSOR_QOS),
+                                        ('color_info', CameraInfo, topics.SENSOR_QOS), ('pose', PoseStamped, topics.LATCHED_QOS)):
+                self.create_subscription(msg_type, topics.camera_topic(name, kind), self._keeper(name, kind), qos)
+        self.create_subscription(JointState, topics.JOINT_STATES, self.on_joints, topics.STATE_QOS)
+        self.publisher = self.create_publisher(DetectedObjectArray, self.objects_topic, topics.STATE_QOS)
+        self.marker_pub = self.create_publisher(MarkerArray, '~/markers', topics.STATE_QOS)
+        self.diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, topics.STATE_QOS)
         self.create_service(Trigger, '~/redetect', self.on_redetect)
         self.tf = _transform_broadcaster(self)
         self.create_timer(1.0 / self.rate, self.process, callback_group=MutuallyExclusiveCallbackGroup())
@@ -132,7 +126,7 @@ class PoseEstimationNode(Node):
         if result is None or result[1] == self.last_stamp:
             return
         frames, stamp = result
-        joints = self._joints_at(_stamp_of(stamp))
+        joints = self._joints_at(ros_conversions.seconds(stamp))
         if joints is None:
             return    # no joint state at the frames' capture time yet: the next tick tries again
         arm, fingers = joints
@@ -156,14 +150,13 @@ class PoseEstimationNode(Node):
                        + (f'; not seen: {", ".join(unseen)}' if unseen else ''), {'mode': mode, 'ms': f'{elapsed * 1000:.0f}'})
 
     def on_joints(self, msg):
-        names = list(msg.name)
         try:
-            arm = [msg.position[names.index(j)] for j in scene.ARM_JOINTS]
-            fingers = [abs(msg.position[names.index(j)]) for j in scene.FINGER_JOINTS]
-        except ValueError:
-            return    # another robot's joints (or a partial message): not the arm to cut out
+            arm, width = ros_conversions.arm_state(msg)
+        except ValueError as exc:   # another robot's joints (or a malformed message): not the arm to cut out
+            self.get_logger().warning(f'joint state ignored: {exc}', throttle_duration_sec=5.0)
+            return
         with self.lock:
-            self.joints.add(_stamp(msg.header), arm, fingers)
+            self.joints.add(_stamp(msg.header), arm, (width / 2, width / 2))   # the Panda's fingers move together
 
     def _joints_at(self, stamp):
         """(arm, fingers) when the frames were captured, (None, open fingers) with no robot joints at

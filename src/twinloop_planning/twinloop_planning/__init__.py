@@ -1,1 +1,2 @@
-"""twinloop planning: instruction grounding, AntiGrounding's annealed candidate sampling."""
+"""twinloop planning: the task_orchestrator node, instruction grounding, run reports, and the
+engines' ports on ROS and in process."""

@@ -1,1 +1,2 @@
-"""twinloop_ros: topics, QoS, message conversions and the main() every twinloop node shares."""
+"""twinloop_ros: topics, QoS, message conversions, the message codec and the main() every twinloop
+node shares."""

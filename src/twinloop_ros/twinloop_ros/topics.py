@@ -9,7 +9,15 @@ ROBOT_DESCRIPTION = '/robot_description'
 DIAGNOSTICS = '/diagnostics'
 OBJECTS = '/perception/objects'  # DetectedObjectArray from pose estimation
 GROUND_TRUTH_OBJECTS = '/world_sim/ground_truth/objects'  # evaluation only: the simulator's truth
-ARM_TRAJECTORY = '/panda_arm_controller/joint_trajectory'  # what ros2_control's trajectory controller takes
+ARM_CONTROLLER = 'panda_arm_controller'  # the joint trajectory controller (nodes' `arm_controller` parameter)
+
+
+def arm_trajectory(controller=ARM_CONTROLLER):
+    """The JointTrajectory topic a ros2_control joint trajectory controller takes."""
+    return f'/{controller}/joint_trajectory'
+
+
+ARM_TRAJECTORY = arm_trajectory()
 GRIPPER_COMMAND = '/panda_gripper/width_command'  # std_msgs/Float64 width [m]
 PLANNER_CANDIDATES = '/planner/candidates'  # MarkerArray: candidate grip paths coloured by score
 PLANNER_CHOSEN = '/planner/chosen'  # Marker: the executed candidate
@@ -17,6 +25,8 @@ PLANNER_CHOSEN = '/planner/chosen'  # Marker: the executed candidate
 SCORE_TRAJECTORIES = '/score_trajectories'
 EXECUTE_MOTION = 'execute_motion'
 EXECUTE_INSTRUCTION = 'execute_instruction'
+WORLD_RESET = '/world_sim/reset'  # ResetWorld of world_sim (its ~/reset)
+REDETECT = '/pose_estimation/redetect'  # Trigger of pose_estimation (its ~/redetect)
 
 
 def twin_service(twin_node, name):

@@ -15,7 +15,7 @@ from rclpy.node import Node
 from twinloop_scoring import agents as agent_registry
 from twinloop_scoring import vqa
 from twinloop_twin import overlays
-from twinloop_ros import codec, node_runner
+from twinloop_ros import codec, node_runner, topics
 from twinloop_ros import conversions as ros_conversions
 
 
@@ -30,7 +30,7 @@ class ScoringNode(Node):
             raise ValueError('parameters "prompts_file" and "agents_file" are required')
         self.config = vqa.PromptConfig.from_yaml(prompts)
         self.default_agents = agent_registry.load(self.agents_file, names)
-        self.create_service(ScoreTrajectories, 'score_trajectories', self.on_score)
+        self.create_service(ScoreTrajectories, topics.SCORE_TRAJECTORIES, self.on_score)
         labels = ', '.join(a.label for a in self.default_agents)
         self.get_logger().info(f'trajectory_scoring ready: prompts v{self.config.version}, agents {labels}')
 

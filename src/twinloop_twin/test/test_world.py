@@ -92,7 +92,7 @@ def test_every_packaged_scene_builds_and_rests(name):
 
 
 def test_stamps_never_go_back_when_rounding_carries():
-    from twinloop_twin.world_sim_node import stamp
+    from twinloop_ros.conversions import stamp
     for seconds in (8.9999999997, 0.99999999995, 3.0, 12.345678901):
         t = stamp(seconds)
         assert 0 <= t.nanosec < 1_000_000_000

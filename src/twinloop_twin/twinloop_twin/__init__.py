@@ -1,1 +1,2 @@
-"""twinloop twin: MuJoCo scenes built from YAML, the simulated world, and the sim twin."""
+"""twinloop twin: MuJoCo scenes built from YAML, the simulated worlds (world_sim, LIBERO), and the
+sim twin."""

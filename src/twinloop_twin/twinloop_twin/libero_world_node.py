@@ -13,21 +13,19 @@ from twinloop_interfaces.msg import DetectedObject, DetectedObjectArray
 from twinloop_interfaces.srv import ResetWorld
 
 import numpy as np
-from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import CameraInfo, Image, JointState
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Header
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from twinloop_twin import scene
-from twinloop_ros import conversions as ros_conversions, node_runner
+from twinloop_ros import conversions as ros_conversions, node_runner, topics
+from twinloop_twin.camera_frames import camera_publishers, publish_frame
 from twinloop_twin.libero_world import CAMERAS, LiberoWorld
 from twinloop_twin.world import JointTrajectoryFollower
-from twinloop_twin.world_sim_node import EXTRINSICS_QOS, camera_topic, publish_frame, stamp
 
 
 class LiberoWorldNode(Node):
@@ -39,21 +37,16 @@ class LiberoWorldNode(Node):
         init_index = p('init_index', 0, "LIBERO's initial state number")
         size = p('image_size', 128, 'camera images are size x size [px]')
         self.camera_every = p('camera_every', 2, 'publish camera frames every this many control steps')
-        controller = p('arm_controller', 'panda_arm_controller', 'joint trajectory controller name')
+        controller = p('arm_controller', topics.ARM_CONTROLLER, 'joint trajectory controller name')
         self.get_logger().info(f'loading LIBERO {suite} task {task_id} (takes a while) ...')
         self.world = LiberoWorld(suite, task_id, init_index, size)
         self.follower = None
-        self.joint_pub = self.create_publisher(JointState, '/joint_states', 10)
-        self.clock_pub = self.create_publisher(Clock, '/clock', 10)
-        self.truth_pub = self.create_publisher(DetectedObjectArray, '~/ground_truth/objects', 10)
-        self.camera_pubs = {name: {kind: self.create_publisher(msg_type, camera_topic(name, kind), qos)
-                                   for kind, msg_type, qos in (('color', Image, qos_profile_sensor_data), ('depth', Image, qos_profile_sensor_data),
-                                                               ('color_info', CameraInfo, qos_profile_sensor_data),
-                                                               ('depth_info', CameraInfo, qos_profile_sensor_data),
-                                                               ('pose', PoseStamped, EXTRINSICS_QOS))}
-                            for name in CAMERAS}
-        self.create_subscription(JointTrajectory, f'/{controller}/joint_trajectory', self.on_trajectory, 10)
-        self.create_subscription(Float64, '/panda_gripper/width_command', self.on_gripper, 10)
+        self.joint_pub = self.create_publisher(JointState, topics.JOINT_STATES, topics.STATE_QOS)
+        self.clock_pub = self.create_publisher(Clock, topics.CLOCK, topics.STATE_QOS)
+        self.truth_pub = self.create_publisher(DetectedObjectArray, '~/ground_truth/objects', topics.STATE_QOS)
+        self.camera_pubs = {name: camera_publishers(self, name) for name in CAMERAS}
+        self.create_subscription(JointTrajectory, topics.arm_trajectory(controller), self.on_trajectory, topics.STATE_QOS)
+        self.create_subscription(Float64, topics.GRIPPER_COMMAND, self.on_gripper, topics.STATE_QOS)
         self.create_service(ResetWorld, '~/reset', self.on_reset)
         self.create_service(Trigger, '~/judge', self.on_judge)
         self.create_timer(1.0 / self.world.control_freq, self.on_tick)
@@ -96,9 +89,9 @@ class LiberoWorldNode(Node):
             target = follower.sample(self.world.time - started)
         self.world.step(target)
         t = self.world.time
-        self.clock_pub.publish(Clock(clock=stamp(t)))
+        self.clock_pub.publish(Clock(clock=ros_conversions.stamp(t)))
         fingers = self.world.finger_positions()
-        self.joint_pub.publish(JointState(header=Header(stamp=stamp(t)), name=list(scene.ARM_JOINTS) + list(scene.FINGER_JOINTS),
+        self.joint_pub.publish(JointState(header=Header(stamp=ros_conversions.stamp(t)), name=list(scene.ARM_JOINTS) + list(scene.FINGER_JOINTS),
                                           position=list(self.world.arm_positions()) + [float(fingers[0]), float(-fingers[1])]))
         if self.world.steps % self.camera_every == 0:
             self.publish_cameras(t)
@@ -107,11 +100,11 @@ class LiberoWorldNode(Node):
     def publish_cameras(self, t):
         for name, pubs in self.camera_pubs.items():
             frame = self.world.camera(name)
-            header = Header(stamp=stamp(t), frame_id=f'{name}_optical_frame')
+            header = Header(stamp=ros_conversions.stamp(t), frame_id=f'{name}_optical_frame')
             publish_frame(pubs, frame, header, ros_conversions.image_msg(frame.depth, '32FC1', header))
 
     def publish_objects(self, t):
-        msg = DetectedObjectArray(header=Header(stamp=stamp(t), frame_id='world'))
+        msg = DetectedObjectArray(header=Header(stamp=ros_conversions.stamp(t), frame_id='world'))
         for name, label, position, quat in self.world.objects():
             msg.objects.append(DetectedObject(header=msg.header, id=name, label=label, mesh_id=f'libero/{label}',
                                               pose=ros_conversions.pose_msg(position, quat), confidence=1.0,

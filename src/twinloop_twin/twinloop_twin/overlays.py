@@ -1,7 +1,7 @@
 """Markers drawn into the 3D scene before a render, so they are right in every view:
-candidate trajectories as tubes coloured by score, numbered keypoints, object axes, and a
-world-axes legend. Keypoint numbers are written at each marker's projected pixel, only where the
-depth image shows the marker is not hidden.
+candidate trajectories as tubes coloured by score, numbered keypoints and object axes. Keypoint
+numbers are written at each marker's projected pixel, only where the depth image shows the marker
+is not hidden.
 """
 import mujoco
 import numpy as np
@@ -56,10 +56,6 @@ def add_axes(scene, origin, rotation, length=0.08, radius=0.004):
     origin = np.asarray(origin, float)
     for axis, rgba in zip(np.asarray(rotation).T, AXIS_RGBA):
         add_segment(scene, origin, origin + length * axis, rgba, radius)
-
-
-def add_world_axes_legend(scene, origin=(-0.15, 0.45, 0.001), length=0.1):
-    add_axes(scene, origin, np.eye(3), length, 0.005)
 
 
 def combine(*overlays):

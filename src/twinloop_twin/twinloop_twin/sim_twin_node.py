@@ -18,7 +18,7 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
 from twinloop_twin import markers, messages, objects, overlays, scene
-from twinloop_ros import codec, node_runner
+from twinloop_ros import codec, node_runner, topics
 from twinloop_ros import conversions as ros_conversions
 from twinloop_twin.twin import Candidate, MeshLibrary, SimTwin
 
@@ -29,15 +29,15 @@ class SimTwinNode(Node):
         self.width = self.declare_parameter('render_width', 224, ParameterDescriptor(description='default render width [px]')).value
         self.height = self.declare_parameter('render_height', 224, ParameterDescriptor(description='default render height [px]')).value
         self.settle = self.declare_parameter('settle', 0.5, ParameterDescriptor(description='simulated time after a candidate [s]')).value
-        objects_topic = self.declare_parameter('objects_topic', '/perception/objects', ParameterDescriptor(description='DetectedObjectArray topic for sync')).value
+        objects_topic = self.declare_parameter('objects_topic', topics.OBJECTS, ParameterDescriptor(description='DetectedObjectArray topic for sync')).value
         if not scene_path:
             raise ValueError('parameter "scene" (the scene YAML with the known objects and cameras) is required')
         config = scene.SceneConfig.from_yaml(scene_path)
         self.twin = SimTwin(MeshLibrary.from_scene(config), config.cameras)
         self.latest_objects = self.latest_joints = None
-        self.create_subscription(DetectedObjectArray, objects_topic, lambda m: setattr(self, 'latest_objects', m), 10)
-        self.create_subscription(JointState, '/joint_states', lambda m: setattr(self, 'latest_joints', m), 10)
-        self.marker_pub = self.create_publisher(MarkerArray, '~/markers', 10)
+        self.create_subscription(DetectedObjectArray, objects_topic, lambda m: setattr(self, 'latest_objects', m), topics.STATE_QOS)
+        self.create_subscription(JointState, topics.JOINT_STATES, lambda m: setattr(self, 'latest_joints', m), topics.STATE_QOS)
+        self.marker_pub = self.create_publisher(MarkerArray, '~/markers', topics.STATE_QOS)
         self.create_service(SyncTwin, '~/sync', self.on_sync)
         self.create_service(RolloutTrajectories, '~/rollout', self.on_rollout)
         self.create_service(RenderViews, '~/render', self.on_render)

@@ -260,23 +260,6 @@ class SimTwin:
     def segmentation(self, camera, width, height, data=None):
         return self.world.segmentation(camera, width, height, data)
 
-    def randomize(self, rng, mass_scale=(0.8, 1.25), friction_range=(0.6, 1.2), position_noise=0.005):
-        """Domain randomisation for policy training: object masses, frictions and positions.
-
-        Changes the twin's model and base state; sync() restores poses, a rebuild restores the rest."""
-        for oid in self.world.object_ids:
-            body = self.model.body(oid)
-            geoms = np.where(self.model.geom_bodyid == body.id)[0]
-            scale = rng.uniform(*mass_scale)
-            self.model.body_mass[body.id] *= scale
-            self.model.body_inertia[body.id] *= scale
-            self.model.geom_friction[geoms, 0] = rng.uniform(*friction_range)
-            if self._has_free_joint(oid):
-                adr = self.model.joint(f'{oid}_joint').qposadr[0]
-                self.data.qpos[adr:adr + 2] += rng.normal(0, position_noise, 2)
-        mujoco.mj_setConst(self.model, self.data)
-        mujoco.mj_forward(self.model, self.data)
-
     def close(self):
         if self.world is not None:
             self.world.close()

@@ -127,12 +127,6 @@ class SimWorld:
         body = self.data.body(object_id)
         return body.xpos.copy(), body.xquat.copy()
 
-    def object_poses(self):
-        return {oid: self.object_pose(oid) for oid in self.object_ids}
-
-    def site_or_body_position(self, name):
-        return self.data.body(name).xpos.copy()
-
     # --- commands ----------------------------------------------------------------------------
     def follow_trajectory(self, times, positions):
         """Start following timed waypoints (arm joint order of ARM_JOINTS) from now."""

@@ -10,53 +10,16 @@ from twinloop_interfaces.msg import DetectedObject, DetectedObjectArray
 from twinloop_interfaces.srv import ResetWorld
 
 import numpy as np
-from builtin_interfaces.msg import Time
-from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import CameraInfo, Image, JointState
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Header
 from trajectory_msgs.msg import JointTrajectory
 
 from twinloop_twin import cameras, objects, scene, world
-from twinloop_ros import conversions as ros_conversions, node_runner
+from twinloop_twin.camera_frames import camera_publishers, publish_frame
+from twinloop_ros import conversions as ros_conversions, node_runner, topics
 
-GROUND_TRUTH_TOPIC = '/world_sim/ground_truth/objects'
-
-
-def stamp(seconds):
-    """builtin_interfaces/Time of a simulated time; rounding carries into the seconds (8.9999999997 -> 9.0)."""
-    nanoseconds = int(round(seconds * 1e9))
-    return Time(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
-
-
-# Camera extrinsics are latched (the last pose is delivered to late subscribers): static cameras
-# may publish them once. Subscribe with this profile too.
-EXTRINSICS_QOS = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
-
-
-def camera_topic(camera, kind):
-    """Topic names of a camera, RealSense-style: /cameras/<name>/{color,depth}/..., /cameras/<name>/pose."""
-    return {'color': f'/cameras/{camera}/color/image_raw', 'color_info': f'/cameras/{camera}/color/camera_info',
-            'depth': f'/cameras/{camera}/aligned_depth_to_color/image_raw',
-            'depth_info': f'/cameras/{camera}/aligned_depth_to_color/camera_info',
-            'pose': f'/cameras/{camera}/pose'}[kind]
-
-
-
-def publish_frame(pubs, frame, header, depth_msg):
-    """One camera frame on its topics (camera_topic): colour, the given depth Image, both CameraInfos
-    and the optical frame's pose in the world."""
-    info = ros_conversions.camera_info_msg(frame.intrinsics, header)
-    pubs['color'].publish(ros_conversions.image_msg(frame.rgb, 'rgb8', header))
-    pubs['color_info'].publish(info)
-    pubs['depth'].publish(depth_msg)
-    pubs['depth_info'].publish(info)
-    pose = PoseStamped(header=Header(stamp=header.stamp, frame_id='world'))
-    quat = cameras.rotation_to_quat_xyzw(frame.rotation)
-    pose.pose = ros_conversions.pose_msg(frame.position, (quat[3], quat[0], quat[1], quat[2]))
-    pubs['pose'].publish(pose)
 
 class WorldSimNode(Node):
     def __init__(self):
@@ -69,7 +32,7 @@ class WorldSimNode(Node):
         self.depth_encoding = p('depth_encoding', '32FC1', descriptor=_doc('32FC1 (metres) or 16UC1 (millimetres)')).value
         self.depth_noise = p('depth_noise_std', 0.001, descriptor=_doc('depth noise standard deviation at 1 m [m], grows with z^2')).value
         self.dropout = p('depth_dropout', 0.0, descriptor=_doc('fraction of depth pixels dropped to 0')).value
-        controller = p('arm_controller', 'panda_arm_controller', descriptor=_doc('joint trajectory controller name')).value
+        controller = p('arm_controller', topics.ARM_CONTROLLER, descriptor=_doc('joint trajectory controller name')).value
         seed = p('seed', 0, descriptor=_doc('noise seed')).value
         if not scene_path:
             raise ValueError('parameter "scene" (a scene YAML) is required')
@@ -81,20 +44,12 @@ class WorldSimNode(Node):
         self.camera_configs = {c.name: c for c in self.world.config.cameras}
         self.shapes = {o.id: objects.make_shape(o.kind, **o.params) for o in self.world.config.objects}
 
-        self.joint_pub = self.create_publisher(JointState, '/joint_states', 10)
-        self.clock_pub = self.create_publisher(Clock, '/clock', 10)
-        self.truth_pub = self.create_publisher(DetectedObjectArray, GROUND_TRUTH_TOPIC, 10)
-        self.camera_pubs = {}
-        for name in self.camera_configs:
-            self.camera_pubs[name] = {
-                'color': self.create_publisher(Image, camera_topic(name, 'color'), qos_profile_sensor_data),
-                'color_info': self.create_publisher(CameraInfo, camera_topic(name, 'color_info'), qos_profile_sensor_data),
-                'depth': self.create_publisher(Image, camera_topic(name, 'depth'), qos_profile_sensor_data),
-                'depth_info': self.create_publisher(CameraInfo, camera_topic(name, 'depth_info'), qos_profile_sensor_data),
-                'pose': self.create_publisher(PoseStamped, camera_topic(name, 'pose'), EXTRINSICS_QOS),
-            }
-        self.create_subscription(JointTrajectory, f'/{controller}/joint_trajectory', self.on_trajectory, 10)
-        self.create_subscription(Float64, '/panda_gripper/width_command', self.on_gripper, 10)
+        self.joint_pub = self.create_publisher(JointState, topics.JOINT_STATES, topics.STATE_QOS)
+        self.clock_pub = self.create_publisher(Clock, topics.CLOCK, topics.STATE_QOS)
+        self.truth_pub = self.create_publisher(DetectedObjectArray, topics.GROUND_TRUTH_OBJECTS, topics.STATE_QOS)
+        self.camera_pubs = {name: camera_publishers(self, name) for name in self.camera_configs}
+        self.create_subscription(JointTrajectory, topics.arm_trajectory(controller), self.on_trajectory, topics.STATE_QOS)
+        self.create_subscription(Float64, topics.GRIPPER_COMMAND, self.on_gripper, topics.STATE_QOS)
         self.create_service(ResetWorld, '~/reset', self.on_reset)
 
         self.tick = 0.01
@@ -102,7 +57,7 @@ class WorldSimNode(Node):
         self.next_joint_state = self.next_camera = 0.0
         self.create_timer(self.tick, self.on_tick)
         self.get_logger().info(f'world_sim: {len(self.world.object_ids)} objects, cameras {list(self.camera_configs)}, '
-                               f'arm commands on /{controller}/joint_trajectory')
+                               f'arm commands on {topics.arm_trajectory(controller)}')
 
     def on_trajectory(self, msg):
         """Follow a JointTrajectory like ros2_control's JTC; an empty one stops the arm."""
@@ -155,7 +110,7 @@ class WorldSimNode(Node):
         steps = int(max(0.0, target - self.world.time) / self.world.model.opt.timestep)
         self.world.step(min(steps, 500))  # never block the executor for long
         t = self.world.time
-        self.clock_pub.publish(Clock(clock=stamp(t)))
+        self.clock_pub.publish(Clock(clock=ros_conversions.stamp(t)))
         if t >= self.next_joint_state:
             self.next_joint_state = t + 1.0 / self.joint_state_rate
             self.publish_joint_state(t)
@@ -169,13 +124,13 @@ class WorldSimNode(Node):
         names = list(scene.ARM_JOINTS) + list(scene.FINGER_JOINTS)
         positions = list(self.world.arm_positions()) + [float(q[self.world.finger_qpos[0]]), float(-q[self.world.finger_qpos[1]])]
         velocities = list(self.world.arm_velocities()) + [0.0, 0.0]
-        self.joint_pub.publish(JointState(header=Header(stamp=stamp(t), frame_id=''), name=names,
+        self.joint_pub.publish(JointState(header=Header(stamp=ros_conversions.stamp(t), frame_id=''), name=names,
                                           position=positions, velocity=velocities))
 
     def publish_cameras(self, t):
         for name, cfg in self.camera_configs.items():
             frame = self.world.render(name, cfg.width, cfg.height)
-            header = Header(stamp=stamp(t), frame_id=f'{name}_optical_frame')
+            header = Header(stamp=ros_conversions.stamp(t), frame_id=f'{name}_optical_frame')
             depth = self.noisy(frame.depth)
             pubs = self.camera_pubs[name]
             publish_frame(pubs, frame, header, ros_conversions.image_msg(
@@ -185,7 +140,7 @@ class WorldSimNode(Node):
         return cameras.realsense_noise(depth, self.rng, self.depth_noise, self.dropout)
 
     def publish_ground_truth(self, t):
-        msg = DetectedObjectArray(header=Header(stamp=stamp(t), frame_id='world'))
+        msg = DetectedObjectArray(header=Header(stamp=ros_conversions.stamp(t), frame_id='world'))
         for obj in self.world.config.objects:
             position, quat = self.world.object_pose(obj.id)
             shape = self.shapes[obj.id]

@@ -11,6 +11,7 @@ table (with the command) to bench/RESULTS.md, and writes bench/results/libero_ev
     . ./twinloop_env.sh && python bench/libero_eval.py --tasks libero_spatial:0,1,2 libero_object:0,1,2 \\
         --episodes 5 --strategy anti_grounding --backend twin_critic [--log bench/results/libero_eval.jsonl] [--results]
 """
+
 import argparse
 import json
 import os
@@ -42,7 +43,9 @@ def parse_tasks(specs):
     for spec in specs:
         suite, _, ids = spec.partition(':')
         if suite not in MAX_STEPS or not ids:
-            raise SystemExit(f'--tasks wants suite:ids with a suite of {sorted(MAX_STEPS)}, e.g. libero_spatial:0,1,2; got {spec!r}')
+            raise SystemExit(
+                f'--tasks wants suite:ids with a suite of {sorted(MAX_STEPS)}, e.g. libero_spatial:0,1,2; got {spec!r}'
+            )
         out += [(suite, int(i)) for i in ids.split(',')]
     return out
 
@@ -66,11 +69,20 @@ class Evaluator:
         """One episode from init state `episode`: a result record."""
         started = time.monotonic()
         world.reset(episode)
-        ports = LiberoPorts(world, twin, self.prompts, self.agents, ROOT / 'urdf' / 'panda.urdf',
-                            ROOT / 'config' / 'panda_joint_limits.yaml', max_steps=MAX_STEPS[world.suite])
+        ports = LiberoPorts(
+            world,
+            twin,
+            self.prompts,
+            self.agents,
+            ROOT / 'urdf' / 'panda.urdf',
+            ROOT / 'config' / 'panda_joint_limits.yaml',
+            max_steps=MAX_STEPS[world.suite],
+        )
         config = load_config(MpcConfig, self.mpc_config)
         config.num_candidates, config.seed = self.args.candidates, episode
-        mpc = AntiGroundingMpc(ports.ports(QuietProgress(lambda line: print('   ', line, flush=True))), Arm(twin.model), config)
+        mpc = AntiGroundingMpc(
+            ports.ports(QuietProgress(lambda line: print('   ', line, flush=True))), Arm(twin.model), config
+        )
         objects = ports.state().objects
         reason = ''
         try:
@@ -81,10 +93,20 @@ class Evaluator:
             reason = str(exc)
         except (GroundingError, ValueError) as exc:
             reason = f'{type(exc).__name__}: {exc}'
-        return {'suite': world.suite, 'task_id': world.task_id, 'episode': episode, 'instruction': world.instruction,
-                'success': world.success(), 'steps': world.steps, 'mpc_steps': len(mpc.records),
-                'wall_s': round(time.monotonic() - started, 1), 'reason': reason,
-                'backend': ', '.join(a.label for a in self.agents), 'perception': PERCEPTION, 'strategy': self.args.strategy}
+        return {
+            'suite': world.suite,
+            'task_id': world.task_id,
+            'episode': episode,
+            'instruction': world.instruction,
+            'success': world.success(),
+            'steps': world.steps,
+            'mpc_steps': len(mpc.records),
+            'wall_s': round(time.monotonic() - started, 1),
+            'reason': reason,
+            'backend': ', '.join(a.label for a in self.agents),
+            'perception': PERCEPTION,
+            'strategy': self.args.strategy,
+        }
 
 
 def summarise(records):
@@ -93,35 +115,54 @@ def summarise(records):
         tasks.setdefault((r['suite'], r['task_id']), []).append(r)
     rows = []
     for (suite, task_id), rs in sorted(tasks.items()):
-        rows.append({'suite': suite, 'task_id': task_id, 'instruction': rs[0]['instruction'], 'episodes': len(rs),
-                     'success_rate': sum(r['success'] for r in rs) / len(rs),
-                     'mean_steps': float(np.mean([r['steps'] for r in rs])), 'mean_wall_s': float(np.mean([r['wall_s'] for r in rs]))})
+        rows.append(
+            {
+                'suite': suite,
+                'task_id': task_id,
+                'instruction': rs[0]['instruction'],
+                'episodes': len(rs),
+                'success_rate': sum(r['success'] for r in rs) / len(rs),
+                'mean_steps': float(np.mean([r['steps'] for r in rs])),
+                'mean_wall_s': float(np.mean([r['wall_s'] for r in rs])),
+            }
+        )
     return rows
 
 
 def write_results(args, records, rows, command):
     out = ROOT / 'bench' / 'results' / f'libero_eval-{time.strftime("%Y%m%d-%H%M%S")}.json'
-    out.write_text(json.dumps({'command': command, 'cpu_cores': os.cpu_count(), 'tasks': rows, 'episodes': records}, indent=2))
+    out.write_text(
+        json.dumps({'command': command, 'cpu_cores': os.cpu_count(), 'tasks': rows, 'episodes': records}, indent=2)
+    )
     print(f'results: {out}')
     if not args.results:
         return
     suites = {}
     for r in records:
         suites.setdefault(r['suite'], []).append(r['success'])
-    lines = [f'\n## LIBERO evaluation, {time.strftime("%Y-%m-%d %H:%M")}\n', f'Command: `{command}`  ',
-             f'Strategy {args.strategy}, scorer {records[0]["backend"]}, perception {records[0]["perception"]}, '
-             f'{args.candidates} candidates per MPC step, LIBERO step limits {dict((s, MAX_STEPS[s]) for s in suites)}, '
-             f'{os.cpu_count()} cores, no GPU. Success is LIBERO\'s own predicate.\n',
-             '| suite | task | instruction | episodes | success | mean steps | mean wall [s] |', '|---|---|---|---|---|---|---|']
-    lines += [f'| {r["suite"]} | {r["task_id"]} | {r["instruction"]} | {r["episodes"]} | {r["success_rate"] * 100:.0f} % | '
-              f'{r["mean_steps"]:.0f} | {r["mean_wall_s"]:.0f} |' for r in rows]
+    lines = [
+        f'\n## LIBERO evaluation, {time.strftime("%Y-%m-%d %H:%M")}\n',
+        f'Command: `{command}`  ',
+        f'Strategy {args.strategy}, scorer {records[0]["backend"]}, perception {records[0]["perception"]}, '
+        f'{args.candidates} candidates per MPC step, LIBERO step limits {dict((s, MAX_STEPS[s]) for s in suites)}, '
+        f"{os.cpu_count()} cores, no GPU. Success is LIBERO's own predicate.\n",
+        '| suite | task | instruction | episodes | success | mean steps | mean wall [s] |',
+        '|---|---|---|---|---|---|---|',
+    ]
+    lines += [
+        f'| {r["suite"]} | {r["task_id"]} | {r["instruction"]} | {r["episodes"]} | {r["success_rate"] * 100:.0f} % | '
+        f'{r["mean_steps"]:.0f} | {r["mean_wall_s"]:.0f} |'
+        for r in rows
+    ]
     lines += [f'| **{s}** | | | {len(v)} | **{100 * sum(v) / len(v):.0f} %** | | |' for s, v in sorted(suites.items())]
     reasons = {}
     for r in records:
         if not r['success']:
             key = r['reason'].split(':')[0].split(' after ')[0][:90]
             reasons[key] = reasons.get(key, 0) + 1
-    lines.append('\nWhy episodes failed: ' + '; '.join(f'{k} ({n})' for k, n in sorted(reasons.items(), key=lambda kv: -kv[1])))
+    lines.append(
+        '\nWhy episodes failed: ' + '; '.join(f'{k} ({n})' for k, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    )
     with open(ROOT / 'bench' / 'RESULTS.md', 'a') as f:
         f.write('\n'.join(lines) + '\n')
 
@@ -133,8 +174,12 @@ def main():
     parser.add_argument('--strategy', default='anti_grounding', choices=STRATEGIES)
     parser.add_argument('--backend', default='twin_critic', help='scorer agent of config/vlm_agents.yaml')
     parser.add_argument('--candidates', type=int, default=16)
-    parser.add_argument('--log', type=Path, default=ROOT / 'bench' / 'results' / 'libero_eval.jsonl',
-                        help='one JSON line per finished episode; a rerun resumes from it')
+    parser.add_argument(
+        '--log',
+        type=Path,
+        default=ROOT / 'bench' / 'results' / 'libero_eval.jsonl',
+        help='one JSON line per finished episode; a rerun resumes from it',
+    )
     parser.add_argument('--results', action='store_true', help='append the table to bench/RESULTS.md')
     args = parser.parse_args()
     command = 'python bench/libero_eval.py ' + ' '.join(sys.argv[1:])
@@ -156,8 +201,11 @@ def main():
             records.append(record)
             with open(args.log, 'a') as f:
                 f.write(json.dumps(record) + '\n')
-            print(f'  episode {episode}: {"SUCCESS" if record["success"] else "failure"} in {record["steps"]} steps, '
-                  f'{record["wall_s"]:.0f} s ({record["reason"]})', flush=True)
+            print(
+                f'  episode {episode}: {"SUCCESS" if record["success"] else "failure"} in {record["steps"]} steps, '
+                f'{record["wall_s"]:.0f} s ({record["reason"]})',
+                flush=True,
+            )
         twin.close()
         world.close()
     rows = summarise(records)

@@ -8,6 +8,7 @@ bench/results/render.json.
 
     . ./twinloop_env.sh && python bench/render_bench.py [--size 224] [--frames 60]
 """
+
 import argparse
 import json
 import os
@@ -66,13 +67,19 @@ def main():
     raw.close()
     sim.close()
     report = {
-        'benchmark': 'multi-view render', 'views': len(names), 'size': args.size, 'frames': args.frames,
+        'benchmark': 'multi-view render',
+        'views': len(names),
+        'size': args.size,
+        'frames': args.frames,
         'multiview_fps_simworld': round(results['simworld_render'], 2),
         'multiview_fps_pretty': round(results['pretty'], 2),
         'multiview_fps_raw': round(results['raw_mujoco_renderer'], 2),
         'ratio_to_raw': round(results['simworld_render'] / results['raw_mujoco_renderer'], 3),
-        'mujoco': mujoco.__version__, 'cpu': platform.processor() or platform.machine(), 'cores': os.cpu_count(),
-        'mujoco_gl': os.environ.get('MUJOCO_GL', ''), 'time': time.strftime('%Y-%m-%dT%H:%M:%S'),
+        'mujoco': mujoco.__version__,
+        'cpu': platform.processor() or platform.machine(),
+        'cores': os.cpu_count(),
+        'mujoco_gl': os.environ.get('MUJOCO_GL', ''),
+        'time': time.strftime('%Y-%m-%dT%H:%M:%S'),
     }
     print(json.dumps(report, indent=2))
     out = root / 'bench' / 'results' / 'render.json'

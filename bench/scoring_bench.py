@@ -7,6 +7,7 @@ Prints the table and writes bench/results/scoring.json.
 
     . ./twinloop_env.sh && python bench/scoring_bench.py [--latency 0.2] [--concurrency 4]
 """
+
 import argparse
 import json
 import os
@@ -25,10 +26,26 @@ GRID = [(4, 2, 1), (16, 4, 1), (16, 4, 3)]
 
 def answer(body):
     """A valid reply for whatever candidates the request's schema names."""
-    ids = body['response_format']['json_schema']['schema']['properties']['candidates']['items']['properties']['id']['enum']
-    return json.dumps({'view_clarity': 8, 'candidates': [
-        {'id': c, 'safety': 7, 'task_alignment': 6, 'efficiency': 5, 'physical_feasibility': 8, 'viewpoint_clarity': 8,
-         'rationale': 'bench'} for c in ids]})
+    ids = body['response_format']['json_schema']['schema']['properties']['candidates']['items']['properties']['id'][
+        'enum'
+    ]
+    return json.dumps(
+        {
+            'view_clarity': 8,
+            'candidates': [
+                {
+                    'id': c,
+                    'safety': 7,
+                    'task_alignment': 6,
+                    'efficiency': 5,
+                    'physical_feasibility': 8,
+                    'viewpoint_clarity': 8,
+                    'rationale': 'bench',
+                }
+                for c in ids
+            ],
+        }
+    )
 
 
 def main():
@@ -46,22 +63,37 @@ def main():
             views = [vqa.View(f'view{k}', image, {c: 'colour' for c in ids}) for k in range(v)]
             row = {'candidates': n, 'views': v, 'agents': m}
             for mode in ('batched', 'per_candidate'):
-                agents = [vqa.Agent(OpenAIHTTPBackend(server.url, 'bench', concurrency=args.concurrency, cache=False), 0.1 * i)
-                          for i in range(m)]
+                agents = [
+                    vqa.Agent(
+                        OpenAIHTTPBackend(server.url, 'bench', concurrency=args.concurrency, cache=False), 0.1 * i
+                    )
+                    for i in range(m)
+                ]
                 started = time.perf_counter()
                 size = len(overlays.DISTINCT_NAMES) if mode == 'batched' else 1
-                groups = [ids[i:i + size] for i in range(0, n, size)]
+                groups = [ids[i : i + size] for i in range(0, n, size)]
                 requests = 0
                 for group in groups:
-                    result = vqa.score(config, 'bench', [vqa.View(x.name, x.image, {c: 'colour' for c in group}) for x in views],
-                                       group, agents)
+                    result = vqa.score(
+                        config,
+                        'bench',
+                        [vqa.View(x.name, x.image, {c: 'colour' for c in group}) for x in views],
+                        group,
+                        agents,
+                    )
                     requests += result.requests
                 row[f'{mode}_requests'] = requests
                 row[f'{mode}_wall_s'] = round(time.perf_counter() - started, 2)
             rows.append(row)
             print(row, flush=True)
-    report = {'benchmark': 'scoring requests per MPC step', 'server_latency_s': args.latency, 'concurrency': args.concurrency,
-              'server': 'loopback chat-completions test server (not a VLM)', 'rows': rows, 'time': time.strftime('%Y-%m-%dT%H:%M:%S')}
+    report = {
+        'benchmark': 'scoring requests per MPC step',
+        'server_latency_s': args.latency,
+        'concurrency': args.concurrency,
+        'server': 'loopback chat-completions test server (not a VLM)',
+        'rows': rows,
+        'time': time.strftime('%Y-%m-%dT%H:%M:%S'),
+    }
     out = root / 'bench' / 'results' / 'scoring.json'
     out.write_text(json.dumps(report, indent=2) + '\n')
     print(f'wrote {out}')

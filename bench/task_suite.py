@@ -6,6 +6,7 @@ Writes bench/results/task_suite-<time>.json and appends the table to bench/RESUL
 
     . ./twinloop_env.sh && python bench/task_suite.py --seeds 3 [--categories cluttered] [--strategy anti_grounding]
 """
+
 import argparse
 import json
 import os
@@ -54,10 +55,10 @@ class Episode:
         self.instructions.spin_until(future.done, 30, 'the reset')
         if not future.result().success:
             raise InstructionError(f'reset failed: {future.result().message}')
-        if self.redetect_client.service_is_ready():   # a new episode: perception starts from scratch
+        if self.redetect_client.service_is_ready():  # a new episode: perception starts from scratch
             future = self.redetect_client.call_async(Trigger.Request())
             self.instructions.spin_until(future.done, 10, 'the re-detection')
-            settled = time.monotonic() + 3.0      # a global detection takes a second or two
+            settled = time.monotonic() + 3.0  # a global detection takes a second or two
             self.instructions.spin_until(lambda: time.monotonic() > settled, 10, 'the re-detection to run')
         before = self.fresh_truth()
         started = time.monotonic()
@@ -67,10 +68,18 @@ class Episode:
         after = self.fresh_truth()
         report = json.loads(Path(result.report_path).with_name('report.json').read_text())
         success, detail = judge(report['subtasks'], before, after) if report['subtasks'] else (False, result.reason)
-        return {'success': bool(success), 'ground_truth': detail, 'planner_outcome': report['outcome'],
-                'planner_reason': result.reason, 'steps': int(result.steps), 'elapsed_s': round(elapsed, 1),
-                'scorer': report.get('scorer', ''), 'timing_totals': report.get('timing_totals', {}),
-                'planning_s_per_step': report.get('planning_s_per_step', {}), 'report': result.report_path}
+        return {
+            'success': bool(success),
+            'ground_truth': detail,
+            'planner_outcome': report['outcome'],
+            'planner_reason': result.reason,
+            'steps': int(result.steps),
+            'elapsed_s': round(elapsed, 1),
+            'scorer': report.get('scorer', ''),
+            'timing_totals': report.get('timing_totals', {}),
+            'planning_s_per_step': report.get('planning_s_per_step', {}),
+            'report': result.report_path,
+        }
 
 
 def environment():
@@ -80,7 +89,10 @@ def environment():
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = 'n/a'
-    cpu = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')), platform.processor())
+    cpu = next(
+        (line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')),
+        platform.processor(),
+    )
     return {'cpu': cpu, 'cores': os.cpu_count(), 'python': platform.python_version(), 'versions': versions}
 
 
@@ -88,10 +100,16 @@ def summarize(episodes):
     out = {}
     for category in dict.fromkeys(e['category'] for e in episodes):
         rows = [e for e in episodes if e['category'] == category]
-        out[category] = {'success': sum(e['success'] for e in rows), 'episodes': len(rows),
-                         'rate': round(sum(e['success'] for e in rows) / len(rows), 3)}
-    out['overall'] = {'success': sum(e['success'] for e in episodes), 'episodes': len(episodes),
-                      'rate': round(sum(e['success'] for e in episodes) / max(1, len(episodes)), 3)}
+        out[category] = {
+            'success': sum(e['success'] for e in rows),
+            'episodes': len(rows),
+            'rate': round(sum(e['success'] for e in rows) / len(rows), 3),
+        }
+    out['overall'] = {
+        'success': sum(e['success'] for e in episodes),
+        'episodes': len(episodes),
+        'rate': round(sum(e['success'] for e in episodes) / max(1, len(episodes)), 3),
+    }
     return out
 
 
@@ -105,15 +123,28 @@ def latency(episodes):
 
 
 def append_results(summary, per_step, steps, episodes, command, env, path):
-    lines = [f'\n## Task suite (AntiGrounding categories), {time.strftime("%Y-%m-%d %H:%M")}\n',
-             f'Command: `{command}`  ', f'Machine: {env["cpu"]}, {env["cores"]} cores, no GPU; scorer: '
-             f'{", ".join(sorted({e["scorer"] for e in episodes if e["scorer"]})) or "n/a"}; perception: pose_estimation on '
-             'world_sim\'s rendered cameras; success judged on world_sim\'s ground truth.\n', '| category | success | episodes | rate |', '|---|---|---|---|']
+    lines = [
+        f'\n## Task suite (AntiGrounding categories), {time.strftime("%Y-%m-%d %H:%M")}\n',
+        f'Command: `{command}`  ',
+        f'Machine: {env["cpu"]}, {env["cores"]} cores, no GPU; scorer: '
+        f'{", ".join(sorted({e["scorer"] for e in episodes if e["scorer"]})) or "n/a"}; perception: pose_estimation on '
+        "world_sim's rendered cameras; success judged on world_sim's ground truth.\n",
+        '| category | success | episodes | rate |',
+        '|---|---|---|---|',
+    ]
     lines += [f'| {k} | {v["success"]} | {v["episodes"]} | {100 * v["rate"]:.0f} % |' for k, v in summary.items()]
-    lines += ['', f'Mean wall time per MPC step over {steps} steps [s]: ' + ', '.join(f'{k} {v:.2f}' for k, v in per_step.items()), '',
-              '| task | seed | success | ground truth | steps | time [s] |', '|---|---|---|---|---|---|']
-    lines += [f'| {e["instruction"]} | {e["seed"]} | {"yes" if e["success"] else "no"} | {e["ground_truth"]} | {e["steps"]} | {e["elapsed_s"]} |'
-              for e in episodes]
+    lines += [
+        '',
+        f'Mean wall time per MPC step over {steps} steps [s]: '
+        + ', '.join(f'{k} {v:.2f}' for k, v in per_step.items()),
+        '',
+        '| task | seed | success | ground truth | steps | time [s] |',
+        '|---|---|---|---|---|---|',
+    ]
+    lines += [
+        f'| {e["instruction"]} | {e["seed"]} | {"yes" if e["success"] else "no"} | {e["ground_truth"]} | {e["steps"]} | {e["elapsed_s"]} |'
+        for e in episodes
+    ]
     with open(path, 'a') as f:
         f.write('\n'.join(lines) + '\n')
 
@@ -128,7 +159,7 @@ def main():
     parser.add_argument('--tasks', default=str(ROOT / 'bench' / 'tasks.yaml'))
     parser.add_argument('--no-results', action='store_true', help='do not append to bench/RESULTS.md')
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)   # SIGTERM stops the graph cleanly too
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the graph cleanly too
     with open(args.tasks) as f:
         categories = yaml.safe_load(f)['categories']
     tasks = [(c, t) for c, ts in categories.items() if not args.categories or c in args.categories for t in ts]
@@ -153,22 +184,50 @@ def main():
                     try:
                         outcome = runner.run(task['instruction'], seed, args.strategy, args.timeout)
                     except (InstructionError, graphs.GraphFailure) as exc:
-                        outcome = {'success': False, 'ground_truth': f'error: {exc}', 'steps': 0, 'elapsed_s': 0.0,
-                                   'scorer': '', 'timing_totals': {}}
-                    episodes.append({'category': category, 'instruction': task['instruction'], 'scene': scene, 'seed': seed, **outcome})
-                    print(f'[{category}] "{task["instruction"]}" seed {seed}: {"SUCCESS" if outcome["success"] else "failure"} '
-                          f'({outcome["ground_truth"]}; {outcome["steps"]} steps, {outcome["elapsed_s"]} s)', flush=True)
+                        outcome = {
+                            'success': False,
+                            'ground_truth': f'error: {exc}',
+                            'steps': 0,
+                            'elapsed_s': 0.0,
+                            'scorer': '',
+                            'timing_totals': {},
+                        }
+                    episodes.append(
+                        {
+                            'category': category,
+                            'instruction': task['instruction'],
+                            'scene': scene,
+                            'seed': seed,
+                            **outcome,
+                        }
+                    )
+                    print(
+                        f'[{category}] "{task["instruction"]}" seed {seed}: {"SUCCESS" if outcome["success"] else "failure"} '
+                        f'({outcome["ground_truth"]}; {outcome["steps"]} steps, {outcome["elapsed_s"]} s)',
+                        flush=True,
+                    )
             node.destroy_node()
         rclpy.shutdown(context=context)
     summary = summarize(episodes)
     per_step, steps = latency(episodes)
     command = 'python bench/task_suite.py ' + ' '.join(
         [f'--seeds {args.seeds}', f'--first-seed {args.first_seed}', f'--strategy {args.strategy}']
-        + ([f'--categories {" ".join(args.categories)}'] if args.categories else []))
+        + ([f'--categories {" ".join(args.categories)}'] if args.categories else [])
+    )
     info = environment()
     out = ROOT / 'bench' / 'results' / f'task_suite-{time.strftime("%Y%m%d-%H%M%S")}.json'
-    out.write_text(json.dumps({'command': command, 'environment': info, 'summary': summary,
-                               'mean_step_timings_s': per_step, 'episodes': episodes}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                'command': command,
+                'environment': info,
+                'summary': summary,
+                'mean_step_timings_s': per_step,
+                'episodes': episodes,
+            },
+            indent=2,
+        )
+    )
     print(json.dumps(summary, indent=2))
     print('mean wall time per MPC step [s]:', per_step)
     if not args.no_results:

@@ -1,9 +1,10 @@
 """Send an instruction to a running twinloop graph from your own node, nav2 BasicNavigator style.
 
-    . ./twinloop_env.sh
-    python -m twinloop_bringup.cli run sim_demo &          # or: ros2 launch twinloop_bringup sim_demo.launch.py
-    python examples/send_instruction.py "put the red cube in the bowl" [--cancel-after 10]
+. ./twinloop_env.sh
+python -m twinloop_bringup.cli run sim_demo &          # or: ros2 launch twinloop_bringup sim_demo.launch.py
+python examples/send_instruction.py "put the red cube in the bowl" [--cancel-after 10]
 """
+
 import argparse
 import time
 
@@ -29,14 +30,18 @@ def main():
             feedback = client.feedback()
             if feedback is not None and (feedback.stage, feedback.step) != last:
                 last = (feedback.stage, feedback.step)
-                print(f'{feedback.stage:9s} step {feedback.step} sub-task {feedback.subtask}: {feedback.chosen_candidate} '
-                      f'[{feedback.backend}]')
+                print(
+                    f'{feedback.stage:9s} step {feedback.step} sub-task {feedback.subtask}: {feedback.chosen_candidate} '
+                    f'[{feedback.backend}]'
+                )
             if args.cancel_after and time.monotonic() - started > args.cancel_after:
                 client.cancel()
                 print('cancel requested')
                 args.cancel_after = 0.0
         result = client.result()
-        print(f'{"SUCCESS" if result.success else "FAILURE"}: {result.reason} ({result.elapsed:.0f} s, report {result.report_path})')
+        print(
+            f'{"SUCCESS" if result.success else "FAILURE"}: {result.reason} ({result.elapsed:.0f} s, report {result.report_path})'
+        )
         return 0 if result.success else 1
     finally:
         node.destroy_node()

@@ -1,5 +1,6 @@
 """Turns a graph of config/graphs.yaml into launch_ros Nodes: the launch files and `twinloop run`
 start exactly the same nodes, parameters and remappings (tests/test_graphs.py checks it)."""
+
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
@@ -11,8 +12,18 @@ from twinloop_bringup import graphs
 def describe(graph):
     """[scene argument, Node, ...] for a graph, the scene chosen at launch time."""
     default_scene = PathJoinSubstitution([FindPackageShare('twinloop_bringup'), 'config', 'scenes', 'tabletop.yaml'])
-    actions = [DeclareLaunchArgument('scene', default_value=default_scene, description='scene YAML: objects and cameras')]
+    actions = [
+        DeclareLaunchArgument('scene', default_value=default_scene, description='scene YAML: objects and cameras')
+    ]
     for spec in graphs.load(graph, {'scene': LaunchConfiguration('scene')}):
-        actions.append(Node(package=spec.package, executable=spec.executable, name=spec.name, output='screen',
-                            parameters=[spec.params_file, spec.parameters], remappings=spec.remappings))
+        actions.append(
+            Node(
+                package=spec.package,
+                executable=spec.executable,
+                name=spec.name,
+                output='screen',
+                parameters=[spec.params_file, spec.parameters],
+                remappings=spec.remappings,
+            )
+        )
     return actions

@@ -3,6 +3,7 @@
 rclpy is imported first on purpose: importing pyrealsense2 before rclpy segfaults the process
 at exit (both carry Fast DDS singletons).
 """
+
 import os
 
 import rclpy  # noqa: F401  (must precede pyrealsense2 everywhere)
@@ -16,8 +17,10 @@ NODES_DIR = os.path.join(os.path.dirname(__file__), 'nodes')
 
 
 def pytest_report_header(config):
-    return (f'ROS_DOMAIN_ID={SESSION_DOMAIN_ID} ROS_AUTOMATIC_DISCOVERY_RANGE={os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"]} '
-            f'FASTDDS_DEFAULT_PROFILES_FILE={os.environ["FASTDDS_DEFAULT_PROFILES_FILE"]}')
+    return (
+        f'ROS_DOMAIN_ID={SESSION_DOMAIN_ID} ROS_AUTOMATIC_DISCOVERY_RANGE={os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"]} '
+        f'FASTDDS_DEFAULT_PROFILES_FILE={os.environ["FASTDDS_DEFAULT_PROFILES_FILE"]}'
+    )
 
 
 @pytest.fixture
@@ -33,6 +36,7 @@ def ros_context():
 def ros_node(ros_context):
     """A test node with its own single-threaded executor: (node, executor)."""
     from rclpy.executors import SingleThreadedExecutor
+
     node = rclpy.create_node('twinloop_test', context=ros_context)
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(node)

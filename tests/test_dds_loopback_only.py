@@ -1,6 +1,6 @@
 """DDS traffic cannot leave loopback: checked from the kernel's tables while nodes run."""
+
 import os
-import time
 
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
@@ -34,7 +34,9 @@ def test_no_dds_multicast_or_socket_off_loopback(spawn, ros_context):
         groups_now = netcheck.non_loopback_groups()
         for device, groups in groups_now.items():
             assert DDS_MULTICAST_GROUP not in groups, f'DDS multicast joined on {device}'
-            assert groups <= groups_before.get(device, set()), f'new multicast groups on {device}: {groups - groups_before.get(device, set())}'
+            assert groups <= groups_before.get(device, set()), (
+                f'new multicast groups on {device}: {groups - groups_before.get(device, set())}'
+            )
 
         sockets = netcheck.udp_sockets([os.getpid(), peer.pid])
         assert {s.pid for s in sockets} == {os.getpid(), peer.pid}, 'expected DDS sockets in both processes'
@@ -43,7 +45,7 @@ def test_no_dds_multicast_or_socket_off_loopback(spawn, ros_context):
             ephemeral_low = int(f.read().split()[0])
         assert 7400 + 250 * domain + 250 <= ephemeral_low, 'the session domain must lie below the ephemeral ports'
         receivers = [s for s in sockets if netcheck.is_rtps_port(s.port, domain)]
-        assert receivers, 'no socket on the domain\'s RTPS ports: the check would be vacuous'
+        assert receivers, "no socket on the domain's RTPS ports: the check would be vacuous"
         off_loopback = [s for s in receivers if s.address != '127.0.0.1']
         assert not off_loopback, f'DDS receive sockets bound off loopback: {off_loopback}'
         # rmw_fastrtps_cpp's LOCALHOST mode appends a UDP transport of its own (no interface
@@ -58,9 +60,11 @@ def test_no_dds_multicast_or_socket_off_loopback(spawn, ros_context):
 
 def test_igmp_parser_reads_groups(tmp_path):
     table = tmp_path / 'igmp'
-    table.write_text('Idx\tDevice    : Count Querier\tGroup    Users Timer\tReporter\n'
-                     '1\tlo        :     2      V3\n\t\t\t\t010000E0     1 0:00000000\t\t0\n'
-                     '\t\t\t\t0100FFEF     1 0:00000000\t\t0\n'
-                     '2\teth0      :     1      V3\n\t\t\t\t010000E0     1 0:00000000\t\t0\n')
+    table.write_text(
+        'Idx\tDevice    : Count Querier\tGroup    Users Timer\tReporter\n'
+        '1\tlo        :     2      V3\n\t\t\t\t010000E0     1 0:00000000\t\t0\n'
+        '\t\t\t\t0100FFEF     1 0:00000000\t\t0\n'
+        '2\teth0      :     1      V3\n\t\t\t\t010000E0     1 0:00000000\t\t0\n'
+    )
     assert netcheck.multicast_groups(str(table)) == {'lo': {'224.0.0.1', DDS_MULTICAST_GROUP}, 'eth0': {'224.0.0.1'}}
     assert netcheck.non_loopback_groups(str(table)) == {'eth0': {'224.0.0.1'}}

@@ -1,5 +1,6 @@
 """The main job end to end - one full AntiGrounding episode on perceived objects - with every node
 and the demo client in separate processes over DDS."""
+
 import json
 import os
 import subprocess
@@ -8,8 +9,21 @@ from pathlib import Path
 
 
 def _demo(tmp_path, instruction):
-    result = subprocess.run([sys.executable, '-m', 'twinloop_bringup.cli', 'demo', '--instruction', instruction,
-                             '--runs-dir', str(tmp_path)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'twinloop_bringup.cli',
+            'demo',
+            '--instruction',
+            instruction,
+            '--runs-dir',
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     reports = list(Path(tmp_path).glob('*/report.json'))
     assert len(reports) == 1, result.stdout + result.stderr
     return result, json.loads(reports[0].read_text())
@@ -22,7 +36,9 @@ def test_pick_and_place_succeeds_on_ground_truth(tmp_path):
     assert 'pose_estimation' in report['perception'] and 'twin_critic (not a VLM)' in report['planner']
     planner = json.loads(Path(report['planner_report']).with_name('report.json').read_text())
     assert planner['strategy'] == 'anti_grounding' and planner['steps'], 'the MPC planned and executed steps'
-    assert all(Path(report['planner_report']).with_name(png).is_file() for step in planner['steps'] for png in step['images'])
+    assert all(
+        Path(report['planner_report']).with_name(png).is_file() for step in planner['steps'] for png in step['images']
+    )
     assert report['reason'].startswith('ground truth: done') and os.path.isfile(report['planner_report'])
     _check_recording(Path(report['recording']))
 
@@ -31,6 +47,7 @@ def _check_recording(folder):
     """The run's rosbag2 folder: MCAP storage, the recorded topics, messages that deserialize."""
     from rosbags.rosbag2 import Reader
     from twinloop_bringup.recording import typestore
+
     assert 'storage_identifier: mcap' in (folder / 'metadata.yaml').read_text()
     store = typestore()
     with Reader(folder) as reader:

@@ -1,5 +1,6 @@
 """The execution node with world_sim as the arm: targets reached, bad requests refused before
 any motion (IK, safety gate), cancel stops the arm at once, malformed goals never crash it."""
+
 import os
 import time
 
@@ -35,9 +36,23 @@ def sim_model():
 @pytest.fixture
 def system(spawn, ros_context):
     spawn('-m', 'twinloop_twin.world_sim_node', '--ros-args', '-p', f'scene:={SCENE}', '-p', 'camera_rate:=2.0')
-    spawn('-m', 'twinloop_execution.execution_node', '--ros-args', '-p', f'scene:={SCENE}',
-          '-p', f'robot_description_file:={ROOT}/urdf/panda.urdf', '-p', f'joint_limits_file:={ROOT}/config/panda_joint_limits.yaml',
-          '-p', f'safety_file:={ROOT}/config/safety.yaml', '-p', f'objects_topic:={GROUND_TRUTH_OBJECTS}', '-p', 'gripper_time:=0.3')
+    spawn(
+        '-m',
+        'twinloop_execution.execution_node',
+        '--ros-args',
+        '-p',
+        f'scene:={SCENE}',
+        '-p',
+        f'robot_description_file:={ROOT}/urdf/panda.urdf',
+        '-p',
+        f'joint_limits_file:={ROOT}/config/panda_joint_limits.yaml',
+        '-p',
+        f'safety_file:={ROOT}/config/safety.yaml',
+        '-p',
+        f'objects_topic:={GROUND_TRUTH_OBJECTS}',
+        '-p',
+        'gripper_time:=0.3',
+    )
     node = rclpy.create_node('execution_test', context=ros_context)
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(node)
@@ -83,7 +98,11 @@ def _grip_position(sim_model, arm_q):
 def test_reachable_target_is_reached(system, sim_model):
     node, executor, client, states = system
     target = np.array([0.45, 0.12, 0.22])
-    response = _run(executor, client, Goal(mode=Goal.MODE_TARGET_POSE, target_pose=_pose(*target), gripper_before=-1.0, gripper_after=-1.0))
+    response = _run(
+        executor,
+        client,
+        Goal(mode=Goal.MODE_TARGET_POSE, target_pose=_pose(*target), gripper_before=-1.0, gripper_after=-1.0),
+    )
     assert response.status == GoalStatus.STATUS_SUCCEEDED, response.result.reason
     assert response.result.final_position_error < 0.005
     time.sleep(0.3)
@@ -96,7 +115,11 @@ def test_unreachable_and_colliding_requests_are_refused_before_motion(system, si
     node, executor, client, states = system
     executor.spin_once(timeout_sec=0.1)
     before = np.array(states[-1].position[:7])
-    far = _run(executor, client, Goal(mode=Goal.MODE_TARGET_POSE, target_pose=_pose(1.6, 0.0, 0.3), gripper_before=-1.0, gripper_after=-1.0))
+    far = _run(
+        executor,
+        client,
+        Goal(mode=Goal.MODE_TARGET_POSE, target_pose=_pose(1.6, 0.0, 0.3), gripper_before=-1.0, gripper_after=-1.0),
+    )
     assert far.result.code == Result.CODE_REJECTED and 'unreachable' in far.result.reason
 
     ik = PandaIk(sim_model.model)
@@ -107,9 +130,16 @@ def test_unreachable_and_colliding_requests_are_refused_before_motion(system, si
     into_table = ik.solve(q, (0.3, 0.35, 0.004), DOWN).positions
     goal = Goal(mode=Goal.MODE_JOINT_PATH, gripper_before=-1.0, gripper_after=-1.0)
     goal.joint_path.joint_names = list(scene.ARM_JOINTS)
-    goal.joint_path.points = [JointTrajectoryPoint(positions=list(above)), JointTrajectoryPoint(positions=list(into_table))]
+    goal.joint_path.points = [
+        JointTrajectoryPoint(positions=list(above)),
+        JointTrajectoryPoint(positions=list(into_table)),
+    ]
     table = _run(executor, client, goal)
-    assert table.result.code == Result.CODE_REJECTED and 'collision' in table.result.reason and 'table' in table.result.reason
+    assert (
+        table.result.code == Result.CODE_REJECTED
+        and 'collision' in table.result.reason
+        and 'table' in table.result.reason
+    )
     for _ in range(10):
         executor.spin_once(timeout_sec=0.05)
     assert np.abs(np.array(states[-1].position[:7]) - before).max() < 0.005, 'nothing moved'
@@ -118,8 +148,15 @@ def test_unreachable_and_colliding_requests_are_refused_before_motion(system, si
 def test_cancel_stops_the_arm_within_half_a_second(system):
     node, executor, client, states = system
     executor.spin_once(timeout_sec=0.1)
-    future = client.send_goal_async(Goal(mode=Goal.MODE_TARGET_POSE, target_pose=_pose(0.4, -0.3, 0.35),
-                                         gripper_before=-1.0, gripper_after=-1.0, velocity_scale=0.3))
+    future = client.send_goal_async(
+        Goal(
+            mode=Goal.MODE_TARGET_POSE,
+            target_pose=_pose(0.4, -0.3, 0.35),
+            gripper_before=-1.0,
+            gripper_after=-1.0,
+            velocity_scale=0.3,
+        )
+    )
     executor.spin_until_future_complete(future, timeout_sec=30)
     handle = future.result()
     assert handle.accepted
@@ -183,11 +220,29 @@ def test_moveit_backend_falls_back_with_a_clear_message():
     import signal
     import subprocess
     import sys
+
     process = subprocess.Popen(
-        [sys.executable, '-m', 'twinloop_execution.execution_node', '--ros-args', '-p', 'backend:=moveit', '-p', f'scene:={SCENE}',
-         '-p', f'robot_description_file:={ROOT}/urdf/panda.urdf', '-p', f'joint_limits_file:={ROOT}/config/panda_joint_limits.yaml',
-         '-p', f'safety_file:={ROOT}/config/safety.yaml'], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True)
+        [
+            sys.executable,
+            '-m',
+            'twinloop_execution.execution_node',
+            '--ros-args',
+            '-p',
+            'backend:=moveit',
+            '-p',
+            f'scene:={SCENE}',
+            '-p',
+            f'robot_description_file:={ROOT}/urdf/panda.urdf',
+            '-p',
+            f'joint_limits_file:={ROOT}/config/panda_joint_limits.yaml',
+            '-p',
+            f'safety_file:={ROOT}/config/safety.yaml',
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     time.sleep(5)
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=20)
@@ -205,15 +260,18 @@ def test_a_motion_stopped_short_by_contact_holds_there_and_runs_its_gripper_even
     q[sim_model.arm_qpos] = states[-1].position[:7]
     above = ik.solve(q, (0.50, 0.12, 0.15), DOWN).positions
     q[sim_model.arm_qpos] = above
-    into_cube = ik.solve(q, (0.50, 0.12, 0.045), DOWN).positions     # the cube's top is at 5 cm
+    into_cube = ik.solve(q, (0.50, 0.12, 0.045), DOWN).positions  # the cube's top is at 5 cm
     goal = Goal(mode=Goal.MODE_JOINT_PATH, gripper_before=0.0, gripper_after=0.08)
     goal.joint_path.joint_names = list(scene.ARM_JOINTS)
-    goal.joint_path.points = [JointTrajectoryPoint(positions=list(above)), JointTrajectoryPoint(positions=list(into_cube))]
+    goal.joint_path.points = [
+        JointTrajectoryPoint(positions=list(above)),
+        JointTrajectoryPoint(positions=list(into_cube)),
+    ]
     response = _run(executor, client, goal)
     assert response.status == GoalStatus.STATUS_SUCCEEDED, response.result.reason
     executor.spin_once(timeout_sec=0.1)
     final = np.array(states[-1].position)
     short = np.abs(final[:7] - into_cube).max()
-    assert 0.002 < short < 0.05                                        # stopped short: it did not reach the end
-    assert final[7] + final[8] > 0.07                                  # and the fingers opened afterwards (both joints positive)
-    assert _grip_position(sim_model, final[:7])[2] > 0.05              # resting on the cube, not in it
+    assert 0.002 < short < 0.05  # stopped short: it did not reach the end
+    assert final[7] + final[8] > 0.07  # and the fingers opened afterwards (both joints positive)
+    assert _grip_position(sim_model, final[:7])[2] > 0.05  # resting on the cube, not in it

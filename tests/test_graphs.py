@@ -3,6 +3,7 @@ remappings `twinloop run` starts; a node that dies ends the run with its name, n
 
 `launch`/`launch_ros` cannot be installed here, so the launch files run against recording
 stand-ins of their few classes (DeclareLaunchArgument, LaunchConfiguration, Node, ...)."""
+
 import os
 import runpy
 import signal
@@ -41,7 +42,9 @@ def launch_stand_ins(monkeypatch):
     modules = {
         'launch': types.SimpleNamespace(LaunchDescription=Recorded),
         'launch.actions': types.SimpleNamespace(DeclareLaunchArgument=Recorded),
-        'launch.substitutions': types.SimpleNamespace(LaunchConfiguration=LaunchConfiguration, PathJoinSubstitution=Recorded),
+        'launch.substitutions': types.SimpleNamespace(
+            LaunchConfiguration=LaunchConfiguration, PathJoinSubstitution=Recorded
+        ),
         'launch_ros.actions': types.SimpleNamespace(Node=Node),
         'launch_ros.substitutions': types.SimpleNamespace(FindPackageShare=Recorded),
     }
@@ -62,7 +65,9 @@ def test_launch_file_declares_what_twinloop_run_starts(launch_stand_ins, graph):
         assert (node['package'], node['executable']) == (spec.package, spec.executable)
         params_file, overrides = node['parameters']
         assert params_file == spec.params_file and os.path.isfile(params_file)
-        launch_values = {k: ('/scenes/x.yaml' if 'LaunchConfiguration scene' in str(v) else v) for k, v in overrides.items()}
+        launch_values = {
+            k: ('/scenes/x.yaml' if 'LaunchConfiguration scene' in str(v) else v) for k, v in overrides.items()
+        }
         assert launch_values == spec.parameters
         assert list(node['remappings']) == spec.remappings
         args = spec.arguments()
@@ -79,8 +84,13 @@ def test_every_graph_module_matches_its_executable():
 
 
 def test_killed_node_ends_the_run_with_its_name_and_no_orphans():
-    run = subprocess.Popen([sys.executable, '-m', 'twinloop_bringup.cli', 'run', 'sim_arm'], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    run = subprocess.Popen(
+        [sys.executable, '-m', 'twinloop_bringup.cli', 'run', 'sim_arm'],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         children = []

@@ -1,4 +1,5 @@
 """The project's own interfaces between two OS processes over DDS: action and service."""
+
 import os
 import signal
 import time
@@ -57,8 +58,12 @@ def test_action_rejects_and_cancels(spawn, ros_node):
     assert not rejected.accepted
 
     feedback = []
-    handle = _wait(executor, client.send_goal_async(ExecuteInstruction.Goal(instruction='wait', max_steps=200),
-                                                    feedback_callback=lambda m: feedback.append(m)))
+    handle = _wait(
+        executor,
+        client.send_goal_async(
+            ExecuteInstruction.Goal(instruction='wait', max_steps=200), feedback_callback=lambda m: feedback.append(m)
+        ),
+    )
     deadline = time.monotonic() + TIMEOUT
     while not feedback and time.monotonic() < deadline:
         executor.spin_once(timeout_sec=0.1)
@@ -90,7 +95,7 @@ def test_sigint_stops_node_promptly(spawn, ros_node):
     node, executor = ros_node
     peer = spawn(PEER)
     _action_client(node, executor)
-    service = node.create_client(ScoreTrajectories, 'score_trajectories')   # its last entity: fully built, spinning
+    service = node.create_client(ScoreTrajectories, 'score_trajectories')  # its last entity: fully built, spinning
     spin_until(executor, service.service_is_ready, TIMEOUT, 'the peer service')
     started = time.monotonic()
     peer.send_signal(signal.SIGINT)

@@ -2,6 +2,7 @@
 LIBERO's simulator, grounding picks the object LIBERO's BDDL goal names, AntiGrounding steps move
 LIBERO's arm and an episode ends at LIBERO's step limit, and the scripted expert's demonstrations
 load back from the LeRobot format."""
+
 import os
 from pathlib import Path
 
@@ -10,7 +11,6 @@ import pytest
 
 from twinloop_antigrounding.config import MpcConfig
 from twinloop_antigrounding.mpc import AntiGroundingMpc
-from twinloop_core.ports import QuietProgress
 from twinloop_data import lerobot_format
 from twinloop_execution.kinematics import Arm
 from twinloop_planning.grounding import Grounder
@@ -34,9 +34,16 @@ def spatial():
 
 
 def _ports(world, twin, max_steps):
-    return LiberoPorts(world, twin, vqa.PromptConfig.from_yaml(ROOT / 'config' / 'vqa_prompts.yaml'),
-                       agents.load(ROOT / 'config' / 'vlm_agents.yaml', ['twin_critic']), ROOT / 'urdf' / 'panda.urdf',
-                       ROOT / 'config' / 'panda_joint_limits.yaml', max_steps=max_steps, size=96)
+    return LiberoPorts(
+        world,
+        twin,
+        vqa.PromptConfig.from_yaml(ROOT / 'config' / 'vqa_prompts.yaml'),
+        agents.load(ROOT / 'config' / 'vlm_agents.yaml', ['twin_critic']),
+        ROOT / 'urdf' / 'panda.urdf',
+        ROOT / 'config' / 'panda_joint_limits.yaml',
+        max_steps=max_steps,
+        size=96,
+    )
 
 
 def test_twin_agrees_with_libero_and_grounding_finds_the_goal_object(spatial):
@@ -49,10 +56,10 @@ def test_twin_agrees_with_libero_and_grounding_finds_the_goal_object(spatial):
     grip = world.sim.data.site_xpos[world.sim.model.site_name2id('gripper0_grip_site')]
     assert np.allclose(twin.data.site('panda_grip_site').xpos, world.to_base(grip, np.eye(3))[0], atol=1e-4)
     still = twin.rollout(Candidate([0.5], [list(world.arm_positions())], [], 0.3))
-    assert still.moved() == [] and still.collisions == []          # settled objects stay where LIBERO has them
+    assert still.moved() == [] and still.collisions == []  # settled objects stay where LIBERO has them
     objects = ports.state().objects
     bowl, plate = objects['akita_black_bowl_1'], objects['plate_1']
-    assert abs(bowl[0][2] - plate[0][2]) < 0.02                      # both bottoms on the table (bottom-centre convention)
+    assert abs(bowl[0][2] - plate[0][2]) < 0.02  # both bottoms on the table (bottom-centre convention)
     spec = Grounder().ground(world.instruction, ports.labels(), {k: v[0] for k, v in objects.items()})
     assert [(s.action, s.object_id, s.destination_id) for s in spec.subtasks] == [('place', *goal_of(world))]
 
@@ -73,14 +80,21 @@ def test_anti_grounding_moves_libero_arm_until_the_step_limit(spatial):
 
 
 def test_writer_round_trip_and_refuses_to_overwrite(tmp_path):
-    feats = {'observation.images.cam': {'dtype': 'image', 'shape': [8, 8, 3], 'names': ['height', 'width', 'channel']},
-             'observation.depth.cam': {'dtype': 'image', 'shape': [8, 8, 1], 'names': ['height', 'width', 'channel']},
-             'observation.state': {'dtype': 'float32', 'shape': [2], 'names': ['a', 'b']}}
+    feats = {
+        'observation.images.cam': {'dtype': 'image', 'shape': [8, 8, 3], 'names': ['height', 'width', 'channel']},
+        'observation.depth.cam': {'dtype': 'image', 'shape': [8, 8, 1], 'names': ['height', 'width', 'channel']},
+        'observation.state': {'dtype': 'float32', 'shape': [2], 'names': ['a', 'b']},
+    }
     writer = lerobot_format.LeRobotWriter(tmp_path / 'ds', fps=20, features=feats)
     rng = np.random.default_rng(0)
-    frames = [{'observation.images.cam': rng.integers(0, 255, (8, 8, 3), dtype=np.uint8),
-               'observation.depth.cam': rng.integers(0, 4000, (8, 8), dtype=np.uint16),
-               'observation.state': rng.normal(size=2)} for _ in range(5)]
+    frames = [
+        {
+            'observation.images.cam': rng.integers(0, 255, (8, 8, 3), dtype=np.uint8),
+            'observation.depth.cam': rng.integers(0, 4000, (8, 8), dtype=np.uint16),
+            'observation.state': rng.normal(size=2),
+        }
+        for _ in range(5)
+    ]
     for frame in frames[:3]:
         writer.add_frame(frame)
     writer.save_episode('first task')
@@ -106,7 +120,7 @@ def test_expert_demonstration_loads_back(spatial, tmp_path):
     world, twin = spatial
     expert = LiberoExpert(world, twin, ROOT / 'urdf' / 'panda.urdf', ROOT / 'config' / 'panda_joint_limits.yaml')
     writer = lerobot_format.LeRobotWriter(tmp_path / 'demo', fps=20, features=features(128))
-    for init_state in range(3):       # the expert is not perfect; one success among three is expected
+    for init_state in range(3):  # the expert is not perfect; one success among three is expected
         world.reset(init_state)
         if expert.run(writer.add_frame):
             writer.save_episode(world.instruction)
@@ -120,9 +134,9 @@ def test_expert_demonstration_loads_back(spatial, tmp_path):
     first = data[0]
     assert np.asarray(first['observation.images.agentview']).shape == (128, 128, 3)
     depth_mm = np.asarray(first['observation.depth.agentview'])
-    assert 300 < np.median(depth_mm) < 3000                       # millimetres to the table
+    assert 300 < np.median(depth_mm) < 3000  # millimetres to the table
     actions = np.array(data['action'])
-    assert set(np.unique(actions[:, 7])) == {-1.0, 1.0}              # the gripper opened and closed
+    assert set(np.unique(actions[:, 7])) == {-1.0, 1.0}  # the gripper opened and closed
     states = np.array(data['observation.state'])
-    assert np.abs(states[-1, :7] - states[0, :7]).max() > 0.1      # the arm moved
-    assert np.abs(actions[1:, :7] - states[1:, :7]).max() < 0.5      # actions are joint targets near the measured joints
+    assert np.abs(states[-1, :7] - states[0, :7]).max() > 0.1  # the arm moved
+    assert np.abs(actions[1:, :7] - states[1:, :7]).max() < 0.5  # actions are joint targets near the measured joints

@@ -1,12 +1,12 @@
 """The ExecuteInstruction server with world_sim and the execution node: goals are validated and
 grounded (rejected with a reason otherwise), a pick succeeds on the perceived state, and cancel
 stops the arm within 0.5 s of simulated time."""
+
 import os
 import time
 
 import numpy as np
 import pytest
-import rclpy
 from action_msgs.msg import GoalStatus
 from rclpy.action import ActionClient
 from sensor_msgs.msg import JointState
@@ -25,12 +25,27 @@ Goal, Result = ExecuteInstruction.Goal, ExecuteInstruction.Result
 def system(tmp_path_factory):
     runs = tmp_path_factory.mktemp('runs')
     started = [processes.start_python(spec.arguments()) for spec in graphs.load('sim_arm', {'scene': SCENE})]
-    engines = '[twinloop_antigrounding.engine,twinloop_scripted.engine,toy_engine]'   # toy_engine: tests/nodes
-    started.append(processes.start_python(['-m', 'twinloop_planning.orchestrator_node', '--ros-args',
-                                           '-p', f'objects_topic:={GROUND_TRUTH_TOPIC}', '-p', f'runs_dir:={runs}',
-                                           '-p', f'engines:={engines}', '-p', f'engine_config_dir:={ROOT}/config',
-                                           '-p', f'categories_file:={ROOT}/config/waste_categories.yaml'],
-                                          {'PYTHONPATH': os.pathsep.join([NODES_DIR, os.environ.get('PYTHONPATH', '')])}))
+    engines = '[twinloop_antigrounding.engine,twinloop_scripted.engine,toy_engine]'  # toy_engine: tests/nodes
+    started.append(
+        processes.start_python(
+            [
+                '-m',
+                'twinloop_planning.orchestrator_node',
+                '--ros-args',
+                '-p',
+                f'objects_topic:={GROUND_TRUTH_TOPIC}',
+                '-p',
+                f'runs_dir:={runs}',
+                '-p',
+                f'engines:={engines}',
+                '-p',
+                f'engine_config_dir:={ROOT}/config',
+                '-p',
+                f'categories_file:={ROOT}/config/waste_categories.yaml',
+            ],
+            {'PYTHONPATH': os.pathsep.join([NODES_DIR, os.environ.get('PYTHONPATH', '')])},
+        )
+    )
     yield runs
     for process in started:
         processes.stop(process)
@@ -65,30 +80,38 @@ def _result(executor, handle, timeout=120):
     return future.result()
 
 
-@pytest.mark.parametrize('goal, reason', [
-    (Goal(instruction='   '), 'empty instruction'),
-    (Goal(instruction='pick up the red cube ' * 40), 'longer than'),
-    (Goal(instruction='pick up the red cube', strategy='teleport'), 'unknown strategy'),
-    (Goal(instruction='pick up the red cube', strategy='iker'), 'comes with package twinloop_iker'),
-    (Goal(instruction='pick up the red cube', num_candidates=100000), 'num_candidates 100000 above the limit'),
-    (Goal(instruction='push the red cube to the bowl', strategy='scripted_pick_place'), 'only pick and place'),
-    (Goal(instruction='pick up the red cube', max_steps=100000), 'max_steps'),
-    (Goal(instruction='pick up the red cube', timeout=-1.0), 'timeout'),
-    (Goal(instruction='put the spaceship in the bowl'), 'cannot ground'),
-    (Goal(instruction='pick up the cube'), 'ambiguous'),
-])
+@pytest.mark.parametrize(
+    'goal, reason',
+    [
+        (Goal(instruction='   '), 'empty instruction'),
+        (Goal(instruction='pick up the red cube ' * 40), 'longer than'),
+        (Goal(instruction='pick up the red cube', strategy='teleport'), 'unknown strategy'),
+        (Goal(instruction='pick up the red cube', strategy='iker'), 'comes with package twinloop_iker'),
+        (Goal(instruction='pick up the red cube', num_candidates=100000), 'num_candidates 100000 above the limit'),
+        (Goal(instruction='push the red cube to the bowl', strategy='scripted_pick_place'), 'only pick and place'),
+        (Goal(instruction='pick up the red cube', max_steps=100000), 'max_steps'),
+        (Goal(instruction='pick up the red cube', timeout=-1.0), 'timeout'),
+        (Goal(instruction='put the spaceship in the bowl'), 'cannot ground'),
+        (Goal(instruction='pick up the cube'), 'ambiguous'),
+    ],
+)
 def test_invalid_goals_are_rejected_with_a_reason(client, goal, reason):
     executor, action, _ = client
     response = _result(executor, _send(executor, action, goal))
     assert response.status == GoalStatus.STATUS_ABORTED
-    assert response.result.outcome == Result.OUTCOME_REJECTED and reason in response.result.reason, response.result.reason
+    assert response.result.outcome == Result.OUTCOME_REJECTED and reason in response.result.reason, (
+        response.result.reason
+    )
     assert os.path.isfile(response.result.report_path)
 
 
 def test_pick_succeeds_with_feedback(client):
     executor, action, _ = client
     feedback = []
-    future = action.send_goal_async(Goal(instruction='pick up the green block', strategy='scripted_pick_place'), feedback_callback=lambda m: feedback.append(m.feedback))
+    future = action.send_goal_async(
+        Goal(instruction='pick up the green block', strategy='scripted_pick_place'),
+        feedback_callback=lambda m: feedback.append(m.feedback),
+    )
     executor.spin_until_future_complete(future, timeout_sec=30)
     response = _result(executor, future.result())
     assert response.status == GoalStatus.STATUS_SUCCEEDED, response.result.reason
@@ -120,8 +143,10 @@ def test_an_engine_registered_from_a_test_module_runs_through_the_action(client)
     executor, action, states = client
     feedback = []
     q0 = np.array(states[-1].position[:7])
-    future = action.send_goal_async(Goal(instruction='pick up the green block', strategy='toy_swing'),
-                                    feedback_callback=lambda m: feedback.append(m.feedback))
+    future = action.send_goal_async(
+        Goal(instruction='pick up the green block', strategy='toy_swing'),
+        feedback_callback=lambda m: feedback.append(m.feedback),
+    )
     executor.spin_until_future_complete(future, timeout_sec=30)
     response = _result(executor, future.result())
     result = response.result
@@ -130,4 +155,4 @@ def test_an_engine_registered_from_a_test_module_runs_through_the_action(client)
     assert "ports given: ['executor', 'perception']" in result.reason and result.steps == 1
     assert [f.detail for f in feedback] == ['swing for green_block'] and 'toy_swing' in feedback[0].backend
     swung = max(abs(s.position[0] - q0[0]) for s in states)
-    assert 0.05 < swung < 0.15 and abs(states[-1].position[0] - q0[0]) < 0.01   # out through the gate and back
+    assert 0.05 < swung < 0.15 and abs(states[-1].position[0] - q0[0]) < 0.01  # out through the gate and back

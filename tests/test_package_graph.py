@@ -12,6 +12,7 @@
 Every import counts, wherever it is (module level or inside a function); imports by name at run
 time (importlib.import_module, the orchestrator's `engines` parameter) are not seen.
 """
+
 import ast
 import re
 import xml.etree.ElementTree as ET
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / 'src'
 PACKAGES = sorted(p.name for p in SRC.iterdir() if (p / 'package.xml').is_file())
 PYTHON_PACKAGES = [p for p in PACKAGES if (SRC / p / p / '__init__.py').is_file()]
-GRAPH_RUNNER = 'twinloop_bringup'   # installs config/ and starts the nodes of config/graphs.yaml
+GRAPH_RUNNER = 'twinloop_bringup'  # installs config/ and starts the nodes of config/graphs.yaml
 ENGINE_DECORATOR = re.compile(r'^\s*@(?:[\w.]+\.)?register_engine\(', re.M)
 
 
@@ -50,7 +51,7 @@ def imports(path, module):
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 parts = module.split('.')
-                parts = parts[:len(parts) - node.level + (1 if is_package else 0)]
+                parts = parts[: len(parts) - node.level + (1 if is_package else 0)]
                 source = '.'.join(parts + ([node.module] if node.module else []))
             else:
                 source = node.module
@@ -69,9 +70,12 @@ def top(name):
 
 def is_ros(name):
     t = top(name)
-    return (t in ('rclpy', 'builtin_interfaces', 'tf2_ros', 'ament_index_python', 'launch', 'launch_ros')
-            or t.startswith(('rcl', 'rosidl')) or t.endswith(('_msgs', '_srvs', '_interfaces'))
-            or t in ('twinloop_interfaces', 'twinloop_ros'))
+    return (
+        t in ('rclpy', 'builtin_interfaces', 'tf2_ros', 'ament_index_python', 'launch', 'launch_ros')
+        or t.startswith(('rcl', 'rosidl'))
+        or t.endswith(('_msgs', '_srvs', '_interfaces'))
+        or t in ('twinloop_interfaces', 'twinloop_ros')
+    )
 
 
 def declared(package):
@@ -86,13 +90,15 @@ def graph_packages():
         graphs = yaml.safe_load(f)['graphs']
     with open(ROOT / 'config' / 'task_orchestrator.yaml') as f:
         engines = yaml.safe_load(f)['task_orchestrator']['ros__parameters']['engines']
-    return ({node['package'] for graph in graphs.values() for node in graph.get('nodes', [])}
-            | {module.split('.')[0] for module in engines})
+    return {node['package'] for graph in graphs.values() for node in graph.get('nodes', [])} | {
+        module.split('.')[0] for module in engines
+    }
 
 
 def engine_packages():
-    return sorted(p for p in PYTHON_PACKAGES
-                  if any(ENGINE_DECORATOR.search(path.read_text()) for path, _ in modules(p)))
+    return sorted(
+        p for p in PYTHON_PACKAGES if any(ENGINE_DECORATOR.search(path.read_text()) for path, _ in modules(p))
+    )
 
 
 def test_packages_are_found():
@@ -103,27 +109,37 @@ def test_packages_are_found():
 
 def test_no_engine_imports_another_engine():
     engines = engine_packages()
-    violations = [f'{rel(path)}:{line} imports {name} (engine {package} must not use engine {top(name)})'
-                  for package in engines for path, module in modules(package)
-                  for line, name in imports(path, module)
-                  if top(name) in engines and top(name) != package]
+    violations = [
+        f'{rel(path)}:{line} imports {name} (engine {package} must not use engine {top(name)})'
+        for package in engines
+        for path, module in modules(package)
+        for line, name in imports(path, module)
+        if top(name) in engines and top(name) != package
+    ]
     assert not violations, '\n'.join(sorted(set(violations)))
 
 
 def test_no_node_imports_another_node():
     node_modules = {module for p in PYTHON_PACKAGES for path, module in modules(p) if path.name.endswith('_node.py')}
-    violations = [f'{rel(path)}:{line} imports node module {name}'
-                  for p in PYTHON_PACKAGES for path, module in modules(p) if path.name.endswith('_node.py')
-                  for line, name in imports(path, module)
-                  if name in node_modules and name != module]
+    violations = [
+        f'{rel(path)}:{line} imports node module {name}'
+        for p in PYTHON_PACKAGES
+        for path, module in modules(p)
+        if path.name.endswith('_node.py')
+        for line, name in imports(path, module)
+        if name in node_modules and name != module
+    ]
     assert not violations, '\n'.join(sorted(set(violations)))
 
 
 def test_core_is_free_of_ros_and_other_packages():
-    violations = [f'{rel(path)}:{line} imports {name}'
-                  + (' (ROS)' if is_ros(name) else ' (twinloop_core imports no other twinloop package)')
-                  for path, module in modules('twinloop_core') for line, name in imports(path, module)
-                  if is_ros(name) or (top(name).startswith('twinloop') and top(name) != 'twinloop_core')]
+    violations = [
+        f'{rel(path)}:{line} imports {name}'
+        + (' (ROS)' if is_ros(name) else ' (twinloop_core imports no other twinloop package)')
+        for path, module in modules('twinloop_core')
+        for line, name in imports(path, module)
+        if is_ros(name) or (top(name).startswith('twinloop') and top(name) != 'twinloop_core')
+    ]
     assert not violations, '\n'.join(sorted(set(violations)))
 
 
@@ -136,7 +152,7 @@ def test_package_xml_declares_what_is_imported():
     violations = []
     for package in PYTHON_PACKAGES:
         deps = declared(package)
-        first = {}   # (file, imported package) -> (line, name) of its first import there
+        first = {}  # (file, imported package) -> (line, name) of its first import there
         for path, module in modules(package):
             for line, name in imports(path, module):
                 if _tracked(name) and top(name) != package:
@@ -144,15 +160,21 @@ def test_package_xml_declares_what_is_imported():
         used = {t for _, t in first}
         for (path, t), (line, name) in first.items():
             if t not in deps:
-                violations.append(f'{rel(path)}:{line} imports {name}, but src/{package}/package.xml '
-                                  f'has no <exec_depend>{t}</exec_depend>')
+                violations.append(
+                    f'{rel(path)}:{line} imports {name}, but src/{package}/package.xml '
+                    f'has no <exec_depend>{t}</exec_depend>'
+                )
         if package == GRAPH_RUNNER:
             for t in sorted(graph_packages() - deps):
-                violations.append(f'config/graphs.yaml (or the engines of task_orchestrator.yaml) runs {t}, '
-                                  f'but src/{package}/package.xml '
-                                  f'has no <exec_depend>{t}</exec_depend>')
+                violations.append(
+                    f'config/graphs.yaml (or the engines of task_orchestrator.yaml) runs {t}, '
+                    f'but src/{package}/package.xml '
+                    f'has no <exec_depend>{t}</exec_depend>'
+                )
             used |= graph_packages()
         for t in sorted(d for d in deps if d.startswith('twinloop') and d not in used):
-            violations.append(f'src/{package}/package.xml declares <exec_depend>{t}</exec_depend>, '
-                              f'but no module of {package} imports {t}')
+            violations.append(
+                f'src/{package}/package.xml declares <exec_depend>{t}</exec_depend>, '
+                f'but no module of {package} imports {t}'
+            )
     assert not violations, '\n'.join(sorted(set(violations)))

@@ -6,7 +6,6 @@ import os
 import threading
 import time
 
-import numpy as np
 import pytest
 import rclpy
 from rclpy.action import ActionClient
@@ -42,34 +41,62 @@ def _perceived(w, t):
     header = Header(stamp=stamp(t), frame_id='world')
     msg = DetectedObjectArray(header=header)
     for o in w.config.objects:
-        detected = DetectedObject(header=header, id=o.id, label=o.label, mesh_id=o.mesh_id,
-                                  pose=pose_msg(*w.object_pose(o.id)), confidence=1.0)
+        detected = DetectedObject(
+            header=header,
+            id=o.id,
+            label=o.label,
+            mesh_id=o.mesh_id,
+            pose=pose_msg(*w.object_pose(o.id)),
+            confidence=1.0,
+        )
         detected.size.x, detected.size.y, detected.size.z = objects.make_shape(o.kind, **o.params).extents
         msg.objects.append(detected)
     fingers = w.gripper_width() / 2
-    joints = JointState(header=header, name=[*ARM_JOINTS, *FINGER_JOINTS],
-                        position=[*map(float, w.arm_positions()), fingers, fingers])
+    joints = JointState(
+        header=header, name=[*ARM_JOINTS, *FINGER_JOINTS], position=[*map(float, w.arm_positions()), fingers, fingers]
+    )
     return msg, joints
 
 
 @pytest.fixture
 def ros_ports(spawn, ros_context):
     """RosPorts on sim_twin and trajectory_scoring nodes, fed the perceived state by the test."""
-    spawn('-m', 'twinloop_twin.sim_twin_node', '--ros-args', '-p', f'scene:={SCENE}',
-          '-p', f'render_width:={SIZE}', '-p', f'render_height:={SIZE}')
-    spawn('-m', 'twinloop_scoring.scoring_node', '--ros-args', '-p', f'prompts_file:={ROOT}/config/vqa_prompts.yaml',
-          '-p', f'agents_file:={ROOT}/config/vlm_agents.yaml', '-p', 'agents:=[twin_critic]')
+    spawn(
+        '-m',
+        'twinloop_twin.sim_twin_node',
+        '--ros-args',
+        '-p',
+        f'scene:={SCENE}',
+        '-p',
+        f'render_width:={SIZE}',
+        '-p',
+        f'render_height:={SIZE}',
+    )
+    spawn(
+        '-m',
+        'twinloop_scoring.scoring_node',
+        '--ros-args',
+        '-p',
+        f'prompts_file:={ROOT}/config/vqa_prompts.yaml',
+        '-p',
+        f'agents_file:={ROOT}/config/vlm_agents.yaml',
+        '-p',
+        'agents:=[twin_critic]',
+    )
     node = rclpy.create_node('ports_equivalence', context=ros_context)
     executor = MultiThreadedExecutor(num_threads=2, context=ros_context)
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     latest = LatestState()
-    clients = RosClients(latest, node.create_client(SyncTwin, topics.twin_service('sim_twin', 'sync')),
-                         node.create_client(RolloutTrajectories, topics.twin_service('sim_twin', 'rollout')),
-                         node.create_client(RenderViews, topics.twin_service('sim_twin', 'render')),
-                         node.create_client(ScoreTrajectories, topics.SCORE_TRAJECTORIES),
-                         ActionClient(node, ExecuteMotion, topics.EXECUTE_MOTION))
+    clients = RosClients(
+        latest,
+        node.create_client(SyncTwin, topics.twin_service('sim_twin', 'sync')),
+        node.create_client(RolloutTrajectories, topics.twin_service('sim_twin', 'rollout')),
+        node.create_client(RenderViews, topics.twin_service('sim_twin', 'render')),
+        node.create_client(ScoreTrajectories, topics.SCORE_TRAJECTORIES),
+        ActionClient(node, ExecuteMotion, topics.EXECUTE_MOTION),
+    )
     for client in (clients.twin_sync, clients.scorer):
         assert client.wait_for_service(timeout_sec=60), f'{client.srv_name} did not come up'
     yield RosPorts(clients, CancelToken()), latest
@@ -94,24 +121,31 @@ def _step(ports, arm, config):
     state = ports.state()
     stage = stages_for([SubTask('pick', 'red_cube')])[0]
     objects_now = dict(state.objects)
-    return mpc.step('pick up the red cube', stage, objects_now, dict(objects_now), state.arm, state.gripper_width, 0,
-                    execute=False)
+    return mpc.step(
+        'pick up the red cube', stage, objects_now, dict(objects_now), state.arm, state.gripper_width, 0, execute=False
+    )
 
 
 def test_in_process_and_ros_ports_see_the_same_candidates_facts_and_choice(ros_ports):
     ports_ros, latest = ros_ports
     config = scene.SceneConfig.from_yaml(SCENE)
     w = world.SimWorld(config)
-    w.step(200)   # objects at rest
+    w.step(200)  # objects at rest
     twin = SimTwin(MeshLibrary.from_scene(config), config.cameras)
     arm, mpc_config = Arm.panda(), MpcConfig(num_candidates=6, seed=3)
     stop = threading.Event()
     feeder = threading.Thread(target=_feed, args=(latest, w, stop), daemon=True)
     feeder.start()
     try:
-        in_process = SimPorts(w, twin, vqa.PromptConfig.from_yaml(f'{ROOT}/config/vqa_prompts.yaml'),
-                              agents.load(f'{ROOT}/config/vlm_agents.yaml', ['twin_critic']), f'{ROOT}/urdf/panda.urdf',
-                              f'{ROOT}/config/panda_joint_limits.yaml', size=SIZE)
+        in_process = SimPorts(
+            w,
+            twin,
+            vqa.PromptConfig.from_yaml(f'{ROOT}/config/vqa_prompts.yaml'),
+            agents.load(f'{ROOT}/config/vlm_agents.yaml', ['twin_critic']),
+            f'{ROOT}/urdf/panda.urdf',
+            f'{ROOT}/config/panda_joint_limits.yaml',
+            size=SIZE,
+        )
         local = _step(in_process, arm, mpc_config)
         remote = _step(ports_ros, arm, mpc_config)
     finally:
@@ -119,7 +153,9 @@ def test_in_process_and_ros_ports_see_the_same_candidates_facts_and_choice(ros_p
         feeder.join()
         twin.close()
     assert len(local.candidates) == 6
-    assert [(c['id'], c['description']) for c in remote.candidates] == [(c['id'], c['description']) for c in local.candidates]
+    assert [(c['id'], c['description']) for c in remote.candidates] == [
+        (c['id'], c['description']) for c in local.candidates
+    ]
     for a, b in zip(local.candidates, remote.candidates):
         assert a['collisions'] == b['collisions'] and a['holding'] == b['holding'] and a['failed'] == b['failed']
         # times cross DDS as integer nanoseconds: a dimension rounded to 0.01 may flip at its last digit

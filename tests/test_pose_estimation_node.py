@@ -1,6 +1,7 @@
 """The pose_estimation node on world_sim's camera topics: every object found close to the ground
 truth, the perceived poses rebuild the scene in the twin (segmentation IoU >= 0.8 per object), a
 re-detection on request, and a clear diagnostic - with nothing published - when frames stop."""
+
 import os
 import time
 
@@ -21,7 +22,6 @@ ROOT = os.environ['TWINLOOP_ROOT']
 SCENE = os.path.join(ROOT, 'config', 'scenes', 'tabletop.yaml')
 
 
-
 @pytest.fixture(scope='module')
 def graph():
     specs = {s.name: s for s in graphs.load('sim_perception', {'scene': SCENE})}
@@ -34,10 +34,18 @@ def graph():
 def test_perceived_objects_match_the_world_and_rebuild_it_in_the_twin(graph, ros_node):
     node, executor = ros_node
     latest = {}
-    node.create_subscription(DetectedObjectArray, '/perception/objects', lambda m: latest.__setitem__('perceived', m), 10)
+    node.create_subscription(
+        DetectedObjectArray, '/perception/objects', lambda m: latest.__setitem__('perceived', m), 10
+    )
     node.create_subscription(DetectedObjectArray, GROUND_TRUTH_OBJECTS, lambda m: latest.__setitem__('truth', m), 10)
-    spin_until(executor, lambda: 'perceived' in latest and 'truth' in latest
-                and all(o.confidence > 0.5 for o in latest['perceived'].objects), 120, 'confident perceived objects')
+    spin_until(
+        executor,
+        lambda: (
+            'perceived' in latest and 'truth' in latest and all(o.confidence > 0.5 for o in latest['perceived'].objects)
+        ),
+        120,
+        'confident perceived objects',
+    )
     perceived, truth = latest['perceived'], latest['truth']
     assert all(o.source == DetectedObject.SOURCE_PERCEPTION for o in perceived.objects)
     truth_by_id = {o.id: o for o in truth.objects}
@@ -80,8 +88,12 @@ def test_redetect_on_request(graph, ros_node):
 def test_stale_frames_give_an_error_and_no_poses(graph, ros_node):
     node, executor = ros_node
     errors, poses = [], []
-    node.create_subscription(DiagnosticArray, '/diagnostics',
-                             lambda m: errors.append(m.status[0].message) if m.status[0].level == DiagnosticStatus.ERROR else None, 10)
+    node.create_subscription(
+        DiagnosticArray,
+        '/diagnostics',
+        lambda m: errors.append(m.status[0].message) if m.status[0].level == DiagnosticStatus.ERROR else None,
+        10,
+    )
     node.create_subscription(DetectedObjectArray, '/perception/objects', lambda m: poses.append(time.monotonic()), 10)
     processes.stop(graph['world_sim'])
     stopped = time.monotonic()

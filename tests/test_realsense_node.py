@@ -1,5 +1,6 @@
 """The RealSense node runs the real librealsense pipeline on a software-device recording of
 rendered frames, and fails clearly when no camera is connected."""
+
 import os
 import signal
 import subprocess
@@ -32,23 +33,40 @@ def recording(tmp_path_factory):
     realsense.record_software_device(path, [(frame.rgb, frame.depth)] * 8, frame.intrinsics)
     quat = cameras.rotation_to_quat_xyzw(frame.rotation)
     calib = folder / 'calibration.yaml'
-    calib.write_text(f'cameras:\n  front:\n    parent_frame: world\n    position: {[float(v) for v in frame.position]}\n'
-                     f'    quaternion_xyzw: {[float(v) for v in quat]}\n')
+    calib.write_text(
+        f'cameras:\n  front:\n    parent_frame: world\n    position: {[float(v) for v in frame.position]}\n'
+        f'    quaternion_xyzw: {[float(v) for v in quat]}\n'
+    )
     return path, calib, frame
 
 
 def test_node_publishes_software_device_frames(spawn, ros_context, recording):
     path, calib, frame = recording
-    spawn('-m', 'twinloop_cameras.realsense_camera_node', '--ros-args', '-p', 'cameras:=[front]',
-          '-p', f'front.playback_file:={path}', '-p', f'calibration_file:={calib}')
+    spawn(
+        '-m',
+        'twinloop_cameras.realsense_camera_node',
+        '--ros-args',
+        '-p',
+        'cameras:=[front]',
+        '-p',
+        f'front.playback_file:={path}',
+        '-p',
+        f'calibration_file:={calib}',
+    )
     node = rclpy.create_node('realsense_test', context=ros_context)
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(node)
     got = {}
     for kind, msg_type in (('color', Image), ('depth', Image), ('color_info', CameraInfo)):
-        node.create_subscription(msg_type, camera_topic('front', kind), lambda m, k=kind: got.__setitem__(k, m), qos_profile_sensor_data)
-    node.create_subscription(PoseStamped, camera_topic('front', 'pose'), lambda m: got.__setitem__('pose', m),
-                             QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        node.create_subscription(
+            msg_type, camera_topic('front', kind), lambda m, k=kind: got.__setitem__(k, m), qos_profile_sensor_data
+        )
+    node.create_subscription(
+        PoseStamped,
+        camera_topic('front', 'pose'),
+        lambda m: got.__setitem__('pose', m),
+        QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+    )
     deadline = time.monotonic() + 60
     while len(got) < 4 and time.monotonic() < deadline:
         executor.spin_once(timeout_sec=0.1)
@@ -65,7 +83,7 @@ def test_node_publishes_software_device_frames(spawn, ros_context, recording):
     assert valid.mean() > 0.9
     # rs.align reprojects every pixel; rounding may move a value by one pixel: compare within 3x3
     padded = np.pad(expected_mm, 1, mode='edge')
-    shifted = np.stack([padded[1 + dv:121 + dv, 1 + du:161 + du] for dv in (-1, 0, 1) for du in (-1, 0, 1)])
+    shifted = np.stack([padded[1 + dv : 121 + dv, 1 + du : 161 + du] for dv in (-1, 0, 1) for du in (-1, 0, 1)])
     error = np.abs(shifted - depth.astype(int)[None]).min(axis=0)
     assert error[valid].max() <= 1
     k = np.array(got['color_info'].k).reshape(3, 3)
@@ -77,9 +95,25 @@ def test_node_publishes_software_device_frames(spawn, ros_context, recording):
 
 def test_no_device_is_a_clear_error_and_the_node_keeps_trying(tmp_path):
     env = dict(os.environ)
-    process = subprocess.Popen(['python', '-m', 'twinloop_cameras.realsense_camera_node', '--ros-args', '-p', 'cameras:=[wrist]',
-                                '-p', 'wrist.serial:=000000000000', '-p', 'reconnect_period:=0.5'],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+    process = subprocess.Popen(
+        [
+            'python',
+            '-m',
+            'twinloop_cameras.realsense_camera_node',
+            '--ros-args',
+            '-p',
+            'cameras:=[wrist]',
+            '-p',
+            'wrist.serial:=000000000000',
+            '-p',
+            'reconnect_period:=0.5',
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     time.sleep(4)
     assert process.poll() is None, 'the node must stay up and retry'
     process.send_signal(signal.SIGINT)

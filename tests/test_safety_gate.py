@@ -1,5 +1,6 @@
 """The safety gate refuses every kind of bad trajectory with a reason, and a fuzz run finds no
 trajectory that passes while violating a limit."""
+
 import dataclasses
 import os
 import time
@@ -18,8 +19,9 @@ JOINTS = list(scene.ARM_JOINTS)
 @pytest.fixture(scope='module')
 def setup():
     sim = world.SimWorld(scene.SceneConfig.from_yaml(os.path.join(ROOT, 'config', 'scenes', 'tabletop.yaml')))
-    limits = JointLimits.from_description(os.path.join(ROOT, 'urdf', 'panda.urdf'),
-                                          os.path.join(ROOT, 'config', 'panda_joint_limits.yaml'), JOINTS)
+    limits = JointLimits.from_description(
+        os.path.join(ROOT, 'urdf', 'panda.urdf'), os.path.join(ROOT, 'config', 'panda_joint_limits.yaml'), JOINTS
+    )
     config = SafetyConfig.from_yaml(os.path.join(ROOT, 'config', 'safety.yaml'))
     kin = ArmKinematics(sim.model, sim.data)
     gate = SafetyGate(limits, config, kin.grip_positions, kin.collisions)
@@ -51,17 +53,23 @@ def test_clean_motion_passes(setup):
     assert verdict.ok, verdict.reason
 
 
-@pytest.mark.parametrize('mutate, check', [
-    (lambda t, q, n: (t, q, n[:-1]), 'structure'),
-    (lambda t, q, n: (t, q, n[:-1] + ['elbow']), 'structure'),
-    (lambda t, q, n: (t, q, n[:-1] + [n[0]]), 'structure'),
-    (lambda t, q, n: (t, np.where(np.arange(q.size).reshape(q.shape) == 5, np.nan, q), n), 'structure'),
-    (lambda t, q, n: (t[::-1], q, n), 'structure'),
-    (lambda t, q, n: ([], q[:0], n), 'structure'),
-    (lambda t, q, n: (t, q[:, :6], n), 'structure'),
-    (lambda t, q, n: (t, q + np.array([0, 0, 0, 3.5, 0, 0, 0]) * np.linspace(0, 1, len(t))[:, None], n), 'position_limits'),
-    (lambda t, q, n: (t / 20, q, n), 'velocity_limits'),
-])
+@pytest.mark.parametrize(
+    'mutate, check',
+    [
+        (lambda t, q, n: (t, q, n[:-1]), 'structure'),
+        (lambda t, q, n: (t, q, n[:-1] + ['elbow']), 'structure'),
+        (lambda t, q, n: (t, q, n[:-1] + [n[0]]), 'structure'),
+        (lambda t, q, n: (t, np.where(np.arange(q.size).reshape(q.shape) == 5, np.nan, q), n), 'structure'),
+        (lambda t, q, n: (t[::-1], q, n), 'structure'),
+        (lambda t, q, n: ([], q[:0], n), 'structure'),
+        (lambda t, q, n: (t, q[:, :6], n), 'structure'),
+        (
+            lambda t, q, n: (t, q + np.array([0, 0, 0, 3.5, 0, 0, 0]) * np.linspace(0, 1, len(t))[:, None], n),
+            'position_limits',
+        ),
+        (lambda t, q, n: (t / 20, q, n), 'velocity_limits'),
+    ],
+)
 def test_bad_trajectories_refused(setup, mutate, check):
     sim, gate = setup
     goal = sim.arm_positions() + np.array([0.3, 0.2, 0, 0.2, 0, 0, 0.3])
@@ -92,20 +100,28 @@ def test_step_start_watchdog_workspace_and_table(setup):
     high = ik.solve(sim.data.qpos.copy(), (0.5, 0.0, 0.45))
     assert high.converged
     t, q = _slow_path(start, high.positions)
-    low_ceiling = SafetyGate(gate.limits, dataclasses.replace(gate.config, workspace=Box('workspace', np.array([-1, -1, 0.0]),
-                                                                                     np.array([1, 1, 0.42]))),
-                             gate.grip_positions, gate.collisions)
+    low_ceiling = SafetyGate(
+        gate.limits,
+        dataclasses.replace(gate.config, workspace=Box('workspace', np.array([-1, -1, 0.0]), np.array([1, 1, 0.42]))),
+        gate.grip_positions,
+        gate.collisions,
+    )
     verdict = _check(low_ceiling, sim, t, q)
     assert verdict.check == 'workspace' and 'leaves the workspace' in verdict.reason
-    keep_out = SafetyGate(gate.limits, dataclasses.replace(gate.config, keep_out=[Box('fixture', np.array([0.45, -0.1, 0.3]),
-                                                                                  np.array([0.55, 0.1, 0.5]))]),
-                          gate.grip_positions, gate.collisions)
+    keep_out = SafetyGate(
+        gate.limits,
+        dataclasses.replace(
+            gate.config, keep_out=[Box('fixture', np.array([0.45, -0.1, 0.3]), np.array([0.55, 0.1, 0.5]))]
+        ),
+        gate.grip_positions,
+        gate.collisions,
+    )
     verdict = _check(keep_out, sim, t, q)
     assert verdict.check == 'keep_out' and 'fixture' in verdict.reason
     qfull = sim.data.qpos.copy()
     above = ik.solve(qfull, (0.3, 0.35, 0.15)).positions
     qfull[sim.arm_qpos] = above
-    low = ik.solve(qfull, (0.3, 0.35, 0.004)).positions   # fingertips below the table surface
+    low = ik.solve(qfull, (0.3, 0.35, 0.004)).positions  # fingertips below the table surface
     t1, q1 = _slow_path(start, above)
     t2, q2 = _slow_path(above, low)
     verdict = _check(gate, sim, np.concatenate([t1, t1[-1] + t2]), np.vstack([q1, q2]))
@@ -127,13 +143,13 @@ def test_fuzz_no_violation_passes(setup):
         q = start + rng.normal(0, rng.choice([0.02, 0.1, 0.5]), (n, 7)).cumsum(axis=0)
         names = list(JOINTS)
         if kind == 0:
-            q[rng.integers(0, max(n, 1)) if n else 0:] *= rng.choice([np.nan, np.inf, -np.inf, 1e9]) if n else 1
+            q[rng.integers(0, max(n, 1)) if n else 0 :] *= rng.choice([np.nan, np.inf, -np.inf, 1e9]) if n else 1
         elif kind == 1:
             names[rng.integers(0, 7)] = rng.choice(['panda_joint8', '', 'panda_finger_joint1'])
         elif kind == 2:
             t = t[::-1] if n > 1 else t - 5
         elif kind == 3:
-            q = q[:, :int(rng.integers(0, 7))]
+            q = q[:, : int(rng.integers(0, 7))]
         verdict = _check(gate, sim, t, q, names)
         key = 'accepted' if verdict.ok else verdict.check
         counts[key] = counts.get(key, 0) + 1

@@ -1,4 +1,5 @@
 """sim_twin over DDS: synced from world_sim's ground truth, it rolls out and renders on request."""
+
 import os
 import time
 
@@ -32,15 +33,26 @@ def _candidate(cid, waypoints, durations):
     t = 0.0
     for q, d in zip(waypoints, durations):
         t += d
-        c.trajectory.points.append(JointTrajectoryPoint(positions=[float(v) for v in q],
-                                                        time_from_start=Duration(sec=int(t), nanosec=int((t % 1) * 1e9))))
+        c.trajectory.points.append(
+            JointTrajectoryPoint(
+                positions=[float(v) for v in q], time_from_start=Duration(sec=int(t), nanosec=int((t % 1) * 1e9))
+            )
+        )
     return c
 
 
 def test_sync_rollout_render(spawn, ros_node):
     node, executor = ros_node
     spawn('-m', 'twinloop_twin.world_sim_node', '--ros-args', '-p', f'scene:={SCENE}', '-p', 'camera_rate:=2.0')
-    spawn('-m', 'twinloop_twin.sim_twin_node', '--ros-args', '-p', f'scene:={SCENE}', '-p', f'objects_topic:={GROUND_TRUTH_OBJECTS}')
+    spawn(
+        '-m',
+        'twinloop_twin.sim_twin_node',
+        '--ros-args',
+        '-p',
+        f'scene:={SCENE}',
+        '-p',
+        f'objects_topic:={GROUND_TRUTH_OBJECTS}',
+    )
     latest = {}
     node.create_subscription(DetectedObjectArray, GROUND_TRUTH_OBJECTS, lambda m: latest.__setitem__('truth', m), 10)
     node.create_subscription(JointState, '/joint_states', lambda m: latest.__setitem__('joints', m), 10)
@@ -63,8 +75,9 @@ def test_sync_rollout_render(spawn, ros_node):
     q[w.arm_qpos] = above
     into = ik.solve(q, (0.35, 0.0, -0.04)).positions
     w.close()
-    request = RolloutTrajectories.Request(candidates=[_candidate('clean', [above], [1.0]),
-                                                      _candidate('table', [above, into], [1.0, 1.0])])
+    request = RolloutTrajectories.Request(
+        candidates=[_candidate('clean', [above], [1.0]), _candidate('table', [above, into], [1.0, 1.0])]
+    )
     rollout = _call(node, executor, RolloutTrajectories, '/sim_twin/rollout', request)
     assert rollout.success
     clean, table = rollout.results
@@ -72,15 +85,32 @@ def test_sync_rollout_render(spawn, ros_node):
     assert [c for c in table.collisions if c.endswith('|table')]
     assert len(clean.ee_path) > 10 and clean.object_ids
 
-    bad = _call(node, executor, RolloutTrajectories, '/sim_twin/rollout',
-                RolloutTrajectories.Request(candidates=[CandidateTrajectory(id='empty')]))
+    bad = _call(
+        node,
+        executor,
+        RolloutTrajectories,
+        '/sim_twin/rollout',
+        RolloutTrajectories.Request(candidates=[CandidateTrajectory(id='empty')]),
+    )
     assert not bad.success and 'no trajectory points' in bad.message
 
     clean_msg = request.candidates[0]
     clean_msg.ee_path = clean.ee_path
-    render = _call(node, executor, RenderViews, '/sim_twin/render',
-                   RenderViews.Request(cameras=['front', 'left'], width=160, height=120, depth=True, segmentation=True,
-                                       candidates=[clean_msg], scores=[0.9]))
+    render = _call(
+        node,
+        executor,
+        RenderViews,
+        '/sim_twin/render',
+        RenderViews.Request(
+            cameras=['front', 'left'],
+            width=160,
+            height=120,
+            depth=True,
+            segmentation=True,
+            candidates=[clean_msg],
+            scores=[0.9],
+        ),
+    )
     assert render.success and [v.camera_name for v in render.views] == ['front', 'left']
     rgb = ros_conversions.image_array(render.views[0].image)
     assert rgb.shape == (120, 160, 3)

@@ -1,5 +1,6 @@
 """The sim twin rebuilt from ground-truth poses: it looks like the world, and rollouts report
 collisions, grasps and displacements without touching its base state."""
+
 import os
 
 import numpy as np
@@ -90,8 +91,12 @@ def test_rollout_grasp_and_lift_reports_holding(twin):
 def test_sync_moves_objects_without_rebuilding(sim_world, twin):
     model = twin.model
     detections = _ground_truth(sim_world)
-    moved = [Detection(d.id, d.mesh_id, np.add(d.position, (0.05, 0, 0)) if d.id == 'blue_cube' else d.position, d.quat, d.label)
-             for d in detections]
+    moved = [
+        Detection(
+            d.id, d.mesh_id, np.add(d.position, (0.05, 0, 0)) if d.id == 'blue_cube' else d.position, d.quat, d.label
+        )
+        for d in detections
+    ]
     twin.sync(moved, sim_world.arm_positions())
     assert twin.model is model
     assert abs(twin.world.object_pose('blue_cube')[0][0] - sim_world.object_pose('blue_cube')[0][0] - 0.05) < 1e-9
@@ -120,7 +125,7 @@ def test_a_held_cube_stays_put_in_the_fingers():
             if width is not None:
                 w.set_gripper(width)
                 w.step(400)
-        w.step(1000)     # the cube settles in the grip (turns to the fingers' yaw)
+        w.step(1000)  # the cube settles in the grip (turns to the fingers' yaw)
         lifted, quat = w.object_pose('red_cube')
         assert lifted[2] > 0.1 and gripper.closed_on_something(w.gripper_width())
         w.step(10000)

@@ -1,6 +1,7 @@
 """twin_critic through the structured VQA on real twin rollouts and real renders: a colliding
 candidate scores below a clean one, moving the wrong object below moving the right one, and
 every result says the scorer is not a VLM."""
+
 import os
 
 import numpy as np
@@ -22,7 +23,9 @@ TASK = {'object': 'red_cube', 'destination': 'bowl', 'destination_height': 0.05}
 def scored():
     sim = world.SimWorld(scene.SceneConfig.from_yaml(SCENE))
     twin = SimTwin(MeshLibrary.from_scene(sim.config), sim.config.cameras)
-    twin.sync([Detection(o.id, o.mesh_id, *sim.object_pose(o.id), o.label) for o in sim.config.objects], sim.arm_positions())
+    twin.sync(
+        [Detection(o.id, o.mesh_id, *sim.object_pose(o.id), o.label) for o in sim.config.objects], sim.arm_positions()
+    )
     sim.close()
     ik = PandaIk(twin.model)
 
@@ -52,7 +55,9 @@ def scored():
         frame = twin.render(name, 224, 224, depth=False, overlay=overlays.candidate_overlay(paths))
         seg = twin.segmentation(name, 224, 224)
         visibility = min(1.0, float((seg == twin.world.object_ids.index('red_cube')).sum()) / 60.0)
-        views.append(vqa.View(name, frame.rgb, dict(zip(ids, overlays.DISTINCT_NAMES)), {'visibility': {name: visibility}}))
+        views.append(
+            vqa.View(name, frame.rgb, dict(zip(ids, overlays.DISTINCT_NAMES)), {'visibility': {name: visibility}})
+        )
     config = vqa.PromptConfig.from_yaml(os.path.join(ROOT, 'config', 'vqa_prompts.yaml'))
     facts = {'task': TASK, 'rollouts': {cid: rollout_facts(r) for cid, r in results.items()}}
     outcome = vqa.score(config, 'put the red cube in the bowl', views, ids, [vqa.Agent(TwinCritic())], facts)

@@ -1,5 +1,6 @@
 """urdf/panda.urdf and the MuJoCo model agree: joint names, limits, and forward kinematics of
 every link (and the wrist camera) at random configurations, checked with pinocchio."""
+
 import os
 
 import mujoco
@@ -37,7 +38,9 @@ def test_joint_names_and_limits(models):
     for name in names:
         j = robot.getJointId(name)
         q = robot.joints[j].idx_q
-        np.testing.assert_allclose([robot.lowerPositionLimit[q], robot.upperPositionLimit[q]], sim.model.joint(name).range, atol=1e-6)
+        np.testing.assert_allclose(
+            [robot.lowerPositionLimit[q], robot.upperPositionLimit[q]], sim.model.joint(name).range, atol=1e-6
+        )
     assert robot.velocityLimit[0] == pytest.approx(2.175) and robot.effortLimit[6] == pytest.approx(12.0)
 
 
@@ -45,7 +48,12 @@ def test_forward_kinematics_match(models):
     sim, robot = models
     data = robot.createData()
     rng = np.random.default_rng(7)
-    links = [f'panda_link{i}' for i in range(8)] + ['panda_right_hand', 'panda_eef', 'panda_leftfinger', 'panda_rightfinger']
+    links = [f'panda_link{i}' for i in range(8)] + [
+        'panda_right_hand',
+        'panda_eef',
+        'panda_leftfinger',
+        'panda_rightfinger',
+    ]
     mj = mujoco.MjData(sim.model)
     worst = 0.0
     for _ in range(50):

@@ -1,11 +1,11 @@
 """The OpenAI-compatible HTTP backend against a real chat-completions server on 127.0.0.1."""
+
 import base64
 import io
 import json
 import time
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from twinloop_scoring.loopback_server import ChatServer
@@ -41,7 +41,9 @@ def test_request_carries_prompt_images_schema_and_key(monkeypatch):
         assert url.startswith('data:image/png;base64,')
         decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(',', 1)[1]))))
         np.testing.assert_array_equal(decoded, image)
-    assert body['response_format']['type'] == 'json_schema' and body['response_format']['json_schema']['schema'] == SCHEMA
+    assert (
+        body['response_format']['type'] == 'json_schema' and body['response_format']['json_schema']['schema'] == SCHEMA
+    )
     assert 'sk-secret' not in repr(backend.__dict__) and 'sk-secret' not in repr(reply)
 
 
@@ -99,9 +101,23 @@ def test_cache_and_concurrency():
 
 def test_structured_vqa_reports_a_view_failure_and_keeps_the_others(tmp_path):
     config = vqa.PromptConfig.from_yaml('config/vqa_prompts.yaml')
-    good = json.dumps({'view_clarity': 8, 'candidates': [
-        {'id': c, 'safety': s, 'task_alignment': s, 'efficiency': 5, 'physical_feasibility': 9, 'viewpoint_clarity': 8,
-         'rationale': 'ok'} for c, s in (('c0', 9), ('c1', 2))]})
+    good = json.dumps(
+        {
+            'view_clarity': 8,
+            'candidates': [
+                {
+                    'id': c,
+                    'safety': s,
+                    'task_alignment': s,
+                    'efficiency': 5,
+                    'physical_feasibility': 9,
+                    'viewpoint_clarity': 8,
+                    'rationale': 'ok',
+                }
+                for c, s in (('c0', 9), ('c1', 2))
+            ],
+        }
+    )
     with ChatServer(good) as server:
         views = [vqa.View(name, img, {'c0': 'green', 'c1': 'red'}) for name, img in zip(('front', 'left'), _images())]
         # the second view's first answer is garbage, its retry a refusal: it fails, the first view stands

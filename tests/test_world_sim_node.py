@@ -1,5 +1,6 @@
 """world_sim over DDS: camera topics are consistent with each other and with the world, and
 the arm follows JointTrajectory commands like a ros2_control controller."""
+
 import os
 import time
 
@@ -69,8 +70,10 @@ def collector(ros_context):
 @pytest.mark.parametrize('encoding', ['32FC1', '16UC1'])
 def test_camera_topics_match_the_world(spawn, collector, encoding):
     start_world_sim(spawn, 'depth_noise_std:=0.0', f'depth_encoding:={encoding}')
-    topics = [(camera_topic('front', k), t, qos_profile_sensor_data) for k, t in
-              (('color', Image), ('depth', Image), ('color_info', CameraInfo))]
+    topics = [
+        (camera_topic('front', k), t, qos_profile_sensor_data)
+        for k, t in (('color', Image), ('depth', Image), ('color_info', CameraInfo))
+    ]
     topics += [(camera_topic('front', 'pose'), PoseStamped, 10), (GROUND_TRUTH_OBJECTS, DetectedObjectArray, 10)]
     c = collector(topics)
 
@@ -79,6 +82,7 @@ def test_camera_topics_match_the_world(spawn, collector, encoding):
             return False
         stamps = {(m.header.stamp.sec, m.header.stamp.nanosec) for m in c.latest.values()}
         return len(stamps) == 1
+
     assert c.wait_for(same_frame), f'no consistent frame set; got {sorted(c.latest)}'
 
     color, depth = c.latest[camera_topic('front', 'color')], c.latest[camera_topic('front', 'depth')]
@@ -94,9 +98,13 @@ def test_camera_topics_match_the_world(spawn, collector, encoding):
     top = np.array([cube.pose.position.x, cube.pose.position.y, cube.pose.position.z + cube.size.z])
     q = pose.pose.orientation
     x, y, z, w = q.x, q.y, q.z, q.w
-    rotation = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                         [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                         [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+    rotation = np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
     origin = np.array([pose.pose.position.x, pose.pose.position.y, pose.pose.position.z])
     point = rotation.T @ (top - origin)
     k = np.array(info.k).reshape(3, 3)
@@ -120,7 +128,10 @@ def test_arm_follows_joint_trajectory(spawn, collector, ros_context):
     assert c.wait_for(lambda: pub.get_subscription_count() > 0)
     # joint order shuffled on purpose: the controller maps by name
     order = [6, 0, 5, 1, 4, 2, 3]
-    pub.publish(JointTrajectory(joint_names=[scene.ARM_JOINTS[i] for i in order],
-                                points=[JointTrajectoryPoint(positions=[float(goal[i]) for i in order],
-                                                             time_from_start=Duration(sec=1))]))
+    pub.publish(
+        JointTrajectory(
+            joint_names=[scene.ARM_JOINTS[i] for i in order],
+            points=[JointTrajectoryPoint(positions=[float(goal[i]) for i in order], time_from_start=Duration(sec=1))],
+        )
+    )
     assert c.wait_for(lambda: np.abs(np.array(c.latest['/joint_states'].position[:7]) - goal).max() < 0.01, timeout=30)

@@ -14,6 +14,7 @@ def workspace_tree(folder):
         entries.append((f'share/{PACKAGE}/{relative}', [os.path.join(root, f) for f in sorted(files)]))
     return entries
 
+
 setup(
     name=PACKAGE,
     version='0.1.0',

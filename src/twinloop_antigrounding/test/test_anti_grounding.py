@@ -1,6 +1,7 @@
 """The AntiGrounding MPC's parts on the real arm model: stages per sub-task, candidates built by
 IK that end where they were sampled, unreachable ones dropped, and stage checks on perceived
 state."""
+
 import numpy as np
 import pytest
 
@@ -25,7 +26,13 @@ def arm():
 def test_stages_for_subtasks():
     stages = stages_for([SubTask('pick', 'a'), SubTask('place', 'b', 'bowl')])
     assert [(s.name, s.subtask_index) for s in stages] == [
-        ('grasp', 0), ('lift', 0), ('grasp', 1), ('lift', 1), ('carry', 1), ('release', 1)]
+        ('grasp', 0),
+        ('lift', 0),
+        ('grasp', 1),
+        ('lift', 1),
+        ('carry', 1),
+        ('release', 1),
+    ]
     with pytest.raises(ValueError, match='push'):
         stages_for([SubTask('push', 'a', 'b')])
 
@@ -35,8 +42,9 @@ def test_candidates_end_at_their_sampled_goal(arm):
     ee = arm.ee_position(q)
     builder = CandidateBuilder(arm.ik, MpcConfig())
     goal = ee + np.array([0.05, -0.08, -0.1])
-    proposal = builder.build('c00', Sample(goal, (goal - ee) / np.linalg.norm(goal - ee), 0.1, GRIPPER_NONE),
-                             arm.q_full(q), ee, HOME_GRIP)
+    proposal = builder.build(
+        'c00', Sample(goal, (goal - ee) / np.linalg.norm(goal - ee), 0.1, GRIPPER_NONE), arm.q_full(q), ee, HOME_GRIP
+    )
     assert proposal is not None and len(proposal.segments) == 1
     assert np.linalg.norm(arm.ee_position(proposal.waypoints()[-1]) - goal) < 0.002
     assert np.all(np.diff([0.0] + proposal.times) > 0) and proposal.events == [GRIPPER_NONE] * len(proposal.times)
@@ -47,11 +55,14 @@ def test_close_candidate_closes_then_lifts(arm):
     ee = arm.ee_position(q)
     config = MpcConfig()
     goal = ee + np.array([0.0, 0.0, -0.1])
-    proposal = CandidateBuilder(arm.ik, config).build('c01', Sample(goal, np.array([0, 0, -1.0]), 0.1, GRIPPER_CLOSE),
-                                                         arm.q_full(q), ee, HOME_GRIP, open_first=True)
+    proposal = CandidateBuilder(arm.ik, config).build(
+        'c01', Sample(goal, np.array([0, 0, -1.0]), 0.1, GRIPPER_CLOSE), arm.q_full(q), ee, HOME_GRIP, open_first=True
+    )
     (first, _, width), (second, _, after) = proposal.segments
     assert width == CLOSED_WIDTH and after is None
-    assert arm.ee_position(second[-1])[2] - arm.ee_position(first[-1])[2] == pytest.approx(config.lift_after_grasp, abs=0.002)
+    assert arm.ee_position(second[-1])[2] - arm.ee_position(first[-1])[2] == pytest.approx(
+        config.lift_after_grasp, abs=0.002
+    )
     assert proposal.events.count(GRIPPER_CLOSE) == 1 and proposal.times[0] > config.grip_pause
     assert 'close and lift' in proposal.description
 
@@ -61,9 +72,13 @@ def test_unreachable_and_too_low_goals_are_dropped(arm):
     ee = arm.ee_position(q)
     builder = CandidateBuilder(arm.ik, MpcConfig())
     far = ee + np.array([1.5, 0.0, 0.0])
-    assert builder.build('x', Sample(far, np.array([1.0, 0, 0]), 1.5, GRIPPER_NONE), arm.q_full(q), ee, HOME_GRIP) is None
+    assert (
+        builder.build('x', Sample(far, np.array([1.0, 0, 0]), 1.5, GRIPPER_NONE), arm.q_full(q), ee, HOME_GRIP) is None
+    )
     low = np.array([ee[0], ee[1], 0.0])
-    assert builder.build('y', Sample(low, np.array([0, 0, -1.0]), 0.4, GRIPPER_NONE), arm.q_full(q), ee, HOME_GRIP) is None
+    assert (
+        builder.build('y', Sample(low, np.array([0, 0, -1.0]), 0.4, GRIPPER_NONE), arm.q_full(q), ee, HOME_GRIP) is None
+    )
 
 
 def test_stage_checks_on_perceived_state():
@@ -73,20 +88,20 @@ def test_stage_checks_on_perceived_state():
     grasp, lift, carry, release = stages_for([SubTask('place', 'cube', 'bowl')])
     centre = np.array([0.5, 0.1, 0.025])
     assert grasp.done(start, start, 0.048, centre)[0]
-    assert not grasp.done(start, start, 0.0, centre)[0]          # closed on nothing
-    assert not grasp.done(start, start, 0.048, centre + (0, 0, 0.04))[0]   # not centred
+    assert not grasp.done(start, start, 0.0, centre)[0]  # closed on nothing
+    assert not grasp.done(start, start, 0.048, centre + (0, 0, 0.04))[0]  # not centred
     raised = dict(start, cube=((0.5, 0.1, 0.12), cube[1], cube[2]))
     assert lift.done(raised, start, 0.048, centre + (0, 0, 0.12))[0]
-    assert not lift.done(raised, start, 0.08, centre + (0, 0, 0.12))[0]    # open fingers: not held
+    assert not lift.done(raised, start, 0.08, centre + (0, 0, 0.12))[0]  # open fingers: not held
     above = dict(start, cube=((0.51, -0.3, 0.08), cube[1], cube[2]))
     assert carry.done(above, start, 0.048, np.array([0.51, -0.3, 0.105]))[0]
     inside = dict(start, cube=((0.5, -0.3, 0.01), cube[1], cube[2]))
     assert release.done(inside, start, 0.08, np.array([0.5, -0.3, 0.2]))[0]
-    assert not release.done(inside, start, 0.048, np.array([0.5, -0.3, 0.035]))[0]   # still gripping
+    assert not release.done(inside, start, 0.048, np.array([0.5, -0.3, 0.035]))[0]  # still gripping
     assert np.allclose(grasp.sub_goal(start, start), (0.5, 0.1, 0.025))
-    beside = np.array([0.5, 0.05, 0.025])        # low beside the cube: over its top first, not sideways into it
+    beside = np.array([0.5, 0.05, 0.025])  # low beside the cube: over its top first, not sideways into it
     assert np.allclose(grasp.sub_goal(start, start, beside), (0.5, 0.1, 0.05 + HOVER))
-    assert np.allclose(grasp.sub_goal(start, start, np.array([0.505, 0.1, 0.09])), (0.5, 0.1, 0.025))   # over it: down
+    assert np.allclose(grasp.sub_goal(start, start, np.array([0.505, 0.1, 0.09])), (0.5, 0.1, 0.025))  # over it: down
 
 
 def test_next_stage_passes_done_stages_and_goes_back_to_the_grasp_when_let_go():
@@ -96,15 +111,15 @@ def test_next_stage_passes_done_stages_and_goes_back_to_the_grasp_when_let_go():
     stages = stages_for([SubTask('place', 'cube', 'bowl')])
     over_bowl = dict(start, cube=((0.5, -0.3, 0.1), cube[1], cube[2]))
     grip_over_bowl = np.array([0.5, -0.3, 0.125])
-    assert next_stage(stages, 3, over_bowl, start, 0.048, grip_over_bowl) == (3, [])          # releasing, still held
-    beside = dict(start, cube=((0.5, -0.19, 0.0), cube[1], cube[2]))                             # let go off target
+    assert next_stage(stages, 3, over_bowl, start, 0.048, grip_over_bowl) == (3, [])  # releasing, still held
+    beside = dict(start, cube=((0.5, -0.19, 0.0), cube[1], cube[2]))  # let go off target
     index, events = next_stage(stages, 3, beside, start, 0.08, grip_over_bowl)
     assert index == 0 and len(events) == 1
     assert events[0].startswith('cube is no longer held (release cube to bowl: not done: cube 11.0 cm from bowl)')
     inside = dict(start, cube=((0.51, -0.3, 0.01), cube[1], cube[2]))
     index, events = next_stage(stages, 3, inside, start, 0.08, grip_over_bowl)
     assert index == 4 and events[0].startswith('stage release cube to bowl done')
-    held_at_start = np.array([0.5, 0.1, 0.025])       # grasped where it lies: grasp done, lift not yet
+    held_at_start = np.array([0.5, 0.1, 0.025])  # grasped where it lies: grasp done, lift not yet
     assert next_stage(stages, 0, start, start, 0.048, held_at_start)[0] == 1
 
 
@@ -113,7 +128,7 @@ def test_carry_aims_the_held_object_not_the_grip_at_the_destination():
     block = ((0.6, -0.3, 0.0), (1, 0, 0, 0), (0.06, 0.06, 0.03))
     objects = {'sponge': sponge, 'block': block}
     carry, release = stages_for([SubTask('place', 'sponge', 'block')])[2:]
-    grip = np.array([0.425, 0.0, 0.115])               # held 2.5 cm off the sponge's centre
+    grip = np.array([0.425, 0.0, 0.115])  # held 2.5 cm off the sponge's centre
     assert np.allclose(carry.sub_goal(objects, objects, grip), (0.625, -0.3, 0.03 + 0.05 + 0.015))
     assert np.allclose(release.sub_goal(objects, objects, grip), (0.625, -0.3, 0.03 + 0.015 + 0.015))
 
@@ -124,14 +139,14 @@ def test_grasp_candidates_must_not_come_down_beside_the_object():
     can = {'can': ((0.4, 0.3, 0.0), (1, 0, 0, 0), (0.06, 0.06, 0.08))}
     grasp, lift = stages_for([SubTask('pick', 'can', '')])
     above = np.array([0.4, 0.26, 0.2])
-    assert grasp.comes_down_beside(can, above, [(0.4, 0.27, 0.075)])          # beside it, below its top
-    assert not grasp.comes_down_beside(can, above, [(0.4, 0.27, 0.11)])       # above its top
-    assert not grasp.comes_down_beside(can, above, [(0.4, 0.29, 0.05)])       # over the grasp point
-    assert not grasp.comes_down_beside(can, above, [(0.4, 0.15, 0.03)])       # clear of it
+    assert grasp.comes_down_beside(can, above, [(0.4, 0.27, 0.075)])  # beside it, below its top
+    assert not grasp.comes_down_beside(can, above, [(0.4, 0.27, 0.11)])  # above its top
+    assert not grasp.comes_down_beside(can, above, [(0.4, 0.29, 0.05)])  # over the grasp point
+    assert not grasp.comes_down_beside(can, above, [(0.4, 0.15, 0.03)])  # clear of it
     low_beside = np.array([0.4, 0.27, 0.05])
     assert not grasp.comes_down_beside(can, low_beside, [(0.4, 0.27, 0.09)])  # rising out
-    assert grasp.comes_down_beside(can, low_beside, [(0.4, 0.28, 0.05)])      # sliding in sideways
-    assert not lift.comes_down_beside(can, above, [(0.4, 0.27, 0.075)])       # only grasps are checked
+    assert grasp.comes_down_beside(can, low_beside, [(0.4, 0.28, 0.05)])  # sliding in sideways
+    assert not lift.comes_down_beside(can, above, [(0.4, 0.27, 0.075)])  # only grasps are checked
 
 
 def test_a_grasp_off_centre_along_a_long_object_is_firm():
@@ -154,8 +169,10 @@ def test_grasp_point_is_mid_height_but_keeps_the_palm_above_tall_objects():
     stage = Stage('grasp', 0, 'obj')
     cube = {'obj': ((0.5, 0.0, 0.0), (1, 0, 0, 0), (0.05, 0.05, 0.05))}
     can = {'obj': ((0.5, 0.0, 0.0), (1, 0, 0, 0), (0.066, 0.066, 0.08))}
-    assert stage.sub_goal(cube, cube)[2] == pytest.approx(0.025)       # the middle of a small cube
-    assert stage.sub_goal(can, can)[2] == pytest.approx(0.08 - 0.03)   # 3 cm below the top of a can, not 3 cm above its base
+    assert stage.sub_goal(cube, cube)[2] == pytest.approx(0.025)  # the middle of a small cube
+    assert stage.sub_goal(can, can)[2] == pytest.approx(
+        0.08 - 0.03
+    )  # 3 cm below the top of a can, not 3 cm above its base
     held = np.array([0.5, 0.0, 0.05])
     assert stage.done(can, can, 0.06, held)[0] and not stage.done(can, can, 0.06, held - (0, 0, 0.04))[0]
 
@@ -167,11 +184,18 @@ def ports(sim):
     from twinloop_planning.ports.in_process import SimPorts
     from twinloop_scoring import agents, vqa
     from twinloop_twin.twin import MeshLibrary, SimTwin
+
     root = os.environ['TWINLOOP_ROOT']
     twin = SimTwin(MeshLibrary.from_scene(sim.config), sim.config.cameras)
-    yield SimPorts(sim, twin, vqa.PromptConfig.from_yaml(f'{root}/config/vqa_prompts.yaml'),
-                   agents.load(f'{root}/config/vlm_agents.yaml', ['twin_critic']), f'{root}/urdf/panda.urdf',
-                   f'{root}/config/panda_joint_limits.yaml', size=64)
+    yield SimPorts(
+        sim,
+        twin,
+        vqa.PromptConfig.from_yaml(f'{root}/config/vqa_prompts.yaml'),
+        agents.load(f'{root}/config/vlm_agents.yaml', ['twin_critic']),
+        f'{root}/urdf/panda.urdf',
+        f'{root}/config/panda_joint_limits.yaml',
+        size=64,
+    )
     twin.close()
 
 
@@ -200,10 +224,10 @@ def test_a_candidate_the_gate_refuses_before_moving_gives_way_to_the_next_best(s
     record = mpc.step('pick up the red cube', stage, objects, dict(objects), q, width, 0)
     ranked = sorted((c for c in record.candidates if not c['collisions']), key=lambda c: -c['total'])
     moved = np.abs(sim.arm_positions() - q).max() > 0.01
-    if before_motion:      # the best two were refused before moving: the third best ran
+    if before_motion:  # the best two were refused before moving: the third best ran
         assert gate.tried == [c['id'] for c in ranked[:3]] and record.chosen == ranked[2]['id'] and moved
         assert 'after the safety gate refused' in record.note and gate.tried[0] in record.note
-    else:                  # stopped while moving: the step ends there, no other candidate is tried
+    else:  # stopped while moving: the step ends there, no other candidate is tried
         assert gate.tried == [ranked[0]['id']] and record.chosen == ranked[0]['id'] and 'not completed' in record.note
 
 

@@ -1,6 +1,7 @@
 """The rigid-coupled rotation module: the axes image goes to a VLM over the real chat protocol
 (a loopback server stands in for the hosted model), the answer becomes an object and gripper
 rotation, and a non-VLM backend or a garbage reply skips the module with the reason."""
+
 import json
 
 import numpy as np
@@ -21,15 +22,19 @@ def test_vlm_answer_becomes_object_and_gripper_rotation():
         answer = rotation.ask(backend, 'turn the block so its long side faces the robot', 'green block', IMAGE)
         sent = server.requests[0]['json']
     assert 'green block' in json.dumps(sent['messages']) and any(
-        part.get('type') == 'image_url' for m in sent['messages'] if isinstance(m['content'], list) for part in m['content'])
+        part.get('type') == 'image_url'
+        for m in sent['messages']
+        if isinstance(m['content'], list)
+        for part in m['content']
+    )
     assert answer.axis == 'z' and answer.angle == pytest.approx(np.pi / 2)
-    tilted = Rotation.from_euler('x', 0.4).as_matrix()                 # the object's own z is not the world's
+    tilted = Rotation.from_euler('x', 0.4).as_matrix()  # the object's own z is not the world's
     target = answer.object_rotation(tilted)
-    assert np.allclose(target[:, 2], tilted[:, 2])                      # turned about its own z axis
-    assert np.allclose(target[:, 0], tilted[:, 1])                      # x now where y was: +90 degrees
+    assert np.allclose(target[:, 2], tilted[:, 2])  # turned about its own z axis
+    assert np.allclose(target[:, 0], tilted[:, 1])  # x now where y was: +90 degrees
     gripper = Rotation.from_euler('y', np.pi).as_matrix()
     moved = answer.gripper_rotation(tilted, gripper)
-    assert np.allclose(moved @ gripper.T, target @ tilted.T)            # the same world rotation as the object
+    assert np.allclose(moved @ gripper.T, target @ tilted.T)  # the same world rotation as the object
 
 
 def test_not_a_vlm_or_garbage_skips_the_module_with_a_reason():
@@ -52,8 +57,8 @@ def test_mpc_turns_the_carrying_grip_by_the_answer_and_skips_without_a_vlm(sim):
     from twinloop_execution.kinematics import Arm
     from twinloop_planning.ports.in_process import SimPorts
     from twinloop_scoring import vqa
-    from twinloop_twin import scene
     from twinloop_twin.twin import MeshLibrary, SimTwin
+
     root = os.environ['TWINLOOP_ROOT']
     twin = SimTwin(MeshLibrary.from_scene(sim.config), sim.config.cameras)
     arm = Arm.panda()
@@ -63,8 +68,12 @@ def test_mpc_turns_the_carrying_grip_by_the_answer_and_skips_without_a_vlm(sim):
         with ChatServer(json.dumps({'axis': 'z', 'direction': 'negative', 'degrees': 45})) as server:
             ports = SimPorts(sim, twin, config, [], f'{root}/urdf/panda.urdf', f'{root}/config/panda_joint_limits.yaml')
             ports.sync()
-            mpc = AntiGroundingMpc(ports.ports(QuietProgress(notes.append)), arm, MpcConfig(),
-                                   OpenAIHTTPBackend(server.url, 'test-vlm', retries=0, cache=False))
+            mpc = AntiGroundingMpc(
+                ports.ports(QuietProgress(notes.append)),
+                arm,
+                MpcConfig(),
+                OpenAIHTTPBackend(server.url, 'test-vlm', retries=0, cache=False),
+            )
             grasp = np.array(HOME_GRIP)
             turned = mpc._rotation('turn it', 'green_block', (1.0, 0, 0, 0), grasp)
             assert len(server.requests) == 1 and 'axis' in notes[-1]

@@ -1,5 +1,6 @@
 """The annealed sampler: radius and dispersion follow the schedule, experience biases the
 directions, a sub-task transition resets both."""
+
 import numpy as np
 import pytest
 
@@ -16,7 +17,7 @@ def test_radius_schedule():
         samples = sampler.sample(ee, 50)
         distances = [np.linalg.norm(s.goal - ee) for s in samples]
         assert max(distances) <= sampler.radius(t) + 1e-12
-        assert np.median(distances) > 0.6 * sampler.radius(t)   # uniform in the ball's volume: most lie far out
+        assert np.median(distances) > 0.6 * sampler.radius(t)  # uniform in the ball's volume: most lie far out
         sampler.feedback(samples, np.zeros(len(samples)))
     assert sampler.dispersion(0) > sampler.dispersion(5) > config.angle_min
 

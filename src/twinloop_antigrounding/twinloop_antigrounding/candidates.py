@@ -17,12 +17,13 @@ OPEN_FIRST_AT = 0.01  # [s] an opening before moving is commanded at a point at 
 @dataclass
 class Proposal:
     """A candidate: segments of arm joint waypoints, each ending with a gripper width (None: unchanged)."""
+
     id: str
-    sample: Sample                   # the sampled goal and gripper event it was built from
-    segments: list                   # [(waypoints [n x 7], end positions [n x 3], gripper width or None)]
-    open_first: bool = False         # open the gripper before moving (at time 0, for grip_pause)
-    times: list = field(default_factory=list)        # per flattened waypoint [s]
-    events: list = field(default_factory=list)       # per flattened waypoint GRIPPER_*
+    sample: Sample  # the sampled goal and gripper event it was built from
+    segments: list  # [(waypoints [n x 7], end positions [n x 3], gripper width or None)]
+    open_first: bool = False  # open the gripper before moving (at time 0, for grip_pause)
+    times: list = field(default_factory=list)  # per flattened waypoint [s]
+    events: list = field(default_factory=list)  # per flattened waypoint GRIPPER_*
     description: str = ''
 
     def waypoints(self):
@@ -91,7 +92,7 @@ class CandidateBuilder:
                 proposal.events.append(GRIPPER_NONE)
             if width is not None:
                 proposal.events[-1] = GRIPPER_CLOSE if width == CLOSED_WIDTH else GRIPPER_OPEN
-                t += c.grip_pause       # hold the last waypoint while the fingers move
+                t += c.grip_pause  # hold the last waypoint while the fingers move
             previous = positions[-1]
 
 
@@ -109,6 +110,12 @@ def timed_path(proposal, start_q):
 
 def segments(proposal):
     """The proposal as the executor runs it: one JointSegment per segment, gripper commands around them."""
-    return [JointSegment(waypoints, OPEN_WIDTH if i == 0 and proposal.open_first else KEEP,
-                         KEEP if width is None else float(width), f'{proposal.id} segment {i + 1}')
-            for i, (waypoints, _, width) in enumerate(proposal.segments)]
+    return [
+        JointSegment(
+            waypoints,
+            OPEN_WIDTH if i == 0 and proposal.open_first else KEEP,
+            KEEP if width is None else float(width),
+            f'{proposal.id} segment {i + 1}',
+        )
+        for i, (waypoints, _, width) in enumerate(proposal.segments)
+    ]

@@ -11,20 +11,20 @@ class MpcConfig:
 
     num_candidates: int = 16
     max_steps_per_stage: int = 10
-    stage_r0: dict = field(default_factory=lambda: {'release': 0.06})   # [m] R_0 per stage (default: sampler.r0)
-    goal_prior: float = 1.0          # weight of the sub-goal direction among the experience (0: paper-only)
-    speed: float = 0.4               # [m/s] end-effector speed of candidate motions in the twin
-    min_duration: float = 0.3        # [s] per candidate segment
-    grip_pause: float = 0.3          # [s] for the fingers after a gripper event
-    settle: float = 0.2              # [s] simulated after a candidate's last point
-    lift_after_grasp: float = 0.03   # [m] a close candidate rises this much after closing
+    stage_r0: dict = field(default_factory=lambda: {'release': 0.06})  # [m] R_0 per stage (default: sampler.r0)
+    goal_prior: float = 1.0  # weight of the sub-goal direction among the experience (0: paper-only)
+    speed: float = 0.4  # [m/s] end-effector speed of candidate motions in the twin
+    min_duration: float = 0.3  # [s] per candidate segment
+    grip_pause: float = 0.3  # [s] for the fingers after a gripper event
+    settle: float = 0.2  # [s] simulated after a candidate's last point
+    lift_after_grasp: float = 0.03  # [m] a close candidate rises this much after closing
     back_off_after_release: float = 0.05  # [m] an open candidate rises this much after opening
-    ik_points: int = 3               # Cartesian waypoints per segment (IK each)
+    ik_points: int = 3  # Cartesian waypoints per segment (IK each)
     blocked_distance: float = 0.015  # [m] a rollout ending farther from its goal was blocked: not chosen
-    gate_retries: int = 3            # next-best candidates tried when the safety gate refuses one before it moves
-    min_height: float = 0.015        # [m] candidate goals below this grip-site height are dropped (fingertips reach lower)
-    max_candidates: int = 64         # largest num_candidates a goal may ask for
-    rotation_agent: str = ''         # agent of agents_file answering the rotation module (a VLM); '': off
+    gate_retries: int = 3  # next-best candidates tried when the safety gate refuses one before it moves
+    min_height: float = 0.015  # [m] candidate goals below this grip-site height are dropped (fingertips reach lower)
+    max_candidates: int = 64  # largest num_candidates a goal may ask for
+    rotation_agent: str = ''  # agent of agents_file answering the rotation module (a VLM); '': off
     agents_file: str = 'vlm_agents.yaml'  # agent definitions, relative to the engine config folder
     seed: int = 0
     sampler: SamplerConfig = field(default_factory=SamplerConfig)

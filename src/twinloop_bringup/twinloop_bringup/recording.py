@@ -2,6 +2,7 @@
 and Foxglove. Messages are stored exactly as DDS delivered them (rclpy raw subscriptions, CDR);
 twinloop's own message definitions are registered from the installed interface package so
 the bag carries their definitions."""
+
 import threading
 from pathlib import Path
 
@@ -41,8 +42,9 @@ class BagRecorder:
         for topic, msg_class in topics.items():
             connection = self.writer.add_connection(topic, type_name(msg_class), typestore=store)
             qos = SENSOR_QOS if topic in sensor_topics else STATE_QOS
-            node.create_subscription(msg_class, topic, lambda data, c=connection, t=topic: self._write(c, t, node, data),
-                                     qos, raw=True)
+            node.create_subscription(
+                msg_class, topic, lambda data, c=connection, t=topic: self._write(c, t, node, data), qos, raw=True
+            )
 
     def _write(self, connection, topic, node, data):
         with self.lock:

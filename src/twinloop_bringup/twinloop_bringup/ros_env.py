@@ -5,6 +5,7 @@ ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and the Fast DDS profile config/fastdds_
 (shared memory + UDP on 127.0.0.1 only). Test sessions and demo runs each take a domain id of
 their own so that concurrent runs on one machine never see each other's nodes.
 """
+
 import fcntl
 import os
 from pathlib import Path
@@ -25,6 +26,7 @@ def config_dir():
     """The workspace's config/ folder: installed share dir, else the source tree."""
     try:
         from ament_index_python.packages import get_package_share_directory
+
         installed = Path(get_package_share_directory('twinloop_bringup')) / 'config'
         if (installed / PROFILE_NAME).exists():
             return installed

@@ -5,6 +5,7 @@ librealsense pipeline), aligns depth to colour, and reconnects after an unplug. 
 before this module in ROS processes: pyrealsense2 carries its own Fast DDS and importing it first
 crashes the process at exit.
 """
+
 import time
 from dataclasses import dataclass
 
@@ -20,9 +21,9 @@ class NoDevice(RuntimeError):
 
 @dataclass
 class StreamConfig:
-    name: str                       # ROS camera name, e.g. "front"
-    serial: str = ''                # device serial number; empty: the only connected device
-    playback_file: str = ''         # a recorded file instead of a device (tests, replays)
+    name: str  # ROS camera name, e.g. "front"
+    serial: str = ''  # device serial number; empty: the only connected device
+    playback_file: str = ''  # a recorded file instead of a device (tests, replays)
     width: int = 640
     height: int = 480
     fps: int = 30
@@ -30,10 +31,10 @@ class StreamConfig:
 
 @dataclass
 class Frame:
-    rgb: np.ndarray                 # (h, w, 3) uint8
-    depth: np.ndarray               # (h, w) float32 metres, aligned to colour; 0 = no reading
-    intrinsics: Intrinsics          # of the colour stream (depth is aligned to it)
-    timestamp: float                # device time [s]
+    rgb: np.ndarray  # (h, w, 3) uint8
+    depth: np.ndarray  # (h, w) float32 metres, aligned to colour; 0 = no reading
+    intrinsics: Intrinsics  # of the colour stream (depth is aligned to it)
+    timestamp: float  # device time [s]
     number: int
 
 
@@ -56,11 +57,17 @@ class RealSenseStream:
         else:
             serials = connected_serials()
             if not serials:
-                raise NoDevice(f'camera {self.config.name}: no RealSense device connected (check USB 3 cable and udev rules)')
+                raise NoDevice(
+                    f'camera {self.config.name}: no RealSense device connected (check USB 3 cable and udev rules)'
+                )
             if self.config.serial and self.config.serial not in serials:
-                raise NoDevice(f'camera {self.config.name}: serial {self.config.serial} not connected; connected: {serials}')
+                raise NoDevice(
+                    f'camera {self.config.name}: serial {self.config.serial} not connected; connected: {serials}'
+                )
             if not self.config.serial and len(serials) > 1:
-                raise NoDevice(f'camera {self.config.name}: {len(serials)} devices connected ({serials}); set its serial')
+                raise NoDevice(
+                    f'camera {self.config.name}: {len(serials)} devices connected ({serials}); set its serial'
+                )
             cfg.enable_device(self.config.serial or serials[0])
             cfg.enable_stream(rs.stream.color, self.config.width, self.config.height, rs.format.rgb8, self.config.fps)
             cfg.enable_stream(rs.stream.depth, self.config.width, self.config.height, rs.format.z16, self.config.fps)
@@ -128,8 +135,9 @@ def record_software_device(path, frames, intrinsics, depth_units=0.001, serial='
     for number, (rgb, depth_m) in enumerate(frames):
         timestamp = number * 1000.0 / fps
         for sensor, profile, pixels, bpp in (
-                (color_sensor, color_profile, np.ascontiguousarray(rgb, np.uint8), 3),
-                (depth_sensor, depth_profile, np.round(np.asarray(depth_m) / depth_units).astype(np.uint16), 2)):
+            (color_sensor, color_profile, np.ascontiguousarray(rgb, np.uint8), 3),
+            (depth_sensor, depth_profile, np.round(np.asarray(depth_m) / depth_units).astype(np.uint16), 2),
+        ):
             frame = rs.software_video_frame()
             frame.pixels, frame.bpp, frame.stride = pixels, bpp, intrinsics.width * bpp
             frame.timestamp, frame.domain, frame.frame_number = timestamp, rs.timestamp_domain.hardware_clock, number

@@ -3,6 +3,7 @@ serial number, with reconnect; extrinsics from the calibration YAML on /cameras/
 (and as static transforms where tf2_ros exists). Topics match world_sim's, so everything
 downstream runs unchanged on real cameras.
 """
+
 import threading
 import time
 
@@ -18,7 +19,6 @@ from twinloop_ros import conversions as ros_conversions, node_runner
 from twinloop_ros.topics import LATCHED_QOS, SENSOR_QOS, camera_topic
 
 
-
 def _doc(text, dynamic_typing=False):
     return ParameterDescriptor(description=text, dynamic_typing=dynamic_typing)
 
@@ -29,22 +29,38 @@ class RealSenseCameraNode(Node):
         self.running, self.threads = True, []
         names = self.declare_parameter('cameras', ['front'], _doc('camera names; each has <name>.serial etc.')).value
         self.depth_encoding = self.declare_parameter('depth_encoding', '16UC1', _doc('16UC1 (mm) or 32FC1 (m)')).value
-        self.reconnect_period = self.declare_parameter('reconnect_period', 2.0, _doc('seconds between reconnect attempts')).value
-        calibration_file = self.declare_parameter('calibration_file', '', _doc('extrinsics YAML (empty: none published)')).value
+        self.reconnect_period = self.declare_parameter(
+            'reconnect_period', 2.0, _doc('seconds between reconnect attempts')
+        ).value
+        calibration_file = self.declare_parameter(
+            'calibration_file', '', _doc('extrinsics YAML (empty: none published)')
+        ).value
         ros_conversions.depth_for_encoding(__import__('numpy').zeros((1, 1)), self.depth_encoding)
         self.streams = []
         for name in names:
             p = lambda key, default, doc, n=name: self.declare_parameter(f'{n}.{key}', default, _doc(doc)).value  # noqa: E731
             # serial numbers are digits: typed dynamically so a YAML/CLI integer is accepted too
-            serial = str(self.declare_parameter(f'{name}.serial', '', _doc('device serial number (empty: the only device)', True)).value)
-            config = realsense.StreamConfig(name, serial,
-                                            p('playback_file', '', 'play a recording instead of a device'),
-                                            p('width', 640, 'colour and depth width [px]'), p('height', 480, '[px]'),
-                                            p('fps', 30, 'frames per second'))
+            serial = str(
+                self.declare_parameter(
+                    f'{name}.serial', '', _doc('device serial number (empty: the only device)', True)
+                ).value
+            )
+            config = realsense.StreamConfig(
+                name,
+                serial,
+                p('playback_file', '', 'play a recording instead of a device'),
+                p('width', 640, 'colour and depth width [px]'),
+                p('height', 480, '[px]'),
+                p('fps', 30, 'frames per second'),
+            )
             self.streams.append(realsense.RealSenseStream(config))
-        self.pubs = {s.config.name: {k: self.create_publisher(t, camera_topic(s.config.name, k), SENSOR_QOS)
-                                     for k, t in (('color', Image), ('depth', Image), ('color_info', CameraInfo), ('depth_info', CameraInfo))}
-                     for s in self.streams}
+        self.pubs = {
+            s.config.name: {
+                k: self.create_publisher(t, camera_topic(s.config.name, k), SENSOR_QOS)
+                for k, t in (('color', Image), ('depth', Image), ('color_info', CameraInfo), ('depth_info', CameraInfo))
+            }
+            for s in self.streams
+        }
         self.publish_extrinsics(calibration.load(calibration_file) if calibration_file else {})
         self.threads = [threading.Thread(target=self.run, args=(s,), daemon=True) for s in self.streams]
         for thread in self.threads:
@@ -80,7 +96,9 @@ class RealSenseCameraNode(Node):
             try:
                 if stream.pipeline is None:
                     stream.open()
-                    self.get_logger().info(f'camera {name}: streaming {stream.intrinsics.width}x{stream.intrinsics.height}')
+                    self.get_logger().info(
+                        f'camera {name}: streaming {stream.intrinsics.width}x{stream.intrinsics.height}'
+                    )
                 self.publish(name, stream.read())
             except (realsense.NoDevice, RuntimeError) as exc:
                 self.get_logger().error(f'{exc}; retrying in {self.reconnect_period:.1f} s', throttle_duration_sec=10.0)
@@ -93,8 +111,11 @@ class RealSenseCameraNode(Node):
         info = ros_conversions.camera_info_msg(frame.intrinsics, header)
         pubs = self.pubs[name]
         pubs['color'].publish(ros_conversions.image_msg(frame.rgb, 'rgb8', header))
-        pubs['depth'].publish(ros_conversions.image_msg(ros_conversions.depth_for_encoding(frame.depth, self.depth_encoding),
-                                                        self.depth_encoding, header))
+        pubs['depth'].publish(
+            ros_conversions.image_msg(
+                ros_conversions.depth_for_encoding(frame.depth, self.depth_encoding), self.depth_encoding, header
+            )
+        )
         pubs['color_info'].publish(info)
         pubs['depth_info'].publish(info)
 

@@ -29,9 +29,14 @@ class Outer:
 def test_config_is_validated_with_the_key_named():
     config = load_config(Outer, {'steps': 5, 'speed': 1, 'flags': [3], 'inner': {'radius': 2}}, 'outer.yaml')
     assert config == Outer(5, 1.0, 'x', (3,), Inner(2.0)) and isinstance(config.speed, float)
-    for data, message in [({'stepz': 1}, "unknown keys ['stepz']"), ({'steps': 1.5}, 'steps must be int'),
-                          ({'steps': True}, 'steps must be int'), ({'name': 3}, 'name must be str'),
-                          ({'inner': {'radius': 'far'}}, 'inner: radius must be float'), ([1], 'expected a mapping')]:
+    for data, message in [
+        ({'stepz': 1}, "unknown keys ['stepz']"),
+        ({'steps': 1.5}, 'steps must be int'),
+        ({'steps': True}, 'steps must be int'),
+        ({'name': 3}, 'name must be str'),
+        ({'inner': {'radius': 'far'}}, 'inner: radius must be float'),
+        ([1], 'expected a mapping'),
+    ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_config(Outer, data, 'outer.yaml')
 

@@ -117,8 +117,10 @@ def engine_class(name):
         return ENGINES[name]
     available = sorted(ENGINES)
     if name in PROVIDERS:
-        raise UnknownEngine(f'strategy {name!r} is not available here: its engine comes with package {PROVIDERS[name]}, '
-                            f'which is not built yet; available: {available}')
+        raise UnknownEngine(
+            f'strategy {name!r} is not available here: its engine comes with package {PROVIDERS[name]}, '
+            f'which is not built yet; available: {available}'
+        )
     raise UnknownEngine(f'unknown strategy {name!r}: no engine of that name is registered; available: {available}')
 
 

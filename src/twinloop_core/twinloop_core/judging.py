@@ -1,6 +1,7 @@
 """Whether sub-tasks are done, judged on object states {id: (position, quat wxyz, size xyz)}:
 picked objects raised, placed ones inside their destination's footprint. Used on perceived
 state by the orchestrator and on ground truth by evaluations."""
+
 from types import SimpleNamespace
 
 import numpy as np

@@ -11,6 +11,7 @@ LeRobot does; `load` reads a dataset back the way LeRobotDataset does (the parqu
 features of info.json). LeRobotDataset itself is not installed here: its package needs
 torchvision and huggingface-hub < 1, which the pinned transformers excludes.
 """
+
 import json
 from pathlib import Path
 
@@ -31,6 +32,7 @@ DEFAULT_FEATURES = {
 def hf_features(features):
     """datasets.Features for LeRobot feature specs."""
     import datasets
+
     out = {}
     for key, spec in features.items():
         if spec['dtype'] == 'image':
@@ -45,13 +47,18 @@ def hf_features(features):
 def _stats(values):
     values = np.asarray(values, float)
     axes = tuple(range(values.ndim - 1)) if values.ndim > 1 else 0
-    return {'min': np.min(values, axis=axes).tolist(), 'max': np.max(values, axis=axes).tolist(),
-            'mean': np.mean(values, axis=axes).tolist(), 'std': np.std(values, axis=axes).tolist(), 'count': [len(values)]}
+    return {
+        'min': np.min(values, axis=axes).tolist(),
+        'max': np.max(values, axis=axes).tolist(),
+        'mean': np.mean(values, axis=axes).tolist(),
+        'std': np.std(values, axis=axes).tolist(),
+        'count': [len(values)],
+    }
 
 
 def _image_stats(images, samples=10):
     """Per-channel statistics over a few frames (uint8 images scaled to 0..1, as LeRobot does)."""
-    picked = np.stack(images[::max(1, len(images) // samples)]).astype(float)
+    picked = np.stack(images[:: max(1, len(images) // samples)]).astype(float)
     channels = picked.shape[-1] if picked.ndim == 4 else 1
     return _stats(picked.reshape(-1, channels) / (255.0 if images[0].dtype == np.uint8 else 1.0))
 
@@ -82,6 +89,7 @@ class LeRobotWriter:
         """Write the buffered frames as the next episode of `task` (its language instruction)."""
         import datasets
         from PIL import Image
+
         if not self.frames:
             raise ValueError('an episode needs at least one frame')
         task_index = self.tasks.setdefault(task, len(self.tasks))
@@ -93,7 +101,9 @@ class LeRobotWriter:
                 if key in DEFAULT_FEATURES:
                     continue
                 value = frame[key]
-                columns[key].append(Image.fromarray(value) if spec['dtype'] == 'image' else np.asarray(value, spec['dtype']).tolist())
+                columns[key].append(
+                    Image.fromarray(value) if spec['dtype'] == 'image' else np.asarray(value, spec['dtype']).tolist()
+                )
             columns['timestamp'].append(i / self.fps)
             columns['frame_index'].append(i)
             columns['episode_index'].append(episode_index)
@@ -103,8 +113,13 @@ class LeRobotWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         datasets.Dataset.from_dict(columns, features=hf_features(self.features)).to_parquet(str(path))
         stats = {key: _stats(columns[key]) for key, spec in self.features.items() if spec['dtype'] != 'image'}
-        stats.update({key: _image_stats([f[key] for f in self.frames]) for key, spec in self.features.items()
-                      if spec['dtype'] == 'image'})
+        stats.update(
+            {
+                key: _image_stats([f[key] for f in self.frames])
+                for key, spec in self.features.items()
+                if spec['dtype'] == 'image'
+            }
+        )
         self.episodes.append({'episode_index': episode_index, 'tasks': [task], 'length': len(self.frames)})
         with open(self.root / 'meta' / 'episodes.jsonl', 'a') as f:
             f.write(json.dumps(self.episodes[-1]) + '\n')
@@ -116,26 +131,53 @@ class LeRobotWriter:
 
     def _write_meta(self):
         (self.root / 'meta' / 'tasks.jsonl').write_text(
-            ''.join(json.dumps({'task_index': i, 'task': t}) + '\n' for t, i in self.tasks.items()))
+            ''.join(json.dumps({'task_index': i, 'task': t}) + '\n' for t, i in self.tasks.items())
+        )
         total = len(self.episodes)
-        info = {'codebase_version': CODEBASE_VERSION, 'robot_type': self.robot_type, 'total_episodes': total,
-                'total_frames': sum(e['length'] for e in self.episodes), 'total_tasks': len(self.tasks), 'total_videos': 0,
-                'total_chunks': (total - 1) // CHUNK_SIZE + 1, 'chunks_size': CHUNK_SIZE, 'fps': self.fps,
-                'splits': {'train': f'0:{total}'}, 'data_path': DATA_PATH, 'video_path': None, 'features': self.features}
+        info = {
+            'codebase_version': CODEBASE_VERSION,
+            'robot_type': self.robot_type,
+            'total_episodes': total,
+            'total_frames': sum(e['length'] for e in self.episodes),
+            'total_tasks': len(self.tasks),
+            'total_videos': 0,
+            'total_chunks': (total - 1) // CHUNK_SIZE + 1,
+            'chunks_size': CHUNK_SIZE,
+            'fps': self.fps,
+            'splits': {'train': f'0:{total}'},
+            'data_path': DATA_PATH,
+            'video_path': None,
+            'features': self.features,
+        }
         (self.root / 'meta' / 'info.json').write_text(json.dumps(info, indent=2))
 
 
 def load(root):
     """(info, tasks {index: text}, episodes [dict], datasets.Dataset of every frame) of a dataset."""
     import datasets
+
     root = Path(root)
     info = json.loads((root / 'meta' / 'info.json').read_text())
     if info['codebase_version'] != CODEBASE_VERSION:
         raise ValueError(f'{root}: codebase_version {info["codebase_version"]}, this reader reads {CODEBASE_VERSION}')
-    tasks = {t['task_index']: t['task'] for t in map(json.loads, (root / 'meta' / 'tasks.jsonl').read_text().splitlines())}
+    tasks = {
+        t['task_index']: t['task'] for t in map(json.loads, (root / 'meta' / 'tasks.jsonl').read_text().splitlines())
+    }
     episodes = [json.loads(line) for line in (root / 'meta' / 'episodes.jsonl').read_text().splitlines()]
-    files = [str(root / info['data_path'].format(episode_chunk=e['episode_index'] // info['chunks_size'],
-                                                 episode_index=e['episode_index'])) for e in episodes]
-    frames = datasets.load_dataset('parquet', data_files=files, features=hf_features(info['features']), split='train',
-                                   cache_dir=str(root / '.cache'))
+    files = [
+        str(
+            root
+            / info['data_path'].format(
+                episode_chunk=e['episode_index'] // info['chunks_size'], episode_index=e['episode_index']
+            )
+        )
+        for e in episodes
+    ]
+    frames = datasets.load_dataset(
+        'parquet',
+        data_files=files,
+        features=hf_features(info['features']),
+        split='train',
+        cache_dir=str(root / '.cache'),
+    )
     return info, tasks, episodes, frames

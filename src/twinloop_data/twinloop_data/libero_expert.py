@@ -11,6 +11,7 @@ the rim (fingers across the wall), everything else across its narrower side at m
     . ./twinloop_env.sh && python -m twinloop_data.libero_expert --suite libero_spatial --tasks 0 1 \\
         --successes 20 --out data/libero_spatial_demos
 """
+
 import argparse
 import json
 import os
@@ -34,12 +35,20 @@ ACTION_NAMES = [f'{j}_target' for j in scene.ARM_JOINTS] + ['gripper_close']
 
 def features(image_size):
     image = {'dtype': 'image', 'shape': [image_size, image_size, 3], 'names': ['height', 'width', 'channel']}
-    depth = {'dtype': 'image', 'shape': [image_size, image_size, 1], 'names': ['height', 'width', 'channel'],
-             'info': {'unit': 'mm', 'encoding': '16-bit PNG, 0 = no return'}}
-    return {'observation.images.agentview': image, 'observation.images.wrist': image,
-            'observation.depth.agentview': depth, 'observation.depth.wrist': depth,
-            'observation.state': {'dtype': 'float32', 'shape': [len(STATE_NAMES)], 'names': STATE_NAMES},
-            'action': {'dtype': 'float32', 'shape': [len(ACTION_NAMES)], 'names': ACTION_NAMES}}
+    depth = {
+        'dtype': 'image',
+        'shape': [image_size, image_size, 1],
+        'names': ['height', 'width', 'channel'],
+        'info': {'unit': 'mm', 'encoding': '16-bit PNG, 0 = no return'},
+    }
+    return {
+        'observation.images.agentview': image,
+        'observation.images.wrist': image,
+        'observation.depth.agentview': depth,
+        'observation.depth.wrist': depth,
+        'observation.state': {'dtype': 'float32', 'shape': [len(STATE_NAMES)], 'names': STATE_NAMES},
+        'action': {'dtype': 'float32', 'shape': [len(ACTION_NAMES)], 'names': ACTION_NAMES},
+    }
 
 
 class ExpertFailed(Exception):
@@ -53,7 +62,7 @@ def goal_of(world):
         raise ExpertFailed(f'the expert does one "On/In object destination" goal, not {goal}')
     _, obj, destination = goal[0]
     names = {name for name, *_ in world.objects()}
-    if destination not in names:     # a region of an object or fixture, e.g. basket_1_contain_region
+    if destination not in names:  # a region of an object or fixture, e.g. basket_1_contain_region
         destination = max((n for n in names if destination.startswith(n + '_')), key=len, default=destination)
     if obj not in names or destination not in names:
         raise ExpertFailed(f'goal {goal[0]} names things not in the scene {sorted(names)}')
@@ -71,7 +80,7 @@ class LiberoExpert:
         """[(grip position, quat wxyz, gripper closed after)] for the pick-and-place."""
         objects = self.twin.planner_objects(self.world.objects())
         (p, q, size), (d, _, d_size) = objects[obj], objects[destination]
-        if any(k in obj for k in RIM_GRASPED):   # the rim on the +y or -y side, fingers across the wall
+        if any(k in obj for k in RIM_GRASPED):  # the rim on the +y or -y side, fingers across the wall
             others = [box[0] for n, box in objects.items() if n != obj]
             sides = [np.array([0.0, s, 0.0]) for s in (1.0, -1.0)]
             side = max(sides, key=lambda v: min(np.linalg.norm((p + v * size[1] / 2 - o)[:2]) for o in others))
@@ -80,11 +89,17 @@ class LiberoExpert:
         else:
             grip = p + (0, 0, min(size[2] / 2, 0.04))
             quat = grasp_orientation(q, size)
-        hold = grip - p                                   # the grip relative to the object's bottom centre
+        hold = grip - p  # the grip relative to the object's bottom centre
         top = d + (0, 0, d_size[2])
         place = top + hold + (0, 0, 0.02)
-        return [(grip + (0, 0, 0.12), quat, False), (grip, quat, True), (grip + (0, 0, 0.18), quat, True),
-                (place + (0, 0, 0.12), quat, True), (place, quat, False), (place + (0, 0, 0.10), quat, False)]
+        return [
+            (grip + (0, 0, 0.12), quat, False),
+            (grip, quat, True),
+            (grip + (0, 0, 0.18), quat, True),
+            (place + (0, 0, 0.12), quat, True),
+            (place, quat, False),
+            (place + (0, 0, 0.10), quat, False),
+        ]
 
     def run(self, record):
         """Drive the world through the task; record(frame) gets every control step. True on LIBERO success."""
@@ -95,9 +110,18 @@ class LiberoExpert:
             result = self.arm.ik.solve(self.arm.q_full(q), target, quat)
             if not result.converged:
                 raise ExpertFailed(f'no IK solution for {np.round(target, 3)}')
-            path = trajectory.parametrize(np.vstack([q, result.positions]), self.limits.velocity, self.limits.acceleration,
-                                          self.jerk, self.velocity_scale, period=1.0 / self.world.control_freq)
-            times = np.arange(1, int(np.ceil((path.duration + 0.2) * self.world.control_freq)) + 1) / self.world.control_freq
+            path = trajectory.parametrize(
+                np.vstack([q, result.positions]),
+                self.limits.velocity,
+                self.limits.acceleration,
+                self.jerk,
+                self.velocity_scale,
+                period=1.0 / self.world.control_freq,
+            )
+            times = (
+                np.arange(1, int(np.ceil((path.duration + 0.2) * self.world.control_freq)) + 1)
+                / self.world.control_freq
+            )
             commands = [(path.sample(t), self.world.gripper_closed) for t in times]
             if close != self.world.gripper_closed:
                 commands += [(result.positions, close)] * int(0.6 * self.world.control_freq)
@@ -112,8 +136,10 @@ class LiberoExpert:
         return self.world.success()
 
     def _frame(self, arm_target, closed):
-        frame = {'observation.state': np.concatenate([self.world.arm_positions(), self.world.finger_positions()]),
-                 'action': np.append(arm_target, 1.0 if closed else -1.0)}
+        frame = {
+            'observation.state': np.concatenate([self.world.arm_positions(), self.world.finger_positions()]),
+            'action': np.append(arm_target, 1.0 if closed else -1.0),
+        }
         for name in ('agentview', 'wrist'):
             camera = self.world.camera(name)
             frame[f'observation.images.{name}'] = camera.rgb
@@ -151,10 +177,18 @@ def main():
                 successes += 1
             else:
                 writer.discard_episode()
-            print(f'{args.suite} task {task_id} init state {attempts - 1}: {"success" if ok else "failure"} '
-                  f'({world.steps} steps); {successes}/{attempts} so far', flush=True)
-        report['tasks'][task_id] = {'instruction': world.instruction, 'successes': successes, 'attempts': attempts,
-                                    'success_rate': successes / max(attempts, 1), 'wall_s': round(time.monotonic() - started)}
+            print(
+                f'{args.suite} task {task_id} init state {attempts - 1}: {"success" if ok else "failure"} '
+                f'({world.steps} steps); {successes}/{attempts} so far',
+                flush=True,
+            )
+        report['tasks'][task_id] = {
+            'instruction': world.instruction,
+            'successes': successes,
+            'attempts': attempts,
+            'success_rate': successes / max(attempts, 1),
+            'wall_s': round(time.monotonic() - started),
+        }
         world.close()
     print(json.dumps(report, indent=2))
     (Path(args.out) / 'meta' / 'expert_report.json').write_text(json.dumps(report, indent=2))

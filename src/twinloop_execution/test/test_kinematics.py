@@ -1,4 +1,5 @@
 """Panda IK (mink) on the scene model: reachable targets are reached in simulation, unreachable ones are reported."""
+
 import os
 
 import numpy as np
@@ -30,8 +31,9 @@ def test_only_fingers_closed_on_something_carry_what_one_of_them_touches(width, 
     from twinloop_core.geometry import HOME_GRIP
     from twinloop_twin import scene
     from twinloop_twin.twin import Detection, MeshLibrary, SimTwin
+
     config = scene.SceneConfig.from_yaml(os.path.join(os.environ['TWINLOOP_ROOT'], 'config', 'scenes', 'tabletop.yaml'))
-    cube = next(o for o in config.objects if o.id == 'red_cube')      # 5 cm
+    cube = next(o for o in config.objects if o.id == 'red_cube')  # 5 cm
     twin = SimTwin(MeshLibrary.from_scene(config), [])
     try:
         twin.sync([Detection('red_cube', cube.mesh_id, (0.5, 0.0, 0.0), (1, 0, 0, 0))], scene.HOME, width)

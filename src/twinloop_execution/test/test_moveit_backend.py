@@ -1,4 +1,5 @@
 """The MoveIt backend, where moveit_py exists (a ROS 2 workstation); skipped with the reason here."""
+
 import pytest
 
 from twinloop_execution import moveit_backend

@@ -1,4 +1,5 @@
 """ruckig timing keeps within the scaled limits and ends exactly at each waypoint."""
+
 import numpy as np
 import pytest
 
@@ -20,7 +21,9 @@ def test_within_limits_and_through_waypoints():
     np.testing.assert_allclose(path.sample(path.duration), waypoints[-1], atol=1e-9)
 
 
-@pytest.mark.parametrize('waypoints, scale', [([np.zeros(7)], 0.5), ([np.zeros(7), np.zeros(7)], 0.5), ([np.zeros(7), np.ones(7)], 0.0)])
+@pytest.mark.parametrize(
+    'waypoints, scale', [([np.zeros(7)], 0.5), ([np.zeros(7), np.zeros(7)], 0.5), ([np.zeros(7), np.ones(7)], 0.0)]
+)
 def test_bad_requests(waypoints, scale):
     with pytest.raises(ValueError):
         trajectory.parametrize(waypoints, VEL, ACC, JERK, scale=scale)

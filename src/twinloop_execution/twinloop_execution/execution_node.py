@@ -5,6 +5,7 @@ stopped just short of its end by a contact the gate allowed (fingers on an objec
 goes on to its gripper event.
 Cancel holds at once. One goal at a time: a goal arriving while another runs is rejected.
 """
+
 import threading
 import time
 
@@ -57,26 +58,39 @@ class ExecutionNode(Node):
         self.tracking_window = p('tracking_window', 1.0, 'how far behind the expected time a joint may lag [s]')
         self.settle_timeout = p('settle_timeout', 3.0, 'time allowed after the trajectory to reach its end [s]')
         self.goal_tolerance = p('goal_tolerance', 0.002, 'largest joint error at the end of a motion [rad]')
-        self.contact_tolerance = p('contact_tolerance', 0.05, 'a motion stopped short by at most this much (in contact, '
-                                   'e.g. fingers on an object) holds there and goes on [rad]')
+        self.contact_tolerance = p(
+            'contact_tolerance',
+            0.05,
+            'a motion stopped short by at most this much (in contact, '
+            'e.g. fingers on an object) holds there and goes on [rad]',
+        )
         self.gripper_time = p('gripper_time', 1.0, 'time given to a gripper command [s]')
         self.state_wait = p('state_wait', 3.0, 'how long a goal waits for fresh joint states and object poses [s]')
         backend = p('backend', 'embedded', 'embedded (IK + ruckig) or moveit (needs moveit_py)')
-        for name, value in (('robot_description_file', urdf), ('joint_limits_file', limits_yaml), ('safety_file', safety_yaml), ('scene', scene_path)):
+        for name, value in (
+            ('robot_description_file', urdf),
+            ('joint_limits_file', limits_yaml),
+            ('safety_file', safety_yaml),
+            ('scene', scene_path),
+        ):
             if not value:
                 raise ValueError(f'parameter {name!r} is required')
         self.moveit = None
         if backend == 'moveit':
             from twinloop_execution import moveit_backend
+
             if moveit_backend.available():
                 self.moveit = moveit_backend.MoveItExecutor(p('moveit_group', 'panda_arm', 'MoveIt planning group'))
             else:
-                self.get_logger().warning(f'backend "moveit" requested but {moveit_backend.why_unavailable()}; '
-                                          'using the embedded backend')
+                self.get_logger().warning(
+                    f'backend "moveit" requested but {moveit_backend.why_unavailable()}; using the embedded backend'
+                )
         elif backend != 'embedded':
             raise ValueError(f'backend must be "embedded" or "moveit", not {backend!r}')
         joints = list(scene.ARM_JOINTS)
-        self.description_pub = self.create_publisher(String, topics.ROBOT_DESCRIPTION, topics.LATCHED_QOS)   # for RViz's RobotModel
+        self.description_pub = self.create_publisher(
+            String, topics.ROBOT_DESCRIPTION, topics.LATCHED_QOS
+        )  # for RViz's RobotModel
         with open(urdf) as f:
             self.description_pub.publish(String(data=f.read()))
         self.limits = JointLimits.from_description(urdf, limits_yaml, joints)
@@ -91,12 +105,25 @@ class ExecutionNode(Node):
         self.joints = self.joint_state = self.joints_received = self.objects = self.objects_received = None
 
         state_group = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(JointState, topics.JOINT_STATES, self.on_joints, topics.STATE_QOS, callback_group=state_group)
-        self.create_subscription(DetectedObjectArray, objects_topic, self.on_objects, topics.STATE_QOS, callback_group=state_group)
-        self.trajectory_pub = self.create_publisher(JointTrajectory, topics.arm_trajectory(controller), topics.STATE_QOS)
+        self.create_subscription(
+            JointState, topics.JOINT_STATES, self.on_joints, topics.STATE_QOS, callback_group=state_group
+        )
+        self.create_subscription(
+            DetectedObjectArray, objects_topic, self.on_objects, topics.STATE_QOS, callback_group=state_group
+        )
+        self.trajectory_pub = self.create_publisher(
+            JointTrajectory, topics.arm_trajectory(controller), topics.STATE_QOS
+        )
         self.gripper_pub = self.create_publisher(Float64, topics.GRIPPER_COMMAND, topics.STATE_QOS)
-        self.server = ActionServer(self, ExecuteMotion, topics.EXECUTE_MOTION, self.execute, goal_callback=self.on_goal,
-                                   cancel_callback=lambda _: CancelResponse.ACCEPT, callback_group=ReentrantCallbackGroup())
+        self.server = ActionServer(
+            self,
+            ExecuteMotion,
+            topics.EXECUTE_MOTION,
+            self.execute,
+            goal_callback=self.on_goal,
+            cancel_callback=lambda _: CancelResponse.ACCEPT,
+            callback_group=ReentrantCallbackGroup(),
+        )
         self.get_logger().info('execution ready (embedded backend: mink IK + ruckig, safety gate on every trajectory)')
 
     # --- state ---------------------------------------------------------------------------------
@@ -150,8 +177,12 @@ class ExecutionNode(Node):
         deadline = time.monotonic() + self.state_wait
         while time.monotonic() < deadline:
             state, perception = self.state_age(), self.perception_age()
-            if (state is not None and state <= self.safety.state_timeout
-                    and perception is not None and perception <= self.safety.perception_timeout):
+            if (
+                state is not None
+                and state <= self.safety.state_timeout
+                and perception is not None
+                and perception <= self.safety.perception_timeout
+            ):
                 return
             time.sleep(0.05)
 
@@ -173,14 +204,25 @@ class ExecutionNode(Node):
             return self._execute_moveit(handle, goal, kinematics)
         try:
             waypoints, target = self._waypoints(goal)
-            path = planning.plan(self.arm_positions(), waypoints, self.limits.velocity, self.limits.acceleration,
-                                 self.jerk, scale) if waypoints else None
+            path = (
+                planning.plan(
+                    self.arm_positions(), waypoints, self.limits.velocity, self.limits.acceleration, self.jerk, scale
+                )
+                if waypoints
+                else None
+            )
         except planning.PlanningError as exc:
             return self._refuse(handle, str(exc))
         if path is not None:
             gate = SafetyGate(self.limits, self.safety, kinematics.grip_positions, kinematics.collisions)
-            verdict = gate.check(list(scene.ARM_JOINTS), path.times, path.positions, current=self.arm_positions(),
-                                 state_age=self.state_age(), perception_age=self.perception_age())
+            verdict = gate.check(
+                list(scene.ARM_JOINTS),
+                path.times,
+                path.positions,
+                current=self.arm_positions(),
+                state_age=self.state_age(),
+                perception_age=self.perception_age(),
+            )
             if not verdict:
                 return self._refuse(handle, f'safety gate ({verdict.check}): {verdict.reason}')
         if goal.gripper_before >= 0:
@@ -196,8 +238,13 @@ class ExecutionNode(Node):
         if target is not None:
             error = float(np.linalg.norm(kinematics.grip_positions([final])[0] - target))
         handle.succeed()
-        return Result(success=True, code=Result.CODE_SUCCEEDED, reason='done', final_positions=list(final),
-                      final_position_error=error)
+        return Result(
+            success=True,
+            code=Result.CODE_SUCCEEDED,
+            reason='done',
+            final_positions=list(final),
+            final_position_error=error,
+        )
 
     def _execute_moveit(self, handle, goal, kinematics):
         """Plan with MoveIt, check the exact planned trajectory with the safety gate, execute with MoveIt."""
@@ -207,8 +254,14 @@ class ExecutionNode(Node):
         names, times, positions = self.moveit.joint_trajectory(planned)
         arm = [names.index(j) for j in scene.ARM_JOINTS if j in names]
         gate = SafetyGate(self.limits, self.safety, kinematics.grip_positions, kinematics.collisions)
-        verdict = gate.check([names[i] for i in arm], times, [[q[i] for i in arm] for q in positions],
-                             current=self.arm_positions(), state_age=self.state_age(), perception_age=self.perception_age())
+        verdict = gate.check(
+            [names[i] for i in arm],
+            times,
+            [[q[i] for i in arm] for q in positions],
+            current=self.arm_positions(),
+            state_age=self.state_age(),
+            perception_age=self.perception_age(),
+        )
         if not verdict:
             return self._refuse(handle, f'safety gate ({verdict.check}): {verdict.reason}')
         if goal.gripper_before >= 0:
@@ -217,8 +270,13 @@ class ExecutionNode(Node):
         if goal.gripper_after >= 0:
             self.gripper(goal.gripper_after)
         handle.succeed()
-        return Result(success=True, code=Result.CODE_SUCCEEDED, reason='done (MoveIt)', final_positions=list(self.arm_positions()),
-                      final_position_error=-1.0)
+        return Result(
+            success=True,
+            code=Result.CODE_SUCCEEDED,
+            reason='done (MoveIt)',
+            final_positions=list(self.arm_positions()),
+            final_position_error=-1.0,
+        )
 
     def _synced_kinematics(self):
         """Arm kinematics in the twin with the latest perceived objects (none if never received)."""
@@ -246,7 +304,9 @@ class ExecutionNode(Node):
                     raise planning.PlanningError(f'joint_path point {i} is outside the joint limits')
                 points.append(q)
             return points, None
-        poses = {Goal.MODE_CARTESIAN_PATH: list(goal.cartesian_path), Goal.MODE_TARGET_POSE: [goal.target_pose]}.get(goal.mode)
+        poses = {Goal.MODE_CARTESIAN_PATH: list(goal.cartesian_path), Goal.MODE_TARGET_POSE: [goal.target_pose]}.get(
+            goal.mode
+        )
         if poses is None:
             raise planning.PlanningError(f'unknown mode {goal.mode}')
         if not poses:
@@ -254,8 +314,13 @@ class ExecutionNode(Node):
         for pose in poses:
             if pose.header.frame_id not in ('', 'world', 'panda_base', 'panda_link0'):
                 raise planning.PlanningError(f'poses must be in the world frame, not {pose.header.frame_id!r}')
-        targets = [((p.pose.position.x, p.pose.position.y, p.pose.position.z),
-                    (p.pose.orientation.w, p.pose.orientation.x, p.pose.orientation.y, p.pose.orientation.z)) for p in poses]
+        targets = [
+            (
+                (p.pose.position.x, p.pose.position.y, p.pose.position.z),
+                (p.pose.orientation.w, p.pose.orientation.x, p.pose.orientation.y, p.pose.orientation.z),
+            )
+            for p in poses
+        ]
         q_full = self.twin.data.qpos.copy()
         return planning.joint_waypoints_for_poses(self.ik, q_full, targets), np.array(targets[-1][0])
 
@@ -264,8 +329,13 @@ class ExecutionNode(Node):
         """Send the path and watch it; None when it completed, else the Result that ended it."""
         msg = JointTrajectory(joint_names=list(scene.ARM_JOINTS))
         for t, q, v in zip(path.times, path.positions, path.velocities):
-            msg.points.append(JointTrajectoryPoint(positions=list(q), velocities=list(v),
-                                                   time_from_start=Duration(sec=int(t), nanosec=int((t % 1) * 1e9))))
+            msg.points.append(
+                JointTrajectoryPoint(
+                    positions=list(q),
+                    velocities=list(v),
+                    time_from_start=Duration(sec=int(t), nanosec=int((t % 1) * 1e9)),
+                )
+            )
         start_q = self.arm_positions()
         self.trajectory_pub.publish(msg)
         sent_at = _stamp_seconds(self.joints)
@@ -275,8 +345,13 @@ class ExecutionNode(Node):
             if handle.is_cancel_requested:
                 self.hold()
                 handle.canceled()
-                return Result(success=False, code=Result.CODE_CANCELED, reason='canceled: holding position',
-                              final_positions=list(self.arm_positions()), final_position_error=-1.0)
+                return Result(
+                    success=False,
+                    code=Result.CODE_CANCELED,
+                    reason='canceled: holding position',
+                    final_positions=list(self.arm_positions()),
+                    final_position_error=-1.0,
+                )
             age = self.state_age()
             if age is None or age > self.safety.state_timeout:
                 return self._abort(handle, f'watchdog: no fresh joint state for {age:.2f} s')
@@ -285,9 +360,14 @@ class ExecutionNode(Node):
             # per joint, the distance to the range the reference swept over the last `tracking_window`
             # seconds (up to `tracking_lag` ahead): joints lagging by different amounts (servo
             # dynamics, a loaded machine, latency) are not errors, a joint leaving its path is
-            window = np.vstack([start_q] * (elapsed < self.tracking_window) +
-                               [path.sample(t) for t in np.linspace(elapsed - self.tracking_window, elapsed + self.tracking_lag, 12)
-                                if t > 0])
+            window = np.vstack(
+                [start_q] * (elapsed < self.tracking_window)
+                + [
+                    path.sample(t)
+                    for t in np.linspace(elapsed - self.tracking_window, elapsed + self.tracking_lag, 12)
+                    if t > 0
+                ]
+            )
             error = float(np.max(np.maximum(window.min(axis=0) - q, 0) + np.maximum(q - window.max(axis=0), 0)))
             feedback.progress = float(np.clip(elapsed / path.duration, 0.0, 1.0))
             feedback.tracking_error = error
@@ -298,18 +378,25 @@ class ExecutionNode(Node):
                 return None
             if elapsed > path.duration + self.settle_timeout:
                 short = float(np.abs(q - path.positions[-1]).max())
-                if short < self.contact_tolerance:   # blocked by a contact the gate allowed: stop pushing, go on
+                if short < self.contact_tolerance:  # blocked by a contact the gate allowed: stop pushing, go on
                     self.hold()
                     self.get_logger().warning(f'stopped {short:.3f} rad short of the end (in contact): holding there')
                     return None
-                return self._abort(handle, f'no progress: the arm stopped {short:.3f} rad short of the end of the trajectory')
+                return self._abort(
+                    handle, f'no progress: the arm stopped {short:.3f} rad short of the end of the trajectory'
+                )
 
     def _abort(self, handle, reason):
         self.hold()
         self.get_logger().error(f'aborted: {reason}')
         handle.abort()
-        return Result(success=False, code=Result.CODE_ABORTED, reason=reason, final_positions=list(self.arm_positions()),
-                      final_position_error=-1.0)
+        return Result(
+            success=False,
+            code=Result.CODE_ABORTED,
+            reason=reason,
+            final_positions=list(self.arm_positions()),
+            final_position_error=-1.0,
+        )
 
     def hold(self):
         """Stop now: an empty trajectory makes the controller hold its current position."""

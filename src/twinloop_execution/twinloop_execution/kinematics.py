@@ -3,6 +3,7 @@
 The model is the scene's own (robosuite Panda), so IK solutions are exact for world_sim and the
 twin. Only the arm joints move; everything else in the model is locked.
 """
+
 import copy
 from dataclasses import dataclass
 
@@ -22,9 +23,9 @@ DOWN = np.array([0.0, 0.7071068, 0.7071068, 0.0])
 
 @dataclass
 class IkResult:
-    positions: np.ndarray       # arm joint positions [rad], ARM_JOINTS order
-    position_error: float       # [m]
-    orientation_error: float    # [rad]
+    positions: np.ndarray  # arm joint positions [rad], ARM_JOINTS order
+    position_error: float  # [m]
+    orientation_error: float  # [rad]
     converged: bool
 
 
@@ -44,10 +45,14 @@ class PandaIk:
         """Arm joint positions that put the grip site at position with orientation quat, from q_full."""
         self.configuration.update(np.array(q_full, float))
         self.posture.set_target(self.configuration.q)
-        target = mink.SE3.from_rotation_and_translation(mink.SO3(np.asarray(quat_wxyz, float)), np.asarray(position, float))
+        target = mink.SE3.from_rotation_and_translation(
+            mink.SO3(np.asarray(quat_wxyz, float)), np.asarray(position, float)
+        )
         self.task.set_target(target)
         for _ in range(iterations):
-            velocity = mink.solve_ik(self.configuration, [self.task, self.posture], dt, 'daqp', damping=1e-3, limits=self.limits)
+            velocity = mink.solve_ik(
+                self.configuration, [self.task, self.posture], dt, 'daqp', damping=1e-3, limits=self.limits
+            )
             velocity[self._locked] = 0.0
             self.configuration.integrate_inplace(velocity, dt)
             error = self.task.compute_error(self.configuration)
@@ -55,7 +60,9 @@ class PandaIk:
                 break
         error = self.task.compute_error(self.configuration)
         pos_err, rot_err = float(np.linalg.norm(error[:3])), float(np.linalg.norm(error[3:]))
-        return IkResult(self.configuration.q[self.arm_qpos].copy(), pos_err, rot_err, pos_err < tol and rot_err < rot_tol)
+        return IkResult(
+            self.configuration.q[self.arm_qpos].copy(), pos_err, rot_err, pos_err < tol and rot_err < rot_tol
+        )
 
 
 class ArmKinematics:
@@ -96,18 +103,26 @@ class ArmKinematics:
         mujoco.mj_fwdPosition(self.model, self.data)
         site_p, site_r = self._site_pose()
         sides, held = {}, {}
-        for c in self.data.contact[:self.data.ncon]:
+        for c in self.data.contact[: self.data.ncon]:
             for finger, other in ((c.geom1, c.geom2), (c.geom2, c.geom1)):
                 body = self.model.geom_bodyid[other]
                 joint = self.model.body_jntadr[body]
-                if (self.geom_owner[finger] in FINGER_BODIES and joint >= 0
-                        and self.model.jnt_type[joint] == mujoco.mjtJoint.mjJNT_FREE and c.dist <= 0):
+                if (
+                    self.geom_owner[finger] in FINGER_BODIES
+                    and joint >= 0
+                    and self.model.jnt_type[joint] == mujoco.mjtJoint.mjJNT_FREE
+                    and c.dist <= 0
+                ):
                     name = self.geom_owner[other]
                     sides.setdefault(name, set()).add(FINGER_SIDES[self.geom_owner[finger]])
                     obj_r = self.data.xmat[body].reshape(3, 3)
-                    held[name] = (self.model.jnt_qposadr[joint], site_r.T @ (self.data.xpos[body] - site_p), site_r.T @ obj_r)
+                    held[name] = (
+                        self.model.jnt_qposadr[joint],
+                        site_r.T @ (self.data.xpos[body] - site_p),
+                        site_r.T @ obj_r,
+                    )
         fingers = self.data.qpos[[self.model.joint(j).qposadr[0] for j in scene.FINGER_JOINTS]]
-        closed = closed_on_something(abs(fingers[0]) + abs(fingers[1]))   # stopped short of shut: on something
+        closed = closed_on_something(abs(fingers[0]) + abs(fingers[1]))  # stopped short of shut: on something
         return {name: value for name, value in held.items() if sides[name] == {'left', 'right'} or closed}
 
     def collisions(self, qs):
@@ -124,17 +139,20 @@ class ArmKinematics:
                 for adr, rel_p, rel_r in held.values():
                     quat = np.zeros(4)
                     mujoco.mju_mat2Quat(quat, (site_r @ rel_r).flatten())
-                    self.data.qpos[adr:adr + 3] = site_p + site_r @ rel_p
-                    self.data.qpos[adr + 3:adr + 7] = quat
+                    self.data.qpos[adr : adr + 3] = site_p + site_r @ rel_p
+                    self.data.qpos[adr + 3 : adr + 7] = quat
             mujoco.mj_fwdPosition(self.model, self.data)
-            pairs = {tuple(sorted((self.geom_owner[c.geom1], self.geom_owner[c.geom2])))
-                     for c in self.data.contact[:self.data.ncon] if c.dist <= 0}
+            pairs = {
+                tuple(sorted((self.geom_owner[c.geom1], self.geom_owner[c.geom2])))
+                for c in self.data.contact[: self.data.ncon]
+                if c.dist <= 0
+            }
             if resting is None:  # what the held objects touch at the start is where they rest
                 resting = {pair for pair in pairs if pair[0] in held or pair[1] in held}
             for a, b in pairs:
                 robot_a, robot_b = a.startswith('panda_'), b.startswith('panda_')
                 if robot_a and robot_b:
-                    if not (a in FINGER_BODIES and b in FINGER_BODIES):   # closed fingers touch each other
+                    if not (a in FINGER_BODIES and b in FINGER_BODIES):  # closed fingers touch each other
                         found.add(f'{a}|{b}')
                 elif robot_a or robot_b:
                     link, other = (a, b) if robot_a else (b, a)

@@ -3,6 +3,7 @@
 Same contract as the embedded backend: plan to a pose or joint goal for the planning group,
 then execute; the safety gate checks the planned trajectory first. Configuration:
 config/moveit_py.yaml (planning pipelines, request parameters)."""
+
 from dataclasses import dataclass
 
 
@@ -25,6 +26,7 @@ class MoveItExecutor:
 
     def __post_init__(self):
         from moveit.planning import MoveItPy
+
         self.robot = MoveItPy(node_name=self.node_name)
         self.component = self.robot.get_planning_component(self.group)
 

@@ -1,4 +1,5 @@
 """Motion requests to timed joint paths: IK for poses (mink), ruckig timing. No rclpy."""
+
 import numpy as np
 
 from twinloop_execution import trajectory
@@ -20,8 +21,10 @@ def joint_waypoints_for_poses(ik: PandaIk, q_full, poses):
             raise PlanningError(f'pose {i} is not finite or has a zero quaternion')
         result = ik.solve(q_full, position, np.asarray(quat) / np.linalg.norm(quat))
         if not result.converged:
-            raise PlanningError(f'pose {i} at ({position[0]:.3f}, {position[1]:.3f}, {position[2]:.3f}) m is unreachable '
-                                f'(IK error {result.position_error * 1000:.0f} mm, {np.degrees(result.orientation_error):.0f} deg)')
+            raise PlanningError(
+                f'pose {i} at ({position[0]:.3f}, {position[1]:.3f}, {position[2]:.3f}) m is unreachable '
+                f'(IK error {result.position_error * 1000:.0f} mm, {np.degrees(result.orientation_error):.0f} deg)'
+            )
         if out and np.abs(result.positions - out[-1]).max() > MAX_IK_JUMP:
             raise PlanningError(f'pose {i} needs a joint flip from pose {i - 1}; add intermediate poses')
         out.append(result.positions)

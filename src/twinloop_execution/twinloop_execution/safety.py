@@ -7,6 +7,7 @@ the robot description: URDF + joint_limits.yaml), workspace box and keep-out zon
 point (densely interpolated), and collisions of the exact trajectory in the twin. Plain Python:
 every executor backend calls it.
 """
+
 import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -20,8 +21,8 @@ class JointLimits:
     names: tuple
     lower: np.ndarray
     upper: np.ndarray
-    velocity: np.ndarray       # [rad/s]
-    acceleration: np.ndarray   # [rad/s^2]
+    velocity: np.ndarray  # [rad/s]
+    acceleration: np.ndarray  # [rad/s^2]
 
     @classmethod
     def from_description(cls, urdf_path, limits_yaml, joints):
@@ -68,17 +69,29 @@ class SafetyConfig:
         with open(path) as f:
             data = (yaml.safe_load(f) or {})['safety']
         box = lambda d, name: Box(name, np.array(d['min'], float), np.array(d['max'], float))  # noqa: E731
-        return cls(workspace=box(data['workspace'], 'workspace'),
-                   keep_out=[box(z, z['name']) for z in data.get('keep_out', [])],
-                   **{k: float(data[k]) for k in ('max_step', 'velocity_margin', 'acceleration_margin', 'state_timeout',
-                                                  'perception_timeout', 'start_tolerance') if k in data})
+        return cls(
+            workspace=box(data['workspace'], 'workspace'),
+            keep_out=[box(z, z['name']) for z in data.get('keep_out', [])],
+            **{
+                k: float(data[k])
+                for k in (
+                    'max_step',
+                    'velocity_margin',
+                    'acceleration_margin',
+                    'state_timeout',
+                    'perception_timeout',
+                    'start_tolerance',
+                )
+                if k in data
+            },
+        )
 
 
 @dataclass
 class Verdict:
     ok: bool
     reason: str = ''
-    check: str = ''      # which check refused
+    check: str = ''  # which check refused
 
     def __bool__(self):
         return self.ok
@@ -103,9 +116,15 @@ class SafetyGate:
             return _refuse('structure', f'malformed trajectory: {exc}')
         if not verdict:
             return verdict
-        checks = (lambda: self._freshness(state_age, perception_age), lambda: self._start(q, current),
-                  lambda: self._positions(q), lambda: self._steps(q), lambda: self._dynamics(t, q, current),
-                  lambda: self._workspace(q), lambda: self._collisions(q))
+        checks = (
+            lambda: self._freshness(state_age, perception_age),
+            lambda: self._start(q, current),
+            lambda: self._positions(q),
+            lambda: self._steps(q),
+            lambda: self._dynamics(t, q, current),
+            lambda: self._workspace(q),
+            lambda: self._collisions(q),
+        )
         for check in checks:  # in order, each only once the ones before passed (later ones assume sane input)
             verdict = check()
             if not verdict:
@@ -133,9 +152,14 @@ class SafetyGate:
 
     def _freshness(self, state_age, perception_age):
         if state_age is None or state_age > self.config.state_timeout:
-            return _refuse('watchdog', f'joint state is stale ({_age(state_age)} old, limit {self.config.state_timeout} s)')
+            return _refuse(
+                'watchdog', f'joint state is stale ({_age(state_age)} old, limit {self.config.state_timeout} s)'
+            )
         if self.collisions is not None and (perception_age is None or perception_age > self.config.perception_timeout):
-            return _refuse('watchdog', f'object poses are stale ({_age(perception_age)} old, limit {self.config.perception_timeout} s)')
+            return _refuse(
+                'watchdog',
+                f'object poses are stale ({_age(perception_age)} old, limit {self.config.perception_timeout} s)',
+            )
         return Verdict(True)
 
     def _start(self, q, current):
@@ -151,8 +175,11 @@ class SafetyGate:
         high = q > self.limits.upper + 1e-9
         if low.any() or high.any():
             point, joint = np.argwhere(low | high)[0]
-            return _refuse('position_limits', f'point {point}: {self.limits.names[joint]} = {q[point, joint]:.3f} rad outside '
-                                              f'[{self.limits.lower[joint]:.3f}, {self.limits.upper[joint]:.3f}]')
+            return _refuse(
+                'position_limits',
+                f'point {point}: {self.limits.names[joint]} = {q[point, joint]:.3f} rad outside '
+                f'[{self.limits.lower[joint]:.3f}, {self.limits.upper[joint]:.3f}]',
+            )
         return Verdict(True)
 
     def _steps(self, q):
@@ -176,16 +203,22 @@ class SafetyGate:
         over = np.abs(velocity) > limit + 1e-9
         if over.any():
             seg, joint = np.argwhere(over)[0]
-            return _refuse('velocity_limits', f'segment {seg}: {self.limits.names[joint]} at {abs(velocity[seg, joint]):.2f} rad/s '
-                                              f'(limit {limit[joint]:.2f})')
+            return _refuse(
+                'velocity_limits',
+                f'segment {seg}: {self.limits.names[joint]} at {abs(velocity[seg, joint]):.2f} rad/s '
+                f'(limit {limit[joint]:.2f})',
+            )
         if len(velocity) >= 2:
             acceleration = np.diff(velocity, axis=0) / ((dt[:-1] + dt[1:]) / 2)[:, None]
             limit = self.limits.acceleration * self.config.acceleration_margin
             over = np.abs(acceleration) > limit + 1e-9
             if over.any():
                 seg, joint = np.argwhere(over)[0]
-                return _refuse('acceleration_limits', f'at point {seg}: {self.limits.names[joint]} accelerates '
-                                                      f'{abs(acceleration[seg, joint]):.1f} rad/s^2 (limit {limit[joint]:.1f})')
+                return _refuse(
+                    'acceleration_limits',
+                    f'at point {seg}: {self.limits.names[joint]} accelerates '
+                    f'{abs(acceleration[seg, joint]):.1f} rad/s^2 (limit {limit[joint]:.1f})',
+                )
         return Verdict(True)
 
     def dense(self, q, resolution=0.02):
@@ -206,7 +239,9 @@ class SafetyGate:
             hit = zone.contains(points)
             if hit.any():
                 p = points[int(np.argmax(hit))]
-                return _refuse('keep_out', f'grip point enters keep-out zone {zone.name} at ({p[0]:.2f}, {p[1]:.2f}, {p[2]:.2f}) m')
+                return _refuse(
+                    'keep_out', f'grip point enters keep-out zone {zone.name} at ({p[0]:.2f}, {p[1]:.2f}, {p[2]:.2f}) m'
+                )
         return Verdict(True)
 
     def _collisions(self, q):

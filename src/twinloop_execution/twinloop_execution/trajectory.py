@@ -1,5 +1,6 @@
 """Time parametrisation of joint waypoints with ruckig: jerk-limited, rest to rest at every
 waypoint (the safest smoothing for a short manipulation motion), sampled at a fixed period."""
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,9 +10,9 @@ from ruckig import InputParameter, Result, Ruckig, Trajectory
 
 @dataclass
 class TimedPath:
-    times: np.ndarray        # (N,) [s] from start, strictly increasing, times[0] > 0
-    positions: np.ndarray    # (N, dof) [rad]
-    velocities: np.ndarray   # (N, dof) [rad/s]
+    times: np.ndarray  # (N,) [s] from start, strictly increasing, times[0] > 0
+    positions: np.ndarray  # (N, dof) [rad]
+    velocities: np.ndarray  # (N, dof) [rad/s]
 
     @property
     def duration(self):

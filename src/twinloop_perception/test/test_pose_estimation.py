@@ -1,6 +1,7 @@
 """Pose estimation on rendered, noisy multi-view RGB-D of random simulated scenes: every object
 found with the right identity and a pose close to the truth (modulo symmetry); tracking follows a
 moved object and finds a lost one again."""
+
 import os
 from contextlib import contextmanager
 from dataclasses import replace
@@ -23,7 +24,9 @@ def frames(w, rng, std=0.001):
         if c.mount != 'world':
             continue
         f = w.render(c.name, c.width, c.height)
-        out.append(pe.Frame(f.rgb, cameras.realsense_noise(f.depth, rng, std), f.intrinsics.matrix, f.position, f.rotation))
+        out.append(
+            pe.Frame(f.rgb, cameras.realsense_noise(f.depth, rng, std), f.intrinsics.matrix, f.position, f.rotation)
+        )
     return out
 
 
@@ -39,7 +42,9 @@ def test_detects_every_object_close_to_the_truth(name, seed, robot_filter):
     w = world.SimWorld(config)
     try:
         models = pe.build_models(config.objects)
-        found = pe.PoseEstimator(models, robot_filter=robot_filter).detect(frames(w, np.random.default_rng(seed)), w.arm_positions())
+        found = pe.PoseEstimator(models, robot_filter=robot_filter).detect(
+            frames(w, np.random.default_rng(seed)), w.arm_positions()
+        )
         assert sorted(found) == sorted(w.object_ids)
         for model in models:
             position, quat = w.object_pose(model.id)
@@ -59,15 +64,15 @@ def test_tracking_follows_a_moved_object_and_recovers_a_lost_one(robot_filter):
         estimator = pe.PoseEstimator(pe.build_models(config.objects), robot_filter=robot_filter)
         estimator.detect(frames(w, rng), w.arm_positions())
         adr = w.model.joint('red_cube_joint').qposadr[0]
-        w.data.qpos[adr:adr + 2] += (0.02, -0.015)
+        w.data.qpos[adr : adr + 2] += (0.02, -0.015)
         mujoco.mj_forward(w.model, w.data)
         tracked = estimator.track(frames(w, rng), w.arm_positions())
         assert tracked['red_cube'].tracked
         assert np.linalg.norm(tracked['red_cube'].position - w.object_pose('red_cube')[0]) < 0.01
-        w.data.qpos[adr:adr + 2] = (0.62, 0.25)          # far from where tracking looks
+        w.data.qpos[adr : adr + 2] = (0.62, 0.25)  # far from where tracking looks
         mujoco.mj_forward(w.model, w.data)
         recovered = estimator.track(frames(w, rng), w.arm_positions())
-        assert not recovered['red_cube'].tracked      # found again by a global search
+        assert not recovered['red_cube'].tracked  # found again by a global search
         assert np.linalg.norm(recovered['red_cube'].position - w.object_pose('red_cube')[0]) < 0.01
     finally:
         w.close()
@@ -78,7 +83,13 @@ def test_a_dropped_box_is_tracked_onto_the_table_not_one_height_up(robot_filter,
     """A box last seen 3 cm up (it fell from the fingers) has its top face where its bottom was
     expected: tracking alone fits the bottom face to the top, one height too high (the reference
     case without resting hypotheses shows it); resting hypotheses put it back on the table."""
-    with arm_scene('stacking', 2, robot_filter, pe.EstimatorConfig(resting_fitness=resting_fitness)) as (w, _, estimator, rng, fingers):
+    with arm_scene('stacking', 2, robot_filter, pe.EstimatorConfig(resting_fitness=resting_fitness)) as (
+        w,
+        _,
+        estimator,
+        rng,
+        fingers,
+    ):
         truth = np.asarray(w.object_pose('sponge')[0])
         estimator.previous['sponge'] = replace(estimator.previous['sponge'], position=truth + (0, 0, 0.03))
         found = estimator.track(frames(w, rng), w.arm_positions(), fingers())['sponge']
@@ -88,7 +99,7 @@ def test_a_dropped_box_is_tracked_onto_the_table_not_one_height_up(robot_filter,
 def test_rotation_error_is_modulo_symmetry():
     config = scene.SceneConfig.from_yaml(SCENES / 'tabletop.yaml')
     models = {m.id: m for m in pe.build_models(config.objects)}
-    quarter = (np.cos(np.pi / 4), 0.0, 0.0, np.sin(np.pi / 4))            # 90 degrees about z
+    quarter = (np.cos(np.pi / 4), 0.0, 0.0, np.sin(np.pi / 4))  # 90 degrees about z
     assert pe.rotation_error(models['red_cube'], quarter, (1, 0, 0, 0)) < 1e-6
     assert np.degrees(pe.rotation_error(models['green_block'], quarter, (1, 0, 0, 0))) == pytest.approx(90.0, abs=1e-3)
     assert pe.rotation_error(models['bowl'], quarter, (1, 0, 0, 0)) < 1e-6
@@ -97,6 +108,7 @@ def test_rotation_error_is_modulo_symmetry():
 def test_tracking_follows_an_object_carried_by_the_gripper(robot_filter):
     """The gripper's motion (from the joints) predicts where a held object went: it stays tracked."""
     from twinloop_core.geometry import grasp_orientation
+
     with arm_scene('tabletop', 1, robot_filter) as (w, arm, estimator, rng, fingers):
         position, quat = w.object_pose('blue_cube')
         grip = grasp_orientation(quat, (0.04, 0.04))
@@ -108,11 +120,11 @@ def test_tracking_follows_an_object_carried_by_the_gripper(robot_filter):
         move_to((0, 0, 0.12))
         move_to((0, 0, 0.02), close=True)
         move_to((0, 0, 0.15))
-        for offset in ((0.15, 0.15, 0.15), (0.0, 0.3, 0.15)):      # 21 and 15 cm hops, farther than tracking looks
+        for offset in ((0.15, 0.15, 0.15), (0.0, 0.3, 0.15)):  # 21 and 15 cm hops, farther than tracking looks
             found = move_to(offset)
             assert found['blue_cube'].tracked
             assert np.linalg.norm(found['blue_cube'].position - w.object_pose('blue_cube')[0]) < 0.01
-        hidden = frames_without(w, rng, 'blue_cube')                  # the hand hides it: no points at all
+        hidden = frames_without(w, rng, 'blue_cube')  # the hand hides it: no points at all
         found = estimator.track(hidden, w.arm_positions(), fingers())
         assert 'blue_cube' not in found and 'blue_cube' in estimator.predicted
         move_to((0.1, 0.1, 0.15))
@@ -127,13 +139,16 @@ def test_tracking_follows_an_object_carried_by_the_gripper(robot_filter):
             estimator.detect = lambda *a, c=confidence: {**detect(*a), 'blue_cube': replace(elsewhere, confidence=c)}
             found = estimator.track(frames_without(w, rng, 'blue_cube'), w.arm_positions(), fingers())
             assert ('blue_cube' in found) == moved
-            assert (np.linalg.norm(estimator.previous['blue_cube'].position - w.object_pose('blue_cube')[0]) < 0.01) != moved
+            assert (
+                np.linalg.norm(estimator.previous['blue_cube'].position - w.object_pose('blue_cube')[0]) < 0.01
+            ) != moved
 
 
 @contextmanager
 def arm_scene(name, seed, robot_filter, config=pe.EstimatorConfig()):
     """A simulated scene with its arm, an estimator that has detected it, the noise source and the fingers' state."""
     from twinloop_execution.kinematics import Arm
+
     scene_config = scene.SceneConfig.from_yaml(SCENES / f'{name}.yaml')
     w = world.SimWorld(scene_config)
     rng = np.random.default_rng(seed)
@@ -149,8 +164,11 @@ def arm_scene(name, seed, robot_filter, config=pe.EstimatorConfig()):
 def start_path(w, arm, target, grip):
     """Start a timed path of the simulated arm's grip site to target (IK); returns the path."""
     from twinloop_execution import trajectory
+
     q = arm.ik.solve(arm.q_full(w.arm_positions()), target, grip).positions
-    path = trajectory.parametrize(np.vstack([w.arm_positions(), q]), np.full(7, 2.0), np.full(7, 5.0), np.full(7, 500.0), 0.5)
+    path = trajectory.parametrize(
+        np.vstack([w.arm_positions(), q]), np.full(7, 2.0), np.full(7, 5.0), np.full(7, 500.0), 0.5
+    )
     w.follow_trajectory(path.times, path.positions)
     return path
 
@@ -170,14 +188,23 @@ def test_a_sponge_stacked_on_a_block_is_tracked_and_the_block_stays(robot_filter
     sponge's points one height up; only the object in the fingers is carried, a fit to another
     object's colour counts as lost, and fingers that are opening carry nothing."""
     from twinloop_core.geometry import grasp_orientation
+
     with arm_scene('stacking', 3, robot_filter) as (w, arm, estimator, rng, fingers):
         sponge, quat = w.object_pose('sponge')
         on_block = np.asarray(w.object_pose('red_block')[0]) + (0, 0, 0.03 + 0.015)
         grip = grasp_orientation(quat, (0.09, 0.06))
-        for target, gripper in ((sponge + (0, 0, 0.1), None), (sponge + (0, 0, 0.015), 0.0), (sponge + (0, 0, 0.12), None),
-                                (on_block + (0, 0, 0.03), None), (on_block + (0, 0, 0.015), None), ('open and back off', None),
-                                (on_block + (0, 0, 0.12), None)):
-            if isinstance(target, str):    # open and back off: a frame while the fingers open (still touching) and the hand rises
+        for target, gripper in (
+            (sponge + (0, 0, 0.1), None),
+            (sponge + (0, 0, 0.015), 0.0),
+            (sponge + (0, 0, 0.12), None),
+            (on_block + (0, 0, 0.03), None),
+            (on_block + (0, 0, 0.015), None),
+            ('open and back off', None),
+            (on_block + (0, 0, 0.12), None),
+        ):
+            if isinstance(
+                target, str
+            ):  # open and back off: a frame while the fingers open (still touching) and the hand rises
                 w.set_gripper(0.08)
                 start_path(w, arm, on_block + (0, 0, 0.1), grip)
                 w.step(int(0.1 / w.model.opt.timestep))
@@ -185,9 +212,11 @@ def test_a_sponge_stacked_on_a_block_is_tracked_and_the_block_stays(robot_filter
             else:
                 move_grip(w, arm, target, grip, gripper)
             found = estimator.track(frames(w, rng), w.arm_positions(), fingers())
-            assert np.linalg.norm(estimator.previous['red_block'].position - w.object_pose('red_block')[0]) < 0.01, target
+            assert np.linalg.norm(estimator.previous['red_block'].position - w.object_pose('red_block')[0]) < 0.01, (
+                target
+            )
             assert np.linalg.norm(estimator.previous['sponge'].position - w.object_pose('sponge')[0]) < 0.01, target
-        assert w.object_pose('sponge')[0][2] > 0.025                       # it is on the block
+        assert w.object_pose('sponge')[0][2] > 0.025  # it is on the block
 
 
 def frames_without(w, rng, object_id):
@@ -206,9 +235,9 @@ def test_joint_history_gives_the_joints_at_the_frames_capture_time():
     history.add(10.02, np.ones(7), (0.02, 0.02))
     arm, fingers = history.at(10.005)
     assert np.allclose(arm, 0.25) and np.allclose(fingers, 0.035)
-    assert np.allclose(history.at(10.04)[0], 1.0)          # just after the newest: the newest (within tolerance)
-    assert history.at(10.20) is None                       # frames newer than any joint state: wait for it
+    assert np.allclose(history.at(10.04)[0], 1.0)  # just after the newest: the newest (within tolerance)
+    assert history.at(10.20) is None  # frames newer than any joint state: wait for it
     history.add(11.50, np.full(7, 2.0), (0.0, 0.0))
-    assert history.at(10.01) is None                       # older than the kept second
-    history.add(3.0, np.full(7, 3.0), (0.04, 0.04))        # time went back (a restarted simulation)
+    assert history.at(10.01) is None  # older than the kept second
+    history.add(3.0, np.full(7, 3.0), (0.04, 0.04))  # time went back (a restarted simulation)
     assert np.allclose(history.at(3.0)[0], 3.0) and len(history.samples) == 1

@@ -8,6 +8,7 @@ camera view, keypoints hidden behind something (depth test) are not shown, and o
 would overlap in the image, background (static-object) ones are removed first, then the one with
 the higher label.
 """
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,10 +18,10 @@ from scipy.spatial.transform import Rotation
 
 @dataclass
 class Keypoint:
-    label: int                  # 1-based, grouped by object
+    label: int  # 1-based, grouped by object
     object_id: str
-    local: np.ndarray           # in the object frame [m]
-    static: bool                # on a static (background) object
+    local: np.ndarray  # in the object frame [m]
+    static: bool  # on a static (background) object
 
 
 def _principal_axes(points):
@@ -39,7 +40,7 @@ def _extremities(mesh, samples=4000, seed=0):
         offsets = points - centre
         along = offsets @ axis
         across = np.linalg.norm(offsets - np.outer(along, axis), axis=1)
-        candidates = np.nonzero(across <= np.quantile(across, 0.1))[0]   # the samples nearest the axis
+        candidates = np.nonzero(across <= np.quantile(across, 0.1))[0]  # the samples nearest the axis
         out.append(points[candidates[np.argmax(along[candidates])]])
         out.append(points[candidates[np.argmin(along[candidates])]])
     return np.array(out)
@@ -100,7 +101,9 @@ def project(points_world, K, camera_position, camera_rotation, depth=None, toler
 def remove_overlaps(keypoints, pixels, visible, min_pixels=12.0):
     """Visible keypoints kept after removing image overlaps: object keypoints win over background
     ones, then the lower label wins. Returns the kept keypoints in label order."""
-    order = sorted((i for i in range(len(keypoints)) if visible[i]), key=lambda i: (keypoints[i].static, keypoints[i].label))
+    order = sorted(
+        (i for i in range(len(keypoints)) if visible[i]), key=lambda i: (keypoints[i].static, keypoints[i].label)
+    )
     kept = []
     for i in order:
         if all(np.linalg.norm(pixels[i] - pixels[j]) >= min_pixels for j in kept):

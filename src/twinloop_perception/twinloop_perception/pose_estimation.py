@@ -17,6 +17,7 @@ symmetries (a cube's 24, a block's 4) pick the equivalent rotation nearest the p
 (or identity), axial ones (bowls, cups) the one with no turn about their axis. rotation_error()
 measures error modulo the symmetry.
 """
+
 from collections import deque
 from dataclasses import dataclass, field, replace
 from itertools import permutations, product
@@ -37,28 +38,30 @@ o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
 @dataclass
 class Frame:
     """One camera's synchronised colour and depth with its model and pose in the world."""
-    rgb: np.ndarray             # (h, w, 3) uint8
-    depth: np.ndarray           # (h, w) float [m] along the optical axis; 0 or nan: no reading
-    K: np.ndarray               # 3x3 intrinsics
-    position: np.ndarray        # optical frame origin in the world [m]
-    rotation: np.ndarray        # optical frame axes in the world (3x3)
+
+    rgb: np.ndarray  # (h, w, 3) uint8
+    depth: np.ndarray  # (h, w) float [m] along the optical axis; 0 or nan: no reading
+    K: np.ndarray  # 3x3 intrinsics
+    position: np.ndarray  # optical frame origin in the world [m]
+    rotation: np.ndarray  # optical frame axes in the world (3x3)
 
 
 @dataclass
 class ObjectModel:
     """A known object: its mesh (object frame at the bottom face's centre), colour, symmetry."""
+
     id: str
     label: str
     mesh_id: str
-    color: np.ndarray           # rgb in [0, 1]
-    extents: np.ndarray         # [m]
+    color: np.ndarray  # rgb in [0, 1]
+    extents: np.ndarray  # [m]
     symmetry: int
     static: bool
-    points: np.ndarray          # surface samples in the object frame
+    points: np.ndarray  # surface samples in the object frame
     cloud: o3d.geometry.PointCloud = None
-    tree: cKDTree = None                          # of the cloud's points, for fitness and explain-away
+    tree: cKDTree = None  # of the cloud's points, for fitness and explain-away
     features: o3d.pipelines.registration.Feature = None
-    group: list = field(default_factory=list)   # discrete symmetry rotations (3x3)
+    group: list = field(default_factory=list)  # discrete symmetry rotations (3x3)
 
 
 @dataclass
@@ -67,7 +70,7 @@ class Estimate:
     label: str
     mesh_id: str
     position: np.ndarray
-    quat: np.ndarray            # w x y z
+    quat: np.ndarray  # w x y z
     size: np.ndarray
     symmetry: int
     confidence: float
@@ -78,26 +81,28 @@ class Estimate:
 
 @dataclass
 class EstimatorConfig:
-    voxel: float = 0.004                                   # [m] cloud and model resolution
-    workspace: tuple = ((0.15, 0.95), (-0.6, 0.6), (-0.02, 0.45))   # world box [m]
-    robot_margin: float = 0.005                            # [m] inflation of the robot's geometry (more eats held objects)
-    table_height: float = 0.0                              # [m] fallback when no plane is found
-    table_margin: float = 0.004                            # [m] points this close to the plane are table
-    cluster_eps: float = 0.012                             # [m] DBSCAN neighbourhood
+    voxel: float = 0.004  # [m] cloud and model resolution
+    workspace: tuple = ((0.15, 0.95), (-0.6, 0.6), (-0.02, 0.45))  # world box [m]
+    robot_margin: float = 0.005  # [m] inflation of the robot's geometry (more eats held objects)
+    table_height: float = 0.0  # [m] fallback when no plane is found
+    table_margin: float = 0.004  # [m] points this close to the plane are table
+    cluster_eps: float = 0.012  # [m] DBSCAN neighbourhood
     cluster_min_points: int = 25
-    fit_distance: float = 0.005                            # [m] inlier distance for fitness
-    min_confidence: float = 0.45                           # below: not detected
-    lost_fitness: float = 0.55                             # tracking below this: search globally
-    lost_colour: float = 0.3                               # ... or with a colour agreement below this
-    held_redetect_confidence: float = 0.8                  # a held object the cameras lost moves elsewhere only on a detection this sure
-    resting_fitness: float = 0.9                           # tracking below this also tries poses resting on the table/support
-    colour_sigma: float = 0.18                             # width of the colour agreement (unit rgb directions)
-    min_colour: float = 0.1                                # objects agreeing less are not tried on a cluster
-    max_candidates: int = 4                                # objects tried per cluster (by colour)
+    fit_distance: float = 0.005  # [m] inlier distance for fitness
+    min_confidence: float = 0.45  # below: not detected
+    lost_fitness: float = 0.55  # tracking below this: search globally
+    lost_colour: float = 0.3  # ... or with a colour agreement below this
+    held_redetect_confidence: float = (
+        0.8  # a held object the cameras lost moves elsewhere only on a detection this sure
+    )
+    resting_fitness: float = 0.9  # tracking below this also tries poses resting on the table/support
+    colour_sigma: float = 0.18  # width of the colour agreement (unit rgb directions)
+    min_colour: float = 0.1  # objects agreeing less are not tried on a cluster
+    max_candidates: int = 4  # objects tried per cluster (by colour)
     ransac_iterations: int = 20000
-    upright_enough: float = 0.9                            # an upright fit this good skips FPFH + RANSAC
-    track_stride: int = 2                                  # pixel stride of tracking clouds (detection: 1)
-    track_min_points: int = 8                              # fewer points near a tracked object: lost
+    upright_enough: float = 0.9  # an upright fit this good skips FPFH + RANSAC
+    track_stride: int = 2  # pixel stride of tracking clouds (detection: 1)
+    track_min_points: int = 8  # fewer points near a tracked object: lost
     seed: int = 0
 
 
@@ -144,14 +149,22 @@ def build_models(object_configs, config=EstimatorConfig()):
     for o in object_configs:
         shape = shapes.make_shape(o.kind, **o.params)
         mesh = shapes.shape_mesh(shape)
-        samples = int(max(2000, 4 * mesh.area / config.voxel ** 2))
+        samples = int(max(2000, 4 * mesh.area / config.voxel**2))
         points, faces = trimesh.sample.sample_surface(mesh, samples, seed=config.seed)
-        model = ObjectModel(o.id, o.label, o.mesh_id, np.asarray(o.color[:3], float), np.asarray(shape.extents), shape.symmetry,
-                            shape.static, np.asarray(points))
+        model = ObjectModel(
+            o.id,
+            o.label,
+            o.mesh_id,
+            np.asarray(o.color[:3], float),
+            np.asarray(shape.extents),
+            shape.symmetry,
+            shape.static,
+            np.asarray(points),
+        )
         model.cloud = _pcd(points, mesh.face_normals[faces]).voxel_down_sample(config.voxel)
         model.tree = cKDTree(np.asarray(model.cloud.points))
         model.features = _fpfh(model.cloud, config.voxel)
-        model.group = symmetry_group(mesh) if shape.symmetry != shapes.SYMMETRY_AXIAL else []   # bins are square too
+        model.group = symmetry_group(mesh) if shape.symmetry != shapes.SYMMETRY_AXIAL else []  # bins are square too
         out.append(model)
     return out
 
@@ -159,7 +172,9 @@ def build_models(object_configs, config=EstimatorConfig()):
 def _fpfh(cloud, voxel):
     if not cloud.has_normals():
         cloud.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=voxel * 2.5, max_nn=30))
-    return o3d.pipelines.registration.compute_fpfh_feature(cloud, o3d.geometry.KDTreeSearchParamHybrid(radius=voxel * 5, max_nn=100))
+    return o3d.pipelines.registration.compute_fpfh_feature(
+        cloud, o3d.geometry.KDTreeSearchParamHybrid(radius=voxel * 5, max_nn=100)
+    )
 
 
 def backproject(frame, stride=1):
@@ -181,10 +196,10 @@ class JointHistory:
     out at newer joints leaves its hand in the cloud (where tracking can fit an object to it)."""
 
     def __init__(self, seconds=5.0):
-        self.seconds, self.samples = seconds, deque()   # (stamp [s], arm joints, finger joints)
+        self.seconds, self.samples = seconds, deque()  # (stamp [s], arm joints, finger joints)
 
     def add(self, stamp, arm, fingers):
-        if self.samples and stamp < self.samples[-1][0]:   # time went back (a restarted simulation)
+        if self.samples and stamp < self.samples[-1][0]:  # time went back (a restarted simulation)
             self.samples.clear()
         self.samples.append((stamp, np.asarray(arm, float), np.asarray(fingers, float)))
         while self.samples[0][0] < stamp - self.seconds:
@@ -213,7 +228,11 @@ class RobotFilter:
         self.arm_qpos = [model.joint(j).qposadr[0] for j in arm_joints]
         self.finger_qpos = [model.joint(j).qposadr[0] for j in finger_joints]
         bodies = [b for b in range(model.nbody) if model.body(b).name.startswith('panda_')]
-        self.geoms = [g for g in range(model.ngeom) if model.geom_bodyid[g] in bodies and model.geom_contype[g] + model.geom_conaffinity[g] > 0]
+        self.geoms = [
+            g
+            for g in range(model.ngeom)
+            if model.geom_bodyid[g] in bodies and model.geom_contype[g] + model.geom_conaffinity[g] > 0
+        ]
 
     def grip_pose(self, arm):
         """(position, rotation) of the grip site at the given arm joints."""
@@ -239,11 +258,11 @@ class PoseEstimator:
     def __init__(self, models, config=EstimatorConfig(), robot_filter=None):
         self.models = {m.id: m for m in models}
         self.config, self.robot_filter = config, robot_filter
-        self.previous = {}          # id -> Estimate
-        self.predicted = {}         # id -> Estimate (confidence 0): held objects the cameras lost, moved with the grip
+        self.previous = {}  # id -> Estimate
+        self.predicted = {}  # id -> Estimate (confidence 0): held objects the cameras lost, moved with the grip
         self.table = config.table_height
-        self.grip = self.grip_before = None   # grip-site pose at the last frame (tracking's motion prior)
-        self.width = None                     # finger opening at the last frame [m]
+        self.grip = self.grip_before = None  # grip-site pose at the last frame (tracking's motion prior)
+        self.width = None  # finger opening at the last frame [m]
         self.rng = np.random.default_rng(config.seed)
         o3d.utility.random.seed(config.seed)
 
@@ -256,7 +275,14 @@ class PoseEstimator:
         (x0, x1), (y0, y1), (z0, z1) = self.config.workspace
         if table is not None:
             z0 = max(z0, table + self.config.table_margin)
-        inside = (points[:, 0] > x0) & (points[:, 0] < x1) & (points[:, 1] > y0) & (points[:, 1] < y1) & (points[:, 2] > z0) & (points[:, 2] < z1)
+        inside = (
+            (points[:, 0] > x0)
+            & (points[:, 0] < x1)
+            & (points[:, 1] > y0)
+            & (points[:, 1] < y1)
+            & (points[:, 2] > z0)
+            & (points[:, 2] < z1)
+        )
         points, colours = points[inside], colours[inside]
         cloud = _pcd(points)
         cloud.colors = o3d.utility.Vector3dVector(colours)
@@ -286,18 +312,26 @@ class PoseEstimator:
         inliers = np.isfinite(distances)
         fitness = float(inliers.mean()) if len(points) else 0.0
         rmse = float(np.sqrt(np.mean(distances[inliers] ** 2))) if inliers.any() else np.inf
-        return fitness, rmse, self._colour(model, colours[inliers] if inliers.any() else colours)   # of the points it explains
+        return (
+            fitness,
+            rmse,
+            self._colour(model, colours[inliers] if inliers.any() else colours),
+        )  # of the points it explains
 
     def _colour(self, model, colours):
         observed = _unit_colour(np.median(colours, axis=0)) if len(colours) else np.zeros(3)
-        return float(np.exp(-np.sum((observed - _unit_colour(model.color)) ** 2) / (2 * self.config.colour_sigma ** 2)))
+        return float(np.exp(-np.sum((observed - _unit_colour(model.color)) ** 2) / (2 * self.config.colour_sigma**2)))
 
     def _icp(self, model, source, T_init, distance):
         """Refine object pose T (object -> world) so the observed points lie on the model."""
         result = o3d.pipelines.registration.registration_icp(
-            source, model.cloud, distance, np.linalg.inv(T_init),
+            source,
+            model.cloud,
+            distance,
+            np.linalg.inv(T_init),
             o3d.pipelines.registration.TransformationEstimationPointToPlane(),
-            o3d.pipelines.registration.ICPConvergenceCriteria(max_iteration=40))
+            o3d.pipelines.registration.ICPConvergenceCriteria(max_iteration=40),
+        )
         return np.linalg.inv(result.transformation)
 
     def _upright(self, model, points):
@@ -305,19 +339,33 @@ class PoseEstimator:
         centre = points.mean(axis=0)
         xy = points[:, :2] - centre[:2]
         yaw = 0.5 * np.arctan2(2 * np.mean(xy[:, 0] * xy[:, 1]), np.mean(xy[:, 0] ** 2) - np.mean(xy[:, 1] ** 2))
-        bases = {self.table} if model.static else {self.table, max(points[:, 2].min() - 0.002, self.table)}   # on the table or on something
-        return [_transform(Rotation.from_euler('z', yaw + k * np.pi / 2).as_matrix(), (centre[0], centre[1], z))
-                for z in bases for k in range(4)]
+        bases = (
+            {self.table} if model.static else {self.table, max(points[:, 2].min() - 0.002, self.table)}
+        )  # on the table or on something
+        return [
+            _transform(Rotation.from_euler('z', yaw + k * np.pi / 2).as_matrix(), (centre[0], centre[1], z))
+            for z in bases
+            for k in range(4)
+        ]
 
     def _global(self, model, source):
         """An initial object pose from FPFH feature matching with RANSAC (any orientation)."""
         voxel = self.config.voxel
         result = o3d.pipelines.registration.registration_ransac_based_on_feature_matching(
-            source, model.cloud, _fpfh(source, voxel), model.features, True, voxel * 2.5,
-            o3d.pipelines.registration.TransformationEstimationPointToPoint(False), 3,
-            [o3d.pipelines.registration.CorrespondenceCheckerBasedOnEdgeLength(0.9),
-             o3d.pipelines.registration.CorrespondenceCheckerBasedOnDistance(voxel * 2.5)],
-            o3d.pipelines.registration.RANSACConvergenceCriteria(self.config.ransac_iterations, 0.999))
+            source,
+            model.cloud,
+            _fpfh(source, voxel),
+            model.features,
+            True,
+            voxel * 2.5,
+            o3d.pipelines.registration.TransformationEstimationPointToPoint(False),
+            3,
+            [
+                o3d.pipelines.registration.CorrespondenceCheckerBasedOnEdgeLength(0.9),
+                o3d.pipelines.registration.CorrespondenceCheckerBasedOnDistance(voxel * 2.5),
+            ],
+            o3d.pipelines.registration.RANSACConvergenceCriteria(self.config.ransac_iterations, 0.999),
+        )
         return [np.linalg.inv(result.transformation)] if result.fitness > 0 else []
 
     def register(self, model, points, colours, hypotheses=None):
@@ -335,6 +383,7 @@ class PoseEstimator:
                 fitness, rmse, colour = self._score(model, points, colours, T)
                 if best is None or fitness - 20 * rmse > best[1] - 20 * best[2]:
                     best = (T, fitness, rmse, colour)
+
         refine(hypotheses or self._upright(model, points))
         if hypotheses is None and best[1] < self.config.upright_enough and len(points) >= 30:
             refine(self._global(model, source))
@@ -351,15 +400,18 @@ class PoseEstimator:
         """Global detection of every known object in the frames: {id: Estimate} (only those found)."""
         points, colours, self.table = self.scene_cloud(frames, arm, fingers)
         found = {}
-        pending = [(idx, 0) for idx in sorted(self.clusters(points), key=len, reverse=True)]   # largest first
+        pending = [(idx, 0) for idx in sorted(self.clusters(points), key=len, reverse=True)]  # largest first
         while pending:
             index, rounds = pending.pop(0)
             index = self._not_explained(found, points, index)
             candidates = [m for m in self.models.values() if m.id not in found]
             if not candidates or len(index) < self.config.cluster_min_points:
                 continue
-            colour_order = [m for m in sorted(candidates, key=lambda m: -self._colour(m, colours[index]))
-                            if self._plausible(m, points[index], colours[index])][:self.config.max_candidates]
+            colour_order = [
+                m
+                for m in sorted(candidates, key=lambda m: -self._colour(m, colours[index]))
+                if self._plausible(m, points[index], colours[index])
+            ][: self.config.max_candidates]
             if not colour_order:
                 continue
             fits = {m.id: self.register(m, points[index], colours[index]) for m in colour_order}
@@ -404,13 +456,24 @@ class PoseEstimator:
         return np.nonzero(distances > self.config.fit_distance * 2)[0]
 
     def _accept(self, found, model, T, fitness, rmse, colour, tracked=False):
-        if model.static:   # furniture stands upright on the table: keep only its yaw and place
+        if model.static:  # furniture stands upright on the table: keep only its yaw and place
             yaw = np.arctan2(T[1, 0], T[0, 0])
             T = _transform(Rotation.from_euler('z', yaw).as_matrix(), (T[0, 3], T[1, 3], self.table))
         R = self._canonical(model, T[:3, :3])
-        position = _centre(model, T) - R @ [0, 0, model.extents[2] / 2]   # the same centre, canonical rotation
-        estimate = Estimate(model.id, model.label, model.mesh_id, position, _wxyz(R), model.extents,
-                            model.symmetry, float(np.clip(fitness * colour, 0, 1)), fitness, rmse, tracked)
+        position = _centre(model, T) - R @ [0, 0, model.extents[2] / 2]  # the same centre, canonical rotation
+        estimate = Estimate(
+            model.id,
+            model.label,
+            model.mesh_id,
+            position,
+            _wxyz(R),
+            model.extents,
+            model.symmetry,
+            float(np.clip(fitness * colour, 0, 1)),
+            fitness,
+            rmse,
+            tracked,
+        )
         if model.id not in found or found[model.id].confidence < estimate.confidence:
             found[model.id] = estimate
 
@@ -423,7 +486,11 @@ class PoseEstimator:
             z = R[:, 2]
             axis = np.cross([0, 0, 1.0], z)
             angle = np.arctan2(np.linalg.norm(axis), z[2])
-            return Rotation.from_rotvec(axis / max(np.linalg.norm(axis), 1e-12) * angle).as_matrix() if np.linalg.norm(axis) > 1e-9 else np.eye(3)
+            return (
+                Rotation.from_rotvec(axis / max(np.linalg.norm(axis), 1e-12) * angle).as_matrix()
+                if np.linalg.norm(axis) > 1e-9
+                else np.eye(3)
+            )
         if model.group:
             reference = self.previous[model.id].quat if model.id in self.previous else None
             ref = np.eye(3) if reference is None else Rotation.from_quat([*reference[1:], reference[0]]).as_matrix()
@@ -484,13 +551,17 @@ class PoseEstimator:
         points, colours, _ = self.scene_cloud(frames, arm, fingers, self.config.track_stride, self.table)
         tree = cKDTree(points) if len(points) else None
         carried = self._grip_motion(arm, fingers)
-        poses = {oid: _transform(Rotation.from_quat([*e.quat[1:], e.quat[0]]).as_matrix(), e.position)
-                 for oid, e in self.previous.items()}
+        poses = {
+            oid: _transform(Rotation.from_quat([*e.quat[1:], e.quat[0]]).as_matrix(), e.position)
+            for oid, e in self.previous.items()
+        }
         holding = self._in_grip(poses) if carried is not None else None
         found, lost, held = {}, [], {}
-        if holding is not None:   # held: it moved with the gripper
+        if holding is not None:  # held: it moved with the gripper
             poses[holding] = T = carried @ poses[holding]
-            held[holding] = replace(self.previous[holding], position=T[:3, 3], quat=_wxyz(T[:3, :3]), confidence=0.0, tracked=True)
+            held[holding] = replace(
+                self.previous[holding], position=T[:3, 3], quat=_wxyz(T[:3, :3]), confidence=0.0, tracked=True
+            )
         for oid, near in self._share_points(points, tree, poses).items():
             model, T = self.models[oid], poses[oid]
             if len(near) < self.config.track_min_points:
@@ -499,18 +570,29 @@ class PoseEstimator:
             fit = self.register(model, points[near], colours[near], hypotheses=[T])
             if fit[1] < self.config.resting_fitness and oid not in held:
                 # e.g. a dropped box fits its bottom face to its own top face, one height too high
-                fit = max(fit, self.register(model, points[near], colours[near], hypotheses=self._upright(model, points[near])),
-                          key=lambda f: f[1] - 20 * f[2])
+                fit = max(
+                    fit,
+                    self.register(model, points[near], colours[near], hypotheses=self._upright(model, points[near])),
+                    key=lambda f: f[1] - 20 * f[2],
+                )
             T, fitness, rmse, colour = fit
-            if fitness < self.config.lost_fitness or colour < self.config.lost_colour:   # e.g. fitted to the object on top of it
+            if (
+                fitness < self.config.lost_fitness or colour < self.config.lost_colour
+            ):  # e.g. fitted to the object on top of it
                 lost.append(oid)
                 continue
             self._accept(found, model, T, fitness, rmse, colour, tracked=True)
         if lost:
             redetected = self.detect(frames, arm, fingers)
             # a held object stays in the closed fingers unless it is clearly seen elsewhere
-            found.update({oid: redetected[oid] for oid in lost if oid in redetected
-                          and (oid not in held or redetected[oid].confidence >= self.config.held_redetect_confidence)})
+            found.update(
+                {
+                    oid: redetected[oid]
+                    for oid in lost
+                    if oid in redetected
+                    and (oid not in held or redetected[oid].confidence >= self.config.held_redetect_confidence)
+                }
+            )
         # a held object the hand hides is where the grip took it (rigid coupling), not where it was last seen
         self.predicted = {oid: e for oid, e in held.items() if oid not in found}
         self.previous = {**self.predicted, **found}

@@ -11,6 +11,7 @@ Tracks continuously and re-detects globally when an object is lost or on ~/redet
 fresh synchronised set arrives for `stale_after` seconds nothing is
 published and /diagnostics says which camera is missing - never a silent stale pose.
 """
+
 import threading
 import time
 
@@ -42,11 +43,19 @@ class PoseEstimationNode(Node):
         p = lambda name, default, doc: self.declare_parameter(name, default, ParameterDescriptor(description=doc)).value  # noqa: E731
         scene_path = p('scene', '', 'scene YAML whose objects are the known objects (meshes, labels, colours)')
         self.camera_names = list(p('cameras', ['front', 'left'], 'cameras to fuse'))
-        self.moving = set(p('moving_cameras', ['wrist'], 'cameras whose pose changes (e.g. on the wrist): their pose must match the frame stamp'))
+        self.moving = set(
+            p(
+                'moving_cameras',
+                ['wrist'],
+                'cameras whose pose changes (e.g. on the wrist): their pose must match the frame stamp',
+            )
+        )
         self.objects_topic = p('objects_topic', topics.OBJECTS, 'where the detected objects are published')
         self.rate = p('rate', 10.0, 'processing rate [Hz] (tracking; a detection takes longer)')
         self.sync_tolerance = p('sync_tolerance', 0.02, 'largest stamp difference within a frame set [s]')
-        self.stale_after = p('stale_after', 1.0, 'no fresh synchronised frames for this long: error, nothing published [s]')
+        self.stale_after = p(
+            'stale_after', 1.0, 'no fresh synchronised frames for this long: error, nothing published [s]'
+        )
         self.use_robot_filter = p('robot_filter', True, 'cut the robot (at /joint_states) out of the cloud')
         voxel = p('voxel', 0.004, 'cloud resolution [m]')
         if not scene_path:
@@ -65,8 +74,12 @@ class PoseEstimationNode(Node):
         self.last_stamp, self.last_fresh = None, time.monotonic()
         self.last_seen = {}
         for name in self.camera_names:
-            for kind, msg_type, qos in (('color', Image, topics.SENSOR_QOS), ('depth', Image, topics.SENSOR_QOS),
-                                        ('color_info', CameraInfo, topics.SENSOR_QOS), ('pose', PoseStamped, topics.LATCHED_QOS)):
+            for kind, msg_type, qos in (
+                ('color', Image, topics.SENSOR_QOS),
+                ('depth', Image, topics.SENSOR_QOS),
+                ('color_info', CameraInfo, topics.SENSOR_QOS),
+                ('pose', PoseStamped, topics.LATCHED_QOS),
+            ):
                 self.create_subscription(msg_type, topics.camera_topic(name, kind), self._keeper(name, kind), qos)
         self.create_subscription(JointState, topics.JOINT_STATES, self.on_joints, topics.STATE_QOS)
         self.publisher = self.create_publisher(DetectedObjectArray, self.objects_topic, topics.STATE_QOS)
@@ -75,13 +88,16 @@ class PoseEstimationNode(Node):
         self.create_service(Trigger, '~/redetect', self.on_redetect)
         self.tf = _transform_broadcaster(self)
         self.create_timer(1.0 / self.rate, self.process, callback_group=MutuallyExclusiveCallbackGroup())
-        self.get_logger().info(f'pose_estimation ready: {len(config.objects)} known objects, cameras {self.camera_names}, '
-                               f'publishing {self.objects_topic}')
+        self.get_logger().info(
+            f'pose_estimation ready: {len(config.objects)} known objects, cameras {self.camera_names}, '
+            f'publishing {self.objects_topic}'
+        )
 
     def _keeper(self, name, kind):
         def keep(msg):
             with self.lock:
                 self.latest[name][kind] = msg
+
         return keep
 
     def on_redetect(self, _request, response):
@@ -95,15 +111,26 @@ class PoseEstimationNode(Node):
         """The newest synchronised frames of every camera, or (None, reason)."""
         with self.lock:
             latest = {name: dict(parts) for name, parts in self.latest.items()}
-        missing = [f'{name}/{kind}' for name, parts in latest.items() for kind in ('color', 'depth', 'color_info', 'pose') if kind not in parts]
+        missing = [
+            f'{name}/{kind}'
+            for name, parts in latest.items()
+            for kind in ('color', 'depth', 'color_info', 'pose')
+            if kind not in parts
+        ]
         if missing:
             return None, f'no messages yet on {", ".join(missing)}'
-        stamps = {f'{name}/{kind}': _stamp(parts[kind].header) for name, parts in latest.items()
-                  for kind in (('color', 'depth', 'pose') if name in self.moving else ('color', 'depth'))}
+        stamps = {
+            f'{name}/{kind}': _stamp(parts[kind].header)
+            for name, parts in latest.items()
+            for kind in (('color', 'depth', 'pose') if name in self.moving else ('color', 'depth'))
+        }
         if max(stamps.values()) - min(stamps.values()) > self.sync_tolerance:
             newest = max(stamps.values())
             behind = [k for k, s in stamps.items() if newest - s > self.sync_tolerance]
-            return None, f'frames not synchronised: {", ".join(behind)} behind by up to {newest - min(stamps.values()):.3f} s'
+            return (
+                None,
+                f'frames not synchronised: {", ".join(behind)} behind by up to {newest - min(stamps.values()):.3f} s',
+            )
         frames = []
         for name, parts in latest.items():
             rgb = ros_conversions.image_array(parts['color'])
@@ -111,8 +138,15 @@ class PoseEstimationNode(Node):
             pose = parts['pose'].pose
             quat = (pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z)
             R = pe.Rotation.from_quat([*quat[1:], quat[0]]).as_matrix()
-            frames.append(pe.Frame(rgb, depth, np.array(parts['color_info'].k).reshape(3, 3),
-                                   np.array([pose.position.x, pose.position.y, pose.position.z]), R))
+            frames.append(
+                pe.Frame(
+                    rgb,
+                    depth,
+                    np.array(parts['color_info'].k).reshape(3, 3),
+                    np.array([pose.position.x, pose.position.y, pose.position.z]),
+                    R,
+                )
+            )
         return (frames, latest[self.camera_names[0]]['color'].header.stamp), ''
 
     def process(self):
@@ -120,43 +154,67 @@ class PoseEstimationNode(Node):
         if result is not None and (self.last_stamp is None or result[1] != self.last_stamp):
             self.last_fresh = time.monotonic()
         elif time.monotonic() - self.last_fresh > self.stale_after:
-            self._diagnose(DiagnosticStatus.ERROR, f'no fresh synchronised frames for {time.monotonic() - self.last_fresh:.1f} s'
-                           + (f': {reason}' if reason else ''), {})
+            self._diagnose(
+                DiagnosticStatus.ERROR,
+                f'no fresh synchronised frames for {time.monotonic() - self.last_fresh:.1f} s'
+                + (f': {reason}' if reason else ''),
+                {},
+            )
             return
         if result is None or result[1] == self.last_stamp:
             return
         frames, stamp = result
         joints = self._joints_at(ros_conversions.seconds(stamp))
         if joints is None:
-            return    # no joint state at the frames' capture time yet: the next tick tries again
+            return  # no joint state at the frames' capture time yet: the next tick tries again
         arm, fingers = joints
         self.last_stamp = stamp
         started = time.perf_counter()
-        redetect, self.redetect = self.redetect, False    # taken before the work: a request during it is kept for the next set
+        redetect, self.redetect = (
+            self.redetect,
+            False,
+        )  # taken before the work: a request during it is kept for the next set
         mode = 'detect' if redetect else 'track'
         found = self.estimator.detect(frames, arm, fingers) if redetect else self.estimator.track(frames, arm, fingers)
         elapsed = time.perf_counter() - started
         message = self._message(found, stamp)
         self.publisher.publish(message)
-        if self.tf is not None:   # object frames on /tf where tf2_ros is installed (a workstation)
+        if self.tf is not None:  # object frames on /tf where tf2_ros is installed (a workstation)
             self.tf.sendTransform([_transform_msg(o) for o in message.objects if o.confidence > 0])
-        self.marker_pub.publish(markers.objects('perceived', [
-            (o.id, f'{o.label} {o.confidence:.2f}', ros_conversions.pose_position(o.pose), ros_conversions.pose_quat(o.pose),
-             (o.size.x, o.size.y, o.size.z), (*self.estimator.models[o.id].color, 0.9 if o.confidence > 0 else 0.3))
-            for o in message.objects], stamp))
+        self.marker_pub.publish(
+            markers.objects(
+                'perceived',
+                [
+                    (
+                        o.id,
+                        f'{o.label} {o.confidence:.2f}',
+                        ros_conversions.pose_position(o.pose),
+                        ros_conversions.pose_quat(o.pose),
+                        (o.size.x, o.size.y, o.size.z),
+                        (*self.estimator.models[o.id].color, 0.9 if o.confidence > 0 else 0.3),
+                    )
+                    for o in message.objects
+                ],
+                stamp,
+            )
+        )
         unseen = sorted(set(self.estimator.models) - set(found))
         level = DiagnosticStatus.WARN if unseen else DiagnosticStatus.OK
-        self._diagnose(level, f'{len(found)}/{len(self.estimator.models)} objects ({mode}, {elapsed * 1000:.0f} ms)'
-                       + (f'; not seen: {", ".join(unseen)}' if unseen else ''), {'mode': mode, 'ms': f'{elapsed * 1000:.0f}'})
+        self._diagnose(
+            level,
+            f'{len(found)}/{len(self.estimator.models)} objects ({mode}, {elapsed * 1000:.0f} ms)'
+            + (f'; not seen: {", ".join(unseen)}' if unseen else ''),
+            {'mode': mode, 'ms': f'{elapsed * 1000:.0f}'},
+        )
 
     def on_joints(self, msg):
         try:
             arm, width = ros_conversions.arm_state(msg)
-        except ValueError as exc:   # another robot's joints (or a malformed message): not the arm to cut out
+        except ValueError as exc:  # another robot's joints (or a malformed message): not the arm to cut out
             self.get_logger().warning(f'joint state ignored: {exc}', throttle_duration_sec=5.0)
             return
         with self.lock:
-            self.joints.add(_stamp(msg.header), arm, (width / 2, width / 2))   # the Panda's fingers move together
+            self.joints.add(_stamp(msg.header), arm, (width / 2, width / 2))  # the Panda's fingers move together
 
     def _joints_at(self, stamp):
         """(arm, fingers) when the frames were captured, (None, open fingers) with no robot joints at
@@ -166,8 +224,12 @@ class PoseEstimationNode(Node):
                 return None, (0.04, 0.04)
             joints, newest = self.joints.at(stamp), self.joints.samples[-1][0]
         if joints is None and newest < stamp - self.stale_after:
-            self._diagnose(DiagnosticStatus.WARN, f'no joint state near the frames\' capture time ({stamp:.2f} s): '
-                           'waiting for /joint_states to cut the robot out', {})
+            self._diagnose(
+                DiagnosticStatus.WARN,
+                f"no joint state near the frames' capture time ({stamp:.2f} s): "
+                'waiting for /joint_states to cut the robot out',
+                {},
+            )
         return joints
 
     def _message(self, found, stamp):
@@ -177,10 +239,16 @@ class PoseEstimationNode(Node):
             if estimate is None:
                 continue
             self.last_seen[oid] = estimate
-            detected = DetectedObject(header=msg.header, id=oid, label=model.label, mesh_id=model.mesh_id,
-                                      pose=ros_conversions.pose_msg(estimate.position, estimate.quat),
-                                      confidence=float(estimate.confidence) if oid in found else 0.0,
-                                      symmetry=model.symmetry, source=DetectedObject.SOURCE_PERCEPTION)
+            detected = DetectedObject(
+                header=msg.header,
+                id=oid,
+                label=model.label,
+                mesh_id=model.mesh_id,
+                pose=ros_conversions.pose_msg(estimate.position, estimate.quat),
+                confidence=float(estimate.confidence) if oid in found else 0.0,
+                symmetry=model.symmetry,
+                source=DetectedObject.SOURCE_PERCEPTION,
+            )
             detected.size.x, detected.size.y, detected.size.z = (float(v) for v in model.extents)
             msg.objects.append(detected)
         return msg
@@ -204,8 +272,11 @@ def _transform_broadcaster(node):
 
 def _transform_msg(detected):
     from geometry_msgs.msg import TransformStamped
+
     t = TransformStamped(header=detected.header, child_frame_id=detected.id)
-    t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = ros_conversions.pose_position(detected.pose)
+    t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = ros_conversions.pose_position(
+        detected.pose
+    )
     t.transform.rotation = detected.pose.orientation
     return t
 

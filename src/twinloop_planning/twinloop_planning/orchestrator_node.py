@@ -48,9 +48,12 @@ class OrchestratorNode(Node):
         super().__init__('task_orchestrator')
         p = lambda name, default, doc: self.declare_parameter(name, default, ParameterDescriptor(description=doc)).value  # noqa: E731
         self.default_strategy = p('default_strategy', 'anti_grounding', 'engine for goals that name none')
-        modules = p('engines', ['twinloop_antigrounding.engine', 'twinloop_scripted.engine'],
-                    'modules whose import registers the engines served')
-        config_dir = p('engine_config_dir', '', 'folder of the engines\' <name>.yaml files (config/)')
+        modules = p(
+            'engines',
+            ['twinloop_antigrounding.engine', 'twinloop_scripted.engine'],
+            'modules whose import registers the engines served',
+        )
+        config_dir = p('engine_config_dir', '', "folder of the engines' <name>.yaml files (config/)")
         self.max_length = p('max_instruction_length', 512, 'longest accepted instruction [characters]')
         self.max_steps = p('max_steps_limit', 200, 'largest accepted max_steps')
         self.default_timeout = p('default_timeout', 300.0, 'timeout for goals that set none [s]')
@@ -67,10 +70,12 @@ class OrchestratorNode(Node):
         self.busy, self.lock = False, threading.Lock()
         self.cancel_tokens = {}  # goal id -> CancelToken of the running goal
         state_group = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(DetectedObjectArray, objects_topic, self.latest.on_objects, topics.STATE_QOS,
-                                 callback_group=state_group)
-        self.create_subscription(JointState, topics.JOINT_STATES, self.latest.on_joints, topics.STATE_QOS,
-                                 callback_group=state_group)
+        self.create_subscription(
+            DetectedObjectArray, objects_topic, self.latest.on_objects, topics.STATE_QOS, callback_group=state_group
+        )
+        self.create_subscription(
+            JointState, topics.JOINT_STATES, self.latest.on_joints, topics.STATE_QOS, callback_group=state_group
+        )
         group = ReentrantCallbackGroup()
         self.ports_clients = RosClients(
             self.latest,
@@ -78,13 +83,22 @@ class OrchestratorNode(Node):
             self.create_client(RolloutTrajectories, topics.twin_service(twin, 'rollout'), callback_group=group),
             self.create_client(RenderViews, topics.twin_service(twin, 'render'), callback_group=group),
             self.create_client(ScoreTrajectories, topics.SCORE_TRAJECTORIES, callback_group=group),
-            ActionClient(self, ExecuteMotion, topics.EXECUTE_MOTION, callback_group=group))
+            ActionClient(self, ExecuteMotion, topics.EXECUTE_MOTION, callback_group=group),
+        )
         self.candidates_pub = self.create_publisher(MarkerArray, topics.PLANNER_CANDIDATES, topics.STATE_QOS)
         self.chosen_pub = self.create_publisher(Marker, topics.PLANNER_CHOSEN, topics.STATE_QOS)
-        self.server = ActionServer(self, ExecuteInstruction, topics.EXECUTE_INSTRUCTION, self.execute,
-                                   goal_callback=self.on_goal, cancel_callback=self.on_cancel,
-                                   callback_group=group)
-        self.get_logger().info(f'task_orchestrator ready: engines {sorted(self.engines)}, default {self.default_strategy}')
+        self.server = ActionServer(
+            self,
+            ExecuteInstruction,
+            topics.EXECUTE_INSTRUCTION,
+            self.execute,
+            goal_callback=self.on_goal,
+            cancel_callback=self.on_cancel,
+            callback_group=group,
+        )
+        self.get_logger().info(
+            f'task_orchestrator ready: engines {sorted(self.engines)}, default {self.default_strategy}'
+        )
 
     def on_goal(self, _goal):
         """Accept one goal at a time."""
@@ -138,13 +152,19 @@ class OrchestratorNode(Node):
         cancel = self.cancel_tokens[bytes(handle.goal_id.uuid)] = CancelToken()
         if handle.is_cancel_requested:
             cancel.cancel()
-        progress = RosProgress(handle.publish_feedback, Feedback, self.candidates_pub, self.chosen_pub, self.get_clock,
-                               self.get_logger())
+        progress = RosProgress(
+            handle.publish_feedback, Feedback, self.candidates_pub, self.chosen_pub, self.get_clock, self.get_logger()
+        )
         strategy, engine, task, steps, backend = goal.strategy or self.default_strategy, None, None, 0, ''
         try:
             engine = self.validate(goal)
-            limits = engines.Limits(goal.max_steps, started + (goal.timeout or self.default_timeout), goal.dry_run,
-                                    goal.num_candidates, goal.scorer_backend)
+            limits = engines.Limits(
+                goal.max_steps,
+                started + (goal.timeout or self.default_timeout),
+                goal.dry_run,
+                goal.num_candidates,
+                goal.scorer_backend,
+            )
             task = self.ground(goal, cancel)
             progress.log(f'grounded: {json.dumps(task.to_dict()["subtasks"])}')
             engine.check(task, limits)
@@ -166,13 +186,27 @@ class OrchestratorNode(Node):
             with self.lock:
                 self.busy = False
         steps = steps or len(progress.records)
-        meta = {'instruction': goal.instruction, 'strategy': strategy, 'strategy_label': engine.label if engine else '',
-                'scorer': backend, 'outcome': outcome.name.lower(), 'reason': reason,
-                'subtasks': task.to_dict()['subtasks'] if task else [], 'log': progress.lines,
-                'elapsed_s': round(time.monotonic() - started, 2)}
+        meta = {
+            'instruction': goal.instruction,
+            'strategy': strategy,
+            'strategy_label': engine.label if engine else '',
+            'scorer': backend,
+            'outcome': outcome.name.lower(),
+            'reason': reason,
+            'subtasks': task.to_dict()['subtasks'] if task else [],
+            'log': progress.lines,
+            'elapsed_s': round(time.monotonic() - started, 2),
+        }
         path = report.write(report.run_folder(self.runs_dir), meta, progress.records)
-        result = Result(success=outcome == Outcome.SUCCEEDED, outcome=int(outcome), reason=reason, summary='\n'.join(progress.lines),
-                        report_path=str(path), steps=steps, elapsed=time.monotonic() - started)
+        result = Result(
+            success=outcome == Outcome.SUCCEEDED,
+            outcome=int(outcome),
+            reason=reason,
+            summary='\n'.join(progress.lines),
+            report_path=str(path),
+            steps=steps,
+            elapsed=time.monotonic() - started,
+        )
         if outcome == Outcome.CANCELED:
             handle.canceled()
         elif result.success:

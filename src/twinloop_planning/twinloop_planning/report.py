@@ -1,6 +1,7 @@
 """A run's report: report.json with every number, report.html with the multi-view images of each
 step (candidates coloured by score, red 0 .. green 1), per-dimension scores, the chosen candidate
 and timings; PNGs beside it."""
+
 import html
 import json
 import time
@@ -39,10 +40,18 @@ def write(folder, meta, records):
         data = {k: v for k, v in (asdict(r) if is_dataclass(r) else dict(r)).items() if k != 'images'}
         data['images'] = images
         steps.append(data)
-    planning = [sum(v for k, v in getattr(r, 'timings', {}).items() if k not in ('execution', 'report_render')) for r in records]
-    summary = {**meta, 'steps': steps, 'timing_totals': _timing_totals(records),
-               'planning_s_per_step': {'mean': round(float(np.mean(planning)), 3) if planning else None,
-                                       'max': round(float(np.max(planning)), 3) if planning else None}}
+    planning = [
+        sum(v for k, v in getattr(r, 'timings', {}).items() if k not in ('execution', 'report_render')) for r in records
+    ]
+    summary = {
+        **meta,
+        'steps': steps,
+        'timing_totals': _timing_totals(records),
+        'planning_s_per_step': {
+            'mean': round(float(np.mean(planning)), 3) if planning else None,
+            'max': round(float(np.max(planning)), 3) if planning else None,
+        },
+    }
     (folder / 'report.json').write_text(json.dumps(summary, indent=2))
     (folder / 'report.html').write_text(_html(summary))
     return folder / 'report.html'
@@ -50,30 +59,39 @@ def write(folder, meta, records):
 
 def _html(summary):
     e = html.escape
-    out = [f'<!doctype html><html><head><meta charset="utf-8"><title>twinloop run: {e(summary["instruction"])}</title>',
-           '<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #ccc;'
-           'padding:2px 6px;font-size:13px}img{margin:2px;border:1px solid #999}.chosen{background:#dfd}</style></head><body>',
-           f'<h1>{e(summary["instruction"])}</h1>',
-           f'<p><b>Outcome:</b> {e(summary["outcome"])} - {e(summary["reason"])}<br><b>Strategy:</b> {e(summary["strategy"])}'
-           f'<br><b>Scorer:</b> {e(summary.get("scorer", ""))}<br><b>Elapsed:</b> {summary["elapsed_s"]:.1f} s'
-           f'<br><b>Planning time per step:</b> mean {summary["planning_s_per_step"]["mean"]} s, max {summary["planning_s_per_step"]["max"]} s</p>',
-           f'<p><b>Sub-tasks:</b> {e(json.dumps(summary.get("subtasks", [])))}</p>',
-           f'<p><b>Time per MPC stage (all steps):</b> {e(json.dumps(summary["timing_totals"]))}</p>']
+    out = [
+        f'<!doctype html><html><head><meta charset="utf-8"><title>twinloop run: {e(summary["instruction"])}</title>',
+        '<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #ccc;'
+        'padding:2px 6px;font-size:13px}img{margin:2px;border:1px solid #999}.chosen{background:#dfd}</style></head><body>',
+        f'<h1>{e(summary["instruction"])}</h1>',
+        f'<p><b>Outcome:</b> {e(summary["outcome"])} - {e(summary["reason"])}<br><b>Strategy:</b> {e(summary["strategy"])}'
+        f'<br><b>Scorer:</b> {e(summary.get("scorer", ""))}<br><b>Elapsed:</b> {summary["elapsed_s"]:.1f} s'
+        f'<br><b>Planning time per step:</b> mean {summary["planning_s_per_step"]["mean"]} s, max {summary["planning_s_per_step"]["max"]} s</p>',
+        f'<p><b>Sub-tasks:</b> {e(json.dumps(summary.get("subtasks", [])))}</p>',
+        f'<p><b>Time per MPC stage (all steps):</b> {e(json.dumps(summary["timing_totals"]))}</p>',
+    ]
     for s in summary['steps']:
         if 'candidates' not in s:  # an engine's own record: shown as it is
             out.append(f'<pre>{e(json.dumps(s, indent=1))}</pre>')
             continue
-        out.append(f'<h2>Step {s["step"]}: {e(s["stage"])}</h2><p>chose {e(s["note"])} (score {s["best_score"]:.2f}, '
-                   f'{e(s["backend"])}); timings {e(json.dumps(s["timings"]))}</p>')
+        out.append(
+            f'<h2>Step {s["step"]}: {e(s["stage"])}</h2><p>chose {e(s["note"])} (score {s["best_score"]:.2f}, '
+            f'{e(s["backend"])}); timings {e(json.dumps(s["timings"]))}</p>'
+        )
         out += [f'<img src="{e(png)}" width="224">' for png in s['images']]
         dims = list(s['candidates'][0]['dimensions']) if s['candidates'] else []
-        out.append('<table><tr><th>id</th><th>motion</th><th>total</th>' + ''.join(f'<th>{e(d)}</th>' for d in dims)
-                   + '<th>collisions</th><th>holding</th></tr>')
+        out.append(
+            '<table><tr><th>id</th><th>motion</th><th>total</th>'
+            + ''.join(f'<th>{e(d)}</th>' for d in dims)
+            + '<th>collisions</th><th>holding</th></tr>'
+        )
         for c in sorted(s['candidates'], key=lambda c: -c['total']):
             row = 'class="chosen"' if c['id'] == s['chosen'] else ''
-            out.append(f'<tr {row}><td>{e(c["id"])}</td><td>{e(c["description"])}</td><td>{c["total"]:.3f}</td>'
-                       + ''.join(f'<td>{c["dimensions"].get(d, "")}</td>' for d in dims)
-                       + f'<td>{e(", ".join(c["collisions"]))}</td><td>{e(c["holding"])}</td></tr>')
+            out.append(
+                f'<tr {row}><td>{e(c["id"])}</td><td>{e(c["description"])}</td><td>{c["total"]:.3f}</td>'
+                + ''.join(f'<td>{c["dimensions"].get(d, "")}</td>' for d in dims)
+                + f'<td>{e(", ".join(c["collisions"]))}</td><td>{e(c["holding"])}</td></tr>'
+            )
         out.append('</table>')
     out.append('</body></html>')
     return '\n'.join(out)

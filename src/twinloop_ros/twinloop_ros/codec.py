@@ -23,11 +23,16 @@ def candidate_msg(path: TimedPath):
         if abs(path.times[index] - t) > 1e-6:
             raise ValueError(f'candidate {path.id}: gripper command at {t:.3f} s is not at a waypoint time')
         events[index] = EVENT_OPEN if width >= OPEN_WIDTH - 1e-6 else EVENT_CLOSE
-    points = [JointTrajectoryPoint(positions=[float(v) for v in q], time_from_start=duration(t))
-              for q, t in zip(path.positions, path.times)]
-    return CandidateTrajectory(id=path.id, description=path.description,
-                               trajectory=JointTrajectory(joint_names=list(ARM_JOINTS), points=points),
-                               gripper_events=events)
+    points = [
+        JointTrajectoryPoint(positions=[float(v) for v in q], time_from_start=duration(t))
+        for q, t in zip(path.positions, path.times)
+    ]
+    return CandidateTrajectory(
+        id=path.id,
+        description=path.description,
+        trajectory=JointTrajectory(joint_names=list(ARM_JOINTS), points=points),
+        gripper_events=events,
+    )
 
 
 def timed_path(msg):
@@ -54,22 +59,34 @@ def timed_path(msg):
 
 def score_msg(candidate_id, score: Score):
     """CandidateScore of a Score (views are added by the scoring node)."""
-    msg = CandidateScore(candidate_id=candidate_id, total=float(score['total']), backend=score['backend'],
-                         model=score.get('model', ''), failed=bool(score['failed']))
+    msg = CandidateScore(
+        candidate_id=candidate_id,
+        total=float(score['total']),
+        backend=score['backend'],
+        model=score.get('model', ''),
+        failed=bool(score['failed']),
+    )
     if score['failed']:
         msg.failure_reason = score.get('rationale', '')
     else:
         msg.rationale = score.get('rationale', '')
-    msg.dimensions = [DimensionScore(dimension=name, score=float(value), weight=float(score.get('weights', {}).get(name, 0.0)))
-                      for name, value in score['dimensions'].items()]
+    msg.dimensions = [
+        DimensionScore(dimension=name, score=float(value), weight=float(score.get('weights', {}).get(name, 0.0)))
+        for name, value in score['dimensions'].items()
+    ]
     return msg
 
 
 def score_from_msg(msg):
     """The Score of a CandidateScore."""
-    return Score(total=float(msg.total), failed=bool(msg.failed), backend=msg.backend, model=msg.model,
-                 dimensions={d.dimension: round(float(d.score), 2) for d in msg.dimensions},
-                 rationale=msg.failure_reason if msg.failed else msg.rationale)
+    return Score(
+        total=float(msg.total),
+        failed=bool(msg.failed),
+        backend=msg.backend,
+        model=msg.model,
+        dimensions={d.dimension: round(float(d.score), 2) for d in msg.dimensions},
+        rationale=msg.failure_reason if msg.failed else msg.rationale,
+    )
 
 
 def facts_json(facts):

@@ -1,4 +1,5 @@
 """numpy <-> ROS message conversions for images, camera models and poses (no cv_bridge here)."""
+
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import Pose
@@ -20,13 +21,19 @@ def image_msg(array, encoding, header):
 
 def image_array(msg):
     """The numpy view of a sensor_msgs/Image (rgb8, bgr8, mono8, 32FC1, 16UC1)."""
-    dtypes = {'rgb8': (np.uint8, 3), 'bgr8': (np.uint8, 3), 'mono8': (np.uint8, 1), '32FC1': (np.float32, 1), '16UC1': (np.uint16, 1)}
+    dtypes = {
+        'rgb8': (np.uint8, 3),
+        'bgr8': (np.uint8, 3),
+        'mono8': (np.uint8, 1),
+        '32FC1': (np.float32, 1),
+        '16UC1': (np.uint16, 1),
+    }
     if msg.encoding not in dtypes:
         raise ValueError(f'unsupported image encoding {msg.encoding!r}')
     dtype, channels = dtypes[msg.encoding]
     array = np.frombuffer(bytes(msg.data), dtype=dtype)
     row = msg.step // np.dtype(dtype).itemsize
-    array = array.reshape(msg.height, row)[:, :msg.width * channels]
+    array = array.reshape(msg.height, row)[:, : msg.width * channels]
     return array.reshape(msg.height, msg.width, channels) if channels > 1 else array.reshape(msg.height, msg.width)
 
 
@@ -50,10 +57,16 @@ def depth_metres(msg):
 
 def camera_info_msg(intrinsics, header):
     k = intrinsics
-    return CameraInfo(header=header, width=k.width, height=k.height, distortion_model='plumb_bob', d=[0.0] * 5,
-                      k=[k.fx, 0.0, k.cx, 0.0, k.fy, k.cy, 0.0, 0.0, 1.0],
-                      r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-                      p=[k.fx, 0.0, k.cx, 0.0, 0.0, k.fy, k.cy, 0.0, 0.0, 0.0, 1.0, 0.0])
+    return CameraInfo(
+        header=header,
+        width=k.width,
+        height=k.height,
+        distortion_model='plumb_bob',
+        d=[0.0] * 5,
+        k=[k.fx, 0.0, k.cx, 0.0, k.fy, k.cy, 0.0, 0.0, 1.0],
+        r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+        p=[k.fx, 0.0, k.cx, 0.0, 0.0, k.fy, k.cy, 0.0, 0.0, 0.0, 1.0, 0.0],
+    )
 
 
 def pose_msg(position, quat_wxyz):
@@ -107,4 +120,6 @@ def arm_state(msg, arm_joints=ARM_JOINTS, finger_joints=FINGER_JOINTS):
 
 def object_states(msg):
     """{id: ObjectState} of a twinloop_interfaces/DetectedObjectArray."""
-    return {o.id: ObjectState(pose_position(o.pose), pose_quat(o.pose), (o.size.x, o.size.y, o.size.z)) for o in msg.objects}
+    return {
+        o.id: ObjectState(pose_position(o.pose), pose_quat(o.pose), (o.size.x, o.size.y, o.size.z)) for o in msg.objects
+    }

@@ -3,6 +3,7 @@
 A callback cut short by the shutdown (publishing on a context that just went invalid) is part
 of stopping, not a failure: the process still exits 0.
 """
+
 import rclpy
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor

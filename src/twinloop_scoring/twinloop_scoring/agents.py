@@ -1,4 +1,5 @@
 """Scorer agents from config/vlm_agents.yaml: a registry of backend constructors by name."""
+
 import yaml
 
 from twinloop_scoring import vqa
@@ -13,6 +14,7 @@ def _openai(entry):
 
 def _transformers(entry):
     from twinloop_scoring.transformers_backend import TransformersBackend
+
     return TransformersBackend(entry['model_dir'])
 
 

@@ -10,6 +10,7 @@ With every agent valid this is S_j = (1/M') sum_m sum_v C'_v sum_k w_k s[m, v, j
 agents that failed on a view are left out of that view's mean, views where all failed get C = 0.
 Every intermediate number is returned for the report.
 """
+
 import warnings
 from dataclasses import dataclass
 
@@ -18,25 +19,25 @@ import numpy as np
 
 @dataclass
 class Fusion:
-    totals: np.ndarray            # (J,) S_j
+    totals: np.ndarray  # (J,) S_j
     dimension_scores: np.ndarray  # (J, K) confidence-weighted, agent-averaged s
-    weighted: np.ndarray          # (M, V, J) sum_k w_k s
-    variance: np.ndarray          # (V,) sigma_v
-    clarity: np.ndarray           # (V,) q_v
-    confidence: np.ndarray        # (V,) C_v
-    normalised: np.ndarray        # (V,) C'_v
-    valid_agents: np.ndarray      # (V,) agents with a valid reply per view
-    failed_views: np.ndarray      # (V,) bool
+    weighted: np.ndarray  # (M, V, J) sum_k w_k s
+    variance: np.ndarray  # (V,) sigma_v
+    clarity: np.ndarray  # (V,) q_v
+    confidence: np.ndarray  # (V,) C_v
+    normalised: np.ndarray  # (V,) C'_v
+    valid_agents: np.ndarray  # (V,) agents with a valid reply per view
+    failed_views: np.ndarray  # (V,) bool
 
 
 def fuse(scores, clarity, weights, lambda_c=1.0):
-    scores = np.asarray(scores, float)          # (M, V, J, K)
-    clarity = np.asarray(clarity, float)        # (M, V)
-    weights = np.asarray(weights, float)        # (K,)
+    scores = np.asarray(scores, float)  # (M, V, J, K)
+    clarity = np.asarray(clarity, float)  # (M, V)
+    weights = np.asarray(weights, float)  # (K,)
     if scores.ndim != 4 or clarity.shape != scores.shape[:2] or weights.shape != scores.shape[3:]:
         raise ValueError(f'shapes: scores {scores.shape}, clarity {clarity.shape}, weights {weights.shape}')
     weighted = np.einsum('mvjk,k->mvj', scores, weights)
-    valid = ~np.isnan(weighted).any(axis=2) & ~np.isnan(clarity)        # (M, V)
+    valid = ~np.isnan(weighted).any(axis=2) & ~np.isnan(clarity)  # (M, V)
     valid_agents = valid.sum(axis=0)
     failed = valid_agents == 0
     with np.errstate(invalid='ignore', divide='ignore'), warnings.catch_warnings():
@@ -51,7 +52,7 @@ def fuse(scores, clarity, weights, lambda_c=1.0):
     normalised = confidence / total
     with np.errstate(invalid='ignore'), warnings.catch_warnings():
         warnings.simplefilter('ignore', RuntimeWarning)
-        per_view = np.nanmean(masked, axis=0)                              # (V, J)
+        per_view = np.nanmean(masked, axis=0)  # (V, J)
         per_view_dims = np.nanmean(np.where(valid[:, :, None, None], scores, np.nan), axis=0)  # (V, J, K)
     totals = np.nansum(normalised[:, None] * np.nan_to_num(per_view), axis=0)
     dims = np.nansum(normalised[:, None, None] * np.nan_to_num(per_view_dims), axis=0)

@@ -2,6 +2,7 @@
 (the hosted VLMs twinloop talks to cannot run here), replays scripted answers or asks a
 responder function, adds a configurable latency, and records every request. It is not a VLM and
 is never used outside tests and bench/. It serves until stopped (a `with` block)."""
+
 import json
 import threading
 import time
@@ -31,13 +32,24 @@ class ChatServer:
                 else:
                     content = step.get('content')
                     if content is None:
-                        content = server.responder(server.requests[-1]['json']) if server.responder else server.default_content
+                        content = (
+                            server.responder(server.requests[-1]['json'])
+                            if server.responder
+                            else server.default_content
+                        )
                     message = {'role': 'assistant', 'content': content}
                     if 'refusal' in step:
                         message = {'role': 'assistant', 'content': None, 'refusal': step['refusal']}
-                    payload = json.dumps({'id': 'x', 'object': 'chat.completion', 'model': 'test-vlm',
-                                          'choices': [{'index': 0, 'message': message,
-                                                       'finish_reason': step.get('finish_reason', 'stop')}]}).encode()
+                    payload = json.dumps(
+                        {
+                            'id': 'x',
+                            'object': 'chat.completion',
+                            'model': 'test-vlm',
+                            'choices': [
+                                {'index': 0, 'message': message, 'finish_reason': step.get('finish_reason', 'stop')}
+                            ],
+                        }
+                    ).encode()
                 try:
                     self.send_response(status)
                     self.send_header('Content-Type', 'application/json')

@@ -6,6 +6,7 @@ retries with exponential backoff on 429/5xx/network errors, a concurrency limit,
 response cache keyed by the prompt and image hashes. The API key comes from an environment
 variable and is never logged or stored in results.
 """
+
 import base64
 import json
 import os
@@ -24,8 +25,18 @@ class OpenAIHTTPBackend(VLMBackend):
     name = 'openai_http'
     is_vlm = True
 
-    def __init__(self, base_url, model, api_key_env='OPENAI_API_KEY', timeout=60.0, retries=3, backoff=1.0,
-                 concurrency=4, json_mode='json_schema', cache=True):
+    def __init__(
+        self,
+        base_url,
+        model,
+        api_key_env='OPENAI_API_KEY',
+        timeout=60.0,
+        retries=3,
+        backoff=1.0,
+        concurrency=4,
+        json_mode='json_schema',
+        cache=True,
+    ):
         if json_mode not in ('json_schema', 'json_object', 'none'):
             raise ValueError(f'json_mode must be json_schema, json_object or none, not {json_mode!r}')
         self.url = base_url.rstrip('/') + '/chat/completions'
@@ -42,10 +53,20 @@ class OpenAIHTTPBackend(VLMBackend):
         for image in request.images:
             data = base64.b64encode(png_bytes(image)).decode()
             content.append({'type': 'image_url', 'image_url': {'url': f'data:image/png;base64,{data}'}})
-        messages = ([{'role': 'system', 'content': request.system}] if request.system else []) + [{'role': 'user', 'content': content}]
-        body = {'model': self.model, 'messages': messages, 'temperature': request.temperature, 'max_tokens': request.max_tokens}
+        messages = ([{'role': 'system', 'content': request.system}] if request.system else []) + [
+            {'role': 'user', 'content': content}
+        ]
+        body = {
+            'model': self.model,
+            'messages': messages,
+            'temperature': request.temperature,
+            'max_tokens': request.max_tokens,
+        }
         if request.json_schema is not None and self.json_mode == 'json_schema':
-            body['response_format'] = {'type': 'json_schema', 'json_schema': {'name': 'reply', 'schema': request.json_schema, 'strict': True}}
+            body['response_format'] = {
+                'type': 'json_schema',
+                'json_schema': {'name': 'reply', 'schema': request.json_schema, 'strict': True},
+            }
         elif request.json_schema is not None and self.json_mode == 'json_object':
             body['response_format'] = {'type': 'json_object'}
         return body
@@ -83,11 +104,15 @@ class OpenAIHTTPBackend(VLMBackend):
                     if key is not None:
                         with self._cache_lock:
                             self._cache[key] = text
-                    return VLMReply(text, self.name, answer.get('model', self.model), time.monotonic() - started, attempts=attempt)
+                    return VLMReply(
+                        text, self.name, answer.get('model', self.model), time.monotonic() - started, attempts=attempt
+                    )
             except urllib.error.HTTPError as exc:
                 reason = f'HTTP {exc.code}'
                 if exc.code not in RETRIABLE_STATUS:
-                    return VLMError(f'{reason}: {exc.read()[:200].decode(errors="replace")}', self.name, self.model, attempt)
+                    return VLMError(
+                        f'{reason}: {exc.read()[:200].decode(errors="replace")}', self.name, self.model, attempt
+                    )
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
                 reason = f'network error: {getattr(exc, "reason", exc)}'
             except (ValueError, KeyError, IndexError, TypeError) as exc:

@@ -2,6 +2,7 @@
 fused total, per-dimension scores, per-view confidences, rationales and the backends that
 produced them out. Candidates are told apart in the images by tube colour (overlays.DISTINCT, in
 candidate order); each candidate's rollout_json gives non-visual critics the twin's facts."""
+
 import json
 import time
 
@@ -46,7 +47,9 @@ class ScoringNode(Node):
             result = vqa.score(self.config, request.instruction, views, candidate_ids, agents, facts)
         except ValueError as exc:  # every view failed for every agent
             response.success, response.message = True, f'scoring failed: {exc}'
-            response.scores = [codec.score_msg(c, s) for c, s in zip(candidate_ids, vqa.failed_scores(candidate_ids, str(exc), agents))]
+            response.scores = [
+                codec.score_msg(c, s) for c, s in zip(candidate_ids, vqa.failed_scores(candidate_ids, str(exc), agents))
+            ]
             return response
         fused = result.fused
         backends = ', '.join(result.backends)
@@ -55,16 +58,24 @@ class ScoringNode(Node):
             msg = codec.score_msg(cid, score)
             for v, view in enumerate(views):
                 reasons = [r for _, name, r in result.failures if name == view.name]
-                msg.views.append(ViewConfidence(camera_name=view.name, clarity=float(fused.clarity[v]),
-                                                variance=float(np.nan_to_num(fused.variance[v])),
-                                                confidence=float(fused.normalised[v]), failed=bool(fused.failed_views[v]),
-                                                failure_reason='; '.join(reasons)))
+                msg.views.append(
+                    ViewConfidence(
+                        camera_name=view.name,
+                        clarity=float(fused.clarity[v]),
+                        variance=float(np.nan_to_num(fused.variance[v])),
+                        confidence=float(fused.normalised[v]),
+                        failed=bool(fused.failed_views[v]),
+                        failure_reason='; '.join(reasons),
+                    )
+                )
             response.scores.append(msg)
         response.success, response.backend, response.requests = True, backends, result.requests
         response.message = f'{len(result.failures)} view failure(s)' if result.failures else 'ok'
         response.wall_time = time.monotonic() - started
-        self.get_logger().info(f'scored {len(candidate_ids)} candidates x {len(views)} views with {backends} '
-                               f'({result.requests} requests, {response.wall_time:.2f} s)')
+        self.get_logger().info(
+            f'scored {len(candidate_ids)} candidates x {len(views)} views with {backends} '
+            f'({result.requests} requests, {response.wall_time:.2f} s)'
+        )
         return response
 
     def _parse(self, request):
@@ -85,8 +96,11 @@ class ScoringNode(Node):
             views.append(vqa.View(view.camera_name, image, {c: colours[c] for c in shown}))
         task = json.loads(request.task_json) if request.task_json else {}
         rollouts = {c.id: json.loads(c.rollout_json) for c in request.candidates if c.rollout_json}
-        agents = (agent_registry.load(self.agents_file, [n.strip() for n in request.backend.split(',') if n.strip()])
-                  if request.backend else self.default_agents)
+        agents = (
+            agent_registry.load(self.agents_file, [n.strip() for n in request.backend.split(',') if n.strip()])
+            if request.backend
+            else self.default_agents
+        )
         if any(not a.backend.is_vlm for a in agents) and set(rollouts) != set(candidate_ids):
             raise ValueError('twin_critic needs rollout_json for every candidate')
         return candidate_ids, views, {'task': task, 'rollouts': rollouts}, agents

@@ -7,6 +7,7 @@ margins and object tumbling (feasibility), and the instructed objects' visibilit
 (viewpoint clarity). Its replies use the VLM reply format so the rest of the pipeline is the
 same, and every reply and rationale says what it is.
 """
+
 import json
 
 import numpy as np
@@ -43,9 +44,11 @@ def judge(rollout, task, visibility=1.0):
             approach, closer = _closeness_gain(rollout['ee_start'], rollout['ee_end'], initial[target])
             alignment = 5.0 + 2.5 * approach
             notes.append(f'gripper {closer * 100:+.1f} cm towards {target}')
-        holding = task.get('holding', 'wanted')     # wanted (grasping), required (carrying), unwanted (releasing)
-        if rollout.get('holding') == target and holding != 'unwanted':   # credit a grasp the nearer the grasp point
-            height = task.get('grip_height', task.get('object_size', (0, 0, 0))[2] / 2)   # above the base, where frames sit
+        holding = task.get('holding', 'wanted')  # wanted (grasping), required (carrying), unwanted (releasing)
+        if rollout.get('holding') == target and holding != 'unwanted':  # credit a grasp the nearer the grasp point
+            height = task.get(
+                'grip_height', task.get('object_size', (0, 0, 0))[2] / 2
+            )  # above the base, where frames sit
             offset = float(np.linalg.norm(np.add(final[target], (0.0, 0.0, height)) - np.asarray(rollout['ee_end'])))
             alignment = min(10.0, alignment + 3.0 * float(np.clip((0.025 - offset) / 0.02, 0.0, 1.0)))
             notes.append(f'holding {target} {offset * 100:.1f} cm from the grip')
@@ -55,8 +58,11 @@ def judge(rollout, task, visibility=1.0):
         elif holding == 'required':
             alignment = max(0.0, alignment - 4.0)
             notes.append(f'{target} is not held at the end')
-    disturbed = [oid for oid, d in rollout.get('displacements', {}).items()
-                 if d > 0.01 and oid not in (target, task.get('destination'))]
+    disturbed = [
+        oid
+        for oid, d in rollout.get('displacements', {}).items()
+        if d > 0.01 and oid not in (target, task.get('destination'))
+    ]
     if disturbed:
         alignment = max(0.0, alignment - 5.0)
         notes.append(f'moved the wrong object(s): {", ".join(disturbed)}')
@@ -69,8 +75,13 @@ def judge(rollout, task, visibility=1.0):
     if rollout.get('rotations', {}).get(target, 0.0) > np.radians(60):
         feasibility = max(0.0, feasibility - 5.0)
         notes.append(f'{target} tumbled')
-    scores = {'safety': safety, 'task_alignment': alignment, 'efficiency': efficiency,
-              'physical_feasibility': feasibility, 'viewpoint_clarity': 10.0 * float(np.clip(visibility, 0, 1))}
+    scores = {
+        'safety': safety,
+        'task_alignment': alignment,
+        'efficiency': efficiency,
+        'physical_feasibility': feasibility,
+        'viewpoint_clarity': 10.0 * float(np.clip(visibility, 0, 1)),
+    }
     return scores, f'{LABEL}: ' + '; '.join(notes)
 
 

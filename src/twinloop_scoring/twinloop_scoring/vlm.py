@@ -5,6 +5,7 @@ reply must follow) with VLMReplies that always name the backend and model that p
 Failures are values (VLMError), never exceptions that escape a batch: one bad view must not
 lose the others.
 """
+
 import hashlib
 import io
 from dataclasses import dataclass, field
@@ -16,17 +17,24 @@ from PIL import Image
 @dataclass
 class VLMRequest:
     prompt: str
-    images: list = field(default_factory=list)   # (h, w, 3) uint8 arrays
+    images: list = field(default_factory=list)  # (h, w, 3) uint8 arrays
     system: str = ''
-    json_schema: dict = None                     # the reply must be JSON following it (None: free text)
+    json_schema: dict = None  # the reply must be JSON following it (None: free text)
     temperature: float = 0.0
     max_tokens: int = 1024
-    facts: dict = field(default_factory=dict)    # for non-visual critics (rollout data); never sent to a VLM
+    facts: dict = field(default_factory=dict)  # for non-visual critics (rollout data); never sent to a VLM
 
     def cache_key(self, model):
         """Stable hash of everything that determines the answer: model, prompts, schema, images."""
         h = hashlib.sha256()
-        for part in (model, self.system, self.prompt, repr(self.json_schema), f'{self.temperature:.3f}', str(self.max_tokens)):
+        for part in (
+            model,
+            self.system,
+            self.prompt,
+            repr(self.json_schema),
+            f'{self.temperature:.3f}',
+            str(self.max_tokens),
+        ):
             h.update(part.encode())
             h.update(b'\0')
         for image in self.images:
@@ -40,7 +48,7 @@ class VLMReply:
     text: str
     backend: str
     model: str
-    latency: float = 0.0        # [s]
+    latency: float = 0.0  # [s]
     cached: bool = False
     attempts: int = 1
 

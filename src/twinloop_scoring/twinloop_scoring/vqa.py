@@ -2,6 +2,7 @@
 sub-questions over the five dimensions, replies validated against a schema. A malformed,
 refused or truncated reply is retried, then recorded as a failure for that view (never a crash,
 never a silent zero). The fused result keeps every intermediate number."""
+
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -38,8 +39,14 @@ class PromptConfig:
         dims = [Dimension(d['name'], float(d['weight']), d['question']) for d in data['dimensions']]
         if not np.isclose(sum(d.weight for d in dims), 1.0):
             raise ValueError(f'{path}: dimension weights must sum to 1')
-        return cls(int(data['version']), dims, data['system'], data['template'], float(data.get('lambda_c', 1.0)),
-                   int(data.get('retries', 1)))
+        return cls(
+            int(data['version']),
+            dims,
+            data['system'],
+            data['template'],
+            float(data.get('lambda_c', 1.0)),
+            int(data.get('retries', 1)),
+        )
 
     @property
     def weights(self):
@@ -47,26 +54,35 @@ class PromptConfig:
 
     def schema(self, candidate_ids):
         score = {'type': 'number', 'minimum': 0, 'maximum': 10}
-        item = {'type': 'object', 'additionalProperties': False,
-                'properties': {'id': {'type': 'string', 'enum': list(candidate_ids)}, 'rationale': {'type': 'string'},
-                               **{d.name: score for d in self.dimensions}},
-                'required': ['id', 'rationale'] + [d.name for d in self.dimensions]}
-        return {'type': 'object', 'additionalProperties': False,
-                'properties': {'view_clarity': score, 'candidates': {'type': 'array', 'items': item}},
-                'required': ['view_clarity', 'candidates']}
+        item = {
+            'type': 'object',
+            'additionalProperties': False,
+            'properties': {
+                'id': {'type': 'string', 'enum': list(candidate_ids)},
+                'rationale': {'type': 'string'},
+                **{d.name: score for d in self.dimensions},
+            },
+            'required': ['id', 'rationale'] + [d.name for d in self.dimensions],
+        }
+        return {
+            'type': 'object',
+            'additionalProperties': False,
+            'properties': {'view_clarity': score, 'candidates': {'type': 'array', 'items': item}},
+            'required': ['view_clarity', 'candidates'],
+        }
 
 
 @dataclass
 class View:
     name: str
-    image: np.ndarray                     # rgb8 with the candidates drawn
-    legend: dict                          # candidate id -> colour name
-    facts: dict = field(default_factory=dict)   # per-view facts for non-visual critics (e.g. visibility)
+    image: np.ndarray  # rgb8 with the candidates drawn
+    legend: dict  # candidate id -> colour name
+    facts: dict = field(default_factory=dict)  # per-view facts for non-visual critics (e.g. visibility)
 
 
 @dataclass
 class Agent:
-    backend: object                       # a VLMBackend
+    backend: object  # a VLMBackend
     temperature: float = 0.0
 
     @property
@@ -112,7 +128,9 @@ def build_request(config, instruction, view, candidate_ids, temperature, facts=N
     fields = ', '.join(f'"{d.name}": <0-10>' for d in config.dimensions)
     questions = '\n'.join(f'- {d.name}: {d.question}' for d in config.dimensions)
     legend = ', '.join(f'{colour} -> {cid}' for cid, colour in view.legend.items())
-    prompt = config.template.format(instruction=instruction, view=view.name, legend=legend, questions=questions, fields=fields)
+    prompt = config.template.format(
+        instruction=instruction, view=view.name, legend=legend, questions=questions, fields=fields
+    )
     return VLMRequest(prompt, [view.image], config.system, config.schema(candidate_ids), temperature, facts=facts or {})
 
 
@@ -120,9 +138,9 @@ def build_request(config, instruction, view, candidate_ids, temperature, facts=N
 class ScoringResult:
     candidate_ids: list
     fused: fusion.Fusion
-    rationales: dict        # candidate id -> list of rationale strings
-    failures: list          # (agent, view, reason)
-    agents: list            # agent labels
+    rationales: dict  # candidate id -> list of rationale strings
+    failures: list  # (agent, view, reason)
+    agents: list  # agent labels
     requests: int
     prompt_version: int
 
@@ -134,16 +152,28 @@ class ScoringResult:
         """A Score per candidate, in candidate order: what in-process ports return and the scoring
         node sends (twinloop_ros.codec.score_msg)."""
         backend = ', '.join(self.backends)
-        return [Score(total=float(self.fused.totals[j]), failed=False, backend=backend, model=models,
-                      dimensions={d.name: round(float(self.fused.dimension_scores[j, k]), 2) for k, d in enumerate(config.dimensions)},
-                      weights={d.name: d.weight for d in config.dimensions}, rationale='\n'.join(self.rationales[cid]))
-                for j, cid in enumerate(self.candidate_ids)]
+        return [
+            Score(
+                total=float(self.fused.totals[j]),
+                failed=False,
+                backend=backend,
+                model=models,
+                dimensions={
+                    d.name: round(float(self.fused.dimension_scores[j, k]), 2) for k, d in enumerate(config.dimensions)
+                },
+                weights={d.name: d.weight for d in config.dimensions},
+                rationale='\n'.join(self.rationales[cid]),
+            )
+            for j, cid in enumerate(self.candidate_ids)
+        ]
 
 
 def failed_scores(candidate_ids, reason, agents):
     """A failed Score per candidate: no agent produced a valid score."""
     backend = ', '.join(a.label for a in agents)
-    return [Score(total=0.0, failed=True, backend=backend, model='', dimensions={}, rationale=reason) for _ in candidate_ids]
+    return [
+        Score(total=0.0, failed=True, backend=backend, model='', dimensions={}, rationale=reason) for _ in candidate_ids
+    ]
 
 
 def _ask(config, instruction, views, candidate_ids, agent, facts):
@@ -155,8 +185,17 @@ def _ask(config, instruction, views, candidate_ids, agent, facts):
     for _ in range(config.retries + 1):
         if not pending:
             break
-        batch = [build_request(config, instruction, views[v], candidate_ids, agent.temperature,
-                               {**(facts or {}), **views[v].facts, 'view': views[v].name}) for v in pending]
+        batch = [
+            build_request(
+                config,
+                instruction,
+                views[v],
+                candidate_ids,
+                agent.temperature,
+                {**(facts or {}), **views[v].facts, 'view': views[v].name},
+            )
+            for v in pending
+        ]
         replies = agent.backend.complete(batch)
         requests += len(batch)
         still = []
@@ -187,8 +226,16 @@ def score(config, instruction, views, candidate_ids, agents, facts=None):
     for _, _, agent_rationales, _, _ in answers:
         for cid, text in agent_rationales:
             rationales[cid].append(text)
-    scores = np.array([a[1] for a in answers]).reshape(len(agents), len(views), len(candidate_ids), len(config.dimensions))
+    scores = np.array([a[1] for a in answers]).reshape(
+        len(agents), len(views), len(candidate_ids), len(config.dimensions)
+    )
     clarity = np.array([a[0] for a in answers]).reshape(len(agents), len(views))
-    return ScoringResult(list(candidate_ids), fusion.fuse(scores, clarity, config.weights, config.lambda_c), rationales,
-                         [f for a in answers for f in a[3]], [a.label for a in agents], sum(a[4] for a in answers),
-                         config.version)
+    return ScoringResult(
+        list(candidate_ids),
+        fusion.fuse(scores, clarity, config.weights, config.lambda_c),
+        rationales,
+        [f for a in answers for f in a[3]],
+        [a.label for a in agents],
+        sum(a[4] for a in answers),
+        config.version,
+    )

@@ -37,15 +37,19 @@ def motions(subtask: SubTask, objects, config=ScriptedConfig()):
     p = np.asarray(position, float)
     grasp = grasp_orientation(quat, size)
     grasp_z = p[2] + grip_height(size)
-    steps = [('above the object', p + (0, 0, config.approach_height), grasp, OPEN, KEEP),
-             ('down to grasp, close', np.array([p[0], p[1], grasp_z]), grasp, KEEP, CLOSED),
-             ('lift', p + (0, 0, config.lift_height), grasp, KEEP, KEEP)]
+    steps = [
+        ('above the object', p + (0, 0, config.approach_height), grasp, OPEN, KEEP),
+        ('down to grasp, close', np.array([p[0], p[1], grasp_z]), grasp, KEEP, CLOSED),
+        ('lift', p + (0, 0, config.lift_height), grasp, KEEP, KEEP),
+    ]
     if subtask.action == 'place':
         d_pos, _, d_size = objects[subtask.destination_id]
         top = np.asarray(d_pos, float) + (0, 0, d_size[2])
-        steps += [('above the destination', top + (0, 0, 0.12 + size[2]), grasp, KEEP, KEEP),
-                  ('lower into the destination, release', top + (0, 0, 0.03 + size[2] / 2), grasp, KEEP, OPEN),
-                  ('retreat', top + (0, 0, 0.12 + size[2]), grasp, KEEP, KEEP)]
+        steps += [
+            ('above the destination', top + (0, 0, 0.12 + size[2]), grasp, KEEP, KEEP),
+            ('lower into the destination, release', top + (0, 0, 0.03 + size[2] / 2), grasp, KEEP, OPEN),
+            ('retreat', top + (0, 0, 0.12 + size[2]), grasp, KEEP, KEEP),
+        ]
     return steps
 
 
@@ -65,7 +69,9 @@ class ScriptedEngine(DecisionEngine):
         """Only pick and place."""
         for subtask in task.subtasks:
             if subtask.action not in ('pick', 'place'):
-                raise GoalEnded(Outcome.REJECTED, f'the scripted strategy does {subtask.action!r} not: only pick and place')
+                raise GoalEnded(
+                    Outcome.REJECTED, f'the scripted strategy does {subtask.action!r} not: only pick and place'
+                )
 
     def run(self, task, ports, limits):
         """Each sub-task's motions in order; stops at max_steps or the deadline."""

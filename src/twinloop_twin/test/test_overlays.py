@@ -1,4 +1,5 @@
 """Overlays are drawn in 3D: a path shows up where it projects in every view; numbers skip hidden keypoints."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """The simulated world (no ROS): camera models agree with the renders, trajectories are followed."""
+
 import itertools
 import os
 
@@ -8,8 +9,12 @@ import pytest
 
 from twinloop_twin import cameras, objects, scene, world
 
-SCENE = os.path.join(os.environ.get('TWINLOOP_ROOT', os.path.join(os.path.dirname(__file__), '..', '..', '..')),
-                     'config', 'scenes', 'tabletop.yaml')
+SCENE = os.path.join(
+    os.environ.get('TWINLOOP_ROOT', os.path.join(os.path.dirname(__file__), '..', '..', '..')),
+    'config',
+    'scenes',
+    'tabletop.yaml',
+)
 
 
 def _corners(shape, position, quat):
@@ -93,6 +98,7 @@ def test_every_packaged_scene_builds_and_rests(name):
 
 def test_stamps_never_go_back_when_rounding_carries():
     from twinloop_ros.conversions import stamp
+
     for seconds in (8.9999999997, 0.99999999995, 3.0, 12.345678901):
         t = stamp(seconds)
         assert 0 <= t.nanosec < 1_000_000_000

@@ -1,5 +1,6 @@
 """Camera frames on ROS topics, as the simulated worlds (world_sim, libero_world) publish them:
 colour, aligned depth, both CameraInfos and the optical frame's pose, on topics.camera_topic."""
+
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
@@ -8,8 +9,13 @@ from twinloop_twin import cameras
 from twinloop_ros import conversions as ros_conversions
 from twinloop_ros.topics import LATCHED_QOS, SENSOR_QOS, camera_topic
 
-KINDS = (('color', Image, SENSOR_QOS), ('color_info', CameraInfo, SENSOR_QOS), ('depth', Image, SENSOR_QOS),
-         ('depth_info', CameraInfo, SENSOR_QOS), ('pose', PoseStamped, LATCHED_QOS))
+KINDS = (
+    ('color', Image, SENSOR_QOS),
+    ('color_info', CameraInfo, SENSOR_QOS),
+    ('depth', Image, SENSOR_QOS),
+    ('depth_info', CameraInfo, SENSOR_QOS),
+    ('pose', PoseStamped, LATCHED_QOS),
+)
 
 
 def camera_publishers(node, camera):

@@ -1,4 +1,5 @@
 """Camera models of MuJoCo cameras in ROS conventions (CameraInfo intrinsics, optical frames)."""
+
 from dataclasses import dataclass
 
 import mujoco
@@ -55,7 +56,7 @@ def rotation_to_quat_xyzw(rotation):
 def realsense_noise(depth, rng, std_at_1m=0.001, dropout=0.0):
     """Depth with RealSense-like noise (sigma grows with z^2) and dropout (0 = no reading)."""
     if std_at_1m > 0:
-        depth = depth + rng.normal(0.0, 1.0, depth.shape).astype(np.float32) * std_at_1m * depth ** 2
+        depth = depth + rng.normal(0.0, 1.0, depth.shape).astype(np.float32) * std_at_1m * depth**2
     if dropout > 0:
         depth = np.where(rng.random(depth.shape) < dropout, 0.0, depth)
     return depth.astype(np.float32)

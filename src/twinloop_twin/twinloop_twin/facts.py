@@ -1,5 +1,6 @@
 """Rollout facts for scorers that read the twin (twin_critic), from twin RolloutResults: the one
 encoding the in-process ports and sim_twin (RolloutResult.facts_json) share."""
+
 import numpy as np
 
 
@@ -10,7 +11,9 @@ def rollout_facts(result):
     return {
         'collisions': [f'{a}|{b}' for a, b in result.collisions],
         'final_positions': final,
-        'initial_positions': {oid: [float(v) for v in np.subtract(final[oid], d)] for oid, d in result.displacements.items()},
+        'initial_positions': {
+            oid: [float(v) for v in np.subtract(final[oid], d)] for oid, d in result.displacements.items()
+        },
         'displacements': {oid: float(np.linalg.norm(d)) for oid, d in result.displacements.items()},
         'rotations': {oid: float(r) for oid, r in result.rotations.items()},
         'joint_margins': [float(m) for m in result.joint_margin],
@@ -19,4 +22,3 @@ def rollout_facts(result):
         'ee_end': [float(v) for v in path[-1]],
         'ee_path_length': float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum()) if len(path) > 1 else 0.0,
     }
-

@@ -6,6 +6,7 @@ and the planner's IK then work on it unchanged.
 Object state comes from the LIBERO simulator ("privileged perception"): LIBERO's objects are not
 in twinloop's mesh library, so the pose estimator does not see them.
 """
+
 import mujoco
 import numpy as np
 
@@ -13,7 +14,7 @@ from twinloop_core.gripper import OPEN_WIDTH
 from twinloop_twin import scene, world
 from twinloop_twin.twin import SimTwin
 
-HIDDEN_GROUP = 3    # LIBERO's collision geoms: they collide, renders show the visual meshes
+HIDDEN_GROUP = 3  # LIBERO's collision geoms: they collide, renders show the visual meshes
 
 
 def libero_spec(xml, base_position):
@@ -29,13 +30,13 @@ def libero_spec(xml, base_position):
         element.pos = np.asarray(element.pos) + offset
     for geom in spec.geoms:
         geom.group = scene.GROUP_SCENE if geom.group == 1 else HIDDEN_GROUP
-    spec.compiler.inertiagrouprange = (HIDDEN_GROUP, HIDDEN_GROUP)   # LIBERO's masses come from its collision geoms
+    spec.compiler.inertiagrouprange = (HIDDEN_GROUP, HIDDEN_GROUP)  # LIBERO's masses come from its collision geoms
     for body in top.bodies:
         if body.name.endswith('_main'):
-            body.name = body.name[:-len('_main')]
+            body.name = body.name[: -len('_main')]
     for joint in spec.joints:
         if joint.type == mujoco.mjtJoint.mjJNT_FREE and joint.name.endswith('_joint0'):
-            joint.name = joint.name[:-len('0')]
+            joint.name = joint.name[: -len('0')]
     spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
     spec.visual.global_.offwidth = max(spec.visual.global_.offwidth, 1280)
     spec.visual.global_.offheight = max(spec.visual.global_.offheight, 960)
@@ -67,9 +68,12 @@ class LiberoTwin(SimTwin):
     and sets its fixtures' joints (drawers, knobs) instead of rebuilding a model."""
 
     def __init__(self, xml, base_position, object_ids, fast_render=True, control_period=0.006, threads=None):
-        super().__init__(library=None, cameras=[], fast_render=fast_render, control_period=control_period, threads=threads)
-        self.world = world.SimWorld(scene.SceneConfig([], []), fast_render, spec=libero_spec(xml, base_position),
-                                    object_ids=object_ids)
+        super().__init__(
+            library=None, cameras=[], fast_render=fast_render, control_period=control_period, threads=threads
+        )
+        self.world = world.SimWorld(
+            scene.SceneConfig([], []), fast_render, spec=libero_spec(xml, base_position), object_ids=object_ids
+        )
         boxes = {oid: bottom_centre(self.model, self.model.body(oid).id) for oid in object_ids}
         self.offsets = {oid: box[0] for oid, box in boxes.items()}
         self.extents = {oid: box[1] for oid, box in boxes.items()}

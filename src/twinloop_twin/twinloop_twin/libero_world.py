@@ -8,6 +8,7 @@ step moves towards the commanded joints by at most 0.05 rad per joint (gains: JO
 the simulator's state ("privileged perception": LIBERO's objects have no meshes in twinloop's
 mesh library, so the pose estimator cannot work on them yet).
 """
+
 import os
 from dataclasses import dataclass
 
@@ -16,8 +17,8 @@ import numpy as np
 
 from twinloop_twin import cameras
 
-CAMERAS = {'agentview': 'agentview', 'wrist': 'robot0_eye_in_hand'}   # twinloop name -> LIBERO camera
-MAX_STEP = 0.05   # [rad] robosuite JOINT_POSITION controller: action 1.0 = this much per step
+CAMERAS = {'agentview': 'agentview', 'wrist': 'robot0_eye_in_hand'}  # twinloop name -> LIBERO camera
+MAX_STEP = 0.05  # [rad] robosuite JOINT_POSITION controller: action 1.0 = this much per step
 # robosuite's JOINT_POSITION controller has kp 50: the arm then moves at ~0.16 rad/s and no joint-space plan fits
 # LIBERO's step limits. twinloop stiffens it (~0.6 rad/s); the tasks, scenes and predicates are LIBERO's own.
 JOINT_KP = 1500.0
@@ -29,9 +30,9 @@ MAX_STEPS = {'libero_spatial': 220, 'libero_object': 280, 'libero_goal': 300, 'l
 @dataclass
 class LiberoFrame:
     rgb: np.ndarray
-    depth: np.ndarray             # [m] along the optical axis
+    depth: np.ndarray  # [m] along the optical axis
     intrinsics: cameras.Intrinsics
-    position: np.ndarray          # optical frame in the robot-base world
+    position: np.ndarray  # optical frame in the robot-base world
     rotation: np.ndarray
 
 
@@ -53,12 +54,15 @@ def object_label(name):
 
 
 class LiberoWorld:
-    def __init__(self, suite='libero_spatial', task_id=0, init_index=0, image_size=128, control_freq=20, joint_kp=JOINT_KP):
+    def __init__(
+        self, suite='libero_spatial', task_id=0, init_index=0, image_size=128, control_freq=20, joint_kp=JOINT_KP
+    ):
         """Camera frames are rendered on demand (camera()), not at every step."""
         self.joint_kp, self.image_size = joint_kp, image_size
         self._renderer = None
         from libero.libero import benchmark, get_libero_path
         from libero.libero.envs import OffScreenRenderEnv
+
         tasks = benchmark.get_benchmark_dict()
         if suite not in tasks:
             raise ValueError(f'unknown LIBERO suite {suite!r}; known: {sorted(tasks)}')
@@ -69,8 +73,9 @@ class LiberoWorld:
         self.instruction = self.task.language
         self.suite, self.task_id, self.control_freq = suite, task_id, control_freq
         bddl = os.path.join(get_libero_path('bddl_files'), self.task.problem_folder, self.task.bddl_file)
-        self.env = OffScreenRenderEnv(bddl_file_name=bddl, controller='JOINT_POSITION', control_freq=control_freq,
-                                      use_camera_obs=False)
+        self.env = OffScreenRenderEnv(
+            bddl_file_name=bddl, controller='JOINT_POSITION', control_freq=control_freq, use_camera_obs=False
+        )
         self.init_states = self.benchmark.get_task_init_states(task_id)
         self.env.seed(0)
         self.reset(init_index)
@@ -84,16 +89,19 @@ class LiberoWorld:
         the objects, placed a little above their supports, settle (SETTLE_STEPS, not counted)."""
         self.env.reset()
         self.obs = self.env.set_init_state(self.init_states[init_index % len(self.init_states)])
-        controller = self.env.env.robots[0].controller      # made anew by every reset
+        controller = self.env.env.robots[0].controller  # made anew by every reset
         controller.kp = np.full(7, float(self.joint_kp))
-        controller.kd = 2 * np.sqrt(controller.kp)            # critically damped, as robosuite's damping_ratio 1
+        controller.kd = 2 * np.sqrt(controller.kp)  # critically damped, as robosuite's damping_ratio 1
         self.target = self.arm_positions()
         self.gripper_closed = False
         self.steps = 0
         for _ in range(SETTLE_STEPS):
             self.step()
         self.steps = 0
-        base = self.sim.data.get_body_xpos('robot0_base').copy(), _quat_to_matrix(self.sim.data.get_body_xquat('robot0_base'))
+        base = (
+            self.sim.data.get_body_xpos('robot0_base').copy(),
+            _quat_to_matrix(self.sim.data.get_body_xquat('robot0_base')),
+        )
         self.base_position, self.base_rotation = base
 
     def to_base(self, position, rotation):
@@ -117,7 +125,9 @@ class LiberoWorld:
         out = []
         for name in [*self.env.env.objects_dict, *self.env.env.fixtures_dict]:
             body = self.env.env.obj_body_id[name]
-            position, rotation = self.to_base(self.sim.data.body_xpos[body], self.sim.data.body_xmat[body].reshape(3, 3))
+            position, rotation = self.to_base(
+                self.sim.data.body_xpos[body], self.sim.data.body_xmat[body].reshape(3, 3)
+            )
             out.append((name, object_label(name), position, _matrix_to_quat(rotation)))
         return out
 
@@ -126,8 +136,9 @@ class LiberoWorld:
         model, out = self.sim.model._model, {}
         for j in range(model.njnt):
             name = model.joint(j).name
-            if model.jnt_type[j] in (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE) \
-                    and not name.startswith(('robot0_', 'gripper0_', 'mount0_')):
+            if model.jnt_type[j] in (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE) and not name.startswith(
+                ('robot0_', 'gripper0_', 'mount0_')
+            ):
                 out[name] = float(self.sim.data.qpos[model.jnt_qposadr[j]])
         return out
 
@@ -142,7 +153,9 @@ class LiberoWorld:
             self.target = np.asarray(arm_target, float)
         if gripper_closed is not None:
             self.gripper_closed = bool(gripper_closed)
-        action = np.append(np.clip((self.target - self.arm_positions()) / MAX_STEP, -1.0, 1.0), 1.0 if self.gripper_closed else -1.0)
+        action = np.append(
+            np.clip((self.target - self.arm_positions()) / MAX_STEP, -1.0, 1.0), 1.0 if self.gripper_closed else -1.0
+        )
         self.obs, _, _, _ = self.env.step(action)
         self.steps += 1
 
@@ -152,12 +165,12 @@ class LiberoWorld:
         model, without shadows and reflections (robosuite's own offscreen path takes several times
         longer on a CPU): RGB, depth [m], intrinsics, pose."""
         model, data = self.sim.model._model, self.sim.data._data
-        if self._renderer is None:   # no MSAA, shadows or reflections: ~2.5x faster on a CPU renderer
+        if self._renderer is None:  # no MSAA, shadows or reflections: ~2.5x faster on a CPU renderer
             samples, model.vis.quality.offsamples = model.vis.quality.offsamples, 0
             self._renderer = mujoco.Renderer(model, self.image_size, self.image_size)
             model.vis.quality.offsamples = samples
             self._option = mujoco.MjvOption()
-            self._option.geomgroup[0] = 0          # LIBERO's collision geoms (group 0) are not seen, as in its images
+            self._option.geomgroup[0] = 0  # LIBERO's collision geoms (group 0) are not seen, as in its images
         camera = model.camera(CAMERAS[name]).id
         self._update_scene(data, camera)
         rgb = self._renderer.render().copy()

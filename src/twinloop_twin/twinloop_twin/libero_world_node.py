@@ -9,6 +9,7 @@ Services: ~/reset (ResetWorld: seed = LIBERO init-state index) and ~/judge (std_
 success is the task's own BDDL goal; the message carries the instruction). One environment step
 per timer tick at the task's control frequency.
 """
+
 from twinloop_interfaces.msg import DetectedObject, DetectedObjectArray
 from twinloop_interfaces.srv import ResetWorld
 
@@ -32,7 +33,9 @@ class LiberoWorldNode(Node):
     def __init__(self):
         super().__init__('libero_world')
         p = lambda name, default, doc: self.declare_parameter(name, default, ParameterDescriptor(description=doc)).value  # noqa: E731
-        suite = p('suite', 'libero_spatial', 'LIBERO suite: libero_spatial, libero_object, libero_goal, libero_10, libero_90')
+        suite = p(
+            'suite', 'libero_spatial', 'LIBERO suite: libero_spatial, libero_object, libero_goal, libero_10, libero_90'
+        )
         task_id = p('task_id', 0, 'task number within the suite')
         init_index = p('init_index', 0, "LIBERO's initial state number")
         size = p('image_size', 128, 'camera images are size x size [px]')
@@ -45,7 +48,9 @@ class LiberoWorldNode(Node):
         self.clock_pub = self.create_publisher(Clock, topics.CLOCK, topics.STATE_QOS)
         self.truth_pub = self.create_publisher(DetectedObjectArray, '~/ground_truth/objects', topics.STATE_QOS)
         self.camera_pubs = {name: camera_publishers(self, name) for name in CAMERAS}
-        self.create_subscription(JointTrajectory, topics.arm_trajectory(controller), self.on_trajectory, topics.STATE_QOS)
+        self.create_subscription(
+            JointTrajectory, topics.arm_trajectory(controller), self.on_trajectory, topics.STATE_QOS
+        )
         self.create_subscription(Float64, topics.GRIPPER_COMMAND, self.on_gripper, topics.STATE_QOS)
         self.create_service(ResetWorld, '~/reset', self.on_reset)
         self.create_service(Trigger, '~/judge', self.on_judge)
@@ -69,7 +74,7 @@ class LiberoWorldNode(Node):
         if not np.isfinite(msg.data):
             self.get_logger().error('gripper command rejected: not finite')
             return
-        self.world.gripper_closed = msg.data < 0.04      # robosuite's gripper is open or closed
+        self.world.gripper_closed = msg.data < 0.04  # robosuite's gripper is open or closed
 
     def on_reset(self, request, response):
         self.world.reset(int(request.seed))
@@ -79,7 +84,9 @@ class LiberoWorldNode(Node):
 
     def on_judge(self, _request, response):
         response.success = self.world.success()
-        response.message = f'"{self.world.instruction}": {"done" if response.success else "not done"} (LIBERO BDDL goal)'
+        response.message = (
+            f'"{self.world.instruction}": {"done" if response.success else "not done"} (LIBERO BDDL goal)'
+        )
         return response
 
     def on_tick(self):
@@ -91,8 +98,13 @@ class LiberoWorldNode(Node):
         t = self.world.time
         self.clock_pub.publish(Clock(clock=ros_conversions.stamp(t)))
         fingers = self.world.finger_positions()
-        self.joint_pub.publish(JointState(header=Header(stamp=ros_conversions.stamp(t)), name=list(scene.ARM_JOINTS) + list(scene.FINGER_JOINTS),
-                                          position=list(self.world.arm_positions()) + [float(fingers[0]), float(-fingers[1])]))
+        self.joint_pub.publish(
+            JointState(
+                header=Header(stamp=ros_conversions.stamp(t)),
+                name=list(scene.ARM_JOINTS) + list(scene.FINGER_JOINTS),
+                position=list(self.world.arm_positions()) + [float(fingers[0]), float(-fingers[1])],
+            )
+        )
         if self.world.steps % self.camera_every == 0:
             self.publish_cameras(t)
             self.publish_objects(t)
@@ -106,9 +118,17 @@ class LiberoWorldNode(Node):
     def publish_objects(self, t):
         msg = DetectedObjectArray(header=Header(stamp=ros_conversions.stamp(t), frame_id='world'))
         for name, label, position, quat in self.world.objects():
-            msg.objects.append(DetectedObject(header=msg.header, id=name, label=label, mesh_id=f'libero/{label}',
-                                              pose=ros_conversions.pose_msg(position, quat), confidence=1.0,
-                                              source=DetectedObject.SOURCE_PRIVILEGED))
+            msg.objects.append(
+                DetectedObject(
+                    header=msg.header,
+                    id=name,
+                    label=label,
+                    mesh_id=f'libero/{label}',
+                    pose=ros_conversions.pose_msg(position, quat),
+                    confidence=1.0,
+                    source=DetectedObject.SOURCE_PRIVILEGED,
+                )
+            )
         self.truth_pub.publish(msg)
 
     def destroy_node(self):

@@ -1,5 +1,6 @@
 """RViz markers (visualization_msgs) for what twinloop sees and plans: objects as boxes with
 labels, candidate end-effector paths coloured by score (red 0 .. green 1), the chosen path."""
+
 import numpy as np
 from geometry_msgs.msg import Point
 from std_msgs.msg import ColorRGBA, Header
@@ -14,18 +15,29 @@ def _colour(rgba):
 
 def objects(namespace, items, stamp, frame='world'):
     """items: [(id, label, position (base centre), quat wxyz, size xyz, rgba)] -> boxes and labels."""
-    out = MarkerArray(markers=[Marker(header=Header(frame_id=frame, stamp=stamp), ns=namespace, action=Marker.DELETEALL)])
+    out = MarkerArray(
+        markers=[Marker(header=Header(frame_id=frame, stamp=stamp), ns=namespace, action=Marker.DELETEALL)]
+    )
     for i, (oid, label, position, quat, size, rgba) in enumerate(items):
         header = Header(frame_id=frame, stamp=stamp)
         w, x, y, z = quat
-        up = np.array([2 * (x * z + w * y), 2 * (y * z - w * x), 1 - 2 * (x * x + y * y)])   # the object's z axis
+        up = np.array([2 * (x * z + w * y), 2 * (y * z - w * x), 1 - 2 * (x * x + y * y)])  # the object's z axis
         centre = np.asarray(position, float) + up * size[2] / 2
         box = Marker(header=header, ns=namespace, id=2 * i, type=Marker.CUBE, action=Marker.ADD, color=_colour(rgba))
         box.pose.position = Point(x=float(centre[0]), y=float(centre[1]), z=float(centre[2]))
-        box.pose.orientation.w, box.pose.orientation.x, box.pose.orientation.y, box.pose.orientation.z = (float(v) for v in quat)
+        box.pose.orientation.w, box.pose.orientation.x, box.pose.orientation.y, box.pose.orientation.z = (
+            float(v) for v in quat
+        )
         box.scale.x, box.scale.y, box.scale.z = (max(float(s), 1e-3) for s in size)
-        text = Marker(header=header, ns=namespace, id=2 * i + 1, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD,
-                      text=label or oid, color=_colour((1, 1, 1, 1)))
+        text = Marker(
+            header=header,
+            ns=namespace,
+            id=2 * i + 1,
+            type=Marker.TEXT_VIEW_FACING,
+            action=Marker.ADD,
+            text=label or oid,
+            color=_colour((1, 1, 1, 1)),
+        )
         text.pose.position = Point(x=float(centre[0]), y=float(centre[1]), z=float(centre[2] + size[2] / 2 + 0.03))
         text.scale.z = 0.025
         out.markers += [box, text]
@@ -34,7 +46,9 @@ def objects(namespace, items, stamp, frame='world'):
 
 def paths(namespace, path_list, scores, stamp, frame='world', width=0.004):
     """Candidate paths ([N x 3] each) as line strips coloured by score in [0, 1] (None: distinct colours)."""
-    out = MarkerArray(markers=[Marker(header=Header(frame_id=frame, stamp=stamp), ns=namespace, action=Marker.DELETEALL)])
+    out = MarkerArray(
+        markers=[Marker(header=Header(frame_id=frame, stamp=stamp), ns=namespace, action=Marker.DELETEALL)]
+    )
     for i, points in enumerate(path_list):
         rgba = overlays.score_rgba(scores[i]) if scores is not None else overlays.DISTINCT[i % len(overlays.DISTINCT)]
         out.markers.append(path(namespace, i, points, rgba, stamp, frame, width))
@@ -42,8 +56,14 @@ def paths(namespace, path_list, scores, stamp, frame='world', width=0.004):
 
 
 def path(namespace, marker_id, points, rgba, stamp, frame='world', width=0.008):
-    marker = Marker(header=Header(frame_id=frame, stamp=stamp), ns=namespace, id=marker_id, type=Marker.LINE_STRIP,
-                    action=Marker.ADD, color=_colour(rgba))
+    marker = Marker(
+        header=Header(frame_id=frame, stamp=stamp),
+        ns=namespace,
+        id=marker_id,
+        type=Marker.LINE_STRIP,
+        action=Marker.ADD,
+        color=_colour(rgba),
+    )
     marker.pose.orientation.w = 1.0
     marker.scale.x = width
     marker.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in points]

@@ -5,6 +5,7 @@ correctly) and the triangle mesh that pose estimation registers against, so the 
 world and the perceived model never disagree about shape. Object frame: origin at the centre
 of the bottom face, z up.
 """
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,16 +28,22 @@ class Part:
 class ObjectShape:
     parts: list
     symmetry: int
-    static: bool = False          # bins stay put (no free joint)
+    static: bool = False  # bins stay put (no free joint)
     extents: tuple = field(default=(0.0, 0.0, 0.0))
 
 
 def _ring_walls(radius, height, thickness, z0, n=16, flare=0.0):
     """n boxes around a circle: the wall of a cup, bowl, ring or tape roll."""
     half_len = np.pi * (radius + flare / 2) / n * 1.05
-    return [Part('box', (thickness / 2, half_len, height / 2),
-                 (np.cos(a) * (radius + flare / 2), np.sin(a) * (radius + flare / 2), z0 + height / 2), a)
-            for a in np.linspace(0, 2 * np.pi, n, endpoint=False)]
+    return [
+        Part(
+            'box',
+            (thickness / 2, half_len, height / 2),
+            (np.cos(a) * (radius + flare / 2), np.sin(a) * (radius + flare / 2), z0 + height / 2),
+            a,
+        )
+        for a in np.linspace(0, 2 * np.pi, n, endpoint=False)
+    ]
 
 
 def cube(size=0.05):
@@ -79,9 +86,13 @@ def plate(radius=0.1, height=0.015):
 def open_bin(size=(0.18, 0.18, 0.12), thickness=0.01):
     hx, hy, hz = (s / 2 for s in size)
     t = thickness / 2
-    parts = [Part('box', (hx, hy, t), (0, 0, t)),
-             Part('box', (t, hy, hz), (hx - t, 0, hz)), Part('box', (t, hy, hz), (-hx + t, 0, hz)),
-             Part('box', (hx, t, hz), (0, hy - t, hz)), Part('box', (hx, t, hz), (0, -hy + t, hz))]
+    parts = [
+        Part('box', (hx, hy, t), (0, 0, t)),
+        Part('box', (t, hy, hz), (hx - t, 0, hz)),
+        Part('box', (t, hy, hz), (-hx + t, 0, hz)),
+        Part('box', (hx, t, hz), (0, hy - t, hz)),
+        Part('box', (hx, t, hz), (0, -hy + t, hz)),
+    ]
     return ObjectShape(parts, SYMMETRY_NONE, static=True)
 
 
@@ -95,8 +106,19 @@ def lid(size=(0.15, 0.11, 0.012)):
     return block(size)
 
 
-KINDS = {'cube': cube, 'block': block, 'sponge': sponge, 'ring': ring, 'cup': cup, 'can': can, 'bowl': bowl, 'plate': plate,
-         'bin': open_bin, 'open_box': open_box, 'lid': lid}
+KINDS = {
+    'cube': cube,
+    'block': block,
+    'sponge': sponge,
+    'ring': ring,
+    'cup': cup,
+    'can': can,
+    'bowl': bowl,
+    'plate': plate,
+    'bin': open_bin,
+    'open_box': open_box,
+    'lid': lid,
+}
 
 
 def make_shape(kind, **params):

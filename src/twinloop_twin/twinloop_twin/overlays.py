@@ -3,6 +3,7 @@ candidate trajectories as tubes coloured by score, numbered keypoints and object
 numbers are written at each marker's projected pixel, only where the depth image shows the marker
 is not hidden.
 """
+
 import mujoco
 import numpy as np
 from PIL import Image, ImageDraw
@@ -28,15 +29,22 @@ def _new_geom(scene):
 
 def add_segment(scene, start, end, rgba, radius=0.004):
     geom = _new_geom(scene)
-    mujoco.mjv_initGeom(geom, mujoco.mjtGeom.mjGEOM_CAPSULE, np.zeros(3), np.zeros(3), np.eye(3).flatten(),
-                        np.asarray(rgba, np.float32))
+    mujoco.mjv_initGeom(
+        geom, mujoco.mjtGeom.mjGEOM_CAPSULE, np.zeros(3), np.zeros(3), np.eye(3).flatten(), np.asarray(rgba, np.float32)
+    )
     mujoco.mjv_connector(geom, mujoco.mjtGeom.mjGEOM_CAPSULE, radius, np.asarray(start, float), np.asarray(end, float))
 
 
 def add_sphere(scene, centre, rgba, radius=0.01):
     geom = _new_geom(scene)
-    mujoco.mjv_initGeom(geom, mujoco.mjtGeom.mjGEOM_SPHERE, np.array([radius, 0, 0]), np.asarray(centre, float),
-                        np.eye(3).flatten(), np.asarray(rgba, np.float32))
+    mujoco.mjv_initGeom(
+        geom,
+        mujoco.mjtGeom.mjGEOM_SPHERE,
+        np.array([radius, 0, 0]),
+        np.asarray(centre, float),
+        np.eye(3).flatten(),
+        np.asarray(rgba, np.float32),
+    )
 
 
 def add_path(scene, points, rgba, radius=0.004, max_segments=40):
@@ -67,15 +75,22 @@ def combine(*overlays):
     def draw(scene):
         for overlay in present:
             overlay(scene)
+
     return draw
 
 
 def candidate_overlay(paths, scores=None):
     """An overlay function for SimWorld.render drawing candidate paths (coloured by score)."""
+
     def draw(scene):
         for i, path in enumerate(paths):
-            rgba = score_rgba(scores[i]) if scores is not None and len(scores) == len(paths) else DISTINCT[i % len(DISTINCT)]
+            rgba = (
+                score_rgba(scores[i])
+                if scores is not None and len(scores) == len(paths)
+                else DISTINCT[i % len(DISTINCT)]
+            )
             add_path(scene, path, rgba)
+
     return draw
 
 
@@ -83,6 +98,7 @@ def keypoint_overlay(points, rgba=(1.0, 0.85, 0.1, 1.0), radius=0.008):
     def draw(scene):
         for p in points:
             add_sphere(scene, p, rgba, radius)
+
     return draw
 
 

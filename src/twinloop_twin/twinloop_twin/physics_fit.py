@@ -8,6 +8,7 @@ the object, and how far it slides), lifting informs mass (the extra effort to ho
 fit replays every record in the twin for candidate (mass, friction) values and minimises the
 normalised mismatch with scipy's Nelder-Mead, in log-mass and friction.
 """
+
 from dataclasses import dataclass
 
 import mujoco
@@ -25,15 +26,15 @@ class UnstableSimulation(RuntimeError):
 @dataclass
 class InteractionRecord:
     candidate: Candidate
-    sample_times: np.ndarray       # [s] from the start of the candidate
-    object_positions: np.ndarray   # (T, 3) [m]
-    arm_efforts: np.ndarray        # (T, 7) actuator forces [N m]
+    sample_times: np.ndarray  # [s] from the start of the candidate
+    object_positions: np.ndarray  # (T, 3) [m]
+    arm_efforts: np.ndarray  # (T, 7) actuator forces [N m]
 
 
 @dataclass
 class FitResult:
-    mass: float          # [kg]
-    friction: float      # sliding friction coefficient
+    mass: float  # [kg]
+    friction: float  # sliding friction coefficient
     cost: float
     evaluations: int
 
@@ -73,8 +74,9 @@ def record(sim, object_id, candidate, sample_times):
     return InteractionRecord(candidate, np.asarray(sample_times), positions, efforts)
 
 
-def fit_physical_parameters(sim, object_id, records, initial=(0.1, 0.8), position_scale=0.01, effort_scale=0.5,
-                            max_evaluations=120):
+def fit_physical_parameters(
+    sim, object_id, records, initial=(0.1, 0.8), position_scale=0.01, effort_scale=0.5, max_evaluations=120
+):
     """Mass and friction of object_id that make the twin reproduce the records."""
     evaluations = 0
 
@@ -90,11 +92,20 @@ def fit_physical_parameters(sim, object_id, records, initial=(0.1, 0.8), positio
                 positions, efforts = simulate(sim, object_id, r.candidate, r.sample_times, mass, friction)
             except UnstableSimulation:
                 return 1e6
-            total += np.mean(np.sum((positions - r.object_positions) ** 2, axis=1)) / position_scale ** 2
-            total += np.mean(np.sum((efforts - r.arm_efforts) ** 2, axis=1)) / effort_scale ** 2
+            total += np.mean(np.sum((positions - r.object_positions) ** 2, axis=1)) / position_scale**2
+            total += np.mean(np.sum((efforts - r.arm_efforts) ** 2, axis=1)) / effort_scale**2
         return total / len(records)
 
     x0 = np.array([np.log(initial[0]), initial[1]])
-    result = minimize(cost, x0, method='Nelder-Mead',
-                      options={'maxfev': max_evaluations, 'xatol': 1e-3, 'fatol': 1e-4, 'initial_simplex': [x0, x0 + (0.7, 0), x0 + (0, 0.4)]})
+    result = minimize(
+        cost,
+        x0,
+        method='Nelder-Mead',
+        options={
+            'maxfev': max_evaluations,
+            'xatol': 1e-3,
+            'fatol': 1e-4,
+            'initial_simplex': [x0, x0 + (0.7, 0), x0 + (0, 0.4)],
+        },
+    )
     return FitResult(float(np.exp(result.x[0])), float(result.x[1]), float(result.fun), evaluations)

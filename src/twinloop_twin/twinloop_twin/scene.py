@@ -3,6 +3,7 @@ gripper (robosuite's MIT-licensed MJCF, from the installed package), objects and
 
 World frame: the robot base, on the table top (z = 0 is the table surface), REP 103 axes.
 """
+
 import copy
 import importlib.util
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from twinloop_twin import objects
 HOME = (0.0, -0.3, 0.0, -2.2, 0.0, 1.9, 0.785)
 # Position-servo gains per arm joint (the robosuite model has torque motors); gravity is compensated.
 ARM_KP = (1200, 1200, 1000, 1000, 600, 400, 200)
-TABLE_HALF = (0.6, 0.6, 0.375)   # table top 1.2 x 1.2 m, 0.75 m high, surface at z = 0
+TABLE_HALF = (0.6, 0.6, 0.375)  # table top 1.2 x 1.2 m, 0.75 m high, surface at z = 0
 TABLE_CENTRE_X = 0.35
 # MuJoCo uses the larger friction of two touching geoms: the table's is low so that an object's
 # own `friction` is the coefficient it slides with on the table.
@@ -41,10 +42,10 @@ class CameraConfig:
     name: str
     pos: tuple = (1.2, 0.0, 0.6)
     look_at: tuple = (0.45, 0.0, 0.0)
-    fovy: float = 45.0          # vertical field of view [deg]
+    fovy: float = 45.0  # vertical field of view [deg]
     width: int = 320
     height: int = 240
-    mount: str = 'world'        # 'world' (fixed) or 'hand' (the Panda's wrist camera)
+    mount: str = 'world'  # 'world' (fixed) or 'hand' (the Panda's wrist camera)
 
 
 @dataclass
@@ -52,12 +53,12 @@ class ObjectConfig:
     id: str
     kind: str
     label: str = ''
-    params: dict = field(default_factory=dict)   # kind parameters, e.g. {size: 0.05}
+    params: dict = field(default_factory=dict)  # kind parameters, e.g. {size: 0.05}
     color: tuple = (0.7, 0.7, 0.7, 1.0)
-    pos: tuple = (0.5, 0.0)                      # x, y [m]; z optional (default: resting on the table)
-    yaw: float = 0.0                             # [rad]; ignored when quat is given
-    quat: tuple = ()                             # full orientation (w, x, y, z), e.g. from pose estimation
-    mass: float = 0.1                            # [kg]
+    pos: tuple = (0.5, 0.0)  # x, y [m]; z optional (default: resting on the table)
+    yaw: float = 0.0  # [rad]; ignored when quat is given
+    quat: tuple = ()  # full orientation (w, x, y, z), e.g. from pose estimation
+    mass: float = 0.1  # [kg]
     friction: float = 1.0
 
     @property
@@ -99,7 +100,7 @@ def look_at_quat(pos, target):
     forward = np.asarray(target, float) - np.asarray(pos, float)
     forward /= np.linalg.norm(forward)
     right = np.cross(forward, (0.0, 0.0, 1.0))
-    if np.linalg.norm(right) < 1e-6:   # looking straight down or up
+    if np.linalg.norm(right) < 1e-6:  # looking straight down or up
         right = np.array([0.0, -1.0, 0.0])
     right /= np.linalg.norm(right)
     up = np.cross(right, forward)
@@ -117,8 +118,9 @@ def _attach_panda(spec):
     for part in (arm, gripper):
         part.compiler.degree = False  # robosuite's ranges are radians (its top-level model says so)
     # robosuite gives link7 (the flange) a visual mesh only; its collision mesh ships beside it.
-    arm.body('link7').add_geom(name='link7_collision', type=mujoco.mjtGeom.mjGEOM_MESH, meshname='link7',
-                               group=GROUP_ROBOT_COLLISION)
+    arm.body('link7').add_geom(
+        name='link7_collision', type=mujoco.mjtGeom.mjGEOM_MESH, meshname='link7', group=GROUP_ROBOT_COLLISION
+    )
     spec.worldbody.add_frame().attach_body(arm.body('base'), 'panda_', '')
     spec.body('panda_right_hand').add_frame().attach_body(gripper.body('right_gripper'), 'panda_', '')
 
@@ -146,18 +148,32 @@ def build_spec(config):
     spec.visual.global_.offwidth = 1280
     spec.visual.global_.offheight = 960
     spec.worldbody.add_light(pos=(0.4, 0.0, 2.0), dir=(0, 0, -1), diffuse=(0.8, 0.8, 0.8), castshadow=False)
-    spec.worldbody.add_geom(name='floor', type=mujoco.mjtGeom.mjGEOM_PLANE, size=(3, 3, 0.1), group=GROUP_SCENE,
-                            pos=(0, 0, -2 * TABLE_HALF[2]), rgba=(0.35, 0.35, 0.38, 1))
-    spec.worldbody.add_geom(name='table', type=mujoco.mjtGeom.mjGEOM_BOX, size=TABLE_HALF, group=GROUP_SCENE,
-                            pos=(TABLE_CENTRE_X, 0, -TABLE_HALF[2]), rgba=(0.62, 0.5, 0.38, 1), friction=(0.1, 0.005, 0.0001))
+    spec.worldbody.add_geom(
+        name='floor',
+        type=mujoco.mjtGeom.mjGEOM_PLANE,
+        size=(3, 3, 0.1),
+        group=GROUP_SCENE,
+        pos=(0, 0, -2 * TABLE_HALF[2]),
+        rgba=(0.35, 0.35, 0.38, 1),
+    )
+    spec.worldbody.add_geom(
+        name='table',
+        type=mujoco.mjtGeom.mjGEOM_BOX,
+        size=TABLE_HALF,
+        group=GROUP_SCENE,
+        pos=(TABLE_CENTRE_X, 0, -TABLE_HALF[2]),
+        rgba=(0.62, 0.5, 0.38, 1),
+        friction=(0.1, 0.005, 0.0001),
+    )
 
     add_robot(spec)
     for obj in config.objects:
         _add_object(spec, obj)
     for cam in config.cameras:
         if cam.mount == 'world':
-            spec.worldbody.add_camera(name=cam.name, pos=cam.pos, quat=look_at_quat(cam.pos, cam.look_at),
-                                      fovy=cam.fovy)
+            spec.worldbody.add_camera(
+                name=cam.name, pos=cam.pos, quat=look_at_quat(cam.pos, cam.look_at), fovy=cam.fovy
+            )
         elif cam.mount == 'hand':
             wrist = spec.camera('wrist')
             wrist.fovy = cam.fovy
@@ -197,11 +213,18 @@ def _add_object(spec, obj):
     for i, (part, volume) in enumerate(zip(shape.parts, volumes)):
         geom_type = mujoco.mjtGeom.mjGEOM_BOX if part.shape == 'box' else mujoco.mjtGeom.mjGEOM_CYLINDER
         size = part.size if part.shape == 'box' else (part.size[0], part.size[1], 0)
-        body.add_geom(name=f'{obj.id}/{i}', type=geom_type, size=size, pos=part.pos, group=GROUP_SCENE,
-                      quat=(np.cos(part.yaw / 2), 0, 0, np.sin(part.yaw / 2)), rgba=obj.color,
-                      mass=obj.mass * volume / sum(volumes), friction=(obj.friction, 0.005, 0.0001),
-                      condim=4 if not shape.static else 3)
-
+        body.add_geom(
+            name=f'{obj.id}/{i}',
+            type=geom_type,
+            size=size,
+            pos=part.pos,
+            group=GROUP_SCENE,
+            quat=(np.cos(part.yaw / 2), 0, 0, np.sin(part.yaw / 2)),
+            rgba=obj.color,
+            mass=obj.mass * volume / sum(volumes),
+            friction=(obj.friction, 0.005, 0.0001),
+            condim=4 if not shape.static else 3,
+        )
 
 
 def randomize_layout(config, rng, x_range=(0.33, 0.7), y_range=(-0.34, 0.34), gap=0.02, attempts=50):
@@ -209,7 +232,7 @@ def randomize_layout(config, rng, x_range=(0.33, 0.7), y_range=(-0.34, 0.34), ga
     (static objects such as bins stay where they are). Raises ValueError when they do not fit."""
     radius = {o.id: 0.5 * float(np.hypot(*objects.make_shape(o.kind, **o.params).extents[:2])) for o in config.objects}
     static = [o for o in config.objects if objects.make_shape(o.kind, **o.params).static]
-    for _ in range(attempts):   # whole layouts: a crowded one that does not fit starts again
+    for _ in range(attempts):  # whole layouts: a crowded one that does not fit starts again
         out = copy.deepcopy(config)
         placed = [o for o in out.objects if o.id in {s.id for s in static}]
         for o in out.objects:
@@ -217,7 +240,9 @@ def randomize_layout(config, rng, x_range=(0.33, 0.7), y_range=(-0.34, 0.34), ga
                 continue
             for _ in range(200):
                 xy = (rng.uniform(*x_range), rng.uniform(*y_range))
-                if all(np.hypot(xy[0] - p.pos[0], xy[1] - p.pos[1]) > radius[o.id] + radius[p.id] + gap for p in placed):
+                if all(
+                    np.hypot(xy[0] - p.pos[0], xy[1] - p.pos[1]) > radius[o.id] + radius[p.id] + gap for p in placed
+                ):
                     break
             else:
                 break
@@ -225,4 +250,6 @@ def randomize_layout(config, rng, x_range=(0.33, 0.7), y_range=(-0.34, 0.34), ga
             placed.append(o)
         else:
             return out
-    raise ValueError(f'the objects do not fit on the table in {attempts} layouts; widen the ranges or use fewer objects')
+    raise ValueError(
+        f'the objects do not fit on the table in {attempts} layouts; widen the ranges or use fewer objects'
+    )

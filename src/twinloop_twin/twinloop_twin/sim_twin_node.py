@@ -4,13 +4,13 @@ Services: ~/sync (twinloop_interfaces/SyncTwin), ~/rollout (RolloutTrajectories)
 ~/render (RenderViews). Keeps the latest detected objects and /joint_states so an empty sync
 request uses them.
 """
+
 import time
 
 from twinloop_interfaces.msg import DetectedObjectArray, RenderedView
 from twinloop_interfaces.srv import RenderViews, RolloutTrajectories, SyncTwin
 
 import numpy as np
-from geometry_msgs.msg import Point
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -22,26 +22,45 @@ from twinloop_ros import codec, node_runner, topics
 from twinloop_ros import conversions as ros_conversions
 from twinloop_twin.twin import Candidate, MeshLibrary, SimTwin
 
+
 class SimTwinNode(Node):
     def __init__(self):
         super().__init__('sim_twin')
-        scene_path = self.declare_parameter('scene', '', ParameterDescriptor(description='scene YAML: the mesh library (known objects) and the twin cameras')).value
-        self.width = self.declare_parameter('render_width', 224, ParameterDescriptor(description='default render width [px]')).value
-        self.height = self.declare_parameter('render_height', 224, ParameterDescriptor(description='default render height [px]')).value
-        self.settle = self.declare_parameter('settle', 0.5, ParameterDescriptor(description='simulated time after a candidate [s]')).value
-        objects_topic = self.declare_parameter('objects_topic', topics.OBJECTS, ParameterDescriptor(description='DetectedObjectArray topic for sync')).value
+        scene_path = self.declare_parameter(
+            'scene',
+            '',
+            ParameterDescriptor(description='scene YAML: the mesh library (known objects) and the twin cameras'),
+        ).value
+        self.width = self.declare_parameter(
+            'render_width', 224, ParameterDescriptor(description='default render width [px]')
+        ).value
+        self.height = self.declare_parameter(
+            'render_height', 224, ParameterDescriptor(description='default render height [px]')
+        ).value
+        self.settle = self.declare_parameter(
+            'settle', 0.5, ParameterDescriptor(description='simulated time after a candidate [s]')
+        ).value
+        objects_topic = self.declare_parameter(
+            'objects_topic', topics.OBJECTS, ParameterDescriptor(description='DetectedObjectArray topic for sync')
+        ).value
         if not scene_path:
             raise ValueError('parameter "scene" (the scene YAML with the known objects and cameras) is required')
         config = scene.SceneConfig.from_yaml(scene_path)
         self.twin = SimTwin(MeshLibrary.from_scene(config), config.cameras)
         self.latest_objects = self.latest_joints = None
-        self.create_subscription(DetectedObjectArray, objects_topic, lambda m: setattr(self, 'latest_objects', m), topics.STATE_QOS)
-        self.create_subscription(JointState, topics.JOINT_STATES, lambda m: setattr(self, 'latest_joints', m), topics.STATE_QOS)
+        self.create_subscription(
+            DetectedObjectArray, objects_topic, lambda m: setattr(self, 'latest_objects', m), topics.STATE_QOS
+        )
+        self.create_subscription(
+            JointState, topics.JOINT_STATES, lambda m: setattr(self, 'latest_joints', m), topics.STATE_QOS
+        )
         self.marker_pub = self.create_publisher(MarkerArray, '~/markers', topics.STATE_QOS)
         self.create_service(SyncTwin, '~/sync', self.on_sync)
         self.create_service(RolloutTrajectories, '~/rollout', self.on_rollout)
         self.create_service(RenderViews, '~/render', self.on_render)
-        self.get_logger().info(f'sim_twin ready: {len(config.objects)} known objects, cameras {[c.name for c in config.cameras]}')
+        self.get_logger().info(
+            f'sim_twin ready: {len(config.objects)} known objects, cameras {[c.name for c in config.cameras]}'
+        )
 
     def on_sync(self, request, response):
         objects = request.objects if request.objects.objects else self.latest_objects
@@ -56,9 +75,16 @@ class SimTwinNode(Node):
             response.message = f'sync failed: {exc}'
             self.get_logger().error(response.message)
             return response
-        self.marker_pub.publish(markers.objects('twin', [
-            (oid, f'twin: {oid}', *self.twin.world.object_pose(oid), self._extents(oid), (0.4, 0.6, 0.9, 0.35))
-            for oid in self.twin.world.object_ids], self.get_clock().now().to_msg()))
+        self.marker_pub.publish(
+            markers.objects(
+                'twin',
+                [
+                    (oid, f'twin: {oid}', *self.twin.world.object_pose(oid), self._extents(oid), (0.4, 0.6, 0.9, 0.35))
+                    for oid in self.twin.world.object_ids
+                ],
+                self.get_clock().now().to_msg(),
+            )
+        )
         response.success, response.num_objects = True, len(objects.objects)
         response.message = f'twin synced with {len(objects.objects)} objects'
         return response
@@ -95,13 +121,21 @@ class SimTwinNode(Node):
         if unknown:
             response.message = f'unknown objects for axes {unknown}'
             return response
-        overlay = overlays.combine(overlays.candidate_overlay(paths, list(request.scores) or None) if paths else None,
-                                   self._axes_overlay(request.axes_objects) if request.axes_objects else None)
+        overlay = overlays.combine(
+            overlays.candidate_overlay(paths, list(request.scores) or None) if paths else None,
+            self._axes_overlay(request.axes_objects) if request.axes_objects else None,
+        )
         for name in names:
             frame = self.twin.render(name, width, height, depth=request.depth, overlay=overlay, fast=not request.pretty)
             info = ros_conversions.camera_info_msg(frame.intrinsics, Header(frame_id=f'{name}_optical_frame'))
-            response.views.append(RenderedView(camera_name=name, candidate_ids=[c.id for c in request.candidates],
-                                               image=ros_conversions.image_msg(frame.rgb, 'rgb8', info.header), camera_info=info))
+            response.views.append(
+                RenderedView(
+                    camera_name=name,
+                    candidate_ids=[c.id for c in request.candidates],
+                    image=ros_conversions.image_msg(frame.rgb, 'rgb8', info.header),
+                    camera_info=info,
+                )
+            )
             if request.depth:
                 response.depths.append(ros_conversions.image_msg(frame.depth, '32FC1', info.header))
             if request.segmentation:
@@ -121,7 +155,8 @@ class SimTwinNode(Node):
         def draw(scene):
             for oid in object_ids:
                 body = data.body(oid)
-                overlays.add_axes(scene, body.xipos, body.xmat.reshape(3, 3))   # from the centre of mass
+                overlays.add_axes(scene, body.xipos, body.xmat.reshape(3, 3))  # from the centre of mass
+
         return draw
 
     def destroy_node(self):

@@ -5,6 +5,7 @@ measured joints; rollout() plays candidate motions on a scratch copy and reports
 (collisions and with what, object displacements, joint-limit margins, what the gripper holds);
 render() draws any state from any camera. The base state never changes during rollouts.
 """
+
 import copy
 import os
 from dataclasses import dataclass, field
@@ -16,7 +17,12 @@ from mujoco import rollout
 from twinloop_core.gripper import OPEN_WIDTH
 from twinloop_twin import objects, scene, world
 
-FINGER_SIDES = {'panda_leftfinger': 'left', 'panda_finger_joint1_tip': 'left', 'panda_rightfinger': 'right', 'panda_finger_joint2_tip': 'right'}
+FINGER_SIDES = {
+    'panda_leftfinger': 'left',
+    'panda_finger_joint1_tip': 'left',
+    'panda_rightfinger': 'right',
+    'panda_finger_joint2_tip': 'right',
+}
 FINGER_BODIES = tuple(FINGER_SIDES)
 
 
@@ -27,7 +33,7 @@ class Detection:
     id: str
     mesh_id: str
     position: tuple
-    quat: tuple                 # w, x, y, z
+    quat: tuple  # w, x, y, z
     label: str = ''
 
 
@@ -35,24 +41,24 @@ class Detection:
 class Candidate:
     """A motion to try: timed arm waypoints plus gripper width commands at given times."""
 
-    times: list                                     # [s] from the start, increasing
-    positions: list                                 # arm joints per waypoint [rad], ARM_JOINTS order
-    gripper: list = field(default_factory=list)     # [(time [s], width [m])]
-    settle: float = 0.5                             # [s] simulated after the last waypoint
+    times: list  # [s] from the start, increasing
+    positions: list  # arm joints per waypoint [rad], ARM_JOINTS order
+    gripper: list = field(default_factory=list)  # [(time [s], width [m])]
+    settle: float = 0.5  # [s] simulated after the last waypoint
 
 
 @dataclass
 class RolloutResult:
-    collisions: list            # sorted (robot link, other) pairs that touched: table, floor, objects (not by the fingers),
-                                # and (carried object, other) for new contacts of an object held at the start until released
-    contacts: list              # sorted (a, b) pairs of every contact seen, by owner name
-    displacements: dict         # object id -> final minus initial position [m]
-    rotations: dict             # object id -> rotation angle between initial and final orientation [rad]
-    final_poses: dict           # object id -> (position, quat wxyz)
-    joint_margin: np.ndarray    # per arm joint, smallest distance to a limit over the rollout [rad]
-    holding: str                # object between both fingers at the end and touching nothing else, '' if none
-    ee_path: np.ndarray         # grip site positions over time [m]
-    duration: float             # [s]
+    collisions: list  # sorted (robot link, other) pairs that touched: table, floor, objects (not by the fingers),
+    # and (carried object, other) for new contacts of an object held at the start until released
+    contacts: list  # sorted (a, b) pairs of every contact seen, by owner name
+    displacements: dict  # object id -> final minus initial position [m]
+    rotations: dict  # object id -> rotation angle between initial and final orientation [rad]
+    final_poses: dict  # object id -> (position, quat wxyz)
+    joint_margin: np.ndarray  # per arm joint, smallest distance to a limit over the rollout [rad]
+    holding: str  # object between both fingers at the end and touching nothing else, '' if none
+    ee_path: np.ndarray  # grip site positions over time [m]
+    duration: float  # [s]
 
     def moved(self, threshold=0.01):
         return sorted(oid for oid, d in self.displacements.items() if np.linalg.norm(d) > threshold)
@@ -95,11 +101,13 @@ class SimTwin:
         for d in detections:
             adr = w.model.joint(f'{d.id}_joint').qposadr[0] if self._has_free_joint(d.id) else None
             if adr is not None:
-                w.data.qpos[adr:adr + 3] = d.position
-                w.data.qpos[adr + 3:adr + 7] = d.quat
+                w.data.qpos[adr : adr + 3] = d.position
+                w.data.qpos[adr + 3 : adr + 7] = d.quat
         w.data.qpos[w.arm_qpos] = arm_positions
         w.data.ctrl[:7] = arm_positions
-        w.data.qpos[w.finger_qpos] = finger_positions if finger_positions is not None else (gripper_width / 2, -gripper_width / 2)
+        w.data.qpos[w.finger_qpos] = (
+            finger_positions if finger_positions is not None else (gripper_width / 2, -gripper_width / 2)
+        )
         # fingers stopped short of open were commanded closed (on an object): keep squeezing it
         world.set_gripper(w.data, gripper_width if gripper_width >= OPEN_WIDTH - 0.005 else 0.0)
         w.controller.trajectory = None
@@ -143,8 +151,10 @@ class SimTwin:
         """Per geom of the current model, the name of what it belongs to."""
         if getattr(self, '_owners_model', None) is not self.model:
             model = self.model
-            self._owner_names = [model.geom(g).name if model.geom_bodyid[g] == 0 else model.body(model.geom_bodyid[g]).name
-                                 for g in range(model.ngeom)]
+            self._owner_names = [
+                model.geom(g).name if model.geom_bodyid[g] == 0 else model.body(model.geom_bodyid[g]).name
+                for g in range(model.ngeom)
+            ]
             self._owners_model = model
         return self._owner_names
 
@@ -164,9 +174,14 @@ class SimTwin:
         control = np.stack([np.vstack([c, np.repeat(c[-1:], nstep - len(c), axis=0)]) for c, _, _ in plans])
         threads = min(self.threads, len(candidates))
         with rollout.Rollout(nthread=threads) as roller:
-            states, _ = roller.rollout(model, [mujoco.MjData(model) for _ in range(threads)], np.tile(start, (len(candidates), 1)),
-                                       control, nstep=nstep)
-        return [self._read(states[i, :len(c)], released) for i, (c, released, _) in enumerate(plans)]
+            states, _ = roller.rollout(
+                model,
+                [mujoco.MjData(model) for _ in range(threads)],
+                np.tile(start, (len(candidates), 1)),
+                control,
+                nstep=nstep,
+            )
+        return [self._read(states[i, : len(c)], released) for i, (c, released, _) in enumerate(plans)]
 
     def _controls(self, candidate):
         """(per-step actuator controls, step from which a carried object counts as released, steps)."""
@@ -175,8 +190,11 @@ class SimTwin:
         steps = int(np.ceil((follower.duration + candidate.settle) / dt))
         t = np.arange(1, steps + 1) * dt
         controls = np.tile(w.data.ctrl.copy(), (steps, 1))
-        controls[:, :7] = np.clip(np.column_stack([np.interp(t, follower.times, follower.positions[:, j]) for j in range(7)]),
-                                  w.arm_limits[:, 0], w.arm_limits[:, 1])
+        controls[:, :7] = np.clip(
+            np.column_stack([np.interp(t, follower.times, follower.positions[:, j]) for j in range(7)]),
+            w.arm_limits[:, 0],
+            w.arm_limits[:, 1],
+        )
         released, width = steps, float(w.data.ctrl[7] * 2)
         for time, new_width in sorted(candidate.gripper):
             k = min(steps - 1, int(round(time / dt)))
@@ -194,11 +212,11 @@ class SimTwin:
         data = mujoco.MjData(model)
         every = max(1, int(round(self.control_period / model.opt.timestep)))
         path_every = max(1, int(round(0.02 / model.opt.timestep)))
-        qpos = states[:, 1:1 + model.nq]
+        qpos = states[:, 1 : 1 + model.nq]
         q = qpos[:, w.arm_qpos]
         margin = np.minimum(q - w.arm_limits[:, 0], w.arm_limits[:, 1] - q).min(axis=0)
         initial = {oid: w.object_pose(oid) for oid in w.object_ids}
-        held = resting = None           # carried objects (after the first squeeze): their new contacts are collisions
+        held = resting = None  # carried objects (after the first squeeze): their new contacts are collisions
         contacts, collisions, path = set(), set(), []
         n = len(states)
         samples = set(range(every - 1, n, every)) | {n - 1}
@@ -214,7 +232,7 @@ class SimTwin:
                 held = self._between_fingers(data)
                 resting = {pair for pair in self._contact_pairs(data) if held & set(pair)}
             owners = self._owners
-            for g1, g2 in zip(data.contact.geom1[:data.ncon], data.contact.geom2[:data.ncon]):
+            for g1, g2 in zip(data.contact.geom1[: data.ncon], data.contact.geom2[: data.ncon]):
                 a, b = sorted((owners[g1], owners[g2]))
                 contacts.add((a, b))
                 robot = [n for n in (a, b) if n.startswith('panda_')]
@@ -226,19 +244,24 @@ class SimTwin:
                     collisions.add((a, b) if a in held else (b, a))
         final = {oid: (data.body(oid).xpos.copy(), data.body(oid).xquat.copy()) for oid in w.object_ids}
         return RolloutResult(
-            collisions=sorted(collisions), contacts=sorted(contacts),
+            collisions=sorted(collisions),
+            contacts=sorted(contacts),
             displacements={oid: final[oid][0] - initial[oid][0] for oid in w.object_ids},
             rotations={oid: _angle_between(initial[oid][1], final[oid][1]) for oid in w.object_ids},
-            final_poses=final, joint_margin=margin, holding=self._held_object(data, initial, final),
-            ee_path=np.array(path), duration=float(len(states) * model.opt.timestep))
+            final_poses=final,
+            joint_margin=margin,
+            holding=self._held_object(data, initial, final),
+            ee_path=np.array(path),
+            duration=float(len(states) * model.opt.timestep),
+        )
 
     def _contact_pairs(self, data):
-        return {tuple(sorted((self.owner(c.geom1), self.owner(c.geom2)))) for c in data.contact[:data.ncon]}
+        return {tuple(sorted((self.owner(c.geom1), self.owner(c.geom2)))) for c in data.contact[: data.ncon]}
 
     def _between_fingers(self, data):
         """Objects touched by both fingers in this state."""
         sides = {}
-        for c in data.contact[:data.ncon]:
+        for c in data.contact[: data.ncon]:
             a, b = self.owner(c.geom1), self.owner(c.geom2)
             for finger, other in ((a, b), (b, a)):
                 if finger in FINGER_BODIES and other in self.world.object_ids:

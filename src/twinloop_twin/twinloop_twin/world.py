@@ -3,6 +3,7 @@ with interpolation (like a ros2_control joint trajectory controller), the grippe
 commands, cameras render RGB and metric depth, and object poses are known (ground truth).
 Used by the world_sim node and by tests; no rclpy here.
 """
+
 from dataclasses import dataclass
 
 import mujoco
@@ -14,11 +15,11 @@ from twinloop_twin import cameras, scene
 
 @dataclass
 class CameraFrame:
-    rgb: np.ndarray        # (h, w, 3) uint8
-    depth: np.ndarray      # (h, w) float32, metres along the optical axis
+    rgb: np.ndarray  # (h, w, 3) uint8
+    depth: np.ndarray  # (h, w) float32, metres along the optical axis
     intrinsics: cameras.Intrinsics
-    position: np.ndarray   # optical frame origin in the world [m]
-    rotation: np.ndarray   # optical frame axes in the world (3x3)
+    position: np.ndarray  # optical frame origin in the world [m]
+    rotation: np.ndarray  # optical frame axes in the world (3x3)
 
 
 class JointTrajectoryFollower:

@@ -4,6 +4,7 @@ Publishes /joint_states, /clock (simulated time), per camera colour + aligned de
 CameraInfo + the camera's optical pose, and evaluation-only ground truth. Takes arm commands
 the way ros2_control's joint trajectory controller does and gripper width commands.
 """
+
 import time
 
 from twinloop_interfaces.msg import DetectedObject, DetectedObjectArray
@@ -29,10 +30,16 @@ class WorldSimNode(Node):
         self.real_time_factor = p('real_time_factor', 1.0, descriptor=_doc('simulated seconds per wall second')).value
         self.camera_rate = p('camera_rate', 5.0, descriptor=_doc('camera frames per simulated second [Hz]')).value
         self.joint_state_rate = p('joint_state_rate', 50.0, descriptor=_doc('joint state rate [Hz]')).value
-        self.depth_encoding = p('depth_encoding', '32FC1', descriptor=_doc('32FC1 (metres) or 16UC1 (millimetres)')).value
-        self.depth_noise = p('depth_noise_std', 0.001, descriptor=_doc('depth noise standard deviation at 1 m [m], grows with z^2')).value
+        self.depth_encoding = p(
+            'depth_encoding', '32FC1', descriptor=_doc('32FC1 (metres) or 16UC1 (millimetres)')
+        ).value
+        self.depth_noise = p(
+            'depth_noise_std', 0.001, descriptor=_doc('depth noise standard deviation at 1 m [m], grows with z^2')
+        ).value
         self.dropout = p('depth_dropout', 0.0, descriptor=_doc('fraction of depth pixels dropped to 0')).value
-        controller = p('arm_controller', topics.ARM_CONTROLLER, descriptor=_doc('joint trajectory controller name')).value
+        controller = p(
+            'arm_controller', topics.ARM_CONTROLLER, descriptor=_doc('joint trajectory controller name')
+        ).value
         seed = p('seed', 0, descriptor=_doc('noise seed')).value
         if not scene_path:
             raise ValueError('parameter "scene" (a scene YAML) is required')
@@ -48,7 +55,9 @@ class WorldSimNode(Node):
         self.clock_pub = self.create_publisher(Clock, topics.CLOCK, topics.STATE_QOS)
         self.truth_pub = self.create_publisher(DetectedObjectArray, topics.GROUND_TRUTH_OBJECTS, topics.STATE_QOS)
         self.camera_pubs = {name: camera_publishers(self, name) for name in self.camera_configs}
-        self.create_subscription(JointTrajectory, topics.arm_trajectory(controller), self.on_trajectory, topics.STATE_QOS)
+        self.create_subscription(
+            JointTrajectory, topics.arm_trajectory(controller), self.on_trajectory, topics.STATE_QOS
+        )
         self.create_subscription(Float64, topics.GRIPPER_COMMAND, self.on_gripper, topics.STATE_QOS)
         self.create_service(ResetWorld, '~/reset', self.on_reset)
 
@@ -56,8 +65,10 @@ class WorldSimNode(Node):
         self.last_wall = time.monotonic()
         self.next_joint_state = self.next_camera = 0.0
         self.create_timer(self.tick, self.on_tick)
-        self.get_logger().info(f'world_sim: {len(self.world.object_ids)} objects, cameras {list(self.camera_configs)}, '
-                               f'arm commands on {topics.arm_trajectory(controller)}')
+        self.get_logger().info(
+            f'world_sim: {len(self.world.object_ids)} objects, cameras {list(self.camera_configs)}, '
+            f'arm commands on {topics.arm_trajectory(controller)}'
+        )
 
     def on_trajectory(self, msg):
         """Follow a JointTrajectory like ros2_control's JTC; an empty one stops the arm."""
@@ -68,7 +79,9 @@ class WorldSimNode(Node):
         try:
             order = [list(msg.joint_names).index(j) for j in scene.ARM_JOINTS]
         except ValueError:
-            self.get_logger().error(f'trajectory rejected: joint_names {list(msg.joint_names)} must name {list(scene.ARM_JOINTS)}')
+            self.get_logger().error(
+                f'trajectory rejected: joint_names {list(msg.joint_names)} must name {list(scene.ARM_JOINTS)}'
+            )
             return
         times = [pt.time_from_start.sec + pt.time_from_start.nanosec * 1e-9 for pt in msg.points]
         try:
@@ -83,8 +96,11 @@ class WorldSimNode(Node):
     def on_reset(self, request, response):
         """A new episode: arm at home, objects as in the scene or at a seeded random layout; time runs on."""
         try:
-            config = self.scene_config if request.seed == 0 else scene.randomize_layout(
-                self.scene_config, np.random.default_rng(request.seed))
+            config = (
+                self.scene_config
+                if request.seed == 0
+                else scene.randomize_layout(self.scene_config, np.random.default_rng(request.seed))
+            )
         except ValueError as exc:
             response.message = str(exc)
             return response
@@ -122,10 +138,19 @@ class WorldSimNode(Node):
     def publish_joint_state(self, t):
         q = self.world.data.qpos
         names = list(scene.ARM_JOINTS) + list(scene.FINGER_JOINTS)
-        positions = list(self.world.arm_positions()) + [float(q[self.world.finger_qpos[0]]), float(-q[self.world.finger_qpos[1]])]
+        positions = list(self.world.arm_positions()) + [
+            float(q[self.world.finger_qpos[0]]),
+            float(-q[self.world.finger_qpos[1]]),
+        ]
         velocities = list(self.world.arm_velocities()) + [0.0, 0.0]
-        self.joint_pub.publish(JointState(header=Header(stamp=ros_conversions.stamp(t), frame_id=''), name=names,
-                                          position=positions, velocity=velocities))
+        self.joint_pub.publish(
+            JointState(
+                header=Header(stamp=ros_conversions.stamp(t), frame_id=''),
+                name=names,
+                position=positions,
+                velocity=velocities,
+            )
+        )
 
     def publish_cameras(self, t):
         for name, cfg in self.camera_configs.items():
@@ -133,8 +158,14 @@ class WorldSimNode(Node):
             header = Header(stamp=ros_conversions.stamp(t), frame_id=f'{name}_optical_frame')
             depth = self.noisy(frame.depth)
             pubs = self.camera_pubs[name]
-            publish_frame(pubs, frame, header, ros_conversions.image_msg(
-                ros_conversions.depth_for_encoding(depth, self.depth_encoding), self.depth_encoding, header))
+            publish_frame(
+                pubs,
+                frame,
+                header,
+                ros_conversions.image_msg(
+                    ros_conversions.depth_for_encoding(depth, self.depth_encoding), self.depth_encoding, header
+                ),
+            )
 
     def noisy(self, depth):
         return cameras.realsense_noise(depth, self.rng, self.depth_noise, self.dropout)
@@ -144,9 +175,16 @@ class WorldSimNode(Node):
         for obj in self.world.config.objects:
             position, quat = self.world.object_pose(obj.id)
             shape = self.shapes[obj.id]
-            detected = DetectedObject(header=msg.header, id=obj.id, label=obj.label, mesh_id=obj.mesh_id,
-                                      pose=ros_conversions.pose_msg(position, quat), confidence=1.0,
-                                      symmetry=shape.symmetry, source=DetectedObject.SOURCE_GROUND_TRUTH)
+            detected = DetectedObject(
+                header=msg.header,
+                id=obj.id,
+                label=obj.label,
+                mesh_id=obj.mesh_id,
+                pose=ros_conversions.pose_msg(position, quat),
+                confidence=1.0,
+                symmetry=shape.symmetry,
+                source=DetectedObject.SOURCE_GROUND_TRUTH,
+            )
             detected.size.x, detected.size.y, detected.size.z = shape.extents
             msg.objects.append(detected)
         self.truth_pub.publish(msg)
@@ -158,6 +196,7 @@ class WorldSimNode(Node):
 
 def _doc(text):
     from rcl_interfaces.msg import ParameterDescriptor
+
     return ParameterDescriptor(description=text)
 
 

@@ -24,7 +24,7 @@ PERCEPTION = 'privileged (SimWorld ground truth, in process)'
 def scoring_batches(ids, render):
     """[(ids, render(ids))] in batches of at most as many candidates as there are distinct colours."""
     n = len(overlays.DISTINCT)
-    return [(list(ids[i:i + n]), render(list(ids[i:i + n]))) for i in range(0, len(ids), n)]
+    return [(list(ids[i : i + n]), render(list(ids[i : i + n]))) for i in range(0, len(ids), n)]
 
 
 class SimPorts:
@@ -47,8 +47,10 @@ class SimPorts:
 
     def _object_info(self, world):
         """({object id: extents}, {object id: mesh id})."""
-        return ({o.id: objects.make_shape(o.kind, **o.params).extents for o in world.config.objects},
-                {o.id: o.mesh_id for o in world.config.objects})
+        return (
+            {o.id: objects.make_shape(o.kind, **o.params).extents for o in world.config.objects},
+            {o.id: o.mesh_id for o in world.config.objects},
+        )
 
     # --- perception ----------------------------------------------------------------------------
     def state(self):
@@ -75,7 +77,10 @@ class SimPorts:
     def render(self, ids, scores):
         """[(view name, rgb)] with the last rollouts drawn (coloured by score when scores are given)."""
         overlay = overlays.candidate_overlay(self.grip_paths(ids), scores)
-        return [(name, self.twin.render(name, self.size, self.size, depth=False, overlay=overlay).rgb) for name in self.views]
+        return [
+            (name, self.twin.render(name, self.size, self.size, depth=False, overlay=overlay).rgb)
+            for name in self.views
+        ]
 
     def render_for_scoring(self, ids):
         """Batches told apart by colour."""
@@ -96,7 +101,9 @@ class SimPorts:
             views = [vqa.View(name, rgb, dict(zip(batch, overlays.DISTINCT_NAMES))) for name, rgb in images]
             rollouts = {i: by_id[i] for i in batch}
             try:
-                result = vqa.score(self.config, instruction, views, batch, self.agents, {'task': task, 'rollouts': rollouts})
+                result = vqa.score(
+                    self.config, instruction, views, batch, self.agents, {'task': task, 'rollouts': rollouts}
+                )
                 scores = result.candidate_scores(self.config)
             except ValueError as exc:  # every view failed for every agent
                 scores = vqa.failed_scores(batch, str(exc), self.agents)
@@ -109,8 +116,13 @@ class SimPorts:
         for i, segment in enumerate(segments):
             self.cancel.check()
             try:
-                path = trajectory.parametrize(np.vstack([self.world.arm_positions(), segment.waypoints]), self.limits.velocity,
-                                              self.limits.acceleration, self.jerk, self.velocity_scale)
+                path = trajectory.parametrize(
+                    np.vstack([self.world.arm_positions(), segment.waypoints]),
+                    self.limits.velocity,
+                    self.limits.acceleration,
+                    self.jerk,
+                    self.velocity_scale,
+                )
             except ValueError as exc:
                 raise ExecutionFailed(str(exc), before_motion=i == 0) from None
             if segment.gripper_before != KEEP:

@@ -33,8 +33,19 @@ class EpisodeEnded(Exception):
 class LiberoPorts(SimPorts):
     """SimPorts on a LiberoWorld and its LiberoTwin."""
 
-    def __init__(self, world, twin, prompt_config, agents, urdf, limits_yaml, max_steps, views=('agentview', 'wrist'),
-                 size=224, velocity_scale=0.5):
+    def __init__(
+        self,
+        world,
+        twin,
+        prompt_config,
+        agents,
+        urdf,
+        limits_yaml,
+        max_steps,
+        views=('agentview', 'wrist'),
+        size=224,
+        velocity_scale=0.5,
+    ):
         super().__init__(world, twin, prompt_config, agents, urdf, limits_yaml, list(views), size, velocity_scale)
         self.max_steps = max_steps
 
@@ -44,8 +55,12 @@ class LiberoPorts(SimPorts):
     def state(self):
         """LIBERO's simulator state, in twinloop's object convention, with LIBERO's labels."""
         fingers = self.world.finger_positions()
-        return PerceivedState(self.twin.planner_objects(self.world.objects()), self.world.arm_positions(),
-                              float(fingers[0] - fingers[1]), labels=self.labels())
+        return PerceivedState(
+            self.twin.planner_objects(self.world.objects()),
+            self.world.arm_positions(),
+            float(fingers[0] - fingers[1]),
+            labels=self.labels(),
+        )
 
     def labels(self):
         """{object id: LIBERO's label}."""
@@ -66,9 +81,14 @@ class LiberoPorts(SimPorts):
         return [rollout_facts.rollout_facts(self._converted(r, base)) for r in results]
 
     def _converted(self, result, base):
-        final = {oid: (self.twin.bottom_centre_position(oid, *pose), pose[1]) for oid, pose in result.final_poses.items()}
-        return dataclasses.replace(result, final_poses=final, displacements={
-            oid: final[oid][0] - self.twin.bottom_centre_position(oid, *base[oid]) for oid in final})
+        final = {
+            oid: (self.twin.bottom_centre_position(oid, *pose), pose[1]) for oid, pose in result.final_poses.items()
+        }
+        return dataclasses.replace(
+            result,
+            final_poses=final,
+            displacements={oid: final[oid][0] - self.twin.bottom_centre_position(oid, *base[oid]) for oid in final},
+        )
 
     def _follow(self, path):
         """Step LIBERO's controller along the path at its control rate (ruckig's default period, 0.05 s)."""

@@ -97,8 +97,11 @@ class RosPorts:
         while not latest.joints_at > since:
             self._check_wait(deadline, fresh_within, 'joint states')
         after = ros_conversions.seconds(latest.joints.header.stamp)
-        while not (latest.objects is not None and latest.objects_at > since
-                   and ros_conversions.seconds(latest.objects.header.stamp) >= after):
+        while not (
+            latest.objects is not None
+            and latest.objects_at > since
+            and ros_conversions.seconds(latest.objects.header.stamp) >= after
+        ):
             self._check_wait(deadline, fresh_within, 'perceived objects from frames after the motion')
         self.objects_msg, self.joints_msg = latest.objects, latest.joints
         try:
@@ -122,7 +125,9 @@ class RosPorts:
         for o in objects.objects:
             if o.id in (believed or {}):
                 o.pose = ros_conversions.pose_msg(*believed[o.id])
-        self._call(self.clients.twin_sync, SyncTwin.Request(objects=objects, joint_state=self.joints_msg), 'sim_twin sync')
+        self._call(
+            self.clients.twin_sync, SyncTwin.Request(objects=objects, joint_state=self.joints_msg), 'sim_twin sync'
+        )
 
     def rollout(self, paths, settle):
         """Facts of each path played in the twin (from RolloutResult.facts_json)."""
@@ -156,7 +161,9 @@ class RosPorts:
 
     def render_axes(self, object_id):
         """The first twin view with the object's axes drawn."""
-        views = self._call(self.clients.twin_render, RenderViews.Request(axes_objects=[object_id]), 'sim_twin render').views
+        views = self._call(
+            self.clients.twin_render, RenderViews.Request(axes_objects=[object_id]), 'sim_twin render'
+        ).views
         return ros_conversions.image_array(views[0].image)
 
     # --- scorer --------------------------------------------------------------------------------
@@ -169,8 +176,13 @@ class RosPorts:
                 msg = self.rollouts[i][0]
                 msg.rollout_json = codec.facts_json(by_id[i])
                 candidates.append(msg)
-            request = ScoreTrajectories.Request(instruction=instruction, task_json=json.dumps(task), candidates=candidates,
-                                                views=views, backend=self.scorer_backend)
+            request = ScoreTrajectories.Request(
+                instruction=instruction,
+                task_json=json.dumps(task),
+                candidates=candidates,
+                views=views,
+                backend=self.scorer_backend,
+            )
             response = self._call(self.clients.scorer, request, 'trajectory_scoring', timeout=300.0)
             out.update({s.candidate_id: codec.score_from_msg(s) for s in response.scores})
         missing = [i for i in ids if i not in out]
@@ -182,14 +194,22 @@ class RosPorts:
     def execute(self, segments):
         """Each segment as an ExecuteMotion joint-path goal (gated by the execution node)."""
         for i, segment in enumerate(segments):
-            path = JointTrajectory(joint_names=list(ARM_JOINTS),
-                                   points=[JointTrajectoryPoint(positions=[float(v) for v in q]) for q in segment.waypoints])
-            goal = ExecuteMotion.Goal(mode=ExecuteMotion.Goal.MODE_JOINT_PATH, joint_path=path,
-                                      gripper_before=float(segment.gripper_before), gripper_after=float(segment.gripper_after))
+            path = JointTrajectory(
+                joint_names=list(ARM_JOINTS),
+                points=[JointTrajectoryPoint(positions=[float(v) for v in q]) for q in segment.waypoints],
+            )
+            goal = ExecuteMotion.Goal(
+                mode=ExecuteMotion.Goal.MODE_JOINT_PATH,
+                joint_path=path,
+                gripper_before=float(segment.gripper_before),
+                gripper_after=float(segment.gripper_after),
+            )
             outcome = self.execute_motion(goal, segment.label)
             if not outcome.success:
-                raise ExecutionFailed(f'segment {i + 1}: {outcome.reason}',
-                                      before_motion=i == 0 and outcome.code == ExecuteMotion.Result.CODE_REJECTED)
+                raise ExecutionFailed(
+                    f'segment {i + 1}: {outcome.reason}',
+                    before_motion=i == 0 and outcome.code == ExecuteMotion.Result.CODE_REJECTED,
+                )
 
     def execute_motion(self, goal, label):
         """One ExecuteMotion goal, waited for within motion_timeout; a cancel cancels the motion (the arm holds)."""
@@ -200,13 +220,20 @@ class RosPorts:
         sent = motion_client.send_goal_async(goal)
 
         def cancel_once_sent():  # a cancel while the goal is in flight still cancels it once accepted
-            sent.add_done_callback(lambda f: f.result().cancel_goal_async() if f.result() and f.result().accepted else None)
+            sent.add_done_callback(
+                lambda f: f.result().cancel_goal_async() if f.result() and f.result().accepted else None
+            )
 
         handle = wait_for(sent, f'execution of "{label}"', self.cancel, 10.0, on_cancel=cancel_once_sent)
         if not handle.accepted:
             raise GoalEnded(Outcome.ERROR, f'"{label}": the execution node is busy')
-        return wait_for(handle.get_result_async(), f'execution of "{label}"', self.cancel, self.motion_timeout,
-                        on_cancel=handle.cancel_goal_async).result
+        return wait_for(
+            handle.get_result_async(),
+            f'execution of "{label}"',
+            self.cancel,
+            self.motion_timeout,
+            on_cancel=handle.cancel_goal_async,
+        ).result
 
 
 class RosProgress:
@@ -222,8 +249,16 @@ class RosProgress:
     def feedback(self, stage, step, subtask=0, detail='', **extra):
         """An ExecuteInstruction feedback (extra keys that are not feedback fields are dropped)."""
         values = {k: v for k, v in extra.items() if k in self.fields}
-        self.publish_feedback(self.feedback_class(stage=stage, step=int(step), subtask=int(subtask), detail=detail,
-                                                  elapsed=time.monotonic() - self.started, **values))
+        self.publish_feedback(
+            self.feedback_class(
+                stage=stage,
+                step=int(step),
+                subtask=int(subtask),
+                detail=detail,
+                elapsed=time.monotonic() - self.started,
+                **values,
+            )
+        )
 
     def show(self, paths, scores, chosen):
         """Candidates coloured by score and the chosen one, for RViz."""

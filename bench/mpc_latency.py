@@ -85,7 +85,8 @@ def main():
         lines = [
             f'\n## AntiGrounding MPC step latency, {time.strftime("%Y-%m-%d %H:%M")}\n',
             f'Command: `{result["command"]}`  ',
-            f'{args.candidates} candidates x {result["views"]} views (224 x 224), scorer {result["scorer"]}, in process, '
+            f'{args.candidates} candidates x {result["views"]} views (224 x 224), scorer {result["scorer"]}, '
+            'in process, '
             f'{result["steps"]} steps of a pick-and-place on the clutter scene, {os.cpu_count()} cores, no GPU.\n',
             '| stage | median [s] | p90 [s] |',
             '|---|---|---|',

@@ -148,20 +148,25 @@ def main():
         lines = [
             f'\n## Pose estimation accuracy and speed, {time.strftime("%Y-%m-%d %H:%M")}\n',
             f'Command: `{result["command"]}`  ',
-            f'{args.scenes} random layouts of {", ".join(SCENES)}; fixed cameras fused; {os.cpu_count()} cores, no GPU. '
-            'Errors modulo symmetry; a pose more than 5 cm off counts as a wrong identity (excluded from the error statistics).\n',
-            '| mode | objects | detection rate | wrong identity | translation median / p90 [cm] | rotation median / p90 [deg] | ms per frame median / p90 |',
+            f'{args.scenes} random layouts of {", ".join(SCENES)}; fixed cameras fused; {os.cpu_count()} cores, '
+            'no GPU. Errors modulo symmetry; a pose more than 5 cm off counts as a wrong identity '
+            '(excluded from the error statistics).\n',
+            '| mode | objects | detection rate | wrong identity | translation median / p90 [cm] '
+            '| rotation median / p90 [deg] | ms per frame median / p90 |',
             '|---|---|---|---|---|---|---|',
         ]
         for label, s in (('detect (global)', d), ('track (warm start)', t)):
             lines.append(
-                f'| {label} | {s["objects"]} | {100 * s["detection_rate"]:.1f} % | {100 * s["wrong_identity_rate"]:.1f} % | '
-                f'{s["translation_cm_median"]:.2f} / {s["translation_cm_p90"]:.2f} | {s["rotation_deg_median"]:.2f} / {s["rotation_deg_p90"]:.2f} | '
+                f'| {label} | {s["objects"]} | {100 * s["detection_rate"]:.1f} % '
+                f'| {100 * s["wrong_identity_rate"]:.1f} % | '
+                f'{s["translation_cm_median"]:.2f} / {s["translation_cm_p90"]:.2f} '
+                f'| {s["rotation_deg_median"]:.2f} / {s["rotation_deg_p90"]:.2f} | '
                 f'{s["ms_per_frame_median"]:.0f} / {s["ms_per_frame_p90"]:.0f} |'
             )
         lines.append(
             f'\nTracking the tabletop scenes (4 objects): median {result["tracking_ms_4_objects_median"]} ms per frame '
-            f'({1000 / result["tracking_ms_4_objects_median"]:.0f} Hz). Scenes have 4-7 objects; the ms columns are per frame.'
+            f'({1000 / result["tracking_ms_4_objects_median"]:.0f} Hz). '
+            'Scenes have 4-7 objects; the ms columns are per frame.'
         )
         with open(ROOT / 'bench' / 'RESULTS.md', 'a') as f:
             f.write('\n'.join(lines) + '\n')

@@ -142,7 +142,8 @@ def append_results(summary, per_step, steps, episodes, command, env, path):
         '|---|---|---|---|---|---|',
     ]
     lines += [
-        f'| {e["instruction"]} | {e["seed"]} | {"yes" if e["success"] else "no"} | {e["ground_truth"]} | {e["steps"]} | {e["elapsed_s"]} |'
+        f'| {e["instruction"]} | {e["seed"]} | {"yes" if e["success"] else "no"} '
+        f'| {e["ground_truth"]} | {e["steps"]} | {e["elapsed_s"]} |'
         for e in episodes
     ]
     with open(path, 'a') as f:
@@ -202,7 +203,8 @@ def main():
                         }
                     )
                     print(
-                        f'[{category}] "{task["instruction"]}" seed {seed}: {"SUCCESS" if outcome["success"] else "failure"} '
+                        f'[{category}] "{task["instruction"]}" seed {seed}: '
+                        f'{"SUCCESS" if outcome["success"] else "failure"} '
                         f'({outcome["ground_truth"]}; {outcome["steps"]} steps, {outcome["elapsed_s"]} s)',
                         flush=True,
                     )

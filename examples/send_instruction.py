@@ -14,6 +14,7 @@ from twinloop_bringup.client import InstructionClient
 
 
 def main():
+    """Send the instruction, print each new feedback stage and step; exit code 0 on success."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('instruction')
     parser.add_argument('--strategy', default='', help='anti_grounding (default of the server) or scripted_pick_place')
@@ -31,8 +32,8 @@ def main():
             if feedback is not None and (feedback.stage, feedback.step) != last:
                 last = (feedback.stage, feedback.step)
                 print(
-                    f'{feedback.stage:9s} step {feedback.step} sub-task {feedback.subtask}: {feedback.chosen_candidate} '
-                    f'[{feedback.backend}]'
+                    f'{feedback.stage:9s} step {feedback.step} sub-task {feedback.subtask}: '
+                    f'{feedback.chosen_candidate} [{feedback.backend}]'
                 )
             if args.cancel_after and time.monotonic() - started > args.cancel_after:
                 client.cancel()
@@ -40,7 +41,8 @@ def main():
                 args.cancel_after = 0.0
         result = client.result()
         print(
-            f'{"SUCCESS" if result.success else "FAILURE"}: {result.reason} ({result.elapsed:.0f} s, report {result.report_path})'
+            f'{"SUCCESS" if result.success else "FAILURE"}: {result.reason} '
+            f'({result.elapsed:.0f} s, report {result.report_path})'
         )
         return 0 if result.success else 1
     finally:

@@ -1,4 +1,5 @@
-"""ros2 launch twinloop_bringup cameras_only.launch.py [scene:=...]: the 'cameras_only' graph of config/graphs.yaml."""
+"""ros2 launch twinloop_bringup cameras_only.launch.py [scene:=...]:
+the 'cameras_only' graph of config/graphs.yaml."""
 
 import os
 import sys

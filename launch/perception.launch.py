@@ -1,4 +1,5 @@
-"""ros2 launch twinloop_bringup perception.launch.py [scene:=...]: the 'perception' graph of config/graphs.yaml."""
+"""ros2 launch twinloop_bringup perception.launch.py [scene:=...]:
+the 'perception' graph of config/graphs.yaml."""
 
 import os
 import sys

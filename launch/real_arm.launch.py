@@ -1,4 +1,5 @@
-"""ros2 launch twinloop_bringup real_arm.launch.py [scene:=...]: the 'real_arm' graph of config/graphs.yaml (robot driver and MoveIt started by you)."""
+"""ros2 launch twinloop_bringup real_arm.launch.py [scene:=...]:
+the 'real_arm' graph of config/graphs.yaml (robot driver and MoveIt started by you)."""
 
 import os
 import sys

@@ -1,4 +1,5 @@
-"""ros2 launch twinloop_bringup sim_arm.launch.py [scene:=...]: the 'sim_arm' graph of config/graphs.yaml."""
+"""ros2 launch twinloop_bringup sim_arm.launch.py [scene:=...]:
+the 'sim_arm' graph of config/graphs.yaml."""
 
 import os
 import sys

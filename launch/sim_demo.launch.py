@@ -1,4 +1,5 @@
-"""ros2 launch twinloop_bringup sim_demo.launch.py [scene:=...]: the 'sim_demo' graph of config/graphs.yaml."""
+"""ros2 launch twinloop_bringup sim_demo.launch.py [scene:=...]:
+the 'sim_demo' graph of config/graphs.yaml."""
 
 import os
 import sys

@@ -1,4 +1,5 @@
-"""ros2 launch twinloop_bringup sim_perception.launch.py [scene:=...]: the 'sim_perception' graph of config/graphs.yaml."""
+"""ros2 launch twinloop_bringup sim_perception.launch.py [scene:=...]:
+the 'sim_perception' graph of config/graphs.yaml."""
 
 import os
 import sys

@@ -1,4 +1,5 @@
-"""ros2 launch twinloop_bringup sim_twin_scoring.launch.py [scene:=...]: the 'sim_twin_scoring' graph of config/graphs.yaml."""
+"""ros2 launch twinloop_bringup sim_twin_scoring.launch.py [scene:=...]:
+the 'sim_twin_scoring' graph of config/graphs.yaml."""
 
 import os
 import sys

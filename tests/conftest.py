@@ -18,7 +18,8 @@ NODES_DIR = os.path.join(os.path.dirname(__file__), 'nodes')
 
 def pytest_report_header(config):
     return (
-        f'ROS_DOMAIN_ID={SESSION_DOMAIN_ID} ROS_AUTOMATIC_DISCOVERY_RANGE={os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"]} '
+        f'ROS_DOMAIN_ID={SESSION_DOMAIN_ID} '
+        f'ROS_AUTOMATIC_DISCOVERY_RANGE={os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"]} '
         f'FASTDDS_DEFAULT_PROFILES_FILE={os.environ["FASTDDS_DEFAULT_PROFILES_FILE"]}'
     )
 

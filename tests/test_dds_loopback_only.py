@@ -6,8 +6,9 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from twinloop_interfaces.srv import ScoreTrajectories
 
-NODES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'nodes')
 from twinloop_bringup import netcheck
+
+NODES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'nodes')
 
 DDS_MULTICAST_GROUP = '239.255.0.1'  # Fast DDS's default discovery group
 

@@ -1,3 +1,5 @@
+"""ament_python build script for the twinloop_antigrounding package."""
+
 from setuptools import find_packages, setup
 
 PACKAGE = 'twinloop_antigrounding'
@@ -14,6 +16,9 @@ setup(
     zip_safe=True,
     maintainer='twinloop developers',
     maintainer_email='dev@twinloop.invalid',
-    description='The AntiGrounding decision engine (shared/seeds/000): annealed candidate sampling, stages, IK candidates, the rotation module and the MPC loop, registered as anti_grounding.',
+    description=(
+        'The AntiGrounding decision engine (shared/seeds/000): annealed candidate sampling, stages, '
+        'IK candidates, the rotation module and the MPC loop, registered as anti_grounding.'
+    ),
     license='Apache-2.0',
 )

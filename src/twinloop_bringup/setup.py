@@ -1,3 +1,5 @@
+"""ament_python build script for the twinloop_bringup package."""
+
 import os
 
 from setuptools import find_packages, setup

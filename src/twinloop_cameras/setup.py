@@ -1,3 +1,5 @@
+"""ament_python build script for the twinloop_cameras package."""
+
 from setuptools import find_packages, setup
 
 PACKAGE = 'twinloop_cameras'

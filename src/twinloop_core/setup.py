@@ -1,3 +1,5 @@
+"""ament_python build script for the twinloop_core package."""
+
 from setuptools import find_packages, setup
 
 PACKAGE = 'twinloop_core'
@@ -14,6 +16,9 @@ setup(
     zip_safe=True,
     maintainer='twinloop developers',
     maintainer_email='dev@twinloop.invalid',
-    description='ROS-free contracts: shared types, gripper and grasp geometry, judging, outcomes, port protocols, DecisionEngine + registry.',
+    description=(
+        'ROS-free contracts: shared types, gripper and grasp geometry, judging, outcomes, '
+        'port protocols, DecisionEngine + registry.'
+    ),
     license='Apache-2.0',
 )

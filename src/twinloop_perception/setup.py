@@ -1,3 +1,5 @@
+"""ament_python build script for the twinloop_perception package."""
+
 from setuptools import find_packages, setup
 
 PACKAGE = 'twinloop_perception'
@@ -14,7 +16,9 @@ setup(
     zip_safe=True,
     maintainer='twinloop developers',
     maintainer_email='dev@twinloop.invalid',
-    description='The pose_estimation node: 6D pose estimation of known objects from RGB-D (open3d); IKER keypoint proposal.',
+    description=(
+        'The pose_estimation node: 6D pose estimation of known objects from RGB-D (open3d); IKER keypoint proposal.'
+    ),
     license='Apache-2.0',
     entry_points={'console_scripts': ['pose_estimation = twinloop_perception.pose_estimation_node:main']},
 )

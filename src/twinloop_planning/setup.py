@@ -1,3 +1,5 @@
+"""ament_python build script for the twinloop_planning package."""
+
 from setuptools import find_packages, setup
 
 PACKAGE = 'twinloop_planning'
@@ -14,7 +16,9 @@ setup(
     zip_safe=True,
     maintainer='twinloop developers',
     maintainer_email='dev@twinloop.invalid',
-    description="The task_orchestrator node, instruction grounding, run reports, and the engines' ports on ROS and in process.",
+    description=(
+        "The task_orchestrator node, instruction grounding, run reports, and the engines' ports on ROS and in process."
+    ),
     license='Apache-2.0',
     entry_points={'console_scripts': ['task_orchestrator = twinloop_planning.orchestrator_node:main']},
 )

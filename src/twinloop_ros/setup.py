@@ -1,3 +1,5 @@
+"""ament_python build script for the twinloop_ros package."""
+
 from setuptools import find_packages, setup
 
 PACKAGE = 'twinloop_ros'
@@ -14,6 +16,8 @@ setup(
     zip_safe=True,
     maintainer='twinloop developers',
     maintainer_email='dev@twinloop.invalid',
-    description='ROS glue every twinloop node shares: topics and QoS, conversions, joint states, the message codec, main().',
+    description=(
+        'ROS glue every twinloop node shares: topics and QoS, conversions, joint states, the message codec, main().'
+    ),
     license='Apache-2.0',
 )

@@ -1,3 +1,5 @@
+"""ament_python build script for the twinloop_scripted package."""
+
 from setuptools import find_packages, setup
 
 PACKAGE = 'twinloop_scripted'
@@ -14,6 +16,9 @@ setup(
     zip_safe=True,
     maintainer='twinloop developers',
     maintainer_email='dev@twinloop.invalid',
-    description='The scripted pick-and-place baseline engine (not AntiGrounding: no candidates are scored), registered as scripted_pick_place.',
+    description=(
+        'The scripted pick-and-place baseline engine (not AntiGrounding: no candidates are scored), '
+        'registered as scripted_pick_place.'
+    ),
     license='Apache-2.0',
 )

@@ -1,3 +1,5 @@
+"""ament_python build script for the twinloop_twin package."""
+
 from setuptools import find_packages, setup
 
 PACKAGE = 'twinloop_twin'
@@ -14,7 +16,10 @@ setup(
     zip_safe=True,
     maintainer='twinloop developers',
     maintainer_email='dev@twinloop.invalid',
-    description='MuJoCo scenes, the world_sim and libero_world nodes, the sim twin (sim_twin node), overlays, markers, physics fit, Panda URDF.',
+    description=(
+        'MuJoCo scenes, the world_sim and libero_world nodes, the sim twin (sim_twin node), '
+        'overlays, markers, physics fit, Panda URDF.'
+    ),
     license='Apache-2.0',
     entry_points={
         'console_scripts': [

@@ -27,6 +27,7 @@ class Proposal:
     description: str = ''
 
     def waypoints(self):
+        """Arm joint waypoints of all segments, flattened [n x 7, rad]."""
         return np.vstack([w for w, _, _ in self.segments])
 
     def positions(self):
@@ -58,6 +59,7 @@ class CandidateBuilder:
         return np.array(out), np.array(points)
 
     def build(self, candidate_id, sample, q_full, ee_position, quat, open_first=False):
+        """The Proposal for one sample, or None when too low, unreachable or discontinuous in IK."""
         c = self.config
         if sample.goal[2] < c.min_height:
             return None

@@ -55,6 +55,8 @@ def _candidate_rows(proposals, scores, facts):
 
 @dataclass
 class StepRecord:
+    """One MPC step for the report: the candidates, the one chosen and the time spent per stage."""
+
     stage: str
     subtask: int
     step: int
@@ -84,7 +86,10 @@ class AntiGroundingMpc:
         self.believed = {}  # object id -> (position, quat) believed instead of perceived (held, unseen)
 
     def run(self, instruction, subtasks, max_steps=0, deadline=None, dry_run=False):
-        """(success, reason): done on the perceived state, or why not (a stage's step limit, max_steps, the deadline)."""
+        """(success, reason): done on the perceived state, or why not.
+
+        Why not: a stage's step limit, max_steps or the deadline (time.monotonic() [s]) reached.
+        """
         stages = stages_for(subtasks)
         objects, q, width = self._perceive()
         start = dict(objects)
@@ -102,10 +107,8 @@ class AntiGroundingMpc:
                 stage_steps = 0
                 self.sampler.reset(self.config.stage_r0.get(stage.name))
             if stage_steps >= self.config.max_steps_per_stage:
-                return (
-                    False,
-                    f'stage "{stage.describe()}" not done after {stage_steps} steps ({stage.done(objects, start, width, ee)[1]})',
-                )
+                why = stage.done(objects, start, width, ee)[1]
+                return False, f'stage "{stage.describe()}" not done after {stage_steps} steps ({why})'
             if max_steps and total >= max_steps:
                 return False, f'max_steps {max_steps} reached in stage "{stage.describe()}"'
             if deadline is not None and time.monotonic() > deadline:
@@ -187,6 +190,7 @@ class AntiGroundingMpc:
         return record
 
     def step(self, instruction, stage, objects, start, q, width, step_index, execute=True):
+        """One MPC step: sample, IK, twin rollouts, renders, scores, then execute the best (unless dry)."""
         timings = {}
         clock = time.perf_counter()
 

@@ -27,9 +27,10 @@ SCHEMA = {
 }
 PROMPT = (
     'Instruction: "{instruction}"\nThe image shows the {label} with its own coordinate axes drawn from its centre: '
-    "x red, y green, z blue. The robot holds it rigidly. Which one of the object's axes must it rotate about, in which "
-    'direction (right-hand rule: "positive" turns counter-clockwise looking down the axis at the object), and by how many '
-    'degrees, so that the instruction can be fulfilled? Answer "none" as the axis if no rotation is needed. '
+    "x red, y green, z blue. The robot holds it rigidly. Which one of the object's axes must it rotate about, "
+    'in which direction (right-hand rule: "positive" turns counter-clockwise looking down the axis at the object), '
+    'and by how many degrees, so that the instruction can be fulfilled? '
+    'Answer "none" as the axis if no rotation is needed. '
     'Reply with JSON: {{"axis": "x|y|z|none", "direction": "positive|negative", "degrees": <0-180>}}'
 )
 
@@ -40,6 +41,8 @@ class RotationUnavailable(Exception):
 
 @dataclass
 class RotationAnswer:
+    """The VLM's answer: turn the held object about one of its own axes by a signed angle."""
+
     axis: str  # x, y, z or none
     angle: float  # [rad], signed
     backend: str
@@ -60,6 +63,7 @@ class RotationAnswer:
 
 
 def request(instruction, label, image):
+    """The VLMRequest asking about the object's drawn axes, with the JSON schema of the answer."""
     return VLMRequest(PROMPT.format(instruction=instruction, label=label), [image], json_schema=SCHEMA)
 
 

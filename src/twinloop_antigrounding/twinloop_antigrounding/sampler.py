@@ -12,10 +12,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from twinloop_core.gripper import EVENT_CLOSE, EVENT_NONE, EVENT_OPEN
+
+# a Sample's gripper event, in the order of SamplerConfig.gripper_probabilities (assigned, not
+# re-imported, so that removing unused imports keeps them: candidates.py and the tests use them)
+GRIPPER_NONE, GRIPPER_OPEN, GRIPPER_CLOSE = EVENT_NONE, EVENT_OPEN, EVENT_CLOSE
 
 
 @dataclass
 class SamplerConfig:
+    """Annealing schedule, experience and gripper-event probabilities of the sampler."""
+
     r0: float = 0.15  # [m] initial radius
     r_min: float = 0.02  # [m]
     lambda_r: float = 0.35  # per MPC step
@@ -28,6 +35,8 @@ class SamplerConfig:
 
 @dataclass
 class Sample:
+    """One sampled goal: grip-site target, its direction and radius, and the gripper event (GRIPPER_*)."""
+
     goal: np.ndarray  # goal position of the end effector [m]
     direction: np.ndarray  # unit vector from the end effector
     radius: float
@@ -36,6 +45,8 @@ class Sample:
 
 @dataclass
 class AnnealedSampler:
+    """Samples goals in an annealed sphere around the end effector, guided by well-scored directions."""
+
     config: SamplerConfig = field(default_factory=SamplerConfig)
     seed: int = 0
 
@@ -51,11 +62,13 @@ class AnnealedSampler:
         self.r0 = self.config.r0 if r0 is None else r0
 
     def radius(self, step=None):
+        """Sampling radius R_t at MPC step t (default: the current step) [m]."""
         t = self.step if step is None else step
         c = self.config
         return c.r_min + (self.r0 - c.r_min) * np.exp(-c.lambda_r * t)
 
     def dispersion(self, step=None):
+        """Angular dispersion around the preferred direction at MPC step t (default: the current step) [rad]."""
         t = self.step if step is None else step
         c = self.config
         return c.angle_min + (c.angle0 - c.angle_min) * np.exp(-c.lambda_r * t)

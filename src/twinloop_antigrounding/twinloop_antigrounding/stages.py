@@ -26,6 +26,7 @@ class Stage:
     destination_id: str = ''
 
     def describe(self):
+        """Short label of the stage, e.g. 'carry bowl to plate'."""
         where = f' to {self.destination_id}' if self.name in ('carry', 'release') and self.destination_id else ''
         return f'{self.name} {self.object_id}{where}'
 
@@ -90,7 +91,8 @@ class Stage:
             offset = grip_offset(objects[self.object_id], ee_position)
             return (
                 held and bool(np.all(np.abs(offset) <= grasp_tolerance(size))),
-                f'gripper {gripper_width * 100:.1f} cm, grip {np.round(offset * 100, 1).tolist()} cm from the grasp point (object frame)',
+                f'gripper {gripper_width * 100:.1f} cm, grip {np.round(offset * 100, 1).tolist()} cm '
+                'from the grasp point (object frame)',
             )
         rise = p[2] - start[self.object_id][0][2]
         if self.name == 'lift':
@@ -128,6 +130,7 @@ def _held(obj, gripper_width, ee_position):
 
 
 def stages_for(subtasks):
+    """The stages of grounded sub-tasks, in order: pick is grasp + lift, place adds carry + release."""
     out = []
     for index, s in enumerate(subtasks):
         if s.action not in ('pick', 'place'):

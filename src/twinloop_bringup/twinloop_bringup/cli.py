@@ -5,6 +5,7 @@ import sys
 
 
 def main(argv=None):
+    """Entry point of `twinloop`: parse the subcommand (doctor, demo, run) and return its exit code."""
     parser = argparse.ArgumentParser(prog='twinloop', description='twinloop: language instructions to verified motion.')
     commands = parser.add_subparsers(dest='command', required=True)
     commands.add_parser('doctor', help='report what works on this machine and what to do about the rest')
@@ -39,9 +40,8 @@ def run_graph(graph, scene=None):
     scene = scene or str(ros_env.config_dir() / 'scenes' / 'tabletop.yaml')
     env = ros_env.dds_environment(os.environ.get('ROS_DOMAIN_ID'))
     specs = graphs.load(graph, {'scene': scene})
-    print(
-        f'twinloop: starting {graph}: {", ".join(s.name for s in specs)} (ROS_DOMAIN_ID={env.get("ROS_DOMAIN_ID", "0")})'
-    )
+    nodes = ', '.join(s.name for s in specs)
+    print(f'twinloop: starting {graph}: {nodes} (ROS_DOMAIN_ID={env.get("ROS_DOMAIN_ID", "0")})')
     with graphs.Supervisor(specs, env) as supervisor:
         try:
             supervisor.wait()

@@ -33,10 +33,12 @@ def spin_until(executor, condition, timeout, what, check=None, error=TimeoutErro
 
 
 class InstructionError(RuntimeError):
-    pass
+    """An ExecuteInstruction goal was rejected, timed out or has no result; the message says why."""
 
 
 class InstructionClient:
+    """Action client for ExecuteInstruction: send a goal, follow its feedback, wait, cancel."""
+
     def __init__(self, node, action_name=EXECUTE_INSTRUCTION, executor=None, check=None):
         """check: optional callable run while waiting (e.g. a process supervisor's check)."""
         self.node = node
@@ -48,9 +50,11 @@ class InstructionClient:
         self.handle = self._result_future = self._feedback = None
 
     def spin_until(self, condition, timeout, what):
+        """Spin until condition() holds; InstructionError naming `what` after timeout [s]."""
         spin_until(self.executor, condition, timeout, what, check=self.check, error=InstructionError)
 
     def wait_for_server(self, timeout=60.0):
+        """Wait for the execute_instruction action server; InstructionError after timeout [s]."""
         self.spin_until(self.action.server_is_ready, timeout, 'the execute_instruction server')
 
     def send(
@@ -89,9 +93,11 @@ class InstructionClient:
         self._result_future = self.handle.get_result_async()
 
     def feedback(self):
+        """The latest ExecuteInstruction.Feedback, or None before the first."""
         return self._feedback
 
     def is_done(self, spin=0.05):
+        """Spin once (up to spin [s]) and say whether the goal has finished; True when none was sent."""
         if self._result_future is None:
             return True
         self.check()
@@ -99,15 +105,18 @@ class InstructionClient:
         return self._result_future.done()
 
     def wait(self, timeout):
+        """Wait for the goal to finish and return its ExecuteInstruction.Result; timeout in [s]."""
         self.spin_until(lambda: self._result_future.done(), timeout, 'the instruction to finish')
         return self.result()
 
     def result(self):
+        """The finished goal's ExecuteInstruction.Result; InstructionError if there is none yet."""
         if self._result_future is None or not self._result_future.done():
             raise InstructionError('no finished instruction')
         return self._result_future.result().result
 
     def cancel(self, timeout=10.0):
+        """Cancel the running goal (the arm stops where it is) and wait for the acknowledgement."""
         if self.handle is None:
             return
         future = self.handle.cancel_goal_async()

@@ -41,10 +41,12 @@ RECORDED = {
 
 
 class DemoFailure(RuntimeError):
-    pass
+    """The demo cannot go on (a node died, a timeout, a rejected or failed goal); the message says why."""
 
 
 class DemoClient:
+    """The demo's own node (twinloop_demo): world ground truth, the front camera and the instruction client."""
+
     def __init__(self, context, supervisor):
         self.node = rclpy.create_node('twinloop_demo', context=context)
         self.executor = SingleThreadedExecutor(context=context)
@@ -58,12 +60,14 @@ class DemoClient:
         self.instruction = InstructionClient(self.node, executor=self.executor, check=self.check)
 
     def check(self):
+        """Raise DemoFailure if a process of the graph has died."""
         try:
             self.supervisor.check()
         except graphs.GraphFailure as exc:
             raise DemoFailure(str(exc)) from None
 
     def spin_until(self, condition, timeout, what):
+        """Spin until condition() holds; DemoFailure naming `what` after timeout [s] or if a node dies."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -81,6 +85,10 @@ class DemoClient:
 
 
 def run(instruction, scene_path, runs_dir, timeout=240.0, record=True):
+    """Run the sim_demo graph on one instruction, judge it on ground truth; exit code 0 on success.
+
+    timeout: wall-clock limit of the goal [s]. The report, images and bag go to runs_dir/<timestamp>/.
+    """
     started = time.monotonic()
     run_dir = Path(runs_dir) / time.strftime('%Y%m%d-%H%M%S')
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,8 @@ OK, MISSING, FAIL = 'ok', 'missing', 'FAIL'
 
 @dataclass
 class Check:
+    """One doctor finding: status is OK, MISSING or FAIL; detail says what was found or what to do."""
+
     name: str
     status: str
     detail: str
@@ -33,6 +35,7 @@ def _try_import(module):
 
 
 def check_rclpy():
+    """rclpy can create a node, on the RMW twinloop expects."""
     from rclpy.utilities import get_rmw_implementation_identifier
 
     context = rclpy.context.Context()
@@ -48,6 +51,7 @@ def check_rclpy():
 
 
 def check_discovery_range():
+    """DDS discovery is limited to localhost, with the Fast DDS profile from twinloop_env.sh."""
     value = os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE', '')
     profile = os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE', '')
     if value != ros_env.DISCOVERY_RANGE:
@@ -60,6 +64,7 @@ def check_discovery_range():
 
 
 def check_interfaces():
+    """twinloop_interfaces is built and importable."""
     module, error = _try_import('twinloop_interfaces.action')
     if error:
         return Check(
@@ -96,9 +101,11 @@ def check_engines():
 
 
 def check_mujoco():
+    """MuJoCo renders offscreen with the MUJOCO_GL backend (probed in a subprocess)."""
     backend = os.environ.get('MUJOCO_GL', '')
     probe = (
-        'import mujoco; m = mujoco.MjModel.from_xml_string("<mujoco><worldbody><geom size=\'1\'/></worldbody></mujoco>");'
+        'import mujoco; '
+        'm = mujoco.MjModel.from_xml_string("<mujoco><worldbody><geom size=\'1\'/></worldbody></mujoco>");'
         'r = mujoco.Renderer(m, 32, 32); d = mujoco.MjData(m); r.update_scene(d); r.render(); print(mujoco.__version__)'
     )
     result = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, timeout=60)
@@ -113,6 +120,7 @@ def check_mujoco():
 
 
 def check_module(name, module, required=True, hint='', version_attr='__version__'):
+    """A Python module imports; its version, or hint on failure (MISSING when not required)."""
     found, error = _try_import(module)
     if error:
         return Check(name, FAIL if required else MISSING, f'{error}. {hint}'.strip(), required)
@@ -120,6 +128,7 @@ def check_module(name, module, required=True, hint='', version_attr='__version__
 
 
 def check_torch():
+    """torch imports; reports the CUDA device or CPU only."""
     torch, error = _try_import('torch')
     if error:
         return Check('torch', FAIL, f'{error}: run `make setup`')
@@ -128,6 +137,7 @@ def check_torch():
 
 
 def check_realsense():
+    """pyrealsense2 imports; lists connected RealSense serials (optional)."""
     rs, error = _try_import('pyrealsense2')
     if error:
         return Check('RealSense cameras', MISSING, f'{error}: run `make setup`', required=False)
@@ -143,6 +153,7 @@ def check_realsense():
 
 
 def check_launch():
+    """ROS 2 launch and launch_ros are present (optional: the `twinloop` command needs neither)."""
     launch, error = _try_import('launch')
     if error or not hasattr(launch, 'LaunchDescription'):
         return Check(
@@ -156,6 +167,7 @@ def check_launch():
 
 
 def run_checks():
+    """All doctor checks, in report order."""
     workstation = 'on a ROS 2 workstation: apt install ros-$ROS_DISTRO-'
     return [
         check_rclpy(),
@@ -182,6 +194,7 @@ def run_checks():
 
 
 def main(argv=None):
+    """Print the checks; exit code 1 if a required one is not ok."""
     checks = run_checks()
     width = max(len(c.name) for c in checks)
     for c in checks:

@@ -13,6 +13,8 @@ from twinloop_bringup import processes, ros_env
 
 @dataclass
 class NodeSpec:
+    """One node of a graph: what to run, its params file and parameter overrides, its remappings."""
+
     name: str
     package: str
     executable: str
@@ -75,7 +77,7 @@ def load(graph, values, graphs_file=None):
 
 
 class GraphFailure(RuntimeError):
-    pass
+    """A node of a running graph died; the message names it and its exit code."""
 
 
 class Supervisor:

@@ -36,6 +36,8 @@ def non_loopback_groups(igmp_path='/proc/net/igmp'):
 
 @dataclass(frozen=True)
 class UdpSocket:
+    """A UDP socket bound by a process: pid, local address and port."""
+
     pid: int
     address: str
     port: int

@@ -54,6 +54,7 @@ class BagRecorder:
             self.counts[topic] = self.counts.get(topic, 0) + 1
 
     def close(self):
+        """Close the bag (later messages are dropped); {topic: messages written}."""
         with self.lock:
             if self.writer is not None:
                 self.writer.close()

@@ -15,6 +15,8 @@ import yaml
 
 @dataclass(frozen=True)
 class Extrinsics:
+    """A camera optical frame's pose in parent_frame: position [m] and unit quaternion (x, y, z, w)."""
+
     parent_frame: str
     position: tuple
     quaternion_xyzw: tuple

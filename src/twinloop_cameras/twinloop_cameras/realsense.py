@@ -21,6 +21,8 @@ class NoDevice(RuntimeError):
 
 @dataclass
 class StreamConfig:
+    """Which device (or recording) a stream opens, and its colour and depth resolution and rate."""
+
     name: str  # ROS camera name, e.g. "front"
     serial: str = ''  # device serial number; empty: the only connected device
     playback_file: str = ''  # a recorded file instead of a device (tests, replays)
@@ -31,6 +33,8 @@ class StreamConfig:
 
 @dataclass
 class Frame:
+    """One frame: colour, depth aligned to colour, the colour intrinsics and device time."""
+
     rgb: np.ndarray  # (h, w, 3) uint8
     depth: np.ndarray  # (h, w) float32 metres, aligned to colour; 0 = no reading
     intrinsics: Intrinsics  # of the colour stream (depth is aligned to it)
@@ -39,10 +43,13 @@ class Frame:
 
 
 def connected_serials():
+    """Serial numbers of the connected RealSense devices."""
     return [d.get_info(rs.camera_info.serial_number) for d in rs.context().query_devices()]
 
 
 class RealSenseStream:
+    """One RealSense camera (or recording): colour and depth aligned to colour."""
+
     def __init__(self, config: StreamConfig, timeout_ms=2000):
         self.config, self.timeout_ms = config, timeout_ms
         self.pipeline = None
@@ -51,6 +58,7 @@ class RealSenseStream:
         self.intrinsics = None
 
     def open(self):
+        """Start the pipeline on the configured device or file; NoDevice says what is connected."""
         cfg = rs.config()
         if self.config.playback_file:
             cfg.enable_device_from_file(self.config.playback_file, repeat_playback=True)
@@ -93,6 +101,7 @@ class RealSenseStream:
         return Frame(rgb, depth_m, self.intrinsics, color.get_timestamp() / 1000.0, color.get_frame_number())
 
     def close(self):
+        """Stop the pipeline if it runs; safe to call twice."""
         if self.pipeline is not None:
             try:
                 self.pipeline.stop()

@@ -24,6 +24,8 @@ def _doc(text, dynamic_typing=False):
 
 
 class RealSenseCameraNode(Node):
+    """The realsense_camera node: one reader thread per camera, publishing on the world_sim topics."""
+
     def __init__(self):
         super().__init__('realsense_camera')
         self.running, self.threads = True, []
@@ -67,6 +69,7 @@ class RealSenseCameraNode(Node):
             thread.start()
 
     def publish_extrinsics(self, extrinsics):
+        """Latch each camera pose on /cameras/<name>/pose and broadcast static transforms where tf2_ros exists."""
         self.pose_pubs = {}
         transforms = []
         for name, e in extrinsics.items():
@@ -107,6 +110,7 @@ class RealSenseCameraNode(Node):
         stream.close()
 
     def publish(self, name, frame):
+        """Publish a frame as colour, depth (depth_encoding) and CameraInfo, stamped with ROS time now."""
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=f'{name}_optical_frame')
         info = ros_conversions.camera_info_msg(frame.intrinsics, header)
         pubs = self.pubs[name]
@@ -120,6 +124,7 @@ class RealSenseCameraNode(Node):
         pubs['depth_info'].publish(info)
 
     def destroy_node(self):
+        """Stop the reader threads, then the node."""
         self.running = False
         for thread in self.threads:
             thread.join(timeout=5.0)
@@ -127,6 +132,7 @@ class RealSenseCameraNode(Node):
 
 
 def main(args=None):
+    """Run the realsense_camera node."""
     node_runner.run(RealSenseCameraNode, args)
 
 

@@ -61,7 +61,10 @@ class Twin(Protocol):
     """The simulated twin of the scene."""
 
     def sync(self, believed: dict) -> None:
-        """Rebuild the twin from the latest perceived state; believed {id: (position, quat)} replaces perceived poses."""
+        """Rebuild the twin from the latest perceived state.
+
+        believed: {id: (position, quat)} that replace the perceived poses of those objects.
+        """
 
     def rollout(self, paths: Sequence[TimedPath]) -> list:
         """Simulate each path from the synced state: the facts of each (twinloop_scoring.facts keys)."""

@@ -77,12 +77,14 @@ class LeRobotWriter:
         self.tasks, self.episodes, self.frames = {}, [], []
 
     def add_frame(self, frame):
+        """Buffer one frame ({feature key: value}) of the current episode; ValueError if a feature is missing."""
         missing = set(self.features) - set(DEFAULT_FEATURES) - set(frame)
         if missing:
             raise ValueError(f'frame lacks features {sorted(missing)}')
         self.frames.append(frame)
 
     def discard_episode(self):
+        """Drop the buffered frames (a failed demonstration)."""
         self.frames = []
 
     def save_episode(self, task):

@@ -34,6 +34,7 @@ ACTION_NAMES = [f'{j}_target' for j in scene.ARM_JOINTS] + ['gripper_close']
 
 
 def features(image_size):
+    """The dataset's LeRobot features for square images of image_size pixels (RGB, depth in mm, state, action)."""
     image = {'dtype': 'image', 'shape': [image_size, image_size, 3], 'names': ['height', 'width', 'channel']}
     depth = {
         'dtype': 'image',
@@ -70,6 +71,8 @@ def goal_of(world):
 
 
 class LiberoExpert:
+    """Privileged pick-and-place expert: IK waypoints timed by ruckig, driven through LiberoWorld."""
+
     def __init__(self, world, twin, urdf, limits_yaml, velocity_scale=0.4):
         self.world, self.twin, self.velocity_scale = world, twin, velocity_scale
         self.limits = JointLimits.from_description(urdf, limits_yaml, list(scene.ARM_JOINTS))
@@ -148,6 +151,7 @@ class LiberoExpert:
 
 
 def main():
+    """Record scripted demonstrations of LIBERO tasks into a LeRobot dataset folder."""
     parser = argparse.ArgumentParser(description='Scripted LIBERO demonstrations in the LeRobot format')
     parser.add_argument('--suite', default='libero_spatial')
     parser.add_argument('--tasks', type=int, nargs='+', default=[0, 1])

@@ -202,16 +202,15 @@ def test_a_sponge_stacked_on_a_block_is_tracked_and_the_block_stays(robot_filter
             ('open and back off', None),
             (on_block + (0, 0, 0.12), None),
         ):
-            if isinstance(
-                target, str
-            ):  # open and back off: a frame while the fingers open (still touching) and the hand rises
+            # open and back off: a frame while the fingers open (still touching) and the hand rises
+            if isinstance(target, str):
                 w.set_gripper(0.08)
                 start_path(w, arm, on_block + (0, 0, 0.1), grip)
                 w.step(int(0.1 / w.model.opt.timestep))
                 assert closed_on_something(w.gripper_width())
             else:
                 move_grip(w, arm, target, grip, gripper)
-            found = estimator.track(frames(w, rng), w.arm_positions(), fingers())
+            estimator.track(frames(w, rng), w.arm_positions(), fingers())
             assert np.linalg.norm(estimator.previous['red_block'].position - w.object_pose('red_block')[0]) < 0.01, (
                 target
             )

@@ -18,6 +18,8 @@ from scipy.spatial.transform import Rotation
 
 @dataclass
 class Keypoint:
+    """A numbered keypoint on an object, in the object frame [m]."""
+
     label: int  # 1-based, grouped by object
     object_id: str
     local: np.ndarray  # in the object frame [m]

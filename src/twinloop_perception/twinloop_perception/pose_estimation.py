@@ -66,6 +66,8 @@ class ObjectModel:
 
 @dataclass
 class Estimate:
+    """An object's estimated pose in the world: position [m], quat (w, x, y, z), size [m], fit quality."""
+
     id: str
     label: str
     mesh_id: str
@@ -81,6 +83,8 @@ class Estimate:
 
 @dataclass
 class EstimatorConfig:
+    """Pose estimator tuning; lengths in metres, boxes in the world frame."""
+
     voxel: float = 0.004  # [m] cloud and model resolution
     workspace: tuple = ((0.15, 0.95), (-0.6, 0.6), (-0.02, 0.45))  # world box [m]
     robot_margin: float = 0.005  # [m] inflation of the robot's geometry (more eats held objects)
@@ -199,6 +203,7 @@ class JointHistory:
         self.seconds, self.samples = seconds, deque()  # (stamp [s], arm joints, finger joints)
 
     def add(self, stamp, arm, fingers):
+        """Record the arm and finger joints at stamp [s]; drops states older than `seconds`."""
         if self.samples and stamp < self.samples[-1][0]:  # time went back (a restarted simulation)
             self.samples.clear()
         self.samples.append((stamp, np.asarray(arm, float), np.asarray(fingers, float)))
@@ -242,6 +247,7 @@ class RobotFilter:
         return site.xpos.copy(), site.xmat.reshape(3, 3).copy()
 
     def keep(self, points, arm, fingers=(0.04, 0.04)):
+        """Mask of points (N x 3, world [m]) outside the robot's inflated collision boxes at the given joints."""
         self.data.qpos[self.arm_qpos] = arm
         self.data.qpos[self.finger_qpos] = (fingers[0], -abs(fingers[1]))
         mujoco.mj_kinematics(self.model, self.data)
@@ -255,6 +261,8 @@ class RobotFilter:
 
 
 class PoseEstimator:
+    """Detects and tracks the known objects in multi-view RGB-D frames; poses in the world frame."""
+
     def __init__(self, models, config=EstimatorConfig(), robot_filter=None):
         self.models = {m.id: m for m in models}
         self.config, self.robot_filter = config, robot_filter
@@ -391,6 +399,7 @@ class PoseEstimator:
 
     # --- detection and tracking -----------------------------------------------------------------
     def clusters(self, points):
+        """DBSCAN clusters of points as index arrays, noise left out."""
         if len(points) == 0:
             return []
         labels = np.asarray(_pcd(points).cluster_dbscan(self.config.cluster_eps, self.config.cluster_min_points))
@@ -495,7 +504,7 @@ class PoseEstimator:
             reference = self.previous[model.id].quat if model.id in self.previous else None
             ref = np.eye(3) if reference is None else Rotation.from_quat([*reference[1:], reference[0]]).as_matrix()
             options = [R @ g for g in model.group]
-            return min(options, key=lambda O: _angle(O, ref))
+            return min(options, key=lambda option: _angle(option, ref))
         return R
 
     def _grip_motion(self, arm, fingers):

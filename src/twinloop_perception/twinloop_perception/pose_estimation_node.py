@@ -3,12 +3,12 @@
 Subscribes, per camera in `cameras`: /cameras/<cam>/color/image_raw, .../aligned_depth_to_color/
 image_raw, .../color/camera_info and /cameras/<cam>/pose (latched extrinsics), plus /joint_states
 (the robot is cut out of the cloud). Frames are used only as a synchronised set (every camera's
-colour and depth - and the pose of `moving_cameras` - with the same stamp, within sync_tolerance). Publishes DetectedObjectArray on
-`objects_topic` stamped with the frames' capture time: found objects with their confidence, known
-objects not seen in this set with their last pose and confidence 0 (as the message defines).
-Tracks continuously and re-detects globally when an object is lost or on ~/redetect
-(std_srvs/Trigger). Where tf2_ros is installed each seen object is also a frame on /tf. When no
-fresh synchronised set arrives for `stale_after` seconds nothing is
+colour and depth - and the pose of `moving_cameras` - with the same stamp, within sync_tolerance).
+Publishes DetectedObjectArray on `objects_topic` stamped with the frames' capture time: found
+objects with their confidence, known objects not seen in this set with their last pose and
+confidence 0 (as the message defines). Tracks continuously and re-detects globally when an object
+is lost or on ~/redetect (std_srvs/Trigger). Where tf2_ros is installed each seen object is also a
+frame on /tf. When no fresh synchronised set arrives for `stale_after` seconds nothing is
 published and /diagnostics says which camera is missing - never a silent stale pose.
 """
 
@@ -38,6 +38,8 @@ def _stamp(header):
 
 
 class PoseEstimationNode(Node):
+    """The pose_estimation node: detects and tracks the known objects in synchronised multi-camera RGB-D."""
+
     def __init__(self):
         super().__init__('pose_estimation')
         p = lambda name, default, doc: self.declare_parameter(name, default, ParameterDescriptor(description=doc)).value  # noqa: E731
@@ -150,6 +152,7 @@ class PoseEstimationNode(Node):
         return (frames, latest[self.camera_names[0]]['color'].header.stamp), ''
 
     def process(self):
+        """Timer tick: detect or track on a fresh synchronised frame set; publish objects, markers, /tf, diagnostics."""
         result, reason = self.frame_set()
         if result is not None and (self.last_stamp is None or result[1] != self.last_stamp):
             self.last_fresh = time.monotonic()
@@ -170,10 +173,8 @@ class PoseEstimationNode(Node):
         arm, fingers = joints
         self.last_stamp = stamp
         started = time.perf_counter()
-        redetect, self.redetect = (
-            self.redetect,
-            False,
-        )  # taken before the work: a request during it is kept for the next set
+        # taken before the work: a request during it is kept for the next set
+        redetect, self.redetect = self.redetect, False
         mode = 'detect' if redetect else 'track'
         found = self.estimator.detect(frames, arm, fingers) if redetect else self.estimator.track(frames, arm, fingers)
         elapsed = time.perf_counter() - started
@@ -208,6 +209,7 @@ class PoseEstimationNode(Node):
         )
 
     def on_joints(self, msg):
+        """Record the arm and finger joints by stamp, to cut the robot out of frames captured then."""
         try:
             arm, width = ros_conversions.arm_state(msg)
         except ValueError as exc:  # another robot's joints (or a malformed message): not the arm to cut out
@@ -282,6 +284,7 @@ def _transform_msg(detected):
 
 
 def main(args=None):
+    """Run the pose_estimation node (two executor threads)."""
     node_runner.run(PoseEstimationNode, args, threads=2)
 
 

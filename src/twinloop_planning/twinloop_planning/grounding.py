@@ -44,6 +44,8 @@ def _embedder():
 
 
 class Grounder:
+    """Grounds instructions in the grammar above against detected labels (MiniLM cosine similarity)."""
+
     def __init__(self, categories_file=None, threshold=0.5, margin=0.03, encoder=None):
         self.encoder = encoder or _embedder()
         self.threshold, self.margin = threshold, margin

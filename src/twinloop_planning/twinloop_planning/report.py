@@ -62,11 +62,14 @@ def _html(summary):
     out = [
         f'<!doctype html><html><head><meta charset="utf-8"><title>twinloop run: {e(summary["instruction"])}</title>',
         '<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #ccc;'
-        'padding:2px 6px;font-size:13px}img{margin:2px;border:1px solid #999}.chosen{background:#dfd}</style></head><body>',
+        'padding:2px 6px;font-size:13px}img{margin:2px;border:1px solid #999}.chosen{background:#dfd}'
+        '</style></head><body>',
         f'<h1>{e(summary["instruction"])}</h1>',
-        f'<p><b>Outcome:</b> {e(summary["outcome"])} - {e(summary["reason"])}<br><b>Strategy:</b> {e(summary["strategy"])}'
+        f'<p><b>Outcome:</b> {e(summary["outcome"])} - {e(summary["reason"])}'
+        f'<br><b>Strategy:</b> {e(summary["strategy"])}'
         f'<br><b>Scorer:</b> {e(summary.get("scorer", ""))}<br><b>Elapsed:</b> {summary["elapsed_s"]:.1f} s'
-        f'<br><b>Planning time per step:</b> mean {summary["planning_s_per_step"]["mean"]} s, max {summary["planning_s_per_step"]["max"]} s</p>',
+        f'<br><b>Planning time per step:</b> mean {summary["planning_s_per_step"]["mean"]} s, '
+        f'max {summary["planning_s_per_step"]["max"]} s</p>',
         f'<p><b>Sub-tasks:</b> {e(json.dumps(summary.get("subtasks", [])))}</p>',
         f'<p><b>Time per MPC stage (all steps):</b> {e(json.dumps(summary["timing_totals"]))}</p>',
     ]

@@ -38,6 +38,7 @@ def image_array(msg):
 
 
 def depth_for_encoding(depth_m, encoding):
+    """Depth in metres as the array for an encoding: 32FC1 (float32 metres) or 16UC1 (uint16 millimetres)."""
     if encoding == '32FC1':
         return depth_m.astype(np.float32)
     if encoding == '16UC1':
@@ -56,6 +57,7 @@ def depth_metres(msg):
 
 
 def camera_info_msg(intrinsics, header):
+    """sensor_msgs/CameraInfo of pinhole intrinsics (fx, fy, cx, cy [px]; plumb_bob, no distortion)."""
     k = intrinsics
     return CameraInfo(
         header=header,
@@ -70,6 +72,7 @@ def camera_info_msg(intrinsics, header):
 
 
 def pose_msg(position, quat_wxyz):
+    """geometry_msgs/Pose from a position [m] and a quaternion (w, x, y, z)."""
     pose = Pose()
     pose.position.x, pose.position.y, pose.position.z = (float(v) for v in position)
     pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z = (float(v) for v in quat_wxyz)
@@ -77,6 +80,7 @@ def pose_msg(position, quat_wxyz):
 
 
 def pose_position(pose):
+    """(x, y, z) of a geometry_msgs/Pose [m]."""
     return (pose.position.x, pose.position.y, pose.position.z)
 
 

@@ -10,6 +10,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, Si
 
 
 def run(node_class, args=None, threads=1):
+    """Init rclpy, spin node_class() (a multi-threaded executor if threads > 1) until shutdown, clean up."""
     try:
         with rclpy.init(args=args):
             node = node_class()

@@ -19,6 +19,8 @@ import numpy as np
 
 @dataclass
 class Fusion:
+    """The fused scores and every intermediate of fuse(); shapes use M agents, V views, J candidates, K dimensions."""
+
     totals: np.ndarray  # (J,) S_j
     dimension_scores: np.ndarray  # (J, K) confidence-weighted, agent-averaged s
     weighted: np.ndarray  # (M, V, J) sum_k w_k s
@@ -31,6 +33,7 @@ class Fusion:
 
 
 def fuse(scores, clarity, weights, lambda_c=1.0):
+    """Fuse scores (M, V, J, K) with view clarity (M, V) and dimension weights (K,) as described above."""
     scores = np.asarray(scores, float)  # (M, V, J, K)
     clarity = np.asarray(clarity, float)  # (M, V)
     weights = np.asarray(weights, float)  # (K,)

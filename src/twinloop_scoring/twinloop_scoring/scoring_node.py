@@ -21,6 +21,8 @@ from twinloop_ros import conversions as ros_conversions
 
 
 class ScoringNode(Node):
+    """The trajectory_scoring node: serves ScoreTrajectories with structured VQA and view fusion."""
+
     def __init__(self):
         super().__init__('trajectory_scoring')
         p = lambda name, default, doc: self.declare_parameter(name, default, ParameterDescriptor(description=doc)).value  # noqa: E731
@@ -36,6 +38,7 @@ class ScoringNode(Node):
         self.get_logger().info(f'trajectory_scoring ready: prompts v{self.config.version}, agents {labels}')
 
     def on_score(self, request, response):
+        """ScoreTrajectories callback: score every candidate in every view; invalid requests fail with the reason."""
         started = time.monotonic()
         try:
             candidate_ids, views, facts, agents = self._parse(request)
@@ -107,6 +110,7 @@ class ScoringNode(Node):
 
 
 def main(args=None):
+    """Run the trajectory_scoring node."""
     node_runner.run(ScoringNode, args)
 
 

@@ -6,6 +6,8 @@ from twinloop_scoring.vlm import VLMBackend, VLMError, VLMReply
 
 
 class TransformersBackend(VLMBackend):
+    """VLM backend running a local image-text-to-text model with transformers (bfloat16 on CUDA)."""
+
     name = 'transformers'
     is_vlm = True
 
@@ -42,6 +44,7 @@ class TransformersBackend(VLMBackend):
         return VLMReply(self.processor.decode(new, skip_special_tokens=True), self.name, self.model)
 
     def complete(self, requests):
+        """One reply or VLMError per request, same order; requests run one at a time."""
         replies = []
         for request in requests:
             try:

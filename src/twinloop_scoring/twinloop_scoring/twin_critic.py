@@ -2,10 +2,11 @@
 
 It answers the structured VQA's questions from the twin's rollout data instead of from the
 image: collisions (safety), how much closer the instructed object got to its goal, whether it
-is held (and how centred the grasp is) and whether other objects were disturbed (task alignment), path directness (efficiency), joint-limit
-margins and object tumbling (feasibility), and the instructed objects' visibility in the view
-(viewpoint clarity). Its replies use the VLM reply format so the rest of the pipeline is the
-same, and every reply and rationale says what it is.
+is held (and how centred the grasp is) and whether other objects were disturbed (task
+alignment), path directness (efficiency), joint-limit margins and object tumbling
+(feasibility), and the instructed objects' visibility in the view (viewpoint clarity). Its
+replies use the VLM reply format so the rest of the pipeline is the same, and every reply and
+rationale says what it is.
 """
 
 import json
@@ -86,11 +87,14 @@ def judge(rollout, task, visibility=1.0):
 
 
 class TwinCritic(VLMBackend):
+    """The twin_critic backend: answers the structured VQA from rollout facts (not a VLM)."""
+
     name = 'twin_critic'
     is_vlm = False
     model = 'rollout-rules-v1'
 
     def complete(self, requests):
+        """One JSON reply per request, scoring each candidate in its schema from request.facts."""
         replies = []
         for request in requests:
             facts = request.facts

@@ -16,6 +16,8 @@ from PIL import Image
 
 @dataclass
 class VLMRequest:
+    """A prompt with images (and optionally a JSON schema) for a backend to answer."""
+
     prompt: str
     images: list = field(default_factory=list)  # (h, w, 3) uint8 arrays
     system: str = ''
@@ -45,6 +47,8 @@ class VLMRequest:
 
 @dataclass
 class VLMReply:
+    """A backend's answer text, naming the backend and model that produced it."""
+
     text: str
     backend: str
     model: str
@@ -55,6 +59,8 @@ class VLMReply:
 
 @dataclass
 class VLMError:
+    """A failed request as a value (falsy): the reason and the backend and model that failed."""
+
     reason: str
     backend: str
     model: str
@@ -65,6 +71,7 @@ class VLMError:
 
 
 def png_bytes(image):
+    """PNG encoding of an (h, w, 3) image as uint8."""
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format='PNG')
     return buffer.getvalue()
@@ -79,6 +86,7 @@ class VLMBackend:
 
     @property
     def label(self):
+        """The backend's name, marked '(not a VLM)' where no vision-language model answers."""
         return self.name if self.is_vlm else f'{self.name} (not a VLM)'
 
     def complete(self, requests):

@@ -18,6 +18,8 @@ from twinloop_scoring.vlm import VLMError, VLMRequest
 
 @dataclass
 class Dimension:
+    """One scored dimension: its name, its weight in the total and the sub-question asked about it."""
+
     name: str
     weight: float
     question: str
@@ -25,6 +27,8 @@ class Dimension:
 
 @dataclass
 class PromptConfig:
+    """The structured VQA prompts (config/vqa_prompts.yaml): dimensions, system prompt, template, fusion settings."""
+
     version: int
     dimensions: list
     system: str
@@ -34,6 +38,7 @@ class PromptConfig:
 
     @classmethod
     def from_yaml(cls, path):
+        """Load a prompts YAML; ValueError unless the dimension weights sum to 1."""
         with open(path) as f:
             data = yaml.safe_load(f)
         dims = [Dimension(d['name'], float(d['weight']), d['question']) for d in data['dimensions']]
@@ -50,9 +55,11 @@ class PromptConfig:
 
     @property
     def weights(self):
+        """Dimension weights (K,), in dimension order."""
         return np.array([d.weight for d in self.dimensions])
 
     def schema(self, candidate_ids):
+        """JSON schema of a reply: view_clarity and 0-10 scores per dimension for each candidate."""
         score = {'type': 'number', 'minimum': 0, 'maximum': 10}
         item = {
             'type': 'object',
@@ -74,6 +81,8 @@ class PromptConfig:
 
 @dataclass
 class View:
+    """One rendered view to score: the image with candidates drawn, and which colour is which candidate."""
+
     name: str
     image: np.ndarray  # rgb8 with the candidates drawn
     legend: dict  # candidate id -> colour name
@@ -82,16 +91,19 @@ class View:
 
 @dataclass
 class Agent:
+    """One scoring agent: a VLM backend at a sampling temperature."""
+
     backend: object  # a VLMBackend
     temperature: float = 0.0
 
     @property
     def label(self):
+        """backend:model@T<temperature>, naming the agent in results."""
         return f'{self.backend.label}:{self.backend.model}@T{self.temperature:g}'
 
 
 class ReplyError(ValueError):
-    pass
+    """A reply that is not valid structured VQA; the message says what is wrong."""
 
 
 def parse_reply(text, config, candidate_ids):
@@ -125,6 +137,7 @@ def parse_reply(text, config, candidate_ids):
 
 
 def build_request(config, instruction, view, candidate_ids, temperature, facts=None):
+    """The VLMRequest for one view: the template filled with instruction, legend and questions, with the schema."""
     fields = ', '.join(f'"{d.name}": <0-10>' for d in config.dimensions)
     questions = '\n'.join(f'- {d.name}: {d.question}' for d in config.dimensions)
     legend = ', '.join(f'{colour} -> {cid}' for cid, colour in view.legend.items())
@@ -136,6 +149,8 @@ def build_request(config, instruction, view, candidate_ids, temperature, facts=N
 
 @dataclass
 class ScoringResult:
+    """The fused scores of a request with rationales, failures, agents and the request count."""
+
     candidate_ids: list
     fused: fusion.Fusion
     rationales: dict  # candidate id -> list of rationale strings
@@ -146,6 +161,7 @@ class ScoringResult:
 
     @property
     def backends(self):
+        """The distinct agent labels, sorted."""
         return sorted(set(self.agents))
 
     def candidate_scores(self, config, models=''):
@@ -177,7 +193,10 @@ def failed_scores(candidate_ids, reason, agents):
 
 
 def _ask(config, instruction, views, candidate_ids, agent, facts):
-    """One agent on every view, retrying malformed replies: (clarity (V,), scores (V, J, K), rationales, failures, requests)."""
+    """One agent on every view, retrying malformed replies.
+
+    Returns (clarity (V,), scores (V, J, K), rationales, failures, requests).
+    """
     v_count, j_count, k_count = len(views), len(candidate_ids), len(config.dimensions)
     scores, clarity = np.full((v_count, j_count, k_count), np.nan), np.full(v_count, np.nan)
     rationales, requests, last_error = [], 0, {}

@@ -11,6 +11,8 @@ MUJOCO_TO_OPTICAL = np.diag([1.0, -1.0, -1.0])
 
 @dataclass(frozen=True)
 class Intrinsics:
+    """Pinhole intrinsics of a camera image [px], as in a ROS CameraInfo."""
+
     width: int
     height: int
     fx: float
@@ -20,6 +22,7 @@ class Intrinsics:
 
     @property
     def matrix(self):
+        """The 3x3 camera matrix K."""
         return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1.0]])
 
     def project(self, points_optical):
@@ -43,11 +46,13 @@ def optical_pose(data, camera):
 
 
 def world_to_optical(data, camera, points_world):
+    """World points (N x 3) [m] expressed in the camera's optical frame."""
     position, rotation = optical_pose(data, camera)
     return (np.atleast_2d(points_world) - position) @ rotation
 
 
 def rotation_to_quat_xyzw(rotation):
+    """Quaternion (x, y, z, w), ROS order, of a rotation matrix."""
     quat = np.zeros(4)
     mujoco.mju_mat2Quat(quat, np.asarray(rotation, float).flatten())
     return np.array([quat[1], quat[2], quat[3], quat[0]])

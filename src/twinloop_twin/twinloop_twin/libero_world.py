@@ -29,6 +29,8 @@ MAX_STEPS = {'libero_spatial': 220, 'libero_object': 280, 'libero_goal': 300, 'l
 
 @dataclass
 class LiberoFrame:
+    """One camera frame of a LIBERO task; the optical pose is in the robot-base world."""
+
     rgb: np.ndarray
     depth: np.ndarray  # [m] along the optical axis
     intrinsics: cameras.Intrinsics
@@ -54,6 +56,8 @@ def object_label(name):
 
 
 class LiberoWorld:
+    """A LIBERO task's environment stepped with joint position targets, reported in the robot-base world."""
+
     def __init__(
         self, suite='libero_spatial', task_id=0, init_index=0, image_size=128, control_freq=20, joint_kp=JOINT_KP
     ):
@@ -82,6 +86,7 @@ class LiberoWorld:
 
     @property
     def sim(self):
+        """robosuite's MjSim of the task environment."""
         return self.env.env.sim
 
     def reset(self, init_index=0):
@@ -111,12 +116,15 @@ class LiberoWorld:
     # --- state -----------------------------------------------------------------------------
     @property
     def time(self):
+        """Simulated time since the last reset [s] (control steps / control_freq)."""
         return self.steps / self.control_freq
 
     def arm_positions(self):
+        """Arm joint positions [rad], panda_joint1..7."""
         return np.array(self.obs['robot0_joint_pos'], float)
 
     def finger_positions(self):
+        """Finger joint positions [m] as robosuite reports them (robot0_gripper_qpos)."""
         return np.array(self.obs['robot0_gripper_qpos'], float)
 
     def objects(self):
@@ -191,6 +199,7 @@ class LiberoWorld:
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
 
     def close(self):
+        """Release the renderer and the LIBERO environment."""
         if self._renderer is not None:
             self._renderer.close()
         self.env.close()

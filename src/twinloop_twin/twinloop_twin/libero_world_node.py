@@ -30,6 +30,8 @@ from twinloop_twin.world import JointTrajectoryFollower
 
 
 class LiberoWorldNode(Node):
+    """The libero_world node: a LIBERO task behind world_sim's topics and services."""
+
     def __init__(self):
         super().__init__('libero_world')
         p = lambda name, default, doc: self.declare_parameter(name, default, ParameterDescriptor(description=doc)).value  # noqa: E731
@@ -58,6 +60,7 @@ class LiberoWorldNode(Node):
         self.get_logger().info(f'libero_world ready: "{self.world.instruction}"')
 
     def on_trajectory(self, msg):
+        """Follow a JointTrajectory from the current target; an empty one stops the arm where it is."""
         if not msg.points:
             self.follower = None
             self.world.target = self.world.arm_positions()
@@ -71,18 +74,21 @@ class LiberoWorldNode(Node):
             self.get_logger().error(f'trajectory rejected: {exc}')
 
     def on_gripper(self, msg):
+        """Close the gripper for a width command below 0.04 m, open it otherwise."""
         if not np.isfinite(msg.data):
             self.get_logger().error('gripper command rejected: not finite')
             return
         self.world.gripper_closed = msg.data < 0.04  # robosuite's gripper is open or closed
 
     def on_reset(self, request, response):
+        """Reset to LIBERO init state number request.seed."""
         self.world.reset(int(request.seed))
         self.follower = None
         response.success, response.message = True, f'LIBERO init state {request.seed}'
         return response
 
     def on_judge(self, _request, response):
+        """Report whether the task's BDDL goal holds now."""
         response.success = self.world.success()
         response.message = (
             f'"{self.world.instruction}": {"done" if response.success else "not done"} (LIBERO BDDL goal)'
@@ -90,6 +96,7 @@ class LiberoWorldNode(Node):
         return response
 
     def on_tick(self):
+        """One environment step; publishes /clock, joint states and, every camera_every steps, cameras and objects."""
         target = None
         if self.follower is not None:
             follower, started = self.follower
@@ -110,12 +117,14 @@ class LiberoWorldNode(Node):
             self.publish_objects(t)
 
     def publish_cameras(self, t):
+        """Render and publish both cameras (colour, depth, CameraInfo, pose) stamped t."""
         for name, pubs in self.camera_pubs.items():
             frame = self.world.camera(name)
             header = Header(stamp=ros_conversions.stamp(t), frame_id=f'{name}_optical_frame')
             publish_frame(pubs, frame, header, ros_conversions.image_msg(frame.depth, '32FC1', header))
 
     def publish_objects(self, t):
+        """Publish the task's objects and fixtures at their simulator poses (SOURCE_PRIVILEGED)."""
         msg = DetectedObjectArray(header=Header(stamp=ros_conversions.stamp(t), frame_id='world'))
         for name, label, position, quat in self.world.objects():
             msg.objects.append(
@@ -132,11 +141,13 @@ class LiberoWorldNode(Node):
         self.truth_pub.publish(msg)
 
     def destroy_node(self):
+        """Close the LIBERO environment, then the node."""
         self.world.close()
         super().destroy_node()
 
 
 def main(args=None):
+    """Run the libero_world node."""
     node_runner.run(LiberoWorldNode, args)
 
 

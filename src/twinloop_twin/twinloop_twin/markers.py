@@ -56,6 +56,7 @@ def paths(namespace, path_list, scores, stamp, frame='world', width=0.004):
 
 
 def path(namespace, marker_id, points, rgba, stamp, frame='world', width=0.008):
+    """One LINE_STRIP marker through points ([N x 3] [m] in frame), coloured rgba."""
     marker = Marker(
         header=Header(frame_id=frame, stamp=stamp),
         ns=namespace,

@@ -26,6 +26,8 @@ class Part:
 
 @dataclass
 class ObjectShape:
+    """An object kind's geometry: parts, symmetry class, whether it is static, bounding extents [m]."""
+
     parts: list
     symmetry: int
     static: bool = False  # bins stay put (no free joint)
@@ -47,24 +49,29 @@ def _ring_walls(radius, height, thickness, z0, n=16, flare=0.0):
 
 
 def cube(size=0.05):
+    """A cube of edge length size [m]."""
     h = size / 2
     return ObjectShape([Part('box', (h, h, h), (0, 0, h))], SYMMETRY_DISCRETE)
 
 
 def block(size=(0.08, 0.04, 0.04)):
+    """A box of full size (x, y, z) [m]."""
     hx, hy, hz = (s / 2 for s in size)
     return ObjectShape([Part('box', (hx, hy, hz), (0, 0, hz))], SYMMETRY_DISCRETE)
 
 
 def sponge(size=(0.09, 0.06, 0.03)):
+    """A sponge, shaped as a block of full size (x, y, z) [m]."""
     return block(size)
 
 
 def ring(radius=0.045, height=0.03, thickness=0.012):
+    """A flat ring: a wall of boxes around radius [m], no floor."""
     return ObjectShape(_ring_walls(radius, height, thickness, 0.0, n=16), SYMMETRY_AXIAL)
 
 
 def cup(radius=0.035, height=0.09, thickness=0.006):
+    """An open cup: a thin base and a wall of boxes."""
     base = Part('cylinder', (radius, 0.004), (0, 0, 0.004))
     return ObjectShape([base] + _ring_walls(radius, height - 0.008, thickness, 0.008, n=14), SYMMETRY_AXIAL)
 
@@ -75,15 +82,18 @@ def can(radius=0.033, height=0.12):
 
 
 def bowl(radius=0.075, height=0.05, thickness=0.008):
+    """An open bowl: a base narrower than the rim and a wall of boxes."""
     base = Part('cylinder', (radius * 0.6, 0.005), (0, 0, 0.005))
     return ObjectShape([base] + _ring_walls(radius, height - 0.01, thickness, 0.01, n=18), SYMMETRY_AXIAL)
 
 
 def plate(radius=0.1, height=0.015):
+    """A plate: one flat cylinder."""
     return ObjectShape([Part('cylinder', (radius, height / 2), (0, 0, height / 2))], SYMMETRY_AXIAL)
 
 
 def open_bin(size=(0.18, 0.18, 0.12), thickness=0.01):
+    """An open-top bin (floor and four walls); static: no free joint."""
     hx, hy, hz = (s / 2 for s in size)
     t = thickness / 2
     parts = [
@@ -97,12 +107,14 @@ def open_bin(size=(0.18, 0.18, 0.12), thickness=0.01):
 
 
 def open_box(size=(0.14, 0.10, 0.07), thickness=0.008):
+    """An open-top box like open_bin, but free to move."""
     shape = open_bin(size, thickness)
     shape.static = False
     return shape
 
 
 def lid(size=(0.15, 0.11, 0.012)):
+    """A lid: a flat block of full size (x, y, z) [m]."""
     return block(size)
 
 
@@ -122,6 +134,7 @@ KINDS = {
 
 
 def make_shape(kind, **params):
+    """The ObjectShape of a kind with its parameters, extents filled in; ValueError for an unknown kind."""
     if kind not in KINDS:
         raise ValueError(f'unknown object kind {kind!r}; known: {sorted(KINDS)}')
     shape = KINDS[kind](**params)

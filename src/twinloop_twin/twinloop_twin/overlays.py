@@ -28,6 +28,7 @@ def _new_geom(scene):
 
 
 def add_segment(scene, start, end, rgba, radius=0.004):
+    """Add a capsule from start to end [m, world] to an mjvScene."""
     geom = _new_geom(scene)
     mujoco.mjv_initGeom(
         geom, mujoco.mjtGeom.mjGEOM_CAPSULE, np.zeros(3), np.zeros(3), np.eye(3).flatten(), np.asarray(rgba, np.float32)
@@ -36,6 +37,7 @@ def add_segment(scene, start, end, rgba, radius=0.004):
 
 
 def add_sphere(scene, centre, rgba, radius=0.01):
+    """Add a sphere at centre [m, world] to an mjvScene."""
     geom = _new_geom(scene)
     mujoco.mjv_initGeom(
         geom,
@@ -95,6 +97,8 @@ def candidate_overlay(paths, scores=None):
 
 
 def keypoint_overlay(points, rgba=(1.0, 0.85, 0.1, 1.0), radius=0.008):
+    """An overlay function for SimWorld.render drawing a sphere at each keypoint."""
+
     def draw(scene):
         for p in points:
             add_sphere(scene, p, rgba, radius)

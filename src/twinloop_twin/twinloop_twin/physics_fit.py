@@ -25,6 +25,8 @@ class UnstableSimulation(RuntimeError):
 
 @dataclass
 class InteractionRecord:
+    """One interaction: the candidate the arm played and what was observed at the sample times."""
+
     candidate: Candidate
     sample_times: np.ndarray  # [s] from the start of the candidate
     object_positions: np.ndarray  # (T, 3) [m]
@@ -33,6 +35,8 @@ class InteractionRecord:
 
 @dataclass
 class FitResult:
+    """Fitted object parameters, the final mismatch cost and the number of replays it took."""
+
     mass: float  # [kg]
     friction: float  # sliding friction coefficient
     cost: float

@@ -112,6 +112,7 @@ def build_urdf():
 
 
 def write(folder):
+    """Write panda.urdf and its meshes into folder; returns the URDF path."""
     folder = Path(folder)
     urdf, meshes = build_urdf()
     (folder / 'meshes').mkdir(parents=True, exist_ok=True)
@@ -122,6 +123,7 @@ def write(folder):
 
 
 def main():
+    """CLI: python -m twinloop_twin.robot_description FOLDER."""
     parser = argparse.ArgumentParser(description='Write the Panda URDF generated from the MuJoCo model.')
     parser.add_argument('folder', help='output folder, e.g. urdf/')
     print(write(parser.parse_args().folder))

@@ -39,6 +39,8 @@ def robosuite_assets():
 
 @dataclass
 class CameraConfig:
+    """A scene camera: position and look-at point [m] in the world, vertical FOV, image size [px], mount."""
+
     name: str
     pos: tuple = (1.2, 0.0, 0.6)
     look_at: tuple = (0.45, 0.0, 0.0)
@@ -50,6 +52,8 @@ class CameraConfig:
 
 @dataclass
 class ObjectConfig:
+    """A scene object: kind and parameters, colour, pose on the table, mass and friction."""
+
     id: str
     kind: str
     label: str = ''
@@ -70,12 +74,15 @@ class ObjectConfig:
 
 @dataclass
 class SceneConfig:
+    """A scene: objects, cameras and the arm's home joints [rad]."""
+
     objects: list
     cameras: list
     home: tuple = HOME
 
     @classmethod
     def from_dict(cls, data):
+        """A SceneConfig from a parsed scene YAML; ValueError says what is wrong."""
         try:
             objs = [ObjectConfig(**o) for o in data.get('objects', [])]
             cams = [CameraConfig(**c) for c in data.get('cameras', [])]
@@ -91,6 +98,7 @@ class SceneConfig:
 
     @classmethod
     def from_yaml(cls, path):
+        """A SceneConfig from a scene YAML file."""
         with open(path) as f:
             return cls.from_dict(yaml.safe_load(f) or {})
 

@@ -24,6 +24,8 @@ from twinloop_twin.twin import Candidate, MeshLibrary, SimTwin
 
 
 class SimTwinNode(Node):
+    """The sim_twin node: the twin behind the ~/sync, ~/rollout and ~/render services."""
+
     def __init__(self):
         super().__init__('sim_twin')
         scene_path = self.declare_parameter(
@@ -63,6 +65,7 @@ class SimTwinNode(Node):
         )
 
     def on_sync(self, request, response):
+        """Sync the twin to the request's objects and joints (else the latest on the topics); publish it as markers."""
         objects = request.objects if request.objects.objects else self.latest_objects
         joints = request.joint_state if request.joint_state.name else self.latest_joints
         if objects is None or joints is None:
@@ -90,6 +93,7 @@ class SimTwinNode(Node):
         return response
 
     def on_rollout(self, request, response):
+        """Play the requested candidates in the twin from its synced state."""
         if self.twin.world is None:
             response.message = 'the twin is empty: call ~/sync first'
             return response
@@ -107,6 +111,7 @@ class SimTwinNode(Node):
         return response
 
     def on_render(self, request, response):
+        """Render the requested cameras of the synced twin, with candidate paths and object axes drawn in."""
         if self.twin.world is None:
             response.message = 'the twin is empty: call ~/sync first'
             return response
@@ -160,11 +165,13 @@ class SimTwinNode(Node):
         return draw
 
     def destroy_node(self):
+        """Close the twin's renderers, then the node."""
         self.twin.close()
         super().destroy_node()
 
 
 def main(args=None):
+    """Run the sim_twin node."""
     node_runner.run(SimTwinNode, args)
 
 

@@ -49,6 +49,8 @@ class Candidate:
 
 @dataclass
 class RolloutResult:
+    """What happened in one rollout."""
+
     collisions: list  # sorted (robot link, other) pairs that touched: table, floor, objects (not by the fingers),
     # and (carried object, other) for new contacts of an object held at the start until released
     contacts: list  # sorted (a, b) pairs of every contact seen, by owner name
@@ -61,6 +63,7 @@ class RolloutResult:
     duration: float  # [s]
 
     def moved(self, threshold=0.01):
+        """Ids of the objects displaced by more than threshold [m], sorted."""
         return sorted(oid for oid, d in self.displacements.items() if np.linalg.norm(d) > threshold)
 
 
@@ -72,9 +75,11 @@ class MeshLibrary:
 
     @classmethod
     def from_scene(cls, config):
+        """A library of the known objects of a scene config."""
         return cls(config.objects)
 
     def instance(self, detection):
+        """The library's entry for a detection, under its id and at its pose; KeyError for an unknown mesh_id."""
         if detection.mesh_id not in self.entries:
             raise KeyError(f'unknown mesh_id {detection.mesh_id!r}; the library has {sorted(self.entries)}')
         entry = copy.deepcopy(self.entries[detection.mesh_id])
@@ -84,6 +89,8 @@ class MeshLibrary:
 
 
 class SimTwin:
+    """The sim twin: a SimWorld rebuilt from detections, with parallel rollouts and rendering."""
+
     def __init__(self, library, cameras, fast_render=True, control_period=0.006, threads=None):
         """control_period [s]: how often a rollout's contacts are read; threads: parallel rollouts
         (default: one per core)."""
@@ -135,6 +142,7 @@ class SimTwin:
 
     @property
     def model(self):
+        """The current MjModel (rebuilt by sync when the object set changes)."""
         return self.world.model
 
     @property
@@ -185,7 +193,7 @@ class SimTwin:
 
     def _controls(self, candidate):
         """(per-step actuator controls, step from which a carried object counts as released, steps)."""
-        w, model, dt = self.world, self.model, self.model.opt.timestep
+        w, dt = self.world, self.model.opt.timestep
         follower = world.JointTrajectoryFollower(w.data.ctrl[:7].copy(), candidate.times, candidate.positions)
         steps = int(np.ceil((follower.duration + candidate.settle) / dt))
         t = np.arange(1, steps + 1) * dt
@@ -278,12 +286,15 @@ class SimTwin:
         return ''
 
     def render(self, camera, width, height, data=None, depth=True, overlay=None, fast=None):
+        """A CameraFrame of data (default: the base state); see SimWorld.render."""
         return self.world.render(camera, width, height, depth=depth, data=data, fast=fast, overlay=overlay)
 
     def segmentation(self, camera, width, height, data=None):
+        """Per-pixel object index in data (default: the base state); see SimWorld.segmentation."""
         return self.world.segmentation(camera, width, height, data)
 
     def close(self):
+        """Release the world's renderers."""
         if self.world is not None:
             self.world.close()
 

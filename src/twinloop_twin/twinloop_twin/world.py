@@ -15,6 +15,8 @@ from twinloop_twin import cameras, scene
 
 @dataclass
 class CameraFrame:
+    """A rendered camera frame: RGB, depth, intrinsics and the optical pose in the world."""
+
     rgb: np.ndarray  # (h, w, 3) uint8
     depth: np.ndarray  # (h, w) float32, metres along the optical axis
     intrinsics: cameras.Intrinsics
@@ -41,9 +43,11 @@ class JointTrajectoryFollower:
 
     @property
     def duration(self):
+        """Time of the last waypoint [s]."""
         return float(self.times[-1])
 
     def sample(self, t):
+        """Interpolated joint positions at t [s] from the start, held at both ends."""
         t = np.clip(t, 0.0, self.duration)
         return np.array([np.interp(t, self.times, self.positions[:, j]) for j in range(self.positions.shape[1])])
 
@@ -57,14 +61,17 @@ class ArmController:
         self.start_time = 0.0
 
     def follow(self, data, times, positions):
+        """Start a trajectory from the current servo targets at the current time."""
         self.trajectory = JointTrajectoryFollower(data.ctrl[:7].copy(), times, positions)
         self.start_time = float(data.time)
 
     def hold(self, data, arm_qpos):
+        """Drop the trajectory and servo to the current joint positions."""
         self.trajectory = None
         data.ctrl[:7] = data.qpos[arm_qpos]
 
     def apply(self, data):
+        """Set the servo targets for now, clipped to the joint limits; a finished trajectory ends."""
         if self.trajectory is None:
             return
         elapsed = data.time - self.start_time
@@ -101,6 +108,7 @@ class SimWorld:
 
     # --- state -------------------------------------------------------------------------------
     def reset(self, settle_steps=300):
+        """Arm at home, gripper open, objects as in the config, then settle_steps physics steps."""
         mujoco.mj_resetData(self.model, self.data)
         self.data.qpos[self.arm_qpos] = self.config.home
         self.data.ctrl[:7] = self.config.home
@@ -112,15 +120,19 @@ class SimWorld:
 
     @property
     def time(self):
+        """Simulated time [s]."""
         return float(self.data.time)
 
     def arm_positions(self):
+        """Arm joint positions [rad], ARM_JOINTS order."""
         return self.data.qpos[self.arm_qpos].copy()
 
     def arm_velocities(self):
+        """Arm joint velocities [rad/s], ARM_JOINTS order."""
         return self.data.qvel[self.arm_dof].copy()
 
     def gripper_width(self):
+        """Opening between the fingers [m]."""
         return float(self.data.qpos[self.finger_qpos[0]] - self.data.qpos[self.finger_qpos[1]])
 
     def object_pose(self, object_id):
@@ -139,12 +151,15 @@ class SimWorld:
 
     @property
     def trajectory_active(self):
+        """Whether a trajectory is being followed."""
         return self.controller.trajectory is not None
 
     def set_gripper(self, width):
+        """Command an opening width [m], clipped to 0..OPEN_WIDTH."""
         set_gripper(self.data, width)
 
     def step(self, n=1):
+        """Advance n physics steps, updating the trajectory targets before each."""
         for _ in range(n):
             self.controller.apply(self.data)
             mujoco.mj_step(self.model, self.data)
@@ -207,6 +222,7 @@ class SimWorld:
         return self._geom_object_index
 
     def close(self):
+        """Release all renderers."""
         for renderer in self._renderers.values():
             renderer.close()
         self._renderers.clear()

@@ -23,6 +23,8 @@ from twinloop_ros import conversions as ros_conversions, node_runner, topics
 
 
 class WorldSimNode(Node):
+    """The world_sim node: the simulated arm, gripper and cameras on the real hardware's topics."""
+
     def __init__(self):
         super().__init__('world_sim')
         p = self.declare_parameter
@@ -114,12 +116,14 @@ class WorldSimNode(Node):
         return response
 
     def on_gripper(self, msg):
+        """Command the gripper opening width [m]; a non-finite command is rejected."""
         if not np.isfinite(msg.data):
             self.get_logger().error('gripper command rejected: not finite')
             return
         self.world.set_gripper(msg.data)
 
     def on_tick(self):
+        """Advance the simulation to wall time x real_time_factor and publish what is due."""
         now = time.monotonic()
         target = self.world.time + (now - self.last_wall) * self.real_time_factor
         self.last_wall = now
@@ -136,6 +140,7 @@ class WorldSimNode(Node):
             self.publish_ground_truth(t)
 
     def publish_joint_state(self, t):
+        """Publish arm and finger joint positions (fingers positive when open) and arm velocities."""
         q = self.world.data.qpos
         names = list(scene.ARM_JOINTS) + list(scene.FINGER_JOINTS)
         positions = list(self.world.arm_positions()) + [
@@ -153,6 +158,7 @@ class WorldSimNode(Node):
         )
 
     def publish_cameras(self, t):
+        """Render every camera and publish colour, noisy depth, CameraInfo and pose stamped t."""
         for name, cfg in self.camera_configs.items():
             frame = self.world.render(name, cfg.width, cfg.height)
             header = Header(stamp=ros_conversions.stamp(t), frame_id=f'{name}_optical_frame')
@@ -168,9 +174,11 @@ class WorldSimNode(Node):
             )
 
     def noisy(self, depth):
+        """Depth with the configured RealSense-like noise and dropout."""
         return cameras.realsense_noise(depth, self.rng, self.depth_noise, self.dropout)
 
     def publish_ground_truth(self, t):
+        """Publish every object's true pose, size and symmetry (SOURCE_GROUND_TRUTH)."""
         msg = DetectedObjectArray(header=Header(stamp=ros_conversions.stamp(t), frame_id='world'))
         for obj in self.world.config.objects:
             position, quat = self.world.object_pose(obj.id)
@@ -190,6 +198,7 @@ class WorldSimNode(Node):
         self.truth_pub.publish(msg)
 
     def destroy_node(self):
+        """Close the renderers, then the node."""
         self.world.close()
         super().destroy_node()
 
@@ -201,6 +210,7 @@ def _doc(text):
 
 
 def main(args=None):
+    """Run the world_sim node."""
     node_runner.run(WorldSimNode, args)
 
 

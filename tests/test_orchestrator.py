@@ -88,6 +88,7 @@ def _result(executor, handle, timeout=120):
         (Goal(instruction='pick up the red cube', strategy='teleport'), 'unknown strategy'),
         (Goal(instruction='pick up the red cube', strategy='iker'), 'comes with package twinloop_iker'),
         (Goal(instruction='pick up the red cube', num_candidates=100000), 'num_candidates 100000 above the limit'),
+        (Goal(instruction='pick up the red cube', scorer_backend='gpt-9'), "unknown scorer_backend ['gpt-9']"),
         (Goal(instruction='push the red cube to the bowl', strategy='scripted_pick_place'), 'only pick and place'),
         (Goal(instruction='pick up the red cube', max_steps=100000), 'max_steps'),
         (Goal(instruction='pick up the red cube', timeout=-1.0), 'timeout'),

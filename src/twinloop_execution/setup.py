@@ -1,3 +1,5 @@
+"""ament_python build script for the twinloop_execution package."""
+
 from setuptools import find_packages, setup
 
 PACKAGE = 'twinloop_execution'

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import yaml
+
 from twinloop_antigrounding.config import MpcConfig
 from twinloop_antigrounding.mpc import AntiGroundingMpc
 from twinloop_antigrounding.stages import stages_for
@@ -25,8 +27,10 @@ class AntiGroundingEngine(DecisionEngine):
         self.arm = Arm.panda()
         self.rotation_backend = None
         if self.config.rotation_agent:
-            path = Path(config_dir or '.') / self.config.agents_file
-            self.rotation_backend = agents.load(str(path), [self.config.rotation_agent])[0].backend
+            self.rotation_backend = agents.load(self._agents_file(), [self.config.rotation_agent])[0].backend
+
+    def _agents_file(self):
+        return str(Path(self.config_dir or '.') / self.config.agents_file)
 
     def check(self, task, limits):
         """Reject tasks with actions the stages do not cover and candidate counts out of range."""
@@ -34,6 +38,13 @@ class AntiGroundingEngine(DecisionEngine):
             stages_for(task.subtasks)
         except ValueError as exc:
             raise GoalEnded(Outcome.REJECTED, str(exc)) from None
+        names = [n.strip() for n in limits.scorer_backend.split(',') if n.strip()]
+        if names:
+            with open(self._agents_file()) as f:
+                known = sorted((yaml.safe_load(f) or {}).get('agents', {}))
+            unknown = sorted(set(names) - set(known))
+            if unknown:
+                raise GoalEnded(Outcome.REJECTED, f'unknown scorer_backend {unknown}; the agents are {known}')
         if limits.num_candidates > self.config.max_candidates:
             raise GoalEnded(
                 Outcome.REJECTED, f'num_candidates {limits.num_candidates} above the limit {self.config.max_candidates}'

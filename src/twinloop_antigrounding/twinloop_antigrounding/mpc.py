@@ -27,7 +27,7 @@ from twinloop_antigrounding.sampler import AnnealedSampler
 from twinloop_antigrounding.stages import next_stage, stages_for
 from twinloop_core.geometry import grasp_orientation, grip_height
 from twinloop_core.gripper import closed_on_something, is_open
-from twinloop_core.outcomes import ExecutionFailed
+from twinloop_core.outcomes import ExecutionFailed, GoalEnded, Outcome
 
 STAGE_GRIPPER = {  # P(none, open, close) of a candidate's gripper event in each stage
     'grasp': (0.6, 0.0, 0.4),
@@ -257,6 +257,12 @@ class AntiGroundingMpc:
         text = f'{instruction} (current stage: {stage.describe()})'
         scores = self.ports.scorer.score(text, task, ids, facts, batches)
         lap('scoring')
+        if all(s['failed'] for s in scores):  # no scorer answered at all: nothing to plan with
+            raise GoalEnded(
+                Outcome.ERROR,
+                f'the scorer failed on every candidate ({scores[0]["backend"]}): '
+                f'{scores[0].get("rationale", "")[:300]}',
+            )
         safe = [i for i, s in enumerate(scores) if not s['failed'] and not facts[i]['collisions']]
         usable = [
             i

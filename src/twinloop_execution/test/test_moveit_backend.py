@@ -9,5 +9,5 @@ def test_reports_why_unavailable_or_constructs():
     if not moveit_backend.available():
         assert 'moveit_py' in moveit_backend.why_unavailable()
         pytest.skip(moveit_backend.why_unavailable())
-    executor = moveit_backend.MoveItExecutor()
+    executor = moveit_backend.MoveItPlanner()
     assert executor.component is not None

@@ -10,12 +10,15 @@ from ruckig import InputParameter, Result, Ruckig, Trajectory
 
 @dataclass
 class TimedPath:
+    """A timed joint path as sent to the controller."""
+
     times: np.ndarray  # (N,) [s] from start, strictly increasing, times[0] > 0
     positions: np.ndarray  # (N, dof) [rad]
     velocities: np.ndarray  # (N, dof) [rad/s]
 
     @property
     def duration(self):
+        """Time of the last sample [s]."""
         return float(self.times[-1])
 
     def sample(self, t):
@@ -24,6 +27,7 @@ class TimedPath:
 
 
 def jerk_limits(limits_yaml, joints):
+    """max_jerk per joint [rad/s^3] from a MoveIt-style joint_limits.yaml."""
     with open(limits_yaml) as f:
         entries = (yaml.safe_load(f) or {})['joint_limits']
     return np.array([float(entries[j]['max_jerk']) for j in joints])

@@ -169,7 +169,7 @@ class OrchestratorNode(Node):
             progress.log(f'grounded: {json.dumps(task.to_dict()["subtasks"])}')
             engine.check(task, limits)
             before = object_states(self.latest.objects)
-            ports = RosPorts(self.ports_clients, cancel, goal.scorer_backend)
+            ports = RosPorts(self.ports_clients, cancel, goal.scorer_backend, limits.deadline)
             result = engine.run(task, Ports(ports, ports, ports, ports, progress, cancel).only(engine.needs), limits)
             success, detail, steps, backend = result.success, result.detail, result.steps, result.backend
             if not goal.dry_run:  # the perceived outcome decides; an engine's reason for stopping is kept

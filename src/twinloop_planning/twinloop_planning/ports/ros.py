@@ -25,6 +25,8 @@ from twinloop_ros import conversions as ros_conversions
 from twinloop_twin import markers
 
 POLL = 0.02  # [s] how often a wait looks at the cancel token
+ALIVE_EVERY = 0.5  # [s] how often a wait asks whether the server is still there
+GONE_AFTER = 3.0  # [s] a server missing this long (DDS lease: config/fastdds_localhost.xml) has disappeared
 
 
 class LatestState:
@@ -55,26 +57,40 @@ class RosClients:
     motion: object  # ExecuteMotion action client
 
 
-def wait_for(future, what, cancel, timeout, on_cancel=None):
-    """future's result, or Canceled (after on_cancel()) when the token fires, or GoalEnded(ERROR) after timeout."""
+def wait_for(future, what, cancel, timeout, on_cancel=None, alive=None, goal_deadline=None):
+    """future's result. Ends early: Canceled when the token fires; GoalEnded(FAILED) at the goal's
+    deadline; GoalEnded(ERROR) after timeout or when alive() (is the server still there?) has been
+    false for GONE_AFTER seconds. on_cancel() runs first in each case (e.g. cancel a motion)."""
     done = threading.Event()
     future.add_done_callback(lambda _: done.set())
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    next_look, missing_since = started + ALIVE_EVERY, None
     while not done.wait(POLL):
+        now = time.monotonic()
+        ended = None
         if cancel.cancelled():
+            ended = Canceled()
+        elif goal_deadline is not None and now > goal_deadline:
+            ended = GoalEnded(Outcome.FAILED, f'timeout reached while waiting for {what}')
+        elif now > started + timeout:
+            ended = GoalEnded(Outcome.ERROR, f'{what} did not answer within {timeout:.0f} s')
+        elif alive is not None and now > next_look:
+            next_look = now + ALIVE_EVERY
+            missing_since = None if alive() else (missing_since or now)
+            if missing_since is not None and now - missing_since > GONE_AFTER:
+                ended = GoalEnded(Outcome.ERROR, f'{what}: the server disappeared while the request was pending')
+        if ended is not None:
             if on_cancel is not None:
                 on_cancel()
-            raise Canceled()
-        if time.monotonic() > deadline:
-            raise GoalEnded(Outcome.ERROR, f'{what} did not answer within {timeout:.0f} s')
+            raise ended
     return future.result()
 
 
 class RosPorts:
     """Perception, twin, scorer and executor over ROS (one object serves the four)."""
 
-    def __init__(self, clients, cancel, scorer_backend='', service_timeout=30.0, motion_timeout=120.0):
-        self.clients, self.cancel, self.scorer_backend = clients, cancel, scorer_backend
+    def __init__(self, clients, cancel, scorer_backend='', deadline=None, service_timeout=30.0, motion_timeout=120.0):
+        self.clients, self.cancel, self.scorer_backend, self.deadline = clients, cancel, scorer_backend, deadline
         self.service_timeout, self.motion_timeout = service_timeout, motion_timeout
         self.objects_msg = self.joints_msg = None
         self.rollouts = {}  # candidate id -> (CandidateTrajectory, RolloutResult) of the last rollout
@@ -82,7 +98,14 @@ class RosPorts:
     def _call(self, client, request, what, timeout=None):
         if not client.wait_for_service(timeout_sec=5.0):
             raise GoalEnded(Outcome.ERROR, f'{what} ({client.srv_name}) is not available')
-        response = wait_for(client.call_async(request), what, self.cancel, timeout or self.service_timeout)
+        response = wait_for(
+            client.call_async(request),
+            what,
+            self.cancel,
+            timeout or self.service_timeout,
+            alive=client.service_is_ready,
+            goal_deadline=self.deadline,
+        )
         if not response.success:
             raise GoalEnded(Outcome.ERROR, f'{what} failed: {response.message}')
         return response
@@ -95,14 +118,16 @@ class RosPorts:
         latest, since = self.clients.latest, time.monotonic()
         deadline = since + fresh_within
         while not latest.joints_at > since:
-            self._check_wait(deadline, fresh_within, 'joint states')
+            self._check_wait(deadline, fresh_within, 'joint states (/joint_states: world_sim or the robot driver)')
         after = ros_conversions.seconds(latest.joints.header.stamp)
         while not (
             latest.objects is not None
             and latest.objects_at > since
             and ros_conversions.seconds(latest.objects.header.stamp) >= after
         ):
-            self._check_wait(deadline, fresh_within, 'perceived objects from frames after the motion')
+            self._check_wait(
+                deadline, fresh_within, 'perceived objects from frames after the motion (pose_estimation, cameras)'
+            )
         self.objects_msg, self.joints_msg = latest.objects, latest.joints
         try:
             q, width = ros_conversions.arm_state(self.joints_msg)
@@ -224,15 +249,25 @@ class RosPorts:
                 lambda f: f.result().cancel_goal_async() if f.result() and f.result().accepted else None
             )
 
-        handle = wait_for(sent, f'execution of "{label}"', self.cancel, 10.0, on_cancel=cancel_once_sent)
+        handle = wait_for(
+            sent,
+            f'the execution node (motion "{label}")',
+            self.cancel,
+            10.0,
+            on_cancel=cancel_once_sent,
+            alive=motion_client.server_is_ready,
+            goal_deadline=self.deadline,
+        )
         if not handle.accepted:
             raise GoalEnded(Outcome.ERROR, f'"{label}": the execution node is busy')
         return wait_for(
             handle.get_result_async(),
-            f'execution of "{label}"',
+            f'the execution node (motion "{label}")',
             self.cancel,
             self.motion_timeout,
             on_cancel=handle.cancel_goal_async,
+            alive=motion_client.server_is_ready,
+            goal_deadline=self.deadline,
         ).result
 
 

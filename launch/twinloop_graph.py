@@ -1,7 +1,8 @@
 """Turns a graph of config/graphs.yaml into launch_ros Nodes: the launch files and `twinloop run`
-start exactly the same nodes, parameters and remappings (tests/test_graphs.py checks it)."""
+start exactly the same nodes, parameters and remappings, and supervise them the same way: a node
+that exits shuts the whole graph down, naming it (tests/test_graphs.py checks both)."""
 
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, Shutdown
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
@@ -24,6 +25,7 @@ def describe(graph):
                 output='screen',
                 parameters=[spec.params_file, spec.parameters],
                 remappings=spec.remappings,
+                on_exit=Shutdown(reason=f'node {spec.name} exited: the graph stops (fail-stop, as `twinloop run`)'),
             )
         )
     return actions

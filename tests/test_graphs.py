@@ -41,7 +41,7 @@ def launch_stand_ins(monkeypatch):
 
     modules = {
         'launch': types.SimpleNamespace(LaunchDescription=Recorded),
-        'launch.actions': types.SimpleNamespace(DeclareLaunchArgument=Recorded),
+        'launch.actions': types.SimpleNamespace(DeclareLaunchArgument=Recorded, Shutdown=Recorded),
         'launch.substitutions': types.SimpleNamespace(
             LaunchConfiguration=LaunchConfiguration, PathJoinSubstitution=Recorded
         ),
@@ -70,6 +70,7 @@ def test_launch_file_declares_what_twinloop_run_starts(launch_stand_ins, graph):
         }
         assert launch_values == spec.parameters
         assert list(node['remappings']) == spec.remappings
+        assert spec.name in node['on_exit'].kwargs['reason']  # fail-stop, as the twinloop run supervisor
         args = spec.arguments()
         assert args[:2] == ['-m', spec.module] and f'__node:={spec.name}' in args
         for key, value in spec.parameters.items():

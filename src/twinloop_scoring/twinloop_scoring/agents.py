@@ -8,7 +8,7 @@ from twinloop_scoring.twin_critic import TwinCritic
 
 
 def _openai(entry):
-    keys = ('timeout', 'retries', 'concurrency', 'json_mode', 'api_key_env')
+    keys = ('timeout', 'deadline', 'max_bytes', 'backoff', 'retries', 'concurrency', 'json_mode', 'api_key_env')
     return OpenAIHTTPBackend(entry['base_url'], entry['model'], **{k: entry[k] for k in keys if k in entry})
 
 

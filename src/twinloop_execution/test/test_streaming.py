@@ -35,15 +35,15 @@ def _chunk(start, duration=0.4, dt=0.05):
 def test_chunks_continue_without_stopping_and_every_path_ends_at_rest():
     stream, now = JointStream('s', Q0, ACC, JERK, _accept), 0.0
     for k in range(5):
-        start = 0.05 + 0.3 * k  # each chunk splices 0.3 s after the previous one, inside it
-        t, q, v = _chunk(start)
-        times, positions, velocities = stream.splice(now, start if k else -1, t, q, v)
+        # each chunk splices 0.3 s after the previous one, inside it; the first start_lead (0.3 s) from now
+        t, q, v = _chunk(0.05 + 0.3 * k)
+        times, positions, velocities = stream.splice(now, 0.3 + 0.3 * k if k else -1, t, q, v)
         assert np.abs(velocities[-1]).max() == 0.0  # committed motion ends at rest
         acceleration = np.diff(velocities, axis=0) / np.diff(times)[:, None]
         assert np.abs(acceleration).max() < 15.0 + 1e-6
-        now = start + 0.2
+        now = 0.3 + 0.3 * k + 0.2
     path = stream.path
-    moving = (path.times > 0.1) & (path.times < 1.3)
+    moving = (path.times > 0.35) & (path.times < 1.55)
     assert np.abs(path.velocities[moving, 0]).min() > 0.05  # never stopped between chunks
     assert np.abs(np.diff(path.positions[:, 0])).max() < 0.02  # and never jumped
 
@@ -54,8 +54,8 @@ def test_starved_stream_brakes_to_rest_and_brake_now_stops_within_limits():
     stream.splice(0.0, -1, t, q, v)
     end_q, end_v = stream.commanded(stream.path.end)
     assert np.abs(end_v).max() == 0.0 and end_q[0] > q[-1, 0]  # the tail goes on a little, then rests
-    times, positions, velocities = stream.brake(0.3)
-    assert np.abs(velocities[-1]).max() == 0.0 and times[-1] < 0.5
+    times, positions, velocities = stream.brake(0.5)
+    assert times[0] == 0.5 and np.abs(velocities[-1]).max() == 0.0 and times[-1] < 1.0
     assert np.abs(np.diff(velocities, axis=0) / np.diff(times)[:, None]).max() < 15.0 + 1e-6
 
 
@@ -75,9 +75,18 @@ def test_malformed_or_discontinuous_chunks_are_refused_and_change_nothing(change
     stream.splice(0.0, -1, t, q, v)
     before = stream.path
     t, q, v = _chunk(0.35)
+    stream.splice(0.1, 0.6, t, q, v)  # unchanged, the chunk continues the commanded state
+    stream.path = before
     with pytest.raises(ChunkRefused) as refused:
-        stream.splice(0.1, 0.35, *change(t, q, v))
+        stream.splice(0.1, 0.6, *change(t, q, v))
     assert refused.value.check == check and stream.path is before
+
+
+def test_a_gate_slower_than_the_lead_makes_the_chunk_late():
+    stream = JointStream('s', Q0, ACC, JERK, _accept)
+    with pytest.raises(ChunkRefused, match='passed while the chunk was checked') as refused:
+        stream.splice(0.0, -1, *_chunk(0.05), clock=lambda: 0.5)  # the gate took 0.5 s; the splice was at 0.3
+    assert refused.value.check == 'late' and stream.chunks == 0
 
 
 def test_late_chunks_and_gate_refusals_change_nothing():
@@ -94,5 +103,5 @@ def test_late_chunks_and_gate_refusals_change_nothing():
     with pytest.raises(ChunkRefused, match='not ahead of now'):
         stream.splice(0.3, 0.25, *_chunk(0.25))
     with pytest.raises(ChunkRefused, match='safety gate') as refused:
-        stream.splice(0.1, 0.35, *_chunk(0.35))
+        stream.splice(0.1, 0.6, *_chunk(0.35))
     assert refused.value.check == 'velocity_limits' and stream.path is before

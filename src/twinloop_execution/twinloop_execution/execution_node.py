@@ -54,9 +54,11 @@ def _doc(text):
     return ParameterDescriptor(description=text)
 
 
-def _trajectory_msg(times, positions, velocities=None):
-    """JointTrajectory of the arm joints (times from now)."""
+def _trajectory_msg(times, positions, velocities=None, start=None):
+    """JointTrajectory of the arm joints: times [s] from start (header.stamp, joint-state clock; None: on receipt)."""
     msg = JointTrajectory(joint_names=list(scene.ARM_JOINTS))
+    if start is not None:
+        msg.header.stamp = ros_conversions.stamp(start)
     velocities = velocities if velocities is not None else [None] * len(times)
     for t, q, v in zip(times, positions, velocities):
         point = JointTrajectoryPoint(positions=[float(x) for x in q], time_from_start=ros_conversions.duration(t))
@@ -489,6 +491,8 @@ class ExecutionNode(Node):
             self._stream_chunk(request, response)
         except streaming.ChunkRefused as refused:
             response.accepted, response.check, response.reason = False, refused.check, str(refused)
+            if self.stream is not None:
+                response.stream_time = self.state_time() - self.stream_started
             if self.stream is not None and refused.check not in ('busy', 'stream'):
                 self._end_stream(f'chunk refused ({refused.check}): {refused}')
                 response.reason += '; the arm brakes to rest and the stream ends'
@@ -543,10 +547,13 @@ class ExecutionNode(Node):
         velocities = (
             [[pt.velocities[i] for i in order] for pt in points] if all(pt.velocities for pt in points) else None
         )
-        now = self.state_time() - self.stream_started
+        if self.stream.chunks == 0:
+            self._synced_kinematics()  # a first sync may rebuild the twin (~0.3 s): not inside the chunk's lead
+        clock = lambda: self.state_time() - self.stream_started  # noqa: E731
+        now = clock()
         splice = request.splice_time if np.isfinite(request.splice_time) else 0.0
-        times_from_now, q, v = self.stream.splice(now, splice, times, positions, velocities)
-        self.trajectory_pub.publish(_trajectory_msg(times_from_now, q, v))
+        stream_times, q, v = self.stream.splice(now, splice, times, positions, velocities, clock)
+        self.trajectory_pub.publish(_trajectory_msg(stream_times, q, v, self.stream_started))
         end = self.stream.last_chunk_end
         commanded_q, commanded_v = self.stream.commanded(end)
         response.accepted, response.stream_time, response.committed_until = True, now, end
@@ -576,7 +583,7 @@ class ExecutionNode(Node):
         """Brake to rest from the commanded state now and end the stream (the reason is kept for its client)."""
         now = self.state_time() - self.stream_started
         times, q, v = self.stream.brake(now)
-        self.trajectory_pub.publish(_trajectory_msg(times, q, v))
+        self.trajectory_pub.publish(_trajectory_msg(times, q, v, self.stream_started))
         self.get_logger().warning(f'stream {self.stream.stream_id!r} ended: {reason}')
         self.stream, self.stream_ended = None, reason
 

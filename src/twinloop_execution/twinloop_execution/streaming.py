@@ -26,7 +26,8 @@ class StreamConfig:
     max_points: int = 200  # per chunk
     position_tolerance: float = 0.02  # [rad] chunk start vs the commanded position at the splice point
     velocity_tolerance: float = 0.15  # [rad/s] chunk start velocity vs the commanded velocity there
-    min_lead: float = 0.03  # [s] a splice point must lie at least this far ahead of now
+    min_lead: float = 0.05  # [s] a splice point must lie at least this far ahead of now
+    start_lead: float = 0.3  # [s] a stream at rest starts moving this far ahead (the gate's time to decide)
     period: float = 0.02  # [s] sampling of the committed path and of braking tails
     braking_scale: float = 0.5  # fraction of the acceleration and jerk limits a braking tail uses
 
@@ -121,10 +122,12 @@ class JointStream:
         """The commanded (position, velocity) at stream time t."""
         return self.path.sample(t)
 
-    def splice(self, now, splice_time, times, positions, velocities=None):
+    def splice(self, now, splice_time, times, positions, velocities=None, clock=None):
         """Commit a chunk (times from 0 at the splice point, positions (n, 7), optional velocities) at
-        splice_time (< 0: where the last chunk ends, or now when at rest); returns the committed
-        path from now on. Raises ChunkRefused."""
+        splice_time (< 0: where the last chunk ends, or start_lead from now when at rest); returns
+        the committed path (from_time) from the stream time clock() says it is after the gate
+        (default: now).
+        Raises ChunkRefused, also when the gate took so long that the splice point has passed."""
         c = self.config
         times, positions = np.asarray(times, float), np.asarray(positions, float)
         if times.ndim != 1 or len(times) < 2 or positions.shape != (len(times), self.path.positions.shape[1]):
@@ -152,8 +155,8 @@ class JointStream:
                 f'splice point {splice_time:.3f} s is not ahead of now ({now:.3f} s): recompute the chunk '
                 'from a fresher state',
             )
-        if splice_time > self.path.end + 1e-9:
-            splice_time = max(self.path.end, now + c.min_lead)  # the arm is (or will be) at rest: start from there
+        if splice_time > self.path.end + 1e-9:  # the arm is (or will be) at rest: start from there, soon
+            splice_time = max(self.path.end, now + c.start_lead)
         q0, v0 = self.commanded(splice_time)
         gap = float(np.abs(positions[0] - q0).max())
         if gap > c.position_tolerance:
@@ -180,6 +183,13 @@ class JointStream:
         verdict = self.gate(new_t, new_q, q0, v0)
         if not verdict.ok:
             raise ChunkRefused(verdict.check or 'gate', f'safety gate ({verdict.check}): {verdict.reason}')
+        now = clock() if clock is not None else now
+        if now > splice_time - 1e-3:
+            raise ChunkRefused(
+                'late',
+                f'the splice point {splice_time:.3f} s passed while the chunk was checked '
+                f'(now {now:.3f} s): send chunks further ahead',
+            )
         kept_t, kept_q, kept_v = self.path.until(splice_time)
         self.path = CommittedPath(
             np.concatenate([kept_t, [splice_time], splice_time + new_t]),
@@ -191,17 +201,17 @@ class JointStream:
         return self.from_time(now)
 
     def from_time(self, now):
-        """The committed path from now on, as (times from now, positions, velocities) with a first point at now."""
+        """The committed path from now on: (stream times, positions, velocities), the first point at now."""
         q, v = self.commanded(now)
         later = self.path.times > now + 1e-9
         return (
-            np.concatenate([[0.0], self.path.times[later] - now]),
+            np.concatenate([[now], self.path.times[later]]),
             np.vstack([q[None, :], self.path.positions[later]]),
             np.vstack([v[None, :], self.path.velocities[later]]),
         )
 
     def brake(self, now):
-        """Replace what is committed after now by braking to rest from the commanded state; returns it from now on."""
+        """Replace what is committed after now by braking to rest from the commanded state; returns from_time(now)."""
         q, v = self.commanded(now)
         _, v_before = self.commanded(now - self.config.period)
         a = (v - v_before) / self.config.period

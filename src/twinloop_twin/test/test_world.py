@@ -68,6 +68,21 @@ def test_trajectory_is_followed_and_hold_stops(sim):
     assert np.abs(sim.arm_positions() - start).max() > 0.05, 'the rest of the trajectory was dropped'
 
 
+def test_a_stamped_trajectory_starts_at_its_stamp_like_a_jtc(sim):
+    """time 0 in the past: the arm joins the path where it is now; in the future: it holds until then."""
+    start = sim.arm_positions()
+    goal = start + np.array([0.4, 0, 0, 0, 0, 0, 0])
+    sim.follow_trajectory([0.0, 2.0], [start, goal], start_time=sim.time - 1.0)  # half of it is over
+    assert np.allclose(sim.controller.trajectory.positions[0], (start + goal) / 2)
+    sim.step(int(1.0 / sim.model.opt.timestep) + 200)
+    assert np.abs(sim.arm_positions() - goal).max() < 0.01 and not sim.trajectory_active
+    sim.follow_trajectory([0.0, 1.0], [goal, start], start_time=sim.time + 0.5)
+    sim.step(int(0.45 / sim.model.opt.timestep))
+    assert np.abs(sim.arm_positions() - goal).max() < 0.01, 'held until the stamp'
+    sim.step(int(1.5 / sim.model.opt.timestep))
+    assert np.abs(sim.arm_positions() - start).max() < 0.01
+
+
 @pytest.mark.parametrize('times, positions', [([], []), ([1.0, 0.5], [[0] * 7, [0] * 7]), ([1.0], [[np.nan] * 7])])
 def test_bad_trajectories_are_refused(sim, times, positions):
     with pytest.raises(ValueError):

@@ -60,10 +60,28 @@ class ArmController:
         self.trajectory = None
         self.start_time = 0.0
 
-    def follow(self, data, times, positions):
-        """Start a trajectory from the current servo targets at the current time."""
+    def follow(self, data, times, positions, start_time=None):
+        """Follow a trajectory from the current servo targets. start_time [s, simulated]: when its
+        time 0 is (as a JTC reads header.stamp): a later start holds until then, an earlier one
+        joins the trajectory where it is now; None: now."""
+        now = float(data.time)
+        start = now if start_time is None else float(start_time)
+        times, positions = np.asarray(times, float), np.asarray(positions, float)
+        if start < now:  # started in the past: the part still ahead, from where the path is now
+            elapsed = now - start
+            if times[0] > 0:
+                times, positions = np.concatenate([[0.0], times]), np.vstack([data.ctrl[:7], positions])
+            if elapsed >= times[-1]:
+                times, positions = np.array([0.0]), positions[-1:]
+            else:
+                later = times > elapsed
+                here = [np.interp(elapsed, times, positions[:, j]) for j in range(positions.shape[1])]
+                times = np.concatenate([[0.0], times[later] - elapsed])
+                positions = np.vstack([here, positions[later]])
+        elif start > now:  # hold the current targets until the start
+            times, positions = np.concatenate([[0.0], times + (start - now)]), np.vstack([data.ctrl[:7], positions])
         self.trajectory = JointTrajectoryFollower(data.ctrl[:7].copy(), times, positions)
-        self.start_time = float(data.time)
+        self.start_time = now
 
     def hold(self, data, arm_qpos):
         """Drop the trajectory and servo to the current joint positions."""
@@ -141,9 +159,9 @@ class SimWorld:
         return body.xpos.copy(), body.xquat.copy()
 
     # --- commands ----------------------------------------------------------------------------
-    def follow_trajectory(self, times, positions):
-        """Start following timed waypoints (arm joint order of ARM_JOINTS) from now."""
-        self.controller.follow(self.data, times, positions)
+    def follow_trajectory(self, times, positions, start_time=None):
+        """Follow timed waypoints (arm joint order of ARM_JOINTS) whose time 0 is start_time [s] (None: now)."""
+        self.controller.follow(self.data, times, positions, start_time)
 
     def hold(self):
         """Stop at once: hold the current position, drop the rest of any trajectory."""

@@ -9,7 +9,7 @@ import os
 import rclpy  # noqa: F401  (must precede pyrealsense2 everywhere)
 import pytest
 
-from twinloop_bringup import processes, ros_env
+from twinloop_bringup import graphs, processes, ros_env
 
 SESSION_DOMAIN_ID = ros_env.apply_session_environment()
 os.environ.setdefault('MUJOCO_GL', 'egl')
@@ -59,3 +59,16 @@ def spawn():
     yield _spawn
     for process in started:
         processes.stop(process)
+
+
+@pytest.fixture
+def sim_arm(spawn):
+    """Start config/graphs.yaml's sim_arm graph (world_sim + the execution node on ground-truth objects);
+    extra: {node name: {parameter: value}} added on top of the graph's parameters."""
+
+    def _start(scene, extra=None):
+        for spec in graphs.load('sim_arm', {'scene': scene}):
+            overrides = [f'{k}:={v}' for k, v in (extra or {}).get(spec.name, {}).items()]
+            spawn(*spec.arguments(), *[arg for override in overrides for arg in ('-p', override)])
+
+    return _start

@@ -18,7 +18,6 @@ from twinloop_interfaces.action import ExecuteMotion
 
 from twinloop_execution.kinematics import EE_SITE, PandaIk
 from twinloop_twin import scene, world
-from twinloop_ros.topics import GROUND_TRUTH_OBJECTS
 
 ROOT = os.environ['TWINLOOP_ROOT']
 SCENE = os.path.join(ROOT, 'config', 'scenes', 'tabletop.yaml')
@@ -34,25 +33,8 @@ def sim_model():
 
 
 @pytest.fixture
-def system(spawn, ros_context):
-    spawn('-m', 'twinloop_twin.world_sim_node', '--ros-args', '-p', f'scene:={SCENE}', '-p', 'camera_rate:=2.0')
-    spawn(
-        '-m',
-        'twinloop_execution.execution_node',
-        '--ros-args',
-        '-p',
-        f'scene:={SCENE}',
-        '-p',
-        f'robot_description_file:={ROOT}/urdf/panda.urdf',
-        '-p',
-        f'joint_limits_file:={ROOT}/config/panda_joint_limits.yaml',
-        '-p',
-        f'safety_file:={ROOT}/config/safety.yaml',
-        '-p',
-        f'objects_topic:={GROUND_TRUTH_OBJECTS}',
-        '-p',
-        'gripper_time:=0.3',
-    )
+def system(sim_arm, ros_context):
+    sim_arm(SCENE, {'world_sim': {'camera_rate': 2.0}, 'execution': {'gripper_time': 0.3}})
     node = rclpy.create_node('execution_test', context=ros_context)
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(node)

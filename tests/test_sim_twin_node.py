@@ -27,6 +27,23 @@ def _call(node, executor, srv_type, name, request, timeout=60):
     return future.result()
 
 
+def _sync_when_ready(node, executor, timeout):
+    """An empty ~/sync, repeated while sim_twin has no topic messages yet (at most timeout [s])."""
+    cli = node.create_client(SyncTwin, '/sim_twin/sync')
+    assert cli.wait_for_service(timeout_sec=60), '/sim_twin/sync not available'
+    deadline = time.monotonic() + timeout
+    while True:
+        future = cli.call_async(SyncTwin.Request())
+        executor.spin_until_future_complete(future, timeout_sec=60)
+        assert future.done(), '/sim_twin/sync did not answer'
+        response = future.result()
+        if response.success or 'yet' not in response.message or time.monotonic() > deadline:
+            return response
+        end = time.monotonic() + 0.2
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.05)
+
+
 def _candidate(cid, waypoints, durations):
     c = CandidateTrajectory(id=cid)
     c.trajectory.joint_names = list(scene.ARM_JOINTS)
@@ -64,7 +81,10 @@ def test_sync_rollout_render(spawn, ros_node):
     empty = _call(node, executor, RolloutTrajectories, '/sim_twin/rollout', RolloutTrajectories.Request())
     assert not empty.success and 'sync first' in empty.message
 
-    synced = _call(node, executor, SyncTwin, '/sim_twin/sync', SyncTwin.Request())  # the latest topic messages
+    # An empty sync uses the latest topic messages sim_twin received. This test's node seeing world_sim's
+    # topics does not mean sim_twin has them yet (it may still be discovering world_sim): ask again until it
+    # does, within a bounded time, instead of racing it.
+    synced = _sync_when_ready(node, executor, timeout=30)
     assert synced.success and synced.num_objects == 4, synced.message
 
     w = world.SimWorld(scene.SceneConfig.from_yaml(SCENE))

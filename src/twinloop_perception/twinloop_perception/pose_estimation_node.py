@@ -10,6 +10,11 @@ confidence 0 (as the message defines). Tracks continuously and re-detects global
 is lost or on ~/redetect (std_srvs/Trigger). Where tf2_ros is installed each seen object is also a
 frame on /tf. When no fresh synchronised set arrives for `stale_after` seconds nothing is
 published and /diagnostics says which camera is missing - never a silent stale pose.
+
+Each message is validated on arrival (image encoding, size, step and data length; a pinhole
+CameraInfo; a finite camera pose with a unit quaternion; finite joint positions): a malformed one
+is dropped with a throttled warning naming the topic, and the previous good message stays in use.
+A frame set whose parts disagree (colour, depth and CameraInfo sizes) is not used.
 """
 
 import threading
@@ -31,6 +36,10 @@ from visualization_msgs.msg import MarkerArray
 from twinloop_perception import pose_estimation as pe
 from twinloop_twin import markers, scene
 from twinloop_ros import conversions as ros_conversions, node_runner, topics
+
+
+COLOR_ENCODINGS = ('rgb8', 'bgr8')
+DEPTH_ENCODINGS = ('32FC1', '16UC1')
 
 
 def _stamp(header):
@@ -96,7 +105,21 @@ class PoseEstimationNode(Node):
         )
 
     def _keeper(self, name, kind):
+        check = {
+            'color': lambda m: ros_conversions.check_image(m, COLOR_ENCODINGS),
+            'depth': lambda m: ros_conversions.check_image(m, DEPTH_ENCODINGS),
+            'color_info': ros_conversions.check_camera_info,
+            'pose': lambda m: ros_conversions.checked_pose(m.pose),
+        }[kind]
+        logger = self.get_logger().get_child(f'{name}_{kind}')  # its own warning throttle per topic
+        topic = topics.camera_topic(name, kind)
+
         def keep(msg):
+            try:
+                check(msg)
+            except ValueError as exc:
+                logger.warning(f'{topic}: message dropped: {exc}', throttle_duration_sec=5.0)
+                return
             with self.lock:
                 self.latest[name][kind] = msg
 
@@ -135,19 +158,20 @@ class PoseEstimationNode(Node):
             )
         frames = []
         for name, parts in latest.items():
-            rgb = ros_conversions.image_array(parts['color'])
-            depth = ros_conversions.depth_metres(parts['depth'])
-            pose = parts['pose'].pose
-            quat = (pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z)
+            color, depth, info = parts['color'], parts['depth'], parts['color_info']
+            sizes = {(m.width, m.height) for m in (color, depth, info)}
+            if len(sizes) > 1:
+                return None, (
+                    f'{name}: colour {color.width}x{color.height}, depth {depth.width}x{depth.height} and '
+                    f'camera_info {info.width}x{info.height} differ'
+                )
+            rgb = ros_conversions.image_array(color)
+            if color.encoding == 'bgr8':
+                rgb = rgb[:, :, ::-1]
+            position, quat = ros_conversions.checked_pose(parts['pose'].pose)
             R = pe.Rotation.from_quat([*quat[1:], quat[0]]).as_matrix()
             frames.append(
-                pe.Frame(
-                    rgb,
-                    depth,
-                    np.array(parts['color_info'].k).reshape(3, 3),
-                    np.array([pose.position.x, pose.position.y, pose.position.z]),
-                    R,
-                )
+                pe.Frame(rgb, ros_conversions.depth_metres(depth), np.array(info.k).reshape(3, 3), position, R)
             )
         return (frames, latest[self.camera_names[0]]['color'].header.stamp), ''
 
@@ -211,7 +235,7 @@ class PoseEstimationNode(Node):
     def on_joints(self, msg):
         """Record the arm and finger joints by stamp, to cut the robot out of frames captured then."""
         try:
-            arm, width = ros_conversions.arm_state(msg)
+            arm, width = ros_conversions.checked_arm_state(msg)
         except ValueError as exc:  # another robot's joints (or a malformed message): not the arm to cut out
             self.get_logger().warning(f'joint state ignored: {exc}', throttle_duration_sec=5.0)
             return

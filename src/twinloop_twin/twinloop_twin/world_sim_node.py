@@ -3,9 +3,14 @@
 Publishes /joint_states, /clock (simulated time), per camera colour + aligned depth +
 CameraInfo + the camera's optical pose, and evaluation-only ground truth. Takes arm commands
 the way ros2_control's joint trajectory controller does and gripper width commands.
+
+Malformed commands (joint names, sizes, NaN/inf, times, positions outside the joint limits) are
+rejected with a throttled error and change nothing; ~/reset answers every seed (a layout that does
+not fit fails with the reason), reusing the current model when the layout seed is unchanged.
 """
 
 import time
+import traceback
 
 from twinloop_interfaces.msg import DetectedObject, DetectedObjectArray
 from twinloop_interfaces.srv import ResetWorld
@@ -20,6 +25,9 @@ from trajectory_msgs.msg import JointTrajectory
 from twinloop_twin import cameras, objects, scene, world
 from twinloop_twin.camera_frames import camera_publishers, publish_frame
 from twinloop_ros import conversions as ros_conversions, node_runner, topics
+
+MAX_START_DELAY = 5.0  # [s] a trajectory may start this far in the future (header.stamp)
+MAX_POINTS = 10_000  # points of one JointTrajectory
 
 
 class WorldSimNode(Node):
@@ -49,6 +57,7 @@ class WorldSimNode(Node):
 
         self.scene_config = scene.SceneConfig.from_yaml(scene_path)
         self.world = world.SimWorld(self.scene_config)
+        self.layout_seed = 0  # the ~/reset seed of the world's layout (0: the scene file's)
         self.rng = np.random.default_rng(seed)
         self.camera_configs = {c.name: c for c in self.world.config.cameras}
         self.shapes = {o.id: objects.make_shape(o.kind, **o.params) for o in self.world.config.objects}
@@ -73,52 +82,70 @@ class WorldSimNode(Node):
         )
 
     def on_trajectory(self, msg):
-        """Follow a JointTrajectory like ros2_control's JTC; an empty one stops the arm."""
+        """Follow a JointTrajectory like ros2_control's JTC; an empty one stops the arm, a malformed one is rejected."""
         if not msg.points:
             self.world.hold()
-            self.get_logger().info('empty trajectory: holding position')
+            self.get_logger().info('empty trajectory: holding position', throttle_duration_sec=1.0)
             return
         try:
-            order = [list(msg.joint_names).index(j) for j in scene.ARM_JOINTS]
-        except ValueError:
-            self.get_logger().error(
-                f'trajectory rejected: joint_names {list(msg.joint_names)} must name {list(scene.ARM_JOINTS)}'
-            )
-            return
-        times = [pt.time_from_start.sec + pt.time_from_start.nanosec * 1e-9 for pt in msg.points]
-        try:
-            positions = [[pt.positions[i] for i in order] for pt in msg.points]
-            limits = self.world.arm_limits
-            if np.any(np.array(positions) < limits[:, 0] - 1e-6) or np.any(np.array(positions) > limits[:, 1] + 1e-6):
-                raise ValueError('positions outside the joint limits')
-            self.world.follow_trajectory(times, positions)
-        except (IndexError, ValueError) as exc:
-            self.get_logger().error(f'trajectory rejected: {exc}')
+            times, positions = self._trajectory(msg)
+            start = ros_conversions.seconds(msg.header.stamp)  # as a JTC: time 0 of the points; 0: now
+            if start > self.world.time + MAX_START_DELAY:
+                raise ValueError(f'header.stamp {start:.3f} s is more than {MAX_START_DELAY} s ahead of now')
+            self.world.follow_trajectory(times, positions, start if start > 0 else None)
+        except ValueError as exc:
+            self.get_logger().error(f'trajectory rejected: {exc}', throttle_duration_sec=1.0)
+
+    def _trajectory(self, msg):
+        """(times [s], positions in ARM_JOINTS order) of a JointTrajectory; ValueError says what is wrong."""
+        names = list(msg.joint_names)
+        if any(j not in names for j in scene.ARM_JOINTS):
+            shown = names if len(names) <= 10 else [*names[:10], '...']
+            raise ValueError(f'joint_names {str(shown)[:300]} must name {list(scene.ARM_JOINTS)}')
+        if len(msg.points) > MAX_POINTS:
+            raise ValueError(f'{len(msg.points)} points, at most {MAX_POINTS}')
+        if any(len(pt.positions) != len(names) for pt in msg.points):
+            raise ValueError(f'every point needs {len(names)} positions, one per joint name')
+        order = [names.index(j) for j in scene.ARM_JOINTS]
+        times = [ros_conversions.seconds(pt.time_from_start) for pt in msg.points]
+        positions = ros_conversions.check_finite([[pt.positions[i] for i in order] for pt in msg.points], 'positions')
+        limits = self.world.arm_limits
+        if np.any(positions < limits[:, 0] - 1e-6) or np.any(positions > limits[:, 1] + 1e-6):
+            raise ValueError('positions outside the joint limits')
+        return times, positions
 
     def on_reset(self, request, response):
         """A new episode: arm at home, objects as in the scene or at a seeded random layout; time runs on."""
         try:
-            config = (
-                self.scene_config
-                if request.seed == 0
-                else scene.randomize_layout(self.scene_config, np.random.default_rng(request.seed))
-            )
-        except ValueError as exc:
+            now = self.world.time
+            if request.seed == self.layout_seed:  # the same layout: reset in place, keeping model and renderers
+                self.world.reset()
+            else:
+                config = (
+                    self.scene_config
+                    if request.seed == 0
+                    else scene.randomize_layout(self.scene_config, np.random.default_rng(request.seed))
+                )
+                new_world = world.SimWorld(config)
+                self.world.close()
+                self.world, self.layout_seed = new_world, request.seed
+        except ValueError as exc:  # the objects do not fit on the table
             response.message = str(exc)
             return response
-        now = self.world.time
-        self.world.close()
-        self.world = world.SimWorld(config)
+        except Exception as exc:  # a bug, not the request: answered and logged, the node keeps running
+            self.get_logger().error(f'reset failed unexpectedly:\n{traceback.format_exc()}')
+            response.message = f'internal error: {type(exc).__name__}: {exc}'[:500]
+            return response
         self.world.data.time = now + self.tick
         self.next_joint_state = self.next_camera = 0.0
         response.success, response.message = True, f'reset with seed {request.seed}'
-        self.get_logger().info(response.message)
+        self.get_logger().info(response.message, throttle_duration_sec=1.0)
         return response
 
     def on_gripper(self, msg):
-        """Command the gripper opening width [m]; a non-finite command is rejected."""
+        """Command the gripper opening width [m], clipped to what the hand opens; a non-finite command is rejected."""
         if not np.isfinite(msg.data):
-            self.get_logger().error('gripper command rejected: not finite')
+            self.get_logger().error('gripper command rejected: not finite', throttle_duration_sec=1.0)
             return
         self.world.set_gripper(msg.data)
 

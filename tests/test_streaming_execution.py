@@ -1,0 +1,138 @@
+"""Streaming through the execution node (~/stream) with world_sim as the arm: chunks at ~2.5 Hz
+continue one another without the arm stopping, a starved stream brakes to rest on its own, a
+chunk the gate refuses (or that does not continue the commanded state) brakes the arm with the
+reason, and ExecuteMotion goals are refused while a stream moves the arm."""
+
+import os
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.action import ActionClient
+from rclpy.executors import SingleThreadedExecutor
+from sensor_msgs.msg import JointState
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from twinloop_interfaces.action import ExecuteMotion
+from twinloop_interfaces.srv import StreamChunk
+
+from twinloop_core.robot import ARM_JOINTS
+from twinloop_ros.conversions import duration
+
+ROOT = os.environ['TWINLOOP_ROOT']
+SCENE = os.path.join(ROOT, 'config', 'scenes', 'tabletop.yaml')
+CHUNK, DT = 0.4, 0.05  # [s] chunk length, point spacing (a 20 Hz policy)
+
+
+@pytest.fixture
+def system(sim_arm, ros_context):
+    sim_arm(SCENE, {'world_sim': {'camera_rate': 2.0}})
+    node = rclpy.create_node('streaming_test', context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    states = []
+    node.create_subscription(JointState, '/joint_states', states.append, 100)
+    stream = node.create_client(StreamChunk, '/execution/stream')
+    motion = ActionClient(node, ExecuteMotion, 'execute_motion')
+    deadline = time.monotonic() + 60
+    while not (stream.service_is_ready() and motion.server_is_ready() and states) and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.1)
+    assert stream.service_is_ready() and states, 'execution node did not come up'
+    time.sleep(1.0)  # let the execution node receive ground-truth objects
+    yield executor, stream, motion, states
+    executor.shutdown()
+    node.destroy_node()
+
+
+def _offset(t):
+    """Joint-1 offset of a motion from rest that never stops: velocity 0.3 (1 - exp(-4 t)) rad/s."""
+    return 0.3 * (t - (1 - np.exp(-4 * t)) / 4), 0.3 * (1 - np.exp(-4 * t))
+
+
+def _chunk(q0, start, jump=0.0):
+    """The motion's chunk from time `start`, as StreamChunk's JointTrajectory (first point: the splice)."""
+    t = np.arange(0.0, CHUNK + 1e-9, DT)
+    offset, velocity = _offset(start + t)
+    msg = JointTrajectory(joint_names=list(ARM_JOINTS))
+    for k in range(len(t)):
+        q, v = np.array(q0, float), np.zeros(7)
+        q[0] += offset[k] + jump * k / (len(t) - 1)
+        v[0] = velocity[k]
+        msg.points.append(JointTrajectoryPoint(positions=list(q), velocities=list(v), time_from_start=duration(t[k])))
+    return msg
+
+
+def _send(executor, stream, chunk, stream_id='policy', splice_time=-1.0, stop=False):
+    request = StreamChunk.Request(stream_id=stream_id, chunk=chunk, splice_time=splice_time, stop=stop)
+    future = stream.call_async(request)
+    executor.spin_until_future_complete(future, timeout_sec=10)
+    assert future.done(), 'the stream service did not answer'
+    return future.result()
+
+
+def _spin(executor, seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        executor.spin_once(timeout_sec=0.01)
+
+
+def _velocity_after(states, stamp):
+    return [abs(s.velocity[0]) for s in states if s.header.stamp.sec + s.header.stamp.nanosec * 1e-9 > stamp]
+
+
+def _stamp(state):
+    return state.header.stamp.sec + state.header.stamp.nanosec * 1e-9
+
+
+def test_chunks_continue_without_stopping_and_a_starved_stream_brakes_to_rest(system):
+    executor, stream, motion, states = system
+    q0 = np.array(states[-1].position[:7])
+    started = _stamp(states[-1])
+    answers = []
+    for k in range(6):
+        sent = time.monotonic()
+        response = _send(executor, stream, _chunk(q0, k * CHUNK))
+        answers.append(
+            (round(time.monotonic() - sent, 3), round(response.stream_time, 3), round(response.committed_until, 3))
+        )
+        assert response.accepted, (response.reason, answers)
+        if k == 1:  # while the stream moves the arm, other motions are refused
+            future = motion.send_goal_async(
+                ExecuteMotion.Goal(mode=ExecuteMotion.Goal.MODE_GRIPPER_ONLY, gripper_before=0.08)
+            )
+            executor.spin_until_future_complete(future, timeout_sec=10)
+            assert not future.result().accepted
+        # the next chunk is sent while this one runs (a policy computing ahead)
+        _spin(executor, max(0.0, response.committed_until - response.stream_time - 0.3))
+    _spin(executor, 3.0)
+    # from when the arm got going (joint 1 above 0.1 rad/s) to shortly before the last chunk ends
+    going = next(_stamp(s) for s in states if _stamp(s) > started and s.velocity[0] > 0.1)
+    moving = [s.velocity[0] for s in states if going < _stamp(s) < going + 6 * CHUNK - 0.4]
+    profile = [(round(_stamp(s) - going, 2), round(s.velocity[0], 3)) for s in states if _stamp(s) > going - 0.1]
+    assert len(moving) > 20 and min(moving) > 0.1, f'the arm slowed down between chunks: {answers} {profile}'
+    assert max(_velocity_after(states, _stamp(states[-1]) - 0.3)) < 0.01, 'a starved stream must come to rest'
+    travelled = states[-1].position[0] - q0[0]
+    expected = _offset(6 * CHUNK)[0]
+    assert expected - 0.05 < travelled < expected + 0.25  # the chunks, then the braking tail
+
+
+@pytest.mark.parametrize('jump, check', [(0.08, 'continuity'), (3.0, None)])
+def test_a_bad_chunk_brakes_the_arm_with_the_reason(system, jump, check):
+    executor, stream, motion, states = system
+    q0 = np.array(states[-1].position[:7])
+    for k in range(3):
+        assert _send(executor, stream, _chunk(q0, k * CHUNK)).accepted
+        _spin(executor, 0.15)
+    if check == 'continuity':  # starts off the commanded position
+        bad = _chunk(q0 + np.eye(7)[0] * jump, 3 * CHUNK)
+    else:  # runs joint 1 far too fast (and past its limit)
+        bad = _chunk(q0, 3 * CHUNK, jump=jump)
+    refused = _send(executor, stream, bad)
+    assert not refused.accepted and 'brakes to rest' in refused.reason, refused.reason
+    assert refused.check == check if check else 'safety gate' in refused.reason
+    _spin(executor, 2.0)
+    assert max(_velocity_after(states, _stamp(states[-1]) - 0.3)) < 0.01
+    assert max(s.position[0] for s in states) < q0[0] + 0.6  # never followed the bad chunk
+    again = _send(executor, stream, _chunk(np.array(states[-1].position[:7]), 0.0))  # a new stream from rest
+    assert again.accepted, again.reason
+    _send(executor, stream, JointTrajectory(), stop=True)

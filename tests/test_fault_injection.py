@@ -1,7 +1,7 @@
 """Faults injected into the running demo graph (loopback only, bounded, self-stopping): each node
-the orchestrator depends on is SIGKILLed in the middle of a goal. Every goal must end within 30 s
-with OUTCOME_ERROR and a reason naming the component, no other node may die, and the arm must
-come to rest; the killed node is then started again for the next case."""
+the orchestrator depends on is SIGKILLed in the middle of a goal, and the cameras stop. Every goal
+must end within 30 s with OUTCOME_ERROR and a reason naming the component, no other node may die,
+and the arm must come to rest; the killed node is then started again for the next case."""
 
 import os
 import signal
@@ -9,6 +9,8 @@ import time
 
 import numpy as np
 import pytest
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from twinloop_interfaces.action import ExecuteInstruction
 
@@ -25,6 +27,7 @@ CASES = {
     'sim_twin': ('rollout', 'sim_twin'),
     'execution': ('execute', 'execution node'),
     'pose_estimation': ('execute', 'pose_estimation'),
+    'cameras': ('execute', 'cameras'),  # world_sim's cameras stop (cameras_on false), nothing is killed
     'world_sim': ('execute', 'world_sim'),
 }
 
@@ -60,6 +63,14 @@ def _ready(client, node, name):
     time.sleep(3.0)  # its first messages (objects, state) arrive
 
 
+def _cameras(client, service, on):
+    """Switch world_sim's cameras on or off (its cameras_on parameter)."""
+    request = SetParameters.Request(parameters=[Parameter('cameras_on', Parameter.Type.BOOL, on).to_parameter_msg()])
+    future = service.call_async(request)
+    client.spin_until(future.done, 10, 'world_sim to set cameras_on')
+    assert future.result().results[0].successful
+
+
 @pytest.mark.timeout(900)
 def test_killing_a_node_mid_goal_ends_the_goal_naming_it(demo, ros_node):
     started, start = demo
@@ -68,13 +79,17 @@ def test_killing_a_node_mid_goal_ends_the_goal_naming_it(demo, ros_node):
     node.create_subscription(JointState, topics.JOINT_STATES, states.append, 50)
     client = InstructionClient(node, executor=executor)
     client.wait_for_server(180)
+    cameras = node.create_client(SetParameters, '/world_sim/set_parameters')
     report = {}
     for victim, (stage, named) in CASES.items():
         stages = []
         client.send('put the red cube in the bowl', num_candidates=4, on_feedback=lambda f: stages.append(f.stage))
         client.spin_until(lambda: stage in stages or client.is_done(0.0), 240, f'stage {stage} before killing {victim}')
         assert not client.is_done(0.0), f'the goal ended before {victim} could be killed: {client.result().reason}'
-        started[victim].send_signal(signal.SIGKILL)
+        if victim == 'cameras':
+            _cameras(client, cameras, False)
+        else:
+            started[victim].send_signal(signal.SIGKILL)
         killed = time.monotonic()
         result = client.wait(60)
         took = time.monotonic() - killed
@@ -83,12 +98,17 @@ def test_killing_a_node_mid_goal_ends_the_goal_naming_it(demo, ros_node):
         assert took < 30, (victim, took, result.reason)
         dead = [name for name, process in started.items() if name != victim and process.poll() is not None]
         assert not dead, f'killing {victim} also killed {dead}'
-        if victim != 'world_sim':
-            client.spin_until(lambda: len(states) > 20, 10, 'joint states')
-            end = time.monotonic() + 15
-            while time.monotonic() < end and np.abs(states[-1].velocity[:7]).max() > 0.01:
-                executor.spin_once(timeout_sec=0.05)
-            assert np.abs(states[-1].velocity[:7]).max() <= 0.01, f'the arm still moves after {victim} died'
+        if victim == 'world_sim':
+            break
+        client.spin_until(lambda: len(states) > 20, 10, 'joint states')
+        end = time.monotonic() + 15
+        while time.monotonic() < end and np.abs(states[-1].velocity[:7]).max() > 0.01:
+            executor.spin_once(timeout_sec=0.05)
+        assert np.abs(states[-1].velocity[:7]).max() <= 0.01, f'the arm still moves after the {victim} fault'
+        if victim == 'cameras':
+            _cameras(client, cameras, True)
+            time.sleep(3.0)  # pose estimation sees frames again
+        else:
             started[victim].wait(10)
             start(victim)
             _ready(client, node, victim)

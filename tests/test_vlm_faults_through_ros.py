@@ -1,6 +1,7 @@
 """A VLM server that misbehaves, seen through the whole graph: the scoring node's agent points at a
 loopback chat-completions server in a fault mode, the orchestrator plans with it, and every goal
-ends within 30 s with OUTCOME_ERROR naming the scorer, while every node stays up."""
+ends within 30 s with OUTCOME_ERROR naming the scorer, while every node stays up; a cancel while
+the scorer hangs ends the goal at once."""
 
 import os
 import shutil
@@ -102,6 +103,24 @@ def test_every_vlm_fault_ends_the_goal_naming_the_scorer(graph, ros_node):
         )
         assert took[name] < 30, (name, took[name], result.reason)
         assert all(p.poll() is None for p in started), f'a node died on the {name} fault'
+    # cancel while the scorer hangs: the goal ends CANCELED at once, the arm never moved
+    with server.lock:
+        server.script[:] = [{'fault': 'hang'} for _ in range(50)]
+    stages = []
+    client.send(
+        'pick up the red cube',
+        num_candidates=4,
+        scorer_backend='faulty_vlm',
+        timeout=120,
+        on_feedback=lambda f: stages.append(f.stage),
+    )
+    client.spin_until(lambda: 'score' in stages, 60, 'the scoring stage')
+    time.sleep(0.5)
+    begun = time.monotonic()
+    client.cancel()
+    result = client.wait(10)
+    took['cancel while scoring'] = round(time.monotonic() - begun, 2)
+    assert result.outcome == Result.OUTCOME_CANCELED and took['cancel while scoring'] < 1.5, (took, result.reason)
     with server.lock:
         server.script.clear()
     print('VLM faults, seconds to the end of the goal:', took)

@@ -249,11 +249,17 @@ def score(config, instruction, views, candidate_ids, agents, facts=None):
         len(agents), len(views), len(candidate_ids), len(config.dimensions)
     )
     clarity = np.array([a[0] for a in answers]).reshape(len(agents), len(views))
+    failures = [f for a in answers for f in a[3]]
+    try:
+        fused = fusion.fuse(scores, clarity, config.weights, config.lambda_c)
+    except ValueError as exc:  # say why every view failed (the first few agents' and views' reasons)
+        reasons = '; '.join(f'{agent} {view}: {reason}' for agent, view, reason in failures[:3])
+        raise ValueError(f'{exc} ({reasons})' if reasons else str(exc)) from None
     return ScoringResult(
         list(candidate_ids),
-        fusion.fuse(scores, clarity, config.weights, config.lambda_c),
+        fused,
         rationales,
-        [f for a in answers for f in a[3]],
+        failures,
         [a.label for a in agents],
         sum(a[4] for a in answers),
         config.version,

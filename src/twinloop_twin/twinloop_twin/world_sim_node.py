@@ -16,6 +16,7 @@ from twinloop_interfaces.msg import DetectedObject, DetectedObjectArray
 from twinloop_interfaces.srv import ResetWorld
 
 import numpy as np
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
@@ -51,6 +52,10 @@ class WorldSimNode(Node):
             'arm_controller', topics.ARM_CONTROLLER, descriptor=_doc('joint trajectory controller name')
         ).value
         seed = p('seed', 0, descriptor=_doc('noise seed')).value
+        self.cameras_on = p(
+            'cameras_on', True, descriptor=_doc('publish camera frames; false: the cameras stop (settable at run time)')
+        ).value
+        self.add_on_set_parameters_callback(self.on_parameters)
         if not scene_path:
             raise ValueError('parameter "scene" (a scene YAML) is required')
         ros_conversions.depth_for_encoding(np.zeros((1, 1)), self.depth_encoding)  # validates the encoding
@@ -149,6 +154,16 @@ class WorldSimNode(Node):
             return
         self.world.set_gripper(msg.data)
 
+    def on_parameters(self, parameters):
+        """Run-time parameters: only cameras_on may change (a camera that stops, for fault tests)."""
+        for parameter in parameters:
+            if parameter.name != 'cameras_on' or not isinstance(parameter.value, bool):
+                return SetParametersResult(successful=False, reason='only cameras_on (bool) can change at run time')
+        for parameter in parameters:
+            self.cameras_on = parameter.value
+            self.get_logger().warning(f'cameras {"on" if parameter.value else "off"}')
+        return SetParametersResult(successful=True)
+
     def on_tick(self):
         """Advance the simulation to wall time x real_time_factor and publish what is due."""
         now = time.monotonic()
@@ -163,7 +178,8 @@ class WorldSimNode(Node):
             self.publish_joint_state(t)
         if t >= self.next_camera:
             self.next_camera = t + 1.0 / self.camera_rate
-            self.publish_cameras(t)
+            if self.cameras_on:
+                self.publish_cameras(t)
             self.publish_ground_truth(t)
 
     def publish_joint_state(self, t):

@@ -7,10 +7,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from twinloop_execution.streaming import ChunkRefused, JointStream
+from twinloop_execution.streaming import ChunkRefused, JointStream, StreamConfig
 
 ACC, JERK = np.full(7, 15.0), np.full(7, 7500.0)
 Q0 = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 1.9, 0.785])
+CONFIG = StreamConfig(start_lead=0.3)  # a stream at rest starts 0.3 s ahead
 
 
 def _accept(times, positions, current, start_velocity):
@@ -33,7 +34,7 @@ def _chunk(start, duration=0.4, dt=0.05):
 
 
 def test_chunks_continue_without_stopping_and_every_path_ends_at_rest():
-    stream, now = JointStream('s', Q0, ACC, JERK, _accept), 0.0
+    stream, now = JointStream('s', Q0, ACC, JERK, _accept, CONFIG), 0.0
     for k in range(5):
         # each chunk splices 0.3 s after the previous one, inside it; the first start_lead (0.3 s) from now
         t, q, v = _chunk(0.05 + 0.3 * k)
@@ -49,7 +50,7 @@ def test_chunks_continue_without_stopping_and_every_path_ends_at_rest():
 
 
 def test_starved_stream_brakes_to_rest_and_brake_now_stops_within_limits():
-    stream = JointStream('s', Q0, ACC, JERK, _accept)
+    stream = JointStream('s', Q0, ACC, JERK, _accept, CONFIG)
     t, q, v = _chunk(0.05, duration=0.5)
     stream.splice(0.0, -1, t, q, v)
     end_q, end_v = stream.commanded(stream.path.end)
@@ -70,7 +71,7 @@ def test_starved_stream_brakes_to_rest_and_brake_now_stops_within_limits():
     ],
 )
 def test_malformed_or_discontinuous_chunks_are_refused_and_change_nothing(change, check):
-    stream = JointStream('s', Q0, ACC, JERK, _accept)
+    stream = JointStream('s', Q0, ACC, JERK, _accept, CONFIG)
     t, q, v = _chunk(0.05)
     stream.splice(0.0, -1, t, q, v)
     before = stream.path
@@ -83,7 +84,7 @@ def test_malformed_or_discontinuous_chunks_are_refused_and_change_nothing(change
 
 
 def test_a_gate_slower_than_the_lead_makes_the_chunk_late():
-    stream = JointStream('s', Q0, ACC, JERK, _accept)
+    stream = JointStream('s', Q0, ACC, JERK, _accept, CONFIG)
     with pytest.raises(ChunkRefused, match='passed while the chunk was checked') as refused:
         stream.splice(0.0, -1, *_chunk(0.05), clock=lambda: 0.5)  # the gate took 0.5 s; the splice was at 0.3
     assert refused.value.check == 'late' and stream.chunks == 0
@@ -96,7 +97,7 @@ def test_late_chunks_and_gate_refusals_change_nothing():
         refusals.append(len(times))
         return SimpleNamespace(ok=len(refusals) == 1, reason='too fast', check='velocity_limits')
 
-    stream = JointStream('s', Q0, ACC, JERK, gate)
+    stream = JointStream('s', Q0, ACC, JERK, gate, CONFIG)
     t, q, v = _chunk(0.05)
     stream.splice(0.0, -1, t, q, v)
     before = stream.path

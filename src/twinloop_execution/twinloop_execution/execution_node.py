@@ -202,7 +202,7 @@ class ExecutionNode(Node):
         return None if self.objects_received is None else time.monotonic() - self.objects_received
 
     def _gate(self, kinematics):
-        return SafetyGate(self.limits, self.safety, kinematics.grip_positions, kinematics.collisions)
+        return SafetyGate(self.limits, self.safety, kinematics.link_points, kinematics.collisions)
 
     def _state_verdict(self):
         """The watchdog part of the gate, for goals that move only the fingers."""

@@ -16,6 +16,21 @@ from twinloop_twin.twin import FINGER_BODIES, FINGER_SIDES
 from twinloop_core.gripper import closed_on_something
 
 EE_SITE = 'panda_grip_site'
+# The arm's centre line for the safety gate: body origins from the shoulder to the hand, then the
+# grip site. Consecutive points are fixed on one rigid link, so the straight segments between them
+# lie on the arm (MuJoCo places each Panda joint at its body's origin). panda_link0 (the base on the
+# table) and the column up to the shoulder never move: they are not points (see config/safety.yaml).
+LINK_POINTS = (
+    'panda_link1',
+    'panda_link2',
+    'panda_link3',
+    'panda_link4',
+    'panda_link5',
+    'panda_link6',
+    'panda_link7',
+    'panda_right_hand',
+    EE_SITE,
+)
 # Gripper pointing down as in the home pose (grip z along world -z, fingers closing along world
 # x), with joint 7 mid-range: quaternion w x y z.
 DOWN = np.array([0.0, 0.7071068, 0.7071068, 0.0])
@@ -23,6 +38,8 @@ DOWN = np.array([0.0, 0.7071068, 0.7071068, 0.0])
 
 @dataclass
 class IkResult:
+    """An IK solution and how well it reaches the target."""
+
     positions: np.ndarray  # arm joint positions [rad], ARM_JOINTS order
     position_error: float  # [m]
     orientation_error: float  # [rad]
@@ -30,6 +47,8 @@ class IkResult:
 
 
 class PandaIk:
+    """Differential IK (mink) for the grip site; only the arm joints move."""
+
     def __init__(self, model):
         self.model = model
         self.configuration = mink.Configuration(model)
@@ -83,14 +102,103 @@ class ArmKinematics:
         self.site = model.site(EE_SITE).id
         names = [model.body(model.geom_bodyid[g]).name for g in range(model.ngeom)]
         self.geom_owner = [model.geom(g).name if model.geom_bodyid[g] == 0 else names[g] for g in range(model.ngeom)]
+        self._robot_geom = np.array([owner.startswith('panda_') for owner in self.geom_owner], bool)
+        self._chain = None  # built on the first link_points call
+
+    link_point_names = LINK_POINTS
 
     def grip_positions(self, qs):
+        """Grip-site positions (N, 3) [m] of arm configurations qs (N, 7)."""
         out = np.empty((len(qs), 3))
         for i, q in enumerate(qs):
             self.data.qpos[self.arm_qpos] = q
             mujoco.mj_kinematics(self.model, self.data)
             out[i] = self.data.site_xpos[self.site]
         return out
+
+    def link_points(self, qs):
+        """Points (N, len(LINK_POINTS), 3) [m] along the arm's centre line for configurations qs (N, 7).
+
+        Vectorised forward kinematics over the model's body tree (the same numbers as mj_kinematics):
+        shoulder, elbow, wrist, flange, hand and grip point, in LINK_POINTS order; consecutive
+        points lie on one rigid link."""
+        qs = np.asarray(qs, float).reshape(-1, len(self.arm_qpos))
+        if self._chain is None:
+            self._chain = self._build_chain()
+        n = len(qs)
+        rot = np.broadcast_to(np.eye(3), (n, 3, 3))
+        pos = np.zeros((n, 3))
+        out = np.empty((n, len(LINK_POINTS), 3))
+        for offset, fixed, joint, slot in self._chain:
+            flat = rot.reshape(3 * n, 3)  # rot @ constant: one matrix product for all configurations
+            if joint is None:  # a point fixed in the last joint's frame
+                out[:, slot] = pos + (flat @ offset).reshape(n, 3)
+                continue
+            pos = pos + (flat @ offset).reshape(n, 3)
+            rot = (flat @ fixed).reshape(n, 3, 3)
+            c, s = np.cos(qs[:, joint])[:, None], np.sin(qs[:, joint])[:, None]
+            x, y = rot[:, :, 0].copy(), rot[:, :, 1].copy()  # about the body's z axis: mix the first two columns
+            rot[:, :, 0], rot[:, :, 1] = c * x + s * y, c * y - s * x
+            if slot is not None:
+                out[:, slot] = pos
+        return out
+
+    def _build_chain(self):
+        """[(offset, rotation, arm joint index, LINK_POINTS slot)] from the world to the grip site: one
+        entry per arm joint (the fixed bodies before it folded in), and (offset, None, None, slot) for
+        each point fixed in the last joint's frame (the hand, the grip site)."""
+        model = self.model
+        body = model.site_bodyid[self.site]
+        path = []
+        while body != 0:
+            path.append(body)
+            body = model.body_parentid[body]
+        joint_of = {model.jnt_bodyid[model.joint(j).id]: i for i, j in enumerate(scene.ARM_JOINTS)}
+        slots = {model.body(name).id: i for i, name in enumerate(LINK_POINTS[:-1])}
+        chain, rot, pos = [], np.eye(3), np.zeros(3)
+        for body in reversed(path):
+            joint = joint_of.get(body)
+            if model.body_jntnum[body] != (0 if joint is None else 1):
+                raise ValueError(f'body {model.body(body).name}: unexpected joints for the arm chain')
+            pos, rot = pos + rot @ model.body_pos[body], rot @ _quat_matrix(model.body_quat[body])
+            if joint is not None:
+                j = model.joint(scene.ARM_JOINTS[joint]).id
+                if np.abs(model.jnt_pos[j]).max() > 1e-12 or not np.allclose(model.jnt_axis[j], (0, 0, 1)):
+                    raise ValueError(f'{scene.ARM_JOINTS[joint]}: expected a z axis through the body origin')
+                chain.append((pos, rot, joint, slots.get(body)))
+                rot, pos = np.eye(3), np.zeros(3)
+            elif body in slots:
+                chain.append((pos.copy(), None, None, slots[body]))
+        chain.append((pos + rot @ model.site_pos[self.site], None, None, len(LINK_POINTS) - 1))
+        if sorted(c[3] for c in chain if c[3] is not None) != list(range(len(LINK_POINTS))):
+            raise ValueError(f'the grip site is not below every body of {LINK_POINTS[:-1]}')
+        return chain
+
+    def joint_reach(self):
+        """Per arm joint, an upper bound [m] on the distance of any robot geom point distal to it from
+        its axis, for every configuration: along the tree, the sum of the body offsets (finger slides
+        at full travel) plus each geom's offset and bounding radius. Moving joint j by dq moves no
+        point of the robot more than reach[j] * |dq| (the safety gate's sweep relies on it)."""
+        model = self.model
+        children = {}
+        for b in range(1, model.nbody):
+            children.setdefault(model.body_parentid[b], []).append(b)
+
+        def extent(body):  # farthest point of body's subtree from body's origin
+            own = [np.linalg.norm(model.geom_pos[g]) + model.geom_rbound[g] for g in range(model.ngeom)]
+            own = [own[g] for g in range(model.ngeom) if model.geom_bodyid[g] == body]
+            own += [np.linalg.norm(model.site_pos[s]) for s in range(model.nsite) if model.site_bodyid[s] == body]
+            far = max(own, default=0.0)
+            for child in children.get(body, []):
+                slide = sum(
+                    max(abs(model.jnt_range[j][0]), abs(model.jnt_range[j][1]))
+                    for j in range(model.njnt)
+                    if model.jnt_bodyid[j] == child and model.jnt_type[j] == mujoco.mjtJoint.mjJNT_SLIDE
+                )
+                far = max(far, np.linalg.norm(model.body_pos[child]) + slide + extent(child))
+            return far
+
+        return np.array([extent(model.jnt_bodyid[model.joint(j).id]) for j in scene.ARM_JOINTS])
 
     def _site_pose(self):
         return self.data.site_xpos[self.site].copy(), self.data.site_xmat[self.site].reshape(3, 3).copy()
@@ -130,6 +238,7 @@ class ArmKinematics:
         if len(qs) == 0:
             return []
         held = self._held_objects(qs[0])
+        watched = self._robot_geom | np.array([owner in held for owner in self.geom_owner], bool)
         found, resting = set(), None
         for q in qs:
             self.data.qpos[self.arm_qpos] = q
@@ -141,12 +250,12 @@ class ArmKinematics:
                     mujoco.mju_mat2Quat(quat, (site_r @ rel_r).flatten())
                     self.data.qpos[adr : adr + 3] = site_p + site_r @ rel_p
                     self.data.qpos[adr + 3 : adr + 7] = quat
-            mujoco.mj_fwdPosition(self.model, self.data)
-            pairs = {
-                tuple(sorted((self.geom_owner[c.geom1], self.geom_owner[c.geom2])))
-                for c in self.data.contact[: self.data.ncon]
-                if c.dist <= 0
-            }
+            mujoco.mj_kinematics(self.model, self.data)  # positions and contacts only: all that counts here
+            mujoco.mj_collision(self.model, self.data)
+            ncon = self.data.ncon
+            geoms = self.data.contact.geom[:ncon][self.data.contact.dist[:ncon] <= 0]
+            geoms = geoms[watched[geoms].any(axis=1)]  # objects resting on the table: not our business
+            pairs = {tuple(sorted((self.geom_owner[g1], self.geom_owner[g2]))) for g1, g2 in geoms}
             if resting is None:  # what the held objects touch at the start is where they rest
                 resting = {pair for pair in pairs if pair[0] in held or pair[1] in held}
             for a, b in pairs:
@@ -163,6 +272,13 @@ class ArmKinematics:
                 elif (a in held or b in held) and (a, b) not in resting:
                     found.add(f'{a}|{b}' if a in held else f'{b}|{a}')
         return sorted(found)
+
+
+def _quat_matrix(quat):
+    """Rotation matrix of a MuJoCo quaternion (w, x, y, z)."""
+    out = np.zeros(9)
+    mujoco.mju_quat2Mat(out, np.asarray(quat, float))
+    return out.reshape(3, 3)
 
 
 class Arm:

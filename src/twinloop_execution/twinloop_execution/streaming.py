@@ -27,7 +27,7 @@ class StreamConfig:
     position_tolerance: float = 0.02  # [rad] chunk start vs the commanded position at the splice point
     velocity_tolerance: float = 0.15  # [rad/s] chunk start velocity vs the commanded velocity there
     min_lead: float = 0.05  # [s] a splice point must lie at least this far ahead of now
-    start_lead: float = 0.3  # [s] a stream at rest starts moving this far ahead (the gate's time to decide)
+    start_lead: float = 1.0  # [s] a stream at rest starts moving this far ahead (the gate's time, on a loaded host)
     period: float = 0.02  # [s] sampling of the committed path and of braking tails
     braking_scale: float = 0.5  # fraction of the acceleration and jerk limits a braking tail uses
 

@@ -126,7 +126,6 @@ class ExecutionNode(Node):
         with open(urdf) as f:
             self.description_pub.publish(String(data=f.read()))
         self.limits = JointLimits.from_description(urdf, limits_yaml, joints)
-        self.jerk = trajectory.jerk_limits(limits_yaml, joints)
         config = scene.SceneConfig.from_yaml(scene_path)
         self.twin = SimTwin(MeshLibrary.from_scene(config), [])
         self.twin.sync([], config.home)
@@ -349,7 +348,7 @@ class ExecutionNode(Node):
             return path, None, verdict
         waypoints, target = self._waypoints(goal)
         path = planning.plan(
-            self.arm_positions(), waypoints, self.limits.velocity, self.limits.acceleration, self.jerk, scale
+            self.arm_positions(), waypoints, self.limits.velocity, self.limits.acceleration, self.limits.jerk, scale
         )
         verdict = gate.check(
             list(scene.ARM_JOINTS),
@@ -526,7 +525,7 @@ class ExecutionNode(Node):
                     request.stream_id,
                     self.arm_positions(),
                     self.limits.acceleration,
-                    self.jerk,
+                    self.limits.jerk,
                     self._stream_gate(),
                     self.stream_config,
                 )

@@ -1,25 +1,49 @@
 """Whether sub-tasks are done, judged on object states {id: (position, quat wxyz, size xyz)}:
-picked objects raised, placed ones inside their destination's footprint. Used on perceived
-state by the orchestrator and on ground truth by evaluations."""
+picked objects raised, placed ones inside their destination's footprint or at their spot beside
+it (region relations), pushed ones beside their destination, and objects the task must not move
+left where they were. Used on perceived state by the orchestrator and on ground truth by
+evaluations."""
 
-from types import SimpleNamespace
 
 import numpy as np
 
+from twinloop_core.regions import radius, region_done
+from twinloop_core.task import REGION_RELATIONS, SubTask
 
-def judge(subtasks, before, after):
-    """(done, detail) for every sub-task (SubTasks or their dicts) between two object states."""
+UNMOVED = 0.02  # [m] a do-not-move object displaced less than this is left alone
+PUSHED_BESIDE = 0.05  # [m] largest gap between footprints of a pushed object and its destination
+
+
+def _subtask(s):
+    return SubTask(**{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()}) if isinstance(s, dict) else s
+
+
+def judge_subtask(s, before, after):
+    """(done, note) for one sub-task."""
+    (p0, _, _), (p1, _, size) = before[s.object_id], after[s.object_id]
+    if s.action == 'pick':
+        return p1[2] - p0[2] > 0.05, f'{s.object_id} raised {100 * (p1[2] - p0[2]):.1f} cm'
+    if s.relation in REGION_RELATIONS:
+        return region_done(s, before, after)
+    d, _, d_size = after[s.destination_id]
+    horizontal = float(np.hypot(p1[0] - d[0], p1[1] - d[1]))
+    note = f'{s.object_id} {100 * horizontal:.1f} cm from {s.destination_id}'
+    if s.action == 'push':
+        return horizontal < radius(size) + radius(d_size) + PUSHED_BESIDE and abs(p1[2] - p0[2]) < 0.02, note
+    return horizontal < max(d_size[0], d_size[1]) / 2 and p1[2] < d[2] + d_size[2] + 0.05, note
+
+
+def judge(subtasks, before, after, do_not_move=()):
+    """(done, detail) for every sub-task (SubTasks or their dicts) between two object states; any
+    do-not-move object displaced more than UNMOVED fails the task."""
     notes = []
-    for s in (SimpleNamespace(**t) if isinstance(t, dict) else t for t in subtasks):
-        (p0, _, _), (p1, _, _) = before[s.object_id], after[s.object_id]
-        if s.action == 'pick':
-            ok = p1[2] - p0[2] > 0.05
-            notes.append(f'{s.object_id} raised {100 * (p1[2] - p0[2]):.1f} cm')
-        else:
-            d, _, size = after[s.destination_id]
-            horizontal = float(np.hypot(p1[0] - d[0], p1[1] - d[1]))
-            ok = horizontal < max(size[0], size[1]) / 2 and p1[2] < d[2] + size[2] + 0.05
-            notes.append(f'{s.object_id} {100 * horizontal:.1f} cm from {s.destination_id}')
+    for s in map(_subtask, subtasks):
+        ok, note = judge_subtask(s, before, after)
+        notes.append(note)
         if not ok:
             return False, 'not done: ' + '; '.join(notes)
+    for oid in do_not_move:
+        moved = float(np.linalg.norm(np.subtract(after[oid][0], before[oid][0])))
+        if moved > UNMOVED:
+            return False, f'not done: {oid} was not to be moved and moved {100 * moved:.1f} cm; ' + '; '.join(notes)
     return True, 'done: ' + '; '.join(notes)

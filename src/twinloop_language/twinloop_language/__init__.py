@@ -1,0 +1,1 @@
+"""Instructions in free language -> the structured task (config/task_schema.json): embedded and LLM parsers."""

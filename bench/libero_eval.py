@@ -27,7 +27,8 @@ from twinloop_antigrounding.mpc import AntiGroundingMpc
 from twinloop_core.engine import load_config
 from twinloop_core.ports import QuietProgress
 from twinloop_execution.kinematics import Arm
-from twinloop_planning.grounding import Grounder, GroundingError
+from twinloop_language.parsers import make_parser
+from twinloop_language.scene import Rejected, Scene
 from twinloop_planning.ports.libero import PERCEPTION, EpisodeEnded, LiberoPorts
 from twinloop_scoring import agents, vqa
 from twinloop_twin.libero_twin import LiberoTwin
@@ -63,7 +64,7 @@ class Evaluator:
         self.prompts = vqa.PromptConfig.from_yaml(ROOT / 'config' / 'vqa_prompts.yaml')
         self.agents = agents.load(ROOT / 'config' / 'vlm_agents.yaml', [args.backend])
         self.mpc_config = yaml.safe_load(open(ROOT / 'config' / 'anti_grounding.yaml'))
-        self.grounder = Grounder(ROOT / 'config' / 'waste_categories.yaml')
+        self.parser = make_parser(ROOT / 'config' / 'language.yaml', ROOT / 'config' / 'waste_categories.yaml')
 
     def episode(self, world, twin, episode):
         """One episode from init state `episode`: a result record."""
@@ -86,12 +87,12 @@ class Evaluator:
         objects = ports.state().objects
         reason = ''
         try:
-            spec = self.grounder.ground(world.instruction, ports.labels(), {k: v[0] for k, v in objects.items()})
+            spec = self.parser.parse(world.instruction, Scene(ports.labels(), objects))
             print(f'   grounded: {[s.__dict__ for s in spec.subtasks]}', flush=True)
             _, reason = mpc.run(world.instruction, spec.subtasks)
         except EpisodeEnded as exc:
             reason = str(exc)
-        except (GroundingError, ValueError) as exc:
+        except (Rejected, ValueError) as exc:
             reason = f'{type(exc).__name__}: {exc}'
         return {
             'suite': world.suite,

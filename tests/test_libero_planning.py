@@ -13,7 +13,8 @@ from twinloop_antigrounding.config import MpcConfig
 from twinloop_antigrounding.mpc import AntiGroundingMpc
 from twinloop_data import lerobot_format
 from twinloop_execution.kinematics import Arm
-from twinloop_planning.grounding import Grounder
+from twinloop_language.parsers import make_parser
+from twinloop_language.scene import Scene
 from twinloop_data.libero_expert import LiberoExpert, features, goal_of
 from twinloop_planning.ports.libero import EpisodeEnded, LiberoPorts
 from twinloop_scoring import agents, vqa
@@ -60,8 +61,12 @@ def test_twin_agrees_with_libero_and_grounding_finds_the_goal_object(spatial):
     objects = ports.state().objects
     bowl, plate = objects['akita_black_bowl_1'], objects['plate_1']
     assert abs(bowl[0][2] - plate[0][2]) < 0.02  # both bottoms on the table (bottom-centre convention)
-    spec = Grounder().ground(world.instruction, ports.labels(), {k: v[0] for k, v in objects.items()})
+    spec = _parser().parse(world.instruction, Scene(ports.labels(), objects))
     assert [(s.action, s.object_id, s.destination_id) for s in spec.subtasks] == [('place', *goal_of(world))]
+
+
+def _parser():
+    return make_parser(f'{ROOT}/config/language.yaml')
 
 
 def test_anti_grounding_moves_libero_arm_until_the_step_limit(spatial):
@@ -71,7 +76,7 @@ def test_anti_grounding_moves_libero_arm_until_the_step_limit(spatial):
     config = MpcConfig(num_candidates=4)
     mpc = AntiGroundingMpc(ports.ports(), Arm(twin.model), config)
     before = world.arm_positions()
-    spec = Grounder().ground(world.instruction, ports.labels(), {k: v[0] for k, v in ports.state().objects.items()})
+    spec = _parser().parse(world.instruction, Scene(ports.labels(), ports.state().objects))
     with pytest.raises(EpisodeEnded, match='step limit 30') as ended:
         mpc.run(world.instruction, spec.subtasks)
     assert not ended.value.success and world.steps == 30

@@ -16,9 +16,7 @@ setup(
     zip_safe=True,
     maintainer='twinloop developers',
     maintainer_email='dev@twinloop.invalid',
-    description=(
-        "The task_orchestrator node, instruction grounding, run reports, and the engines' ports on ROS and in process."
-    ),
+    description=("The task_orchestrator node, run reports, and the engines' ports on ROS and in process."),
     license='Apache-2.0',
     entry_points={'console_scripts': ['task_orchestrator = twinloop_planning.orchestrator_node:main']},
 )

@@ -156,7 +156,7 @@ def test_a_grasp_off_centre_along_a_long_object_is_firm():
     grasp point, is not."""
     yaw = np.radians(30)
     sponge = {'sponge': ((0.6, -0.1, 0.0), (np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)), (0.09, 0.06, 0.03))}
-    grasp = Stage('grasp', 0, 'sponge')
+    grasp = Stage('grasp', 0, SubTask('pick', 'sponge'))
     grasp_point = np.array([0.6, -0.1, 0.015])
     along, across = np.array([np.cos(yaw), np.sin(yaw), 0]), np.array([-np.sin(yaw), np.cos(yaw), 0])
     assert np.allclose(grip_offset(sponge['sponge'], grasp_point + 0.028 * along), (0.028, 0, 0))
@@ -166,7 +166,7 @@ def test_a_grasp_off_centre_along_a_long_object_is_firm():
 
 
 def test_grasp_point_is_mid_height_but_keeps_the_palm_above_tall_objects():
-    stage = Stage('grasp', 0, 'obj')
+    stage = Stage('grasp', 0, SubTask('pick', 'obj'))
     cube = {'obj': ((0.5, 0.0, 0.0), (1, 0, 0, 0), (0.05, 0.05, 0.05))}
     can = {'obj': ((0.5, 0.0, 0.0), (1, 0, 0, 0), (0.066, 0.066, 0.08))}
     assert stage.sub_goal(cube, cube)[2] == pytest.approx(0.025)  # the middle of a small cube

@@ -1,5 +1,6 @@
 """The AntiGrounding engine: the MPC loop behind ExecuteInstruction (strategy 'anti_grounding')."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -54,9 +55,18 @@ class AntiGroundingEngine(DecisionEngine):
         """The MPC until the sub-tasks hold on the perceived state or a limit is hit."""
         config = self.config
         if limits.num_candidates:
-            config = type(config)(**{**config.__dict__, 'num_candidates': int(limits.num_candidates)})
+            config = replace(config, num_candidates=int(limits.num_candidates))
+        if task.constraints.speed == 'slow':  # candidate motions at half the end-effector speed
+            config = replace(config, speed=config.speed / 2)
         mpc = AntiGroundingMpc(ports, self.arm, config, self.rotation_backend)
-        success, detail = mpc.run(task.instruction, task.subtasks, limits.max_steps, limits.deadline, limits.dry_run)
+        success, detail = mpc.run(
+            task.instruction,
+            task.subtasks,
+            limits.max_steps,
+            limits.deadline,
+            limits.dry_run,
+            task.constraints.do_not_move,
+        )
         return EngineResult(
             success, detail, len(mpc.records), ', '.join(sorted({r.backend for r in mpc.records if r.backend}))
         )

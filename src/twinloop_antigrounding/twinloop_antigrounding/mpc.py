@@ -85,12 +85,13 @@ class AntiGroundingMpc:
         self.gripper_targets = {}  # object id -> gripper orientation (wxyz) from the rotation module, or None
         self.believed = {}  # object id -> (position, quat) believed instead of perceived (held, unseen)
 
-    def run(self, instruction, subtasks, max_steps=0, deadline=None, dry_run=False):
-        """(success, reason): done on the perceived state, or why not.
+    def run(self, instruction, subtasks, max_steps=0, deadline=None, dry_run=False, avoid=()):
+        """(success, reason): done on the perceived state, or why not. avoid: ids of objects the task
+        must not move (the scorers are told).
 
         Why not: a stage's step limit, max_steps or the deadline (time.monotonic() [s]) reached.
         """
-        stages = stages_for(subtasks)
+        stages = stages_for(subtasks, avoid)
         objects, q, width = self._perceive()
         start = dict(objects)
         index, stage_steps, total = 0, 0, 0

@@ -11,6 +11,8 @@ from scipy.spatial.transform import Rotation
 from twinloop_core.geometry import centre, grip_height
 from twinloop_core.gripper import OPEN_WIDTH, closed_on_something, is_open
 from twinloop_core.judging import judge
+from twinloop_core.regions import region_target
+from twinloop_core.task import SubTask
 
 APPROACH_RADIUS = 0.015  # [m] the grip descends to its grasp point once within this of it horizontally
 HOVER = 0.03  # [m] until then the grasp sub-goal is this far above the object's top
@@ -22,13 +24,33 @@ class Stage:
 
     name: str  # grasp, lift, carry, release
     subtask_index: int
-    object_id: str
-    destination_id: str = ''
+    subtask: SubTask
+    avoid: tuple = ()  # objects not to touch or move (the task's constraint), for the scorer
+
+    @property
+    def object_id(self):
+        """The object this stage moves."""
+        return self.subtask.object_id
+
+    @property
+    def destination_id(self):
+        """The destination object ('' for a pick)."""
+        return self.subtask.destination_id
 
     def describe(self):
-        """Short label of the stage, e.g. 'carry bowl to plate'."""
-        where = f' to {self.destination_id}' if self.name in ('carry', 'release') and self.destination_id else ''
-        return f'{self.name} {self.object_id}{where}'
+        """Short label of the stage, e.g. 'carry bowl to plate' or 'release cube next_to bowl'."""
+        if self.name not in ('carry', 'release') or not self.destination_id:
+            return f'{self.name} {self.object_id}'
+        relation = f' {self.subtask.relation}' if self.subtask.is_region else ' to'
+        return f'{self.name} {self.object_id}{relation} {self.destination_id}'
+
+    def drop_point(self, objects, start):
+        """Where the held object's base goes down: on top of the destination, or at the region's spot on
+        the surface the object started on."""
+        if self.subtask.is_region:
+            return np.array([*region_target(self.subtask, objects), start[self.object_id][0][2]])
+        d, _, d_size = objects[self.destination_id]
+        return np.asarray(d, float) + (0, 0, d_size[2])
 
     def sub_goal(self, objects, start, ee=None):
         """Grip-site position this stage is after, in the perceived world (object frames sit at the
@@ -44,11 +66,10 @@ class Stage:
             return grasp_point
         if self.name == 'lift':
             return np.asarray(start[self.object_id][0], float) + (0, 0, grip + 0.15)
-        d, _, d_size = objects[self.destination_id]
         clearance = 0.05 if self.name == 'carry' else 0.015  # object base above the destination's top
         # the grip keeps its offset from the held object (a sponge held off its centre): aim the object
         grip_from_base = np.subtract(ee, p) if ee is not None else (0, 0, grip)
-        return np.asarray(d, float) + (0, 0, d_size[2] + clearance) + grip_from_base
+        return self.drop_point(objects, start) + (0, 0, clearance) + grip_from_base
 
     def comes_down_beside(self, objects, ee, positions):
         """Would a grasp candidate's path come down beside the object, where a finger lands on its
@@ -71,8 +92,7 @@ class Stage:
         if self.name in ('grasp', 'lift'):
             goal = np.asarray(start[self.object_id][0], float) + (0, 0, 0.15)
         else:
-            d, _, d_size = objects[self.destination_id]
-            goal = np.asarray(d, float) + (0, 0, d_size[2] + (0.05 if self.name == 'carry' else 0.0))
+            goal = self.drop_point(objects, start) + (0, 0, 0.05 if self.name == 'carry' else 0.0)
         return {
             'stage': self.name,
             'object': self.object_id,
@@ -81,6 +101,7 @@ class Stage:
             'grip_height': grip_height(size),
             'goal_position': [float(v) for v in goal],
             'holding': {'grasp': 'wanted', 'release': 'unwanted'}.get(self.name, 'required'),
+            'avoid': list(self.avoid),
         }
 
     def done(self, objects, start, gripper_width, ee_position):
@@ -97,16 +118,17 @@ class Stage:
         rise = p[2] - start[self.object_id][0][2]
         if self.name == 'lift':
             return held and rise > 0.1, f'raised {rise * 100:.1f} cm'  # above the clutter before carrying
-        d, _, d_size = objects[self.destination_id]
-        horizontal = float(np.hypot(p[0] - d[0], p[1] - d[1]))
+        drop = self.drop_point(objects, start)
+        horizontal = float(np.hypot(p[0] - drop[0], p[1] - drop[1]))
         if self.name == 'carry':
-            ok = (
-                held and horizontal < max(0.01, min(d_size[0], d_size[1]) / 4) and p[2] > d[2] + d_size[2]
-            )  # stacks need precision
+            if self.subtask.is_region:
+                return held and horizontal < 0.02 and p[2] > drop[
+                    2
+                ] + 0.01, f'{horizontal * 100:.1f} cm from above its spot'
+            d_size = objects[self.destination_id][2]
+            ok = held and horizontal < max(0.01, min(d_size[0], d_size[1]) / 4) and p[2] > drop[2]  # stacks: precision
             return ok, f'{horizontal * 100:.1f} cm from above {self.destination_id}'
-        placed, note = judge(
-            [{'action': 'place', 'object_id': self.object_id, 'destination_id': self.destination_id}], start, objects
-        )
+        placed, note = judge([self.subtask], start, objects)
         return placed and is_open(gripper_width), note
 
 
@@ -129,14 +151,15 @@ def _held(obj, gripper_width, ee_position):
     return closed_on_something(gripper_width) and np.linalg.norm(centre(obj) - ee_position) < max(obj[2]) / 2 + 0.02
 
 
-def stages_for(subtasks):
-    """The stages of grounded sub-tasks, in order: pick is grasp + lift, place adds carry + release."""
+def stages_for(subtasks, avoid=()):
+    """The stages of grounded sub-tasks, in order: pick is grasp + lift, place adds carry + release
+    (into or onto the destination, or to a spot beside it)."""
     out = []
     for index, s in enumerate(subtasks):
         if s.action not in ('pick', 'place'):
             raise ValueError(f'anti_grounding here plans pick and place; {s.action!r} is not supported yet')
         names = ('grasp', 'lift') if s.action == 'pick' else ('grasp', 'lift', 'carry', 'release')
-        out += [Stage(n, index, s.object_id, s.destination_id) for n in names]
+        out += [Stage(n, index, s, tuple(avoid)) for n in names]
     return out
 
 

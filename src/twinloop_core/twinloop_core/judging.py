@@ -4,7 +4,6 @@ it (region relations), pushed ones beside their destination, and objects the tas
 left where they were. Used on perceived state by the orchestrator and on ground truth by
 evaluations."""
 
-
 import numpy as np
 
 from twinloop_core.regions import radius, region_done

@@ -4,84 +4,108 @@ as an offset from the reference, so that it follows the reference if that moves.
 
 Frame (REP 103, the robot's base on the table top): x forward, y to the robot's left. "left of X"
 is +y of X, "in front of X" is towards the robot (-x), "behind X" is away from it (+x). Footprints
-are circles around the bounding box (any yaw), so a spot never touches its neighbours."""
+are circles of half the larger horizontal extent."""
 
 import numpy as np
 
 GAP = 0.03  # [m] between the footprints of the object and its reference
-CLEARANCE = 0.005  # [m] between the spot's footprint and any other object's
+CLEARANCE = 0.005  # [m] wanted between the spot's footprint and any other object's
+TIGHT = -0.015  # [m] a spot overlapping a neighbour's footprint circle by less than this is still taken
 TOLERANCE = 0.04  # [m] an object this close to its spot (horizontally) is there
-REACH = ((0.30, 0.75), (-0.40, 0.40))  # [m] x and y range where the arm puts objects down on the table
+REACH = ((0.25, 0.80), (-0.45, 0.45))  # [m] x and y range where the arm puts objects down on the table
 SIDES = {'left_of': (0.0, 1.0), 'right_of': (0.0, -1.0), 'in_front_of': (-1.0, 0.0), 'behind': (1.0, 0.0)}
+SHIFTS = (0.0, 0.02, -0.02, 0.04, -0.04, 0.06, -0.06, 0.08, -0.08)  # [m] along the side, to find a free spot
+FARTHER = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1)  # [m] away from the reference, likewise
 
 
 class RegionError(ValueError):
-    """No free, reachable spot satisfies the relation; the message says where it looked."""
+    """No reachable spot satisfies the relation; the message says where it looked."""
 
 
 def radius(size):
-    """Radius of the circle around an object's footprint [m]."""
-    return float(np.hypot(size[0], size[1]) / 2)
+    """Radius of an object's footprint [m] (half its larger horizontal extent: exact for round things)."""
+    return float(max(size[0], size[1]) / 2)
 
 
 def _xy(obj):
     return np.asarray(obj[0][:2], float)
 
 
+def _beside(direction, base):
+    """Offsets on one side: `base` out along the direction, shifted along the side and farther out."""
+    d = np.asarray(direction, float)
+    across = np.array([-d[1], d[0]])
+    return sorted(
+        (d * (base + out) + across * shift for out in FARTHER for shift in SHIFTS), key=lambda o: np.linalg.norm(o)
+    )
+
+
 def _candidates(relation, obj, refs, distance):
     """Offsets from the anchor to try, best first."""
     anchor = np.mean([_xy(r) for r in refs], axis=0)
-    beside = radius(refs[0][2]) + radius(obj[2]) + GAP
-    nearest_first = lambda offsets: sorted(offsets, key=lambda o: np.linalg.norm(anchor + o - _xy(obj)))  # noqa: E731
-    if relation == 'between':
-        return [np.zeros(2)]
+    base = radius(refs[0][2]) + radius(obj[2]) + GAP
+    if relation == 'between':  # the middle of the gap between the two footprints, or beside it
+        a, b = _xy(refs[0]), _xy(refs[1])
+        axis = (b - a) / max(np.linalg.norm(b - a), 1e-9)
+        gap = np.linalg.norm(b - a) - radius(refs[0][2]) - radius(refs[1][2])
+        middle = a + axis * (radius(refs[0][2]) + gap / 2) - anchor
+        across = np.array([-axis[1], axis[0]])
+        return [middle + across * shift for shift in SHIFTS]
     if relation in SIDES:
-        return [np.multiply(SIDES[relation], beside)]
-    if relation == 'next_to':
-        return nearest_first([np.multiply(side, beside) for side in SIDES.values()])
-    if relation == 'aligned_with':  # in line with it across the table (same x), on the nearer side
-        return nearest_first([np.multiply(SIDES[s], beside) for s in ('left_of', 'right_of')])
+        return _beside(SIDES[relation], base)
+    if relation in ('next_to', 'aligned_with'):  # aligned: in line across the table (same x)
+        sides = SIDES.values() if relation == 'next_to' else (SIDES['left_of'], SIDES['right_of'])
+        nearest = min(sides, key=lambda side: np.linalg.norm(anchor + np.multiply(side, base) - _xy(obj)))
+        others = sorted(sides, key=lambda side: np.linalg.norm(anchor + np.multiply(side, base) - _xy(obj)))
+        return [o for side in [nearest] + [s for s in others if s != nearest] for o in _beside(side, base)]
     if relation == 'at_distance':
         away = _xy(obj) - anchor
         norm = np.linalg.norm(away)
         direction = away / norm if norm > 1e-6 else np.array([-1.0, 0.0])
         reach = max(float(distance or 0.0), radius(refs[0][2]) + radius(obj[2]) + CLEARANCE)
-        turns = [0, 30, -30, 60, -60, 90, -90, 135, -135, 180]
-        return [
-            reach * np.array([np.cos(a), np.sin(a)]) for a in np.arctan2(direction[1], direction[0]) + np.radians(turns)
-        ]
+        turns = np.radians([0, 20, -20, 40, -40, 60, -60, 90, -90, 135, -135, 180])
+        angles = np.arctan2(direction[1], direction[0]) + turns
+        return [reach * np.array([np.cos(a), np.sin(a)]) for a in angles]
     raise ValueError(f'{relation!r} is not a region relation')
 
 
-def free(spot, object_id, objects, ignore=()):
-    """Whether the object's footprint at `spot` (x, y) is inside REACH and clear of every other object."""
-    (x0, x1), (y0, y1) = REACH
-    if not (x0 <= spot[0] <= x1 and y0 <= spot[1] <= y1):
-        return False
+def clearance(spot, object_id, objects, ignore=()):
+    """Smallest gap [m] between the object's footprint at `spot` (x, y) and any other object's (inf: none)."""
     r = radius(objects[object_id][2])
-    return all(
-        np.linalg.norm(_xy(other) - spot) >= r + radius(other[2]) + CLEARANCE
+    gaps = [
+        np.linalg.norm(_xy(other) - spot) - r - radius(other[2])
         for oid, other in objects.items()
         if oid != object_id and oid not in ignore
-    )
+    ]
+    return float(min(gaps, default=np.inf))
+
+
+def reachable(spot):
+    """Whether (x, y) is inside REACH."""
+    (x0, x1), (y0, y1) = REACH
+    return bool(x0 <= spot[0] <= x1 and y0 <= spot[1] <= y1)
 
 
 def placement_offset(relation, object_id, references, objects, distance=None):
     """(dx, dy) [m] from the anchor (the reference, or the midpoint of two for between) to the first
-    free, reachable spot that satisfies the relation; RegionError when there is none.
-    objects: {id: (position, quat, size)}."""
+    reachable spot that satisfies the relation and is clear of every other object; failing that,
+    the reachable spot with the most room if it overlaps no neighbour by more than TIGHT; otherwise
+    RegionError. objects: {id: (position, quat, size)}."""
     obj, refs = objects[object_id], [objects[r] for r in references]
     anchor = np.mean([_xy(r) for r in refs], axis=0)
-    ignore = tuple(references) if relation == 'between' else ()
-    if relation == 'between':
-        half = np.linalg.norm(_xy(refs[0]) - _xy(refs[1])) / 2
-        if half < max(radius(r[2]) for r in refs) + radius(obj[2]) + CLEARANCE:
-            raise RegionError(f'no room for {object_id} between {references[0]} and {references[1]}')
-    for offset in _candidates(relation, obj, refs, distance):
-        if free(anchor + offset, object_id, objects, ignore):
-            return tuple(round(float(v), 4) for v in offset)
-    where = ' and '.join(references)
-    raise RegionError(f'no free spot on the table {relation.replace("_", " ")} {where} for {object_id}')
+    spots = [(o, clearance(anchor + o, object_id, objects)) for o in _candidates(relation, obj, refs, distance)]
+    spots = [(o, room) for o, room in spots if reachable(anchor + o)]
+    where = f'{relation.replace("_", " ")} {" and ".join(references)}'
+    if not spots:
+        raise RegionError(f'no spot {where} for {object_id} is within reach on the table')
+    best = next((o for o, room in spots if room >= CLEARANCE), None)
+    if best is None:
+        best, room = max(spots, key=lambda s: s[1])
+        if room < TIGHT:
+            raise RegionError(
+                f'no free spot on the table {where} for {object_id} (at best {-100 * room:.0f} cm too tight)'
+            )
+    return tuple(round(float(v), 4) for v in best)
 
 
 def region_target(subtask, objects):

@@ -19,6 +19,7 @@ An instruction goes through these steps:
 6. relations beside an object become spots on the table (twinloop_core.regions).
 Anything that names no object of the scene, or two equally, is rejected with the reason."""
 
+import difflib
 import re
 from dataclasses import dataclass, field, replace
 
@@ -36,7 +37,40 @@ DISTANCE = re.compile(
     r'\b(\d+(?:\.\d+)?)\s*(cm|centimet(?:er|re)s?|mm|millimet(?:er|re)s?|m|met(?:er|re)s?|inch(?:es)?|in)\s+'
     r'(?:away\s+)?from\s+'
 )
-UNITS = {'cm': 0.01, 'mm': 0.001, 'm': 1.0, 'in': 0.0254, 'inch': 0.0254}
+UNITS = (('c', 0.01), ('mm', 0.001), ('mil', 0.001), ('in', 0.0254), ('m', 1.0))  # by prefix, in this order
+AND_ALSO = r',?\s+and\s+(?=(?:(?!\band\b).)+\b(?:too|as well|also)$)'  # "..., and the small one too"
+SYNONYM_WEIGHT = 0.9
+SHADES = {
+    'dark',
+    'light',
+    'bright',
+    'deep',
+    'pale',
+    'pitch',
+    'jet',
+    'navy',
+    'sky',
+    'lime',
+    'cherry',
+    'forest',
+    'royal',
+    'baby',
+    'hot',
+    'neon',
+    'pastel',
+    'dull',
+    'vivid',
+    'blood',
+    'fire',
+    'grass',
+    'ocean',
+    'sea',
+}
+PART_OF = (  # "the top drawer of the cabinet": the cabinet
+    r'(?:(?:top|middle|bottom|upper|lower|left|right|front|back|first|second)\s+)?'
+    r'(?:drawer|door|lid|handle|top|side|edge|shelf)s?\s+(?:of|on)\s+(.+)'
+)
+REPEAT = r'(?:do|repeat)\s+(?:the\s+same|that|it|this)(?:\s+(?:thing|again))?\s+(?:with|for|to)\s+(.+)'
 ALSO = re.compile(r'\s*,?\s*\b(?:too|as well|also|aswell)$')
 SEPARATORS = (
     r'\s*[;.!?]\s+|\s*,?\s*\b(?:and\s+)?then\b[\s,]*|\s*,?\s*\bnext\s*,\s*|'
@@ -109,11 +143,15 @@ class Lexicon:
         )
         self.upright = re.compile(
             r'[\s,]*\b(?:(?:and|while|but)\s+)?(?:keep(?:ing)? (?:it|them) (?:upright|standing|level)|'
-            r'without (?:tipping|tilting|spilling) (?:it|them)(?: over)?|upright)\b'
+            r'without (?:tipping|tilting|spilling) (?:it|them)(?: over)?|(?:and |while )?(?:staying|kept) upright)\b'
         )
         self.waste = re.compile(rf'\b(?:{_alternation(w["waste_phrases"])})\b')
         self.generic, self.anaphora = set(w['generic_nouns']), set(w['anaphora'])
         self.not_objects, self.openable = set(w['not_objects']), set(w['openable_words'])
+        self.categories = w.get('categories', {})
+        self.synonyms = {
+            word: [o for o in group if o != word] for group in w.get('noun_synonyms', []) for word in group
+        }
 
 
 @dataclass
@@ -182,9 +220,18 @@ class EmbeddedParser:
         for step in self._steps(text):
             subtasks += self._step(step, scene, ctx)
         if not subtasks:
-            raise Rejected(f'"{instruction}" does not say what to do')
+            raise Rejected(
+                f'"{instruction}" does not say what to do '
+                '(no action in it; actions: pick, place, push, sort, open, close)'
+            )
         subtasks = _merge_pick_then_place(subtasks)
-        avoid = tuple(dict.fromkeys(self._resolve(p, scene, ctx, role='avoid') for p in constraint_phrases))
+        phrases = [
+            q
+            for p in constraint_phrases
+            for q in re.split(r',\s*(?:or\s+|and\s+|nor\s+)?|\s+(?:or|and|nor)\s+', p)
+            if q
+        ]
+        avoid = tuple(dict.fromkeys(self._resolve(p, scene, ctx, role='avoid') for p in phrases))
         involved = {s.object_id for s in subtasks} | {s.destination_id for s in subtasks}
         if clash := sorted(set(avoid) & involved):
             raise Rejected(f'the task must move or use {scene.inventory(clash)} and also not touch it')
@@ -212,7 +259,7 @@ class EmbeddedParser:
         text = re.sub(r'^(?:first(?:\s+of\s+all)?|to start|start by|begin by)\b[\s,]*', '', self._strip_fillers(text))
         steps = []
         for part in re.split(SEPARATORS, text):
-            for piece in self.lexicon.verb_ahead.split(part):
+            for piece in [q for p in self.lexicon.verb_ahead.split(part) for q in re.split(AND_ALSO, p)]:
                 piece = self._strip_fillers(piece)
                 if piece:
                     steps.append(piece)
@@ -228,19 +275,25 @@ class EmbeddedParser:
     # --- one step ---------------------------------------------------------------------------------
     def _step(self, step, scene, ctx):
         step = re.sub(
-            r'^(pick|lift|throw|toss|chuck|put|clean|tidy|clear|pull|push)\s+(.+?)\s+(up|away|out|open|closed|shut)'
-            r'\b(.*)$',
-            r'\1 \3 \2\4',
+            r'^(pick|lift|throw|toss|chuck|put|clean|tidy|clear|pull|push)\s+(.+?)\s+(up|away|out|open|closed|shut)$',
+            r'\1 \3 \2',
             step,
         )  # "pick the cube up" -> "pick up the cube"
-        m = self.lexicon.verb.match(step)
+        step = re.sub(
+            r'^(?:stand|set|turn|put|flip|get)\s+(.+?)\s+(?:back\s+)?(?:upright|up|right side up|the right way up)$',
+            r'reorient \1',
+            step,
+        )
+        m = self.lexicon.verb.match(step) or self.lexicon.verb.match(self._verb_spelling(step))
+        if m and m.string != step:
+            step = m.string
         if not m:
-            return self._repeat(step, scene, ctx)
+            return self._verbless(step, scene, ctx)
         phrase, rest = m.group(1), step[m.end() :].strip()
         action = self.lexicon.verb_action[phrase]
         rest = re.sub(r'^(?:down|back|up)\s+', '', rest)
-        if not rest:
-            raise Rejected(f'"{step}": {phrase} what?')
+        if not re.sub(rf'^(?:{DETERMINERS}\b\s*)+', '', rest):
+            raise Rejected(f'incomplete instruction "{step}": {phrase} what?')
         if action == 'sort':
             return self._sort(rest, scene, ctx)
         if action in ('open', 'close', 'reorient'):
@@ -252,6 +305,13 @@ class EmbeddedParser:
             return self._done(ctx, [SubTask('pick', self._object(re.sub(r'\s+up$', '', rest), scene, ctx))])
         return self._done(ctx, self._placement(action, phrase, rest, scene, ctx))
 
+    def _verb_spelling(self, step):
+        """The step with its first word replaced by the closest one-word verb ("recylce" -> "recycle")."""
+        first, _, rest = step.partition(' ')
+        verbs = [v for v in self.lexicon.verb_action if ' ' not in v]
+        match = difflib.get_close_matches(first, verbs, 1, 0.8)
+        return f'{match[0]} {rest}' if match else step
+
     def _done(self, ctx, subtasks):
         ctx.last_step = subtasks[-1]
         return subtasks
@@ -259,26 +319,31 @@ class EmbeddedParser:
     def _has_destination(self, rest):
         return bool(self.lexicon.relation.search(rest) or DISTANCE.search(rest))
 
-    def _repeat(self, step, scene, ctx):
-        """A step without a verb repeats the last one on another object: "the blue one too", "do the same with X"."""
-        m = re.fullmatch(
-            r'(?:do|repeat)\s+(?:the\s+same|that|it|this)(?:\s+(?:thing|again))?\s+(?:with|for|to)\s+(.+)', step
-        )
+    def _verbless(self, step, scene, ctx):
+        """A step without a verb: "the blue one too" / "do the same with X" repeat the last step on
+        another object; "X into Y" / "X goes on Y" is a placement (the last step's kind, else place);
+        a bare object phrase is the topic of what follows ("the blue cube - put it on the plate")."""
+        m = re.fullmatch(REPEAT, step)
         phrase = m.group(1) if m else ALSO.sub('', step)
-        if ctx.last_step is None or not phrase:
-            raise Rejected(f'"{step}" does not say what to do (no action I know: pick, place, push, sort, open, close)')
-        try:
-            oid = self._object(phrase, scene, ctx, exclude=(ctx.last_step.destination_id,))
-        except Rejected as exc:
-            if m or ALSO.search(step):
-                raise
-            raise Rejected(f'"{step}" does not say what to do ({exc})') from None
+        phrase = re.sub(
+            r'\s+(?:goes|go|belongs|belong|should go|needs to go|has to go|must go|should be)\b', '', phrase
+        )
         previous = ctx.last_step
-        offset = previous.offset
-        if previous.is_region:  # a new object gets its own spot
-            refs = [previous.destination_id] + ([previous.reference2_id] if previous.reference2_id else [])
-            offset = self._region(previous.relation, oid, refs, scene, None)
-        return self._done(ctx, [replace(previous, object_id=oid, offset=offset)])
+        if not m and self._has_destination(phrase):
+            action = previous.action if previous and previous.action in ('place', 'push') else 'place'
+            return self._done(ctx, self._placement(action, action, phrase, scene, ctx))
+        if previous is not None:
+            oid = self._object(phrase, scene, ctx, exclude=(previous.destination_id,))
+            offset = previous.offset
+            if previous.is_region:  # a new object gets its own spot
+                refs = [previous.destination_id] + ([previous.reference2_id] if previous.reference2_id else [])
+                offset = self._region(previous.relation, oid, refs, scene, None)
+            return self._done(ctx, [replace(previous, object_id=oid, offset=offset)])
+        try:
+            self._object(phrase, scene, ctx)
+        except Rejected as exc:
+            raise Rejected(f'"{step}" does not say what to do (no action in it: {exc})') from None
+        return []
 
     def _sort(self, rest, scene, ctx):
         """sort / throw away / recycle X [into Y]: Y, or the bin X's waste category belongs in."""
@@ -330,7 +395,8 @@ class EmbeddedParser:
         distance = None
         if relation == 'at_distance':
             m = DISTANCE.match(relation_words)
-            distance = float(m.group(1)) * UNITS.get(m.group(2)[:2] if m.group(2)[:2] in UNITS else m.group(2)[0], 1.0)
+            unit = m.group(2)
+            distance = float(m.group(1)) * next(v for k, v in UNITS if unit.startswith(k))
             if not 0.0 < distance <= 0.5:
                 raise Rejected(f'{relation_words.strip()}: a distance on the table is between 0 and 50 cm')
         phrases = [obj_text] if 'between' in obj_text else [p for p in re.split(r',?\s+and\s+|,\s+', obj_text) if p]
@@ -392,11 +458,14 @@ class EmbeddedParser:
         return m.group(1) if m and self.categories else ''
 
     def _bin_for(self, word, scene, ctx, phrase):
+        """The bin serving the waste category a word names ("food waste" -> compost), by name or example."""
         bins = {i: label for i, label in scene.labels.items() if 'bin' in label.split()}
         if not bins:
             raise Rejected(f'"{phrase}": there is no bin in the scene (it has {scene.inventory()})')
         names = list(self.categories)
-        category = names[int(np.argmax(self._similarity(word, names)))]
+        query = self._embed([word])
+        fit = [float((query @ self._embed([n, *self.categories[n]]).T).max()) for n in names]
+        category = names[int(np.argmax(fit))]
         ids = list(bins)
         chosen = ids[int(np.argmax(self._similarity(category, [bins[i] for i in ids])))]
         ctx.references[phrase] = (chosen, 1.0)
@@ -444,6 +513,9 @@ class EmbeddedParser:
             raise Rejected(
                 f'the {text} is not an object in the scene that can be {what}; the scene has {scene.inventory()}'
             )
+        part = re.fullmatch(PART_OF, text)
+        if part:  # "the top drawer of the cabinet" is the cabinet
+            text = re.sub(rf'^(?:{DETERMINERS}\s+)+', '', part.group(1))
         ref = self._parse_reference(text)
         candidates = [i for i in scene.labels if i not in exclude]
         other = re.fullmatch(r'other(?:\s+(.+))?', ref.noun)
@@ -454,8 +526,12 @@ class EmbeddedParser:
             if not ref.noun or ref.noun in self.lexicon.generic:
                 ref.noun = _noun_of(scene.labels[ctx.last_object], self.lexicon)
             candidates = [i for i in candidates if i != ctx.last_object]
-        elif ref.noun in self.lexicon.generic and ctx.last_object and not ref.anchors and ref.colour:
-            ref.noun = _noun_of(scene.labels[ctx.last_object], self.lexicon)  # "the blue one"
+        elif ref.noun in self.lexicon.generic and ctx.last_object and not ref.anchors and (ref.colour or ref.size):
+            last = scene.labels[ctx.last_object]  # "the blue one", "the small one" (of the same kind)
+            ref.noun = _noun_of(last, self.lexicon)
+            if not ref.colour:
+                ref.colour = next(iter(_colours(last, self.lexicon)), '')
+                candidates = [i for i in candidates if i != ctx.last_object]
         chosen = self._choose(ref, phrase, candidates, scene, ctx)
         ctx.references[phrase.strip()] = chosen
         return chosen[0]
@@ -483,16 +559,22 @@ class EmbeddedParser:
         words = text.split()
         rest = []
         for i, word in enumerate(words):
-            two = ' '.join(words[i : i + 2])
-            if two in lex.colour_of and not ref.colour:
-                ref.colour = lex.colour_of[two]
-            elif word in lex.colour_of and (i < len(words) - 1 or len(words) == 1) and not ref.colour:
+            last = i == len(words) - 1
+            following = words[i + 1] if not last else ''
+            if word in SHADES and (
+                following in lex.colour_of or f'{following} {words[i + 2 : i + 3]}' in lex.colour_of
+            ):
+                continue  # "jet black", "dark blue": the colour follows
+            if not last and f'{word} {following}' in lex.colour_of and not ref.colour:
+                ref.colour = lex.colour_of[f'{word} {following}']
+                words[i + 1] = '-most'  # consumed
+            elif word in lex.colour_of and (not last or len(words) == 1) and not ref.colour:
                 ref.colour = lex.colour_of[word]
-            elif word in lex.size_of and i < len(words) - 1:
+            elif word in lex.size_of and not last:
                 ref.size = lex.size_of[word]
-            elif word in lex.position_of and i < len(words) - 1:
+            elif word in lex.position_of and not last:
                 ref.position = lex.position_of[word]
-            elif word.endswith('-most') or word in ('most',):
+            elif word.endswith('-most') or word in ('most',) or (word in lex.colour_of and ref.colour and not last):
                 continue
             else:
                 rest.append(word)
@@ -502,18 +584,58 @@ class EmbeddedParser:
         ref.noun = ' '.join(rest)
         return ref
 
+    def _noun_similarity(self, noun, ids, scene):
+        """How well a noun names each object: its label (or the label without colours) by meaning, a
+        synonym of it, or a category it belongs to ("the drink" -> the soda can); 0 where the nouns
+        agree but their modifiers disagree ("bbq sauce" is not the "tomato sauce")."""
+        if noun in self.lexicon.generic:
+            return np.ones(len(ids))
+        labels = [scene.labels[i] for i in ids]
+        nouns = [_noun_of(label, self.lexicon) or label for label in labels]
+
+        def match(word):
+            return np.maximum(self._similarity(word, labels), self._similarity(word, nouns))
+
+        similarity = match(noun)
+        for synonym in self.lexicon.synonyms.get(noun, []):  # a synonym counts a little less than the word itself
+            similarity = np.maximum(similarity, SYNONYM_WEIGHT * match(synonym))
+        for members in self._categories(noun):
+            similarity = np.maximum(similarity, (self._embed(members) @ self._embed(nouns).T).max(axis=0) >= 0.6)
+        conflicts = [self._modifiers_disagree(noun, n) for n in nouns]
+        return np.where(conflicts, 0.0, similarity)
+
+    def _categories(self, noun):
+        """Member lists of the categories a noun names (by word, or by meaning at 0.8)."""
+        found = []
+        for category in self.lexicon.categories.values():
+            words = category['words']
+            if noun in words or float((self._embed([noun]) @ self._embed(words).T).max()) >= 0.8:
+                found.append(category['members'])
+        return found
+
+    def _modifiers_disagree(self, noun, label_noun):
+        p, q = noun.split(), label_noun.split()
+        if len(p) < 2 or len(q) < 2 or p[-1] != q[-1] or set(p[:-1]) & set(q[:-1]):
+            return False
+        return float((self._embed([' '.join(p[:-1])]) @ self._embed([' '.join(q[:-1])]).T)[0, 0]) < 0.5
+
+    def _spelling(self, noun, scene):
+        """The noun with each word the scene's labels do not have replaced by its closest label word (typos)."""
+        vocabulary = sorted({w for label in scene.labels.values() for w in label.split()})
+        fixed = [
+            w if w in vocabulary else (difflib.get_close_matches(w, vocabulary, 1, 0.75) or [w])[0]
+            for w in noun.split()
+        ]
+        return ' '.join(fixed)
+
     def _choose(self, ref, phrase, candidates, scene, ctx):
         """(id, similarity) among candidates for a parsed reference."""
         if not candidates:
             raise Rejected(f'no object is left for "{phrase}"')
         ids = list(candidates)
-        if ref.noun in self.lexicon.generic:
-            similarity = np.ones(len(ids))
-        else:
-            similarity = np.maximum(
-                self._similarity(ref.noun, [scene.labels[i] for i in ids]),
-                self._similarity(ref.noun, [_noun_of(scene.labels[i], self.lexicon) or scene.labels[i] for i in ids]),
-            )
+        similarity = self._noun_similarity(ref.noun, ids, scene)
+        if similarity.max() < self.threshold and (corrected := self._spelling(ref.noun, scene)) != ref.noun:
+            ref.noun, similarity = corrected, self._noun_similarity(corrected, ids, scene)  # "plaet" -> "plate"
         keep = [(i, s) for i, s in zip(ids, similarity) if s >= self.threshold]
         described = ' '.join(
             w for w in (ref.colour, ref.noun if ref.noun not in self.lexicon.generic else 'object') if w

@@ -1,2 +1,2 @@
-"""twinloop planning: the task_orchestrator node, instruction grounding, run reports, and the
+"""twinloop planning: the task_orchestrator node, run reports, and the
 engines' ports on ROS and in process."""

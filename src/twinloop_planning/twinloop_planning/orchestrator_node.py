@@ -32,8 +32,10 @@ from twinloop_core import engine as engines
 from twinloop_core.judging import judge
 from twinloop_core.outcomes import GoalEnded, Outcome
 from twinloop_core.ports import CancelToken, Ports
+from twinloop_core.task import Constraints
 from twinloop_planning import report
-from twinloop_planning.grounding import Grounder, GroundingError
+from twinloop_language.parsers import make_parser
+from twinloop_language.scene import Rejected, Scene
 from twinloop_planning.ports.ros import LatestState, RosClients, RosPorts, RosProgress
 from twinloop_ros import node_runner, topics
 from twinloop_ros.conversions import object_states
@@ -63,9 +65,12 @@ class OrchestratorNode(Node):
         objects_topic = p('objects_topic', topics.OBJECTS, 'DetectedObjectArray the instruction is grounded in')
         categories = p('categories_file', '', 'waste categories for sorting (config/waste_categories.yaml)')
         twin = p('twin_node', 'sim_twin', 'name of the twin node whose ~/sync, ~/rollout, ~/render are used')
+        language = p('language_config', '', 'instruction parser settings (default: <engine_config_dir>/language.yaml)')
+        parser = p('parser', '', "'' as language_config says, embedded, or an agent of vlm_agents.yaml (an LLM)")
         engines.load_engines(modules)
         self.engines = {name: engines.build_engine(name, config_dir or None) for name in sorted(engines.ENGINES)}
-        self.grounder = Grounder(categories or None)
+        language = language or str(Path(config_dir) / 'language.yaml')
+        self.parser = make_parser(language, categories or None, parser=parser or None)
         self.latest = LatestState()
         self.busy, self.lock = False, threading.Lock()
         self.cancel_tokens = {}  # goal id -> CancelToken of the running goal
@@ -134,17 +139,18 @@ class OrchestratorNode(Node):
         return self.engines[goal.strategy or self.default_strategy]
 
     def ground(self, goal, cancel):
-        """The structured task, grounded in the perceived objects' labels."""
+        """The structured task, parsed from the instruction over the perceived objects."""
         waited = time.monotonic() + self.perception_wait
         while self.latest.objects is None and time.monotonic() < waited:
             cancel.check()
             time.sleep(0.05)
         if self.latest.objects is None:
             raise GoalEnded(Outcome.ERROR, f'no perceived objects within {self.perception_wait:.0f} s')
+        scene = Scene({o.id: o.label for o in self.latest.objects.objects}, object_states(self.latest.objects))
         try:
-            return self.grounder.ground(goal.instruction, {o.id: o.label for o in self.latest.objects.objects})
-        except GroundingError as exc:
-            raise GoalEnded(Outcome.REJECTED, f'cannot ground the instruction: {exc}') from None
+            return self.parser.parse(goal.instruction, scene)
+        except Rejected as exc:
+            raise GoalEnded(Outcome.REJECTED, f'cannot do the instruction ({self.parser.label}): {exc}') from None
 
     def execute(self, handle):
         """Run one goal to its end; never raises (a bug ends the goal with OUTCOME_ERROR)."""
@@ -166,14 +172,17 @@ class OrchestratorNode(Node):
                 goal.scorer_backend,
             )
             task = self.ground(goal, cancel)
-            progress.log(f'grounded: {json.dumps(task.to_dict()["subtasks"])}')
+            progress.log(f'task by {task.parser}: {json.dumps(task.to_dict()["subtasks"])}')
+            if task.constraints != Constraints():
+                progress.log(f'constraints: {json.dumps(task.to_dict()["constraints"])}')
             engine.check(task, limits)
             before = object_states(self.latest.objects)
             ports = RosPorts(self.ports_clients, cancel, goal.scorer_backend, limits.deadline)
             result = engine.run(task, Ports(ports, ports, ports, ports, progress, cancel).only(engine.needs), limits)
             success, detail, steps, backend = result.success, result.detail, result.steps, result.backend
             if not goal.dry_run:  # the perceived outcome decides; an engine's reason for stopping is kept
-                judged, verdict = judge(task.subtasks, before, object_states(self.latest.objects))
+                after = object_states(self.latest.objects)
+                judged, verdict = judge(task.subtasks, before, after, task.constraints.do_not_move)
                 detail = verdict if judged else f'{detail}; {verdict}'
                 success = judged
             outcome, reason = (Outcome.SUCCEEDED if success else Outcome.FAILED), detail
@@ -193,7 +202,9 @@ class OrchestratorNode(Node):
             'scorer': backend,
             'outcome': outcome.name.lower(),
             'reason': reason,
+            'parser': task.parser if task else self.parser.label,
             'subtasks': task.to_dict()['subtasks'] if task else [],
+            'constraints': task.to_dict()['constraints'] if task else {},
             'log': progress.lines,
             'elapsed_s': round(time.monotonic() - started, 2),
         }

@@ -66,6 +66,21 @@ SHADES = {
     'ocean',
     'sea',
 }
+IDIOMS = (  # whole-step phrasings rewritten to the grammar's shape
+    (
+        r'^(?:stand|set|turn|put|flip|get)\s+(.+?)\s+(?:back\s+)?(?:upright|up|right side up|the right way up)$',
+        r'reorient \1',
+    ),
+    (
+        r'^give\s+(.+?)\s+(?:a\s+)?(?:(?:little|small|gentle|slight|quick|good)\s+)?(?:push|shove|nudge)\s+(.+)$',
+        r'push \1 \2',
+    ),
+    (r'^line\s+(.+?)\s+up\s+(?:with|against)\s+(.+)$', r'put \1 aligned with \2'),
+    (r'^line up\s+(.+?)\s+(?:with|against)\s+(.+)$', r'put \1 aligned with \2'),
+)
+CONTAINER_OF = (
+    r'(?:can|tin|box|bottle|jar|carton|packet|pack|bag|cup|glass|tub|block|stick)\s+of\s+(.+)'  # "can of soup"
+)
 PART_OF = (  # "the top drawer of the cabinet": the cabinet
     r'(?:(?:top|middle|bottom|upper|lower|left|right|front|back|first|second)\s+)?'
     r'(?:drawer|door|lid|handle|top|side|edge|shelf)s?\s+(?:of|on)\s+(.+)'
@@ -131,11 +146,12 @@ class Lexicon:
         self.slow = re.compile(rf'[\s,]*\b(?:{_alternation(w["slow_words"])})\b')
         avoid = _alternation(w['avoid_verbs'])
         clause_end = rf'(?=\s*(?:[,;.!?]|$|\bthen\b|\band\s+(?:then|{_alternation(self.verb_action)})\b|\bplease\b))'
-        self.avoid = re.compile(
-            r'[\s,]*\b(?:(?:but|and|while)\s+)?(?:without|while not|not|don\'t|do not|dont|never|careful not to|'
-            r'be careful not to|try not to|making sure not to|make sure (?:you )?(?:don\'t|do not) |avoid(?:ing)?|'
-            r'steer(?:ing)? clear of|stay(?:ing)? away from|keep(?:ing)? (?:away|clear) (?:from|of))\s+'
-            rf'(?:(?:{avoid})\s+)?([^,;.!?]+?){clause_end}'
+        self.avoid = re.compile(  # "don't" and "never" need a verb ("don't touch X"; "don't mind" is no constraint)
+            r'[\s,]*\b(?:(?:but|and|while)\s+)?(?:(?:without|avoid(?:ing)?|steer(?:ing)? clear of|'
+            rf'stay(?:ing)? away from|keep(?:ing)? (?:away|clear) (?:from|of))\s+(?:(?:{avoid})\s+)?|'
+            r'(?:while not|not|don\'t|do not|dont|never|careful not to|be careful not to|try not to|'
+            r'making sure not to|make sure (?:you )?(?:don\'t|do not))\s+'
+            rf'(?:{avoid})\s+)([^,;.!?]+?){clause_end}'
         )
         self.leave = re.compile(
             r'[\s,]*\b(?:(?:but|and)\s+)?leave\s+([^,;.!?]+?)\s+(?:alone|where it is|where they are|in place|untouched|'
@@ -164,6 +180,7 @@ class _Reference:
     size: str = ''
     position: str = ''
     anchors: list = field(default_factory=list)  # phrases of objects it is next to / between
+    far: bool = False  # the one farthest from the anchors, not nearest
 
 
 @dataclass
@@ -172,7 +189,14 @@ class _Context:
 
     last_object: str = ''
     last_step: SubTask = None
+    last_sorted: bool = False  # the last step chose its bin by waste category
+    mentioned: list = field(default_factory=list)  # ids in the order they were named
     references: dict = field(default_factory=dict)
+    redundant: int = 0  # qualifiers that chose among one candidate (a reading that needs fewer is better)
+
+    def copy(self):
+        """An independent copy (to try one reading of a step without touching this one)."""
+        return replace(self, mentioned=list(self.mentioned), references=dict(self.references))
 
 
 class EmbeddedParser:
@@ -184,6 +208,8 @@ class EmbeddedParser:
         self.lexicon = Lexicon(config['lexicon'])
         self.threshold = float(config.get('similarity_threshold', 0.5))
         self.margin = float(config.get('similarity_margin', 0.03))
+        self.confident = float(config.get('confident_similarity', 0.7))
+        self.loose_margin = float(config.get('loose_margin', 0.1))
         self.max_length = int(config.get('max_length', 500))
         self.encoder = encoder or _embedder()
         self.categories = {}
@@ -255,15 +281,37 @@ class EmbeddedParser:
         return text.strip(' ,'), avoid, slow, upright
 
     def _steps(self, text):
-        """The instruction split into step phrases, fillers removed."""
+        """The instruction split into step phrases, fillers removed, in the order they are to be done."""
         text = re.sub(r'^(?:first(?:\s+of\s+all)?|to start|start by|begin by)\b[\s,]*', '', self._strip_fillers(text))
+        before = re.fullmatch(r'before\s+(?:you\s+)?(.+?),\s*(.+)', text)  # "before you X, Y": Y then X
+        if before:
+            text = f'{before.group(2)}, then {before.group(1)}'
+        after = re.fullmatch(r'after\s+(?:you\s+)?(.+?),\s*(.+)', text)  # "after you X, Y": X then Y
+        if after:
+            text = f'{after.group(1)}, then {after.group(2)}'
+        text = re.sub(r',?\s+and\s+(?=(?:do|repeat)\s+(?:the\s+)?same\b)', ', then ', text)
         steps = []
         for part in re.split(SEPARATORS, text):
-            for piece in [q for p in self.lexicon.verb_ahead.split(part) for q in re.split(AND_ALSO, p)]:
+            pieces = [q for p in self.lexicon.verb_ahead.split(part) for q in re.split(AND_ALSO, p)]
+            for piece in [r for q in pieces for r in self._split_placements(q)]:
                 piece = self._strip_fillers(piece)
                 if piece:
                     steps.append(piece)
         return steps
+
+    def _split_placements(self, text):
+        """ "put A in B and C on D" -> "put A in B", "C on D" (both sides name a destination; not a between)."""
+        for m in re.finditer(r',?\s+and\s+', text):
+            left, right = text[: m.start()], text[m.end() :]
+            relations = list(self.lexicon.relation.finditer(left))
+            if (
+                relations
+                and self.lexicon.relation.search(right)
+                and self.lexicon.relation_of[relations[-1].group(1)] != 'between'
+            ):
+                if relations[-1].end() < len(left):  # the left side's destination is complete
+                    return [left, *self._split_placements(right)]
+        return [text]
 
     def _strip_fillers(self, text):
         previous = None
@@ -279,11 +327,8 @@ class EmbeddedParser:
             r'\1 \3 \2',
             step,
         )  # "pick the cube up" -> "pick up the cube"
-        step = re.sub(
-            r'^(?:stand|set|turn|put|flip|get)\s+(.+?)\s+(?:back\s+)?(?:upright|up|right side up|the right way up)$',
-            r'reorient \1',
-            step,
-        )
+        for pattern, replacement in IDIOMS:
+            step = re.sub(pattern, replacement, step)
         m = self.lexicon.verb.match(step) or self.lexicon.verb.match(self._verb_spelling(step))
         if m and m.string != step:
             step = m.string
@@ -291,12 +336,16 @@ class EmbeddedParser:
             return self._verbless(step, scene, ctx)
         phrase, rest = m.group(1), step[m.end() :].strip()
         action = self.lexicon.verb_action[phrase]
+        ctx.last_sorted = False
         rest = re.sub(r'^(?:down|back|up)\s+', '', rest)
         if not re.sub(rf'^(?:{DETERMINERS}\b\s*)+', '', rest):
             raise Rejected(f'incomplete instruction "{step}": {phrase} what?')
         if action == 'sort':
-            return self._sort(rest, scene, ctx)
+            return self._done(ctx, self._sort(rest, scene, ctx))
         if action in ('open', 'close', 'reorient'):
+            openable = [i for i in ctx.mentioned if set(scene.labels[i].split()) & self.lexicon.openable]
+            if action != 'reorient' and rest in self.lexicon.anaphora and openable:
+                ctx.last_object = openable[-1]  # "put the block in the box, then close it": the box
             oid = self._object(rest, scene, ctx)
             if action != 'reorient' and not set(scene.labels[oid].split()) & self.lexicon.openable:
                 raise Rejected(f'the {scene.labels[oid]} cannot be {"opened" if action == "open" else "closed"}')
@@ -334,6 +383,10 @@ class EmbeddedParser:
             return self._done(ctx, self._placement(action, action, phrase, scene, ctx))
         if previous is not None:
             oid = self._object(phrase, scene, ctx, exclude=(previous.destination_id,))
+            if ctx.last_sorted:  # "sort the can, then do the same with the peel": the peel's own bin
+                return self._done(
+                    ctx, [replace(previous, object_id=oid, destination_id=self._right_bin(oid, scene, ctx))]
+                )
             offset = previous.offset
             if previous.is_region:  # a new object gets its own spot
                 refs = [previous.destination_id] + ([previous.reference2_id] if previous.reference2_id else [])
@@ -346,14 +399,17 @@ class EmbeddedParser:
         return []
 
     def _sort(self, rest, scene, ctx):
-        """sort / throw away / recycle X [into Y]: Y, or the bin X's waste category belongs in."""
+        """sort / throw away / recycle X (, Y and Z) [into B]: B, or the bin each item's waste category belongs in."""
         split = self._split_destination(rest)
         if split:
             obj_text, _, dest_text = split
             oid = self._object(obj_text, scene, ctx)
             return [SubTask('place', oid, self._destination(dest_text, scene, ctx, oid))]
-        oid = self._object(rest, scene, ctx)
-        return [SubTask('place', oid, self._right_bin(oid, scene, ctx))]
+        items = [p for p in re.split(r',?\s+and\s+|,\s+', rest) if p]
+        return [
+            SubTask('place', oid, self._right_bin(oid, scene, ctx))
+            for oid in (self._object(p, scene, ctx) for p in items)
+        ]
 
     def _split_destination(self, rest, last=True):
         """(object phrase, relation, destination phrase) at the last (or first) relation word, or None."""
@@ -368,7 +424,10 @@ class EmbeddedParser:
         return rest[:start].strip(' ,'), relation, rest[end:].strip(' ,')
 
     def _placement(self, action, verb, rest, scene, ctx):
-        """place/push <objects> <relation> <destination>, trying relation words from the last to the first."""
+        """place/push <objects> <relation> <destination>. Where several relation words could start the
+        destination ("the bowl by the stove on the plate"), the reading whose object phrases need all
+        their qualifiers wins (a qualifier that picks among one candidate is needless)."""
+        rest = re.sub(r'\s+(?:inside|in there|into it|in it)$', ' in it', rest)  # "put the bowl inside"
         found = sorted(
             [(m.start(), m.end(), self.lexicon.relation_of[m.group(1)]) for m in self.lexicon.relation.finditer(rest)]
             + [(m.start(), m.end(), 'at_distance') for m in DISTANCE.finditer(rest)],
@@ -379,15 +438,22 @@ class EmbeddedParser:
             if action == 'place' and verb in self.lexicon.pick_forms:
                 return [SubTask('pick', self._object(rest, scene, ctx))]
             raise Rejected(f'"{verb} {rest}": {verb} it where?')
-        error = None
-        for start, end, relation in found:
+        error, readings = None, []
+        for start, end, relation in found:  # which relation word starts the destination: try each
+            trial = ctx.copy()
             try:
-                return self._place_at(
-                    action, rest[:start].strip(' ,'), relation, rest[start:end], rest[end:].strip(' ,'), scene, ctx
+                subtasks = self._place_at(
+                    action, rest[:start].strip(' ,'), relation, rest[start:end], rest[end:].strip(' ,'), scene, trial
                 )
             except Rejected as exc:
                 error = error or exc
-        raise error
+                continue
+            readings.append((trial.redundant, -start, subtasks, trial))
+        if not readings:
+            raise error
+        _, _, subtasks, trial = min(readings, key=lambda r: r[:2])  # fewest needless qualifiers, then the last word
+        ctx.__dict__.update(trial.__dict__)
+        return subtasks
 
     def _place_at(self, action, obj_text, relation, relation_words, dest_text, scene, ctx):
         if not obj_text:
@@ -439,15 +505,17 @@ class EmbeddedParser:
         if subject is not None and self.lexicon.waste.search(dest_text):
             return self._right_bin(subject, scene, ctx)
         category = self._waste_category_word(dest_text)
-        if category:
+        if category and not self.lexicon.relation.search(dest_text):  # "where recyclables go", "the food waste bin"
             return self._bin_for(category, scene, ctx, dest_text)
         try:
-            return self._resolve(dest_text, scene, ctx, role='destination')
+            destination = self._resolve(dest_text, scene, ctx, role='destination')
         except Rejected as exc:
             bins = [i for i in getattr(exc, 'tied', ()) if 'bin' in scene.labels[i]]
             if subject is not None and bins and len(bins) == len(exc.tied):
                 return self._right_bin(subject, scene, ctx)
             raise
+        ctx.mentioned.append(destination)
+        return destination
 
     def _waste_category_word(self, text):
         m = re.search(
@@ -484,6 +552,7 @@ class EmbeddedParser:
         ids = list(bins)
         chosen = ids[int(np.argmax(self._similarity(category, [bins[i] for i in ids])))]
         ctx.references[f'{category} bin'] = (chosen, 1.0)
+        ctx.last_sorted = True  # a repeat ("then do the same with the peel") finds the next item's own bin
         return chosen
 
     def _region(self, relation, oid, refs, scene, distance):
@@ -496,6 +565,7 @@ class EmbeddedParser:
     def _object(self, phrase, scene, ctx, exclude=()):
         oid = self._resolve(phrase, scene, ctx, role='object', exclude=exclude)
         ctx.last_object = oid
+        ctx.mentioned.append(oid)
         return oid
 
     def _resolve(self, phrase, scene, ctx, role, exclude=()):
@@ -508,11 +578,16 @@ class EmbeddedParser:
             if not ctx.last_object:
                 raise Rejected(f'"{phrase}" refers to nothing said before')
             return ctx.last_object
+        text = re.sub(r'\b(?:that|which)\s+(?:is|\'s)\s+|\bthat\'s\s+|\s+away\b', ' ', text).strip()
+        text = re.sub(
+            r'\b(closest|nearest|farthest|furthest|near|far)\s+(?:to|from)\s+(?:you|me|us|the robot)\b', r'\1', text
+        )
         if text in self.lexicon.not_objects or text.split()[-1] in self.lexicon.not_objects:
             what = 'moved or used as a destination' if role != 'avoid' else 'avoided as an object'
             raise Rejected(
                 f'the {text} is not an object in the scene that can be {what}; the scene has {scene.inventory()}'
             )
+        text = re.sub(CONTAINER_OF, r'\1', text)
         part = re.fullmatch(PART_OF, text)
         if part:  # "the top drawer of the cabinet" is the cabinet
             text = re.sub(rf'^(?:{DETERMINERS}\s+)+', '', part.group(1))
@@ -550,8 +625,11 @@ class EmbeddedParser:
         side = re.fullmatch(
             r'(.+?)\s+(?:on|to|at|in)\s+(?:the\s+)?(far left|far right|left|right|front|back)(?:\s+side)?', text
         )
+        far = re.fullmatch(r'(.+?)\s+(?:farther|further|farthest|furthest)\s+from\s+(.+)', text)
         if side:
             text, ref.position = side.group(1), lex.position_of[side.group(2)]
+        elif far:
+            text, ref.anchors, ref.far = far.group(1), [far.group(2)], True
         elif m:
             text, ref.anchors = m.group(1), [m.group(2), m.group(3)]
         elif n and n.group(2).split()[-1] not in lex.position_of:
@@ -570,9 +648,9 @@ class EmbeddedParser:
                 words[i + 1] = '-most'  # consumed
             elif word in lex.colour_of and (not last or len(words) == 1) and not ref.colour:
                 ref.colour = lex.colour_of[word]
-            elif word in lex.size_of and not last:
+            elif word in lex.size_of and (not last or rest):
                 ref.size = lex.size_of[word]
-            elif word in lex.position_of and not last:
+            elif word in lex.position_of and (not last or rest):
                 ref.position = lex.position_of[word]
             elif word.endswith('-most') or word in ('most',) or (word in lex.colour_of and ref.colour and not last):
                 continue
@@ -654,6 +732,14 @@ class EmbeddedParser:
                 raise Rejected(f'the scene has no {described}; it has {scene.inventory()}')
         best = max(s for _, s in keep)
         tied = [i for i, s in keep if best - s < self.margin]
+        ranked = sorted(similarity, reverse=True)
+        if best < self.confident and len(ranked) > 1 and ranked[0] - ranked[1] < self.loose_margin and len(tied) == 1:
+            raise Rejected(  # a loose match in a crowd of similar things ("chocolate pudding" vs the groceries)
+                f'the scene has no {described} (nothing matches it clearly: {scene.labels[tied[0]]} at {best:.2f}); '
+                f'it has {scene.inventory()}'
+            )
+        if len(tied) == 1 and (ref.anchors or ref.size or ref.position):
+            ctx.redundant += 1
         score = dict(keep)
         if ref.anchors:
             anchor_ids = [self._resolve(a, scene, ctx, role='anchor') for a in ref.anchors]
@@ -661,7 +747,8 @@ class EmbeddedParser:
             if not pool:
                 raise Rejected(f'"{phrase}": no object other than the ones it is described by')
             target = np.mean([scene.position(a)[:2] for a in anchor_ids], axis=0)
-            tied = [_unique(pool, lambda i: np.linalg.norm(scene.position(i)[:2] - target), 0.01, phrase, scene)]
+            sign = -1 if ref.far else 1
+            tied = [_unique(pool, lambda i: sign * np.linalg.norm(scene.position(i)[:2] - target), 0.01, phrase, scene)]
         if len(tied) > 1 and ref.size:
             sign = 1 if ref.size == 'small' else -1
             tied = [_unique(tied, lambda i: sign * scene.volume(i) ** (1 / 3), 0.003, phrase, scene)]

@@ -21,6 +21,8 @@ SPEED = re.compile(
     r'\b(?:full|max(?:imum)?|top|maximal|highest|crazy|insane)\s+(?:speed|velocity|acceleration)\b|\bas fast as\b|'
     r'\bfaster than\b|\bm/s\b|'
     r'\b\d+(?:\.\d+)?\s*(?:m|meters?|metres?|km|kilometers?)\s*(?:/|per)\s*(?:s|sec|second|h|hour)\b|'
+    r'\b(?:really|very|super|extra|insanely|ridiculously)\s+(?:fast|quick(?:ly)?|rapidly)\b|'
+    r'\bas (?:quickly|fast|rapidly|quick) as\b|\bhurry\b|\bat (?:top|high) speed\b|\bspeed (?:it )?up\b|'
     r'\bspeed limits?\b|\bvelocity (?:limit|to)\b|\bset (?:the )?(?:max(?:imum)? )?(?:speed|velocity)\b'
 )
 

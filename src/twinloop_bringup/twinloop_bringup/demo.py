@@ -3,9 +3,9 @@
 The sim_demo graph (config/graphs.yaml) runs world_sim (the stand-in arm and cameras),
 pose_estimation (objects from the camera topics), sim_twin (the MuJoCo twin), trajectory_scoring
 (twin_critic by default: not a VLM, and it says so), execution (IK, ruckig, the safety gate) and
-task_orchestrator (ExecuteInstruction: MiniLM grounding, then the AntiGrounding MPC). This client
-sends the instruction as an action goal through InstructionClient, prints the live feedback,
-records the run (rosbag2, MCAP) and judges the outcome again on the world's ground truth,
+task_orchestrator (ExecuteInstruction: the instruction parsed by twinloop_language, then the
+AntiGrounding MPC). This client sends the instruction as an action goal through InstructionClient,
+prints the live feedback, records the run (rosbag2, MCAP) and judges the outcome again on the world's ground truth,
 independently of the planner's belief.
 """
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import yaml
 
-from twinloop_core.regions import RegionError, placement_offset
+from twinloop_core.regions import SIDES, RegionError, placement_offset, radius
 from twinloop_core.task import REGION_RELATIONS, Constraints, SubTask, TaskSpec
 from twinloop_language.scene import Rejected
 from twinloop_language.screen import screen
@@ -81,6 +81,7 @@ IDIOMS = (  # whole-step phrasings rewritten to the grammar's shape
 CONTAINER_OF = (
     r'(?:can|tin|box|bottle|jar|carton|packet|pack|bag|cup|glass|tub|block|stick)\s+of\s+(.+)'  # "can of soup"
 )
+DIRECTIONAL = {'behind': 'behind', 'front': 'in_front_of', 'of': '', 'left': 'left_of', 'right': 'right_of'}
 PART_OF = (  # "the top drawer of the cabinet": the cabinet
     r'(?:(?:top|middle|bottom|upper|lower|left|right|front|back|first|second)\s+)?'
     r'(?:drawer|door|lid|handle|top|side|edge|shelf)s?\s+(?:of|on)\s+(.+)'
@@ -88,7 +89,7 @@ PART_OF = (  # "the top drawer of the cabinet": the cabinet
 REPEAT = r'(?:do|repeat)\s+(?:the\s+same|that|it|this)(?:\s+(?:thing|again))?\s+(?:with|for|to)\s+(.+)'
 ALSO = re.compile(r'\s*,?\s*\b(?:too|as well|also|aswell)$')
 SEPARATORS = (
-    r'\s*[;.!?]\s+|\s*,?\s*\b(?:and\s+)?then\b[\s,]*|\s*,?\s*\bnext\s*,\s*|'
+    r'\s*[;.!?]\s+|\s+-+\s+|:\s+|\s*,?\s*\b(?:and\s+)?then\b[\s,]*|\s*,?\s*\bnext\s*,\s*|'
     r'\s*,?\s*\b(?:after that|afterwards|after this|finally|'
     r'and finally|lastly|once (?:that is|that\'s|you are|you\'re|it is|it\'s) done|when (?:that is|that\'s|you are|'
     r'you\'re) done)\b[\s,]*'
@@ -154,8 +155,9 @@ class Lexicon:
             rf'(?:{avoid})\s+)([^,;.!?]+?){clause_end}'
         )
         self.leave = re.compile(
-            r'[\s,]*\b(?:(?:but|and)\s+)?leave\s+([^,;.!?]+?)\s+(?:alone|where it is|where they are|in place|untouched|'
-            r'as it is|be)\b'
+            r'[\s,]*\b(?:(?:but|and)\s+)?(?:leave|leaving)\s+([^,;.!?]+?)\s+(?:alone|where it is|where they are|'
+            r'in place|untouched|as it is|as they are|be)\b|'
+            r'[\s,;]*\b([^,;.!?]+?)\s+(?:must|should|has to|needs to|have to)\s+(?:stay|remain)\s+(?:put|where it is|where they are|in place|still|untouched)\b'
         )
         self.upright = re.compile(
             r'[\s,]*\b(?:(?:and|while|but)\s+)?(?:keep(?:ing)? (?:it|them) (?:upright|standing|level)|'
@@ -181,6 +183,7 @@ class _Reference:
     position: str = ''
     anchors: list = field(default_factory=list)  # phrases of objects it is next to / between
     far: bool = False  # the one farthest from the anchors, not nearest
+    side: str = ''  # behind / in_front_of / left_of / right_of the anchor: only candidates on that side
 
 
 @dataclass
@@ -236,7 +239,7 @@ class EmbeddedParser:
         """TaskSpec for an instruction in a Scene; Rejected(reason) when it cannot be done."""
         text = ' '.join(str(instruction).lower().replace('\u2019', "'").split()).strip(' .!?')
         if not text:
-            raise Rejected('empty instruction')
+            raise Rejected('empty instruction: no action or object in it')
         if len(text) > self.max_length:
             raise Rejected(f'instruction longer than {self.max_length} characters')
         screen(text)
@@ -257,7 +260,7 @@ class EmbeddedParser:
             for q in re.split(r',\s*(?:or\s+|and\s+|nor\s+)?|\s+(?:or|and|nor)\s+', p)
             if q
         ]
-        avoid = tuple(dict.fromkeys(self._resolve(p, scene, ctx, role='avoid') for p in phrases))
+        avoid = tuple(dict.fromkeys(oid for p in phrases for oid in self._resolve_all(p, scene, ctx)))
         involved = {s.object_id for s in subtasks} | {s.destination_id for s in subtasks}
         if clash := sorted(set(avoid) & involved):
             raise Rejected(f'the task must move or use {scene.inventory(clash)} and also not touch it')
@@ -274,7 +277,8 @@ class EmbeddedParser:
         lex = self.lexicon
         upright = bool(lex.upright.search(text))
         text = lex.upright.sub('', text)
-        avoid = [m.group(1) for m in lex.avoid.finditer(text)] + [m.group(1) for m in lex.leave.finditer(text)]
+        avoid = [m.group(1) for m in lex.avoid.finditer(text)]
+        avoid += [re.split(r'\b(?:and|but|while|so)\b', m.group(1) or m.group(2))[-1] for m in lex.leave.finditer(text)]
         text = lex.leave.sub('', lex.avoid.sub('', text))
         slow = bool(lex.slow.search(text))
         text = lex.slow.sub('', text)
@@ -289,6 +293,9 @@ class EmbeddedParser:
         after = re.fullmatch(r'after\s+(?:you\s+)?(.+?),\s*(.+)', text)  # "after you X, Y": X then Y
         if after:
             text = f'{after.group(1)}, then {after.group(2)}'
+        first = re.fullmatch(r'(.+?),?\s+but\s+first,?\s+(.+)', text)  # "X, but first Y": Y then X
+        if first:
+            text = f'{first.group(2)}, then {first.group(1)}'
         text = re.sub(r',?\s+and\s+(?=(?:do|repeat)\s+(?:the\s+)?same\b)', ', then ', text)
         steps = []
         for part in re.split(SEPARATORS, text):
@@ -352,13 +359,18 @@ class EmbeddedParser:
             return self._done(ctx, [SubTask(action, oid)])
         if action == 'pick' and not (phrase in self.lexicon.place_forms and self._has_destination(rest)):
             return self._done(ctx, [SubTask('pick', self._object(re.sub(r'\s+up$', '', rest), scene, ctx))])
-        return self._done(ctx, self._placement(action, phrase, rest, scene, ctx))
+        try:
+            return self._done(ctx, self._placement(action, phrase, rest, scene, ctx))
+        except Rejected:
+            if phrase not in self.lexicon.pick_forms:
+                raise
+            return self._done(ctx, [SubTask('pick', self._object(rest, scene, ctx))])  # "take the bowl next to the box"
 
     def _verb_spelling(self, step):
         """The step with its first word replaced by the closest one-word verb ("recylce" -> "recycle")."""
         first, _, rest = step.partition(' ')
         verbs = [v for v in self.lexicon.verb_action if ' ' not in v]
-        match = difflib.get_close_matches(first, verbs, 1, 0.8)
+        match = difflib.get_close_matches(first, verbs, 1, 0.75)
         return f'{match[0]} {rest}' if match else step
 
     def _done(self, ctx, subtasks):
@@ -380,7 +392,16 @@ class EmbeddedParser:
         previous = ctx.last_step
         if not m and self._has_destination(phrase):
             action = previous.action if previous and previous.action in ('place', 'push') else 'place'
-            return self._done(ctx, self._placement(action, action, phrase, scene, ctx))
+            try:
+                return self._done(ctx, self._placement(action, action, phrase, scene, ctx))
+            except Rejected as exc:
+                if previous is not None:
+                    raise
+                try:  # a topic: "the bowl by the stove - pick that one up"
+                    self._object(phrase, scene, ctx)
+                    return []
+                except Rejected:
+                    raise Rejected(f'"{step}" does not say what to do (no action in it: {exc})') from None
         if previous is not None:
             oid = self._object(phrase, scene, ctx, exclude=(previous.destination_id,))
             if ctx.last_sorted:  # "sort the can, then do the same with the peel": the peel's own bin
@@ -469,6 +490,7 @@ class EmbeddedParser:
         references, reference2 = self._references(relation, dest_text, scene, ctx, phrases)
         if action == 'place' and relation == 'towards':
             relation = 'in'
+        into = relation == 'in'
         if relation in ('in', 'on') and action == 'place':
             relation = ''  # into / onto the destination: the judge treats both alike
         subtasks = []
@@ -478,6 +500,11 @@ class EmbeddedParser:
             except Rejected:
                 oid = self._object(phrase, scene, ctx)  # the reason: unknown, or the destination itself
                 raise Rejected(f'cannot put the {scene.labels[oid]} {relation_words.strip()} itself') from None
+            if into and radius(scene.states[oid][2]) > radius(scene.states[references][2]):
+                raise Rejected(
+                    f'the {scene.labels[oid]} does not fit {relation_words.strip()} the {scene.labels[references]} '
+                    '(it is bigger); impossible'
+                )
             offset = ()
             if relation in REGION_RELATIONS:
                 refs = [references] + ([reference2] if reference2 else [])
@@ -568,6 +595,19 @@ class EmbeddedParser:
         ctx.mentioned.append(oid)
         return oid
 
+    def _resolve_all(self, phrase, scene, ctx):
+        """Ids a constraint phrase names: one object, or every one of a kind ("both bowls", "all the cubes")."""
+        plural = re.fullmatch(r'(?:both|all|all of|the two|the)\s+(?:the\s+|of the\s+)?(.+?)s', phrase.strip())
+        if plural and not plural.group(1).endswith('s'):
+            noun = plural.group(1)
+            ids = list(scene.labels)
+            similarity = self._noun_similarity(noun, ids, scene)
+            best = similarity.max()
+            chosen = [i for i, v in zip(ids, similarity) if v >= self.threshold and best - v < self.margin]
+            if len(chosen) > 1:
+                return chosen
+        return [self._resolve(phrase, scene, ctx, role='avoid')]
+
     def _resolve(self, phrase, scene, ctx, role, exclude=()):
         """The id a phrase names, or Rejected saying why not (unknown, ambiguous, not an object)."""
         text = ALSO.sub('', re.sub(rf'^(?:{DETERMINERS}\s+)+', '', phrase.strip(' ,'))).strip()
@@ -578,9 +618,14 @@ class EmbeddedParser:
             if not ctx.last_object:
                 raise Rejected(f'"{phrase}" refers to nothing said before')
             return ctx.last_object
+        text = re.sub(r'^whichever\s+(.+?)\s+is\s+', r'\1 ', text)
+        text = re.sub(r'\b(?:furthest|farthest|most|far)\s+to\s+the\s+(left|right)\b', r'\1most', text)
         text = re.sub(r'\b(?:that|which)\s+(?:is|\'s)\s+|\bthat\'s\s+|\s+away\b', ' ', text).strip()
         text = re.sub(
-            r'\b(closest|nearest|farthest|furthest|near|far)\s+(?:to|from)\s+(?:you|me|us|the robot)\b', r'\1', text
+            r'\b(closest|nearest|farthest|furthest|near|far|closer|nearer|farther|further)\s+(?:to|from)\s+'
+            r'(?:you|me|us|the robot)\b',
+            r'\1',
+            text,
         )
         if text in self.lexicon.not_objects or text.split()[-1] in self.lexicon.not_objects:
             what = 'moved or used as a destination' if role != 'avoid' else 'avoided as an object'
@@ -619,7 +664,8 @@ class EmbeddedParser:
         )
         n = re.fullmatch(
             r'(.+?)\s+(?:that is |which is |that\'s |sitting |lying |standing )?(?:next to|near|nearest to|closest to|'
-            r'beside|by|on|in|from|at|inside|on top of|in front of|behind)\s+(.+)',
+            r'beside|by|on|in|from|at|inside|on top of|in front of|behind|left of|right of|to the left of|'
+            r'to the right of)\s+(.+)',
             text,
         )
         side = re.fullmatch(
@@ -634,6 +680,7 @@ class EmbeddedParser:
             text, ref.anchors = m.group(1), [m.group(2), m.group(3)]
         elif n and n.group(2).split()[-1] not in lex.position_of:
             text, ref.anchors = n.group(1), [n.group(2)]
+            ref.side = DIRECTIONAL.get(n.group(0)[len(n.group(1)) :].split(n.group(2))[0].strip().split()[-1], '')
         words = text.split()
         rest = []
         for i, word in enumerate(words):
@@ -747,6 +794,9 @@ class EmbeddedParser:
             if not pool:
                 raise Rejected(f'"{phrase}": no object other than the ones it is described by')
             target = np.mean([scene.position(a)[:2] for a in anchor_ids], axis=0)
+            if ref.side:  # "the block behind the red cube": on that side of it first
+                direction = np.asarray(SIDES[ref.side])
+                pool = [i for i in pool if (scene.position(i)[:2] - target) @ direction > 0.01] or pool
             sign = -1 if ref.far else 1
             tied = [_unique(pool, lambda i: sign * np.linalg.norm(scene.position(i)[:2] - target), 0.01, phrase, scene)]
         if len(tied) > 1 and ref.size:

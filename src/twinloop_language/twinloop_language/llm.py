@@ -36,7 +36,7 @@ class LLMParser:
         """TaskSpec for an instruction in a Scene; Rejected(reason) when it cannot be done."""
         text = ' '.join(str(instruction).split())
         if not text:
-            raise Rejected('empty instruction')
+            raise Rejected('empty instruction: no action or object in it')
         if len(text) > self.max_length:
             raise Rejected(f'instruction longer than {self.max_length} characters')
         screen(text.lower())

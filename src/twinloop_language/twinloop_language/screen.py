@@ -15,7 +15,8 @@ INJECTION = re.compile(
     r'guidelines?|programming)\b|\bdeveloper mode\b|\b(?:system|assistant)\s*:|\bjailbreak|'
     r'\bsafety (?:gate|limits?|checks?|systems?|off)\b|'
     r'\b(?:disable|bypass|turn off|switch off|deactivate)\b.{0,30}\b(?:safety|limits?|gate|checks?|collision)|'
-    r'\byou are now\b|\bnew instructions\b'
+    r'\byou are now\b|\bnew instructions\b|\b(?:admin|god|debug|maintenance|sudo) mode\b|'
+    r'\bignore (?:the|your|all|any) (?:scene|task|rules|instructions|objects)\b'
 )
 SPEED = re.compile(
     r'\b(?:full|max(?:imum)?|top|maximal|highest|crazy|insane)\s+(?:speed|velocity|acceleration)\b|\bas fast as\b|'

@@ -157,7 +157,8 @@ class Lexicon:
         self.leave = re.compile(
             r'[\s,]*\b(?:(?:but|and)\s+)?(?:leave|leaving)\s+([^,;.!?]+?)\s+(?:alone|where it is|where they are|'
             r'in place|untouched|as it is|as they are|be)\b|'
-            r'[\s,;]*\b([^,;.!?]+?)\s+(?:must|should|has to|needs to|have to)\s+(?:stay|remain)\s+(?:put|where it is|where they are|in place|still|untouched)\b'
+            r'[\s,;]*\b([^,;.!?]+?)\s+(?:must|should|has to|needs to|have to)\s+(?:stay|remain)\s+'
+            r'(?:put|where it is|where they are|in place|still|untouched)\b'
         )
         self.upright = re.compile(
             r'[\s,]*\b(?:(?:and|while|but)\s+)?(?:keep(?:ing)? (?:it|them) (?:upright|standing|level)|'

@@ -30,7 +30,7 @@ def _demo(tmp_path, instruction):
 
 
 def test_pick_and_place_succeeds_on_ground_truth(tmp_path):
-    result, report = _demo(tmp_path, 'put the blue cube in the bowl')
+    result, report = _demo(tmp_path, 'could you place the red cube into the bowl please')
     assert result.returncode == 0, result.stdout + result.stderr
     assert report['success'] and 'SUCCESS' in result.stdout
     assert 'pose_estimation' in report['perception'] and 'twin_critic (not a VLM)' in report['planner']
@@ -41,6 +41,14 @@ def test_pick_and_place_succeeds_on_ground_truth(tmp_path):
     )
     assert report['reason'].startswith('ground truth: done') and os.path.isfile(report['planner_report'])
     _check_recording(Path(report['recording']))
+
+
+def test_a_relation_target_succeeds_on_ground_truth(tmp_path):
+    """'next to' becomes a free spot beside the bowl (twinloop_core.regions), carried there and judged there."""
+    result, report = _demo(tmp_path, 'put the blue cube next to the bowl')
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert report['success'] and report['reason'].startswith('ground truth: done')
+    assert 'from its spot next_to bowl' in report['reason']
 
 
 def _check_recording(folder):

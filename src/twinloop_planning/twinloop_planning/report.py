@@ -70,7 +70,9 @@ def _html(summary):
         f'<br><b>Scorer:</b> {e(summary.get("scorer", ""))}<br><b>Elapsed:</b> {summary["elapsed_s"]:.1f} s'
         f'<br><b>Planning time per step:</b> mean {summary["planning_s_per_step"]["mean"]} s, '
         f'max {summary["planning_s_per_step"]["max"]} s</p>',
+        f'<p><b>Task parsed by:</b> {e(summary.get("parser", ""))}</p>',
         f'<p><b>Sub-tasks:</b> {e(json.dumps(summary.get("subtasks", [])))}</p>',
+        f'<p><b>Constraints:</b> {e(json.dumps(summary.get("constraints", {})))}</p>',
         f'<p><b>Time per MPC stage (all steps):</b> {e(json.dumps(summary["timing_totals"]))}</p>',
     ]
     for s in summary['steps']:

@@ -1,0 +1,75 @@
+"""VGA's processor: raw batches and observations -> the model's tensors, and actions back.
+
+A raw batch (dataset samples stacked) holds
+  images       uint8 (B, V, H, W, 3)      the views, any size (resized to image_size)
+  state        (B, state_dim)             proprioception (standardised)
+  instruction  str or B strings           embedded by the sentence model, cached per instruction
+  action       (B, C, action_dim)         ground-truth chunk (standardised), training only
+  camera       (B, V, 9)                  optional: quaternion wxyz, translation, focal (Eq. 5)
+  depth        (B, V, H, W)               optional: metres, <= 0 or non-finite where unknown
+State and action statistics come from `compute_stats` over a dataset iterator and travel with the
+checkpoint (stats.json); camera and depth targets are used as given.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from twinloop_vla.processing import Normalizer, compute_stats as _compute_stats, to_pixels
+from twinloop_vla.text import SentenceEmbedder
+
+STATS_KEYS = ('state', 'action')
+
+
+def compute_stats(samples):
+    """Mean/std of state and action over an iterable of samples or batches (for stats.json)."""
+    return _compute_stats(samples, STATS_KEYS)
+
+
+class VGAProcessor:
+    """Turns raw batches into model inputs with the encoder's image mean/std and the dataset's statistics."""
+
+    def __init__(self, config, stats=None, embedder=None, image_mean=None, image_std=None):
+        self.config = config
+        self.normalizer = Normalizer(stats, {'state': config.state_dim, 'action': config.action_dim})
+        self.embedder = embedder or SentenceEmbedder()
+        self.image_mean, self.image_std = image_mean, image_std
+
+    def __call__(self, batch):
+        """Model inputs: pixels (B, V, 3, S, S), state, language (B, text_dim) and the targets present."""
+        c = self.config
+        pixels = to_pixels(batch['images'], c.image_size, self.image_mean, self.image_std)
+        if pixels.ndim != 5 or pixels.shape[1] != c.num_views:
+            raise ValueError(f'images must be (B, {c.num_views}, H, W, 3), got {tuple(np.shape(batch["images"]))}')
+        instructions = batch['instruction']
+        if isinstance(instructions, str):
+            instructions = [instructions] * len(pixels)
+        out = {
+            'pixels': pixels,
+            'state': self.normalizer.normalize('state', batch['state']),
+            'language': torch.from_numpy(np.stack([self.embedder.embed(text) for text in instructions])),
+        }
+        if 'action' in batch:
+            out['action'] = self.normalizer.normalize('action', batch['action'])
+        if 'camera' in batch:
+            out['camera'] = torch.as_tensor(np.asarray(batch['camera']), dtype=torch.float32)
+        if 'depth' in batch:
+            depth = torch.as_tensor(np.asarray(batch['depth']), dtype=torch.float32)
+            depth = F.interpolate(depth, size=(c.image_size, c.image_size), mode='nearest')
+            out['depth_valid'] = torch.isfinite(depth) & (depth > 0)
+            out['depth'] = torch.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0)
+        return out
+
+    def observation(self, observation):
+        """Model inputs for one observation {'images': (V, H, W, 3), 'state': (S,), 'instruction': str}."""
+        return self(
+            {
+                'images': np.asarray(observation['images'])[None],
+                'state': np.asarray(observation['state'], dtype=np.float32)[None],
+                'instruction': observation['instruction'],
+            }
+        )
+
+    def actions(self, normalized):
+        """A standardised chunk (C, action_dim) -> actions in the dataset's units, numpy float32."""
+        return self.normalizer.unnormalize('action', normalized).detach().cpu().numpy().astype(np.float32)

@@ -370,6 +370,8 @@ class EmbeddedParser:
     def _verb_spelling(self, step):
         """The step with its first word replaced by the closest one-word verb ("recylce" -> "recycle")."""
         first, _, rest = step.partition(' ')
+        if len(first) < 4 or first in self.lexicon.colour_of or first in self.lexicon.size_of:
+            return step  # "see", "orange": words, not misspelt verbs
         verbs = [v for v in self.lexicon.verb_action if ' ' not in v]
         match = difflib.get_close_matches(first, verbs, 1, 0.75)
         return f'{match[0]} {rest}' if match else step

@@ -81,3 +81,24 @@ def test_results_say_it_is_not_a_vlm(scored):
     assert all(r.startswith(f'[{LABEL}') for rs in outcome.rationales.values() for r in rs)
     assert all(LABEL in r for rs in outcome.rationales.values() for r in rs)
     assert not outcome.failures and outcome.requests == 2
+
+
+def test_touching_an_object_the_instruction_protects_scores_as_a_collision():
+    """The same rollout, with and without "without touching the blue cube": safety drops to 0 and says why."""
+    from twinloop_scoring.twin_critic import judge
+
+    facts = {
+        'collisions': ['panda_leftfinger|blue_cube'],
+        'initial_positions': {'red_cube': [0.5, 0.12, 0.0], 'blue_cube': [0.42, -0.15, 0.0]},
+        'final_positions': {'red_cube': [0.5, 0.12, 0.0], 'blue_cube': [0.42, -0.13, 0.0]},
+        'displacements': {'blue_cube': 0.02},
+        'rotations': {},
+        'joint_margins': [0.5],
+        'holding': '',
+        'ee_start': [0.3, 0.0, 0.3],
+        'ee_end': [0.45, 0.05, 0.2],
+        'ee_path_length': 0.2,
+    }
+    free, _ = judge(facts, TASK)
+    protected, rationale = judge(facts, {**TASK, 'avoid': ['blue_cube']})
+    assert protected['safety'] == 0.0 < free['safety'] and 'not to touch' in rationale

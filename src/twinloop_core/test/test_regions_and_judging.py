@@ -1,0 +1,69 @@
+"""Spots beside objects (twinloop_core.regions) and how judges check them: free, reachable, on the
+requested side, following the reference; pushes judged beside their destination; do-not-move."""
+
+import numpy as np
+import pytest
+
+from twinloop_core.judging import judge
+from twinloop_core.regions import RegionError, placement_offset, radius, region_target
+from twinloop_core.task import SubTask
+
+Q = (1.0, 0.0, 0.0, 0.0)
+
+
+def obj(x, y, size=0.04, z=0.0):
+    return ((x, y, z), Q, (size, size, size))
+
+
+SCENE = {'cube': obj(0.45, -0.1), 'bowl': obj(0.55, 0.1, 0.15), 'mug': obj(0.55, 0.28, 0.07)}
+
+
+@pytest.mark.parametrize('relation, axis, sign', [('left_of', 1, 1), ('right_of', 1, -1), ('behind', 0, 1)])
+def test_side_spots_are_on_that_side_and_clear(relation, axis, sign):
+    offset = np.asarray(placement_offset(relation, 'cube', ['bowl'], SCENE))
+    assert sign * offset[axis] > radius(SCENE['bowl'][2]) + radius(SCENE['cube'][2])
+    spot = np.asarray(SCENE['bowl'][0][:2]) + offset
+    assert np.linalg.norm(spot - SCENE['mug'][0][:2]) > radius(SCENE['mug'][2]) + radius(SCENE['cube'][2])
+
+
+def test_next_to_prefers_the_side_nearest_the_object_and_blocked_sides_are_skipped():
+    offset = placement_offset('next_to', 'cube', ['bowl'], SCENE)
+    assert offset[1] < 0 and abs(offset[0]) < 0.09  # right of the bowl: the cube's side
+    blocked = {**SCENE, 'box': obj(0.55, -0.1, 0.12)}  # something stands there
+    offset = np.asarray(placement_offset('next_to', 'cube', ['bowl'], blocked))
+    spot = np.asarray(SCENE['bowl'][0][:2]) + offset
+    assert np.linalg.norm(spot - blocked['box'][0][:2]) > radius(blocked['box'][2]) + radius(SCENE['cube'][2])
+    walled = {
+        **SCENE,
+        **{
+            f'wall{i}': obj(0.55 + 0.26 * np.cos(a), 0.1 + 0.26 * np.sin(a), 0.3)
+            for i, a in enumerate(np.radians(np.arange(0, 360, 45)))
+        },
+    }
+    with pytest.raises(RegionError, match='no free spot'):
+        placement_offset('next_to', 'cube', ['bowl'], walled)
+
+
+def test_unreachable_spots_are_refused():
+    far = {'cube': obj(0.45, 0.0), 'plate': obj(0.78, 0.0, 0.1)}
+    with pytest.raises(RegionError, match='within reach'):
+        placement_offset('behind', 'cube', ['plate'], far)
+
+
+def test_a_region_subtask_is_judged_at_its_spot_and_follows_its_reference():
+    s = SubTask('place', 'cube', 'bowl', 'left_of', offset=placement_offset('left_of', 'cube', ['bowl'], SCENE))
+    spot = region_target(s, SCENE)
+    there = {**SCENE, 'cube': obj(spot[0] + 0.01, spot[1])}
+    assert judge([s], SCENE, there)[0]
+    assert not judge([s], SCENE, {**there, 'cube': obj(spot[0], spot[1], z=0.05)})[0]  # not resting
+    moved_bowl = {**there, 'bowl': obj(0.45, 0.1, 0.15)}
+    assert not judge([s], SCENE, moved_bowl)[0]  # the spot moved with the bowl
+
+
+def test_push_is_judged_beside_and_do_not_move_fails_the_task():
+    push = SubTask('push', 'cube', 'bowl', 'towards')
+    beside = {**SCENE, 'cube': obj(0.55, -0.02)}
+    assert judge([push], SCENE, beside)[0] and not judge([push], SCENE, SCENE)[0]
+    nudged = {**beside, 'mug': obj(0.58, 0.28, 0.07)}
+    done, detail = judge([push], SCENE, nudged, do_not_move=('mug',))
+    assert not done and 'mug was not to be moved' in detail

@@ -100,6 +100,34 @@ def check_engines():
     )
 
 
+def check_instruction_parser():
+    """The parser config/language.yaml selects, loaded as the orchestrator would load it."""
+    root = os.environ.get('TWINLOOP_ROOT', '.')
+    try:
+        from twinloop_language.parsers import make_parser
+
+        parser = make_parser(
+            os.path.join(root, 'config', 'language.yaml'), os.path.join(root, 'config', 'waste_categories.yaml')
+        )
+    except Exception as exc:  # a broken parser config is a finding, not a crash
+        return Check('instruction parser', FAIL, f'{type(exc).__name__}: {exc}')
+    return Check('instruction parser', OK, parser.label)
+
+
+def check_sandbox():
+    """The containment layers model-written code (IKER) runs under on this machine."""
+    try:
+        from twinloop_iker.sandbox import active_layers
+
+        layers = active_layers()
+    except Exception as exc:  # a broken sandbox is a finding, not a crash
+        return Check('code sandbox (IKER)', FAIL, f'{type(exc).__name__}: {exc}')
+    detail = ', '.join(f'{name}={on}' for name, on in layers.items())
+    if not (layers['separate_process'] and layers['rlimits']):  # the layers model-written code must never run without
+        return Check('code sandbox (IKER)', FAIL, detail)
+    return Check('code sandbox (IKER)', OK if all(layers.values()) else MISSING, detail, required=False)
+
+
 def check_mujoco():
     """MuJoCo renders offscreen with the MUJOCO_GL backend (probed in a subprocess)."""
     backend = os.environ.get('MUJOCO_GL', '')
@@ -174,6 +202,8 @@ def run_checks():
         check_discovery_range(),
         check_interfaces(),
         check_engines(),
+        check_instruction_parser(),
+        check_sandbox(),
         check_mujoco(),
         check_torch(),
         check_module('open3d', 'open3d', hint='needs libusb-1.0-0; run `make setup`'),

@@ -72,6 +72,6 @@ def _check_recording(folder):
 def test_ungroundable_instruction_fails_cleanly(tmp_path):
     result, report = _demo(tmp_path, 'put the banana in the bowl')
     assert result.returncode == 1
-    assert not report['success'] and 'no object matches' in report['reason']
+    assert not report['success'] and 'the scene has no banana' in report['reason']
     for node in ('world_sim', 'pose_estimation', 'sim_twin', 'trajectory_scoring', 'execution', 'task_orchestrator'):
         assert f'stopped {node} (exit code 0)' in result.stdout, result.stdout

@@ -73,6 +73,8 @@ def graph(tmp_path_factory):
                 f'runs_dir:={tmp_path_factory.mktemp("runs")}',
                 '-p',
                 f'categories_file:={ROOT}/config/waste_categories.yaml',
+                '-p',
+                f'language_config:={ROOT}/config/language.yaml',
             ]
         )
     )

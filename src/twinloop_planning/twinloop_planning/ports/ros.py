@@ -27,6 +27,15 @@ from twinloop_twin import markers
 POLL = 0.02  # [s] how often a wait looks at the cancel token
 ALIVE_EVERY = 0.5  # [s] how often a wait asks whether the server is still there
 GONE_AFTER = 3.0  # [s] a server missing this long (DDS lease: config/fastdds_localhost.xml) has disappeared
+SERVICE_WAIT = 15.0  # [s] how long a call waits for its server to be there (a restarted node being discovered)
+RESEND_AFTER = 10.0  # [s] an idempotent request unanswered this long is sent once more (see RosPorts._call)
+
+
+class NoAnswer(GoalEnded):
+    """A server did not answer within the time allowed."""
+
+    def __init__(self, what, timeout):
+        super().__init__(Outcome.ERROR, f'{what} did not answer within {timeout:.0f} s')
 
 
 class LatestState:
@@ -73,7 +82,7 @@ def wait_for(future, what, cancel, timeout, on_cancel=None, alive=None, goal_dea
         elif goal_deadline is not None and now > goal_deadline:
             ended = GoalEnded(Outcome.FAILED, f'timeout reached while waiting for {what}')
         elif now > started + timeout:
-            ended = GoalEnded(Outcome.ERROR, f'{what} did not answer within {timeout:.0f} s')
+            ended = NoAnswer(what, timeout)
         elif alive is not None and now > next_look:
             next_look = now + ALIVE_EVERY
             missing_since = None if alive() else (missing_since or now)
@@ -95,17 +104,25 @@ class RosPorts:
         self.objects_msg = self.joints_msg = None
         self.rollouts = {}  # candidate id -> (CandidateTrajectory, RolloutResult) of the last rollout
 
-    def _call(self, client, request, what, timeout=None):
-        if not client.wait_for_service(timeout_sec=5.0):
+    def _call(self, client, request, what, timeout=None, resend=False):
+        """The service's response. A request sent while a restarted server is still being matched by
+        DDS can be lost without a trace; with resend (cheap, idempotent calls: sync), one unanswered for
+        RESEND_AFTER seconds is sent once more, within the same total timeout."""
+        if not client.wait_for_service(timeout_sec=SERVICE_WAIT):
             raise GoalEnded(Outcome.ERROR, f'{what} ({client.srv_name}) is not available')
-        response = wait_for(
-            client.call_async(request),
-            what,
-            self.cancel,
-            timeout or self.service_timeout,
-            alive=client.service_is_ready,
-            goal_deadline=self.deadline,
-        )
+        timeout = timeout or self.service_timeout
+        wait = dict(alive=client.service_is_ready, goal_deadline=self.deadline)
+        first = client.call_async(request)
+        try:
+            response = wait_for(first, what, self.cancel, min(RESEND_AFTER, timeout) if resend else timeout, **wait)
+        except NoAnswer:
+            if not resend or timeout <= RESEND_AFTER:
+                raise
+            client.remove_pending_request(first)
+            try:
+                response = wait_for(client.call_async(request), what, self.cancel, timeout - RESEND_AFTER, **wait)
+            except NoAnswer:
+                raise NoAnswer(what, timeout) from None
         if not response.success:
             raise GoalEnded(Outcome.ERROR, f'{what} failed: {response.message}')
         return response
@@ -150,9 +167,8 @@ class RosPorts:
         for o in objects.objects:
             if o.id in (believed or {}):
                 o.pose = ros_conversions.pose_msg(*believed[o.id])
-        self._call(
-            self.clients.twin_sync, SyncTwin.Request(objects=objects, joint_state=self.joints_msg), 'sim_twin sync'
-        )
+        request = SyncTwin.Request(objects=objects, joint_state=self.joints_msg)
+        self._call(self.clients.twin_sync, request, 'sim_twin sync', resend=True)
 
     def rollout(self, paths, settle):
         """Facts of each path played in the twin (from RolloutResult.facts_json)."""

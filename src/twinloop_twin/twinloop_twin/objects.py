@@ -118,6 +118,52 @@ def lid(size=(0.15, 0.11, 0.012)):
     return block(size)
 
 
+def book(size=(0.22, 0.15, 0.03)):
+    """A book lying flat: a thin box of full size (x, y, z) [m] (stand it up by reorienting it)."""
+    return block(size)
+
+
+def closed_box(size=(0.2, 0.3, 0.1)):
+    """A closed box (a shoe box) of full size (x, y, z) [m]: wider than the gripper opens, so it is pushed."""
+    return block(size)
+
+
+def shoe(side='right', length=0.24, width=0.09, height=0.08):
+    """A shoe pointing along +x: a rounded heel, a collar rising at the back, a lower front and a toe
+    that bulges to the inner side (+y for a right shoe, -y for a left one: the pair is mirrored)."""
+    if side not in ('left', 'right'):
+        raise ValueError(f'shoe side must be left or right, not {side!r}')
+    inner = 1.0 if side == 'right' else -1.0
+    heel, toe, low = width / 2, 0.35 * width, 0.55 * height
+    back, collar_end, front = -length / 2 + heel, -length / 2 + 0.45 * length, length / 2 - toe
+    return ObjectShape(
+        [
+            Part('cylinder', (heel, height / 2), (back, 0, height / 2)),
+            Part('box', ((collar_end - back) / 2, width / 2, height / 2), ((back + collar_end) / 2, 0, height / 2)),
+            Part('box', ((front - collar_end) / 2, width / 2, low / 2), ((collar_end + front) / 2, 0, low / 2)),
+            Part('cylinder', (toe, low / 2), (front, inner * (width / 2 - toe), low / 2)),
+        ],
+        SYMMETRY_NONE,
+    )
+
+
+def rack(size=(0.26, 0.6, 0.12), thickness=0.02, leg=0.03, bars=False):
+    """A static shoe rack or shelf of full size (x, y, z) [m]: a plank, or two bars along y at its
+    front and back edges (bars=True), on four legs; things stand on it at z = size z."""
+    hx, hy, hz = (s / 2 for s in size)
+    t, top = thickness / 2, size[2] - thickness / 2
+    if bars:
+        tops = [Part('box', (t, hy, t), (x, 0, top)) for x in (hx - t, -hx + t)]
+    else:
+        tops = [Part('box', (hx, hy, t), (0, 0, top))]
+    legs = [
+        Part('box', (leg / 2, leg / 2, hz - t), (sx * (hx - leg / 2), sy * (hy - leg / 2), hz - t))
+        for sx in (1, -1)
+        for sy in (1, -1)
+    ]
+    return ObjectShape(tops + legs, SYMMETRY_DISCRETE, static=True)
+
+
 KINDS = {
     'cube': cube,
     'block': block,
@@ -130,6 +176,10 @@ KINDS = {
     'bin': open_bin,
     'open_box': open_box,
     'lid': lid,
+    'book': book,
+    'box': closed_box,
+    'shoe': shoe,
+    'rack': rack,
 }
 
 

@@ -294,7 +294,9 @@ class ExecutionNode(Node):
             return self._refuse(handle, f'safety gate ({verdict.check}): {verdict.reason}')
         self._check_cancel(handle)
         if goal.gripper_before >= 0:
-            self.gripper(goal.gripper_before, handle)
+            stale = self.gripper(goal.gripper_before, handle)
+            if stale:
+                return self._abort(handle, stale)
             if path is not None:  # the fingers took time: plan and gate again from where the arm is now
                 try:
                     path, target, verdict = self._planned_and_gated(goal, scale)
@@ -309,7 +311,9 @@ class ExecutionNode(Node):
                 return outcome
         if goal.gripper_after >= 0:
             self._check_cancel(handle)
-            self.gripper(goal.gripper_after, handle)
+            stale = self.gripper(goal.gripper_after, handle)
+            if stale:
+                return self._abort(handle, stale)
         final = self.arm_positions()
         error = -1.0
         if target is not None:
@@ -461,7 +465,8 @@ class ExecutionNode(Node):
 
     def gripper(self, width, handle=None):
         """Command the gripper and wait until the fingers reach the width or stop (holding an object);
-        a cancel of the goal ends the wait (raises Canceled).
+        a cancel of the goal ends the wait (raises Canceled). Returns None, or the watchdog's reason when
+        joint states go stale (which ends the wait at once).
 
         Settling is judged on /joint_states time (simulated time in simulation), so a loaded
         machine only makes it slower, never wrong."""
@@ -474,14 +479,18 @@ class ExecutionNode(Node):
             time.sleep(POLL)
             if handle is not None:
                 self._check_cancel(handle)
+            age = self.state_age()
+            if age is None or age > self.safety.state_timeout:
+                return f'watchdog: no fresh joint state for {age or 0.0:.2f} s while the gripper moved'
             now, current = self.state_time(), self.gripper_width()
             if abs(current - target) < 0.003:
-                return
+                return None
             if abs(current - last_width) > 1e-4:
                 last_width, still_since = current, now
             elif now - commanded > 0.3 and now - still_since > self.gripper_time / 2:
-                return  # stopped short of the target: the fingers hold something
+                return None  # stopped short of the target: the fingers hold something
         self.get_logger().warning(f'gripper did not settle at {target:.3f} m (at {self.gripper_width():.3f} m)')
+        return None
 
     # --- streaming -------------------------------------------------------------------------------
     def on_stream_chunk(self, request, response):

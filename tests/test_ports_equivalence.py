@@ -117,7 +117,7 @@ def _feed(latest, w, stop):
 
 def _step(ports, arm, config):
     progress = QuietProgress()
-    mpc = AntiGroundingMpc(Ports(ports, ports, ports, ports, progress, CancelToken()), arm, config)
+    mpc = AntiGroundingMpc(Ports(ports, ports, ports, ports, progress=progress, cancel=CancelToken()), arm, config)
     state = ports.state()
     stage = stages_for([SubTask('pick', 'red_cube')])[0]
     objects_now = dict(state.objects)

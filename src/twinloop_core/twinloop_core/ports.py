@@ -93,6 +93,51 @@ class Executor(Protocol):
         """Run the segments in order; raises ExecutionFailed, or Canceled when the cancel token fires."""
 
 
+@dataclass
+class StreamReply:
+    """The execution node's answer to one streamed chunk (StreamChunk.srv, ROS-free)."""
+
+    accepted: bool
+    reason: str = ''  # why refused ('' when accepted)
+    check: str = ''  # the rule that refused (structure, late, continuity, busy, watchdog, a gate check)
+    stream_time: float = 0.0  # [s] the stream's clock now
+    committed_until: float = 0.0  # [s] stream time where the accepted chunk ends
+    commanded_positions: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [rad] at committed_until
+    commanded_velocities: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [rad/s] there
+
+
+class Streamer(Protocol):
+    """Short joint chunks that continue the arm's motion without stopping (closed-loop policies at
+    10-20 Hz). Every chunk passes the safety gate with the braking tail that stops the arm if no next
+    chunk arrives; a refused chunk brakes the arm to rest and ends the stream."""
+
+    def send_chunk(
+        self, stream_id: str, times: Sequence[float], positions: np.ndarray, splice_time: float = -1.0
+    ) -> StreamReply:
+        """Stream one chunk (times from 0 at the splice point; positions [n x 7]); the gate's answer."""
+
+    def stop_stream(self, stream_id: str) -> StreamReply:
+        """Brake to rest now and end the stream."""
+
+
+@dataclass
+class PolicyOutcome:
+    """What a learned policy did on the policy server (RunPolicy's result, ROS-free)."""
+
+    success: bool
+    reason: str
+    chunks_executed: int = 0
+    actions_executed: int = 0
+    elapsed: float = 0.0  # [s]
+
+
+class PolicyRunner(Protocol):
+    """A learned policy run closed loop on the arm by the policy server (RunPolicy)."""
+
+    def run_policy(self, policy: str, instruction: str, max_chunks: int = 0, timeout: float = 0.0) -> PolicyOutcome:
+        """Run until the policy's episode ends, a limit, cancel (raises Canceled) or failure."""
+
+
 class Progress(Protocol):
     """Feedback to whoever sent the goal, and visualisation."""
 
@@ -152,7 +197,7 @@ class QuietProgress:
         self.records.append(item)
 
 
-PORT_NAMES = ('perception', 'twin', 'scorer', 'executor')
+PORT_NAMES = ('perception', 'twin', 'scorer', 'executor', 'streamer', 'policy')
 
 
 @dataclass
@@ -163,6 +208,8 @@ class Ports:
     twin: Twin | None = None
     scorer: Scorer | None = None
     executor: Executor | None = None
+    streamer: Streamer | None = None
+    policy: PolicyRunner | None = None
     progress: Progress = field(default_factory=QuietProgress)
     cancel: CancelToken = field(default_factory=CancelToken)
 

@@ -16,9 +16,9 @@ import threading
 import time
 from pathlib import Path
 
-from twinloop_interfaces.action import ExecuteInstruction, ExecuteMotion
+from twinloop_interfaces.action import ExecuteInstruction, ExecuteMotion, RunPolicy
 from twinloop_interfaces.msg import DetectedObjectArray
-from twinloop_interfaces.srv import RenderViews, RolloutTrajectories, ScoreTrajectories, SyncTwin
+from twinloop_interfaces.srv import RenderViews, RolloutTrajectories, ScoreTrajectories, StreamChunk, SyncTwin
 
 import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor
@@ -89,6 +89,8 @@ class OrchestratorNode(Node):
             self.create_client(RenderViews, topics.twin_service(twin, 'render'), callback_group=group),
             self.create_client(ScoreTrajectories, topics.SCORE_TRAJECTORIES, callback_group=group),
             ActionClient(self, ExecuteMotion, topics.EXECUTE_MOTION, callback_group=group),
+            self.create_client(StreamChunk, topics.EXECUTION_STREAM, callback_group=group),
+            ActionClient(self, RunPolicy, topics.RUN_POLICY, callback_group=group),
         )
         self.candidates_pub = self.create_publisher(MarkerArray, topics.PLANNER_CANDIDATES, topics.STATE_QOS)
         self.chosen_pub = self.create_publisher(Marker, topics.PLANNER_CHOSEN, topics.STATE_QOS)
@@ -178,7 +180,9 @@ class OrchestratorNode(Node):
             engine.check(task, limits)
             before = object_states(self.latest.objects)
             ports = RosPorts(self.ports_clients, cancel, goal.scorer_backend, limits.deadline)
-            result = engine.run(task, Ports(ports, ports, ports, ports, progress, cancel).only(engine.needs), limits)
+            result = engine.run(
+                task, Ports(ports, ports, ports, ports, ports, ports, progress, cancel).only(engine.needs), limits
+            )
             success, detail, steps, backend = result.success, result.detail, result.steps, result.backend
             if not goal.dry_run:  # the perceived outcome decides; an engine's reason for stopping is kept
                 after = object_states(self.latest.objects)

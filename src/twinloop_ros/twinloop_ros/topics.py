@@ -24,6 +24,8 @@ PLANNER_CHOSEN = '/planner/chosen'  # Marker: the executed candidate
 
 SCORE_TRAJECTORIES = '/score_trajectories'
 EXECUTE_MOTION = 'execute_motion'
+EXECUTION_STREAM = '/execution/stream'  # StreamChunk of the execution node (its ~/stream)
+RUN_POLICY = 'run_policy'  # RunPolicy of the policy server (vla_policy)
 EXECUTE_INSTRUCTION = 'execute_instruction'
 WORLD_RESET = '/world_sim/reset'  # ResetWorld of world_sim (its ~/reset)
 REDETECT = '/pose_estimation/redetect'  # Trigger of pose_estimation (its ~/redetect)

@@ -43,7 +43,7 @@ class SimPorts:
 
     def ports(self, progress=None):
         """The Ports bundle an engine is handed (this object as perception, twin, scorer and executor)."""
-        return Ports(self, self, self, self, progress or QuietProgress(), self.cancel)
+        return Ports(self, self, self, self, progress=progress or QuietProgress(), cancel=self.cancel)
 
     def _object_info(self, world):
         """({object id: extents}, {object id: mesh id})."""

@@ -11,17 +11,19 @@ import threading
 import time
 from dataclasses import dataclass
 
-from twinloop_interfaces.action import ExecuteMotion
-from twinloop_interfaces.srv import RenderViews, RolloutTrajectories, ScoreTrajectories, SyncTwin
+import numpy as np
+from twinloop_interfaces.action import ExecuteMotion, RunPolicy
+from twinloop_interfaces.srv import RenderViews, RolloutTrajectories, ScoreTrajectories, StreamChunk, SyncTwin
 
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from twinloop_core.outcomes import Canceled, ExecutionFailed, GoalEnded, Outcome
-from twinloop_core.ports import PerceivedState
+from twinloop_core.ports import PerceivedState, PolicyOutcome, StreamReply
 from twinloop_core.robot import ARM_JOINTS
 from twinloop_planning.ports.in_process import scoring_batches
 from twinloop_ros import codec
 from twinloop_ros import conversions as ros_conversions
+from twinloop_ros import topics
 from twinloop_twin import markers
 
 POLL = 0.02  # [s] how often a wait looks at the cancel token
@@ -64,6 +66,8 @@ class RosClients:
     twin_render: object
     scorer: object
     motion: object  # ExecuteMotion action client
+    stream: object = None  # StreamChunk service client (the execution node's ~/stream)
+    policy: object = None  # RunPolicy action client (the policy server)
 
 
 def wait_for(future, what, cancel, timeout, on_cancel=None, alive=None, goal_deadline=None):
@@ -96,7 +100,7 @@ def wait_for(future, what, cancel, timeout, on_cancel=None, alive=None, goal_dea
 
 
 class RosPorts:
-    """Perception, twin, scorer and executor over ROS (one object serves the four)."""
+    """Perception, twin, scorer, executor, streamer and policy runner over ROS (one object serves all)."""
 
     def __init__(self, clients, cancel, scorer_backend='', deadline=None, service_timeout=30.0, motion_timeout=120.0):
         self.clients, self.cancel, self.scorer_backend, self.deadline = clients, cancel, scorer_backend, deadline
@@ -285,6 +289,69 @@ class RosPorts:
             alive=motion_client.server_is_ready,
             goal_deadline=self.deadline,
         ).result
+
+    # --- streaming -------------------------------------------------------------------------------
+    def send_chunk(self, stream_id, times, positions, splice_time=-1.0):
+        """One chunk to the execution node's ~/stream (gated there); its StreamReply."""
+        points = [
+            JointTrajectoryPoint(positions=[float(v) for v in q], time_from_start=ros_conversions.duration(float(t)))
+            for t, q in zip(times, np.asarray(positions))
+        ]
+        chunk = JointTrajectory(joint_names=list(ARM_JOINTS), points=points)
+        request = StreamChunk.Request(stream_id=stream_id, chunk=chunk, splice_time=float(splice_time))
+        return self._stream_call(request)
+
+    def stop_stream(self, stream_id):
+        """Brake to rest now and end the stream."""
+        return self._stream_call(StreamChunk.Request(stream_id=stream_id, stop=True))
+
+    def _stream_call(self, request):
+        client = self.clients.stream
+        if client is None or not client.wait_for_service(timeout_sec=SERVICE_WAIT):
+            raise GoalEnded(Outcome.ERROR, f'the execution node ({topics.EXECUTION_STREAM}) is not available')
+        wait = dict(alive=client.service_is_ready, goal_deadline=self.deadline)
+        on_cancel = (
+            None
+            if request.stop
+            else lambda: client.call_async(StreamChunk.Request(stream_id=request.stream_id, stop=True))
+        )
+        r = wait_for(client.call_async(request), 'the execution node (stream)', self.cancel, 10.0, on_cancel, **wait)
+        return StreamReply(
+            r.accepted,
+            r.reason,
+            r.check,
+            r.stream_time,
+            r.committed_until,
+            np.array(r.commanded_positions),
+            np.array(r.commanded_velocities),
+        )
+
+    # --- policy server ---------------------------------------------------------------------------
+    def run_policy(self, policy, instruction, max_chunks=0, timeout=0.0):
+        """A RunPolicy goal on the policy server, waited for (a cancel cancels it there)."""
+        self.cancel.check()
+        client = self.clients.policy
+        if client is None or not client.wait_for_server(timeout_sec=10.0):
+            raise GoalEnded(Outcome.ERROR, f'the policy server ({topics.RUN_POLICY}) is not available')
+        goal = RunPolicy.Goal(
+            policy=policy, instruction=instruction, max_chunks=int(max_chunks), timeout=float(timeout)
+        )
+        waits = dict(alive=client.server_is_ready, goal_deadline=self.deadline)
+        handle = wait_for(client.send_goal_async(goal), 'the policy server', self.cancel, 10.0, **waits)
+        if not handle.accepted:
+            raise GoalEnded(Outcome.ERROR, 'the policy server refused the goal (busy)')
+        limit = (timeout or self.motion_timeout * 10) + 30.0
+        result = wait_for(
+            handle.get_result_async(),
+            'the policy server',
+            self.cancel,
+            limit,
+            on_cancel=handle.cancel_goal_async,
+            **waits,
+        ).result
+        return PolicyOutcome(
+            result.success, result.reason, result.chunks_executed, result.actions_executed, result.elapsed
+        )
 
 
 class RosProgress:

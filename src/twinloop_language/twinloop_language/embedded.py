@@ -207,6 +207,7 @@ class EmbeddedParser:
     """Instruction -> TaskSpec over a Scene, or Rejected with the reason. Thread-compatible (no state between calls)."""
 
     label = LABEL
+    takes_image = False
 
     def __init__(self, config, categories_file=None, encoder=None):
         self.lexicon = Lexicon(config['lexicon'])
@@ -236,8 +237,8 @@ class EmbeddedParser:
         return np.maximum(query @ self._embed(names).T, query @ self._embed([n.split()[-1] for n in names]).T)[0]
 
     # --- the pipeline -----------------------------------------------------------------------------
-    def parse(self, instruction, scene):
-        """TaskSpec for an instruction in a Scene; Rejected(reason) when it cannot be done."""
+    def parse(self, instruction, scene, image=None):
+        """TaskSpec for an instruction in a Scene; Rejected(reason) when it cannot be done (reads no image)."""
         text = ' '.join(str(instruction).lower().replace('\u2019', "'").split()).strip(' .!?')
         if not text:
             raise Rejected('empty instruction: no action or object in it')

@@ -26,6 +26,8 @@ def _llm_schema(schema):
 class LLMParser:
     """Instruction -> TaskSpec by a language model behind an OpenAI-compatible endpoint."""
 
+    takes_image = True  # a camera view goes with the object list when the caller has one
+
     def __init__(self, backend, prompts, schema, repair_rounds=1, max_length=500, temperature=0.0):
         self.backend, self.prompts, self.schema = backend, prompts, schema
         self.repair_rounds, self.max_length, self.temperature = int(repair_rounds), int(max_length), temperature

@@ -25,7 +25,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionClient, ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import Image, JointState
 from visualization_msgs.msg import Marker, MarkerArray
 
 from twinloop_core import engine as engines
@@ -38,7 +38,7 @@ from twinloop_language.parsers import make_parser
 from twinloop_language.scene import Rejected, Scene
 from twinloop_planning.ports.ros import LatestState, RosClients, RosPorts, RosProgress
 from twinloop_ros import node_runner, topics
-from twinloop_ros.conversions import object_states
+from twinloop_ros.conversions import image_array, object_states
 
 Goal, Result, Feedback = ExecuteInstruction.Goal, ExecuteInstruction.Result, ExecuteInstruction.Feedback
 
@@ -67,11 +67,15 @@ class OrchestratorNode(Node):
         twin = p('twin_node', 'sim_twin', 'name of the twin node whose ~/sync, ~/rollout, ~/render are used')
         language = p('language_config', '', 'instruction parser settings (default: <engine_config_dir>/language.yaml)')
         parser = p('parser', '', "'' as language_config says, embedded, or an agent of vlm_agents.yaml (an LLM)")
+        view = p(
+            'parser_camera', 'front', "camera whose colour view goes with the instruction to an LLM parser ('': none)"
+        )
         engines.load_engines(modules)
         self.engines = {name: engines.build_engine(name, config_dir or None) for name in sorted(engines.ENGINES)}
         language = language or str(Path(config_dir) / 'language.yaml')
         self.parser = make_parser(language, categories or None, parser=parser or None)
         self.latest = LatestState()
+        self.view = None  # the newest colour image for the parser (only subscribed when it takes images)
         self.busy, self.lock = False, threading.Lock()
         self.cancel_tokens = {}  # goal id -> CancelToken of the running goal
         state_group = MutuallyExclusiveCallbackGroup()
@@ -81,6 +85,11 @@ class OrchestratorNode(Node):
         self.create_subscription(
             JointState, topics.JOINT_STATES, self.latest.on_joints, topics.STATE_QOS, callback_group=state_group
         )
+        self.view_wanted = bool(view and self.parser.takes_image)
+        if self.view_wanted:
+            self.create_subscription(
+                Image, topics.camera_topic(view, 'color'), self.on_view, topics.SENSOR_QOS, callback_group=state_group
+            )
         group = ReentrantCallbackGroup()
         self.ports_clients = RosClients(
             self.latest,
@@ -106,6 +115,10 @@ class OrchestratorNode(Node):
         self.get_logger().info(
             f'task_orchestrator ready: engines {sorted(self.engines)}, default {self.default_strategy}'
         )
+
+    def on_view(self, msg):
+        """Subscription callback: keep the newest view for the parser."""
+        self.view = msg
 
     def on_goal(self, _goal):
         """Accept one goal at a time."""
@@ -141,18 +154,34 @@ class OrchestratorNode(Node):
         return self.engines[goal.strategy or self.default_strategy]
 
     def ground(self, goal, cancel):
-        """The structured task, parsed from the instruction over the perceived objects."""
+        """The structured task, parsed from the instruction over the perceived objects (and the camera
+        view, for a parser that takes one)."""
         waited = time.monotonic() + self.perception_wait
-        while self.latest.objects is None and time.monotonic() < waited:
+        while (self.latest.objects is None or self.view_wanted and self.view is None) and time.monotonic() < waited:
             cancel.check()
             time.sleep(0.05)
         if self.latest.objects is None:
             raise GoalEnded(Outcome.ERROR, f'no perceived objects within {self.perception_wait:.0f} s')
         scene = Scene({o.id: o.label for o in self.latest.objects.objects}, object_states(self.latest.objects))
         try:
-            return self.parser.parse(goal.instruction, scene)
+            return self.parser.parse(goal.instruction, scene, self.view_image())
         except Rejected as exc:
             raise GoalEnded(Outcome.REJECTED, f'cannot do the instruction ({self.parser.label}): {exc}') from None
+
+    def view_image(self):
+        """The newest camera view as an RGB array for the parser, None when there is none or it is unreadable."""
+        if self.view is None:
+            if self.view_wanted:
+                self.get_logger().warning('no camera view for the parser yet: sending the object list only')
+            return None
+        try:
+            array = image_array(self.view)
+            if array.ndim != 3:
+                raise ValueError(f'{self.view.encoding} is not a colour encoding')
+            return np.ascontiguousarray(array[..., ::-1]) if self.view.encoding == 'bgr8' else array
+        except ValueError as exc:
+            self.get_logger().warning(f'camera view for the parser unreadable ({exc}): sending the object list only')
+            return None
 
     def execute(self, handle):
         """Run one goal to its end; never raises (a bug ends the goal with OUTCOME_ERROR)."""

@@ -1,14 +1,22 @@
 """The task suite benchmark (AntiGrounding's four categories): every task of bench/tasks.yaml for N
 seeds, each seed a random layout (world_sim ~/reset), headless, through the real graph
 (config/graphs.yaml sim_demo: world_sim, execution, sim_twin, trajectory_scoring,
-task_orchestrator). Success is judged on world_sim's ground truth, not on the planner's belief.
+task_orchestrator). Success is judged on world_sim's ground truth, not on the planner's belief;
+rates come with 95 % Wilson intervals, and every episode compares the planner's own verdict
+(its report's outcome, judged on the perceived state) with the ground truth: false done (the
+planner said done, the world says not) and false not-done are counted.
+
+Seeds: the benchmark runs the held-out range of bench/tasks.yaml (5 per task by default);
+development runs say --dev and may use only the development range.
 Writes bench/results/task_suite-<time>.json and appends the table to bench/RESULTS.md.
 
-    . ./twinloop_env.sh && python bench/task_suite.py --seeds 3 [--categories cluttered] [--strategy anti_grounding]
+    . ./twinloop_env.sh && python bench/task_suite.py [--seeds 5] [--categories cluttered] [--strategy anti_grounding]
+    . ./twinloop_env.sh && python bench/task_suite.py --dev --seeds 1 --first-seed 7 --no-results
 """
 
 import argparse
 import json
+import math
 import os
 import platform
 import signal
@@ -71,6 +79,7 @@ class Episode:
         return {
             'success': bool(success),
             'ground_truth': detail,
+            'planner_done': report['outcome'] == 'succeeded',
             'planner_outcome': report['outcome'],
             'planner_reason': result.reason,
             'steps': int(result.steps),
@@ -96,20 +105,63 @@ def environment():
     return {'cpu': cpu, 'cores': os.cpu_count(), 'python': platform.python_version(), 'versions': versions}
 
 
-def summarize(episodes):
-    out = {}
-    for category in dict.fromkeys(e['category'] for e in episodes):
-        rows = [e for e in episodes if e['category'] == category]
-        out[category] = {
-            'success': sum(e['success'] for e in rows),
-            'episodes': len(rows),
-            'rate': round(sum(e['success'] for e in rows) / len(rows), 3),
-        }
-    out['overall'] = {
-        'success': sum(e['success'] for e in episodes),
-        'episodes': len(episodes),
-        'rate': round(sum(e['success'] for e in episodes) / max(1, len(episodes)), 3),
+def seed_ranges(path):
+    """{'development': (first, last), 'held_out': (first, last)} of a tasks file, checked disjoint."""
+    with open(path) as f:
+        ranges = {k: tuple(v) for k, v in yaml.safe_load(f)['seeds'].items()}
+    (d0, d1), (h0, h1) = ranges['development'], ranges['held_out']
+    if not (d0 < d1 and h0 < h1 and (d1 <= h0 or h1 <= d0)):
+        raise ValueError(f'{path}: seeds.development {[d0, d1]} and seeds.held_out {[h0, h1]} must be disjoint ranges')
+    return ranges
+
+
+def check_seeds(seeds, ranges, dev):
+    """'' or why these seeds may not run: a --dev run only on development seeds (it never sees the
+    held-out ones), a benchmark only on held-out seeds."""
+    name = 'development' if dev else 'held_out'
+    first, last = ranges[name]
+    outside = [s for s in seeds if not first <= s < last]
+    if not outside:
+        return ''
+    if dev:
+        return (
+            f'--dev runs use development seeds [{first}, {last}) only; {outside} are not (held-out seeds stay unseen)'
+        )
+    return f'the benchmark runs held-out seeds [{first}, {last}) only; {outside} are not (development runs: --dev)'
+
+
+def wilson(successes, n, z=1.96):
+    """Wilson score interval (low, high) of a success rate; (0, 1) without episodes."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _rates(rows):
+    success = sum(e['success'] for e in rows)
+    low, high = wilson(success, len(rows))
+    judged = [e for e in rows if e.get('planner_done') is not None]
+    return {
+        'success': success,
+        'episodes': len(rows),
+        'rate': round(success / max(1, len(rows)), 3),
+        'ci95': [round(low, 3), round(high, 3)],
+        'false_done': sum(e['planner_done'] and not e['success'] for e in judged),
+        'false_not_done': sum(e['success'] and not e['planner_done'] for e in judged),
+        'planner_unjudged': len(rows) - len(judged),
     }
+
+
+def summarize(episodes):
+    """Per category and overall: successes, rate with its 95 % Wilson interval, and the planner's
+    disagreements with the ground truth (episodes that ended in an error have no planner verdict)."""
+    out = {
+        c: _rates([e for e in episodes if e['category'] == c]) for c in dict.fromkeys(e['category'] for e in episodes)
+    }
+    out['overall'] = _rates(episodes)
     return out
 
 
@@ -128,22 +180,27 @@ def append_results(summary, per_step, steps, episodes, command, env, path):
         f'Command: `{command}`  ',
         f'Machine: {env["cpu"]}, {env["cores"]} cores, no GPU; scorer: '
         f'{", ".join(sorted({e["scorer"] for e in episodes if e["scorer"]})) or "n/a"}; perception: pose_estimation on '
-        "world_sim's rendered cameras; success judged on world_sim's ground truth.\n",
-        '| category | success | episodes | rate |',
-        '|---|---|---|---|',
+        "world_sim's rendered cameras; success judged on world_sim's ground truth; planner vs ground truth: "
+        'false done = the planner reported success, the world says not; false not-done = the reverse.\n',
+        '| category | success | episodes | rate | 95 % CI (Wilson) | false done | false not-done |',
+        '|---|---|---|---|---|---|---|',
     ]
-    lines += [f'| {k} | {v["success"]} | {v["episodes"]} | {100 * v["rate"]:.0f} % |' for k, v in summary.items()]
+    lines += [
+        f'| {k} | {v["success"]} | {v["episodes"]} | {100 * v["rate"]:.0f} % '
+        f'| {100 * v["ci95"][0]:.0f}-{100 * v["ci95"][1]:.0f} % | {v["false_done"]} | {v["false_not_done"]} |'
+        for k, v in summary.items()
+    ]
     lines += [
         '',
         f'Mean wall time per MPC step over {steps} steps [s]: '
         + ', '.join(f'{k} {v:.2f}' for k, v in per_step.items()),
         '',
-        '| task | seed | success | ground truth | steps | time [s] |',
-        '|---|---|---|---|---|---|',
+        '| task | seed | success | planner | ground truth | steps | time [s] |',
+        '|---|---|---|---|---|---|---|',
     ]
     lines += [
         f'| {e["instruction"]} | {e["seed"]} | {"yes" if e["success"] else "no"} '
-        f'| {e["ground_truth"]} | {e["steps"]} | {e["elapsed_s"]} |'
+        f'| {e.get("planner_outcome", "error")} | {e["ground_truth"]} | {e["steps"]} | {e["elapsed_s"]} |'
         for e in episodes
     ]
     with open(path, 'a') as f:
@@ -152,14 +209,23 @@ def append_results(summary, per_step, steps, episodes, command, env, path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--seeds', type=int, default=3, help='random layouts per task')
-    parser.add_argument('--first-seed', type=int, default=1)
+    parser.add_argument('--seeds', type=int, default=5, help='random layouts per task')
+    parser.add_argument(
+        '--first-seed', type=int, help="first layout seed (default: the start of the run's seed range in --tasks)"
+    )
+    parser.add_argument('--dev', action='store_true', help='a development run: development seeds only, never held-out')
     parser.add_argument('--categories', nargs='*', help='run only these categories')
     parser.add_argument('--strategy', default='anti_grounding')
     parser.add_argument('--timeout', type=float, default=240.0, help='per episode [s]')
     parser.add_argument('--tasks', default=str(ROOT / 'bench' / 'tasks.yaml'))
     parser.add_argument('--no-results', action='store_true', help='do not append to bench/RESULTS.md')
     args = parser.parse_args()
+    ranges = seed_ranges(args.tasks)
+    if args.first_seed is None:
+        args.first_seed = ranges['development' if args.dev else 'held_out'][0]
+    refused = check_seeds(range(args.first_seed, args.first_seed + args.seeds), ranges, args.dev)
+    if refused:
+        parser.error(refused)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the graph cleanly too
     with open(args.tasks) as f:
         categories = yaml.safe_load(f)['categories']
@@ -205,7 +271,8 @@ def main():
                     print(
                         f'[{category}] "{task["instruction"]}" seed {seed}: '
                         f'{"SUCCESS" if outcome["success"] else "failure"} '
-                        f'({outcome["ground_truth"]}; {outcome["steps"]} steps, {outcome["elapsed_s"]} s)',
+                        f'(planner: {outcome.get("planner_outcome", "error")}; {outcome["ground_truth"]}; '
+                        f'{outcome["steps"]} steps, {outcome["elapsed_s"]} s)',
                         flush=True,
                     )
             node.destroy_node()
@@ -214,6 +281,7 @@ def main():
     per_step, steps = latency(episodes)
     command = 'python bench/task_suite.py ' + ' '.join(
         [f'--seeds {args.seeds}', f'--first-seed {args.first_seed}', f'--strategy {args.strategy}']
+        + (['--dev'] if args.dev else [])
         + ([f'--categories {" ".join(args.categories)}'] if args.categories else [])
     )
     info = environment()

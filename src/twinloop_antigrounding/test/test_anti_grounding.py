@@ -4,13 +4,14 @@ state."""
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 from twinloop_antigrounding.candidates import CandidateBuilder
 from twinloop_antigrounding.config import MpcConfig
 from twinloop_antigrounding.mpc import AntiGroundingMpc
 from twinloop_antigrounding.sampler import GRIPPER_CLOSE, GRIPPER_NONE, Sample
 from twinloop_antigrounding.stages import HOVER, Stage, grip_offset, next_stage, stages_for
-from twinloop_core.geometry import HOME_GRIP
+from twinloop_core.geometry import HOME_GRIP, grasp_orientation, grip_height
 from twinloop_core.gripper import CLOSED_WIDTH
 from twinloop_core.outcomes import ExecutionFailed
 from twinloop_core.task import SubTask
@@ -238,3 +239,190 @@ def test_a_step_with_no_reachable_candidate_is_spent_not_the_end(sim, arm, ports
     assert not success and 'max_steps 2' in reason
     assert [r.chosen for r in mpc.records] == ['', ''] and all('no reachable candidate' in r.note for r in mpc.records)
     assert np.abs(sim.arm_positions() - q).max() < 1e-3
+
+
+def _extents(sim):
+    from twinloop_twin import objects
+
+    return {o.id: objects.make_shape(o.kind, **o.params).extents for o in sim.config.objects}
+
+
+def _arm_at(sim, arm, grip, quat=HOME_GRIP):
+    """Put the grip site at grip [m] (gripper orientation quat, w x y z) and let the world settle."""
+    result = arm.ik.solve(arm.q_full(sim.arm_positions()), grip, quat)
+    assert result.converged
+    sim.data.qpos[sim.arm_qpos] = result.positions
+    sim.data.ctrl[:7] = result.positions
+    sim.hold()
+    sim.step(300)
+
+
+def _put(sim, object_id, position):
+    """Move an object (at rest, upright as it was) to position [m] and let it fall and settle."""
+    joint = sim.model.body(object_id).jntadr[0]
+    qpos, dof = sim.model.jnt_qposadr[joint], sim.model.jnt_dofadr[joint]
+    sim.data.qpos[qpos : qpos + 3] = position
+    sim.data.qvel[dof : dof + 6] = 0.0
+    sim.step(500)
+
+
+@pytest.mark.parametrize('offset', [(0.012, 0.010, 0.038), (0.012, -0.012, 0.0), (-0.015, 0.005, 0.02)])
+def test_a_grip_in_reach_of_the_grasp_point_closes(sim, arm, ports, offset):
+    """Task suite seed 12 (in process): the grip hovered 1.2 and 1.0 cm beside and 4 cm above the blue
+    cube's grasp point, fingers open, and no close was chosen until the stage's ten steps were spent.
+    With the grasp point in reach (offset [m], object frame) one step closes there and the grasp is done."""
+    sim.reset()
+    position, quat = sim.object_pose('blue_cube')
+    size = _extents(sim)['blue_cube']
+    offset = Rotation.from_quat([*quat[1:], quat[0]]).apply(offset)
+    _arm_at(sim, arm, position + (0, 0, grip_height(size)) + offset, grasp_orientation(quat, size))
+    state = ports.state()
+    start = dict(state.objects)
+    stage = stages_for([SubTask('pick', 'blue_cube')])[0]
+    assert stage.in_reach(state.objects, arm.ee_position(state.arm))
+    mpc = AntiGroundingMpc(ports.ports(), arm, MpcConfig(num_candidates=8))
+    record = mpc.step('pick up the blue cube', stage, state.objects, start, state.arm, state.gripper_width, 0)
+    after = ports.state()
+    done, note = stage.done(after.objects, start, after.gripper_width, arm.ee_position(after.arm))
+    assert done, f'{note}; chose {record.note}'
+
+
+@pytest.mark.parametrize('seen', [True, False])
+def test_an_object_pushed_off_the_table_fails_its_subtask_at_once(sim, arm, ports, seen):
+    """Task suite seed 8 (in process) ended with the blue cube 61 cm from the bowl after ten more steps
+    of grasping: an object a remaining stage needs that falls off the table ends the run at once, with
+    where it is (here the first executed step pushes it over the far edge, by fault injection). Pose
+    estimation drops an object that left its workspace (seen False): that ends its sub-task too (the
+    engine failed with a KeyError)."""
+    sim.reset()
+    execute, state = ports.execute, ports.state
+
+    def push_off(segments):
+        execute(segments)
+        _put(sim, 'blue_cube', (1.05, 0.0, 0.05))  # past the table's far edge (x 0.95): to the floor
+
+    def perceive():
+        out = state()
+        if not seen and sim.object_pose('blue_cube')[0][2] < -0.1:
+            del out.objects['blue_cube']
+        return out
+
+    ports.execute, ports.state = push_off, perceive
+    mpc = AntiGroundingMpc(ports.ports(), arm, MpcConfig(num_candidates=4))
+    subtasks = [SubTask('place', 'blue_cube', 'bowl')]
+    if seen:  # fallen, it fails the run while an earlier sub-task is still under way
+        subtasks.insert(0, SubTask('place', 'red_cube', 'bowl'))
+    success, reason = mpc.run('put the cubes in the bowl', subtasks, max_steps=4)
+    assert not success and len(mpc.records) == 1, reason
+    stage, why = ('grasp red_cube', 'fell off the table (now at (1.') if seen else ('grasp blue_cube', 'is no longer')
+    assert reason.startswith(f'stage "{stage}" cannot be done: blue_cube {why}'), reason
+
+
+@pytest.mark.parametrize('width', [0.0, 0.05])
+def test_a_release_is_done_when_the_object_rests_on_its_destination(sim, arm, ports, width):
+    """One run's cube lay in the bowl, the fingers above it not fully open (shut on nothing after it
+    slipped out, or stopped short): the release was judged not done, the cube not held, and the
+    planner went back to grasping it. Resting on its destination and not held is a done release."""
+    sim.reset()
+    start = ports.state().objects
+    bowl = sim.object_pose('bowl')[0]
+    _put(sim, 'red_cube', bowl + (0, 0, 0.03))
+    _arm_at(sim, arm, bowl + (0, 0, 0.15))
+    sim.set_gripper(width)
+    sim.step(500)
+    state = ports.state()
+    stages = stages_for([SubTask('place', 'red_cube', 'bowl')])
+    index, events = next_stage(stages, 3, state.objects, start, state.gripper_width, arm.ee_position(state.arm))
+    assert index == 4 and events[0].startswith('stage release red_cube to bowl done'), events
+
+
+def test_the_twin_critic_does_not_credit_tipping_the_object_a_grasp_is_after():
+    """Task suite seed 8 (in process): with the grip 7 cm beside the blue cube, a candidate that tipped
+    it 1 cm up scored as progress towards the grasp stage's goal (above the cube) and was executed;
+    the cube then rocked in every rollout. Moving the object without holding it is no progress while
+    grasping: it scores below staying put, and approaching the grasp point scores above both."""
+    from twinloop_scoring.twin_critic import judge
+
+    cube = ((0.62, 0.25, 0.0), (1, 0, 0, 0), (0.04, 0.04, 0.04))
+    task = stages_for([SubTask('pick', 'cube')])[0].task({'cube': cube}, {'cube': cube})
+
+    def rollout(ee_end, cube_end):
+        return {
+            'collisions': [],
+            'initial_positions': {'cube': list(cube[0])},
+            'final_positions': {'cube': cube_end},
+            'displacements': {'cube': float(np.linalg.norm(np.subtract(cube_end, cube[0])))},
+            'rotations': {'cube': 0.3},
+            'joint_margins': [0.5],
+            'holding': '',
+            'ee_start': [0.62, 0.18, 0.06],
+            'ee_end': ee_end,
+            'ee_path_length': float(np.linalg.norm(np.subtract(ee_end, (0.62, 0.18, 0.06)))),
+        }
+
+    tipped = judge(rollout([0.62, 0.21, 0.06], [0.62, 0.262, 0.01]), task)
+    still = judge(rollout([0.62, 0.18, 0.06], list(cube[0])), task)
+    closer = judge(rollout([0.62, 0.22, 0.04], list(cube[0])), task)
+    assert tipped[0]['task_alignment'] < still[0]['task_alignment'] < closer[0]['task_alignment'], (tipped, still)
+    assert 'pushed' in tipped[1]
+
+
+def test_a_grasp_stalled_in_reach_samples_closes_around_the_grasp_point(sim, arm, ports):
+    """A step with the grasp point in reach that did not grasp (here the executor does nothing, as when
+    the world does not follow the twin) is a stall: the next step samples closes at points around the
+    grasp point (within half the grasp tolerance, object frame), not only the same close again."""
+    from twinloop_antigrounding.mpc import STALL_CLOSES
+    from twinloop_antigrounding.stages import grasp_tolerance
+
+    sim.reset()
+    position, quat = sim.object_pose('blue_cube')
+    size = _extents(sim)['blue_cube']
+    _arm_at(sim, arm, position + (0.005, 0, grip_height(size) + 0.01), grasp_orientation(quat, size))
+    ports.execute = lambda segments: None
+    mpc = AntiGroundingMpc(ports.ports(), arm, MpcConfig(num_candidates=8))
+    built, build = [], mpc.builder.build
+    mpc.builder.build = lambda cid, sample, *rest: built.append(sample) or build(cid, sample, *rest)
+    state = ports.state()
+    stage = stages_for([SubTask('pick', 'blue_cube')])[0]
+    grasp_point, inverse = stage.grasp_point(state.objects), Rotation.from_quat([*quat[1:], quat[0]]).inv()
+    around = []
+    for step in range(2):
+        built.clear()
+        mpc.step(
+            'pick up the blue cube', stage, state.objects, dict(state.objects), state.arm, state.gripper_width, step
+        )
+        offsets = [inverse.apply(s.goal - grasp_point) for s in built if s.gripper == GRIPPER_CLOSE]
+        around.append(
+            {tuple(np.round(o, 4)) for o in offsets if np.all(np.abs(o) <= grasp_tolerance(size) / 2) and o[2] >= 0}
+        )
+    assert (0.0, 0.0, 0.0) in around[0]
+    assert len(around[1]) >= 1 + STALL_CLOSES, around
+
+
+@pytest.mark.parametrize('contact', ['panda_right_gripper|red_cube', 'panda_right_gripper|table'])
+def test_a_hand_already_touching_the_object_it_grasps_does_not_veto_every_candidate(sim, arm, ports, contact):
+    """Task suite seed 5 (in process): the hand came down on the red cube's edge and tipped it against
+    the palm; from then every twin rollout began with that contact, every candidate counted as a
+    collision and six steps executed nothing. A contact with the stage's object that every rollout
+    has is where the arm starts, not what a candidate does; one with anything else (the table) still
+    makes every candidate unsafe. (Fault injection: the contact added to every rollout's facts.)"""
+    sim.reset()
+    rollout = ports.rollout
+
+    def touching(paths, settle):
+        facts = rollout(paths, settle)
+        for f in facts:
+            f['collisions'] = sorted({*f['collisions'], contact})
+        return facts
+
+    ports.rollout = touching
+    mpc = AntiGroundingMpc(ports.ports(), arm, MpcConfig(num_candidates=6))
+    state = ports.state()
+    stage = stages_for([SubTask('pick', 'red_cube')])[0]
+    record = mpc.step(
+        'pick up the red cube', stage, state.objects, dict(state.objects), state.arm, state.gripper_width, 0
+    )
+    if contact.endswith('red_cube'):
+        assert record.chosen, record.note
+    else:
+        assert not record.chosen and 'every candidate collided' in record.note

@@ -11,7 +11,10 @@ One addition to the paper, documented in README.md (The AntiGrounding planner): 
 well-scored directions, the sampler is pointed at the stage's sub-goal from the grounded task
 (the target object for a grasp, the destination for a carry), and its radius is capped at twice
 the distance to that sub-goal. With the twin_critic scorer this prior is what makes the search
-converge in a few steps; it can be turned off (goal_prior: 0).
+converge in a few steps; it can be turned off (goal_prior: 0). With a grasp point in reach of the
+grip (Stage.in_reach) a close there is always among the candidates, and more closes around it once
+the stage stalled in reach; a needed object that fell off the table (or is no longer perceived)
+ends the run at once with where it is.
 """
 
 import time
@@ -23,8 +26,8 @@ from scipy.spatial.transform import Rotation
 from twinloop_antigrounding import candidates, rotation
 from twinloop_antigrounding.candidates import CandidateBuilder
 from twinloop_antigrounding.rotation import RotationUnavailable
-from twinloop_antigrounding.sampler import AnnealedSampler
-from twinloop_antigrounding.stages import next_stage, stages_for
+from twinloop_antigrounding.sampler import GRIPPER_CLOSE, AnnealedSampler, Sample
+from twinloop_antigrounding.stages import grasp_tolerance, lost, next_stage, stages_for
 from twinloop_core.geometry import grasp_orientation, grip_height
 from twinloop_core.gripper import closed_on_something, is_open
 from twinloop_core.outcomes import ExecutionFailed, GoalEnded, Outcome
@@ -35,6 +38,7 @@ STAGE_GRIPPER = {  # P(none, open, close) of a candidate's gripper event in each
     'carry': (1.0, 0.0, 0.0),
     'release': (0.5, 0.5, 0.0),
 }
+STALL_CLOSES = 3  # extra close candidates around a grasp point in reach once the stage stalled there
 
 
 def _candidate_rows(proposals, scores, facts):
@@ -43,7 +47,7 @@ def _candidate_rows(proposals, scores, facts):
         {
             'id': p.id,
             'description': p.description,
-            'total': round(s['total'], 3),
+            'total': round(s['total'], 4),  # at 3 digits, totals 1e-5 apart (ROS vs in process) could read 1e-3 apart
             'failed': s['failed'],
             'dimensions': s['dimensions'],
             'collisions': f['collisions'],
@@ -51,6 +55,14 @@ def _candidate_rows(proposals, scores, facts):
         }
         for p, s, f in zip(proposals, scores, facts)
     ]
+
+
+def _standing_contacts(facts, object_id):
+    """Collisions of the robot with the object a stage works on that every rollout has: the hand
+    already touches it (an object tipped against the palm), whatever the candidate does. They do not
+    make a candidate unsafe, or no candidate, not even the grasp, could ever move again."""
+    shared = set.intersection(*(set(f['collisions']) for f in facts)) if facts else set()
+    return {c for c in shared if object_id in c.split('|') and any(b.startswith('panda_') for b in c.split('|'))}
 
 
 @dataclass
@@ -84,18 +96,21 @@ class AntiGroundingMpc:
         self.labels = {}
         self.gripper_targets = {}  # object id -> gripper orientation (wxyz) from the rotation module, or None
         self.believed = {}  # object id -> (position, quat) believed instead of perceived (held, unseen)
+        self.stalled = 0  # consecutive steps of this stage with its grasp point in reach
 
     def run(self, instruction, subtasks, max_steps=0, deadline=None, dry_run=False, avoid=()):
         """(success, reason): done on the perceived state, or why not. avoid: ids of objects the task
         must not move (the scorers are told).
 
-        Why not: a stage's step limit, max_steps or the deadline (time.monotonic() [s]) reached.
+        Why not: an object the remaining stages need fell off the table or is no longer perceived, a
+        stage's step limit, max_steps or the deadline (time.monotonic() [s]) reached.
         """
         stages = stages_for(subtasks, avoid)
         objects, q, width = self._perceive()
         start = dict(objects)
         index, stage_steps, total = 0, 0, 0
         self.sampler.reset()
+        self.stalled = 0
         while True:
             ee = self.ee_position(q)
             index, events = next_stage(stages, index, objects, start, width, ee)
@@ -104,8 +119,11 @@ class AntiGroundingMpc:
             if index == len(stages):
                 break
             stage = stages[index]
+            gone = lost(stages[index:], objects, start, self.config.fell_below)
+            if gone:  # no step brings it back: fail now, with where it is
+                return False, f'stage "{stage.describe()}" cannot be done: {gone}'
             if events:  # the sub-task transition signal (or a step back): explore again
-                stage_steps = 0
+                stage_steps, self.stalled = 0, 0
                 self.sampler.reset(self.config.stage_r0.get(stage.name))
             if stage_steps >= self.config.max_steps_per_stage:
                 why = stage.done(objects, start, width, ee)[1]
@@ -172,6 +190,27 @@ class AntiGroundingMpc:
         label = self.labels.get(object_id) or object_id.replace('_', ' ')
         return rotation.ask(self.rotation_backend, instruction, label, self.ports.twin.render_axes(object_id))
 
+    def _closes(self, stage, objects, ee):
+        """Close candidates for a grasp point in reach: one at the grasp point and, once the stage stalled
+        in reach (an earlier step here did not grasp: the perceived pose may be off), STALL_CLOSES more at
+        random points within half the grasp tolerance around it (object frame, never below it)."""
+        _, quat, size = objects[stage.object_id]
+        grasp_point = stage.grasp_point(objects)
+        goals = [grasp_point]
+        if self.stalled:
+            half = grasp_tolerance(size) / 2
+            rotation = Rotation.from_quat([*quat[1:], quat[0]])
+            low, high = -half * (1, 1, 0), half
+            goals += [grasp_point + rotation.apply(self.sampler.rng.uniform(low, high)) for _ in range(STALL_CLOSES)]
+        out = []
+        for goal in goals:
+            goal = np.array([goal[0], goal[1], max(goal[2], self.config.min_height)])
+            move = goal - ee
+            radius = float(np.linalg.norm(move))
+            direction = move / radius if radius > 1e-9 else np.array([0, 0, -1.0])
+            out.append(Sample(goal, direction, radius, GRIPPER_CLOSE))
+        return out
+
     def _nothing_executed(self, stage, step_index, proposals, scores, facts, timings, why):
         record = StepRecord(
             stage.describe(),
@@ -222,6 +261,11 @@ class AntiGroundingMpc:
         samples = self.sampler.sample(
             ee, self.config.num_candidates * 2, prior=prior, prior_weight=self.config.goal_prior, radius_cap=cap
         )
+        if stage.in_reach(objects, ee):  # the close event is always a candidate, more of them once stalled here
+            samples = self._closes(stage, objects, ee) + samples
+            self.stalled += 1
+        else:
+            self.stalled = 0
         lap('sampling')
         q_full = self.arm.q_full(q)
         open_first = stage.name == 'grasp' and not is_open(width)
@@ -264,7 +308,8 @@ class AntiGroundingMpc:
                 f'the scorer failed on every candidate ({scores[0]["backend"]}): '
                 f'{scores[0].get("rationale", "")[:300]}',
             )
-        safe = [i for i, s in enumerate(scores) if not s['failed'] and not facts[i]['collisions']]
+        standing = _standing_contacts(facts, stage.object_id)
+        safe = [i for i, s in enumerate(scores) if not s['failed'] and not set(facts[i]['collisions']) - standing]
         usable = [
             i
             for i in safe

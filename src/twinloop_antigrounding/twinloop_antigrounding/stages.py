@@ -37,6 +37,11 @@ class Stage:
         """The destination object ('' for a pick)."""
         return self.subtask.destination_id
 
+    @property
+    def object_ids(self):
+        """Every object this stage's checks read: the moved one, the destination and a second reference."""
+        return tuple(dict.fromkeys(o for o in (self.object_id, self.destination_id, self.subtask.reference2_id) if o))
+
     def describe(self):
         """Short label of the stage, e.g. 'carry bowl to plate' or 'release cube next_to bowl'."""
         if self.name not in ('carry', 'release') or not self.destination_id:
@@ -60,7 +65,7 @@ class Stage:
         p, _, size = objects[self.object_id]
         grip = grip_height(size)
         if self.name == 'grasp':
-            grasp_point = np.asarray(p, float) + (0, 0, grip)
+            grasp_point = self.grasp_point(objects)
             if ee is not None and np.linalg.norm(np.subtract(ee, grasp_point)[:2]) > APPROACH_RADIUS:
                 return grasp_point + (0, 0, size[2] - grip + HOVER)
             return grasp_point
@@ -70,6 +75,24 @@ class Stage:
         # the grip keeps its offset from the held object (a sponge held off its centre): aim the object
         grip_from_base = np.subtract(ee, p) if ee is not None else (0, 0, grip)
         return self.drop_point(objects, start) + (0, 0, clearance) + grip_from_base
+
+    def grasp_point(self, objects):
+        """Where the grip site holds this stage's object: over its base, at grip_height [m]."""
+        p, _, size = objects[self.object_id]
+        return np.asarray(p, float) + (0, 0, grip_height(size))
+
+    def in_reach(self, objects, ee):
+        """Is the grasp point in reach of the grip (a grasp stage only)? Yes when the grip is within the
+        grasp tolerance across the object (object frame) and between the tolerance below the grasp
+        point and the hover above the object's top: a straight move to the grasp point and a close
+        there grasp it."""
+        if self.name != 'grasp':
+            return False
+        obj = objects[self.object_id]
+        size, offset = obj[2], grip_offset(obj, ee)
+        tolerance = grasp_tolerance(size)
+        above = size[2] - grip_height(size) + HOVER + tolerance[2]
+        return bool(np.all(np.abs(offset[:2]) <= tolerance[:2]) and -tolerance[2] <= offset[2] <= above)
 
     def comes_down_beside(self, objects, ee, positions):
         """Would a grasp candidate's path come down beside the object, where a finger lands on its
@@ -129,7 +152,7 @@ class Stage:
             ok = held and horizontal < max(0.01, min(d_size[0], d_size[1]) / 4) and p[2] > drop[2]  # stacks: precision
             return ok, f'{horizontal * 100:.1f} cm from above {self.destination_id}'
         placed, note = judge([self.subtask], start, objects)
-        return placed and is_open(gripper_width), note
+        return placed and (is_open(gripper_width) or not held), note  # on its destination and let go
 
 
 def grip_offset(obj, ee_position):
@@ -166,10 +189,13 @@ def stages_for(subtasks, avoid=()):
 def next_stage(stages, index, objects, start, gripper_width, ee_position):
     """(index of the stage to work on, [what changed]) on the perceived state: done stages pass on;
     an object no longer held in a lift, carry or release (dropped on the way, or let go off
-    target) sends its sub-task back to its grasp."""
+    target) sends its sub-task back to its grasp. A stage with an object not perceived is not judged
+    (see lost)."""
     events = []
     while index < len(stages):
         stage = stages[index]
+        if any(oid not in objects for oid in stage.object_ids):
+            break
         done, note = stage.done(objects, start, gripper_width, ee_position)
         if done:
             events.append(f'stage {stage.describe()} done ({note})')
@@ -185,3 +211,23 @@ def next_stage(stages, index, objects, start, gripper_width, ee_position):
         else:
             break
     return index, events
+
+
+def lost(stages, objects, start, drop):
+    """'' or why the remaining stages (stages[0] the current one) cannot be done: an object they read
+    lies more than `drop` [m] below the lowest object at the start (off the table it stood on), or
+    one the current sub-task reads is no longer perceived at all (pose estimation drops an object
+    that left its workspace; a later sub-task's may only be hidden for now)."""
+    surface = min((float(p[2]) for p, _, _ in start.values()), default=0.0)
+    why = []
+    for s in stages:
+        for oid in s.object_ids:
+            if oid not in objects and s.subtask_index == stages[0].subtask_index:
+                why.append(f"{oid} is no longer perceived (off the table, or out of the cameras' workspace)")
+            elif oid in objects and objects[oid][0][2] < surface - drop:
+                position = ', '.join(f'{v:.2f}' for v in objects[oid][0])
+                why.append(
+                    f'{oid} fell off the table (now at ({position}) m, '
+                    f'{(surface - objects[oid][0][2]) * 100:.0f} cm below the table surface)'
+                )
+    return '; '.join(dict.fromkeys(why))

@@ -1,7 +1,8 @@
 """twin_critic: the embedded default scorer. NOT a vision-language model.
 
 It answers the structured VQA's questions from the twin's rollout data instead of from the
-image: collisions (safety), how much closer the instructed object got to its goal, whether it
+image: collisions (safety), how much closer the instructed object got to its goal (in a grasp
+stage only a held object's motion counts: one pushed or tipped unheld is a setback), whether it
 is held (and how centred the grasp is) and whether other objects were disturbed (task
 alignment), path directness (efficiency), joint-limit margins and object tumbling
 (feasibility), and the instructed objects' visibility in the view (viewpoint clarity). Its
@@ -38,22 +39,29 @@ def judge(rollout, task, visibility=1.0):
         goal = np.add(final[task['destination']], (0.0, 0.0, task.get('destination_height', 0.0)))
     if target in final and goal is not None:
         progress, gained = _closeness_gain(initial[target], final[target], goal)
-        if abs(gained) > 0.005:
+        held = rollout.get('holding') == target
+        pushed = task.get('stage') == 'grasp' and not held  # while grasping, only a held object's motion is progress
+        if abs(gained) > 0.005 and not pushed:
             alignment = 5.0 + 5.0 * progress
             notes.append(f'{target} {gained * 100:+.1f} cm towards the goal')
-        else:  # the object did not move: credit approaching it
-            approach, closer = _closeness_gain(rollout['ee_start'], rollout['ee_end'], initial[target])
+        else:  # the object did not move (or was pushed or tipped unheld): credit approaching its grasp point
+            grasp_point = np.add(initial[target], (0.0, 0.0, task.get('grip_height', 0.0)))
+            approach, closer = _closeness_gain(rollout['ee_start'], rollout['ee_end'], grasp_point)
             alignment = 5.0 + 2.5 * approach
             notes.append(f'gripper {closer * 100:+.1f} cm towards {target}')
+            if abs(gained) > 0.005:
+                alignment = max(0.0, alignment - 2.5)
+                moved = float(np.linalg.norm(np.subtract(final[target], initial[target])))
+                notes.append(f'{target} pushed {moved * 100:.1f} cm without being held')
         holding = task.get('holding', 'wanted')  # wanted (grasping), required (carrying), unwanted (releasing)
-        if rollout.get('holding') == target and holding != 'unwanted':  # credit a grasp the nearer the grasp point
+        if held and holding != 'unwanted':  # credit a grasp the nearer the grasp point
             height = task.get(
                 'grip_height', task.get('object_size', (0, 0, 0))[2] / 2
             )  # above the base, where frames sit
             offset = float(np.linalg.norm(np.add(final[target], (0.0, 0.0, height)) - np.asarray(rollout['ee_end'])))
             alignment = min(10.0, alignment + 3.0 * float(np.clip((0.025 - offset) / 0.02, 0.0, 1.0)))
             notes.append(f'holding {target} {offset * 100:.1f} cm from the grip')
-        elif rollout.get('holding') == target:
+        elif held:
             alignment = max(0.0, alignment - 3.0)
             notes.append(f'still holding {target}')
         elif holding == 'required':

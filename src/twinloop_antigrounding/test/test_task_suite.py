@@ -1,0 +1,67 @@
+"""The task suite's evaluation (bench/task_suite.py) without running it: Wilson intervals, the
+held-out seeds a development run may not use, and the planner's verdict counted against the
+ground truth per episode."""
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(os.environ.get('TWINLOOP_ROOT', Path(__file__).resolve().parents[3]))
+
+
+@pytest.fixture(scope='module')
+def suite():
+    spec = importlib.util.spec_from_file_location('task_suite', ROOT / 'bench' / 'task_suite.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_wilson_intervals_match_published_values(suite):
+    """18/24 (issue 21's fresh-seed run): 55.1-88.0 %; 0/5 and 5/5 stay inside 0..1."""
+    assert suite.wilson(18, 24) == pytest.approx((0.551, 0.880), abs=5e-4)
+    assert suite.wilson(0, 5) == pytest.approx((0.0, 0.434), abs=5e-4)
+    assert suite.wilson(5, 5) == pytest.approx((0.566, 1.0), abs=5e-4)
+    assert suite.wilson(0, 0) == (0.0, 1.0)
+
+
+def test_development_runs_never_use_held_out_seeds(suite, tmp_path):
+    ranges = suite.seed_ranges(ROOT / 'bench' / 'tasks.yaml')
+    (d0, d1), (h0, h1) = ranges['development'], ranges['held_out']
+    assert d1 <= h0 or h1 <= d0
+    assert suite.check_seeds(range(d0, d0 + 5), ranges, dev=True) == ''
+    assert 'held-out seeds stay unseen' in suite.check_seeds([d1 - 1, h0], ranges, dev=True)
+    assert suite.check_seeds(range(h0, h0 + 5), ranges, dev=False) == ''
+    assert '--dev' in suite.check_seeds([d0], ranges, dev=False)
+    overlapping = tmp_path / 'tasks.yaml'
+    overlapping.write_text('seeds: {development: [1, 100], held_out: [50, 200]}\ncategories: {}\n')
+    with pytest.raises(ValueError, match='disjoint'):
+        suite.seed_ranges(overlapping)
+
+
+def test_planner_verdicts_are_counted_against_the_ground_truth(suite):
+    def episode(category, success, planner_done):
+        row = {'category': category, 'success': success}
+        return row if planner_done is None else {**row, 'planner_done': planner_done}
+
+    episodes = [
+        episode('multi_stage', True, True),
+        episode('multi_stage', True, False),  # the run that judged its own release not done
+        episode('multi_stage', False, True),
+        episode('cluttered', False, False),
+        episode('cluttered', False, None),  # ended in an error: no planner verdict
+    ]
+    summary = suite.summarize(episodes)
+    assert summary['multi_stage'] == {
+        'success': 2,
+        'episodes': 3,
+        'rate': 0.667,
+        'ci95': [round(v, 3) for v in suite.wilson(2, 3)],
+        'false_done': 1,
+        'false_not_done': 1,
+        'planner_unjudged': 0,
+    }
+    counts = {k: summary['overall'][k] for k in ('episodes', 'false_done', 'false_not_done', 'planner_unjudged')}
+    assert counts == {'episodes': 5, 'false_done': 1, 'false_not_done': 1, 'planner_unjudged': 1}

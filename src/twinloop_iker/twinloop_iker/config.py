@@ -14,6 +14,7 @@ import yaml
 
 from twinloop_core.engine import ConfigError, load_config
 from twinloop_iker.cem import CemConfig
+from twinloop_iker.deploy import DeployConfig
 from twinloop_iker.env import EnvConfig, RandomizationConfig
 from twinloop_iker.reward import RewardConfig
 from twinloop_iker.sandbox import SandboxLimits
@@ -50,7 +51,8 @@ class PpoConfig:
 @dataclass
 class IkerConfig:
     """Every IKER parameter: the keypoint reward, the sandbox limits and the policies in the twin
-    (the training env, its domain randomisation, the CEM planner and PPO)."""
+    (the training env, its domain randomisation, the CEM planner and PPO) and their deployment on
+    the arm (the engine's code writer, iterations and streamed chunks)."""
 
     reward: RewardConfig = field(default_factory=RewardConfig)
     sandbox: SandboxLimits = field(default_factory=SandboxLimits)
@@ -58,6 +60,7 @@ class IkerConfig:
     randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
     cem: CemConfig = field(default_factory=CemConfig)
     ppo: PpoConfig = field(default_factory=PpoConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
 
 
 def load_iker_config(path):

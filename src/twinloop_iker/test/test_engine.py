@@ -1,0 +1,163 @@
+"""The iker engine without ROS: the deployment pieces (catalog fit, target pose fit, chunk timing
+within the joint bounds), the config block, and whole runs on an in-process SimWorld whose arm is
+driven only through an executor (ruckig paths) and a small streamer that checks each chunk
+continues the commanded joints: a push reaches its targets, bad model code moves nothing."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+from twinloop_core.engine import ConfigError, Limits, build_engine, load_config
+from twinloop_core.ports import Ports, QuietProgress, StreamReply
+from twinloop_core.task import SubTask, TaskSpec
+from twinloop_iker import deploy
+from twinloop_iker import engine as iker_engine  # noqa: F401  (registers 'iker')
+from twinloop_iker.config import IkerConfig, load_iker_config
+from twinloop_iker.deploy import DeployConfig
+from twinloop_iker.env import catalog_entry
+from twinloop_planning.ports.in_process import SimPorts
+from twinloop_twin import scene
+from twinloop_twin.world import SimWorld
+
+ROOT = os.environ['TWINLOOP_ROOT']
+
+
+def test_fit_kind_finds_the_catalog_shape_of_a_box():
+    assert deploy.fit_kind((0.05, 0.05, 0.05)) == ('cube', pytest.approx(1.0))
+    kind, scale = deploy.fit_kind((0.2, 0.13, 0.025))
+    assert kind == 'book' and 0.85 < scale < 0.95
+
+
+def test_kind_mesh_keypoints_are_the_envs():
+    from twinloop_perception.keypoints import propose
+
+    proposed = propose([('b', deploy.kind_mesh('block', 1.3), False)])
+    assert np.allclose([k.local for k in proposed], 1.3 * catalog_entry('block')[1])
+
+
+@pytest.mark.parametrize('count', [1, 2, 4])
+def test_fit_target_pose_recovers_a_yaw_and_a_translation(count):
+    local = 1.3 * catalog_entry('block')[1][:count]
+    yaw = 0.7 if count > 1 else 0.2  # one keypoint keeps the given yaw
+    shift = np.array([0.1, -0.05, 0.0])
+    targets = local @ deploy.yaw_matrix(yaw).T + shift
+    position, fitted = deploy.fit_target_pose(local, targets, 0.2)
+    assert fitted == pytest.approx(yaw) and position == pytest.approx(shift)
+
+
+def test_joint_chunks_start_at_the_splice_end_at_rest_and_keep_the_bounds():
+    config = DeployConfig()
+    q0 = np.zeros(7)
+    for move in (0.01, 0.2, 2.0):
+        times, positions = deploy.joint_chunk(q0, q0 + move, 0.05, config)
+        assert times[0] == 0 and np.all(np.diff(times) > 0)
+        assert config.min_chunk - 1e-9 <= times[-1] <= config.max_chunk + 1e-9
+        assert np.array_equal(positions[0], q0)
+        velocity = np.gradient(positions, times, axis=0)
+        acceleration = np.gradient(velocity, times, axis=0)
+        assert np.abs(velocity).max() <= config.joint_velocity * 1.05
+        assert np.abs(acceleration).max() <= config.joint_acceleration * 1.1
+        assert np.abs(velocity[-1]).max() < 0.05 * config.joint_velocity
+    assert positions[-1, 0] < 2.0  # a move too big for one chunk is shortened
+
+
+def test_the_deploy_block_is_validated():
+    assert load_iker_config(f'{ROOT}/config/iker.yaml').deploy == DeployConfig()
+    assert load_config(IkerConfig, {'deploy': {'max_chunks': 5}}).deploy.max_chunks == 5
+    with pytest.raises(ConfigError, match='writer'):
+        load_config(IkerConfig, {'deploy': {'writer': 'vlm'}})
+    with pytest.raises(ConfigError, match='max_chunk'):
+        load_config(IkerConfig, {'deploy': {'max_chunk': 2.0}})
+    with pytest.raises(ConfigError, match='unknown keys'):
+        load_config(IkerConfig, {'deploy': {'speed': 1.0}})
+
+
+class InProcessStreamer:
+    """Streamed chunks played on a SimWorld: each must start at the commanded joints (the measured ones
+    for a new stream), start at time 0 and last 0.1-1 s, as the execution node's stream requires."""
+
+    def __init__(self, world):
+        self.world, self.commanded, self.chunks, self.stops = world, {}, 0, 0
+
+    def send_chunk(self, stream_id, times, positions, splice_time=-1.0):
+        start = self.commanded.get(stream_id, self.world.arm_positions())
+        gap = float(np.abs(positions[0] - start).max())
+        if gap > 0.02 or times[0] != 0 or not 0.1 <= times[-1] <= 1.0:
+            return StreamReply(False, f'chunk starts {gap:.3f} rad off or lasts {times[-1]} s', 'continuity')
+        self.world.follow_trajectory(times, positions)
+        self.world.step(int((times[-1] + 0.2) / self.world.model.opt.timestep))
+        self.commanded[stream_id] = positions[-1]
+        self.chunks += 1
+        return StreamReply(True, '', '', times[-1], times[-1], positions[-1].copy(), np.zeros(7))
+
+    def stop_stream(self, stream_id):
+        self.commanded.pop(stream_id, None)
+        self.stops += 1
+        return StreamReply(True)
+
+
+@pytest.fixture
+def sim():
+    world = SimWorld(scene.SceneConfig.from_yaml(f'{ROOT}/config/scenes/iker_align.yaml'))
+    world.reset()
+    arm = SimPorts(
+        world, None, None, [], f'{ROOT}/urdf/panda.urdf', f'{ROOT}/config/panda_joint_limits.yaml', views=['front']
+    )
+    streamer = InProcessStreamer(world)
+    progress = QuietProgress()
+    ports = Ports(perception=arm, executor=arm, streamer=streamer, progress=progress, cancel=arm.cancel)
+    yield world, streamer, progress, ports
+    world.close()
+
+
+ALIGN = TaskSpec(
+    'push the red book in line with the green book', [SubTask('push', 'red_book', 'green_book', 'aligned_with')]
+)
+
+
+def test_a_push_reaches_its_keypoint_targets_through_streamed_chunks(sim):
+    world, streamer, progress, ports = sim
+    engine = build_engine('iker', f'{ROOT}/config')
+    start = world.object_pose('red_book')[0]
+    result = engine.run(ALIGN, ports, Limits())
+    assert result.success, (result.detail, progress.lines)
+    assert result.backend == 'template writer (not a VLM) + CEM in the keypoint twin (no PPO checkpoint trained yet)'
+    record = progress.records[-1]
+    assert record.object_id == 'red_book' and not record.grasp and 0 <= record.distance <= 0.05
+    assert 'def get_interaction_data' in record.code and record.images[0][1].shape == (240, 320, 3)
+    assert streamer.chunks >= 1 and streamer.stops >= 1 and result.steps == streamer.chunks
+    end, green = world.object_pose('red_book')[0], world.object_pose('green_book')[0]
+    assert abs(end[0] - green[0]) < abs(start[0] - green[0]) - 0.05 and abs(end[2] - start[2]) < 0.02
+
+
+def test_bad_model_code_ends_the_iteration_and_nothing_moves(sim):
+    world, streamer, progress, ports = sim
+
+    class BadWriter:
+        label = 'a writer of bad code (test)'
+
+        def write(self, request):
+            from twinloop_iker.writers import WrittenCode
+
+            return WrittenCode(
+                'import os\ndef get_interaction_data(keypoint_coordinates):\n    return {}\n', self.label
+            )
+
+    engine = build_engine('iker', f'{ROOT}/config')
+    engine.writer = BadWriter()
+    arm = world.arm_positions()
+    result = engine.run(ALIGN, ports, Limits())
+    assert not result.success and 'forbidden' in result.detail and 'nothing moved' in result.detail
+    assert streamer.chunks == 0 and np.allclose(world.arm_positions(), arm)
+    assert progress.records[-1].code.startswith('import os')
+
+
+def test_dry_run_checks_the_targets_and_moves_nothing(sim):
+    world, streamer, progress, ports = sim
+    arm = world.arm_positions()
+    result = build_engine('iker', f'{ROOT}/config').run(ALIGN, ports, Limits(dry_run=True))
+    assert result.success and 'dry run' in result.detail and streamer.chunks == 0
+    assert np.allclose(world.arm_positions(), arm) and len(progress.records[-1].targets) >= 1
+    assert all(math.isfinite(v) for target in progress.records[-1].targets for v in target)

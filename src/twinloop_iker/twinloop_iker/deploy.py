@@ -1,0 +1,175 @@
+"""Deployment of IKER's solver on the arm (shared/seeds/002, Sec. III-D), no rclpy: from the
+targets of the model-written code to streamed joint chunks.
+
+The keypoints of a movable object are those of the catalog shape that best fits its perceived
+bounding box (`fit_kind`), so they are the keypoints of KeypointEnv's object and the code's targets
+are targets of the env (`fit_target_pose`: the object pose that puts the chosen keypoints nearest
+their targets, a yaw and a translation). The solver plans end-effector deltas in the env from the
+perceived object pose and the arm's TCP (`env_at`); the deltas move the Panda's TCP
+(`tcp_targets`), IK turns the last into joints and `joint_chunk` times the move as one short
+rest-to-rest chunk (minimum-jerk) for the execution node's stream, which gates every chunk.
+"""
+
+import math
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+
+from twinloop_core.engine import ConfigError
+from twinloop_iker.env import KINDS, quat_yaw
+from twinloop_twin import objects as catalog
+
+PEAK_VELOCITY = 1.875  # minimum-jerk: peak velocity / (distance / duration)
+PEAK_ACCELERATION = 5.7735  # minimum-jerk: peak acceleration / (distance / duration^2)
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    """How IKER runs on the arm (config/iker.yaml, block deploy)."""
+
+    writer: str = 'template'  # code writer (twinloop_iker.writers): template or vlm
+    writer_agent: str = ''  # vlm: an agent of config/vlm_agents.yaml
+    max_iterations: int = 6  # code-writing iterations of Algorithm 1 per goal
+    max_chunks: int = 30  # streamed chunks per stage
+    stop_distance: float = 0.03  # [m] a stage stops streaming once the keypoints are this close (success: 5 cm)
+    tcp_speed: float = 0.1  # [m/s] mean TCP speed of a chunk (its peak is 1.875 times this)
+    min_chunk: float = 0.3  # [s] shortest chunk
+    max_chunk: float = 1.0  # [s] longest chunk (the stream's limit)
+    point_spacing: float = 0.05  # [s] between the points of a chunk
+    joint_velocity: float = 1.0  # [rad/s] a chunk's peak joint speed (well inside the Panda's limits)
+    joint_acceleration: float = 3.0  # [rad/s^2] a chunk's peak joint acceleration (limits: 7.5 and up)
+    min_tcp_z: float = 0.018  # [m] the TCP stays this high above the table top (fingers clear of it)
+    approach_height: float = 0.06  # [m] above the object's top before coming down behind it (push)
+    standoff: float = 0.03  # [m] push: the TCP starts this far outside the object's footprint
+    retreat_height: float = 0.12  # [m] the TCP rises to this above the table after a stage
+    target_low: tuple = (0.15, -0.55, -0.02)  # [m] targets of the code must lie in this box (world)
+    target_high: tuple = (0.9, 0.55, 0.5)
+
+    def __post_init__(self):
+        """Positive counts and times, chunk bounds within the stream's, an ordered target box."""
+        if self.writer not in ('template', 'vlm') or (self.writer == 'vlm' and not self.writer_agent):
+            raise ConfigError("DeployConfig.writer must be 'template' or 'vlm' (vlm needs writer_agent)")
+        if min(self.max_iterations, self.max_chunks) < 1:
+            raise ConfigError('DeployConfig: max_iterations and max_chunks must be >= 1')
+        for name in (
+            'stop_distance',
+            'tcp_speed',
+            'point_spacing',
+            'joint_velocity',
+            'joint_acceleration',
+            'min_tcp_z',
+            'approach_height',
+            'retreat_height',
+        ):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ConfigError(f'DeployConfig.{name} must be finite and > 0, got {getattr(self, name)!r}')
+        if not (0.1 <= self.min_chunk <= self.max_chunk <= 1.0 and self.standoff >= 0):
+            raise ConfigError('DeployConfig: 0.1 <= min_chunk <= max_chunk <= 1.0 s and standoff >= 0 are required')
+        if not np.all(np.less(self.target_low, self.target_high)):
+            raise ConfigError('DeployConfig: target_low < target_high per axis')
+
+
+def fit_kind(size, kinds=KINDS):
+    """(kind, scale): the movable catalog shape whose extents, scaled uniformly, best fit a perceived
+    bounding box (object frame, x y z)."""
+    size = np.asarray(size, float)
+    best = None
+    for kind in kinds:
+        extents = np.asarray(catalog.make_shape(kind).extents, float)
+        scale = float(extents @ size / (extents @ extents))
+        error = float(np.linalg.norm(scale * extents - size))
+        if best is None or error < best[0]:
+            best = (error, kind, scale)
+    return best[1], best[2]
+
+
+def kind_mesh(kind, scale):
+    """The catalog mesh of a kind at a scale (object frame): its keypoints are the env's."""
+    mesh = catalog.shape_mesh(catalog.make_shape(kind)).copy()
+    mesh.apply_scale(scale)
+    return mesh
+
+
+def yaw_matrix(yaw):
+    """Rotation about z by yaw."""
+    c, s = math.cos(yaw), math.sin(yaw)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def fit_target_pose(local, targets, yaw):
+    """(position (3,), yaw) of the object frame that puts keypoints `local` (n, 3, object frame)
+    nearest `targets` (n, 3, world): a turn about z (least squares; the perceived yaw when the
+    keypoints have no horizontal spread) and a translation."""
+    local, targets = np.asarray(local, float), np.asarray(targets, float)
+    a = local[:, :2] - local[:, :2].mean(axis=0)
+    b = targets[:, :2] - targets[:, :2].mean(axis=0)
+    if len(local) >= 2 and np.linalg.norm(a) > 1e-3:
+        yaw = math.atan2(float(np.sum(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0])), float(np.sum(a * b)))
+    position = (targets - local @ yaw_matrix(yaw).T).mean(axis=0)
+    return position, yaw
+
+
+def object_yaw(quat):
+    """The heading of a perceived object's quaternion (wxyz)."""
+    return quat_yaw(np.asarray(quat, float))
+
+
+def env_at(env, kind, scale, position, yaw, target_position, target_yaw, tcp):
+    """Reset KeypointEnv (push) to the perceived object pose, its target pose and the arm's TCP."""
+    options = {
+        'kind': kind,
+        'scale': scale,
+        'object_pose': (float(position[0]), float(position[1]), float(yaw)),
+        'target_pose': (float(target_position[0]), float(target_position[1]), float(target_position[2]), target_yaw),
+        'gripper_position': tuple(float(v) for v in tcp),
+    }
+    env.reset(seed=0, options=options)
+    d = env.data  # reset raises the hand above the object; the arm's TCP may be beside it
+    d.qpos[0:3] = d.ctrl[0:3] = np.clip(tcp, env.config.workspace_low, env.config.workspace_high)
+    d.qvel[:] = 0.0
+    mujoco.mj_forward(env.model, d)
+
+
+def tcp_targets(env, actions):
+    """TCP displacements (k, 3) from the hand's start after each action, stepping the env."""
+    start = env.data.qpos[0:3].copy()
+    out = []
+    for action in actions:
+        target, _, _ = env.applied_action(action)
+        out.append(target - start)
+        env.step(action)
+    return np.array(out)
+
+
+def keypoint_distance(local, pose, targets):
+    """Mean distance [m] of keypoints (object frame) at pose (position, quat wxyz) to their targets."""
+    position, quat = pose
+    rotation = np.empty(9)
+    mujoco.mju_quat2Mat(rotation, np.asarray(quat, float))
+    world = np.asarray(local, float) @ rotation.reshape(3, 3).T + np.asarray(position, float)
+    return float(np.linalg.norm(world - np.asarray(targets, float), axis=1).mean())
+
+
+def joint_chunk(q_start, q_end, tcp_length, config):
+    """(times, positions) of a rest-to-rest chunk from q_start towards q_end: a straight joint-space
+    line with minimum-jerk timing, as long as the TCP distance at tcp_speed, the joints' velocity and
+    acceleration bounds and min_chunk ask; a move the bounds allow only beyond max_chunk is shortened
+    (the next chunk goes on from where it ends)."""
+    q_start, delta = np.asarray(q_start, float), np.asarray(q_end, float) - q_start
+    largest = float(np.abs(delta).max())
+    a, v = config.joint_acceleration, config.joint_velocity
+    duration = max(config.min_chunk, tcp_length / config.tcp_speed, math.sqrt(PEAK_ACCELERATION * largest / a))
+    duration = max(duration, PEAK_VELOCITY * largest / v)
+    if duration > config.max_chunk:
+        delta *= min(
+            1.0,
+            a * config.max_chunk**2 / (PEAK_ACCELERATION * largest),
+            v * config.max_chunk / (PEAK_VELOCITY * largest),
+        )
+        duration = config.max_chunk
+    count = max(2, int(math.ceil(duration / config.point_spacing)) + 1)
+    times = np.linspace(0.0, duration, count)
+    tau = times / duration
+    s = 10 * tau**3 - 15 * tau**4 + 6 * tau**5
+    return times, q_start + s[:, None] * delta

@@ -1,0 +1,318 @@
+"""The IKER engine behind ExecuteInstruction (shared/seeds/002, Algorithm 1): per iteration,
+perceive, number keypoints on the perceived objects, have the code writer write
+`get_interaction_data`, run it in the sandbox, and move the object to the targets it returns with a
+solver in the twin, closed loop through the arm's gated ports; the history grows after each stage
+until the code says done or a limit is reached.
+
+What runs: the code writer of config/iker.yaml (deploy.writer: the template writer by default,
+labelled 'template writer (not a VLM)', or a VLM agent) and the CEM planner of cem.py over
+KeypointEnv (no PPO checkpoint is trained yet, so none is used; results say so). Pushes are
+deployed: the executor port brings the closed gripper behind the object (one gated ExecuteMotion
+segment each), then every chunk of `cem.replan_every` planned end-effector deltas goes through IK
+and the streamer port (the execution node's ~/stream, gated chunk by chunk), with the object
+perceived again before each chunk. Grasp-and-place stages are refused with the reason (not
+deployed yet). The query image is drawn on a schematic view of the perceived boxes (no camera
+image reaches an engine through its ports); it goes to the writer and the run report.
+"""
+
+import math
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import trimesh
+from PIL import Image, ImageDraw
+
+from twinloop_core.engine import DecisionEngine, EngineResult, register_engine
+from twinloop_core.geometry import HOME_GRIP
+from twinloop_core.gripper import CLOSED_WIDTH
+from twinloop_core.outcomes import GoalEnded, Outcome
+from twinloop_core.ports import JointSegment
+from twinloop_execution.kinematics import Arm
+from twinloop_iker import cem, deploy, query_image
+from twinloop_iker.config import IkerConfig
+from twinloop_iker.env import KeypointEnv
+from twinloop_iker.sandbox import SandboxError, run_interaction_code
+from twinloop_iker.writers import HistoryEntry, WriteRequest, WriterError, make_writer
+
+SOLVER = 'CEM in the keypoint twin (no PPO checkpoint trained yet)'
+UNSUPPORTED = ('open', 'close', 'reorient')  # no keypoint form, or not deployable by a yaw-and-push solver
+SETTLE = 0.1  # [s] waited after a chunk's end before perceiving again
+VIEW = {'position': (1.25, 0.0, 0.9), 'look_at': (0.5, 0.0, 0.0), 'fovy': 50.0, 'size': (320, 240)}
+
+
+class Refused(Exception):
+    """The execution node refused a chunk (it brakes the arm and ends the stream); the message says why."""
+
+
+@dataclass
+class IterationRecord:
+    """One iteration of Algorithm 1 for the run report (the query image is saved as a PNG)."""
+
+    iteration: int
+    stage: int  # stages that had succeeded before it
+    writer: str
+    code: str
+    object_id: str = ''
+    grasp: bool = False
+    keypoint_indices: list = field(default_factory=list)
+    targets: list = field(default_factory=list)  # [m] one (x, y, z) per keypoint index
+    done: bool = False
+    outcome: str = ''
+    chunks: int = 0
+    distance: float = -1.0  # [m] mean keypoint distance to the targets at the end (-1: not moved)
+    seconds: float = 0.0
+    images: list = field(default_factory=list)  # [(name, rgb)]
+
+
+def schematic_view(objects, view=VIEW):
+    """A query_image.CameraView of a virtual camera over the table, its image the perceived objects'
+    bounding boxes drawn as outlines on grey (no camera image reaches an engine)."""
+    width, height = view['size']
+    position, target = np.asarray(view['position'], float), np.asarray(view['look_at'], float)
+    forward = (target - position) / np.linalg.norm(target - position)
+    right = np.cross(forward, (0.0, 0.0, 1.0))
+    right /= np.linalg.norm(right)
+    rotation = np.column_stack([right, np.cross(forward, right), forward])  # optical: x right, y down, z ahead
+    f = height / 2 / math.tan(math.radians(view['fovy']) / 2)
+    K = np.array([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
+    image = Image.new('RGB', (width, height), (150, 150, 150))
+    draw = ImageDraw.Draw(image)
+    for p, q, size in objects.values():
+        sx, sy, sz = (float(v) for v in size)
+        for z, fill in ((0.0, (110, 110, 110)), (sz, (205, 205, 205))):  # the footprint, then the top
+            corners = np.array([[-sx / 2, -sy / 2, z], [sx / 2, -sy / 2, z], [sx / 2, sy / 2, z], [-sx / 2, sy / 2, z]])
+            optical = (corners @ _rotation(q).T + np.asarray(p, float) - position) @ rotation
+            uv = optical[:, :2] / optical[:, 2:3] * f + (width / 2, height / 2)
+            draw.polygon([tuple(point) for point in uv], fill=fill, outline=(40, 40, 40))
+    return query_image.CameraView(np.asarray(image), K, position, rotation)
+
+
+def _rotation(quat):
+    """Rotation matrix of a wxyz quaternion."""
+    w, x, y, z = np.asarray(quat, float) / np.linalg.norm(quat)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def static_objects(task):
+    """Ids the task only refers to (destinations, references) and never moves: keypoints spread over them."""
+    referred = {oid for s in task.subtasks for oid in (s.destination_id, s.reference2_id) if oid}
+    return referred - {s.object_id for s in task.subtasks}
+
+
+@register_engine('iker')
+class IkerEngine(DecisionEngine):
+    """IKER: keypoint code by a writer, checked in the sandbox, solved by CEM in the twin, streamed."""
+
+    label = 'iker (keypoint code in a sandbox; CEM in the twin; pushes only)'
+    config_class = IkerConfig
+    needs = ('perception', 'executor', 'streamer')
+
+    def __init__(self, config=None, config_dir=None):
+        super().__init__(config, config_dir)
+        d = self.config.deploy
+        options = {'agent': d.writer_agent} if d.writer == 'vlm' else {}
+        self.writer = make_writer(d.writer, config_dir, **options)
+        low = self.config.env.workspace_low
+        env_config = replace(self.config.env, workspace_low=(low[0], low[1], max(low[2], d.min_tcp_z)))
+        self.env = KeypointEnv('push', env_config, None, self.config.reward)
+        self.arm = Arm.panda()
+        self.backend = f'{self.writer.label} + {SOLVER}'
+
+    def check(self, task, limits):
+        """Sub-tasks that have a keypoint form the deployed solver can reach."""
+        for subtask in task.subtasks:
+            if subtask.action in UNSUPPORTED:
+                raise GoalEnded(Outcome.REJECTED, f'the iker strategy does {subtask.action!r} not (no keypoint form)')
+
+    def run(self, task, ports, limits):
+        """Algorithm 1: write code, check it, move, append the history; until done or a limit."""
+        d, history, steps = self.config.deploy, [], 0
+        multi_step = len(task.subtasks) > 1
+        for iteration in range(1, d.max_iterations + 1):
+            started = time.monotonic()
+            ports.cancel.check()
+            if limits.deadline is not None and started > limits.deadline:
+                return self._result(False, 'timeout reached', steps)
+            state = ports.perception.state()
+            objects = {oid: tuple(o) for oid, o in state.objects.items()}
+            shapes, query, local_points = self._query(task, objects)
+            stage = sum(1 for entry in history if entry.succeeded)
+            request = WriteRequest(task.instruction, query, objects, task, tuple(history), multi_step)
+            record = IterationRecord(iteration, stage, self.writer.label, '', images=[('keypoints', query.image)])
+            ports.progress.feedback('write code', steps, stage, f'iteration {iteration}', backend=self.backend)
+            try:
+                written = self.writer.write(request)
+                record.code = written.code
+                workspace = (d.target_low, d.target_high)
+                found = run_interaction_code(
+                    written.code, query.positions(), query.object_keypoints(), workspace, self.config.sandbox
+                )
+            except (WriterError, SandboxError) as error:
+                record.outcome = f'no interaction: {error}; nothing moved'
+                return self._end(ports, record, started, False, f'iteration {iteration}: {record.outcome}', steps)
+            record.object_id, record.grasp, record.done = found.object_id, found.grasp, found.done
+            record.keypoint_indices = list(found.keypoint_indices)
+            record.targets = [list(t) for t in found.target_positions]
+            if found.done:
+                record.outcome = f'the code says done: {found.plan}'
+                return self._end(ports, record, started, True, f'done after {iteration - 1} stage(s)', steps)
+            if limits.dry_run:
+                record.outcome = 'dry run: targets checked, nothing moved'
+                return self._end(ports, record, started, True, record.outcome, steps)
+            if found.grasp:
+                record.outcome = 'grasp-and-place stages are not deployed yet (pushes are); nothing moved'
+                return self._end(ports, record, started, False, record.outcome, steps)
+            if shapes.get(found.object_id) is None:
+                record.outcome = (
+                    f'{found.object_id} is a static object here (the task only refers to it); nothing moved'
+                )
+                return self._end(ports, record, started, False, record.outcome, steps)
+            local = np.array([local_points[n] for n in found.keypoint_indices])
+            succeeded, record.outcome, record.chunks, record.distance = self._push(
+                ports, limits, found.object_id, shapes[found.object_id], local, np.array(found.target_positions), steps
+            )
+            steps += record.chunks
+            history.append(HistoryEntry(query.image, written.code, record.outcome, succeeded))
+            record.seconds = round(time.monotonic() - started, 2)
+            ports.progress.record(record)
+            ports.progress.log(f'iteration {iteration}: {record.outcome}')
+            if succeeded and not multi_step:
+                return self._result(True, f'pushed in {iteration} iteration(s): {record.outcome}', steps)
+            if limits.max_steps and steps >= limits.max_steps:
+                return self._result(False, f'max_steps {limits.max_steps} reached', steps)
+        return self._result(False, f'{d.max_iterations} iterations without the code saying done', steps)
+
+    def _result(self, success, detail, steps):
+        return EngineResult(success, detail, steps, self.backend)
+
+    def _end(self, ports, record, started, success, detail, steps):
+        record.seconds = round(time.monotonic() - started, 2)
+        ports.progress.record(record)
+        ports.progress.log(f'iteration {record.iteration}: {record.outcome}')
+        return self._result(success, detail, steps)
+
+    def _query(self, task, objects):
+        """({id: (kind, scale), None for static ones}, the QueryImage, {keypoint number: object-frame point})."""
+        static = static_objects(task)
+        shapes, perceived = {}, []
+        for oid, (p, q, size) in objects.items():
+            if oid in static:
+                shapes[oid] = None
+                mesh = trimesh.creation.box(extents=size)
+                mesh.apply_translation((0.0, 0.0, size[2] / 2))
+            else:
+                shapes[oid] = deploy.fit_kind(size, self.config.env.kinds)
+                mesh = deploy.kind_mesh(*shapes[oid])
+            perceived.append(query_image.PerceivedObject(oid, mesh, oid in static, tuple(p), tuple(q)))
+        query = query_image.render_query_image(schematic_view(objects), perceived)
+        return shapes, query, {k.label: np.asarray(k.local, float) for k in query.proposed}
+
+    def _push(self, ports, limits, oid, shape, local, targets, steps):
+        """Push oid's keypoints `local` to `targets`: behind it, then CEM chunks streamed until within
+        the success threshold or a limit. (succeeded, outcome in words, chunks, final distance)."""
+        d, threshold = self.config.deploy, self.config.reward.success_threshold
+        state = ports.perception.state()
+        p, q, size = state.objects[oid]
+        target_position, target_yaw = deploy.fit_target_pose(local, targets, deploy.object_yaw(q))
+        target_position[2] = p[2]  # a push keeps the object on what it stands on
+        start_distance = deploy.keypoint_distance(local, (p, q), targets)
+        q_arm = self._approach(ports, state, p, size, target_position)
+        stream_id, chunks, rng = f'iker-{uuid.uuid4().hex[:8]}', 0, np.random.default_rng(0)
+        mean = np.zeros((self.config.cem.horizon, self.env.action_space.shape[0]))
+        distance, why = start_distance, f'{d.max_chunks} chunks streamed'
+        try:
+            while True:
+                ports.cancel.check()
+                state = ports.perception.state()
+                pose = state.objects[oid][:2]
+                distance = deploy.keypoint_distance(local, pose, targets)
+                if distance <= d.stop_distance:
+                    why = f'within {100 * d.stop_distance:.0f} cm'
+                    break
+                if chunks >= d.max_chunks or (limits.max_steps and steps + chunks >= limits.max_steps):
+                    why = f'{chunks} chunks streamed (limit)'
+                    break
+                if limits.deadline is not None and time.monotonic() > limits.deadline:
+                    why = 'timeout reached'
+                    break
+                tcp = self.arm.ee_position(q_arm)
+                position, yaw = np.asarray(pose[0], float), deploy.object_yaw(pose[1])
+                deploy.env_at(self.env, *shape, position, yaw, target_position, target_yaw, tcp)
+                sequence = cem.plan(self.env, mean, rng, self.config.cem)
+                deltas = deploy.tcp_targets(self.env, sequence[: self.config.cem.replan_every])
+                keep = self.config.cem.replan_every
+                mean = np.concatenate([sequence[keep:], np.zeros_like(sequence[:keep])])
+                try:
+                    q_arm = self._stream(ports, stream_id, q_arm, tcp, deltas)
+                except Refused as refused:
+                    why = str(refused)
+                    break
+                chunks += 1
+        finally:
+            if chunks:
+                ports.streamer.stop_stream(stream_id)
+        self._retreat(ports)
+        succeeded = distance <= threshold
+        outcome = (
+            f'pushed {oid}: its keypoints went from {100 * start_distance:.1f} to {100 * distance:.1f} cm from '
+            f'their targets in {chunks} chunks ({why}; success below {100 * threshold:.0f} cm)'
+        )
+        return succeeded, outcome, chunks, round(distance, 4)
+
+    def _ik(self, q_seed, position, what):
+        result = self.arm.ik.solve(self.arm.q_full(q_seed), np.asarray(position, float), np.asarray(HOME_GRIP))
+        if not result.converged:
+            raise GoalEnded(Outcome.FAILED, f'{what}: no IK solution for {np.round(position, 3).tolist()}')
+        return np.asarray(result.positions, float)
+
+    def _approach(self, ports, state, position, size, target_position):
+        """Close the gripper and bring its TCP behind the object (away from the target) at push height."""
+        d = self.config.deploy
+        direction = np.asarray(target_position[:2], float) - np.asarray(position[:2], float)
+        direction /= max(float(np.linalg.norm(direction)), 1e-9)
+        behind = np.asarray(position[:2], float) - direction * (0.5 * math.hypot(size[0], size[1]) + d.standoff)
+        height = max(d.min_tcp_z, min(size[2] / 2, 0.04))
+        above = np.r_[behind, position[2] + size[2] + d.approach_height]
+        q_above = self._ik(state.arm, above, 'above the push start')
+        q_down = self._ik(q_above, np.r_[behind, position[2] + height], 'down to the push start')
+        ports.executor.execute(
+            [
+                JointSegment(q_above[None, :], gripper_before=CLOSED_WIDTH, label='above the push start'),
+                JointSegment(q_down[None, :], label='down to the push start'),
+            ]
+        )
+        return ports.perception.state().arm
+
+    def _stream(self, ports, stream_id, q_arm, tcp, deltas):
+        """One chunk to the last planned TCP displacement (IK, minimum-jerk timing), gated by the
+        execution node; waits for its end and returns the commanded joints there."""
+        d = self.config.deploy
+        points = tcp + deltas
+        points[:, 2] = np.maximum(points[:, 2], d.min_tcp_z)
+        q_end = self._ik(q_arm, points[-1], 'a planned push step')
+        length = float(np.linalg.norm(np.diff(np.vstack([tcp, points]), axis=0), axis=1).sum())
+        times, positions = deploy.joint_chunk(q_arm, q_end, length, d)
+        reply = ports.streamer.send_chunk(stream_id, times, positions)
+        if not reply.accepted:
+            raise Refused(f'the execution node refused a chunk ({reply.check}): {reply.reason}')
+        end = time.monotonic() + max(0.0, reply.committed_until - reply.stream_time) + SETTLE
+        while time.monotonic() < end:
+            ports.cancel.check()
+            time.sleep(min(0.02, max(0.0, end - time.monotonic())))
+        commanded = np.asarray(reply.commanded_positions, float)
+        return commanded if commanded.shape == (7,) else positions[-1]
+
+    def _retreat(self, ports):
+        """Lift the TCP straight up to the retreat height."""
+        q = ports.perception.state().arm
+        up = self.arm.ee_position(q)
+        up[2] = max(up[2], self.config.deploy.retreat_height)
+        ports.executor.execute([JointSegment(self._ik(q, up, 'retreat')[None, :], label='retreat')])

@@ -1,0 +1,80 @@
+"""The iker engine through ROS end to end: world_sim, the execution node (its safety gate and ~/stream),
+pose estimation and the task orchestrator with twinloop_iker.engine loaded from the command line;
+an ExecuteInstruction goal with strategy 'iker' pushes the red book in line with the green one
+(IKER's book push, config/scenes/iker_align.yaml), closed loop on perceived poses, and the perceived
+outcome shows it."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from action_msgs.msg import GoalStatus
+from rclpy.action import ActionClient
+from twinloop_interfaces.action import ExecuteInstruction
+from twinloop_interfaces.msg import DetectedObjectArray
+
+from twinloop_bringup import graphs
+from twinloop_ros import topics
+
+ROOT = os.environ['TWINLOOP_ROOT']
+SCENE = os.path.join(ROOT, 'config', 'scenes', 'iker_align.yaml')
+
+
+def test_iker_pushes_a_book_in_line_through_the_gate(spawn, ros_node, tmp_path):
+    for spec in graphs.load('sim_perception', {'scene': SCENE}):
+        spawn(*spec.arguments())
+    parameters = {
+        'objects_topic': '/perception/objects',
+        'runs_dir': str(tmp_path),
+        'engines': '[twinloop_iker.engine]',
+        'default_strategy': 'iker',
+        'engine_config_dir': f'{ROOT}/config',
+        'categories_file': f'{ROOT}/config/waste_categories.yaml',
+    }
+    spawn(
+        '-m',
+        'twinloop_planning.orchestrator_node',
+        '--ros-args',
+        *[arg for key, value in parameters.items() for arg in ('-p', f'{key}:={value}')],
+    )
+    node, executor = ros_node
+    perceived = []
+    node.create_subscription(DetectedObjectArray, '/perception/objects', perceived.append, topics.STATE_QOS)
+    action = ActionClient(node, ExecuteInstruction, topics.EXECUTE_INSTRUCTION)
+    deadline = time.monotonic() + 90
+    while not (action.server_is_ready() and perceived) and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.1)
+    assert action.server_is_ready() and perceived, 'task_orchestrator or pose_estimation did not come up'
+    before = _position(perceived[-1], 'red_book')
+    green = _position(perceived[-1], 'green_book')
+
+    goal = ExecuteInstruction.Goal(
+        instruction='push the red book in line with the green book', strategy='iker', timeout=150.0
+    )
+    sent = action.send_goal_async(goal)
+    executor.spin_until_future_complete(sent, timeout_sec=30)
+    assert sent.result() is not None and sent.result().accepted
+    result = sent.result().get_result_async()
+    executor.spin_until_future_complete(result, timeout_sec=170)
+    assert result.done(), 'the goal did not end within its timeout'
+    response = result.result()
+    report = json.loads(Path(response.result.report_path).with_name('report.json').read_text())
+    assert response.status == GoalStatus.STATUS_SUCCEEDED, (response.result.reason, report['log'])
+
+    executor.spin_once(timeout_sec=0.5)
+    after = _position(perceived[-1], 'red_book')
+    assert abs(after[0] - green[0]) < abs(before[0] - green[0]) - 0.05, (before, after)  # in line: same x
+    assert abs(after[2] - before[2]) < 0.02, 'pushed, not lifted'
+    assert report['strategy'] == 'iker' and 'template writer (not a VLM)' in report['scorer']
+    assert 'CEM' in report['scorer'] and 'no PPO checkpoint' in report['scorer']
+    (step,) = [s for s in report['steps'] if s.get('object_id') == 'red_book']
+    assert 'def get_interaction_data' in step['code'] and step['chunks'] >= 1 and not step['grasp']
+    assert 0 <= step['distance'] < 0.05 and len(step['targets']) == len(step['keypoint_indices'])
+    assert (Path(response.result.report_path).parent / step['images'][0]).is_file()
+
+
+def _position(msg, object_id):
+    (pose,) = [o.pose.position for o in msg.objects if o.id == object_id]
+    return np.array([pose.x, pose.y, pose.z])

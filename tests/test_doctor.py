@@ -26,8 +26,8 @@ def test_doctor_passes_in_the_project_environment():
     ):
         assert name in result.stdout
     engines = next(line for line in result.stdout.splitlines() if 'decision engines' in line)
-    assert 'served: anti_grounding, scripted_pick_place' in engines and 'not built yet: iker' in engines
-    assert 'no node serves it yet' in result.stdout  # RunPolicy is not presented as working
+    assert 'served: anti_grounding, iker, scripted_pick_place, vla' in engines and 'not built yet' not in engines
+    assert 'RunPolicy is served by vla_policy' in result.stdout
 
 
 def test_doctor_fails_without_the_dds_rule():

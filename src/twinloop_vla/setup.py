@@ -13,12 +13,13 @@ setup(
         (f'share/{PACKAGE}', ['package.xml']),
     ],
     install_requires=['setuptools'],
+    entry_points={'console_scripts': ['vla_policy = twinloop_vla.vla_policy_node:main']},
     zip_safe=True,
     maintainer='twinloop developers',
     maintainer_email='dev@twinloop.invalid',
     description=(
         'Learned policies (VLA) behind RunPolicy: the policy registry, VGA (vision-geometry-action) '
-        'and an HTTP client for external policy servers.'
+        'an HTTP client for external policy servers and the vla_policy node (RunPolicy).'
     ),
     license='Apache-2.0',
 )

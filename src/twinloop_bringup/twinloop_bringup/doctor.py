@@ -73,8 +73,8 @@ def check_interfaces():
     return Check(
         'twinloop_interfaces',
         OK,
-        'ExecuteInstruction, ExecuteMotion, ScoreTrajectories importable '
-        '(RunPolicy is defined, but no node serves it yet: the VLA policy server is not built)',
+        'ExecuteInstruction, ExecuteMotion, ScoreTrajectories, RunPolicy importable '
+        '(RunPolicy is served by vla_policy: `twinloop run sim_vla`)',
     )
 
 

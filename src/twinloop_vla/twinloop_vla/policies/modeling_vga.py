@@ -251,9 +251,12 @@ class VGAPolicy(Policy):
         """Model inputs -> every backbone layer's output (B, T, D)."""
         c = self.config
         device = self.action_queries.device
-        pixels = inputs['pixels'].to(device)
-        b = len(pixels)
-        patches = self.vision_proj(self.encoder(pixels.flatten(0, 1))) + self.positions
+        if 'patch_tokens' in inputs:  # a frozen encoder's cached output
+            tokens = inputs['patch_tokens'].to(device).flatten(0, 1)
+        else:
+            tokens = self.encoder(inputs['pixels'].to(device).flatten(0, 1))
+        b = len(inputs['state'])
+        patches = self.vision_proj(tokens) + self.positions
         views = torch.cat([self.camera_queries.expand(b, -1, -1, -1), patches.reshape(b, c.num_views, -1, c.width)], 2)
         shared = torch.cat(
             [

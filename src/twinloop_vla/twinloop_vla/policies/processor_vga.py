@@ -2,6 +2,7 @@
 
 A raw batch (dataset samples stacked) holds
   images       uint8 (B, V, H, W, 3)      the views, any size (resized to image_size)
+  patch_tokens (B, V, P, encoder_dim)     optional, instead of images: a frozen encoder's cached output
   state        (B, state_dim)             proprioception (standardised)
   instruction  str or B strings           embedded by the sentence model, cached per instruction
   action       (B, C, action_dim)         ground-truth chunk (standardised), training only
@@ -36,16 +37,24 @@ class VGAProcessor:
         self.image_mean, self.image_std = image_mean, image_std
 
     def __call__(self, batch):
-        """Model inputs: pixels (B, V, 3, S, S), state, language (B, text_dim) and the targets present."""
+        """Model inputs: pixels (B, V, 3, S, S) or patch_tokens, state, language (B, text_dim), targets present."""
         c = self.config
-        pixels = to_pixels(batch['images'], c.image_size, self.image_mean, self.image_std)
-        if pixels.ndim != 5 or pixels.shape[1] != c.num_views:
-            raise ValueError(f'images must be (B, {c.num_views}, H, W, 3), got {tuple(np.shape(batch["images"]))}')
+        if 'patch_tokens' in batch:
+            visual = {'patch_tokens': torch.as_tensor(np.asarray(batch['patch_tokens']), dtype=torch.float32)}
+            shape = (c.num_views, (c.image_size // c.patch_size) ** 2, c.encoder_dim)
+            if visual['patch_tokens'].ndim != 4 or tuple(visual['patch_tokens'].shape[1:]) != shape:
+                raise ValueError(
+                    f'patch_tokens must be (B, {", ".join(map(str, shape))}), got {tuple(visual["patch_tokens"].shape)}'
+                )
+        else:
+            visual = {'pixels': to_pixels(batch['images'], c.image_size, self.image_mean, self.image_std)}
+            if visual['pixels'].ndim != 5 or visual['pixels'].shape[1] != c.num_views:
+                raise ValueError(f'images must be (B, {c.num_views}, H, W, 3), got {tuple(np.shape(batch["images"]))}')
         instructions = batch['instruction']
         if isinstance(instructions, str):
-            instructions = [instructions] * len(pixels)
+            instructions = [instructions] * len(next(iter(visual.values())))
         out = {
-            'pixels': pixels,
+            **visual,
             'state': self.normalizer.normalize('state', batch['state']),
             'language': torch.from_numpy(np.stack([self.embedder.embed(text) for text in instructions])),
         }

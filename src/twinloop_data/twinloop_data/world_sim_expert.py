@@ -1,0 +1,231 @@
+"""A scripted expert for the sim suite's tabletop tasks, recording demonstrations in the LeRobot format.
+
+Privileged: it reads object poses from the simulation. For each task it plans the scripted
+baseline's grip-site waypoints (as twinloop_scripted does; this package imports no engine: above,
+down and close, lift; for a place also above the destination, lower and release, retreat), solves
+them with twinloop's IK, times them with ruckig
+and drives world_sim's simulation core (twinloop_twin.world.SimWorld, built from the same scene
+YAML and ~/reset's seeded `randomize_layout`) the way a policy would: one joint-position target
+per control step at `fps`, followed by linear interpolation over that step (what a one-point
+JointTrajectory does in world_sim), and a gripper width command [m] (world_sim's gripper topic).
+
+Every control step is recorded: each chosen camera's RGB (rendered like world_sim renders it,
+resized to the dataset's size), depth (mm, 16-bit PNG, noise-free) and camera parameters
+(quaternion w x y z and position of the optical frame in the world, focal fx / width, fy / height),
+the state (7 joint positions + gripper width) and the action (7 joint targets for the next step +
+gripper width command). Episodes are judged on ground truth with twinloop_core.judging.
+
+Layout seeds: training layouts use seeds >= TRAIN_SEED_MIN; the sim-suite evaluation (world_sim
+~/reset, bench/task_suite.py) uses the ranges in bench/tasks.yaml (development and held-out, all
+below it) and seed 0 is the scene file's layout.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from twinloop_core.geometry import grasp_orientation, grip_height
+from twinloop_core.gripper import CLOSED_WIDTH, KEEP, OPEN_WIDTH
+from twinloop_core.judging import judge
+from twinloop_core.task import SubTask
+from twinloop_execution import trajectory
+from twinloop_execution.kinematics import Arm
+from twinloop_execution.safety import JointLimits
+from twinloop_twin import cameras, objects, scene, world
+
+TRAIN_SEED_MIN = 100_000  # training layouts: seeds >= this; evaluation layouts: seeds below it
+TASKS = {
+    'pick up the blue cube': (SubTask('pick', 'blue_cube'),),
+    'put the red cube in the bowl': (SubTask('place', 'red_cube', 'bowl', 'in'),),
+}
+STATE_NAMES = [*scene.ARM_JOINTS, 'gripper_width']
+ACTION_NAMES = [f'{j}_target' for j in scene.ARM_JOINTS] + ['gripper_width_command']
+CAMERA_NAMES = ['qw', 'qx', 'qy', 'qz', 'x', 'y', 'z', 'fx_over_width', 'fy_over_height']
+GRIPPER_WAIT = 0.6  # [s] held still after a gripper command
+APPROACH, LIFT = 0.15, 0.2  # [m] above the object before coming down; after grasping
+
+
+def waypoints(subtask, objects):
+    """[(grip position, quat wxyz, gripper width before or KEEP, after or KEEP)] of a pick or place
+    (the scripted baseline's motions); objects: {id: (position, quat wxyz, size xyz)}."""
+    p, quat, size = objects[subtask.object_id]
+    grasp = grasp_orientation(quat, size)
+    steps = [
+        (p + (0, 0, APPROACH), grasp, OPEN_WIDTH, KEEP),
+        (np.array([p[0], p[1], p[2] + grip_height(size)]), grasp, KEEP, CLOSED_WIDTH),
+        (p + (0, 0, LIFT), grasp, KEEP, KEEP),
+    ]
+    if subtask.action == 'place':
+        d, _, d_size = objects[subtask.destination_id]
+        top = np.asarray(d, float) + (0, 0, d_size[2])
+        steps += [
+            (top + (0, 0, 0.12 + size[2]), grasp, KEEP, KEEP),
+            (top + (0, 0, 0.03 + size[2] / 2), grasp, KEEP, OPEN_WIDTH),
+            (top + (0, 0, 0.12 + size[2]), grasp, KEEP, KEEP),
+        ]
+    return steps
+
+
+def features(camera_names, width, height):
+    """LeRobot features: per camera RGB, depth (mm) and camera parameters; state; action."""
+    out = {}
+    for name in camera_names:
+        out[f'observation.images.{name}'] = {
+            'dtype': 'image',
+            'shape': [height, width, 3],
+            'names': ['height', 'width', 'channel'],
+        }
+        out[f'observation.depth.{name}'] = {
+            'dtype': 'image',
+            'shape': [height, width, 1],
+            'names': ['height', 'width', 'channel'],
+            'info': {'unit': 'mm', 'encoding': '16-bit PNG, 0 = no return'},
+        }
+        out[f'observation.camera.{name}'] = {'dtype': 'float32', 'shape': [len(CAMERA_NAMES)], 'names': CAMERA_NAMES}
+    out['observation.state'] = {'dtype': 'float32', 'shape': [len(STATE_NAMES)], 'names': STATE_NAMES}
+    out['action'] = {'dtype': 'float32', 'shape': [len(ACTION_NAMES)], 'names': ACTION_NAMES}
+    return out
+
+
+def layout(scene_config, seed):
+    """The scene with world_sim ~/reset's layout for seed (0: the scene file's own)."""
+    return scene_config if seed == 0 else scene.randomize_layout(scene_config, np.random.default_rng(seed))
+
+
+def object_states(sim):
+    """{id: (position, quat wxyz, size xyz)} of every object in the world (ground truth)."""
+    out = {}
+    for obj in sim.config.objects:
+        position, quat = sim.object_pose(obj.id)
+        out[obj.id] = (position, quat, tuple(objects.make_shape(obj.kind, **obj.params).extents))
+    return out
+
+
+def camera_parameters(frame):
+    """The 9 camera parameters of a rendered frame (see CAMERA_NAMES)."""
+    x, y, z, w = cameras.rotation_to_quat_xyzw(frame.rotation)
+    k = frame.intrinsics
+    return np.concatenate([[w, x, y, z], frame.position, [k.fx / k.width, k.fy / k.height]]).astype(np.float32)
+
+
+class ExpertFailed(Exception):
+    """The expert could not plan the task (no IK solution)."""
+
+
+@dataclass
+class Episode:
+    """What one recorded episode came to."""
+
+    seed: int
+    task: str
+    frames: int
+    success: bool
+    detail: str
+
+
+class WorldSimExpert:
+    """Scripted pick-and-place in world_sim's simulation core, recording every control step."""
+
+    def __init__(self, scene_config, root, fps=10, camera_names=('front', 'wrist'), size=(160, 120)):
+        """root: the repository (urdf/, config/); size: (width, height) of the recorded images."""
+        known = [c.name for c in scene_config.cameras]
+        unknown = [c for c in camera_names if c not in known]
+        if unknown:
+            raise ValueError(f'cameras {unknown} are not in the scene (it has {known})')
+        self.scene_config, self.fps = scene_config, fps
+        self.camera_names, self.size = list(camera_names), tuple(size)
+        root = Path(root)
+        limits_yaml = root / 'config' / 'panda_joint_limits.yaml'
+        self.limits = JointLimits.from_description(root / 'urdf' / 'panda.urdf', limits_yaml, list(scene.ARM_JOINTS))
+        self.jerk = trajectory.jerk_limits(limits_yaml, list(scene.ARM_JOINTS))
+        self.arm = Arm.panda()
+        self.sim = None
+
+    def features(self):
+        """The dataset features this expert records."""
+        return features(self.camera_names, *self.size)
+
+    def reset(self, seed):
+        """A fresh world with the seed's layout (as world_sim's ~/reset builds it)."""
+        if self.sim is not None:
+            self.sim.close()
+        self.sim = world.SimWorld(layout(self.scene_config, seed))
+        return self.sim
+
+    def run(self, task, seed, record, max_frames=None, velocity_scale=0.5):
+        """Record one episode of task on the seed's layout; record(frame) gets every control step."""
+        if task not in TASKS:
+            raise ValueError(f'unknown task {task!r}; the expert does {sorted(TASKS)}')
+        sim = self.reset(seed)
+        before = object_states(sim)
+        q, gripper, frames = sim.arm_positions(), OPEN_WIDTH, 0
+        for subtask in TASKS[task]:
+            for position, quat, before_width, after_width in waypoints(subtask, object_states(sim)):
+                result = self.arm.ik.solve(self.arm.q_full(q), np.asarray(position, float), np.asarray(quat, float))
+                if not result.converged:
+                    raise ExpertFailed(f'no IK solution for {np.round(position, 3).tolist()}')
+                if before_width != KEEP:
+                    gripper = before_width
+                path = trajectory.parametrize(
+                    np.vstack([q, result.positions]),
+                    self.limits.velocity,
+                    self.limits.acceleration,
+                    self.jerk,
+                    velocity_scale,
+                    period=1.0 / self.fps,
+                )
+                steps = int(np.ceil(path.duration * self.fps)) + 1
+                targets = [path.sample((k + 1) / self.fps) for k in range(steps)]
+                if after_width != KEEP:
+                    targets += [result.positions] * int(GRIPPER_WAIT * self.fps)
+                for k, target in enumerate(targets):
+                    if after_width != KEEP and k == steps:
+                        gripper = after_width
+                    if max_frames is not None and frames >= max_frames:
+                        return self._episode(task, seed, before, frames)
+                    record(self.frame(target, gripper))
+                    self.act(target, gripper)
+                    frames += 1
+                q = result.positions
+        return self._episode(task, seed, before, frames)
+
+    def _episode(self, task, seed, before, frames):
+        ok, detail = judge(TASKS[task], before, object_states(self.sim))
+        return Episode(seed, task, frames, ok, detail)
+
+    def act(self, arm_target, gripper_width):
+        """One control step: interpolate to arm_target over 1 / fps (a one-point trajectory) and set the gripper."""
+        self.sim.follow_trajectory([1.0 / self.fps], [arm_target])
+        self.sim.set_gripper(gripper_width)
+        self.sim.step(int(round(1.0 / (self.fps * self.sim.model.opt.timestep))))
+
+    def observation(self):
+        """{camera name: (rgb (h, w, 3) uint8, depth (h, w) uint16 mm, camera parameters (9,))} at the dataset size."""
+        out = {}
+        for name in self.camera_names:
+            cfg = next(c for c in self.sim.config.cameras if c.name == name)
+            frame = self.sim.render(name, cfg.width, cfg.height)
+            rgb = np.asarray(Image.fromarray(frame.rgb).resize(self.size, Image.BILINEAR))
+            depth_mm = np.clip(np.nan_to_num(frame.depth) * 1000, 0, 65535).astype(np.uint16)
+            depth = np.asarray(Image.fromarray(depth_mm).resize(self.size, Image.NEAREST))
+            out[name] = (rgb, depth, camera_parameters(frame))
+        return out
+
+    def frame(self, arm_target, gripper_width):
+        """The dataset frame of now: observations, state and the action about to be taken."""
+        frame = {
+            'observation.state': np.append(self.sim.arm_positions(), self.sim.gripper_width()).astype(np.float32),
+            'action': np.append(arm_target, gripper_width).astype(np.float32),
+        }
+        for name, (rgb, depth, camera) in self.observation().items():
+            frame[f'observation.images.{name}'] = rgb
+            frame[f'observation.depth.{name}'] = depth
+            frame[f'observation.camera.{name}'] = camera
+        return frame
+
+    def close(self):
+        """Release the renderers."""
+        if self.sim is not None:
+            self.sim.close()

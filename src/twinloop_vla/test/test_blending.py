@@ -1,0 +1,97 @@
+"""Re-anchoring, seam blending, temporal ensembling and observation synchronisation (no ROS)."""
+
+import numpy as np
+import pytest
+
+from twinloop_vla.blending import BlendConfig, Plan, TemporalEnsemble, anchor, blend_seam, joint_targets
+from twinloop_vla.sync import ObservationSync
+
+DT = 0.05
+
+
+def _ramp(q0, t0, n, speed=0.4):
+    """n targets at t0 + (k+1) DT moving joint 0 at `speed` from q0."""
+    targets = np.tile(np.asarray(q0, float), (n, 1))
+    targets[:, 0] += speed * DT * np.arange(1, n + 1)
+    return targets
+
+
+def test_a_stale_chunk_drops_past_targets_and_continues_from_the_splice_point():
+    q_obs = np.zeros(7)
+    targets = _ramp(q_obs, 0.0, 8)
+    q_splice = np.full(7, 0.01)  # the arm is commanded 1 cm-rad off where the policy thought
+    times, positions = anchor(targets, 0.0, DT, 0.12, q_splice, q_obs=q_obs)
+    assert np.allclose(positions[0], q_splice) and times[0] == 0
+    kept = np.arange(1, 9) * DT > 0.12  # targets at 0.15 .. 0.40 s remain
+    assert len(times) - 1 == kept.sum() == 6
+    assert np.allclose(times[1:], np.arange(1, 9)[kept] * DT - 0.12)
+    # the relative motion is the policy's: chunk(0.12) = 0.4 * 0.12 on joint 0, shifted onto q_splice
+    expected = targets[kept] + (q_splice - np.array([0.4 * 0.12] + [0.0] * 6))
+    assert np.allclose(positions[1:], expected)
+    assert np.allclose(np.diff(positions[:, 0]) / np.diff(times), 0.4)  # no jump at the seam
+
+
+def test_a_chunk_from_rest_keeps_all_targets_and_an_entirely_stale_one_is_none():
+    q_obs, q_rest = np.zeros(7), np.full(7, 0.005)
+    times, positions = anchor(_ramp(q_obs, 0, 4), 0.0, DT, 0.0, q_rest, moving=False, q_obs=q_obs)
+    assert len(times) == 5 and np.allclose(positions[1:] - positions[0], _ramp(q_obs, 0, 4))
+    assert anchor(_ramp(q_obs, 0, 4), 0.0, DT, 0.5, q_rest) is None
+
+
+def test_the_rtc_seam_ramps_from_the_running_plan_to_the_new_chunk():
+    plan = Plan(np.arange(11) * DT, np.zeros((11, 7)))  # holding still
+    times = np.arange(6) * DT
+    new = np.zeros((6, 7))
+    new[1:, 0] = 1.0  # a new chunk that wants to be elsewhere at once
+    blended = blend_seam(plan, 0.1, times, new, blend_steps=3)
+    assert blended[0, 0] == 0.0  # the splice point is the plan's
+    assert np.allclose(blended[1:4, 0], [0.25, 0.5, 0.75]) and np.allclose(blended[4:, 0], 1.0)
+    plan.splice(0.1, times, blended)
+    assert np.isclose(plan.sample(0.1 + 2 * DT)[0], 0.5) and plan.end == pytest.approx(0.1 + 5 * DT)
+
+
+def test_temporal_ensembling_weights_older_chunks_more_with_act_weights():
+    ensemble = TemporalEnsemble(decay=0.5)
+    t = np.arange(5) * DT
+    ensemble.add(t, np.zeros((5, 7)))  # oldest
+    ensemble.add(t + DT, np.ones((5, 7)))  # newer, covers DT .. 5 DT
+    times, points = ensemble.segment(0.0, np.zeros(7), DT, 6)
+    w_old, w_new = 1.0, np.exp(-0.5)
+    assert np.isclose(points[1, 0], w_new / (w_old + w_new))  # both cover t = DT
+    assert np.isclose(points[5, 0], 1.0)  # only the newer one covers t = 5 DT
+    assert len(times) == 6  # nothing covers 6 DT: the segment ends there
+    ensemble.forget_before(0.21)
+    assert len(ensemble.chunks) == 1
+
+
+def test_actions_become_arm_targets_and_bad_configs_are_refused():
+    actions = np.ones((3, 8))  # 7 joints + gripper
+    state = np.arange(8.0)
+    assert np.allclose(joint_targets(actions, state, 'joint_position'), 1.0)
+    assert np.allclose(joint_targets(actions, state, 'joint_delta'), 1.0 + np.arange(7.0))
+    with pytest.raises(ValueError, match='shape'):
+        joint_targets(np.ones((3, 5)), state, 'joint_position')
+    with pytest.raises(ValueError, match='blending'):
+        BlendConfig(blending='average')
+
+
+def test_observations_are_synchronised_by_stamp_and_refused_when_stale():
+    sync = ObservationSync(['front', 'wrist'], slop=0.02, max_age=0.3)
+    frame = np.zeros((4, 4, 3), np.uint8)
+    assert sync.latest()[0] is None
+    for k in range(30):  # joint states at 50 Hz
+        sync.add_joints(k * 0.02, np.full(8, k))
+    sync.add_frame('front', 'color', 0.2, frame)
+    obs, why = sync.latest()
+    assert obs is None and 'wrist' in why
+    sync.add_frame('wrist', 'color', 0.25, frame + 1)  # 50 ms apart: not one observation
+    assert 'within' in sync.latest()[1]
+    sync.add_frame('front', 'color', 0.4, frame + 2)
+    sync.add_frame('wrist', 'color', 0.405, frame + 3)
+    obs, _ = sync.latest()
+    assert obs.stamp == 0.405 and obs.images.shape == (2, 4, 4, 3) and obs.images[1, 0, 0, 0] == 3
+    assert obs.joint_stamp == pytest.approx(0.4) and obs.state[0] == 20  # the joint state nearest 0.405 s
+    for k in range(30, 40):
+        sync.add_joints(k * 0.02, np.full(8, k))  # the robot's clock runs on to 0.78 s
+    obs, why = sync.latest()
+    assert obs is None and 'old' in why

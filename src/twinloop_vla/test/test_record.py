@@ -1,0 +1,73 @@
+"""Scripted sim-suite demonstrations: the expert completes both tasks, and what `record` writes loads
+with the LeRobot loader holding the frames, actions and language the simulation produced."""
+
+import os
+
+import numpy as np
+import pytest
+
+from twinloop_data.lerobot_format import load
+from twinloop_data.world_sim_expert import TASKS, TRAIN_SEED_MIN, WorldSimExpert
+from twinloop_twin import scene
+from twinloop_vla.record import main as record_main, record
+
+SIZE = (64, 48)
+
+
+def tabletop():
+    return scene.SceneConfig.from_yaml(os.path.join(os.environ['TWINLOOP_ROOT'], 'config/scenes/tabletop.yaml'))
+
+
+def test_expert_completes_both_tasks_on_a_training_layout():
+    expert = WorldSimExpert(tabletop(), os.environ['TWINLOOP_ROOT'], camera_names=['front'], size=SIZE)
+    try:
+        for task in TASKS:
+            frames = []
+            episode = expert.run(task, TRAIN_SEED_MIN + 7, frames.append)
+            assert episode.success, (task, episode.detail)
+            assert episode.frames == len(frames) > 10
+    finally:
+        expert.close()
+
+
+def test_recorded_episodes_load_with_their_frames_actions_and_language(tmp_path):
+    out = tmp_path / 'demos'
+    tasks = list(TASKS)
+    report = record(out, tasks, episodes=1, seed=TRAIN_SEED_MIN + 3, size=SIZE, max_frames=8, progress=False)
+    info, loaded_tasks, episodes, frames = load(out)
+    assert info['total_episodes'] == 2 and info['total_frames'] == 16 and info['fps'] == 10
+    assert [e['tasks'] for e in episodes] == [[t] for t in tasks]
+    assert [e['length'] for e in episodes] == [8, 8]
+    assert [loaded_tasks[i] for i in frames['task_index'][::8]] == tasks
+    seeds = [e['seed'] for e in report['episodes']]
+    assert seeds == [TRAIN_SEED_MIN + 3, TRAIN_SEED_MIN + 4]
+
+    # the first frame of each episode is what world_sim's core shows for that layout seed
+    expert = WorldSimExpert(tabletop(), os.environ['TWINLOOP_ROOT'], size=SIZE)
+    try:
+        for episode, seed in zip(episodes, seeds):
+            first = frames[episode['episode_index'] * 8]
+            expert.reset(seed)
+            view = expert.observation()
+            for camera in ('front', 'wrist'):
+                assert np.array_equal(np.asarray(first[f'observation.images.{camera}']), view[camera][0])
+                np.testing.assert_allclose(first[f'observation.camera.{camera}'], view[camera][2], atol=1e-6)
+            np.testing.assert_allclose(first['observation.state'][:7], expert.sim.arm_positions(), atol=1e-6)
+    finally:
+        expert.close()
+
+    # actions lead the states: each is the arm's next target, the gripper an open/closed width
+    episode_of = np.asarray(frames['episode_index'])
+    actions, states = np.asarray(frames['action']), np.asarray(frames['observation.state'])
+    for e in (0, 1):
+        a, s = actions[episode_of == e], states[episode_of == e]
+        assert np.abs(a[:-1, :7] - s[1:, :7]).max() < 0.1
+        assert np.abs(a[:-1, :7] - s[1:, :7]).mean() < np.abs(a[:-1, :7] - s[:-1, :7]).mean()
+        assert set(np.round(a[:, 7], 3)) <= {0.0, 0.08}
+
+
+def test_evaluation_seeds_are_refused(tmp_path):
+    with pytest.raises(ValueError, match='seeds >='):
+        record(tmp_path / 'x', list(TASKS), episodes=1, seed=1, progress=False)
+    with pytest.raises(SystemExit):
+        record_main(['--task', 'fly to the moon', '--out', str(tmp_path / 'y')])

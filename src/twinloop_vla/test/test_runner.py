@@ -1,0 +1,145 @@
+"""The RunPolicy loop (no ROS) against the execution node's real stream core
+(twinloop_execution.streaming.JointStream) on a clock that runs in real time: every blending keeps
+the arm moving through chunk seams; a chunk the gate refuses ends the run with the gate's reason
+and nothing committed; cancel stops the stream."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from twinloop_core.ports import StreamReply
+from twinloop_execution import streaming
+from twinloop_execution.safety import Verdict
+from twinloop_vla.blending import BlendConfig
+from twinloop_vla.policies import Policy, PolicyConfig
+from twinloop_vla.runner import run_policy
+from twinloop_vla.sync import Observation
+
+SPEED = 0.3  # [rad/s] of the scripted policy's joint 1
+LIMITS = np.full(7, 10.0), np.full(7, 5000.0)  # acceleration, jerk of the braking tails
+
+
+class ScriptedSweep(Policy):
+    """Scripted (not learned): joint 1 onwards at SPEED from the observed state; chunks of 8 at 20 Hz."""
+
+    config_class = PolicyConfig
+
+    def __init__(self, targets_offset=0.0):
+        super().__init__(None)
+        self.targets_offset = targets_offset
+
+    def select_action_chunk(self, observation):
+        time.sleep(0.03)  # a policy takes time to think
+        chunk = np.tile(observation['state'], (8, 1))
+        chunk[:, 0] += SPEED * 0.05 * np.arange(1, 9) + self.targets_offset
+        return chunk
+
+
+class FakeArm:
+    """The execution node's stream on a real-time clock, with an arm that tracks the commanded path
+    perfectly and a camera at 20 Hz. gate(positions) -> Verdict."""
+
+    def __init__(self, gate=None, cancel_after=None):
+        self.t0 = time.monotonic()
+        self.gate = gate or (lambda positions: Verdict(True))
+        self.stream = None
+        self.started = self.first_splice = 0.0
+        self.reports, self.stops = [], 0
+        self.cancel_after = cancel_after
+
+    def clock(self):
+        return time.monotonic() - self.t0
+
+    def _commanded(self, t):
+        if self.stream is None:
+            return np.zeros(7), np.zeros(7)
+        return self.stream.commanded(t - self.started)
+
+    def arm(self):
+        return self._commanded(self.clock())
+
+    def observation(self):
+        stamp = np.floor(self.clock() * 20) / 20
+        state = np.append(self._commanded(stamp)[0], 0.04)
+        return Observation(np.zeros((1, 8, 8, 3), np.uint8), None, state, stamp, stamp), ''
+
+    def send(self, stream_id, times, positions, splice_time):
+        if self.stream is None:
+            gate = lambda t, q, current, v0: self.gate(q)  # noqa: E731
+            self.stream = streaming.JointStream(stream_id, self.arm()[0], *LIMITS, gate)
+            self.started = self.clock()
+        now = self.clock() - self.started
+        try:
+            self.stream.splice(now, splice_time, times, positions, clock=lambda: self.clock() - self.started)
+        except streaming.ChunkRefused as refused:
+            return StreamReply(False, str(refused), refused.check, now)
+        if self.stream.chunks == 1:
+            self.first_splice = self.stream.last_chunk_end - times[-1]
+        return StreamReply(True, '', '', now, self.stream.last_chunk_end)
+
+    def stop(self, stream_id):
+        self.stops += 1
+        if self.stream is not None:
+            self.stream.brake(self.clock() - self.started)
+
+    def cancelled(self):
+        return self.cancel_after is not None and len(self.reports) >= self.cancel_after
+
+    def feedback(self, report):
+        self.reports.append(report)
+
+
+@pytest.mark.parametrize('blending', ['receding_horizon', 'temporal_ensembling', 'rtc'])
+def test_every_blending_keeps_the_arm_moving_through_the_seams(blending):
+    torch.manual_seed(0)
+    arm = FakeArm()
+    config = BlendConfig(blending=blending, execute_steps=4, lead=0.1)
+    result = run_policy(ScriptedSweep(), 'sweep', arm, config, max_chunks=6, timeout=20.0)
+    assert result.success, result.reason
+    assert result.chunks == 6 and result.starved == 0
+    path = arm.stream.path
+    moving = (path.times > arm.first_splice + 1e-6) & (path.times < arm.stream.last_chunk_end - 0.05)
+    speed = path.velocities[moving, 0]
+    # never slowed down between chunks, never ran ahead: the seams were re-anchored and blended
+    assert speed.min() > 0.5 * SPEED and speed.max() < 1.5 * SPEED, (blending, speed.round(3))
+    assert arm.stops == 1  # the run ends by stopping its stream
+    reports = arm.reports
+    assert [r.index for r in reports] == list(range(6))
+    assert all(r.latency >= 0.03 and r.size >= 2 for r in reports)
+    assert all(r.queue_depth >= 1 for r in reports[1:])  # later chunks were queued behind a running one
+
+
+def test_a_chunk_the_gate_refuses_ends_the_run_with_its_reason_and_moves_nothing():
+    refuse = lambda q: Verdict(False, 'the hand leaves the workspace', 'workspace')  # noqa: E731
+    arm = FakeArm(gate=refuse)
+    result = run_policy(ScriptedSweep(), 'sweep', arm, BlendConfig(), max_chunks=5, timeout=10.0)
+    assert not result.success and result.check == 'workspace'
+    assert 'leaves the workspace' in result.reason and result.chunks == 0
+    assert arm.stream.chunks == 0 and np.allclose(arm.stream.path.positions, 0.0)
+
+
+def test_a_bad_chunk_mid_run_keeps_what_was_committed_before_it():
+    arm = FakeArm(gate=lambda q: Verdict(q[:, 0].max() < 0.2, 'joint 1 beyond 0.2 rad', 'position'))
+    result = run_policy(ScriptedSweep(), 'sweep', arm, BlendConfig(), max_chunks=20, timeout=20.0)
+    assert not result.success and result.check == 'position' and result.chunks >= 1
+    assert arm.stream.path.positions[:, 0].max() < 0.2  # nothing past the refused chunk was ever commanded
+
+
+def test_cancel_stops_the_stream_and_ends_the_run():
+    arm = FakeArm(cancel_after=2)
+    result = run_policy(ScriptedSweep(), 'sweep', arm, BlendConfig(), max_chunks=50, timeout=20.0)
+    assert not result.success and result.reason == 'canceled' and result.chunks == 2
+    assert arm.stops == 1
+    _, velocity = arm.stream.commanded(arm.stream.path.end)
+    assert np.abs(velocity).max() == 0.0  # braked to rest
+
+
+def test_a_policy_that_fails_ends_the_run_with_its_message():
+    class Broken(ScriptedSweep):
+        def select_action_chunk(self, observation):
+            return np.ones((8, 3))  # not 7 joints
+
+    result = run_policy(Broken(), 'x', FakeArm(), BlendConfig(), max_chunks=3, timeout=5.0)
+    assert not result.success and 'the policy failed' in result.reason and 'shape' in result.reason

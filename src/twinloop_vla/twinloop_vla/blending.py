@@ -1,0 +1,162 @@
+"""Action chunks onto a running joint stream (no ROS): re-anchoring and the three blendings.
+
+Clocks. A chunk's actions are joint targets at `obs_time + (k + 1) * dt` (k = 0..C-1): one
+control period apart, the first one period after the observation the policy saw. Everything here
+is on the stream clock (twinloop_execution.streaming: seconds since the stream began).
+
+Re-anchoring. A chunk is executed from a splice point `s` where the commanded motion is at `q_s`,
+usually later than the observation (inference took time, the arm kept moving). `anchor` drops the
+targets whose time is already past at `s` and shifts the rest rigidly by `q_s - chunk(s)`, so the
+chunk continues from where the arm is commanded to be with the motion the policy meant from
+there. A chunk that starts a stream from rest is not time-clipped (the arm stood still while the
+policy thought): it starts at the splice point, shifted by `q_s - q_obs`.
+
+Blendings (how consecutive chunks become one commanded motion):
+- `receding_horizon`: the first `execute_steps` actions of each chunk, spliced where the previous
+  segment ends; the next chunk is inferred just before that.
+- `temporal_ensembling` (ACT): every chunk's re-anchored targets are kept; the `execute_steps`
+  actions after the splice point are the weighted mean of all chunks covering each time, weight
+  exp(-decay * i) with i = 0 the oldest chunk.
+- `rtc` (real-time chunking): the whole chunk is sent; the next is inferred while it runs and
+  spliced `lead` seconds ahead of now, over the seam the position ramps linearly from the running
+  chunk to the new one (`blend_steps` actions). This blends positions at execution time; it is not
+  the guided-inpainting inference of Black et al. (2025).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BLENDINGS = ('receding_horizon', 'temporal_ensembling', 'rtc')
+ACTION_SPACES = ('joint_position', 'joint_delta')
+ARM_DOF = 7
+
+
+@dataclass
+class BlendConfig:
+    """How chunks are cut, anchored and blended (config/vla_policy.yaml documents each)."""
+
+    blending: str = 'rtc'
+    control_period: float = 0.05  # [s] between a chunk's actions (the policy's dataset rate)
+    execute_steps: int = 4  # actions executed per chunk before the next one takes over
+    blend_steps: int = 3  # rtc: actions over which the seam is blended
+    ensemble_decay: float = 0.1  # temporal ensembling: ACT's m in exp(-m i)
+    lead: float = 0.25  # [s] a chunk is spliced this far ahead of now (service call and gate time)
+    action_space: str = 'joint_position'  # joint_position: absolute targets; joint_delta: targets - observed state
+
+    def __post_init__(self):
+        problems = []
+        if self.blending not in BLENDINGS:
+            problems.append(f'blending {self.blending!r} is not one of {BLENDINGS}')
+        if self.action_space not in ACTION_SPACES:
+            problems.append(f'action_space {self.action_space!r} is not one of {ACTION_SPACES}')
+        if not self.control_period > 0 or not self.lead > 0:
+            problems.append('control_period and lead must be > 0')
+        if self.execute_steps * self.control_period < 0.1 - 1e-9:
+            problems.append('execute_steps * control_period must be >= 0.1 s (the shortest streamed chunk)')
+        if self.execute_steps < 1 or self.blend_steps < 1 or self.ensemble_decay < 0:
+            problems.append('execute_steps and blend_steps must be >= 1, ensemble_decay >= 0')
+        if problems:
+            raise ValueError('; '.join(problems))
+
+
+def joint_targets(actions, state, action_space):
+    """(C, >= 7) policy actions -> (C, 7) arm joint targets; state: the observed (>= 7,) joints.
+    Dimensions after the seventh (the gripper) are not arm targets and are dropped here."""
+    actions = np.asarray(actions, float)
+    if actions.ndim != 2 or actions.shape[1] < ARM_DOF or len(actions) < 1:
+        raise ValueError(f'a chunk must be (C, >= {ARM_DOF}) actions, got shape {actions.shape}')
+    arm = actions[:, :ARM_DOF]
+    return arm + np.asarray(state, float)[:ARM_DOF] if action_space == 'joint_delta' else arm
+
+
+def anchor(targets, obs_time, dt, splice_time, q_splice, moving=True, q_obs=None):
+    """Re-anchor a chunk at the splice point: (times from 0, positions) whose first point is q_splice.
+
+    targets (C, 7) at obs_time + (k + 1) dt. moving: the arm runs a commanded motion through the
+    splice point (drop past targets, shift by q_splice - chunk(splice)); otherwise it rests there
+    (keep every target, shift by q_splice - q_obs). Returns None when no target lies after the
+    splice point (the chunk is entirely stale)."""
+    targets, q_splice = np.asarray(targets, float), np.asarray(q_splice, float)
+    times = obs_time + dt * np.arange(1, len(targets) + 1)
+    if not moving:
+        offset = q_splice - np.asarray(q_obs, float)
+        return np.concatenate([[0.0], times - obs_time]), np.vstack([q_splice, targets + offset])
+    later = times > splice_time + 1e-6
+    if not later.any():
+        return None
+    earlier = ~later
+    if earlier.any():  # the chunk's position at the splice point, between its last past and first future target
+        t0, q0 = times[earlier][-1], targets[earlier][-1]
+    else:  # before the first target: between the observed state (or the first target) and it
+        t0, q0 = obs_time, targets[0] if q_obs is None else np.asarray(q_obs, float)
+    t1, q1 = times[later][0], targets[later][0]
+    w = (splice_time - t0) / (t1 - t0) if t1 > t0 else 1.0
+    offset = q_splice - ((1 - w) * q0 + w * q1)
+    return np.concatenate([[0.0], times[later] - splice_time]), np.vstack([q_splice, targets[later] + offset])
+
+
+class Plan:
+    """The client's copy of what it committed to the stream (chunks without braking tails)."""
+
+    def __init__(self, times, positions):
+        self.times, self.positions = np.asarray(times, float), np.asarray(positions, float)
+
+    @property
+    def end(self):
+        """Stream time where the last sent segment ends."""
+        return float(self.times[-1])
+
+    def sample(self, t):
+        """Commanded position at stream time t (within the plan; held at its ends)."""
+        return np.array([np.interp(t, self.times, self.positions[:, j]) for j in range(self.positions.shape[1])])
+
+    def splice(self, splice_time, times, positions):
+        """Replace what follows splice_time by a segment (times from 0 at splice_time)."""
+        keep = self.times < splice_time - 1e-9
+        self.times = np.concatenate([self.times[keep], splice_time + np.asarray(times, float)])
+        self.positions = np.vstack([self.positions[keep], positions])
+
+
+def blend_seam(plan, splice_time, times, positions, blend_steps):
+    """rtc: over the first blend_steps actions after the splice point, ramp linearly from the
+    running plan to the new chunk (the first point, the splice itself, is the plan's)."""
+    positions = np.array(positions, float)
+    for k in range(1, min(blend_steps, len(times) - 1) + 1):
+        t = splice_time + times[k]
+        if t > plan.end:
+            break  # the running plan holds past its end: nothing to blend with
+        w = k / (blend_steps + 1)
+        positions[k] = (1 - w) * plan.sample(t) + w * positions[k]
+    return positions
+
+
+class TemporalEnsemble:
+    """ACT's temporal ensembling over re-anchored chunks on the stream clock."""
+
+    def __init__(self, decay):
+        self.decay = decay
+        self.chunks = []  # [(times, positions)] on the stream clock, oldest first
+
+    def add(self, times, positions):
+        """Keep one re-anchored chunk (absolute stream times)."""
+        self.chunks.append((np.asarray(times, float), np.asarray(positions, float)))
+
+    def forget_before(self, t):
+        """Drop chunks that end before stream time t."""
+        self.chunks = [c for c in self.chunks if c[0][-1] >= t]
+
+    def segment(self, splice_time, q_splice, dt, steps):
+        """(times from 0, positions): q_splice, then the ensembled targets at splice + k dt (k = 1..steps)
+        while at least one chunk covers them (None if none does)."""
+        times, points = [0.0], [np.asarray(q_splice, float)]
+        for k in range(1, steps + 1):
+            t = splice_time + k * dt
+            covering = [(i, c) for i, c in enumerate(self.chunks) if c[0][0] <= t + 1e-9 <= c[0][-1] + 2e-9]
+            if not covering:
+                break
+            weights = np.array([np.exp(-self.decay * rank) for rank, _ in enumerate(covering)])
+            values = np.array([[np.interp(t, c[0], c[1][:, j]) for j in range(c[1].shape[1])] for _, c in covering])
+            times.append(k * dt)
+            points.append(weights @ values / weights.sum())
+        return (np.array(times), np.array(points)) if len(times) > 1 else None

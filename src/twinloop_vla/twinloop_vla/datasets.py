@@ -1,0 +1,169 @@
+"""LeRobot v2.1 datasets as training samples for chunked policies, and the frozen-encoder feature cache.
+
+A sample is frame i of an episode with the raw keys the policy processors take (processor_vga):
+  images      uint8 (V, H, W, 3)   every `observation.images.<camera>` (or `patch_tokens` from the cache)
+  state       (S,)                 `observation.state`
+  action      (C, A)               the actions of frames i .. i + C - 1, the episode's last one repeated past its end
+  instruction str                  the episode's task
+  camera      (V, 9)               `observation.camera.<camera>` where the dataset has them
+  depth       (V, H, W) metres     `observation.depth.<camera>` (mm PNG) where the dataset has them
+Validation holds out whole episodes (`split_episodes`), never frames of a training episode.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from twinloop_data.lerobot_format import load
+from twinloop_vla.processing import to_pixels
+
+CACHE_VERSION = 1  # bump when the cached tokens' meaning changes
+
+
+def split_episodes(num_episodes, val_fraction, seed):
+    """(train, val) episode indices: a seeded shuffle, at least one of each when there are two or more episodes."""
+    order = np.random.default_rng(seed).permutation(num_episodes).tolist()
+    val = min(max(1, round(num_episodes * val_fraction)), num_episodes - 1) if val_fraction > 0 else 0
+    return sorted(order[val:]), sorted(order[:val])
+
+
+class ChunkDataset(torch.utils.data.Dataset):
+    """Frames of chosen episodes of a LeRobot dataset as chunked samples (see the module docstring)."""
+
+    def __init__(self, root, chunk_size, episodes=None, cameras=None):
+        """episodes: episode indices to use (default all); cameras: camera names in view order (default all)."""
+        self.root = Path(root)
+        self.info, self.tasks, self.episode_meta, self.frames = load(root)
+        features = self.info['features']
+        found = [k.removeprefix('observation.images.') for k in features if k.startswith('observation.images.')]
+        self.cameras = list(cameras) if cameras is not None else found
+        missing = [c for c in self.cameras if c not in found]
+        if missing:
+            raise ValueError(f'{root}: no cameras {missing} (it has {found})')
+        self.has_camera = all(f'observation.camera.{c}' in features for c in self.cameras)
+        self.has_depth = all(f'observation.depth.{c}' in features for c in self.cameras)
+        self.chunk_size = chunk_size
+        columns = self.frames.select_columns(['episode_index', 'task_index', 'observation.state', 'action'])
+        self.episode_of = np.asarray(columns['episode_index'])
+        self.task_of = np.asarray(columns['task_index'])
+        self.states = np.asarray(columns['observation.state'], np.float32)
+        self.actions = np.asarray(columns['action'], np.float32)
+        wanted = set(range(len(self.episode_meta)) if episodes is None else episodes)
+        self.indices = np.flatnonzero(np.isin(self.episode_of, sorted(wanted)))
+        self.episode_last = {e: int(np.flatnonzero(self.episode_of == e)[-1]) for e in np.unique(self.episode_of)}
+        self.patch_tokens = None
+
+    @property
+    def state_dim(self):
+        """Size of observation.state."""
+        return self.states.shape[1]
+
+    @property
+    def action_dim(self):
+        """Size of action."""
+        return self.actions.shape[1]
+
+    def __len__(self):
+        return len(self.indices)
+
+    def chunk(self, row):
+        """Actions of rows row .. row + C - 1, the episode's last action repeated past its end: (C, A)."""
+        last = self.episode_last[int(self.episode_of[row])]
+        return self.actions[np.minimum(np.arange(row, row + self.chunk_size), last)]
+
+    def __getitem__(self, i):
+        row = int(self.indices[i])
+        sample = {
+            'state': self.states[row],
+            'action': self.chunk(row),
+            'instruction': self.tasks[int(self.task_of[row])],
+        }
+        keys = [] if self.patch_tokens is not None else [f'observation.images.{c}' for c in self.cameras]
+        if self.has_camera:
+            keys += [f'observation.camera.{c}' for c in self.cameras]
+        if self.has_depth:
+            keys += [f'observation.depth.{c}' for c in self.cameras]
+        frame = self.frames[row] if keys else {}
+        if self.patch_tokens is not None:
+            sample['patch_tokens'] = np.asarray(self.patch_tokens[row], np.float32)
+        else:
+            sample['images'] = np.stack(
+                [np.asarray(frame[f'observation.images.{c}'].convert('RGB')) for c in self.cameras]
+            )
+        if self.has_camera:
+            sample['camera'] = np.stack(
+                [np.asarray(frame[f'observation.camera.{c}'], np.float32) for c in self.cameras]
+            )
+        if self.has_depth:
+            depth = [np.asarray(frame[f'observation.depth.{c}'], np.float32) / 1000.0 for c in self.cameras]
+            sample['depth'] = np.stack([d[..., 0] if d.ndim == 3 else d for d in depth])
+        return sample
+
+    def _compute_features(self, encoder, path, shape, batch_size, progress):
+        """Fill path with the encoder's tokens of every frame, batch by batch; <name>.partial.json
+        counts the rows done so that a killed run resumes."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial, done_file = path.with_suffix('.partial.npy'), path.with_suffix('.partial.json')
+        done = json.loads(done_file.read_text())['rows'] if partial.is_file() and done_file.is_file() else 0
+        mode = 'r+' if done else 'w+'
+        tokens = np.lib.format.open_memmap(partial, mode=mode, dtype=np.float16, shape=None if done else shape)
+        keys = [f'observation.images.{c}' for c in self.cameras]
+        images = self.frames.select_columns(keys)
+        starts = range(done, len(self.frames), batch_size)
+        for start in tqdm(starts, desc='caching features', unit='batch', disable=not progress):
+            rows = images[start : start + batch_size]
+            views = np.stack([[np.asarray(im.convert('RGB')) for im in rows[k]] for k in keys], axis=1)
+            pixels = to_pixels(views, encoder.image_size, encoder.mean, encoder.std)
+            out = encoder(pixels.flatten(0, 1)).reshape(len(views), *shape[1:])
+            tokens[start : start + len(views)] = out.numpy().astype(np.float16)
+            tokens.flush()
+            done_file.write_text(json.dumps({'rows': start + len(views)}))
+        del tokens
+        partial.rename(path)
+        done_file.unlink()
+
+    def fingerprint(self):
+        """A key of the dataset's content: its info, episodes and parquet files (names, sizes, times)."""
+        digest = hashlib.sha256()
+        for name in ('info.json', 'episodes.jsonl', 'tasks.jsonl'):
+            digest.update((self.root / 'meta' / name).read_bytes())
+        for path in sorted(self.root.glob('data/*/*.parquet')):
+            stat = path.stat()
+            digest.update(f'{path.relative_to(self.root)}:{stat.st_size}:{stat.st_mtime_ns}'.encode())
+        return digest.hexdigest()[:16]
+
+    def use_cached_features(self, encoder, cache_dir, batch_size=16, progress=True):
+        """Serve `patch_tokens` instead of images from a float16 cache of a frozen encoder's output for
+        every frame, computed once and keyed by the dataset's and the encoder's fingerprints and the
+        cameras (an interrupted computation continues where it stopped). Returns the cache file's path."""
+        key = json.dumps([CACHE_VERSION, self.fingerprint(), encoder_fingerprint(encoder), self.cameras])
+        name = f'{self.root.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy'
+        path = Path(cache_dir).expanduser() / name
+        shape = (len(self.frames), len(self.cameras), encoder.grid**2, encoder.dim)
+        if not path.is_file():
+            self._compute_features(encoder, path, shape, batch_size, progress)
+        self.patch_tokens = np.load(path, mmap_mode='r')
+        if self.patch_tokens.shape != shape:
+            raise ValueError(f'{path} holds {self.patch_tokens.shape}, expected {shape}; delete it to rebuild')
+        return path
+
+
+def encoder_fingerprint(encoder):
+    """Name, input size and a digest of the weights (a parameter-free encoder such as dinov2_onnx is
+    known by its name: its weights come with its package)."""
+    digest = hashlib.sha256()
+    for key, value in sorted(encoder.state_dict().items()):
+        digest.update(key.encode() + value.detach().cpu().contiguous().numpy().tobytes())
+    return [encoder.name, encoder.image_size, encoder.patch_size, encoder.dim, digest.hexdigest()[:16]]
+
+
+def collate(samples):
+    """Samples -> a raw batch: arrays stacked, instructions as a list."""
+    return {
+        key: [s[key] for s in samples] if key == 'instruction' else np.stack([s[key] for s in samples])
+        for key in samples[0]
+    }

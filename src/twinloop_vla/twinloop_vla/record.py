@@ -1,0 +1,126 @@
+"""Record scripted sim-suite demonstrations into a LeRobot v2.1 dataset folder.
+
+Drives world_sim's simulation core in process (twinloop_data.world_sim_expert): the same scene
+YAML, seeded layouts and cameras as the world_sim node, without the ROS transport. Layout seeds
+start at --seed (>= TRAIN_SEED_MIN, never an evaluation layout) and count up over every attempt;
+failed demonstrations are dropped. meta/expert_report.json lists each episode's seed.
+
+    . ./twinloop_env.sh && python -m twinloop_vla.record --task "pick up the blue cube" \\
+        --task "put the red cube in the bowl" --episodes 40 --out ~/.cache/twinloop/datasets/sim_pick_place
+"""
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from twinloop_data.lerobot_format import LeRobotWriter
+from twinloop_data.world_sim_expert import TASKS, TRAIN_SEED_MIN, ExpertFailed, WorldSimExpert
+from twinloop_twin import scene
+
+
+def record(
+    out,
+    tasks,
+    episodes,
+    seed=TRAIN_SEED_MIN,
+    fps=10,
+    cameras=('front', 'wrist'),
+    size=(160, 120),
+    max_frames=None,
+    max_attempts=None,
+    scene_path=None,
+    root=None,
+    progress=True,
+):
+    """Record `episodes` successful demonstrations per task into out; returns the report dict.
+
+    max_frames cuts every episode short (kept even if unfinished: for quick tests);
+    max_attempts per task defaults to 2 x episodes."""
+    if seed < TRAIN_SEED_MIN:
+        raise ValueError(f'training layouts use seeds >= {TRAIN_SEED_MIN} (below are evaluation layouts), got {seed}')
+    import datasets
+
+    datasets.disable_progress_bars()  # one bar: episodes
+    root = Path(root or os.environ.get('TWINLOOP_ROOT', '.'))
+    scene_config = scene.SceneConfig.from_yaml(scene_path or root / 'config' / 'scenes' / 'tabletop.yaml')
+    expert = WorldSimExpert(scene_config, root, fps, cameras, size)
+    writer = LeRobotWriter(out, fps=fps, features=expert.features())
+    report = {'fps': fps, 'cameras': list(cameras), 'size': list(size), 'first_seed': seed, 'episodes': []}
+    attempts_left = {task: max_attempts or 2 * episodes for task in tasks}
+    bar = tqdm(total=episodes * len(tasks), unit='episode', disable=not progress)
+    started, frames, next_seed = time.monotonic(), 0, seed
+    try:
+        for task in tasks:
+            done = 0
+            while done < episodes and attempts_left[task] > 0:
+                attempts_left[task] -= 1
+                layout_seed, next_seed = next_seed, next_seed + 1
+                try:
+                    episode = expert.run(task, layout_seed, writer.add_frame, max_frames)
+                except (ExpertFailed, ValueError) as exc:  # no IK solution; objects that do not fit
+                    writer.discard_episode()
+                    bar.write(f'seed {layout_seed}: {exc}')
+                    continue
+                if not (episode.success or max_frames is not None):
+                    writer.discard_episode()
+                    bar.write(f'seed {layout_seed} {task!r}: {episode.detail}, dropped')
+                    continue
+                index = writer.save_episode(task)
+                entry = {'episode_index': index, 'seed': layout_seed, 'task': task, 'frames': episode.frames}
+                report['episodes'].append(entry | {'success': episode.success, 'detail': episode.detail})
+                done, frames = done + 1, frames + episode.frames
+                bar.update(1)
+                bar.set_postfix(frames=frames, seed=str(layout_seed))
+    finally:
+        bar.close()
+        expert.close()
+    wall = time.monotonic() - started
+    attempts = next_seed - seed
+    report |= {
+        'attempts': attempts,
+        'frames': frames,
+        'wall_s': round(wall, 1),
+        'frames_per_s': round(frames / wall, 1),
+    }
+    report['bytes'] = sum(f.stat().st_size for f in Path(out).rglob('*.parquet'))
+    (Path(out) / 'meta' / 'expert_report.json').write_text(json.dumps(report, indent=2))
+    return report
+
+
+def main(argv=None):
+    """Parse the command line and record."""
+    parser = argparse.ArgumentParser(description='Scripted sim-suite demonstrations (world_sim) in the LeRobot format')
+    parser.add_argument('--task', action='append', choices=sorted(TASKS), required=True, help='repeat for more tasks')
+    parser.add_argument('--episodes', type=int, default=40, help='successful demonstrations per task')
+    parser.add_argument('--seed', type=int, default=TRAIN_SEED_MIN, help=f'first layout seed (>= {TRAIN_SEED_MIN})')
+    parser.add_argument('--out', required=True, help='dataset folder (must not hold a dataset yet)')
+    parser.add_argument('--fps', type=int, default=10, help='control and recording rate [Hz]')
+    parser.add_argument('--cameras', nargs='+', default=['front', 'wrist'], help="world_sim's cameras to record")
+    parser.add_argument('--width', type=int, default=160, help='recorded image width [px]')
+    parser.add_argument('--height', type=int, default=120, help='recorded image height [px]')
+    parser.add_argument('--max-frames', type=int, default=None, help='cut every episode after this many frames')
+    parser.add_argument('--max-attempts', type=int, default=None, help='per task (default: 2 x episodes)')
+    parser.add_argument('--scene', default=None, help='scene YAML (default: config/scenes/tabletop.yaml)')
+    args = parser.parse_args(argv)
+    report = record(
+        args.out,
+        args.task,
+        args.episodes,
+        args.seed,
+        args.fps,
+        args.cameras,
+        (args.width, args.height),
+        args.max_frames,
+        args.max_attempts,
+        args.scene,
+    )
+    summary = {k: v for k, v in report.items() if k != 'episodes'} | {'episodes': len(report['episodes'])}
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == '__main__':
+    main()

@@ -16,7 +16,6 @@ Writes bench/results/task_suite-<time>.json and appends the table to bench/RESUL
 
 import argparse
 import json
-import math
 import os
 import platform
 import signal
@@ -33,6 +32,7 @@ from twinloop_interfaces.srv import ResetWorld
 
 from twinloop_bringup import graphs, ros_env
 from twinloop_bringup.client import InstructionClient, InstructionError
+from twinloop_core.evaluation import wilson_interval
 from twinloop_core.judging import judge
 from twinloop_ros import topics
 from twinloop_ros.conversions import object_states
@@ -130,19 +130,9 @@ def check_seeds(seeds, ranges, dev):
     return f'the benchmark runs held-out seeds [{first}, {last}) only; {outside} are not (development runs: --dev)'
 
 
-def wilson(successes, n, z=1.96):
-    """Wilson score interval (low, high) of a success rate; (0, 1) without episodes."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def _rates(rows):
     success = sum(e['success'] for e in rows)
-    low, high = wilson(success, len(rows))
+    low, high = wilson_interval(success, len(rows))
     judged = [e for e in rows if e.get('planner_done') is not None]
     return {
         'success': success,

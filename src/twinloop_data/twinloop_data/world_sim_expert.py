@@ -43,6 +43,9 @@ TASKS = {
 STATE_NAMES = [*scene.ARM_JOINTS, 'gripper_width']
 ACTION_NAMES = [f'{j}_target' for j in scene.ARM_JOINTS] + ['gripper_width_command']
 CAMERA_NAMES = ['qw', 'qx', 'qy', 'qz', 'x', 'y', 'z', 'fx_over_width', 'fy_over_height']
+FPS = 10  # [Hz] the recorded control rate by default
+CAMERAS = ('front', 'wrist')  # the recorded cameras by default (the vla_policy node's default views)
+IMAGE_SIZE = (160, 120)  # (width, height) of recorded images by default
 GRIPPER_WAIT = 0.6  # [s] held still after a gripper command
 APPROACH, LIFT = 0.15, 0.2  # [m] above the object before coming down; after grasping
 
@@ -128,7 +131,7 @@ class Episode:
 class WorldSimExpert:
     """Scripted pick-and-place in world_sim's simulation core, recording every control step."""
 
-    def __init__(self, scene_config, root, fps=10, camera_names=('front', 'wrist'), size=(160, 120)):
+    def __init__(self, scene_config, root, fps=FPS, camera_names=CAMERAS, size=IMAGE_SIZE):
         """root: the repository (urdf/, config/); size: (width, height) of the recorded images."""
         known = [c.name for c in scene_config.cameras]
         unknown = [c for c in camera_names if c not in known]

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from twinloop_core.evaluation import ray_cluster, wilson_interval
 from twinloop_iker.cem import solve
 from twinloop_iker.config import default_config, load_iker_config
 from twinloop_iker.env import SKILLS, KeypointEnv
@@ -90,29 +91,6 @@ def run_episodes(skill, seeds, solver='ppo', checkpoint=None, randomize=True, co
     return results
 
 
-def wilson_interval(successes, n, z=1.96):
-    """The Wilson score interval (95 % for z = 1.96) of a success rate successes / n."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def _connect(address):
-    """ray.init for an address ('local': a 2-CPU cluster here) unless Ray is up; True if started here."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address == 'local':
-        ray.init(num_cpus=2, include_dashboard=False)
-    else:
-        ray.init(address=address)
-    return True
-
-
 def evaluate(skill, episodes, solver='ppo', checkpoint=None, randomize=True, config=None, ray_address=None):
     """EpisodeResults of `episodes` episodes from EVAL_SEED on, serially or as Ray tasks."""
     if solver not in SOLVERS:
@@ -123,17 +101,11 @@ def evaluate(skill, episodes, solver='ppo', checkpoint=None, randomize=True, con
     arguments = dict(solver=solver, checkpoint=checkpoint, randomize=randomize, config=config)
     if ray_address is None:
         return run_episodes(skill, seeds, **arguments)
-    import ray
-
-    started = _connect(ray_address)
-    try:
+    with ray_cluster(ray_address) as ray:
         task = ray.remote(run_episodes)
         chunks = np.array_split(seeds, min(len(seeds), 4 * max(1, int(ray.available_resources().get('CPU', 1)))))
         futures = [task.remote(skill, chunk.tolist(), **arguments) for chunk in chunks if len(chunk)]
         return [result for chunk in ray.get(futures) for result in chunk]
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def summary(results, wall_s):

@@ -18,7 +18,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from twinloop_data.lerobot_format import LeRobotWriter
-from twinloop_data.world_sim_expert import TASKS, TRAIN_SEED_MIN, ExpertFailed, WorldSimExpert
+from twinloop_data.world_sim_expert import (
+    CAMERAS,
+    FPS,
+    IMAGE_SIZE,
+    TASKS,
+    TRAIN_SEED_MIN,
+    ExpertFailed,
+    WorldSimExpert,
+)
 from twinloop_twin import scene
 
 
@@ -27,9 +35,9 @@ def record(
     tasks,
     episodes,
     seed=TRAIN_SEED_MIN,
-    fps=10,
-    cameras=('front', 'wrist'),
-    size=(160, 120),
+    fps=FPS,
+    cameras=CAMERAS,
+    size=IMAGE_SIZE,
     max_frames=None,
     max_attempts=None,
     scene_path=None,
@@ -98,10 +106,10 @@ def main(argv=None):
     parser.add_argument('--episodes', type=int, default=40, help='successful demonstrations per task')
     parser.add_argument('--seed', type=int, default=TRAIN_SEED_MIN, help=f'first layout seed (>= {TRAIN_SEED_MIN})')
     parser.add_argument('--out', required=True, help='dataset folder (must not hold a dataset yet)')
-    parser.add_argument('--fps', type=int, default=10, help='control and recording rate [Hz]')
-    parser.add_argument('--cameras', nargs='+', default=['front', 'wrist'], help="world_sim's cameras to record")
-    parser.add_argument('--width', type=int, default=160, help='recorded image width [px]')
-    parser.add_argument('--height', type=int, default=120, help='recorded image height [px]')
+    parser.add_argument('--fps', type=int, default=FPS, help='control and recording rate [Hz]')
+    parser.add_argument('--cameras', nargs='+', default=list(CAMERAS), help="world_sim's cameras to record")
+    parser.add_argument('--width', type=int, default=IMAGE_SIZE[0], help='recorded image width [px]')
+    parser.add_argument('--height', type=int, default=IMAGE_SIZE[1], help='recorded image height [px]')
     parser.add_argument('--max-frames', type=int, default=None, help='cut every episode after this many frames')
     parser.add_argument('--max-attempts', type=int, default=None, help='per task (default: 2 x episodes)')
     parser.add_argument('--scene', default=None, help='scene YAML (default: config/scenes/tabletop.yaml)')

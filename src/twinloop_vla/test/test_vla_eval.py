@@ -1,0 +1,81 @@
+"""In-process evaluation (eval.py): an untrained tiny VGA checkpoint whose actions stay near home
+runs whole episodes on held-out layouts with the chunk schedule its blending implies, writes
+results, a report and GIFs; one whose actions leap away is stopped at its first step with the
+gate's reason; a local Ray cluster gives exactly the serial run's episodes."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from vla_samples import TINY
+
+from twinloop_twin import scene
+from twinloop_vla import eval as vla_eval
+from twinloop_vla.policies import make_policy
+
+ROOT = Path(os.environ.get('TWINLOOP_ROOT', Path(__file__).resolve().parents[3]))
+TASK = 'pick up the blue cube'
+
+
+def save_checkpoint(folder, action_mean, action_std):
+    """A tiny VGA (random weights, seed 0) whose actions are action_mean + action_std * (its raw output)."""
+    stats = {'action': {'mean': list(action_mean), 'std': list(action_std)}}
+    make_policy('vga', TINY, stats=stats).save(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope='module')
+def near_home(tmp_path_factory):
+    """Arm targets within ~1 mrad of home, the gripper open: never done, never refused."""
+    return save_checkpoint(tmp_path_factory.mktemp('near_home'), [*scene.HOME, 0.08], [1e-3] * 7 + [0.0])
+
+
+def test_episodes_run_to_the_step_limit_with_the_blendings_schedule(near_home, tmp_path):
+    settings = vla_eval.EvalSettings(checkpoint=near_home, blending='rtc', delay_steps=1, max_steps=11)
+    seeds = vla_eval.episode_seeds(ROOT / 'bench' / 'tasks.yaml', 'held_out', 1)
+    results = vla_eval.evaluate(settings, [TASK], seeds, ROOT, videos=1, progress=False)
+    (r,) = results
+    assert (r.task, r.seed, r.success, r.steps) == (TASK, 1000, False, 11)
+    assert r.reason == 'not done after 11 steps'
+    assert r.chunks == 3 and len(r.inference_s) == 3  # observed at steps 0, 3, 7 (delay 1, 4 per chunk)
+    assert len(r.frames) == 11 and r.frames[0].shape == (120, 160, 3)
+    assert np.isfinite(r.mean_abs_jerk) and r.mean_abs_jerk < 50.0  # the arm holds still near home
+    facts = vla_eval.write_outputs(tmp_path, settings, results, 'held_out', 'python -m twinloop_vla.eval ...')
+    assert facts['all']['successes'] == 0 and facts['all']['episodes'] == 1
+    assert facts['all']['chunk_execution_s'] == pytest.approx(0.4)
+    saved = json.loads((tmp_path / 'results.json').read_text())
+    assert saved['episodes'][0]['chunks'] == 3 and 'frames' not in saved['episodes'][0]
+    gif = Image.open(next((tmp_path / 'videos').glob('*.gif')))
+    durations = []  # identical frames are merged into one of a longer duration
+    for index in range(gif.n_frames):
+        gif.seek(index)
+        durations.append(gif.info['duration'])
+    assert sum(durations) == 11 * 100
+    assert '| pick up the blue cube | 0/1 |' in (tmp_path / 'report.md').read_text()
+
+
+def test_an_action_the_gate_would_refuse_ends_the_episode_with_the_reason(tmp_path):
+    leap = save_checkpoint(tmp_path / 'leap', [*scene.HOME[:3], scene.HOME[3] + 1.0, *scene.HOME[4:], 0.08], [1e-3] * 8)
+    settings = vla_eval.EvalSettings(checkpoint=leap, max_steps=20)
+    (r,) = vla_eval.evaluate(settings, [TASK], [1000], ROOT, progress=False)
+    assert not r.success and r.steps == 0 and r.chunks == 1
+    assert r.reason == "step 0: the gate would refuse: a jump beyond the velocity limit in one step (['panda_joint4'])"
+
+
+def test_training_seeds_are_never_evaluation_layouts():
+    with pytest.raises(ValueError, match='no seed range'):
+        vla_eval.episode_seeds(ROOT / 'bench' / 'tasks.yaml', 'training', 5)
+    assert vla_eval.episode_seeds(ROOT / 'bench' / 'tasks.yaml', 'development', 3) == [1, 2, 3]
+
+
+def test_a_local_ray_cluster_gives_the_serial_episodes(near_home):
+    settings = vla_eval.EvalSettings(checkpoint=near_home, max_steps=6)
+    serial = vla_eval.evaluate(settings, [TASK], [1000, 1001], ROOT, progress=False)
+    parallel = vla_eval.evaluate(settings, [TASK], [1000, 1001], ROOT, workers=2, progress=False)
+    assert [(r.seed, r.steps, r.chunks, r.reason) for r in parallel] == [
+        (r.seed, r.steps, r.chunks, r.reason) for r in serial
+    ]
+    assert [r.mean_abs_jerk for r in parallel] == pytest.approx([r.mean_abs_jerk for r in serial], rel=1e-6)

@@ -1,0 +1,353 @@
+"""Evaluate a policy checkpoint on the sim suite's tasks in world_sim's simulation core, in process.
+
+    . ./twinloop_env.sh && python -m twinloop_vla.eval --checkpoint runs/vga_small/policy \\
+        --task "pick up the blue cube" --task "put the red cube in the bowl" --episodes 20 \\
+        --out runs/vga_small/eval [--workers 2 | --ray ADDRESS] [--blending rtc --delay-steps 1]
+
+Layouts: the sim suite's held-out seeds (bench/tasks.yaml) by default, `--seeds development` while
+tuning; never training layouts (seeds >= TRAIN_SEED_MIN). An episode resets world_sim's core to
+the seed's layout (twinloop_data.world_sim_expert, as the recordings did) and then, every control
+step at the dataset's rate: renders the checkpoint's views when a chunk is due and asks the policy
+(twinloop_vla.stepping: blending and a modelled inference delay), applies the step's action the
+way the recording expert applied its own (a joint target reached over the step, a gripper width),
+and judges the task on ground truth (twinloop_core.judging); success ends the episode, so does an
+action the safety gate would refuse (non-finite, outside the joint limits, a jump beyond the
+velocity limit), and --max-steps ends it as a failure.
+
+Episodes run here one after another (--workers 1), or as Ray tasks on a local cluster of
+--workers CPUs, or on the cluster at --ray ADDRESS. Out: results.json (settings, per episode:
+success, reason, steps, chunks, inference times, mean absolute jerk of the measured joint path),
+report.md (per task: success with its Wilson 95 % interval, steps, jerk, inference p50/p90 against
+the time a chunk runs) and GIFs of the first --videos episodes (the first camera).
+
+What this is not: the ROS graph (vla_policy node, stream, gate); the simulation waits for every
+inference, whose effect on the robot is modelled by --delay-steps.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+from tqdm import tqdm
+
+from twinloop_core.evaluation import ray_cluster, wilson_interval
+from twinloop_core.judging import judge
+from twinloop_core.gripper import OPEN_WIDTH
+from twinloop_data.world_sim_expert import (
+    CAMERAS,
+    FPS,
+    IMAGE_SIZE,
+    TASKS,
+    TRAIN_SEED_MIN,
+    WorldSimExpert,
+    object_states,
+)
+from twinloop_twin import scene
+from twinloop_vla.blending import BLENDINGS, BlendConfig
+from twinloop_vla.stepping import SteppedChunks
+
+SEED_RANGES = ('held_out', 'development')
+
+
+@dataclass
+class EvalSettings:
+    """How episodes are run (see the module docstring)."""
+
+    checkpoint: str
+    blending: str = 'receding_horizon'
+    execute_steps: int = 4  # actions of a chunk run before the next takes over
+    delay_steps: int = 0  # modelled inference delay [control steps]
+    blend_steps: int = 3  # rtc seam
+    ensemble_decay: float = 0.1  # temporal ensembling
+    max_steps: int = 150  # an episode fails after this many control steps
+    fps: int = FPS  # the dataset's control rate
+    cameras: tuple = CAMERAS  # the policy's views, in its order
+    size: tuple = IMAGE_SIZE  # (width, height) the views are rendered at (as recorded)
+    scene: str = ''  # scene YAML ('' = config/scenes/tabletop.yaml)
+    threads: int = 0  # torch threads per worker (0: torch's default)
+
+    def blend(self):
+        """The blending config (checked) at the dataset's control period."""
+        return BlendConfig(
+            blending=self.blending,
+            control_period=1.0 / self.fps,
+            execute_steps=self.execute_steps,
+            blend_steps=self.blend_steps,
+            ensemble_decay=self.ensemble_decay,
+        )
+
+
+@dataclass
+class EpisodeResult:
+    """One episode."""
+
+    task: str
+    seed: int
+    success: bool
+    reason: str
+    steps: int
+    chunks: int
+    inference_s: list = field(default_factory=list)  # wall time of each policy call
+    mean_abs_jerk: float = float('nan')  # [rad/s^3] over the arm joints and the measured path
+    frames: list = field(default_factory=list, repr=False)  # first camera's RGB per step, when recorded
+
+
+def episode_seeds(ranges_file, name, episodes):
+    """The first `episodes` seeds of the named range of bench/tasks.yaml (never a training seed)."""
+    ranges = yaml.safe_load(Path(ranges_file).read_text())['seeds']
+    if name not in ranges:
+        raise ValueError(f'{ranges_file}: no seed range {name!r} (it has {sorted(ranges)})')
+    first, end = ranges[name]
+    if episodes > end - first or end > TRAIN_SEED_MIN:
+        raise ValueError(f'{episodes} episodes do not fit seed range {name} [{first}, {end}) below {TRAIN_SEED_MIN}')
+    return list(range(first, first + episodes))
+
+
+def mean_abs_jerk(positions, dt):
+    """Mean |third derivative| of a joint path sampled every dt (nan under 4 samples)."""
+    positions = np.asarray(positions, float)
+    if len(positions) < 4:
+        return float('nan')
+    return float(np.mean(np.abs(np.diff(positions, n=3, axis=0))) / dt**3)
+
+
+def refusal(target, previous, limits, dt):
+    """Why the safety gate would refuse an arm target after previous (one control step), or ''."""
+    if not np.all(np.isfinite(target)):
+        return 'non-finite action'
+    outside = np.flatnonzero((target < limits.lower) | (target > limits.upper))
+    if outside.size:
+        return f'target outside the joint limits ({[limits.names[i] for i in outside]})'
+    fast = np.flatnonzero(np.abs(target - previous) > limits.velocity * dt)
+    if fast.size:
+        return f'a jump beyond the velocity limit in one step ({[limits.names[i] for i in fast]})'
+    return ''
+
+
+class Evaluator:
+    """A policy and world_sim's core, kept for many episodes."""
+
+    def __init__(self, settings: EvalSettings, root):
+        import torch
+
+        from twinloop_vla.policies import load_policy
+
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        self.settings, self.blend = settings, settings.blend()
+        self.policy = load_policy(settings.checkpoint)
+        root = Path(root)
+        scene_config = scene.SceneConfig.from_yaml(settings.scene or root / 'config' / 'scenes' / 'tabletop.yaml')
+        self.env = WorldSimExpert(scene_config, root, settings.fps, settings.cameras, settings.size)
+
+    def observation(self, task):
+        """The policy's observation now: its views, the state (7 joints + gripper width), the instruction."""
+        views = self.env.observation()
+        sim = self.env.sim
+        return {
+            'images': np.stack([views[name][0] for name in self.settings.cameras]),
+            'state': np.append(sim.arm_positions(), sim.gripper_width()).astype(np.float32),
+            'instruction': task,
+        }
+
+    def run(self, task, seed, record=False):
+        """One episode of task on the seed's layout; record: keep the first camera's frames."""
+        import torch
+
+        s, dt = self.settings, 1.0 / self.settings.fps
+        sim = self.env.reset(seed)
+        before, joints = object_states(sim), [sim.arm_positions()]
+        commanded = joints[0]
+        schedule, result = SteppedChunks(self.blend, s.delay_steps), EpisodeResult(task, seed, False, '', 0, 0)
+        result.reason = f'not done after {s.max_steps} steps'
+        for step in range(s.max_steps):
+            if schedule.due(step) or record:
+                observation = self.observation(task)
+                if record:
+                    result.frames.append(observation['images'][0])
+            if schedule.due(step):
+                started = time.perf_counter()
+                with torch.inference_mode():
+                    chunk = self.policy.select_action_chunk(observation)
+                result.inference_s.append(time.perf_counter() - started)
+                result.chunks += 1
+                try:
+                    schedule.add(step, chunk)
+                except ValueError as error:
+                    result.reason = f'policy output refused: {error}'
+                    break
+            action = schedule.action(step)
+            why = refusal(action[:7], commanded, self.env.limits, dt)
+            if why or not np.isfinite(action[7]):
+                result.reason = f'step {step}: the gate would refuse: {why or "non-finite gripper command"}'
+                break
+            commanded = action[:7]
+            self.env.act(commanded, float(np.clip(action[7], 0.0, OPEN_WIDTH)))
+            joints.append(sim.arm_positions())
+            result.steps = step + 1
+            done, detail = judge(TASKS[task], before, object_states(sim))
+            if done:
+                result.success, result.reason = True, detail
+                break
+        result.mean_abs_jerk = mean_abs_jerk(joints, dt)
+        return result
+
+    def close(self):
+        """Release the renderers."""
+        self.env.close()
+
+
+def run_jobs(settings, root, jobs):
+    """EpisodeResults of [(task, seed, record)] with one policy and simulation (a Ray task's body)."""
+    evaluator = Evaluator(settings, root)
+    try:
+        return [evaluator.run(task, seed, record) for task, seed, record in jobs]
+    finally:
+        evaluator.close()
+
+
+def evaluate(settings, tasks, seeds, root, workers=1, ray_address=None, videos=0, progress=True):
+    """EpisodeResults of every task on every seed (in that order); the first `videos` keep frames."""
+    jobs = [(task, seed, index < videos) for index, (task, seed) in enumerate((t, s) for t in tasks for s in seeds)]
+    if workers <= 1 and ray_address is None:
+        evaluator = Evaluator(settings, root)
+        try:
+            return [evaluator.run(*job) for job in tqdm(jobs, unit='episode', disable=not progress)]
+        finally:
+            evaluator.close()
+    with ray_cluster(ray_address or 'local', num_cpus=workers) as ray:
+        cpus = max(1, int(ray.available_resources().get('CPU', 1)))
+        remote = ray.remote(num_cpus=1)(run_jobs)
+        groups = [g for g in np.array_split(np.arange(len(jobs)), min(len(jobs), cpus)) if len(g)]
+        threaded = EvalSettings(**{**asdict(settings), 'threads': settings.threads or 1})
+        futures = {remote.remote(threaded, str(root), [jobs[i] for i in g]): g for g in groups}
+        results = [None] * len(jobs)
+        with tqdm(total=len(jobs), unit='episode', disable=not progress) as bar:
+            pending = list(futures)
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                for index, result in zip(futures[ready[0]], ray.get(ready[0])):
+                    results[index] = result
+                bar.update(len(futures[ready[0]]))
+        return results
+
+
+def summary(settings, results):
+    """Per task and overall: successes, rate, Wilson 95 %, steps, jerk, inference p50 / p90."""
+    chunk_time = settings.execute_steps / settings.fps
+
+    def facts(rows):
+        successes, n = sum(r.success for r in rows), len(rows)
+        inference = [t for r in rows for t in r.inference_s]
+        jerks = [r.mean_abs_jerk for r in rows if np.isfinite(r.mean_abs_jerk)]
+        return {
+            'episodes': n,
+            'successes': successes,
+            'success_rate': successes / n if n else 0.0,
+            'wilson95': list(wilson_interval(successes, n)),
+            'mean_steps': float(np.mean([r.steps for r in rows])) if rows else 0.0,
+            'mean_abs_jerk': float(np.mean(jerks)) if jerks else float('nan'),
+            'inference_p50_s': float(np.percentile(inference, 50)) if inference else float('nan'),
+            'inference_p90_s': float(np.percentile(inference, 90)) if inference else float('nan'),
+            'chunk_execution_s': chunk_time,
+        }
+
+    tasks = list(dict.fromkeys(r.task for r in results))
+    return {'tasks': {task: facts([r for r in results if r.task == task]) for task in tasks}, 'all': facts(results)}
+
+
+def write_outputs(out, settings, results, seeds_name, command):
+    """results.json, report.md and GIFs in out; returns the summary."""
+    out = Path(out)
+    (out / 'videos').mkdir(parents=True, exist_ok=True)
+    facts = summary(settings, results)
+    videos = []
+    for r in results:
+        if r.frames:
+            path = out / 'videos' / f'{r.task.replace(" ", "_")}_seed{r.seed}.gif'
+            images = [Image.fromarray(np.asarray(f, np.uint8)) for f in r.frames]
+            images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / settings.fps), loop=0)
+            videos.append((r, path.relative_to(out)))
+    episodes = [{k: v for k, v in asdict(r).items() if k != 'frames'} for r in results]
+    data = {'command': command, 'settings': asdict(settings), 'seeds': seeds_name, 'summary': facts}
+    (out / 'results.json').write_text(json.dumps(data | {'episodes': episodes}, indent=2))
+    (out / 'report.md').write_text(report_markdown(settings, facts, seeds_name, command, videos))
+    return facts
+
+
+def report_markdown(settings, facts, seeds_name, command, videos):
+    """The report: settings, the per-task table, the videos."""
+    lines = [
+        f'# Policy evaluation: {settings.checkpoint}',
+        '',
+        f'`{command}`',
+        '',
+        f'In process (world_sim core, no ROS graph), {seeds_name} layouts; blending {settings.blending}, '
+        f'{settings.execute_steps} actions per chunk, modelled delay {settings.delay_steps} steps, '
+        f'{settings.fps} Hz, at most {settings.max_steps} steps.',
+        '',
+        '| task | success | 95 % Wilson | mean steps | mean abs jerk [rad/s^3] | inference p50 / p90 [s] '
+        '| chunk runs [s] |',
+        '|---|---|---|---|---|---|---|',
+    ]
+    for task, f in [*facts['tasks'].items(), ('all', facts['all'])]:
+        lines.append(
+            f'| {task} | {f["successes"]}/{f["episodes"]} | {f["wilson95"][0]:.2f}-{f["wilson95"][1]:.2f} | '
+            f'{f["mean_steps"]:.0f} | {f["mean_abs_jerk"]:.1f} | {f["inference_p50_s"]:.3f} / '
+            f'{f["inference_p90_s"]:.3f} | {f["chunk_execution_s"]:.2f} |'
+        )
+    for r, path in videos:
+        lines += ['', f'{r.task}, seed {r.seed}: {"success" if r.success else "failure"} ({r.reason})', f'![]({path})']
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv=None):
+    """Parse the command line, evaluate, write the outputs and print the summary."""
+    defaults = EvalSettings(checkpoint='')
+    parser = argparse.ArgumentParser(description='Evaluate a policy on the sim suite (world_sim core, in process)')
+    parser.add_argument('--checkpoint', required=True, help='a policy checkpoint folder (load_policy)')
+    parser.add_argument('--task', action='append', choices=sorted(TASKS), required=True, help='repeat for more')
+    parser.add_argument('--episodes', type=int, default=20, help='layouts per task')
+    parser.add_argument('--seeds', choices=SEED_RANGES, default='held_out', help="bench/tasks.yaml's seed range")
+    parser.add_argument('--out', required=True, help='output folder (results.json, report.md, videos/)')
+    parser.add_argument('--blending', choices=BLENDINGS, default=defaults.blending)
+    parser.add_argument('--execute-steps', type=int, default=defaults.execute_steps)
+    parser.add_argument('--delay-steps', type=int, default=defaults.delay_steps)
+    parser.add_argument('--blend-steps', type=int, default=defaults.blend_steps)
+    parser.add_argument('--max-steps', type=int, default=defaults.max_steps)
+    parser.add_argument('--fps', type=int, default=defaults.fps, help="the dataset's control rate [Hz]")
+    parser.add_argument('--cameras', nargs='+', default=list(defaults.cameras), help="the policy's views, in order")
+    parser.add_argument('--scene', default='', help='scene YAML (default: config/scenes/tabletop.yaml)')
+    parser.add_argument('--videos', type=int, default=2, help='episodes recorded as GIFs')
+    parser.add_argument('--workers', type=int, default=1, help='episodes in parallel on a local Ray cluster')
+    parser.add_argument('--ray', metavar='ADDRESS', help='run the episodes on this Ray cluster instead')
+    args = parser.parse_args(argv)
+    root = Path(os.environ.get('TWINLOOP_ROOT', '.')).resolve()
+    settings = EvalSettings(
+        checkpoint=str(Path(args.checkpoint).resolve()),
+        blending=args.blending,
+        execute_steps=args.execute_steps,
+        delay_steps=args.delay_steps,
+        blend_steps=args.blend_steps,
+        max_steps=args.max_steps,
+        fps=args.fps,
+        cameras=tuple(args.cameras),
+        scene=args.scene,
+    )
+    settings.blend()  # checked before anything starts
+    seeds = episode_seeds(root / 'bench' / 'tasks.yaml', args.seeds, args.episodes)
+    command = 'python -m twinloop_vla.eval ' + ' '.join(argv if argv is not None else sys.argv[1:])
+    results = evaluate(settings, args.task, seeds, root, args.workers, args.ray, args.videos)
+    facts = write_outputs(args.out, settings, results, args.seeds, command)
+    print(json.dumps(facts, indent=2))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,7 +1,8 @@
 """Streaming through the execution node (~/stream) with world_sim as the arm: chunks at ~2.5 Hz
 continue one another without the arm stopping, a starved stream brakes to rest on its own, a
 chunk the gate refuses (or that does not continue the commanded state) brakes the arm with the
-reason, and ExecuteMotion goals are refused while a stream moves the arm."""
+reason, ExecuteMotion goals are refused while a stream moves the arm, and a stop never waits for a
+chunk being gated."""
 
 import os
 import time
@@ -136,3 +137,39 @@ def test_a_bad_chunk_brakes_the_arm_with_the_reason(system, jump, check):
     again = _send(executor, stream, _chunk(np.array(states[-1].position[:7]), 0.0))  # a new stream from rest
     assert again.accepted, again.reason
     _send(executor, stream, JointTrajectory(), stop=True)
+
+
+def test_a_stop_is_served_while_a_chunk_is_gated_and_a_stopped_stream_stays_stopped(system):
+    """A stop sent right behind a chunk does not wait for that chunk's gate check: the chunk is either
+    committed before the stop brakes it, or refused because the stream ended while it was checked;
+    either way the arm comes to rest, and chunks of the stopped stream id are refused afterwards."""
+    executor, stream, motion, states = system
+    q0 = np.array(states[-1].position[:7])
+    for k in range(2):
+        assert _send(executor, stream, _chunk(q0, k * CHUNK)).accepted
+        _spin(executor, 0.15)
+    chunk = StreamChunk.Request(stream_id='policy', chunk=_chunk(q0, 2 * CHUNK), splice_time=-1.0)
+    chunk_future = stream.call_async(chunk)
+    stop_future = stream.call_async(StreamChunk.Request(stream_id='policy', stop=True))
+    answered = []
+    deadline = time.monotonic() + 10
+    while len(answered) < 2 and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.01)
+        answered += [name for name, f in (('chunk', chunk_future), ('stop', stop_future)) if f.done()]
+        answered = list(dict.fromkeys(answered))
+    chunk, stop = chunk_future.result(), stop_future.result()
+    print(f'\nanswered in the order {answered}; chunk accepted: {chunk.accepted} ({chunk.reason})')
+    assert stop.accepted and stop.reason == 'braking to rest'
+    assert chunk.accepted or (chunk.check == 'stream' and 'ended while the chunk was checked' in chunk.reason), (
+        chunk.reason
+    )
+    _spin(executor, 2.0)
+    assert max(_velocity_after(states, _stamp(states[-1]) - 0.3)) < 0.01, 'the stopped stream must rest'
+    resting = np.array(states[-1].position[:7])
+    refused = _send(executor, stream, _chunk(resting, 0.0))
+    assert not refused.accepted and refused.check == 'stream' and 'stopped by its client' in refused.reason
+    _spin(executor, 0.5)
+    assert np.abs(np.array(states[-1].position[:7]) - resting).max() < 2e-3  # nothing moved
+    fresh = _send(executor, stream, _chunk(resting, 0.0), stream_id='next')
+    assert fresh.accepted, fresh.reason
+    _send(executor, stream, JointTrajectory(), stream_id='next', stop=True)

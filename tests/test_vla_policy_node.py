@@ -87,15 +87,15 @@ def test_run_policy_from_another_node_then_cancel_stops_at_once(graph):
     client.spin_until(lambda: seconds(states[-1].header.stamp) > canceled_at + 1.6, 30.0, 'joint states')
     assert not result.success and 'canceled' in result.reason and 'test_joint_sweep' in result.reason
     assert result.chunks_executed >= 6
-    # The stop leaves vla_policy at the cancel's robot time (its log says so); the execution node may
-    # serve it only after a chunk's gate check in flight, so on this shared 2-core machine the arm's
-    # 0.3 rad/s collapses 0.36-0.57 s (simulated) after the cancel: the bound here is 1 s, the
-    # acceptance's 0.5 s is printed. Afterwards the arm stays within a few mrad (world_sim's servos
-    # ring briefly after the hard brake, below 0.01 rad/s within about a second).
+    # The stop leaves vla_policy at the cancel's robot time (its log says so) and the execution node
+    # serves it at once, also while a chunk is being gated (that chunk is then refused, not sent):
+    # the arm's 0.3 rad/s collapses within 0.5 s (simulated) of the cancel. Afterwards the arm stays
+    # within a few mrad (world_sim's servos ring briefly after the hard brake, below 0.01 rad/s
+    # within about a second).
     since = lambda t: [s for s in states if seconds(s.header.stamp) > canceled_at + t]  # noqa: E731
     profile = [(round(seconds(s.header.stamp) - canceled_at, 2), round(s.velocity[0], 3)) for s in since(-0.3)]
     stopped = next(seconds(s.header.stamp) - canceled_at for s in since(0.0) if abs(s.velocity[0]) < 0.1)
-    assert stopped < 1.0, profile
+    assert stopped < 0.5, profile
     spread = np.ptp([s.position[0] for s in since(1.0)])
     assert spread < 0.01, f'joint 1 moved {spread:.4f} rad later than 1 s after the cancel: {profile}'
     assert max(abs(s.velocity[0]) for s in since(1.5)) < 0.01, profile

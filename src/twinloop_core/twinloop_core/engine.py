@@ -21,7 +21,7 @@ from twinloop_core.ports import PORT_NAMES, Ports
 from twinloop_core.task import TaskSpec
 
 ENGINES = {}  # name -> DecisionEngine subclass
-PROVIDERS = {  # engines of the design that live in packages of their own, for a clear error while absent
+PROVIDERS = {  # engines that live in packages of their own, for a clear error while not loaded
     'iker': 'twinloop_iker (the IKER engine)',
     'vla': 'twinloop_vla (the policy server behind RunPolicy)',
 }
@@ -119,7 +119,8 @@ def engine_class(name):
     if name in PROVIDERS:
         raise UnknownEngine(
             f'strategy {name!r} is not available here: its engine comes with package {PROVIDERS[name]}, '
-            f'which is not built yet; available: {available}'
+            f"which is not loaded (list its engine module in the orchestrator's engines parameter and "
+            f'build it); available: {available}'
         )
     raise UnknownEngine(f'unknown strategy {name!r}: no engine of that name is registered; available: {available}')
 

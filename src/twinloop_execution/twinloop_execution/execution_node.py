@@ -17,6 +17,7 @@ One motion at a time: a goal arriving while another runs (or while a stream move
 rejected, and so are chunks while a goal runs.
 """
 
+import collections
 import threading
 import time
 
@@ -131,12 +132,14 @@ class ExecutionNode(Node):
         self.twin.sync([], config.home)
         self.safety = SafetyConfig.from_yaml(safety_yaml)
         self.ik = PandaIk(self.twin.model)
-        self.lock = threading.Lock()  # one motion at a time: busy (a goal) or a moving stream
+        self.lock = threading.RLock()  # one motion at a time: busy (a goal) or a moving stream
+        self.chunk_lock = threading.Lock()  # one stream chunk checked at a time (a stop never waits for it)
         self.twin_lock = threading.Lock()  # the collision twin is synced and queried by one caller at a time
         self.busy = False
         self.stream = None  # the active streaming.JointStream
         self.stream_started = 0.0  # joint-state time at the stream's time 0
         self.stream_ended = ''  # why the last stream was ended by the node
+        self.stopped_streams = collections.deque(maxlen=64)  # ids stopped by their clients: never restarted
         self.joints = self.joint_state = self.joints_received = self.objects = self.objects_received = None
 
         state_group = MutuallyExclusiveCallbackGroup()
@@ -150,9 +153,9 @@ class ExecutionNode(Node):
             JointTrajectory, topics.arm_trajectory(controller), topics.STATE_QOS
         )
         self.gripper_pub = self.create_publisher(Float64, topics.GRIPPER_COMMAND, topics.STATE_QOS)
-        stream_group = MutuallyExclusiveCallbackGroup()
-        self.create_service(StreamChunk, '~/stream', self.on_stream_chunk, callback_group=stream_group)
-        self.create_timer(0.05, self.watch_stream, callback_group=stream_group)
+        # reentrant: a stop is served while a chunk is being gated (chunk_lock keeps chunks one at a time)
+        self.create_service(StreamChunk, '~/stream', self.on_stream_chunk, callback_group=ReentrantCallbackGroup())
+        self.create_timer(0.05, self.watch_stream, callback_group=MutuallyExclusiveCallbackGroup())
         self.server = ActionServer(
             self,
             ExecuteMotion,
@@ -494,21 +497,36 @@ class ExecutionNode(Node):
 
     # --- streaming -------------------------------------------------------------------------------
     def on_stream_chunk(self, request, response):
-        """~/stream: gate and commit one chunk (or stop the stream)."""
+        """~/stream: gate and commit one chunk, or stop the stream at once (even while a chunk is gated)."""
+        if request.stop:
+            with self.lock:
+                self.stopped_streams.append(request.stream_id)
+                if self.stream is not None and self.stream.stream_id == request.stream_id:
+                    self._end_stream('stopped by the client')
+            response.accepted, response.reason = True, 'braking to rest'
+            return response
+        if not self.chunk_lock.acquire(blocking=False):
+            response.accepted, response.check = False, 'busy'
+            response.reason = 'another chunk is being checked: send the next one after its reply'
+            return response
         try:
             self._stream_chunk(request, response)
         except streaming.ChunkRefused as refused:
             response.accepted, response.check, response.reason = False, refused.check, str(refused)
-            if self.stream is not None:
-                response.stream_time = self.state_time() - self.stream_started
-            if self.stream is not None and refused.check not in ('busy', 'stream'):
-                self._end_stream(f'chunk refused ({refused.check}): {refused}')
-                response.reason += '; the arm brakes to rest and the stream ends'
+            with self.lock:
+                if self.stream is not None:
+                    response.stream_time = self.state_time() - self.stream_started
+                if self.stream is not None and refused.check not in ('busy', 'stream'):
+                    self._end_stream(f'chunk refused ({refused.check}): {refused}')
+                    response.reason += '; the arm brakes to rest and the stream ends'
         except Exception as exc:  # a bug brakes the arm and answers, never kills the node
             self.get_logger().error(f'stream chunk failed: {exc!r}')
-            if self.stream is not None:
-                self._end_stream(f'internal error: {exc!r}')
+            with self.lock:
+                if self.stream is not None:
+                    self._end_stream(f'internal error: {exc!r}')
             response.accepted, response.check, response.reason = False, 'internal', f'internal error: {exc!r}'
+        finally:
+            self.chunk_lock.release()
         return response
 
     def _stream_chunk(self, request, response):
@@ -518,15 +536,12 @@ class ExecutionNode(Node):
         with self.lock:
             if self.busy:
                 raise streaming.ChunkRefused('busy', 'an ExecuteMotion goal is running')
+            if request.stream_id in self.stopped_streams:
+                raise streaming.ChunkRefused('stream', f'stream {request.stream_id!r} was stopped by its client')
             if self.stream is not None and request.stream_id != self.stream.stream_id:
                 if not self._stream_at_rest():
                     raise streaming.ChunkRefused('busy', f'stream {self.stream.stream_id!r} is moving the arm')
                 self.stream = None
-            if request.stop:
-                if self.stream is not None:
-                    self._end_stream('stopped by the client')
-                response.accepted, response.reason = True, 'braking to rest'
-                return
             if age is None or not age <= self.safety.state_timeout:
                 raise streaming.ChunkRefused('watchdog', f'joint state is stale ({age} s old)')
             if self.stream is None:
@@ -539,6 +554,7 @@ class ExecutionNode(Node):
                     self.stream_config,
                 )
                 self.stream_started, self.stream_ended = self.state_time(), ''
+            stream = self.stream
         names = list(request.chunk.joint_names)
         if sorted(names) != sorted(scene.ARM_JOINTS):
             raise streaming.ChunkRefused('structure', f'chunk joint_names must be exactly {list(scene.ARM_JOINTS)}')
@@ -555,15 +571,21 @@ class ExecutionNode(Node):
         velocities = (
             [[pt.velocities[i] for i in order] for pt in points] if all(pt.velocities for pt in points) else None
         )
-        if self.stream.chunks == 0:
+        if stream.chunks == 0:
             self._synced_kinematics()  # a first sync may rebuild the twin (~0.3 s): not inside the chunk's lead
-        clock = lambda: self.state_time() - self.stream_started  # noqa: E731
+        started = self.stream_started
+        clock = lambda: self.state_time() - started  # noqa: E731
         now = clock()
         splice = request.splice_time if np.isfinite(request.splice_time) else 0.0
-        stream_times, q, v = self.stream.splice(now, splice, times, positions, velocities, clock)
-        self.trajectory_pub.publish(_trajectory_msg(stream_times, q, v, self.stream_started))
-        end = self.stream.last_chunk_end
-        commanded_q, commanded_v = self.stream.commanded(end)
+        stream_times, q, v = stream.splice(now, splice, times, positions, velocities, clock)
+        with self.lock:  # a stop (or the watchdog) may have ended the stream while the chunk was gated
+            if self.stream is not stream:
+                raise streaming.ChunkRefused(
+                    'stream', f'the stream ended while the chunk was checked: {self.stream_ended}'
+                )
+            self.trajectory_pub.publish(_trajectory_msg(stream_times, q, v, started))
+        end = stream.last_chunk_end
+        commanded_q, commanded_v = stream.commanded(end)
         response.accepted, response.stream_time, response.committed_until = True, now, end
         response.commanded_positions, response.commanded_velocities = list(commanded_q), list(commanded_v)
 
@@ -589,14 +611,19 @@ class ExecutionNode(Node):
 
     def _end_stream(self, reason):
         """Brake to rest from the commanded state now and end the stream (the reason is kept for its client)."""
-        now = self.state_time() - self.stream_started
-        times, q, v = self.stream.brake(now)
-        self.trajectory_pub.publish(_trajectory_msg(times, q, v, self.stream_started))
-        self.get_logger().warning(f'stream {self.stream.stream_id!r} ended: {reason}')
-        self.stream, self.stream_ended = None, reason
+        with self.lock:
+            now = self.state_time() - self.stream_started
+            times, q, v = self.stream.brake(now)
+            self.trajectory_pub.publish(_trajectory_msg(times, q, v, self.stream_started))
+            self.get_logger().warning(f'stream {self.stream.stream_id!r} ended: {reason}')
+            self.stream, self.stream_ended = None, reason
 
     def watch_stream(self):
         """Watchdog of a moving stream: stale joint states or the arm leaving the commanded path brake it."""
+        with self.lock:
+            self._watch_stream()
+
+    def _watch_stream(self):
         if self.stream is None or self.joint_state is None:
             return
         if self._stream_at_rest():
@@ -627,7 +654,7 @@ class ExecutionNode(Node):
 
 def main(args=None):
     """Run the node."""
-    node_runner.run(ExecutionNode, args, threads=3)
+    node_runner.run(ExecutionNode, args, threads=4)
 
 
 if __name__ == '__main__':

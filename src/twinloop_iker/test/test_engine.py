@@ -11,6 +11,7 @@ import pytest
 
 from twinloop_core.engine import ConfigError, Limits, build_engine, load_config
 from twinloop_core.ports import Ports, QuietProgress, StreamReply
+from twinloop_core.regions import placement_offset
 from twinloop_core.task import SubTask, TaskSpec
 from twinloop_iker import deploy
 from twinloop_iker import engine as iker_engine  # noqa: F401  (registers 'iker')
@@ -112,16 +113,18 @@ def sim():
     world.close()
 
 
-ALIGN = TaskSpec(
-    'push the red book in line with the green book', [SubTask('push', 'red_book', 'green_book', 'aligned_with')]
-)
+def align(ports):
+    """The task as the parsers ground it on the perceived scene: the spot in line with the green book."""
+    offset = placement_offset('aligned_with', 'red_book', ['green_book'], ports.perception.state().objects)
+    subtask = SubTask('push', 'red_book', 'green_book', 'aligned_with', offset=offset)
+    return TaskSpec('push the red book in line with the green book', [subtask])
 
 
 def test_a_push_reaches_its_keypoint_targets_through_streamed_chunks(sim):
     world, streamer, progress, ports = sim
     engine = build_engine('iker', f'{ROOT}/config')
     start = world.object_pose('red_book')[0]
-    result = engine.run(ALIGN, ports, Limits())
+    result = engine.run(align(ports), ports, Limits())
     assert result.success, (result.detail, progress.lines)
     assert result.backend == 'template writer (not a VLM) + CEM in the keypoint twin (no PPO checkpoint trained yet)'
     record = progress.records[-1]
@@ -148,7 +151,7 @@ def test_bad_model_code_ends_the_iteration_and_nothing_moves(sim):
     engine = build_engine('iker', f'{ROOT}/config')
     engine.writer = BadWriter()
     arm = world.arm_positions()
-    result = engine.run(ALIGN, ports, Limits())
+    result = engine.run(align(ports), ports, Limits())
     assert not result.success and 'forbidden' in result.detail and 'nothing moved' in result.detail
     assert streamer.chunks == 0 and np.allclose(world.arm_positions(), arm)
     assert progress.records[-1].code.startswith('import os')
@@ -157,7 +160,7 @@ def test_bad_model_code_ends_the_iteration_and_nothing_moves(sim):
 def test_dry_run_checks_the_targets_and_moves_nothing(sim):
     world, streamer, progress, ports = sim
     arm = world.arm_positions()
-    result = build_engine('iker', f'{ROOT}/config').run(ALIGN, ports, Limits(dry_run=True))
+    result = build_engine('iker', f'{ROOT}/config').run(align(ports), ports, Limits(dry_run=True))
     assert result.success and 'dry run' in result.detail and streamer.chunks == 0
     assert np.allclose(world.arm_positions(), arm) and len(progress.records[-1].targets) >= 1
     assert all(math.isfinite(v) for target in progress.records[-1].targets for v in target)

@@ -16,6 +16,7 @@ from sensor_msgs.msg import JointState
 from twinloop_bringup import graphs
 from twinloop_bringup.client import PolicyClient
 from twinloop_ros.conversions import seconds
+from vla_test_policies import DT
 
 ROOT = os.environ['TWINLOOP_ROOT']
 SCENE = os.path.join(ROOT, 'config', 'scenes', 'tabletop.yaml')
@@ -26,6 +27,7 @@ EXTRA = {
         'policy_modules': "['twinloop_vla.policies', 'vla_test_policies']",
         'cameras': "['front']",
         'default_policy': 'test_joint_sweep',
+        'control_period': DT,  # the test policies' rate (the default is the recorded datasets' 10 Hz)
     },
 }
 

@@ -29,6 +29,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from twinloop_core.ports import StreamReply
 from twinloop_core.robot import ARM_JOINTS
+from twinloop_data.world_sim_expert import FPS
 from twinloop_ros import conversions as ros_conversions
 from twinloop_ros import node_runner, topics
 from twinloop_vla.blending import BlendConfig
@@ -118,7 +119,7 @@ class VlaPolicyNode(Node):
         self.observation_timeout = p('observation_timeout', 3.0, 'a goal fails after this long without one [s]')
         self.blend = BlendConfig(
             blending=p('blending', 'rtc', 'receding_horizon, temporal_ensembling or rtc (real-time chunking)'),
-            control_period=p('control_period', 0.05, "time between a chunk's actions [s]"),
+            control_period=p('control_period', 1.0 / FPS, "time between a chunk's actions [s] (the training data's)"),
             execute_steps=p('execute_steps', 4, 'actions of a chunk executed before the next one takes over'),
             blend_steps=p('blend_steps', 3, 'rtc: actions over which the seam between chunks is blended'),
             ensemble_decay=p('ensemble_decay', 0.1, "temporal ensembling: ACT's m in the weights exp(-m i)"),

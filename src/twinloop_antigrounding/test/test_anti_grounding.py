@@ -203,14 +203,14 @@ def ports(sim):
 class _Gate:
     """Refuses the first `refusals` executions, before or after moving (fault injection on SimPorts)."""
 
-    def __init__(self, refusals, before_motion):
-        self.refusals, self.before_motion, self.tried = refusals, before_motion, []
+    def __init__(self, refusals, before_motion, reason='safety gate (collision): refused'):
+        self.refusals, self.before_motion, self.reason, self.tried = refusals, before_motion, reason, []
 
     def __call__(self, execute, segments):
         candidate = segments[0].label.split()[0]
         self.tried.append(candidate)
         if len(self.tried) <= self.refusals:
-            raise ExecutionFailed(f'refused {candidate}', before_motion=self.before_motion)
+            raise ExecutionFailed(f'{self.reason} {candidate}', before_motion=self.before_motion)
         execute(segments)
 
 
@@ -230,6 +230,22 @@ def test_a_candidate_the_gate_refuses_before_moving_gives_way_to_the_next_best(s
         assert 'after the safety gate refused' in record.note and gate.tried[0] in record.note
     else:  # stopped while moving: the step ends there, no other candidate is tried
         assert gate.tried == [ranked[0]['id']] and record.chosen == ranked[0]['id'] and 'not completed' in record.note
+
+
+def test_a_stale_state_refusal_tries_no_other_candidate(sim, arm, ports):
+    """The watchdog refuses every candidate alike (stale joint states or objects): the step ends at
+    the first refusal instead of spending a gate round trip on each of the others."""
+    gate, execute = (
+        _Gate(3, True, 'safety gate (watchdog): object poses are stale (6.1 s old, limit 5.0 s)'),
+        ports.execute,
+    )
+    ports.execute = lambda segments: gate(execute, segments)
+    mpc = AntiGroundingMpc(ports.ports(), arm, MpcConfig(num_candidates=6))
+    state = ports.state()
+    stage = stages_for([SubTask('pick', 'red_cube')])[0]
+    record = mpc.step('pick up the red cube', stage, state.objects, dict(state.objects), state.arm, 0.08, 0)
+    assert len(gate.tried) == 1 and 'not completed' in record.note and 'object poses are stale' in record.note
+    assert np.abs(sim.arm_positions() - state.arm).max() < 0.01
 
 
 def test_a_step_with_no_reachable_candidate_is_spent_not_the_end(sim, arm, ports):

@@ -352,7 +352,7 @@ class AntiGroundingMpc:
                     self.ports.executor.execute(candidates.segments(chosen))
             except ExecutionFailed as exc:
                 failure = exc
-                if exc.before_motion:
+                if exc.before_motion and not exc.stale_state:  # stale state: every candidate is refused alike
                     refused.append(f'{chosen.id} ({exc})')
                     continue
             break

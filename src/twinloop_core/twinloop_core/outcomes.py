@@ -3,6 +3,8 @@ twinloop_interfaces/ExecuteInstruction.Result.OUTCOME_*)."""
 
 from enum import IntEnum
 
+WATCHDOG = 'watchdog'  # the safety gate's check of state freshness; refusals read 'safety gate (watchdog): ...'
+
 
 class Outcome(IntEnum):
     """The outcome of an instruction goal."""
@@ -31,8 +33,14 @@ class Canceled(GoalEnded):
 
 class ExecutionFailed(Exception):
     """A motion was refused by the safety gate or stopped on the arm. before_motion: refused before
-    anything moved (an engine may try another motion)."""
+    anything moved (an engine may try another motion, unless the refusal is about the state every
+    motion starts from: `stale_state`)."""
 
     def __init__(self, reason, before_motion=False):
         super().__init__(reason)
         self.before_motion = before_motion
+
+    @property
+    def stale_state(self):
+        """The gate's watchdog refused (stale joint states or object poses): any other motion would be too."""
+        return f'safety gate ({WATCHDOG})' in str(self)

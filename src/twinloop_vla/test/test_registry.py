@@ -16,7 +16,7 @@ from twinloop_vla.policies.processor_vga import compute_stats
 
 def test_registered_policies_and_unknown_names():
     assert {'vga', 'external'} <= set(POLICIES)
-    with pytest.raises(KeyError, match=r"unknown policy 'pi0'.*'external', 'vga'"):
+    with pytest.raises(KeyError, match=r"unknown policy 'pi0'; registered policies: \[.*'external'.*'vga'"):
         make_policy('pi0')
     with pytest.raises(TypeError, match='not a Policy subclass'):
         register_policy('thing')(dict)

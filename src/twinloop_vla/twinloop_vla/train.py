@@ -287,7 +287,8 @@ def write_history(out, entries, append=False):
 
 
 def plot_losses(history, path):
-    """Train and validation curves of every loss term, one panel per term (log scale)."""
+    """Train and validation curves of every loss term, one panel per term (log scale; symlog for terms
+    that go below zero)."""
     import matplotlib
 
     matplotlib.use('Agg')
@@ -296,13 +297,18 @@ def plot_losses(history, path):
     terms = [k for k in history[0] if k not in ('step', 'split', 'lr')] if history else []
     fig, axes = plt.subplots(1, max(1, len(terms)), figsize=(4.5 * max(1, len(terms)), 3.6), squeeze=False)
     for ax, term in zip(axes[0], terms):
+        values = []
         for split, style in (('train', '-'), ('val', 'o-')):
             points = [(h['step'], h[term]) for h in history if h['split'] == split and term in h]
             if points:
                 ax.plot(*zip(*points), style, label=split, markersize=3)
+                values += [v for _, v in points]
         ax.set_title(term)
         ax.set_xlabel('step')
-        ax.set_yscale('log')
+        if min(values, default=1.0) > 0:
+            ax.set_yscale('log')
+        else:  # a confidence-weighted depth loss goes below zero: linear near zero
+            ax.set_yscale('symlog', linthresh=1e-2)
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

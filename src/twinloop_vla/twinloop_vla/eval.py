@@ -14,8 +14,9 @@ and judges the task on ground truth (twinloop_core.judging); success ends the ep
 action the safety gate would refuse (non-finite, outside the joint limits, a jump beyond the
 velocity limit), and --max-steps ends it as a failure.
 
-Episodes run here one after another (--workers 1), or as Ray tasks on a local cluster of
---workers CPUs, or on the cluster at --ray ADDRESS. Out: results.json (settings, per episode:
+Episodes run here one after another (--workers 1), or on Ray actors (one per CPU, each keeping its
+policy and simulation) of a local cluster of --workers CPUs or of the cluster at --ray ADDRESS.
+Out: results.json (settings, per episode:
 success, reason, steps, chunks, inference times, mean absolute jerk of the measured joint path),
 report.md (per task: success with its Wilson 95 % interval, steps, jerk, inference p50/p90 against
 the time a chunk runs) and GIFs of the first --videos episodes (the first camera).
@@ -204,15 +205,6 @@ class Evaluator:
         self.env.close()
 
 
-def run_jobs(settings, root, jobs):
-    """EpisodeResults of [(task, seed, record)] with one policy and simulation (a Ray task's body)."""
-    evaluator = Evaluator(settings, root)
-    try:
-        return [evaluator.run(task, seed, record) for task, seed, record in jobs]
-    finally:
-        evaluator.close()
-
-
 def evaluate(settings, tasks, seeds, root, workers=1, ray_address=None, videos=0, progress=True):
     """EpisodeResults of every task on every seed (in that order); the first `videos` keep frames."""
     jobs = [(task, seed, index < videos) for index, (task, seed) in enumerate((t, s) for t in tasks for s in seeds)]
@@ -224,18 +216,18 @@ def evaluate(settings, tasks, seeds, root, workers=1, ray_address=None, videos=0
             evaluator.close()
     with ray_cluster(ray_address or 'local', num_cpus=workers) as ray:
         cpus = max(1, int(ray.available_resources().get('CPU', 1)))
-        remote = ray.remote(num_cpus=1)(run_jobs)
-        groups = [g for g in np.array_split(np.arange(len(jobs)), min(len(jobs), cpus)) if len(g)]
         threaded = EvalSettings(**{**asdict(settings), 'threads': settings.threads or 1})
-        futures = {remote.remote(threaded, str(root), [jobs[i] for i in g]): g for g in groups}
+        # one actor per CPU keeps its policy and simulation; each runs its share of episodes in turn
+        actors = [ray.remote(num_cpus=1)(Evaluator).remote(threaded, str(root)) for _ in range(min(cpus, len(jobs)))]
+        futures = {actors[i % len(actors)].run.remote(*job): i for i, job in enumerate(jobs)}
         results = [None] * len(jobs)
         with tqdm(total=len(jobs), unit='episode', disable=not progress) as bar:
             pending = list(futures)
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1)
-                for index, result in zip(futures[ready[0]], ray.get(ready[0])):
-                    results[index] = result
-                bar.update(len(futures[ready[0]]))
+                results[futures[ready[0]]] = ray.get(ready[0])
+                bar.update(1)
+        ray.get([actor.close.remote() for actor in actors])
         return results
 
 

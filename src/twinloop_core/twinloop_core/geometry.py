@@ -66,3 +66,15 @@ def grasp_yaw(quat_wxyz, size_x, size_y):
 def grasp_orientation(quat_wxyz, size):
     """The gripper's orientation (w x y z) for a grasp from above across the object's narrower side."""
     return quat_multiply(z_rotation(grasp_yaw(quat_wxyz, size[0], size[1])), HOME_GRIP)
+
+
+def quat_matrix(quat):
+    """Rotation matrix of a quaternion (w, x, y, z), normalised first."""
+    w, x, y, z = np.asarray(quat, float) / np.linalg.norm(quat)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )

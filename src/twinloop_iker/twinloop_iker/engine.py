@@ -25,7 +25,7 @@ import trimesh
 from PIL import Image, ImageDraw
 
 from twinloop_core.engine import DecisionEngine, EngineResult, register_engine
-from twinloop_core.geometry import HOME_GRIP
+from twinloop_core.geometry import HOME_GRIP, quat_matrix
 from twinloop_core.gripper import CLOSED_WIDTH
 from twinloop_core.judging import judge
 from twinloop_core.outcomes import GoalEnded, Outcome
@@ -84,22 +84,10 @@ def schematic_view(objects, view=VIEW):
         sx, sy, sz = (float(v) for v in size)
         for z, fill in ((0.0, (110, 110, 110)), (sz, (205, 205, 205))):  # the footprint, then the top
             corners = np.array([[-sx / 2, -sy / 2, z], [sx / 2, -sy / 2, z], [sx / 2, sy / 2, z], [-sx / 2, sy / 2, z]])
-            optical = (corners @ _rotation(q).T + np.asarray(p, float) - position) @ rotation
+            optical = (corners @ quat_matrix(q).T + np.asarray(p, float) - position) @ rotation
             uv = optical[:, :2] / optical[:, 2:3] * f + (width / 2, height / 2)
             draw.polygon([tuple(point) for point in uv], fill=fill, outline=(40, 40, 40))
     return query_image.CameraView(np.asarray(image), K, position, rotation)
-
-
-def _rotation(quat):
-    """Rotation matrix of a wxyz quaternion."""
-    w, x, y, z = np.asarray(quat, float) / np.linalg.norm(quat)
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-        ]
-    )
 
 
 def static_objects(task):

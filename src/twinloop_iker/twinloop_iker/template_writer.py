@@ -32,6 +32,7 @@ import re
 
 import numpy as np
 
+from twinloop_core.geometry import quat_matrix
 from twinloop_core.regions import GAP, REACH, RegionError, placement_offset, radius
 
 LABEL = 'template writer (not a VLM)'
@@ -49,25 +50,13 @@ class TemplateError(ValueError):
     """The stage has no template (open, close, a place without a destination, no room); the message says why."""
 
 
-def _matrix(quat):
-    """Rotation matrix of a quaternion (w, x, y, z)."""
-    w, x, y, z = np.asarray(quat, float) / np.linalg.norm(quat)
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-        ]
-    )
-
-
 def _corners(obj, rotation=np.eye(3)):
     """The 8 corners of an object's bounding box in the world (frame at its bottom face's centre),
     turned by `rotation` about the box's centre."""
     p, q, size = obj
     sx, sy, sz = (float(s) for s in size)
     local = np.array([[x, y, z] for x in (-sx / 2, sx / 2) for y in (-sy / 2, sy / 2) for z in (0.0, sz)])
-    world = local @ _matrix(q).T + np.asarray(p, float)
+    world = local @ quat_matrix(q).T + np.asarray(p, float)
     middle = world.mean(axis=0)
     return (world - middle) @ rotation.T + middle
 
@@ -220,7 +209,7 @@ def _aside(object_id, objects):
 def _upright(obj):
     """Rotation (3x3) turning an object's longest side upright (identity when it already is)."""
     _, q, size = obj
-    axis = _matrix(q)[:, int(np.argmax(size))]
+    axis = quat_matrix(q)[:, int(np.argmax(size))]
     axis = axis if axis[2] >= 0 else -axis
     turn = np.cross(axis, (0.0, 0.0, 1.0))
     sine, cosine = np.linalg.norm(turn), float(axis[2])

@@ -89,7 +89,7 @@ def test_statistics_normalise_and_travel_with_the_policy():
     assert inputs['pixels'].shape == (4, 2, 3, 28, 28)
     assert inputs['depth'].shape == (4, 2, 28, 28) and not inputs['depth_valid'][:, :, 0, 0].any()
     normalized = inputs['action']
-    restored = policy.processor.actions(normalized)
+    restored = policy.processor.actions(normalized, batches[0]['state'])
     np.testing.assert_allclose(restored, batches[0]['action'], atol=1e-5)
     with pytest.raises(ValueError, match="statistics of 'state' have 3 means"):
         tiny_vga(stats={'state': {'mean': [0.0] * 3, 'std': [1.0] * 3}})

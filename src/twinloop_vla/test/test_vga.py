@@ -113,3 +113,53 @@ def test_checkpoints_do_not_reload_vggt(tmp_path):
     (tmp_path / 'vggt' / 'model.safetensors').unlink()
     restored = load_policy(tmp_path / 'ckpt', embedder=HashEmbedder())  # the weights come from the checkpoint
     assert restored.config.vggt_weights == str(tmp_path / 'vggt')
+
+
+def test_relative_actions_are_offsets_from_the_state_and_come_back_absolute():
+    batch = synthetic_batch(seed=2)
+    stats = compute_stats([batch], relative_action_dims=7)
+    offsets = batch['action'][..., :7] - batch['state'][:, None, :7]
+    np.testing.assert_allclose(stats['action']['mean'][:7], offsets.reshape(-1, 7).mean(0), atol=1e-5)
+    np.testing.assert_allclose(stats['action']['mean'][7], batch['action'][..., 7].mean(), atol=1e-5)
+    policy = tiny_vga(stats=stats, relative_action_dims=7)
+    normalized = policy.processor(batch)['action']
+    np.testing.assert_allclose(policy.processor.actions(normalized, batch['state']), batch['action'], atol=1e-5)
+    # the same prediction from a state moved by d lands d further in the joints, not in the gripper
+    obs = observation(batch)
+    moved = {**obs, 'state': obs['state'] + np.r_[np.full(7, 0.1), 0.0].astype(np.float32)}
+    with torch.no_grad():
+        policy.state_proj.fc2.weight.zero_()  # the prediction itself ignores the state
+    chunk, chunk_moved = policy.select_action_chunk(obs), policy.select_action_chunk(moved)
+    np.testing.assert_allclose(chunk_moved[:, :7] - chunk[:, :7], 0.1, atol=1e-5)
+    np.testing.assert_allclose(chunk_moved[:, 7], chunk[:, 7], atol=1e-6)
+    with pytest.raises(Exception, match='relative_action_dims 9 must be in 0..min'):
+        tiny_vga(relative_action_dims=9)
+
+
+def test_random_shift_moves_views_and_depth_together_in_training_only():
+    from twinloop_vla.processing import random_shift
+
+    image = torch.zeros(3, 1, 20, 20)
+    image[:, :, 10, 10] = 1.0
+    depth = image.clone() * 2.0
+    generator = torch.Generator().manual_seed(0)
+    shifted, (shifted_depth,) = random_shift(image, 0.2, [depth], generator=generator)
+    for i in range(3):
+        peak = np.unravel_index(int(shifted[i, 0].argmax()), (20, 20))
+        assert peak != (10, 10) and max(abs(peak[0] - 10), abs(peak[1] - 10)) <= 4
+        assert np.unravel_index(int(shifted_depth[i, 0].argmax()), (20, 20)) == peak
+    unchanged, _ = random_shift(image, 0.0)
+    torch.testing.assert_close(unchanged, image)
+
+    batch = synthetic_batch(seed=3)
+    policy = tiny_vga(stats=compute_stats([batch]), augment_shift=0.1)
+    seen = []
+    policy.encoder.register_forward_hook(lambda _m, args, _o: seen.append(args[0].clone()))
+    policy.train()
+    policy(batch)
+    policy(batch)
+    assert not torch.allclose(seen[0], seen[1])  # a fresh shift per step
+    policy.eval()
+    policy(batch)
+    policy(batch)
+    torch.testing.assert_close(seen[2], seen[3])  # none in evaluation

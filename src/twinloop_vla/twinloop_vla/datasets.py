@@ -72,8 +72,14 @@ class ChunkDataset(torch.utils.data.Dataset):
 
     def chunk(self, row):
         """Actions of rows row .. row + C - 1, the episode's last action repeated past its end: (C, A)."""
-        last = self.episode_last[int(self.episode_of[row])]
-        return self.actions[np.minimum(np.arange(row, row + self.chunk_size), last)]
+        return self.chunks([row])[0]
+
+    def chunks(self, rows, size=None):
+        """Action chunks of `size` (default C) starting at each of rows: (N, size, A)."""
+        rows = np.asarray(rows)
+        last = np.array([self.episode_last[int(e)] for e in self.episode_of[rows]])
+        steps = rows[:, None] + np.arange(size or self.chunk_size)[None]
+        return self.actions[np.minimum(steps, last[:, None])]
 
     def __getitem__(self, i):
         row = int(self.indices[i])

@@ -4,7 +4,9 @@ Images arrive as uint8 (..., H, W, 3) arrays (camera frames, dataset samples); `
 them into what a patch encoder takes: resized to the model's square size, floats in [0, 1], then
 standardised with the backbone's mean/std. Low-dimensional keys (state, action) are standardised
 with statistics computed once from a dataset (`compute_stats`) and stored beside the weights
-(stats.json), so a checkpoint carries its own normalisation.
+(stats.json), so a checkpoint carries its own normalisation. `relative_actions` expresses a chunk's
+leading action dimensions as offsets from the current state (and `absolute_actions` undoes it);
+`random_shift` is the training-time image augmentation (random translation, DrQ-style).
 """
 
 import numpy as np
@@ -73,3 +75,34 @@ class Normalizer:
     def unnormalize(self, key, x):
         """x * std + mean over the last axis."""
         return x * self._std[key].to(x.device) + self._mean[key].to(x.device)
+
+
+def relative_actions(action, state, dims):
+    """action (..., C, A) with its first `dims` entries made offsets from state (..., S)'s first `dims`."""
+    if not dims:
+        return action
+    out = torch.as_tensor(np.asarray(action), dtype=torch.float32).clone()
+    out[..., :dims] -= torch.as_tensor(np.asarray(state), dtype=torch.float32)[..., None, :dims]
+    return out
+
+
+def absolute_actions(action, state, dims):
+    """The inverse of relative_actions: add the state's first `dims` entries back."""
+    if not dims:
+        return action
+    out = torch.as_tensor(action, dtype=torch.float32).clone()
+    out[..., :dims] += torch.as_tensor(np.asarray(state), dtype=torch.float32).to(out.device)[..., None, :dims]
+    return out
+
+
+def random_shift(images, fraction, nearest=(), generator=None):
+    """Translate every image of (N, C, H, W) by up to +-fraction of its size (edges repeated), and each
+    tensor of `nearest` (N, K, H, W: depth, masks; zeros enter at the edges) by the same amounts."""
+    n = len(images)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    theta[:, :, 2] = (torch.rand(n, 2, generator=generator) * 2 - 1) * 2 * fraction  # [-1, 1] spans the image
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False).to(images.device)
+    shifted = F.grid_sample(images, grid, mode='bilinear', padding_mode='border', align_corners=False)
+    others = [F.grid_sample(x.float(), grid, mode='nearest', align_corners=False).to(x.dtype) for x in nearest]
+    return shifted, others

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from twinloop_vla.datasets import ChunkDataset, collate, split_episodes
 from twinloop_vla.policies import load_policy, make_policy, policy_class
-from twinloop_vla.processing import compute_stats
+from twinloop_vla.processing import compute_stats, relative_actions
 
 DEFAULT_CACHE = Path('~/.cache/twinloop/features')
 
@@ -148,10 +148,10 @@ def train(
             raise ValueError(f'{checkpoint} holds a {model.name!r} policy, not {policy!r}')
     else:
         config = policy_config(policy, preset, overrides, meta)
-        train_rows = np.isin(meta.episode_of, train_episodes)
-        stats = compute_stats(
-            [{'state': meta.states[train_rows], 'action': meta.actions[train_rows]}], ('state', 'action')
-        )
+        rows = np.flatnonzero(np.isin(meta.episode_of, train_episodes))
+        chunks = meta.chunks(rows, config.chunk_size)
+        actions = relative_actions(chunks, meta.states[rows], getattr(config, 'relative_action_dims', 0))
+        stats = compute_stats([{'state': meta.states[rows], 'action': actions}], ('state', 'action'))
         model = make_policy(policy, config, stats=stats, **policy_kwargs)
     chunk = model.config.chunk_size
     cameras = meta.cameras[: model.config.num_views]

@@ -26,10 +26,15 @@ Huber loss) and a small DPT depth head (patch tokens of up to four backbone laye
 4x, 2x, 1x and 1/2x the patch grid, fused coarse to fine by residual conv units; depth and
 confidence, VGGT's confidence-weighted loss with a gradient term). Decoupled inference (Sec. 4.3):
 `select_action_chunk` runs the backbone and the action head only.
+
+Beyond the paper, for small data: `relative_action_dims` makes the arm's joint targets offsets
+from the current joint state (the processor converts both ways), and `augment_shift` translates
+the views randomly in training (the depth targets with them; camera targets are left as they are).
 """
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
@@ -37,6 +42,7 @@ from torch import nn
 
 from twinloop_vla.encoders import make_encoder
 from twinloop_vla.layers import Block, CrossAttention, LayerScale, Mlp, sincos_2d
+from twinloop_vla.processing import random_shift
 from twinloop_vla.policies.base import Policy, register_policy
 from twinloop_vla.policies.configuration_vga import VGAConfig
 from twinloop_vla.policies.processor_vga import VGAProcessor
@@ -279,6 +285,8 @@ class VGAPolicy(Policy):
         c = self.config
         inputs = self.processor(batch)
         device = self.action_queries.device
+        if self.training and c.augment_shift > 0 and 'pixels' in inputs:
+            inputs = self._shifted(inputs)
         layers = self._backbone(inputs)
         losses = {'action': F.l1_loss(self.action_head(layers), inputs['action'].to(device))}
         loss = losses['action']
@@ -294,10 +302,21 @@ class VGAPolicy(Policy):
             loss = loss + c.depth_loss_weight * losses['depth']
         return {'loss': loss, **losses}
 
+    def _shifted(self, inputs):
+        """inputs with every view randomly translated (training augmentation), depth targets alike."""
+        pixels = inputs['pixels']
+        extra = [inputs[k].flatten(0, 1)[:, None] for k in ('depth', 'depth_valid') if k in inputs]
+        shifted, extra = random_shift(pixels.flatten(0, 1), self.config.augment_shift, extra)
+        out = {**inputs, 'pixels': shifted.reshape(pixels.shape)}
+        for key, value in zip(('depth', 'depth_valid'), extra):
+            out[key] = value.reshape(inputs[key].shape)
+        return out
+
     @torch.no_grad()
     def select_action_chunk(self, observation):
         """Decoupled inference (Sec. 4.3): backbone and action head only -> numpy (C, action_dim)."""
-        return self.processor.actions(self.action_head(self._backbone(self.processor.observation(observation)))[0])
+        chunk = self.action_head(self._backbone(self.processor.observation(observation)))[0]
+        return self.processor.actions(chunk, np.asarray(observation['state'], np.float32))
 
     def load_pretrained(self):
         """VGGT weights from config.vggt_weights, when set."""

@@ -5,26 +5,33 @@ A raw batch (dataset samples stacked) holds
   patch_tokens (B, V, P, encoder_dim)     optional, instead of images: a frozen encoder's cached output
   state        (B, state_dim)             proprioception (standardised)
   instruction  str or B strings           embedded by the sentence model, cached per instruction
-  action       (B, C, action_dim)         ground-truth chunk (standardised), training only
+  action       (B, C, action_dim)         ground-truth chunk, training only: its first relative_action_dims
+                                          entries made offsets from the state, then standardised
   camera       (B, V, 9)                  optional: quaternion wxyz, translation, focal (Eq. 5)
   depth        (B, V, H, W)               optional: metres, <= 0 or non-finite where unknown
-State and action statistics come from `compute_stats` over a dataset iterator and travel with the
-checkpoint (stats.json); camera and depth targets are used as given.
+State and action statistics (of the actions as the model predicts them, relative where configured)
+come from `compute_stats` over a dataset iterator and travel with the checkpoint (stats.json);
+camera and depth targets are used as given.
 """
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from twinloop_vla.processing import Normalizer, compute_stats as _compute_stats, to_pixels
+from twinloop_vla.processing import Normalizer, absolute_actions, relative_actions, to_pixels
+from twinloop_vla.processing import compute_stats as _compute_stats
 from twinloop_vla.text import SentenceEmbedder
 
 STATS_KEYS = ('state', 'action')
 
 
-def compute_stats(samples):
-    """Mean/std of state and action over an iterable of samples or batches (for stats.json)."""
-    return _compute_stats(samples, STATS_KEYS)
+def compute_stats(samples, relative_action_dims=0):
+    """Mean/std of state and (model-side) action over an iterable of samples or batches (for stats.json)."""
+    model_side = (
+        {'state': s['state'], 'action': relative_actions(s['action'], s['state'], relative_action_dims)}
+        for s in samples
+    )
+    return _compute_stats(model_side, STATS_KEYS)
 
 
 class VGAProcessor:
@@ -59,7 +66,8 @@ class VGAProcessor:
             'language': torch.from_numpy(np.stack([self.embedder.embed(text) for text in instructions])),
         }
         if 'action' in batch:
-            out['action'] = self.normalizer.normalize('action', batch['action'])
+            relative = relative_actions(batch['action'], batch['state'], c.relative_action_dims)
+            out['action'] = self.normalizer.normalize('action', relative)
         if 'camera' in batch:
             out['camera'] = torch.as_tensor(np.asarray(batch['camera']), dtype=torch.float32)
         if 'depth' in batch:
@@ -79,6 +87,7 @@ class VGAProcessor:
             }
         )
 
-    def actions(self, normalized):
-        """A standardised chunk (C, action_dim) -> actions in the dataset's units, numpy float32."""
-        return self.normalizer.unnormalize('action', normalized).detach().cpu().numpy().astype(np.float32)
+    def actions(self, normalized, state):
+        """A standardised chunk (C, action_dim) predicted at `state` -> actions in the dataset's units, numpy float32."""
+        actions = absolute_actions(self.normalizer.unnormalize('action', normalized), state, self.config.relative_action_dims)
+        return actions.detach().cpu().numpy().astype(np.float32)

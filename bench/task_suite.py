@@ -8,6 +8,11 @@ planner said done, the world says not) and false not-done are counted.
 
 Seeds: the benchmark runs the held-out range of bench/tasks.yaml (5 per task by default);
 development runs say --dev and may use only the development range.
+Other engines run the same way: --graph names a graph of config/graphs.yaml with a
+task_orchestrator, --param sets a node's parameter, --tasks another task file. The learned
+policy (issue 19) through the whole ROS graph:
+    python bench/task_suite.py --tasks bench/vla_tasks.yaml --graph sim_demo_vla --strategy vla \
+        --param vla_policy.checkpoints_dir=DIR --seeds 20 --timeout 60   (DIR/vga/: a checkpoint)
 Writes bench/results/task_suite-<time>.json and appends the table to bench/RESULTS.md.
 
     . ./twinloop_env.sh && python bench/task_suite.py [--seeds 5] [--categories cluttered] [--strategy anti_grounding]
@@ -164,9 +169,9 @@ def latency(episodes):
     return {k: round(v / max(1, steps), 3) for k, v in totals.items()}, steps
 
 
-def append_results(summary, per_step, steps, episodes, command, env, path):
+def append_results(summary, per_step, steps, episodes, command, env, path, strategy):
     lines = [
-        f'\n## Task suite (AntiGrounding categories), {time.strftime("%Y-%m-%d %H:%M")}\n',
+        f'\n## Task suite ({strategy}), {time.strftime("%Y-%m-%d %H:%M")}\n',
         f'Command: `{command}`  ',
         f'Machine: {env["cpu"]}, {env["cores"]} cores, no GPU; scorer: '
         f'{", ".join(sorted({e["scorer"] for e in episodes if e["scorer"]})) or "n/a"}; perception: pose_estimation on '
@@ -197,6 +202,18 @@ def append_results(summary, per_step, steps, episodes, command, env, path):
         f.write('\n'.join(lines) + '\n')
 
 
+def node_parameters(items):
+    """['node.key=value', ...] (values in YAML) -> {node: {key: value}}."""
+    out = {}
+    for item in items:
+        target, sep, value = item.partition('=')
+        node, dot, key = target.partition('.')
+        if not (sep and dot and node and key):
+            raise ValueError(f'--param {item!r}: expected NODE.KEY=VALUE')
+        out.setdefault(node, {})[key] = yaml.safe_load(value)
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--seeds', type=int, default=5, help='random layouts per task')
@@ -208,8 +225,14 @@ def main():
     parser.add_argument('--strategy', default='anti_grounding')
     parser.add_argument('--timeout', type=float, default=240.0, help='per episode [s]')
     parser.add_argument('--tasks', default=str(ROOT / 'bench' / 'tasks.yaml'))
+    parser.add_argument('--graph', default='sim_demo', help='a graph of config/graphs.yaml with a task_orchestrator')
+    parser.add_argument('--param', action='append', default=[], metavar='NODE.KEY=VALUE', help="a node's parameter")
     parser.add_argument('--no-results', action='store_true', help='do not append to bench/RESULTS.md')
     args = parser.parse_args()
+    try:
+        parameters = node_parameters(args.param)
+    except ValueError as exc:
+        parser.error(str(exc))
     ranges = seed_ranges(args.tasks)
     if args.first_seed is None:
         args.first_seed = ranges['development' if args.dev else 'held_out'][0]
@@ -225,8 +248,12 @@ def main():
     os.environ.update(env)
     episodes = []
     for scene in dict.fromkeys(t['scene'] for _, t in tasks):
-        specs = graphs.load('sim_demo', {'scene': str(ROOT / 'config' / 'scenes' / f'{scene}.yaml')})
+        specs = graphs.load(args.graph, {'scene': str(ROOT / 'config' / 'scenes' / f'{scene}.yaml')})
+        unknown = set(parameters) - {spec.name for spec in specs}
+        if unknown:
+            parser.error(f'--param for {sorted(unknown)}: graph {args.graph} has no such node')
         for spec in specs:
+            spec.parameters.update(parameters.get(spec.name, {}))
             if spec.name == 'task_orchestrator':
                 spec.parameters['runs_dir'] = str(runs_dir)
         context = rclpy.context.Context()
@@ -271,6 +298,8 @@ def main():
     per_step, steps = latency(episodes)
     command = 'python bench/task_suite.py ' + ' '.join(
         [f'--seeds {args.seeds}', f'--first-seed {args.first_seed}', f'--strategy {args.strategy}']
+        + ([f'--tasks {args.tasks}', f'--graph {args.graph}'] if args.graph != 'sim_demo' else [])
+        + [f'--param {p}' for p in args.param]
         + (['--dev'] if args.dev else [])
         + ([f'--categories {" ".join(args.categories)}'] if args.categories else [])
     )
@@ -291,7 +320,7 @@ def main():
     print(json.dumps(summary, indent=2))
     print('mean wall time per MPC step [s]:', per_step)
     if not args.no_results:
-        append_results(summary, per_step, steps, episodes, command, info, ROOT / 'bench' / 'RESULTS.md')
+        append_results(summary, per_step, steps, episodes, command, info, ROOT / 'bench' / 'RESULTS.md', args.strategy)
     print(f'results: {out}')
 
 

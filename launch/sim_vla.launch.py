@@ -1,0 +1,14 @@
+"""ros2 launch twinloop_bringup sim_vla.launch.py [scene:=...]:
+the 'sim_vla' graph of config/graphs.yaml."""
+
+import os
+import sys
+
+from launch import LaunchDescription
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from twinloop_graph import describe  # noqa: E402
+
+
+def generate_launch_description():
+    return LaunchDescription(describe('sim_vla'))

@@ -18,7 +18,8 @@ import pytest
 from twinloop_bringup import graphs
 
 ROOT = os.environ['TWINLOOP_ROOT']
-GRAPHS = ['sim_arm', 'sim_twin_scoring', 'cameras_only', 'perception', 'sim_perception', 'sim_demo', 'real_arm', 'sim_vla', 'sim_demo_vla']
+GRAPHS = ['sim_arm', 'sim_twin_scoring', 'cameras_only', 'perception', 'sim_perception', 'sim_demo', 'real_arm']
+GRAPHS += ['sim_vla', 'sim_demo_vla']
 
 
 class Recorded:

@@ -1,8 +1,8 @@
 """Streaming through the execution node (~/stream) with world_sim as the arm: chunks at ~2.5 Hz
 continue one another without the arm stopping, a starved stream brakes to rest on its own, a
 chunk the gate refuses (or that does not continue the commanded state) brakes the arm with the
-reason, ExecuteMotion goals are refused while a stream moves the arm, and a stop never waits for a
-chunk being gated."""
+reason, ExecuteMotion goals are refused while a stream moves the arm, a stop never waits for a
+chunk being gated, and a chunk's gripper opening is commanded only when the chunk is accepted."""
 
 import os
 import time
@@ -18,7 +18,7 @@ from twinloop_interfaces.action import ExecuteMotion
 from twinloop_interfaces.srv import StreamChunk
 
 from twinloop_core.robot import ARM_JOINTS
-from twinloop_ros.conversions import duration
+from twinloop_ros.conversions import arm_state, duration
 
 ROOT = os.environ['TWINLOOP_ROOT']
 SCENE = os.path.join(ROOT, 'config', 'scenes', 'tabletop.yaml')
@@ -173,3 +173,27 @@ def test_a_stop_is_served_while_a_chunk_is_gated_and_a_stopped_stream_stays_stop
     fresh = _send(executor, stream, _chunk(resting, 0.0), stream_id='next')
     assert fresh.accepted, fresh.reason
     _send(executor, stream, JointTrajectory(), stream_id='next', stop=True)
+
+
+def test_a_chunk_commands_the_gripper_when_accepted_and_a_bad_width_is_refused(system):
+    executor, stream, motion, states = system
+    q0 = np.array(states[-1].position[:7])
+    _, width0 = arm_state(states[-1])
+    assert width0 > 0.07  # the gripper starts open
+    request = StreamChunk.Request(stream_id='gripper', chunk=_chunk(q0, 0.0), splice_time=-1.0)
+    for bad in (float('nan'), 0.2):
+        request.gripper_width = bad
+        future = stream.call_async(request)
+        executor.spin_until_future_complete(future, timeout_sec=10)
+        refused = future.result()
+        assert not refused.accepted and refused.check == 'structure' and 'gripper_width' in refused.reason
+    _spin(executor, 0.5)
+    assert arm_state(states[-1])[1] > 0.07  # a refused chunk commanded nothing
+    request.gripper_width = 0.03
+    request.stream_id = 'gripper-2'
+    future = stream.call_async(request)
+    executor.spin_until_future_complete(future, timeout_sec=10)
+    assert future.result().accepted, future.result().reason
+    _spin(executor, 2.5)
+    assert abs(arm_state(states[-1])[1] - 0.03) < 0.005, arm_state(states[-1])
+    _send(executor, stream, JointTrajectory(), stream_id='gripper-2', stop=True)

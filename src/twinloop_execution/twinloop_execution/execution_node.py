@@ -10,7 +10,8 @@ was just checked. Cancel is honoured in every phase and holds at once; gripper_a
 after a cancel. The arm holds when the node stops.
 
 ~/stream takes short joint chunks that continue the commanded motion without stopping (policies
-at 10-20 Hz); each chunk is gated with its braking tail (streaming.JointStream); a refused chunk,
+at 10-20 Hz), each with an optional gripper opening commanded once the chunk is accepted (not
+waited for); each chunk is gated with its braking tail (streaming.JointStream); a refused chunk,
 a stale joint state or a tracking error brakes the arm to rest and ends the stream.
 
 One motion at a time: a goal arriving while another runs (or while a stream moves the arm) is
@@ -555,6 +556,11 @@ class ExecutionNode(Node):
                 )
                 self.stream_started, self.stream_ended = self.state_time(), ''
             stream = self.stream
+        gripper = request.gripper_width
+        if not (np.isfinite(gripper) and gripper <= OPEN_WIDTH + 1e-9):
+            raise streaming.ChunkRefused(
+                'structure', f'gripper_width {gripper} must be finite and <= {OPEN_WIDTH} m (negative: keep)'
+            )
         names = list(request.chunk.joint_names)
         if sorted(names) != sorted(scene.ARM_JOINTS):
             raise streaming.ChunkRefused('structure', f'chunk joint_names must be exactly {list(scene.ARM_JOINTS)}')
@@ -584,6 +590,8 @@ class ExecutionNode(Node):
                     'stream', f'the stream ended while the chunk was checked: {self.stream_ended}'
                 )
             self.trajectory_pub.publish(_trajectory_msg(stream_times, q, v, started))
+            if gripper >= 0:
+                self.gripper_pub.publish(Float64(data=float(gripper)))
         end = stream.last_chunk_end
         commanded_q, commanded_v = stream.commanded(end)
         response.accepted, response.stream_time, response.committed_until = True, now, end

@@ -46,7 +46,7 @@ class FakeArm:
         self.gate = gate or (lambda positions: Verdict(True))
         self.stream = None
         self.started = self.first_splice = 0.0
-        self.reports, self.stops = [], 0
+        self.reports, self.stops, self.grippers = [], 0, []
         self.cancel_after = cancel_after
 
     def clock(self):
@@ -65,7 +65,8 @@ class FakeArm:
         state = np.append(self._commanded(stamp)[0], 0.04)
         return Observation(np.zeros((1, 8, 8, 3), np.uint8), None, state, stamp, stamp), ''
 
-    def send(self, stream_id, times, positions, splice_time):
+    def send(self, stream_id, times, positions, splice_time, gripper_width):
+        self.grippers.append(gripper_width)
         if self.stream is None:
             gate = lambda t, q, current, v0: self.gate(q)  # noqa: E731
             self.stream = streaming.JointStream(stream_id, self.arm()[0], *LIMITS, gate)
@@ -143,3 +144,25 @@ def test_a_policy_that_fails_ends_the_run_with_its_message():
 
     result = run_policy(Broken(), 'x', FakeArm(), BlendConfig(), max_chunks=3, timeout=5.0)
     assert not result.success and 'the policy failed' in result.reason and 'shape' in result.reason
+
+
+def test_each_chunk_commands_the_gripper_of_its_first_executed_action():
+    class Closing(ScriptedSweep):
+        """Sweeps, and asks for the gripper to shut from its third chunk on (entry 8 of each action)."""
+
+        calls = 0
+
+        def select_action_chunk(self, observation):
+            chunk = super().select_action_chunk(observation)
+            chunk[:, 7] = 0.08 if self.calls < 2 else np.linspace(0.02, 0.0, 8)
+            self.calls += 1
+            return chunk
+
+    arm = FakeArm()
+    result = run_policy(Closing(), 'sweep', arm, BlendConfig(execute_steps=4, lead=0.1), max_chunks=4, timeout=20.0)
+    assert result.success, result.reason
+    assert arm.grippers[:2] == [0.08, 0.08] and all(0.0 <= g <= 0.02 for g in arm.grippers[2:])
+    arm = FakeArm()
+    config = BlendConfig(execute_steps=4, lead=0.1, command_gripper=False)
+    assert run_policy(Closing(), 'sweep', arm, config, max_chunks=3, timeout=20.0).success
+    assert arm.grippers == [-1.0] * 3

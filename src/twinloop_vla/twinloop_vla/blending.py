@@ -43,6 +43,7 @@ class BlendConfig:
     ensemble_decay: float = 0.1  # temporal ensembling: ACT's m in exp(-m i)
     lead: float = 0.25  # [s] a chunk is spliced this far ahead of now (service call and gate time)
     action_space: str = 'joint_position'  # joint_position: absolute targets; joint_delta: targets - observed state
+    command_gripper: bool = True  # an action's entry after the arm joints is the gripper opening [m], sent per chunk
 
     def __post_init__(self):
         problems = []
@@ -68,6 +69,15 @@ def joint_targets(actions, state, action_space):
         raise ValueError(f'a chunk must be (C, >= {ARM_DOF}) actions, got shape {actions.shape}')
     arm = actions[:, :ARM_DOF]
     return arm + np.asarray(state, float)[:ARM_DOF] if action_space == 'joint_delta' else arm
+
+
+def gripper_command(actions, first, enabled=True):
+    """The gripper opening [m] to command with a chunk: the entry after the arm joints of its first
+    executed action (index `first`); -1 (keep) when disabled or the actions have no such entry."""
+    actions = np.asarray(actions, float)
+    if not enabled or actions.shape[1] <= ARM_DOF:
+        return -1.0
+    return float(actions[min(first, len(actions) - 1), ARM_DOF])
 
 
 def anchor(targets, obs_time, dt, splice_time, q_splice, moving=True, q_obs=None):

@@ -23,7 +23,15 @@ from typing import Protocol
 
 import numpy as np
 
-from twinloop_vla.blending import ARM_DOF, Plan, TemporalEnsemble, anchor, blend_seam, joint_targets
+from twinloop_vla.blending import (
+    ARM_DOF,
+    Plan,
+    TemporalEnsemble,
+    anchor,
+    blend_seam,
+    gripper_command,
+    joint_targets,
+)
 from twinloop_vla.policies.base import PolicyError
 
 POLL = 0.005  # [s] how often waits look at the clock and the cancel request
@@ -72,8 +80,8 @@ class RunIO(Protocol):
     def arm(self):
         """Measured (positions (7,), velocities (7,)) of the arm."""
 
-    def send(self, stream_id, times, positions, splice_time):
-        """One chunk to the stream; a twinloop_core.ports.StreamReply."""
+    def send(self, stream_id, times, positions, splice_time, gripper_width):
+        """One chunk and the gripper opening (< 0: keep) to the stream; a twinloop_core.ports.StreamReply."""
 
     def stop(self, stream_id):
         """Brake to rest now and end the stream."""
@@ -242,7 +250,8 @@ class _Run:
             times, positions = segment
         elif c.blending != 'rtc':  # receding horizon; temporal ensembling from rest (one chunk: no mean)
             times, positions = times[: c.execute_steps + 1], positions[: c.execute_steps + 1]
-        reply = self.io.send(self.stream_id, times, positions, splice)
+        gripper = gripper_command(actions, skipped, c.command_gripper)
+        reply = self.io.send(self.stream_id, times, positions, splice, gripper)
         if not reply.accepted:
             return reply
         # stream_time is the stream's clock before the gate ran, so this bound on the offset is low by

@@ -7,8 +7,8 @@ but no checkpoint runs only with `allow_untrained` (random init, labelled so in 
 Observations are synchronised by stamp (twinloop_vla.sync); chunks go to the execution node's
 ~/stream, where each passes the safety gate with its braking tail (twinloop_vla.runner). One goal
 at a time: a goal arriving while another runs is rejected. Cancel stops the stream from the
-cancel callback at once. Only the arm joints are executed: the gripper dimension of an action is
-reported in feedback, not commanded (streams carry arm joints only).
+cancel callback at once. An action's entry after the arm joints is the gripper opening [m]: each
+chunk carries the one of its first executed action to the execution node (`command_gripper`).
 """
 
 import importlib
@@ -66,15 +66,17 @@ class NodeIO:
         """Measured arm positions and velocities."""
         return self.node.arm_state
 
-    def send(self, stream_id, times, positions, splice_time):
-        """One chunk through ~/stream; refusals and timeouts as a StreamReply."""
+    def send(self, stream_id, times, positions, splice_time, gripper_width):
+        """One chunk (and a gripper opening, < 0: keep) through ~/stream; refusals and timeouts as a StreamReply."""
         self.stream_id = stream_id
         points = [
             JointTrajectoryPoint(positions=[float(x) for x in q], time_from_start=ros_conversions.duration(float(t)))
             for t, q in zip(times, np.asarray(positions))
         ]
         chunk = JointTrajectory(joint_names=list(ARM_JOINTS), points=points)
-        request = StreamChunk.Request(stream_id=stream_id, chunk=chunk, splice_time=splice_time)
+        request = StreamChunk.Request(
+            stream_id=stream_id, chunk=chunk, splice_time=splice_time, gripper_width=float(gripper_width)
+        )
         return self.node.stream_call(request, unless_canceled=self)
 
     def stop(self, stream_id):
@@ -125,6 +127,7 @@ class VlaPolicyNode(Node):
             ensemble_decay=p('ensemble_decay', 0.1, "temporal ensembling: ACT's m in the weights exp(-m i)"),
             lead=p('lead', 0.2, 'chunks are spliced this far ahead of now [s]'),
             action_space=p('action_space', 'joint_position', 'joint_position or joint_delta (targets - state)'),
+            command_gripper=p('command_gripper', True, "send each chunk's gripper opening (entry 8 of an action)"),
         )
         self.default_policy = p('default_policy', 'vga', 'policy run when a goal names none')
         self.checkpoints_dir = p('checkpoints_dir', '', 'folder of <policy name>/ checkpoints (Policy.save)')

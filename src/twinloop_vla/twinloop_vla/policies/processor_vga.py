@@ -88,6 +88,7 @@ class VGAProcessor:
         )
 
     def actions(self, normalized, state):
-        """A standardised chunk (C, action_dim) predicted at `state` -> actions in the dataset's units, numpy float32."""
-        actions = absolute_actions(self.normalizer.unnormalize('action', normalized), state, self.config.relative_action_dims)
+        """A standardised chunk (C, action_dim) predicted at `state` -> actions in the dataset's units (float32)."""
+        actions = self.normalizer.unnormalize('action', normalized)
+        actions = absolute_actions(actions, state, self.config.relative_action_dims)
         return actions.detach().cpu().numpy().astype(np.float32)

@@ -2,7 +2,7 @@
 pose estimation and the task orchestrator with twinloop_iker.engine loaded from the command line;
 an ExecuteInstruction goal with strategy 'iker' pushes the red book in line with the green one
 (IKER's book push, config/scenes/iker_align.yaml), closed loop on perceived poses, and the perceived
-outcome shows it."""
+outcome shows it; RViz gets the numbered keypoints and the code's targets."""
 
 import json
 import os
@@ -14,6 +14,7 @@ from action_msgs.msg import GoalStatus
 from rclpy.action import ActionClient
 from twinloop_interfaces.action import ExecuteInstruction
 from twinloop_interfaces.msg import DetectedObjectArray
+from visualization_msgs.msg import Marker, MarkerArray
 
 from twinloop_bringup import graphs
 from twinloop_ros import topics
@@ -42,6 +43,8 @@ def test_iker_pushes_a_book_in_line_through_the_gate(spawn, ros_node, tmp_path):
     node, executor = ros_node
     perceived = []
     node.create_subscription(DetectedObjectArray, '/perception/objects', perceived.append, topics.STATE_QOS)
+    keypoint_markers = []
+    node.create_subscription(MarkerArray, topics.IKER_KEYPOINTS, keypoint_markers.append, topics.STATE_QOS)
     action = ActionClient(node, ExecuteInstruction, topics.EXECUTE_INSTRUCTION)
     deadline = time.monotonic() + 90
     while not (action.server_is_ready() and perceived) and time.monotonic() < deadline:
@@ -73,6 +76,16 @@ def test_iker_pushes_a_book_in_line_through_the_gate(spawn, ros_node, tmp_path):
     assert 'def get_interaction_data' in step['code'] and step['chunks'] >= 1 and not step['grasp']
     assert 0 <= step['distance'] < 0.05 and len(step['targets']) == len(step['keypoint_indices'])
     assert (Path(response.result.report_path).parent / step['images'][0]).is_file()
+
+    executor.spin_once(timeout_sec=0.5)
+    assert keypoint_markers, f'nothing on {topics.IKER_KEYPOINTS}'
+    shown = keypoint_markers[-1].markers
+    labels = {m.text for m in shown if m.type == Marker.TEXT_VIEW_FACING}
+    assert {str(n) for n in step['keypoint_indices']} <= labels  # every moved keypoint is numbered
+    arrows = [m for m in shown if m.type == Marker.ARROW and m.action == Marker.ADD]
+    assert len(arrows) == len(step['keypoint_indices'])
+    ends = sorted(tuple(round(c, 4) for c in (a.points[1].x, a.points[1].y, a.points[1].z)) for a in arrows)
+    assert np.allclose(ends, sorted(tuple(round(c, 4) for c in t) for t in step['targets']), atol=1e-3)
 
 
 def _position(msg, object_id):

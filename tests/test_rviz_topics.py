@@ -1,5 +1,5 @@
 """Every topic rviz/twinloop.rviz displays is published by the demo graph with the type the
-display expects (a dry-run instruction makes the planner publish its candidates)."""
+display expects (dry-run instructions make the planner publish its candidates and IKER its keypoints)."""
 
 import os
 
@@ -58,6 +58,7 @@ def test_every_displayed_topic_is_published_with_its_type(demo_graph, ros_node):
         '/sim_twin/markers',
         '/planner/candidates',
         '/planner/chosen',
+        '/iker/keypoints',
     } <= set(expected)
     received = {}
     latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
@@ -74,6 +75,9 @@ def test_every_displayed_topic_is_published_with_its_type(demo_graph, ros_node):
     client.wait_for_server(120)
     client.send('pick up the red cube', num_candidates=4, dry_run=True)
     result = client.wait(180)
+    assert result.success, result.reason
+    client.send('pick up the red cube', strategy='iker', dry_run=True)  # numbers keypoints, moves nothing
+    result = client.wait(120)
     assert result.success, result.reason
     client.spin_until(
         lambda: set(received) == set(expected), 30, f'messages on {sorted(set(expected) - set(received))}'

@@ -147,6 +147,9 @@ class Progress(Protocol):
     def show(self, paths: list, scores: Sequence[float], chosen: int) -> None:
         """Candidate grip paths coloured by score, the chosen one highlighted (RViz)."""
 
+    def show_keypoints(self, points: dict, targets: dict) -> None:
+        """Numbered keypoints {n: (x, y, z)} and targets {n: (x, y, z)} of the ones to move (RViz)."""
+
     def log(self, text: str) -> None:
         """One line of the run's log."""
 
@@ -184,6 +187,9 @@ class QuietProgress:
         """Ignored."""
 
     def show(self, paths, scores, chosen):
+        """Ignored."""
+
+    def show_keypoints(self, points, targets):
         """Ignored."""
 
     def log(self, text):

@@ -151,6 +151,7 @@ class IkerEngine(DecisionEngine):
             record.object_id, record.grasp, record.done = found.object_id, found.grasp, found.done
             record.keypoint_indices = list(found.keypoint_indices)
             record.targets = [list(t) for t in found.target_positions]
+            ports.progress.show_keypoints(query.positions(), dict(zip(found.keypoint_indices, found.target_positions)))
             if found.done:
                 record.outcome = f'the code says done: {found.plan}'
                 return self._end(ports, record, started, True, f'done after {iteration - 1} stage(s)', steps)

@@ -103,6 +103,7 @@ class OrchestratorNode(Node):
         )
         self.candidates_pub = self.create_publisher(MarkerArray, topics.PLANNER_CANDIDATES, topics.STATE_QOS)
         self.chosen_pub = self.create_publisher(Marker, topics.PLANNER_CHOSEN, topics.STATE_QOS)
+        self.keypoints_pub = self.create_publisher(MarkerArray, topics.IKER_KEYPOINTS, topics.STATE_QOS)
         self.server = ActionServer(
             self,
             ExecuteInstruction,
@@ -190,7 +191,11 @@ class OrchestratorNode(Node):
         if handle.is_cancel_requested:
             cancel.cancel()
         progress = RosProgress(
-            handle.publish_feedback, Feedback, self.candidates_pub, self.chosen_pub, self.get_clock, self.get_logger()
+            handle.publish_feedback,
+            Feedback,
+            {'candidates': self.candidates_pub, 'chosen': self.chosen_pub, 'keypoints': self.keypoints_pub},
+            self.get_clock,
+            self.get_logger(),
         )
         strategy, engine, task, steps, backend = goal.strategy or self.default_strategy, None, None, 0, ''
         try:

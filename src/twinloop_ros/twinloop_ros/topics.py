@@ -21,6 +21,7 @@ ARM_TRAJECTORY = arm_trajectory()
 GRIPPER_COMMAND = '/panda_gripper/width_command'  # std_msgs/Float64 width [m]
 PLANNER_CANDIDATES = '/planner/candidates'  # MarkerArray: candidate grip paths coloured by score
 PLANNER_CHOSEN = '/planner/chosen'  # Marker: the executed candidate
+IKER_KEYPOINTS = '/iker/keypoints'  # MarkerArray: numbered keypoints and the targets IKER's code gives them
 
 SCORE_TRAJECTORIES = '/score_trajectories'
 EXECUTE_MOTION = 'execute_motion'

@@ -1,5 +1,6 @@
 """RViz markers (visualization_msgs) for what twinloop sees and plans: objects as boxes with
-labels, candidate end-effector paths coloured by score (red 0 .. green 1), the chosen path."""
+labels, candidate end-effector paths coloured by score (red 0 .. green 1), the chosen path,
+numbered keypoints with the targets model-written code gives them (IKER)."""
 
 import numpy as np
 from geometry_msgs.msg import Point
@@ -69,3 +70,41 @@ def path(namespace, marker_id, points, rgba, stamp, frame='world', width=0.008):
     marker.scale.x = width
     marker.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in points]
     return marker
+
+
+KEYPOINT_RGBA, TARGET_RGBA = (1.0, 1.0, 1.0, 1.0), (0.1, 0.9, 0.2, 1.0)
+
+
+def keypoints(namespace, points, targets, stamp, frame='world', size=0.012):
+    """points: {number: (x, y, z)}; targets: {number: (x, y, z)} for the keypoints the code moves ->
+    white numbered spheres, green target spheres and an arrow from each moved keypoint to its target."""
+    header = Header(frame_id=frame, stamp=stamp)
+    out = MarkerArray(markers=[Marker(header=header, ns=namespace, action=Marker.DELETEALL)])
+
+    def add(kind, position, rgba, **fields):
+        marker = Marker(
+            header=header, ns=namespace, id=len(out.markers), type=kind, action=Marker.ADD, color=_colour(rgba)
+        )
+        marker.pose.orientation.w = 1.0
+        if position is not None:
+            marker.pose.position = Point(x=float(position[0]), y=float(position[1]), z=float(position[2]))
+        for key, value in fields.items():
+            setattr(marker, key, value)
+        out.markers.append(marker)
+        return marker
+
+    def at(p):
+        return Point(x=float(p[0]), y=float(p[1]), z=float(p[2]))
+
+    for number, p in sorted(points.items()):
+        add(Marker.SPHERE, p, KEYPOINT_RGBA).scale.x = size
+        out.markers[-1].scale.y = out.markers[-1].scale.z = size
+        label = add(Marker.TEXT_VIEW_FACING, (p[0], p[1], p[2] + 1.5 * size), KEYPOINT_RGBA, text=str(number))
+        label.scale.z = 1.5 * size
+    for number, t in sorted(targets.items()):
+        target = add(Marker.SPHERE, t, TARGET_RGBA)
+        target.scale.x = target.scale.y = target.scale.z = size
+        if number in points:
+            arrow = add(Marker.ARROW, None, TARGET_RGBA, points=[at(points[number]), at(t)])
+            arrow.scale.x, arrow.scale.y, arrow.scale.z = size / 4, size / 2, size / 2  # shaft, head width, length
+    return out

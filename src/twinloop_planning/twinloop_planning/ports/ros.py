@@ -357,9 +357,10 @@ class RosPorts:
 class RosProgress:
     """Feedback on the goal, candidates in RViz, log lines and step records kept for the report."""
 
-    def __init__(self, publish_feedback, feedback_class, candidates_pub, chosen_pub, clock, logger):
+    def __init__(self, publish_feedback, feedback_class, publishers, clock, logger):
+        """publishers: {'candidates', 'chosen', 'keypoints'} -> the RViz marker publishers."""
         self.publish_feedback, self.feedback_class = publish_feedback, feedback_class
-        self.candidates_pub, self.chosen_pub, self.clock, self.logger = candidates_pub, chosen_pub, clock, logger
+        self.publishers, self.clock, self.logger = publishers, clock, logger
         self.started = time.monotonic()
         self.lines, self.records = [], []
         self.fields = set(feedback_class.get_fields_and_field_types())
@@ -382,8 +383,14 @@ class RosProgress:
         """Candidates coloured by score and the chosen one, for RViz."""
         stamp = self.clock().now().to_msg()
         paths = [[tuple(p) for p in path] for path in paths]
-        self.candidates_pub.publish(markers.paths('candidates', paths, scores, stamp))
-        self.chosen_pub.publish(markers.path('chosen', 0, paths[chosen], (0.1, 0.9, 0.2, 1.0), stamp, width=0.012))
+        self.publishers['candidates'].publish(markers.paths('candidates', paths, scores, stamp))
+        chosen_path = markers.path('chosen', 0, paths[chosen], (0.1, 0.9, 0.2, 1.0), stamp, width=0.012)
+        self.publishers['chosen'].publish(chosen_path)
+
+    def show_keypoints(self, points, targets):
+        """IKER's numbered keypoints and their targets, for RViz."""
+        stamp = self.clock().now().to_msg()
+        self.publishers['keypoints'].publish(markers.keypoints('keypoints', points, targets, stamp))
 
     def log(self, text):
         """Kept for the result's summary and logged."""

@@ -29,6 +29,7 @@ EXECUTION_STREAM = '/execution/stream'  # StreamChunk of the execution node (its
 RUN_POLICY = 'run_policy'  # RunPolicy of the policy server (vla_policy)
 EXECUTE_INSTRUCTION = 'execute_instruction'
 WORLD_RESET = '/world_sim/reset'  # ResetWorld of world_sim (its ~/reset)
+WORLD_MOVE_OBJECT = '/world_sim/move_object'  # MoveObject of world_sim (its ~/move_object): disturbances
 REDETECT = '/pose_estimation/redetect'  # Trigger of pose_estimation (its ~/redetect)
 
 

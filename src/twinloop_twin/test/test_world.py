@@ -118,3 +118,28 @@ def test_stamps_never_go_back_when_rounding_carries():
         t = stamp(seconds)
         assert 0 <= t.nanosec < 1_000_000_000
         assert abs(t.sec + t.nanosec * 1e-9 - seconds) < 1e-9
+
+
+def test_an_object_moved_by_hand_is_there_at_rest_and_bad_moves_change_nothing(sim):
+    position, quat = sim.object_pose('red_cube')
+    target = position + np.array([0.05, -0.1, 0.0])
+    sim.move_object('red_cube', target)
+    moved, moved_quat = sim.object_pose('red_cube')
+    np.testing.assert_allclose(moved, target, atol=1e-9)
+    np.testing.assert_allclose(moved_quat, quat, atol=1e-9)  # orientation kept
+    sim.step(200)
+    settled, _ = sim.object_pose('red_cube')
+    assert np.linalg.norm(settled - target) < 0.01  # put down at rest, it stays
+    yaw90 = [np.cos(np.pi / 4), 0.0, 0.0, np.sin(np.pi / 4)]
+    sim.move_object('red_cube', target, [2 * q for q in yaw90])  # normalised
+    np.testing.assert_allclose(sim.object_pose('red_cube')[1], yaw90, atol=1e-9)
+    before = sim.data.qpos.copy()
+    for args, message in [
+        (('green_ghost', target), 'unknown object'),
+        (('red_cube', [np.nan, 0, 0]), 'finite'),
+        (('red_cube', [40.0, 0, 0]), 'within'),
+        (('red_cube', target, [0.0, 0.0, 0.0, 0.0]), 'not a quaternion'),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            sim.move_object(*args)
+    np.testing.assert_array_equal(sim.data.qpos, before)

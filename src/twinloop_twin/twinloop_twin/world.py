@@ -1,6 +1,7 @@
 """A MuJoCo world that behaves like the real arm and scene: joint trajectories are followed
 with interpolation (like a ros2_control joint trajectory controller), the gripper takes width
-commands, cameras render RGB and metric depth, and object poses are known (ground truth).
+commands, cameras render RGB and metric depth, object poses are known (ground truth) and objects
+can be moved by hand (disturbances).
 Used by the world_sim node and by tests; no rclpy here.
 """
 
@@ -11,6 +12,8 @@ import numpy as np
 
 from twinloop_core.gripper import OPEN_WIDTH
 from twinloop_twin import cameras, scene
+
+MAX_MOVE = 3.0  # [m] objects are moved only within this distance of the world origin
 
 
 @dataclass
@@ -159,6 +162,28 @@ class SimWorld:
         return body.xpos.copy(), body.xquat.copy()
 
     # --- commands ----------------------------------------------------------------------------
+    def move_object(self, object_id, position, quat=None):
+        """Put a movable object at position (and quat w x y z; None: keep its orientation), at rest.
+        ValueError names what is wrong: an unknown or fixed object, a non-finite or far-off pose."""
+        if object_id not in self.object_ids:
+            raise ValueError(f'unknown object {object_id!r}; objects: {self.object_ids}')
+        joint = self.model.body(object_id).jntadr[0]
+        if joint < 0 or self.model.jnt_type[joint] != mujoco.mjtJoint.mjJNT_FREE:
+            raise ValueError(f'{object_id!r} is fixed in the scene and cannot be moved')
+        position = np.asarray(position, float)
+        if position.shape != (3,) or not np.all(np.isfinite(position)) or np.abs(position).max() > MAX_MOVE:
+            raise ValueError(f'position {position.tolist()} must be 3 finite values within {MAX_MOVE} m of the origin')
+        adr, dof = self.model.jnt_qposadr[joint], self.model.jnt_dofadr[joint]
+        if quat is not None:
+            quat = np.asarray(quat, float)
+            norm = np.linalg.norm(quat) if quat.shape == (4,) and np.all(np.isfinite(quat)) else 0.0
+            if norm < 1e-6:
+                raise ValueError(f'orientation {quat.tolist()} is not a quaternion (w x y z)')
+            self.data.qpos[adr + 3 : adr + 7] = quat / norm
+        self.data.qpos[adr : adr + 3] = position
+        self.data.qvel[dof : dof + 6] = 0.0
+        mujoco.mj_forward(self.model, self.data)
+
     def follow_trajectory(self, times, positions, start_time=None):
         """Follow timed waypoints (arm joint order of ARM_JOINTS) whose time 0 is start_time [s] (None: now)."""
         self.controller.follow(self.data, times, positions, start_time)

@@ -6,14 +6,15 @@ the way ros2_control's joint trajectory controller does and gripper width comman
 
 Malformed commands (joint names, sizes, NaN/inf, times, positions outside the joint limits) are
 rejected with a throttled error and change nothing; ~/reset answers every seed (a layout that does
-not fit fails with the reason), reusing the current model when the layout seed is unchanged.
+not fit fails with the reason), reusing the current model when the layout seed is unchanged;
+~/move_object puts a movable object at a pose at once (disturbance tests and demos).
 """
 
 import time
 import traceback
 
 from twinloop_interfaces.msg import DetectedObject, DetectedObjectArray
-from twinloop_interfaces.srv import ResetWorld
+from twinloop_interfaces.srv import MoveObject, ResetWorld
 
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
@@ -76,6 +77,7 @@ class WorldSimNode(Node):
         )
         self.create_subscription(Float64, topics.GRIPPER_COMMAND, self.on_gripper, topics.STATE_QOS)
         self.create_service(ResetWorld, '~/reset', self.on_reset)
+        self.create_service(MoveObject, '~/move_object', self.on_move_object)
 
         self.tick = 0.01
         self.last_wall = time.monotonic()
@@ -145,6 +147,19 @@ class WorldSimNode(Node):
         self.next_joint_state = self.next_camera = 0.0
         response.success, response.message = True, f'reset with seed {request.seed}'
         self.get_logger().info(response.message, throttle_duration_sec=1.0)
+        return response
+
+    def on_move_object(self, request, response):
+        """A disturbance: put an object at a pose at once (MoveObject.srv); a bad request is answered why."""
+        p, o = request.pose.position, request.pose.orientation
+        quat = [o.w, o.x, o.y, o.z]
+        try:
+            self.world.move_object(request.object_id, [p.x, p.y, p.z], quat if any(quat) else None)
+        except ValueError as exc:
+            response.message = str(exc)
+            return response
+        response.success, response.message = True, f'moved {request.object_id} to ({p.x:.3f}, {p.y:.3f}, {p.z:.3f})'
+        self.get_logger().info(response.message)
         return response
 
     def on_gripper(self, msg):

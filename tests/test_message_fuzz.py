@@ -19,7 +19,14 @@ from std_msgs.msg import Float64, Header
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from twinloop_interfaces.msg import CandidateTrajectory, DetectedObject, DetectedObjectArray, RenderedView
-from twinloop_interfaces.srv import RenderViews, ResetWorld, RolloutTrajectories, ScoreTrajectories, SyncTwin
+from twinloop_interfaces.srv import (
+    MoveObject,
+    RenderViews,
+    ResetWorld,
+    RolloutTrajectories,
+    ScoreTrajectories,
+    SyncTwin,
+)
 
 from twinloop_bringup import graphs
 from twinloop_twin import cameras, scene, world
@@ -927,6 +934,28 @@ def bad_trajectory(rng):
     return msg
 
 
+def m_move_unknown_object(rng, r):
+    r.object_id = weird_text(rng)
+    return 'unknown object'
+
+
+def m_move_weird_position(rng, r):
+    setattr(r.pose.position, pick(rng, ('x', 'y', 'z')), pick(rng, WEIRD_FLOATS[:7]))
+    return 'position'
+
+
+def m_move_weird_orientation(rng, r):
+    o = r.pose.orientation
+    o.w = o.x = o.y = o.z = 0.0
+    setattr(o, pick(rng, ('w', 'x', 'y', 'z')), pick(rng, WEIRD_FLOATS[:3]))
+    return 'orientation'
+
+
+def m_move_valid(rng, r):
+    r.pose.position.x, r.pose.position.y = 0.4 + 0.2 * rng.random(), -0.2 + 0.4 * rng.random()
+    return VALID
+
+
 def test_world_sim_survives_fuzz(spawn, ros_node):
     fuzz = Fuzz(
         *ros_node,
@@ -945,6 +974,12 @@ def test_world_sim_survives_fuzz(spawn, ros_node):
         assert response.success or 'do not fit' in response.message, response.message
         if i % 20 == 0:
             fuzz.alive(f'after {i} resets')
+
+    # ~/move_object: unknown ids, non-finite or far-off positions, non-quaternions; valid moves succeed
+    move = MoveObject.Request(object_id='red_cube')
+    move.pose.position.x, move.pose.position.y, move.pose.position.z = 0.5, 0.1, 0.05
+    mutators = [m_move_unknown_object, m_move_weird_position, m_move_weird_orientation, m_move_valid]
+    run_mutations(fuzz, MoveObject, topics.WORLD_MOVE_OBJECT, move, mutators)
 
     trajectory_pub = fuzz.publisher(JointTrajectory, topics.ARM_TRAJECTORY, topics.STATE_QOS)
     gripper_pub = fuzz.publisher(Float64, topics.GRIPPER_COMMAND, topics.STATE_QOS)

@@ -13,6 +13,7 @@ import numpy as np
 
 from twinloop_twin import scene
 from twinloop_twin.twin import FINGER_BODIES, FINGER_SIDES
+from twinloop_core.geometry import quat_matrix
 from twinloop_core.gripper import closed_on_something
 
 EE_SITE = 'panda_grip_site'
@@ -160,7 +161,7 @@ class ArmKinematics:
             joint = joint_of.get(body)
             if model.body_jntnum[body] != (0 if joint is None else 1):
                 raise ValueError(f'body {model.body(body).name}: unexpected joints for the arm chain')
-            pos, rot = pos + rot @ model.body_pos[body], rot @ _quat_matrix(model.body_quat[body])
+            pos, rot = pos + rot @ model.body_pos[body], rot @ quat_matrix(model.body_quat[body])
             if joint is not None:
                 j = model.joint(scene.ARM_JOINTS[joint]).id
                 if np.abs(model.jnt_pos[j]).max() > 1e-12 or not np.allclose(model.jnt_axis[j], (0, 0, 1)):
@@ -272,13 +273,6 @@ class ArmKinematics:
                 elif (a in held or b in held) and (a, b) not in resting:
                     found.add(f'{a}|{b}' if a in held else f'{b}|{a}')
         return sorted(found)
-
-
-def _quat_matrix(quat):
-    """Rotation matrix of a MuJoCo quaternion (w, x, y, z)."""
-    out = np.zeros(9)
-    mujoco.mju_quat2Mat(out, np.asarray(quat, float))
-    return out.reshape(3, 3)
 
 
 class Arm:

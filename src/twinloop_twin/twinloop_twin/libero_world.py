@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
+from twinloop_core.geometry import quat_matrix
 from twinloop_twin import cameras
 
 CAMERAS = {'agentview': 'agentview', 'wrist': 'robot0_eye_in_hand'}  # twinloop name -> LIBERO camera
@@ -36,12 +37,6 @@ class LiberoFrame:
     intrinsics: cameras.Intrinsics
     position: np.ndarray  # optical frame in the robot-base world
     rotation: np.ndarray
-
-
-def _quat_to_matrix(wxyz):
-    matrix = np.zeros(9)
-    mujoco.mju_quat2Mat(matrix, np.asarray(wxyz, float))
-    return matrix.reshape(3, 3)
 
 
 def _matrix_to_quat(R):
@@ -105,7 +100,7 @@ class LiberoWorld:
         self.steps = 0
         base = (
             self.sim.data.get_body_xpos('robot0_base').copy(),
-            _quat_to_matrix(self.sim.data.get_body_xquat('robot0_base')),
+            quat_matrix(self.sim.data.get_body_xquat('robot0_base')),
         )
         self.base_position, self.base_rotation = base
 

@@ -154,7 +154,7 @@ def test_each_chunk_commands_the_gripper_of_its_first_executed_action():
 
         def select_action_chunk(self, observation):
             chunk = super().select_action_chunk(observation)
-            chunk[:, 7] = 0.08 if self.calls < 2 else np.linspace(0.02, 0.0, 8)
+            chunk[:, 7] = 0.0805 if self.calls < 2 else np.linspace(0.02, -0.001, 8)  # beyond the hand: clipped
             self.calls += 1
             return chunk
 

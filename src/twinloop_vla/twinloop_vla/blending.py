@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from twinloop_core.gripper import OPEN_WIDTH
+
 BLENDINGS = ('receding_horizon', 'temporal_ensembling', 'rtc')
 ACTION_SPACES = ('joint_position', 'joint_delta')
 ARM_DOF = 7
@@ -73,11 +75,12 @@ def joint_targets(actions, state, action_space):
 
 def gripper_command(actions, first, enabled=True):
     """The gripper opening [m] to command with a chunk: the entry after the arm joints of its first
-    executed action (index `first`); -1 (keep) when disabled or the actions have no such entry."""
+    executed action (index `first`), clipped to what the hand opens (a regressed 0.0806 m means open;
+    NaN stays NaN for the execution node to refuse); -1 (keep) when disabled or there is no such entry."""
     actions = np.asarray(actions, float)
     if not enabled or actions.shape[1] <= ARM_DOF:
         return -1.0
-    return float(actions[min(first, len(actions) - 1), ARM_DOF])
+    return float(np.clip(actions[min(first, len(actions) - 1), ARM_DOF], 0.0, OPEN_WIDTH))
 
 
 def anchor(targets, obs_time, dt, splice_time, q_splice, moving=True, q_obs=None):

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from vla_samples import TINY
 
+from twinloop_execution.safety import JointLimits
 from twinloop_twin import scene
 from twinloop_vla import eval as vla_eval
 from twinloop_vla.policies import make_policy
@@ -63,6 +64,22 @@ def test_an_action_the_gate_would_refuse_ends_the_episode_with_the_reason(tmp_pa
     (r,) = vla_eval.evaluate(settings, [TASK], [1000], ROOT, progress=False)
     assert not r.success and r.steps == 0 and r.chunks == 1
     assert r.reason == "step 0: the gate would refuse: a jump beyond the velocity limit in one step (['panda_joint4'])"
+
+
+def test_the_gates_acceleration_limit_holds_in_process_from_rest_and_in_motion(tmp_path):
+    # joint 2 moves 0.07 rad in the first step: 0.7 rad/s is allowed, starting from rest to it is not
+    lunge = save_checkpoint(tmp_path / 'lunge', [*scene.HOME[:1], scene.HOME[1] + 0.07, *scene.HOME[2:], 0.08], [0] * 8)
+    (r,) = vla_eval.evaluate(vla_eval.EvalSettings(checkpoint=lunge, max_steps=5), [TASK], [1000], ROOT, progress=False)
+    assert not r.success and r.steps == 0
+    assert r.reason.startswith("step 0: the gate would refuse: accelerates beyond the limit (['panda_joint2']")
+    assert 'panda_joint2 at 14.0 rad/s^2, limit 7.5' in r.reason
+    limits = JointLimits.from_description(
+        ROOT / 'urdf' / 'panda.urdf', ROOT / 'config' / 'panda_joint_limits.yaml', list(scene.ARM_JOINTS)
+    )
+    q, moving = np.asarray(scene.HOME, float), np.full(7, 1.0)  # [rad/s]
+    assert vla_eval.refusal(q + 0.1, q, limits, 0.1, velocity=moving) == ''  # on at the same speed
+    stop = vla_eval.refusal(q, q, limits, 0.1, velocity=moving)  # to rest in one step: -10 rad/s^2
+    assert stop.startswith("accelerates beyond the limit (['panda_joint2']"), stop
 
 
 def test_training_seeds_are_never_evaluation_layouts():

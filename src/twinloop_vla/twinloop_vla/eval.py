@@ -11,8 +11,9 @@ step at the dataset's rate: renders the checkpoint's views when a chunk is due a
 (twinloop_vla.stepping: blending and a modelled inference delay), applies the step's action the
 way the recording expert applied its own (a joint target reached over the step, a gripper width),
 and judges the task on ground truth (twinloop_core.judging); success ends the episode, so does an
-action the safety gate would refuse (non-finite, outside the joint limits, a jump beyond the
-velocity limit), and --max-steps ends it as a failure.
+action the safety gate would refuse (non-finite, outside the joint limits, beyond the velocity or
+acceleration limits; the recorded expert uses at most 54 % of the latter), and --max-steps ends it
+as a failure.
 
 Episodes run here one after another (--workers 1), or on Ray actors (one per CPU, each keeping its
 policy and simulation) of a local cluster of --workers CPUs or of the cluster at --ray ADDRESS.
@@ -119,8 +120,10 @@ def mean_abs_jerk(positions, dt):
     return float(np.mean(np.abs(np.diff(positions, n=3, axis=0))) / dt**3)
 
 
-def refusal(target, previous, limits, dt):
-    """Why the safety gate would refuse an arm target after previous (one control step), or ''."""
+def refusal(target, previous, limits, dt, velocity=None):
+    """Why the safety gate would refuse an arm target one control step after previous, or ''.
+    velocity: the commanded velocity of the step before (None: the arm starts from rest, where the
+    gate's estimate of the start acceleration is 2 dq / dt^2, twinloop_execution.safety)."""
     if not np.all(np.isfinite(target)):
         return 'non-finite action'
     outside = np.flatnonzero((target < limits.lower) | (target > limits.upper))
@@ -129,6 +132,18 @@ def refusal(target, previous, limits, dt):
     fast = np.flatnonzero(np.abs(target - previous) > limits.velocity * dt)
     if fast.size:
         return f'a jump beyond the velocity limit in one step ({[limits.names[i] for i in fast]})'
+    step_velocity = (target - previous) / dt
+    if velocity is None:
+        acceleration = step_velocity / (dt / 2)
+    else:
+        acceleration = (step_velocity - velocity) / dt
+    hard = np.flatnonzero(np.abs(acceleration) > limits.acceleration)
+    if hard.size:
+        worst = int(hard[np.argmax(np.abs(acceleration[hard]) / limits.acceleration[hard])])
+        return (
+            f'accelerates beyond the limit ({[limits.names[i] for i in hard]}; {limits.names[worst]} at '
+            f'{abs(acceleration[worst]):.1f} rad/s^2, limit {limits.acceleration[worst]:.1f})'
+        )
     return ''
 
 
@@ -165,7 +180,7 @@ class Evaluator:
         s, dt = self.settings, 1.0 / self.settings.fps
         sim = self.env.reset(seed)
         before, joints = object_states(sim), [sim.arm_positions()]
-        commanded = joints[0]
+        commanded, velocity = joints[0], None
         schedule, result = SteppedChunks(self.blend, s.delay_steps), EpisodeResult(task, seed, False, '', 0, 0)
         result.reason = f'not done after {s.max_steps} steps'
         for step in range(s.max_steps):
@@ -185,11 +200,11 @@ class Evaluator:
                     result.reason = f'policy output refused: {error}'
                     break
             action = schedule.action(step)
-            why = refusal(action[:7], commanded, self.env.limits, dt)
+            why = refusal(action[:7], commanded, self.env.limits, dt, velocity)
             if why or not np.isfinite(action[7]):
                 result.reason = f'step {step}: the gate would refuse: {why or "non-finite gripper command"}'
                 break
-            commanded = action[:7]
+            commanded, velocity = action[:7], (action[:7] - commanded) / dt
             self.env.act(commanded, float(np.clip(action[7], 0.0, OPEN_WIDTH)))
             joints.append(sim.arm_positions())
             result.steps = step + 1

@@ -348,7 +348,11 @@ def write_report(out, history, dataset, policy, settings, step_times, wall, cach
         f'- tasks: {", ".join(report["dataset"]["tasks"])}',
         f'- parameters: {report["parameters"]:,} ({report["trainable_parameters"]:,} trainable)',
         f'- steps: {report["steps"]}; this run: {report["wall_s_this_run"]} s wall, '
-        f'median step {report["step_s_median_this_run"]} s',
+        + (
+            f'median step {report["step_s_median_this_run"]} s'
+            if report['step_s_median_this_run'] is not None
+            else 'no steps (resumed at its end)'
+        ),
         f'- final train loss: {last["train"] and round(last["train"]["loss"], 4)}; '
         f'final validation loss: {last["val"] and round(last["val"]["loss"], 4)}',
         f'- feature cache: {report["feature_cache"]}',

@@ -37,6 +37,9 @@ def spin_until(executor, condition, timeout, what, check=None, error=TimeoutErro
     raise error(f'timed out after {timeout:.0f} s waiting for {what}')
 
 
+ANSWER_TIMEOUT = 15.0  # [s] for the server's answer to a goal request (accepted or rejected)
+
+
 class InstructionError(RuntimeError):
     """An ExecuteInstruction goal was rejected, timed out or has no result; the message says why."""
 
@@ -80,7 +83,12 @@ class _ActionClient:
                 on_feedback(message.feedback)
 
         sent = self.action.send_goal_async(goal, feedback_callback=feedback)
-        self.spin_until(sent.done, 30.0, 'the goal to be accepted')
+        try:
+            self.spin_until(sent.done, ANSWER_TIMEOUT, 'the goal to be answered')
+        except self.error:  # a request sent while discovery settles can be lost: send it once more
+            self.node.get_logger().warning(f'no answer to the goal after {ANSWER_TIMEOUT:.0f} s; sending it again')
+            sent = self.action.send_goal_async(goal, feedback_callback=feedback)
+            self.spin_until(sent.done, ANSWER_TIMEOUT, 'the goal to be accepted (sent twice)')
         self.handle = sent.result()
         if not self.handle.accepted:
             raise self.error(refused)

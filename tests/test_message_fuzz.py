@@ -225,7 +225,7 @@ BAD_TASKS = (
     '{"holding": "maybe"}',
     '{"object_size": [1, 2]}',
     '{"object_size": [1, 2, Infinity]}',
-    '{"grip_height": "x"}',
+    '{"grasp_offset": [0, "x", 0]}',
     '{"destination_height": Infinity}',
     '{"object": "' + 'x' * (3 * MB) + '"}',
 )

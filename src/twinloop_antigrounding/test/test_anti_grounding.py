@@ -160,7 +160,7 @@ def test_a_grasp_off_centre_along_a_long_object_is_firm():
     grasp = Stage('grasp', 0, SubTask('pick', 'sponge'))
     grasp_point = np.array([0.6, -0.1, 0.015])
     along, across = np.array([np.cos(yaw), np.sin(yaw), 0]), np.array([-np.sin(yaw), np.cos(yaw), 0])
-    assert np.allclose(grip_offset(sponge['sponge'], grasp_point + 0.028 * along), (0.028, 0, 0))
+    assert np.allclose(grip_offset(sponge['sponge'], grasp_point, grasp_point + 0.028 * along), (0.028, 0, 0))
     assert grasp.done(sponge, sponge, 0.059, grasp_point + 0.028 * along)[0]
     assert not grasp.done(sponge, sponge, 0.059, grasp_point + 0.028 * across)[0]
     assert not grasp.done(sponge, sponge, 0.059, grasp_point + (0, 0, 0.04))[0]
@@ -388,7 +388,6 @@ def test_a_grasp_stalled_in_reach_samples_closes_around_the_grasp_point(sim, arm
     the world does not follow the twin) is a stall: the next step samples closes at points around the
     grasp point (within half the grasp tolerance, object frame), not only the same close again."""
     from twinloop_antigrounding.mpc import STALL_CLOSES
-    from twinloop_antigrounding.stages import grasp_tolerance
 
     sim.reset()
     position, quat = sim.object_pose('blue_cube')
@@ -400,7 +399,8 @@ def test_a_grasp_stalled_in_reach_samples_closes_around_the_grasp_point(sim, arm
     mpc.builder.build = lambda cid, sample, *rest: built.append(sample) or build(cid, sample, *rest)
     state = ports.state()
     stage = stages_for([SubTask('pick', 'blue_cube')])[0]
-    grasp_point, inverse = stage.grasp_point(state.objects), Rotation.from_quat([*quat[1:], quat[0]]).inv()
+    grasp, inverse = stage.grasp(state.objects), Rotation.from_quat([*quat[1:], quat[0]]).inv()
+    grasp_point = grasp.point
     around = []
     for step in range(2):
         built.clear()
@@ -409,7 +409,7 @@ def test_a_grasp_stalled_in_reach_samples_closes_around_the_grasp_point(sim, arm
         )
         offsets = [inverse.apply(s.goal - grasp_point) for s in built if s.gripper == GRIPPER_CLOSE]
         around.append(
-            {tuple(np.round(o, 4)) for o in offsets if np.all(np.abs(o) <= grasp_tolerance(size) / 2) and o[2] >= 0}
+            {tuple(np.round(o, 4)) for o in offsets if np.all(np.abs(o) <= grasp.tolerance / 2) and o[2] >= 0}
         )
     assert (0.0, 0.0, 0.0) in around[0]
     assert len(around[1]) >= 1 + STALL_CLOSES, around

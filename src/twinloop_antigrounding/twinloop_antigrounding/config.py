@@ -13,6 +13,7 @@ class MpcConfig:
     max_steps_per_stage: int = 10
     stage_r0: dict = field(default_factory=lambda: {'release': 0.06})  # [m] R_0 per stage (default: sampler.r0)
     goal_prior: float = 1.0  # weight of the sub-goal direction among the experience (0: paper-only)
+    goal_candidate: bool = True  # one candidate goes straight to the stage's sub-goal (false: paper-only)
     speed: float = 0.4  # [m/s] end-effector speed of candidate motions in the twin
     min_duration: float = 0.3  # [s] per candidate segment
     grip_pause: float = 0.3  # [s] for the fingers after a gripper event

@@ -11,7 +11,10 @@ One addition to the paper, documented in README.md (The AntiGrounding planner): 
 well-scored directions, the sampler is pointed at the stage's sub-goal from the grounded task
 (the target object for a grasp, the destination for a carry), and its radius is capped at twice
 the distance to that sub-goal. With the twin_critic scorer this prior is what makes the search
-converge in a few steps; it can be turned off (goal_prior: 0). With a grasp point in reach of the
+converge in a few steps; it can be turned off (goal_prior: 0). One candidate goes straight to the
+sub-goal (goal_candidate; the critic still has to prefer it): random samples land within the
+grasp tolerance of a grasp point only by luck, and LIBERO's step limits leave no steps to hover
+(a rim grasp of a bowl hovered six steps without it). With a grasp point in reach of the
 grip (Stage.in_reach) a close there is always among the candidates, and more closes around it once
 the stage stalled in reach; a needed object that fell off the table (or is no longer perceived)
 ends the run at once with where it is.
@@ -26,9 +29,8 @@ from scipy.spatial.transform import Rotation
 from twinloop_antigrounding import candidates, rotation
 from twinloop_antigrounding.candidates import CandidateBuilder
 from twinloop_antigrounding.rotation import RotationUnavailable
-from twinloop_antigrounding.sampler import GRIPPER_CLOSE, AnnealedSampler, Sample
-from twinloop_antigrounding.stages import grasp_tolerance, lost, next_stage, stages_for
-from twinloop_core.geometry import grasp_orientation, grip_height
+from twinloop_antigrounding.sampler import GRIPPER_CLOSE, GRIPPER_NONE, AnnealedSampler, Sample
+from twinloop_antigrounding.stages import lost, next_stage, stages_for
 from twinloop_core.gripper import closed_on_something, is_open
 from twinloop_core.outcomes import ExecutionFailed, GoalEnded, Outcome
 
@@ -96,6 +98,7 @@ class AntiGroundingMpc:
         self.labels = {}
         self.gripper_targets = {}  # object id -> gripper orientation (wxyz) from the rotation module, or None
         self.believed = {}  # object id -> (position, quat) believed instead of perceived (held, unseen)
+        self.grip_offsets = {}  # object id -> grip site - object position when last seen held [m]
         self.stalled = 0  # consecutive steps of this stage with its grasp point in reach
 
     def run(self, instruction, subtasks, max_steps=0, deadline=None, dry_run=False, avoid=()):
@@ -145,19 +148,21 @@ class AntiGroundingMpc:
 
     def _perceive(self, stage=None):
         """The perceived state; an object held in a lift or carry that the cameras lost (occluded
-        by the hand) is believed to be where the grip holds it (rigid coupling)."""
+        by the hand) is believed to be where the grip holds it (rigid coupling: at the grip's offset
+        from it when last seen held, else at its grasp)."""
         state = self.ports.perception.state()
         objects, q, width, unseen = dict(state.objects), state.arm, state.gripper_width, state.unseen
         self.labels = state.labels
         self.believed = {}
-        if (
-            stage is not None
-            and stage.name in ('lift', 'carry', 'release')
-            and stage.object_id in unseen
-            and closed_on_something(width)
-        ):
-            _, quat, size = objects[stage.object_id]
-            objects[stage.object_id] = (self.ee_position(q) - (0, 0, grip_height(size)), quat, size)
+        held = stage is not None and stage.name in ('lift', 'carry', 'release') and closed_on_something(width)
+        if held and stage.object_id not in unseen:
+            self.grip_offsets[stage.object_id] = self.ee_position(q) - np.asarray(objects[stage.object_id][0], float)
+        elif held and stage.object_id in objects:
+            p, quat, size = objects[stage.object_id]
+            offset = self.grip_offsets.get(stage.object_id)
+            if offset is None:
+                offset = stage.grasp(objects).point - np.asarray(p, float)
+            objects[stage.object_id] = (self.ee_position(q) - offset, quat, size)
             self.believed[stage.object_id] = objects[stage.object_id][:2]
             self.log(f'{stage.object_id} not seen: believed in the gripper')
         return objects, q, width
@@ -194,11 +199,11 @@ class AntiGroundingMpc:
         """Close candidates for a grasp point in reach: one at the grasp point and, once the stage stalled
         in reach (an earlier step here did not grasp: the perceived pose may be off), STALL_CLOSES more at
         random points within half the grasp tolerance around it (object frame, never below it)."""
-        _, quat, size = objects[stage.object_id]
-        grasp_point = stage.grasp_point(objects)
+        quat, grasp = objects[stage.object_id][1], stage.grasp(objects)
+        grasp_point = grasp.point
         goals = [grasp_point]
         if self.stalled:
-            half = grasp_tolerance(size) / 2
+            half = grasp.tolerance / 2
             rotation = Rotation.from_quat([*quat[1:], quat[0]])
             low, high = -half * (1, 1, 0), half
             goals += [grasp_point + rotation.apply(self.sampler.rng.uniform(low, high)) for _ in range(STALL_CLOSES)]
@@ -246,8 +251,8 @@ class AntiGroundingMpc:
         twin.sync(self.believed)
         lap('sync')
         ee = self.ee_position(q)
-        p, quat, size = objects[stage.object_id]
-        grasp = grasp_orientation(quat, size)
+        quat = objects[stage.object_id][1]
+        grasp = stage.grasp(objects).quat
         if stage.name == 'carry' and stage.object_id not in self.gripper_targets:
             self.gripper_targets[stage.object_id] = self._rotation(instruction, stage.object_id, quat, grasp)
         if stage.name in ('carry', 'release') and self.gripper_targets.get(stage.object_id) is not None:
@@ -261,6 +266,8 @@ class AntiGroundingMpc:
         samples = self.sampler.sample(
             ee, self.config.num_candidates * 2, prior=prior, prior_weight=self.config.goal_prior, radius_cap=cap
         )
+        if self.config.goal_candidate and distance > 1e-3:
+            samples = [Sample(ee + to_goal, to_goal / distance, distance, GRIPPER_NONE)] + samples
         if stage.in_reach(objects, ee):  # the close event is always a candidate, more of them once stalled here
             samples = self._closes(stage, objects, ee) + samples
             self.stalled += 1

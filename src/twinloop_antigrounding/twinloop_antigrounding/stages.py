@@ -3,12 +3,12 @@ a stage says where the sampler is pointed (its sub-goal), what the scorer judges
 against (its task) and when it is done - on the perceived state, which is the paper's sub-task
 transition signal."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from twinloop_core.geometry import centre, grip_height
+from twinloop_core.geometry import centre, grasp_of
 from twinloop_core.gripper import OPEN_WIDTH, closed_on_something, is_open
 from twinloop_core.judging import judge
 from twinloop_core.regions import region_target
@@ -26,6 +26,7 @@ class Stage:
     subtask_index: int
     subtask: SubTask
     avoid: tuple = ()  # objects not to touch or move (the task's constraint), for the scorer
+    rim_side: float = field(default=0.0, compare=False)  # a rim grasp's side, kept once chosen
 
     @property
     def object_id(self):
@@ -61,25 +62,31 @@ class Stage:
         """Grip-site position this stage is after, in the perceived world (object frames sit at the
         centre of their bottom face). Grasping comes down from above: while the grip (ee) is not yet
         over the grasp point the sub-goal is above the object's top (low sideways moves push it).
-        Carrying and releasing aim the held object, not the grip, at the destination."""
+        Lifting, carrying and releasing aim the held object, not the grip."""
         p, _, size = objects[self.object_id]
-        grip = grip_height(size)
         if self.name == 'grasp':
             grasp_point = self.grasp_point(objects)
             if ee is not None and np.linalg.norm(np.subtract(ee, grasp_point)[:2]) > APPROACH_RADIUS:
-                return grasp_point + (0, 0, size[2] - grip + HOVER)
+                return grasp_point + (0, 0, p[2] + size[2] + HOVER - grasp_point[2])
             return grasp_point
+        # the grip keeps its offset from the held object (a sponge held off its centre, a bowl by its rim)
+        grip_from_base = np.subtract(ee, p) if ee is not None else self.grasp(objects).point - p
         if self.name == 'lift':
-            return np.asarray(start[self.object_id][0], float) + (0, 0, grip + 0.15)
+            return np.asarray(start[self.object_id][0], float) + grip_from_base + (0, 0, 0.15)
         clearance = 0.05 if self.name == 'carry' else 0.015  # object base above the destination's top
-        # the grip keeps its offset from the held object (a sponge held off its centre): aim the object
-        grip_from_base = np.subtract(ee, p) if ee is not None else (0, 0, grip)
         return self.drop_point(objects, start) + (0, 0, clearance) + grip_from_base
 
+    def grasp(self, objects):
+        """How the grip holds this stage's object (twinloop_core.geometry.grasp_of); a rim grasp keeps
+        the side it chose first, so the sub-goal does not flip between rims as objects shift."""
+        others = [o[0] for oid, o in objects.items() if oid != self.object_id]
+        grasp = grasp_of(objects[self.object_id], others, self.rim_side)
+        self.rim_side = grasp.side
+        return grasp
+
     def grasp_point(self, objects):
-        """Where the grip site holds this stage's object: over its base, at grip_height [m]."""
-        p, _, size = objects[self.object_id]
-        return np.asarray(p, float) + (0, 0, grip_height(size))
+        """Where the grip site holds this stage's object (world) [m]."""
+        return self.grasp(objects).point
 
     def in_reach(self, objects, ee):
         """Is the grasp point in reach of the grip (a grasp stage only)? Yes when the grip is within the
@@ -88,10 +95,9 @@ class Stage:
         there grasp it."""
         if self.name != 'grasp':
             return False
-        obj = objects[self.object_id]
-        size, offset = obj[2], grip_offset(obj, ee)
-        tolerance = grasp_tolerance(size)
-        above = size[2] - grip_height(size) + HOVER + tolerance[2]
+        obj, grasp = objects[self.object_id], self.grasp(objects)
+        offset, tolerance = grip_offset(obj, grasp.point, ee), grasp.tolerance
+        above = obj[0][2] + obj[2][2] + HOVER + tolerance[2] - grasp.point[2]
         return bool(np.all(np.abs(offset[:2]) <= tolerance[:2]) and -tolerance[2] <= offset[2] <= above)
 
     def comes_down_beside(self, objects, ee, positions):
@@ -102,10 +108,13 @@ class Stage:
         if self.name != 'grasp':
             return False
         p, _, size = objects[self.object_id]
+        grasp_point = self.grasp_point(objects)
         low = min(p[2] + size[2] + HOVER / 2, ee[2] + 0.005)
         reach = max(size[0], size[1]) / 2 + OPEN_WIDTH / 2 + 0.01
         return any(
-            point[2] < low and APPROACH_RADIUS < np.hypot(point[0] - p[0], point[1] - p[1]) < reach
+            point[2] < low
+            and np.hypot(point[0] - grasp_point[0], point[1] - grasp_point[1]) > APPROACH_RADIUS
+            and np.hypot(point[0] - p[0], point[1] - p[1]) < reach
             for point in positions
         )
 
@@ -121,7 +130,7 @@ class Stage:
             'object': self.object_id,
             'destination': self.destination_id,
             'object_size': [float(v) for v in size],
-            'grip_height': grip_height(size),
+            'grasp_offset': [float(v) for v in self.grasp_point(objects) - np.asarray(p, float)],
             'goal_position': [float(v) for v in goal],
             'holding': {'grasp': 'wanted', 'release': 'unwanted'}.get(self.name, 'required'),
             'avoid': list(self.avoid),
@@ -131,10 +140,11 @@ class Stage:
         """(done, note) on perceived state."""
         p, _, size = objects[self.object_id]
         held = _held(objects[self.object_id], gripper_width, ee_position)
-        if self.name == 'grasp':  # a firm grasp: the grip over the object, near its grasp height
-            offset = grip_offset(objects[self.object_id], ee_position)
+        if self.name == 'grasp':  # a firm grasp: the grip at the object's grasp point, within its tolerance
+            grasp = self.grasp(objects)
+            offset = grip_offset(objects[self.object_id], grasp.point, ee_position)
             return (
-                held and bool(np.all(np.abs(offset) <= grasp_tolerance(size))),
+                held and bool(np.all(np.abs(offset) <= grasp.tolerance)),
                 f'gripper {gripper_width * 100:.1f} cm, grip {np.round(offset * 100, 1).tolist()} cm '
                 'from the grasp point (object frame)',
             )
@@ -155,18 +165,11 @@ class Stage:
         return placed and (is_open(gripper_width) or not held), note  # on its destination and let go
 
 
-def grip_offset(obj, ee_position):
+def grip_offset(obj, grasp_point, ee_position):
     """The grip site relative to the object's grasp point, in the object's frame [m]."""
-    p, quat, size = obj
+    quat = obj[1]
     rotation = Rotation.from_quat([*quat[1:], quat[0]])
-    return rotation.inv().apply(np.asarray(ee_position, float) - np.asarray(p, float)) - (0, 0, grip_height(size))
-
-
-def grasp_tolerance(size):
-    """Largest |grip offset| per object axis of a firm grasp: within the footprint less a finger pad
-    (at least 2 cm: small objects), 3 cm in height. A sponge held 3 cm off its centre along its
-    length is held well; the fingers centre it across."""
-    return np.array([max(size[0] / 2 - 0.01, 0.02), max(size[1] / 2 - 0.01, 0.02), 0.03])
+    return rotation.inv().apply(np.asarray(ee_position, float) - np.asarray(grasp_point, float))
 
 
 def _held(obj, gripper_width, ee_position):

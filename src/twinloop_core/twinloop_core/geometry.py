@@ -7,8 +7,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from twinloop_core.gripper import OPEN_WIDTH
+
 HOME_GRIP = (0.0, 0.7071068, 0.7071068, 0.0)  # w x y z: gripper down, fingers closing along world y
 PALM_CLEARANCE = 0.03  # [m] deepest grip below an object's top: the Panda's palm sits ~4 cm above the grip site
+SPAN_MARGIN = 0.005  # [m] an object grasped across must be this much narrower than the open fingers
+RIM_INSET = 0.008  # [m] a rim grasp's grip site inside the object's outer edge: the fingers straddle the wall
+RIM_DEPTH = 0.02  # [m] ... and this far below its top (at least 1 cm above its base)
+RIM_TOLERANCE = (0.02, 0.02, 0.012)  # [m] largest grip offset of a firm rim grasp (x, y alike: round rims)
 
 
 class ObjectState(NamedTuple):
@@ -78,3 +84,37 @@ def quat_matrix(quat):
             [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
         ]
     )
+
+
+class Grasp(NamedTuple):
+    """How the grip site holds an object: where (world), the gripper's orientation (w x y z), the
+    largest |offset| per object axis that still holds it, and the rim side (world y: +1, -1; 0 for a
+    grasp across the object)."""
+
+    point: np.ndarray
+    quat: np.ndarray
+    tolerance: np.ndarray
+    side: float
+
+
+def spans_open_fingers(size):
+    """Is the object too wide for the open fingers across either horizontal side (a bowl, a plate)?"""
+    return min(size[0], size[1]) > OPEN_WIDTH - SPAN_MARGIN
+
+
+def grasp_of(obj, others=(), side=0.0):
+    """The grasp from above of obj (position, quat, size). Objects the fingers span are held across
+    their narrower side over their base at grip_height; wider ones by the rim on the world +y or -y
+    side, whichever is farther from the other objects' positions (`side` keeps an earlier choice),
+    with the fingers closing across the wall."""
+    p, quat, size = obj
+    p = np.asarray(p, float)
+    if not spans_open_fingers(size):
+        tolerance = np.array([max(size[0] / 2 - 0.01, 0.02), max(size[1] / 2 - 0.01, 0.02), 0.03])
+        return Grasp(p + (0, 0, grip_height(size)), grasp_orientation(quat, size), tolerance, 0.0)
+    if not side:
+        rims = {s: p + (0, s * size[1] / 2, 0) for s in (1.0, -1.0)}
+        clearance = {s: min((np.linalg.norm((r - o)[:2]) for o in others), default=0.0) for s, r in rims.items()}
+        side = max(clearance, key=clearance.get)
+    point = p + (0, side * (size[1] / 2 - RIM_INSET), max(size[2] - RIM_DEPTH, 0.01))
+    return Grasp(point, np.array(HOME_GRIP), np.array(RIM_TOLERANCE), side)

@@ -5,8 +5,9 @@ and object poses from the simulator. It plans grip-site waypoints (above the obj
 lift, above the destination, down, open), solves them with twinloop's IK, times them with ruckig
 (twinloop_execution.trajectory) and drives LIBERO's JOINT_POSITION controller at 20 Hz, recording
 every control step: both cameras (RGB, depth in mm), joint and finger positions, the action sent
-(7 joint targets + gripper -1 open / +1 close) and the instruction. Bowls and plates are taken by
-the rim (fingers across the wall), everything else across its narrower side at mid height.
+(7 joint targets + gripper -1 open / +1 close) and the instruction. Objects wider than the open
+fingers (bowls, plates) are taken by the rim (twinloop_core.geometry.grasp_of), everything else
+across its narrower side at mid height.
 
     . ./twinloop_env.sh && python -m twinloop_data.libero_expert --suite libero_spatial --tasks 0 1 \\
         --successes 20 --out data/libero_spatial_demos
@@ -22,13 +23,12 @@ import numpy as np
 
 from twinloop_execution import trajectory
 from twinloop_execution.safety import JointLimits
-from twinloop_core.geometry import HOME_GRIP, grasp_orientation
+from twinloop_core.geometry import grasp_of, grasp_orientation, spans_open_fingers
 from twinloop_data.lerobot_format import LeRobotWriter
 from twinloop_execution.kinematics import Arm
 from twinloop_twin import libero_twin, scene
 from twinloop_twin.libero_world import MAX_STEPS, LiberoWorld
 
-RIM_GRASPED = ('bowl', 'plate', 'ramekin')
 STATE_NAMES = [*scene.ARM_JOINTS, *scene.FINGER_JOINTS]
 ACTION_NAMES = [f'{j}_target' for j in scene.ARM_JOINTS] + ['gripper_close']
 
@@ -83,12 +83,8 @@ class LiberoExpert:
         """[(grip position, quat wxyz, gripper closed after)] for the pick-and-place."""
         objects = self.twin.planner_objects(self.world.objects())
         (p, q, size), (d, _, d_size) = objects[obj], objects[destination]
-        if any(k in obj for k in RIM_GRASPED):  # the rim on the +y or -y side, fingers across the wall
-            others = [box[0] for n, box in objects.items() if n != obj]
-            sides = [np.array([0.0, s, 0.0]) for s in (1.0, -1.0)]
-            side = max(sides, key=lambda v: min(np.linalg.norm((p + v * size[1] / 2 - o)[:2]) for o in others))
-            grip = p + side * (size[1] / 2 - 0.008) + (0, 0, max(size[2] - 0.02, 0.01))
-            quat = np.array(HOME_GRIP)
+        if spans_open_fingers(size):  # bowls, plates, ramekins: by the rim, fingers across the wall
+            grip, quat, _, _ = grasp_of(objects[obj], [box[0] for n, box in objects.items() if n != obj])
         else:
             grip = p + (0, 0, min(size[2] / 2, 0.04))
             quat = grasp_orientation(q, size)

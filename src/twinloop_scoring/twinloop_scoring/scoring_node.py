@@ -229,7 +229,7 @@ def _task(task):
         'destination': lambda v, w: _string(v, w, none=True),
         'goal_position': lambda v, w: None if v is None else _point(v, w),
         'object_size': _point,
-        'grip_height': _number,
+        'grasp_offset': _point,
         'destination_height': _number,
         'holding': lambda v, w: v if v in HOLDING else _fail(f'{w}: must be one of {list(HOLDING)}, not {_short(v)}'),
     }

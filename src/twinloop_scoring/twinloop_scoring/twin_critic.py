@@ -37,6 +37,8 @@ def judge(rollout, task, visibility=1.0):
     goal = task.get('goal_position')
     if goal is None and task.get('destination') in final:
         goal = np.add(final[task['destination']], (0.0, 0.0, task.get('destination_height', 0.0)))
+    # the grasp point relative to the object's frame (at its base): over it, or at a rim
+    grasp_offset = task.get('grasp_offset', (0.0, 0.0, task.get('object_size', (0, 0, 0))[2] / 2))
     if target in final and goal is not None:
         progress, gained = _closeness_gain(initial[target], final[target], goal)
         held = rollout.get('holding') == target
@@ -45,7 +47,7 @@ def judge(rollout, task, visibility=1.0):
             alignment = 5.0 + 5.0 * progress
             notes.append(f'{target} {gained * 100:+.1f} cm towards the goal')
         else:  # the object did not move (or was pushed or tipped unheld): credit approaching its grasp point
-            grasp_point = np.add(initial[target], (0.0, 0.0, task.get('grip_height', 0.0)))
+            grasp_point = np.add(initial[target], grasp_offset)
             approach, closer = _closeness_gain(rollout['ee_start'], rollout['ee_end'], grasp_point)
             alignment = 5.0 + 2.5 * approach
             notes.append(f'gripper {closer * 100:+.1f} cm towards {target}')
@@ -55,10 +57,7 @@ def judge(rollout, task, visibility=1.0):
                 notes.append(f'{target} pushed {moved * 100:.1f} cm without being held')
         holding = task.get('holding', 'wanted')  # wanted (grasping), required (carrying), unwanted (releasing)
         if held and holding != 'unwanted':  # credit a grasp the nearer the grasp point
-            height = task.get(
-                'grip_height', task.get('object_size', (0, 0, 0))[2] / 2
-            )  # above the base, where frames sit
-            offset = float(np.linalg.norm(np.add(final[target], (0.0, 0.0, height)) - np.asarray(rollout['ee_end'])))
+            offset = float(np.linalg.norm(np.add(final[target], grasp_offset) - np.asarray(rollout['ee_end'])))
             alignment = min(10.0, alignment + 3.0 * float(np.clip((0.025 - offset) / 0.02, 0.0, 1.0)))
             notes.append(f'holding {target} {offset * 100:.1f} cm from the grip')
         elif held:

@@ -339,8 +339,7 @@ class AntiGroundingMpc:
         ranked = sorted(usable, key=lambda i: -scores[i]['total'])
         totals = [s['total'] if not s['failed'] else 0.0 for s in scores]
         progress.show(twin.grip_paths(ids), totals, ranked[0])
-        report_images = twin.render(ids, totals)
-        lap('report_render')
+        report_images = twin.render_report(ids, totals)  # drawn while the arm moves where the twin can
         refused, failure = [], None  # the safety gate is the authority: a refused candidate gives way to the next
         for best in ranked[: 1 + self.config.gate_retries] if execute else ranked[:1]:
             chosen, failure = proposals[best], None
@@ -370,6 +369,8 @@ class AntiGroundingMpc:
         if earlier:
             note += f' (after the safety gate refused {"; ".join(earlier)})'
         lap('execution')
+        report_images = report_images()
+        lap('report_render')  # the wait for it, after the motion
         record = StepRecord(
             stage.describe(),
             stage.subtask_index,

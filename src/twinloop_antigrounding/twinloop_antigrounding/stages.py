@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from twinloop_core.geometry import centre, grasp_of
+from twinloop_core.geometry import grasp_of
 from twinloop_core.gripper import OPEN_WIDTH, closed_on_something, is_open
 from twinloop_core.judging import judge
 from twinloop_core.regions import region_target
@@ -172,9 +172,22 @@ def grip_offset(obj, grasp_point, ee_position):
     return rotation.inv().apply(np.asarray(ee_position, float) - np.asarray(grasp_point, float))
 
 
+HELD_MARGIN = 0.02  # [m] the grip of a held object is within its bounding box grown by this
+
+
+def _local(obj, point):
+    """A world point in the object's frame (origin at the centre of its bottom face) [m]."""
+    p, quat, _ = obj
+    return Rotation.from_quat([*quat[1:], quat[0]]).inv().apply(np.subtract(point, p))
+
+
 def _held(obj, gripper_width, ee_position):
-    """Fingers stopped short on something, and the object is between them."""
-    return closed_on_something(gripper_width) and np.linalg.norm(centre(obj) - ee_position) < max(obj[2]) / 2 + 0.02
+    """Fingers stopped short on something, and the grip is inside the object's bounding box (its
+    own frame, grown by HELD_MARGIN): true however it hangs (a bowl lifted by its rim tilts)."""
+    size, local = obj[2], _local(obj, ee_position)
+    half = np.asarray(size[:2], float) / 2 + HELD_MARGIN
+    inside = bool(np.all(np.abs(local[:2]) <= half) and -HELD_MARGIN <= local[2] <= size[2] + HELD_MARGIN)
+    return closed_on_something(gripper_width) and inside
 
 
 def stages_for(subtasks, avoid=()):
@@ -208,7 +221,10 @@ def next_stage(stages, index, objects, start, gripper_width, ee_position):
                 i for i in range(index) if stages[i].name == 'grasp' and stages[i].subtask_index == stage.subtask_index
             )
             events.append(
-                f'{stage.object_id} is no longer held ({stage.describe()}: {note}): back to {stages[index].describe()}'
+                f'{stage.object_id} is no longer held ({stage.describe()}: {note}; '
+                f'gripper {gripper_width * 100:.1f} cm, '
+                f'grip {np.round(_local(objects[stage.object_id], ee_position) * 100, 1).tolist()} cm from its base '
+                f'(object frame)): back to {stages[index].describe()}'
             )
             break
         else:

@@ -4,6 +4,7 @@ candidate trajectory carries (the values of twinloop_interfaces/CandidateTraject
 OPEN_WIDTH = 0.08  # [m] the Panda hand fully open
 CLOSED_WIDTH = 0.0  # [m] commanded to shut (the fingers stop on what they hold)
 KEEP = -1.0  # a gripper command that leaves the fingers as they are
+THIN_WALL = 0.002  # [m] fingers closed wider than this hold something (a LIBERO bowl's rim squeezes to 4 mm)
 
 EVENT_NONE, EVENT_OPEN, EVENT_CLOSE = 0, 1, 2
 EVENT_WIDTH = {EVENT_OPEN: OPEN_WIDTH, EVENT_CLOSE: CLOSED_WIDTH}
@@ -11,7 +12,7 @@ EVENT_WIDTH = {EVENT_OPEN: OPEN_WIDTH, EVENT_CLOSE: CLOSED_WIDTH}
 
 def closed_on_something(width):
     """Fingers stopped short of open and of shut: the gripper holds something (width [m])."""
-    return 0.004 < width < OPEN_WIDTH - 0.005
+    return THIN_WALL < width < OPEN_WIDTH - 0.005
 
 
 def is_open(width, tolerance=0.01):

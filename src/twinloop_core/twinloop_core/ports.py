@@ -5,7 +5,7 @@ and receives only those."""
 
 import threading
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -72,8 +72,9 @@ class Twin(Protocol):
     def render_for_scoring(self, ids: Sequence[str]) -> list:
         """Views of the last rollouts in batches the scorer tells apart: [(ids, views)], views opaque."""
 
-    def render(self, ids: Sequence[str], scores: Sequence[float]) -> list:
-        """[(view name, rgb)] of the last rollouts coloured by score (reports)."""
+    def render_report(self, ids: Sequence[str], scores: Sequence[float]) -> Callable[[], list]:
+        """Start drawing the last rollouts coloured by score (reports); the returned function waits
+        for [(view name, rgb)]. A twin in another process draws while the arm moves."""
 
     def render_axes(self, object_id: str) -> np.ndarray:
         """An rgb view with the object's axes drawn (the rotation module's question)."""

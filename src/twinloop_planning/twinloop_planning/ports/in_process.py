@@ -82,6 +82,10 @@ class SimPorts:
             for name in self.views
         ]
 
+    def render_report(self, ids, scores):
+        """Drawn when the returned function is called (the twin lives in this process's thread)."""
+        return lambda: self.render(ids, scores)
+
     def render_for_scoring(self, ids):
         """Batches told apart by colour."""
         return scoring_batches(ids, lambda batch: self.render(batch, None))

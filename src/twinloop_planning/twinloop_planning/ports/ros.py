@@ -112,23 +112,31 @@ class RosPorts:
         """The service's response. A request sent while a restarted server is still being matched by
         DDS can be lost without a trace; with resend (cheap, idempotent calls: sync), one unanswered for
         RESEND_AFTER seconds is sent once more, within the same total timeout."""
+        return self._send(client, request, what, timeout, resend)()
+
+    def _send(self, client, request, what, timeout=None, resend=False):
+        """Send the request now; the returned function waits for the response (as _call)."""
         if not client.wait_for_service(timeout_sec=SERVICE_WAIT):
             raise GoalEnded(Outcome.ERROR, f'{what} ({client.srv_name}) is not available')
         timeout = timeout or self.service_timeout
         wait = dict(alive=client.service_is_ready, goal_deadline=self.deadline)
         first = client.call_async(request)
-        try:
-            response = wait_for(first, what, self.cancel, min(RESEND_AFTER, timeout) if resend else timeout, **wait)
-        except NoAnswer:
-            if not resend or timeout <= RESEND_AFTER:
-                raise
-            client.remove_pending_request(first)
+
+        def response():
             try:
-                response = wait_for(client.call_async(request), what, self.cancel, timeout - RESEND_AFTER, **wait)
+                answer = wait_for(first, what, self.cancel, min(RESEND_AFTER, timeout) if resend else timeout, **wait)
             except NoAnswer:
-                raise NoAnswer(what, timeout) from None
-        if not response.success:
-            raise GoalEnded(Outcome.ERROR, f'{what} failed: {response.message}')
+                if not resend or timeout <= RESEND_AFTER:
+                    raise
+                client.remove_pending_request(first)
+                try:
+                    answer = wait_for(client.call_async(request), what, self.cancel, timeout - RESEND_AFTER, **wait)
+                except NoAnswer:
+                    raise NoAnswer(what, timeout) from None
+            if not answer.success:
+                raise GoalEnded(Outcome.ERROR, f'{what} failed: {answer.message}')
+            return answer
+
         return response
 
     # --- perception ----------------------------------------------------------------------------
@@ -188,21 +196,24 @@ class RosPorts:
         return [[(p.x, p.y, p.z) for p in self.rollouts[i][1].ee_path] for i in ids]
 
     def _render_views(self, ids, scores):
+        """Send the render request of the last rollouts now; the returned function waits for the views."""
         candidates = []
         for i in ids:
             msg, result = self.rollouts[i]
             msg.ee_path = result.ee_path
             candidates.append(msg)
         request = RenderViews.Request(candidates=candidates, scores=[float(s) for s in scores] if scores else [])
-        return self._call(self.clients.twin_render, request, 'sim_twin render').views
+        response = self._send(self.clients.twin_render, request, 'sim_twin render')
+        return lambda: response().views
 
     def render_for_scoring(self, ids):
         """Batches told apart by colour; the views stay messages for the scorer."""
-        return scoring_batches(ids, lambda batch: self._render_views(batch, None))
+        return scoring_batches(ids, lambda batch: self._render_views(batch, None)())
 
-    def render(self, ids, scores):
-        """[(view name, rgb)] of the last rollouts coloured by score."""
-        return [(v.camera_name, ros_conversions.image_array(v.image)) for v in self._render_views(ids, scores)]
+    def render_report(self, ids, scores):
+        """Sent now: sim_twin draws while the arm moves; the function waits for [(view name, rgb)]."""
+        views = self._render_views(ids, scores)
+        return lambda: [(v.camera_name, ros_conversions.image_array(v.image)) for v in views()]
 
     def render_axes(self, object_id):
         """The first twin view with the object's axes drawn."""

@@ -80,6 +80,14 @@ def test_unreachable_and_too_low_goals_are_dropped(arm):
     assert (
         builder.build('y', Sample(low, np.array([0, 0, -1.0]), 0.4, GRIPPER_NONE), arm.q_full(q), ee, HOME_GRIP) is None
     )
+    # min_height counts from the surface the objects stand on: LIBERO's table is 1.2 cm below the
+    # robot's base, where a flat cream cheese's grasp point lies below min_height above the base
+    builder.surface = -0.012
+    grasp = np.array([ee[0], ee[1], 0.005])
+    sample = Sample(grasp, np.array([0, 0, -1.0]), float(ee[2] - grasp[2]), GRIPPER_NONE)
+    assert builder.build('z', sample, arm.q_full(q), ee, HOME_GRIP) is not None
+    builder.surface = 0.0
+    assert builder.build('z', sample, arm.q_full(q), ee, HOME_GRIP) is None
 
 
 def test_stage_checks_on_perceived_state():

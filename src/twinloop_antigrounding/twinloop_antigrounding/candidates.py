@@ -45,6 +45,7 @@ class CandidateBuilder:
 
     def __init__(self, ik, config):
         self.ik, self.config = ik, config
+        self.surface = 0.0  # [m] the height the objects stand on (goals below surface + min_height are dropped)
 
     def _line(self, q_full, start, goal, quat):
         points = [start + (goal - start) * (i + 1) / self.config.ik_points for i in range(self.config.ik_points)]
@@ -61,7 +62,7 @@ class CandidateBuilder:
     def build(self, candidate_id, sample, q_full, ee_position, quat, open_first=False):
         """The Proposal for one sample, or None when too low, unreachable or discontinuous in IK."""
         c = self.config
-        if sample.goal[2] < c.min_height:
+        if sample.goal[2] < self.surface + c.min_height:
             return None
         first = self._line(q_full, ee_position, sample.goal, quat)
         if first is None:

@@ -111,6 +111,8 @@ class AntiGroundingMpc:
         stages = stages_for(subtasks, avoid)
         objects, q, width = self._perceive()
         start = dict(objects)
+        # min_height is above what the objects stand on (LIBERO's table top is 1.2 cm below its robot's base)
+        self.builder.surface = min((float(p[2]) for p, _, _ in start.values()), default=0.0)
         index, stage_steps, total = 0, 0, 0
         self.sampler.reset()
         self.stalled = 0
@@ -209,7 +211,7 @@ class AntiGroundingMpc:
             goals += [grasp_point + rotation.apply(self.sampler.rng.uniform(low, high)) for _ in range(STALL_CLOSES)]
         out = []
         for goal in goals:
-            goal = np.array([goal[0], goal[1], max(goal[2], self.config.min_height)])
+            goal = np.array([goal[0], goal[1], max(goal[2], self.builder.surface + self.config.min_height)])
             move = goal - ee
             radius = float(np.linalg.norm(move))
             direction = move / radius if radius > 1e-9 else np.array([0, 0, -1.0])

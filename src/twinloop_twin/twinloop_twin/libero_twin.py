@@ -44,18 +44,24 @@ def libero_spec(xml, base_position):
     return spec
 
 
-def bottom_centre(model, body_id):
-    """(bottom-centre offset in the body frame, extents) of a body's colliding geoms' bounding
-    box: twinloop's object convention puts the frame at the centre of the bottom face."""
-    corners = []
+def bottom_centre(model, data, body_id):
+    """(bottom-centre offset in the body frame, extents) of the colliding geoms' bounding box of a
+    body and the bodies below it (a fixture such as LIBERO's stove keeps its geoms in child
+    bodies), at data's forward kinematics: twinloop's object convention puts the frame at the
+    centre of the bottom face."""
+    subtree = {body_id}
+    for b in range(body_id + 1, model.nbody):  # MuJoCo numbers a body after its parent
+        if model.body_parentid[b] in subtree:
+            subtree.add(b)
+    frame_p, frame_r = data.xpos[body_id], data.xmat[body_id].reshape(3, 3)
     signs = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)])
-    for g in np.where(model.geom_bodyid == body_id)[0]:
+    corners = []
+    for g in np.where(np.isin(model.geom_bodyid, list(subtree)))[0]:
         if model.geom_contype[g] == 0 and model.geom_conaffinity[g] == 0:
             continue
         centre, half = model.geom_aabb[g, :3], model.geom_aabb[g, 3:]
-        rotation = np.zeros(9)
-        mujoco.mju_quat2Mat(rotation, model.geom_quat[g])
-        corners.append((centre + signs * half) @ rotation.reshape(3, 3).T + model.geom_pos[g])
+        world = data.geom_xpos[g] + (centre + signs * half) @ data.geom_xmat[g].reshape(3, 3).T
+        corners.append((world - frame_p) @ frame_r)
     if not corners:
         return np.zeros(3), np.zeros(3)
     corners = np.vstack(corners)
@@ -74,7 +80,8 @@ class LiberoTwin(SimTwin):
         self.world = world.SimWorld(
             scene.SceneConfig([], []), fast_render, spec=libero_spec(xml, base_position), object_ids=object_ids
         )
-        boxes = {oid: bottom_centre(self.model, self.model.body(oid).id) for oid in object_ids}
+        mujoco.mj_forward(self.model, self.data)
+        boxes = {oid: bottom_centre(self.model, self.data, self.model.body(oid).id) for oid in object_ids}
         self.offsets = {oid: box[0] for oid, box in boxes.items()}
         self.extents = {oid: box[1] for oid, box in boxes.items()}
 

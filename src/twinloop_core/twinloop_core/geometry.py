@@ -109,7 +109,7 @@ def grasp_of(obj, others=(), side=0.0):
     with the fingers closing across the wall."""
     p, quat, size = obj
     p = np.asarray(p, float)
-    if not spans_open_fingers(size):
+    if not spans_open_fingers(size):  # tolerance: the footprint less a finger pad (>= 2 cm), 3 cm in height
         tolerance = np.array([max(size[0] / 2 - 0.01, 0.02), max(size[1] / 2 - 0.01, 0.02), 0.03])
         return Grasp(p + (0, 0, grip_height(size)), grasp_orientation(quat, size), tolerance, 0.0)
     if not side:

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import time
 from importlib import metadata
@@ -37,6 +38,7 @@ from twinloop_interfaces.srv import ResetWorld
 
 from twinloop_bringup import graphs, ros_env
 from twinloop_bringup.client import InstructionClient, InstructionError
+from twinloop_core.engine import ConfigError, UnknownEngine, engine_class, load_config, load_engines
 from twinloop_core.evaluation import wilson_interval
 from twinloop_core.judging import judge
 from twinloop_ros import topics
@@ -202,6 +204,29 @@ def append_results(summary, per_step, steps, episodes, command, env, path, strat
         f.write('\n'.join(lines) + '\n')
 
 
+def engine_config_dir(strategy, items, out_dir):
+    """A copy of config/ in out_dir with ['key.sub=value', ...] (values in YAML) set in <strategy>.yaml
+    (an ablation: sampler.exploit=0 drops the experience-guided directions), checked by the engine's
+    config class so a misspelt key fails before any episode runs. Returns out_dir."""
+    shutil.copytree(ROOT / 'config', out_dir, dirs_exist_ok=True)
+    path = Path(out_dir) / f'{strategy}.yaml'
+    data = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    for item in items:
+        target, sep, value = item.partition('=')
+        if not (sep and target):
+            raise ValueError(f'--engine-set {item!r}: expected KEY=VALUE (KEY may be dotted: sampler.r0)')
+        *parents, key = target.split('.')
+        node = data
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[key] = yaml.safe_load(value)
+    with open(ROOT / 'config' / 'task_orchestrator.yaml') as f:  # the engines the orchestrator serves
+        load_engines(yaml.safe_load(f)['task_orchestrator']['ros__parameters']['engines'])
+    load_config(engine_class(strategy).config_class, data, f'--engine-set for {strategy}')
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out_dir
+
+
 def node_parameters(items):
     """['node.key=value', ...] (values in YAML) -> {node: {key: value}}."""
     out = {}
@@ -227,6 +252,13 @@ def main():
     parser.add_argument('--tasks', default=str(ROOT / 'bench' / 'tasks.yaml'))
     parser.add_argument('--graph', default='sim_demo', help='a graph of config/graphs.yaml with a task_orchestrator')
     parser.add_argument('--param', action='append', default=[], metavar='NODE.KEY=VALUE', help="a node's parameter")
+    parser.add_argument(
+        '--engine-set',
+        action='append',
+        default=[],
+        metavar='KEY=VALUE',
+        help="set a key of the strategy's engine config for this run (ablations), e.g. sampler.lambda_r=0",
+    )
     parser.add_argument('--no-results', action='store_true', help='do not append to bench/RESULTS.md')
     args = parser.parse_args()
     try:
@@ -244,6 +276,12 @@ def main():
         categories = yaml.safe_load(f)['categories']
     tasks = [(c, t) for c, ts in categories.items() if not args.categories or c in args.categories for t in ts]
     runs_dir = ROOT / 'runs' / f'task_suite-{time.strftime("%Y%m%d-%H%M%S")}'
+    if args.engine_set:
+        try:
+            config_dir = engine_config_dir(args.strategy, args.engine_set, runs_dir / 'config')
+        except (ValueError, ConfigError, UnknownEngine) as exc:
+            parser.error(str(exc))
+        parameters.setdefault('task_orchestrator', {})['engine_config_dir'] = str(config_dir)
     env = ros_env.dds_environment(ros_env.allocate_domain_id())
     os.environ.update(env)
     episodes = []
@@ -300,6 +338,7 @@ def main():
         [f'--seeds {args.seeds}', f'--first-seed {args.first_seed}', f'--strategy {args.strategy}']
         + ([f'--tasks {args.tasks}', f'--graph {args.graph}'] if args.graph != 'sim_demo' else [])
         + [f'--param {p}' for p in args.param]
+        + [f'--engine-set {p}' for p in args.engine_set]
         + (['--dev'] if args.dev else [])
         + ([f'--categories {" ".join(args.categories)}'] if args.categories else [])
     )

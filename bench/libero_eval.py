@@ -25,6 +25,7 @@ import yaml
 from twinloop_antigrounding.config import MpcConfig
 from twinloop_antigrounding.mpc import AntiGroundingMpc
 from twinloop_core.engine import load_config
+from twinloop_core.evaluation import wilson_interval
 from twinloop_core.ports import QuietProgress
 from twinloop_execution.kinematics import Arm
 from twinloop_language.parsers import make_parser
@@ -85,11 +86,11 @@ class Evaluator:
             ports.ports(QuietProgress(lambda line: print('   ', line, flush=True))), Arm(twin.model), config
         )
         objects = ports.state().objects
-        reason = ''
+        reason, planner_done = '', False
         try:
             spec = self.parser.parse(world.instruction, Scene(ports.labels(), objects))
             print(f'   grounded: {[s.__dict__ for s in spec.subtasks]}', flush=True)
-            _, reason = mpc.run(world.instruction, spec.subtasks)
+            planner_done, reason = mpc.run(world.instruction, spec.subtasks)
         except EpisodeEnded as exc:
             reason = str(exc)
         except (Rejected, ValueError) as exc:
@@ -100,6 +101,7 @@ class Evaluator:
             'episode': episode,
             'instruction': world.instruction,
             'success': world.success(),
+            'planner_done': planner_done,  # the planner's own verdict (an episode ends when LIBERO's holds)
             'steps': world.steps,
             'mpc_steps': len(mpc.records),
             'wall_s': round(time.monotonic() - started, 1),
@@ -156,6 +158,12 @@ def write_results(args, records, rows, command):
         for r in rows
     ]
     lines += [f'| **{s}** | | | {len(v)} | **{100 * sum(v) / len(v):.0f} %** | | |' for s, v in sorted(suites.items())]
+    wins = sum(r['success'] for r in records)
+    low, high = wilson_interval(wins, len(records))
+    lines.append(
+        f'| **overall** | | | {len(records)} | **{100 * wins / len(records):.0f} %** ({wins}/{len(records)}; '
+        f'Wilson 95 %: {100 * low:.0f}-{100 * high:.0f} %) | | |'
+    )
     reasons = {}
     for r in records:
         if not r['success']:
@@ -163,6 +171,12 @@ def write_results(args, records, rows, command):
             reasons[key] = reasons.get(key, 0) + 1
     lines.append(
         '\nWhy episodes failed: ' + '; '.join(f'{k} ({n})' for k, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    )
+    false_done = sum(r.get('planner_done', False) and not r['success'] for r in records)
+    lines.append(
+        f"\nPlanner vs LIBERO: the planner judged the task done where LIBERO's predicate did not hold in "
+        f"{false_done} of {len(records)} episodes (an episode ends the moment LIBERO's predicate holds, so the "
+        'other disagreement cannot occur).'
     )
     with open(ROOT / 'bench' / 'RESULTS.md', 'a') as f:
         f.write('\n'.join(lines) + '\n')

@@ -202,15 +202,6 @@ def test_a_bowl_is_grasped_by_its_rim_and_still_held_when_it_hangs_tilted():
     assert index == 2 and 'no longer held' not in ' '.join(events), events
 
 
-def test_a_carry_is_done_closer_to_a_destination_that_leaves_little_room():
-    from twinloop_antigrounding.stages import carry_tolerance
-
-    assert carry_tolerance((0.107, 0.107, 0.05), (0.138, 0.137, 0.02)) == pytest.approx(0.015)  # bowl on plate
-    assert carry_tolerance((0.05, 0.05, 0.05), (0.15, 0.15, 0.05)) == pytest.approx(0.0375)  # cube into a bowl
-    assert carry_tolerance((0.05, 0.05, 0.05), (0.05, 0.05, 0.05)) == pytest.approx(0.0125)  # cube on cube
-    assert carry_tolerance((0.09, 0.06, 0.03), (0.08, 0.04, 0.04)) == pytest.approx(0.01)  # sponge on a block
-
-
 def test_grasp_point_is_mid_height_but_keeps_the_palm_above_tall_objects():
     stage = Stage('grasp', 0, SubTask('pick', 'obj'))
     cube = {'obj': ((0.5, 0.0, 0.0), (1, 0, 0, 0), (0.05, 0.05, 0.05))}

@@ -158,20 +158,11 @@ class Stage:
                 return held and horizontal < 0.02 and p[2] > drop[
                     2
                 ] + 0.01, f'{horizontal * 100:.1f} cm from above its spot'
-            ok = held and horizontal < carry_tolerance(size, objects[self.destination_id][2]) and p[2] > drop[2]
+            d_size = objects[self.destination_id][2]
+            ok = held and horizontal < max(0.01, min(d_size[0], d_size[1]) / 4) and p[2] > drop[2]  # stacks: precision
             return ok, f'{horizontal * 100:.1f} cm from above {self.destination_id}'
         placed, note = judge([self.subtask], start, objects)
         return placed and (is_open(gripper_width) or not held), note  # on its destination and let go
-
-
-def carry_tolerance(size, destination_size):
-    """How far [m] a held object may be from above its destination's centre to be let down there: a
-    quarter of the destination's footprint (stacks need precision), at least 1 cm, and no more than
-    the room the destination leaves around the object (a 10.7 cm bowl on a 13.8 cm plate: 1.5 cm;
-    3 cm off, its edge came down on the plate's rim and LIBERO did not count it as on the plate)."""
-    footprint = min(destination_size[0], destination_size[1])
-    room = (footprint - max(size[0], size[1])) / 2
-    return max(0.01, min(footprint / 4, room) if room > 0 else footprint / 4)
 
 
 def grip_offset(obj, grasp_point, ee_position):

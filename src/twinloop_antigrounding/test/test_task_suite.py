@@ -1,12 +1,15 @@
 """The task suite's evaluation (bench/task_suite.py) without running it: the held-out seeds a
-development run may not use, and the planner's verdict counted against the ground truth per episode."""
+development run may not use, the planner's verdict counted against the ground truth per episode, and
+--engine-set's ablated copy of config/ (a misspelt key fails before any episode starts)."""
 
 import importlib.util
 import os
 from pathlib import Path
 
 import pytest
+import yaml
 
+from twinloop_core.engine import ConfigError
 from twinloop_core.evaluation import wilson_interval
 
 ROOT = Path(os.environ.get('TWINLOOP_ROOT', Path(__file__).resolve().parents[3]))
@@ -58,3 +61,22 @@ def test_planner_verdicts_are_counted_against_the_ground_truth(suite):
     }
     counts = {k: summary['overall'][k] for k in ('episodes', 'false_done', 'false_not_done', 'planner_unjudged')}
     assert counts == {'episodes': 5, 'false_done': 1, 'false_not_done': 1, 'planner_unjudged': 1}
+
+
+def test_engine_set_writes_an_ablated_copy_of_the_config(suite, tmp_path):
+    out = suite.engine_config_dir('anti_grounding', ['sampler.exploit=0', 'sampler.lambda_r=0.0'], tmp_path)
+    ablated = yaml.safe_load((Path(out) / 'anti_grounding.yaml').read_text())
+    original = yaml.safe_load((ROOT / 'config' / 'anti_grounding.yaml').read_text())
+    assert ablated['sampler']['exploit'] == 0 and ablated['sampler']['lambda_r'] == 0.0
+    assert (
+        ablated['sampler']['r0'] == original['sampler']['r0']
+        and ablated['num_candidates'] == original['num_candidates']
+    )
+    assert (Path(out) / 'language.yaml').is_file() and (Path(out) / 'vlm_agents.yaml').is_file()
+    assert original['sampler']['exploit'] != 0  # the project's config is untouched
+
+
+@pytest.mark.parametrize('item, error', [('sampler.exploitt=0', 'exploitt'), ('goal_prior', 'KEY=VALUE')])
+def test_engine_set_refuses_unknown_keys_and_malformed_items(suite, tmp_path, item, error):
+    with pytest.raises((ConfigError, ValueError), match=error):
+        suite.engine_config_dir('anti_grounding', [item], tmp_path)

@@ -24,9 +24,7 @@ class MpcConfig:
     blocked_distance: float = 0.015  # [m] a rollout ending farther from its goal was blocked: not chosen
     gate_retries: int = 3  # next-best candidates tried when the safety gate refuses one before it moves
     fell_below: float = 0.1  # [m] an object needed this far below the lowest object at the start fell off the table
-    min_height: float = (
-        0.015  # [m] grip-site goals lower above the objects' surface are dropped (fingertips reach lower)
-    )
+    min_height: float = 0.015  # [m] lowest grip-site goal above the surface the objects stand on
     max_candidates: int = 64  # largest num_candidates a goal may ask for
     rotation_agent: str = ''  # agent of agents_file answering the rotation module (a VLM); '': off
     agents_file: str = 'vlm_agents.yaml'  # agent definitions, relative to the engine config folder

@@ -167,9 +167,7 @@ class Stage:
 
 def grip_offset(obj, grasp_point, ee_position):
     """The grip site relative to the object's grasp point, in the object's frame [m]."""
-    quat = obj[1]
-    rotation = Rotation.from_quat([*quat[1:], quat[0]])
-    return rotation.inv().apply(np.asarray(ee_position, float) - np.asarray(grasp_point, float))
+    return _local(obj, ee_position) - _local(obj, grasp_point)
 
 
 HELD_MARGIN = 0.02  # [m] the grip of a held object is within its bounding box grown by this

@@ -204,6 +204,14 @@ def append_results(summary, per_step, steps, episodes, command, env, path, strat
         f.write('\n'.join(lines) + '\n')
 
 
+def done_episodes(log):
+    """The finished episodes of a --log JSONL file, by (instruction, seed); a rerun skips them."""
+    if not log.exists():
+        return {}
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return {(r['instruction'], r['seed']): r for r in records}
+
+
 def engine_config_dir(strategy, items, out_dir):
     """A copy of config/ in out_dir with ['key.sub=value', ...] (values in YAML) set in <strategy>.yaml
     (an ablation: sampler.exploit=0 drops the experience-guided directions), checked by the engine's
@@ -259,6 +267,9 @@ def main():
         metavar='KEY=VALUE',
         help="set a key of the strategy's engine config for this run (ablations), e.g. sampler.lambda_r=0",
     )
+    parser.add_argument(
+        '--log', type=Path, help='one JSON line per finished episode; a rerun with the same file resumes from it'
+    )
     parser.add_argument('--no-results', action='store_true', help='do not append to bench/RESULTS.md')
     args = parser.parse_args()
     try:
@@ -284,8 +295,19 @@ def main():
         parameters.setdefault('task_orchestrator', {})['engine_config_dir'] = str(config_dir)
     env = ros_env.dds_environment(ros_env.allocate_domain_id())
     os.environ.update(env)
-    episodes = []
+    done = done_episodes(args.log) if args.log else {}
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    episodes = [done[(t['instruction'], seed)] for _, t in tasks for seed in seeds if (t['instruction'], seed) in done]
     for scene in dict.fromkeys(t['scene'] for _, t in tasks):
+        todo = [
+            (c, t, seed)
+            for c, t in tasks
+            if t['scene'] == scene
+            for seed in seeds
+            if (t['instruction'], seed) not in done
+        ]
+        if not todo:
+            continue
         specs = graphs.load(args.graph, {'scene': str(ROOT / 'config' / 'scenes' / f'{scene}.yaml')})
         unknown = set(parameters) - {spec.name for spec in specs}
         if unknown:
@@ -301,35 +323,30 @@ def main():
             executor = SingleThreadedExecutor(context=context)
             executor.add_node(node)
             runner = Episode(node, executor, supervisor)
-            for category, task in [(c, t) for c, t in tasks if t['scene'] == scene]:
-                for seed in range(args.first_seed, args.first_seed + args.seeds):
-                    try:
-                        outcome = runner.run(task['instruction'], seed, args.strategy, args.timeout)
-                    except (InstructionError, graphs.GraphFailure) as exc:
-                        outcome = {
-                            'success': False,
-                            'ground_truth': f'error: {exc}',
-                            'steps': 0,
-                            'elapsed_s': 0.0,
-                            'scorer': '',
-                            'timing_totals': {},
-                        }
-                    episodes.append(
-                        {
-                            'category': category,
-                            'instruction': task['instruction'],
-                            'scene': scene,
-                            'seed': seed,
-                            **outcome,
-                        }
-                    )
-                    print(
-                        f'[{category}] "{task["instruction"]}" seed {seed}: '
-                        f'{"SUCCESS" if outcome["success"] else "failure"} '
-                        f'(planner: {outcome.get("planner_outcome", "error")}; {outcome["ground_truth"]}; '
-                        f'{outcome["steps"]} steps, {outcome["elapsed_s"]} s)',
-                        flush=True,
-                    )
+            for category, task, seed in todo:
+                try:
+                    outcome = runner.run(task['instruction'], seed, args.strategy, args.timeout)
+                except (InstructionError, graphs.GraphFailure) as exc:
+                    outcome = {
+                        'success': False,
+                        'ground_truth': f'error: {exc}',
+                        'steps': 0,
+                        'elapsed_s': 0.0,
+                        'scorer': '',
+                        'timing_totals': {},
+                    }
+                record = {'category': category, 'instruction': task['instruction'], 'scene': scene, 'seed': seed}
+                episodes.append({**record, **outcome})
+                if args.log:
+                    with open(args.log, 'a') as f:
+                        f.write(json.dumps(episodes[-1]) + '\n')
+                print(
+                    f'[{category}] "{task["instruction"]}" seed {seed}: '
+                    f'{"SUCCESS" if outcome["success"] else "failure"} '
+                    f'(planner: {outcome.get("planner_outcome", "error")}; {outcome["ground_truth"]}; '
+                    f'{outcome["steps"]} steps, {outcome["elapsed_s"]} s)',
+                    flush=True,
+                )
             node.destroy_node()
         rclpy.shutdown(context=context)
     summary = summarize(episodes)

@@ -3,6 +3,7 @@ development run may not use, the planner's verdict counted against the ground tr
 --engine-set's ablated copy of config/ (a misspelt key fails before any episode starts)."""
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -80,3 +81,13 @@ def test_engine_set_writes_an_ablated_copy_of_the_config(suite, tmp_path):
 def test_engine_set_refuses_unknown_keys_and_malformed_items(suite, tmp_path, item, error):
     with pytest.raises((ConfigError, ValueError), match=error):
         suite.engine_config_dir('anti_grounding', [item], tmp_path)
+
+
+def test_a_rerun_with_the_log_skips_finished_episodes(suite, tmp_path):
+    log = tmp_path / 'suite.jsonl'
+    assert suite.done_episodes(log) == {}
+    rows = [{'instruction': 'put the red block in the bin', 'seed': s, 'success': s == 1000} for s in (1000, 1001)]
+    log.write_text(''.join(json.dumps(r) + '\n' for r in rows) + '\n')
+    done = suite.done_episodes(log)
+    assert set(done) == {('put the red block in the bin', 1000), ('put the red block in the bin', 1001)}
+    assert done[('put the red block in the bin', 1000)]['success'] is True

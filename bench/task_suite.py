@@ -39,7 +39,7 @@ from twinloop_interfaces.srv import ResetWorld
 from twinloop_bringup import graphs, ros_env
 from twinloop_bringup.client import InstructionClient, InstructionError
 from twinloop_core.engine import ConfigError, UnknownEngine, engine_class, load_config, load_engines
-from twinloop_core.evaluation import wilson_interval
+from twinloop_core.evaluation import check_seeds, episode_log, seed_ranges, wilson_interval
 from twinloop_core.judging import judge
 from twinloop_ros import topics
 from twinloop_ros.conversions import object_states
@@ -112,31 +112,6 @@ def environment():
     return {'cpu': cpu, 'cores': os.cpu_count(), 'python': platform.python_version(), 'versions': versions}
 
 
-def seed_ranges(path):
-    """{'development': (first, last), 'held_out': (first, last)} of a tasks file, checked disjoint."""
-    with open(path) as f:
-        ranges = {k: tuple(v) for k, v in yaml.safe_load(f)['seeds'].items()}
-    (d0, d1), (h0, h1) = ranges['development'], ranges['held_out']
-    if not (d0 < d1 and h0 < h1 and (d1 <= h0 or h1 <= d0)):
-        raise ValueError(f'{path}: seeds.development {[d0, d1]} and seeds.held_out {[h0, h1]} must be disjoint ranges')
-    return ranges
-
-
-def check_seeds(seeds, ranges, dev):
-    """'' or why these seeds may not run: a --dev run only on development seeds (it never sees the
-    held-out ones), a benchmark only on held-out seeds."""
-    name = 'development' if dev else 'held_out'
-    first, last = ranges[name]
-    outside = [s for s in seeds if not first <= s < last]
-    if not outside:
-        return ''
-    if dev:
-        return (
-            f'--dev runs use development seeds [{first}, {last}) only; {outside} are not (held-out seeds stay unseen)'
-        )
-    return f'the benchmark runs held-out seeds [{first}, {last}) only; {outside} are not (development runs: --dev)'
-
-
 def _rates(rows):
     success = sum(e['success'] for e in rows)
     low, high = wilson_interval(success, len(rows))
@@ -206,10 +181,7 @@ def append_results(summary, per_step, steps, episodes, command, env, path, strat
 
 def done_episodes(log):
     """The finished episodes of a --log JSONL file, by (instruction, seed); a rerun skips them."""
-    if not log.exists():
-        return {}
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return {(r['instruction'], r['seed']): r for r in records}
+    return {(r['instruction'], r['seed']): r for r in episode_log(log)}
 
 
 def engine_config_dir(strategy, items, out_dir):

@@ -57,3 +57,14 @@ def test_prior_direction_biases_samples_without_experience():
     assert np.all(directions @ prior >= np.cos(0.5) - 1e-9)
     unbiased = np.array([s.direction for s in sampler.sample(np.zeros(3), 200)])
     assert abs(np.mean(unbiased @ prior)) < 0.2
+
+
+def test_memory_bounds_the_experience_and_zero_keeps_none():
+    """memory: 0 is the "w/o experience-guided sampling" ablation: nothing is remembered."""
+    ee = np.zeros(3)
+    for memory, kept in ((0, 0), (5, 5), (64, 24)):
+        sampler = AnnealedSampler(SamplerConfig(memory=memory))
+        for _ in range(3):
+            sampler.feedback(sampler.sample(ee, 8), np.arange(8.0))
+        assert len(sampler.experience) == kept
+    assert AnnealedSampler(SamplerConfig(memory=0)).preferred_direction(prior=np.array([0, 0, 1.0])) is not None

@@ -43,8 +43,9 @@ STAGE_GRIPPER = {  # P(none, open, close) of a candidate's gripper event in each
 STALL_CLOSES = 3  # extra close candidates around a grasp point in reach once the stage stalled there
 
 
-def _candidate_rows(proposals, scores, facts):
-    """The report's row per candidate: description, scores, what the twin saw."""
+def _candidate_rows(proposals, scores, facts, reaches=None):
+    """The report's row per candidate: description, scores, what the twin saw (reaches: the stage
+    is done at the end of its rollout, Stage.done_in_twin; None: not judged)."""
     return [
         {
             'id': p.id,
@@ -54,8 +55,9 @@ def _candidate_rows(proposals, scores, facts):
             'dimensions': s['dimensions'],
             'collisions': f['collisions'],
             'holding': f['holding'],
+            'reaches': r,
         }
-        for p, s, f in zip(proposals, scores, facts)
+        for p, s, f, r in zip(proposals, scores, facts, reaches or [None] * len(facts))
     ]
 
 
@@ -81,6 +83,7 @@ class StepRecord:
     timings: dict  # stage of the MPC step -> [s]
     images: list = field(default_factory=list)  # [(view name, rgb)] with candidates coloured by score
     note: str = ''
+    weights: dict = field(default_factory=dict)  # the dimension weights the totals were computed with
 
 
 class AntiGroundingMpc:
@@ -377,13 +380,14 @@ class AntiGroundingMpc:
             stage.describe(),
             stage.subtask_index,
             step_index,
-            _candidate_rows(proposals, scores, facts),
+            _candidate_rows(proposals, scores, facts, [stage.done_in_twin(objects, start, f) for f in facts]),
             chosen.id,
             float(scores[best]['total']),
             scores[best]['backend'],
             {k: round(v, 4) for k, v in timings.items()},
             report_images,
             note,
+            scores[best].get('weights', {}),
         )
         self.records.append(record)
         self.ports.progress.record(record)

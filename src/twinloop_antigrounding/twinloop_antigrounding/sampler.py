@@ -29,7 +29,7 @@ class SamplerConfig:
     angle0: float = np.pi  # [rad] initial angular dispersion around the preferred direction
     angle_min: float = 0.25  # [rad]
     exploit: float = 0.6  # share of candidates drawn around the experience direction
-    memory: int = 64  # remembered (direction, score) pairs
+    memory: int = 64  # remembered (direction, score) pairs (0: no experience, the prior alone guides)
     gripper_probabilities: tuple = (0.7, 0.15, 0.15)  # none, open, close
 
 
@@ -121,5 +121,5 @@ class AnnealedSampler:
         for sample, score in zip(samples, scores):
             if np.isfinite(score):
                 self.experience.append((sample.direction, float(score)))
-        self.experience = self.experience[-self.config.memory :]
+        self.experience = self.experience[max(0, len(self.experience) - self.config.memory) :]
         self.step += 1

@@ -164,6 +164,18 @@ class Stage:
         placed, note = judge([self.subtask], start, objects)
         return placed and (is_open(gripper_width) or not held), note  # on its destination and let go
 
+    def done_in_twin(self, objects, start, fact):
+        """The done check on a candidate's end state in the twin (rollout facts): the objects where the
+        rollout left them (orientations as perceived), the grip at its end, the fingers closed on
+        what the twin says is held (HELD_WIDTH) or open. Hindsight labels for offline optimisation."""
+        final = fact.get('final_positions', {})
+        moved = {oid: (final.get(oid, o[0]), o[1], o[2]) for oid, o in objects.items()}
+        width = HELD_WIDTH if fact.get('holding') in objects else OPEN_WIDTH
+        return self.done(moved, start, width, fact['ee_end'])[0]
+
+
+HELD_WIDTH = OPEN_WIDTH / 2  # [m] fingers closed on a held object, for the twin's end states
+
 
 def grip_offset(obj, grasp_point, ee_position):
     """The grip site relative to the object's grasp point, in the object's frame [m]."""

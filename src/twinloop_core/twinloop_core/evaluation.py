@@ -1,9 +1,14 @@
-"""What every evaluation shares: the Wilson interval of a success rate, and a Ray cluster to run
-episodes on (a local one listens on loopback only)."""
+"""What every evaluation shares: the Wilson interval of a success rate, the development and
+held-out seed ranges of a task file, episode logs (JSON lines), and a Ray cluster to run episodes
+on (a local one listens on loopback only)."""
 
 import contextlib
+import json
 import math
 import os
+from pathlib import Path
+
+import yaml
 
 LOOPBACK = '127.0.0.1'
 # Ray resolves a loopback node address to the machine's outward one unless this is off (as on macOS)
@@ -18,6 +23,39 @@ def wilson_interval(successes, n, z=1.96):
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def seed_ranges(path):
+    """{'development': (first, last), 'held_out': (first, last)} of a tasks file, checked disjoint."""
+    with open(path) as f:
+        ranges = {k: tuple(v) for k, v in yaml.safe_load(f)['seeds'].items()}
+    (d0, d1), (h0, h1) = ranges['development'], ranges['held_out']
+    if not (d0 < d1 and h0 < h1 and (d1 <= h0 or h1 <= d0)):
+        raise ValueError(f'{path}: seeds.development {[d0, d1]} and seeds.held_out {[h0, h1]} must be disjoint ranges')
+    return ranges
+
+
+def check_seeds(seeds, ranges, dev):
+    """'' or why these seeds may not run: a --dev run only on development seeds (it never sees the
+    held-out ones), a benchmark only on held-out seeds."""
+    name = 'development' if dev else 'held_out'
+    first, last = ranges[name]
+    outside = [s for s in seeds if not first <= s < last]
+    if not outside:
+        return ''
+    if dev:
+        return (
+            f'--dev runs use development seeds [{first}, {last}) only; {outside} are not (held-out seeds stay unseen)'
+        )
+    return f'the benchmark runs held-out seeds [{first}, {last}) only; {outside} are not (development runs: --dev)'
+
+
+def episode_log(path):
+    """The records of an episode log (one JSON object per line; blank lines skipped); [] if absent."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @contextlib.contextmanager

@@ -85,6 +85,7 @@ def score_from_msg(msg):
         backend=msg.backend,
         model=msg.model,
         dimensions={d.dimension: round(float(d.score), 2) for d in msg.dimensions},
+        weights={d.dimension: float(d.weight) for d in msg.dimensions},
         rationale=msg.failure_reason if msg.failed else msg.rationale,
     )
 

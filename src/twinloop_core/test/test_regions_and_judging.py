@@ -4,7 +4,7 @@ requested side, following the reference; pushes judged beside their destination;
 import numpy as np
 import pytest
 
-from twinloop_core.judging import judge
+from twinloop_core.judging import extra_checks, judge
 from twinloop_core.regions import RegionError, placement_offset, radius, region_target
 from twinloop_core.task import SubTask
 
@@ -67,3 +67,16 @@ def test_push_is_judged_beside_and_do_not_move_fails_the_task():
     nudged = {**beside, 'mug': obj(0.58, 0.28, 0.07)}
     done, detail = judge([push], SCENE, nudged, do_not_move=('mug',))
     assert not done and 'mug was not to be moved' in detail
+
+
+def test_a_ring_counts_as_threaded_only_down_the_post():
+    post = ((0.6, -0.2, 0.0), Q, (0.1, 0.1, 0.16))
+    down = {'post': post, 'ring': ((0.61, -0.2, 0.012), Q, (0.1, 0.1, 0.03))}
+    on_top = {'post': post, 'ring': ((0.6, -0.2, 0.16), Q, (0.1, 0.1, 0.03))}
+    beside = {'post': post, 'ring': ((0.72, -0.2, 0.0), Q, (0.1, 0.1, 0.03))}
+    checks = [{'threaded': {'object_id': 'ring', 'destination_id': 'post'}}]
+    assert extra_checks(checks, down)[0]
+    assert not extra_checks(checks, on_top)[0] and 'not down it' in extra_checks(checks, on_top)[1]
+    assert not extra_checks(checks, beside)[0]
+    with pytest.raises(ValueError, match='unknown check'):
+        extra_checks([{'stacked_nicely': {}}], down)

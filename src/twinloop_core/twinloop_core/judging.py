@@ -2,7 +2,8 @@
 picked objects raised, placed ones inside their destination's footprint or at their spot beside
 it (region relations), pushed ones beside their destination, and objects the task must not move
 left where they were. Used on perceived state by the orchestrator and on ground truth by
-evaluations."""
+evaluations. A task of a benchmark may add stricter checks on ground truth (CHECKS: a ring
+threaded down a post, not resting on its top)."""
 
 import numpy as np
 
@@ -46,3 +47,34 @@ def judge(subtasks, before, after, do_not_move=()):
         if moved > UNMOVED:
             return False, f'not done: {oid} was not to be moved and moved {100 * moved:.1f} cm; ' + '; '.join(notes)
     return True, 'done: ' + '; '.join(notes)
+
+
+def threaded(after, object_id, destination_id):
+    """(done, note): object_id hangs around destination_id (a ring down a post): its centre inside the
+    destination's footprint and its base below the destination's mid height."""
+    p, _, _ = after[object_id]
+    d, _, d_size = after[destination_id]
+    horizontal = float(np.hypot(p[0] - d[0], p[1] - d[1]))
+    low = p[2] - d[2] < d_size[2] / 2
+    return horizontal < max(d_size[0], d_size[1]) / 2 and low, (
+        f'{object_id} {100 * (p[2] - d[2]):.1f} cm above the foot of {destination_id} '
+        f'({"down it" if low else "not down it"}), {100 * horizontal:.1f} cm off its axis'
+    )
+
+
+CHECKS = {'threaded': threaded}  # name -> check(after, **arguments) -> (done, note)
+
+
+def extra_checks(checks, after):
+    """(done, detail) of a benchmark task's checks [{name: {argument: value}}] on a state; ValueError
+    for an unknown check."""
+    notes = []
+    for item in checks:
+        ((name, arguments),) = item.items()
+        if name not in CHECKS:
+            raise ValueError(f'unknown check {name!r}; known: {sorted(CHECKS)}')
+        ok, note = CHECKS[name](after, **arguments)
+        notes.append(note)
+        if not ok:
+            return False, 'not done: ' + '; '.join(notes)
+    return True, '; '.join(notes)

@@ -147,6 +147,20 @@ def shoe(side='right', length=0.24, width=0.09, height=0.08):
     )
 
 
+def post(radius=0.012, height=0.16, base=0.1, base_height=0.012):
+    """A static post (a peg to stack rings on): a square base of side `base` and a pole of `radius`,
+    `height` [m] from the table."""
+    pole = height - base_height
+    return ObjectShape(
+        [
+            Part('box', (base / 2, base / 2, base_height / 2), (0, 0, base_height / 2)),
+            Part('cylinder', (radius, pole / 2), (0, 0, base_height + pole / 2)),
+        ],
+        SYMMETRY_DISCRETE,
+        static=True,
+    )
+
+
 def rack(size=(0.26, 0.6, 0.12), thickness=0.02, leg=0.03, bars=False):
     """A static shoe rack or shelf of full size (x, y, z) [m]: a plank, or two bars along y at its
     front and back edges (bars=True), on four legs; things stand on it at z = size z."""
@@ -180,6 +194,7 @@ KINDS = {
     'box': closed_box,
     'shoe': shoe,
     'rack': rack,
+    'post': post,
 }
 
 

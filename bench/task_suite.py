@@ -85,7 +85,10 @@ class Episode:
         elapsed = time.monotonic() - started
         after = self.fresh_truth()
         report = json.loads(Path(result.report_path).with_name('report.json').read_text())
-        success, detail = judge(report['subtasks'], before, after) if report['subtasks'] else (False, result.reason)
+        keep = report.get('constraints', {}).get('do_not_move', ())  # "without touching the mug"
+        success, detail = (
+            judge(report['subtasks'], before, after, keep) if report['subtasks'] else (False, result.reason)
+        )
         if success and checks:  # the task's own stricter checks on ground truth (bench/paper_tasks.yaml)
             success, more = extra_checks(checks, after)
             detail = f'{detail}; {more}'

@@ -162,3 +162,13 @@ def test_a_tape_roll_let_go_over_the_post_slides_down_it():
         assert not threaded(object_states(w), 'tape_ring', 'post')[0]
     finally:
         w.close()
+
+
+def test_layouts_leave_fixed_objects_where_they_are():
+    """The maze is free (a touch moves it) but every random layout keeps it, and its goal, in place."""
+    config = scene.SceneConfig.from_yaml(os.path.join(os.path.dirname(SCENE), 'paper_maze.yaml'))
+    for seed in range(5):
+        layout = {o.id: o for o in scene.randomize_layout(config, np.random.default_rng(seed)).objects}
+        assert layout['maze'].pos == config.objects[0].pos and layout['goal_pad'].pos == config.objects[1].pos
+        assert layout['red_cube'].pos != config.objects[2].pos
+    assert not objects.make_shape('maze').static and objects.make_shape('pad').static

@@ -161,6 +161,29 @@ def post(radius=0.012, height=0.16, base=0.1, base_height=0.012):
     )
 
 
+def maze(size=0.32, height=0.05, thickness=0.01, entrance=0.1, baffle=0.18):
+    """A toy maze of outer side `size` [m]: four walls, an entrance of width `entrance` in the -x wall,
+    and a baffle from the +x wall along x at y = -size/6 that splits a corridor from the goal side (+y)."""
+    h, t, z = size / 2, thickness / 2, height / 2
+    side = (h - entrance / 2) / 2  # the -x wall's two halves beside the entrance
+    parts = [
+        Part('box', (t, h, z), (h - t, 0, z)),
+        Part('box', (h, t, z), (0, h - t, z)),
+        Part('box', (h, t, z), (0, -h + t, z)),
+        Part('box', (t, side, z), (-h + t, entrance / 2 + side, z)),
+        Part('box', (t, side, z), (-h + t, -entrance / 2 - side, z)),
+        Part('box', (baffle / 2, t, z), (h - baffle / 2, -size / 6, z)),
+    ]
+    return ObjectShape(parts, SYMMETRY_NONE)
+
+
+def pad(size=(0.1, 0.1, 0.004)):
+    """A flat static marker of full size (x, y, z) [m]: a goal to put things on."""
+    shape = block(size)
+    shape.static, shape.symmetry = True, SYMMETRY_DISCRETE
+    return shape
+
+
 def rack(size=(0.26, 0.6, 0.12), thickness=0.02, leg=0.03, bars=False):
     """A static shoe rack or shelf of full size (x, y, z) [m]: a plank, or two bars along y at its
     front and back edges (bars=True), on four legs; things stand on it at z = size z."""
@@ -195,6 +218,8 @@ KINDS = {
     'shoe': shoe,
     'rack': rack,
     'post': post,
+    'maze': maze,
+    'pad': pad,
 }
 
 

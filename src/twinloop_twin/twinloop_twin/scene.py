@@ -64,6 +64,7 @@ class ObjectConfig:
     quat: tuple = ()  # full orientation (w, x, y, z), e.g. from pose estimation
     mass: float = 0.1  # [kg]
     friction: float = 1.0
+    fixed_in_layouts: bool = False  # random layouts leave it where it is (a maze, with its goal inside)
 
     @property
     def mesh_id(self):
@@ -237,9 +238,10 @@ def _add_object(spec, obj):
 
 def randomize_layout(config, rng, x_range=(0.33, 0.7), y_range=(-0.34, 0.34), gap=0.02, attempts=50):
     """A copy of config with its movable objects at random non-overlapping table positions and yaws
-    (static objects such as bins stay where they are). Raises ValueError when they do not fit."""
+    (static objects such as bins, and those fixed_in_layouts, stay where they are). Raises ValueError when
+    they do not fit."""
     radius = {o.id: 0.5 * float(np.hypot(*objects.make_shape(o.kind, **o.params).extents[:2])) for o in config.objects}
-    static = [o for o in config.objects if objects.make_shape(o.kind, **o.params).static]
+    static = [o for o in config.objects if o.fixed_in_layouts or objects.make_shape(o.kind, **o.params).static]
     for _ in range(attempts):  # whole layouts: a crowded one that does not fit starts again
         out = copy.deepcopy(config)
         placed = [o for o in out.objects if o.id in {s.id for s in static}]

@@ -52,6 +52,8 @@ def test_mpc_turns_the_carrying_grip_by_the_answer_and_skips_without_a_vlm(sim):
     import os
     from twinloop_antigrounding.config import MpcConfig
     from twinloop_antigrounding.mpc import AntiGroundingMpc
+    from twinloop_antigrounding.stages import Stage
+    from twinloop_core.task import SubTask
     from twinloop_core.geometry import HOME_GRIP
     from twinloop_core.ports import QuietProgress
     from twinloop_execution.kinematics import Arm
@@ -75,12 +77,28 @@ def test_mpc_turns_the_carrying_grip_by_the_answer_and_skips_without_a_vlm(sim):
                 OpenAIHTTPBackend(server.url, 'test-vlm', retries=0, cache=False),
             )
             grasp = np.array(HOME_GRIP)
-            turned = mpc._rotation('turn it', 'green_block', (1.0, 0, 0, 0), grasp)
+            stage = Stage('carry', 0, SubTask('place', 'green_block', 'bowl'))
+            upright = {'green_block': (np.zeros(3), (1.0, 0, 0, 0), (0.05, 0.05, 0.05))}
+            turned = mpc._rotation('turn it', stage, upright, grasp)
             assert len(server.requests) == 1 and 'axis' in notes[-1]
         as_matrix = lambda q: Rotation.from_quat([q[1], q[2], q[3], q[0]]).as_matrix()  # noqa: E731
         delta = as_matrix(turned) @ as_matrix(grasp).T
         assert np.allclose(delta, Rotation.from_euler('z', -np.pi / 4).as_matrix(), atol=1e-6)
-        mpc.rotation_backend = None
-        assert mpc._rotation('turn it', 'green_block', (1.0, 0, 0, 0), grasp) is None and 'off' in notes[-1]
+        mpc.rotation_backend = None  # no VLM, and "into the bowl" gives no orientation: skipped
+        assert mpc._rotation('turn it', stage, upright, grasp) is None and 'no orientation' in notes[-1]
+        # in line with a reference: the twin answers geometrically, labelled as not a VLM
+        lined_up = Stage('carry', 0, SubTask('place', 'green_block', 'bowl', 'aligned_with'))
+        reference = {**upright, 'bowl': (np.ones(3), (np.cos(0.3), 0, 0, np.sin(0.3)), (0.1, 0.1, 0.05))}
+        turned = mpc._rotation('line it up', lined_up, reference, grasp)
+        assert 'twin geometry (not a VLM)' in notes[-1] and 'by 34 degrees' in notes[-1]
+        assert np.allclose(as_matrix(turned) @ as_matrix(grasp).T, Rotation.from_euler('z', 0.6).as_matrix(), atol=1e-6)
     finally:
         twin.close()
+
+
+def test_the_geometric_answer_turns_the_short_way_to_the_reference_yaw():
+    yaw = lambda a: (np.cos(a / 2), 0.0, 0.0, np.sin(a / 2))  # noqa: E731
+    answer = rotation.geometric(yaw(np.radians(170)), yaw(np.radians(-170)))
+    assert answer.axis == 'z' and np.degrees(answer.angle) == pytest.approx(20.0)
+    assert rotation.geometric(yaw(0.4), yaw(0.4)).angle == pytest.approx(0.0, abs=1e-9)
+    assert answer.backend == rotation.TWIN_GEOMETRY

@@ -26,7 +26,7 @@ class MpcConfig:
     fell_below: float = 0.1  # [m] an object needed this far below the lowest object at the start fell off the table
     min_height: float = 0.015  # [m] lowest grip-site goal above the surface the objects stand on
     max_candidates: int = 64  # largest num_candidates a goal may ask for
-    rotation_agent: str = ''  # agent of agents_file answering the rotation module (a VLM); '': off
+    rotation_agent: str = ''  # a VLM agent of agents_file answering the rotation module; '': the twin's geometry
     agents_file: str = 'vlm_agents.yaml'  # agent definitions, relative to the engine config folder
     seed: int = 0
     sampler: SamplerConfig = field(default_factory=SamplerConfig)

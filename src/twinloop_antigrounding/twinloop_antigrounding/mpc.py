@@ -172,10 +172,11 @@ class AntiGroundingMpc:
             self.log(f'{stage.object_id} not seen: believed in the gripper')
         return objects, q, width
 
-    def _rotation(self, instruction, object_id, object_quat, grasp_quat):
+    def _rotation(self, instruction, stage, objects, grasp_quat):
         """The rigid-coupled rotation module: a gripper orientation for carrying, or None (skipped)."""
+        object_id, object_quat = stage.object_id, objects[stage.object_id][1]
         try:
-            answer = self._ask_rotation(instruction, object_id)
+            answer = self._ask_rotation(instruction, stage, objects)
         except RotationUnavailable as exc:
             self.log(str(exc))
             return None
@@ -189,13 +190,16 @@ class AntiGroundingMpc:
         )
         return np.array([turned[3], *turned[:3]])
 
-    def _ask_rotation(self, instruction, object_id):
-        """The held object's axes drawn in a twin view, asked of the rotation backend."""
-        if self.rotation_backend is None:
-            raise RotationUnavailable('rotation module off: no rotation_agent configured')
-        if not self.rotation_backend.is_vlm:
+    def _ask_rotation(self, instruction, stage, objects):
+        """The held object's axes drawn in a twin view, asked of the rotation backend; without a VLM
+        the twin's geometric answer where the task gives an orientation (rotation.geometric)."""
+        object_id, subtask = stage.object_id, stage.subtask
+        if self.rotation_backend is None or not self.rotation_backend.is_vlm:
+            if subtask.relation in rotation.ORIENTED_RELATIONS and subtask.destination_id in objects:
+                return rotation.geometric(objects[object_id][1], objects[subtask.destination_id][1])
+            who = 'no rotation_agent configured' if self.rotation_backend is None else self.rotation_backend.label
             raise RotationUnavailable(
-                f'rotation module skipped: {self.rotation_backend.label} cannot read axes in an image'
+                f'rotation module skipped: {who} cannot read axes in an image, and the task gives no orientation'
             )
         label = self.labels.get(object_id) or object_id.replace('_', ' ')
         return rotation.ask(self.rotation_backend, instruction, label, self.ports.twin.render_axes(object_id))
@@ -256,10 +260,9 @@ class AntiGroundingMpc:
         twin.sync(self.believed)
         lap('sync')
         ee = self.ee_position(q)
-        quat = objects[stage.object_id][1]
         grasp = stage.grasp(objects).quat
         if stage.name == 'carry' and stage.object_id not in self.gripper_targets:
-            self.gripper_targets[stage.object_id] = self._rotation(instruction, stage.object_id, quat, grasp)
+            self.gripper_targets[stage.object_id] = self._rotation(instruction, stage, objects, grasp)
         if stage.name in ('carry', 'release') and self.gripper_targets.get(stage.object_id) is not None:
             grasp = self.gripper_targets[stage.object_id]
         self.sampler.config.gripper_probabilities = STAGE_GRIPPER[stage.name]

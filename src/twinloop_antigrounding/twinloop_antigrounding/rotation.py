@@ -3,8 +3,10 @@
 VLMs reason poorly about rotation matrices, so the held object's axes are drawn into a rendered
 view (x red, y green, z blue) and the VLM is asked which of the object's axes must turn, which
 way and by how much. The answer becomes a rotation of the object about its own axis, and - the
-object being rigidly held - the same world-frame rotation of the gripper. A backend that is not a
-VLM (twin_critic) cannot read the axes: the module is then skipped, and says so.
+object being rigidly held - the same world-frame rotation of the gripper. Without a VLM (no agent,
+or twin_critic, which cannot read the axes) the twin answers the same question geometrically
+where the task gives an orientation (`geometric`: lined up with a reference object takes its
+yaw), labelled as such; otherwise the module is skipped, and says so.
 """
 
 import json
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from twinloop_core.geometry import wrap_angle, yaw_of
 from twinloop_scoring.vlm import VLMRequest
 
 AXES = {'x': 0, 'y': 1, 'z': 2}
@@ -33,6 +36,10 @@ PROMPT = (
     'Answer "none" as the axis if no rotation is needed. '
     'Reply with JSON: {{"axis": "x|y|z|none", "direction": "positive|negative", "degrees": <0-180>}}'
 )
+
+
+TWIN_GEOMETRY = 'twin geometry (not a VLM)'
+ORIENTED_RELATIONS = ('aligned_with',)  # placed in line with a reference: the object takes its yaw
 
 
 class RotationUnavailable(Exception):
@@ -88,3 +95,10 @@ def ask(backend, instruction, label, image):
     if not reply:
         raise RotationUnavailable(f'{backend.label}: {reply.reason}')
     return parse(reply.text, f'{reply.backend}:{reply.model}')
+
+
+def geometric(object_quat, reference_quat):
+    """The twin's answer (not a VLM): the turn about the object's own z axis that gives it the
+    reference's yaw (the shorter way round)."""
+    turn = wrap_angle(yaw_of(reference_quat) - yaw_of(object_quat))
+    return RotationAnswer('z', turn, TWIN_GEOMETRY, "the reference object's yaw, from the twin's poses")

@@ -56,11 +56,21 @@ def z_rotation(angle):
     return np.array([np.cos(angle / 2), 0.0, 0.0, np.sin(angle / 2)])
 
 
+def yaw_of(quat_wxyz):
+    """Heading of an object's own x axis about world z [rad] (its yaw, for an upright object)."""
+    w, x, y, z = quat_wxyz
+    return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
+
+
+def wrap_angle(angle):
+    """An angle in [-pi, pi) [rad]."""
+    return float((angle + np.pi) % (2 * np.pi) - np.pi)
+
+
 def grasp_yaw(quat_wxyz, size_x, size_y):
     """Yaw of the grasp so the fingers close across the object's narrower horizontal side, with
     the least joint-7 rotation among the equivalent yaws."""
-    w, x, y, z = quat_wxyz
-    theta = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+    theta = yaw_of(quat_wxyz)
     if abs(size_x - size_y) < 1e-3:  # square footprint: every quarter turn grasps it
         options = theta + np.pi / 2 * np.arange(-4, 5)
     else:

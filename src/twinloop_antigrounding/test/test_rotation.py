@@ -86,8 +86,8 @@ def test_mpc_turns_the_carrying_grip_by_the_answer_and_skips_without_a_vlm(sim):
         assert np.allclose(delta, Rotation.from_euler('z', -np.pi / 4).as_matrix(), atol=1e-6)
         mpc.rotation_backend = None  # no VLM, and "into the bowl" gives no orientation: skipped
         assert mpc._rotation('turn it', stage, upright, grasp) is None and 'no orientation' in notes[-1]
-        # in line with a reference: the twin answers geometrically, labelled as not a VLM
-        lined_up = Stage('carry', 0, SubTask('place', 'green_block', 'bowl', 'aligned_with'))
+        # side by side with a reference (a pair): the twin answers geometrically, labelled as not a VLM
+        lined_up = Stage('carry', 0, SubTask('place', 'green_block', 'bowl', 'side_by_side'))
         reference = {**upright, 'bowl': (np.ones(3), (np.cos(0.3), 0, 0, np.sin(0.3)), (0.1, 0.1, 0.05))}
         turned = mpc._rotation('line it up', lined_up, reference, grasp)
         assert 'twin geometry (not a VLM)' in notes[-1] and 'by 34 degrees' in notes[-1]

@@ -5,8 +5,8 @@ view (x red, y green, z blue) and the VLM is asked which of the object's axes mu
 way and by how much. The answer becomes a rotation of the object about its own axis, and - the
 object being rigidly held - the same world-frame rotation of the gripper. Without a VLM (no agent,
 or twin_critic, which cannot read the axes) the twin answers the same question geometrically
-where the task gives an orientation (`geometric`: lined up with a reference object takes its
-yaw), labelled as such; otherwise the module is skipped, and says so.
+where the task gives an orientation (`geometric`: put side by side with a reference object, as a
+pair, it takes its yaw), labelled as such; otherwise the module is skipped, and says so.
 """
 
 import json
@@ -39,7 +39,7 @@ PROMPT = (
 
 
 TWIN_GEOMETRY = 'twin geometry (not a VLM)'
-ORIENTED_RELATIONS = ('aligned_with',)  # placed in line with a reference: the object takes its yaw
+ORIENTED_RELATIONS = ('side_by_side',)  # a pair with the reference: the object takes its yaw
 
 
 class RotationUnavailable(Exception):

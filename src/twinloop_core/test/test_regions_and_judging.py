@@ -80,3 +80,22 @@ def test_a_ring_counts_as_threaded_only_down_the_post():
     assert not extra_checks(checks, beside)[0]
     with pytest.raises(ValueError, match='unknown check'):
         extra_checks([{'stacked_nicely': {}}], down)
+
+
+def test_a_pair_goes_beside_the_reference_across_its_own_heading():
+    turned = (np.cos(0.6), 0.0, 0.0, np.sin(0.6))  # heading 1.2 rad
+    objects = {
+        'left': ((0.45, -0.2, 0.0), Q, (0.2, 0.07, 0.05)),
+        'right': ((0.55, 0.1, 0.0), turned, (0.2, 0.07, 0.05)),
+        'sponge': ((0.4, 0.3, 0.0), Q, (0.09, 0.06, 0.03)),
+    }
+    offset = np.asarray(placement_offset('side_by_side', 'left', ['right'], objects))
+    heading = np.array([np.cos(1.2), np.sin(1.2)])
+    assert abs(offset @ heading) < 0.011  # level along it (toes in line)
+    assert np.linalg.norm(offset) == pytest.approx(0.07 + 0.03, abs=0.011)  # sides PAIR_GAP apart
+    spot = np.add(objects['right'][0][:2], offset)
+    after = {**objects, 'left': ((*spot, 0.0), turned, (0.2, 0.07, 0.05))}
+    assert extra_checks([{'side_by_side': {'object_id': 'left', 'reference_id': 'right'}}], after)[0]
+    unturned = {**after, 'left': ((*spot, 0.0), Q, (0.2, 0.07, 0.05))}
+    done, note = extra_checks([{'side_by_side': {'object_id': 'left', 'reference_id': 'right'}}], unturned)
+    assert not done and 'turned 69 deg' in note

@@ -3,10 +3,11 @@ picked objects raised, placed ones inside their destination's footprint or at th
 it (region relations), pushed ones beside their destination, and objects the task must not move
 left where they were. Used on perceived state by the orchestrator and on ground truth by
 evaluations. A task of a benchmark may add stricter checks on ground truth (CHECKS: a ring
-threaded down a post, not resting on its top)."""
+threaded down a post, not resting on its top; a pair side by side, headings and toes in line)."""
 
 import numpy as np
 
+from twinloop_core.geometry import wrap_angle, yaw_of
 from twinloop_core.regions import radius, region_done
 from twinloop_core.task import REGION_RELATIONS, SubTask
 
@@ -62,7 +63,24 @@ def threaded(after, object_id, destination_id):
     )
 
 
-CHECKS = {'threaded': threaded}  # name -> check(after, **arguments) -> (done, note)
+def side_by_side(after, object_id, reference_id, max_turn_deg=20.0, max_stagger=0.03, max_gap=0.06):
+    """(done, note): a pair side by side (slippers): the same heading within max_turn_deg, level along
+    it (toes in line) within max_stagger [m], beside each other with at most max_gap [m] between them."""
+    p, quat, size = after[object_id]
+    r, reference_quat, reference_size = after[reference_id]
+    heading = yaw_of(reference_quat)
+    turn = float(np.degrees(abs(wrap_angle(yaw_of(quat) - heading))))
+    offset = np.subtract(p[:2], r[:2])
+    along = float(offset @ (np.cos(heading), np.sin(heading)))
+    gap = abs(float(offset @ (-np.sin(heading), np.cos(heading)))) - (size[1] + reference_size[1]) / 2
+    ok = turn < max_turn_deg and abs(along) < max_stagger and -0.01 < gap < max_gap
+    note = (
+        f'{object_id} turned {turn:.0f} deg from {reference_id}, {100 * along:+.1f} cm along it, gap {100 * gap:.1f} cm'
+    )
+    return ok, note
+
+
+CHECKS = {'threaded': threaded, 'side_by_side': side_by_side}  # name -> check(after, **arguments) -> (done, note)
 
 
 def extra_checks(checks, after):

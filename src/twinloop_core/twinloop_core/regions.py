@@ -4,9 +4,12 @@ as an offset from the reference, so that it follows the reference if that moves.
 
 Frame (REP 103, the robot's base on the table top): x forward, y to the robot's left. "left of X"
 is +y of X, "in front of X" is towards the robot (-x), "behind X" is away from it (+x). Footprints
-are circles of half the larger horizontal extent."""
+are circles of half the larger horizontal extent, except for a pair ("side by side with the right
+slipper"): beside the reference across its own heading, sides PAIR_GAP apart."""
 
 import numpy as np
+
+from twinloop_core.geometry import yaw_of
 
 GAP = 0.03  # [m] between the footprints of the object and its reference
 CLEARANCE = 0.005  # [m] wanted between the spot's footprint and any other object's
@@ -14,6 +17,8 @@ TIGHT = -0.015  # [m] a spot overlapping a neighbour's footprint circle by less 
 TOLERANCE = 0.04  # [m] an object this close to its spot (horizontally) is there
 REACH = ((0.25, 0.80), (-0.45, 0.45))  # [m] x and y range where the arm puts objects down on the table
 SIDES = {'left_of': (0.0, 1.0), 'right_of': (0.0, -1.0), 'in_front_of': (-1.0, 0.0), 'behind': (1.0, 0.0)}
+PAIR_GAP = 0.03  # [m] between the sides of a pair (side_by_side: room for the fingers to open)
+PAIRED = ('side_by_side',)  # relations placed against the reference's own sides, not its footprint circle
 SHIFTS = (0.0, 0.02, -0.02, 0.04, -0.04, 0.06, -0.06, 0.08, -0.08)  # [m] along the side, to find a free spot
 FARTHER = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1)  # [m] away from the reference, likewise
 
@@ -53,6 +58,12 @@ def _candidates(relation, obj, refs, distance):
         return [middle + across * shift for shift in SHIFTS]
     if relation in SIDES:
         return _beside(SIDES[relation], base)
+    if relation == 'side_by_side':  # a pair (slippers): across the reference's own heading, level along it
+        heading = yaw_of(refs[0][1])
+        along, lateral = np.array([np.cos(heading), np.sin(heading)]), np.array([-np.sin(heading), np.cos(heading)])
+        base = (refs[0][2][1] + obj[2][1]) / 2 + PAIR_GAP  # the objects' own y extents face each other
+        sides = sorted((lateral, -lateral), key=lambda side: np.linalg.norm(anchor + side * base - _xy(obj)))
+        return [side * base + along * shift for side in sides for shift in (0.0, 0.01, -0.01)]
     if relation in ('next_to', 'aligned_with'):  # aligned: in line across the table (same x)
         sides = SIDES.values() if relation == 'next_to' else (SIDES['left_of'], SIDES['right_of'])
         nearest = min(sides, key=lambda side: np.linalg.norm(anchor + np.multiply(side, base) - _xy(obj)))
@@ -93,7 +104,8 @@ def placement_offset(relation, object_id, references, objects, distance=None):
     RegionError. objects: {id: (position, quat, size)}."""
     obj, refs = objects[object_id], [objects[r] for r in references]
     anchor = np.mean([_xy(r) for r in refs], axis=0)
-    spots = [(o, clearance(anchor + o, object_id, objects)) for o in _candidates(relation, obj, refs, distance)]
+    ignore = references if relation in PAIRED else ()  # a pair's spacing comes from its own sides
+    spots = [(o, clearance(anchor + o, object_id, objects, ignore)) for o in _candidates(relation, obj, refs, distance)]
     spots = [(o, room) for o, room in spots if reachable(anchor + o)]
     where = f'{relation.replace("_", " ")} {" and ".join(references)}'
     if not spots:

@@ -6,7 +6,17 @@ from dataclasses import asdict, dataclass, field
 
 SCHEMA_VERSION = '1.0'
 CONTAINER_RELATIONS = ('in', 'on')  # into / onto the destination object ('' reads as these)
-REGION_RELATIONS = ('next_to', 'left_of', 'right_of', 'in_front_of', 'behind', 'between', 'aligned_with', 'at_distance')
+REGION_RELATIONS = (
+    'next_to',
+    'left_of',
+    'right_of',
+    'in_front_of',
+    'behind',
+    'between',
+    'aligned_with',
+    'side_by_side',
+    'at_distance',
+)
 RELATIONS = CONTAINER_RELATIONS + REGION_RELATIONS + ('towards',)
 ACTIONS = ('pick', 'place', 'push', 'open', 'close', 'reorient')
 SCHEMA_ACTIONS = ACTIONS + ('stack', 'sort', 'move_relative')  # the last three are kinds of place

@@ -43,3 +43,9 @@ LIBERO_SPATIAL = scene(
         ('cookies_1', 'cookies', (0.72, 0.03), (0.10, 0.06, 0.04)),
     ]
 )
+SLIPPERS = scene(  # the left slipper lies right of the right one: labels, not positions, name them
+    [
+        ('left_slipper', 'left slipper', (0.45, -0.20), (0.2, 0.07, 0.05)),
+        ('right_slipper', 'right slipper', (0.55, 0.25), (0.2, 0.07, 0.05)),
+    ]
+)

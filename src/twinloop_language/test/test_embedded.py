@@ -5,7 +5,7 @@ and its output valid against config/task_schema.json."""
 import os
 
 import pytest
-from language_scenes import CONFIG, LIBERO_SPATIAL, SORTING, TABLETOP
+from language_scenes import CONFIG, LIBERO_SPATIAL, SLIPPERS, SORTING, TABLETOP
 
 from twinloop_core.task import SubTask
 from twinloop_language.scene import Rejected
@@ -45,6 +45,11 @@ def steps(task):
             [('place', 'blue_cube', 'red_cube', 'between', 'green_block')],
         ),
         (TABLETOP, 'push the blue cube towards the bowl', [('push', 'blue_cube', 'bowl', 'towards', '')]),
+        (
+            SLIPPERS,
+            'put the left slipper side by side with the right slipper',
+            [('place', 'left_slipper', 'right_slipper', 'side_by_side', '')],
+        ),
         (SORTING, 'put the soda can where recyclables go', [('place', 'can', 'recycling_bin', '', '')]),
         (SORTING, 'tidy up: throw the peel away', [('place', 'banana', 'compost_bin', '', '')]),
         (

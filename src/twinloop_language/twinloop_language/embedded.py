@@ -640,8 +640,12 @@ class EmbeddedParser:
         part = re.fullmatch(PART_OF, text)
         if part:  # "the top drawer of the cabinet" is the cabinet
             text = re.sub(rf'^(?:{DETERMINERS}\s+)+', '', part.group(1))
-        ref = self._parse_reference(text)
         candidates = [i for i in scene.labels if i not in exclude]
+        exact = [i for i in candidates if scene.labels[i].lower() == text]
+        if len(exact) == 1:  # a label said as it is names its object ("the left slipper" is not the leftmost one)
+            ctx.references[phrase.strip()] = (exact[0], 1.0)
+            return exact[0]
+        ref = self._parse_reference(text)
         other = re.fullmatch(r'other(?:\s+(.+))?', ref.noun)
         if other:  # "the other one" / "the other cube": like the last object, but not it
             if not ctx.last_object:

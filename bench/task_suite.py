@@ -84,6 +84,8 @@ class Episode:
         result = self.instructions.wait(timeout + 60)
         elapsed = time.monotonic() - started
         after = self.fresh_truth()
+        if not result.report_path:  # the goal ended without a report (aborted): an error, said as one
+            raise InstructionError(f'the goal ended without a report: {result.reason or "aborted"}')
         report = json.loads(Path(result.report_path).with_name('report.json').read_text())
         keep = report.get('constraints', {}).get('do_not_move', ())  # "without touching the mug"
         success, detail = (

@@ -2,6 +2,8 @@
 IK that end where they were sampled, unreachable ones dropped, and stage checks on perceived
 state."""
 
+import json
+
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -337,6 +339,10 @@ def test_a_grip_in_reach_of_the_grasp_point_closes(sim, arm, ports, offset):
     after = ports.state()
     done, note = stage.done(after.objects, start, after.gripper_width, arm.ee_position(after.arm))
     assert done, f'{note}; chose {record.note}'
+    # the report says which candidates end the stage in the twin (offline optimisation's labels), as JSON
+    rows = json.loads(json.dumps(record.candidates))
+    assert next(c for c in rows if c['id'] == record.chosen)['reaches'] is True
+    assert any(c['reaches'] is False for c in rows) and record.weights['task_alignment'] > 0
 
 
 @pytest.mark.parametrize('seen', [True, False])

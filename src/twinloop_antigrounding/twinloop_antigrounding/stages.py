@@ -171,7 +171,7 @@ class Stage:
         final = fact.get('final_positions', {})
         moved = {oid: (final.get(oid, o[0]), o[1], o[2]) for oid, o in objects.items()}
         width = HELD_WIDTH if fact.get('holding') in objects else OPEN_WIDTH
-        return self.done(moved, start, width, fact['ee_end'])[0]
+        return bool(self.done(moved, start, width, fact['ee_end'])[0])
 
 
 HELD_WIDTH = OPEN_WIDTH / 2  # [m] fingers closed on a held object, for the twin's end states

@@ -28,8 +28,10 @@ import os
 import platform
 import shutil
 import signal
+import subprocess
 import time
 from importlib import metadata
+from collections import Counter
 from pathlib import Path
 
 import rclpy
@@ -109,6 +111,14 @@ class Episode:
         }
 
 
+def git_commit():
+    """The checkout's short commit, with '-dirty' when tracked files under src/, config/ or bench/ differ from it."""
+    run = lambda *args: subprocess.run(['git', '-C', str(ROOT), *args], capture_output=True, text=True).stdout.strip()  # noqa: E731
+    commit = run('rev-parse', '--short', 'HEAD') or 'unknown'
+    dirty = run('status', '--porcelain', '--untracked-files=no', '--', 'src', 'config', 'bench/task_suite.py')
+    return commit + ('-dirty' if dirty else '')
+
+
 def environment():
     versions = {}
     for package in ('mujoco', 'open3d', 'torch', 'numpy', 'rclpy', 'mink', 'ruckig', 'sentence-transformers'):
@@ -161,6 +171,9 @@ def append_results(summary, per_step, steps, episodes, command, env, path, strat
     lines = [
         f'\n## Task suite ({strategy}), {time.strftime("%Y-%m-%d %H:%M")}\n',
         f'Command: `{command}`  ',
+        'Commit: '
+        + ', '.join(f'{c} ({n} episodes)' for c, n in Counter(e.get('commit', 'unrecorded') for e in episodes).items())
+        + '  ',
         f'Machine: {env["cpu"]}, {env["cores"]} cores, no GPU; scorer: '
         f'{", ".join(sorted({e["scorer"] for e in episodes if e["scorer"]})) or "n/a"}; perception: pose_estimation on '
         "world_sim's rendered cameras; success judged on world_sim's ground truth; planner vs ground truth: "
@@ -279,6 +292,7 @@ def main():
         except (ValueError, ConfigError, UnknownEngine) as exc:
             parser.error(str(exc))
         parameters.setdefault('task_orchestrator', {})['engine_config_dir'] = str(config_dir)
+    commit = git_commit()
     env = ros_env.dds_environment(ros_env.allocate_domain_id())
     os.environ.update(env)
     done = done_episodes(args.log) if args.log else {}
@@ -324,6 +338,7 @@ def main():
                         'timing_totals': {},
                     }
                 record = {'category': category, 'instruction': task['instruction'], 'scene': scene, 'seed': seed}
+                record['commit'] = commit
                 episodes.append({**record, **outcome})
                 if args.log:
                     with open(args.log, 'a') as f:

@@ -50,6 +50,7 @@ from twinloop_ros import topics
 from twinloop_ros.conversions import object_states
 
 ROOT = Path(os.environ.get('TWINLOOP_ROOT', Path(__file__).resolve().parents[1]))
+DEFAULT_TASKS = (ROOT / 'bench' / 'tasks.yaml').resolve()
 
 
 class Episode:
@@ -253,7 +254,7 @@ def main():
     parser.add_argument('--categories', nargs='*', help='run only these categories')
     parser.add_argument('--strategy', default='anti_grounding')
     parser.add_argument('--timeout', type=float, default=240.0, help='per episode [s]')
-    parser.add_argument('--tasks', default=str(ROOT / 'bench' / 'tasks.yaml'))
+    parser.add_argument('--tasks', default=str(DEFAULT_TASKS))
     parser.add_argument('--graph', default='sim_demo', help='a graph of config/graphs.yaml with a task_orchestrator')
     parser.add_argument('--param', action='append', default=[], metavar='NODE.KEY=VALUE', help="a node's parameter")
     parser.add_argument(
@@ -356,7 +357,8 @@ def main():
     per_step, steps = latency(episodes)
     command = 'python bench/task_suite.py ' + ' '.join(
         [f'--seeds {args.seeds}', f'--first-seed {args.first_seed}', f'--strategy {args.strategy}']
-        + ([f'--tasks {args.tasks}', f'--graph {args.graph}'] if args.graph != 'sim_demo' else [])
+        + ([f'--tasks {os.path.relpath(args.tasks, ROOT)}'] if Path(args.tasks).resolve() != DEFAULT_TASKS else [])
+        + ([f'--graph {args.graph}'] if args.graph != 'sim_demo' else [])
         + [f'--param {p}' for p in args.param]
         + [f'--engine-set {p}' for p in args.engine_set]
         + (['--dev'] if args.dev else [])

@@ -42,7 +42,7 @@ from twinloop_scoring.vlm import VLMError, VLMRequest
 
 MARGIN = 0.02  # a reaching candidate should outscore a non-reaching one by this (totals are in [0, 1])
 GRID = 0.05  # the weights' grid on the simplex
-CLOSENESS = 0.05  # the fit's penalty per unit of L1 distance from the current weights
+CLOSENESS = 0.01  # the fit's penalty per unit of L1 distance from the current weights (hinge losses are ~0.01-0.02)
 MAX_QUESTION = 300  # [characters] of a rewritten sub-question
 
 

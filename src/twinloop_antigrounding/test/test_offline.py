@@ -168,13 +168,14 @@ def test_the_new_prompts_file_is_versioned_and_loads(tmp_path):
 
 def test_the_held_out_gain_is_paired_by_task_and_seed():
     rows = lambda outcomes: [  # noqa: E731
-        {'instruction': t, 'seed': s, 'success': ok} for (t, s), ok in outcomes.items()
+        {'instruction': t, 'seed': s, 'success': ok, 'steps': 10 if ok else 4} for (t, s), ok in outcomes.items()
     ]
     baseline = rows({('a', 1): True, ('a', 2): False, ('b', 1): False, ('b', 2): True, ('c', 9): False})
     candidate = rows({('a', 1): True, ('a', 2): True, ('b', 1): True, ('b', 2): True})
     gain = offline.paired_gain(baseline, candidate)
     assert gain['pairs'] == 4 and gain['gain'] == pytest.approx(0.5) and gain['baseline'] == pytest.approx(0.5)
     assert 0.0 <= gain['ci95'][0] <= 0.5 <= gain['ci95'][1] <= 1.0
+    assert gain['steps'] == {'both_solved': 2, 'baseline': 10.0, 'candidate': 10.0}
     with pytest.raises(ValueError, match='both'):
         offline.paired_gain(baseline, rows({('z', 1): True}))
 

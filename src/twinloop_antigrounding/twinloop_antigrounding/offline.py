@@ -278,14 +278,17 @@ def write_prompts(base_path, weights, questions, out_path, provenance):
 
 def paired_gain(baseline, candidate, resamples=10000, seed=0):
     """Success gain of candidate over baseline on the episodes both ran (same instruction and seed):
-    {'pairs', 'baseline', 'candidate', 'gain', 'ci95'} with a paired bootstrap interval."""
-    a = {(r['instruction'], r['seed']): bool(r['success']) for r in baseline}
-    b = {(r['instruction'], r['seed']): bool(r['success']) for r in candidate}
+    {'pairs', 'baseline', 'candidate', 'gain', 'ci95'} with a paired bootstrap interval, and the mean
+    MPC steps of the pairs both solved ('steps': baseline, candidate)."""
+    a = {(r['instruction'], r['seed']): r for r in baseline}
+    b = {(r['instruction'], r['seed']): r for r in candidate}
     keys = sorted(set(a) & set(b))
     if not keys:
         raise ValueError('no episode (instruction, seed) ran in both logs')
-    x = np.array([a[k] for k in keys], float)
-    y = np.array([b[k] for k in keys], float)
+    x = np.array([bool(a[k]['success']) for k in keys], float)
+    y = np.array([bool(b[k]['success']) for k in keys], float)
+    solved = [k for k in keys if a[k]['success'] and b[k]['success']]
+    steps = [round(float(np.mean([r[k].get('steps', 0) for k in solved])), 1) if solved else None for r in (a, b)]
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(keys), (resamples, len(keys)))
     gains = (y[draws] - x[draws]).mean(axis=1)
@@ -295,6 +298,7 @@ def paired_gain(baseline, candidate, resamples=10000, seed=0):
         'candidate': round(float(y.mean()), 3),
         'gain': round(float((y - x).mean()), 3),
         'ci95': [round(float(np.percentile(gains, 2.5)), 3), round(float(np.percentile(gains, 97.5)), 3)],
+        'steps': {'both_solved': len(solved), 'baseline': steps[0], 'candidate': steps[1]},
     }
 
 

@@ -25,7 +25,7 @@ import yaml
 from twinloop_antigrounding.config import MpcConfig
 from twinloop_antigrounding.mpc import AntiGroundingMpc
 from twinloop_core.engine import load_config
-from twinloop_core.evaluation import wilson_interval
+from twinloop_core.evaluation import episode_log, wilson_interval
 from twinloop_core.ports import QuietProgress
 from twinloop_execution.kinematics import Arm
 from twinloop_language.parsers import make_parser
@@ -53,10 +53,8 @@ def parse_tasks(specs):
 
 
 def done_episodes(log):
-    if not log.exists():
-        return {}
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return {(r['suite'], r['task_id'], r['episode']): r for r in records}
+    """The finished episodes of a --log JSONL file, by (suite, task id, episode); a rerun skips them."""
+    return {(r['suite'], r['task_id'], r['episode']): r for r in episode_log(log)}
 
 
 class Evaluator:

@@ -339,8 +339,7 @@ def main():
                         'timing_totals': {},
                     }
                 record = {'category': category, 'instruction': task['instruction'], 'scene': scene, 'seed': seed}
-                record['commit'] = commit
-                episodes.append({**record, **outcome})
+                episodes.append({**record, 'commit': commit, **outcome})
                 if args.log:
                     with open(args.log, 'a') as f:
                         f.write(json.dumps(episodes[-1]) + '\n')

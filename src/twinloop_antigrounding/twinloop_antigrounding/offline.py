@@ -48,13 +48,12 @@ MAX_QUESTION = 300  # [characters] of a rewritten sub-question
 
 @dataclass
 class RankingStep:
-    """One MPC step with something to learn from: candidates' dimension scores (J, K), which reach
-    the stage in the twin, which was chosen (-1: none)."""
+    """One MPC step with something to learn from: candidates' dimension scores (J, K) and which reach
+    the stage in the twin."""
 
     stage: str  # grasp, lift, carry, release
     dimensions: np.ndarray
     reaches: np.ndarray
-    chosen: int
 
 
 def episodes(logs):
@@ -84,9 +83,7 @@ def ranking_steps(reports, names):
             if not (reaches.any() and not reaches.all()):
                 continue
             dims = np.array([[float(c['dimensions'].get(n, 0.0)) for n in names] for c in rows])
-            ids = [c['id'] for c in rows]
-            chosen = ids.index(step['chosen']) if step.get('chosen') in ids else -1
-            out.append(RankingStep(step['stage'].split()[0], dims, reaches, chosen))
+            out.append(RankingStep(step['stage'].split()[0], dims, reaches))
     return out
 
 
@@ -130,9 +127,9 @@ def fit_weights(steps, current, step=GRID, closeness=CLOSENESS):
     free = np.abs(diffs).max(axis=0) > 1e-9
     if not free.any():
         return current
-    budget = 1.0 - current[~free].sum()
-    grid = np.tile(current, (len(simplex_grid(int(free.sum()), step)), 1))
-    grid[:, free] = simplex_grid(int(free.sum()), step) * budget
+    shares = simplex_grid(int(free.sum()), step)
+    grid = np.tile(current, (len(shares), 1))
+    grid[:, free] = shares * (1.0 - current[~free].sum())
     losses = np.concatenate(
         [np.maximum(0.0, MARGIN - chunk @ diffs.T) @ share for chunk in np.array_split(grid, max(1, len(grid) // 256))]
     )

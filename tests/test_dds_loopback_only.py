@@ -7,6 +7,7 @@ from rclpy.executors import SingleThreadedExecutor
 from twinloop_interfaces.srv import ScoreTrajectories
 
 from twinloop_bringup import netcheck
+from twinloop_bringup.client import call_service
 
 NODES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'nodes')
 
@@ -27,10 +28,8 @@ def test_no_dds_multicast_or_socket_off_loopback(spawn, ros_context):
     executor.add_node(node)
     try:
         client = node.create_client(ScoreTrajectories, 'score_trajectories')
-        assert client.wait_for_service(timeout_sec=30), 'nodes did not discover each other over loopback'
-        future = client.call_async(ScoreTrajectories.Request(instruction='ping'))
-        executor.spin_until_future_complete(future, timeout_sec=30)
-        assert future.done()  # traffic flowed: the check below runs on live participants
+        # traffic flows: the check below runs on live participants that discovered each other over loopback
+        call_service(executor, client, ScoreTrajectories.Request(instruction='ping'), 30, 'the interface peer')
 
         groups_now = netcheck.non_loopback_groups()
         for device, groups in groups_now.items():

@@ -12,7 +12,7 @@ from action_msgs.msg import GoalStatus
 from rclpy.action import ActionClient
 from trajectory_msgs.msg import JointTrajectoryPoint
 
-from twinloop_bringup.client import spin_until
+from twinloop_bringup.client import call_service, spin_until
 
 NODES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'nodes')
 
@@ -79,13 +79,12 @@ def test_score_service(spawn, ros_node):
     node, executor = ros_node
     spawn(PEER)
     client = node.create_client(ScoreTrajectories, 'score_trajectories')
-    assert client.wait_for_service(timeout_sec=TIMEOUT)
     request = ScoreTrajectories.Request(instruction='push the cube')
     for n_points in (3, 1, 2):
         candidate = CandidateTrajectory(id=f'c{n_points}')
         candidate.trajectory.points = [JointTrajectoryPoint(positions=[0.0] * 7) for _ in range(n_points)]
         request.candidates.append(candidate)
-    response = _wait(executor, client.call_async(request))
+    response = call_service(executor, client, request, TIMEOUT, 'the interface peer')
     assert response.success
     assert [(s.candidate_id, s.total) for s in response.scores] == [('c3', 3.0), ('c1', 1.0), ('c2', 2.0)]
     assert 'not a scorer' in response.backend

@@ -9,7 +9,7 @@ from std_srvs.srv import Trigger
 from builtin_interfaces.msg import Duration
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from twinloop_bringup.client import spin_until
+from twinloop_bringup.client import call_service, spin_until
 from twinloop_twin import scene
 from twinloop_ros import conversions as ros_conversions
 from twinloop_ros.topics import camera_topic
@@ -48,7 +48,5 @@ def test_libero_task_through_ros(spawn, ros_node):
     )
 
     judge = node.create_client(Trigger, '/libero_world/judge')
-    spin_until(executor, judge.service_is_ready, 30, 'the judge')
-    future = judge.call_async(Trigger.Request())
-    spin_until(executor, future.done, 30, 'the verdict')
-    assert future.result().success is False and 'black bowl' in future.result().message
+    verdict = call_service(executor, judge, Trigger.Request(), 30, 'the judge')
+    assert verdict.success is False and 'black bowl' in verdict.message

@@ -12,7 +12,7 @@ from std_srvs.srv import Trigger
 from twinloop_interfaces.msg import DetectedObject, DetectedObjectArray
 
 from twinloop_bringup import graphs, processes
-from twinloop_bringup.client import spin_until
+from twinloop_bringup.client import call_service, spin_until
 from twinloop_twin import scene
 from twinloop_twin import messages
 from twinloop_twin.twin import MeshLibrary, SimTwin
@@ -84,9 +84,7 @@ def test_redetect_on_request(graph, ros_node):
     client = node.create_client(Trigger, '/pose_estimation/redetect')
     spin_until(executor, client.service_is_ready, 30, 'the redetect service')
     modes.clear()
-    future = client.call_async(Trigger.Request())
-    spin_until(executor, future.done, 10, 'the redetect answer')
-    assert future.result().success
+    assert call_service(executor, client, Trigger.Request(), 30, 'the redetect service').success
     spin_until(executor, lambda: any('(detect,' in m for m in modes), 30, 'a full detection')
 
 

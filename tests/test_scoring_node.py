@@ -11,6 +11,7 @@ from rclpy.executors import SingleThreadedExecutor
 from twinloop_interfaces.msg import CandidateTrajectory, RenderedView
 from twinloop_interfaces.srv import ScoreTrajectories
 
+from twinloop_bringup.client import call_service
 from twinloop_scoring.loopback_server import ChatServer
 from twinloop_ros import conversions as ros_conversions
 
@@ -77,13 +78,9 @@ def scoring(spawn, ros_context, tmp_path):
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(node)
     client = node.create_client(ScoreTrajectories, 'score_trajectories')
-    assert client.wait_for_service(timeout_sec=60)
 
     def call(request):
-        future = client.call_async(request)
-        executor.spin_until_future_complete(future, timeout_sec=60)
-        assert future.done()
-        return future.result()
+        return call_service(executor, client, request, 60, 'trajectory_scoring')
 
     yield call, server
     executor.shutdown()

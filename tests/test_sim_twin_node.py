@@ -10,6 +10,7 @@ from trajectory_msgs.msg import JointTrajectoryPoint
 from twinloop_interfaces.msg import CandidateTrajectory, DetectedObjectArray
 from twinloop_interfaces.srv import RenderViews, RolloutTrajectories, SyncTwin
 
+from twinloop_bringup.client import call_service
 from twinloop_execution.kinematics import PandaIk
 from twinloop_twin import scene, world
 from twinloop_ros import conversions as ros_conversions
@@ -19,24 +20,15 @@ SCENE = os.path.join(os.environ['TWINLOOP_ROOT'], 'config', 'scenes', 'tabletop.
 
 
 def _call(node, executor, srv_type, name, request, timeout=60):
-    cli = node.create_client(srv_type, name)
-    assert cli.wait_for_service(timeout_sec=timeout), f'{name} not available'
-    future = cli.call_async(request)
-    executor.spin_until_future_complete(future, timeout_sec=timeout)
-    assert future.done(), f'{name} did not answer'
-    return future.result()
+    return call_service(executor, node.create_client(srv_type, name), request, timeout, name)
 
 
 def _sync_when_ready(node, executor, timeout):
     """An empty ~/sync, repeated while sim_twin has no topic messages yet (at most timeout [s])."""
     cli = node.create_client(SyncTwin, '/sim_twin/sync')
-    assert cli.wait_for_service(timeout_sec=60), '/sim_twin/sync not available'
     deadline = time.monotonic() + timeout
     while True:
-        future = cli.call_async(SyncTwin.Request())
-        executor.spin_until_future_complete(future, timeout_sec=60)
-        assert future.done(), '/sim_twin/sync did not answer'
-        response = future.result()
+        response = call_service(executor, cli, SyncTwin.Request(), 60, '/sim_twin/sync')
         if response.success or 'yet' not in response.message or time.monotonic() > deadline:
             return response
         end = time.monotonic() + 0.2

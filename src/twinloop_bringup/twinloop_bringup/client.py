@@ -21,6 +21,7 @@ from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 from twinloop_interfaces.action import ExecuteInstruction, RunPolicy
 
+from twinloop_planning.ports.ros import RESEND_AFTER
 from twinloop_ros.topics import EXECUTE_INSTRUCTION, RUN_POLICY
 
 
@@ -35,6 +36,25 @@ def spin_until(executor, condition, timeout, what, check=None, error=TimeoutErro
         if condition():
             return
     raise error(f'timed out after {timeout:.0f} s waiting for {what}')
+
+
+def call_service(executor, client, request, timeout, what):
+    """The answer to an idempotent request, sent once more if unanswered after RESEND_AFTER [s].
+
+    A service answering within ~100 ms of a new client's discovery can lose the response (Fast DDS
+    drops it while the client's response reader is still unmatched: "failed to send response
+    (timeout)"), so a request seen unanswered is repeated, as RosPorts does. Raises TimeoutError."""
+    if not client.wait_for_service(timeout_sec=timeout):
+        raise TimeoutError(f'{what} is not available after {timeout:.0f} s')
+    deadline = time.monotonic() + timeout
+    for attempt_ends in (time.monotonic() + min(RESEND_AFTER, timeout), deadline):
+        future = client.call_async(request)
+        while not future.done() and time.monotonic() < attempt_ends:
+            executor.spin_once(timeout_sec=0.05)
+        if future.done():
+            return future.result()
+        client.remove_pending_request(future)
+    raise TimeoutError(f'{what} did not answer within {timeout:.0f} s (asked twice)')
 
 
 ANSWER_TIMEOUT = 15.0  # [s] for the server's answer to a goal request (accepted or rejected)

@@ -296,3 +296,12 @@ class Arm:
     def ee_position(self, q_arm):
         """Grip-site position of arm joints [m]."""
         return self.kinematics.grip_positions([q_arm])[0]
+
+    def ee_quat(self, q_arm):
+        """Grip-site orientation (w x y z) of arm joints."""
+        k = self.kinematics
+        k.data.qpos[k.arm_qpos] = q_arm
+        mujoco.mj_kinematics(k.model, k.data)
+        quat = np.empty(4)
+        mujoco.mju_mat2Quat(quat, k.data.site_xmat[k.site])
+        return quat

@@ -5,6 +5,7 @@ continues the commanded joints: a push reaches its targets, bad model code moves
 
 import math
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -99,9 +100,9 @@ class InProcessStreamer:
         return StreamReply(True)
 
 
-@pytest.fixture
-def sim():
-    world = SimWorld(scene.SceneConfig.from_yaml(f'{ROOT}/config/scenes/iker_align.yaml'))
+def _sim_ports(scene_name):
+    """(world, streamer, progress, ports) of a SimWorld of config/scenes/<scene_name>.yaml."""
+    world = SimWorld(scene.SceneConfig.from_yaml(f'{ROOT}/config/scenes/{scene_name}.yaml'))
     world.reset()
     arm = SimPorts(
         world, None, None, [], f'{ROOT}/urdf/panda.urdf', f'{ROOT}/config/panda_joint_limits.yaml', views=['front']
@@ -111,6 +112,16 @@ def sim():
     ports = Ports(perception=arm, executor=arm, streamer=streamer, progress=progress, cancel=arm.cancel)
     yield world, streamer, progress, ports
     world.close()
+
+
+@pytest.fixture
+def sim():
+    yield from _sim_ports('iker_align')
+
+
+@pytest.fixture
+def shoes():
+    yield from _sim_ports('iker_shoes')
 
 
 def align(ports):
@@ -164,3 +175,37 @@ def test_dry_run_checks_the_targets_and_moves_nothing(sim):
     assert result.success and 'dry run' in result.detail and streamer.chunks == 0
     assert np.allclose(world.arm_positions(), arm) and len(progress.records[-1].targets) >= 1
     assert all(math.isfinite(v) for target in progress.records[-1].targets for v in target)
+
+
+def test_a_place_grasps_carries_over_and_releases_on_the_rack(shoes):
+    world, streamer, progress, ports = shoes
+    task = TaskSpec('put the left shoe on the rack', [SubTask('place', 'left_shoe', 'rack', 'on')])
+    result = build_engine('iker', f'{ROOT}/config').run(task, ports, Limits())
+    assert result.success, (result.detail, progress.lines)
+    record = progress.records[-1]
+    assert record.grasp and record.object_id == 'left_shoe' and 0 <= record.distance <= 0.05
+    assert streamer.chunks == result.steps >= 1 and 'placed left_shoe' in record.outcome
+    position, quat = world.object_pose('left_shoe')
+    rack, _ = world.object_pose('rack')
+    assert position[2] == pytest.approx(0.12, abs=0.005), 'resting on the rack top (12 cm), upright'
+    assert abs(position[0] - rack[0]) < 0.03 and abs(quat[1]) + abs(quat[2]) < 0.05
+    assert world.gripper_width() > 0.07, 'released'
+
+
+def test_a_grasp_on_nothing_is_reported_and_carries_nothing(shoes):
+    world, streamer, progress, ports = shoes
+    engine = build_engine('iker', f'{ROOT}/config')
+    engine.config = replace(engine.config, deploy=replace(engine.config.deploy, max_iterations=2))
+    grasp = engine._grasp
+
+    def beside(state, oid, shape):  # 15 cm beside the shoe: the fingers close on air
+        point, quat, yaw = grasp(state, oid, shape)
+        return point + (0.0, 0.15, 0.0), quat, yaw
+
+    engine._grasp = beside
+    before = world.object_pose('left_shoe')[0]
+    task = TaskSpec('put the left shoe on the rack', [SubTask('place', 'left_shoe', 'rack', 'on')])
+    result = engine.run(task, ports, Limits())
+    assert not result.success and streamer.chunks == 0
+    assert any('missed' in record.outcome for record in progress.records), progress.lines
+    assert np.linalg.norm(world.object_pose('left_shoe')[0] - before) < 0.01

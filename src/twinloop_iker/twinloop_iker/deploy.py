@@ -17,6 +17,7 @@ import mujoco
 import numpy as np
 
 from twinloop_core.engine import ConfigError
+from twinloop_core.geometry import grip_height
 from twinloop_iker.env import KINDS, quat_yaw
 from twinloop_twin import objects as catalog
 
@@ -43,6 +44,7 @@ class DeployConfig:
     approach_height: float = 0.06  # [m] above the object's top before coming down behind it (push)
     standoff: float = 0.03  # [m] push: the TCP starts this far outside the object's footprint
     retreat_height: float = 0.12  # [m] the TCP rises to this above the table after a stage
+    carry_clearance: float = 0.04  # [m] place: a carried object's base this far above every other top and its targets
     target_low: tuple = (0.15, -0.55, -0.02)  # [m] targets of the code must lie in this box (world)
     target_high: tuple = (0.9, 0.55, 0.5)
 
@@ -61,6 +63,7 @@ class DeployConfig:
             'min_tcp_z',
             'approach_height',
             'retreat_height',
+            'carry_clearance',
         ):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ConfigError(f'DeployConfig.{name} must be finite and > 0, got {getattr(self, name)!r}')
@@ -115,15 +118,22 @@ def object_yaw(quat):
     return quat_yaw(np.asarray(quat, float))
 
 
-def env_at(env, kind, scale, position, yaw, target_position, target_yaw, tcp):
-    """Reset KeypointEnv (push) to the perceived object pose, its target pose and the arm's TCP."""
+def env_at(env, kind, scale, position, yaw, target_position, target_yaw, tcp, hand_yaw=0.0):
+    """Reset KeypointEnv to the perceived object pose, its target pose and the arm's TCP: push, the
+    closed fingers where the TCP is; place, the object held where it is by a hand at the TCP turned
+    by hand_yaw (the grasp made on the arm)."""
     options = {
         'kind': kind,
         'scale': scale,
-        'object_pose': (float(position[0]), float(position[1]), float(yaw)),
         'target_pose': (float(target_position[0]), float(target_position[1]), float(target_position[2]), target_yaw),
-        'gripper_position': tuple(float(v) for v in tcp),
     }
+    if env.skill == 'place':
+        options['object_pose'] = (*(float(v) for v in position), float(yaw))
+        options['grasp_pose'] = (*(float(v) for v in tcp), float(hand_yaw))
+        env.reset(seed=0, options=options)
+        return
+    options['object_pose'] = (float(position[0]), float(position[1]), float(yaw))
+    options['gripper_position'] = tuple(float(v) for v in tcp)
     env.reset(seed=0, options=options)
     d = env.data  # reset raises the hand above the object; the arm's TCP may be beside it
     d.qpos[0:3] = d.ctrl[0:3] = np.clip(tcp, env.config.workspace_low, env.config.workspace_high)
@@ -132,23 +142,70 @@ def env_at(env, kind, scale, position, yaw, target_position, target_yaw, tcp):
 
 
 def tcp_targets(env, actions):
-    """TCP displacements (k, 3) from the hand's start after each action, stepping the env."""
-    start = env.data.qpos[0:3].copy()
-    out = []
+    """(TCP displacements (k, 3), hand yaw changes (k,) [rad]) from the hand's start after each
+    action, stepping the env."""
+    start, start_yaw = env.data.qpos[0:3].copy(), float(env.data.qpos[3])
+    shifts, turns = [], []
     for action in actions:
-        target, _, _ = env.applied_action(action)
-        out.append(target - start)
+        target, yaw, _ = env.applied_action(action)
+        shifts.append(target - start)
+        turns.append(yaw - start_yaw)
         env.step(action)
-    return np.array(out)
+    return np.array(shifts), np.array(turns)
 
 
-def keypoint_distance(local, pose, targets):
-    """Mean distance [m] of keypoints (object frame) at pose (position, quat wxyz) to their targets."""
+def _top_at(parts, point):
+    """Highest top [m] of the catalog parts whose footprint covers an (x, y) point (0 where none does)."""
+    top = 0.0
+    for part in parts:
+        offset = np.asarray(point, float) - part.pos[:2]
+        if part.shape == 'box':
+            local = yaw_matrix(-part.yaw)[:2, :2] @ offset
+            inside = abs(local[0]) <= part.size[0] and abs(local[1]) <= part.size[1]
+        else:
+            inside = float(np.linalg.norm(offset)) <= part.size[0]
+        if inside:
+            top = max(top, part.pos[2] + part.size[-1 if part.shape == 'box' else 1])
+    return top
+
+
+def grasp_point(kind, scale, samples=41):
+    """Where to hold a catalog shape from above (object frame): on its long axis, in the middle
+    of the tallest stretch of its middle half (a shoe's collar, not its low toe), at
+    twinloop_core.geometry.grip_height of the height there; the fingers close across it."""
+    shape = catalog.make_shape(kind)
+    parts = [
+        catalog.Part(p.shape, tuple(scale * np.asarray(p.size)), tuple(scale * np.asarray(p.pos)), p.yaw)
+        for p in shape.parts
+    ]
+    axis = int(np.argmax(shape.extents[:2]))
+    half = scale * shape.extents[axis] / 4
+    along = np.linspace(-half, half, samples)
+    tops = np.array([_top_at(parts, (a, 0.0) if axis == 0 else (0.0, a)) for a in along])
+    tallest = along[tops >= tops.max() - 0.002]
+    point = np.zeros(3)
+    point[axis] = float(np.median(tallest))
+    point[2] = grip_height((0.0, 0.0, float(tops.max())))
+    return point
+
+
+def keypoint_offsets(local, pose, targets):
+    """(n, 3) world offsets [m] of keypoints (object frame) at pose (position, quat wxyz) from their targets."""
     position, quat = pose
     rotation = np.empty(9)
     mujoco.mju_quat2Mat(rotation, np.asarray(quat, float))
     world = np.asarray(local, float) @ rotation.reshape(3, 3).T + np.asarray(position, float)
-    return float(np.linalg.norm(world - np.asarray(targets, float), axis=1).mean())
+    return world - np.asarray(targets, float)
+
+
+def keypoint_distance(local, pose, targets):
+    """Mean distance [m] of keypoints (object frame) at pose (position, quat wxyz) to their targets."""
+    return float(np.linalg.norm(keypoint_offsets(local, pose, targets), axis=1).mean())
+
+
+def horizontal_offset(local, pose, targets):
+    """Mean horizontal distance [m] of keypoints (object frame) at pose to their targets."""
+    return float(np.linalg.norm(keypoint_offsets(local, pose, targets)[:, :2], axis=1).mean())
 
 
 def joint_chunk(q_start, q_end, tcp_length, config):

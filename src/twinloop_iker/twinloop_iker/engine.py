@@ -6,13 +6,16 @@ until the code says done or a limit is reached.
 
 What runs: the code writer of config/iker.yaml (deploy.writer: the template writer by default,
 labelled 'template writer (not a VLM)', or a VLM agent) and the CEM planner of cem.py over
-KeypointEnv (no PPO checkpoint is trained yet, so none is used; results say so). Pushes are
-deployed: the executor port brings the closed gripper behind the object (one gated ExecuteMotion
-segment each), then every chunk of `cem.replan_every` planned end-effector deltas goes through IK
-and the streamer port (the execution node's ~/stream, gated chunk by chunk), with the object
-perceived again before each chunk. Grasp-and-place stages are refused with the reason (not
-deployed yet). The query image is drawn on a schematic view of the perceived boxes (no camera
-image reaches an engine through its ports); it goes to the writer and the run report.
+KeypointEnv (no PPO checkpoint is trained yet, so none is used; results say so). A push: the
+executor port brings the closed gripper behind the object (gated ExecuteMotion segments); a
+grasp-and-place stage: the executor grasps the object from above (the heuristic grasp of the
+paper's Appendix A: across its narrower side over the tallest part of its middle, deploy.grasp_point)
+and lifts it clear of everything on the table. Then every chunk of `cem.replan_every` planned
+end-effector deltas (and, holding an object, yaw turns) goes through IK and the streamer port (the
+execution node's ~/stream, gated chunk by chunk), with the object perceived again before each
+chunk; a held object is lowered only once above its target, and released there. The query image is
+drawn on a schematic view of the perceived boxes (no camera image reaches an engine through its
+ports); it goes to the writer and the run report.
 """
 
 import math
@@ -25,8 +28,8 @@ import trimesh
 from PIL import Image, ImageDraw
 
 from twinloop_core.engine import DecisionEngine, EngineResult, register_engine
-from twinloop_core.geometry import HOME_GRIP, quat_matrix
-from twinloop_core.gripper import CLOSED_WIDTH
+from twinloop_core.geometry import HOME_GRIP, grasp_of, quat_matrix, quat_multiply, yaw_of, z_rotation
+from twinloop_core.gripper import CLOSED_WIDTH, OPEN_WIDTH, closed_on_something
 from twinloop_core.judging import judge
 from twinloop_core.outcomes import GoalEnded, Outcome
 from twinloop_core.ports import JointSegment
@@ -40,6 +43,7 @@ from twinloop_iker.writers import HistoryEntry, WriteRequest, WriterError, make_
 SOLVER = 'CEM in the keypoint twin (no PPO checkpoint trained yet)'
 UNSUPPORTED = ('open', 'close', 'reorient')  # no keypoint form, or not deployable by a yaw-and-push solver
 SETTLE = 0.1  # [s] waited after a chunk's end before perceiving again
+HOME_GRIP_INVERSE = (HOME_GRIP[0], -HOME_GRIP[1], -HOME_GRIP[2], -HOME_GRIP[3])
 VIEW = {'position': (1.25, 0.0, 0.9), 'look_at': (0.5, 0.0, 0.0), 'fovy': 50.0, 'size': (320, 240)}
 
 
@@ -100,7 +104,7 @@ def static_objects(task):
 class IkerEngine(DecisionEngine):
     """IKER: keypoint code by a writer, checked in the sandbox, solved by CEM in the twin, streamed."""
 
-    label = 'iker (keypoint code in a sandbox; CEM in the twin; pushes only)'
+    label = 'iker (keypoint code in a sandbox; CEM in the twin; pushes and grasp-and-place)'
     config_class = IkerConfig
     needs = ('perception', 'executor', 'streamer')
 
@@ -111,7 +115,7 @@ class IkerEngine(DecisionEngine):
         self.writer = make_writer(d.writer, config_dir, **options)
         low = self.config.env.workspace_low
         env_config = replace(self.config.env, workspace_low=(low[0], low[1], max(low[2], d.min_tcp_z)))
-        self.env = KeypointEnv('push', env_config, None, self.config.reward)
+        self.envs = {skill: KeypointEnv(skill, env_config, None, self.config.reward) for skill in ('push', 'place')}
         self.arm = Arm.panda()
         self.backend = f'{self.writer.label} + {SOLVER}'
 
@@ -158,16 +162,14 @@ class IkerEngine(DecisionEngine):
             if limits.dry_run:
                 record.outcome = 'dry run: targets checked, nothing moved'
                 return self._end(ports, record, started, True, record.outcome, steps)
-            if found.grasp:
-                record.outcome = 'grasp-and-place stages are not deployed yet (pushes are); nothing moved'
-                return self._end(ports, record, started, False, record.outcome, steps)
             if shapes.get(found.object_id) is None:
                 record.outcome = (
                     f'{found.object_id} is a static object here (the task only refers to it); nothing moved'
                 )
                 return self._end(ports, record, started, False, record.outcome, steps)
             local = np.array([local_points[n] for n in found.keypoint_indices])
-            succeeded, record.outcome, record.chunks, record.distance = self._push(
+            move = self._place if found.grasp else self._push
+            succeeded, record.outcome, record.chunks, record.distance = move(
                 ports, limits, found.object_id, shapes[found.object_id], local, np.array(found.target_positions), steps
             )
             if succeeded and not multi_step:  # keypoints within the paper's threshold: the task's done decides
@@ -179,7 +181,7 @@ class IkerEngine(DecisionEngine):
             ports.progress.record(record)
             ports.progress.log(f'iteration {iteration}: {record.outcome}')
             if succeeded and not multi_step:
-                return self._result(True, f'pushed in {iteration} iteration(s): {record.outcome}', steps)
+                return self._result(True, f'done in {iteration} iteration(s): {record.outcome}', steps)
             if limits.max_steps and steps >= limits.max_steps:
                 return self._result(False, f'max_steps {limits.max_steps} reached', steps)
         return self._result(False, f'{d.max_iterations} iterations without the code saying done', steps)
@@ -212,21 +214,73 @@ class IkerEngine(DecisionEngine):
     def _push(self, ports, limits, oid, shape, local, targets, steps):
         """Push oid's keypoints `local` to `targets`: behind it, then CEM chunks streamed until within
         the success threshold or a limit. (succeeded, outcome in words, chunks, final distance)."""
-        d, threshold = self.config.deploy, self.config.reward.success_threshold
         state = ports.perception.state()
         p, q, size = state.objects[oid]
         target_position, target_yaw = deploy.fit_target_pose(local, targets, deploy.object_yaw(q))
         target_position[2] = p[2]  # a push keeps the object on what it stands on
         start_distance = deploy.keypoint_distance(local, (p, q), targets)
         q_arm = self._approach(ports, state, p, size, target_position)
+        chunks, distance, why = self._servo(
+            ports, limits, 'push', oid, shape, local, targets, (target_position, target_yaw), q_arm, steps
+        )
+        self._retreat(ports)
+        return self._outcome(f'pushed {oid}', start_distance, distance, chunks, why)
+
+    def _place(self, ports, limits, oid, shape, local, targets, steps):
+        """Grasp oid, lift it clear of the table's objects, carry its keypoints `local` to `targets`
+        with CEM chunks (lowered only above them), release. Same return as _push."""
+        state = ports.perception.state()
+        p, q, size = state.objects[oid]
+        target_position, target_yaw = deploy.fit_target_pose(local, targets, deploy.object_yaw(q))
+        start_distance = deploy.keypoint_distance(local, (p, q), targets)
+        point, quat, hand_yaw = self._grasp(state, oid, shape)
+        carry = self._carry_height(state, oid, targets) + point[2] - p[2]
+        q_arm = self._pick(ports, state, point, quat, size, carry)
+        if not closed_on_something(ports.perception.state().gripper_width):
+            self._retreat(ports, release=True)
+            return False, f'the grasp of {oid} missed (the fingers closed on nothing); nothing carried', 0, -1.0
+        chunks, distance, why = self._servo(
+            ports,
+            limits,
+            'place',
+            oid,
+            shape,
+            local,
+            targets,
+            (target_position, target_yaw),
+            q_arm,
+            steps,
+            hand_yaw=hand_yaw,
+            carry=carry,
+        )
+        self._retreat(ports, release=True)
+        state = ports.perception.state()
+        distance = deploy.keypoint_distance(local, state.objects[oid][:2], targets)
+        return self._outcome(f'placed {oid}', start_distance, distance, chunks, f'{why}; released')
+
+    def _outcome(self, what, start_distance, distance, chunks, why):
+        """(succeeded, outcome in words, chunks, distance) of a stage: within the paper's threshold or not."""
+        threshold = self.config.reward.success_threshold
+        outcome = (
+            f'{what}: its keypoints went from {100 * start_distance:.1f} to {100 * distance:.1f} cm from '
+            f'their targets in {chunks} chunks ({why}; success below {100 * threshold:.0f} cm)'
+        )
+        return distance <= threshold, outcome, chunks, round(distance, 4)
+
+    def _servo(
+        self, ports, limits, skill, oid, shape, local, targets, target_pose, q_arm, steps, hand_yaw=0.0, carry=None
+    ):
+        """CEM chunks of `skill` streamed until oid's keypoints are within stop_distance or a limit:
+        (chunks, final distance, why it stopped). Holding the object (carry: the TCP height while
+        carrying), the TCP stays at carry until the keypoints are above their targets."""
+        d, env = self.config.deploy, self.envs[skill]
         stream_id, chunks, rng = f'iker-{uuid.uuid4().hex[:8]}', 0, np.random.default_rng(0)
-        mean = np.zeros((self.config.cem.horizon, self.env.action_space.shape[0]))
-        distance, why = start_distance, f'{d.max_chunks} chunks streamed'
+        mean = np.zeros((self.config.cem.horizon, env.action_space.shape[0]))
+        distance, why = math.inf, f'{d.max_chunks} chunks streamed'
         try:
             while True:
                 ports.cancel.check()
-                state = ports.perception.state()
-                pose = state.objects[oid][:2]
+                pose = ports.perception.state().objects[oid][:2]
                 distance = deploy.keypoint_distance(local, pose, targets)
                 if distance <= d.stop_distance:
                     why = f'within {100 * d.stop_distance:.0f} cm'
@@ -239,30 +293,59 @@ class IkerEngine(DecisionEngine):
                     break
                 tcp = self.arm.ee_position(q_arm)
                 position, yaw = np.asarray(pose[0], float), deploy.object_yaw(pose[1])
-                deploy.env_at(self.env, *shape, position, yaw, target_position, target_yaw, tcp)
-                sequence = cem.plan(self.env, mean, rng, self.config.cem)
-                deltas = deploy.tcp_targets(self.env, sequence[: self.config.cem.replan_every])
+                deploy.env_at(env, *shape, position, yaw, *target_pose, tcp, hand_yaw)
+                sequence = cem.plan(env, mean, rng, self.config.cem)
                 keep = self.config.cem.replan_every
+                shifts, turns = deploy.tcp_targets(env, sequence[:keep])
                 mean = np.concatenate([sequence[keep:], np.zeros_like(sequence[:keep])])
+                points = tcp + shifts
+                if carry is not None and deploy.horizontal_offset(local, pose, targets) > d.stop_distance:
+                    points[:, 2] = np.maximum(points[:, 2], carry)  # carried high until above the targets
                 try:
-                    q_arm = self._stream(ports, stream_id, q_arm, tcp, deltas)
+                    q_arm = self._stream(ports, stream_id, q_arm, tcp, points, hand_yaw + turns[-1])
                 except Refused as refused:
                     why = str(refused)
                     break
+                hand_yaw += float(turns[-1])
                 chunks += 1
         finally:
             if chunks:
                 ports.streamer.stop_stream(stream_id)
-        self._retreat(ports)
-        succeeded = distance <= threshold
-        outcome = (
-            f'pushed {oid}: its keypoints went from {100 * start_distance:.1f} to {100 * distance:.1f} cm from '
-            f'their targets in {chunks} chunks ({why}; success below {100 * threshold:.0f} cm)'
-        )
-        return succeeded, outcome, chunks, round(distance, 4)
+        return chunks, distance, why
 
-    def _ik(self, q_seed, position, what):
-        result = self.arm.ik.solve(self.arm.q_full(q_seed), np.asarray(position, float), np.asarray(HOME_GRIP))
+    def _carry_height(self, state, oid, targets):
+        """Height [m] of oid's base while carried: clear of every other object's top and of its targets."""
+        tops = [o[0][2] + o[2][2] for other, o in state.objects.items() if other != oid]
+        return max([*tops, float(np.max(np.asarray(targets)[:, 2]))]) + self.config.deploy.carry_clearance
+
+    @staticmethod
+    def _grasp(state, oid, shape):
+        """(grip point, gripper quat, hand yaw) of the heuristic grasp from above: across the object's
+        narrower side over the tallest part of its middle (a shoe's collar), or a wide one by its rim."""
+        obj = state.objects[oid]
+        grasp = grasp_of(obj, [o for other, o in state.objects.items() if other != oid])
+        point = grasp.point
+        if not grasp.side:
+            point = np.asarray(obj[0], float) + quat_matrix(obj[1]) @ deploy.grasp_point(*shape)
+        return point, grasp.quat, yaw_of(quat_multiply(grasp.quat, HOME_GRIP_INVERSE))
+
+    def _pick(self, ports, state, point, quat, size, carry):
+        """Open, come down over the grip point, close, lift the TCP to `carry`: the arm joints then."""
+        above = point + (0.0, 0.0, size[2] + self.config.deploy.approach_height)
+        q_above = self._ik(state.arm, above, 'above the grasp', quat)
+        q_grasp = self._ik(q_above, point, 'down to the grasp', quat)
+        q_lift = self._ik(q_grasp, np.r_[point[:2], max(carry, point[2])], 'lift', quat)
+        ports.executor.execute(
+            [
+                JointSegment(q_above[None, :], gripper_before=OPEN_WIDTH, label='above the grasp'),
+                JointSegment(q_grasp[None, :], gripper_after=CLOSED_WIDTH, label='down to the grasp, close'),
+                JointSegment(q_lift[None, :], label='lift'),
+            ]
+        )
+        return ports.perception.state().arm
+
+    def _ik(self, q_seed, position, what, quat=HOME_GRIP):
+        result = self.arm.ik.solve(self.arm.q_full(q_seed), np.asarray(position, float), np.asarray(quat, float))
         if not result.converged:
             raise GoalEnded(Outcome.FAILED, f'{what}: no IK solution for {np.round(position, 3).tolist()}')
         return np.asarray(result.positions, float)
@@ -285,13 +368,14 @@ class IkerEngine(DecisionEngine):
         )
         return ports.perception.state().arm
 
-    def _stream(self, ports, stream_id, q_arm, tcp, deltas):
-        """One chunk to the last planned TCP displacement (IK, minimum-jerk timing), gated by the
+    def _stream(self, ports, stream_id, q_arm, tcp, points, hand_yaw):
+        """One chunk to the last planned TCP point and hand yaw (IK, minimum-jerk timing), gated by the
         execution node; waits for its end and returns the commanded joints there."""
         d = self.config.deploy
-        points = tcp + deltas
+        points = np.array(points, float)
         points[:, 2] = np.maximum(points[:, 2], d.min_tcp_z)
-        q_end = self._ik(q_arm, points[-1], 'a planned push step')
+        quat = quat_multiply(z_rotation(hand_yaw), HOME_GRIP)
+        q_end = self._ik(q_arm, points[-1], 'a planned step', quat)
         length = float(np.linalg.norm(np.diff(np.vstack([tcp, points]), axis=0), axis=1).sum())
         times, positions = deploy.joint_chunk(q_arm, q_end, length, d)
         reply = ports.streamer.send_chunk(stream_id, times, positions)
@@ -304,9 +388,17 @@ class IkerEngine(DecisionEngine):
         commanded = np.asarray(reply.commanded_positions, float)
         return commanded if commanded.shape == (7,) else positions[-1]
 
-    def _retreat(self, ports):
-        """Lift the TCP straight up to the retreat height."""
+    def _retreat(self, ports, release=False):
+        """Lift the TCP straight up, by approach_height and at least to the retreat height, keeping
+        the gripper's orientation; release: open the fingers first."""
+        d = self.config.deploy
         q = ports.perception.state().arm
         up = self.arm.ee_position(q)
-        up[2] = max(up[2], self.config.deploy.retreat_height)
-        ports.executor.execute([JointSegment(self._ik(q, up, 'retreat')[None, :], label='retreat')])
+        up[2] = max(up[2] + d.approach_height, d.retreat_height)
+        quat = self.arm.ee_quat(q)
+        segment = JointSegment(
+            self._ik(q, up, 'retreat', quat)[None, :], label='release, retreat' if release else 'retreat'
+        )
+        if release:
+            segment.gripper_before = OPEN_WIDTH
+        ports.executor.execute([segment])

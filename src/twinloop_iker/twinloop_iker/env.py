@@ -75,7 +75,7 @@ HAND_ARMATURE = (0.1, 0.01)  # [kg], [kg m^2] on the hand's joints: steadies the
 GRASP_DEPTH = 0.03  # [m] TCP under the object's top at the nominal grasp
 FALLEN_Z = -0.02  # [m] an object centre below the table top has fallen off it
 SETTLE_STEPS = 10  # physics steps at reset so that a resting object settles on the table
-OPTIONS = ('kind', 'scale', 'object_pose', 'target_pose', 'targets', 'gripper_position')
+OPTIONS = ('kind', 'scale', 'object_pose', 'target_pose', 'targets', 'gripper_position', 'grasp_pose')
 STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
 # Collision bits: the table meets the object only; the pushing hand meets the object only.
 TABLE_BITS, OBJECT_BITS, HAND_BITS = 1, 3, 2
@@ -298,9 +298,10 @@ class KeypointEnv(gym.Env):
     """Move one object's keypoints to their targets with a floating gripper (push or place).
 
     skill: 'push' or 'place'; randomization: a RandomizationConfig (domain randomisation) or None
-    (nominal physics). reset's options: kind, scale, object_pose (x, y, yaw), target_pose
-    (x, y, bottom z, yaw), targets ((4, 3) world keypoint targets, e.g. from the VLM's code; in
-    keypoint order) and gripper_position (push: the TCP's start).
+    (nominal physics). reset's options: kind, scale, object_pose (x, y, yaw) or (x, y, bottom z,
+    yaw), target_pose (x, y, bottom z, yaw), targets ((4, 3) world keypoint targets, e.g. from the
+    VLM's code; in keypoint order), gripper_position (push: the TCP's start) and grasp_pose (place:
+    the TCP (x, y, z) and hand yaw of a grasp made on the arm, instead of the heuristic one).
     """
 
     metadata = {'render_modes': []}
@@ -338,8 +339,14 @@ class KeypointEnv(gym.Env):
         pose = options.get('object_pose')
         if pose is None:
             pose = (*rng.uniform(c.object_low, c.object_high), rng.uniform(-np.pi, np.pi))
-        x, y, yaw = (float(v) for v in pose)
-        start = np.array([x, y, rng.uniform(*c.place_start_lift) if self.skill == 'place' else 0.0])
+        if len(pose) == 4:
+            x, y, z, yaw = (float(v) for v in pose)
+        else:
+            (x, y, yaw), z = (
+                (float(v) for v in pose),
+                rng.uniform(*c.place_start_lift) if self.skill == 'place' else 0.0,
+            )
+        start = np.array([x, y, z])
         target = options.get('target_pose')
         if target is None:
             target = self._draw_target(start, yaw)
@@ -354,7 +361,11 @@ class KeypointEnv(gym.Env):
 
         narrow = int(extents[0] > extents[1])  # the fingers close across the narrower horizontal side
         if self.skill == 'place':
-            hand_pos, hand_quat = self._grasp(object_pos, object_quat, extents, -math.pi / 2 * (1 - narrow))
+            grasp = options.get('grasp_pose')
+            if grasp is None:
+                hand_pos, hand_quat = self._grasp(object_pos, object_quat, extents, -math.pi / 2 * (1 - narrow))
+            else:
+                hand_pos, hand_quat = np.asarray(grasp[:3], float), yaw_quat(grasp[3])
             self.held = _relative_pose(hand_pos, hand_quat, object_pos, object_quat)
             gap = extents[narrow] / 2 + FINGER_RADIUS
         else:

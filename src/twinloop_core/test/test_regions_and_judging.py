@@ -69,6 +69,13 @@ def test_push_is_judged_beside_and_do_not_move_fails_the_task():
     assert not done and 'mug was not to be moved' in detail
 
 
+def test_a_push_without_destination_is_done_once_aside_on_its_support():
+    aside = SubTask('push', 'cube')
+    assert judge([aside], SCENE, {**SCENE, 'cube': obj(0.45, -0.17)})[0]
+    assert not judge([aside], SCENE, {**SCENE, 'cube': obj(0.45, -0.13)})[0]  # 3 cm: not aside
+    assert not judge([aside], SCENE, {**SCENE, 'cube': obj(0.45, -0.2, z=-0.1)})[0]  # pushed off what it stood on
+
+
 def test_a_ring_counts_as_threaded_only_down_the_post():
     post = ((0.6, -0.2, 0.0), Q, (0.1, 0.1, 0.16))
     down = {'post': post, 'ring': ((0.61, -0.2, 0.012), Q, (0.1, 0.1, 0.03))}

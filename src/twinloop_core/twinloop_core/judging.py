@@ -1,7 +1,7 @@
 """Whether sub-tasks are done, judged on object states {id: (position, quat wxyz, size xyz)}:
 picked objects raised, placed ones inside their destination's footprint or at their spot beside
-it (region relations), pushed ones beside their destination, and objects the task must not move
-left where they were. Used on perceived state by the orchestrator and on ground truth by
+it (region relations), pushed ones beside their destination (or aside when they have none), and
+objects the task must not move left where they were. Used on perceived state by the orchestrator and on ground truth by
 evaluations. A task of a benchmark may add stricter checks on ground truth (CHECKS: a ring
 threaded down a post, not resting on its top; a pair side by side, headings and toes in line)."""
 
@@ -12,6 +12,7 @@ from twinloop_core.regions import radius, region_done
 from twinloop_core.task import REGION_RELATIONS, SubTask
 
 UNMOVED = 0.02  # [m] a do-not-move object displaced less than this is left alone
+PUSHED_ASIDE = 0.05  # [m] a push without a destination moves the object at least this far, on its support
 PUSHED_BESIDE = 0.05  # [m] largest gap between footprints of a pushed object and its destination
 
 
@@ -26,6 +27,9 @@ def judge_subtask(s, before, after):
         return p1[2] - p0[2] > 0.05, f'{s.object_id} raised {100 * (p1[2] - p0[2]):.1f} cm'
     if s.relation in REGION_RELATIONS:
         return region_done(s, before, after)
+    if s.action == 'push' and not s.destination_id:
+        moved = float(np.hypot(p1[0] - p0[0], p1[1] - p0[1]))
+        return moved >= PUSHED_ASIDE and abs(p1[2] - p0[2]) < 0.02, f'{s.object_id} pushed {100 * moved:.1f} cm aside'
     d, _, d_size = after[s.destination_id]
     horizontal = float(np.hypot(p1[0] - d[0], p1[1] - d[1]))
     note = f'{s.object_id} {100 * horizontal:.1f} cm from {s.destination_id}'

@@ -36,7 +36,7 @@ def steps(task):
         (
             TABLETOP,
             'first stack the blue cube on top of the red cube; after that pick up the green block',
-            [('place', 'blue_cube', 'red_cube', '', ''), ('pick', 'green_block', '', '', '')],
+            [('place', 'blue_cube', 'red_cube', 'on', ''), ('pick', 'green_block', '', '', '')],
         ),
         (TABLETOP, 'put the blue cube next to the bowl', [('place', 'blue_cube', 'bowl', 'next_to', '')]),
         (
@@ -45,6 +45,12 @@ def steps(task):
             [('place', 'blue_cube', 'red_cube', 'between', 'green_block')],
         ),
         (TABLETOP, 'push the blue cube towards the bowl', [('push', 'blue_cube', 'bowl', 'towards', '')]),
+        (TABLETOP, 'push the green block out of the way', [('push', 'green_block', '', '', '')]),
+        (
+            TABLETOP,
+            'first push the green block aside, then put the red cube on it',
+            [('push', 'green_block', '', '', ''), ('place', 'red_cube', 'green_block', 'on', '')],
+        ),
         (
             SLIPPERS,
             'put the left slipper side by side with the right slipper',
@@ -55,7 +61,7 @@ def steps(task):
         (
             LIBERO_SPATIAL,
             'pick up the black bowl between the plate and the ramekin and place it on the plate',
-            [('place', 'bowl_1', 'plate_1', '', '')],
+            [('place', 'bowl_1', 'plate_1', 'on', '')],
         ),
     ],
 )

@@ -140,6 +140,7 @@ class Lexicon:
         self.trailing = re.compile(rf'(?:[\s,]*\b(?:{_alternation(w["trailing_fillers"])}))+$')
         self.verb = re.compile(rf'^({_alternation(self.verb_action)})\b\s*')
         self.relation = re.compile(rf'\b({_alternation(self.relation_of)})\b')
+        self.aside = re.compile(rf'^(.+?)\s+(?:{_alternation(w["aside"])})$')
         self.verb_ahead = re.compile(
             rf',?\s+and\s+(?=(?:{_alternation(self.verb_action)})\b)|,\s+(?=(?:'
             rf'{_alternation(self.verb_action)})\b)'
@@ -459,6 +460,9 @@ class EmbeddedParser:
             reverse=True,
         )
         found = [f for f in found if f[0] > 0 and rest[f[1] :].strip()]
+        aside = self.lexicon.aside.match(rest)
+        if action == 'push' and aside:  # "push the box aside": no destination
+            return [SubTask('push', self._object(aside.group(1), scene, ctx))]
         if not found:
             if action == 'place' and verb in self.lexicon.pick_forms:
                 return [SubTask('pick', self._object(rest, scene, ctx))]
@@ -495,8 +499,10 @@ class EmbeddedParser:
         if action == 'place' and relation == 'towards':
             relation = 'in'
         into = relation == 'in'
-        if relation in ('in', 'on') and action == 'place':
-            relation = ''  # into / onto the destination: the judge treats both alike
+        if relation == 'in' and action == 'place':
+            relation = (
+                ''  # into the destination (the default); 'on' stays: onto its top, not its floor (IKER's targets)
+            )
         subtasks = []
         for phrase in phrases:
             try:

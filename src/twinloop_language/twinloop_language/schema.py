@@ -11,7 +11,8 @@ from twinloop_core.task import REGION_RELATIONS, SCHEMA_VERSION, Constraints, Su
 from twinloop_language.scene import Rejected
 
 PLACE_KINDS = ('place', 'stack', 'sort', 'move_relative')  # all become place sub-tasks
-NEEDS_DESTINATION = PLACE_KINDS + ('push',)
+NEEDS_DESTINATION = PLACE_KINDS
+TAKES_DESTINATION = PLACE_KINDS + ('push',)  # a push without one goes aside
 
 
 class InvalidTask(ValueError):
@@ -82,7 +83,7 @@ def _subtask(step, scene, references):
     destination, action = step['destination'], step['action']
     if action in NEEDS_DESTINATION and destination is None:
         errors.append(f'{action} needs a destination')
-    if action not in NEEDS_DESTINATION and destination is not None:
+    if action not in TAKES_DESTINATION and destination is not None:
         errors.append(f'{action} takes no destination')
     second = destination and destination['second_reference']
     if destination and destination['relation'] == 'between' and not second:
@@ -99,8 +100,8 @@ def _subtask(step, scene, references):
     if oid in (target, second and second['id']):
         raise InvalidTask([f'{oid} cannot be its own destination'])
     action = 'place' if action in PLACE_KINDS else action
-    if action == 'place' and relation in ('in', 'on', 'towards'):
-        relation = ''
+    if action == 'place' and relation in ('in', 'towards'):
+        relation = ''  # into the destination (the default); 'on' stays: onto its top, not its floor
     offset = ()
     if relation in REGION_RELATIONS:
         refs = [target] + ([second['id']] if second else [])

@@ -120,8 +120,9 @@ def object_yaw(quat):
 
 def env_at(env, kind, scale, position, yaw, target_position, target_yaw, tcp, hand_yaw=0.0):
     """Reset KeypointEnv to the perceived object pose, its target pose and the arm's TCP: push, the
-    closed fingers where the TCP is; place, the object held where it is by a hand at the TCP turned
-    by hand_yaw (the grasp made on the arm)."""
+    closed fingers where the TCP is, heights measured from what the object stands on (the env's
+    table is its support: a rack top as well as the table); place, the object held where it is by a
+    hand at the TCP turned by hand_yaw (the grasp made on the arm)."""
     options = {
         'kind': kind,
         'scale': scale,
@@ -132,7 +133,9 @@ def env_at(env, kind, scale, position, yaw, target_position, target_yaw, tcp, ha
         options['grasp_pose'] = (*(float(v) for v in tcp), float(hand_yaw))
         env.reset(seed=0, options=options)
         return
+    tcp = np.asarray(tcp, float) - (0.0, 0.0, float(position[2]))
     options['object_pose'] = (float(position[0]), float(position[1]), float(yaw))
+    options['target_pose'] = (*options['target_pose'][:2], 0.0, target_yaw)
     options['gripper_position'] = tuple(float(v) for v in tcp)
     env.reset(seed=0, options=options)
     d = env.data  # reset raises the hand above the object; the arm's TCP may be beside it

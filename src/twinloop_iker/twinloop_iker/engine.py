@@ -238,7 +238,12 @@ class IkerEngine(DecisionEngine):
         q_arm = self._pick(ports, state, point, quat, size, carry)
         if not closed_on_something(ports.perception.state().gripper_width):
             self._retreat(ports, release=True)
-            return False, f'the grasp of {oid} missed (the fingers closed on nothing); nothing carried', 0, -1.0
+            return (
+                False,
+                f'the grasp of {oid} missed (the fingers hold nothing after the lift); nothing carried',
+                0,
+                -1.0,
+            )
         chunks, distance, why = self._servo(
             ports,
             limits,
@@ -301,8 +306,9 @@ class IkerEngine(DecisionEngine):
                 points = tcp + shifts
                 if carry is not None and deploy.horizontal_offset(local, pose, targets) > d.stop_distance:
                     points[:, 2] = np.maximum(points[:, 2], carry)  # carried high until above the targets
+                floor = d.min_tcp_z + (position[2] if carry is None else 0.0)  # a push: above its support
                 try:
-                    q_arm = self._stream(ports, stream_id, q_arm, tcp, points, hand_yaw + turns[-1])
+                    q_arm = self._stream(ports, stream_id, q_arm, tcp, points, hand_yaw + turns[-1], floor)
                 except Refused as refused:
                     why = str(refused)
                     break
@@ -333,13 +339,13 @@ class IkerEngine(DecisionEngine):
         """Open, come down over the grip point, close, lift the TCP to `carry`: the arm joints then."""
         above = point + (0.0, 0.0, size[2] + self.config.deploy.approach_height)
         q_above = self._ik(state.arm, above, 'above the grasp', quat)
-        q_grasp = self._ik(q_above, point, 'down to the grasp', quat)
-        q_lift = self._ik(q_grasp, np.r_[point[:2], max(carry, point[2])], 'lift', quat)
+        down = self._line(q_above, above, point, 'down to the grasp', quat)
+        lift = self._line(down[-1], point, np.r_[point[:2], max(carry, point[2])], 'lift', quat)
         ports.executor.execute(
             [
                 JointSegment(q_above[None, :], gripper_before=OPEN_WIDTH, label='above the grasp'),
-                JointSegment(q_grasp[None, :], gripper_after=CLOSED_WIDTH, label='down to the grasp, close'),
-                JointSegment(q_lift[None, :], label='lift'),
+                JointSegment(down, gripper_after=CLOSED_WIDTH, label='down to the grasp, close'),
+                JointSegment(lift, label='lift'),
             ]
         )
         return ports.perception.state().arm
@@ -350,6 +356,16 @@ class IkerEngine(DecisionEngine):
             raise GoalEnded(Outcome.FAILED, f'{what}: no IK solution for {np.round(position, 3).tolist()}')
         return np.asarray(result.positions, float)
 
+    def _line(self, q_start, start, end, what, quat=HOME_GRIP, spacing=0.02):
+        """Joint waypoints (n, 7) that move the TCP along the straight line start -> end [m] (every
+        `spacing` metres, each solved from the one before), the orientation held."""
+        count = max(1, int(math.ceil(np.linalg.norm(np.subtract(end, start)) / spacing)))
+        waypoints, q = [], q_start
+        for s in np.linspace(0.0, 1.0, count + 1)[1:]:
+            q = self._ik(q, (1 - s) * np.asarray(start, float) + s * np.asarray(end, float), what, quat)
+            waypoints.append(q)
+        return np.array(waypoints)
+
     def _approach(self, ports, state, position, size, target_position):
         """Close the gripper and bring its TCP behind the object (away from the target) at push height."""
         d = self.config.deploy
@@ -359,21 +375,22 @@ class IkerEngine(DecisionEngine):
         height = max(d.min_tcp_z, min(size[2] / 2, 0.04))
         above = np.r_[behind, position[2] + size[2] + d.approach_height]
         q_above = self._ik(state.arm, above, 'above the push start')
-        q_down = self._ik(q_above, np.r_[behind, position[2] + height], 'down to the push start')
+        down = self._line(q_above, above, np.r_[behind, position[2] + height], 'down to the push start')
         ports.executor.execute(
             [
                 JointSegment(q_above[None, :], gripper_before=CLOSED_WIDTH, label='above the push start'),
-                JointSegment(q_down[None, :], label='down to the push start'),
+                JointSegment(down, label='down to the push start'),
             ]
         )
         return ports.perception.state().arm
 
-    def _stream(self, ports, stream_id, q_arm, tcp, points, hand_yaw):
-        """One chunk to the last planned TCP point and hand yaw (IK, minimum-jerk timing), gated by the
-        execution node; waits for its end and returns the commanded joints there."""
+    def _stream(self, ports, stream_id, q_arm, tcp, points, hand_yaw, floor):
+        """One chunk to the last planned TCP point (kept above `floor` [m]) and hand yaw (IK,
+        minimum-jerk timing), gated by the execution node; waits for its end and returns the
+        commanded joints there."""
         d = self.config.deploy
         points = np.array(points, float)
-        points[:, 2] = np.maximum(points[:, 2], d.min_tcp_z)
+        points[:, 2] = np.maximum(points[:, 2], floor)
         quat = quat_multiply(z_rotation(hand_yaw), HOME_GRIP)
         q_end = self._ik(q_arm, points[-1], 'a planned step', quat)
         length = float(np.linalg.norm(np.diff(np.vstack([tcp, points]), axis=0), axis=1).sum())
@@ -389,12 +406,15 @@ class IkerEngine(DecisionEngine):
         return commanded if commanded.shape == (7,) else positions[-1]
 
     def _retreat(self, ports, release=False):
-        """Lift the TCP straight up, by approach_height and at least to the retreat height, keeping
-        the gripper's orientation; release: open the fingers first."""
+        """Lift the TCP straight up, by approach_height, to the retreat height at least and clear of
+        every object's top (the next motion may cross the table), keeping the gripper's orientation;
+        release: open the fingers first."""
         d = self.config.deploy
-        q = ports.perception.state().arm
+        state = ports.perception.state()
+        q = state.arm
         up = self.arm.ee_position(q)
-        up[2] = max(up[2] + d.approach_height, d.retreat_height)
+        tops = max((p[2] + size[2] for p, _, size in state.objects.values()), default=0.0)
+        up[2] = max(up[2] + d.approach_height, d.retreat_height, tops + d.carry_clearance)
         quat = self.arm.ee_quat(q)
         segment = JointSegment(
             self._ik(q, up, 'retreat', quat)[None, :], label='release, retreat' if release else 'retreat'

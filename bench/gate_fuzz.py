@@ -13,12 +13,13 @@ import argparse
 import json
 import multiprocessing
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from twinloop_core.evaluation import git_commit
 
 ROOT = Path(os.environ.get('TWINLOOP_ROOT', Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(ROOT / 'tests'))
@@ -115,7 +116,7 @@ def main():
         'verdicts': {k: v for k, v in sorted(counts.items()) if k not in ('cases', 'metamorphic')},
         'kinds': dict(sorted(kinds.items())),
         'findings': findings[:200],
-        'commit': _commit(),
+        'commit': git_commit(ROOT),
         'command': 'python bench/gate_fuzz.py ' + ' '.join(sys.argv[1:]),
     }
     print(
@@ -133,15 +134,6 @@ def main():
     print('wrote', out.relative_to(ROOT))
     if not args.no_results:
         _append_results(summary, out.relative_to(ROOT))
-
-
-def _commit():
-    try:
-        return subprocess.run(
-            ['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return 'unknown'
 
 
 def _append_results(s, path):

@@ -21,13 +21,13 @@ import argparse
 import collections
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
 import yaml
 from tqdm import tqdm
 
+from twinloop_core.evaluation import git_commit
 from twinloop_language.parsers import make_parser
 from twinloop_language.scene import Rejected, Scene
 
@@ -152,8 +152,7 @@ def main():
     parsers = [make_parser(config / 'language.yaml', config / 'waste_categories.yaml')]
     if args.agent:
         parsers.append(make_parser(config / 'language.yaml', config / 'waste_categories.yaml', parser=args.agent))
-    commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=ROOT).stdout
-    out = {'commit': commit.strip(), 'file': args.cases, 'split': args.split, 'cases': len(cases), 'parsers': {}}
+    out = {'commit': git_commit(ROOT), 'file': args.cases, 'split': args.split, 'cases': len(cases), 'parsers': {}}
     for p in parsers:
         records = run(p, cases, scenes)
         table = summary(records)

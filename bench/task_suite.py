@@ -25,12 +25,9 @@ Writes bench/results/task_suite-<time>.json and appends the table to bench/RESUL
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
-import subprocess
 import time
-from importlib import metadata
 from collections import Counter
 from pathlib import Path
 
@@ -44,7 +41,7 @@ from twinloop_interfaces.srv import ResetWorld
 from twinloop_bringup import graphs, ros_env
 from twinloop_bringup.client import InstructionClient, InstructionError
 from twinloop_core.engine import ConfigError, UnknownEngine, engine_class, load_config, load_engines
-from twinloop_core.evaluation import check_seeds, episode_log, seed_ranges, wilson_interval
+from twinloop_core.evaluation import check_seeds, episode_log, git_commit, machine, seed_ranges, wilson_interval
 from twinloop_core.judging import CHECKS, extra_checks, judge
 from twinloop_ros import topics
 from twinloop_ros.conversions import object_states
@@ -110,28 +107,6 @@ class Episode:
             'planning_s_per_step': report.get('planning_s_per_step', {}),
             'report': result.report_path,
         }
-
-
-def git_commit():
-    """The checkout's short commit, with '-dirty' when tracked files under src/, config/ or bench/ differ from it."""
-    run = lambda *args: subprocess.run(['git', '-C', str(ROOT), *args], capture_output=True, text=True).stdout.strip()  # noqa: E731
-    commit = run('rev-parse', '--short', 'HEAD') or 'unknown'
-    dirty = run('status', '--porcelain', '--untracked-files=no', '--', 'src', 'config', 'bench/task_suite.py')
-    return commit + ('-dirty' if dirty else '')
-
-
-def environment():
-    versions = {}
-    for package in ('mujoco', 'open3d', 'torch', 'numpy', 'rclpy', 'mink', 'ruckig', 'sentence-transformers'):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = 'n/a'
-    cpu = next(
-        (line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')),
-        platform.processor(),
-    )
-    return {'cpu': cpu, 'cores': os.cpu_count(), 'python': platform.python_version(), 'versions': versions}
 
 
 def _rates(rows):
@@ -293,7 +268,7 @@ def main():
         except (ValueError, ConfigError, UnknownEngine) as exc:
             parser.error(str(exc))
         parameters.setdefault('task_orchestrator', {})['engine_config_dir'] = str(config_dir)
-    commit = git_commit()
+    commit = git_commit(ROOT)
     env = ros_env.dds_environment(ros_env.allocate_domain_id())
     os.environ.update(env)
     done = done_episodes(args.log) if args.log else {}
@@ -363,7 +338,7 @@ def main():
         + (['--dev'] if args.dev else [])
         + ([f'--categories {" ".join(args.categories)}'] if args.categories else [])
     )
-    info = environment()
+    info = machine()
     out = ROOT / 'bench' / 'results' / f'task_suite-{time.strftime("%Y%m%d-%H%M%S")}.json'
     out.write_text(
         json.dumps(

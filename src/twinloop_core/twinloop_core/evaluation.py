@@ -1,11 +1,14 @@
 """What every evaluation shares: the Wilson interval of a success rate, the development and
-held-out seed ranges of a task file, episode logs (JSON lines), and a Ray cluster to run episodes
-on (a local one listens on loopback only)."""
+held-out seed ranges of a task file, episode logs (JSON lines), a Ray cluster to run episodes
+on (a local one listens on loopback only), and the commit and machine a result came from."""
 
 import contextlib
 import json
 import math
 import os
+import platform
+import subprocess
+from importlib import metadata
 from pathlib import Path
 
 import yaml
@@ -84,3 +87,32 @@ def ray_cluster(address='local', num_cpus=2):
         yield ray
     finally:
         ray.shutdown()
+
+
+def git_commit(root, paths=('src', 'config', 'bench/*.py', 'bench/*.yaml')):
+    """The checkout's short commit, with '-dirty' when tracked files under `paths` differ from it."""
+
+    def git(*args):
+        try:
+            return subprocess.run(['git', '-C', str(root), *args], capture_output=True, text=True).stdout.strip()
+        except OSError:
+            return ''
+
+    commit = git('rev-parse', '--short', 'HEAD') or 'unknown'
+    dirty = git('status', '--porcelain', '--untracked-files=no', '--', *paths)
+    return commit + ('-dirty' if dirty else '')
+
+
+def machine(packages=('mujoco', 'open3d', 'torch', 'numpy', 'rclpy', 'mink', 'ruckig', 'sentence-transformers')):
+    """The CPU, its cores, Python and the versions of the packages a result depends on."""
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = 'n/a'
+    cpu = next(
+        (line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')),
+        platform.processor(),
+    )
+    return {'cpu': cpu, 'cores': os.cpu_count(), 'python': platform.python_version(), 'versions': versions}

@@ -1,0 +1,97 @@
+"""IKER's solvers in the twin (issue 18): the success rate of each skill (place, push) over fresh
+randomised episodes of KeypointEnv, with and without domain randomisation (the paper's Table II,
+shared/seeds/002), by the paper's criterion (mean keypoint distance to target within 5 cm at the end).
+
+Solvers: the CEM planner (cem.py; no training) and, with --checkpoints DIR (DIR/<skill>/ from
+`python -m twinloop_iker.train --out DIR/<skill>`), the trained PPO policies beside it. Episodes are
+fixed by their seeds (from twinloop_iker.evaluate.EVAL_SEED on, never trained on). Writes
+bench/results/iker_twin-<time>.json and appends a table to bench/RESULTS.md.
+
+    . ./twinloop_env.sh && python bench/iker_twin.py [--episodes 128] [--skills place push] [--checkpoints DIR]
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from twinloop_core.evaluation import git_commit, machine
+from twinloop_iker.config import default_config
+from twinloop_iker.env import SKILLS
+from twinloop_iker.evaluate import EVAL_SEED, run_episodes, summary
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def evaluate_row(skill, solver, randomize, episodes, checkpoint, config):
+    """One row: the summary of a solver on a skill's episodes, each episode's outcome kept."""
+    started = time.perf_counter()
+    results = []
+    for seed in tqdm(range(EVAL_SEED, EVAL_SEED + episodes), desc=f'{skill} {solver} dr={randomize}', leave=False):
+        results += run_episodes(skill, [seed], solver, checkpoint, randomize, config)
+    row = summary(results, time.perf_counter() - started)
+    row.update(skill=skill, solver=solver, randomization=randomize)
+    row['failures'] = [{'seed': r.seed, 'distance': round(r.distance, 4)} for r in results if not r.success]
+    return row
+
+
+def append_results(rows, command, commit, info, path):
+    lines = [
+        f'\n## IKER solvers in the twin (issue 18), {time.strftime("%Y-%m-%d %H:%M")}\n',
+        f'Command: `{command}`  ',
+        f'Commit: {commit}  ',
+        f'Machine: {info["cpu"]}, {info["cores"]} cores, no GPU. KeypointEnv (floating hand, one catalog object, '
+        'the keypoint reward of Sec. III-A); success = mean keypoint distance to target within 5 cm at the end '
+        f"(the paper's criterion); episodes of seeds {EVAL_SEED}.. (never trained on); domain randomisation: "
+        'friction, mass, centre of mass, contact softness, geometry scale, start pose, grasp (config/iker.yaml).\n',
+        '| skill | solver | randomisation | success | rate | 95 % CI (Wilson) | mean final distance | s per episode |',
+        '|---|---|---|---|---|---|---|---|',
+    ]
+    lines += [
+        f'| {r["skill"]} | {r["solver"]} | {"on" if r["randomization"] else "off"} | {r["successes"]}/{r["episodes"]} '
+        f'| {100 * r["success_rate"]:.1f} % | {100 * r["wilson95"][0]:.1f}-{100 * r["wilson95"][1]:.1f} % '
+        f'| {100 * r["mean_distance"]:.1f} cm | {r["seconds_per_episode"]:.1f} |'
+        for r in rows
+    ]
+    with open(path, 'a') as f:
+        f.write('\n'.join(lines) + '\n')
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--episodes', type=int, default=128, help='per skill, solver and randomisation setting')
+    parser.add_argument('--skills', nargs='*', choices=SKILLS, default=list(SKILLS))
+    parser.add_argument('--checkpoints', help='DIR with DIR/<skill>/policy.zip: evaluate PPO beside CEM')
+    parser.add_argument('--no-results', action='store_true', help='do not write bench/results or RESULTS.md')
+    args = parser.parse_args(argv)
+    config, commit, info = default_config(), git_commit(ROOT), machine()
+    rows = []
+    for skill in args.skills:
+        solvers = [('cem', None)]
+        if args.checkpoints:
+            solvers.append(('ppo', str(Path(args.checkpoints) / skill)))
+        for solver, checkpoint in solvers:
+            for randomize in (True, False):
+                row = evaluate_row(skill, solver, randomize, args.episodes, checkpoint, config)
+                rows.append(row)
+                print(
+                    f'{skill} {solver} randomisation {"on" if randomize else "off"}: {row["successes"]}/'
+                    f'{row["episodes"]} = {100 * row["success_rate"]:.1f} % (95 % Wilson '
+                    f'{100 * row["wilson95"][0]:.1f}-{100 * row["wilson95"][1]:.1f} %), mean final distance '
+                    f'{100 * row["mean_distance"]:.1f} cm, {row["seconds_per_episode"]:.1f} s per episode',
+                    flush=True,
+                )
+    if args.no_results:
+        return
+    command = 'python bench/iker_twin.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
+    out = ROOT / 'bench' / 'results' / f'iker_twin-{time.strftime("%Y%m%d-%H%M%S")}.json'
+    out.write_text(json.dumps({'command': command, 'commit': commit, 'machine': info, 'rows': rows}, indent=1))
+    append_results(rows, command.strip(), commit, info, ROOT / 'bench' / 'RESULTS.md')
+    print(f'wrote {out.relative_to(ROOT)} and appended bench/RESULTS.md')
+
+
+if __name__ == '__main__':
+    main()

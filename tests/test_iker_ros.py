@@ -3,7 +3,9 @@ pose estimation and the task orchestrator with twinloop_iker.engine loaded from 
 an ExecuteInstruction goal with strategy 'iker' pushes the red book in line with the green one
 (IKER's book push, config/scenes/iker_align.yaml), closed loop on perceived poses, and the perceived
 outcome shows it; RViz gets the numbered keypoints and the code's targets. A disturbance: world_sim
-puts the book back where it started while it is being pushed, and a later iteration still lines it up."""
+puts the book back where it started while it is being pushed, and a later iteration still lines it up.
+A grasp-and-place stage: the left shoe is grasped, carried over and released on the rack
+(config/scenes/iker_shoes.yaml)."""
 
 import json
 import os
@@ -26,10 +28,10 @@ SCENE = os.path.join(ROOT, 'config', 'scenes', 'iker_align.yaml')
 INSTRUCTION = 'push the red book in line with the green book'
 
 
-def _start(spawn, ros_node, tmp_path):
+def _start(spawn, ros_node, tmp_path, scene=SCENE):
     """The sim_perception graph and a task orchestrator with the iker engine; (node, executor, the
     perceived object arrays as they come, the ExecuteInstruction client) once both are up."""
-    for spec in graphs.load('sim_perception', {'scene': SCENE}):
+    for spec in graphs.load('sim_perception', {'scene': scene}):
         spawn(*spec.arguments())
     parameters = {
         'objects_topic': '/perception/objects',
@@ -56,8 +58,8 @@ def _start(spawn, ros_node, tmp_path):
     return node, executor, perceived, action
 
 
-def _send(executor, action, timeout):
-    goal = ExecuteInstruction.Goal(instruction=INSTRUCTION, strategy='iker', timeout=timeout)
+def _send(executor, action, timeout, instruction=INSTRUCTION):
+    goal = ExecuteInstruction.Goal(instruction=instruction, strategy='iker', timeout=timeout)
     sent = action.send_goal_async(goal)
     executor.spin_until_future_complete(sent, timeout_sec=30)
     assert sent.result() is not None and sent.result().accepted
@@ -145,3 +147,19 @@ def test_iker_recovers_when_world_sim_moves_the_book_back_mid_push(spawn, ros_no
 
 def _point(p):
     return np.array([p.x, p.y, p.z])
+
+
+def test_iker_places_a_shoe_on_the_rack_through_the_gate(spawn, ros_node, tmp_path):
+    scene = os.path.join(ROOT, 'config', 'scenes', 'iker_shoes.yaml')
+    node, executor, perceived, action = _start(spawn, ros_node, tmp_path, scene)
+    truth = []
+    node.create_subscription(DetectedObjectArray, topics.GROUND_TRUTH_OBJECTS, truth.append, topics.STATE_QOS)
+    result = _send(executor, action, 200.0, 'put the left shoe on the rack')
+    response, report = _report(executor, result, 220)
+    assert response.status == GoalStatus.STATUS_SUCCEEDED, (response.result.reason, report['log'])
+    (step,) = [s for s in report['steps'] if s.get('object_id') == 'left_shoe']
+    assert step['grasp'] and step['chunks'] >= 1 and 0 <= step['distance'] < 0.05, step['outcome']
+    executor.spin_once(timeout_sec=0.5)
+    shoe, rack = _position(truth[-1], 'left_shoe'), _position(truth[-1], 'rack')
+    assert abs(shoe[2] - 0.12) < 0.01, f'the shoe is at {shoe}, not on the 12 cm rack top'
+    assert abs(shoe[0] - rack[0]) < 0.1 and abs(shoe[1] - rack[1]) < 0.3, (shoe, rack)

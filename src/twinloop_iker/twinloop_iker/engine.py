@@ -48,7 +48,8 @@ VIEW = {'position': (1.25, 0.0, 0.9), 'look_at': (0.5, 0.0, 0.0), 'fovy': 50.0, 
 
 
 class Refused(Exception):
-    """The execution node refused a chunk (it brakes the arm and ends the stream); the message says why."""
+    """A chunk was not streamed: out of the arm's reach, or refused by the execution node (which brakes
+    the arm and ends the stream); the message says why."""
 
 
 @dataclass
@@ -219,9 +220,9 @@ class IkerEngine(DecisionEngine):
         target_position, target_yaw = deploy.fit_target_pose(local, targets, deploy.object_yaw(q))
         target_position[2] = p[2]  # a push keeps the object on what it stands on
         start_distance = deploy.keypoint_distance(local, (p, q), targets)
-        q_arm = self._approach(ports, state, p, size, target_position)
+        q_arm, hand_yaw = self._approach(ports, state, p, size, target_position)
         chunks, distance, why = self._servo(
-            ports, limits, 'push', oid, shape, local, targets, (target_position, target_yaw), q_arm, steps
+            ports, limits, 'push', oid, shape, local, targets, (target_position, target_yaw), q_arm, steps, hand_yaw
         )
         self._retreat(ports)
         return self._outcome(f'pushed {oid}', start_distance, distance, chunks, why)
@@ -338,6 +339,7 @@ class IkerEngine(DecisionEngine):
     def _pick(self, ports, state, point, quat, size, carry):
         """Open, come down over the grip point, close, lift the TCP to `carry`: the arm joints then."""
         above = point + (0.0, 0.0, size[2] + self.config.deploy.approach_height)
+        above[2] = max(above[2], self._clear_height(state))
         q_above = self._ik(state.arm, above, 'above the grasp', quat)
         down = self._line(q_above, above, point, 'down to the grasp', quat)
         lift = self._line(down[-1], point, np.r_[point[:2], max(carry, point[2])], 'lift', quat)
@@ -350,11 +352,21 @@ class IkerEngine(DecisionEngine):
         )
         return ports.perception.state().arm
 
-    def _ik(self, q_seed, position, what, quat=HOME_GRIP):
+    def _solve(self, q_seed, position, quat=HOME_GRIP):
+        """Arm joints that put the TCP at position with orientation quat, or None."""
         result = self.arm.ik.solve(self.arm.q_full(q_seed), np.asarray(position, float), np.asarray(quat, float))
-        if not result.converged:
+        return np.asarray(result.positions, float) if result.converged else None
+
+    def _ik(self, q_seed, position, what, quat=HOME_GRIP):
+        q = self._solve(q_seed, position, quat)
+        if q is None:
             raise GoalEnded(Outcome.FAILED, f'{what}: no IK solution for {np.round(position, 3).tolist()}')
-        return np.asarray(result.positions, float)
+        return q
+
+    def _clear_height(self, state):
+        """TCP height [m] at which the gripper crosses the table clear of every object's top."""
+        tops = max((p[2] + size[2] for p, _, size in state.objects.values()), default=0.0)
+        return tops + self.config.deploy.carry_clearance
 
     def _line(self, q_start, start, end, what, quat=HOME_GRIP, spacing=0.02):
         """Joint waypoints (n, 7) that move the TCP along the straight line start -> end [m] (every
@@ -367,22 +379,27 @@ class IkerEngine(DecisionEngine):
         return np.array(waypoints)
 
     def _approach(self, ports, state, position, size, target_position):
-        """Close the gripper and bring its TCP behind the object (away from the target) at push height."""
+        """Close the gripper and bring its TCP behind the object (away from the target) at push height,
+        the hand turned broadside to the push (its narrow side, not its 20 cm length, towards the
+        object): (arm joints, hand yaw)."""
         d = self.config.deploy
         direction = np.asarray(target_position[:2], float) - np.asarray(position[:2], float)
         direction /= max(float(np.linalg.norm(direction)), 1e-9)
         behind = np.asarray(position[:2], float) - direction * (0.5 * math.hypot(size[0], size[1]) + d.standoff)
         height = max(d.min_tcp_z, min(size[2] / 2, 0.04))
-        above = np.r_[behind, position[2] + size[2] + d.approach_height]
-        q_above = self._ik(state.arm, above, 'above the push start')
-        down = self._line(q_above, above, np.r_[behind, position[2] + height], 'down to the push start')
+        hand_yaw = math.atan2(direction[1], direction[0])
+        hand_yaw -= math.pi * round(hand_yaw / math.pi)  # the fingers are symmetric: the least wrist turn
+        quat = quat_multiply(z_rotation(hand_yaw), HOME_GRIP)
+        above = np.r_[behind, max(position[2] + size[2] + d.approach_height, self._clear_height(state))]
+        q_above = self._ik(state.arm, above, 'above the push start', quat)
+        down = self._line(q_above, above, np.r_[behind, position[2] + height], 'down to the push start', quat)
         ports.executor.execute(
             [
                 JointSegment(q_above[None, :], gripper_before=CLOSED_WIDTH, label='above the push start'),
                 JointSegment(down, label='down to the push start'),
             ]
         )
-        return ports.perception.state().arm
+        return ports.perception.state().arm, hand_yaw
 
     def _stream(self, ports, stream_id, q_arm, tcp, points, hand_yaw, floor):
         """One chunk to the last planned TCP point (kept above `floor` [m]) and hand yaw (IK,
@@ -392,7 +409,13 @@ class IkerEngine(DecisionEngine):
         points = np.array(points, float)
         points[:, 2] = np.maximum(points[:, 2], floor)
         quat = quat_multiply(z_rotation(hand_yaw), HOME_GRIP)
-        q_end = self._ik(q_arm, points[-1], 'a planned step', quat)
+        for fraction in (1.0, 0.5, 0.25):  # a step beyond the arm's reach is shortened
+            q_end = self._solve(q_arm, tcp + fraction * (points[-1] - tcp), quat)
+            if q_end is not None:
+                break
+        else:
+            raise Refused(f'no IK solution towards the planned TCP {np.round(points[-1], 3).tolist()} (out of reach)')
+        points = tcp + fraction * (points - tcp)
         length = float(np.linalg.norm(np.diff(np.vstack([tcp, points]), axis=0), axis=1).sum())
         times, positions = deploy.joint_chunk(q_arm, q_end, length, d)
         reply = ports.streamer.send_chunk(stream_id, times, positions)
@@ -413,8 +436,7 @@ class IkerEngine(DecisionEngine):
         state = ports.perception.state()
         q = state.arm
         up = self.arm.ee_position(q)
-        tops = max((p[2] + size[2] for p, _, size in state.objects.values()), default=0.0)
-        up[2] = max(up[2] + d.approach_height, d.retreat_height, tops + d.carry_clearance)
+        up[2] = max(up[2] + d.approach_height, d.retreat_height, self._clear_height(state))
         quat = self.arm.ee_quat(q)
         segment = JointSegment(
             self._ik(q, up, 'retreat', quat)[None, :], label='release, retreat' if release else 'retreat'

@@ -119,10 +119,10 @@ def object_yaw(quat):
 
 
 def env_at(env, kind, scale, position, yaw, target_position, target_yaw, tcp, hand_yaw=0.0):
-    """Reset KeypointEnv to the perceived object pose, its target pose and the arm's TCP: push, the
-    closed fingers where the TCP is, heights measured from what the object stands on (the env's
-    table is its support: a rack top as well as the table); place, the object held where it is by a
-    hand at the TCP turned by hand_yaw (the grasp made on the arm)."""
+    """Reset KeypointEnv to the perceived object pose, its target pose and the arm's TCP, the hand
+    turned by hand_yaw as the arm's is: push, the closed fingers where the TCP is, heights measured
+    from what the object stands on (the env's table is its support: a rack top as well as the
+    table); place, the object held where it is (the grasp made on the arm)."""
     options = {
         'kind': kind,
         'scale': scale,
@@ -138,8 +138,9 @@ def env_at(env, kind, scale, position, yaw, target_position, target_yaw, tcp, ha
     options['target_pose'] = (*options['target_pose'][:2], 0.0, target_yaw)
     options['gripper_position'] = tuple(float(v) for v in tcp)
     env.reset(seed=0, options=options)
-    d = env.data  # reset raises the hand above the object; the arm's TCP may be beside it
+    d = env.data  # reset raises the hand above the object; the arm's TCP may be beside it, turned
     d.qpos[0:3] = d.ctrl[0:3] = np.clip(tcp, env.config.workspace_low, env.config.workspace_high)
+    d.qpos[3] = d.ctrl[3] = hand_yaw
     d.qvel[:] = 0.0
     mujoco.mj_forward(env.model, d)
 

@@ -28,10 +28,10 @@ import trimesh
 from PIL import Image, ImageDraw
 
 from twinloop_core.engine import DecisionEngine, EngineResult, register_engine
-from twinloop_core.geometry import HOME_GRIP, grasp_of, quat_matrix, quat_multiply, yaw_of, z_rotation
+from twinloop_core.geometry import HOME_GRIP, grasp_of, grip_height, quat_matrix, quat_multiply, yaw_of, z_rotation
 from twinloop_core.gripper import CLOSED_WIDTH, OPEN_WIDTH, closed_on_something
 from twinloop_core.judging import judge
-from twinloop_core.outcomes import GoalEnded, Outcome
+from twinloop_core.outcomes import ExecutionFailed, GoalEnded, Outcome
 from twinloop_core.ports import JointSegment
 from twinloop_execution.kinematics import Arm
 from twinloop_iker import cem, deploy, query_image
@@ -170,9 +170,20 @@ class IkerEngine(DecisionEngine):
                 return self._end(ports, record, started, False, record.outcome, steps)
             local = np.array([local_points[n] for n in found.keypoint_indices])
             move = self._place if found.grasp else self._push
-            succeeded, record.outcome, record.chunks, record.distance = move(
-                ports, limits, found.object_id, shapes[found.object_id], local, np.array(found.target_positions), steps
-            )
+            try:
+                succeeded, record.outcome, record.chunks, record.distance = move(
+                    ports,
+                    limits,
+                    found.object_id,
+                    shapes[found.object_id],
+                    local,
+                    np.array(found.target_positions),
+                    steps,
+                )
+            except ExecutionFailed as error:  # the gate refused a motion or the arm stopped: plan again from here
+                succeeded, record.outcome = False, f'a motion was refused or stopped: {error}'
+                if error.stale_state:
+                    return self._end(ports, record, started, False, f'iteration {iteration}: {record.outcome}', steps)
             if succeeded and not multi_step:  # keypoints within the paper's threshold: the task's done decides
                 succeeded, verdict = judge(task.subtasks, first, ports.perception.state().objects)
                 record.outcome += '' if succeeded else f'; the task is {verdict}: another iteration'
@@ -278,7 +289,8 @@ class IkerEngine(DecisionEngine):
     ):
         """CEM chunks of `skill` streamed until oid's keypoints are within stop_distance or a limit:
         (chunks, final distance, why it stopped). Holding the object (carry: the TCP height while
-        carrying), the TCP stays at carry until the keypoints are above their targets."""
+        carrying), the TCP stays at carry until the keypoints are above their targets; a push slides
+        at its approach height."""
         d, env = self.config.deploy, self.envs[skill]
         stream_id, chunks, rng = f'iker-{uuid.uuid4().hex[:8]}', 0, np.random.default_rng(0)
         mean = np.zeros((self.config.cem.horizon, env.action_space.shape[0]))
@@ -286,7 +298,7 @@ class IkerEngine(DecisionEngine):
         try:
             while True:
                 ports.cancel.check()
-                pose = ports.perception.state().objects[oid][:2]
+                *pose, size = ports.perception.state().objects[oid]
                 distance = deploy.keypoint_distance(local, pose, targets)
                 if distance <= d.stop_distance:
                     why = f'within {100 * d.stop_distance:.0f} cm'
@@ -307,9 +319,11 @@ class IkerEngine(DecisionEngine):
                 points = tcp + shifts
                 if carry is not None and deploy.horizontal_offset(local, pose, targets) > d.stop_distance:
                     points[:, 2] = np.maximum(points[:, 2], carry)  # carried high until above the targets
-                floor = d.min_tcp_z + (position[2] if carry is None else 0.0)  # a push: above its support
+                if carry is None:  # a push slides in the plane of its approach, the palm above the object
+                    points[:, 2] = position[2] + self._push_height(size)
+                points[:, 2] = np.maximum(points[:, 2], d.min_tcp_z)
                 try:
-                    q_arm = self._stream(ports, stream_id, q_arm, tcp, points, hand_yaw + turns[-1], floor)
+                    q_arm = self._stream(ports, stream_id, q_arm, tcp, points, hand_yaw + turns[-1])
                 except Refused as refused:
                     why = str(refused)
                     break
@@ -378,21 +392,31 @@ class IkerEngine(DecisionEngine):
             waypoints.append(q)
         return np.array(waypoints)
 
+    def _push_height(self, size):
+        """TCP height [m] of a push above the object's support: low on it, the palm above its top."""
+        return max(self.config.deploy.min_tcp_z, grip_height(size))
+
     def _approach(self, ports, state, position, size, target_position):
         """Close the gripper and bring its TCP behind the object (away from the target) at push height,
         the hand turned broadside to the push (its narrow side, not its 20 cm length, towards the
-        object): (arm joints, hand yaw)."""
+        object) where the arm reaches so, else as it is: (arm joints, hand yaw)."""
         d = self.config.deploy
         direction = np.asarray(target_position[:2], float) - np.asarray(position[:2], float)
         direction /= max(float(np.linalg.norm(direction)), 1e-9)
         behind = np.asarray(position[:2], float) - direction * (0.5 * math.hypot(size[0], size[1]) + d.standoff)
-        height = max(d.min_tcp_z, min(size[2] / 2, 0.04))
-        hand_yaw = math.atan2(direction[1], direction[0])
-        hand_yaw -= math.pi * round(hand_yaw / math.pi)  # the fingers are symmetric: the least wrist turn
-        quat = quat_multiply(z_rotation(hand_yaw), HOME_GRIP)
+        height = self._push_height(size)
+        broadside = math.atan2(direction[1], direction[0])
+        broadside -= math.pi * round(broadside / math.pi)  # the fingers are symmetric: the least wrist turn
         above = np.r_[behind, max(position[2] + size[2] + d.approach_height, self._clear_height(state))]
-        q_above = self._ik(state.arm, above, 'above the push start', quat)
-        down = self._line(q_above, above, np.r_[behind, position[2] + height], 'down to the push start', quat)
+        for hand_yaw in (broadside, 0.0):
+            quat = quat_multiply(z_rotation(hand_yaw), HOME_GRIP)
+            try:
+                q_above = self._ik(state.arm, above, 'above the push start', quat)
+                down = self._line(q_above, above, np.r_[behind, position[2] + height], 'down to the push start', quat)
+                break
+            except GoalEnded:
+                if hand_yaw == 0.0:
+                    raise
         ports.executor.execute(
             [
                 JointSegment(q_above[None, :], gripper_before=CLOSED_WIDTH, label='above the push start'),
@@ -401,13 +425,10 @@ class IkerEngine(DecisionEngine):
         )
         return ports.perception.state().arm, hand_yaw
 
-    def _stream(self, ports, stream_id, q_arm, tcp, points, hand_yaw, floor):
-        """One chunk to the last planned TCP point (kept above `floor` [m]) and hand yaw (IK,
-        minimum-jerk timing), gated by the execution node; waits for its end and returns the
-        commanded joints there."""
+    def _stream(self, ports, stream_id, q_arm, tcp, points, hand_yaw):
+        """One chunk to the last planned TCP point and hand yaw (IK, minimum-jerk timing), gated by the
+        execution node; waits for its end and returns the commanded joints there."""
         d = self.config.deploy
-        points = np.array(points, float)
-        points[:, 2] = np.maximum(points[:, 2], floor)
         quat = quat_multiply(z_rotation(hand_yaw), HOME_GRIP)
         for fraction in (1.0, 0.5, 0.25):  # a step beyond the arm's reach is shortened
             q_end = self._solve(q_arm, tcp + fraction * (points[-1] - tcp), quat)

@@ -32,7 +32,7 @@ class DeployConfig:
     writer: str = 'template'  # code writer (twinloop_iker.writers): template or vlm
     writer_agent: str = ''  # vlm: an agent of config/vlm_agents.yaml
     max_iterations: int = 6  # code-writing iterations of Algorithm 1 per goal
-    max_chunks: int = 30  # streamed chunks per stage
+    max_chunks: int = 40  # streamed chunks per stage
     stop_distance: float = 0.03  # [m] a stage stops streaming once the keypoints are this close (success: 5 cm)
     tcp_speed: float = 0.1  # [m/s] mean TCP speed of a chunk (its peak is 1.875 times this)
     min_chunk: float = 0.3  # [s] shortest chunk
@@ -43,6 +43,7 @@ class DeployConfig:
     min_tcp_z: float = 0.018  # [m] the TCP stays this high above the table top (fingers clear of it)
     approach_height: float = 0.06  # [m] above the object's top before coming down behind it (push)
     standoff: float = 0.03  # [m] push: the TCP starts this far outside the object's footprint
+    push_below_top: float = 0.02  # [m] push: the TCP this far under the object's top (the palm, 4 cm up, clear of it)
     retreat_height: float = 0.12  # [m] the TCP rises to this above the table after a stage
     carry_clearance: float = 0.04  # [m] place: a carried object's base this far above every other top and its targets
     target_low: tuple = (0.15, -0.55, -0.02)  # [m] targets of the code must lie in this box (world)
@@ -64,6 +65,7 @@ class DeployConfig:
             'approach_height',
             'retreat_height',
             'carry_clearance',
+            'push_below_top',
         ):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ConfigError(f'DeployConfig.{name} must be finite and > 0, got {getattr(self, name)!r}')

@@ -28,7 +28,7 @@ import trimesh
 from PIL import Image, ImageDraw
 
 from twinloop_core.engine import DecisionEngine, EngineResult, register_engine
-from twinloop_core.geometry import HOME_GRIP, grasp_of, grip_height, quat_matrix, quat_multiply, yaw_of, z_rotation
+from twinloop_core.geometry import HOME_GRIP, grasp_of, quat_matrix, quat_multiply, yaw_of, z_rotation
 from twinloop_core.gripper import CLOSED_WIDTH, OPEN_WIDTH, closed_on_something
 from twinloop_core.judging import judge
 from twinloop_core.outcomes import ExecutionFailed, GoalEnded, Outcome
@@ -393,13 +393,16 @@ class IkerEngine(DecisionEngine):
         return np.array(waypoints)
 
     def _push_height(self, size):
-        """TCP height [m] of a push above the object's support: low on it, the palm above its top."""
-        return max(self.config.deploy.min_tcp_z, grip_height(size))
+        """TCP height [m] of a push above the object's support: the fingertips on its side, the palm
+        (4 cm above the TCP) clear of its top."""
+        d = self.config.deploy
+        return max(d.min_tcp_z, size[2] - d.push_below_top)
 
     def _approach(self, ports, state, position, size, target_position):
         """Close the gripper and bring its TCP behind the object (away from the target) at push height,
         the hand turned broadside to the push (its narrow side, not its 20 cm length, towards the
-        object) where the arm reaches so, else as it is: (arm joints, hand yaw)."""
+        object); where the arm cannot reach so or the gate refuses (the hand would hit a neighbour),
+        unturned, then in line with the push: (arm joints, hand yaw)."""
         d = self.config.deploy
         direction = np.asarray(target_position[:2], float) - np.asarray(position[:2], float)
         direction /= max(float(np.linalg.norm(direction)), 1e-9)
@@ -408,22 +411,26 @@ class IkerEngine(DecisionEngine):
         broadside = math.atan2(direction[1], direction[0])
         broadside -= math.pi * round(broadside / math.pi)  # the fingers are symmetric: the least wrist turn
         above = np.r_[behind, max(position[2] + size[2] + d.approach_height, self._clear_height(state))]
-        for hand_yaw in (broadside, 0.0):
+        turns = (broadside, 0.0, broadside + (math.pi / 2 if broadside <= 0 else -math.pi / 2))
+        for hand_yaw in turns:
             quat = quat_multiply(z_rotation(hand_yaw), HOME_GRIP)
+            q_above = self._solve(ports.perception.state().arm, above, quat)
             try:
-                q_above = self._ik(state.arm, above, 'above the push start', quat)
+                if q_above is None:
+                    raise GoalEnded(
+                        Outcome.FAILED, f'above the push start: no IK solution for {np.round(above, 3).tolist()}'
+                    )
                 down = self._line(q_above, above, np.r_[behind, position[2] + height], 'down to the push start', quat)
-                break
-            except GoalEnded:
-                if hand_yaw == 0.0:
+                ports.executor.execute(
+                    [
+                        JointSegment(q_above[None, :], gripper_before=CLOSED_WIDTH, label='above the push start'),
+                        JointSegment(down, label='down to the push start'),
+                    ]
+                )
+                return ports.perception.state().arm, hand_yaw
+            except (GoalEnded, ExecutionFailed) as error:
+                if hand_yaw == turns[-1] or getattr(error, 'stale_state', False):
                     raise
-        ports.executor.execute(
-            [
-                JointSegment(q_above[None, :], gripper_before=CLOSED_WIDTH, label='above the push start'),
-                JointSegment(down, label='down to the push start'),
-            ]
-        )
-        return ports.perception.state().arm, hand_yaw
 
     def _stream(self, ports, stream_id, q_arm, tcp, points, hand_yaw):
         """One chunk to the last planned TCP point and hand yaw (IK, minimum-jerk timing), gated by the

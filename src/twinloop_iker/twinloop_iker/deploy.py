@@ -32,7 +32,7 @@ class DeployConfig:
     writer: str = 'template'  # code writer (twinloop_iker.writers): template or vlm
     writer_agent: str = ''  # vlm: an agent of config/vlm_agents.yaml
     max_iterations: int = 6  # code-writing iterations of Algorithm 1 per goal
-    max_chunks: int = 40  # streamed chunks per stage
+    max_chunks: int = 30  # streamed chunks per stage
     stop_distance: float = 0.03  # [m] a stage stops streaming once the keypoints are this close (success: 5 cm)
     tcp_speed: float = 0.1  # [m/s] mean TCP speed of a chunk (its peak is 1.875 times this)
     min_chunk: float = 0.3  # [s] shortest chunk
@@ -43,7 +43,6 @@ class DeployConfig:
     min_tcp_z: float = 0.018  # [m] the TCP stays this high above the table top (fingers clear of it)
     approach_height: float = 0.06  # [m] above the object's top before coming down behind it (push)
     standoff: float = 0.03  # [m] push: the TCP starts this far outside the object's footprint
-    push_below_top: float = 0.02  # [m] push: the TCP this far under the object's top (the palm, 4 cm up, clear of it)
     retreat_height: float = 0.12  # [m] the TCP rises to this above the table after a stage
     carry_clearance: float = 0.04  # [m] place: a carried object's base this far above every other top and its targets
     target_low: tuple = (0.15, -0.55, -0.02)  # [m] targets of the code must lie in this box (world)
@@ -65,7 +64,6 @@ class DeployConfig:
             'approach_height',
             'retreat_height',
             'carry_clearance',
-            'push_below_top',
         ):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ConfigError(f'DeployConfig.{name} must be finite and > 0, got {getattr(self, name)!r}')
@@ -121,10 +119,10 @@ def object_yaw(quat):
 
 
 def env_at(env, kind, scale, position, yaw, target_position, target_yaw, tcp, hand_yaw=0.0):
-    """Reset KeypointEnv to the perceived object pose, its target pose and the arm's TCP, the hand
-    turned by hand_yaw as the arm's is: push, the closed fingers where the TCP is, heights measured
-    from what the object stands on (the env's table is its support: a rack top as well as the
-    table); place, the object held where it is (the grasp made on the arm)."""
+    """Reset KeypointEnv to the perceived object pose, its target pose and the arm's TCP: push, the
+    closed fingers where the TCP is, heights measured from what the object stands on (the env's
+    table is its support: a rack top as well as the table); place, the object held where it is by a
+    hand at the TCP turned by hand_yaw (the grasp made on the arm)."""
     options = {
         'kind': kind,
         'scale': scale,
@@ -140,9 +138,8 @@ def env_at(env, kind, scale, position, yaw, target_position, target_yaw, tcp, ha
     options['target_pose'] = (*options['target_pose'][:2], 0.0, target_yaw)
     options['gripper_position'] = tuple(float(v) for v in tcp)
     env.reset(seed=0, options=options)
-    d = env.data  # reset raises the hand above the object; the arm's TCP may be beside it, turned
+    d = env.data  # reset raises the hand above the object; the arm's TCP may be beside it
     d.qpos[0:3] = d.ctrl[0:3] = np.clip(tcp, env.config.workspace_low, env.config.workspace_high)
-    d.qpos[3] = d.ctrl[3] = hand_yaw
     d.qvel[:] = 0.0
     mujoco.mj_forward(env.model, d)
 

@@ -31,7 +31,7 @@ from twinloop_core.engine import DecisionEngine, EngineResult, register_engine
 from twinloop_core.geometry import HOME_GRIP, grasp_of, quat_matrix, quat_multiply, yaw_of, z_rotation
 from twinloop_core.gripper import CLOSED_WIDTH, OPEN_WIDTH, closed_on_something
 from twinloop_core.judging import judge
-from twinloop_core.outcomes import ExecutionFailed, GoalEnded, Outcome
+from twinloop_core.outcomes import GoalEnded, Outcome
 from twinloop_core.ports import JointSegment
 from twinloop_execution.kinematics import Arm
 from twinloop_iker import cem, deploy, query_image
@@ -48,8 +48,7 @@ VIEW = {'position': (1.25, 0.0, 0.9), 'look_at': (0.5, 0.0, 0.0), 'fovy': 50.0, 
 
 
 class Refused(Exception):
-    """A chunk was not streamed: out of the arm's reach, or refused by the execution node (which brakes
-    the arm and ends the stream); the message says why."""
+    """The execution node refused a chunk (it brakes the arm and ends the stream); the message says why."""
 
 
 @dataclass
@@ -93,14 +92,6 @@ def schematic_view(objects, view=VIEW):
             uv = optical[:, :2] / optical[:, 2:3] * f + (width / 2, height / 2)
             draw.polygon([tuple(point) for point in uv], fill=fill, outline=(40, 40, 40))
     return query_image.CameraView(np.asarray(image), K, position, rotation)
-
-
-def perceived(state, oid):
-    """The perceived (position, quat, size) of oid; the stage fails with the reason when perception
-    lost it (an object the camera no longer sees, or never told apart from its support)."""
-    if oid not in state.objects:
-        raise GoalEnded(Outcome.FAILED, f'{oid} is no longer perceived (seen: {", ".join(sorted(state.objects))})')
-    return state.objects[oid]
 
 
 def static_objects(task):
@@ -178,20 +169,9 @@ class IkerEngine(DecisionEngine):
                 return self._end(ports, record, started, False, record.outcome, steps)
             local = np.array([local_points[n] for n in found.keypoint_indices])
             move = self._place if found.grasp else self._push
-            try:
-                succeeded, record.outcome, record.chunks, record.distance = move(
-                    ports,
-                    limits,
-                    found.object_id,
-                    shapes[found.object_id],
-                    local,
-                    np.array(found.target_positions),
-                    steps,
-                )
-            except ExecutionFailed as error:  # the gate refused a motion or the arm stopped: plan again from here
-                succeeded, record.outcome = False, f'a motion was refused or stopped: {error}'
-                if error.stale_state:
-                    return self._end(ports, record, started, False, f'iteration {iteration}: {record.outcome}', steps)
+            succeeded, record.outcome, record.chunks, record.distance = move(
+                ports, limits, found.object_id, shapes[found.object_id], local, np.array(found.target_positions), steps
+            )
             if succeeded and not multi_step:  # keypoints within the paper's threshold: the task's done decides
                 succeeded, verdict = judge(task.subtasks, first, ports.perception.state().objects)
                 record.outcome += '' if succeeded else f'; the task is {verdict}: another iteration'
@@ -235,13 +215,13 @@ class IkerEngine(DecisionEngine):
         """Push oid's keypoints `local` to `targets`: behind it, then CEM chunks streamed until within
         the success threshold or a limit. (succeeded, outcome in words, chunks, final distance)."""
         state = ports.perception.state()
-        p, q, size = perceived(state, oid)
+        p, q, size = state.objects[oid]
         target_position, target_yaw = deploy.fit_target_pose(local, targets, deploy.object_yaw(q))
         target_position[2] = p[2]  # a push keeps the object on what it stands on
         start_distance = deploy.keypoint_distance(local, (p, q), targets)
-        q_arm, hand_yaw = self._approach(ports, state, p, size, target_position)
+        q_arm = self._approach(ports, state, p, size, target_position)
         chunks, distance, why = self._servo(
-            ports, limits, 'push', oid, shape, local, targets, (target_position, target_yaw), q_arm, steps, hand_yaw
+            ports, limits, 'push', oid, shape, local, targets, (target_position, target_yaw), q_arm, steps
         )
         self._retreat(ports)
         return self._outcome(f'pushed {oid}', start_distance, distance, chunks, why)
@@ -250,7 +230,7 @@ class IkerEngine(DecisionEngine):
         """Grasp oid, lift it clear of the table's objects, carry its keypoints `local` to `targets`
         with CEM chunks (lowered only above them), release. Same return as _push."""
         state = ports.perception.state()
-        p, q, size = perceived(state, oid)
+        p, q, size = state.objects[oid]
         target_position, target_yaw = deploy.fit_target_pose(local, targets, deploy.object_yaw(q))
         start_distance = deploy.keypoint_distance(local, (p, q), targets)
         point, quat, hand_yaw = self._grasp(state, oid, shape)
@@ -280,7 +260,7 @@ class IkerEngine(DecisionEngine):
         )
         self._retreat(ports, release=True)
         state = ports.perception.state()
-        distance = deploy.keypoint_distance(local, perceived(state, oid)[:2], targets)
+        distance = deploy.keypoint_distance(local, state.objects[oid][:2], targets)
         return self._outcome(f'placed {oid}', start_distance, distance, chunks, f'{why}; released')
 
     def _outcome(self, what, start_distance, distance, chunks, why):
@@ -297,8 +277,7 @@ class IkerEngine(DecisionEngine):
     ):
         """CEM chunks of `skill` streamed until oid's keypoints are within stop_distance or a limit:
         (chunks, final distance, why it stopped). Holding the object (carry: the TCP height while
-        carrying), the TCP stays at carry until the keypoints are above their targets; a push slides
-        at its approach height."""
+        carrying), the TCP stays at carry until the keypoints are above their targets."""
         d, env = self.config.deploy, self.envs[skill]
         stream_id, chunks, rng = f'iker-{uuid.uuid4().hex[:8]}', 0, np.random.default_rng(0)
         mean = np.zeros((self.config.cem.horizon, env.action_space.shape[0]))
@@ -306,7 +285,7 @@ class IkerEngine(DecisionEngine):
         try:
             while True:
                 ports.cancel.check()
-                *pose, size = perceived(ports.perception.state(), oid)
+                pose = ports.perception.state().objects[oid][:2]
                 distance = deploy.keypoint_distance(local, pose, targets)
                 if distance <= d.stop_distance:
                     why = f'within {100 * d.stop_distance:.0f} cm'
@@ -327,11 +306,9 @@ class IkerEngine(DecisionEngine):
                 points = tcp + shifts
                 if carry is not None and deploy.horizontal_offset(local, pose, targets) > d.stop_distance:
                     points[:, 2] = np.maximum(points[:, 2], carry)  # carried high until above the targets
-                if carry is None:  # a push slides in the plane of its approach, the palm above the object
-                    points[:, 2] = position[2] + self._push_height(size)
-                points[:, 2] = np.maximum(points[:, 2], d.min_tcp_z)
+                floor = d.min_tcp_z + (position[2] if carry is None else 0.0)  # a push: above its support
                 try:
-                    q_arm = self._stream(ports, stream_id, q_arm, tcp, points, hand_yaw + turns[-1])
+                    q_arm = self._stream(ports, stream_id, q_arm, tcp, points, hand_yaw + turns[-1], floor)
                 except Refused as refused:
                     why = str(refused)
                     break
@@ -351,7 +328,7 @@ class IkerEngine(DecisionEngine):
     def _grasp(state, oid, shape):
         """(grip point, gripper quat, hand yaw) of the heuristic grasp from above: across the object's
         narrower side over the tallest part of its middle (a shoe's collar), or a wide one by its rim."""
-        obj = perceived(state, oid)
+        obj = state.objects[oid]
         grasp = grasp_of(obj, [o for other, o in state.objects.items() if other != oid])
         point = grasp.point
         if not grasp.side:
@@ -361,7 +338,6 @@ class IkerEngine(DecisionEngine):
     def _pick(self, ports, state, point, quat, size, carry):
         """Open, come down over the grip point, close, lift the TCP to `carry`: the arm joints then."""
         above = point + (0.0, 0.0, size[2] + self.config.deploy.approach_height)
-        above[2] = max(above[2], self._clear_height(state))
         q_above = self._ik(state.arm, above, 'above the grasp', quat)
         down = self._line(q_above, above, point, 'down to the grasp', quat)
         lift = self._line(down[-1], point, np.r_[point[:2], max(carry, point[2])], 'lift', quat)
@@ -374,21 +350,11 @@ class IkerEngine(DecisionEngine):
         )
         return ports.perception.state().arm
 
-    def _solve(self, q_seed, position, quat=HOME_GRIP):
-        """Arm joints that put the TCP at position with orientation quat, or None."""
-        result = self.arm.ik.solve(self.arm.q_full(q_seed), np.asarray(position, float), np.asarray(quat, float))
-        return np.asarray(result.positions, float) if result.converged else None
-
     def _ik(self, q_seed, position, what, quat=HOME_GRIP):
-        q = self._solve(q_seed, position, quat)
-        if q is None:
+        result = self.arm.ik.solve(self.arm.q_full(q_seed), np.asarray(position, float), np.asarray(quat, float))
+        if not result.converged:
             raise GoalEnded(Outcome.FAILED, f'{what}: no IK solution for {np.round(position, 3).tolist()}')
-        return q
-
-    def _clear_height(self, state):
-        """TCP height [m] at which the gripper crosses the table clear of every object's top."""
-        tops = max((p[2] + size[2] for p, _, size in state.objects.values()), default=0.0)
-        return tops + self.config.deploy.carry_clearance
+        return np.asarray(result.positions, float)
 
     def _line(self, q_start, start, end, what, quat=HOME_GRIP, spacing=0.02):
         """Joint waypoints (n, 7) that move the TCP along the straight line start -> end [m] (every
@@ -400,58 +366,33 @@ class IkerEngine(DecisionEngine):
             waypoints.append(q)
         return np.array(waypoints)
 
-    def _push_height(self, size):
-        """TCP height [m] of a push above the object's support: the fingertips on its side, the palm
-        (4 cm above the TCP) clear of its top."""
-        d = self.config.deploy
-        return max(d.min_tcp_z, size[2] - d.push_below_top)
-
     def _approach(self, ports, state, position, size, target_position):
-        """Close the gripper and bring its TCP behind the object (away from the target) at push height,
-        the hand turned broadside to the push (its narrow side, not its 20 cm length, towards the
-        object); where the arm cannot reach so or the gate refuses (the hand would hit a neighbour),
-        unturned, then in line with the push: (arm joints, hand yaw)."""
+        """Close the gripper and bring its TCP behind the object (away from the target) at push height."""
         d = self.config.deploy
         direction = np.asarray(target_position[:2], float) - np.asarray(position[:2], float)
         direction /= max(float(np.linalg.norm(direction)), 1e-9)
         behind = np.asarray(position[:2], float) - direction * (0.5 * math.hypot(size[0], size[1]) + d.standoff)
-        height = self._push_height(size)
-        broadside = math.atan2(direction[1], direction[0])
-        broadside -= math.pi * round(broadside / math.pi)  # the fingers are symmetric: the least wrist turn
-        above = np.r_[behind, max(position[2] + size[2] + d.approach_height, self._clear_height(state))]
-        turns = (broadside, 0.0, broadside + (math.pi / 2 if broadside <= 0 else -math.pi / 2))
-        for hand_yaw in turns:
-            quat = quat_multiply(z_rotation(hand_yaw), HOME_GRIP)
-            q_above = self._solve(ports.perception.state().arm, above, quat)
-            try:
-                if q_above is None:
-                    raise GoalEnded(
-                        Outcome.FAILED, f'above the push start: no IK solution for {np.round(above, 3).tolist()}'
-                    )
-                down = self._line(q_above, above, np.r_[behind, position[2] + height], 'down to the push start', quat)
-                ports.executor.execute(
-                    [
-                        JointSegment(q_above[None, :], gripper_before=CLOSED_WIDTH, label='above the push start'),
-                        JointSegment(down, label='down to the push start'),
-                    ]
-                )
-                return ports.perception.state().arm, hand_yaw
-            except (GoalEnded, ExecutionFailed) as error:
-                if hand_yaw == turns[-1] or getattr(error, 'stale_state', False):
-                    raise
+        height = max(d.min_tcp_z, min(size[2] / 2, 0.04))
+        above = np.r_[behind, position[2] + size[2] + d.approach_height]
+        q_above = self._ik(state.arm, above, 'above the push start')
+        down = self._line(q_above, above, np.r_[behind, position[2] + height], 'down to the push start')
+        ports.executor.execute(
+            [
+                JointSegment(q_above[None, :], gripper_before=CLOSED_WIDTH, label='above the push start'),
+                JointSegment(down, label='down to the push start'),
+            ]
+        )
+        return ports.perception.state().arm
 
-    def _stream(self, ports, stream_id, q_arm, tcp, points, hand_yaw):
-        """One chunk to the last planned TCP point and hand yaw (IK, minimum-jerk timing), gated by the
-        execution node; waits for its end and returns the commanded joints there."""
+    def _stream(self, ports, stream_id, q_arm, tcp, points, hand_yaw, floor):
+        """One chunk to the last planned TCP point (kept above `floor` [m]) and hand yaw (IK,
+        minimum-jerk timing), gated by the execution node; waits for its end and returns the
+        commanded joints there."""
         d = self.config.deploy
+        points = np.array(points, float)
+        points[:, 2] = np.maximum(points[:, 2], floor)
         quat = quat_multiply(z_rotation(hand_yaw), HOME_GRIP)
-        for fraction in (1.0, 0.5, 0.25):  # a step beyond the arm's reach is shortened
-            q_end = self._solve(q_arm, tcp + fraction * (points[-1] - tcp), quat)
-            if q_end is not None:
-                break
-        else:
-            raise Refused(f'no IK solution towards the planned TCP {np.round(points[-1], 3).tolist()} (out of reach)')
-        points = tcp + fraction * (points - tcp)
+        q_end = self._ik(q_arm, points[-1], 'a planned step', quat)
         length = float(np.linalg.norm(np.diff(np.vstack([tcp, points]), axis=0), axis=1).sum())
         times, positions = deploy.joint_chunk(q_arm, q_end, length, d)
         reply = ports.streamer.send_chunk(stream_id, times, positions)
@@ -472,7 +413,8 @@ class IkerEngine(DecisionEngine):
         state = ports.perception.state()
         q = state.arm
         up = self.arm.ee_position(q)
-        up[2] = max(up[2] + d.approach_height, d.retreat_height, self._clear_height(state))
+        tops = max((p[2] + size[2] for p, _, size in state.objects.values()), default=0.0)
+        up[2] = max(up[2] + d.approach_height, d.retreat_height, tops + d.carry_clearance)
         quat = self.arm.ee_quat(q)
         segment = JointSegment(
             self._ik(q, up, 'retreat', quat)[None, :], label='release, retreat' if release else 'retreat'

@@ -18,7 +18,7 @@ import numpy as np
 
 from twinloop_core.engine import ConfigError
 from twinloop_core.geometry import grip_height
-from twinloop_iker.env import KINDS, quat_yaw
+from twinloop_iker.env import KINDS, quat_yaw, scaled_parts
 from twinloop_twin import objects as catalog
 
 PEAK_VELOCITY = 1.875  # minimum-jerk: peak velocity / (distance / duration)
@@ -177,10 +177,7 @@ def grasp_point(kind, scale, samples=41):
     of the tallest stretch of its middle half (a shoe's collar, not its low toe), at
     twinloop_core.geometry.grip_height of the height there; the fingers close across it."""
     shape = catalog.make_shape(kind)
-    parts = [
-        catalog.Part(p.shape, tuple(scale * np.asarray(p.size)), tuple(scale * np.asarray(p.pos)), p.yaw)
-        for p in shape.parts
-    ]
+    parts = scaled_parts(shape.parts, scale)
     axis = int(np.argmax(shape.extents[:2]))
     half = scale * shape.extents[axis] / 4
     along = np.linspace(-half, half, samples)

@@ -288,7 +288,8 @@ def build_spec(parts, skill, finger_gap, timestep, held=None):
     return spec
 
 
-def _scaled(parts, factor):
+def scaled_parts(parts, factor):
+    """Catalog parts at `factor` times their size and offset."""
     return [
         objects.Part(p.shape, tuple(factor * s for s in p.size), tuple(factor * c for c in p.pos), p.yaw) for p in parts
     ]
@@ -371,7 +372,7 @@ class KeypointEnv(gym.Env):
         else:
             hand_pos, hand_quat = self._gripper_start(extents, options.get('gripper_position')), yaw_quat(0.0)
             self.held, gap = None, FINGER_RADIUS
-        parts = _scaled(shape.parts, sim_scale)
+        parts = scaled_parts(shape.parts, sim_scale)
         self.model = build_spec(parts, self.skill, gap, c.timestep, self.held).compile()
         self.data = mujoco.MjData(self.model)
         self._set_physics(extents)

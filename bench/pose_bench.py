@@ -16,6 +16,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
+from twinloop_core import evaluation
 from twinloop_perception import pose_estimation as pe
 from twinloop_twin import cameras, scene, world
 
@@ -56,13 +57,14 @@ def nudge(w, rng):
     mujoco.mj_forward(w.model, w.data)
 
 
-def evaluate(found, w, models):
+def evaluate(found, w, models, scene_name):
     rows = []
     for m in models:
         position, quat = w.object_pose(m.id)
         e = found.get(m.id)
         rows.append(
             {
+                'scene': scene_name,
                 'object': m.id,
                 'static': m.static,
                 'found': e is not None,
@@ -91,9 +93,20 @@ def summary(rows, times):
     }
 
 
+def per_scene(rows, name):
+    """Detection counts of one scene file: objects, missed, wrong identity (> 5 cm off)."""
+    mine = [r for r in rows if r['scene'] == name]
+    return {
+        'objects': len(mine),
+        'missed': sum(not r['found'] for r in mine),
+        'wrong_identity': sum(r['found'] and r['translation_m'] > 0.05 for r in mine),
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--scenes', type=int, default=40, help='random layouts (spread over the four scene files)')
+    parser.add_argument('--scenes', type=int, default=40, help='random layouts (spread over the scene files)')
+    parser.add_argument('--scene-names', nargs='+', default=list(SCENES), help='config/scenes/<name>.yaml to lay out')
     parser.add_argument('--noise', type=float, default=0.001, help='depth noise std at 1 m [m] (world_sim default)')
     parser.add_argument('--dropout', type=float, default=0.01, help='fraction of depth pixels without a reading')
     parser.add_argument('--results', action='store_true', help='append the table to bench/RESULTS.md')
@@ -107,7 +120,7 @@ def main():
     )
     detect_rows, track_rows, detect_times, track_times, tabletop_track = [], [], [], [], []
     for i in range(args.scenes):
-        name = SCENES[i % len(SCENES)]
+        name = args.scene_names[i % len(args.scene_names)]
         config = scene.randomize_layout(
             scene.SceneConfig.from_yaml(ROOT / 'config' / 'scenes' / f'{name}.yaml'), np.random.default_rng(1000 + i)
         )
@@ -118,14 +131,14 @@ def main():
         started = time.perf_counter()
         found = estimator.detect(views, w.arm_positions())
         detect_times.append(time.perf_counter() - started)
-        detect_rows += evaluate(found, w, models)
+        detect_rows += evaluate(found, w, models, name)
         nudge(w, rng)
         views = frames(w, rng, args.noise, args.dropout)
         started = time.perf_counter()
         found = estimator.track(views, w.arm_positions())
         track_times.append(time.perf_counter() - started)
         tabletop_track.extend([track_times[-1]] if name == 'tabletop' else [])
-        track_rows += evaluate(found, w, models)
+        track_rows += evaluate(found, w, models, name)
         w.close()
         print(
             f'scene {i + 1}/{args.scenes} ({name}): detect {1000 * detect_times[-1]:.0f} ms, '
@@ -133,11 +146,14 @@ def main():
             flush=True,
         )
     result = {
-        'command': f'python bench/pose_bench.py --scenes {args.scenes} --noise {args.noise} --dropout {args.dropout}',
+        'command': f'python bench/pose_bench.py --scenes {args.scenes} --noise {args.noise} --dropout {args.dropout}'
+        + (f' --scene-names {" ".join(args.scene_names)}' if args.scene_names != list(SCENES) else ''),
+        'commit': evaluation.git_commit(ROOT),
         'cpu_cores': os.cpu_count(),
         'detection': summary(detect_rows, detect_times),
         'tracking': summary(track_rows, track_times),
         'tracking_ms_4_objects_median': round(1000 * float(np.median(tabletop_track)), 1) if tabletop_track else None,
+        'detection_by_scene': {name: per_scene(detect_rows, name) for name in args.scene_names},
         'rows': {'detect': detect_rows, 'track': track_rows},
     }
     print(json.dumps({k: v for k, v in result.items() if k != 'rows'}, indent=2))
@@ -148,7 +164,8 @@ def main():
         lines = [
             f'\n## Pose estimation accuracy and speed, {time.strftime("%Y-%m-%d %H:%M")}\n',
             f'Command: `{result["command"]}`  ',
-            f'{args.scenes} random layouts of {", ".join(SCENES)}; fixed cameras fused; {os.cpu_count()} cores, '
+            f'Commit {result["commit"]}. {args.scenes} random layouts of {", ".join(args.scene_names)}; '
+            f'fixed cameras fused; {os.cpu_count()} cores, '
             'no GPU. Errors modulo symmetry; a pose more than 5 cm off counts as a wrong identity '
             '(excluded from the error statistics).\n',
             '| mode | objects | detection rate | wrong identity | translation median / p90 [cm] '
@@ -164,10 +181,18 @@ def main():
                 f'{s["ms_per_frame_median"]:.0f} / {s["ms_per_frame_p90"]:.0f} |'
             )
         lines.append(
-            f'\nTracking the tabletop scenes (4 objects): median {result["tracking_ms_4_objects_median"]} ms per frame '
-            f'({1000 / result["tracking_ms_4_objects_median"]:.0f} Hz). '
-            'Scenes have 4-7 objects; the ms columns are per frame.'
+            '\nDetection per scene (objects / missed / more than 5 cm off): '
+            + ', '.join(
+                f'{k} {v["objects"]}/{v["missed"]}/{v["wrong_identity"]}'
+                for k, v in result['detection_by_scene'].items()
+            )
+            + '.'
         )
+        if result['tracking_ms_4_objects_median']:
+            lines.append(
+                f'\nTracking the tabletop scenes (4 objects): median {result["tracking_ms_4_objects_median"]} ms '
+                f'per frame ({1000 / result["tracking_ms_4_objects_median"]:.0f} Hz). The ms columns are per frame.'
+            )
         with open(ROOT / 'bench' / 'RESULTS.md', 'a') as f:
             f.write('\n'.join(lines) + '\n')
     print(f'results: {out}')

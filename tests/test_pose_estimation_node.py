@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from std_srvs.srv import Trigger
 from twinloop_interfaces.msg import DetectedObject, DetectedObjectArray
@@ -16,6 +17,7 @@ from twinloop_bringup.client import call_service, spin_until
 from twinloop_twin import scene
 from twinloop_twin import messages
 from twinloop_twin.twin import MeshLibrary, SimTwin
+from twinloop_ros.conversions import pose_position, pose_quat
 from twinloop_ros.topics import GROUND_TRUTH_OBJECTS
 
 ROOT = os.environ['TWINLOOP_ROOT']
@@ -69,10 +71,26 @@ def test_perceived_objects_match_the_world_and_rebuild_it_in_the_twin(graph, ros
             j = twins[1].world.object_ids.index(oid)
             a, b = real == i, rebuilt == j
             assert a.sum() > 50, f'{oid} should be visible from the front camera'
-            assert (a & b).sum() / (a | b).sum() >= 0.8, oid
+            assert (a & b).sum() / (a | b).sum() >= 0.8, f'{oid}: {_pose_errors(truth, perceived)}'
     finally:
         for twin in twins:
             twin.close()
+
+
+def _pose_errors(truth, perceived):
+    """Per object: position error [cm] and angle between the up axes [deg], for a failure message."""
+    truth_by_id = {o.id: o for o in truth.objects}
+
+    def up(o):
+        return Rotation.from_quat(np.roll(pose_quat(o.pose), -1)).apply([0.0, 0.0, 1.0])
+
+    errors = {}
+    for o in perceived.objects:
+        t = truth_by_id[o.id]
+        shift = np.linalg.norm(np.subtract(pose_position(o.pose), pose_position(t.pose)))
+        tilt = np.degrees(np.arccos(np.clip(up(o) @ up(t), -1.0, 1.0)))
+        errors[o.id] = (round(100 * float(shift), 2), round(float(tilt), 2))
+    return errors
 
 
 def test_redetect_on_request(graph, ros_node):

@@ -56,6 +56,43 @@ def test_detects_every_object_close_to_the_truth(name, seed, robot_filter):
         w.close()
 
 
+@pytest.mark.parametrize('layout_seed, noise_seed', [(1001, 1), (1005, 5), (1008, 8)])
+def test_a_box_standing_on_a_rack_is_found_apart_from_it(layout_seed, noise_seed, robot_filter):
+    # Both form one cluster; registered on all of it, the rack was turned 90 deg and pulled 15-17 cm and the
+    # box was missed in these layouts. Each object is now registered on the points of its colour.
+    base = scene.SceneConfig.from_yaml(SCENES / 'iker_three_stage.yaml')
+    w = world.SimWorld(scene.randomize_layout(base, np.random.default_rng(layout_seed)))
+    try:
+        w.step(int(1.0 / w.model.opt.timestep))
+        models = [m for m in pe.build_models(w.config.objects) if m.id in ('shoe_box', 'rack')]
+        found = pe.PoseEstimator(pe.build_models(w.config.objects), robot_filter=robot_filter).detect(
+            frames(w, np.random.default_rng(noise_seed)), w.arm_positions()
+        )
+        for model in models:
+            position, quat = w.object_pose(model.id)
+            assert model.id in found
+            # the plank's length is weakly held once the box hides its middle: the rack may slide along it
+            assert np.linalg.norm(found[model.id].position - position) < (0.04 if model.static else 0.01), model.id
+            assert np.degrees(pe.rotation_error(model, found[model.id].quat, quat)) < 3.0, model.id
+    finally:
+        w.close()
+
+
+def test_a_bowl_seen_from_one_side_is_centred(robot_filter):
+    # A noise draw where ICP from the visible points' mean settled the bowl 9 mm off (a CI failure of
+    # test_pose_estimation_node); the box-middle start finds its middle.
+    config = scene.SceneConfig.from_yaml(SCENES / 'tabletop.yaml')
+    w = world.SimWorld(config)
+    try:
+        w.step(int(1.0 / w.model.opt.timestep))
+        found = pe.PoseEstimator(pe.build_models(config.objects), robot_filter=robot_filter).detect(
+            frames(w, np.random.default_rng(10)), w.arm_positions()
+        )
+        assert np.linalg.norm(found['bowl'].position - w.object_pose('bowl')[0]) < 0.003
+    finally:
+        w.close()
+
+
 def test_tracking_follows_a_moved_object_and_recovers_a_lost_one(robot_filter):
     config = scene.SceneConfig.from_yaml(SCENES / 'tabletop.yaml')
     w = world.SimWorld(config)

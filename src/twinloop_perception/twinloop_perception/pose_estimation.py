@@ -101,10 +101,12 @@ class EstimatorConfig:
     )
     resting_fitness: float = 0.9  # tracking below this also tries poses resting on the table/support
     colour_sigma: float = 0.18  # width of the colour agreement (unit rgb directions)
-    min_colour: float = 0.1  # objects agreeing less are not tried on a cluster
+    min_colour: float = 0.1  # objects agreeing less are not tried on a cluster (nor on a point)
+    dark: float = 0.08  # points darker than this (every channel) have no reliable colour
     max_candidates: int = 4  # objects tried per cluster (by colour)
     ransac_iterations: int = 20000
     upright_enough: float = 0.9  # an upright fit this good skips FPFH + RANSAC
+    icp_starts: int = 6  # initial poses refined by ICP per object and cluster (detection)
     track_stride: int = 2  # pixel stride of tracking clouds (detection: 1)
     track_min_points: int = 8  # fewer points near a tracked object: lost
     seed: int = 0
@@ -343,18 +345,57 @@ class PoseEstimator:
         return np.linalg.inv(result.transformation)
 
     def _upright(self, model, points):
-        """Initial object poses upright on the table at the cluster's principal yaw (four turns)."""
+        """Initial object poses upright on the table at the cluster's principal yaw (eight turns,
+        four for a symmetric object, one for an axial one), centred on the points' mean and on their
+        box's middle (a view shows one side of an object; ICP can settle a bowl a centimetre off)."""
         centre = points.mean(axis=0)
+        middle = 0.5 * (points.min(axis=0) + points.max(axis=0))
         xy = points[:, :2] - centre[:2]
         yaw = 0.5 * np.arctan2(2 * np.mean(xy[:, 0] * xy[:, 1]), np.mean(xy[:, 0] ** 2) - np.mean(xy[:, 1] ** 2))
         bases = (
             {self.table} if model.static else {self.table, max(points[:, 2].min() - 0.002, self.table)}
         )  # on the table or on something
+        turns = 1 if model.symmetry == shapes.SYMMETRY_AXIAL else 4 if model.group[1:] else 8
         return [
-            _transform(Rotation.from_euler('z', yaw + k * np.pi / 2).as_matrix(), (centre[0], centre[1], z))
+            _transform(Rotation.from_euler('z', yaw + 2 * np.pi * k / turns).as_matrix(), (x, y, z))
+            for x, y in {tuple(centre[:2]), tuple(middle[:2])}
             for z in bases
-            for k in range(4)
+            for k in range(turns)
         ]
+
+    def _planar(self, model, points):
+        """Upright poses resting on the table or on something, one per yaw on a grid: the place of
+        the best coarse fit among a grid of places around the points (a partial view's centroid can
+        be far off the object's middle, and ICP from there slides a small object up its own side)."""
+        half = float(max(model.extents[:2])) / 2
+        step = float(np.clip(half / 3, 3 * self.config.voxel, 0.03))
+        offsets = np.arange(-half, half + 1e-9, step)
+        grid = np.stack(np.meshgrid(offsets, offsets), -1).reshape(-1, 2) + points[:, :2].mean(axis=0)
+        turns = 1 if model.symmetry == shapes.SYMMETRY_AXIAL else 12 // _turns_onto_itself(model)  # ICP turns the rest
+        starts = []
+        for z in {self.table, max(points[:, 2].min() - 0.002, self.table)}:
+            places = np.column_stack([grid, np.full(len(grid), z)])
+            for yaw in 2 * np.pi * np.arange(turns) / turns:
+                R = Rotation.from_euler('z', yaw).as_matrix()
+                fitness = self._coarse_fitness(model, points, R, places, min(step, 0.015))
+                starts.append(_transform(R, places[int(np.argmax(fitness))]))
+        return starts
+
+    def _coarse_fitness(self, model, points, R, places, distance):
+        """Share of points within `distance` of the model at rotation R and each of `places`."""
+        local = ((points[None] - places[:, None]) @ R).reshape(-1, 3)
+        distances, _ = model.tree.query(local, distance_upper_bound=distance)
+        return np.isfinite(distances).reshape(len(places), -1).mean(axis=1)
+
+    def _starts(self, model, points):
+        """Initial poses for ICP, the `icp_starts` best by a coarse fit of a sample of the points:
+        upright ones at the points' principal yaw and the planar grid's."""
+        rng = np.random.default_rng(self.config.seed)
+        sample = points[rng.choice(len(points), min(len(points), 150), replace=False)]
+        candidates = self._upright(model, points) + self._planar(model, sample[:60])
+        distance = 2 * self.config.fit_distance
+        fitness = [self._coarse_fitness(model, sample, T[:3, :3], T[None, :3, 3], distance)[0] for T in candidates]
+        return [candidates[i] for i in np.argsort(fitness)[::-1][: self.config.icp_starts]]
 
     def _global(self, model, source):
         """An initial object pose from FPFH feature matching with RANSAC (any orientation)."""
@@ -378,7 +419,7 @@ class PoseEstimator:
 
     def register(self, model, points, colours, hypotheses=None):
         """Best (T, fitness, rmse, colour) of one object on a cluster: given hypotheses (tracking),
-        else upright ones, and FPFH + RANSAC when no upright pose fits well."""
+        else the best upright ones (_starts), and FPFH + RANSAC when none fits well."""
         source = _pcd(points)
         source.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=self.config.voxel * 2.5, max_nn=30))
         best = None
@@ -392,7 +433,7 @@ class PoseEstimator:
                 if best is None or fitness - 20 * rmse > best[1] - 20 * best[2]:
                     best = (T, fitness, rmse, colour)
 
-        refine(hypotheses or self._upright(model, points))
+        refine(hypotheses or self._starts(model, points))
         if hypotheses is None and best[1] < self.config.upright_enough and len(points) >= 30:
             refine(self._global(model, source))
         return best
@@ -416,14 +457,15 @@ class PoseEstimator:
             candidates = [m for m in self.models.values() if m.id not in found]
             if not candidates or len(index) < self.config.cluster_min_points:
                 continue
+            own = {m.id: self._of_colour(m, index, colours) for m in candidates}
             colour_order = [
                 m
                 for m in sorted(candidates, key=lambda m: -self._colour(m, colours[index]))
-                if self._plausible(m, points[index], colours[index])
+                if self._plausible(m, points[own[m.id]], colours[own[m.id]])
             ][: self.config.max_candidates]
             if not colour_order:
                 continue
-            fits = {m.id: self.register(m, points[index], colours[index]) for m in colour_order}
+            fits = {m.id: self.register(m, points[own[m.id]], colours[own[m.id]]) for m in colour_order}
             scored = {oid: f[1] * f[3] for oid, f in fits.items()}
             oid = max(scored, key=scored.get)
             T, fitness, rmse, colour = fits[oid]
@@ -443,6 +485,16 @@ class PoseEstimator:
         self.previous, self.predicted = dict(found), {}
         self._grip_motion(arm, fingers)
         return found
+
+    def _of_colour(self, model, index, colours):
+        """The cluster's points (index) whose colour could be the model's, or the whole cluster when
+        too few are: a box standing on a rack is registered on its own colour, not pulled onto the
+        rack. Dark points (shadow: their hue is noise) count for every object."""
+        observed = colours[index]
+        unit = observed / np.maximum(np.linalg.norm(observed, axis=1, keepdims=True), 1e-6)
+        agreement = np.exp(-np.sum((unit - _unit_colour(model.color)) ** 2, axis=1) / (2 * self.config.colour_sigma**2))
+        own = index[(agreement > self.config.min_colour) | (observed.max(axis=1) < self.config.dark)]
+        return own if len(own) >= self.config.cluster_min_points else index
 
     def _plausible(self, model, points, colours):
         """Could this cluster be (part of) this object? Its colour must not contradict the object's,
@@ -581,7 +633,7 @@ class PoseEstimator:
                 # e.g. a dropped box fits its bottom face to its own top face, one height too high
                 fit = max(
                     fit,
-                    self.register(model, points[near], colours[near], hypotheses=self._upright(model, points[near])),
+                    self.register(model, points[near], colours[near], hypotheses=self._starts(model, points[near])),
                     key=lambda f: f[1] - 20 * f[2],
                 )
             T, fitness, rmse, colour = fit
@@ -606,6 +658,11 @@ class PoseEstimator:
         self.predicted = {oid: e for oid, e in held.items() if oid not in found}
         self.previous = {**self.predicted, **found}
         return found
+
+
+def _turns_onto_itself(model):
+    """How many turns about the vertical map the object onto itself (a cube 4, a block 2, a shoe 1)."""
+    return max(1, sum(np.allclose(R[:, 2], (0, 0, 1)) for R in model.group))
 
 
 def _centre(model, T):

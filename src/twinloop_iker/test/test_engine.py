@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from twinloop_core.engine import ConfigError, Limits, build_engine, load_config
+from twinloop_core.outcomes import GoalEnded
 from twinloop_core.ports import Ports, QuietProgress, StreamReply
 from twinloop_core.regions import placement_offset
 from twinloop_core.task import SubTask, TaskSpec
@@ -209,3 +210,15 @@ def test_a_grasp_on_nothing_is_reported_and_carries_nothing(shoes):
     assert not result.success and streamer.chunks == 0
     assert any('missed' in record.outcome for record in progress.records), progress.lines
     assert np.linalg.norm(world.object_pose('left_shoe')[0] - before) < 0.01
+
+
+def test_an_object_perception_loses_ends_the_goal_with_the_reason(sim):
+    world, streamer, progress, ports = sim
+    state = ports.perception.state
+    ports.perception.state = lambda: replace(
+        state(), objects={k: v for k, v in state().objects.items() if k != 'red_book'}
+    )
+    engine = build_engine('iker', f'{ROOT}/config')
+    with pytest.raises(GoalEnded, match='red_book is no longer perceived'):
+        engine._push(ports, Limits(), 'red_book', ('book', 1.0), np.zeros((1, 3)), np.zeros((1, 3)), 0)
+    assert streamer.chunks == 0

@@ -94,6 +94,14 @@ def schematic_view(objects, view=VIEW):
     return query_image.CameraView(np.asarray(image), K, position, rotation)
 
 
+def perceived(state, oid):
+    """The perceived (position, quat, size) of oid; the stage fails with the reason when perception
+    lost it (an object the camera no longer sees, or never told apart from its support)."""
+    if oid not in state.objects:
+        raise GoalEnded(Outcome.FAILED, f'{oid} is no longer perceived (seen: {", ".join(sorted(state.objects))})')
+    return state.objects[oid]
+
+
 def static_objects(task):
     """Ids the task only refers to (destinations, references) and never moves: keypoints spread over them."""
     referred = {oid for s in task.subtasks for oid in (s.destination_id, s.reference2_id) if oid}
@@ -215,7 +223,7 @@ class IkerEngine(DecisionEngine):
         """Push oid's keypoints `local` to `targets`: behind it, then CEM chunks streamed until within
         the success threshold or a limit. (succeeded, outcome in words, chunks, final distance)."""
         state = ports.perception.state()
-        p, q, size = state.objects[oid]
+        p, q, size = perceived(state, oid)
         target_position, target_yaw = deploy.fit_target_pose(local, targets, deploy.object_yaw(q))
         target_position[2] = p[2]  # a push keeps the object on what it stands on
         start_distance = deploy.keypoint_distance(local, (p, q), targets)
@@ -230,7 +238,7 @@ class IkerEngine(DecisionEngine):
         """Grasp oid, lift it clear of the table's objects, carry its keypoints `local` to `targets`
         with CEM chunks (lowered only above them), release. Same return as _push."""
         state = ports.perception.state()
-        p, q, size = state.objects[oid]
+        p, q, size = perceived(state, oid)
         target_position, target_yaw = deploy.fit_target_pose(local, targets, deploy.object_yaw(q))
         start_distance = deploy.keypoint_distance(local, (p, q), targets)
         point, quat, hand_yaw = self._grasp(state, oid, shape)
@@ -260,7 +268,7 @@ class IkerEngine(DecisionEngine):
         )
         self._retreat(ports, release=True)
         state = ports.perception.state()
-        distance = deploy.keypoint_distance(local, state.objects[oid][:2], targets)
+        distance = deploy.keypoint_distance(local, perceived(state, oid)[:2], targets)
         return self._outcome(f'placed {oid}', start_distance, distance, chunks, f'{why}; released')
 
     def _outcome(self, what, start_distance, distance, chunks, why):
@@ -285,7 +293,7 @@ class IkerEngine(DecisionEngine):
         try:
             while True:
                 ports.cancel.check()
-                pose = ports.perception.state().objects[oid][:2]
+                pose = perceived(ports.perception.state(), oid)[:2]
                 distance = deploy.keypoint_distance(local, pose, targets)
                 if distance <= d.stop_distance:
                     why = f'within {100 * d.stop_distance:.0f} cm'
@@ -328,7 +336,7 @@ class IkerEngine(DecisionEngine):
     def _grasp(state, oid, shape):
         """(grip point, gripper quat, hand yaw) of the heuristic grasp from above: across the object's
         narrower side over the tallest part of its middle (a shoe's collar), or a wide one by its rim."""
-        obj = state.objects[oid]
+        obj = perceived(state, oid)
         grasp = grasp_of(obj, [o for other, o in state.objects.items() if other != oid])
         point = grasp.point
         if not grasp.side:

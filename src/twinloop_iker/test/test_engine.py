@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from twinloop_core.engine import ConfigError, Limits, build_engine, load_config
+from twinloop_core.geometry import HOME_GRIP, quat_multiply, z_rotation
+from twinloop_core.gripper import closed_on_something
 from twinloop_core.outcomes import GoalEnded
 from twinloop_core.ports import Ports, QuietProgress, StreamReply
 from twinloop_core.regions import placement_offset
@@ -222,3 +224,20 @@ def test_an_object_perception_loses_ends_the_goal_with_the_reason(sim):
     with pytest.raises(GoalEnded, match='red_book is no longer perceived'):
         engine._push(ports, Limits(), 'red_book', ('book', 1.0), np.zeros((1, 3)), np.zeros((1, 3)), 0)
     assert streamer.chunks == 0
+
+
+def test_a_grasp_out_of_the_wrists_reach_is_taken_with_the_hand_turned_half_a_turn(shoes):
+    world, streamer, progress, ports = shoes
+    engine = build_engine('iker', f'{ROOT}/config')
+    state = ports.perception.state()
+    point, _, _ = engine._grasp(state, 'left_shoe', ('shoe', 1.0))
+    turned = math.radians(-150)  # beyond the last wrist joint's range here; +30 degrees grips the same
+    quat = quat_multiply(z_rotation(turned), HOME_GRIP)
+    size = state.objects['left_shoe'][2]
+    assert not engine.arm.ik.solve(
+        engine.arm.q_full(state.arm), point + (0, 0, size[2] + engine.config.deploy.approach_height), quat
+    ).converged
+    q_arm, hand_yaw = engine._pick(ports, state, point, quat, turned, size, point[2] + 0.1)
+    assert hand_yaw == pytest.approx(math.radians(30))
+    assert closed_on_something(ports.perception.state().gripper_width), 'the shoe is held'
+    assert world.object_pose('left_shoe')[0][2] > 0.05, 'and lifted'

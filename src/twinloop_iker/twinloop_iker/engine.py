@@ -28,7 +28,7 @@ import trimesh
 from PIL import Image, ImageDraw
 
 from twinloop_core.engine import DecisionEngine, EngineResult, register_engine
-from twinloop_core.geometry import HOME_GRIP, grasp_of, quat_matrix, quat_multiply, yaw_of, z_rotation
+from twinloop_core.geometry import HOME_GRIP, grasp_of, quat_matrix, quat_multiply, wrap_angle, yaw_of, z_rotation
 from twinloop_core.gripper import CLOSED_WIDTH, OPEN_WIDTH, closed_on_something
 from twinloop_core.judging import judge
 from twinloop_core.outcomes import GoalEnded, Outcome
@@ -243,7 +243,7 @@ class IkerEngine(DecisionEngine):
         start_distance = deploy.keypoint_distance(local, (p, q), targets)
         point, quat, hand_yaw = self._grasp(state, oid, shape)
         carry = self._carry_height(state, oid, targets) + point[2] - p[2]
-        q_arm = self._pick(ports, state, point, quat, size, carry)
+        q_arm, hand_yaw = self._pick(ports, state, point, quat, hand_yaw, size, carry)
         if not closed_on_something(ports.perception.state().gripper_width):
             self._retreat(ports, release=True)
             return (
@@ -343,20 +343,30 @@ class IkerEngine(DecisionEngine):
             point = np.asarray(obj[0], float) + quat_matrix(obj[1]) @ deploy.grasp_point(*shape)
         return point, grasp.quat, yaw_of(quat_multiply(grasp.quat, HOME_GRIP_INVERSE))
 
-    def _pick(self, ports, state, point, quat, size, carry):
-        """Open, come down over the grip point, close, lift the TCP to `carry`: the arm joints then."""
+    def _pick(self, ports, state, point, quat, hand_yaw, size, carry):
+        """Open, come down over the grip point, close, lift the TCP to `carry`: (the arm joints then,
+        the hand yaw). The hand grips turned half a turn (a parallel gripper holds the same) when
+        only that way is within the arm's reach."""
         above = point + (0.0, 0.0, size[2] + self.config.deploy.approach_height)
-        q_above = self._ik(state.arm, above, 'above the grasp', quat)
-        down = self._line(q_above, above, point, 'down to the grasp', quat)
-        lift = self._line(down[-1], point, np.r_[point[:2], max(carry, point[2])], 'lift', quat)
-        ports.executor.execute(
-            [
-                JointSegment(q_above[None, :], gripper_before=OPEN_WIDTH, label='above the grasp'),
-                JointSegment(down, gripper_after=CLOSED_WIDTH, label='down to the grasp, close'),
-                JointSegment(lift, label='lift'),
-            ]
-        )
-        return ports.perception.state().arm
+        unreachable = None
+        for turn in (0.0, math.pi):
+            grip = quat_multiply(z_rotation(turn), quat)
+            try:
+                q_above = self._ik(state.arm, above, 'above the grasp', grip)
+                down = self._line(q_above, above, point, 'down to the grasp', grip)
+                lift = self._line(down[-1], point, np.r_[point[:2], max(carry, point[2])], 'lift', grip)
+            except GoalEnded as failed:
+                unreachable = unreachable or failed
+                continue
+            ports.executor.execute(
+                [
+                    JointSegment(q_above[None, :], gripper_before=OPEN_WIDTH, label='above the grasp'),
+                    JointSegment(down, gripper_after=CLOSED_WIDTH, label='down to the grasp, close'),
+                    JointSegment(lift, label='lift'),
+                ]
+            )
+            return ports.perception.state().arm, wrap_angle(hand_yaw + turn)
+        raise unreachable
 
     def _ik(self, q_seed, position, what, quat=HOME_GRIP):
         result = self.arm.ik.solve(self.arm.q_full(q_seed), np.asarray(position, float), np.asarray(quat, float))

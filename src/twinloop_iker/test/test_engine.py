@@ -52,15 +52,6 @@ def test_fit_target_pose_recovers_a_yaw_and_a_translation(count):
     assert fitted == pytest.approx(yaw) and position == pytest.approx(shift)
 
 
-def test_footprint_reach_is_the_edge_a_push_meets():
-    size = (0.2, 0.1, 0.03)
-    assert deploy.footprint_reach(size, 0.0, (1.0, 0.0)) == pytest.approx(0.1)
-    assert deploy.footprint_reach(size, 0.0, (0.0, -1.0)) == pytest.approx(0.05)
-    assert deploy.footprint_reach(size, math.pi / 2, (1.0, 0.0)) == pytest.approx(0.05)
-    diagonal = deploy.footprint_reach(size, 0.0, (math.sqrt(0.5), math.sqrt(0.5)))
-    assert diagonal == pytest.approx(0.15 * math.sqrt(0.5)) and diagonal < 0.5 * math.hypot(0.2, 0.1)
-
-
 def test_joint_chunks_start_at_the_splice_end_at_rest_and_keep_the_bounds():
     config = DeployConfig()
     q0 = np.zeros(7)

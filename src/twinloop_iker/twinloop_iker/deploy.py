@@ -113,13 +113,6 @@ def fit_target_pose(local, targets, yaw):
     return position, yaw
 
 
-def footprint_reach(size, yaw, direction):
-    """How far an upright object's footprint (size x by y, turned by yaw) reaches from its middle along a
-    horizontal unit direction [m]: the edge a push along it meets, nearer than the footprint's corner."""
-    along = yaw_matrix(-yaw)[:2, :2] @ np.asarray(direction, float)[:2]
-    return 0.5 * (abs(along[0]) * size[0] + abs(along[1]) * size[1])
-
-
 def object_yaw(quat):
     """The heading of a perceived object's quaternion (wxyz)."""
     return quat_yaw(np.asarray(quat, float))

@@ -227,7 +227,7 @@ class IkerEngine(DecisionEngine):
         target_position, target_yaw = deploy.fit_target_pose(local, targets, deploy.object_yaw(q))
         target_position[2] = p[2]  # a push keeps the object on what it stands on
         start_distance = deploy.keypoint_distance(local, (p, q), targets)
-        q_arm = self._approach(ports, state, p, deploy.object_yaw(q), size, target_position)
+        q_arm = self._approach(ports, state, p, size, target_position)
         chunks, distance, why = self._servo(
             ports, limits, 'push', oid, shape, local, targets, (target_position, target_yaw), q_arm, steps
         )
@@ -384,14 +384,12 @@ class IkerEngine(DecisionEngine):
             waypoints.append(q)
         return np.array(waypoints)
 
-    def _approach(self, ports, state, position, yaw, size, target_position):
-        """Close the gripper and bring its TCP behind the object (away from the target, standoff outside
-        the edge the push meets) at push height."""
+    def _approach(self, ports, state, position, size, target_position):
+        """Close the gripper and bring its TCP behind the object (away from the target) at push height."""
         d = self.config.deploy
         direction = np.asarray(target_position[:2], float) - np.asarray(position[:2], float)
         direction /= max(float(np.linalg.norm(direction)), 1e-9)
-        reach = deploy.footprint_reach(size, yaw, direction)
-        behind = np.asarray(position[:2], float) - direction * (reach + d.standoff)
+        behind = np.asarray(position[:2], float) - direction * (0.5 * math.hypot(size[0], size[1]) + d.standoff)
         height = max(d.min_tcp_z, min(size[2] / 2, 0.04))
         above = np.r_[behind, position[2] + size[2] + d.approach_height]
         q_above = self._ik(state.arm, above, 'above the push start')

@@ -13,7 +13,7 @@ import pytest
 from twinloop_core.engine import ConfigError, Limits, build_engine, load_config
 from twinloop_core.geometry import HOME_GRIP, quat_multiply, z_rotation
 from twinloop_core.gripper import closed_on_something
-from twinloop_core.outcomes import GoalEnded
+from twinloop_core.outcomes import ExecutionFailed, GoalEnded
 from twinloop_core.ports import Ports, QuietProgress, StreamReply
 from twinloop_core.regions import placement_offset
 from twinloop_core.task import SubTask, TaskSpec
@@ -241,3 +241,34 @@ def test_a_grasp_out_of_the_wrists_reach_is_taken_with_the_hand_turned_half_a_tu
     assert hand_yaw == pytest.approx(math.radians(30))
     assert closed_on_something(ports.perception.state().gripper_width), 'the shoe is held'
     assert world.object_pose('left_shoe')[0][2] > 0.05, 'and lifted'
+
+
+class RefusingExecutor:
+    """Every motion refused before it starts, as the execution node answers a gate refusal."""
+
+    def __init__(self, reason):
+        self.reason, self.calls = reason, 0
+
+    def execute(self, segments):
+        self.calls += 1
+        raise ExecutionFailed(self.reason, before_motion=True)
+
+
+def test_a_refused_motion_ends_the_iteration_and_the_next_one_tries_again(sim):
+    world, streamer, progress, ports = sim
+    engine = build_engine('iker', f'{ROOT}/config')
+    engine.config = replace(engine.config, deploy=replace(engine.config.deploy, max_iterations=2))
+    refusing = RefusingExecutor('segment 2: safety gate (collision): the trajectory collides in the twin: a|b')
+    arm = world.arm_positions()
+    result = engine.run(align(ports), replace(ports, executor=refusing), Limits())
+    assert not result.success and refusing.calls == 2 and '2 iterations' in result.detail
+    assert all('a motion was refused' in record.outcome for record in progress.records), progress.lines
+    assert streamer.chunks == 0 and np.allclose(world.arm_positions(), arm)
+
+
+def test_a_stale_state_refusal_ends_the_goal(sim):
+    world, streamer, progress, ports = sim
+    refusing = RefusingExecutor('safety gate (watchdog): joint state is stale')
+    with pytest.raises(GoalEnded, match='stale'):
+        build_engine('iker', f'{ROOT}/config').run(align(ports), replace(ports, executor=refusing), Limits())
+    assert refusing.calls == 1

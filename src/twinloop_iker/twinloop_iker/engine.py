@@ -31,7 +31,7 @@ from twinloop_core.engine import DecisionEngine, EngineResult, register_engine
 from twinloop_core.geometry import HOME_GRIP, grasp_of, quat_matrix, quat_multiply, wrap_angle, yaw_of, z_rotation
 from twinloop_core.gripper import CLOSED_WIDTH, OPEN_WIDTH, closed_on_something
 from twinloop_core.judging import judge
-from twinloop_core.outcomes import GoalEnded, Outcome
+from twinloop_core.outcomes import ExecutionFailed, GoalEnded, Outcome
 from twinloop_core.ports import JointSegment
 from twinloop_execution.kinematics import Arm
 from twinloop_iker import cem, deploy, query_image
@@ -177,9 +177,25 @@ class IkerEngine(DecisionEngine):
                 return self._end(ports, record, started, False, record.outcome, steps)
             local = np.array([local_points[n] for n in found.keypoint_indices])
             move = self._place if found.grasp else self._push
-            succeeded, record.outcome, record.chunks, record.distance = move(
-                ports, limits, found.object_id, shapes[found.object_id], local, np.array(found.target_positions), steps
-            )
+            try:
+                succeeded, record.outcome, record.chunks, record.distance = move(
+                    ports,
+                    limits,
+                    found.object_id,
+                    shapes[found.object_id],
+                    local,
+                    np.array(found.target_positions),
+                    steps,
+                )
+            except ExecutionFailed as failed:  # refused by the gate or stopped: the next iteration sees the scene anew
+                if failed.stale_state:
+                    raise GoalEnded(Outcome.FAILED, f'iteration {iteration}: {failed}') from failed
+                succeeded, record.outcome, record.chunks, record.distance = (
+                    False,
+                    f'a motion was refused or stopped: {failed}',
+                    0,
+                    -1.0,
+                )
             if succeeded and not multi_step:  # keypoints within the paper's threshold: the task's done decides
                 succeeded, verdict = judge(task.subtasks, first, ports.perception.state().objects)
                 record.outcome += '' if succeeded else f'; the task is {verdict}: another iteration'

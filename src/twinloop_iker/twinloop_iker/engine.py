@@ -243,9 +243,19 @@ class IkerEngine(DecisionEngine):
         target_position, target_yaw = deploy.fit_target_pose(local, targets, deploy.object_yaw(q))
         target_position[2] = p[2]  # a push keeps the object on what it stands on
         start_distance = deploy.keypoint_distance(local, (p, q), targets)
-        q_arm = self._approach(ports, state, p, size, target_position)
+        q_arm, hand_yaw = self._approach(ports, state, p, size, target_position)
         chunks, distance, why = self._servo(
-            ports, limits, 'push', oid, shape, local, targets, (target_position, target_yaw), q_arm, steps
+            ports,
+            limits,
+            'push',
+            oid,
+            shape,
+            local,
+            targets,
+            (target_position, target_yaw),
+            q_arm,
+            steps,
+            hand_yaw=hand_yaw,
         )
         self._retreat(ports)
         return self._outcome(f'pushed {oid}', start_distance, distance, chunks, why)
@@ -401,22 +411,33 @@ class IkerEngine(DecisionEngine):
         return np.array(waypoints)
 
     def _approach(self, ports, state, position, size, target_position):
-        """Close the gripper and bring its TCP behind the object (away from the target) at push height."""
+        """Close the gripper and bring its TCP behind the object (away from the target) at push height,
+        the hand broadside to the push (its 21 cm body across it, not reaching into a tall object;
+        unturned when the arm cannot reach that way): (arm joints then, hand yaw)."""
         d = self.config.deploy
         direction = np.asarray(target_position[:2], float) - np.asarray(position[:2], float)
         direction /= max(float(np.linalg.norm(direction)), 1e-9)
         behind = np.asarray(position[:2], float) - direction * (0.5 * math.hypot(size[0], size[1]) + d.standoff)
         height = max(d.min_tcp_z, min(size[2] / 2, 0.04))
         above = np.r_[behind, position[2] + size[2] + d.approach_height]
-        q_above = self._ik(state.arm, above, 'above the push start')
-        down = self._line(q_above, above, np.r_[behind, position[2] + height], 'down to the push start')
-        ports.executor.execute(
-            [
-                JointSegment(q_above[None, :], gripper_before=CLOSED_WIDTH, label='above the push start'),
-                JointSegment(down, label='down to the push start'),
-            ]
-        )
-        return ports.perception.state().arm
+        broadside = wrap_angle(2 * math.atan2(direction[1], direction[0])) / 2  # the hand is the same half a turn on
+        unreachable = None
+        for hand_yaw in dict.fromkeys((broadside, 0.0)):
+            grip = quat_multiply(z_rotation(hand_yaw), HOME_GRIP)
+            try:
+                q_above = self._ik(state.arm, above, 'above the push start', grip)
+                down = self._line(q_above, above, np.r_[behind, position[2] + height], 'down to the push start', grip)
+            except GoalEnded as failed:
+                unreachable = unreachable or failed
+                continue
+            ports.executor.execute(
+                [
+                    JointSegment(q_above[None, :], gripper_before=CLOSED_WIDTH, label='above the push start'),
+                    JointSegment(down, label='down to the push start'),
+                ]
+            )
+            return ports.perception.state().arm, hand_yaw
+        raise unreachable
 
     def _stream(self, ports, stream_id, q_arm, tcp, points, hand_yaw, floor):
         """One chunk to the last planned TCP point (kept above `floor` [m]) and hand yaw (IK,

@@ -14,7 +14,7 @@ import numpy as np
 from twinloop_twin import scene
 from twinloop_twin.twin import FINGER_BODIES, FINGER_SIDES
 from twinloop_core.geometry import quat_matrix
-from twinloop_core.gripper import closed_on_something
+from twinloop_core.gripper import THIN_WALL, closed_on_something
 
 EE_SITE = 'panda_grip_site'
 # The arm's centre line for the safety gate: body origins from the shoulder to the hand, then the
@@ -206,8 +206,8 @@ class ArmKinematics:
 
     def _held_objects(self, q):
         """{object name: (qpos address, position and rotation in the grip-site frame)} for objects the
-        fingers grip at q: both touch it, or the gripper closed on something and one does (open
-        fingers brushing an object, or shut ones touching it from outside, do not carry it)."""
+        fingers grip at q: both touch it (unless shut: pressing on one face, a push), or the gripper
+        closed on something and one does (open fingers brushing an object do not carry it)."""
         self.data.qpos[self.arm_qpos] = q
         mujoco.mj_fwdPosition(self.model, self.data)
         site_p, site_r = self._site_pose()
@@ -231,8 +231,12 @@ class ArmKinematics:
                         site_r.T @ obj_r,
                     )
         fingers = self.data.qpos[[self.model.joint(j).qposadr[0] for j in scene.FINGER_JOINTS]]
-        closed = closed_on_something(abs(fingers[0]) + abs(fingers[1]))  # stopped short of shut: on something
-        return {name: value for name, value in held.items() if sides[name] == {'left', 'right'} or closed}
+        width = abs(fingers[0]) + abs(fingers[1])
+        closed = closed_on_something(width)  # stopped short of shut: on something
+        shut = width <= THIN_WALL  # shut fingers pressing on one face (a push) hold nothing
+        return {
+            name: value for name, value in held.items() if (sides[name] == {'left', 'right'} and not shut) or closed
+        }
 
     def collisions(self, qs):
         """Sorted 'robot_link|other' (or 'held_object|other') strings for every collision along the configurations."""

@@ -113,6 +113,15 @@ def fit_target_pose(local, targets, yaw):
     return position, yaw
 
 
+HAND_UNDERSIDE = 0.031  # [m] the Panda hand body's underside above the TCP (urdf/meshes/hand.stl, TCP 9.7 cm down)
+
+
+def push_height(object_height, config):
+    """TCP height above the support for a push: halfway up the object (at most 4 cm), above min_tcp_z, and
+    high enough that the hand body passes 1 cm over the top of an object taller than the fingers reach."""
+    return max(config.min_tcp_z, min(object_height / 2, 0.04), object_height - HAND_UNDERSIDE + 0.01)
+
+
 def object_yaw(quat):
     """The heading of a perceived object's quaternion (wxyz)."""
     return quat_yaw(np.asarray(quat, float))

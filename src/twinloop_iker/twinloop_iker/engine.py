@@ -319,7 +319,7 @@ class IkerEngine(DecisionEngine):
         try:
             while True:
                 ports.cancel.check()
-                pose = perceived(ports.perception.state(), oid)[:2]
+                *pose, size = perceived(ports.perception.state(), oid)
                 distance = deploy.keypoint_distance(local, pose, targets)
                 if distance <= d.stop_distance:
                     why = f'within {100 * d.stop_distance:.0f} cm'
@@ -340,7 +340,7 @@ class IkerEngine(DecisionEngine):
                 points = tcp + shifts
                 if carry is not None and deploy.horizontal_offset(local, pose, targets) > d.stop_distance:
                     points[:, 2] = np.maximum(points[:, 2], carry)  # carried high until above the targets
-                floor = d.min_tcp_z + (position[2] if carry is None else 0.0)  # a push: above its support
+                floor = d.min_tcp_z if carry is not None else position[2] + deploy.push_height(size[2], d)
                 try:
                     q_arm = self._stream(ports, stream_id, q_arm, tcp, points, hand_yaw + turns[-1], floor)
                 except Refused as refused:
@@ -418,7 +418,7 @@ class IkerEngine(DecisionEngine):
         direction = np.asarray(target_position[:2], float) - np.asarray(position[:2], float)
         direction /= max(float(np.linalg.norm(direction)), 1e-9)
         behind = np.asarray(position[:2], float) - direction * (0.5 * math.hypot(size[0], size[1]) + d.standoff)
-        height = max(d.min_tcp_z, min(size[2] / 2, 0.04))
+        height = deploy.push_height(size[2], d)
         above = np.r_[behind, position[2] + size[2] + d.approach_height]
         broadside = wrap_angle(2 * math.atan2(direction[1], direction[0])) / 2  # the hand is the same half a turn on
         unreachable = None

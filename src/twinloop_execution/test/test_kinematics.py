@@ -43,3 +43,27 @@ def test_only_fingers_closed_on_something_carry_what_one_of_them_touches(width, 
         assert ('red_cube' in kinematics._held_objects(beside.positions)) == carried
     finally:
         twin.close()
+
+
+def test_shut_fingers_pressing_on_one_face_hold_nothing():
+    """A push: both shut fingers press on the face of a box. The gate must not carry the box with the
+    hand (its contact with what it stands on would read as a held object's collision)."""
+    from twinloop_execution.kinematics import ArmKinematics
+    from twinloop_core.geometry import HOME_GRIP
+    from twinloop_twin import scene
+    from twinloop_twin.twin import Detection, MeshLibrary, SimTwin
+
+    root = os.environ['TWINLOOP_ROOT']
+    config = scene.SceneConfig.from_yaml(os.path.join(root, 'config', 'scenes', 'iker_three_stage.yaml'))
+    box = next(o for o in config.objects if o.id == 'shoe_box')  # 20 x 30 x 10 cm
+    twin = SimTwin(MeshLibrary.from_scene(config), [])
+    try:
+        twin.sync([Detection('shoe_box', box.mesh_id, (0.6, 0.0, 0.0), (1, 0, 0, 0))], scene.HOME, 0.0)
+        pressing = PandaIk(twin.model).solve(twin.data.qpos.copy(), (0.497, 0.0, 0.05), HOME_GRIP)
+        assert pressing.converged
+        kinematics = ArmKinematics(twin.model, twin.data)
+        touching = kinematics.collisions(pressing.positions[None])
+        assert 'shoe_box' not in kinematics._held_objects(pressing.positions), touching
+        assert not [pair for pair in touching if pair.startswith('shoe_box|')]
+    finally:
+        twin.close()

@@ -52,6 +52,14 @@ def test_fit_target_pose_recovers_a_yaw_and_a_translation(count):
     assert fitted == pytest.approx(yaw) and position == pytest.approx(shift)
 
 
+def test_pushes_of_tall_objects_pass_the_hand_body_over_their_top():
+    config = DeployConfig()
+    assert deploy.push_height(0.025, config) == config.min_tcp_z  # a book: fingertips just above the table
+    assert deploy.push_height(0.06, config) == pytest.approx(0.039)  # a shoe: its hand clears the 6 cm top
+    for height in (0.06, 0.1, 0.2):
+        assert deploy.push_height(height, config) + deploy.HAND_UNDERSIDE >= height + 0.01 - 1e-9
+
+
 def test_joint_chunks_start_at_the_splice_end_at_rest_and_keep_the_bounds():
     config = DeployConfig()
     q0 = np.zeros(7)

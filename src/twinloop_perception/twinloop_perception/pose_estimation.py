@@ -330,7 +330,12 @@ class PoseEstimator:
 
     def _colour(self, model, colours):
         observed = _unit_colour(np.median(colours, axis=0)) if len(colours) else np.zeros(3)
-        return float(np.exp(-np.sum((observed - _unit_colour(model.color)) ** 2) / (2 * self.config.colour_sigma**2)))
+        return float(self._agreement(model, observed))
+
+    def _agreement(self, model, unit_colours):
+        """Colour agreement in [0, 1] of unit rgb directions (..., 3) with the model's colour."""
+        distance = np.sum((unit_colours - _unit_colour(model.color)) ** 2, axis=-1)
+        return np.exp(-distance / (2 * self.config.colour_sigma**2))
 
     def _icp(self, model, source, T_init, distance):
         """Refine object pose T (object -> world) so the observed points lie on the model."""
@@ -492,8 +497,7 @@ class PoseEstimator:
         rack. Dark points (shadow: their hue is noise) count for every object."""
         observed = colours[index]
         unit = observed / np.maximum(np.linalg.norm(observed, axis=1, keepdims=True), 1e-6)
-        agreement = np.exp(-np.sum((unit - _unit_colour(model.color)) ** 2, axis=1) / (2 * self.config.colour_sigma**2))
-        own = index[(agreement > self.config.min_colour) | (observed.max(axis=1) < self.config.dark)]
+        own = index[(self._agreement(model, unit) > self.config.min_colour) | (observed.max(axis=1) < self.config.dark)]
         return own if len(own) >= self.config.cluster_min_points else index
 
     def _plausible(self, model, points, colours):

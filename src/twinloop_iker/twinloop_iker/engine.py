@@ -374,24 +374,32 @@ class IkerEngine(DecisionEngine):
         the hand yaw). The hand grips turned half a turn (a parallel gripper holds the same) when
         only that way is within the arm's reach."""
         above = point + (0.0, 0.0, size[2] + self.config.deploy.approach_height)
-        unreachable = None
-        for turn in (0.0, math.pi):
+
+        def plan(turn):
             grip = quat_multiply(z_rotation(turn), quat)
+            q_above = self._ik(state.arm, above, 'above the grasp', grip)
+            down = self._line(q_above, above, point, 'down to the grasp', grip)
+            lift = self._line(down[-1], point, np.r_[point[:2], max(carry, point[2])], 'lift', grip)
+            return [
+                JointSegment(q_above[None, :], gripper_before=OPEN_WIDTH, label='above the grasp'),
+                JointSegment(down, gripper_after=CLOSED_WIDTH, label='down to the grasp, close'),
+                JointSegment(lift, label='lift'),
+            ]
+
+        turn, segments = self._first_reachable((0.0, math.pi), plan)
+        ports.executor.execute(segments)
+        return ports.perception.state().arm, wrap_angle(hand_yaw + turn)
+
+    @staticmethod
+    def _first_reachable(options, plan):
+        """(option, plan(option)) of the first option plan() finds IK solutions for; else the first
+        option's failure."""
+        unreachable = None
+        for option in dict.fromkeys(options):
             try:
-                q_above = self._ik(state.arm, above, 'above the grasp', grip)
-                down = self._line(q_above, above, point, 'down to the grasp', grip)
-                lift = self._line(down[-1], point, np.r_[point[:2], max(carry, point[2])], 'lift', grip)
+                return option, plan(option)
             except GoalEnded as failed:
                 unreachable = unreachable or failed
-                continue
-            ports.executor.execute(
-                [
-                    JointSegment(q_above[None, :], gripper_before=OPEN_WIDTH, label='above the grasp'),
-                    JointSegment(down, gripper_after=CLOSED_WIDTH, label='down to the grasp, close'),
-                    JointSegment(lift, label='lift'),
-                ]
-            )
-            return ports.perception.state().arm, wrap_angle(hand_yaw + turn)
         raise unreachable
 
     def _ik(self, q_seed, position, what, quat=HOME_GRIP):
@@ -421,23 +429,19 @@ class IkerEngine(DecisionEngine):
         height = deploy.push_height(size[2], d)
         above = np.r_[behind, position[2] + size[2] + d.approach_height]
         broadside = wrap_angle(2 * math.atan2(direction[1], direction[0])) / 2  # the hand is the same half a turn on
-        unreachable = None
-        for hand_yaw in dict.fromkeys((broadside, 0.0)):
+
+        def plan(hand_yaw):
             grip = quat_multiply(z_rotation(hand_yaw), HOME_GRIP)
-            try:
-                q_above = self._ik(state.arm, above, 'above the push start', grip)
-                down = self._line(q_above, above, np.r_[behind, position[2] + height], 'down to the push start', grip)
-            except GoalEnded as failed:
-                unreachable = unreachable or failed
-                continue
-            ports.executor.execute(
-                [
-                    JointSegment(q_above[None, :], gripper_before=CLOSED_WIDTH, label='above the push start'),
-                    JointSegment(down, label='down to the push start'),
-                ]
-            )
-            return ports.perception.state().arm, hand_yaw
-        raise unreachable
+            q_above = self._ik(state.arm, above, 'above the push start', grip)
+            down = self._line(q_above, above, np.r_[behind, position[2] + height], 'down to the push start', grip)
+            return [
+                JointSegment(q_above[None, :], gripper_before=CLOSED_WIDTH, label='above the push start'),
+                JointSegment(down, label='down to the push start'),
+            ]
+
+        hand_yaw, segments = self._first_reachable((broadside, 0.0), plan)
+        ports.executor.execute(segments)
+        return ports.perception.state().arm, hand_yaw
 
     def _stream(self, ports, stream_id, q_arm, tcp, points, hand_yaw, floor):
         """One chunk to the last planned TCP point (kept above `floor` [m]) and hand yaw (IK,

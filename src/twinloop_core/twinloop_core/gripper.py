@@ -5,6 +5,10 @@ OPEN_WIDTH = 0.08  # [m] the Panda hand fully open
 CLOSED_WIDTH = 0.0  # [m] commanded to shut (the fingers stop on what they hold)
 KEEP = -1.0  # a gripper command that leaves the fingers as they are
 THIN_WALL = 0.002  # [m] fingers closed wider than this hold something (a LIBERO bowl's rim squeezes to 4 mm)
+# The Panda hand's body (urdf/meshes/hand.stl): its length lies along the axis the fingers open on
+HAND_LENGTH = 0.208  # [m]
+HAND_WIDTH = 0.063  # [m]
+HAND_UNDERSIDE = 0.031  # [m] the body's underside above the TCP (the TCP is 9.7 cm below the flange)
 
 EVENT_NONE, EVENT_OPEN, EVENT_CLOSE = 0, 1, 2
 EVENT_WIDTH = {EVENT_OPEN: OPEN_WIDTH, EVENT_CLOSE: CLOSED_WIDTH}

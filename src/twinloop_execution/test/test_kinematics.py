@@ -5,7 +5,9 @@ import os
 import numpy as np
 import pytest
 
+from twinloop_core.geometry import HOME_GRIP, quat_multiply, z_rotation
 from twinloop_execution.kinematics import EE_SITE, PandaIk
+from twinloop_twin.scene import ARM_JOINTS
 
 
 @pytest.mark.parametrize('target', [(0.5, 0.12, 0.15), (0.4, -0.25, 0.08), (0.65, 0.2, 0.3)])
@@ -22,13 +24,26 @@ def test_unreachable_target_is_not_converged(sim):
     assert not result.converged and result.position_error > 0.3
 
 
+def test_answers_stay_inside_the_joint_limits(sim):
+    """Hand yaws up to and past the wrist's reach: every answer lies inside the model's joint ranges, never a
+    hair past one (the safety gate refuses 2.8974 of 2.8973 rad)."""
+    ik, low, high = PandaIk(sim.model), *np.array([sim.model.joint(j).range for j in ARM_JOINTS]).T
+    at_limit = 0
+    for yaw in np.linspace(-np.pi, np.pi, 9):
+        result = ik.solve(sim.data.qpos.copy(), (0.5, 0.1, 0.15), quat_multiply(z_rotation(yaw), HOME_GRIP))
+        assert np.all(result.positions >= low) and np.all(result.positions <= high), f'hand yaw {yaw:.2f}'
+        at_limit += bool(
+            np.any(np.isclose(result.positions, low, atol=1e-3) | np.isclose(result.positions, high, atol=1e-3))
+        )
+    assert at_limit, 'some yaws drive a joint to its limit'
+
+
 @pytest.mark.parametrize('width, carried', [(0.0, False), (0.06, True)])
 def test_only_fingers_closed_on_something_carry_what_one_of_them_touches(width, carried):
     """The safety gate carries a gripped object with the hand. A finger touching a cube from outside
     carries it when the gripper stopped on something (width between shut and open), not when it is
     shut (closed on nothing): a shut gripper beside an object must not drag it along the check."""
     from twinloop_execution.kinematics import ArmKinematics
-    from twinloop_core.geometry import HOME_GRIP
     from twinloop_twin import scene
     from twinloop_twin.twin import Detection, MeshLibrary, SimTwin
 
@@ -49,7 +64,6 @@ def test_shut_fingers_pressing_on_one_face_hold_nothing():
     """A push: both shut fingers press on the face of a box. The gate must not carry the box with the
     hand (its contact with what it stands on would read as a held object's collision)."""
     from twinloop_execution.kinematics import ArmKinematics
-    from twinloop_core.geometry import HOME_GRIP
     from twinloop_twin import scene
     from twinloop_twin.twin import Detection, MeshLibrary, SimTwin
 

@@ -58,6 +58,7 @@ class PandaIk:
         self.task = mink.FrameTask(EE_SITE, 'site', position_cost=1.0, orientation_cost=0.5, lm_damping=1e-3)
         self.posture = mink.PostureTask(model, cost=1e-3)
         self.limits = [mink.ConfigurationLimit(model)]
+        self.arm_range = np.array([model.joint(j).range for j in scene.ARM_JOINTS])
         locked = np.setdiff1d(np.arange(model.nv), self.arm_dof)
         self._locked = locked
 
@@ -78,11 +79,14 @@ class PandaIk:
             error = self.task.compute_error(self.configuration)
             if np.linalg.norm(error[:3]) < tol and np.linalg.norm(error[3:]) < rot_tol:
                 break
+        # mink's limit constraint lets a joint settle a hair past its limit (2.8974 of 2.8973 rad), which
+        # the safety gate refuses: the answer is clipped into the range (the pose moves by micrometres)
+        q_full = self.configuration.q.copy()
+        q_full[self.arm_qpos] = q = np.clip(q_full[self.arm_qpos], *self.arm_range.T)
+        self.configuration.update(q_full)
         error = self.task.compute_error(self.configuration)
         pos_err, rot_err = float(np.linalg.norm(error[:3])), float(np.linalg.norm(error[3:]))
-        return IkResult(
-            self.configuration.q[self.arm_qpos].copy(), pos_err, rot_err, pos_err < tol and rot_err < rot_tol
-        )
+        return IkResult(q, pos_err, rot_err, pos_err < tol and rot_err < rot_tol)
 
 
 class ArmKinematics:

@@ -12,7 +12,7 @@ import pytest
 
 from twinloop_core.engine import ConfigError, Limits, build_engine, load_config
 from twinloop_core.geometry import HOME_GRIP, quat_multiply, z_rotation
-from twinloop_core.gripper import closed_on_something
+from twinloop_core.gripper import HAND_UNDERSIDE, closed_on_something
 from twinloop_core.outcomes import ExecutionFailed, GoalEnded
 from twinloop_core.ports import Ports, QuietProgress, StreamReply
 from twinloop_core.regions import placement_offset
@@ -57,7 +57,7 @@ def test_pushes_of_tall_objects_pass_the_hand_body_over_their_top():
     assert deploy.push_height(0.025, config) == config.min_tcp_z  # a book: fingertips just above the table
     assert deploy.push_height(0.06, config) == pytest.approx(0.039)  # a shoe: its hand clears the 6 cm top
     for height in (0.06, 0.1, 0.2):
-        assert deploy.push_height(height, config) + deploy.HAND_UNDERSIDE >= height + 0.01 - 1e-9
+        assert deploy.push_height(height, config) + HAND_UNDERSIDE >= height + 0.01 - 1e-9
 
 
 def test_joint_chunks_start_at_the_splice_end_at_rest_and_keep_the_bounds():

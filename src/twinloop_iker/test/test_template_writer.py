@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
+from twinloop_core.gripper import HAND_LENGTH
 from twinloop_core.judging import judge_subtask
 from twinloop_core.regions import placement_offset, region_done
 from twinloop_core.task import SubTask, TaskSpec
@@ -39,24 +41,33 @@ class Layout:
         return run_interaction_code(code, positions, objects, WORKSPACE)
 
     def moved(self, result):
-        """The layout after the object's keypoints reach their targets by a translation (checked)."""
-        current = np.array([self.keypoints[i][1] for i in result.keypoint_indices])
-        shifts = np.array(result.target_positions) - current
-        assert np.allclose(shifts, shifts[0], atol=1e-6), 'the keypoint set is translated, its layout kept'
-        oid, shift = result.object_id, shifts[0]
+        """The layout after the object's keypoints reach their targets by a rigid motion (checked: the
+        set keeps its shape; a turn about z at most, the object stays level)."""
+        before = np.array([self.keypoints[i][1] for i in result.keypoint_indices])
+        after = np.array(result.target_positions)
+        a, b = before - before.mean(axis=0), after - after.mean(axis=0)
+        u, _, vt = np.linalg.svd(b.T @ a)
+        turn = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
+        turn = np.eye(3) if np.allclose(a, b, atol=1e-9) else turn  # a translation (exact, also for collinear sets)
+        assert np.allclose(a @ turn.T, b, atol=1e-4), 'the keypoint set moves rigidly, its layout kept'
+        shift = after.mean(axis=0) - before.mean(axis=0) @ turn.T
+        oid = result.object_id
         p, q, size = self.states[oid]
-        states = {**self.states, oid: (tuple(np.add(p, shift)), q, size)}
-        keypoints = {n: (o, tuple(np.add(xyz, shift)) if o == oid else xyz) for n, (o, xyz) in self.keypoints.items()}
+        quat = Rotation.from_matrix(turn) * Rotation.from_quat(np.roll(q, -1))
+        states = {**self.states, oid: (tuple(turn @ p + shift), tuple(np.roll(quat.as_quat(), 1)), size)}
+        keypoints = {n: (o, tuple(turn @ xyz + shift) if o == oid else xyz) for n, (o, xyz) in self.keypoints.items()}
         return Layout(states, keypoints)
 
 
-def layout(name):
+def layout(name, yaws=None):
+    """The scene file's layout; yaws: {object id: yaw [rad]} replacing the file's."""
     config = scene.SceneConfig.from_yaml(SCENES / f'{name}.yaml')
     states, meshes = {}, []
     for o in config.objects:
         shape = catalog.make_shape(o.kind, **o.params)
         z = o.pos[2] if len(o.pos) > 2 else 0.0
-        states[o.id] = ((o.pos[0], o.pos[1], z), (np.cos(o.yaw / 2), 0.0, 0.0, np.sin(o.yaw / 2)), shape.extents)
+        yaw = (yaws or {}).get(o.id, o.yaw)
+        states[o.id] = ((o.pos[0], o.pos[1], z), (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)), shape.extents)
         meshes.append((o.id, catalog.shape_mesh(shape), shape.static))
     proposed = kp.propose(meshes)
     world = kp.world_positions(proposed, {oid: s[:2] for oid, s in states.items()})
@@ -177,7 +188,11 @@ def test_reorient_stands_the_book_up(destination):
 
 
 def test_three_stage_chain_box_aside_then_the_pair_on_the_rack():
-    state = layout('iker_three_stage')
+    chain_three_stages(layout('iker_three_stage'))
+
+
+def chain_three_stages(state):
+    """Box aside, then the pair on the rack, each stage's targets reached; (first, last) layouts."""
     task = TaskSpec(
         'put the shoes on the rack',
         [
@@ -205,9 +220,32 @@ def test_three_stage_chain_box_aside_then_the_pair_on_the_rack():
         footprints[oid] = ((low[:2] + high[:2]) / 2, (high[:2] - low[:2]) / 2)
     for a, b in (('shoe_box', 'left_shoe'), ('shoe_box', 'right_shoe'), ('left_shoe', 'right_shoe')):
         assert tw._gap(*footprints[a], *footprints[b]) >= tw.CLEARANCE - 1e-6, f'{a} and {b} do not overlap'
+    for shoe in ('left_shoe', 'right_shoe'):  # the hand holding a shoe across its width reaches 7 cm past it
+        overhang = HAND_LENGTH / 2 - footprints[shoe][1][1]
+        assert tw._gap(*footprints['shoe_box'], *footprints[shoe]) >= overhang, (
+            f'the hand placing {shoe} clears the box'
+        )
     assert state.states['left_shoe'][0][1] > state.states['right_shoe'][0][1], 'the left shoe on the left'
     for s in task.subtasks[1:]:
         assert judge_subtask(s, start.states, state.states)[0]
+    return start, state
+
+
+def long_side(obj):
+    """The direction of an object's longest side."""
+    return Rotation.from_quat(np.roll(obj[1], -1)).as_matrix()[:, int(np.argmax(obj[2]))]
+
+
+@pytest.mark.parametrize('yaws', [(0.1, -0.1), (1.4, -1.9), (-1.57, 2.6)])
+def test_a_pair_is_laid_across_its_row_turning_the_shorter_way(yaws):
+    """Shoes lying any way on the table end side by side on the rack, each long side along x (a pair
+    takes two widths of the rack, not two lengths), each turned at most a quarter turn."""
+    turned = layout('iker_three_stage', dict(zip(('left_shoe', 'right_shoe'), yaws)))
+    start, end = chain_three_stages(turned)
+    for oid in ('left_shoe', 'right_shoe'):
+        before, after = long_side(start.states[oid]), long_side(end.states[oid])
+        assert abs(after[0]) > 0.999, f'{oid} lies across the row'
+        assert before @ after > -1e-9, f'{oid} turned the short way (at most a quarter turn)'
 
 
 def test_stages_without_a_template_say_why(tabletop):

@@ -18,6 +18,7 @@ import numpy as np
 
 from twinloop_core.engine import ConfigError
 from twinloop_core.geometry import grip_height
+from twinloop_core.gripper import HAND_UNDERSIDE
 from twinloop_iker.env import KINDS, quat_yaw, scaled_parts
 from twinloop_twin import objects as catalog
 
@@ -111,9 +112,6 @@ def fit_target_pose(local, targets, yaw):
         yaw = math.atan2(float(np.sum(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0])), float(np.sum(a * b)))
     position = (targets - local @ yaw_matrix(yaw).T).mean(axis=0)
     return position, yaw
-
-
-HAND_UNDERSIDE = 0.031  # [m] the Panda hand body's underside above the TCP (urdf/meshes/hand.stl, TCP 9.7 cm down)
 
 
 def push_height(object_height, config):

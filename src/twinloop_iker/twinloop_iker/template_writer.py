@@ -16,7 +16,9 @@ by its perceived position.
 - place / stack / sort in, on: onto the destination's top (on), or onto its floor (in: FLOOR above
   its base), at the destination's centre; on a top wide enough for several things, at a free spot
   (clear of what already stands there), a left item left of its right counterpart (the paper's
-  prompt: "a left shoe should be placed on the left of the right shoe").
+  prompt: "a left shoe should be placed on the left of the right shoe"); an item of a pair is turned
+  about z, the shorter way, so its long side lies along x, across the pair's row (a pair of shoes
+  side by side takes 2 widths of a rack, not 2 lengths).
 - region relations (next to, left of, between, aligned with, at a distance, ...): at the spot of
   twinloop_core.regions (the sub-task's offset from its reference, computed once by the parser;
   computed here when the task has none), on the surface the object stands on.
@@ -32,7 +34,8 @@ import re
 
 import numpy as np
 
-from twinloop_core.geometry import quat_matrix
+from twinloop_core.geometry import quat_matrix, wrap_angle, z_rotation
+from twinloop_core.gripper import HAND_LENGTH, HAND_WIDTH
 from twinloop_core.regions import GAP, REACH, RegionError, placement_offset, radius
 
 LABEL = 'template writer (not a VLM)'
@@ -151,12 +154,29 @@ def _free_stretch(low, high, intervals):
     return best[1]
 
 
-def _spot_on_top(object_id, destination_id, objects, half):
-    """(x, y) of the middle of the moving object's footprint (half extents `half`) on the
-    destination's top: the free spot nearest the preferred one; TemplateError when none is free."""
+def _obstacles(object_id, destination_id, objects, half, height):
+    """Footprints (centre, half extents) on the destination's top a moving object (half extents
+    `half`, `height` tall) keeps CLEARANCE from: one taller than the object will be there grown by how
+    far the hand holding it reaches past it (its body lies along the object's narrower side, across
+    which the fingers close; it passes about 1 cm over the object's own top)."""
+    top = _bounds(objects[destination_id])[1][2] + height
+    narrow = int(np.argmin(half))
+    reach = np.array([HAND_LENGTH / 2, HAND_WIDTH / 2] if narrow == 0 else [HAND_WIDTH / 2, HAND_LENGTH / 2])
+    overhang = np.maximum(reach - np.asarray(half), 0.0)
+    out = []
+    for other in _resting_on(destination_id, objects, (object_id,)):
+        low, high = _bounds(objects[other])
+        out.append(
+            ((low[:2] + high[:2]) / 2, (high[:2] - low[:2]) / 2 + (overhang if high[2] > top + CLEARANCE else 0.0))
+        )
+    return out
+
+
+def _spot_on_top(object_id, destination_id, objects, half, height):
+    """(x, y) of the middle of the moving object's footprint (half extents `half`, `height` tall) on
+    the destination's top: the free spot nearest the preferred one; TemplateError when none is free."""
     low, high = _bounds(objects[destination_id])
-    others = [_bounds(objects[o]) for o in _resting_on(destination_id, objects, (object_id,))]
-    others = [((a[:2] + b[:2]) / 2, (b[:2] - a[:2]) / 2) for a, b in others]
+    others = _obstacles(object_id, destination_id, objects, half, height)
     room = np.maximum((high[:2] - low[:2]) / 2 - np.asarray(half) - EDGE_MARGIN, 0.0)  # how far off the middle
     axes = [(low[i] + high[i]) / 2 + STEP * np.arange(-(room[i] // STEP), room[i] // STEP + 1) for i in range(2)]
     preferred = (low[:2] + high[:2]) / 2
@@ -220,6 +240,14 @@ def _upright(obj):
     return np.eye(3) + sine * skew + (1 - cosine) * skew @ skew
 
 
+def _across_the_row(obj):
+    """Rotation (3x3) about z laying an item of a pair with its long side along x, across the row the
+    pair forms along y: the shorter of the two turns (at most a quarter turn)."""
+    _, q, size = obj
+    axis = quat_matrix(q)[:, int(np.argmax(size[:2]))]
+    return quat_matrix(z_rotation(-wrap_angle(2 * np.arctan2(axis[1], axis[0])) / 2))
+
+
 def _stage(code, task, index, objects):
     """(body lines, grasp, plan of this stage) of get_interaction_data for sub-task `index`."""
     s = task.subtasks[index]
@@ -234,7 +262,10 @@ def _stage(code, task, index, objects):
     lines = [f'moving = {moving}  # the keypoints of {oid}']
     grasp = s.action != 'push'
     if s.action == 'reorient':
-        return lines + _reorient(code, s, objects), grasp
+        return lines + _turned(code, s, objects, _upright(objects[oid]), 'its longest side turned upright'), grasp
+    if s.action == 'place' and s.relation == 'on' and _side(oid):
+        turn = _across_the_row(objects[oid])
+        return lines + _turned(code, s, objects, turn, 'its long side across the row of the pair'), grasp
     base_src, base_note = code.point(oid, code.base(oid), f"{oid}'s base: its position, at its lowest point", 'moving')
     lines.append(f'base = {base_src}  # {base_note}')
     if s.action == 'pick':
@@ -297,29 +328,27 @@ def _onto(code, s, objects):
         what = f'the middle of the floor of {d}'
     else:
         olow, ohigh = _bounds(objects[oid])
-        middle, top = _spot_on_top(oid, d, objects, (ohigh[:2] - olow[:2]) / 2)
+        middle, top = _spot_on_top(oid, d, objects, (ohigh[:2] - olow[:2]) / 2, ohigh[2] - olow[2])
         p = objects[oid][0]
         spot = (middle[0] - (olow[0] + ohigh[0]) / 2 + p[0], middle[1] - (olow[1] + ohigh[1]) / 2 + p[1], top)
-        pair = {1: ' (a left item left of the right one)', -1: ' (a right item right of the left one)'}
-        what = f'a free spot on the top of {d}' + pair.get(_side(oid), '')
+        what = f'a free spot on the top of {d}'
     src, note = code.point(d, spot, what)
     return [f'spot = {src}  # {note}', 'shift = spot - base']
 
 
-def _reorient(code, s, objects):
-    """Lines turning the keypoints about the object's centre so its longest side stands upright, in
-    place or on a free spot of the destination's top."""
+def _turned(code, s, objects, rotation, why):
+    """Lines turning the keypoints by `rotation` about the object's centre: in place (standing on what
+    it stands on) or onto a free spot of the destination's top."""
     oid, obj = s.object_id, objects[s.object_id]
-    rotation = _upright(obj)
     low, high = _bounds(obj)
     middle = (low + high) / 2
     new_low, new_high = _bounds(obj, rotation)
     half = (new_high - new_low) / 2
     if s.destination_id:
-        xy, top = _spot_on_top(oid, s.destination_id, objects, half[:2])
-        src, note = code.point(
-            s.destination_id, (*xy, top + half[2]), f'on a free spot of the top of {s.destination_id}'
-        )
+        xy, top = _spot_on_top(oid, s.destination_id, objects, half[:2], 2 * half[2])
+        pair = {1: ' (a left item left of the right one)', -1: ' (a right item right of the left one)'}
+        where = f'a free spot on the top of {s.destination_id}' + pair.get(_side(oid), '')
+        src, note = code.point(s.destination_id, (*xy, top + half[2]), where)
         goal = [f'new_centre = {src}  # {note}']
     else:
         lift = low[2] + half[2] - middle[2]
@@ -328,7 +357,7 @@ def _reorient(code, s, objects):
     rows = ', '.join('[' + ', '.join(repr(round(float(v), 4) + 0.0) for v in row) + ']' for row in rotation)
     return [
         f'centre = {centre_src}  # {centre_note}',
-        f'rotation = np.array([{rows}])  # its longest side turned upright',
+        f'rotation = np.array([{rows}])  # {why}',
         *goal,
         'target_positions = [',
         '    (np.dot(rotation, keypoint_coordinates[i] - centre) + new_centre).tolist() for i in moving',

@@ -48,7 +48,8 @@ VIEW = {'position': (1.25, 0.0, 0.9), 'look_at': (0.5, 0.0, 0.0), 'fovy': 50.0, 
 
 
 class Refused(Exception):
-    """The execution node refused a chunk (it brakes the arm and ends the stream); the message says why."""
+    """A chunk was not streamed: the execution node refused it (it brakes the arm and ends the stream) or
+    the arm cannot reach its end; the message says why."""
 
 
 @dataclass
@@ -342,16 +343,21 @@ class IkerEngine(DecisionEngine):
                     points[:, 2] = np.maximum(points[:, 2], carry)  # carried high until above the targets
                 floor = d.min_tcp_z if carry is not None else position[2] + deploy.push_height(size[2], d)
                 try:
-                    q_arm = self._stream(ports, stream_id, q_arm, tcp, points, hand_yaw + turns[-1], floor)
+                    q_arm, hand_yaw = self._stream(ports, stream_id, q_arm, tcp, points, hand_yaw, turns[-1], floor)
                 except Refused as refused:
                     why = str(refused)
                     break
-                hand_yaw += float(turns[-1])
                 chunks += 1
         finally:
             if chunks:
                 ports.streamer.stop_stream(stream_id)
         return chunks, distance, why
+
+    def _clear_height(self, state):
+        """TCP height [m] clear of every object's top: the arm moves between stages at it at least (a
+        joint-space move from above one object to above another may not come down across a third)."""
+        tops = max((p[2] + size[2] for p, _, size in state.objects.values()), default=0.0)
+        return tops + self.config.deploy.carry_clearance
 
     def _carry_height(self, state, oid, targets):
         """Height [m] of oid's base while carried: clear of every other object's top and of its targets."""
@@ -370,10 +376,11 @@ class IkerEngine(DecisionEngine):
         return point, grasp.quat, yaw_of(quat_multiply(grasp.quat, HOME_GRIP_INVERSE))
 
     def _pick(self, ports, state, point, quat, hand_yaw, size, carry):
-        """Open, come down over the grip point, close, lift the TCP to `carry`: (the arm joints then,
-        the hand yaw). The hand grips turned half a turn (a parallel gripper holds the same) when
-        only that way is within the arm's reach."""
+        """Open above the grip point (at the clear height at least), come down, close, lift the TCP to
+        `carry`: (the arm joints then, the hand yaw). The hand grips turned half a turn (a parallel
+        gripper holds the same) when only that way is within the arm's reach."""
         above = point + (0.0, 0.0, size[2] + self.config.deploy.approach_height)
+        above[2] = max(above[2], self._clear_height(state))
 
         def plan(turn):
             grip = quat_multiply(z_rotation(turn), quat)
@@ -427,7 +434,7 @@ class IkerEngine(DecisionEngine):
         direction /= max(float(np.linalg.norm(direction)), 1e-9)
         behind = np.asarray(position[:2], float) - direction * (0.5 * math.hypot(size[0], size[1]) + d.standoff)
         height = deploy.push_height(size[2], d)
-        above = np.r_[behind, position[2] + size[2] + d.approach_height]
+        above = np.r_[behind, max(position[2] + size[2] + d.approach_height, self._clear_height(state))]
         broadside = wrap_angle(2 * math.atan2(direction[1], direction[0])) / 2  # the hand is the same half a turn on
 
         def plan(hand_yaw):
@@ -443,15 +450,22 @@ class IkerEngine(DecisionEngine):
         ports.executor.execute(segments)
         return ports.perception.state().arm, hand_yaw
 
-    def _stream(self, ports, stream_id, q_arm, tcp, points, hand_yaw, floor):
-        """One chunk to the last planned TCP point (kept above `floor` [m]) and hand yaw (IK,
-        minimum-jerk timing), gated by the execution node; waits for its end and returns the
-        commanded joints there."""
+    def _stream(self, ports, stream_id, q_arm, tcp, points, hand_yaw, turn, floor):
+        """One chunk to the last planned TCP point (kept above `floor` [m]), the hand turned by `turn`
+        (or kept at `hand_yaw` where the wrist cannot turn that far there; IK, minimum-jerk timing),
+        gated by the execution node; waits for its end: (the commanded joints there, the hand yaw).
+        Refused when the execution node refuses the chunk or the arm cannot reach its end."""
         d = self.config.deploy
         points = np.array(points, float)
         points[:, 2] = np.maximum(points[:, 2], floor)
-        quat = quat_multiply(z_rotation(hand_yaw), HOME_GRIP)
-        q_end = self._ik(q_arm, points[-1], 'a planned step', quat)
+
+        def plan(yaw):
+            return self._ik(q_arm, points[-1], 'a planned step', quat_multiply(z_rotation(yaw), HOME_GRIP))
+
+        try:
+            hand_yaw, q_end = self._first_reachable((hand_yaw + float(turn), hand_yaw), plan)
+        except GoalEnded as unreachable:
+            raise Refused(unreachable.reason) from None
         length = float(np.linalg.norm(np.diff(np.vstack([tcp, points]), axis=0), axis=1).sum())
         times, positions = deploy.joint_chunk(q_arm, q_end, length, d)
         reply = ports.streamer.send_chunk(stream_id, times, positions)
@@ -462,7 +476,7 @@ class IkerEngine(DecisionEngine):
             ports.cancel.check()
             time.sleep(min(0.02, max(0.0, end - time.monotonic())))
         commanded = np.asarray(reply.commanded_positions, float)
-        return commanded if commanded.shape == (7,) else positions[-1]
+        return (commanded if commanded.shape == (7,) else positions[-1]), hand_yaw
 
     def _retreat(self, ports, release=False):
         """Lift the TCP straight up, by approach_height, to the retreat height at least and clear of
@@ -472,8 +486,7 @@ class IkerEngine(DecisionEngine):
         state = ports.perception.state()
         q = state.arm
         up = self.arm.ee_position(q)
-        tops = max((p[2] + size[2] for p, _, size in state.objects.values()), default=0.0)
-        up[2] = max(up[2] + d.approach_height, d.retreat_height, tops + d.carry_clearance)
+        up[2] = max(up[2] + d.approach_height, d.retreat_height, self._clear_height(state))
         quat = self.arm.ee_quat(q)
         segment = JointSegment(
             self._ik(q, up, 'retreat', quat)[None, :], label='release, retreat' if release else 'retreat'

@@ -106,3 +106,25 @@ def test_a_pair_goes_beside_the_reference_across_its_own_heading():
     unturned = {**after, 'left': ((*spot, 0.0), Q, (0.2, 0.07, 0.05))}
     done, note = extra_checks([{'side_by_side': {'object_id': 'left', 'reference_id': 'right'}}], unturned)
     assert not done and 'turned 69 deg' in note
+
+
+@pytest.mark.parametrize(
+    'position, done',
+    [
+        ((0.72, 0.25, 0.12), True),  # on the top, near its end
+        ((0.72, 0.25, 0.0), False),  # under it, on the table
+        ((0.72, 0.35, 0.12), False),  # beyond its end
+        ((0.72, 0.25, 0.2), False),  # on something standing on it
+    ],
+)
+def test_on_top_of_a_turned_rack(position, done):
+    """A rack turned a quarter turn: its 60 cm length lies along x, so y = 0.25 is off it."""
+    quarter = (np.cos(np.pi / 4), 0.0, 0.0, np.sin(np.pi / 4))
+    rack = ((0.72, 0.0, 0.0), Q, (0.26, 0.6, 0.12))
+    shoe = (position, Q, (0.18, 0.07, 0.06))
+    assert (
+        extra_checks([{'on_top_of': {'object_id': 'shoe', 'destination_id': 'rack'}}], {'shoe': shoe, 'rack': rack})[0]
+        == done
+    )
+    turned = {'shoe': shoe, 'rack': (rack[0], quarter, rack[2])}
+    assert not extra_checks([{'on_top_of': {'object_id': 'shoe', 'destination_id': 'rack'}}], turned)[0]

@@ -3,11 +3,12 @@ picked objects raised, placed ones inside their destination's footprint or at th
 it (region relations), pushed ones beside their destination (or aside when they have none), and
 objects the task must not move left where they were. Used on perceived state by the orchestrator and on ground truth by
 evaluations. A task of a benchmark may add stricter checks on ground truth (CHECKS: a ring
-threaded down a post, not resting on its top; a pair side by side, headings and toes in line)."""
+threaded down a post, not resting on its top; a pair side by side, headings and toes in line; an object
+standing on another's top)."""
 
 import numpy as np
 
-from twinloop_core.geometry import wrap_angle, yaw_of
+from twinloop_core.geometry import quat_matrix, wrap_angle, yaw_of
 from twinloop_core.regions import radius, region_done
 from twinloop_core.task import REGION_RELATIONS, SubTask
 
@@ -84,7 +85,21 @@ def side_by_side(after, object_id, reference_id, max_turn_deg=20.0, max_stagger=
     return ok, note
 
 
-CHECKS = {'threaded': threaded, 'side_by_side': side_by_side}  # name -> check(after, **arguments) -> (done, note)
+def on_top_of(after, object_id, destination_id, resting=0.02):
+    """(done, note): object_id stands on destination_id's top: its centre over the destination's footprint
+    (in the destination's frame) and its base within `resting` [m] of the top (the object a benchmark
+    names, whatever the instruction was parsed into)."""
+    p, _, _ = after[object_id]
+    d, d_quat, d_size = after[destination_id]
+    local = quat_matrix(d_quat).T @ np.subtract(p, d)
+    over = bool(np.all(np.abs(local[:2]) <= np.asarray(d_size[:2]) / 2))
+    height = float(p[2] - (d[2] + d_size[2]))
+    ok = over and abs(height) < resting
+    where = 'over' if over else 'not over'
+    return ok, f'{object_id} {where} {destination_id}, its base {100 * height:+.1f} cm from the top'
+
+
+CHECKS = {'threaded': threaded, 'side_by_side': side_by_side, 'on_top_of': on_top_of}  # name -> check(after, **args)
 
 
 def extra_checks(checks, after):

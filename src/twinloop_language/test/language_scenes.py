@@ -49,3 +49,10 @@ SLIPPERS = scene(  # the left slipper lies right of the right one: labels, not p
         ('right_slipper', 'right slipper', (0.55, 0.25), (0.2, 0.07, 0.05)),
     ]
 )
+SHOE_RACK = scene(  # IKER's three-stage scene with the left shoe unseen: no other object may stand in for it
+    [
+        ('shoe_box', 'shoe box', (0.72, 0.0), (0.2, 0.3, 0.1)),
+        ('right_shoe', 'right shoe', (0.40, 0.2), (0.18, 0.07, 0.06)),
+        ('rack', 'shoe rack', (0.72, 0.0), (0.26, 0.6, 0.12)),
+    ]
+)

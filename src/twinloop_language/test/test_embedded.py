@@ -5,7 +5,7 @@ and its output valid against config/task_schema.json."""
 import os
 
 import pytest
-from language_scenes import CONFIG, LIBERO_SPATIAL, SLIPPERS, SORTING, TABLETOP
+from language_scenes import CONFIG, LIBERO_SPATIAL, SHOE_RACK, SLIPPERS, SORTING, TABLETOP
 
 from twinloop_core.task import SubTask
 from twinloop_language.scene import Rejected
@@ -92,6 +92,7 @@ def test_constraints_and_speed(embedded):
         (TABLETOP, 'put the red cube in the bowl at 5 m/s', 'speed'),
         (TABLETOP, 'put the red cube in the bowl without touching the hammer', 'no hammer'),
         (LIBERO_SPATIAL, 'pick up the black bowl and place it on the plate', 'ambiguous'),
+        (SHOE_RACK, 'put the left shoe on the rack', 'no left shoe'),  # not the right shoe, not the shoe box
     ],
 )
 def test_rejections_name_the_problem(embedded, scene, text, reason):

@@ -81,6 +81,7 @@ IDIOMS = (  # whole-step phrasings rewritten to the grammar's shape
 CONTAINER_OF = (
     r'(?:can|tin|box|bottle|jar|carton|packet|pack|bag|cup|glass|tub|block|stick)\s+of\s+(.+)'  # "can of soup"
 )
+OPPOSITE_SIDE = {'leftmost': 'right', 'rightmost': 'left'}  # a side said of an object, and the word it excludes
 DIRECTIONAL = {'behind': 'behind', 'front': 'in_front_of', 'of': '', 'left': 'left_of', 'right': 'right_of'}
 PART_OF = (  # "the top drawer of the cabinet": the cabinet
     r'(?:(?:top|middle|bottom|upper|lower|left|right|front|back|first|second)\s+)?'
@@ -785,12 +786,23 @@ class EmbeddedParser:
                 f'the scene has no {described} (closest: {scene.labels[best]}, similarity {similarity.max():.2f}); '
                 f'it has {scene.inventory()}'
             )
+        head = ref.noun.split()[-1]
+        if any(_words(scene.labels[i])[-1] == head for i, _ in keep):  # "the shoe" is a shoe, not the shoe box
+            keep = [
+                (i, s) for i, s in keep if _words(scene.labels[i])[-1] == head or head not in _words(scene.labels[i])
+            ]
         if ref.colour:
             coloured = [(i, s) for i, s in keep if _colours(scene.labels[i], self.lexicon) == {ref.colour}]
             uncoloured = [(i, s) for i, s in keep if not _colours(scene.labels[i], self.lexicon)]
             keep = coloured or uncoloured
             if not keep:
                 raise Rejected(f'the scene has no {described}; it has {scene.inventory()}')
+        opposite = OPPOSITE_SIDE.get(ref.position)
+        if opposite:  # "the left shoe" is the leftmost of the shoes, but never one named the right shoe
+            keep = [(i, s) for i, s in keep if opposite not in _words(scene.labels[i])]
+            if not keep:
+                side = ref.position.replace('most', '')
+                raise Rejected(f'the scene has no {side} {described}; it has {scene.inventory()}')
         best = max(s for _, s in keep)
         tied = [i for i, s in keep if best - s < self.margin]
         ranked = sorted(similarity, reverse=True)
@@ -853,6 +865,11 @@ def _unique(ids, key, margin, phrase, scene):
 def _colours(label, lexicon):
     words = label.split()
     return {lexicon.colour_of[w] for w in words[:-1] if w in lexicon.colour_of}
+
+
+def _words(label):
+    """A label's words, lower case ('Left_Shoe' -> ['left', 'shoe'])."""
+    return re.split(r'[\s_-]+', label.lower().strip())
 
 
 def _noun_of(label, lexicon):

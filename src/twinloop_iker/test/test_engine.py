@@ -6,6 +6,7 @@ continues the commanded joints: a push reaches its targets, bad model code moves
 import math
 import os
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -249,6 +250,42 @@ def test_a_grasp_out_of_the_wrists_reach_is_taken_with_the_hand_turned_half_a_tu
     assert hand_yaw == pytest.approx(math.radians(30))
     assert closed_on_something(ports.perception.state().gripper_width), 'the shoe is held'
     assert world.object_pose('left_shoe')[0][2] > 0.05, 'and lifted'
+
+
+def test_a_grasp_comes_down_from_the_clear_height_or_from_lower_where_that_is_out_of_reach(shoes):
+    """The arm moves above a grasp at the height clear of every object's top (a joint-space move must not come
+    down across a tall neighbour); beside a 1 m tower that height is out of reach and it comes from lower."""
+    world, streamer, progress, ports = shoes
+    engine = build_engine('iker', f'{ROOT}/config')
+    state = ports.perception.state()
+    point, quat, hand_yaw = engine._grasp(state, 'left_shoe', ('shoe', 1.0))
+    size = state.objects['left_shoe'][2]
+    low = point[2] + size[2] + engine.config.deploy.approach_height
+    towered = replace(
+        state, objects={**state.objects, 'tower': ((0.9, 0.5, 0.0), (1.0, 0.0, 0.0, 0.0), (0.1, 0.1, 1.0))}
+    )
+    high, _ = engine._heights_above(towered, low)
+    assert not engine.arm.ik.solve(engine.arm.q_full(state.arm), np.r_[point[:2], high], quat).converged
+    engine._pick(ports, towered, point, quat, hand_yaw, size, point[2] + 0.1)
+    assert closed_on_something(ports.perception.state().gripper_width), 'the shoe is held'
+
+
+def test_a_carry_rises_over_the_objects_near_its_way_only():
+    """A shoe carried to the end of the rack away from the shoe box passes over the rack, not the box (the box's
+    top would lift the hand out of reach at the rack's far end); carried past the box, it rises over it."""
+    engine = build_engine('iker', f'{ROOT}/config')
+    level = (1.0, 0.0, 0.0, 0.0)
+    objects = {
+        'left_shoe': ((0.36, 0.3, 0.0), level, (0.18, 0.07, 0.06)),
+        'rack': ((0.72, 0.0, 0.0), level, (0.26, 0.6, 0.12)),
+        'shoe_box': ((0.72, -0.14, 0.12), level, (0.2, 0.3, 0.1)),
+    }
+    state = SimpleNamespace(objects=objects)
+    clearance = engine.config.deploy.carry_clearance
+    rack_end = [(0.72, 0.24, 0.15), (0.72, 0.2, 0.15)]
+    assert engine._carry_height(state, 'left_shoe', rack_end) == pytest.approx(0.15 + clearance)
+    past_the_box = [(0.72, -0.25, 0.15)]
+    assert engine._carry_height(state, 'left_shoe', past_the_box) == pytest.approx(0.22 + clearance)
 
 
 class RefusingExecutor:

@@ -29,10 +29,11 @@ from PIL import Image, ImageDraw
 
 from twinloop_core.engine import DecisionEngine, EngineResult, register_engine
 from twinloop_core.geometry import HOME_GRIP, grasp_of, quat_matrix, quat_multiply, wrap_angle, yaw_of, z_rotation
-from twinloop_core.gripper import CLOSED_WIDTH, OPEN_WIDTH, closed_on_something
+from twinloop_core.gripper import CLOSED_WIDTH, HAND_LENGTH, OPEN_WIDTH, closed_on_something
 from twinloop_core.judging import judge
 from twinloop_core.outcomes import ExecutionFailed, GoalEnded, Outcome
 from twinloop_core.ports import JointSegment
+from twinloop_core.regions import radius
 from twinloop_execution.kinematics import Arm
 from twinloop_iker import cem, deploy, query_image
 from twinloop_iker.config import IkerConfig
@@ -359,10 +360,29 @@ class IkerEngine(DecisionEngine):
         tops = max((p[2] + size[2] for p, _, size in state.objects.values()), default=0.0)
         return tops + self.config.deploy.carry_clearance
 
+    def _heights_above(self, state, low):
+        """TCP heights [m] to come down from onto an object, in order of preference: the clear height
+        (at least `low`), then `low` where the arm cannot reach that high there."""
+        return (max(low, self._clear_height(state)), low)
+
     def _carry_height(self, state, oid, targets):
-        """Height [m] of oid's base while carried: clear of every other object's top and of its targets."""
-        tops = [o[0][2] + o[2][2] for other, o in state.objects.items() if other != oid]
-        return max([*tops, float(np.max(np.asarray(targets)[:, 2]))]) + self.config.deploy.carry_clearance
+        """Height [m] of oid's base while carried: clear of its targets and of the tops of the other
+        objects near its way (footprints within reach of the straight line from it to its targets: the
+        object's radius or the hand holding it, half its 21 cm body, plus carry_clearance). Objects far
+        from the way do not lift the carry out of the arm's reach."""
+        clearance = self.config.deploy.carry_clearance
+        p, _, size = state.objects[oid]
+        targets = np.asarray(targets, float)
+        start = np.asarray(p[:2], float)
+        way = start + np.linspace(0.0, 1.0, 25)[:, None] * (targets[:, :2].mean(axis=0) - start)
+        reach = max(radius(size), HAND_LENGTH / 2) + clearance
+        tops = [float(targets[:, 2].max())]
+        for other, (position, quat, other_size) in state.objects.items():
+            local = (way - np.asarray(position[:2], float)) @ quat_matrix(quat)[:2, :2]  # in its frame (yaw)
+            gap = np.linalg.norm(np.maximum(np.abs(local) - np.asarray(other_size[:2]) / 2, 0.0), axis=1).min()
+            if other != oid and gap < reach:
+                tops.append(position[2] + other_size[2])
+        return max(tops) + clearance
 
     @staticmethod
     def _grasp(state, oid, shape):
@@ -376,14 +396,14 @@ class IkerEngine(DecisionEngine):
         return point, grasp.quat, yaw_of(quat_multiply(grasp.quat, HOME_GRIP_INVERSE))
 
     def _pick(self, ports, state, point, quat, hand_yaw, size, carry):
-        """Open above the grip point (at the clear height at least), come down, close, lift the TCP to
-        `carry`: (the arm joints then, the hand yaw). The hand grips turned half a turn (a parallel
-        gripper holds the same) when only that way is within the arm's reach."""
-        above = point + (0.0, 0.0, size[2] + self.config.deploy.approach_height)
-        above[2] = max(above[2], self._clear_height(state))
+        """Open above the grip point (at the clear height where the arm reaches it), come down, close,
+        lift the TCP to `carry`: (the arm joints then, the hand yaw). The hand grips turned half a turn
+        (a parallel gripper holds the same) when only that way is within the arm's reach."""
+        heights = self._heights_above(state, point[2] + size[2] + self.config.deploy.approach_height)
 
-        def plan(turn):
-            grip = quat_multiply(z_rotation(turn), quat)
+        def plan(option):
+            turn, above_z = option
+            grip, above = quat_multiply(z_rotation(turn), quat), np.r_[point[:2], above_z]
             q_above = self._ik(state.arm, above, 'above the grasp', grip)
             down = self._line(q_above, above, point, 'down to the grasp', grip)
             lift = self._line(down[-1], point, np.r_[point[:2], max(carry, point[2])], 'lift', grip)
@@ -393,7 +413,7 @@ class IkerEngine(DecisionEngine):
                 JointSegment(lift, label='lift'),
             ]
 
-        turn, segments = self._first_reachable((0.0, math.pi), plan)
+        (turn, _), segments = self._first_reachable([(t, z) for z in heights for t in (0.0, math.pi)], plan)
         ports.executor.execute(segments)
         return ports.perception.state().arm, wrap_angle(hand_yaw + turn)
 
@@ -426,19 +446,21 @@ class IkerEngine(DecisionEngine):
         return np.array(waypoints)
 
     def _approach(self, ports, state, position, size, target_position):
-        """Close the gripper and bring its TCP behind the object (away from the target) at push height,
-        the hand broadside to the push (its 21 cm body across it, not reaching into a tall object;
-        unturned when the arm cannot reach that way): (arm joints then, hand yaw)."""
+        """Close the gripper and bring its TCP down (from the clear height where the arm reaches it) behind
+        the object (away from the target) at push height, the hand broadside to the push (its 21 cm body
+        across it, not reaching into a tall object; unturned when the arm cannot reach that way): (arm
+        joints then, hand yaw)."""
         d = self.config.deploy
         direction = np.asarray(target_position[:2], float) - np.asarray(position[:2], float)
         direction /= max(float(np.linalg.norm(direction)), 1e-9)
         behind = np.asarray(position[:2], float) - direction * (0.5 * math.hypot(size[0], size[1]) + d.standoff)
         height = deploy.push_height(size[2], d)
-        above = np.r_[behind, max(position[2] + size[2] + d.approach_height, self._clear_height(state))]
+        heights = self._heights_above(state, position[2] + size[2] + d.approach_height)
         broadside = wrap_angle(2 * math.atan2(direction[1], direction[0])) / 2  # the hand is the same half a turn on
 
-        def plan(hand_yaw):
-            grip = quat_multiply(z_rotation(hand_yaw), HOME_GRIP)
+        def plan(option):
+            hand_yaw, above_z = option
+            grip, above = quat_multiply(z_rotation(hand_yaw), HOME_GRIP), np.r_[behind, above_z]
             q_above = self._ik(state.arm, above, 'above the push start', grip)
             down = self._line(q_above, above, np.r_[behind, position[2] + height], 'down to the push start', grip)
             return [
@@ -446,7 +468,7 @@ class IkerEngine(DecisionEngine):
                 JointSegment(down, label='down to the push start'),
             ]
 
-        hand_yaw, segments = self._first_reachable((broadside, 0.0), plan)
+        (hand_yaw, _), segments = self._first_reachable([(y, z) for z in heights for y in (broadside, 0.0)], plan)
         ports.executor.execute(segments)
         return ports.perception.state().arm, hand_yaw
 
@@ -480,17 +502,16 @@ class IkerEngine(DecisionEngine):
 
     def _retreat(self, ports, release=False):
         """Lift the TCP straight up, by approach_height, to the retreat height at least and clear of
-        every object's top (the next motion may cross the table), keeping the gripper's orientation;
-        release: open the fingers first."""
+        every object's top (the next motion may cross the table; as high as the arm reaches there, at
+        least 2 cm), keeping the gripper's orientation; release: open the fingers first."""
         d = self.config.deploy
         state = ports.perception.state()
         q = state.arm
-        up = self.arm.ee_position(q)
-        up[2] = max(up[2] + d.approach_height, d.retreat_height, self._clear_height(state))
-        quat = self.arm.ee_quat(q)
-        segment = JointSegment(
-            self._ik(q, up, 'retreat', quat)[None, :], label='release, retreat' if release else 'retreat'
-        )
+        tcp, quat = self.arm.ee_position(q), self.arm.ee_quat(q)
+        high = max(tcp[2] + d.approach_height, d.retreat_height, self._clear_height(state))
+        heights = np.linspace(high, tcp[2] + 0.02, 6)
+        _, q_up = self._first_reachable(heights, lambda z: self._ik(q, np.r_[tcp[:2], z], 'retreat', quat))
+        segment = JointSegment(q_up[None, :], label='release, retreat' if release else 'retreat')
         if release:
             segment.gripper_before = OPEN_WIDTH
         ports.executor.execute([segment])

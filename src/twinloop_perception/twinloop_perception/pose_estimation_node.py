@@ -126,7 +126,12 @@ class PoseEstimationNode(Node):
         return keep
 
     def on_redetect(self, _request, response):
-        """Forget everything (e.g. a new episode) and detect from scratch on the next frame set."""
+        """Forget everything (e.g. a new episode) and detect from scratch on the next frame set: images
+        that arrive after this request (those kept from before a world reset show the old scene; camera
+        info and latched poses stay)."""
+        with self.lock:
+            for parts in self.latest.values():
+                parts.pop('color', None), parts.pop('depth', None)
         self.redetect, self.last_seen = True, {}
         self.estimator.previous, self.estimator.predicted = {}, {}
         response.success, response.message = True, 'a full detection runs on the next frame set'

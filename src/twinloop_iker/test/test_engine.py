@@ -306,7 +306,10 @@ def test_a_refused_motion_ends_the_iteration_and_the_next_one_tries_again(sim):
     refusing = RefusingExecutor('segment 2: safety gate (collision): the trajectory collides in the twin: a|b')
     arm = world.arm_positions()
     result = engine.run(align(ports), replace(ports, executor=refusing), Limits())
-    assert not result.success and refusing.calls == 2 and '2 iterations' in result.detail
+    assert not result.success and '2 iterations' in result.detail
+    assert refusing.calls >= 4 and refusing.calls % 2 == 0, (
+        'each iteration tries the other approaches the gate may take'
+    )
     assert all('a motion was refused' in record.outcome for record in progress.records), progress.lines
     assert streamer.chunks == 0 and np.allclose(world.arm_positions(), arm)
 

@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 
 from twinloop_core.engine import DecisionEngine, EngineResult, register_engine
 from twinloop_core.geometry import HOME_GRIP, grasp_of, quat_matrix, quat_multiply, wrap_angle, yaw_of, z_rotation
-from twinloop_core.gripper import CLOSED_WIDTH, HAND_LENGTH, OPEN_WIDTH, closed_on_something
+from twinloop_core.gripper import CLOSED_WIDTH, HAND_LENGTH, KEEP, OPEN_WIDTH, closed_on_something
 from twinloop_core.judging import judge
 from twinloop_core.outcomes import ExecutionFailed, GoalEnded, Outcome
 from twinloop_core.ports import JointSegment
@@ -413,21 +413,26 @@ class IkerEngine(DecisionEngine):
                 JointSegment(lift, label='lift'),
             ]
 
-        (turn, _), segments = self._first_reachable([(t, z) for z in heights for t in (0.0, math.pi)], plan)
-        ports.executor.execute(segments)
+        options = [(t, z) for z in heights for t in (0.0, math.pi)]
+        (turn, _), _ = self._first_feasible(options, lambda option: ports.executor.execute(plan(option)))
         return ports.perception.state().arm, wrap_angle(hand_yaw + turn)
 
     @staticmethod
-    def _first_reachable(options, plan):
-        """(option, plan(option)) of the first option plan() finds IK solutions for; else the first
-        option's failure."""
-        unreachable = None
+    def _first_feasible(options, attempt):
+        """(option, attempt(option)) of the first option whose attempt finds IK solutions (no GoalEnded)
+        and is not refused before anything moved (an ExecutionFailed before_motion, unless about the
+        stale state every motion starts from); else the first option's failure."""
+        failure = None
         for option in dict.fromkeys(options):
             try:
-                return option, plan(option)
+                return option, attempt(option)
             except GoalEnded as failed:
-                unreachable = unreachable or failed
-        raise unreachable
+                failure = failure or failed
+            except ExecutionFailed as failed:
+                if not failed.before_motion or failed.stale_state:
+                    raise
+                failure = failure or failed
+        raise failure
 
     def _ik(self, q_seed, position, what, quat=HOME_GRIP):
         result = self.arm.ik.solve(self.arm.q_full(q_seed), np.asarray(position, float), np.asarray(quat, float))
@@ -468,8 +473,8 @@ class IkerEngine(DecisionEngine):
                 JointSegment(down, label='down to the push start'),
             ]
 
-        (hand_yaw, _), segments = self._first_reachable([(y, z) for z in heights for y in (broadside, 0.0)], plan)
-        ports.executor.execute(segments)
+        options = [(y, z) for z in heights for y in (broadside, 0.0)]
+        (hand_yaw, _), _ = self._first_feasible(options, lambda option: ports.executor.execute(plan(option)))
         return ports.perception.state().arm, hand_yaw
 
     def _stream(self, ports, stream_id, q_arm, tcp, points, hand_yaw, turn, floor):
@@ -485,7 +490,7 @@ class IkerEngine(DecisionEngine):
             return self._ik(q_arm, points[-1], 'a planned step', quat_multiply(z_rotation(yaw), HOME_GRIP))
 
         try:
-            hand_yaw, q_end = self._first_reachable((hand_yaw + float(turn), hand_yaw), plan)
+            hand_yaw, q_end = self._first_feasible((hand_yaw + float(turn), hand_yaw), plan)
         except GoalEnded as unreachable:
             raise Refused(unreachable.reason) from None
         length = float(np.linalg.norm(np.diff(np.vstack([tcp, points]), axis=0), axis=1).sum())
@@ -510,8 +515,11 @@ class IkerEngine(DecisionEngine):
         tcp, quat = self.arm.ee_position(q), self.arm.ee_quat(q)
         high = max(tcp[2] + d.approach_height, d.retreat_height, self._clear_height(state))
         heights = np.linspace(high, tcp[2] + 0.02, 6)
-        _, q_up = self._first_reachable(heights, lambda z: self._ik(q, np.r_[tcp[:2], z], 'retreat', quat))
-        segment = JointSegment(q_up[None, :], label='release, retreat' if release else 'retreat')
-        if release:
-            segment.gripper_before = OPEN_WIDTH
-        ports.executor.execute([segment])
+
+        def lift(z):
+            q_up = self._ik(q, np.r_[tcp[:2], z], 'retreat', quat)
+            gripper = OPEN_WIDTH if release else KEEP
+            label = 'release, retreat' if release else 'retreat'
+            ports.executor.execute([JointSegment(q_up[None, :], gripper_before=gripper, label=label)])
+
+        self._first_feasible(heights, lift)

@@ -15,7 +15,8 @@ by its perceived position.
 
 - place / stack / sort in, on: onto the destination's top (on), or onto its floor (in: FLOOR above
   its base), at the destination's centre; on a top wide enough for several things, at a free spot
-  (clear of what already stands there), a left item left of its right counterpart (the paper's
+  (clear of what already stands there and of the hand, as near the arm as the top allows along x:
+  a rack's far edge is at the arm's reach), a left item left of its right counterpart (the paper's
   prompt: "a left shoe should be placed on the left of the right shoe"); an item of a pair is turned
   about z, the shorter way, so its long side lies along x, across the pair's row (a pair of shoes
   side by side takes 2 widths of a rack, not 2 lengths).
@@ -174,12 +175,14 @@ def _obstacles(object_id, destination_id, objects, half, height):
 
 def _spot_on_top(object_id, destination_id, objects, half, height):
     """(x, y) of the middle of the moving object's footprint (half extents `half`, `height` tall) on
-    the destination's top: the free spot nearest the preferred one; TemplateError when none is free."""
+    the destination's top: the free spot nearest the preferred one (as near the arm as the top allows
+    along x, the middle along y, a pair's item beside its partner); TemplateError when none is free."""
     low, high = _bounds(objects[destination_id])
     others = _obstacles(object_id, destination_id, objects, half, height)
     room = np.maximum((high[:2] - low[:2]) / 2 - np.asarray(half) - EDGE_MARGIN, 0.0)  # how far off the middle
     axes = [(low[i] + high[i]) / 2 + STEP * np.arange(-(room[i] // STEP), room[i] // STEP + 1) for i in range(2)]
-    preferred = (low[:2] + high[:2]) / 2
+    middle = (low[:2] + high[:2]) / 2
+    preferred = np.array([np.clip(0.0, middle[0] - room[0], middle[0] + room[0]), middle[1]])  # near the arm's base
     side = _side(object_id)
     partner = _counterpart(object_id)
     if side and partner in _resting_on(destination_id, objects, (object_id,)):

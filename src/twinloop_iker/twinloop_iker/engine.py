@@ -378,9 +378,11 @@ class IkerEngine(DecisionEngine):
         reach = max(radius(size), HAND_LENGTH / 2) + clearance
         tops = [float(targets[:, 2].max())]
         for other, (position, quat, other_size) in state.objects.items():
+            if other == oid:
+                continue
             local = (way - np.asarray(position[:2], float)) @ quat_matrix(quat)[:2, :2]  # in its frame (yaw)
             gap = np.linalg.norm(np.maximum(np.abs(local) - np.asarray(other_size[:2]) / 2, 0.0), axis=1).min()
-            if other != oid and gap < reach:
+            if gap < reach:
                 tops.append(position[2] + other_size[2])
         return max(tops) + clearance
 

@@ -9,13 +9,13 @@ import time
 
 import numpy as np
 import pytest
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from twinloop_interfaces.action import ExecuteInstruction
 
 from twinloop_bringup import graphs, processes
-from twinloop_bringup.client import InstructionClient
+from twinloop_bringup.client import InstructionClient, call_service
 from twinloop_ros import topics
 
 ROOT = os.environ['TWINLOOP_ROOT']
@@ -52,7 +52,8 @@ def demo(tmp_path_factory):
 
 
 def _ready(client, node, name):
-    """Wait until a restarted node serves again."""
+    """Wait until a restarted node serves again: its services are seen and it answers a call (its
+    parameter service) - a node seen while still starting up loses the first goals sent to it."""
     names = {
         'trajectory_scoring': lambda: topics.SCORE_TRAJECTORIES in dict(node.get_service_names_and_types()),
         'sim_twin': lambda: topics.twin_service('sim_twin', 'rollout') in dict(node.get_service_names_and_types()),
@@ -60,7 +61,10 @@ def _ready(client, node, name):
         'pose_estimation': lambda: bool(node.count_publishers(topics.OBJECTS)),
     }
     client.spin_until(names[name], 90, f'{name} to come back')
-    time.sleep(3.0)  # its first messages (objects, state) arrive
+    parameters = node.create_client(GetParameters, f'/{name}/get_parameters')
+    call_service(client.executor, parameters, GetParameters.Request(names=['use_sim_time']), 60, f'{name}')
+    node.destroy_client(parameters)
+    time.sleep(3.0)  # its first messages (objects, state) arrive and the orchestrator's clients match it
 
 
 def _cameras(client, service, on):

@@ -157,7 +157,10 @@ def test_iker_places_a_shoe_on_the_rack_through_the_gate(spawn, ros_node, tmp_pa
     result = _send(executor, action, 200.0, 'put the left shoe on the rack')
     response, report = _report(executor, result, 220)
     assert response.status == GoalStatus.STATUS_SUCCEEDED, (response.result.reason, report['log'])
-    (step,) = [s for s in report['steps'] if s.get('object_id') == 'left_shoe']
+    steps = [s for s in report['steps'] if s.get('object_id') == 'left_shoe']
+    # an iteration the gate stopped may come first; the engine re-plans from what it perceives
+    assert 1 <= len(steps) <= 3, [s['outcome'] for s in steps]
+    step = steps[-1]
     assert step['grasp'] and step['chunks'] >= 1 and 0 <= step['distance'] < 0.05, step['outcome']
     executor.spin_once(timeout_sec=0.5)
     shoe, rack = _position(truth[-1], 'left_shoe'), _position(truth[-1], 'rack')

@@ -2,12 +2,14 @@
 randomised episodes of KeypointEnv, with and without domain randomisation (the paper's Table II,
 shared/seeds/002), by the paper's criterion (mean keypoint distance to target within 5 cm at the end).
 
-Solvers: the CEM planner (cem.py; no training) and, with --checkpoints DIR (DIR/<skill>/ from
-`python -m twinloop_iker.train --out DIR/<skill>`), the trained PPO policies beside it. Episodes are
+Solvers: the CEM planner (cem.py; no training) and the trained goal-conditioned PPO policies (those
+shipped in twinloop_iker/policies/, or DIR/<skill>/ from `python -m twinloop_iker.train --out
+DIR/<skill>` with --checkpoints DIR). Episodes are
 fixed by their seeds (from twinloop_iker.evaluate.EVAL_SEED on, never trained on). Writes
 bench/results/iker_twin-<time>.json and appends a table to bench/RESULTS.md.
 
-    . ./twinloop_env.sh && python bench/iker_twin.py [--episodes 128] [--skills place push] [--checkpoints DIR]
+    . ./twinloop_env.sh && python bench/iker_twin.py [--episodes 128] [--skills place push] [--solvers ppo cem]
+        [--checkpoints DIR]
 """
 
 import argparse
@@ -21,7 +23,8 @@ from tqdm import tqdm
 from twinloop_core.evaluation import git_commit, machine
 from twinloop_iker.config import default_config
 from twinloop_iker.env import SKILLS
-from twinloop_iker.evaluate import EVAL_SEED, run_episodes, summary
+from twinloop_iker.evaluate import EVAL_SEED, SOLVERS, run_episodes, summary
+from twinloop_iker.solvers import SHIPPED
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,16 +67,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--episodes', type=int, default=128, help='per skill, solver and randomisation setting')
     parser.add_argument('--skills', nargs='*', choices=SKILLS, default=list(SKILLS))
-    parser.add_argument('--checkpoints', help='DIR with DIR/<skill>/policy.zip: evaluate PPO beside CEM')
+    parser.add_argument('--solvers', nargs='*', choices=SOLVERS, default=list(SOLVERS))
+    parser.add_argument('--checkpoints', default=str(SHIPPED), help='DIR with DIR/<skill>/policy.zip (PPO)')
     parser.add_argument('--no-results', action='store_true', help='do not write bench/results or RESULTS.md')
     args = parser.parse_args(argv)
     config, commit, info = default_config(), git_commit(ROOT), machine()
     rows = []
     for skill in args.skills:
-        solvers = [('cem', None)]
-        if args.checkpoints:
-            solvers.append(('ppo', str(Path(args.checkpoints) / skill)))
-        for solver, checkpoint in solvers:
+        for solver in args.solvers:
+            checkpoint = str(Path(args.checkpoints) / skill) if solver == 'ppo' else None
             for randomize in (True, False):
                 row = evaluate_row(skill, solver, randomize, args.episodes, checkpoint, config)
                 rows.append(row)

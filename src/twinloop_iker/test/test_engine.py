@@ -149,7 +149,8 @@ def test_a_push_reaches_its_keypoint_targets_through_streamed_chunks(sim):
     start = world.object_pose('red_book')[0]
     result = engine.run(align(ports), ports, Limits())
     assert result.success, (result.detail, progress.lines)
-    assert result.backend == 'template writer (not a VLM) + CEM in the keypoint twin (no PPO checkpoint trained yet)'
+    assert result.backend.startswith('template writer (not a VLM) + push: CEM in the keypoint twin (no training)')
+    assert 'place: PPO policy trained in the keypoint twin' in result.backend
     record = progress.records[-1]
     assert record.object_id == 'red_book' and not record.grasp and 0 <= record.distance <= 0.05
     assert 'def get_interaction_data' in record.code and record.images[0][1].shape == (240, 320, 3)
@@ -320,3 +321,18 @@ def test_a_stale_state_refusal_ends_the_goal(sim):
     with pytest.raises(GoalEnded, match='stale'):
         build_engine('iker', f'{ROOT}/config').run(align(ports), replace(ports, executor=refusing), Limits())
     assert refusing.calls == 1
+
+
+def test_a_push_aside_stage_is_done_once_the_object_moved_aside_on_its_support():
+    task = TaskSpec(
+        'push the box aside, then put the shoe on the rack', [SubTask('push', 'box'), SubTask('place', 'shoe', 'rack')]
+    )
+    q, size = (1.0, 0.0, 0.0, 0.0), (0.3, 0.2, 0.1)
+    before = {'box': ((0.5, 0.0, 0.17), q, size), 'shoe': ((0.4, 0.2, 0.03), q, size)}
+    moved = {**before, 'box': ((0.5, -0.08, 0.17), q, size)}
+    done, note = iker_engine.pushed_aside(task, 0, 'box', before, moved)
+    assert done and 'box pushed 8.0 cm aside' in note
+    assert not iker_engine.pushed_aside(task, 0, 'box', before, {**before, 'box': ((0.5, -0.03, 0.17), q, size)})[0]
+    assert not iker_engine.pushed_aside(task, 0, 'box', before, {**before, 'box': ((0.5, -0.08, 0.05), q, size)})[0]
+    assert not iker_engine.pushed_aside(task, 1, 'shoe', before, {**before, 'shoe': ((0.4, 0.1, 0.03), q, size)})[0]
+    assert not iker_engine.pushed_aside(task, 0, 'shoe', before, moved)[0]  # the code moved another object

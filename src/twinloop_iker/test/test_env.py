@@ -175,3 +175,24 @@ def test_config_file_matches_the_defaults_and_is_checked():
         CemConfig(elites=50)
     with pytest.raises(ConfigError):
         PpoConfig(gamma=1.5)
+
+
+@pytest.mark.parametrize('randomization', [None, DR])
+def test_a_push_starts_behind_the_object_or_above_it(randomization):
+    env = KeypointEnv('push', randomization=randomization)
+    for seed in range(20):
+        env.reset(seed=seed)
+        hand, _ = env.hand_pose()
+        centre = env.observation()[-3:] + hand  # c_o - p_e is the observation's tail
+        way, back = env.targets.mean(axis=0)[:2] - centre[:2], hand[:2] - centre[:2]
+        assert way @ back < 0, f'seed {seed}: the hand is not on the far side from the targets'
+        assert not env.data.ncon or all(
+            env.model.geom_bodyid[g] != env.model.body('hand').id
+            for c in env.data.contact[: env.data.ncon]
+            for g in (c.geom1, c.geom2)
+        ), f'seed {seed}: the hand starts touching something'
+    above = KeypointEnv('push', EnvConfig(push_start='above'), randomization)
+    above.reset(seed=0)
+    assert above.hand_pose()[0][2] >= above.object_pose()[0][2] + 0.03
+    with pytest.raises(ConfigError, match='push_start'):
+        EnvConfig(push_start='sideways')

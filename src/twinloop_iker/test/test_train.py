@@ -60,3 +60,14 @@ def test_command_line_trains_reports_and_resumes(tmp_path):
     resumed = json.loads((out / 'report.json').read_text())
     assert resumed['steps'] > report['steps'] and resumed['wall_s'] > report['wall_s']
     assert len(list((out / 'checkpoints').glob('step_*.zip'))) == 2  # keep_checkpoints
+
+    tuned = tmp_path / 'push-shoe'
+    train.main(
+        [*args[:-4], '--config', str(config), '--init', str(out), '--finetune-minutes', '0.05']
+        + ['--kinds', 'shoe', '--out', str(tuned), '--eval-episodes', '1']
+    )
+    report = json.loads((tuned / 'report.json').read_text())
+    assert report['kinds'] == ['shoe'] and report['init'] == str(out) and 0 < report['steps'] < resumed['steps']
+    env = make_env('push', IkerConfig())
+    observation, _ = env.reset(seed=5)
+    assert not np.array_equal(PpoPolicy(tuned)(observation), PpoPolicy(out)(observation))  # it learned on

@@ -11,7 +11,7 @@ rest-to-rest chunk (minimum-jerk) for the execution node's stream, which gates e
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mujoco
 import numpy as np
@@ -27,11 +27,21 @@ PEAK_ACCELERATION = 5.7735  # minimum-jerk: peak acceleration / (distance / dura
 
 
 @dataclass(frozen=True)
+class SolverChoice:
+    """The solver each skill deploys (twinloop_iker.solvers: ppo, the trained policy, or cem)."""
+
+    push: str = 'cem'
+    place: str = 'ppo'
+
+
+@dataclass(frozen=True)
 class DeployConfig:
     """How IKER runs on the arm (config/iker.yaml, block deploy)."""
 
     writer: str = 'template'  # code writer (twinloop_iker.writers): template or vlm
     writer_agent: str = ''  # vlm: an agent of config/vlm_agents.yaml
+    solver: SolverChoice = field(default_factory=SolverChoice)  # per skill
+    policies: str = ''  # ppo: a folder with <skill>/policy.zip and vecnormalize.pkl ('': those shipped)
     max_iterations: int = 6  # code-writing iterations of Algorithm 1 per goal
     max_chunks: int = 30  # streamed chunks per stage
     stop_distance: float = 0.03  # [m] a stage stops streaming once the keypoints are this close (success: 5 cm)

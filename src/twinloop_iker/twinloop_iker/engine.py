@@ -5,8 +5,9 @@ solver in the twin, closed loop through the arm's gated ports; the history grows
 until the code says done or a limit is reached.
 
 What runs: the code writer of config/iker.yaml (deploy.writer: the template writer by default,
-labelled 'template writer (not a VLM)', or a VLM agent) and the CEM planner of cem.py over
-KeypointEnv (no PPO checkpoint is trained yet, so none is used; results say so). A push: the
+labelled 'template writer (not a VLM)', or a VLM agent) and the solver deploy.solver names per
+skill over KeypointEnv (solvers.py: the skill's goal-conditioned PPO policy shipped with the
+package, or the CEM planner; results name them). A push: the
 executor port brings the closed gripper behind the object (gated ExecuteMotion segments); a
 grasp-and-place stage: the executor grasps the object from above (the heuristic grasp of the
 paper's Appendix A: across its narrower side over the tallest part of its middle, deploy.grasp_point)
@@ -30,18 +31,18 @@ from PIL import Image, ImageDraw
 from twinloop_core.engine import DecisionEngine, EngineResult, register_engine
 from twinloop_core.geometry import HOME_GRIP, grasp_of, quat_matrix, quat_multiply, wrap_angle, yaw_of, z_rotation
 from twinloop_core.gripper import CLOSED_WIDTH, HAND_LENGTH, KEEP, OPEN_WIDTH, closed_on_something
-from twinloop_core.judging import judge
+from twinloop_core.judging import judge, judge_subtask
 from twinloop_core.outcomes import ExecutionFailed, GoalEnded, Outcome
 from twinloop_core.ports import JointSegment
 from twinloop_core.regions import radius
 from twinloop_execution.kinematics import Arm
-from twinloop_iker import cem, deploy, query_image
+from twinloop_iker import deploy, query_image
 from twinloop_iker.config import IkerConfig
 from twinloop_iker.env import KeypointEnv
 from twinloop_iker.sandbox import SandboxError, run_interaction_code
+from twinloop_iker.solvers import make_solvers
 from twinloop_iker.writers import HistoryEntry, WriteRequest, WriterError, make_writer
 
-SOLVER = 'CEM in the keypoint twin (no PPO checkpoint trained yet)'
 UNSUPPORTED = ('open', 'close', 'reorient')  # no keypoint form, or not deployable by a yaw-and-push solver
 SETTLE = 0.1  # [s] waited after a chunk's end before perceiving again
 HOME_GRIP_INVERSE = (HOME_GRIP[0], -HOME_GRIP[1], -HOME_GRIP[2], -HOME_GRIP[3])
@@ -104,6 +105,16 @@ def perceived(state, oid):
     return state.objects[oid]
 
 
+def pushed_aside(task, stage, oid, before, after):
+    """(done, note): stage `stage` pushes oid aside (a push without a destination) and oid moved far
+    enough on its support (twinloop_core.judging), short of the keypoint targets, which ask for its
+    whole width: the way is clear."""
+    s = task.subtasks[stage] if stage < len(task.subtasks) else None
+    if s is None or (s.action, s.object_id, s.destination_id) != ('push', oid, '') or oid not in after:
+        return False, ''
+    return judge_subtask(s, before, after)
+
+
 def static_objects(task):
     """Ids the task only refers to (destinations, references) and never moves: keypoints spread over them."""
     referred = {oid for s in task.subtasks for oid in (s.destination_id, s.reference2_id) if oid}
@@ -112,9 +123,9 @@ def static_objects(task):
 
 @register_engine('iker')
 class IkerEngine(DecisionEngine):
-    """IKER: keypoint code by a writer, checked in the sandbox, solved by CEM in the twin, streamed."""
+    """IKER: keypoint code by a writer, checked in the sandbox, solved in the twin, streamed."""
 
-    label = 'iker (keypoint code in a sandbox; CEM in the twin; pushes and grasp-and-place)'
+    label = 'iker (keypoint code in a sandbox; a PPO policy or CEM in the twin; pushes and grasp-and-place)'
     config_class = IkerConfig
     needs = ('perception', 'executor', 'streamer')
 
@@ -126,8 +137,10 @@ class IkerEngine(DecisionEngine):
         low = self.config.env.workspace_low
         env_config = replace(self.config.env, workspace_low=(low[0], low[1], max(low[2], d.min_tcp_z)))
         self.envs = {skill: KeypointEnv(skill, env_config, None, self.config.reward) for skill in ('push', 'place')}
+        self.solvers = make_solvers(self.config, tuple(self.envs))
         self.arm = Arm.panda()
-        self.backend = f'{self.writer.label} + {SOLVER}'
+        solvers = ', '.join(f'{skill}: {solver.label}' for skill, solver in self.solvers.items())
+        self.backend = f'{self.writer.label} + {solvers}'
 
     def check(self, task, limits):
         """Sub-tasks that have a keypoint form the deployed solver can reach."""
@@ -198,6 +211,10 @@ class IkerEngine(DecisionEngine):
                     0,
                     -1.0,
                 )
+            if not succeeded and multi_step and record.chunks:
+                aside, note = pushed_aside(task, stage, found.object_id, objects, ports.perception.state().objects)
+                record.outcome += f'; the stage is done: {note}' if aside else ''
+                succeeded = aside
             if succeeded and not multi_step:  # keypoints within the paper's threshold: the task's done decides
                 succeeded, verdict = judge(task.subtasks, first, ports.perception.state().objects)
                 record.outcome += '' if succeeded else f'; the task is {verdict}: another iteration'
@@ -311,12 +328,11 @@ class IkerEngine(DecisionEngine):
     def _servo(
         self, ports, limits, skill, oid, shape, local, targets, target_pose, q_arm, steps, hand_yaw=0.0, carry=None
     ):
-        """CEM chunks of `skill` streamed until oid's keypoints are within stop_distance or a limit:
+        """The solver's chunks of `skill` streamed until oid's keypoints are within stop_distance or a limit:
         (chunks, final distance, why it stopped). Holding the object (carry: the TCP height while
         carrying), the TCP stays at carry until the keypoints are above their targets."""
         d, env = self.config.deploy, self.envs[skill]
-        stream_id, chunks, rng = f'iker-{uuid.uuid4().hex[:8]}', 0, np.random.default_rng(0)
-        mean = np.zeros((self.config.cem.horizon, env.action_space.shape[0]))
+        stream_id, chunks, plan = f'iker-{uuid.uuid4().hex[:8]}', 0, self.solvers[skill].stage(env)
         distance, why = math.inf, f'{d.max_chunks} chunks streamed'
         try:
             while True:
@@ -335,10 +351,7 @@ class IkerEngine(DecisionEngine):
                 tcp = self.arm.ee_position(q_arm)
                 position, yaw = np.asarray(pose[0], float), deploy.object_yaw(pose[1])
                 deploy.env_at(env, *shape, position, yaw, *target_pose, tcp, hand_yaw)
-                sequence = cem.plan(env, mean, rng, self.config.cem)
-                keep = self.config.cem.replan_every
-                shifts, turns = deploy.tcp_targets(env, sequence[:keep])
-                mean = np.concatenate([sequence[keep:], np.zeros_like(sequence[:keep])])
+                shifts, turns = deploy.tcp_targets(env, plan())
                 points = tcp + shifts
                 if carry is not None and deploy.horizontal_offset(local, pose, targets) > d.stop_distance:
                     points[:, 2] = np.maximum(points[:, 2], carry)  # carried high until above the targets

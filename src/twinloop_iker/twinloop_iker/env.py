@@ -75,6 +75,7 @@ HAND_ARMATURE = (0.1, 0.01)  # [kg], [kg m^2] on the hand's joints: steadies the
 GRASP_DEPTH = 0.03  # [m] TCP under the object's top at the nominal grasp
 FALLEN_Z = -0.02  # [m] an object centre below the table top has fallen off it
 SETTLE_STEPS = 10  # physics steps at reset so that a resting object settles on the table
+PUSH_STARTS = ('behind', 'above')
 OPTIONS = ('kind', 'scale', 'object_pose', 'target_pose', 'targets', 'gripper_position', 'grasp_pose')
 STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
 # Collision bits: the table meets the object only; the pushing hand meets the object only.
@@ -115,7 +116,9 @@ class EnvConfig:
     place_start_lift: tuple = (0.03, 0.12)  # [m] place: the held object's bottom above the table at the start
     place_lift: tuple = (0.0, 0.15)  # [m] place target: the object's bottom above the table (0: on it)
     place_yaw: float = 0.8  # [rad] place target: yaw change up to +-this
-    gripper_start: tuple = (0.45, 0.0, 0.15)  # [m] push: the TCP's start (raised to clear the object)
+    push_start: str = 'behind'  # push: the hand starts 'behind' the object (as deployed) or 'above' it
+    gripper_start: tuple = (0.45, 0.0, 0.15)  # [m] push 'above': the TCP's start (raised to clear the object)
+    push_standoff: float = 0.03  # [m] push 'behind': the TCP this far outside the object's footprint
     mass: float = 0.2  # [kg] nominal object mass
     friction: float = 0.8  # nominal sliding friction (the table's is lower, so this one acts)
 
@@ -126,6 +129,8 @@ class EnvConfig:
             raise ConfigError(f'EnvConfig.kinds must be movable catalog kinds ({list(KINDS)}), got {unknown or "none"}')
         _check_ranges(self, ('scale', 'push_distance', 'place_start_lift', 'place_lift'))
         _check_positive(self, ('timestep', 'control_hz', 'action_translation', 'action_yaw', 'mass', 'friction'))
+        if self.push_start not in PUSH_STARTS:
+            raise ConfigError(f'EnvConfig.push_start must be one of {PUSH_STARTS}, not {self.push_start!r}')
         if self.max_steps < 1 or self.scale[0] <= 0 or self.timestep * self.control_hz > 1:
             raise ConfigError('EnvConfig: max_steps >= 1, scale > 0 and timestep <= 1 / control_hz are required')
         low, high = np.array(self.workspace_low), np.array(self.workspace_high)
@@ -370,7 +375,9 @@ class KeypointEnv(gym.Env):
             self.held = _relative_pose(hand_pos, hand_quat, object_pos, object_quat)
             gap = extents[narrow] / 2 + FINGER_RADIUS
         else:
-            hand_pos, hand_quat = self._gripper_start(extents, options.get('gripper_position')), yaw_quat(0.0)
+            given = options.get('gripper_position')
+            hand_pos = self._gripper_start(extents, start, object_quat) if given is None else given
+            hand_pos, hand_quat = self._clamp_start(extents, hand_pos, given is None), yaw_quat(0.0)
             self.held, gap = None, FINGER_RADIUS
         parts = scaled_parts(shape.parts, sim_scale)
         self.model = build_spec(parts, self.skill, gap, c.timestep, self.held).compile()
@@ -385,7 +392,7 @@ class KeypointEnv(gym.Env):
 
         self._steps = self._steps_within = 0
         self._keypoints = self._object_keypoints()
-        return self._observation(), self._info(self._keypoints)
+        return self.observation(), self._info(self._keypoints)
 
     def _grasp(self, object_pos, object_quat, extents, yaw):
         """Place: the hand's pose at the heuristic grasp (Appendix A), randomised: the TCP on the
@@ -398,14 +405,31 @@ class KeypointEnv(gym.Env):
         grasp[2] = np.clip(grasp[2], c.workspace_low[2], extents[2])
         return _compose(object_pos, object_quat, grasp, yaw_quat(yaw))
 
-    def _gripper_start(self, extents, position):
-        """Push: the TCP's start, nominal or given, randomised, above the object's top."""
+    def _gripper_start(self, extents, start, quat):
+        """Push: the TCP's drawn start. 'behind': where the arm brings the closed fingers before a
+        push (deploy): push_standoff outside the footprint on the far side from the targets, half way up
+        the object (at most 4 cm), randomised sideways, back and up; 'above': gripper_start randomised."""
         c, dr, rng = self.config, self.randomization, self.np_random
-        start = np.array(position if position is not None else c.gripper_start, float)
-        if dr and position is None:
-            start += rng.uniform(-dr.gripper_position, dr.gripper_position, 3)
-        start[2] = max(start[2], extents[2] + 0.03)
-        return np.clip(start, c.workspace_low, c.workspace_high)
+        jitter = dr.gripper_position if dr else 0.0
+        if c.push_start == 'above':
+            return np.array(c.gripper_start, float) + rng.uniform(-jitter, jitter, 3)
+        rotation = _matrix(quat)
+        centre = start[:2] + (self.local_keypoints @ rotation.T).mean(axis=0)[:2]
+        way = self.targets[:, :2].mean(axis=0) - centre
+        way = way / np.linalg.norm(way) if np.linalg.norm(way) > 1e-6 else np.array([1.0, 0.0])
+        reach = float(np.abs(rotation[:2, :2].T @ way) @ extents[:2]) / 2  # the footprint's half length along it
+        side = np.array([-way[1], way[0]])
+        behind = centre - way * (reach + c.push_standoff + FINGER_RADIUS + rng.uniform(0, jitter / 2))
+        behind += side * rng.uniform(-jitter / 2, jitter / 2)
+        return np.r_[behind, min(extents[2] / 2, 0.04) + rng.uniform(0, jitter / 5)]
+
+    def _clamp_start(self, extents, position, drawn):
+        """The start inside the workspace; 'above' starts and given ones clear the object's top."""
+        c = self.config
+        position = np.array(position, float)
+        if not drawn or c.push_start == 'above':
+            position[2] = max(position[2], extents[2] + 0.03)
+        return np.clip(position, c.workspace_low, c.workspace_high)
 
     def _set_physics(self, extents):
         """Nominal or randomised mass, centre of mass, friction and contact softness of the object."""
@@ -499,7 +523,8 @@ class KeypointEnv(gym.Env):
         mujoco.mj_setState(self.model, self.data, physics, STATE_SPEC)
         self._keypoints = keypoints.copy()
 
-    def _observation(self):
+    def observation(self):
+        """The observation of the current state (the module docstring lists its parts)."""
         hand_pos, hand_quat = self.hand_pose()
         object_pos, object_quat = self.object_pose()
         return np.concatenate(
@@ -560,7 +585,7 @@ class KeypointEnv(gym.Env):
         terminated = dropped or self._steps_within >= self.reward_config.success_steps
         truncated = not terminated and self._steps >= self.config.max_steps
         info = self._info(keypoints, terms=terms, dropped=dropped)
-        return self._observation(), float(terms['total']), terminated, truncated, info
+        return self.observation(), float(terms['total']), terminated, truncated, info
 
 
 gym.register(ENV_ID, entry_point=KeypointEnv)

@@ -1,7 +1,8 @@
 """Train a skill's policy in the twin with PPO (shared/seeds/002, Sec. III-C) for a wall-time budget.
 
     python -m twinloop_iker.train --skill push|place --minutes 60 [--envs 2] [--seed 0] [--no-randomization]
-        [--resume] [--out DIR] [--ray ADDRESS] [--eval-episodes 128]
+        [--resume] [--out DIR] [--ray ADDRESS] [--eval-episodes 128] [--kinds KIND ...] [--init DIR]
+    python -m twinloop_iker.train --skill push --finetune-minutes 5 --kinds shoe   # per-task fine-tuning
 
 stable-baselines3 PPO on KeypointEnv (env.py) with the paper's network: actor and critic MLPs of
 256, 128 and 64 ELU units (config/iker.yaml, block ppo; the paper shares a backbone, SB3's MlpPolicy
@@ -13,6 +14,11 @@ curve. At the end the policy is saved as OUT/policy.zip and OUT/vecnormalize.pkl
 `--eval-episodes` episodes of fresh seeds (evaluate.py; as Ray tasks with --ray) and reported in
 OUT/report.json with the reward and success curve in OUT/curve.png. OUT defaults to
 ~/.cache/twinloop/iker/<skill>/, outside the repository: checkpoints stay out of git.
+
+One goal-conditioned policy per skill is trained over every object kind and randomised targets
+(the policies shipped in twinloop_iker/policies/ came from this command). Per-task fine-tuning
+(`--finetune-minutes M`) continues the shipped policy of the skill (or `--init DIR`) for M minutes on
+the task's object kinds (`--kinds`) only, into ~/.cache/twinloop/iker/<skill>-finetuned-<kinds>/.
 """
 
 import argparse
@@ -20,7 +26,7 @@ import json
 import os
 import re
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 
@@ -35,6 +41,7 @@ from tqdm import tqdm
 from twinloop_iker.config import default_config, load_iker_config
 from twinloop_iker.env import SKILLS
 from twinloop_iker.evaluate import NORMALIZER_FILE, POLICY_FILE, evaluate, make_env, summary
+from twinloop_iker.solvers import SHIPPED
 
 CHECKPOINT = re.compile(r'^step_(\d+)\.zip$')
 PROGRESS_FILE, REPORT_FILE, PLOT_FILE = 'progress.json', 'report.json', 'curve.png'
@@ -178,8 +185,10 @@ def train(
     eval_episodes=128,
     config=None,
     show_progress=True,
+    init=None,
 ):
-    """Train for `minutes` of wall time, save, evaluate and write the report; returns the report dict."""
+    """Train for `minutes` of wall time, save, evaluate and write the report; returns the report dict.
+    init: a folder with a trained policy and its statistics to start from (fine-tuning) instead of a new one."""
     config = config or default_config()
     ppo = config.ppo
     out = Path(out or default_out(skill))
@@ -194,12 +203,16 @@ def train(
         normalizer = VecNormalize.load(str(path.with_name(path.stem + '_vecnormalize.pkl')), venv)
         model = PPO.load(path, env=normalizer, device='cpu')
         print(f'resuming from {path} ({steps} steps, {wall_offset / 60:.1f} min trained)')
+    elif init:
+        normalizer = VecNormalize.load(str(Path(init) / NORMALIZER_FILE), venv)
+        model = PPO.load(Path(init) / POLICY_FILE, env=normalizer, device='cpu')
+        model.num_timesteps = 0  # this run's steps; the report names the policy it started from
     else:
         normalizer = VecNormalize(venv, gamma=ppo.gamma)
         model = build_model(normalizer, ppo, seed)
     callback = BudgetCallback(60 * minutes, out, ppo, curve, wall_offset, show_progress)
     start_steps = model.num_timesteps
-    model.learn(total_timesteps=10**12, callback=callback, reset_num_timesteps=not checkpoint)
+    model.learn(total_timesteps=10**12, callback=callback, reset_num_timesteps=not checkpoint and not init)
     final = callback.progress()
     run_wall = final['wall_s'] - wall_offset
     save_checkpoint(model, normalizer, out, ppo.keep_checkpoints, final)
@@ -223,6 +236,7 @@ def train(
         'steps_per_s': (model.num_timesteps - start_steps) / max(run_wall, 1e-9),
         'evaluation': summary(results, time.perf_counter() - started),
         'kinds': list(config.env.kinds),
+        'init': str(init) if init else None,
         'ppo': asdict(ppo),
         'policy': str(out / POLICY_FILE),
         'normalizer': str(out / NORMALIZER_FILE),
@@ -245,21 +259,34 @@ def main(argv=None):
     parser.add_argument('--ray', metavar='ADDRESS', help="evaluate as Ray tasks on this cluster ('local': 2 CPUs)")
     parser.add_argument('--eval-episodes', type=int, default=128)
     parser.add_argument('--config', help='IKER config (default: config/iker.yaml of $TWINLOOP_ROOT)')
+    parser.add_argument('--kinds', nargs='+', help='train on these object kinds only (default: all, env.kinds)')
+    parser.add_argument('--init', help='start from the trained policy in this folder (policy.zip, vecnormalize.pkl)')
+    parser.add_argument(
+        '--finetune-minutes', type=float, help='fine-tune for this long from --init (default: the shipped policy)'
+    )
     args = parser.parse_args(argv)
-    if args.envs < 1 or args.minutes <= 0 or args.eval_episodes < 0:
+    minutes = args.finetune_minutes or args.minutes
+    if args.envs < 1 or minutes <= 0 or args.eval_episodes < 0:
         parser.error('--envs >= 1, --minutes > 0 and --eval-episodes >= 0 are required')
     config = load_iker_config(args.config) if args.config else default_config()
+    if args.kinds:
+        config = replace(config, env=replace(config.env, kinds=tuple(args.kinds)))
+    init, out = args.init, args.out
+    if args.finetune_minutes:
+        init = init or str(SHIPPED / args.skill)
+        out = out or str(default_out(f'{args.skill}-finetuned-{"-".join(config.env.kinds)}'))
     report = train(
         args.skill,
-        args.minutes,
+        minutes,
         args.envs,
         args.seed,
         not args.no_randomization,
         args.resume,
-        args.out,
+        out,
         args.ray,
         args.eval_episodes,
         config,
+        init=init,
     )
     e = report['evaluation']
     print(

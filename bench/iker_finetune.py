@@ -13,13 +13,11 @@ appends a table to bench/RESULTS.md.
 """
 
 import argparse
-import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from iker_twin import evaluate_row
+from iker_twin import evaluate_row, save_results
 
 from twinloop_core.evaluation import git_commit, machine
 from twinloop_iker import train
@@ -87,13 +85,8 @@ def main(argv=None):
     for task in args.tasks:
         skill, kind = task.split(':')
         rows += task_rows(skill, kind, args.minutes, args.episodes, args.cem_episodes, config)
-    if args.no_results:
-        return
-    command = 'python bench/iker_finetune.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
-    out = ROOT / 'bench' / 'results' / f'iker_finetune-{time.strftime("%Y%m%d-%H%M%S")}.json'
-    out.write_text(json.dumps({'command': command, 'commit': commit, 'machine': info, 'rows': rows}, indent=1))
-    append_results(rows, command.strip(), commit, info, ROOT / 'bench' / 'RESULTS.md')
-    print(f'wrote {out.relative_to(ROOT)} and appended bench/RESULTS.md')
+    if not args.no_results:
+        save_results('iker_finetune', argv, rows, commit, info, append_results)
 
 
 if __name__ == '__main__':

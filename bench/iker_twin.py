@@ -86,12 +86,16 @@ def main(argv=None):
                     f'{100 * row["mean_distance"]:.1f} cm, {row["seconds_per_episode"]:.1f} s per episode',
                     flush=True,
                 )
-    if args.no_results:
-        return
-    command = 'python bench/iker_twin.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
-    out = ROOT / 'bench' / 'results' / f'iker_twin-{time.strftime("%Y%m%d-%H%M%S")}.json'
+    if not args.no_results:
+        save_results('iker_twin', argv, rows, commit, info, append_results)
+
+
+def save_results(name, argv, rows, commit, info, append):
+    """bench/results/<name>-<time>.json and append(rows, command, commit, info, RESULTS.md path)."""
+    command = f'python bench/{name}.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
+    out = ROOT / 'bench' / 'results' / f'{name}-{time.strftime("%Y%m%d-%H%M%S")}.json'
     out.write_text(json.dumps({'command': command, 'commit': commit, 'machine': info, 'rows': rows}, indent=1))
-    append_results(rows, command.strip(), commit, info, ROOT / 'bench' / 'RESULTS.md')
+    append(rows, command.strip(), commit, info, ROOT / 'bench' / 'RESULTS.md')
     print(f'wrote {out.relative_to(ROOT)} and appended bench/RESULTS.md')
 
 

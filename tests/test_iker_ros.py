@@ -88,7 +88,7 @@ def test_iker_pushes_a_book_in_line_through_the_gate(spawn, ros_node, tmp_path):
     assert abs(after[0] - green[0]) < abs(before[0] - green[0]) - 0.05, (before, after)  # in line: same x
     assert abs(after[2] - before[2]) < 0.02, 'pushed, not lifted'
     assert report['strategy'] == 'iker' and 'template writer (not a VLM)' in report['scorer']
-    assert 'push: CEM in the keypoint twin' in report['scorer'] and 'place: PPO policy' in report['scorer']
+    assert 'push: CEM in the keypoint twin' in report['scorer'] and 'place: CEM' in report['scorer']
     (step,) = [s for s in report['steps'] if s.get('object_id') == 'red_book']
     assert 'def get_interaction_data' in step['code'] and step['chunks'] >= 1 and not step['grasp']
     assert 0 <= step['distance'] < 0.05 and len(step['targets']) == len(step['keypoint_indices'])

@@ -21,7 +21,7 @@ from twinloop_core.task import SubTask, TaskSpec
 from twinloop_iker import deploy
 from twinloop_iker import engine as iker_engine  # noqa: F401  (registers 'iker')
 from twinloop_iker.config import IkerConfig, load_iker_config
-from twinloop_iker.deploy import DeployConfig
+from twinloop_iker.deploy import DeployConfig, SolverChoice
 from twinloop_iker.env import catalog_entry
 from twinloop_planning.ports.in_process import SimPorts
 from twinloop_twin import scene
@@ -150,7 +150,7 @@ def test_a_push_reaches_its_keypoint_targets_through_streamed_chunks(sim):
     result = engine.run(align(ports), ports, Limits())
     assert result.success, (result.detail, progress.lines)
     assert result.backend.startswith('template writer (not a VLM) + push: CEM in the keypoint twin (no training)')
-    assert 'place: PPO policy trained in the keypoint twin' in result.backend
+    assert 'place: CEM in the keypoint twin' in result.backend
     record = progress.records[-1]
     assert record.object_id == 'red_book' and not record.grasp and 0 <= record.distance <= 0.05
     assert 'def get_interaction_data' in record.code and record.images[0][1].shape == (240, 320, 3)
@@ -190,10 +190,15 @@ def test_dry_run_checks_the_targets_and_moves_nothing(sim):
     assert all(math.isfinite(v) for target in progress.records[-1].targets for v in target)
 
 
-def test_a_place_grasps_carries_over_and_releases_on_the_rack(shoes):
+@pytest.mark.parametrize('solver', ['cem', 'ppo'])
+def test_a_place_grasps_carries_over_and_releases_on_the_rack(shoes, solver):
     world, streamer, progress, ports = shoes
     task = TaskSpec('put the left shoe on the rack', [SubTask('place', 'left_shoe', 'rack', 'on')])
-    result = build_engine('iker', f'{ROOT}/config').run(task, ports, Limits())
+    config = load_iker_config(f'{ROOT}/config/iker.yaml')
+    config = replace(config, deploy=replace(config.deploy, solver=SolverChoice('cem', solver)))
+    engine = iker_engine.IkerEngine(config, f'{ROOT}/config')
+    assert f'place: {"PPO policy" if solver == "ppo" else "CEM"}' in engine.backend
+    result = engine.run(task, ports, Limits())
     assert result.success, (result.detail, progress.lines)
     record = progress.records[-1]
     assert record.grasp and record.object_id == 'left_shoe' and 0 <= record.distance <= 0.05

@@ -31,7 +31,7 @@ class SolverChoice:
     """The solver each skill deploys (twinloop_iker.solvers: ppo, the trained policy, or cem)."""
 
     push: str = 'cem'
-    place: str = 'ppo'
+    place: str = 'cem'
 
 
 @dataclass(frozen=True)

@@ -77,8 +77,9 @@ def main():
             'max': round(float(np.max(planning)), 3),
         },
         'steps_timings': steps,
+        'chosen': [(r.stage, r.chosen, round(r.best_score, 4)) for r in mpc.records],  # to compare runs step by step
     }
-    print(json.dumps({k: v for k, v in result.items() if k != 'steps_timings'}, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k not in ('steps_timings', 'chosen')}, indent=2))
     out = ROOT / 'bench' / 'results' / f'mpc_latency-{time.strftime("%Y%m%d-%H%M%S")}.json'
     out.write_text(json.dumps(result, indent=2))
     if args.results:

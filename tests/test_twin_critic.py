@@ -102,3 +102,29 @@ def test_touching_an_object_the_instruction_protects_scores_as_a_collision():
     free, _ = judge(facts, TASK)
     protected, rationale = judge(facts, {**TASK, 'avoid': ['blue_cube']})
     assert protected['safety'] == 0.0 < free['safety'] and 'not to touch' in rationale
+
+
+def test_a_release_into_a_bowl_counts_as_progress():
+    """Let go over a bowl, the object settles inside it, below the rim the release aims at: that is
+    progress, and it beats holding on; a drop beside the bowl is not."""
+    from twinloop_scoring.twin_critic import judge
+
+    rim = (0.55, -0.30, 0.06)
+    task = {'stage': 'release', 'object': 'red_cube', 'goal_position': rim, 'holding': 'unwanted'}
+
+    def release(end, holding=''):
+        return {
+            'initial_positions': {'red_cube': (0.55, -0.30, 0.09)},
+            'final_positions': {'red_cube': end},
+            'holding': holding,
+            'ee_start': (0.55, -0.30, 0.11),
+            'ee_end': (0.55, -0.30, 0.14),
+            'ee_path_length': 0.03,
+        }
+
+    inside, _ = judge(release((0.55, -0.30, 0.03)), task)
+    held, _ = judge(release((0.55, -0.30, 0.09), holding='red_cube'), task)
+    beside, _ = judge(release((0.55, -0.18, 0.0)), task)
+    assert inside['task_alignment'] > 8.0
+    assert inside['task_alignment'] > held['task_alignment']
+    assert beside['task_alignment'] < 5.0

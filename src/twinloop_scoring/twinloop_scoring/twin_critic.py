@@ -19,8 +19,17 @@ from twinloop_scoring.vlm import VLMBackend, VLMReply
 LABEL = 'twin_critic (not a VLM)'
 
 
-def _closeness_gain(start, end, goal):
-    d0, d1 = np.linalg.norm(np.subtract(start, goal)), np.linalg.norm(np.subtract(end, goal))
+def _closeness_gain(start, end, goal, below_is_in=False):
+    """(share of the distance to goal closed, in -1..1; metres closed). below_is_in: only height above
+    the goal counts (a release: an object let go into a bowl settles below its rim, and that is in)."""
+
+    def distance(p):
+        offset = np.subtract(p, goal)
+        if below_is_in:
+            offset[2] = max(0.0, offset[2])
+        return np.linalg.norm(offset)
+
+    d0, d1 = distance(start), distance(end)
     return 0.0 if d0 < 1e-6 else float(np.clip((d0 - d1) / d0, -1.0, 1.0)), d0 - d1
 
 
@@ -40,7 +49,7 @@ def judge(rollout, task, visibility=1.0):
     # the grasp point relative to the object's frame (at its base): over it, or at a rim
     grasp_offset = task.get('grasp_offset', (0.0, 0.0, task.get('object_size', (0, 0, 0))[2] / 2))
     if target in final and goal is not None:
-        progress, gained = _closeness_gain(initial[target], final[target], goal)
+        progress, gained = _closeness_gain(initial[target], final[target], goal, task.get('stage') == 'release')
         held = rollout.get('holding') == target
         pushed = task.get('stage') == 'grasp' and not held  # while grasping, only a held object's motion is progress
         if abs(gained) > 0.005 and not pushed:

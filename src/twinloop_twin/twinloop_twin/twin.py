@@ -231,7 +231,9 @@ class SimTwin:
         for k in sorted(samples | set(range(0, n, path_every))):
             sample, on_path = k in samples, k % path_every == 0
             mujoco.mj_setState(model, data, states[k], spec)
-            mujoco.mj_fwdPosition(model, data)
+            mujoco.mj_kinematics(model, data)  # positions and contacts only: the rest of mj_fwdPosition is unused here
+            if sample:
+                mujoco.mj_collision(model, data)
             if on_path:
                 path.append(data.site('panda_grip_site').xpos.copy())
             if not sample:

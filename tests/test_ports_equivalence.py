@@ -9,6 +9,7 @@ import time
 import pytest
 import rclpy
 from rclpy.action import ActionClient
+from rclpy.parameter_client import AsyncParameterClient
 from rclpy.executors import MultiThreadedExecutor
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
@@ -96,6 +97,7 @@ def ros_ports(spawn, ros_context):
         node.create_client(RenderViews, topics.twin_service('sim_twin', 'render')),
         node.create_client(ScoreTrajectories, topics.SCORE_TRAJECTORIES),
         ActionClient(node, ExecuteMotion, topics.EXECUTE_MOTION),
+        scorer_parameters=AsyncParameterClient(node, topics.SCORING_NODE),
     )
     for client in (clients.twin_sync, clients.scorer):
         assert client.wait_for_service(timeout_sec=60), f'{client.srv_name} did not come up'
@@ -162,5 +164,6 @@ def test_in_process_and_ros_ports_see_the_same_candidates_facts_and_choice(ros_p
         assert a['total'] == pytest.approx(b['total'], abs=1e-3)
         assert a['dimensions'] == pytest.approx(b['dimensions'], abs=0.0101)
     assert remote.chosen == local.chosen and remote.chosen
+    assert ports_ros.scorer_reads_images is False, 'twin_critic reads no image: the scoring views are not rendered'
     assert remote.backend == local.backend and 'twin_critic' in local.backend
     assert len(remote.images) == len(local.images) and remote.images[0][1].shape == local.images[0][1].shape

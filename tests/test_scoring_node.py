@@ -143,6 +143,21 @@ def test_http_agent_on_request(scoring):
     assert all(s.failed and s.failure_reason for s in failed.scores)
 
 
+def test_views_without_images_for_a_scorer_that_reads_none(scoring):
+    """twin_critic reads the twin, so a view may come without an image (nothing rendered); an agent that
+    reads images is refused such a view with the reason."""
+    call, _ = scoring
+    request = _request()
+    request.views = [RenderedView(camera_name='twin', candidate_ids=['clean', 'collide'])]
+    response = call(request)
+    assert response.success and response.requests == 1
+    clean, collide = response.scores
+    assert collide.total < clean.total and clean.views[0].camera_name == 'twin'
+    request.backend = 'loopback'
+    refused = call(request)
+    assert not refused.success and 'views[0].image is empty' in refused.message
+
+
 @pytest.mark.parametrize(
     'mutate, reason',
     [

@@ -128,3 +128,33 @@ def test_a_release_into_a_bowl_counts_as_progress():
     assert inside['task_alignment'] > 8.0
     assert inside['task_alignment'] > held['task_alignment']
     assert beside['task_alignment'] < 5.0
+
+
+def test_a_carry_all_the_way_beats_one_half_way():
+    """Carrying, the held object's progress decides: the grip bonus of a grasp must not make a carry
+    half way score as high as one that arrives."""
+    from twinloop_scoring.twin_critic import judge
+
+    goal = (0.55, -0.30, 0.20)
+    task = {
+        'stage': 'carry',
+        'object': 'red_cube',
+        'goal_position': goal,
+        'holding': 'required',
+        'object_size': [0.04] * 3,
+    }
+
+    def carry(end):
+        start = (0.50, 0.12, 0.20)
+        return {
+            'initial_positions': {'red_cube': start},
+            'final_positions': {'red_cube': end},
+            'holding': 'red_cube',
+            'ee_start': np.add(start, (0, 0, 0.02)),
+            'ee_end': np.add(end, (0, 0, 0.02)),
+            'ee_path_length': float(np.linalg.norm(np.subtract(end, start))),
+        }
+
+    arrived, _ = judge(carry(goal), task)
+    half_way, _ = judge(carry((0.525, -0.09, 0.20)), task)
+    assert arrived['task_alignment'] > half_way['task_alignment'] + 1.0

@@ -100,7 +100,7 @@ class Supervisor:
 
     def stop(self):
         """Stop every node (SIGINT, then SIGKILL); {name: exit code or None if killed}."""
-        return {name: processes.stop(p) for name, p in self.processes.items()}
+        return dict(zip(self.processes, processes.stop_all(list(self.processes.values()))))
 
     def __exit__(self, *exc):
         self.stop()

@@ -18,12 +18,21 @@ def stop(process, timeout=10.0):
 
     Returns the exit code, or None if the process had to be killed.
     """
-    if process.poll() is not None:
-        return process.returncode
-    process.send_signal(signal.SIGINT)
-    try:
-        return process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout)
-        return None
+    return stop_all([process], timeout)[0]
+
+
+def stop_all(processes, timeout=10.0):
+    """stop() for several processes at once: all are signalled first, then each waited for (the
+    shutdowns overlap); their exit codes, None for those killed."""
+    running = [p for p in processes if p.poll() is None]
+    for process in running:
+        process.send_signal(signal.SIGINT)
+    codes = []
+    for process in processes:
+        try:
+            codes.append(process.wait(timeout))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+            codes.append(None)
+    return codes

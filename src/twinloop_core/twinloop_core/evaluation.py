@@ -103,7 +103,7 @@ def git_commit(root, paths=('src', 'config', 'bench/*.py', 'bench/*.yaml')):
     return commit + ('-dirty' if dirty else '')
 
 
-def machine(packages=('mujoco', 'open3d', 'torch', 'numpy', 'rclpy', 'mink', 'ruckig', 'sentence-transformers')):
+def machine(packages=('mujoco', 'open3d', 'torch', 'numpy', 'rclpy', 'mink', 'ruckig', 'transformers')):
     """The CPU, its cores, Python and the versions of the packages a result depends on."""
     versions = {}
     for package in packages:

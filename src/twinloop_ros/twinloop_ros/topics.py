@@ -24,6 +24,7 @@ PLANNER_CHOSEN = '/planner/chosen'  # Marker: the executed candidate
 IKER_KEYPOINTS = '/iker/keypoints'  # MarkerArray: numbered keypoints and the targets IKER's code gives them
 
 SCORE_TRAJECTORIES = '/score_trajectories'
+SCORING_NODE = '/trajectory_scoring'  # whose reads_images parameter says whether scoring needs rendered views
 EXECUTE_MOTION = 'execute_motion'
 EXECUTION_STREAM = '/execution/stream'  # StreamChunk of the execution node (its ~/stream)
 RUN_POLICY = 'run_policy'  # RunPolicy of the policy server (vla_policy)

@@ -47,6 +47,14 @@ class ScoringNode(Node):
             raise ValueError('parameters "prompts_file" and "agents_file" are required')
         self.config = vqa.PromptConfig.from_yaml(prompts)
         self.default_agents = agent_registry.load(self.agents_file, names)
+        self.declare_parameter(
+            'reads_images',
+            vqa.reads_images(self.default_agents),
+            ParameterDescriptor(
+                description='whether the default agents look at the views (false: send views without images)',
+                read_only=True,
+            ),
+        )
         self.create_service(ScoreTrajectories, topics.SCORE_TRAJECTORIES, self.on_score)
         labels = ', '.join(a.label for a in self.default_agents)
         self.get_logger().info(f'trajectory_scoring ready: prompts v{self.config.version}, agents {labels}')
@@ -128,11 +136,13 @@ class ScoringNode(Node):
                     f'views[{i}].candidate_ids: must name request candidates, each once '
                     f'(unknown: {_short(unknown)}, {len(shown)} given)'
                 )
-            try:
-                ros_conversions.check_image(view.image, ('rgb8',))
-            except ValueError as exc:
-                raise ValueError(f'views[{i}].image: {exc}') from None
-            image = ros_conversions.image_array(view.image)
+            image = None  # an empty image: for scorers that read none (the reads_images parameter)
+            if view.image.width or view.image.height or view.image.data:
+                try:
+                    ros_conversions.check_image(view.image, ('rgb8',))
+                except ValueError as exc:
+                    raise ValueError(f'views[{i}].image: {exc}') from None
+                image = ros_conversions.image_array(view.image)
             views.append(vqa.View(view.camera_name, image, {c: colours[c] for c in shown or candidate_ids}))
         task = _task(_json_object(request.task_json, 'task_json')) if request.task_json else {}
         rollouts = {}
@@ -141,6 +151,9 @@ class ScoringNode(Node):
                 what = f'candidates[{i}].rollout_json'
                 rollouts[c.id] = _facts(_json_object(c.rollout_json, what), what)
         agents = self._agents(request.backend)
+        blank = [i for i, v in enumerate(views) if v.image is None]
+        if blank and vqa.reads_images(agents):
+            raise ValueError(f"views[{blank[0]}].image is empty, and the request's agents read images")
         missing = [i for i, c in enumerate(request.candidates) if c.id not in rollouts]
         if any(not a.backend.is_vlm for a in agents) and missing:
             raise ValueError(

@@ -65,7 +65,7 @@ def judge(rollout, task, visibility=1.0):
                 moved = float(np.linalg.norm(np.subtract(final[target], initial[target])))
                 notes.append(f'{target} pushed {moved * 100:.1f} cm without being held')
         holding = task.get('holding', 'wanted')  # wanted (grasping), required (carrying), unwanted (releasing)
-        if held and holding != 'unwanted':  # credit a grasp the nearer the grasp point
+        if held and holding == 'wanted':  # credit a grasp the nearer the grasp point (carrying: progress alone)
             offset = float(np.linalg.norm(np.add(final[target], grasp_offset) - np.asarray(rollout['ee_end'])))
             alignment = min(10.0, alignment + 3.0 * float(np.clip((0.025 - offset) / 0.02, 0.0, 1.0)))
             notes.append(f'holding {target} {offset * 100:.1f} cm from the grip')

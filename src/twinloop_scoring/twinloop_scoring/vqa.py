@@ -84,7 +84,7 @@ class View:
     """One rendered view to score: the image with candidates drawn, and which colour is which candidate."""
 
     name: str
-    image: np.ndarray  # rgb8 with the candidates drawn
+    image: np.ndarray | None  # rgb8 with the candidates drawn; None for scorers that read no image (reads_images)
     legend: dict  # candidate id -> colour name
     facts: dict = field(default_factory=dict)  # per-view facts for non-visual critics (e.g. visibility)
 
@@ -136,6 +136,14 @@ def parse_reply(text, config, candidate_ids):
     return clarity, out
 
 
+TWIN_VIEW = 'twin'  # the one view, without an image, shown to scorers that read the twin instead (twin_critic)
+
+
+def reads_images(agents):
+    """Whether any of the agents looks at the rendered views (a VLM does; twin_critic reads the twin)."""
+    return any(agent.backend.is_vlm for agent in agents)
+
+
 def build_request(config, instruction, view, candidate_ids, temperature, facts=None):
     """The VLMRequest for one view: the template filled with instruction, legend and questions, with the schema."""
     fields = ', '.join(f'"{d.name}": <0-10>' for d in config.dimensions)
@@ -144,7 +152,8 @@ def build_request(config, instruction, view, candidate_ids, temperature, facts=N
     prompt = config.template.format(
         instruction=instruction, view=view.name, legend=legend, questions=questions, fields=fields
     )
-    return VLMRequest(prompt, [view.image], config.system, config.schema(candidate_ids), temperature, facts=facts or {})
+    images = [] if view.image is None else [view.image]
+    return VLMRequest(prompt, images, config.system, config.schema(candidate_ids), temperature, facts=facts or {})
 
 
 @dataclass

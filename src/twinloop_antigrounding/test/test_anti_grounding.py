@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from twinloop_antigrounding.candidates import CandidateBuilder
+from twinloop_antigrounding.candidates import TURN_SPEED, CandidateBuilder, turn_angle, turned_about_fingers
 from twinloop_antigrounding.config import MpcConfig
 from twinloop_antigrounding.mpc import AntiGroundingMpc
 from twinloop_antigrounding.sampler import GRIPPER_CLOSE, GRIPPER_NONE, Sample
@@ -484,3 +484,30 @@ def test_a_hand_already_touching_the_object_it_grasps_does_not_veto_every_candid
         assert record.chosen, record.note
     else:
         assert not record.chosen and 'every candidate collided' in record.note
+
+
+def test_a_pour_is_grasp_lift_carry_and_a_tilt_done_once_the_grip_turned(arm):
+    """Pouring: the container is carried over the destination, then the grip turns about the fingers' axis;
+    the tilt is judged on the grip's own orientation (the container's contents may be unseen)."""
+    stages = stages_for([SubTask('pour', 'cup', 'bowl', 'in')])
+    assert [s.name for s in stages] == ['grasp', 'lift', 'carry', 'tilt']
+    tilt = stages[-1]
+    q = np.array(scene.HOME)
+    ee = arm.ee_position(q)
+    cup = (ee - (0, 0, 0.06), np.array([1.0, 0, 0, 0]), np.array([0.062, 0.062, 0.09]))
+    objects = {'cup': cup, 'bowl': ((0.55, -0.25, 0.0), np.array([1.0, 0, 0, 0]), np.array([0.16, 0.16, 0.05]))}
+    held = CLOSED_WIDTH + 0.06
+    tilt.upright_grip = tuple(arm.ee_quat(q))
+    assert not tilt.done(objects, objects, held, ee, arm.ee_quat(q))[0]
+    turned = turned_about_fingers(tilt.upright_grip, np.radians(110))
+    done, note = tilt.done(objects, objects, held, ee, turned)
+    assert done and note == 'tilted 110 degrees'
+    assert not tilt.done(objects, objects, 0.08, ee, turned)[0], 'let go: not a pour'
+    # a candidate that turns the grip: IK through the turn, slow enough for the contents
+    builder = CandidateBuilder(arm.ik, MpcConfig())
+    sample = Sample(ee.copy(), np.array([0.0, 0.0, 1.0]), 0.0, GRIPPER_NONE)
+    target = turned_about_fingers(tilt.upright_grip, np.radians(120))
+    proposal = builder.build('c00', sample, arm.q_full(q), ee, target, start_quat=tilt.upright_grip)
+    assert proposal is not None and 'turn the grip 120 degrees' in proposal.description
+    assert turn_angle(arm.ee_quat(proposal.waypoints()[-1]), target) < np.radians(3)
+    assert proposal.times[-1] >= np.radians(120) / TURN_SPEED

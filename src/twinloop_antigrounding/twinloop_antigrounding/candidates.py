@@ -6,12 +6,33 @@ TimedPath, executor JointSegments), shared by in-process and ROS runs."""
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.spatial.transform import Rotation, Slerp
 
 from twinloop_antigrounding.sampler import GRIPPER_CLOSE, GRIPPER_NONE, GRIPPER_OPEN, Sample
 from twinloop_core.gripper import CLOSED_WIDTH, KEEP, OPEN_WIDTH
 from twinloop_core.ports import JointSegment, TimedPath
 
 OPEN_FIRST_AT = 0.01  # [s] an opening before moving is commanded at a point at the start configuration
+TURN_POINTS = 6  # extra IK points per radian the grip turns along a candidate
+TURN_SPEED = 0.5  # [rad/s] how fast a candidate turns the grip (slow enough for a pour)
+
+
+def _xyzw(wxyz):
+    return [wxyz[1], wxyz[2], wxyz[3], wxyz[0]]
+
+
+def _wxyz(xyzw):
+    return np.array([xyzw[3], xyzw[0], xyzw[1], xyzw[2]])
+
+
+def turned_about_fingers(quat, angle):
+    """The grip orientation (w x y z) turned by angle [rad] about the axis its fingers close along (a pour)."""
+    return _wxyz((Rotation.from_quat(_xyzw(quat)) * Rotation.from_rotvec([angle, 0.0, 0.0])).as_quat())
+
+
+def turn_angle(q0, q1):
+    """The angle between two orientations (w x y z) [rad]."""
+    return float((Rotation.from_quat(_xyzw(q0)).inv() * Rotation.from_quat(_xyzw(q1))).magnitude())
 
 
 @dataclass
@@ -25,6 +46,7 @@ class Proposal:
     times: list = field(default_factory=list)  # per flattened waypoint [s]
     events: list = field(default_factory=list)  # per flattened waypoint GRIPPER_*
     description: str = ''
+    turn: float = 0.0  # [rad] how far the first segment turns the grip
 
     def waypoints(self):
         """Arm joint waypoints of all segments, flattened [n x 7, rad]."""
@@ -47,24 +69,32 @@ class CandidateBuilder:
         self.ik, self.config = ik, config
         self.surface = 0.0  # [m] the height the objects stand on (goals below surface + min_height are dropped)
 
-    def _line(self, q_full, start, goal, quat):
-        points = [start + (goal - start) * (i + 1) / self.config.ik_points for i in range(self.config.ik_points)]
+    def _line(self, q_full, start, goal, quat, start_quat=None):
+        """IK along a straight grip-site line to goal; with start_quat, the grip turns from it to quat on the
+        way (slerp), through TURN_POINTS per radian more points so that no joint jumps between them."""
+        n = self.config.ik_points
+        if start_quat is not None:
+            n += int(np.ceil(TURN_POINTS * turn_angle(start_quat, quat)))
+            turning = Slerp([0.0, 1.0], Rotation.from_quat([_xyzw(start_quat), _xyzw(quat)]))
+        points = [start + (goal - start) * (i + 1) / n for i in range(n)]
+        quats = [quat] * n if start_quat is None else [_wxyz(turning((i + 1) / n).as_quat()) for i in range(n)]
         q = np.array(q_full, float)
         out = []
-        for point in points:
-            result = self.ik.solve(q, point, quat)
+        for point, point_quat in zip(points, quats):
+            result = self.ik.solve(q, point, point_quat)
             if not result.converged or (out and np.abs(result.positions - out[-1]).max() > 1.0):
                 return None
             out.append(result.positions)
             q[self.ik.arm_qpos] = result.positions
         return np.array(out), np.array(points)
 
-    def build(self, candidate_id, sample, q_full, ee_position, quat, open_first=False):
-        """The Proposal for one sample, or None when too low, unreachable or discontinuous in IK."""
+    def build(self, candidate_id, sample, q_full, ee_position, quat, open_first=False, start_quat=None):
+        """The Proposal for one sample, or None when too low, unreachable or discontinuous in IK.
+        start_quat: the grip's orientation now, when the candidate turns it to quat (a pour's tilt)."""
         c = self.config
         if sample.goal[2] < self.surface + c.min_height:
             return None
-        first = self._line(q_full, ee_position, sample.goal, quat)
+        first = self._line(q_full, ee_position, sample.goal, quat, start_quat)
         if first is None:
             return None
         segments = [(first[0], first[1], None)]
@@ -78,17 +108,22 @@ class CandidateBuilder:
             width = CLOSED_WIDTH if sample.gripper == GRIPPER_CLOSE else OPEN_WIDTH
             segments = [(first[0], first[1], width), (second[0], second[1], None)]
         proposal = Proposal(candidate_id, sample, segments, open_first)
+        if start_quat is not None:
+            proposal.turn = turn_angle(start_quat, quat)
         self._time(proposal, ee_position)
         move = sample.goal - ee_position
         event = {GRIPPER_CLOSE: ', close and lift', GRIPPER_OPEN: ', open and back off'}.get(sample.gripper, '')
+        event += f', turn the grip {np.degrees(proposal.turn):.0f} degrees' if proposal.turn > 0.05 else ''
         proposal.description = f'move ({move[0] * 100:+.0f}, {move[1] * 100:+.0f}, {move[2] * 100:+.0f}) cm{event}'
         return proposal
 
     def _time(self, proposal, ee_position):
         c, previous = self.config, np.asarray(ee_position, float)
         t = c.grip_pause if proposal.open_first else 0.0
+        turn = proposal.turn
         for waypoints, positions, width in proposal.segments:
-            step = max(c.min_duration, np.linalg.norm(positions[-1] - previous) / c.speed) / len(waypoints)
+            duration = max(c.min_duration, np.linalg.norm(positions[-1] - previous) / c.speed, turn / TURN_SPEED)
+            step, turn = duration / len(waypoints), 0.0
             for i in range(len(waypoints)):
                 t += step
                 proposal.times.append(t)

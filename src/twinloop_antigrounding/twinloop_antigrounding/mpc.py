@@ -30,7 +30,7 @@ from twinloop_antigrounding import candidates, rotation
 from twinloop_antigrounding.candidates import CandidateBuilder
 from twinloop_antigrounding.rotation import RotationUnavailable
 from twinloop_antigrounding.sampler import GRIPPER_CLOSE, GRIPPER_NONE, AnnealedSampler, Sample
-from twinloop_antigrounding.stages import lost, next_stage, stages_for
+from twinloop_antigrounding.stages import POUR_TILT, lost, next_stage, stages_for
 from twinloop_core.gripper import closed_on_something, is_open
 from twinloop_core.outcomes import ExecutionFailed, GoalEnded, Outcome
 
@@ -39,6 +39,7 @@ STAGE_GRIPPER = {  # P(none, open, close) of a candidate's gripper event in each
     'lift': (1.0, 0.0, 0.0),
     'carry': (1.0, 0.0, 0.0),
     'release': (0.5, 0.5, 0.0),
+    'tilt': (1.0, 0.0, 0.0),
 }
 STALL_CLOSES = 3  # extra close candidates around a grasp point in reach once the stage stalled there
 
@@ -121,7 +122,7 @@ class AntiGroundingMpc:
         self.stalled = 0
         while True:
             ee = self.ee_position(q)
-            index, events = next_stage(stages, index, objects, start, width, ee)
+            index, events = next_stage(stages, index, objects, start, width, ee, self.arm.ee_quat(q))
             for event in events:
                 self.log(event)
             if index == len(stages):
@@ -134,7 +135,7 @@ class AntiGroundingMpc:
                 stage_steps, self.stalled = 0, 0
                 self.sampler.reset(self.config.stage_r0.get(stage.name))
             if stage_steps >= self.config.max_steps_per_stage:
-                why = stage.done(objects, start, width, ee)[1]
+                why = stage.done(objects, start, width, ee, self.arm.ee_quat(q))[1]
                 return False, f'stage "{stage.describe()}" not done after {stage_steps} steps ({why})'
             if max_steps and total >= max_steps:
                 return False, f'max_steps {max_steps} reached in stage "{stage.describe()}"'
@@ -284,10 +285,16 @@ class AntiGroundingMpc:
         lap('sampling')
         q_full = self.arm.q_full(q)
         open_first = stage.name == 'grasp' and not is_open(width)
+        quats, turn_from = [grasp], None
+        if stage.name == 'tilt':  # turn the grip about the fingers' axis, one way or the other
+            turn_from = self.arm.ee_quat(q)
+            stage.upright_grip = stage.upright_grip or tuple(turn_from)
+            quats = [candidates.turned_about_fingers(stage.upright_grip, s * POUR_TILT) for s in (1.0, -1.0)]
         proposals, beside = [], 0
-        for sample in samples:
+        for i, sample in enumerate(samples):
             self.ports.cancel.check()
-            proposal = self.builder.build(f'c{len(proposals):02d}', sample, q_full, ee, grasp, open_first)
+            quat = quats[i % len(quats)]
+            proposal = self.builder.build(f'c{len(proposals):02d}', sample, q_full, ee, quat, open_first, turn_from)
             if proposal is not None and stage.comes_down_beside(objects, ee, proposal.positions()):
                 proposal, beside = None, beside + 1
             if proposal is not None:

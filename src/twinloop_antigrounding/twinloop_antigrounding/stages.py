@@ -1,4 +1,5 @@
-"""AntiGrounding's stages (no rclpy): each sub-task is split into grasp, lift, carry and release;
+"""AntiGrounding's stages (no rclpy): each sub-task is split into grasp, lift, carry and release
+(a pour: grasp, lift, carry over the destination, tilt);
 a stage says where the sampler is pointed (its sub-goal), what the scorer judges candidates
 against (its task) and when it is done - on the perceived state, which is the paper's sub-task
 transition signal."""
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from twinloop_antigrounding.candidates import turn_angle
 from twinloop_core.geometry import grasp_of
 from twinloop_core.gripper import OPEN_WIDTH, closed_on_something, is_open
 from twinloop_core.judging import judge
@@ -16,17 +18,22 @@ from twinloop_core.task import SubTask
 
 APPROACH_RADIUS = 0.015  # [m] the grip descends to its grasp point once within this of it horizontally
 HOVER = 0.03  # [m] until then the grasp sub-goal is this far above the object's top
+POUR_CLEARANCE = 0.04  # [m] a container carried to pour goes this far above the destination's top (room to tilt)
+POUR_RISE = 0.05  # [m] ... and the tilt's candidates head this much higher (the turned wrist comes down)
+POUR_TILT = np.radians(120)  # the tilt a pour aims at, from the grip's orientation when the tilt began
+POURED_TILT = np.radians(100)  # ... and the tilt at which it counts as poured
 
 
 @dataclass
 class Stage:
     """One stage of a sub-task: what the critic is told, where the sampler is pointed, and when it is done."""
 
-    name: str  # grasp, lift, carry, release
+    name: str  # grasp, lift, carry, release, tilt
     subtask_index: int
     subtask: SubTask
     avoid: tuple = ()  # objects not to touch or move (the task's constraint), for the scorer
     rim_side: float = field(default=0.0, compare=False)  # a rim grasp's side, kept once chosen
+    upright_grip: tuple = field(default=(), compare=False)  # a tilt's grip orientation (w x y z) when it began
 
     @property
     def object_id(self):
@@ -45,9 +52,11 @@ class Stage:
 
     def describe(self):
         """Short label of the stage, e.g. 'carry bowl to plate' or 'release cube next_to bowl'."""
-        if self.name not in ('carry', 'release') or not self.destination_id:
+        if self.name not in ('carry', 'release', 'tilt') or not self.destination_id:
             return f'{self.name} {self.object_id}'
-        relation = f' {self.subtask.relation}' if self.subtask.is_region else ' to'
+        relation = (
+            f' {self.subtask.relation}' if self.subtask.is_region else (' over' if self.name == 'tilt' else ' to')
+        )
         return f'{self.name} {self.object_id}{relation} {self.destination_id}'
 
     def drop_point(self, objects, start):
@@ -73,6 +82,9 @@ class Stage:
         grip_from_base = np.subtract(ee, p) if ee is not None else self.grasp(objects).point - p
         if self.name == 'lift':
             return np.asarray(start[self.object_id][0], float) + grip_from_base + (0, 0, 0.15)
+        if self.subtask.action == 'pour':  # carry over the destination, tilt there rising (room for the wrist)
+            rise = POUR_RISE if self.name == 'tilt' else 0.0
+            return self.drop_point(objects, start) + (0, 0, POUR_CLEARANCE + rise) + grip_from_base
         clearance = 0.05 if self.name == 'carry' else 0.015  # object base above the destination's top
         return self.drop_point(objects, start) + (0, 0, clearance) + grip_from_base
 
@@ -134,12 +146,17 @@ class Stage:
             'goal_position': [float(v) for v in goal],
             'holding': {'grasp': 'wanted', 'release': 'unwanted'}.get(self.name, 'required'),
             'avoid': list(self.avoid),
+            **({'tilt': float(POURED_TILT)} if self.name == 'tilt' else {}),
         }
 
-    def done(self, objects, start, gripper_width, ee_position):
-        """(done, note) on perceived state."""
+    def done(self, objects, start, gripper_width, ee_position, ee_quat=None):
+        """(done, note) on perceived state (ee_quat: the grip's orientation, w x y z, which a tilt reads)."""
         p, _, size = objects[self.object_id]
         held = _held(objects[self.object_id], gripper_width, ee_position)
+        if self.name == 'tilt':  # the held container turned over the destination (what it holds may be unseen)
+            known = len(self.upright_grip) and ee_quat is not None
+            tilt = turn_angle(self.upright_grip, ee_quat) if known else 0.0
+            return held and tilt >= POURED_TILT, f'tilted {np.degrees(tilt):.0f} degrees'
         if self.name == 'grasp':  # a firm grasp: the grip at the object's grasp point, within its tolerance
             grasp = self.grasp(objects)
             offset = grip_offset(objects[self.object_id], grasp.point, ee_position)
@@ -169,6 +186,11 @@ class Stage:
         rollout left them (orientations as perceived), the grip at its end, the fingers closed on
         what the twin says is held (HELD_WIDTH) or open. Hindsight labels for offline optimisation."""
         final = fact.get('final_positions', {})
+        if self.name == 'tilt':  # the held object's own turn in the rollout is the tilt
+            return (
+                fact.get('holding') == self.object_id
+                and fact.get('rotations', {}).get(self.object_id, 0.0) >= POURED_TILT
+            )
         moved = {oid: (final.get(oid, o[0]), o[1], o[2]) for oid, o in objects.items()}
         width = HELD_WIDTH if fact.get('holding') in objects else OPEN_WIDTH
         return bool(self.done(moved, start, width, fact['ee_end'])[0])
@@ -200,19 +222,26 @@ def _held(obj, gripper_width, ee_position):
     return closed_on_something(gripper_width) and inside
 
 
+STAGE_NAMES = {  # action -> its stages
+    'pick': ('grasp', 'lift'),
+    'place': ('grasp', 'lift', 'carry', 'release'),
+    'pour': ('grasp', 'lift', 'carry', 'tilt'),
+}
+
+
 def stages_for(subtasks, avoid=()):
     """The stages of grounded sub-tasks, in order: pick is grasp + lift, place adds carry + release
     (into or onto the destination, or to a spot beside it)."""
     out = []
     for index, s in enumerate(subtasks):
-        if s.action not in ('pick', 'place'):
-            raise ValueError(f'anti_grounding here plans pick and place; {s.action!r} is not supported yet')
-        names = ('grasp', 'lift') if s.action == 'pick' else ('grasp', 'lift', 'carry', 'release')
+        if s.action not in STAGE_NAMES:
+            raise ValueError(f'anti_grounding here plans pick, place and pour; {s.action!r} is not supported yet')
+        names = STAGE_NAMES[s.action]
         out += [Stage(n, index, s, tuple(avoid)) for n in names]
     return out
 
 
-def next_stage(stages, index, objects, start, gripper_width, ee_position):
+def next_stage(stages, index, objects, start, gripper_width, ee_position, ee_quat=None):
     """(index of the stage to work on, [what changed]) on the perceived state: done stages pass on;
     an object no longer held in a lift, carry or release (dropped on the way, or let go off
     target) sends its sub-task back to its grasp. A stage with an object not perceived is not judged
@@ -222,7 +251,7 @@ def next_stage(stages, index, objects, start, gripper_width, ee_position):
         stage = stages[index]
         if any(oid not in objects for oid in stage.object_ids):
             break
-        done, note = stage.done(objects, start, gripper_width, ee_position)
+        done, note = stage.done(objects, start, gripper_width, ee_position, ee_quat)
         if done:
             events.append(f'stage {stage.describe()} done ({note})')
             index += 1

@@ -128,3 +128,40 @@ def test_on_top_of_a_turned_rack(position, done):
     )
     turned = {'shoe': shoe, 'rack': (rack[0], quarter, rack[2])}
     assert not extra_checks([{'on_top_of': {'object_id': 'shoe', 'destination_id': 'rack'}}], turned)[0]
+
+
+@pytest.mark.parametrize(
+    'position, done',
+    [
+        ((0.62, -0.3, 0.01), True),  # down the hole, on the chute's floor
+        ((0.635, -0.3, 0.06), False),  # resting on the rim, half over the hole
+        ((0.62, -0.17, 0.01), False),  # in the other hole
+        ((0.50, -0.3, 0.0), False),  # beside it on the table
+    ],
+)
+def test_inside_a_hole_only_below_its_rim(position, done):
+    holes = {
+        'square_hole': ((0.62, -0.3, 0.0), Q, (0.08, 0.08, 0.06)),
+        'slot': ((0.62, -0.17, 0.0), Q, (0.16, 0.05, 0.06)),
+    }
+    after = {**holes, 'cube': (position, Q, (0.04, 0.04, 0.04))}
+    assert extra_checks([{'inside': {'object_id': 'cube', 'destination_id': 'square_hole'}}], after)[0] == done
+
+
+def test_poured_counts_the_contents_that_landed_in_the_bowl():
+    bowl = ((0.55, -0.3, 0.0), Q, (0.16, 0.16, 0.05))
+    marble = lambda x, y, z: ((x, y, z), Q, (0.018, 0.018, 0.018))  # noqa: E731
+    state = {
+        'bowl': bowl,
+        'cup': ((0.5, -0.2, 0.1), Q, (0.07, 0.07, 0.09)),
+        'marble_0': marble(0.56, -0.31, 0.01),
+        'marble_1': marble(0.52, -0.27, 0.01),
+        'marble_2': marble(0.50, -0.2, 0.12),  # still in the cup
+        'marble_3': marble(0.70, -0.3, 0.0),  # on the table
+    }
+    check = [{'poured': {'contents': 'marble', 'destination_id': 'bowl'}}]
+    done, note = extra_checks(check, state)
+    assert done and note.startswith('2 of 4 marble in bowl')
+    assert not extra_checks([{'poured': {'contents': 'marble', 'destination_id': 'bowl', 'share': 0.75}}], state)[0]
+    with pytest.raises(ValueError, match='no object ids'):
+        extra_checks([{'poured': {'contents': 'ball', 'destination_id': 'bowl'}}], state)

@@ -32,6 +32,10 @@ def judge_subtask(s, before, after):
         moved = float(np.hypot(p1[0] - p0[0], p1[1] - p0[1]))
         return moved >= PUSHED_ASIDE and abs(p1[2] - p0[2]) < 0.02, f'{s.object_id} pushed {100 * moved:.1f} cm aside'
     d, _, d_size = after[s.destination_id]
+    if s.action == 'pour':  # the container over the destination (what it held lands where a task's CHECKS look)
+        centre = np.add(p1, quat_matrix(after[s.object_id][1]) @ (0.0, 0.0, size[2] / 2))
+        off = float(np.hypot(centre[0] - d[0], centre[1] - d[1]))
+        return off < max(d_size[0], d_size[1]) / 2, f'{s.object_id} {100 * off:.1f} cm from over {s.destination_id}'
     horizontal = float(np.hypot(p1[0] - d[0], p1[1] - d[1]))
     note = f'{s.object_id} {100 * horizontal:.1f} cm from {s.destination_id}'
     if s.action == 'push':
@@ -99,7 +103,40 @@ def on_top_of(after, object_id, destination_id, resting=0.02):
     return ok, f'{object_id} {where} {destination_id}, its base {100 * height:+.1f} cm from the top'
 
 
-CHECKS = {'threaded': threaded, 'side_by_side': side_by_side, 'on_top_of': on_top_of}  # name -> check(after, **args)
+def inside(after, object_id, destination_id):
+    """(done, note): object_id went down into destination_id (a block through the hole of a shape
+    sorter): its centre inside the destination's footprint (in its frame) and its top below the rim."""
+    p, _, size = after[object_id]
+    d, d_quat, d_size = after[destination_id]
+    local = quat_matrix(d_quat).T @ np.subtract(p, d)
+    within = bool(np.all(np.abs(local[:2]) <= np.asarray(d_size[:2]) / 2))
+    below = float(p[2] + size[2] - (d[2] + d_size[2]))
+    ok = within and below < 0.0
+    return (
+        ok,
+        f'{object_id} {"within" if within else "outside"} {destination_id}, its top {100 * below:+.1f} cm from the rim',
+    )
+
+
+def poured(after, contents, destination_id, share=0.5):
+    """(done, note): at least `share` of the objects whose ids start with `contents` (a cup's marbles) lie in
+    destination_id: over its footprint (in its frame) and below its rim."""
+    d, d_quat, d_size = after[destination_id]
+    items = [oid for oid in after if oid.startswith(contents)]
+    if not items:
+        raise ValueError(f'no object ids start with {contents!r}')
+    local = [quat_matrix(d_quat).T @ np.subtract(after[oid][0], d) for oid in items]
+    landed = sum(bool(np.all(np.abs(p[:2]) <= np.asarray(d_size[:2]) / 2) and p[2] < d_size[2]) for p in local)
+    return landed >= share * len(items), f'{landed} of {len(items)} {contents} in {destination_id}'
+
+
+CHECKS = {  # name -> check(after, **args)
+    'threaded': threaded,
+    'side_by_side': side_by_side,
+    'on_top_of': on_top_of,
+    'inside': inside,
+    'poured': poured,
+}
 
 
 def extra_checks(checks, after):

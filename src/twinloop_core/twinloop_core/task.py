@@ -18,7 +18,7 @@ REGION_RELATIONS = (
     'at_distance',
 )
 RELATIONS = CONTAINER_RELATIONS + REGION_RELATIONS + ('towards',)
-ACTIONS = ('pick', 'place', 'push', 'open', 'close', 'reorient')
+ACTIONS = ('pick', 'place', 'push', 'open', 'close', 'reorient', 'pour')
 SCHEMA_ACTIONS = ACTIONS + ('stack', 'sort', 'move_relative')  # the last three are kinds of place
 SPEEDS = ('normal', 'slow')
 
@@ -32,7 +32,7 @@ class SubTask:
     midpoint of `destination_id` and `reference2_id`), done within `tolerance` [m]; the offset is
     computed once from the perceived footprints (twinloop_core.regions) and follows the reference."""
 
-    action: str  # pick, place, push, open, close, reorient
+    action: str  # pick, place, push, open, close, reorient, pour
     object_id: str
     destination_id: str = ''
     relation: str = ''

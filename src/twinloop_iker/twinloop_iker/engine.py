@@ -43,7 +43,7 @@ from twinloop_iker.sandbox import SandboxError, run_interaction_code
 from twinloop_iker.solvers import make_solvers
 from twinloop_iker.writers import HistoryEntry, WriteRequest, WriterError, make_writer
 
-UNSUPPORTED = ('open', 'close', 'reorient')  # no keypoint form, or not deployable by a yaw-and-push solver
+UNSUPPORTED = ('open', 'close', 'reorient', 'pour')  # no keypoint form, or not deployable by a yaw-and-push solver
 SETTLE = 0.1  # [s] waited after a chunk's end before perceiving again
 HOME_GRIP_INVERSE = (HOME_GRIP[0], -HOME_GRIP[1], -HOME_GRIP[2], -HOME_GRIP[3])
 VIEW = {'position': (1.25, 0.0, 0.9), 'look_at': (0.5, 0.0, 0.0), 'fovy': 50.0, 'size': (320, 240)}

@@ -24,6 +24,12 @@ TABLETOP = scene(
         ('bowl', 'bowl', (0.55, -0.30), (0.15, 0.15, 0.05)),
     ]
 )
+POURING = scene(
+    [
+        ('cup', 'cup', (0.45, 0.15), (0.062, 0.062, 0.09)),
+        ('bowl', 'bowl', (0.55, -0.25), (0.16, 0.16, 0.05)),
+    ]
+)
 SORTING = scene(
     [
         ('recycling_bin', 'blue recycling bin', (0.45, -0.38), (0.18, 0.18, 0.12)),

@@ -5,7 +5,7 @@ and its output valid against config/task_schema.json."""
 import os
 
 import pytest
-from language_scenes import CONFIG, LIBERO_SPATIAL, SHOE_RACK, SLIPPERS, SORTING, TABLETOP
+from language_scenes import CONFIG, LIBERO_SPATIAL, POURING, SHOE_RACK, SLIPPERS, SORTING, TABLETOP
 
 from twinloop_core.task import SubTask
 from twinloop_language.scene import Rejected
@@ -57,6 +57,8 @@ def steps(task):
             [('place', 'left_slipper', 'right_slipper', 'side_by_side', '')],
         ),
         (SORTING, 'put the soda can where recyclables go', [('place', 'can', 'recycling_bin', '', '')]),
+        (POURING, 'empty the cup into the bowl', [('pour', 'cup', 'bowl', 'in', '')]),
+        (POURING, 'could you pour the cup into the bowl please', [('pour', 'cup', 'bowl', 'in', '')]),
         (SORTING, 'tidy up: throw the peel away', [('place', 'banana', 'compost_bin', '', '')]),
         (
             LIBERO_SPATIAL,

@@ -11,8 +11,8 @@ from twinloop_core.task import REGION_RELATIONS, SCHEMA_VERSION, Constraints, Su
 from twinloop_language.scene import Rejected
 
 PLACE_KINDS = ('place', 'stack', 'sort', 'move_relative')  # all become place sub-tasks
-NEEDS_DESTINATION = PLACE_KINDS
-TAKES_DESTINATION = PLACE_KINDS + ('push',)  # a push without one goes aside
+NEEDS_DESTINATION = PLACE_KINDS + ('pour',)
+TAKES_DESTINATION = NEEDS_DESTINATION + ('push',)  # a push without one goes aside
 
 
 class InvalidTask(ValueError):

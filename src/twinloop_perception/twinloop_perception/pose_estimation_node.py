@@ -77,7 +77,8 @@ class PoseEstimationNode(Node):
         if self.use_robot_filter:
             model = scene.build_spec(scene.SceneConfig([], [])).compile()
             robot = pe.RobotFilter(model, scene.ARM_JOINTS, scene.FINGER_JOINTS, estimator_config.robot_margin)
-        self.estimator = pe.PoseEstimator(pe.build_models(config.objects, estimator_config), estimator_config, robot)
+        known = [o for o in config.objects if o.perceived]
+        self.estimator = pe.PoseEstimator(pe.build_models(known, estimator_config), estimator_config, robot)
         self.latest = {name: {} for name in self.camera_names}
         self.joints = pe.JointHistory()
         self.lock = threading.Lock()
@@ -100,7 +101,7 @@ class PoseEstimationNode(Node):
         self.tf = _transform_broadcaster(self)
         self.create_timer(1.0 / self.rate, self.process, callback_group=MutuallyExclusiveCallbackGroup())
         self.get_logger().info(
-            f'pose_estimation ready: {len(config.objects)} known objects, cameras {self.camera_names}, '
+            f'pose_estimation ready: {len(known)} known objects, cameras {self.camera_names}, '
             f'publishing {self.objects_topic}'
         )
 

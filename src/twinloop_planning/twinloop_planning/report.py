@@ -50,6 +50,7 @@ def write(folder, meta, records):
         'planning_s_per_step': {
             'mean': round(float(np.mean(planning)), 3) if planning else None,
             'max': round(float(np.max(planning)), 3) if planning else None,
+            'each': [round(float(p), 4) for p in planning],
         },
     }
     (folder / 'report.json').write_text(json.dumps(summary, indent=2))

@@ -244,6 +244,7 @@ def _task(task):
         'object_size': _point,
         'grasp_offset': _point,
         'destination_height': _number,
+        'tilt': _number,
         'holding': lambda v, w: v if v in HOLDING else _fail(f'{w}: must be one of {list(HOLDING)}, not {_short(v)}'),
     }
     for key, check in checks.items():

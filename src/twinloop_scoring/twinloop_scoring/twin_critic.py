@@ -48,7 +48,11 @@ def judge(rollout, task, visibility=1.0):
         goal = np.add(final[task['destination']], (0.0, 0.0, task.get('destination_height', 0.0)))
     # the grasp point relative to the object's frame (at its base): over it, or at a rim
     grasp_offset = task.get('grasp_offset', (0.0, 0.0, task.get('object_size', (0, 0, 0))[2] / 2))
-    if target in final and goal is not None:
+    if task.get('stage') == 'tilt' and target in final:  # a pour: how far the held container turned
+        turned = float(rollout.get('rotations', {}).get(target, 0.0))
+        alignment = 10.0 * float(np.clip(turned / max(float(task.get('tilt', np.pi / 2)), 1e-3), 0.0, 1.0))
+        notes.append(f'{target} turned {np.degrees(turned):.0f} degrees')
+    elif target in final and goal is not None:
         progress, gained = _closeness_gain(initial[target], final[target], goal, task.get('stage') == 'release')
         held = rollout.get('holding') == target
         pushed = task.get('stage') == 'grasp' and not held  # while grasping, only a held object's motion is progress
@@ -96,7 +100,7 @@ def judge(rollout, task, visibility=1.0):
     efficiency = 10.0 if length < 1e-3 else 10.0 * float(np.clip(straight / length, 0.0, 1.0))
     margin = float(min(rollout.get('joint_margins', [1.0])))
     feasibility = 10.0 * float(np.clip(margin / 0.1, 0.0, 1.0))
-    if rollout.get('rotations', {}).get(target, 0.0) > np.radians(60):
+    if task.get('stage') != 'tilt' and rollout.get('rotations', {}).get(target, 0.0) > np.radians(60):
         feasibility = max(0.0, feasibility - 5.0)
         notes.append(f'{target} tumbled')
     scores = {

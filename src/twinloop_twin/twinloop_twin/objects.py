@@ -16,7 +16,7 @@ SYMMETRY_NONE, SYMMETRY_DISCRETE, SYMMETRY_AXIAL = 0, 1, 2  # as in twinloop_int
 
 @dataclass(frozen=True)
 class Part:
-    """A box (half sizes) or cylinder (radius, half height) at pos with yaw about z."""
+    """A box (half sizes), cylinder (radius, half height) or sphere (radius,) at pos with yaw about z."""
 
     shape: str
     size: tuple
@@ -52,6 +52,11 @@ def cube(size=0.05):
     """A cube of edge length size [m]."""
     h = size / 2
     return ObjectShape([Part('box', (h, h, h), (0, 0, h))], SYMMETRY_DISCRETE)
+
+
+def marble(radius=0.009):
+    """A small ball (the contents a cup pours)."""
+    return ObjectShape([Part('sphere', (radius,), (0, 0, radius))], SYMMETRY_AXIAL)
 
 
 def block(size=(0.08, 0.04, 0.04)):
@@ -203,6 +208,7 @@ def rack(size=(0.26, 0.6, 0.12), thickness=0.02, leg=0.03, bars=False):
 
 KINDS = {
     'cube': cube,
+    'marble': marble,
     'block': block,
     'sponge': sponge,
     'ring': ring,
@@ -233,13 +239,17 @@ def make_shape(kind, **params):
     return shape
 
 
+PART_MESHES = {  # part shape -> its triangle mesh, centred on the part's origin
+    'box': lambda size: trimesh.creation.box(extents=2 * np.asarray(size)),
+    'cylinder': lambda size: trimesh.creation.cylinder(radius=size[0], height=2 * size[1], sections=32),
+    'sphere': lambda size: trimesh.creation.icosphere(subdivisions=2, radius=size[0]),
+}
+
+
 def _part_mesh(part):
-    if part.shape == 'box':
-        mesh = trimesh.creation.box(extents=2 * np.asarray(part.size))
-    elif part.shape == 'cylinder':
-        mesh = trimesh.creation.cylinder(radius=part.size[0], height=2 * part.size[1], sections=32)
-    else:
+    if part.shape not in PART_MESHES:
         raise ValueError(f'unknown part shape {part.shape!r}')
+    mesh = PART_MESHES[part.shape](part.size)
     transform = trimesh.transformations.rotation_matrix(part.yaw, (0, 0, 1))
     transform[:3, 3] = part.pos
     mesh.apply_transform(transform)

@@ -65,6 +65,8 @@ class ObjectConfig:
     mass: float = 0.1  # [kg]
     friction: float = 1.0
     fixed_in_layouts: bool = False  # random layouts leave it where it is (a maze, with its goal inside)
+    inside: str = ''  # the id of the object that holds it (marbles in a cup): random layouts move it along
+    perceived: bool = True  # false: pose estimation does not look for it (marbles: world_sim's truth still has them)
 
     @property
     def mesh_id(self):
@@ -211,6 +213,14 @@ def add_robot(spec):
             geom.rgba = ROBOT_COLLISION_RGBA
 
 
+PART_GEOMS = {  # part shape -> (MuJoCo geom type, volume from its size [m^3]); sizes as MuJoCo reads them
+    'box': (mujoco.mjtGeom.mjGEOM_BOX, lambda s: 8 * s[0] * s[1] * s[2]),
+    # r * h, not r^2 * h: the share of mass a cylinder part gets, as the catalog's objects were built and tuned
+    'cylinder': (mujoco.mjtGeom.mjGEOM_CYLINDER, lambda s: 2 * np.pi * s[0] * s[1]),
+    'sphere': (mujoco.mjtGeom.mjGEOM_SPHERE, lambda s: 4 / 3 * np.pi * s[0] ** 3),
+}
+
+
 def _add_object(spec, obj):
     shape = objects.make_shape(obj.kind, **obj.params)
     z = obj.pos[2] if len(obj.pos) > 2 else 0.0005
@@ -218,14 +228,12 @@ def _add_object(spec, obj):
     body = spec.worldbody.add_body(name=obj.id, pos=(obj.pos[0], obj.pos[1], z), quat=quat)
     if not shape.static:
         body.add_freejoint(name=f'{obj.id}_joint')
-    volumes = [np.prod(p.size) * (8 if p.shape == 'box' else 2 * np.pi) for p in shape.parts]
+    volumes = [PART_GEOMS[p.shape][1](p.size) for p in shape.parts]
     for i, (part, volume) in enumerate(zip(shape.parts, volumes)):
-        geom_type = mujoco.mjtGeom.mjGEOM_BOX if part.shape == 'box' else mujoco.mjtGeom.mjGEOM_CYLINDER
-        size = part.size if part.shape == 'box' else (part.size[0], part.size[1], 0)
         body.add_geom(
             name=f'{obj.id}/{i}',
-            type=geom_type,
-            size=size,
+            type=PART_GEOMS[part.shape][0],
+            size=(*part.size, 0, 0)[:3],
             pos=part.pos,
             group=GROUP_SCENE,
             quat=(np.cos(part.yaw / 2), 0, 0, np.sin(part.yaw / 2)),
@@ -234,6 +242,22 @@ def _add_object(spec, obj):
             friction=(obj.friction, 0.005, 0.0001),
             condim=4 if not shape.static else 3,
         )
+
+
+def _carry_contents(before, after):
+    """after, with each object that is inside another moved and turned as its holder was (before -> after)."""
+    holders = {o.id: (o, h) for o, h in zip(before.objects, after.objects)}
+    for o, moved in zip(before.objects, after.objects):
+        if not o.inside:
+            continue
+        if o.inside not in holders:
+            raise ValueError(f'{o.id} is inside {o.inside!r}, which the scene does not have')
+        old, new = holders[o.inside]
+        turn = new.yaw - old.yaw
+        c, s = np.cos(turn), np.sin(turn)
+        dx, dy = o.pos[0] - old.pos[0], o.pos[1] - old.pos[1]
+        moved.pos = (new.pos[0] + c * dx - s * dy, new.pos[1] + s * dx + c * dy, *o.pos[2:])
+    return after
 
 
 def randomize_layout(config, rng, x_range=(0.33, 0.7), y_range=(-0.34, 0.34), gap=0.02, attempts=50):
@@ -246,7 +270,7 @@ def randomize_layout(config, rng, x_range=(0.33, 0.7), y_range=(-0.34, 0.34), ga
         out = copy.deepcopy(config)
         placed = [o for o in out.objects if o.id in {s.id for s in static}]
         for o in out.objects:
-            if o in placed:
+            if o in placed or o.inside:
                 continue
             for _ in range(200):
                 xy = (rng.uniform(*x_range), rng.uniform(*y_range))
@@ -259,7 +283,7 @@ def randomize_layout(config, rng, x_range=(0.33, 0.7), y_range=(-0.34, 0.34), ga
             o.pos, o.yaw, o.quat = (float(xy[0]), float(xy[1])), float(rng.uniform(-np.pi, np.pi)), ()
             placed.append(o)
         else:
-            return out
+            return _carry_contents(config, out)
     raise ValueError(
         f'the objects do not fit on the table in {attempts} layouts; widen the ranges or use fewer objects'
     )

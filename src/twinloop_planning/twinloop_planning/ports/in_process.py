@@ -38,6 +38,7 @@ class SimPorts:
         self.limits = JointLimits.from_description(urdf, limits_yaml, joints)
         self.jerk = trajectory.jerk_limits(limits_yaml, joints)
         self.extents, self.mesh_ids = self._object_info(world)
+        self.perceived = [o.id for o in world.config.objects if o.perceived]  # what pose estimation looks for
         self.results = {}
         self.cancel = CancelToken()
 
@@ -54,14 +55,14 @@ class SimPorts:
 
     # --- perception ----------------------------------------------------------------------------
     def state(self):
-        """Ground truth: every object seen."""
-        objs = {oid: (*self.world.object_pose(oid), self.extents[oid]) for oid in self.world.object_ids}
+        """Ground truth: every object pose estimation would look for, seen."""
+        objs = {oid: (*self.world.object_pose(oid), self.extents[oid]) for oid in self.perceived}
         return PerceivedState(objs, self.world.arm_positions(), self.world.gripper_width())
 
     # --- twin --------------------------------------------------------------------------------------
     def sync(self, believed=None):
         """Ground truth: nothing is believed."""
-        detections = [Detection(oid, self.mesh_ids[oid], *self.world.object_pose(oid)) for oid in self.world.object_ids]
+        detections = [Detection(oid, self.mesh_ids[oid], *self.world.object_pose(oid)) for oid in self.perceived]
         self.twin.sync(detections, self.world.arm_positions(), self.world.gripper_width())
 
     def rollout(self, paths, settle):

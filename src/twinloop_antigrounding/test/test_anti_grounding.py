@@ -503,6 +503,8 @@ def test_a_pour_is_grasp_lift_carry_and_a_tilt_done_once_the_grip_turned(arm):
     done, note = tilt.done(objects, objects, held, ee, turned)
     assert done and note == 'tilted 110 degrees'
     assert not tilt.done(objects, objects, 0.08, ee, turned)[0], 'let go: not a pour'
+    rollout = {'holding': 'cup', 'rotations': {'cup': np.float64(2.0)}, 'ee_end': list(ee)}
+    assert tilt.done_in_twin(objects, objects, rollout) is True  # the report is JSON: a Python bool
     # a candidate that turns the grip: IK through the turn, slow enough for the contents
     builder = CandidateBuilder(arm.ik, MpcConfig())
     sample = Sample(ee.copy(), np.array([0.0, 0.0, 1.0]), 0.0, GRIPPER_NONE)
@@ -511,3 +513,27 @@ def test_a_pour_is_grasp_lift_carry_and_a_tilt_done_once_the_grip_turned(arm):
     assert proposal is not None and 'turn the grip 120 degrees' in proposal.description
     assert turn_angle(arm.ee_quat(proposal.waypoints()[-1]), target) < np.radians(3)
     assert proposal.times[-1] >= np.radians(120) / TURN_SPEED
+
+
+def test_the_planner_report_takes_numpy_values(tmp_path):
+    """A check's numpy bool or float in a step record still makes a JSON report (a pour's first ROS run
+    ended without one)."""
+    import json
+
+    from twinloop_planning import report
+
+    meta = {
+        'instruction': 'empty the cup into the bowl',
+        **dict.fromkeys(('strategy', 'strategy_label', 'scorer', 'reason', 'parser'), ''),
+        'outcome': 'succeeded',
+        'subtasks': [],
+        'constraints': {},
+        'log': [],
+        'elapsed_s': 1.0,
+    }
+    record = {'stage': 'tilt cup over bowl', 'reaches': np.bool_(True), 'best': np.float64(0.5)}  # an engine's own
+    html = report.write(tmp_path, meta, [record])
+    data = json.loads(html.with_name('report.json').read_text())
+    assert data['steps'][0]['reaches'] is True and data['steps'][0]['best'] == 0.5
+    with pytest.raises(TypeError, match='not JSON serializable'):
+        report.write(tmp_path / 'bad', {**meta, 'instruction': object()}, [])

@@ -20,8 +20,8 @@ APPROACH_RADIUS = 0.015  # [m] the grip descends to its grasp point once within 
 HOVER = 0.03  # [m] until then the grasp sub-goal is this far above the object's top
 POUR_CLEARANCE = 0.04  # [m] a container carried to pour goes this far above the destination's top (room to tilt)
 POUR_RISE = 0.05  # [m] ... and the tilt's candidates head this much higher (the turned wrist comes down)
-POUR_TILT = np.radians(120)  # the tilt a pour aims at, from the grip's orientation when the tilt began
-POURED_TILT = np.radians(100)  # ... and the tilt at which it counts as poured
+POUR_TILT = float(np.radians(120))  # the tilt a pour aims at, from the grip's orientation when the tilt began
+POURED_TILT = float(np.radians(100))  # ... and the tilt at which it counts as poured (Python floats: reports are JSON)
 
 
 @dataclass
@@ -156,7 +156,7 @@ class Stage:
         if self.name == 'tilt':  # the held container turned over the destination (what it holds may be unseen)
             known = len(self.upright_grip) and ee_quat is not None
             tilt = turn_angle(self.upright_grip, ee_quat) if known else 0.0
-            return held and tilt >= POURED_TILT, f'tilted {np.degrees(tilt):.0f} degrees'
+            return bool(held and tilt >= POURED_TILT), f'tilted {np.degrees(tilt):.0f} degrees'
         if self.name == 'grasp':  # a firm grasp: the grip at the object's grasp point, within its tolerance
             grasp = self.grasp(objects)
             offset = grip_offset(objects[self.object_id], grasp.point, ee_position)
@@ -187,10 +187,8 @@ class Stage:
         what the twin says is held (HELD_WIDTH) or open. Hindsight labels for offline optimisation."""
         final = fact.get('final_positions', {})
         if self.name == 'tilt':  # the held object's own turn in the rollout is the tilt
-            return (
-                fact.get('holding') == self.object_id
-                and fact.get('rotations', {}).get(self.object_id, 0.0) >= POURED_TILT
-            )
+            turned = float(fact.get('rotations', {}).get(self.object_id, 0.0))
+            return fact.get('holding') == self.object_id and turned >= POURED_TILT
         moved = {oid: (final.get(oid, o[0]), o[1], o[2]) for oid, o in objects.items()}
         width = HELD_WIDTH if fact.get('holding') in objects else OPEN_WIDTH
         return bool(self.done(moved, start, width, fact['ee_end'])[0])

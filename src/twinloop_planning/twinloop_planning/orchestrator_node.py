@@ -248,7 +248,11 @@ class OrchestratorNode(Node):
             'log': progress.lines,
             'elapsed_s': round(time.monotonic() - started, 2),
         }
-        path = report.write(report.run_folder(self.runs_dir), meta, progress.records)
+        try:
+            path = report.write(report.run_folder(self.runs_dir), meta, progress.records)
+        except Exception as exc:  # the goal still ends, with why its report is missing
+            self.get_logger().error(f'report not written: {exc!r}')
+            path, reason = '', f'{reason} (the report could not be written: {exc!r})'
         result = Result(
             success=outcome == Outcome.SUCCEEDED,
             outcome=int(outcome),

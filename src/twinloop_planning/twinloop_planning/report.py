@@ -12,6 +12,13 @@ import numpy as np
 from PIL import Image
 
 
+def _plain(value):
+    """JSON for numpy values in a report (a numpy bool or float from a check), else the usual TypeError."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f'Object of type {type(value).__name__} is not JSON serializable')
+
+
 def _timing_totals(records):
     totals = {}
     for r in records:
@@ -53,7 +60,7 @@ def write(folder, meta, records):
             'each': [round(float(p), 4) for p in planning],
         },
     }
-    (folder / 'report.json').write_text(json.dumps(summary, indent=2))
+    (folder / 'report.json').write_text(json.dumps(summary, indent=2, default=_plain))
     (folder / 'report.html').write_text(_html(summary))
     return folder / 'report.html'
 
@@ -78,11 +85,11 @@ def _html(summary):
     ]
     for s in summary['steps']:
         if 'candidates' not in s:  # an engine's own record: shown as it is
-            out.append(f'<pre>{e(json.dumps(s, indent=1))}</pre>')
+            out.append(f'<pre>{e(json.dumps(s, indent=1, default=_plain))}</pre>')
             continue
         out.append(
             f'<h2>Step {s["step"]}: {e(s["stage"])}</h2><p>chose {e(s["note"])} (score {s["best_score"]:.2f}, '
-            f'{e(s["backend"])}); timings {e(json.dumps(s["timings"]))}</p>'
+            f'{e(s["backend"])}); timings {e(json.dumps(s["timings"], default=_plain))}</p>'
         )
         out += [f'<img src="{e(png)}" width="224">' for png in s['images']]
         dims = list(s['candidates'][0]['dimensions']) if s['candidates'] else []

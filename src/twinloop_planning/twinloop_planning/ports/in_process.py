@@ -38,7 +38,6 @@ class SimPorts:
         self.limits = JointLimits.from_description(urdf, limits_yaml, joints)
         self.jerk = trajectory.jerk_limits(limits_yaml, joints)
         self.extents, self.mesh_ids = self._object_info(world)
-        self.perceived = [o.id for o in world.config.objects if o.perceived]  # what pose estimation looks for
         self.results = {}
         self.cancel = CancelToken()
 
@@ -47,22 +46,23 @@ class SimPorts:
         return Ports(self, self, self, self, progress=progress or QuietProgress(), cancel=self.cancel)
 
     def _object_info(self, world):
-        """({object id: extents}, {object id: mesh id})."""
+        """({object id: extents}, {object id: mesh id}) of the objects pose estimation would look for."""
+        perceived = [o for o in world.config.objects if o.perceived]
         return (
-            {o.id: objects.make_shape(o.kind, **o.params).extents for o in world.config.objects},
-            {o.id: o.mesh_id for o in world.config.objects},
+            {o.id: objects.make_shape(o.kind, **o.params).extents for o in perceived},
+            {o.id: o.mesh_id for o in perceived},
         )
 
     # --- perception ----------------------------------------------------------------------------
     def state(self):
         """Ground truth: every object pose estimation would look for, seen."""
-        objs = {oid: (*self.world.object_pose(oid), self.extents[oid]) for oid in self.perceived}
+        objs = {oid: (*self.world.object_pose(oid), extents) for oid, extents in self.extents.items()}
         return PerceivedState(objs, self.world.arm_positions(), self.world.gripper_width())
 
     # --- twin --------------------------------------------------------------------------------------
     def sync(self, believed=None):
         """Ground truth: nothing is believed."""
-        detections = [Detection(oid, self.mesh_ids[oid], *self.world.object_pose(oid)) for oid in self.perceived]
+        detections = [Detection(oid, mesh_id, *self.world.object_pose(oid)) for oid, mesh_id in self.mesh_ids.items()]
         self.twin.sync(detections, self.world.arm_positions(), self.world.gripper_width())
 
     def rollout(self, paths, settle):

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from twinloop_antigrounding.candidates import TURN_SPEED, CandidateBuilder, turn_angle, turned_about_fingers
+from twinloop_antigrounding.candidates import TURN_SPEED, CandidateBuilder, turned_about_fingers
 from twinloop_antigrounding.config import MpcConfig
 from twinloop_antigrounding.mpc import AntiGroundingMpc
 from twinloop_antigrounding.sampler import GRIPPER_CLOSE, GRIPPER_NONE, Sample
 from twinloop_antigrounding.stages import HOVER, Stage, grip_offset, next_stage, stages_for
-from twinloop_core.geometry import HOME_GRIP, grasp_orientation, grip_height
+from twinloop_core.geometry import HOME_GRIP, quat_angle, grasp_orientation, grip_height
 from twinloop_core.gripper import CLOSED_WIDTH
 from twinloop_core.outcomes import ExecutionFailed
 from twinloop_core.task import SubTask
@@ -511,7 +511,7 @@ def test_a_pour_is_grasp_lift_carry_and_a_tilt_done_once_the_grip_turned(arm):
     target = turned_about_fingers(tilt.upright_grip, np.radians(120))
     proposal = builder.build('c00', sample, arm.q_full(q), ee, target, start_quat=tilt.upright_grip)
     assert proposal is not None and 'turn the grip 120 degrees' in proposal.description
-    assert turn_angle(arm.ee_quat(proposal.waypoints()[-1]), target) < np.radians(3)
+    assert quat_angle(arm.ee_quat(proposal.waypoints()[-1]), target) < np.radians(3)
     assert proposal.times[-1] >= np.radians(120) / TURN_SPEED
 
 

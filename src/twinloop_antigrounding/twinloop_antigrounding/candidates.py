@@ -9,6 +9,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
 from twinloop_antigrounding.sampler import GRIPPER_CLOSE, GRIPPER_NONE, GRIPPER_OPEN, Sample
+from twinloop_core.geometry import quat_angle, quat_multiply
 from twinloop_core.gripper import CLOSED_WIDTH, KEEP, OPEN_WIDTH
 from twinloop_core.ports import JointSegment, TimedPath
 
@@ -27,12 +28,7 @@ def _wxyz(xyzw):
 
 def turned_about_fingers(quat, angle):
     """The grip orientation (w x y z) turned by angle [rad] about the axis its fingers close along (a pour)."""
-    return _wxyz((Rotation.from_quat(_xyzw(quat)) * Rotation.from_rotvec([angle, 0.0, 0.0])).as_quat())
-
-
-def turn_angle(q0, q1):
-    """The angle between two orientations (w x y z) [rad]."""
-    return float((Rotation.from_quat(_xyzw(q0)).inv() * Rotation.from_quat(_xyzw(q1))).magnitude())
+    return quat_multiply(quat, (np.cos(angle / 2), np.sin(angle / 2), 0.0, 0.0))
 
 
 @dataclass
@@ -74,7 +70,7 @@ class CandidateBuilder:
         way (slerp), through TURN_POINTS per radian more points so that no joint jumps between them."""
         n = self.config.ik_points
         if start_quat is not None:
-            n += int(np.ceil(TURN_POINTS * turn_angle(start_quat, quat)))
+            n += int(np.ceil(TURN_POINTS * quat_angle(start_quat, quat)))
             turning = Slerp([0.0, 1.0], Rotation.from_quat([_xyzw(start_quat), _xyzw(quat)]))
         points = [start + (goal - start) * (i + 1) / n for i in range(n)]
         quats = [quat] * n if start_quat is None else [_wxyz(turning((i + 1) / n).as_quat()) for i in range(n)]
@@ -109,7 +105,7 @@ class CandidateBuilder:
             segments = [(first[0], first[1], width), (second[0], second[1], None)]
         proposal = Proposal(candidate_id, sample, segments, open_first)
         if start_quat is not None:
-            proposal.turn = turn_angle(start_quat, quat)
+            proposal.turn = quat_angle(start_quat, quat)
         self._time(proposal, ee_position)
         move = sample.goal - ee_position
         event = {GRIPPER_CLOSE: ', close and lift', GRIPPER_OPEN: ', open and back off'}.get(sample.gripper, '')

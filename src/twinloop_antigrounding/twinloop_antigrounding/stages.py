@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from twinloop_antigrounding.candidates import turn_angle
-from twinloop_core.geometry import grasp_of
+from twinloop_core.geometry import grasp_of, quat_angle
 from twinloop_core.gripper import OPEN_WIDTH, closed_on_something, is_open
 from twinloop_core.judging import judge
 from twinloop_core.regions import region_target
@@ -155,7 +154,7 @@ class Stage:
         held = _held(objects[self.object_id], gripper_width, ee_position)
         if self.name == 'tilt':  # the held container turned over the destination (what it holds may be unseen)
             known = len(self.upright_grip) and ee_quat is not None
-            tilt = turn_angle(self.upright_grip, ee_quat) if known else 0.0
+            tilt = quat_angle(self.upright_grip, ee_quat) if known else 0.0
             return bool(held and tilt >= POURED_TILT), f'tilted {np.degrees(tilt):.0f} degrees'
         if self.name == 'grasp':  # a firm grasp: the grip at the object's grasp point, within its tolerance
             grasp = self.grasp(objects)

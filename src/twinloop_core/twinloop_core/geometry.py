@@ -51,6 +51,12 @@ def quat_multiply(a, b):
     )
 
 
+def quat_angle(q1, q2):
+    """The angle between two orientations (w x y z, normalised here) [rad]."""
+    dot = abs(float(np.dot(q1, q2)) / (np.linalg.norm(q1) * np.linalg.norm(q2)))
+    return 2 * float(np.arccos(min(1.0, dot)))
+
+
 def z_rotation(angle):
     """Quaternion (w x y z) of a rotation about world z."""
     return np.array([np.cos(angle / 2), 0.0, 0.0, np.sin(angle / 2)])

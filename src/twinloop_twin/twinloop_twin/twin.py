@@ -14,6 +14,7 @@ import mujoco
 import numpy as np
 from mujoco import rollout
 
+from twinloop_core.geometry import quat_angle
 from twinloop_core.gripper import OPEN_WIDTH
 from twinloop_twin import objects, scene, world
 
@@ -257,7 +258,7 @@ class SimTwin:
             collisions=sorted(collisions),
             contacts=sorted(contacts),
             displacements={oid: final[oid][0] - initial[oid][0] for oid in w.object_ids},
-            rotations={oid: _angle_between(initial[oid][1], final[oid][1]) for oid in w.object_ids},
+            rotations={oid: quat_angle(initial[oid][1], final[oid][1]) for oid in w.object_ids},
             final_poses=final,
             joint_margin=margin,
             holding=self._held_object(data, initial, final),
@@ -299,8 +300,3 @@ class SimTwin:
         """Release the world's renderers."""
         if self.world is not None:
             self.world.close()
-
-
-def _angle_between(q1, q2):
-    dot = abs(float(np.dot(q1, q2)) / (np.linalg.norm(q1) * np.linalg.norm(q2)))
-    return 2 * np.arccos(min(1.0, dot))

@@ -537,3 +537,50 @@ def test_the_planner_report_takes_numpy_values(tmp_path):
     assert data['steps'][0]['reaches'] is True and data['steps'][0]['best'] == 0.5
     with pytest.raises(TypeError, match='not JSON serializable'):
         report.write(tmp_path / 'bad', {**meta, 'instruction': object()}, [])
+
+
+def test_opening_a_drawer_is_grasp_of_its_handle_a_pull_along_its_axis_and_a_release():
+    """Opening: the grip comes down on the tab handle (across its width), pulls the drawer out along
+    its own -x axis (the critic is told what rides inside), and lets go once it is out OPENED."""
+    from twinloop_core.geometry import HANDLE_SIZE
+    from twinloop_core.judging import OPENED
+    from twinloop_scoring.twin_critic import judge as critic
+
+    stages = stages_for([SubTask('open', 'drawer')])
+    assert [s.name for s in stages] == ['grasp', 'pull', 'release']
+    grasp, pull, release = stages
+    quarter = np.array([np.cos(np.pi / 4), 0, 0, np.sin(np.pi / 4)])  # the drawer's front faces -y
+    drawer = (np.array([0.5, 0.3, 0.006]), quarter, np.array([0.23, 0.2, 0.06]))
+    cube = (np.array([0.5, 0.3, 0.014]), np.array([1.0, 0, 0, 0]), np.array([0.04, 0.04, 0.04]))
+    start = {'drawer': drawer, 'cube': cube}
+    handle = grasp.grasp(start)
+    front = 0.5 * (0.23 - HANDLE_SIZE[0])
+    assert np.allclose(handle.point[:2], (0.5, 0.3 - front), atol=1e-9)  # mid tab, in front of the face
+    assert 0.006 + 0.06 - HANDLE_SIZE[2] < handle.point[2] < 0.066
+    assert quat_angle(handle.quat, grasp_orientation(quarter, HANDLE_SIZE)) < 1e-6  # across the tab
+    held = CLOSED_WIDTH + 0.01
+    assert grasp.done(start, start, held, handle.point)[0]
+    out = {'drawer': (drawer[0] + (0, -OPENED - 0.005, 0), quarter, drawer[2]), 'cube': cube}
+    grip_out = handle.point + (0, -OPENED - 0.005, 0)
+    assert not pull.done(start, start, held, handle.point)[0]
+    assert pull.done(out, start, held, grip_out)[0]
+    assert not pull.done(out, start, 0.08, grip_out)[0], 'let go: not a pull'
+    assert np.allclose(pull.sub_goal(start, start, handle.point), handle.point + (0, -0.13, 0))
+    assert release.done(out, start, 0.08, grip_out + (0, 0, 0.03))[0]
+    assert not release.done(start, start, 0.08, handle.point)[0], 'a drawer pushed back in is not open'
+    task = pull.task(start, start)
+    assert task['moves_with'] == ['cube'] and task['holding'] == 'required'
+    rollout = {
+        'holding': 'drawer',
+        'collisions': [],
+        'initial_positions': {'drawer': list(drawer[0]), 'cube': list(cube[0])},
+        'final_positions': {'drawer': list(out['drawer'][0]), 'cube': list(cube[0] + (0, -0.105, 0))},
+        'displacements': {'drawer': 0.105, 'cube': 0.105},
+        'ee_start': list(handle.point),
+        'ee_end': list(grip_out),
+    }
+    pulled, rationale = critic(rollout, task)
+    assert 'drawer +10.5 cm towards the goal' in rationale and 'wrong object' not in rationale
+    blamed, rationale = critic(rollout, {k: v for k, v in task.items() if k != 'moves_with'})
+    assert 'moved the wrong object(s): cube' in rationale
+    assert pulled['task_alignment'] == pytest.approx(blamed['task_alignment'] + 5.0)

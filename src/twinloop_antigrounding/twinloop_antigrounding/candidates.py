@@ -84,9 +84,11 @@ class CandidateBuilder:
             q[self.ik.arm_qpos] = result.positions
         return np.array(out), np.array(points)
 
-    def build(self, candidate_id, sample, q_full, ee_position, quat, open_first=False, start_quat=None):
+    def build(self, candidate_id, sample, q_full, ee_position, quat, open_first=False, start_quat=None, tug=None):
         """The Proposal for one sample, or None when too low, unreachable or discontinuous in IK.
-        start_quat: the grip's orientation now, when the candidate turns it to quat (a pour's tilt)."""
+        start_quat: the grip's orientation now, when the candidate turns it to quat (a pour's tilt);
+        tug: where a close moves the grip next [m] (default: up by lift_after_grasp; a drawer's handle is
+        pulled instead)."""
         c = self.config
         if sample.goal[2] < self.surface + c.min_height:
             return None
@@ -94,11 +96,12 @@ class CandidateBuilder:
         if first is None:
             return None
         segments = [(first[0], first[1], None)]
-        after = {GRIPPER_CLOSE: c.lift_after_grasp, GRIPPER_OPEN: c.back_off_after_release}.get(sample.gripper)
+        lift = np.array((0.0, 0.0, c.lift_after_grasp)) if tug is None else np.asarray(tug, float)
+        after = {GRIPPER_CLOSE: lift, GRIPPER_OPEN: np.array((0.0, 0.0, c.back_off_after_release))}.get(sample.gripper)
         if after is not None:
             q = np.array(q_full, float)
             q[self.ik.arm_qpos] = first[0][-1]
-            second = self._line(q, sample.goal, sample.goal + (0, 0, after), quat)
+            second = self._line(q, sample.goal, sample.goal + after, quat)
             if second is None:
                 return None
             width = CLOSED_WIDTH if sample.gripper == GRIPPER_CLOSE else OPEN_WIDTH
@@ -108,7 +111,8 @@ class CandidateBuilder:
             proposal.turn = quat_angle(start_quat, quat)
         self._time(proposal, ee_position)
         move = sample.goal - ee_position
-        event = {GRIPPER_CLOSE: ', close and lift', GRIPPER_OPEN: ', open and back off'}.get(sample.gripper, '')
+        closed = ', close and lift' if tug is None else ', close and pull'
+        event = {GRIPPER_CLOSE: closed, GRIPPER_OPEN: ', open and back off'}.get(sample.gripper, '')
         event += f', turn the grip {np.degrees(proposal.turn):.0f} degrees' if proposal.turn > 0.05 else ''
         proposal.description = f'move ({move[0] * 100:+.0f}, {move[1] * 100:+.0f}, {move[2] * 100:+.0f}) cm{event}'
         return proposal

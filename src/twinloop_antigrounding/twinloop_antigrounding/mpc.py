@@ -40,6 +40,7 @@ STAGE_GRIPPER = {  # P(none, open, close) of a candidate's gripper event in each
     'carry': (1.0, 0.0, 0.0),
     'release': (0.5, 0.5, 0.0),
     'tilt': (1.0, 0.0, 0.0),
+    'pull': (1.0, 0.0, 0.0),
 }
 STALL_CLOSES = 3  # extra close candidates around a grasp point in reach once the stage stalled there
 
@@ -160,7 +161,7 @@ class AntiGroundingMpc:
         objects, q, width, unseen = dict(state.objects), state.arm, state.gripper_width, state.unseen
         self.labels = state.labels
         self.believed = {}
-        held = stage is not None and stage.name in ('lift', 'carry', 'release') and closed_on_something(width)
+        held = stage is not None and stage.name in ('lift', 'carry', 'release', 'pull') and closed_on_something(width)
         if held and stage.object_id not in unseen:
             self.grip_offsets[stage.object_id] = self.ee_position(q) - np.asarray(objects[stage.object_id][0], float)
         elif held and stage.object_id in objects:
@@ -294,7 +295,9 @@ class AntiGroundingMpc:
         for i, sample in enumerate(samples):
             self.ports.cancel.check()
             quat = quats[i % len(quats)]
-            proposal = self.builder.build(f'c{len(proposals):02d}', sample, q_full, ee, quat, open_first, turn_from)
+            proposal = self.builder.build(
+                f'c{len(proposals):02d}', sample, q_full, ee, quat, open_first, turn_from, stage.tug(objects)
+            )
             if proposal is not None and stage.comes_down_beside(objects, ee, proposal.positions()):
                 proposal, beside = None, beside + 1
             if proposal is not None:

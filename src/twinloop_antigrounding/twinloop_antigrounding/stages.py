@@ -1,5 +1,5 @@
 """AntiGrounding's stages (no rclpy): each sub-task is split into grasp, lift, carry and release
-(a pour: grasp, lift, carry over the destination, tilt);
+(a pour: grasp, lift, carry over the destination, tilt; opening a drawer: grasp its handle, pull, release);
 a stage says where the sampler is pointed (its sub-goal), what the scorer judges candidates
 against (its task) and when it is done - on the perceived state, which is the paper's sub-task
 transition signal."""
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from twinloop_core.geometry import grasp_of, quat_angle
+from twinloop_core.geometry import grasp_of, handle_of, pull_axis, quat_angle
 from twinloop_core.gripper import OPEN_WIDTH, closed_on_something, is_open
 from twinloop_core.judging import judge
 from twinloop_core.regions import region_target
@@ -21,13 +21,15 @@ POUR_CLEARANCE = 0.04  # [m] a container carried to pour goes this far above the
 POUR_RISE = 0.05  # [m] ... and the tilt's candidates head this much higher (the turned wrist comes down)
 POUR_TILT = float(np.radians(120))  # the tilt a pour aims at, from the grip's orientation when the tilt began
 POURED_TILT = float(np.radians(100))  # ... and the tilt at which it counts as poured (Python floats: reports are JSON)
+PULL = 0.13  # [m] how far a pull aims to draw a drawer out (judging.OPENED counts it open)
+TUG = 0.03  # [m] a close on a drawer's handle pulls this far (a close on anything else lifts)
 
 
 @dataclass
 class Stage:
     """One stage of a sub-task: what the critic is told, where the sampler is pointed, and when it is done."""
 
-    name: str  # grasp, lift, carry, release, tilt
+    name: str  # grasp, lift, carry, release, tilt, pull
     subtask_index: int
     subtask: SubTask
     avoid: tuple = ()  # objects not to touch or move (the task's constraint), for the scorer
@@ -79,6 +81,8 @@ class Stage:
             return grasp_point
         # the grip keeps its offset from the held object (a sponge held off its centre, a bowl by its rim)
         grip_from_base = np.subtract(ee, p) if ee is not None else self.grasp(objects).point - p
+        if self.subtask.action == 'open':  # pull the drawer out; let go where it is, rising off the handle
+            return self._opened(start) + grip_from_base + (0, 0, 0.03 if self.name == 'release' else 0.0)
         if self.name == 'lift':
             return np.asarray(start[self.object_id][0], float) + grip_from_base + (0, 0, 0.15)
         if self.subtask.action == 'pour':  # carry over the destination, tilt there rising (room for the wrist)
@@ -87,13 +91,28 @@ class Stage:
         clearance = 0.05 if self.name == 'carry' else 0.015  # object base above the destination's top
         return self.drop_point(objects, start) + (0, 0, clearance) + grip_from_base
 
+    def _opened(self, start):
+        """Where an open sub-task's drawer is after a full pull [m]."""
+        p, quat, _ = start[self.object_id]
+        return np.asarray(p, float) + PULL * pull_axis(quat)
+
     def grasp(self, objects):
         """How the grip holds this stage's object (twinloop_core.geometry.grasp_of); a rim grasp keeps
-        the side it chose first, so the sub-goal does not flip between rims as objects shift."""
+        the side it chose first, so the sub-goal does not flip between rims as objects shift. A drawer
+        to open is held by its handle."""
+        if self.subtask.action == 'open':
+            return grasp_of(handle_of(objects[self.object_id]))
         others = [o[0] for oid, o in objects.items() if oid != self.object_id]
         grasp = grasp_of(objects[self.object_id], others, self.rim_side)
         self.rim_side = grasp.side
         return grasp
+
+    def tug(self, objects):
+        """Where a close candidate moves the grip after closing [m]: a drawer's handle is pulled TUG along
+        the drawer's axis (it cannot be lifted); None: lifted as usual."""
+        if self.subtask.action != 'open':
+            return None
+        return TUG * pull_axis(objects[self.object_id][1])
 
     def grasp_point(self, objects):
         """Where the grip site holds this stage's object (world) [m]."""
@@ -132,7 +151,9 @@ class Stage:
     def task(self, objects, start):
         """The goal specification the scorer judges this stage's candidates against."""
         p, _, size = objects[self.object_id]
-        if self.name in ('grasp', 'lift'):
+        if self.subtask.action == 'open':
+            goal = self._opened(start)
+        elif self.name in ('grasp', 'lift'):
             goal = np.asarray(start[self.object_id][0], float) + (0, 0, 0.15)
         else:
             goal = self.drop_point(objects, start) + (0, 0, 0.05 if self.name == 'carry' else 0.0)
@@ -146,7 +167,12 @@ class Stage:
             'holding': {'grasp': 'wanted', 'release': 'unwanted'}.get(self.name, 'required'),
             'avoid': list(self.avoid),
             **({'tilt': float(POURED_TILT)} if self.name == 'tilt' else {}),
+            **({'moves_with': self.contents(start)} if self.subtask.action == 'open' else {}),
         }
+
+    def contents(self, start):
+        """The objects that stood inside this stage's object at the start (a drawer's: they move with it)."""
+        return [oid for oid, o in start.items() if oid != self.object_id and _inside(start[self.object_id], o[0])]
 
     def done(self, objects, start, gripper_width, ee_position, ee_quat=None):
         """(done, note) on perceived state (ee_quat: the grip's orientation, w x y z, which a tilt reads)."""
@@ -164,12 +190,15 @@ class Stage:
                 f'gripper {gripper_width * 100:.1f} cm, grip {np.round(offset * 100, 1).tolist()} cm '
                 'from the grasp point (object frame)',
             )
+        if self.name == 'pull':
+            opened, note = judge([self.subtask], start, objects)
+            return held and opened, note
         rise = p[2] - start[self.object_id][0][2]
         if self.name == 'lift':
             return held and rise > 0.1, f'raised {rise * 100:.1f} cm'  # above the clutter before carrying
-        drop = self.drop_point(objects, start)
-        horizontal = float(np.hypot(p[0] - drop[0], p[1] - drop[1]))
         if self.name == 'carry':
+            drop = self.drop_point(objects, start)
+            horizontal = float(np.hypot(p[0] - drop[0], p[1] - drop[1]))
             if self.subtask.is_region:
                 return held and horizontal < 0.02 and p[2] > drop[
                     2
@@ -210,6 +239,12 @@ def _local(obj, point):
     return Rotation.from_quat([*quat[1:], quat[0]]).inv().apply(np.subtract(point, p))
 
 
+def _inside(obj, point):
+    """Is a point within an object's bounding box (its own frame)?"""
+    size, local = obj[2], _local(obj, point)
+    return bool(np.all(np.abs(local[:2]) <= np.asarray(size[:2], float) / 2) and 0 <= local[2] <= size[2])
+
+
 def _held(obj, gripper_width, ee_position):
     """Fingers stopped short on something, and the grip is inside the object's bounding box (its
     own frame, grown by HELD_MARGIN): true however it hangs (a bowl lifted by its rim tilts)."""
@@ -223,6 +258,7 @@ STAGE_NAMES = {  # action -> its stages
     'pick': ('grasp', 'lift'),
     'place': ('grasp', 'lift', 'carry', 'release'),
     'pour': ('grasp', 'lift', 'carry', 'tilt'),
+    'open': ('grasp', 'pull', 'release'),
 }
 
 
@@ -232,7 +268,7 @@ def stages_for(subtasks, avoid=()):
     out = []
     for index, s in enumerate(subtasks):
         if s.action not in STAGE_NAMES:
-            raise ValueError(f'anti_grounding here plans pick, place and pour; {s.action!r} is not supported yet')
+            raise ValueError(f'anti_grounding here plans {", ".join(STAGE_NAMES)}; {s.action!r} is not supported yet')
         names = STAGE_NAMES[s.action]
         out += [Stage(n, index, s, tuple(avoid)) for n in names]
     return out

@@ -15,6 +15,9 @@ SPAN_MARGIN = 0.005  # [m] an object grasped across must be this much narrower t
 RIM_INSET = 0.008  # [m] a rim grasp's grip site inside the object's outer edge: the fingers straddle the wall
 RIM_DEPTH = 0.02  # [m] ... and this far below its top (at least 1 cm above its base)
 RIM_TOLERANCE = (0.02, 0.02, 0.012)  # [m] largest grip offset of a firm rim grasp (x, y alike: round rims)
+# A drawer is pulled by a tab handle: a flat bar sticking out of the middle of its front face (its
+# own -x side) at the top, grasped from above across its width; the drawer slides along its -x axis.
+HANDLE_SIZE = (0.07, 0.03, 0.015)  # [m] the tab: reach out of the front face (x), width (y), thickness (z)
 
 
 class ObjectState(NamedTuple):
@@ -100,6 +103,19 @@ def quat_matrix(quat):
             [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
         ]
     )
+
+
+def handle_of(obj):
+    """The tab handle of a drawer (position, quat, size) as an object of its own: the front HANDLE_SIZE[0]
+    of the drawer's bounding box (its own -x end), across its middle, at its top."""
+    p, quat, size = obj
+    local = (-(size[0] - HANDLE_SIZE[0]) / 2, 0.0, size[2] - HANDLE_SIZE[2])
+    return ObjectState(tuple(np.asarray(p, float) + quat_matrix(quat) @ local), tuple(quat), HANDLE_SIZE)
+
+
+def pull_axis(quat):
+    """The world direction a drawer of this orientation opens: its own -x axis."""
+    return -quat_matrix(quat)[:, 0]
 
 
 class Grasp(NamedTuple):

@@ -1,5 +1,5 @@
 """Whether sub-tasks are done, judged on object states {id: (position, quat wxyz, size xyz)}:
-picked objects raised, placed ones inside their destination's footprint or at their spot beside
+picked objects raised, drawers pulled open, placed ones inside their destination's footprint or at their spot beside
 it (region relations), pushed ones beside their destination (or aside when they have none), and
 objects the task must not move left where they were. Used on perceived state by the orchestrator and on ground truth by
 evaluations. A task of a benchmark may add stricter checks on ground truth (CHECKS: a ring
@@ -8,13 +8,14 @@ standing on another's top)."""
 
 import numpy as np
 
-from twinloop_core.geometry import quat_matrix, wrap_angle, yaw_of
+from twinloop_core.geometry import pull_axis, quat_matrix, wrap_angle, yaw_of
 from twinloop_core.regions import radius, region_done
 from twinloop_core.task import REGION_RELATIONS, SubTask
 
 UNMOVED = 0.02  # [m] a do-not-move object displaced less than this is left alone
 PUSHED_ASIDE = 0.05  # [m] a push without a destination moves the object at least this far, on its support
 PUSHED_BESIDE = 0.05  # [m] largest gap between footprints of a pushed object and its destination
+OPENED = 0.10  # [m] a drawer pulled out this far (along its own -x axis) is open
 
 
 def _subtask(s):
@@ -26,6 +27,9 @@ def judge_subtask(s, before, after):
     (p0, _, _), (p1, _, size) = before[s.object_id], after[s.object_id]
     if s.action == 'pick':
         return p1[2] - p0[2] > 0.05, f'{s.object_id} raised {100 * (p1[2] - p0[2]):.1f} cm'
+    if s.action == 'open':
+        out = float(np.dot(np.subtract(p1, p0), pull_axis(before[s.object_id][1])))
+        return out >= OPENED, f'{s.object_id} pulled out {100 * out:.1f} cm'
     if s.relation in REGION_RELATIONS:
         return region_done(s, before, after)
     if s.action == 'push' and not s.destination_id:

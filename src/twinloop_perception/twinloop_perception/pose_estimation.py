@@ -154,7 +154,7 @@ def build_models(object_configs, config=EstimatorConfig()):
     out = []
     for o in object_configs:
         shape = shapes.make_shape(o.kind, **o.params)
-        mesh = shapes.shape_mesh(shape)
+        mesh = shapes.shape_mesh(shape, seen_only=True)  # glass is not registered against
         samples = int(max(2000, 4 * mesh.area / config.voxel**2))
         points, faces = trimesh.sample.sample_surface(mesh, samples, seed=config.seed)
         model = ObjectModel(

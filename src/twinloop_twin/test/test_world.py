@@ -187,3 +187,48 @@ def test_contents_move_with_their_container_in_random_layouts():
             offset = np.hypot(marble.pos[0] - cup.pos[0], marble.pos[1] - cup.pos[1])
             assert offset == pytest.approx(np.hypot(before.pos[0] - 0.45, before.pos[1] - 0.15), abs=1e-9)
             assert marble.pos[2] == before.pos[2] and not marble.perceived
+
+
+DRAWER_SCENE = os.path.join(os.path.dirname(SCENE), 'paper_drawer.yaml')
+
+
+def test_a_drawer_pulled_by_its_handle_slides_out_with_its_contents_and_stops_at_its_travel():
+    """The drawer slides on its own -x axis only; the cube inside rides along; the glass top collides
+    (a ray from above stops on it) but no camera sees it (the cube shows through)."""
+    w = world.SimWorld(scene.SceneConfig.from_yaml(DRAWER_SCENE))
+    try:
+        drawer0, cube0 = w.object_pose('drawer')[0], w.object_pose('red_cube')[0]
+        body = w.model.body('drawer').id
+        for _ in range(1500):  # 3 s pulled towards the robot by 6 N at the handle
+            w.data.xfrc_applied[body, :3] = (-6.0, 0.0, 0.0)
+            w.step()
+        drawer1, cube1 = w.object_pose('drawer')[0], w.object_pose('red_cube')[0]
+        travel = objects.make_shape('drawer').slide
+        assert drawer1 - drawer0 == pytest.approx((-travel, 0, 0), abs=2e-3)
+        assert cube1[0] - cube0[0] < -travel + 0.02 and abs(cube1[2] - cube0[2]) < 0.005
+        glass = [g for g in range(w.model.ngeom) if w.model.geom_group[g] == scene.GROUP_GLASS]
+        assert len(glass) == 1 and w.model.body(w.model.geom_bodyid[glass[0]]).name == 'cabinet'
+        hit = np.zeros(1, np.int32)
+        above_back = drawer0 + (0.08, 0.0, 0.3)  # over the drawer's back, still under the top
+        mujoco.mj_ray(w.model, w.data, above_back, np.array([0, 0, -1.0]), None, 1, -1, hit)
+        assert hit[0] == glass[0]
+        mask = w.segmentation('front', 320, 240)
+        assert (mask == w.object_ids.index('red_cube')).sum() > 20, 'the cube is seen through the glass'
+    finally:
+        w.close()
+
+
+def test_layouts_keep_clear_of_where_a_drawer_opens():
+    """Random layouts put nothing where the drawer slides out to."""
+    config = scene.SceneConfig.from_yaml(DRAWER_SCENE)
+    shape = objects.make_shape('drawer')
+    for seed in range(20):
+        layout = {o.id: o for o in scene.randomize_layout(config, np.random.default_rng(seed)).objects}
+        opened = np.array(layout['drawer'].pos[:2]) - (shape.slide, 0.0)  # yaw 0: out along -x
+        for oid in ('plate', 'green_block'):
+            o = layout[oid]
+            reach = 0.5 * np.hypot(*objects.make_shape(o.kind, **o.params).extents[:2])
+            assert (
+                abs(o.pos[0] - opened[0]) > shape.extents[0] / 2 + reach - 1e-9
+                or abs(o.pos[1] - opened[1]) > shape.extents[1] / 2 + reach - 1e-9
+            ), (seed, oid)

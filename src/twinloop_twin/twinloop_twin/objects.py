@@ -11,17 +11,21 @@ from dataclasses import dataclass, field
 import numpy as np
 import trimesh
 
+from twinloop_core.geometry import HANDLE_SIZE
+
 SYMMETRY_NONE, SYMMETRY_DISCRETE, SYMMETRY_AXIAL = 0, 1, 2  # as in twinloop_interfaces/DetectedObject
 
 
 @dataclass(frozen=True)
 class Part:
-    """A box (half sizes), cylinder (radius, half height) or sphere (radius,) at pos with yaw about z."""
+    """A box (half sizes), cylinder (radius, half height) or sphere (radius,) at pos with yaw about z;
+    seen: False for glass (it collides, cameras see through it)."""
 
     shape: str
     size: tuple
     pos: tuple = (0.0, 0.0, 0.0)
     yaw: float = 0.0
+    seen: bool = True
 
 
 @dataclass
@@ -32,6 +36,7 @@ class ObjectShape:
     symmetry: int
     static: bool = False  # bins stay put (no free joint)
     extents: tuple = field(default=(0.0, 0.0, 0.0))
+    slide: float = 0.0  # > 0: a drawer, on a slide joint along its own -x axis that opens this far [m]
 
 
 def _ring_walls(radius, height, thickness, z0, n=16, flare=0.0):
@@ -206,6 +211,32 @@ def rack(size=(0.26, 0.6, 0.12), thickness=0.02, leg=0.03, bars=False):
     return ObjectShape(tops + legs, SYMMETRY_DISCRETE, static=True)
 
 
+def drawer(size=(0.16, 0.2, 0.06), thickness=0.008, travel=0.15):
+    """A drawer: an open tray of outer size (x, y, z) [m] with the tab handle of
+    twinloop_core.geometry.HANDLE_SIZE on its front (-x) face, at the top; it slides out `travel` [m]
+    along its -x axis (scene building adds the slide joint). The frame is at the middle of the
+    bounding box's bottom, handle included."""
+    tray = open_bin(size, thickness).parts
+    shift = HANDLE_SIZE[0] / 2  # the tray sits behind the handle
+    tab = Part('box', tuple(s / 2 for s in HANDLE_SIZE), (-size[0] / 2, 0, size[2] - HANDLE_SIZE[2] / 2))
+    parts = [Part(p.shape, p.size, (p.pos[0] + shift, *p.pos[1:])) for p in tray] + [tab]
+    return ObjectShape(parts, SYMMETRY_NONE, slide=travel)
+
+
+def cabinet(size=(0.18, 0.24, 0.085), thickness=0.01):
+    """A static cabinet of outer size (x, y, z) [m] for a drawer, open at the front (-x) and below:
+    two sides, a back and a glass top (it collides; cameras see the drawer's inside through it)."""
+    hx, hy, hz = (s / 2 for s in size)
+    t = thickness / 2
+    parts = [
+        Part('box', (hx, t, hz), (0, hy - t, hz)),
+        Part('box', (hx, t, hz), (0, -hy + t, hz)),
+        Part('box', (t, hy, hz), (hx - t, 0, hz)),
+        Part('box', (hx, hy, t), (0, 0, size[2] - t), seen=False),
+    ]
+    return ObjectShape(parts, SYMMETRY_NONE, static=True)
+
+
 KINDS = {
     'cube': cube,
     'marble': marble,
@@ -226,6 +257,8 @@ KINDS = {
     'post': post,
     'maze': maze,
     'pad': pad,
+    'drawer': drawer,
+    'cabinet': cabinet,
 }
 
 
@@ -256,6 +289,6 @@ def _part_mesh(part):
     return mesh
 
 
-def shape_mesh(shape):
-    """The object's surface as one triangle mesh in the object frame."""
-    return trimesh.util.concatenate([_part_mesh(p) for p in shape.parts])
+def shape_mesh(shape, seen_only=False):
+    """The object's surface as one triangle mesh in the object frame (seen_only: what cameras see)."""
+    return trimesh.util.concatenate([_part_mesh(p) for p in shape.parts if p.seen or not seen_only])

@@ -13,6 +13,7 @@ import mujoco
 import numpy as np
 import yaml
 
+from twinloop_core.geometry import yaw_of
 from twinloop_core.robot import ARM_JOINTS, FINGER_JOINTS  # noqa: F401 (re-exported: scene.ARM_JOINTS)
 from twinloop_twin import objects
 
@@ -26,6 +27,7 @@ TABLE_CENTRE_X = 0.35
 # Geom groups: the robot's detailed visual meshes, its collision meshes (cheap to render), and the
 # scene (table, objects). Fast renders show the collision robot; pretty ones the detailed robot.
 GROUP_ROBOT_COLLISION, GROUP_ROBOT_VISUAL, GROUP_SCENE = 0, 1, 2
+GROUP_GLASS = 3  # scene parts that collide but no render shows (a cabinet's glass top)
 ROBOT_COLLISION_RGBA = (0.88, 0.88, 0.9, 1.0)
 
 
@@ -221,12 +223,24 @@ PART_GEOMS = {  # part shape -> (MuJoCo geom type, volume from its size [m^3]); 
 }
 
 
+SLIDE_DAMPING = 5.0  # [N s/m] of a drawer's slide joint
+
+
 def _add_object(spec, obj):
     shape = objects.make_shape(obj.kind, **obj.params)
     z = obj.pos[2] if len(obj.pos) > 2 else 0.0005
     quat = obj.quat if len(obj.quat) == 4 else (np.cos(obj.yaw / 2), 0.0, 0.0, np.sin(obj.yaw / 2))
     body = spec.worldbody.add_body(name=obj.id, pos=(obj.pos[0], obj.pos[1], z), quat=quat)
-    if not shape.static:
+    if shape.slide:  # a drawer: out along its -x axis as far as it opens, in until its cabinet stops it
+        body.add_joint(
+            name=f'{obj.id}_joint',
+            type=mujoco.mjtJoint.mjJNT_SLIDE,
+            axis=(-1, 0, 0),
+            range=(-shape.slide, shape.slide),
+            limited=mujoco.mjtLimited.mjLIMITED_TRUE,
+            damping=SLIDE_DAMPING,
+        )
+    elif not shape.static:
         body.add_freejoint(name=f'{obj.id}_joint')
     volumes = [PART_GEOMS[p.shape][1](p.size) for p in shape.parts]
     for i, (part, volume) in enumerate(zip(shape.parts, volumes)):
@@ -235,7 +249,7 @@ def _add_object(spec, obj):
             type=PART_GEOMS[part.shape][0],
             size=(*part.size, 0, 0)[:3],
             pos=part.pos,
-            group=GROUP_SCENE,
+            group=GROUP_SCENE if part.seen else GROUP_GLASS,
             quat=(np.cos(part.yaw / 2), 0, 0, np.sin(part.yaw / 2)),
             rgba=obj.color,
             mass=obj.mass * volume / sum(volumes),
@@ -260,12 +274,20 @@ def _carry_contents(before, after):
     return after
 
 
+def _footprint(obj, shape, radius):
+    """(centre x y, radius) of the table an object takes in a layout; a drawer's covers where it opens to."""
+    yaw = obj.yaw if len(obj.quat) != 4 else yaw_of(obj.quat)
+    centre = np.asarray(obj.pos[:2], float) - shape.slide / 2 * np.array([np.cos(yaw), np.sin(yaw)])
+    return centre, radius + shape.slide / 2
+
+
 def randomize_layout(config, rng, x_range=(0.33, 0.7), y_range=(-0.34, 0.34), gap=0.02, attempts=50):
     """A copy of config with its movable objects at random non-overlapping table positions and yaws
     (static objects such as bins, and those fixed_in_layouts, stay where they are). Raises ValueError when
     they do not fit."""
-    radius = {o.id: 0.5 * float(np.hypot(*objects.make_shape(o.kind, **o.params).extents[:2])) for o in config.objects}
-    static = [o for o in config.objects if o.fixed_in_layouts or objects.make_shape(o.kind, **o.params).static]
+    shapes = {o.id: objects.make_shape(o.kind, **o.params) for o in config.objects}
+    radius = {oid: 0.5 * float(np.hypot(*shape.extents[:2])) for oid, shape in shapes.items()}
+    static = [o for o in config.objects if o.fixed_in_layouts or shapes[o.id].static or shapes[o.id].slide]
     for _ in range(attempts):  # whole layouts: a crowded one that does not fit starts again
         out = copy.deepcopy(config)
         placed = [o for o in out.objects if o.id in {s.id for s in static}]
@@ -275,7 +297,8 @@ def randomize_layout(config, rng, x_range=(0.33, 0.7), y_range=(-0.34, 0.34), ga
             for _ in range(200):
                 xy = (rng.uniform(*x_range), rng.uniform(*y_range))
                 if all(
-                    np.hypot(xy[0] - p.pos[0], xy[1] - p.pos[1]) > radius[o.id] + radius[p.id] + gap for p in placed
+                    np.hypot(*np.subtract(xy, centre)) > radius[o.id] + reach + gap
+                    for centre, reach in (_footprint(p, shapes[p.id], radius[p.id]) for p in placed)
                 ):
                     break
             else:

@@ -14,7 +14,7 @@ import mujoco
 import numpy as np
 from mujoco import rollout
 
-from twinloop_core.geometry import quat_angle
+from twinloop_core.geometry import pull_axis, quat_angle
 from twinloop_core.gripper import OPEN_WIDTH
 from twinloop_twin import objects, scene, world
 
@@ -107,10 +107,7 @@ class SimTwin:
         w = self.world
         mujoco.mj_resetData(w.model, w.data)
         for d in detections:
-            adr = w.model.joint(f'{d.id}_joint').qposadr[0] if self._has_free_joint(d.id) else None
-            if adr is not None:
-                w.data.qpos[adr : adr + 3] = d.position
-                w.data.qpos[adr + 3 : adr + 7] = d.quat
+            self._place(d)
         w.data.qpos[w.arm_qpos] = arm_positions
         w.data.ctrl[:7] = arm_positions
         w.data.qpos[w.finger_qpos] = (
@@ -131,15 +128,42 @@ class SimTwin:
             self.world = world.SimWorld(config, self.fast_render)
             self._signature = signature
 
-    def _fixed_pose_key(self, detection):
-        """Static objects (bins) are baked into the model: their pose is part of its identity."""
-        shape = self.library.entries.get(detection.mesh_id)
-        if shape is None or not objects.make_shape(shape.kind, **shape.params).static:
-            return ()
-        return tuple(np.round(np.concatenate([detection.position, detection.quat]), 3))
+    def _place(self, detection):
+        """Put a detected object's joint where it was perceived: a free object at its pose, a drawer
+        slid out along its axis from where the model holds it (static objects are baked in)."""
+        model, data = self.world.model, self.world.data
+        joint = self._joint(detection.id)
+        if joint < 0:
+            return
+        adr = model.jnt_qposadr[joint]
+        if self._has_free_joint(detection.id):
+            data.qpos[adr : adr + 3] = detection.position
+            data.qpos[adr + 3 : adr + 7] = detection.quat
+            return
+        body = model.jnt_bodyid[joint]
+        out = float(np.dot(np.subtract(detection.position, model.body_pos[body]), pull_axis(model.body_quat[body])))
+        data.qpos[adr] = np.clip(out, *model.jnt_range[joint])
+
+    def _joint(self, object_id):
+        """Index of an object's own joint in the model, -1 when it has none (static)."""
+        return mujoco.mj_name2id(self.world.model, mujoco.mjtObj.mjOBJ_JOINT, f'{object_id}_joint')
 
     def _has_free_joint(self, object_id):
-        return mujoco.mj_name2id(self.world.model, mujoco.mjtObj.mjOBJ_JOINT, f'{object_id}_joint') >= 0
+        joint = self._joint(object_id)
+        return joint >= 0 and self.world.model.jnt_type[joint] == mujoco.mjtJoint.mjJNT_FREE
+
+    def _fixed_pose_key(self, detection):
+        """Static objects (bins) are baked into the model: their pose is part of its identity; a
+        drawer's is too, but for how far it is out (to the centimetre: perception jitters)."""
+        shape = self.library.entries.get(detection.mesh_id)
+        shape = shape and objects.make_shape(shape.kind, **shape.params)
+        if not shape or not (shape.static or shape.slide):
+            return ()
+        position = np.asarray(detection.position, float)
+        if shape.slide:
+            axis = pull_axis(detection.quat)
+            return tuple(np.round(np.concatenate([position - axis * np.dot(position, axis), detection.quat]), 2))
+        return tuple(np.round(np.concatenate([position, detection.quat]), 3))
 
     @property
     def model(self):
@@ -280,13 +304,24 @@ class SimTwin:
         return {oid for oid, s in sides.items() if s == {'left', 'right'}}
 
     def _held_object(self, data, initial, final):
-        """The object both fingers touch at the end and that nothing else supports (carried)."""
-        pairs = self._contact_pairs(data)
+        """The object both fingers touch at the end and that nothing else supports (carried); what rides
+        on it alone (a drawer's or a cup's contents, touching nothing that stands) does not support it."""
+        pairs = {pair for pair in self._contact_pairs(data) if not set(pair) & set(FINGER_BODIES)}
         for oid in self._between_fingers(data):
-            others = {b if a == oid else a for a, b in pairs if oid in (a, b)} - set(FINGER_BODIES)
-            if not others:
+            riding = _riding_on(oid, pairs, self._standing)
+            if not {b if a == oid else a for a, b in pairs if oid in (a, b)} - riding:
                 return oid
         return ''
+
+    @property
+    def _standing(self):
+        """What stands on its own in the current model: the table, the floor, static objects, the robot."""
+        model = self.model
+        return {'table', 'floor'} | {
+            name
+            for name in self._owners
+            if name.startswith('panda_') or name in self.world.object_ids and (model.body(name).jntnum[0] == 0)
+        }
 
     def render(self, camera, width, height, data=None, depth=True, overlay=None, fast=None):
         """A CameraFrame of data (default: the base state); see SimWorld.render."""
@@ -300,3 +335,25 @@ class SimTwin:
         """Release the world's renderers."""
         if self.world is not None:
             self.world.close()
+
+
+def _riding_on(oid, pairs, standing):
+    """The objects in contact (pairs of owner names) with oid, directly or through each other, that reach
+    nothing standing (the table, a static object, the robot) other than through oid."""
+    neighbours = {}
+    for a, b in pairs:
+        if oid not in (a, b):
+            neighbours.setdefault(a, set()).add(b)
+            neighbours.setdefault(b, set()).add(a)
+    touching = {b if a == oid else a for a, b in pairs if oid in (a, b)}
+    riding = set()
+    for start in touching - standing:
+        group, todo = {start}, [start]
+        while todo:
+            for other in neighbours.get(todo.pop(), ()):
+                if other not in group:
+                    group.add(other)
+                    todo.append(other)
+        if not group & standing:
+            riding |= group
+    return riding

@@ -23,7 +23,7 @@ from twinloop_ros.conversions import arm_state, duration
 ROOT = os.environ['TWINLOOP_ROOT']
 SCENE = os.path.join(ROOT, 'config', 'scenes', 'tabletop.yaml')
 CHUNK, DT = 0.4, 0.05  # [s] chunk length, point spacing (a 20 Hz policy)
-LEAD = 2.5  # [s] motion still queued when the next chunk is sent (the gate's round trip took 0.63 s and 1.7 s in loaded CIs)
+LEAD = 2.5  # [s] motion still queued when the next chunk is sent (gate round trips of 0.63 s and 1.7 s in loaded CIs)
 
 
 @pytest.fixture

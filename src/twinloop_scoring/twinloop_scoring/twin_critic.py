@@ -4,8 +4,8 @@ It answers the structured VQA's questions from the twin's rollout data instead o
 image: collisions (safety), how much closer the instructed object got to its goal (in a grasp
 stage only a held object's motion counts: one pushed or tipped unheld is a setback), whether it
 is held (and how centred the grasp is) and whether other objects were disturbed (task
-alignment; what a pulled drawer holds moves with it), path directness (efficiency), joint-limit margins and object tumbling
-(feasibility), and the instructed objects' visibility in the view (viewpoint clarity). Its
+alignment; what a pulled drawer holds moves with it), path directness (efficiency), joint-limit
+margins and object tumbling (feasibility), and the instructed objects' visibility in the view (viewpoint clarity). Its
 replies use the VLM reply format so the rest of the pipeline is the same, and every reply and
 rationale says what it is.
 """

@@ -831,8 +831,9 @@ def test_pose_estimation_survives_fuzz(spawn, ros_node):
                 fuzz.publish(pubs[name, kind], msg, 0.001)
         bad_joints(fuzz.rng, joints)
         fuzz.publish(joints_pub, joints, 0.002)
-        redetect = fuzz.call(Trigger, '/pose_estimation/redetect', Trigger.Request(), f'round {i}')
-        assert redetect.success
+        if i % 10 == 0:  # each redetect makes the next usable set a global detection (seconds on 2 loaded cores)
+            redetect = fuzz.call(Trigger, '/pose_estimation/redetect', Trigger.Request(), f'round {i}')
+            assert redetect.success
     # then synchronised sets with one part broken (dropped, or inconsistent with the others) or well
     # formed but absurd (NaN/inf/negative/huge depths, black images, a camera far away): these reach the estimator
     for i in range(60):

@@ -483,9 +483,9 @@ class PoseEstimator:
                     pending.append((index[rest], rounds + 1))
                 continue
             self._accept(found, model, T, fitness, rmse, colour)
-            rest = self._unexplained(model, points[index], T)
-            if len(rest) > max(self.config.cluster_min_points, 0.25 * len(index)) and rounds < 2:
-                pending.append((index[rest], rounds + 1))
+            if rounds < 2:  # what it leaves over, as clusters of their own (a cube inside a drawer in a cabinet)
+                rest = index[self._unexplained(model, points[index], T)]
+                pending += [(rest[sub], rounds + 1) for sub in self.clusters(points[rest])]
         found = self._resolve(found)
         self.previous, self.predicted = dict(found), {}
         self._grip_motion(arm, fingers)

@@ -193,19 +193,19 @@ DRAWER_SCENE = os.path.join(os.path.dirname(SCENE), 'paper_drawer.yaml')
 
 
 def test_a_drawer_pulled_by_its_handle_slides_out_with_its_contents_and_stops_at_its_travel():
-    """The drawer slides on its own -x axis only; the cube inside rides along; the glass top collides
-    (a ray from above stops on it) but no camera sees it (the cube shows through)."""
+    """The drawer slides on its own -x axis only; the block inside rides along; the glass top collides
+    (a ray from above stops on it) but no camera sees it (the block shows through)."""
     w = world.SimWorld(scene.SceneConfig.from_yaml(DRAWER_SCENE))
     try:
-        drawer0, cube0 = w.object_pose('drawer')[0], w.object_pose('red_cube')[0]
+        drawer0, block0 = w.object_pose('drawer')[0], w.object_pose('red_block')[0]
         body = w.model.body('drawer').id
         for _ in range(1500):  # 3 s pulled towards the robot by 6 N at the handle
             w.data.xfrc_applied[body, :3] = (-6.0, 0.0, 0.0)
             w.step()
-        drawer1, cube1 = w.object_pose('drawer')[0], w.object_pose('red_cube')[0]
+        drawer1, block1 = w.object_pose('drawer')[0], w.object_pose('red_block')[0]
         travel = objects.make_shape('drawer').slide
         assert drawer1 - drawer0 == pytest.approx((-travel, 0, 0), abs=2e-3)
-        assert cube1[0] - cube0[0] < -travel + 0.02 and abs(cube1[2] - cube0[2]) < 0.005
+        assert block1[0] - block0[0] < -travel + 0.02 and abs(block1[2] - block0[2]) < 0.005
         glass = [g for g in range(w.model.ngeom) if w.model.geom_group[g] == scene.GROUP_GLASS]
         assert len(glass) == 1 and w.model.body(w.model.geom_bodyid[glass[0]]).name == 'cabinet'
         hit = np.zeros(1, np.int32)
@@ -213,7 +213,7 @@ def test_a_drawer_pulled_by_its_handle_slides_out_with_its_contents_and_stops_at
         mujoco.mj_ray(w.model, w.data, above_back, np.array([0, 0, -1.0]), None, 1, -1, hit)
         assert hit[0] == glass[0]
         mask = w.segmentation('front', 320, 240)
-        assert (mask == w.object_ids.index('red_cube')).sum() > 20, 'the cube is seen through the glass'
+        assert (mask == w.object_ids.index('red_block')).sum() > 20, 'the block is seen through the glass'
     finally:
         w.close()
 

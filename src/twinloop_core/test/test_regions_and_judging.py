@@ -165,3 +165,21 @@ def test_poured_counts_the_contents_that_landed_in_the_bowl():
     assert not extra_checks([{'poured': {'contents': 'marble', 'destination_id': 'bowl', 'share': 0.75}}], state)[0]
     with pytest.raises(ValueError, match='no object ids'):
         extra_checks([{'poured': {'contents': 'ball', 'destination_id': 'bowl'}}], state)
+
+
+def test_a_drawer_is_open_once_pulled_out_along_its_axis_even_if_its_first_yaw_was_misread():
+    """open: the drawer moved at least OPENED along its own -x axis, read from its newer pose (through
+    ROS, pose estimation once saw a closed drawer a quarter turn off and the projection read 0 cm)."""
+    from twinloop_core.judging import OPENED
+
+    size = (0.23, 0.2, 0.06)
+    closed = ((0.6, 0.2, 0.006), (1.0, 0.0, 0.0, 0.0), size)
+    misread = ((0.6, 0.2, 0.006), (np.cos(np.pi / 4), 0.0, 0.0, np.sin(np.pi / 4)), size)  # a quarter turn off
+    opened = ((0.6 - OPENED - 0.01, 0.2, 0.006), (1.0, 0.0, 0.0, 0.0), size)
+    task = [SubTask('open', 'drawer')]
+    assert judge(task, {'drawer': closed}, {'drawer': opened})[0]
+    assert judge(task, {'drawer': misread}, {'drawer': opened})[0]
+    done, note = judge(task, {'drawer': closed}, {'drawer': closed})
+    assert not done and note == 'not done: drawer pulled out 0.0 cm'
+    pushed_in = ((0.6 + 0.05, 0.2, 0.006), (1.0, 0.0, 0.0, 0.0), size)
+    assert not judge(task, {'drawer': closed}, {'drawer': pushed_in})[0]

@@ -56,12 +56,17 @@ class Episode:
         self.node, self.executor = node, executor
         self.truth, self.truth_at = None, 0.0
         node.create_subscription(DetectedObjectArray, topics.GROUND_TRUTH_OBJECTS, self._on_truth, topics.STATE_QOS)
+        self.perceived = 0  # perceived object messages so far
+        node.create_subscription(DetectedObjectArray, topics.OBJECTS, self._on_perceived, topics.STATE_QOS)
         self.reset_client = node.create_client(ResetWorld, topics.WORLD_RESET)
         self.redetect_client = node.create_client(Trigger, topics.REDETECT)
         self.instructions = InstructionClient(node, executor=executor, check=supervisor.check)
 
     def _on_truth(self, msg):
         self.truth, self.truth_at = msg, time.monotonic()
+
+    def _on_perceived(self, _msg):
+        self.perceived += 1
 
     def fresh_truth(self):
         since = time.monotonic()
@@ -77,8 +82,10 @@ class Episode:
         if self.redetect_client.service_is_ready():  # a new episode: perception starts from scratch
             future = self.redetect_client.call_async(Trigger.Request())
             self.instructions.spin_until(future.done, 10, 'the re-detection')
-            settled = time.monotonic() + 3.0  # a global detection takes a second or two
-            self.instructions.spin_until(lambda: time.monotonic() > settled, 10, 'the re-detection to run')
+            # the set in work may still be tracked from the last episode's poses; the next one is detected
+            # (seconds: a fixed 3 s wait let a goal start from the last episode's open drawer)
+            seen = self.perceived
+            self.instructions.spin_until(lambda: self.perceived >= seen + 2, 30, 'a detection of the new layout')
         before = self.fresh_truth()
         started = time.monotonic()
         self.instructions.send(instruction, strategy=strategy, timeout=timeout)

@@ -168,8 +168,8 @@ def test_poured_counts_the_contents_that_landed_in_the_bowl():
 
 
 def test_a_drawer_is_open_once_pulled_out_along_its_axis_even_if_its_first_yaw_was_misread():
-    """open: the drawer moved at least OPENED along its own -x axis, read from its newer pose (through
-    ROS, pose estimation once saw a closed drawer a quarter turn off and the projection read 0 cm)."""
+    """open: the drawer moved at least OPENED along its own -x axis, as its newer pose has it (a yaw
+    misread at the start does not turn a pull into a sideways move)."""
     from twinloop_core.judging import OPENED
 
     size = (0.23, 0.2, 0.06)

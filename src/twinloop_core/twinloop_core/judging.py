@@ -27,7 +27,7 @@ def judge_subtask(s, before, after):
     (p0, _, _), (p1, _, size) = before[s.object_id], after[s.object_id]
     if s.action == 'pick':
         return p1[2] - p0[2] > 0.05, f'{s.object_id} raised {100 * (p1[2] - p0[2]):.1f} cm'
-    if s.action == 'open':  # along the newer estimate of the axis (a closed drawer's yaw is the harder one to see)
+    if s.action == 'open':  # along the axis as last perceived
         out = float(np.dot(np.subtract(p1, p0), pull_axis(after[s.object_id][1])))
         return out >= OPENED, f'{s.object_id} pulled out {100 * out:.1f} cm'
     if s.relation in REGION_RELATIONS:

@@ -140,3 +140,38 @@ def _tilt(quat):
     """Angle between an object's z axis and the vertical [rad]."""
     _, x, y, _ = quat
     return float(np.arccos(np.clip(1 - 2 * (x * x + y * y), -1.0, 1.0)))
+
+
+def test_a_drawer_sits_on_its_slide_as_perceived_and_a_pull_on_its_handle_holds_it_with_its_contents():
+    """A drawer perceived 5 cm out is 5 cm out in the twin (no rebuild for sliding); a rollout that closes
+    on its handle and pulls holds the drawer (the block riding in it does not count as a support) and
+    brings the block along."""
+    from twinloop_core.geometry import grasp_of, handle_of
+    from twinloop_twin import objects
+
+    path = os.path.join(os.path.dirname(SCENE), 'paper_drawer.yaml')
+    w = world.SimWorld(scene.SceneConfig.from_yaml(path))
+    t = SimTwin(MeshLibrary.from_scene(w.config), w.config.cameras)
+    try:
+        closed = _ground_truth(w)
+        t.sync(closed, w.arm_positions())
+        model = t.model
+        out = [
+            Detection(d.id, d.mesh_id, np.add(d.position, (-0.05, 0, 0)), d.quat, d.label)
+            if d.id in ('drawer', 'red_block')
+            else d
+            for d in closed
+        ]
+        t.sync(out, w.arm_positions())
+        assert t.model is model, 'sliding a drawer must not rebuild the twin'
+        drawer = next(d for d in out if d.id == 'drawer')
+        np.testing.assert_allclose(t.world.object_pose('drawer')[0], drawer.position, atol=1e-9)
+        grip = grasp_of(handle_of((drawer.position, drawer.quat, objects.make_shape('drawer').extents))).point
+        waypoints = _plan(t, [grip + (0, 0, 0.08), grip, grip + (-0.08, 0, 0)])
+        result = t.rollout(Candidate(times=[1.5, 2.5, 4.5], positions=waypoints, gripper=[(0.0, 0.08), (2.6, 0.0)]))
+        assert result.holding == 'drawer', (result.holding, result.contacts)
+        assert result.displacements['drawer'][0] < -0.06
+        assert result.displacements['red_block'][0] < -0.06
+    finally:
+        t.close()
+        w.close()

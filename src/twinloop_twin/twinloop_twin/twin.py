@@ -136,10 +136,12 @@ class SimTwin:
         if joint < 0:
             return
         adr = model.jnt_qposadr[joint]
-        if self._has_free_joint(detection.id):
+        if model.jnt_type[joint] == mujoco.mjtJoint.mjJNT_FREE:
             data.qpos[adr : adr + 3] = detection.position
             data.qpos[adr + 3 : adr + 7] = detection.quat
             return
+        if model.jnt_type[joint] != mujoco.mjtJoint.mjJNT_SLIDE:
+            raise ValueError(f'{detection.id}: a perceived object moves on a free or slide joint only')
         body = model.jnt_bodyid[joint]
         out = float(np.dot(np.subtract(detection.position, model.body_pos[body]), pull_axis(model.body_quat[body])))
         data.qpos[adr] = np.clip(out, *model.jnt_range[joint])

@@ -106,7 +106,7 @@ def test_chunks_continue_without_stopping_and_a_starved_stream_brakes_to_rest(sy
             assert not future.result().accepted
         # the next chunk is sent while this one runs (a policy computing ahead)
         _spin(executor, max(0.0, response.committed_until - response.stream_time - LEAD))
-    _spin(executor, 3.0)
+    _spin(executor, max(3.0, response.committed_until - response.stream_time + 2.0))  # the rest, braking, at rest
     # from when the arm got going (joint 1 above 0.1 rad/s) to shortly before the last chunk ends
     going = next(_stamp(s) for s in states if _stamp(s) > started and s.velocity[0] > 0.1)
     moving = [s.velocity[0] for s in states if going < _stamp(s) < going + 6 * CHUNK - 0.4]

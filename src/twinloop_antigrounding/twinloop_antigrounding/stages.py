@@ -239,19 +239,17 @@ def _local(obj, point):
     return Rotation.from_quat([*quat[1:], quat[0]]).inv().apply(np.subtract(point, p))
 
 
-def _inside(obj, point):
-    """Is a point within an object's bounding box (its own frame)?"""
+def _inside(obj, point, margin=0.0):
+    """Is a point within an object's bounding box (its own frame) grown by margin [m]?"""
     size, local = obj[2], _local(obj, point)
-    return bool(np.all(np.abs(local[:2]) <= np.asarray(size[:2], float) / 2) and 0 <= local[2] <= size[2])
+    half = np.asarray(size[:2], float) / 2 + margin
+    return bool(np.all(np.abs(local[:2]) <= half) and -margin <= local[2] <= size[2] + margin)
 
 
 def _held(obj, gripper_width, ee_position):
     """Fingers stopped short on something, and the grip is inside the object's bounding box (its
     own frame, grown by HELD_MARGIN): true however it hangs (a bowl lifted by its rim tilts)."""
-    size, local = obj[2], _local(obj, ee_position)
-    half = np.asarray(size[:2], float) / 2 + HELD_MARGIN
-    inside = bool(np.all(np.abs(local[:2]) <= half) and -HELD_MARGIN <= local[2] <= size[2] + HELD_MARGIN)
-    return closed_on_something(gripper_width) and inside
+    return closed_on_something(gripper_width) and _inside(obj, ee_position, HELD_MARGIN)
 
 
 STAGE_NAMES = {  # action -> its stages

@@ -291,20 +291,19 @@ def randomize_layout(config, rng, x_range=(0.33, 0.7), y_range=(-0.34, 0.34), ga
     for _ in range(attempts):  # whole layouts: a crowded one that does not fit starts again
         out = copy.deepcopy(config)
         placed = [o for o in out.objects if o.id in {s.id for s in static}]
+        footprints = [_footprint(p, shapes[p.id], radius[p.id]) for p in placed]
         for o in out.objects:
             if o in placed or o.inside:
                 continue
             for _ in range(200):
                 xy = (rng.uniform(*x_range), rng.uniform(*y_range))
-                if all(
-                    np.hypot(*np.subtract(xy, centre)) > radius[o.id] + reach + gap
-                    for centre, reach in (_footprint(p, shapes[p.id], radius[p.id]) for p in placed)
-                ):
+                if all(np.hypot(*np.subtract(xy, centre)) > radius[o.id] + reach + gap for centre, reach in footprints):
                     break
             else:
                 break
             o.pos, o.yaw, o.quat = (float(xy[0]), float(xy[1])), float(rng.uniform(-np.pi, np.pi)), ()
             placed.append(o)
+            footprints.append(_footprint(o, shapes[o.id], radius[o.id]))
         else:
             return _carry_contents(config, out)
     raise ValueError(

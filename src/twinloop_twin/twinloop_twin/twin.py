@@ -190,6 +190,11 @@ class SimTwin:
                 model.geom(g).name if model.geom_bodyid[g] == 0 else model.body(model.geom_bodyid[g]).name
                 for g in range(model.ngeom)
             ]
+            self._standing_names = {'table', 'floor'} | {
+                name
+                for name in self._owner_names
+                if name.startswith('panda_') or name in self.world.object_ids and model.body(name).jntnum[0] == 0
+            }
             self._owners_model = model
         return self._owner_names
 
@@ -317,13 +322,10 @@ class SimTwin:
 
     @property
     def _standing(self):
-        """What stands on its own in the current model: the table, the floor, static objects, the robot."""
-        model = self.model
-        return {'table', 'floor'} | {
-            name
-            for name in self._owners
-            if name.startswith('panda_') or name in self.world.object_ids and (model.body(name).jntnum[0] == 0)
-        }
+        """What stands on its own in the current model: the table, the floor, static objects, the robot
+        (found with the owners, once per model)."""
+        self._owners  # noqa: B018 (refreshes the per-model names)
+        return self._standing_names
 
     def render(self, camera, width, height, data=None, depth=True, overlay=None, fast=None):
         """A CameraFrame of data (default: the base state); see SimWorld.render."""

@@ -32,13 +32,15 @@ class Canceled(GoalEnded):
 
 
 class ExecutionFailed(Exception):
-    """A motion was refused by the safety gate or stopped on the arm. before_motion: refused before
-    anything moved (an engine may try another motion, unless the refusal is about the state every
-    motion starts from: `stale_state`)."""
+    """A motion was refused by the safety gate or stopped on the arm. refused: the failing segment was
+    refused before it started (the arm stands where the segments before it left it); before_motion:
+    refused before anything moved. Either way an engine may try another motion, unless the refusal is
+    about the state every motion starts from (`stale_state`)."""
 
-    def __init__(self, reason, before_motion=False):
+    def __init__(self, reason, before_motion=False, refused=None):
         super().__init__(reason)
         self.before_motion = before_motion
+        self.refused = before_motion if refused is None else refused
 
     @property
     def stale_state(self):

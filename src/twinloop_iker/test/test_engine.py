@@ -320,6 +320,37 @@ def test_a_refused_motion_ends_the_iteration_and_the_next_one_tries_again(sim):
     assert streamer.chunks == 0 and np.allclose(world.arm_positions(), arm)
 
 
+class RefusingSecondSegment:
+    """The first motion's first segment runs, its second is refused by the gate (a push start the hand
+    would reach into a box at); every later motion runs."""
+
+    def __init__(self, executor):
+        self.executor, self.calls = executor, 0
+
+    def execute(self, segments):
+        self.calls += 1
+        if self.calls > 1:
+            return self.executor.execute(segments)
+        self.executor.execute(segments[:1])
+        raise ExecutionFailed(
+            'segment 2: safety gate (collision): the trajectory collides in the twin: a|b', refused=True
+        )
+
+
+def test_a_push_start_refused_after_the_arm_moved_is_approached_another_way(sim):
+    """The gate refusing the way down to the push start (the arm above it) is not the end of the
+    iteration: the next approach is tried from where the arm stands (CI stop 28 failed five iterations
+    in a row on the same refused approach)."""
+    world, streamer, progress, ports = sim
+    engine = build_engine('iker', f'{ROOT}/config')
+    engine.config = replace(engine.config, deploy=replace(engine.config.deploy, max_iterations=1))
+    refusing = RefusingSecondSegment(ports.executor)
+    engine.run(align(ports), replace(ports, executor=refusing), Limits())
+    (record,) = progress.records
+    assert refusing.calls >= 3 and record.chunks >= 1, record.outcome  # refused, approached, retreated
+    assert 'refused' not in record.outcome
+
+
 def test_a_stale_state_refusal_ends_the_goal(sim):
     world, streamer, progress, ports = sim
     refusing = RefusingExecutor('safety gate (watchdog): joint state is stale')

@@ -435,8 +435,9 @@ class IkerEngine(DecisionEngine):
     @staticmethod
     def _first_feasible(options, attempt):
         """(option, attempt(option)) of the first option whose attempt finds IK solutions (no GoalEnded)
-        and is not refused before anything moved (an ExecutionFailed before_motion, unless about the
-        stale state every motion starts from); else the first option's failure."""
+        and is not refused by the gate (an ExecutionFailed refused, at any segment: the arm stands where
+        the segments before left it, and the next option starts from there; unless about the stale state
+        every motion starts from); else the first option's failure."""
         failure = None
         for option in dict.fromkeys(options):
             try:
@@ -444,7 +445,7 @@ class IkerEngine(DecisionEngine):
             except GoalEnded as failed:
                 failure = failure or failed
             except ExecutionFailed as failed:
-                if not failed.before_motion or failed.stale_state:
+                if not failed.refused or failed.stale_state:
                     raise
                 failure = failure or failed
         raise failure

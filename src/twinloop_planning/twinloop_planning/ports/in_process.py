@@ -131,7 +131,7 @@ class SimPorts:
                     self.velocity_scale,
                 )
             except ValueError as exc:
-                raise ExecutionFailed(str(exc), before_motion=i == 0) from None
+                raise ExecutionFailed(str(exc), before_motion=i == 0, refused=True) from None
             if segment.gripper_before != KEEP:
                 self._gripper(segment.gripper_before)
             self._follow(path)

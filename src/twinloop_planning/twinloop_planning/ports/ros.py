@@ -286,9 +286,9 @@ class RosPorts:
             )
             outcome = self.execute_motion(goal, segment.label)
             if not outcome.success:
+                refused = outcome.code == ExecuteMotion.Result.CODE_REJECTED
                 raise ExecutionFailed(
-                    f'segment {i + 1}: {outcome.reason}',
-                    before_motion=i == 0 and outcome.code == ExecuteMotion.Result.CODE_REJECTED,
+                    f'segment {i + 1}: {outcome.reason}', before_motion=i == 0 and refused, refused=refused
                 )
 
     def execute_motion(self, goal, label):

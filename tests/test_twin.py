@@ -9,7 +9,9 @@ import pytest
 from twinloop_execution.kinematics import PandaIk
 from twinloop_core import gripper
 from twinloop_twin import scene, world
-from twinloop_twin.twin import Candidate, Detection, MeshLibrary, SimTwin
+import itertools
+
+from twinloop_twin.twin import Candidate, Detection, MeshLibrary, SimTwin, length_groups
 
 SCENE = os.path.join(os.environ['TWINLOOP_ROOT'], 'config', 'scenes', 'tabletop.yaml')
 
@@ -86,6 +88,49 @@ def test_rollout_grasp_and_lift_reports_holding(twin):
     assert result.ee_path.shape[1] == 3 and result.ee_path[-1][2] > 0.15
     for a, b in zip(before, _base_state(twin)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_batch_of_rollouts_of_different_lengths_reads_as_each_played_alone(twin):
+    """Rollouts are played in groups of similar length, each padded to its longest: padding and grouping
+    change nothing a rollout reports."""
+    cube, _ = twin.world.object_pose('red_cube')
+    waypoints = _plan(twin, [cube + (0, 0, 0.15), cube + (0, 0, 0.025), cube + (0, 0, 0.2)])
+    candidates = [
+        Candidate(times=[1.5, 2.5, 4.5], positions=waypoints, gripper=[(0.0, 0.08), (2.6, 0.0)]),
+        Candidate(times=[0.6], positions=waypoints[:1]),
+        Candidate(times=[1.0, 2.0], positions=_plan(twin, [(0.35, 0.0, 0.2), (0.35, 0.0, -0.04)])),
+        Candidate(times=[0.8, 1.4], positions=waypoints[:2]),
+    ]
+    batch = twin.rollout_batch(candidates)
+    assert len({round(r.duration, 3) for r in batch}) == len(candidates)
+    for together, candidate in zip(batch, candidates):
+        alone = twin.rollout(candidate)
+        assert (together.collisions, together.contacts, together.holding) == (
+            alone.collisions,
+            alone.contacts,
+            alone.holding,
+        )
+        assert together.duration == alone.duration
+        for oid, displacement in alone.displacements.items():
+            np.testing.assert_allclose(together.displacements[oid], displacement, atol=1e-9)
+
+
+@pytest.mark.parametrize('threads', [1, 2, 3])
+def test_length_groups_pick_the_split_with_the_fewest_rounds_of_steps(threads):
+    rng = np.random.default_rng(threads)
+    for _ in range(30):
+        lengths = [int(v) for v in rng.integers(200, 700, rng.integers(1, 8))]
+        groups = length_groups(lengths, threads)
+        assert sorted(i for g in groups for i in g) == list(range(len(lengths))) and len(groups) <= 3
+
+        def rounds(split):
+            return sum(-(-len(g) // threads) * max(lengths[i] for i in g) for g in split)
+
+        best = min(  # every way to put each rollout in one of three groups
+            rounds([g for g in ([i for i, c in enumerate(choice) if c == k] for k in range(3)) if g])
+            for choice in itertools.product(range(3), repeat=len(lengths))
+        )
+        assert rounds(groups) == best, (lengths, groups)
 
 
 def test_sync_moves_objects_without_rebuilding(sim_world, twin):

@@ -73,6 +73,15 @@ class MeshLibrary:
 
     def __init__(self, entries):
         self.entries = {e.mesh_id: e for e in entries}
+        self._shapes = {}
+
+    def shape(self, mesh_id):
+        """The catalog shape of a known mesh_id (made once: a bowl's takes ~20 ms), None for an unknown one.
+        Shared: read it, do not change it."""
+        if mesh_id not in self._shapes:
+            entry = self.entries.get(mesh_id)
+            self._shapes[mesh_id] = entry and objects.make_shape(entry.kind, **entry.params)
+        return self._shapes[mesh_id]
 
     @classmethod
     def from_scene(cls, config):
@@ -87,6 +96,33 @@ class MeshLibrary:
         entry.id, entry.label = detection.id, detection.label or entry.label
         entry.pos, entry.quat = tuple(detection.position), tuple(detection.quat)
         return entry
+
+
+def length_groups(lengths, threads=1, most=3):
+    """Indices of rollouts of these step counts split into at most `most` groups of similar length:
+    each group is played padded to its longest, `threads` at a time; the split that takes the fewest
+    rounds of steps."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    n = len(order)
+    if n == 0:
+        return []
+    sizes = [lengths[i] for i in order]
+    # best[g][j]: fewest rounds of steps for the first j (sorted) rollouts in g groups; cut[g][j]: where the last starts
+    best = [[0.0] + [np.inf] * n] + [[np.inf] * (n + 1) for _ in range(most)]
+    cut = [[0] * (n + 1) for _ in range(most + 1)]
+    for g in range(1, most + 1):
+        for j in range(1, n + 1):
+            for i in range(j):
+                cost = best[g - 1][i] + -(-(j - i) // threads) * sizes[j - 1]
+                if cost < best[g][j]:
+                    best[g][j], cut[g][j] = cost, i
+    g = min(range(1, most + 1), key=lambda k: best[k][n])
+    groups, j = [], n
+    while j > 0:
+        i = cut[g][j]
+        groups.append(order[i:j])
+        j, g = i, g - 1
+    return groups[::-1]
 
 
 class SimTwin:
@@ -157,8 +193,7 @@ class SimTwin:
     def _fixed_pose_key(self, detection):
         """Static objects (bins) are baked into the model: their pose is part of its identity; a
         drawer's is too, but for how far it is out (to the centimetre: perception jitters)."""
-        shape = self.library.entries.get(detection.mesh_id)
-        shape = shape and objects.make_shape(shape.kind, **shape.params)
+        shape = self.library.shape(detection.mesh_id)
         if not shape or not (shape.static or shape.slide):
             return ()
         position = np.asarray(detection.position, float)
@@ -195,8 +230,20 @@ class SimTwin:
                 for name in self._owner_names
                 if name.startswith('panda_') or name in self.world.object_ids and model.body(name).jntnum[0] == 0
             }
+            self._owner_list = list(dict.fromkeys(self._owner_names))
+            index = {name: i for i, name in enumerate(self._owner_list)}
+            self._owner_index = np.array([index[name] for name in self._owner_names], np.int64)
             self._owners_model = model
         return self._owner_names
+
+    def _pairs_of(self, geoms):
+        """The sorted owner-name pairs of geom pairs (K, 2) in contact (numpy until the few distinct
+        pairs: a rollout reads thousands of contacts)."""
+        self._owners  # noqa: B018 (refreshes the per-model index)
+        owners = self._owner_index[np.asarray(geoms, np.int64).reshape(-1, 2)]
+        codes = np.unique(owners.min(axis=1) * len(self._owner_list) + owners.max(axis=1))
+        names = self._owner_list
+        return {tuple(sorted((names[a], names[b]))) for a, b in zip(*np.divmod(codes, len(names)))}
 
     def rollout(self, candidate):
         """Play a candidate on a copy of the base state and report what happened."""
@@ -210,18 +257,19 @@ class SimTwin:
         start = np.empty(mujoco.mj_stateSize(model, spec))
         mujoco.mj_getState(model, w.data, start, spec)
         plans = [self._controls(c) for c in candidates]
-        nstep = max(len(controls) for controls, _, _ in plans)
-        control = np.stack([np.vstack([c, np.repeat(c[-1:], nstep - len(c), axis=0)]) for c, _, _ in plans])
         threads = min(self.threads, len(candidates))
+        datas = [mujoco.MjData(model) for _ in range(threads)]
+        states = [None] * len(plans)
         with rollout.Rollout(nthread=threads) as roller:
-            states, _ = roller.rollout(
-                model,
-                [mujoco.MjData(model) for _ in range(threads)],
-                np.tile(start, (len(candidates), 1)),
-                control,
-                nstep=nstep,
-            )
-        return [self._read(states[i, : len(c)], released) for i, (c, released, _) in enumerate(plans)]
+            for group in length_groups([steps for _, _, steps in plans], threads):
+                nstep = max(plans[i][2] for i in group)
+                control = np.stack(
+                    [np.vstack([c, np.repeat(c[-1:], nstep - len(c), axis=0)]) for c, _, _ in (plans[i] for i in group)]
+                )
+                played, _ = roller.rollout(model, datas, np.tile(start, (len(group), 1)), control, nstep=nstep)
+                for row, i in enumerate(group):
+                    states[i] = played[row, : plans[i][2]]
+        return [self._read(states[i], released) for i, (_, released, _) in enumerate(plans)]
 
     def _controls(self, candidate):
         """(per-step actuator controls, step from which a carried object counts as released, steps)."""
@@ -257,7 +305,7 @@ class SimTwin:
         margin = np.minimum(q - w.arm_limits[:, 0], w.arm_limits[:, 1] - q).min(axis=0)
         initial = {oid: w.object_pose(oid) for oid in w.object_ids}
         held = resting = None  # carried objects (after the first squeeze): their new contacts are collisions
-        contacts, collisions, path = set(), set(), []
+        before_release, after_release, path = [], [], []
         n = len(states)
         samples = set(range(every - 1, n, every)) | {n - 1}
         for k in sorted(samples | set(range(0, n, path_every))):
@@ -273,17 +321,18 @@ class SimTwin:
             if held is None:
                 held = self._between_fingers(data)
                 resting = {pair for pair in self._contact_pairs(data) if held & set(pair)}
-            owners = self._owners
-            for g1, g2 in zip(data.contact.geom1[: data.ncon], data.contact.geom2[: data.ncon]):
-                a, b = sorted((owners[g1], owners[g2]))
-                contacts.add((a, b))
-                robot = [n for n in (a, b) if n.startswith('panda_')]
-                if len(robot) == 1:
-                    other = b if robot[0] == a else a
-                    if robot[0] not in FINGER_BODIES or other in ('table', 'floor'):
-                        collisions.add((robot[0], other))
-                elif not robot and k < released and held & {a, b} and (a, b) not in resting:
-                    collisions.add((a, b) if a in held else (b, a))
+            (before_release if k < released else after_release).append(data.contact.geom[: data.ncon].copy())
+        before_release = self._pairs_of(np.concatenate(before_release or [[]]))
+        contacts = before_release | self._pairs_of(np.concatenate(after_release or [[]]))
+        collisions = set()
+        for a, b in contacts:
+            robot = [name for name in (a, b) if name.startswith('panda_')]
+            if len(robot) == 1:
+                other = b if robot[0] == a else a
+                if robot[0] not in FINGER_BODIES or other in ('table', 'floor'):
+                    collisions.add((robot[0], other))
+            elif not robot and (a, b) in before_release and held & {a, b} and (a, b) not in resting:
+                collisions.add((a, b) if a in held else (b, a))
         final = {oid: (data.body(oid).xpos.copy(), data.body(oid).xquat.copy()) for oid in w.object_ids}
         return RolloutResult(
             collisions=sorted(collisions),

@@ -539,6 +539,22 @@ def test_the_planner_report_takes_numpy_values(tmp_path):
         report.write(tmp_path / 'bad', {**meta, 'instruction': object()}, [])
 
 
+def test_a_block_in_a_drawer_is_grasped_high_enough_that_the_hand_clears_the_drawers_walls():
+    """The hand (20.8 cm along the fingers) spans an 18 cm drawer: grasped across at mid height its
+    underside would sit 3 mm below the walls' top (the twin then scores every close as a collision);
+    the same block on the table is held at mid height."""
+    from twinloop_core.gripper import HAND_UNDERSIDE
+
+    (grasp,) = stages_for([SubTask('pick', 'red_block')])[:1]
+    drawer = (np.array([0.595, 0.2, 0.006]), np.array([1.0, 0, 0, 0]), np.array([0.195, 0.2, 0.06]))
+    block = (np.array([0.63, 0.2, 0.0145]), np.array([1.0, 0, 0, 0]), np.array([0.08, 0.035, 0.035]))
+    inside = grasp.grasp({'drawer': drawer, 'red_block': block}).point
+    assert inside[2] + HAND_UNDERSIDE > 0.006 + 0.06 and inside[2] < 0.0145 + 0.035
+    on_table = (np.array([0.3, -0.2, 0.0]), block[1], block[2])
+    alone = grasp.grasp({'drawer': drawer, 'red_block': on_table}).point
+    assert alone[2] == pytest.approx(0.035 / 2)
+
+
 def test_opening_a_drawer_is_grasp_of_its_handle_a_pull_along_its_axis_and_a_release():
     """Opening: the grip comes down on the tab handle (across its width), pulls the drawer out along
     its own -x axis (the critic is told what rides inside), and lets go once it is out OPENED."""

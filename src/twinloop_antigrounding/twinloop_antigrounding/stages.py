@@ -10,7 +10,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from twinloop_core.geometry import grasp_of, handle_of, pull_axis, quat_angle
-from twinloop_core.gripper import OPEN_WIDTH, closed_on_something, is_open
+from twinloop_core.gripper import HAND_LENGTH, OPEN_WIDTH, closed_on_something, is_open
 from twinloop_core.judging import judge
 from twinloop_core.regions import region_target
 from twinloop_core.task import SubTask
@@ -102,8 +102,9 @@ class Stage:
         to open is held by its handle."""
         if self.subtask.action == 'open':
             return grasp_of(handle_of(objects[self.object_id]))
-        others = [o[0] for oid, o in objects.items() if oid != self.object_id]
-        grasp = grasp_of(objects[self.object_id], others, self.rim_side)
+        obj = objects[self.object_id]
+        others = [o for oid, o in objects.items() if oid != self.object_id]
+        grasp = grasp_of(obj, [o[0] for o in others], self.rim_side, _walls_spanned(obj, others))
         self.rim_side = grasp.side
         return grasp
 
@@ -237,6 +238,16 @@ def _local(obj, point):
     """A world point in the object's frame (origin at the centre of its bottom face) [m]."""
     p, quat, _ = obj
     return Rotation.from_quat([*quat[1:], quat[0]]).inv().apply(np.subtract(point, p))
+
+
+def _walls_spanned(obj, others):
+    """Height [m] above obj's base of the top of a container it stands in that the hand cannot fit
+    between (narrower than the hand's length: a drawer, a bowl); 0 when there is none."""
+    base = np.asarray(obj[0], float)
+    tops = [
+        o[0][2] + o[2][2] - base[2] for o in others if min(o[2][0], o[2][1]) < HAND_LENGTH and _inside(o, base, 0.005)
+    ]
+    return max(tops, default=0.0)
 
 
 def _inside(obj, point, margin=0.0):

@@ -4,8 +4,8 @@ away from their neighbours, with the fingers across the wall."""
 
 import numpy as np
 
-from twinloop_core.geometry import HOME_GRIP, RIM_INSET, grasp_of, grip_height, spans_open_fingers
-from twinloop_core.gripper import OPEN_WIDTH
+from twinloop_core.geometry import FINGER_HOLD, HOME_GRIP, RIM_INSET, grasp_of, grip_height, spans_open_fingers
+from twinloop_core.gripper import HAND_UNDERSIDE, OPEN_WIDTH
 
 UPRIGHT = (1.0, 0.0, 0.0, 0.0)
 BOWL = ((0.5, 0.1, 0.0), UPRIGHT, (0.107, 0.107, 0.051))
@@ -41,3 +41,12 @@ def test_a_rim_side_once_chosen_is_kept():
     first = grasp_of(BOWL, others=[(0.5, 0.25, 0.0)])
     again = grasp_of(BOWL, others=[(0.5, -0.05, 0.0)], side=first.side)
     assert again.side == first.side and np.allclose(again.point, first.point)
+
+
+def test_in_a_container_the_hand_spans_the_grip_rises_until_the_hand_clears_its_walls():
+    block = (0.08, 0.035, 0.035)
+    assert grip_height(block, walls=0.0) == grip_height(block)  # on the table: mid height
+    high = grip_height(block, walls=0.052)  # a drawer's walls 5.2 cm above the block's base
+    assert high + HAND_UNDERSIDE >= 0.052 or high == block[2] - FINGER_HOLD
+    assert grip_height(block) < high <= block[2] - FINGER_HOLD  # the pads keep hold of its top
+    assert grip_height(block, walls=0.2) == block[2] - FINGER_HOLD  # too deep: as high as a grip holds

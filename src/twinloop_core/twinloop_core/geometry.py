@@ -7,10 +7,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from twinloop_core.gripper import OPEN_WIDTH
+from twinloop_core.gripper import HAND_UNDERSIDE, OPEN_WIDTH
 
 HOME_GRIP = (0.0, 0.7071068, 0.7071068, 0.0)  # w x y z: gripper down, fingers closing along world y
 PALM_CLEARANCE = 0.03  # [m] deepest grip below an object's top: the Panda's palm sits ~4 cm above the grip site
+WALL_CLEARANCE = 0.005  # [m] the hand's underside above the walls of a container it spans (a drawer's)
+FINGER_HOLD = 0.012  # [m] least height of an object the finger pads keep hold of, below its top
 SPAN_MARGIN = 0.005  # [m] an object grasped across must be this much narrower than the open fingers
 RIM_INSET = 0.008  # [m] a rim grasp's grip site inside the object's outer edge: the fingers straddle the wall
 RIM_DEPTH = 0.02  # [m] ... and this far below its top (at least 1 cm above its base)
@@ -34,10 +36,14 @@ def centre(obj):
     return np.asarray(p, float) + (0, 0, size[2] / 2)
 
 
-def grip_height(size):
+def grip_height(size, walls=0.0):
     """Where the fingers should hold an object above its base [m]: mid height, at most 3 cm up,
-    but high enough on a tall object that the palm stays above its top."""
-    return float(max(min(size[2] / 2, 0.03), size[2] - PALM_CLEARANCE))
+    but high enough on a tall object that the palm stays above its top, and in a container whose
+    walls the hand spans (their top `walls` [m] above the object's base) high enough that the hand
+    clears them, as far as the fingers keep FINGER_HOLD of the object."""
+    usual = max(min(size[2] / 2, 0.03), size[2] - PALM_CLEARANCE)
+    clear = min(walls - HAND_UNDERSIDE + WALL_CLEARANCE, size[2] - FINGER_HOLD)
+    return float(max(usual, clear))
 
 
 def quat_multiply(a, b):
@@ -134,16 +140,16 @@ def spans_open_fingers(size):
     return min(size[0], size[1]) > OPEN_WIDTH - SPAN_MARGIN
 
 
-def grasp_of(obj, others=(), side=0.0):
+def grasp_of(obj, others=(), side=0.0, walls=0.0):
     """The grasp from above of obj (position, quat, size). Objects the fingers span are held across
-    their narrower side over their base at grip_height; wider ones by the rim on the world +y or -y
-    side, whichever is farther from the other objects' positions (`side` keeps an earlier choice),
-    with the fingers closing across the wall."""
+    their narrower side over their base at grip_height (`walls`: see there); wider ones by the rim
+    on the world +y or -y side, whichever is farther from the other objects' positions (`side` keeps
+    an earlier choice), with the fingers closing across the wall."""
     p, quat, size = obj
     p = np.asarray(p, float)
     if not spans_open_fingers(size):  # tolerance: the footprint less a finger pad (>= 2 cm), 3 cm in height
         tolerance = np.array([max(size[0] / 2 - 0.01, 0.02), max(size[1] / 2 - 0.01, 0.02), 0.03])
-        return Grasp(p + (0, 0, grip_height(size)), grasp_orientation(quat, size), tolerance, 0.0)
+        return Grasp(p + (0, 0, grip_height(size, walls)), grasp_orientation(quat, size), tolerance, 0.0)
     if not side:
         rims = {s: p + (0, s * size[1] / 2, 0) for s in (1.0, -1.0)}
         clearance = {s: min((np.linalg.norm((r - o)[:2]) for o in others), default=0.0) for s, r in rims.items()}

@@ -216,12 +216,15 @@ class WorldSimNode(Node):
         )
 
     def publish_cameras(self, t):
-        """Render every camera and publish colour, noisy depth, CameraInfo and pose stamped t."""
+        """Render every camera whose images someone subscribes to and publish colour, noisy depth,
+        CameraInfo and pose stamped t (rendering is most of world_sim's CPU; unwatched cameras cost none)."""
         for name, cfg in self.camera_configs.items():
+            pubs = self.camera_pubs[name]
+            if not (pubs['color'].get_subscription_count() or pubs['depth'].get_subscription_count()):
+                continue
             frame = self.world.render(name, cfg.width, cfg.height)
             header = Header(stamp=ros_conversions.stamp(t), frame_id=f'{name}_optical_frame')
             depth = self.noisy(frame.depth)
-            pubs = self.camera_pubs[name]
             publish_frame(
                 pubs,
                 frame,

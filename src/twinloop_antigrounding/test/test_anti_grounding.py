@@ -572,7 +572,7 @@ def test_opening_a_drawer_is_grasp_of_its_handle_a_pull_along_its_axis_and_a_rel
     handle = grasp.grasp(start)
     front = 0.5 * (0.23 - HANDLE_SIZE[0])
     assert np.allclose(handle.point[:2], (0.5, 0.3 - front), atol=1e-9)  # mid tab, in front of the face
-    assert 0.006 + 0.06 - HANDLE_SIZE[2] < handle.point[2] < 0.066
+    assert 0.006 + 0.06 - HANDLE_SIZE[2] < handle.point[2] < 0.066  # this drawer is 6 cm deep
     assert quat_angle(handle.quat, grasp_orientation(quarter, HANDLE_SIZE)) < 1e-6  # across the tab
     held = CLOSED_WIDTH + 0.01
     assert grasp.done(start, start, held, handle.point)[0]

@@ -11,7 +11,7 @@ from twinloop_core.gripper import HAND_UNDERSIDE, OPEN_WIDTH
 
 HOME_GRIP = (0.0, 0.7071068, 0.7071068, 0.0)  # w x y z: gripper down, fingers closing along world y
 PALM_CLEARANCE = 0.03  # [m] deepest grip below an object's top: the Panda's palm sits ~4 cm above the grip site
-WALL_CLEARANCE = 0.005  # [m] the hand's underside above the walls of a container it spans (a drawer's)
+WALL_CLEARANCE = 0.01  # [m] the hand's underside above the walls of a container it spans (a drawer's; perceived)
 FINGER_HOLD = 0.012  # [m] least height of an object the finger pads keep hold of, below its top
 SPAN_MARGIN = 0.005  # [m] an object grasped across must be this much narrower than the open fingers
 RIM_INSET = 0.008  # [m] a rim grasp's grip site inside the object's outer edge: the fingers straddle the wall

@@ -211,11 +211,13 @@ def rack(size=(0.26, 0.6, 0.12), thickness=0.02, leg=0.03, bars=False):
     return ObjectShape(tops + legs, SYMMETRY_DISCRETE, static=True)
 
 
-def drawer(size=(0.16, 0.2, 0.06), thickness=0.008, travel=0.15):
+def drawer(size=(0.16, 0.2, 0.05), thickness=0.008, travel=0.15):
     """A drawer: an open tray of outer size (x, y, z) [m] with the tab handle of
     twinloop_core.geometry.HANDLE_SIZE on its front (-x) face, at the top; it slides out `travel` [m]
     along its -x axis (scene building adds the slide joint). The frame is at the middle of the
-    bounding box's bottom, handle included."""
+    bounding box's bottom, handle included. 5 cm deep: the Panda's hand (20.8 cm long) spans the
+    tray either way, so what lies inside is grasped with the hand above the walls (6 cm walls left
+    2 mm to spare over a 3.5 cm block, less than perception's error)."""
     tray = open_bin(size, thickness).parts
     shift = HANDLE_SIZE[0] / 2  # the tray sits behind the handle
     tab = Part('box', tuple(s / 2 for s in HANDLE_SIZE), (-size[0] / 2, 0, size[2] - HANDLE_SIZE[2] / 2))

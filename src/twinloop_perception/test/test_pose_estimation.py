@@ -277,15 +277,3 @@ def test_joint_history_gives_the_joints_at_the_frames_capture_time():
     assert history.at(10.01) is None  # older than the kept second
     history.add(3.0, np.full(7, 3.0), (0.04, 0.04))  # time went back (a restarted simulation)
     assert np.allclose(history.at(3.0)[0], 3.0) and len(history.samples) == 1
-
-
-def test_joint_history_says_how_long_the_arm_has_rested():
-    """The node tracks at its idle rate once the arm has rested idle_after (the planner is thinking)."""
-    history = pe.JointHistory(seconds=5.0)
-    assert history.resting_for(1.0) == 0.0
-    for k in range(50):  # moving for 1 s, then holding (jitter below the tolerance) for 1.5 s
-        history.add(k * 0.02, np.full(7, min(k, 25) * 0.01) + 1e-4 * (k % 2), (0.04, 0.04))
-    assert history.resting_for(0.4) == 0.0  # in motion
-    assert 0.45 <= history.resting_for(0.98) <= 0.5
-    history.add(1.0, np.full(7, 0.25), (0.03, 0.03))  # the fingers close: no longer at rest
-    assert history.resting_for(1.0) == 0.0

@@ -212,20 +212,6 @@ class JointHistory:
         while self.samples[0][0] < stamp - self.seconds:
             self.samples.popleft()
 
-    def resting_for(self, stamp, tolerance=1e-3):
-        """How long [s] up to stamp the arm and fingers have stayed within tolerance [rad, m] of where
-        they were then (0 without joint states)."""
-        recent = [sample for sample in self.samples if sample[0] <= stamp]
-        if not recent:
-            return 0.0
-        _, arm, fingers = recent[-1]
-        since = recent[-1][0]
-        for t, a, f in reversed(recent):
-            if max(np.abs(a - arm).max(), np.abs(f - fingers).max()) > tolerance:
-                break
-            since = t
-        return stamp - since
-
     def at(self, stamp, tolerance=0.03):
         """(arm, fingers) at stamp, interpolated between the states around it (or the nearest within
         tolerance [s]); None when no state is that close (not received yet, or already dropped)."""

@@ -63,8 +63,6 @@ class PoseEstimationNode(Node):
         )
         self.objects_topic = p('objects_topic', topics.OBJECTS, 'where the detected objects are published')
         self.rate = p('rate', 10.0, 'processing rate [Hz] (tracking; a detection takes longer)')
-        self.idle_rate = p('idle_rate', 2.0, 'processing rate [Hz] while the arm rests (planning); 0: always at rate')
-        self.idle_after = p('idle_after', 1.0, 'the arm at rest this long [s]: idle_rate')
         self.sync_tolerance = p('sync_tolerance', 0.02, 'largest stamp difference within a frame set [s]')
         self.stale_after = p(
             'stale_after', 1.0, 'no fresh synchronised frames for this long: error, nothing published [s]'
@@ -85,8 +83,7 @@ class PoseEstimationNode(Node):
         self.joints = pe.JointHistory()
         self.lock = threading.Lock()
         self.redetect = True
-        self.last_stamp, self.newest_stamp, self.last_processed = None, None, None  # processed, received
-        self.last_fresh = time.monotonic()
+        self.last_stamp, self.last_fresh = None, time.monotonic()
         self.last_seen = {}
         for name in self.camera_names:
             for kind, msg_type, qos in (
@@ -187,8 +184,8 @@ class PoseEstimationNode(Node):
     def process(self):
         """Timer tick: detect or track on a fresh synchronised frame set; publish objects, markers, /tf, diagnostics."""
         result, reason = self.frame_set()
-        if result is not None and result[1] != self.newest_stamp:  # frames keep coming (processed or not)
-            self.newest_stamp, self.last_fresh = result[1], time.monotonic()
+        if result is not None and (self.last_stamp is None or result[1] != self.last_stamp):
+            self.last_fresh = time.monotonic()
         elif time.monotonic() - self.last_fresh > self.stale_after:
             self._diagnose(
                 DiagnosticStatus.ERROR,
@@ -204,9 +201,7 @@ class PoseEstimationNode(Node):
         if joints is None:
             return  # no joint state at the frames' capture time yet: the next tick tries again
         arm, fingers = joints
-        if not self.redetect and self._idle(ros_conversions.seconds(stamp)):
-            return
-        self.last_stamp, self.last_processed = stamp, ros_conversions.seconds(stamp)
+        self.last_stamp = stamp
         started = time.perf_counter()
         # taken before the work: a request during it is kept for the next set
         redetect, self.redetect = self.redetect, False
@@ -242,16 +237,6 @@ class PoseEstimationNode(Node):
             + (f'; not seen: {", ".join(unseen)}' if unseen else ''),
             {'mode': mode, 'ms': f'{elapsed * 1000:.0f}'},
         )
-
-    def _idle(self, stamp):
-        """Skip this frame set? While the arm has rested idle_after, frame sets come at idle_rate: the
-        world waits for the planner then, and the rollouts need the cores (an object someone moves is
-        still seen within 1 / idle_rate)."""
-        if self.idle_rate <= 0 or self.last_processed is None or stamp < self.last_processed:
-            return False
-        with self.lock:
-            resting = self.joints.resting_for(stamp)
-        return resting >= self.idle_after and stamp - self.last_processed < 1.0 / self.idle_rate
 
     def on_joints(self, msg):
         """Record the arm and finger joints by stamp, to cut the robot out of frames captured then."""

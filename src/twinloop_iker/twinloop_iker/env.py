@@ -62,9 +62,7 @@ ENV_ID = 'twinloop/IkerKeypoint-v0'
 SKILLS = ('place', 'push')
 CONTENTS = ('marble',)  # catalog kinds that are what a container holds, too small for keypoints: never drawn
 # free objects only: static ones and drawers (on a slide joint in their cabinet) are never an episode's object
-KINDS = tuple(
-    k for k in objects.KINDS if not (objects.make_shape(k).static or objects.make_shape(k).slide) and k not in CONTENTS
-)
+KINDS = tuple(k for k in objects.KINDS if k not in CONTENTS and not ((s := objects.make_shape(k)).static or s.slide))
 N_KEYPOINTS = 4  # propose(): the extremities along two principal axes
 OBS_SIZE = 3 + 4 + 3 + 4 + 3 * N_KEYPOINTS * 3 + 3
 TABLE_HALF = (0.6, 0.6, 0.375)  # as twinloop_twin.scene: a 1.2 x 1.2 m top at z = 0

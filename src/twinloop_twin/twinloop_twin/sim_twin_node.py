@@ -23,7 +23,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
-from twinloop_twin import markers, messages, objects, overlays, scene
+from twinloop_twin import markers, messages, overlays, scene
 from twinloop_ros import codec, node_runner, topics
 from twinloop_ros import conversions as ros_conversions
 from twinloop_twin.twin import Candidate, Detection, MeshLibrary, SimTwin
@@ -318,7 +318,7 @@ class SimTwinNode(Node):
 
     def _extents(self, object_id):
         entry = next(o for o in self.twin.world.config.objects if o.id == object_id)
-        return objects.make_shape(entry.kind, **entry.params).extents
+        return self.twin.library.shape(entry.mesh_id).extents
 
     def _axes_overlay(self, object_ids):
         data = self.twin.data

@@ -347,7 +347,8 @@ class SimTwin:
         )
 
     def _contact_pairs(self, data):
-        return {tuple(sorted((self.owner(c.geom1), self.owner(c.geom2)))) for c in data.contact[: data.ncon]}
+        """The sorted owner-name pairs in contact in this state."""
+        return self._pairs_of(data.contact.geom[: data.ncon])
 
     def _between_fingers(self, data):
         """Objects touched by both fingers in this state."""

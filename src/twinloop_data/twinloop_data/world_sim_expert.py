@@ -12,8 +12,9 @@ JointTrajectory does in world_sim), and a gripper width command [m] (world_sim's
 Every control step is recorded: each chosen camera's RGB (rendered like world_sim renders it,
 resized to the dataset's size), depth (mm, 16-bit PNG, noise-free) and camera parameters
 (quaternion w x y z and position of the optical frame in the world, focal fx / width, fy / height),
-the state (7 joint positions + gripper width) and the action (7 joint targets for the next step +
-gripper width command). Episodes are judged on ground truth with twinloop_core.judging.
+the state (7 joint positions, gripper width, 7 joint velocities: `policy_state`) and the action
+(7 joint targets for the next step + gripper width command). Episodes are judged on ground truth
+with twinloop_core.judging.
 
 Layout seeds: training layouts use seeds >= TRAIN_SEED_MIN; the sim-suite evaluation (world_sim
 ~/reset, bench/task_suite.py) uses the ranges in bench/tasks.yaml (development and held-out, all
@@ -40,14 +41,21 @@ TASKS = {
     'pick up the blue cube': (SubTask('pick', 'blue_cube'),),
     'put the red cube in the bowl': (SubTask('place', 'red_cube', 'bowl', 'in'),),
 }
-STATE_NAMES = [*scene.ARM_JOINTS, 'gripper_width']
+STATE_NAMES = [*scene.ARM_JOINTS, 'gripper_width', *(f'{j}_velocity' for j in scene.ARM_JOINTS)]
 ACTION_NAMES = [f'{j}_target' for j in scene.ARM_JOINTS] + ['gripper_width_command']
 CAMERA_NAMES = ['qw', 'qx', 'qy', 'qz', 'x', 'y', 'z', 'fx_over_width', 'fy_over_height']
 FPS = 10  # [Hz] the recorded control rate by default
 CAMERAS = ('front', 'wrist')  # the recorded cameras by default (the vla_policy node's default views)
 IMAGE_SIZE = (160, 120)  # (width, height) of recorded images by default
+VELOCITY_SCALE = 0.5  # share of the arm's velocity, acceleration and jerk limits the expert moves at by default
 GRIPPER_WAIT = 0.6  # [s] held still after a gripper command
 APPROACH, LIFT = 0.15, 0.2  # [m] above the object before coming down; after grasping
+
+
+def policy_state(positions, gripper_width, velocities):
+    """The state a policy observes (STATE_NAMES): 7 joint positions [rad], the gripper width [m], 7 joint
+    velocities [rad/s]. The layout only grows by appending: a policy reads its leading state_dim entries."""
+    return np.concatenate([positions, [gripper_width], velocities]).astype(np.float32)
 
 
 def waypoints(subtask, objects):
@@ -157,7 +165,7 @@ class WorldSimExpert:
         self.sim = world.SimWorld(layout(self.scene_config, seed))
         return self.sim
 
-    def run(self, task, seed, record, max_frames=None, velocity_scale=0.5):
+    def run(self, task, seed, record, max_frames=None, velocity_scale=VELOCITY_SCALE):
         """Record one episode of task on the seed's layout; record(frame) gets every control step."""
         if task not in TASKS:
             raise ValueError(f'unknown task {task!r}; the expert does {sorted(TASKS)}')
@@ -219,7 +227,9 @@ class WorldSimExpert:
     def frame(self, arm_target, gripper_width):
         """The dataset frame of now: observations, state and the action about to be taken."""
         frame = {
-            'observation.state': np.append(self.sim.arm_positions(), self.sim.gripper_width()).astype(np.float32),
+            'observation.state': policy_state(
+                self.sim.arm_positions(), self.sim.gripper_width(), self.sim.arm_velocities()
+            ),
             'action': np.append(arm_target, gripper_width).astype(np.float32),
         }
         for name, (rgb, depth, camera) in self.observation().items():

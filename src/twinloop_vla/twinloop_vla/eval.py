@@ -50,6 +50,7 @@ from twinloop_data.world_sim_expert import (
     TRAIN_SEED_MIN,
     WorldSimExpert,
     object_states,
+    policy_state,
 )
 from twinloop_twin import scene
 from twinloop_vla.blending import BLENDINGS, BlendConfig
@@ -164,12 +165,12 @@ class Evaluator:
         self.env = WorldSimExpert(scene_config, root, settings.fps, settings.cameras, settings.size)
 
     def observation(self, task):
-        """The policy's observation now: its views, the state (7 joints + gripper width), the instruction."""
+        """The policy's observation now: its views, the state (world_sim_expert.policy_state), the instruction."""
         views = self.env.observation()
         sim = self.env.sim
         return {
             'images': np.stack([views[name][0] for name in self.settings.cameras]),
-            'state': np.append(sim.arm_positions(), sim.gripper_width()).astype(np.float32),
+            'state': policy_state(sim.arm_positions(), sim.gripper_width(), sim.arm_velocities()),
             'instruction': task,
         }
 

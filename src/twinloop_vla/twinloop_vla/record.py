@@ -24,6 +24,7 @@ from twinloop_data.world_sim_expert import (
     IMAGE_SIZE,
     TASKS,
     TRAIN_SEED_MIN,
+    VELOCITY_SCALE,
     ExpertFailed,
     WorldSimExpert,
 )
@@ -43,6 +44,7 @@ def record(
     scene_path=None,
     root=None,
     progress=True,
+    velocity_scale=VELOCITY_SCALE,
 ):
     """Record `episodes` successful demonstrations per task into out; returns the report dict.
 
@@ -57,7 +59,8 @@ def record(
     scene_config = scene.SceneConfig.from_yaml(scene_path or root / 'config' / 'scenes' / 'tabletop.yaml')
     expert = WorldSimExpert(scene_config, root, fps, cameras, size)
     writer = LeRobotWriter(out, fps=fps, features=expert.features())
-    report = {'fps': fps, 'cameras': list(cameras), 'size': list(size), 'first_seed': seed, 'episodes': []}
+    report = {'fps': fps, 'cameras': list(cameras), 'size': list(size), 'first_seed': seed}
+    report |= {'velocity_scale': velocity_scale, 'episodes': []}
     attempts_left = {task: max_attempts or 2 * episodes for task in tasks}
     bar = tqdm(total=episodes * len(tasks), unit='episode', disable=not progress)
     started, frames, next_seed = time.monotonic(), 0, seed
@@ -68,7 +71,7 @@ def record(
                 attempts_left[task] -= 1
                 layout_seed, next_seed = next_seed, next_seed + 1
                 try:
-                    episode = expert.run(task, layout_seed, writer.add_frame, max_frames)
+                    episode = expert.run(task, layout_seed, writer.add_frame, max_frames, velocity_scale)
                 except (ExpertFailed, ValueError) as exc:  # no IK solution; objects that do not fit
                     writer.discard_episode()
                     bar.write(f'seed {layout_seed}: {exc}')
@@ -112,6 +115,9 @@ def main(argv=None):
     parser.add_argument('--height', type=int, default=IMAGE_SIZE[1], help='recorded image height [px]')
     parser.add_argument('--max-frames', type=int, default=None, help='cut every episode after this many frames')
     parser.add_argument('--max-attempts', type=int, default=None, help='per task (default: 2 x episodes)')
+    parser.add_argument(
+        '--velocity-scale', type=float, default=VELOCITY_SCALE, help="share of the arm's limits the expert moves at"
+    )
     parser.add_argument('--scene', default=None, help='scene YAML (default: config/scenes/tabletop.yaml)')
     args = parser.parse_args(argv)
     report = record(
@@ -125,6 +131,7 @@ def main(argv=None):
         args.max_frames,
         args.max_attempts,
         args.scene,
+        velocity_scale=args.velocity_scale,
     )
     summary = {k: v for k, v in report.items() if k != 'episodes'} | {'episodes': len(report['episodes'])}
     print(json.dumps(summary, indent=2))

@@ -17,7 +17,8 @@ import numpy as np
 @dataclass
 class Observation:
     """One synchronised observation: images uint8 (V, H, W, 3), depth float (V, H, W) [m] or None,
-    state (7 joints [rad] + gripper width [m]), stamp: the newest frame's stamp [s]."""
+    state (twinloop_data.world_sim_expert.policy_state: joints, gripper width, joint velocities),
+    stamp: the newest frame's stamp [s]."""
 
     images: np.ndarray
     depth: np.ndarray | None
@@ -44,7 +45,7 @@ class ObservationSync:
             queue.append((float(stamp), array))
 
     def add_joints(self, stamp, state):
-        """A joint state: 7 arm joints + gripper width."""
+        """A joint state: the policy state (policy_state: 7 joints, gripper width, 7 joint velocities)."""
         self.joints.append((float(stamp), np.asarray(state, float)))
 
     def now(self):

@@ -29,7 +29,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from twinloop_core.ports import StreamReply
 from twinloop_core.robot import ARM_JOINTS
-from twinloop_data.world_sim_expert import FPS
+from twinloop_data.world_sim_expert import FPS, policy_state
 from twinloop_ros import conversions as ros_conversions
 from twinloop_ros import node_runner, topics
 from twinloop_vla.blending import BlendConfig
@@ -191,7 +191,7 @@ class VlaPolicyNode(Node):
         )
         self.arm_state = (q, velocity)
         with self.sync_lock:
-            self.sync.add_joints(ros_conversions.seconds(msg.header.stamp), np.append(q, width))
+            self.sync.add_joints(ros_conversions.seconds(msg.header.stamp), policy_state(q, width, velocity))
 
     def on_frame(self, camera, kind, msg):
         """Keep camera frames while a goal runs."""

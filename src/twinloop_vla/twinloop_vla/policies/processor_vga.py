@@ -3,7 +3,7 @@
 A raw batch (dataset samples stacked) holds
   images       uint8 (B, V, H, W, 3)      the views, any size (resized to image_size)
   patch_tokens (B, V, P, encoder_dim)     optional, instead of images: a frozen encoder's cached output
-  state        (B, state_dim)             proprioception (standardised)
+  state        (B, >= state_dim)          proprioception, its leading state_dim entries (standardised)
   instruction  str or B strings           embedded by the sentence model, cached per instruction
   action       (B, C, action_dim)         ground-truth chunk, training only: its first relative_action_dims
                                           entries made offsets from the state, then standardised
@@ -34,6 +34,15 @@ def compute_stats(samples, relative_action_dims=0):
     return _compute_stats(model_side, STATS_KEYS)
 
 
+def leading_state(state, state_dim):
+    """The first state_dim entries of states (..., S >= state_dim): state layouts grow by appending
+    (world_sim_expert.policy_state), so a policy trained on a shorter one reads its prefix."""
+    state = np.asarray(state, dtype=np.float32)
+    if state.shape[-1] < state_dim:
+        raise ValueError(f'the policy needs a state of {state_dim} entries, got {state.shape[-1]}')
+    return state[..., :state_dim]
+
+
 class VGAProcessor:
     """Turns raw batches into model inputs with the encoder's image mean/std and the dataset's statistics."""
 
@@ -62,7 +71,7 @@ class VGAProcessor:
             instructions = [instructions] * len(next(iter(visual.values())))
         out = {
             **visual,
-            'state': self.normalizer.normalize('state', batch['state']),
+            'state': self.normalizer.normalize('state', leading_state(batch['state'], c.state_dim)),
             'language': torch.from_numpy(np.stack([self.embedder.embed(text) for text in instructions])),
         }
         if 'action' in batch:

@@ -121,6 +121,23 @@ def camera_parameters(frame):
     return np.concatenate([[w, x, y, z], frame.position, [k.fx / k.width, k.fy / k.height]]).astype(np.float32)
 
 
+class NoisyTargets:
+    """Joint targets plus a correlated offset: o <- rho o + sigma sqrt(1 - rho^2) N(0, 1) per step, so the
+    offset's spread is sigma and it lasts ~1 / (1 - rho) steps; `active` False lets it die out (o <- rho o)."""
+
+    def __init__(self, sigma, rng, rho=0.8):
+        self.sigma, self.rng, self.rho = sigma, rng, rho
+        self.offset, self.active = 0.0, True
+
+    def __call__(self, target):
+        """target + the offset of this step (the target itself when sigma is 0)."""
+        if not self.sigma:
+            return target
+        shock = self.sigma * np.sqrt(1 - self.rho**2) * self.rng.standard_normal(len(target)) if self.active else 0.0
+        self.offset = self.rho * self.offset + shock
+        return target + self.offset
+
+
 class ExpertFailed(Exception):
     """The expert could not plan the task (no IK solution)."""
 
@@ -165,13 +182,18 @@ class WorldSimExpert:
         self.sim = world.SimWorld(layout(self.scene_config, seed))
         return self.sim
 
-    def run(self, task, seed, record, max_frames=None, velocity_scale=VELOCITY_SCALE):
-        """Record one episode of task on the seed's layout; record(frame) gets every control step."""
+    def run(self, task, seed, record, max_frames=None, velocity_scale=VELOCITY_SCALE, noise=0.0):
+        """Record one episode of task on the seed's layout; record(frame) gets every control step.
+
+        noise [rad] > 0 perturbs the executed joint targets (DART, Laskey et al. 2017) while the recorded
+        actions stay the expert's, so the data shows the way back from states off its path: a correlated
+        offset (NoisyTargets) per joint, off in the segments that grasp or release."""
         if task not in TASKS:
             raise ValueError(f'unknown task {task!r}; the expert does {sorted(TASKS)}')
         sim = self.reset(seed)
         before = object_states(sim)
         q, gripper, frames = sim.arm_positions(), OPEN_WIDTH, 0
+        perturb = NoisyTargets(noise, np.random.default_rng(seed))
         for subtask in TASKS[task]:
             for position, quat, before_width, after_width in waypoints(subtask, object_states(sim)):
                 result = self.arm.ik.solve(self.arm.q_full(q), np.asarray(position, float), np.asarray(quat, float))
@@ -191,13 +213,14 @@ class WorldSimExpert:
                 targets = [path.sample((k + 1) / self.fps) for k in range(steps)]
                 if after_width != KEEP:
                     targets += [result.positions] * int(GRIPPER_WAIT * self.fps)
+                perturb.active = after_width == KEEP
                 for k, target in enumerate(targets):
                     if after_width != KEEP and k == steps:
                         gripper = after_width
                     if max_frames is not None and frames >= max_frames:
                         return self._episode(task, seed, before, frames)
                     record(self.frame(target, gripper))
-                    self.act(target, gripper)
+                    self.act(perturb(target), gripper)
                     frames += 1
                 q = result.positions
         return self._episode(task, seed, before, frames)

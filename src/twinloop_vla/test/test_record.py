@@ -30,6 +30,23 @@ def test_expert_completes_both_tasks_on_a_training_layout():
         expert.close()
 
 
+def test_dart_noise_moves_the_arm_off_the_recorded_targets_and_still_succeeds():
+    expert = WorldSimExpert(tabletop(), os.environ['TWINLOOP_ROOT'], camera_names=['wrist'], size=SIZE)
+    task = 'pick up the blue cube'
+    try:
+        runs = {}
+        for noise in (0.0, 0.03):
+            frames = []
+            episode = expert.run(task, TRAIN_SEED_MIN + 7, frames.append, noise=noise)
+            assert episode.success, (noise, episode.detail)
+            runs[noise] = [np.array([f[key] for f in frames]) for key in ('action', 'observation.state')]
+    finally:
+        expert.close()
+    (clean_actions, clean_states), (actions, states) = runs[0.0], runs[0.03]
+    np.testing.assert_allclose(actions, clean_actions, atol=1e-6)  # the labels are the expert's own targets
+    assert np.abs(states[:, :7] - clean_states[:, :7]).mean() > 0.01  # while the arm went elsewhere
+
+
 def test_recorded_episodes_load_with_their_frames_actions_and_language(tmp_path):
     out = tmp_path / 'demos'
     tasks = list(TASKS)

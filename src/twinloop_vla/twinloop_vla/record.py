@@ -45,6 +45,7 @@ def record(
     root=None,
     progress=True,
     velocity_scale=VELOCITY_SCALE,
+    noise=0.0,
 ):
     """Record `episodes` successful demonstrations per task into out; returns the report dict.
 
@@ -60,7 +61,7 @@ def record(
     expert = WorldSimExpert(scene_config, root, fps, cameras, size)
     writer = LeRobotWriter(out, fps=fps, features=expert.features())
     report = {'fps': fps, 'cameras': list(cameras), 'size': list(size), 'first_seed': seed}
-    report |= {'velocity_scale': velocity_scale, 'episodes': []}
+    report |= {'velocity_scale': velocity_scale, 'noise': noise, 'episodes': []}
     attempts_left = {task: max_attempts or 2 * episodes for task in tasks}
     bar = tqdm(total=episodes * len(tasks), unit='episode', disable=not progress)
     started, frames, next_seed = time.monotonic(), 0, seed
@@ -71,7 +72,7 @@ def record(
                 attempts_left[task] -= 1
                 layout_seed, next_seed = next_seed, next_seed + 1
                 try:
-                    episode = expert.run(task, layout_seed, writer.add_frame, max_frames, velocity_scale)
+                    episode = expert.run(task, layout_seed, writer.add_frame, max_frames, velocity_scale, noise)
                 except (ExpertFailed, ValueError) as exc:  # no IK solution; objects that do not fit
                     writer.discard_episode()
                     bar.write(f'seed {layout_seed}: {exc}')
@@ -118,6 +119,9 @@ def main(argv=None):
     parser.add_argument(
         '--velocity-scale', type=float, default=VELOCITY_SCALE, help="share of the arm's limits the expert moves at"
     )
+    parser.add_argument(
+        '--noise', type=float, default=0.0, help='DART: spread [rad] of the offset added to the executed targets'
+    )
     parser.add_argument('--scene', default=None, help='scene YAML (default: config/scenes/tabletop.yaml)')
     args = parser.parse_args(argv)
     report = record(
@@ -132,6 +136,7 @@ def main(argv=None):
         args.max_attempts,
         args.scene,
         velocity_scale=args.velocity_scale,
+        noise=args.noise,
     )
     summary = {k: v for k, v in report.items() if k != 'episodes'} | {'episodes': len(report['episodes'])}
     print(json.dumps(summary, indent=2))

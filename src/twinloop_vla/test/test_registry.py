@@ -35,8 +35,8 @@ def test_config_validation_names_the_key():
         VGAConfig.from_dict({'width': 100, 'heads': 3})
     with pytest.raises(ConfigError, match='even'):
         VGAConfig.from_dict({'depth': 3})
-    with pytest.raises(ConfigError, match=r"encoder 'resnet' is not one of \['conv', 'dinov2_onnx'\]"):
-        VGAConfig.from_dict({'encoder': 'resnet'})
+    with pytest.raises(ConfigError, match=r"encoder 'vit' is not one of \['conv', 'dinov2_onnx', 'resnet'\]"):
+        VGAConfig.from_dict({'encoder': 'vit'})
     with pytest.raises(ConfigError, match='takes a VGAConfig'):
         make_policy('vga', ExternalConfig())
     assert VGAConfig.from_dict({'mlp_ratio': 2}).mlp_ratio == 2.0  # int where a float is expected

@@ -18,7 +18,7 @@ class ScriptConfig(PolicyConfig):
 
 
 class _Scripted(Policy):
-    """Base: no weights, chunks computed from the observed state (policy_state: 7 joints, the gripper width, 7 velocities)."""
+    """Base: no weights, chunks computed from the observed state (policy_state: joints, gripper width, velocities)."""
 
     config_class = ScriptConfig
 

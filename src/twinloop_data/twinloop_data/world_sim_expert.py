@@ -247,12 +247,14 @@ class WorldSimExpert:
             out[name] = (rgb, depth, camera_parameters(frame))
         return out
 
+    def state(self):
+        """The policy state of now (policy_state)."""
+        return policy_state(self.sim.arm_positions(), self.sim.gripper_width(), self.sim.arm_velocities())
+
     def frame(self, arm_target, gripper_width):
         """The dataset frame of now: observations, state and the action about to be taken."""
         frame = {
-            'observation.state': policy_state(
-                self.sim.arm_positions(), self.sim.gripper_width(), self.sim.arm_velocities()
-            ),
+            'observation.state': self.state(),
             'action': np.append(arm_target, gripper_width).astype(np.float32),
         }
         for name, (rgb, depth, camera) in self.observation().items():

@@ -50,7 +50,6 @@ from twinloop_data.world_sim_expert import (
     TRAIN_SEED_MIN,
     WorldSimExpert,
     object_states,
-    policy_state,
 )
 from twinloop_twin import scene
 from twinloop_vla.blending import BLENDINGS, BlendConfig
@@ -167,10 +166,9 @@ class Evaluator:
     def observation(self, task):
         """The policy's observation now: its views, the state (world_sim_expert.policy_state), the instruction."""
         views = self.env.observation()
-        sim = self.env.sim
         return {
             'images': np.stack([views[name][0] for name in self.settings.cameras]),
-            'state': policy_state(sim.arm_positions(), sim.gripper_width(), sim.arm_velocities()),
+            'state': self.env.state(),
             'instruction': task,
         }
 

@@ -12,8 +12,10 @@ JointTrajectory does in world_sim), and a gripper width command [m] (world_sim's
 Every control step is recorded: each chosen camera's RGB (rendered like world_sim renders it,
 resized to the dataset's size), depth (mm, 16-bit PNG, noise-free) and camera parameters
 (quaternion w x y z and position of the optical frame in the world, focal fx / width, fy / height),
-the state (7 joint positions, gripper width, 7 joint velocities: `policy_state`) and the action
-(7 joint targets for the next step + gripper width command). Episodes are judged on ground truth
+the gaze mask (the pixels of the object the motion is about: the object until it is lifted, then a
+place's destination; from MuJoCo's segmentation, the analogue of ReconVLA's gaze region), the
+state (7 joint positions, gripper width, 7 joint velocities: `policy_state`) and the action (7
+joint targets for the next step + gripper width command). Episodes are judged on ground truth
 with twinloop_core.judging.
 
 Layout seeds: training layouts use seeds >= TRAIN_SEED_MIN; the sim-suite evaluation (world_sim
@@ -50,6 +52,9 @@ IMAGE_SIZE = (160, 120)  # (width, height) of recorded images by default
 VELOCITY_SCALE = 0.5  # share of the arm's velocity, acceleration and jerk limits the expert moves at by default
 GRIPPER_WAIT = 0.6  # [s] held still after a gripper command
 APPROACH, LIFT = 0.15, 0.2  # [m] above the object before coming down; after grasping
+PICK_WAYPOINTS = (
+    3  # above, down and close, lift: the gaze is on the object; a place's later ones look at its destination
+)
 
 
 def policy_state(positions, gripper_width, velocities):
@@ -80,7 +85,7 @@ def waypoints(subtask, objects):
 
 
 def features(camera_names, width, height):
-    """LeRobot features: per camera RGB, depth (mm) and camera parameters; state; action."""
+    """LeRobot features: per camera RGB, depth (mm), gaze mask and camera parameters; state; action."""
     out = {}
     for name in camera_names:
         out[f'observation.images.{name}'] = {
@@ -93,6 +98,12 @@ def features(camera_names, width, height):
             'shape': [height, width, 1],
             'names': ['height', 'width', 'channel'],
             'info': {'unit': 'mm', 'encoding': '16-bit PNG, 0 = no return'},
+        }
+        out[f'observation.gaze.{name}'] = {
+            'dtype': 'image',
+            'shape': [height, width, 1],
+            'names': ['height', 'width', 'channel'],
+            'info': {'encoding': '8-bit PNG, 255 = the gaze object (segmentation), 0 elsewhere'},
         }
         out[f'observation.camera.{name}'] = {'dtype': 'float32', 'shape': [len(CAMERA_NAMES)], 'names': CAMERA_NAMES}
     out['observation.state'] = {'dtype': 'float32', 'shape': [len(STATE_NAMES)], 'names': STATE_NAMES}
@@ -195,7 +206,8 @@ class WorldSimExpert:
         q, gripper, frames = sim.arm_positions(), OPEN_WIDTH, 0
         perturb = NoisyTargets(noise, np.random.default_rng(seed))
         for subtask in TASKS[task]:
-            for position, quat, before_width, after_width in waypoints(subtask, object_states(sim)):
+            for index, (position, quat, before_width, after_width) in enumerate(waypoints(subtask, object_states(sim))):
+                gaze = subtask.object_id if index < PICK_WAYPOINTS else subtask.destination_id
                 result = self.arm.ik.solve(self.arm.q_full(q), np.asarray(position, float), np.asarray(quat, float))
                 if not result.converged:
                     raise ExpertFailed(f'no IK solution for {np.round(position, 3).tolist()}')
@@ -219,7 +231,7 @@ class WorldSimExpert:
                         gripper = after_width
                     if max_frames is not None and frames >= max_frames:
                         return self._episode(task, seed, before, frames)
-                    record(self.frame(target, gripper))
+                    record(self.frame(target, gripper, gaze))
                     self.act(perturb(target), gripper)
                     frames += 1
                 q = result.positions
@@ -235,8 +247,9 @@ class WorldSimExpert:
         self.sim.set_gripper(gripper_width)
         self.sim.step(int(round(1.0 / (self.fps * self.sim.model.opt.timestep))))
 
-    def observation(self):
-        """{camera name: (rgb (h, w, 3) uint8, depth (h, w) uint16 mm, camera parameters (9,))} at the dataset size."""
+    def observation(self, gaze=None):
+        """{camera name: (rgb (h, w, 3) uint8, depth (h, w) uint16 mm, gaze mask (h, w) uint8 of object
+        `gaze` or None without one, camera parameters (9,))} at the dataset size."""
         out = {}
         for name in self.camera_names:
             cfg = next(c for c in self.sim.config.cameras if c.name == name)
@@ -244,22 +257,29 @@ class WorldSimExpert:
             rgb = np.asarray(Image.fromarray(frame.rgb).resize(self.size, Image.BILINEAR))
             depth_mm = np.clip(np.nan_to_num(frame.depth) * 1000, 0, 65535).astype(np.uint16)
             depth = np.asarray(Image.fromarray(depth_mm).resize(self.size, Image.NEAREST))
-            out[name] = (rgb, depth, camera_parameters(frame))
+            mask = None
+            if gaze is not None:
+                mask = (self.sim.segmentation(name, *self.size) == self.sim.object_ids.index(gaze)).astype(
+                    np.uint8
+                ) * 255
+            out[name] = (rgb, depth, mask, camera_parameters(frame))
         return out
 
     def state(self):
         """The policy state of now (policy_state)."""
         return policy_state(self.sim.arm_positions(), self.sim.gripper_width(), self.sim.arm_velocities())
 
-    def frame(self, arm_target, gripper_width):
-        """The dataset frame of now: observations, state and the action about to be taken."""
+    def frame(self, arm_target, gripper_width, gaze):
+        """The dataset frame of now: observations (gaze: the object the motion is about), state and the
+        action about to be taken."""
         frame = {
             'observation.state': self.state(),
             'action': np.append(arm_target, gripper_width).astype(np.float32),
         }
-        for name, (rgb, depth, camera) in self.observation().items():
+        for name, (rgb, depth, mask, camera) in self.observation(gaze).items():
             frame[f'observation.images.{name}'] = rgb
             frame[f'observation.depth.{name}'] = depth
+            frame[f'observation.gaze.{name}'] = mask
             frame[f'observation.camera.{name}'] = camera
         return frame
 

@@ -237,7 +237,7 @@ def test_an_object_perception_loses_ends_the_goal_with_the_reason(sim):
     )
     engine = build_engine('iker', f'{ROOT}/config')
     with pytest.raises(GoalEnded, match='red_book is no longer perceived'):
-        engine._push(ports, Limits(), 'red_book', ('book', 1.0), np.zeros((1, 3)), np.zeros((1, 3)), 0)
+        engine._push(ports, Limits(), 'red_book', ('book', 1.0), np.zeros((1, 3)), np.zeros((1, 3)), 0, 0.03)
     assert streamer.chunks == 0
 
 

@@ -45,6 +45,7 @@ class DeployConfig:
     max_iterations: int = 6  # code-writing iterations of Algorithm 1 per goal
     max_chunks: int = 30  # streamed chunks per stage
     stop_distance: float = 0.03  # [m] a stage stops streaming once the keypoints are this close (success: 5 cm)
+    min_stop_distance: float = 0.01  # [m] halved down to this while the task's own check is not met
     tcp_speed: float = 0.1  # [m/s] mean TCP speed of a chunk (its peak is 1.875 times this)
     min_chunk: float = 0.3  # [s] shortest chunk
     max_chunk: float = 1.0  # [s] longest chunk (the stream's limit)
@@ -67,6 +68,7 @@ class DeployConfig:
             raise ConfigError('DeployConfig: max_iterations and max_chunks must be >= 1')
         for name in (
             'stop_distance',
+            'min_stop_distance',
             'tcp_speed',
             'point_spacing',
             'joint_velocity',

@@ -151,7 +151,7 @@ class IkerEngine(DecisionEngine):
     def run(self, task, ports, limits):
         """Algorithm 1: write code, check it, move, append the history; until done or a limit."""
         d, history, steps = self.config.deploy, [], 0
-        multi_step, first = len(task.subtasks) > 1, None
+        multi_step, first, stop = len(task.subtasks) > 1, None, d.stop_distance
         for iteration in range(1, d.max_iterations + 1):
             started = time.monotonic()
             ports.cancel.check()
@@ -201,6 +201,7 @@ class IkerEngine(DecisionEngine):
                     local,
                     np.array(found.target_positions),
                     steps,
+                    stop,
                 )
             except ExecutionFailed as failed:  # refused by the gate or stopped: the next iteration sees the scene anew
                 if failed.stale_state:
@@ -217,7 +218,9 @@ class IkerEngine(DecisionEngine):
                 succeeded = aside
             if succeeded and not multi_step:  # keypoints within the paper's threshold: the task's done decides
                 succeeded, verdict = judge(task.subtasks, first, ports.perception.state().objects)
-                record.outcome += '' if succeeded else f'; the task is {verdict}: another iteration'
+                if not succeeded:  # the keypoints are close, the task's check is not met: closer next time
+                    stop = max(stop / 2, d.min_stop_distance)
+                    record.outcome += f'; the task is {verdict}: another iteration, to within {100 * stop:.1f} cm'
             steps += record.chunks
             history.append(HistoryEntry(query.image, written.code, record.outcome, succeeded))
             record.seconds = round(time.monotonic() - started, 2)
@@ -254,9 +257,9 @@ class IkerEngine(DecisionEngine):
         query = query_image.render_query_image(schematic_view(objects), perceived)
         return shapes, query, {k.label: np.asarray(k.local, float) for k in query.proposed}
 
-    def _push(self, ports, limits, oid, shape, local, targets, steps):
-        """Push oid's keypoints `local` to `targets`: behind it, then CEM chunks streamed until within
-        the success threshold or a limit. (succeeded, outcome in words, chunks, final distance)."""
+    def _push(self, ports, limits, oid, shape, local, targets, steps, stop):
+        """Push oid's keypoints `local` to `targets`: behind it, then the solver's chunks streamed until
+        within `stop` [m] or a limit. (succeeded, outcome in words, chunks, final distance)."""
         state = ports.perception.state()
         p, q, size = perceived(state, oid)
         target_position, target_yaw = deploy.fit_target_pose(local, targets, deploy.object_yaw(q))
@@ -274,12 +277,13 @@ class IkerEngine(DecisionEngine):
             (target_position, target_yaw),
             q_arm,
             steps,
+            stop,
             hand_yaw=hand_yaw,
         )
         self._retreat(ports)
         return self._outcome(f'pushed {oid}', start_distance, distance, chunks, why)
 
-    def _place(self, ports, limits, oid, shape, local, targets, steps):
+    def _place(self, ports, limits, oid, shape, local, targets, steps, stop):
         """Grasp oid, lift it clear of the table's objects, carry its keypoints `local` to `targets`
         with CEM chunks (lowered only above them), release. Same return as _push."""
         state = ports.perception.state()
@@ -308,6 +312,7 @@ class IkerEngine(DecisionEngine):
             (target_position, target_yaw),
             q_arm,
             steps,
+            stop,
             hand_yaw=hand_yaw,
             carry=carry,
         )
@@ -326,9 +331,22 @@ class IkerEngine(DecisionEngine):
         return distance <= threshold, outcome, chunks, round(distance, 4)
 
     def _servo(
-        self, ports, limits, skill, oid, shape, local, targets, target_pose, q_arm, steps, hand_yaw=0.0, carry=None
+        self,
+        ports,
+        limits,
+        skill,
+        oid,
+        shape,
+        local,
+        targets,
+        target_pose,
+        q_arm,
+        steps,
+        stop,
+        hand_yaw=0.0,
+        carry=None,
     ):
-        """The solver's chunks of `skill` streamed until oid's keypoints are within stop_distance or a limit:
+        """The solver's chunks of `skill` streamed until oid's keypoints are within `stop` [m] or a limit:
         (chunks, final distance, why it stopped). Holding the object (carry: the TCP height while
         carrying), the TCP stays at carry until the keypoints are above their targets."""
         d, env = self.config.deploy, self.envs[skill]
@@ -339,8 +357,8 @@ class IkerEngine(DecisionEngine):
                 ports.cancel.check()
                 *pose, size = perceived(ports.perception.state(), oid)
                 distance = deploy.keypoint_distance(local, pose, targets)
-                if distance <= d.stop_distance:
-                    why = f'within {100 * d.stop_distance:.0f} cm'
+                if distance <= stop:
+                    why = f'within {100 * stop:.1f} cm'
                     break
                 if chunks >= d.max_chunks or (limits.max_steps and steps + chunks >= limits.max_steps):
                     why = f'{chunks} chunks streamed (limit)'

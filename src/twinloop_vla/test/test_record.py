@@ -65,10 +65,18 @@ def test_recorded_episodes_load_with_their_frames_actions_and_language(tmp_path)
         for episode, seed in zip(episodes, seeds):
             first = frames[episode['episode_index'] * 8]
             expert.reset(seed)
-            view = expert.observation()
+            gaze = TASKS[loaded_tasks[first['task_index']]][0].object_id
+            view = expert.observation(gaze)
             for camera in ('front', 'wrist'):
                 assert np.array_equal(np.asarray(first[f'observation.images.{camera}']), view[camera][0])
-                np.testing.assert_allclose(first[f'observation.camera.{camera}'], view[camera][2], atol=1e-6)
+                np.testing.assert_allclose(first[f'observation.camera.{camera}'], view[camera][3], atol=1e-6)
+                mask = np.asarray(first[f'observation.gaze.{camera}'])
+                assert np.array_equal(mask.reshape(view[camera][2].shape), view[camera][2])
+            # the front view sees the object of the task in the gaze mask, in the object's colour
+            mask = np.asarray(first['observation.gaze.front']).reshape(SIZE[::-1]) > 0
+            assert mask.sum() >= 4, f'{gaze}: {mask.sum()} pixels in the front gaze mask'
+            colour = np.asarray(first['observation.images.front'])[mask].mean(axis=0)
+            assert np.argmax(colour) == ('red', 'green', 'blue').index(gaze.split('_')[0]), (gaze, colour)
             np.testing.assert_allclose(first['observation.state'][:7], expert.sim.arm_positions(), atol=1e-6)
             assert len(first['observation.state']) == len(STATE_NAMES) == 15
     finally:

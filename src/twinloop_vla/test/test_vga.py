@@ -174,3 +174,41 @@ def test_random_shift_moves_views_and_depth_together_in_training_only():
     policy(batch)
     policy(batch)
     torch.testing.assert_close(seen[2], seen[3])  # none in evaluation
+
+
+def _object_batch(seed, size=8, pixels=28):
+    """Grey noise views with a red square in a random quadrant of each; the gaze masks mark the squares."""
+    rng = np.random.default_rng(seed)
+    batch = synthetic_batch(seed, size=size, pixels=pixels)
+    images = rng.integers(90, 140, (size, 2, pixels, pixels, 3), dtype=np.uint8)
+    gaze = np.zeros((size, 2, pixels, pixels), np.float32)
+    half = pixels // 2
+    for b in range(size):
+        for v in range(2):
+            row, col = rng.integers(0, 2, 2) * half
+            images[b, v, row : row + half, col : col + half] = (220, 30, 30)
+            gaze[b, v, row : row + half, col : col + half] = 1.0
+    gaze[0, 1] = 0.0  # a view that does not see the object: no gaze target there
+    return {**batch, 'images': images, 'gaze': gaze}
+
+
+def test_gaze_head_learns_where_the_object_is_and_is_off_by_default():
+    assert not any(n.startswith('gaze_head.') for n in _names(tiny_vga()))
+    assert set(tiny_vga()(_object_batch(0))) == {'loss', 'action', 'camera', 'depth'}  # off: gaze targets unused
+    batch = _object_batch(0)
+    policy = tiny_vga(stats=compute_stats([batch]), use_gaze_head=True, augment_shift=0.0)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=3e-3)
+    history = []
+    for _ in range(40):
+        losses = policy(batch)
+        optimizer.zero_grad()
+        losses['loss'].backward()
+        optimizer.step()
+        history.append({k: v.item() for k, v in losses.items()})
+    assert {'gaze', 'gaze_inside'} <= set(history[0])
+    assert history[0]['gaze_inside'] < 0.5  # about a quarter: the gaze spreads over the 4 patches
+    assert history[-1]['gaze'] < 0.5 * history[0]['gaze'], (history[0], history[-1])
+    policy.eval()
+    with torch.no_grad():  # held-out views: the gaze lands on the square
+        held_out = policy(_object_batch(1))
+    assert held_out['gaze_inside'].item() > 0.8, held_out

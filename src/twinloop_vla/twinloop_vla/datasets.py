@@ -7,6 +7,7 @@ A sample is frame i of an episode with the raw keys the policy processors take (
   instruction str                  the episode's task
   camera      (V, 9)               `observation.camera.<camera>` where the dataset has them
   depth       (V, H, W) metres     `observation.depth.<camera>` (mm PNG) where the dataset has them
+  gaze        (V, H, W) 0 or 1     `observation.gaze.<camera>`, the gaze object's pixels, where the dataset has them
 Validation holds out whole episodes (`split_episodes`), never frames of a training episode.
 """
 
@@ -46,6 +47,7 @@ class ChunkDataset(torch.utils.data.Dataset):
             raise ValueError(f'{root}: no cameras {missing} (it has {found})')
         self.has_camera = all(f'observation.camera.{c}' in features for c in self.cameras)
         self.has_depth = all(f'observation.depth.{c}' in features for c in self.cameras)
+        self.has_gaze = all(f'observation.gaze.{c}' in features for c in self.cameras)
         self.chunk_size = chunk_size
         columns = self.frames.select_columns(['episode_index', 'task_index', 'observation.state', 'action'])
         self.episode_of = np.asarray(columns['episode_index'])
@@ -93,6 +95,8 @@ class ChunkDataset(torch.utils.data.Dataset):
             keys += [f'observation.camera.{c}' for c in self.cameras]
         if self.has_depth:
             keys += [f'observation.depth.{c}' for c in self.cameras]
+        if self.has_gaze:
+            keys += [f'observation.gaze.{c}' for c in self.cameras]
         frame = self.frames[row] if keys else {}
         if self.patch_tokens is not None:
             sample['patch_tokens'] = np.asarray(self.patch_tokens[row], np.float32)
@@ -107,6 +111,9 @@ class ChunkDataset(torch.utils.data.Dataset):
         if self.has_depth:
             depth = [np.asarray(frame[f'observation.depth.{c}'], np.float32) / 1000.0 for c in self.cameras]
             sample['depth'] = np.stack([d[..., 0] if d.ndim == 3 else d for d in depth])
+        if self.has_gaze:
+            masks = [np.asarray(frame[f'observation.gaze.{c}']) for c in self.cameras]
+            sample['gaze'] = np.stack([(m[..., 0] if m.ndim == 3 else m) > 0 for m in masks]).astype(np.float32)
         return sample
 
     def _compute_features(self, encoder, path, shape, batch_size, progress):

@@ -18,9 +18,10 @@ as a failure.
 Episodes run here one after another (--workers 1), or on Ray actors (one per CPU, each keeping its
 policy and simulation) of a local cluster of --workers CPUs or of the cluster at --ray ADDRESS.
 Out: results.json (settings, per episode:
-success, reason, steps, chunks, inference times, mean absolute jerk of the measured joint path),
-report.md (per task: success with its Wilson 95 % interval, steps, jerk, inference p50/p90 against
-the time a chunk runs) and GIFs of the first --videos episodes (the first camera).
+success, reason, steps, chunks, inference times, mean absolute jerk of the measured joint path, the
+grip offset: TCP to the object when the gripper is first commanded shut), report.md (per task:
+success with its Wilson 95 % interval, steps, jerk, inference p50/p90 against the time a chunk
+runs, the median grip offset) and GIFs of the first --videos episodes (the first camera).
 
 What this is not: the ROS graph (vla_policy node, stream, gate); the simulation waits for every
 inference, whose effect on the robot is modelled by --delay-steps.
@@ -98,6 +99,7 @@ class EpisodeResult:
     chunks: int
     inference_s: list = field(default_factory=list)  # wall time of each policy call
     mean_abs_jerk: float = float('nan')  # [rad/s^3] over the arm joints and the measured path
+    grip_offset: float = float('nan')  # [m] TCP to the task's object when the gripper is first commanded shut
     frames: list = field(default_factory=list, repr=False)  # first camera's RGB per step, when recorded
 
 
@@ -204,6 +206,10 @@ class Evaluator:
                 result.reason = f'step {step}: the gate would refuse: {why or "non-finite gripper command"}'
                 break
             commanded, velocity = action[:7], (action[:7] - commanded) / dt
+            if action[7] < OPEN_WIDTH / 2 and not np.isfinite(result.grip_offset):
+                tcp = self.env.arm.ee_position(sim.arm_positions())
+                obj = sim.object_pose(TASKS[task][0].object_id)[0]
+                result.grip_offset = float(np.linalg.norm(tcp - obj))
             self.env.act(commanded, float(np.clip(action[7], 0.0, OPEN_WIDTH)))
             joints.append(sim.arm_positions())
             result.steps = step + 1
@@ -253,6 +259,7 @@ def summary(settings, results):
         successes, n = sum(r.success for r in rows), len(rows)
         inference = [t for r in rows for t in r.inference_s]
         jerks = [r.mean_abs_jerk for r in rows if np.isfinite(r.mean_abs_jerk)]
+        offsets = [r.grip_offset for r in rows if np.isfinite(r.grip_offset)]
         return {
             'episodes': n,
             'successes': successes,
@@ -260,6 +267,7 @@ def summary(settings, results):
             'wilson95': list(wilson_interval(successes, n)),
             'mean_steps': float(np.mean([r.steps for r in rows])) if rows else 0.0,
             'mean_abs_jerk': float(np.mean(jerks)) if jerks else float('nan'),
+            'median_grip_offset_m': float(np.median(offsets)) if offsets else float('nan'),
             'inference_p50_s': float(np.percentile(inference, 50)) if inference else float('nan'),
             'inference_p90_s': float(np.percentile(inference, 90)) if inference else float('nan'),
             'chunk_execution_s': chunk_time,
@@ -300,14 +308,14 @@ def report_markdown(settings, facts, seeds_name, command, videos):
         f'{settings.fps} Hz, at most {settings.max_steps} steps.',
         '',
         '| task | success | 95 % Wilson | mean steps | mean abs jerk [rad/s^3] | inference p50 / p90 [s] '
-        '| chunk runs [s] |',
-        '|---|---|---|---|---|---|---|',
+        '| chunk runs [s] | median grip offset [cm] |',
+        '|---|---|---|---|---|---|---|---|',
     ]
     for task, f in [*facts['tasks'].items(), ('all', facts['all'])]:
         lines.append(
             f'| {task} | {f["successes"]}/{f["episodes"]} | {f["wilson95"][0]:.2f}-{f["wilson95"][1]:.2f} | '
             f'{f["mean_steps"]:.0f} | {f["mean_abs_jerk"]:.1f} | {f["inference_p50_s"]:.3f} / '
-            f'{f["inference_p90_s"]:.3f} | {f["chunk_execution_s"]:.2f} |'
+            f'{f["inference_p90_s"]:.3f} | {f["chunk_execution_s"]:.2f} | {100 * f["median_grip_offset_m"]:.1f} |'
         )
     for r, path in videos:
         lines += ['', f'{r.task}, seed {r.seed}: {"success" if r.success else "failure"} ({r.reason})', f'![]({path})']

@@ -12,7 +12,8 @@ L_a = L layers, one per backbone layer (Sec. 4.3, appendix B.1). Two presets:
 - `cpu()`: what trains on 2 CPU cores in about 90 minutes: 2 views of 96 px through a trainable
   residual conv net down to 16 px patches (6 x 6 per view; no DINOv2: it costs 0.29 s per image
   here), width 128, depth 4, joint targets relative to the joint state (the recorders' 7 joints +
-  gripper layout), random-shift augmentation.
+  gripper layout), random-shift augmentation, and the gaze head (beyond the paper; trained where
+  the dataset has gaze masks, see modeling_vga).
 """
 
 from dataclasses import dataclass
@@ -54,6 +55,8 @@ class VGAConfig(PolicyConfig):
     camera_loss_weight: float = 1.0
     depth_loss_weight: float = 1.0
     depth_confidence_alpha: float = 0.2  # weight of -log(confidence) in the depth loss (VGGT)
+    use_gaze_head: bool = False  # beyond the paper: a language-conditioned gaze on the object (modeling_vga.GazeHead)
+    gaze_loss_weight: float = 1.0
     augment_shift: float = 0.0  # training only: random view translation, up to this fraction of the size
     # pretrained weights: a directory with VGGT-1B's model.safetensors (or model.pt), '' for none
     vggt_weights: str = ''
@@ -108,6 +111,7 @@ CPU = {
     'depth_head_dim': 32,
     'relative_action_dims': 7,
     'augment_shift': 0.06,
+    'use_gaze_head': True,
 }
 LARGE = {
     'image_size': 224,

@@ -29,7 +29,12 @@ confidence, VGGT's confidence-weighted loss with a gradient term). Decoupled inf
 
 Beyond the paper, for small data: `relative_action_dims` makes the arm's joint targets offsets
 from the current joint state (the processor converts both ways), and `augment_shift` translates
-the views randomly in training (the depth targets with them; camera targets are left as they are).
+the views randomly in training (the depth and gaze targets with them; camera targets are left as
+they are). `use_gaze_head` adds a language-conditioned gaze (GazeHead): the language token queries
+each view's patch tokens, the softmax over patches is trained towards the pixels of the object
+the motion is about (ReconVLA's gaze region, shared/seeds/001, here from the simulator's
+segmentation) and its expected patch position per view joins the state token, so the action head
+reads where the object is.
 """
 
 from pathlib import Path
@@ -209,6 +214,40 @@ class DepthHead(nn.Module):
         return torch.exp(x[:, 0]), 1 + torch.exp(x[:, 1])
 
 
+class GazeHead(nn.Module):
+    """Where the instruction's object is in each view: logits over the view's patches from the language
+    token's query and the patches' keys, and the gaze point, the softmax's expected patch centre (u
+    right, v down, in [0, 1]). point_proj embeds every view's point for the state token."""
+
+    def __init__(self, config, grid):
+        super().__init__()
+        c = config
+        self.query = nn.Linear(c.width, c.width)
+        self.key = nn.Linear(c.width, c.width)
+        self.point_proj = Mlp(2 * c.num_views, c.width, c.width)
+        centres = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid
+        v, u = torch.meshgrid(centres, centres, indexing='ij')  # patches are laid out row by row
+        self.register_buffer('centres', torch.stack([u.flatten(), v.flatten()], -1), persistent=False)
+
+    def forward(self, patches, language):
+        """patches (B, V, P, D), language token (B, D) -> logits (B, V, P), gaze points (B, V, 2)."""
+        logits = torch.einsum('bvpd,bd->bvp', self.key(patches), self.query(language)) / patches.shape[-1] ** 0.5
+        return logits, logits.softmax(-1) @ self.centres
+
+
+def gaze_loss(logits, mask, patch_size):
+    """(cross-entropy of the gaze against the object's share of each patch, the gaze's mass on patches
+    the object covers), both averaged over the views that see it; mask (B, V, S, S) in [0, 1]."""
+    share = F.avg_pool2d(mask.flatten(0, 1)[:, None], patch_size).reshape(logits.shape)
+    total = share.sum(-1)
+    seen = (total > 0).float()
+    target = share / total.clamp(min=1e-6)[..., None]
+    count = seen.sum().clamp(min=1)
+    loss = (-(target * logits.log_softmax(-1)).sum(-1) * seen).sum() / count
+    inside = ((logits.softmax(-1) * (share > 0)).sum(-1) * seen).sum() / count
+    return loss, inside
+
+
 def camera_loss(pred, target):
     """Huber loss over the 9 camera parameters; q and -q are one rotation, the target takes the nearer sign."""
     sign = torch.where((pred[..., :4] * target[..., :4]).sum(-1, keepdim=True) < 0, -1.0, 1.0)
@@ -252,9 +291,10 @@ class VGAPolicy(Policy):
         self.action_head = ActionHead(c)
         self.camera_head = CameraHead(c) if c.use_camera_head else None
         self.depth_head = DepthHead(c, grid) if c.use_depth_head else None
+        self.gaze_head = GazeHead(c, grid) if c.use_gaze_head else None
 
     def _backbone(self, inputs):
-        """Model inputs -> every backbone layer's output (B, T, D)."""
+        """Model inputs -> (every backbone layer's output (B, T, D), gaze logits (B, V, P) or None)."""
         c = self.config
         device = self.action_queries.device
         if 'patch_tokens' in inputs:  # a frozen encoder's cached output
@@ -262,18 +302,17 @@ class VGAPolicy(Policy):
         else:
             tokens = self.encoder(inputs['pixels'].to(device).flatten(0, 1))
         b = len(inputs['state'])
-        patches = self.vision_proj(tokens) + self.positions
-        views = torch.cat([self.camera_queries.expand(b, -1, -1, -1), patches.reshape(b, c.num_views, -1, c.width)], 2)
-        shared = torch.cat(
-            [
-                self.language_proj(inputs['language'].to(device))[:, None],
-                self.state_proj(inputs['state'].to(device))[:, None],
-                self.action_queries.expand(b, -1, -1),
-            ],
-            dim=1,
-        )
+        patches = (self.vision_proj(tokens) + self.positions).reshape(b, c.num_views, -1, c.width)
+        views = torch.cat([self.camera_queries.expand(b, -1, -1, -1), patches], 2)
+        language = self.language_proj(inputs['language'].to(device))
+        state = self.state_proj(inputs['state'].to(device))
+        gaze = None
+        if self.gaze_head is not None:
+            gaze, points = self.gaze_head(patches, language)
+            state = state + self.gaze_head.point_proj(points.flatten(1))
+        shared = torch.cat([language[:, None], state[:, None], self.action_queries.expand(b, -1, -1)], dim=1)
         x = torch.cat([views.flatten(1, 2), shared], dim=1)
-        return self.backbone(x, c.num_views, views.shape[2], self.shared_mask)
+        return self.backbone(x, c.num_views, views.shape[2], self.shared_mask), gaze
 
     def _view_tokens(self, x):
         """(B, T, D) -> the views' tokens (B, V, camera_tokens + P, D)."""
@@ -281,13 +320,14 @@ class VGAPolicy(Policy):
         return x[:, : -(c.chunk_size + 2)].reshape(len(x), c.num_views, -1, c.width)
 
     def forward(self, batch):
-        """Eq. 7: {'loss', 'action', and 'camera' / 'depth' where the head is on and the batch has targets}."""
+        """Eq. 7: {'loss', 'action', and 'camera' / 'depth' / 'gaze' where the head is on and the batch has
+        targets; with 'gaze' also 'gaze_inside', the gaze's mass on the object's patches (a measure, not a loss)}."""
         c = self.config
         inputs = self.processor(batch)
         device = self.action_queries.device
         if self.training and c.augment_shift > 0 and 'pixels' in inputs:
             inputs = self._shifted(inputs)
-        layers = self._backbone(inputs)
+        layers, gaze = self._backbone(inputs)
         losses = {'action': F.l1_loss(self.action_head(layers), inputs['action'].to(device))}
         loss = losses['action']
         if self.camera_head is not None and 'camera' in inputs:
@@ -300,22 +340,27 @@ class VGAPolicy(Policy):
             target, valid = (inputs[k].to(device).flatten(0, 1) for k in ('depth', 'depth_valid'))
             losses['depth'] = depth_loss(depth, confidence, target, valid, c.depth_confidence_alpha)
             loss = loss + c.depth_loss_weight * losses['depth']
+        if gaze is not None and 'gaze' in inputs:
+            losses['gaze'], inside = gaze_loss(gaze, inputs['gaze'].to(device), c.patch_size)
+            loss = loss + c.gaze_loss_weight * losses['gaze']
+            losses['gaze_inside'] = inside.detach()
         return {'loss': loss, **losses}
 
     def _shifted(self, inputs):
         """inputs with every view randomly translated (training augmentation), depth targets alike."""
         pixels = inputs['pixels']
-        extra = [inputs[k].flatten(0, 1)[:, None] for k in ('depth', 'depth_valid') if k in inputs]
+        keys = [k for k in ('depth', 'depth_valid', 'gaze') if k in inputs]
+        extra = [inputs[k].flatten(0, 1)[:, None] for k in keys]
         shifted, extra = random_shift(pixels.flatten(0, 1), self.config.augment_shift, extra)
         out = {**inputs, 'pixels': shifted.reshape(pixels.shape)}
-        for key, value in zip(('depth', 'depth_valid'), extra):
+        for key, value in zip(keys, extra):
             out[key] = value.reshape(inputs[key].shape)
         return out
 
     @torch.no_grad()
     def select_action_chunk(self, observation):
         """Decoupled inference (Sec. 4.3): backbone and action head only -> numpy (C, action_dim)."""
-        chunk = self.action_head(self._backbone(self.processor.observation(observation)))[0]
+        chunk = self.action_head(self._backbone(self.processor.observation(observation))[0])[0]
         return self.processor.actions(chunk, np.asarray(observation['state'], np.float32))
 
     def load_pretrained(self):

@@ -9,9 +9,10 @@ A raw batch (dataset samples stacked) holds
                                           entries made offsets from the state, then standardised
   camera       (B, V, 9)                  optional: quaternion wxyz, translation, focal (Eq. 5)
   depth        (B, V, H, W)               optional: metres, <= 0 or non-finite where unknown
+  gaze         (B, V, H, W)               optional: 1 on the pixels of the object the motion is about
 State and action statistics (of the actions as the model predicts them, relative where configured)
 come from `compute_stats` over a dataset iterator and travel with the checkpoint (stats.json);
-camera and depth targets are used as given.
+camera, depth and gaze targets are used as given (resized to image_size).
 """
 
 import numpy as np
@@ -84,6 +85,9 @@ class VGAProcessor:
             depth = F.interpolate(depth, size=(c.image_size, c.image_size), mode='nearest')
             out['depth_valid'] = torch.isfinite(depth) & (depth > 0)
             out['depth'] = torch.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0)
+        if 'gaze' in batch:
+            gaze = torch.as_tensor(np.asarray(batch['gaze']), dtype=torch.float32)
+            out['gaze'] = F.interpolate(gaze, size=(c.image_size, c.image_size), mode='nearest')
         return out
 
     def observation(self, observation):

@@ -209,6 +209,14 @@ def test_gaze_head_learns_where_the_object_is_and_is_off_by_default():
     assert history[0]['gaze_inside'] < 0.5  # about a quarter: the gaze spreads over the 4 patches
     assert history[-1]['gaze'] < 0.5 * history[0]['gaze'], (history[0], history[-1])
     policy.eval()
-    with torch.no_grad():  # held-out views: the gaze lands on the square
-        held_out = policy(_object_batch(1))
-    assert held_out['gaze_inside'].item() > 0.8, held_out
+    held_out = _object_batch(1)
+    with torch.no_grad():  # held-out views: the gaze lands on the square, its point near the square's centre
+        assert policy(held_out)['gaze_inside'].item() > 0.8
+    weights, points = policy.gaze(held_out)
+    assert weights.shape == (8, 2, 4) and torch.allclose(weights.sum(-1), torch.ones(8, 2))
+    masks = torch.as_tensor(held_out['gaze'])
+    rows, cols = (masks.sum(axis) > 0 for axis in (-1, -2))
+    centres = torch.stack([cols.float().argmax(-1), rows.float().argmax(-1)], -1) / 28 + 0.25  # the quadrant's
+    seen = masks.sum((-2, -1)) > 0
+    error = (points - centres).abs().sum(-1)[seen]
+    assert error.mean() < 0.1, error  # uniform guessing: about 0.5

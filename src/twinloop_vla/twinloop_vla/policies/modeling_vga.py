@@ -216,14 +216,17 @@ class DepthHead(nn.Module):
 
 class GazeHead(nn.Module):
     """Where the instruction's object is in each view: logits over the view's patches from the language
-    token's query and the patches' keys, and the gaze point, the softmax's expected patch centre (u
-    right, v down, in [0, 1]). point_proj embeds every view's point for the state token."""
+    token's query and the patches' keys, and the gaze point (u right, v down, in [0, 1]): the softmax's
+    expectation of each patch's centre plus the patch's own offset (within half a patch), finer than
+    the patch grid. point_proj embeds every view's point for the state token."""
 
     def __init__(self, config, grid):
         super().__init__()
         c = config
         self.query = nn.Linear(c.width, c.width)
         self.key = nn.Linear(c.width, c.width)
+        self.offset = nn.Linear(c.width, 2)
+        self.half_patch = 0.5 / grid
         self.point_proj = Mlp(2 * c.num_views, c.width, c.width)
         centres = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid
         v, u = torch.meshgrid(centres, centres, indexing='ij')  # patches are laid out row by row
@@ -232,18 +235,25 @@ class GazeHead(nn.Module):
     def forward(self, patches, language):
         """patches (B, V, P, D), language token (B, D) -> logits (B, V, P), gaze points (B, V, 2)."""
         logits = torch.einsum('bvpd,bd->bvp', self.key(patches), self.query(language)) / patches.shape[-1] ** 0.5
-        return logits, logits.softmax(-1) @ self.centres
+        spots = self.centres + self.half_patch * torch.tanh(self.offset(patches))  # (B, V, P, 2)
+        return logits, (logits.softmax(-1)[..., None] * spots).sum(-2)
 
 
-def gaze_loss(logits, mask, patch_size):
-    """(cross-entropy of the gaze against the object's share of each patch, the gaze's mass on patches
-    the object covers), both averaged over the views that see it; mask (B, V, S, S) in [0, 1]."""
+def gaze_loss(logits, points, mask, patch_size):
+    """(cross-entropy of the gaze against the object's share of each patch + L1 of the gaze point to the
+    object's centroid, the gaze's mass on patches the object covers), averaged over the views that see
+    it; mask (B, V, S, S) in [0, 1]."""
     share = F.avg_pool2d(mask.flatten(0, 1)[:, None], patch_size).reshape(logits.shape)
     total = share.sum(-1)
     seen = (total > 0).float()
     target = share / total.clamp(min=1e-6)[..., None]
     count = seen.sum().clamp(min=1)
-    loss = (-(target * logits.log_softmax(-1)).sum(-1) * seen).sum() / count
+    size = mask.shape[-1]
+    axis = (torch.arange(size, dtype=mask.dtype, device=mask.device) + 0.5) / size
+    area = mask.sum((-2, -1)).clamp(min=1e-6)
+    centroid = torch.stack([(mask.sum(-2) * axis).sum(-1) / area, (mask.sum(-1) * axis).sum(-1) / area], -1)
+    cross_entropy = -(target * logits.log_softmax(-1)).sum(-1)
+    loss = ((cross_entropy + (points - centroid).abs().sum(-1)) * seen).sum() / count
     inside = ((logits.softmax(-1) * (share > 0)).sum(-1) * seen).sum() / count
     return loss, inside
 
@@ -294,7 +304,7 @@ class VGAPolicy(Policy):
         self.gaze_head = GazeHead(c, grid) if c.use_gaze_head else None
 
     def _backbone(self, inputs):
-        """Model inputs -> (every backbone layer's output (B, T, D), gaze logits (B, V, P) or None)."""
+        """Model inputs -> (every backbone layer's output (B, T, D), the gaze head's (logits, points) or None)."""
         c = self.config
         device = self.action_queries.device
         if 'patch_tokens' in inputs:  # a frozen encoder's cached output
@@ -308,8 +318,8 @@ class VGAPolicy(Policy):
         state = self.state_proj(inputs['state'].to(device))
         gaze = None
         if self.gaze_head is not None:
-            gaze, points = self.gaze_head(patches, language)
-            state = state + self.gaze_head.point_proj(points.flatten(1))
+            gaze = self.gaze_head(patches, language)
+            state = state + self.gaze_head.point_proj(gaze[1].flatten(1))
         shared = torch.cat([language[:, None], state[:, None], self.action_queries.expand(b, -1, -1)], dim=1)
         x = torch.cat([views.flatten(1, 2), shared], dim=1)
         return self.backbone(x, c.num_views, views.shape[2], self.shared_mask), gaze
@@ -341,7 +351,7 @@ class VGAPolicy(Policy):
             losses['depth'] = depth_loss(depth, confidence, target, valid, c.depth_confidence_alpha)
             loss = loss + c.depth_loss_weight * losses['depth']
         if gaze is not None and 'gaze' in inputs:
-            losses['gaze'], inside = gaze_loss(gaze, inputs['gaze'].to(device), c.patch_size)
+            losses['gaze'], inside = gaze_loss(*gaze, inputs['gaze'].to(device), c.patch_size)
             loss = loss + c.gaze_loss_weight * losses['gaze']
             losses['gaze_inside'] = inside.detach()
         return {'loss': loss, **losses}
@@ -356,6 +366,17 @@ class VGAPolicy(Policy):
         for key, value in zip(keys, extra):
             out[key] = value.reshape(inputs[key].shape)
         return out
+
+    @torch.no_grad()
+    def gaze(self, batch):
+        """The gaze head's (weights over each view's patches (B, V, P), gaze points (B, V, 2)) for a raw batch."""
+        if self.gaze_head is None:
+            raise ValueError('this VGA policy has no gaze head (use_gaze_head: false)')
+        inputs = {
+            k: v for k, v in self.processor(batch).items() if k in ('pixels', 'patch_tokens', 'state', 'language')
+        }
+        logits, points = self._backbone(inputs)[1]
+        return logits.softmax(-1), points
 
     @torch.no_grad()
     def select_action_chunk(self, observation):

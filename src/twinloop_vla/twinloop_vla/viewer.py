@@ -1,5 +1,6 @@
 """A one-page HTML view of a LeRobot dataset: per episode its language, a few frames of every
-camera and a plot of its actions (and state), all embedded (PNG as data URIs), no server needed.
+camera (the gaze region tinted yellow where the dataset has `observation.gaze.<camera>` masks) and
+a plot of its actions (and state), all embedded (PNG as data URIs), no server needed.
 
     . ./twinloop_env.sh && python -m twinloop_vla.viewer ~/.cache/twinloop/datasets/sim_pick_place --out page.html
 """
@@ -11,6 +12,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from twinloop_data.lerobot_format import load
 
@@ -25,6 +27,14 @@ def image_png(image):
     buffer = io.BytesIO()
     image.convert('RGB').save(buffer, format='PNG')
     return buffer.getvalue()
+
+
+def with_gaze(image, mask):
+    """A PIL image with the gaze mask's pixels blended half-way to yellow."""
+    rgb = np.asarray(image.convert('RGB'), np.float32)
+    seen = np.asarray(mask).reshape(rgb.shape[:2]) > 0
+    rgb[seen] = 0.5 * rgb[seen] + 0.5 * np.array([255.0, 220.0, 0.0])
+    return Image.fromarray(rgb.astype(np.uint8))
 
 
 def plot_png(actions, action_names, states=None, state_names=None, fps=None):
@@ -79,7 +89,11 @@ def render(root, frames_per_episode=4, max_episodes=None):
         parts.append(f'<section class="episode" id="episode-{index}"><h2>Episode {index}</h2>')
         parts.append(f'<p class="language">{html.escape(language)}</p><p>{len(rows)} frames</p>')
         for camera in cameras:
-            column = frames.select(picks.tolist())[camera]
+            selected = frames.select(picks.tolist())
+            column = selected[camera]
+            gaze = camera.replace('.images.', '.gaze.')
+            if gaze in features:
+                column = [with_gaze(image, mask) for image, mask in zip(column, selected[gaze])]
             for row, image in zip(picks, column):
                 caption = f'{camera.split(".")[-1]} frame {row - rows[0]}'
                 parts.append(

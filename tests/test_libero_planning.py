@@ -140,6 +140,9 @@ def test_expert_demonstration_loads_back(spatial, tmp_path):
     assert np.asarray(first['observation.images.agentview']).shape == (128, 128, 3)
     depth_mm = np.asarray(first['observation.depth.agentview'])
     assert 300 < np.median(depth_mm) < 3000  # millimetres to the table
+    gaze = [np.asarray(data[i]['observation.gaze.agentview']).squeeze() > 0 for i in (0, len(data) - 1)]
+    assert gaze[0].sum() >= 10 and gaze[1].sum() >= 10, [g.sum() for g in gaze]  # the object, later the destination
+    assert (gaze[0] & gaze[1]).sum() < 0.5 * gaze[0].sum()  # the gaze moved on to another object
     actions = np.array(data['action'])
     assert set(np.unique(actions[:, 7])) == {-1.0, 1.0}  # the gripper opened and closed
     states = np.array(data['observation.state'])

@@ -4,8 +4,9 @@ Privileged: it reads the task's goal from its BDDL problem ("On <object> <destin
 and object poses from the simulator. It plans grip-site waypoints (above the object, down, close,
 lift, above the destination, down, open), solves them with twinloop's IK, times them with ruckig
 (twinloop_execution.trajectory) and drives LIBERO's JOINT_POSITION controller at 20 Hz, recording
-every control step: both cameras (RGB, depth in mm), joint and finger positions, the action sent
-(7 joint targets + gripper -1 open / +1 close) and the instruction. Objects wider than the open
+every control step: both cameras (RGB, depth in mm, the gaze mask: the pixels of the object until
+it is lifted, then of the destination, from MuJoCo's segmentation), joint and finger positions, the
+action sent (7 joint targets + gripper -1 open / +1 close) and the instruction. Objects wider than the open
 fingers (bowls, plates) are taken by the rim (twinloop_core.geometry.grasp_of), everything else
 across its narrower side at mid height.
 
@@ -25,6 +26,7 @@ from twinloop_execution import trajectory
 from twinloop_execution.safety import JointLimits
 from twinloop_core.geometry import grasp_of, grasp_orientation, spans_open_fingers
 from twinloop_data.lerobot_format import LeRobotWriter
+from twinloop_data.world_sim_expert import PICK_WAYPOINTS
 from twinloop_execution.kinematics import Arm
 from twinloop_twin import libero_twin, scene
 from twinloop_twin.libero_world import MAX_STEPS, LiberoWorld
@@ -34,8 +36,15 @@ ACTION_NAMES = [f'{j}_target' for j in scene.ARM_JOINTS] + ['gripper_close']
 
 
 def features(image_size):
-    """The dataset's LeRobot features for square images of image_size pixels (RGB, depth in mm, state, action)."""
+    """The dataset's LeRobot features for square images of image_size pixels (RGB, depth in mm, gaze mask,
+    state, action)."""
     image = {'dtype': 'image', 'shape': [image_size, image_size, 3], 'names': ['height', 'width', 'channel']}
+    gaze = {
+        'dtype': 'image',
+        'shape': [image_size, image_size, 1],
+        'names': ['height', 'width', 'channel'],
+        'info': {'encoding': '8-bit PNG, 255 = the gaze object (segmentation), 0 elsewhere'},
+    }
     depth = {
         'dtype': 'image',
         'shape': [image_size, image_size, 1],
@@ -47,6 +56,8 @@ def features(image_size):
         'observation.images.wrist': image,
         'observation.depth.agentview': depth,
         'observation.depth.wrist': depth,
+        'observation.gaze.agentview': gaze,
+        'observation.gaze.wrist': gaze,
         'observation.state': {'dtype': 'float32', 'shape': [len(STATE_NAMES)], 'names': STATE_NAMES},
         'action': {'dtype': 'float32', 'shape': [len(ACTION_NAMES)], 'names': ACTION_NAMES},
     }
@@ -105,7 +116,8 @@ class LiberoExpert:
         obj, destination = goal_of(self.world)
         q = self.world.arm_positions()
         limit = MAX_STEPS[self.world.suite]
-        for target, quat, close in self.waypoints(obj, destination):
+        for index, (target, quat, close) in enumerate(self.waypoints(obj, destination)):
+            gaze = obj if index < PICK_WAYPOINTS else destination
             result = self.arm.ik.solve(self.arm.q_full(q), target, quat)
             if not result.converged:
                 raise ExpertFailed(f'no IK solution for {np.round(target, 3)}')
@@ -125,7 +137,7 @@ class LiberoExpert:
             if close != self.world.gripper_closed:
                 commands += [(result.positions, close)] * int(0.6 * self.world.control_freq)
             for arm_target, closed in commands:
-                record(self._frame(arm_target, closed))
+                record(self._frame(arm_target, closed, gaze))
                 self.world.step(arm_target, closed)
                 if self.world.success():
                     return True
@@ -134,7 +146,7 @@ class LiberoExpert:
             q = result.positions
         return self.world.success()
 
-    def _frame(self, arm_target, closed):
+    def _frame(self, arm_target, closed, gaze):
         frame = {
             'observation.state': np.concatenate([self.world.arm_positions(), self.world.finger_positions()]),
             'action': np.append(arm_target, 1.0 if closed else -1.0),
@@ -143,6 +155,7 @@ class LiberoExpert:
             camera = self.world.camera(name)
             frame[f'observation.images.{name}'] = camera.rgb
             frame[f'observation.depth.{name}'] = np.clip(np.nan_to_num(camera.depth) * 1000, 0, 65535).astype(np.uint16)
+            frame[f'observation.gaze.{name}'] = self.world.segmentation(name, gaze).astype(np.uint8) * 255
         return frame
 
 

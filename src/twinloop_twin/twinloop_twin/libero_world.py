@@ -188,6 +188,31 @@ class LiberoWorld:
         position, rotation = self.to_base(data.cam_xpos[camera], rotation)
         return LiberoFrame(rgb, depth, intrinsics, position, rotation)
 
+    def segmentation(self, name, object_name):
+        """(size, size) bool mask of camera `name` ('agentview' or 'wrist') seen now: the pixels of the
+        visible geoms of the object or fixture `object_name` (its body and the bodies under it). Call
+        camera() first (it makes the renderer)."""
+        model, data = self.sim.model._model, self.sim.data._data
+        body = self.env.env.obj_body_id[object_name]
+        self._update_scene(data, model.camera(CAMERAS[name]).id)
+        self._renderer.enable_segmentation_rendering()
+        seg = self._renderer.render()
+        self._renderer.disable_segmentation_rendering()
+        geom, kind = seg[:, :, 0], seg[:, :, 1]
+        ours = np.zeros(model.ngeom + 1, bool)
+        under = np.flatnonzero(self._is_under(model, body))
+        ours[np.flatnonzero(np.isin(model.geom_bodyid, under))] = True
+        return (kind == mujoco.mjtObj.mjOBJ_GEOM) & ours[np.where(geom >= 0, geom, model.ngeom)]
+
+    @staticmethod
+    def _is_under(model, body):
+        """Per body: whether it is `body` or lies under it in the kinematic tree."""
+        under = np.zeros(model.nbody, bool)
+        under[body] = True
+        for b in range(body + 1, model.nbody):  # MuJoCo numbers a body after its parent
+            under[b] = under[model.body_parentid[b]]
+        return under
+
     def _update_scene(self, data, camera):
         self._renderer.update_scene(data, camera, scene_option=self._option)
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0

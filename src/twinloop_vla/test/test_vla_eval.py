@@ -21,17 +21,18 @@ ROOT = Path(os.environ.get('TWINLOOP_ROOT', Path(__file__).resolve().parents[3])
 TASK = 'pick up the blue cube'
 
 
-def save_checkpoint(folder, action_mean, action_std):
+def save_checkpoint(folder, action_mean, action_std, **overrides):
     """A tiny VGA (random weights, seed 0) whose actions are action_mean + action_std * (its raw output)."""
     stats = {'action': {'mean': list(action_mean), 'std': list(action_std)}}
-    make_policy('vga', TINY, stats=stats).save(folder)
+    make_policy('vga', {**TINY, **overrides}, stats=stats).save(folder)
     return str(folder)
 
 
 @pytest.fixture(scope='module')
 def near_home(tmp_path_factory):
-    """Arm targets within ~1 mrad of home, the gripper open: never done, never refused."""
-    return save_checkpoint(tmp_path_factory.mktemp('near_home'), [*scene.HOME, 0.08], [1e-3] * 7 + [0.0])
+    """Arm targets within ~1 mrad of home, the gripper open: never done, never refused; a gaze head."""
+    folder = tmp_path_factory.mktemp('near_home')
+    return save_checkpoint(folder, [*scene.HOME, 0.08], [1e-3] * 7 + [0.0], use_gaze_head=True)
 
 
 def test_episodes_run_to_the_step_limit_with_the_blendings_schedule(near_home, tmp_path):
@@ -42,7 +43,7 @@ def test_episodes_run_to_the_step_limit_with_the_blendings_schedule(near_home, t
     assert (r.task, r.seed, r.success, r.steps) == (TASK, 1000, False, 11)
     assert r.reason == 'not done after 11 steps'
     assert r.chunks == 3 and len(r.inference_s) == 3  # observed at steps 0, 3, 7 (delay 1, 4 per chunk)
-    assert len(r.frames) == 11 and r.frames[0].shape == (120, 160, 3)
+    assert len(r.frames) == 11 and r.frames[0].shape == (120, 2 * 160, 3)  # front and wrist, gaze drawn
     assert np.isfinite(r.mean_abs_jerk) and r.mean_abs_jerk < 50.0  # the arm holds still near home
     facts = vla_eval.write_outputs(tmp_path, settings, results, 'held_out', 'python -m twinloop_vla.eval ...')
     assert facts['all']['successes'] == 0 and facts['all']['episodes'] == 1
@@ -56,6 +57,18 @@ def test_episodes_run_to_the_step_limit_with_the_blendings_schedule(near_home, t
         durations.append(gif.info['duration'])
     assert sum(durations) == 11 * 100
     assert '| pick up the blue cube | 0/1 |' in (tmp_path / 'report.md').read_text()
+
+
+def test_the_gaze_is_drawn_over_the_view():
+    image = np.full((12, 16, 3), 100, np.uint8)
+    weights = np.zeros(4)
+    weights[3] = 1.0  # the bottom-right patch of a 2 x 2 grid
+    picture = vla_eval.gaze_overlay(image, weights, np.array([0.25, 0.25]))
+    assert picture.shape == image.shape
+    assert picture[10, 13, 0] > 150 and picture[10, 13, 1] < 60  # red where the gaze is
+    assert np.array_equal(picture[1, 14], image[1, 14])  # untouched away from the gaze and the ring
+    ring = picture[:7, :8]
+    assert ((ring[..., 0] > 200) & (ring[..., 1] > 200) & (ring[..., 2] < 50)).any()  # the yellow ring at (4, 3)
 
 
 def test_an_action_the_gate_would_refuse_ends_the_episode_with_the_reason(tmp_path):

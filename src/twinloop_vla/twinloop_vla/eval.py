@@ -21,7 +21,8 @@ Out: results.json (settings, per episode:
 success, reason, steps, chunks, inference times, mean absolute jerk of the measured joint path, the
 grip offset: TCP to the object when the gripper is first commanded shut), report.md (per task:
 success with its Wilson 95 % interval, steps, jerk, inference p50/p90 against the time a chunk
-runs, the median grip offset) and GIFs of the first --videos episodes (the first camera).
+runs, the median grip offset) and GIFs of the first --videos episodes (the views side by side,
+the policy's gaze drawn where it has a gaze head).
 
 What this is not: the ROS graph (vla_policy node, stream, gate); the simulation waits for every
 inference, whose effect on the robot is modelled by --delay-steps.
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from PIL import Image
+from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from twinloop_core.evaluation import ray_cluster, wilson_interval
@@ -100,7 +101,7 @@ class EpisodeResult:
     inference_s: list = field(default_factory=list)  # wall time of each policy call
     mean_abs_jerk: float = float('nan')  # [rad/s^3] over the arm joints and the measured path
     grip_offset: float = float('nan')  # [m] TCP to the task's object when the gripper is first commanded shut
-    frames: list = field(default_factory=list, repr=False)  # first camera's RGB per step, when recorded
+    frames: list = field(default_factory=list, repr=False)  # the views side by side per step, when recorded
 
 
 def episode_seeds(ranges_file, name, episodes):
@@ -149,6 +150,20 @@ def refusal(target, previous, limits, dt, velocity=None):
     return ''
 
 
+def gaze_overlay(image, weights, point):
+    """An RGB view (h, w, 3) with the gaze (weights over its g x g patches) tinted red and the gaze point
+    (u, v in [0, 1]) ringed in yellow."""
+    h, w = image.shape[:2]
+    grid = int(round(len(weights) ** 0.5))
+    levels = (255 * weights.reshape(grid, grid) / max(float(weights.max()), 1e-9)).astype(np.uint8)
+    heat = np.asarray(Image.fromarray(levels).resize((w, h), Image.BILINEAR), np.float32)[..., None] / 255
+    tinted = image.astype(np.float32) * (1 - 0.6 * heat) + 0.6 * heat * np.array([255.0, 0.0, 0.0])
+    picture = Image.fromarray(tinted.astype(np.uint8))
+    u, v = float(point[0]) * w, float(point[1]) * h
+    ImageDraw.Draw(picture).ellipse([u - 4, v - 4, u + 4, v + 4], outline=(255, 255, 0), width=2)
+    return np.asarray(picture)
+
+
 class Evaluator:
     """A policy and world_sim's core, kept for many episodes."""
 
@@ -175,7 +190,8 @@ class Evaluator:
         }
 
     def run(self, task, seed, record=False):
-        """One episode of task on the seed's layout; record: keep the first camera's frames."""
+        """One episode of task on the seed's layout; record: keep every step's views side by side (with
+        the policy's gaze drawn over them where it has a gaze head)."""
         import torch
 
         s, dt = self.settings, 1.0 / self.settings.fps
@@ -188,7 +204,7 @@ class Evaluator:
             if schedule.due(step) or record:
                 observation = self.observation(task)
                 if record:
-                    result.frames.append(observation['images'][0])
+                    result.frames.append(self.picture(observation))
             if schedule.due(step):
                 started = time.perf_counter()
                 with torch.inference_mode():
@@ -219,6 +235,15 @@ class Evaluator:
                 break
         result.mean_abs_jerk = mean_abs_jerk(joints, dt)
         return result
+
+    def picture(self, observation):
+        """The observation's views side by side, each with the policy's gaze where it has a gaze head."""
+        views = list(observation['images'])
+        if getattr(self.policy, 'gaze_head', None) is not None:
+            batch = {k: np.asarray(observation[k])[None] for k in ('images', 'state')}
+            weights, points = self.policy.gaze(batch | {'instruction': observation['instruction']})
+            views = [gaze_overlay(v, w.numpy(), p.numpy()) for v, w, p in zip(views, weights[0], points[0])]
+        return np.concatenate(views, axis=1)
 
     def close(self):
         """Release the renderers."""

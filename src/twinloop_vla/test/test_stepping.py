@@ -69,3 +69,13 @@ def test_chunks_too_short_for_delay_and_execution_are_refused():
         plan.add(2, chunk(0.0, size=5))
     with pytest.raises(ValueError, match='delay_steps must be in'):
         schedule('rtc', delay=4)
+
+
+def test_rtc_from_rest_ramps_from_holding_still_and_other_blendings_do_not():
+    rtc = schedule('rtc', blend_steps=3)
+    rtc.add(0, chunk(10.0), rest=np.zeros(1))
+    ramped = [float(rtc.action(step)[0]) for step in range(5)]
+    assert ramped == pytest.approx([0.25 * 10, 0.5 * 11, 0.75 * 12, 13, 14])  # from the rest at 0
+    plain = schedule('receding_horizon')
+    plain.add(0, chunk(10.0), rest=np.zeros(1))
+    assert [float(plain.action(step)[0]) for step in range(4)] == [10, 11, 12, 13]

@@ -212,7 +212,7 @@ class Evaluator:
                 result.inference_s.append(time.perf_counter() - started)
                 result.chunks += 1
                 try:
-                    schedule.add(step, chunk)
+                    schedule.add(step, chunk, rest=np.append(commanded, chunk[0][7:]))
                 except ValueError as error:
                     result.reason = f'policy output refused: {error}'
                     break

@@ -9,7 +9,7 @@ takes over every `execute_steps` steps. The blendings of twinloop_vla.blending, 
 - temporal_ensembling: the weighted mean of every chunk covering the step, weights exp(-decay i),
   i = 0 the oldest;
 - rtc: the newest chunk's action, over its first blend_steps steps ramped linearly from the
-  running chunk's.
+  running chunk's; a chunk that starts the motion from rest ramps from holding still there.
 Every action dimension (the gripper too) is blended the same way.
 """
 
@@ -48,8 +48,9 @@ class SteppedChunks:
         """True when the chunk to take over next must be inferred from this step's observation."""
         return step >= self.next_observation
 
-    def add(self, step, actions):
-        """The chunk inferred from step's observation: (C, A) actions for steps step .. step + C - 1."""
+    def add(self, step, actions, rest=None):
+        """The chunk inferred from step's observation: (C, A) actions for steps step .. step + C - 1.
+        rest (A,): the action that holds the arm where it rests, for a chunk that starts the motion."""
         actions = np.asarray(actions, float)
         start = step + self.delay if self.chunks else step
         if actions.ndim != 2 or len(actions) < start - step + self.blend.execute_steps:
@@ -57,7 +58,10 @@ class SteppedChunks:
                 f'a chunk must be (C, A) with C >= delay + execute_steps = {self.delay + self.blend.execute_steps}, '
                 f'got shape {actions.shape}'
             )
-        self.chunks = [c for c in self.chunks if c.covers(step)] + [_Chunk(step, start, actions)]
+        running = [c for c in self.chunks if c.covers(step)]
+        if not running and rest is not None and self.blend.blending == 'rtc':
+            running = [_Chunk(step, step, np.tile(np.asarray(rest, float), (len(actions), 1)))]
+        self.chunks = running + [_Chunk(step, start, actions)]
         self.next_observation = start + self.blend.execute_steps - self.delay
 
     def action(self, step):

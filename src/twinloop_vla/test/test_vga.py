@@ -11,17 +11,23 @@ from twinloop_vla.policies.modeling_vga import group_mask
 from twinloop_vla.policies.processor_vga import compute_stats
 
 
-def test_tiny_vga_overfits_four_samples():
-    batch = synthetic_batch(seed=1)
-    policy = tiny_vga(stats=compute_stats([batch]))
+def _fit(policy, batch, steps=40):
+    """AdamW steps on one batch: every step's losses."""
     optimizer = torch.optim.AdamW(policy.parameters(), lr=3e-3)
     history = []
-    for _ in range(40):
+    for _ in range(steps):
         losses = policy(batch)
         optimizer.zero_grad()
         losses['loss'].backward()
         optimizer.step()
         history.append({k: v.item() for k, v in losses.items()})
+    return history
+
+
+def test_tiny_vga_overfits_four_samples():
+    batch = synthetic_batch(seed=1)
+    policy = tiny_vga(stats=compute_stats([batch]))
+    history = _fit(policy, batch)
     assert set(history[0]) == {'loss', 'action', 'camera', 'depth'}
     assert all(np.isfinite(list(h.values())).all() for h in history)
     assert history[-1]['action'] < 0.5 * history[0]['action'], (history[0], history[-1])
@@ -197,14 +203,7 @@ def test_gaze_head_learns_where_the_object_is_and_is_off_by_default():
     assert set(tiny_vga()(_object_batch(0))) == {'loss', 'action', 'camera', 'depth'}  # off: gaze targets unused
     batch = _object_batch(0)
     policy = tiny_vga(stats=compute_stats([batch]), use_gaze_head=True, augment_shift=0.0)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=3e-3)
-    history = []
-    for _ in range(40):
-        losses = policy(batch)
-        optimizer.zero_grad()
-        losses['loss'].backward()
-        optimizer.step()
-        history.append({k: v.item() for k, v in losses.items()})
+    history = _fit(policy, batch)
     assert {'gaze', 'gaze_inside'} <= set(history[0])
     assert history[0]['gaze_inside'] < 0.5  # about a quarter: the gaze spreads over the 4 patches
     assert history[-1]['gaze'] < 0.5 * history[0]['gaze'], (history[0], history[-1])

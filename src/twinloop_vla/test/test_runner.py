@@ -103,9 +103,6 @@ def test_every_blending_keeps_the_arm_moving_through_the_seams(blending):
     path = arm.stream.path
     moving = (path.times > arm.first_splice + 1e-6) & (path.times < arm.stream.last_chunk_end - 0.05)
     speed = path.velocities[moving, 0]
-    if blending == 'rtc':  # the start from rest ramps from holding still: slower first, then catching up
-        ramp, speed = speed[: config.blend_steps + 2], speed[config.blend_steps + 2 :]
-        assert ramp[0] < 0.6 * SPEED and np.all(np.diff(ramp[:3]) > 0) and ramp.max() < 2 * SPEED, ramp.round(3)
     # never slowed down between chunks, never ran ahead: the seams were re-anchored and blended
     assert speed.min() > 0.5 * SPEED and speed.max() < 1.5 * SPEED, (blending, speed.round(3))
     assert arm.stops == 1  # the run ends by stopping its stream

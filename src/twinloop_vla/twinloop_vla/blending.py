@@ -19,10 +19,10 @@ Blendings (how consecutive chunks become one commanded motion):
   exp(-decay * i) with i = 0 the oldest chunk.
 - `rtc` (real-time chunking): the whole chunk is sent; the next is inferred while it runs and
   spliced `lead` seconds ahead of now, over the seam the position ramps linearly from the running
-  chunk to the new one (`blend_steps` actions); a chunk that starts the motion from rest ramps
-  from holding still there (a policy's first step need not be one the arm can take from rest).
-  This blends positions at execution time; it is not the guided-inpainting inference of Black et
-  al. (2025).
+  chunk to the new one (`blend_steps` actions). The stepped evaluation (stepping.py) also ramps
+  a chunk that starts the motion from rest; this runner does not yet (it broke the splice of the
+  next chunk in tests/test_vla_policy_node.py: see the issue note). This blends positions at
+  execution time; it is not the guided-inpainting inference of Black et al. (2025).
 """
 
 from dataclasses import dataclass

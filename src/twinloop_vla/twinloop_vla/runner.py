@@ -224,8 +224,6 @@ class _Run:
             self.wait_until(lambda: np.abs(self.io.arm()[1]).max() < REST_SPEED)
             q_start = self.io.arm()[0]
             times, positions = anchor(targets, 0.0, c.control_period, 0.0, q_start, moving=False, q_obs=q_obs)
-            if c.blending == 'rtc':  # the motion starts from holding still at q_start
-                positions = blend_seam(Plan([0.0, times[-1]], [q_start, q_start]), 0.0, times, positions, c.blend_steps)
             skipped, splice = 0, -1.0
         else:
             if c.blending == 'rtc':

@@ -29,6 +29,21 @@ DEFAULT_FEATURES = {
 }
 
 
+def gaze_feature(height, width):
+    """The LeRobot feature of a gaze mask image (observation.gaze.<camera>)."""
+    return {
+        'dtype': 'image',
+        'shape': [height, width, 1],
+        'names': ['height', 'width', 'channel'],
+        'info': {'encoding': '8-bit PNG, 255 = the gaze object (segmentation), 0 elsewhere'},
+    }
+
+
+def gaze_image(mask):
+    """A bool mask (h, w) as the gaze feature's uint8 image."""
+    return np.asarray(mask, bool).astype(np.uint8) * 255
+
+
 def hf_features(features):
     """datasets.Features for LeRobot feature specs."""
     import datasets

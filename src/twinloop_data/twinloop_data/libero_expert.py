@@ -25,7 +25,7 @@ import numpy as np
 from twinloop_execution import trajectory
 from twinloop_execution.safety import JointLimits
 from twinloop_core.geometry import grasp_of, grasp_orientation, spans_open_fingers
-from twinloop_data.lerobot_format import LeRobotWriter
+from twinloop_data.lerobot_format import LeRobotWriter, gaze_feature, gaze_image
 from twinloop_data.world_sim_expert import PICK_WAYPOINTS
 from twinloop_execution.kinematics import Arm
 from twinloop_twin import libero_twin, scene
@@ -39,12 +39,7 @@ def features(image_size):
     """The dataset's LeRobot features for square images of image_size pixels (RGB, depth in mm, gaze mask,
     state, action)."""
     image = {'dtype': 'image', 'shape': [image_size, image_size, 3], 'names': ['height', 'width', 'channel']}
-    gaze = {
-        'dtype': 'image',
-        'shape': [image_size, image_size, 1],
-        'names': ['height', 'width', 'channel'],
-        'info': {'encoding': '8-bit PNG, 255 = the gaze object (segmentation), 0 elsewhere'},
-    }
+    gaze = gaze_feature(image_size, image_size)
     depth = {
         'dtype': 'image',
         'shape': [image_size, image_size, 1],
@@ -155,7 +150,7 @@ class LiberoExpert:
             camera = self.world.camera(name)
             frame[f'observation.images.{name}'] = camera.rgb
             frame[f'observation.depth.{name}'] = np.clip(np.nan_to_num(camera.depth) * 1000, 0, 65535).astype(np.uint16)
-            frame[f'observation.gaze.{name}'] = self.world.segmentation(name, gaze).astype(np.uint8) * 255
+            frame[f'observation.gaze.{name}'] = gaze_image(self.world.segmentation(name, gaze))
         return frame
 
 

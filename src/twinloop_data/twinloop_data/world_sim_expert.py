@@ -33,6 +33,7 @@ from twinloop_core.geometry import grasp_orientation, grip_height
 from twinloop_core.gripper import CLOSED_WIDTH, KEEP, OPEN_WIDTH
 from twinloop_core.judging import judge
 from twinloop_core.task import SubTask
+from twinloop_data.lerobot_format import gaze_feature, gaze_image
 from twinloop_execution import trajectory
 from twinloop_execution.kinematics import Arm
 from twinloop_execution.safety import JointLimits
@@ -52,9 +53,8 @@ IMAGE_SIZE = (160, 120)  # (width, height) of recorded images by default
 VELOCITY_SCALE = 0.5  # share of the arm's velocity, acceleration and jerk limits the expert moves at by default
 GRIPPER_WAIT = 0.6  # [s] held still after a gripper command
 APPROACH, LIFT = 0.15, 0.2  # [m] above the object before coming down; after grasping
-PICK_WAYPOINTS = (
-    3  # above, down and close, lift: the gaze is on the object; a place's later ones look at its destination
-)
+# above, down and close, lift: the gaze is on the object; a place's later waypoints look at its destination
+PICK_WAYPOINTS = 3
 
 
 def policy_state(positions, gripper_width, velocities):
@@ -99,12 +99,7 @@ def features(camera_names, width, height):
             'names': ['height', 'width', 'channel'],
             'info': {'unit': 'mm', 'encoding': '16-bit PNG, 0 = no return'},
         }
-        out[f'observation.gaze.{name}'] = {
-            'dtype': 'image',
-            'shape': [height, width, 1],
-            'names': ['height', 'width', 'channel'],
-            'info': {'encoding': '8-bit PNG, 255 = the gaze object (segmentation), 0 elsewhere'},
-        }
+        out[f'observation.gaze.{name}'] = gaze_feature(height, width)
         out[f'observation.camera.{name}'] = {'dtype': 'float32', 'shape': [len(CAMERA_NAMES)], 'names': CAMERA_NAMES}
     out['observation.state'] = {'dtype': 'float32', 'shape': [len(STATE_NAMES)], 'names': STATE_NAMES}
     out['action'] = {'dtype': 'float32', 'shape': [len(ACTION_NAMES)], 'names': ACTION_NAMES}
@@ -259,9 +254,7 @@ class WorldSimExpert:
             depth = np.asarray(Image.fromarray(depth_mm).resize(self.size, Image.NEAREST))
             mask = None
             if gaze is not None:
-                mask = (self.sim.segmentation(name, *self.size) == self.sim.object_ids.index(gaze)).astype(
-                    np.uint8
-                ) * 255
+                mask = gaze_image(self.sim.segmentation(name, *self.size) == self.sim.object_ids.index(gaze))
             out[name] = (rgb, depth, mask, camera_parameters(frame))
         return out
 

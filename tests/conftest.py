@@ -64,11 +64,13 @@ def spawn():
 @pytest.fixture
 def sim_arm(spawn):
     """Start config/graphs.yaml's sim_arm graph (world_sim + the execution node on ground-truth objects);
-    extra: {node name: {parameter: value}} added on top of the graph's parameters."""
+    extra: {node name: {parameter: value}} added on top of the graph's parameters. Returns {node name: process}."""
 
     def _start(scene, extra=None):
+        started = {}
         for spec in graphs.load('sim_arm', {'scene': scene}):
             overrides = [f'{k}:={v}' for k, v in (extra or {}).get(spec.name, {}).items()]
-            spawn(*spec.arguments(), *[arg for override in overrides for arg in ('-p', override)])
+            started[spec.name] = spawn(*spec.arguments(), *[arg for override in overrides for arg in ('-p', override)])
+        return started
 
     return _start

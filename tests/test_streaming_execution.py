@@ -5,6 +5,7 @@ reason, ExecuteMotion goals are refused while a stream moves the arm, a stop nev
 chunk being gated, and a chunk's gripper opening is commanded only when the chunk is accepted."""
 
 import os
+import signal
 import time
 
 import numpy as np
@@ -27,8 +28,12 @@ LEAD = 2.5  # [s] motion still queued when the next chunk is sent (gate round tr
 
 
 @pytest.fixture
-def system(sim_arm, ros_context):
-    sim_arm(SCENE, {'world_sim': {'camera_rate': 2.0}})
+def nodes(sim_arm):
+    return sim_arm(SCENE, {'world_sim': {'camera_rate': 2.0}})
+
+
+@pytest.fixture
+def system(nodes, ros_context):
     node = rclpy.create_node('streaming_test', context=ros_context)
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(node)
@@ -116,6 +121,27 @@ def test_chunks_continue_without_stopping_and_a_starved_stream_brakes_to_rest(sy
     travelled = states[-1].position[0] - q0[0]
     expected = _offset(6 * CHUNK)[0]
     assert expected - 0.05 < travelled < expected + 0.25  # the chunks, then the braking tail
+
+
+def test_a_stall_of_the_execution_process_does_not_end_a_stream_whose_joint_states_are_fresh(system, nodes):
+    """The execution node's process stopped for 0.8 s (as a GC pause or a loaded host would) while world_sim
+    kept publishing: afterwards its watchdog and the next chunk count the joint states queued meanwhile
+    (CI at 29f8884 had a stream ended by a 1 s stall: 'joint state is stale (1.01 s old)')."""
+    executor, stream, motion, states = system
+    q0 = np.array(states[-1].position[:7])
+    for k in range(5):  # back to back: ~2.5 s of motion committed, the stall and the next gate check fit in it
+        reply = _send(executor, stream, _chunk(q0, k * CHUNK))
+        assert reply.accepted, reply.reason
+    execution = nodes['execution'].pid
+    os.kill(execution, signal.SIGSTOP)
+    try:
+        _spin(executor, 0.8)
+    finally:
+        os.kill(execution, signal.SIGCONT)
+    reply = _send(executor, stream, _chunk(q0, 5 * CHUNK))
+    assert reply.accepted, reply.reason
+    assert reply.committed_until > reply.stream_time  # the stream still runs
+    _send(executor, stream, JointTrajectory(), stop=True)
 
 
 @pytest.mark.parametrize('jump, check', [(0.08, 'continuity'), (3.0, None)])

@@ -46,6 +46,7 @@ from twinloop_twin.twin import MeshLibrary, SimTwin
 
 Goal, Result = ExecuteMotion.Goal, ExecuteMotion.Result
 POLL = 0.02  # [s] how often waits look at the joint states and the cancel request
+STALL_GRACE = 0.25  # [s] a joint state found too old gets this long to arrive (it may be queued behind a stall of ours)
 
 
 class Canceled(Exception):
@@ -142,6 +143,7 @@ class ExecutionNode(Node):
         self.stream_ended = ''  # why the last stream was ended by the node
         self.stopped_streams = collections.deque(maxlen=64)  # ids stopped by their clients: never restarted
         self.joints = self.joint_state = self.joints_received = self.objects = self.objects_received = None
+        self.joints_arrived = threading.Condition()
 
         state_group = MutuallyExclusiveCallbackGroup()
         self.create_subscription(
@@ -178,7 +180,9 @@ class ExecutionNode(Node):
         except ValueError as exc:
             self.get_logger().warning(f'joint state ignored: {exc}', throttle_duration_sec=5.0)
             return
-        self.joints, self.joint_state, self.joints_received = msg, state, time.monotonic()
+        with self.joints_arrived:
+            self.joints, self.joint_state, self.joints_received = msg, state, time.monotonic()
+            self.joints_arrived.notify_all()
 
     def on_objects(self, msg):
         """Keep the newest perceived objects (for the collision check)."""
@@ -197,8 +201,17 @@ class ExecutionNode(Node):
         return ros_conversions.seconds(self.joints.header.stamp)
 
     def state_age(self):
-        """Seconds since the newest joint state arrived (None: never)."""
-        return None if self.joints_received is None else time.monotonic() - self.joints_received
+        """Seconds since the newest joint state arrived (None: never). One older than the limit gets
+        STALL_GRACE to arrive first: after this process stalled (a GC pause, a loaded host) the executor
+        may serve a timer or request before the joint states queued meanwhile."""
+        if self.joints_received is None:
+            return None
+        with self.joints_arrived:
+            self.joints_arrived.wait_for(self._state_fresh, STALL_GRACE)
+        return time.monotonic() - self.joints_received
+
+    def _state_fresh(self):
+        return time.monotonic() - self.joints_received <= self.safety.state_timeout
 
     def perception_age(self):
         """Seconds since the newest perceived objects arrived (None: never)."""

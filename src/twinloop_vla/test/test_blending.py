@@ -1,9 +1,19 @@
 """Re-anchoring, seam blending, temporal ensembling and observation synchronisation (no ROS)."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
-from twinloop_vla.blending import BlendConfig, Plan, TemporalEnsemble, anchor, blend_seam, joint_targets
+from twinloop_vla.blending import (
+    BlendConfig,
+    Plan,
+    RateLimit,
+    TemporalEnsemble,
+    anchor,
+    blend_seam,
+    joint_targets,
+)
 from twinloop_vla.sync import ObservationSync
 
 DT = 0.05
@@ -95,3 +105,47 @@ def test_observations_are_synchronised_by_stamp_and_refused_when_stale():
         sync.add_joints(k * 0.02, np.full(8, k))  # the robot's clock runs on to 0.78 s
     obs, why = sync.latest()
     assert obs is None and 'old' in why
+
+
+def _limits():
+    """Seven joints at 2 rad/s and 10 rad/s^2 (a JointLimits' velocity and acceleration)."""
+    return SimpleNamespace(velocity=np.full(7, 2.0), acceleration=np.full(7, 10.0))
+
+
+def _accelerations(times, positions, start_velocity):
+    """Each step's acceleration as the gate estimates it (from rest, 2 dq / dt^2 for the first step)."""
+    dt = np.diff(times)[:, None]
+    velocities = np.diff(positions, axis=0) / dt
+    before = np.vstack([np.zeros(7) if start_velocity is None else start_velocity, velocities[:-1]])
+    accelerations = (velocities - before) / dt
+    accelerations[0] *= 2 if start_velocity is None else 1
+    return accelerations
+
+
+def test_shaping_keeps_a_chunk_within_the_limits_and_leaves_a_jump_to_the_gate():
+    shaping = RateLimit.of(_limits(), BlendConfig(limit_margin=0.9, limit_tolerance=0.05))
+    times = DT * np.arange(9)
+    v0 = np.zeros(7)
+    v0[1] = 0.5
+    # a lift: on at 0.5 rad/s, then at 1.0 rad/s from one step to the next (10 rad/s^2 asked for)
+    positions = np.zeros((9, 7))
+    positions[:, 1] = np.concatenate([[0.0, 0.025], 0.025 + 0.05 * np.arange(1, 8)])
+    assert np.abs(_accelerations(times, positions, v0)).max() > 9.9
+    shaped = shaping.shape(times, positions, v0)
+    assert np.allclose(shaped[0], positions[0])
+    assert np.abs(_accelerations(times, shaped, v0)).max() <= 9.0 + 1e-9
+    assert 0 < np.abs(shaped - positions).max() <= 0.05
+    assert np.abs(shaped[-1] - positions[-1]).max() < 0.01  # it catches up
+    # from rest the first step may take half the velocity change (the gate's 2 dq / dt^2 estimate)
+    from_rest = shaping.shape(times, positions, None)
+    assert np.abs(_accelerations(times, from_rest, None)).max() <= 9.0 + 1e-9
+    # a 0.3 rad jump, a NaN: unchanged, for the gate to refuse
+    jump = positions.copy()
+    jump[3:, 1] += 0.3
+    assert np.array_equal(shaping.shape(times, jump, v0), jump)
+    broken = positions.copy()
+    broken[4, 1] = np.nan
+    assert np.array_equal(shaping.shape(times, broken, v0), broken, equal_nan=True)
+    assert RateLimit.of(_limits(), BlendConfig(limit_margin=0.0)) is None
+    with pytest.raises(ValueError, match='limit_margin'):
+        BlendConfig(limit_margin=1.5)

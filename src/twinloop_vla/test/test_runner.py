@@ -4,6 +4,7 @@ the arm moving through chunk seams; a chunk the gate refuses ends the run with t
 and nothing committed; cancel stops the stream."""
 
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import torch
 from twinloop_core.ports import StreamReply
 from twinloop_execution import streaming
 from twinloop_execution.safety import Verdict
-from twinloop_vla.blending import BlendConfig
+from twinloop_vla.blending import BlendConfig, RateLimit
 from twinloop_vla.policies import Policy, PolicyConfig
 from twinloop_vla.runner import run_policy
 from twinloop_vla.sync import Observation
@@ -166,3 +167,29 @@ def test_each_chunk_commands_the_gripper_of_its_first_executed_action():
     config = BlendConfig(execute_steps=4, lead=0.1, command_gripper=False)
     assert run_policy(Closing(), 'sweep', arm, config, max_chunks=3, timeout=20.0).success
     assert arm.grippers == [-1.0] * 3
+
+
+def test_shaping_sends_chunks_within_the_limits_that_unshaped_would_exceed():
+    """The sweep starts at SPEED from rest in one 0.05 s step (12 rad/s^2 as the gate estimates a start
+    from rest); shaped to 8 rad/s^2, every sent chunk's first steps stay within it."""
+
+    class Recording(FakeArm):
+        sent = []
+
+        def send(self, stream_id, times, positions, splice_time, gripper_width):
+            self.sent.append((np.array(times), np.array(positions)))
+            return super().send(stream_id, times, positions, splice_time, gripper_width)
+
+    def first_acceleration(times, positions):  # from rest: 2 dq / dt^2
+        return np.abs(2 * (positions[1] - positions[0]) / (times[1] - times[0]) ** 2).max()
+
+    limits = SimpleNamespace(velocity=np.full(7, 2.0), acceleration=np.full(7, 8.0))
+    config = BlendConfig(execute_steps=4, lead=0.1, limit_margin=1.0)
+    for shaping, within in ((None, False), (RateLimit.of(limits, config), True)):
+        arm = Recording()
+        arm.sent = []
+        result = run_policy(ScriptedSweep(), 'sweep', arm, config, max_chunks=3, timeout=20.0, shaping=shaping)
+        assert result.success and result.chunks == 3, result.reason
+        assert (first_acceleration(*arm.sent[0]) <= 8.0 + 1e-9) == within, first_acceleration(*arm.sent[0])
+    speed = arm.stream.path.velocities[:, 0]
+    assert speed.max() > 0.8 * SPEED  # shaped, it still sweeps

@@ -82,10 +82,16 @@ def test_an_action_the_gate_would_refuse_ends_the_episode_with_the_reason(tmp_pa
 def test_the_gates_acceleration_limit_holds_in_process_from_rest_and_in_motion(tmp_path):
     # joint 2 moves 0.07 rad in the first step: 0.7 rad/s is allowed, starting from rest to it is not
     lunge = save_checkpoint(tmp_path / 'lunge', [*scene.HOME[:1], scene.HOME[1] + 0.07, *scene.HOME[2:], 0.08], [0] * 8)
-    (r,) = vla_eval.evaluate(vla_eval.EvalSettings(checkpoint=lunge, max_steps=5), [TASK], [1000], ROOT, progress=False)
+    unshaped = vla_eval.EvalSettings(checkpoint=lunge, max_steps=5, limit_margin=0.0)
+    (r,) = vla_eval.evaluate(unshaped, [TASK], [1000], ROOT, progress=False)
     assert not r.success and r.steps == 0
     assert r.reason.startswith("step 0: the gate would refuse: accelerates beyond the limit (['panda_joint2']")
     assert 'panda_joint2 at 14.0 rad/s^2, limit 7.5' in r.reason
+    # shaped to 90 % of the limits (the default), the same lunge is followed over a few steps: 3.6 cm-rad off at
+    # most, within the 5 cm-rad tolerance
+    (r,) = vla_eval.evaluate(vla_eval.EvalSettings(checkpoint=lunge, max_steps=5), [TASK], [1000], ROOT, progress=False)
+    assert r.steps == 5 and r.reason == 'not done after 5 steps', r.reason
+    assert r.shaped >= 2
     limits = JointLimits.from_description(
         ROOT / 'urdf' / 'panda.urdf', ROOT / 'config' / 'panda_joint_limits.yaml', list(scene.ARM_JOINTS)
     )

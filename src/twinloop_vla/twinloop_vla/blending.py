@@ -23,6 +23,13 @@ Blendings (how consecutive chunks become one commanded motion):
   a chunk that starts the motion from rest; this runner does not yet (it broke the splice of the
   next chunk in tests/test_vla_policy_node.py: see the issue note). This blends positions at
   execution time; it is not the guided-inpainting inference of Black et al. (2025).
+
+Shaping to the limits (`RateLimit`, libfranka's limitRate idea). A learned policy's targets may ask
+for slightly more acceleration than the arm allows where its motion changes (the lift after a
+grasp); the gate would refuse the chunk and end the goal. Before the gate, targets are followed
+with a velocity feed-forward and a gap closed over `settle_steps`, every step's velocity change and
+velocity clipped to `margin` of the limits. A chunk whose shaped path would stray more than
+`tolerance` [rad] from it is sent unchanged: a jump is the gate's to refuse, not this to hide.
 """
 
 from dataclasses import dataclass
@@ -48,6 +55,10 @@ class BlendConfig:
     lead: float = 0.25  # [s] a chunk is spliced this far ahead of now (service call and gate time)
     action_space: str = 'joint_position'  # joint_position: absolute targets; joint_delta: targets - observed state
     command_gripper: bool = True  # an action's entry after the arm joints is the gripper opening [m], sent per chunk
+    limit_margin: float = (
+        0.9  # share of the arm's velocity and acceleration limits chunks are shaped to (0: not shaped)
+    )
+    limit_tolerance: float = 0.05  # [rad] a chunk the shaping would move further than this is left to the gate
 
     def __post_init__(self):
         problems = []
@@ -61,8 +72,54 @@ class BlendConfig:
             problems.append('execute_steps * control_period must be >= 0.1 s (the shortest streamed chunk)')
         if self.execute_steps < 1 or self.blend_steps < 1 or self.ensemble_decay < 0:
             problems.append('execute_steps and blend_steps must be >= 1, ensemble_decay >= 0')
+        if not (0 <= self.limit_margin <= 1 and self.limit_tolerance >= 0):
+            problems.append('limit_margin must be in [0, 1] and limit_tolerance >= 0')
         if problems:
             raise ValueError('; '.join(problems))
+
+
+@dataclass
+class RateLimit:
+    """Joint targets shaped to velocity and acceleration limits (see the module docstring)."""
+
+    velocity: np.ndarray  # [rad/s] per arm joint (the margin applied)
+    acceleration: np.ndarray  # [rad/s^2]
+    tolerance: float = 0.05  # [rad]
+    settle_steps: float = 2.0  # a gap to the targets halves every step at 2
+
+    @classmethod
+    def of(cls, limits, config: BlendConfig):
+        """The shaping of config for the arm's JointLimits; None when config.limit_margin is 0."""
+        if config.limit_margin <= 0:
+            return None
+        m = config.limit_margin
+        return cls(
+            m * np.asarray(limits.velocity, float), m * np.asarray(limits.acceleration, float), config.limit_tolerance
+        )
+
+    def shape(self, times, positions, start_velocity=None, previous=None):
+        """positions (n, 7) at times (n,) from 0: the commanded point, then targets. start_velocity: the
+        commanded velocity there (None: at rest, where the gate estimates the first step's acceleration as
+        2 dq / dt^2). previous: the unshaped target the commanded point stands for (default: itself).
+        Returns the shaped positions (the first point kept), or the given ones when shaping strays more
+        than tolerance from them or they are not finite."""
+        times, positions = np.asarray(times, float), np.asarray(positions, float)
+        if not np.all(np.isfinite(positions)):
+            return positions
+        q = positions[0].copy()
+        v = np.zeros_like(q) if start_velocity is None else np.asarray(start_velocity, float)
+        last = q if previous is None else np.asarray(previous, float)
+        shaped = [q]
+        for k in range(1, len(positions)):
+            dt = times[k] - times[k - 1]
+            wanted = (positions[k] - last) / dt + (last - q) / (self.settle_steps * dt)
+            step = self.acceleration * dt / (2 if k == 1 and start_velocity is None else 1)
+            v = np.clip(np.clip(wanted, v - step, v + step), -self.velocity, self.velocity)
+            q = q + v * dt
+            last = positions[k]
+            shaped.append(q)
+        shaped = np.array(shaped)
+        return shaped if np.max(np.abs(shaped - positions)) <= self.tolerance else positions
 
 
 def joint_targets(actions, state, action_space):
@@ -125,6 +182,10 @@ class Plan:
     def sample(self, t):
         """Commanded position at stream time t (within the plan; held at its ends)."""
         return np.array([np.interp(t, self.times, self.positions[:, j]) for j in range(self.positions.shape[1])])
+
+    def velocity(self, t, dt):
+        """Commanded velocity at stream time t, the backward difference over dt."""
+        return (self.sample(t) - self.sample(t - dt)) / dt
 
     def splice(self, splice_time, times, positions):
         """Replace what follows splice_time by a segment (times from 0 at splice_time)."""

@@ -9,7 +9,8 @@ tuning; never training layouts (seeds >= TRAIN_SEED_MIN). An episode resets worl
 the seed's layout (twinloop_data.world_sim_expert, as the recordings did) and then, every control
 step at the dataset's rate: renders the checkpoint's views when a chunk is due and asks the policy
 (twinloop_vla.stepping: blending and a modelled inference delay), applies the step's action the
-way the recording expert applied its own (a joint target reached over the step, a gripper width),
+way the recording expert applied its own (a joint target reached over the step, a gripper width)
+after shaping it to the limits as the vla_policy node shapes chunks (twinloop_vla.blending.RateLimit),
 and judges the task on ground truth (twinloop_core.judging); success ends the episode, so does an
 action the safety gate would refuse (non-finite, outside the joint limits, beyond the velocity or
 acceleration limits; the recorded expert uses at most 54 % of the latter), and --max-steps ends it
@@ -21,8 +22,8 @@ Out: results.json (settings, per episode:
 success, reason, steps, chunks, inference times, mean absolute jerk of the measured joint path, the
 grip offset: TCP to the object when the gripper is first commanded shut), report.md (per task:
 success with its Wilson 95 % interval, steps, jerk, inference p50/p90 against the time a chunk
-runs, the median grip offset) and GIFs of the first --videos episodes (the views side by side,
-the policy's gaze drawn where it has a gaze head).
+runs, the median grip offset, the share of steps the shaping changed) and GIFs of the first
+--videos episodes (the views side by side, the policy's gaze drawn where it has a gaze head).
 
 What this is not: the ROS graph (vla_policy node, stream, gate); the simulation waits for every
 inference, whose effect on the robot is modelled by --delay-steps.
@@ -54,7 +55,7 @@ from twinloop_data.world_sim_expert import (
     object_states,
 )
 from twinloop_twin import scene
-from twinloop_vla.blending import BLENDINGS, BlendConfig
+from twinloop_vla.blending import BLENDINGS, BlendConfig, RateLimit
 from twinloop_vla.stepping import SteppedChunks
 
 SEED_RANGES = ('held_out', 'development')
@@ -70,6 +71,8 @@ class EvalSettings:
     delay_steps: int = 0  # modelled inference delay [control steps]
     blend_steps: int = 3  # rtc seam
     ensemble_decay: float = 0.1  # temporal ensembling
+    limit_margin: float = 0.9  # actions shaped to this share of the velocity and acceleration limits (0: not)
+    limit_tolerance: float = 0.05  # [rad] an action the shaping would move further is left to the gate
     max_steps: int = 150  # an episode fails after this many control steps
     fps: int = FPS  # the dataset's control rate
     cameras: tuple = CAMERAS  # the policy's views, in its order
@@ -85,6 +88,8 @@ class EvalSettings:
             execute_steps=self.execute_steps,
             blend_steps=self.blend_steps,
             ensemble_decay=self.ensemble_decay,
+            limit_margin=self.limit_margin,
+            limit_tolerance=self.limit_tolerance,
         )
 
 
@@ -101,6 +106,7 @@ class EpisodeResult:
     inference_s: list = field(default_factory=list)  # wall time of each policy call
     mean_abs_jerk: float = float('nan')  # [rad/s^3] over the arm joints and the measured path
     grip_offset: float = float('nan')  # [m] TCP to the task's object when the gripper is first commanded shut
+    shaped: int = 0  # steps whose arm target the shaping to the limits changed (blending.RateLimit)
     frames: list = field(default_factory=list, repr=False)  # the views side by side per step, when recorded
 
 
@@ -179,6 +185,7 @@ class Evaluator:
         root = Path(root)
         scene_config = scene.SceneConfig.from_yaml(settings.scene or root / 'config' / 'scenes' / 'tabletop.yaml')
         self.env = WorldSimExpert(scene_config, root, settings.fps, settings.cameras, settings.size)
+        self.shaping = RateLimit.of(self.env.limits, self.blend)
 
     def observation(self, task):
         """The policy's observation now: its views, the state (world_sim_expert.policy_state), the instruction."""
@@ -198,6 +205,7 @@ class Evaluator:
         sim = self.env.reset(seed)
         before, joints = object_states(sim), [sim.arm_positions()]
         commanded, velocity = joints[0], None
+        unshaped = commanded  # the policy's last arm target before shaping
         schedule, result = SteppedChunks(self.blend, s.delay_steps), EpisodeResult(task, seed, False, '', 0, 0)
         result.reason = f'not done after {s.max_steps} steps'
         for step in range(s.max_steps):
@@ -217,11 +225,16 @@ class Evaluator:
                     result.reason = f'policy output refused: {error}'
                     break
             action = schedule.action(step)
-            why = refusal(action[:7], commanded, self.env.limits, dt, velocity)
+            target = action[:7]
+            if self.shaping is not None:
+                target = self.shaping.shape([0.0, dt], [commanded, target], velocity, previous=unshaped)[1]
+                result.shaped += int(np.abs(target - action[:7]).max() > 1e-6)
+            unshaped = action[:7]
+            why = refusal(target, commanded, self.env.limits, dt, velocity)
             if why or not np.isfinite(action[7]):
                 result.reason = f'step {step}: the gate would refuse: {why or "non-finite gripper command"}'
                 break
-            commanded, velocity = action[:7], (action[:7] - commanded) / dt
+            commanded, velocity = target, (target - commanded) / dt
             if action[7] < OPEN_WIDTH / 2 and not np.isfinite(result.grip_offset):
                 tcp = self.env.arm.ee_position(sim.arm_positions())
                 obj = sim.object_pose(TASKS[task][0].object_id)[0]
@@ -293,6 +306,7 @@ def summary(settings, results):
             'mean_steps': float(np.mean([r.steps for r in rows])) if rows else 0.0,
             'mean_abs_jerk': float(np.mean(jerks)) if jerks else float('nan'),
             'median_grip_offset_m': float(np.median(offsets)) if offsets else float('nan'),
+            'shaped_share': sum(r.shaped for r in rows) / max(1, sum(r.steps for r in rows)),
             'inference_p50_s': float(np.percentile(inference, 50)) if inference else float('nan'),
             'inference_p90_s': float(np.percentile(inference, 90)) if inference else float('nan'),
             'chunk_execution_s': chunk_time,
@@ -330,17 +344,19 @@ def report_markdown(settings, facts, seeds_name, command, videos):
         '',
         f'In process (world_sim core, no ROS graph), {seeds_name} layouts; blending {settings.blending}, '
         f'{settings.execute_steps} actions per chunk, modelled delay {settings.delay_steps} steps, '
-        f'{settings.fps} Hz, at most {settings.max_steps} steps.',
+        f'{settings.fps} Hz, at most {settings.max_steps} steps; actions shaped to {settings.limit_margin:.0%} of '
+        f'the velocity and acceleration limits where that moves them {settings.limit_tolerance} rad or less.',
         '',
         '| task | success | 95 % Wilson | mean steps | mean abs jerk [rad/s^3] | inference p50 / p90 [s] '
-        '| chunk runs [s] | median grip offset [cm] |',
-        '|---|---|---|---|---|---|---|---|',
+        '| chunk runs [s] | median grip offset [cm] | steps shaped |',
+        '|---|---|---|---|---|---|---|---|---|',
     ]
     for task, f in [*facts['tasks'].items(), ('all', facts['all'])]:
         lines.append(
             f'| {task} | {f["successes"]}/{f["episodes"]} | {f["wilson95"][0]:.2f}-{f["wilson95"][1]:.2f} | '
             f'{f["mean_steps"]:.0f} | {f["mean_abs_jerk"]:.1f} | {f["inference_p50_s"]:.3f} / '
-            f'{f["inference_p90_s"]:.3f} | {f["chunk_execution_s"]:.2f} | {100 * f["median_grip_offset_m"]:.1f} |'
+            f'{f["inference_p90_s"]:.3f} | {f["chunk_execution_s"]:.2f} | {100 * f["median_grip_offset_m"]:.1f} | '
+            f'{f["shaped_share"]:.0%} |'
         )
     for r, path in videos:
         lines += ['', f'{r.task}, seed {r.seed}: {"success" if r.success else "failure"} ({r.reason})', f'![]({path})']
@@ -360,6 +376,10 @@ def main(argv=None):
     parser.add_argument('--execute-steps', type=int, default=defaults.execute_steps)
     parser.add_argument('--delay-steps', type=int, default=defaults.delay_steps)
     parser.add_argument('--blend-steps', type=int, default=defaults.blend_steps)
+    parser.add_argument(
+        '--limit-margin', type=float, default=defaults.limit_margin, help='shape actions to this share of the limits'
+    )
+    parser.add_argument('--limit-tolerance', type=float, default=defaults.limit_tolerance, help='[rad]')
     parser.add_argument('--max-steps', type=int, default=defaults.max_steps)
     parser.add_argument('--fps', type=int, default=defaults.fps, help="the dataset's control rate [Hz]")
     parser.add_argument('--cameras', nargs='+', default=list(defaults.cameras), help="the policy's views, in order")
@@ -375,6 +395,8 @@ def main(argv=None):
         execute_steps=args.execute_steps,
         delay_steps=args.delay_steps,
         blend_steps=args.blend_steps,
+        limit_margin=args.limit_margin,
+        limit_tolerance=args.limit_tolerance,
         max_steps=args.max_steps,
         fps=args.fps,
         cameras=tuple(args.cameras),

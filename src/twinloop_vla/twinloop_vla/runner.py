@@ -105,10 +105,11 @@ class RunFailed(Exception):
     """The loop cannot go on (no fresh observation, a chunk stale on arrival); the message says why."""
 
 
-def run_policy(policy, instruction, io, config, max_chunks, timeout, observation_timeout=2.0):
+def run_policy(policy, instruction, io, config, max_chunks, timeout, observation_timeout=2.0, shaping=None):
     """Run `policy` (a Policy: select_action_chunk) for up to max_chunks chunks or timeout [s];
-    the stream is stopped however the run ends."""
-    run = _Run(policy, instruction, io, config, timeout, observation_timeout)
+    shaping: a blending.RateLimit every chunk is shaped with before it is sent (None: sent as anchored
+    and blended). The stream is stopped however the run ends."""
+    run = _Run(policy, instruction, io, config, timeout, observation_timeout, shaping)
     try:
         while run.chunks < max_chunks:
             reply = run.step(run.chunks)
@@ -139,8 +140,8 @@ def run_policy(policy, instruction, io, config, max_chunks, timeout, observation
 class _Run:
     """The state of one goal's loop."""
 
-    def __init__(self, policy, instruction, io, config, timeout, observation_timeout):
-        self.policy, self.instruction, self.io, self.c = policy, instruction, io, config
+    def __init__(self, policy, instruction, io, config, timeout, observation_timeout, shaping=None):
+        self.policy, self.instruction, self.io, self.c, self.shaping = policy, instruction, io, config, shaping
         self.deadline = time.monotonic() + timeout
         self.observation_timeout = observation_timeout
         self.stream_id = f'vla-{uuid.uuid4().hex[:8]}'
@@ -250,6 +251,9 @@ class _Run:
             times, positions = segment
         elif c.blending != 'rtc':  # receding horizon; temporal ensembling from rest (one chunk: no mean)
             times, positions = times[: c.execute_steps + 1], positions[: c.execute_steps + 1]
+        if self.shaping is not None:
+            start_velocity = None if self.plan is None else self.plan.velocity(splice, c.control_period)
+            positions = self.shaping.shape(times, positions, start_velocity)
         gripper = gripper_command(actions, skipped, c.command_gripper)
         reply = self.io.send(self.stream_id, times, positions, splice, gripper)
         if not reply.accepted:

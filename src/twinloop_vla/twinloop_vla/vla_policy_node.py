@@ -30,9 +30,10 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from twinloop_core.ports import StreamReply
 from twinloop_core.robot import ARM_JOINTS
 from twinloop_data.world_sim_expert import FPS, policy_state
+from twinloop_execution.safety import JointLimits
 from twinloop_ros import conversions as ros_conversions
 from twinloop_ros import node_runner, topics
-from twinloop_vla.blending import BlendConfig
+from twinloop_vla.blending import BlendConfig, RateLimit
 from twinloop_vla.policies import load_policy, make_policy, policy_class
 from twinloop_vla.runner import run_policy
 from twinloop_vla.sync import ObservationSync
@@ -128,7 +129,17 @@ class VlaPolicyNode(Node):
             lead=p('lead', 0.2, 'chunks are spliced this far ahead of now [s]'),
             action_space=p('action_space', 'joint_position', 'joint_position or joint_delta (targets - state)'),
             command_gripper=p('command_gripper', True, "send each chunk's gripper opening (entry 8 of an action)"),
+            limit_margin=p('limit_margin', 0.9, "chunks shaped to this share of the arm's limits (0: not shaped)"),
+            limit_tolerance=p('limit_tolerance', 0.05, 'a chunk the shaping would move further is sent as it is [rad]'),
         )
+        urdf = p('robot_description_file', '', 'URDF of the arm (its velocity limits, for the shaping)')
+        limits_yaml = p('joint_limits_file', '', 'MoveIt-style joint_limits.yaml (accelerations, for the shaping)')
+        self.shaping = None
+        if self.blend.limit_margin > 0:
+            if not (urdf and limits_yaml):
+                raise ValueError('limit_margin > 0 needs robot_description_file and joint_limits_file (or set it to 0)')
+            limits = JointLimits.from_description(urdf, limits_yaml, list(ARM_JOINTS))
+            self.shaping = RateLimit.of(limits, self.blend)
         self.default_policy = p('default_policy', 'vga', 'policy run when a goal names none')
         self.checkpoints_dir = p('checkpoints_dir', '', 'folder of <policy name>/ checkpoints (Policy.save)')
         self.allow_untrained = p('allow_untrained', False, 'run a policy with weights but no checkpoint (random)')
@@ -292,6 +303,7 @@ class VlaPolicyNode(Node):
                 goal.max_chunks or self.max_chunks,
                 goal.timeout or self.timeout,
                 self.observation_timeout,
+                self.shaping,
             )
         finally:
             self.io, self.active = None, False

@@ -23,7 +23,8 @@ success, reason, steps, chunks, inference times, mean absolute jerk of the measu
 grip offset: TCP to the object when the gripper is first commanded shut), report.md (per task:
 success with its Wilson 95 % interval, steps, jerk, inference p50/p90 against the time a chunk
 runs, the median grip offset, the share of steps the shaping changed) and GIFs of the first
---videos episodes (the views side by side, the policy's gaze drawn where it has a gaze head).
+--videos episodes (the views side by side, the policy's gaze drawn where it has a gaze head, ReconVLA's
+action tokens' attention where it is that).
 
 What this is not: the ROS graph (vla_policy node, stream, gate); the simulation waits for every
 inference, whose effect on the robot is modelled by --delay-steps.
@@ -156,17 +157,18 @@ def refusal(target, previous, limits, dt, velocity=None):
     return ''
 
 
-def gaze_overlay(image, weights, point):
+def gaze_overlay(image, weights, point=None):
     """An RGB view (h, w, 3) with the gaze (weights over its g x g patches) tinted red and the gaze point
-    (u, v in [0, 1]) ringed in yellow."""
+    (u, v in [0, 1]; None: none) ringed in yellow."""
     h, w = image.shape[:2]
     grid = int(round(len(weights) ** 0.5))
     levels = (255 * weights.reshape(grid, grid) / max(float(weights.max()), 1e-9)).astype(np.uint8)
     heat = np.asarray(Image.fromarray(levels).resize((w, h), Image.BILINEAR), np.float32)[..., None] / 255
     tinted = image.astype(np.float32) * (1 - 0.6 * heat) + 0.6 * heat * np.array([255.0, 0.0, 0.0])
     picture = Image.fromarray(tinted.astype(np.uint8))
-    u, v = float(point[0]) * w, float(point[1]) * h
-    ImageDraw.Draw(picture).ellipse([u - 4, v - 4, u + 4, v + 4], outline=(255, 255, 0), width=2)
+    if point is not None:
+        u, v = float(point[0]) * w, float(point[1]) * h
+        ImageDraw.Draw(picture).ellipse([u - 4, v - 4, u + 4, v + 4], outline=(255, 255, 0), width=2)
     return np.asarray(picture)
 
 
@@ -252,10 +254,13 @@ class Evaluator:
     def picture(self, observation):
         """The observation's views side by side, each with the policy's gaze where it has a gaze head."""
         views = list(observation['images'])
+        batch = {k: np.asarray(observation[k])[None] for k in ('images', 'state')}
+        batch['instruction'] = observation['instruction']
         if getattr(self.policy, 'gaze_head', None) is not None:
-            batch = {k: np.asarray(observation[k])[None] for k in ('images', 'state')}
-            weights, points = self.policy.gaze(batch | {'instruction': observation['instruction']})
+            weights, points = self.policy.gaze(batch)
             views = [gaze_overlay(v, w.numpy(), p.numpy()) for v, w, p in zip(views, weights[0], points[0])]
+        elif callable(getattr(self.policy, 'attention', None)):  # ReconVLA: the action tokens' attention
+            views = [gaze_overlay(v, w.numpy()) for v, w in zip(views, self.policy.attention(batch)[0])]
         return np.concatenate(views, axis=1)
 
     def close(self):

@@ -112,3 +112,21 @@ def sincos_2d(height, width, dim):
     ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing='ij')
     parts = [f(c.reshape(-1, 1).float() * freqs) for c in (ys, xs) for f in (torch.sin, torch.cos)]
     return torch.cat(parts, dim=1)
+
+
+def attention_weights(attention, x, mask=None):
+    """The softmax weights (B, heads, N, N) an Attention module gives x (B, N, D), already normalised as its
+    block feeds it (mask: (N, N) bool, True where a token may attend)."""
+    q, k, _ = (_heads(t, attention.heads) for t in attention.qkv(x).chunk(3, dim=-1))
+    q, k = attention.q_norm(q), attention.k_norm(k)
+    scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float('-inf'))
+    return scores.softmax(-1)
+
+
+def timestep_embedding(t, dim):
+    """Sinusoidal embeddings (B, dim) of integer diffusion timesteps t (B,)."""
+    freqs = torch.exp(-torch.log(torch.tensor(10000.0)) * torch.arange(dim // 2, dtype=torch.float32) / (dim // 2))
+    angles = t.float()[:, None] * freqs.to(t.device)[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)

@@ -94,9 +94,10 @@ def latest_checkpoint(out):
 
 
 def frozen_encoder(policy):
-    """The policy's patch encoder when it has no trainable parameters (cacheable), else None."""
+    """The policy's patch encoder when it has no trainable parameters and the policy does not need the views
+    themselves (ReconVLA's gaze crops): cacheable; else None."""
     encoder = getattr(policy, 'encoder', None)
-    if encoder is None or any(p.requires_grad for p in encoder.parameters()):
+    if encoder is None or getattr(policy, 'needs_pixels', False) or any(p.requires_grad for p in encoder.parameters()):
         return None
     return encoder
 

@@ -4,10 +4,10 @@
 checkpoint written by `Policy.save`, `POLICIES` lists what is registered. Each policy lives in
 configuration_<name>.py (a checked dataclass), modeling_<name>.py (the torch module, registered
 with `@register_policy('<name>')`) and, where it has one, processor_<name>.py. Importing this
-package registers 'vga' and 'external'.
+package registers 'vga', 'reconvla' and 'external'.
 """
 
-from twinloop_vla.policies import modeling_external, modeling_vga
+from twinloop_vla.policies import modeling_external, modeling_reconvla, modeling_vga
 from twinloop_vla.policies.base import (
     POLICIES,
     Policy,
@@ -27,6 +27,7 @@ __all__ = [
     'load_policy',
     'make_policy',
     'modeling_external',
+    'modeling_reconvla',
     'modeling_vga',
     'policy_class',
     'register_policy',

@@ -1,0 +1,128 @@
+"""ReconVLA (twinloop_vla.policies.modeling_reconvla) and its tokenizer (twinloop_vla.vae): gaze crops cut
+the masked object, action bins round-trip, a tiny ReconVLA learns recorded demonstrations through the
+training command with both action heads and reloads to the same actions, the ablation switches change
+what is trained, the VAE learns to reconstruct the crops and loads into a policy."""
+
+import numpy as np
+import pytest
+import torch
+from vla_samples import HashEmbedder
+
+from twinloop_data.world_sim_expert import TASKS, TRAIN_SEED_MIN
+from twinloop_vla.datasets import ChunkDataset, collate
+from twinloop_vla.eval import gaze_overlay
+from twinloop_vla.policies import load_policy, make_policy
+from twinloop_vla.policies.modeling_reconvla import attention_inside
+from twinloop_vla.policies.processor_reconvla import from_bins, gaze_crops, to_bins
+from twinloop_vla.record import record
+from twinloop_vla.train import TrainSettings, train
+from twinloop_vla.vae import SmallVAE, VAEConfig, crops_of_dataset, psnr, train_vae
+
+TINY = {
+    'image_size': 28,
+    'patch_size': 14,
+    'encoder': 'conv',
+    'encoder_dim': 32,
+    'width': 32,
+    'depth': 2,
+    'heads': 2,
+    'action_bins': 32,
+    'gaze_size': 16,
+    'vae_hidden': 8,
+    'denoiser_width': 32,
+    'denoiser_depth': 1,
+    'denoiser_heads': 2,
+}
+SETTINGS = dict(batch_size=8, lr=3e-3, warmup=3, val_fraction=0.25, log_every=1, save_every=100)
+
+
+@pytest.fixture(scope='module')
+def demos(tmp_path_factory):
+    """Four short recorded episodes with gaze masks (two per task, 10 frames each, 2 cameras of 56 x 42 px)."""
+    out = tmp_path_factory.mktemp('data') / 'demos'
+    record(out, list(TASKS), episodes=2, seed=TRAIN_SEED_MIN, size=(56, 42), max_frames=10, progress=False)
+    return out
+
+
+def test_gaze_crops_cut_the_masked_object_and_fall_back_to_the_whole_view():
+    pixels = torch.zeros(2, 3, 40, 40)
+    pixels[:, 0, 10:18, 24:32] = 1.0  # a red square
+    masks = torch.zeros(2, 40, 40)
+    masks[0, 10:18, 24:32] = 1.0  # the first view sees the object, the second does not
+    crops = gaze_crops(pixels, masks, 16, margin=0.25)
+    assert crops.shape == (2, 3, 16, 16)
+    # the square fills the middle of its crop (8 px grown by 2 x 25 % to 12 px, so 2/3 of the crop)
+    assert crops[0, 0, 4:12, 4:12].min() > 0.9 and crops[0, 0, 0, 0] < 0.1
+    assert 0.03 < crops[1, 0].mean() < 0.05  # the whole view: 64 of 1600 px red (4 %), resampled
+
+
+def test_action_bins_round_trip_within_half_a_bin():
+    values = torch.linspace(-2.9, 2.9, 101)
+    indices = to_bins(values, 256, 3.0)
+    assert indices.min() >= 0 and indices.max() <= 255
+    assert (from_bins(indices, 256, 3.0) - values).abs().max() <= 3.0 / 256 + 1e-6
+    assert to_bins(torch.tensor([-10.0, 10.0]), 256, 3.0).tolist() == [0, 255]  # clipped to the end bins
+
+
+@pytest.mark.parametrize('head', ['discrete', 'continuous'])
+def test_reconvla_learns_demonstrations_and_reloads_to_the_same_actions(demos, tmp_path, head):
+    result = train(
+        demos,
+        tmp_path / 'run',
+        policy='reconvla',
+        overrides={**TINY, 'action_head': head},
+        settings=TrainSettings(**SETTINGS, steps=30, val_every=15),
+        policy_kwargs={'embedder': HashEmbedder()},
+        progress=False,
+    )
+    history = [h for h in result.history if h['split'] == 'train']
+    first, last = (np.mean([h[k] for h in history[s]]) for k, s in [('loss', slice(0, 3)), ('loss', slice(-3, None))])
+    assert last < 0.7 * first, (first, last)
+    assert all({'action', 'action_l1', 'recon', 'attention_inside'} <= set(h) for h in history)
+    val = [h for h in result.history if h['split'] == 'val']
+    assert [h['step'] for h in val] == [15, 30] and 0 <= val[-1]['attention_inside'] <= 1
+    sample = ChunkDataset(demos, chunk_size=8)[5]
+    observation = {k: sample[k] for k in ('images', 'state', 'instruction')}
+    reloaded = load_policy(tmp_path / 'run' / 'policy', embedder=HashEmbedder())
+    chunk = result.policy.select_action_chunk(observation)
+    assert chunk.shape == (8, 8) and np.all(np.isfinite(chunk))
+    np.testing.assert_array_equal(reloaded.select_action_chunk(observation), chunk)
+
+
+def test_the_ablation_switches_change_what_is_trained(demos):
+    batch = collate([ChunkDataset(demos, chunk_size=8)[i] for i in (0, 12, 25)])
+    baseline = make_policy('reconvla', {**TINY, 'use_reconstruction': False}, embedder=HashEmbedder())
+    out = baseline(batch)
+    assert 'recon' not in out and baseline.vae is None and baseline.denoiser is None
+    assert 0 < float(out['attention_inside']) <= 1
+    whole = make_policy('reconvla', {**TINY, 'reconstruct': 'image'}, embedder=HashEmbedder())
+    without_masks = {k: v for k, v in batch.items() if k != 'gaze'}
+    assert 'recon' in whole(without_masks) and 'recon' not in make_policy('reconvla', TINY, embedder=HashEmbedder())(
+        without_masks
+    )  # the gaze region needs gaze masks
+    assert not any(p.requires_grad for p in whole.vae.parameters())  # the tokenizer stays frozen
+    weights = whole.attention(batch)
+    assert weights.shape == (3, 2, 4) and torch.all(weights.sum(-1) <= 1 + 1e-6)
+    own = whole.attention({k: v for k, v in batch.items() if k != 'action'})  # with its own decoded actions
+    assert own.shape == (3, 2, 4) and torch.all(own > 0)
+    drawn = gaze_overlay(batch['images'][0, 0], own[0, 0].numpy())
+    assert drawn.shape == batch['images'][0, 0].shape
+    everywhere = torch.ones(3, 2, 28, 28)
+    assert float(attention_inside(weights, everywhere, 14)) == pytest.approx(1.0)
+
+
+def test_the_vae_learns_the_crops_and_loads_into_a_policy(demos, tmp_path):
+    crops = crops_of_dataset(demos, 16, [0, 1, 2], margin=0.25)
+    held_out = crops_of_dataset(demos, 16, [3], margin=0.25)
+    assert crops.shape == (2 * 2 * 30, 3, 16, 16) and crops.min() >= -1 and crops.max() <= 1
+    config = VAEConfig(size=16, channels=4, hidden=8)
+    untrained = psnr(SmallVAE(config), held_out)
+    vae, history = train_vae(crops, config, steps=200, batch_size=32, held_out=held_out, progress=False)
+    assert history[-1]['held_out_psnr'] > untrained + 5, (untrained, history[-1])
+    latents = vae.latents(held_out)
+    assert 0.5 < float(latents.std()) < 2.0  # scaled to about unit spread
+    vae.save(tmp_path / 'vae')
+    policy = make_policy('reconvla', {**TINY, 'vae_weights': str(tmp_path / 'vae')}, embedder=HashEmbedder())
+    torch.testing.assert_close(policy.vae.latents(held_out), latents)
+    with pytest.raises(ValueError, match='do not match'):
+        make_policy('reconvla', {**TINY, 'vae_weights': str(tmp_path / 'vae'), 'gaze_size': 32})

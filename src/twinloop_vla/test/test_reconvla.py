@@ -6,42 +6,17 @@ what is trained, the VAE learns to reconstruct the crops and loads into a policy
 import numpy as np
 import pytest
 import torch
-from vla_samples import HashEmbedder
+from vla_samples import TINY_RECONVLA, HashEmbedder
 
-from twinloop_data.world_sim_expert import TASKS, TRAIN_SEED_MIN
 from twinloop_vla.datasets import ChunkDataset, collate
 from twinloop_vla.eval import gaze_overlay
 from twinloop_vla.policies import load_policy, make_policy
 from twinloop_vla.policies.modeling_reconvla import attention_inside
 from twinloop_vla.policies.processor_reconvla import from_bins, gaze_crops, to_bins
-from twinloop_vla.record import record
 from twinloop_vla.train import TrainSettings, train
 from twinloop_vla.vae import SmallVAE, VAEConfig, crops_of_dataset, psnr, train_vae
 
-TINY = {
-    'image_size': 28,
-    'patch_size': 14,
-    'encoder': 'conv',
-    'encoder_dim': 32,
-    'width': 32,
-    'depth': 2,
-    'heads': 2,
-    'action_bins': 32,
-    'gaze_size': 16,
-    'vae_hidden': 8,
-    'denoiser_width': 32,
-    'denoiser_depth': 1,
-    'denoiser_heads': 2,
-}
 SETTINGS = dict(batch_size=8, lr=3e-3, warmup=3, val_fraction=0.25, log_every=1, save_every=100)
-
-
-@pytest.fixture(scope='module')
-def demos(tmp_path_factory):
-    """Four short recorded episodes with gaze masks (two per task, 10 frames each, 2 cameras of 56 x 42 px)."""
-    out = tmp_path_factory.mktemp('data') / 'demos'
-    record(out, list(TASKS), episodes=2, seed=TRAIN_SEED_MIN, size=(56, 42), max_frames=10, progress=False)
-    return out
 
 
 def test_gaze_crops_cut_the_masked_object_and_fall_back_to_the_whole_view():
@@ -70,7 +45,7 @@ def test_reconvla_learns_demonstrations_and_reloads_to_the_same_actions(demos, t
         demos,
         tmp_path / 'run',
         policy='reconvla',
-        overrides={**TINY, 'action_head': head},
+        overrides={**TINY_RECONVLA, 'action_head': head},
         settings=TrainSettings(**SETTINGS, steps=30, val_every=15),
         policy_kwargs={'embedder': HashEmbedder()},
         progress=False,
@@ -91,15 +66,15 @@ def test_reconvla_learns_demonstrations_and_reloads_to_the_same_actions(demos, t
 
 def test_the_ablation_switches_change_what_is_trained(demos):
     batch = collate([ChunkDataset(demos, chunk_size=8)[i] for i in (0, 12, 25)])
-    baseline = make_policy('reconvla', {**TINY, 'use_reconstruction': False}, embedder=HashEmbedder())
+    baseline = make_policy('reconvla', {**TINY_RECONVLA, 'use_reconstruction': False}, embedder=HashEmbedder())
     out = baseline(batch)
     assert 'recon' not in out and baseline.vae is None and baseline.denoiser is None
     assert 0 < float(out['attention_inside']) <= 1
-    whole = make_policy('reconvla', {**TINY, 'reconstruct': 'image'}, embedder=HashEmbedder())
+    whole = make_policy('reconvla', {**TINY_RECONVLA, 'reconstruct': 'image'}, embedder=HashEmbedder())
     without_masks = {k: v for k, v in batch.items() if k != 'gaze'}
-    assert 'recon' in whole(without_masks) and 'recon' not in make_policy('reconvla', TINY, embedder=HashEmbedder())(
-        without_masks
-    )  # the gaze region needs gaze masks
+    assert 'recon' in whole(without_masks) and 'recon' not in make_policy(
+        'reconvla', TINY_RECONVLA, embedder=HashEmbedder()
+    )(without_masks)  # the gaze region needs gaze masks
     assert not any(p.requires_grad for p in whole.vae.parameters())  # the tokenizer stays frozen
     weights = whole.attention(batch)
     assert weights.shape == (3, 2, 4) and torch.all(weights.sum(-1) <= 1 + 1e-6)
@@ -122,7 +97,7 @@ def test_the_vae_learns_the_crops_and_loads_into_a_policy(demos, tmp_path):
     latents = vae.latents(held_out)
     assert 0.5 < float(latents.std()) < 2.0  # scaled to about unit spread
     vae.save(tmp_path / 'vae')
-    policy = make_policy('reconvla', {**TINY, 'vae_weights': str(tmp_path / 'vae')}, embedder=HashEmbedder())
+    policy = make_policy('reconvla', {**TINY_RECONVLA, 'vae_weights': str(tmp_path / 'vae')}, embedder=HashEmbedder())
     torch.testing.assert_close(policy.vae.latents(held_out), latents)
     with pytest.raises(ValueError, match='do not match'):
-        make_policy('reconvla', {**TINY, 'vae_weights': str(tmp_path / 'vae'), 'gaze_size': 32})
+        make_policy('reconvla', {**TINY_RECONVLA, 'vae_weights': str(tmp_path / 'vae'), 'gaze_size': 32})

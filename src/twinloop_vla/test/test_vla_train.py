@@ -9,23 +9,14 @@ import pytest
 import torch
 from vla_samples import TINY, HashEmbedder
 
-from twinloop_data.world_sim_expert import TASKS, TRAIN_SEED_MIN
+from twinloop_data.world_sim_expert import TASKS
 from twinloop_vla.datasets import ChunkDataset, collate, split_episodes
 from twinloop_vla.encoders import make_encoder
 from twinloop_vla.policies import load_policy, make_policy
 from twinloop_vla.processing import to_pixels
-from twinloop_vla.record import record
 from twinloop_vla.train import TrainSettings, train
 
 SETTINGS = dict(batch_size=8, lr=3e-3, warmup=3, val_fraction=0.25, log_every=1, save_every=100)
-
-
-@pytest.fixture(scope='module')
-def demos(tmp_path_factory):
-    """Four short recorded episodes (two per task, 10 frames each, 2 cameras of 56 x 42 px)."""
-    out = tmp_path_factory.mktemp('data') / 'demos'
-    record(out, list(TASKS), episodes=2, seed=TRAIN_SEED_MIN, size=(56, 42), max_frames=10, progress=False)
-    return out
 
 
 def run(demos, out, **settings):

@@ -1,10 +1,10 @@
-"""Shared test helpers: a tiny VGA config, a synthetic batch, a stand-in instruction embedder."""
+"""Shared test helpers: tiny VGA and ReconVLA configs, a synthetic batch, a stand-in instruction embedder."""
 
 import numpy as np
 
 from twinloop_vla.policies import make_policy
 
-TINY = {
+TINY_SHAPES = {  # what VGA and ReconVLA share: 2 views of 28 px, conv encoder, width 32, depth 2
     'image_size': 28,
     'patch_size': 14,
     'encoder': 'conv',
@@ -12,8 +12,16 @@ TINY = {
     'width': 32,
     'depth': 2,
     'heads': 2,
-    'camera_head_depth': 1,
-    'depth_head_dim': 16,
+}
+TINY = {**TINY_SHAPES, 'camera_head_depth': 1, 'depth_head_dim': 16}
+TINY_RECONVLA = {
+    **TINY_SHAPES,
+    'action_bins': 32,
+    'gaze_size': 16,
+    'vae_hidden': 8,
+    'denoiser_width': 32,
+    'denoiser_depth': 1,
+    'denoiser_heads': 2,
 }
 
 

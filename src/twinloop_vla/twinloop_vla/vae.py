@@ -112,7 +112,7 @@ class SmallVAE(nn.Module):
     @classmethod
     def load(cls, directory):
         """The VAE saved in directory, in eval mode."""
-        directory = Path(directory)
+        directory = Path(directory).expanduser()
         missing = [f for f in ('config.json', 'model.safetensors') if not (directory / f).is_file()]
         if missing:
             raise FileNotFoundError(f'{directory} is not a VAE folder (python -m twinloop_vla.vae): missing {missing}')

@@ -14,8 +14,8 @@ OpenVLA-style bins), `continuous` regresses the chunk from learnable action quer
 from dataclasses import dataclass
 
 from twinloop_core.engine import ConfigError
-from twinloop_vla.encoders import ENCODERS
 from twinloop_vla.policies.base import PolicyConfig
+from twinloop_vla.policies.configuration_vga import check, input_rules
 
 ACTION_HEADS = ('discrete', 'continuous')
 RECONSTRUCT = ('gaze', 'image')
@@ -71,26 +71,15 @@ class ReconVLAConfig(PolicyConfig):
         if small:
             raise ConfigError(f'ReconVLAConfig: {small} must be >= 1')
         rules = [
-            (self.encoder in ENCODERS, f'encoder {self.encoder!r} is not one of {sorted(ENCODERS)}'),
-            (self.width % self.heads == 0, f'width {self.width} is not a multiple of heads {self.heads}'),
-            (self.width % 4 == 0, f'width {self.width} is not a multiple of 4 (2D sin-cos positions)'),
             (self.denoiser_width % self.denoiser_heads == 0, 'denoiser_width is not a multiple of denoiser_heads'),
             (self.denoiser_width % 4 == 0, 'denoiser_width is not a multiple of 4'),
-            (self.image_size % self.patch_size == 0, f'image_size {self.image_size} is not a multiple of patch_size'),
             (self.gaze_size % 4 == 0 and self.gaze_size >= 8, f'gaze_size {self.gaze_size}: a multiple of 4, >= 8'),
             (self.action_head in ACTION_HEADS, f'action_head {self.action_head!r} is not one of {ACTION_HEADS}'),
             (self.reconstruct in RECONSTRUCT, f'reconstruct {self.reconstruct!r} is not one of {RECONSTRUCT}'),
             (0 <= self.recon_view < self.num_views, f'recon_view {self.recon_view} is not a view index'),
             (self.bin_bound > 0, 'bin_bound must be > 0'),
-            (
-                0 <= self.relative_action_dims <= min(self.state_dim, self.action_dim),
-                f'relative_action_dims {self.relative_action_dims} must be in 0..min(state_dim, action_dim)',
-            ),
-            (0 <= self.augment_shift < 0.5, f'augment_shift {self.augment_shift} must be in [0, 0.5)'),
         ]
-        for ok, message in rules:
-            if not ok:
-                raise ConfigError(f'ReconVLAConfig: {message}')
+        check(self, input_rules(self) + rules)
 
     @classmethod
     def cpu(cls, **overrides):

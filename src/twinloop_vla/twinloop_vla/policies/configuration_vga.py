@@ -23,6 +23,28 @@ from twinloop_vla.encoders import ENCODERS
 from twinloop_vla.policies.base import PolicyConfig
 
 
+def input_rules(c):
+    """(ok, message) rules on the views, encoder, width and action fields VGA and ReconVLA share."""
+    return [
+        (c.encoder in ENCODERS, f'encoder {c.encoder!r} is not one of {sorted(ENCODERS)}'),
+        (c.width % c.heads == 0, f'width {c.width} is not a multiple of heads {c.heads}'),
+        (c.width % 4 == 0, f'width {c.width} is not a multiple of 4 (2D sin-cos positions)'),
+        (c.image_size % c.patch_size == 0, f'image_size {c.image_size} is not a multiple of patch_size'),
+        (
+            0 <= c.relative_action_dims <= min(c.state_dim, c.action_dim),
+            f'relative_action_dims {c.relative_action_dims} must be in 0..min(state_dim, action_dim)',
+        ),
+        (0 <= c.augment_shift < 0.5, f'augment_shift {c.augment_shift} must be in [0, 0.5)'),
+    ]
+
+
+def check(config, rules):
+    """Raise ConfigError naming the config class and the first broken rule."""
+    for ok, message in rules:
+        if not ok:
+            raise ConfigError(f'{type(config).__name__}: {message}')
+
+
 @dataclass
 class VGAConfig(PolicyConfig):
     """Shapes, switches (for the paper's ablations) and loss weights of a VGA policy."""
@@ -67,21 +89,8 @@ class VGAConfig(PolicyConfig):
         small = [key for key in counts if getattr(self, key) < 1]
         if small:
             raise ConfigError(f'VGAConfig: {small} must be >= 1')
-        rules = [
-            (self.encoder in ENCODERS, f'encoder {self.encoder!r} is not one of {sorted(ENCODERS)}'),
-            (self.width % self.heads == 0, f'width {self.width} is not a multiple of heads {self.heads}'),
-            (self.width % 4 == 0, f'width {self.width} is not a multiple of 4 (2D sin-cos positions)'),
-            (self.depth >= 2 and self.depth % 2 == 0, f'depth {self.depth} must be even and >= 2 (frame/global)'),
-            (self.image_size % self.patch_size == 0, f'image_size {self.image_size} is not a multiple of patch_size'),
-            (
-                0 <= self.relative_action_dims <= min(self.state_dim, self.action_dim),
-                f'relative_action_dims {self.relative_action_dims} must be in 0..min(state_dim, action_dim)',
-            ),
-            (0 <= self.augment_shift < 0.5, f'augment_shift {self.augment_shift} must be in [0, 0.5)'),
-        ]
-        for ok, message in rules:
-            if not ok:
-                raise ConfigError(f'VGAConfig: {message}')
+        rules = [(self.depth >= 2 and self.depth % 2 == 0, f'depth {self.depth} must be even and >= 2 (frame/global)')]
+        check(self, rules + input_rules(self))
 
     @classmethod
     def small(cls, **overrides):

@@ -1,7 +1,8 @@
 """ReconVLA (twinloop_vla.policies.modeling_reconvla) and its tokenizer (twinloop_vla.vae): gaze crops cut
 the masked object, action bins round-trip, a tiny ReconVLA learns recorded demonstrations through the
 training command with both action heads and reloads to the same actions, the ablation switches change
-what is trained, the VAE learns to reconstruct the crops and loads into a policy."""
+what is trained, the VAE learns to reconstruct the crops and loads into a policy, and the two-stage pipeline
+fine-tunes from its pretraining and resumes where it stopped."""
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from twinloop_vla.datasets import ChunkDataset, collate
 from twinloop_vla.eval import gaze_overlay
 from twinloop_vla.policies import load_policy, make_policy
 from twinloop_vla.policies.modeling_reconvla import attention_inside
+from twinloop_vla.pipeline import run_pipeline
 from twinloop_vla.policies.processor_reconvla import from_bins, gaze_crops, to_bins
 from twinloop_vla.train import TrainSettings, train
 from twinloop_vla.vae import SmallVAE, VAEConfig, crops_of_dataset, psnr, train_vae
@@ -101,3 +103,25 @@ def test_the_vae_learns_the_crops_and_loads_into_a_policy(demos, tmp_path):
     torch.testing.assert_close(policy.vae.latents(held_out), latents)
     with pytest.raises(ValueError, match='do not match'):
         make_policy('reconvla', {**TINY_RECONVLA, 'vae_weights': str(tmp_path / 'vae'), 'gaze_size': 32})
+
+
+def test_the_pipeline_pretrains_then_fine_tunes_from_the_pretrained_weights_and_resumes(demos, tmp_path):
+    settings = TrainSettings(**SETTINGS, steps=1, val_every=100)
+    kwargs = {'policy_kwargs': {'embedder': HashEmbedder()}, 'progress': False}
+    args = (demos, demos, tmp_path / 'out', 'reconvla', 'default', TINY_RECONVLA)
+    stopped = run_pipeline(*args, 20, 10, TrainSettings(**{**settings.__dict__, 'stop_at': 12}), **kwargs)
+    assert stopped['pretrain'].report['steps'] == 12 and 'finetune' not in stopped  # fine-tuning waits for it
+    results = run_pipeline(*args, 20, 10, settings, **kwargs)  # run again: pretraining resumes at 12
+    pretrain, finetune = results['pretrain'], results['finetune']
+    assert pretrain.report['steps'] == 20 and finetune.report['steps'] == 10
+    losses = {k: [h['loss'] for h in r.history if h['split'] == 'train'] for k, r in results.items()}
+    assert [h['step'] for h in pretrain.history if h['split'] == 'train'] == list(range(1, 21))
+    # fine-tuning starts from the pretrained weights: well below where the pretraining started
+    assert np.mean(losses['finetune'][:3]) < 0.8 * np.mean(losses['pretrain'][:3]), losses
+    assert run_pipeline(*args, 20, 10, settings, **kwargs) == {'pretrain': None, 'finetune': None}  # both done
+    reloaded = load_policy(tmp_path / 'out' / 'finetune' / 'policy', embedder=HashEmbedder())
+    sample = ChunkDataset(demos, chunk_size=8)[3]
+    observation = {k: sample[k] for k in ('images', 'state', 'instruction')}
+    np.testing.assert_array_equal(
+        reloaded.select_action_chunk(observation), finetune.policy.select_action_chunk(observation)
+    )

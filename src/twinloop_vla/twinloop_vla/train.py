@@ -123,8 +123,10 @@ def train(
     mixed_precision='no',
     policy_kwargs=None,
     progress=True,
+    init_from=None,
 ):
-    """Train and return a TrainResult; see the module docstring for what lands in out."""
+    """Train and return a TrainResult; see the module docstring for what lands in out. init_from: a policy
+    checkpoint to fine-tune (its config and statistics are kept; preset and overrides are not used)."""
     out, s = Path(out), settings or TrainSettings()
     policy_kwargs = dict(policy_kwargs or {})
     started = time.monotonic()
@@ -147,6 +149,10 @@ def train(
         model = load_policy(checkpoint / 'policy', **policy_kwargs).train()
         if model.name != policy:
             raise ValueError(f'{checkpoint} holds a {model.name!r} policy, not {policy!r}')
+    elif init_from is not None:
+        model = load_policy(init_from, **policy_kwargs).train()
+        if model.name != policy:
+            raise ValueError(f'{init_from} holds a {model.name!r} policy, not {policy!r}')
     else:
         config = policy_config(policy, preset, overrides, meta)
         rows = np.flatnonzero(np.isin(meta.episode_of, train_episodes))
@@ -369,6 +375,17 @@ def write_report(out, history, dataset, policy, settings, step_times, wall, cach
     return report
 
 
+def parse_overrides(parser, items):
+    """--set KEY=VALUE items -> {key: YAML value}; a malformed item is the parser's error."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition('=')
+        if not sep:
+            parser.error(f'--set {item!r}: expected KEY=VALUE')
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
 def main(argv=None):
     """Parse the command line and train."""
     defaults = TrainSettings()
@@ -386,12 +403,7 @@ def main(argv=None):
         if name != 'cache_features':
             parser.add_argument('--' + name.replace('_', '-'), type=type(value), default=value)
     args = parser.parse_args(argv)
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition('=')
-        if not sep:
-            parser.error(f'--set {item!r}: expected KEY=VALUE')
-        overrides[key] = yaml.safe_load(value)
+    overrides = parse_overrides(parser, args.set)
     settings = TrainSettings(
         **{k: getattr(args, k) for k in defaults.__dict__ if k != 'cache_features'}, cache_features=not args.no_cache
     )

@@ -90,8 +90,11 @@ def test_iker_pushes_a_book_in_line_through_the_gate(spawn, ros_node, tmp_path):
     assert abs(after[2] - before[2]) < 0.02, 'pushed, not lifted'
     assert report['strategy'] == 'iker' and 'template writer (not a VLM)' in report['scorer']
     assert 'push: CEM in the keypoint twin' in report['scorer'] and 'place: CEM' in report['scorer']
-    (step,) = [s for s in report['steps'] if s.get('object_id') == 'red_book']
-    assert 'def get_interaction_data' in step['code'] and step['chunks'] >= 1 and not step['grasp']
+    # one push, or a second iteration when the first left the book short of its spot (Algorithm 1)
+    steps = [s for s in report['steps'] if s.get('object_id') == 'red_book']
+    assert 1 <= len(steps) <= 3 and steps[0]['chunks'] >= 1, [s['chunks'] for s in steps]
+    step = steps[-1]  # the markers show the newest iteration's keypoints and targets
+    assert 'def get_interaction_data' in step['code'] and not step['grasp']
     assert 0 <= step['distance'] < 0.05 and len(step['targets']) == len(step['keypoint_indices'])
     assert (Path(response.result.report_path).parent / step['images'][0]).is_file()
 

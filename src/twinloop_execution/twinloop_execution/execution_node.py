@@ -641,15 +641,15 @@ class ExecutionNode(Node):
 
     def watch_stream(self):
         """Watchdog of a moving stream: stale joint states or the arm leaving the commanded path brake it."""
+        age = self.state_age()  # outside the lock: a stop never waits for a late joint state's grace
         with self.lock:
-            self._watch_stream()
+            self._watch_stream(age)
 
-    def _watch_stream(self):
+    def _watch_stream(self, age):
         if self.stream is None or self.joint_state is None:
             return
         if self._stream_at_rest():
             return
-        age = self.state_age()
         if age is None or age > self.safety.state_timeout:
             self.hold()  # no state to brake from: hold where the controller is
             self.get_logger().error(f'stream {self.stream.stream_id!r} ended: no fresh joint state for {age:.2f} s')

@@ -42,6 +42,7 @@ from twinloop_iker.env import KeypointEnv
 from twinloop_iker.sandbox import SandboxError, run_interaction_code
 from twinloop_iker.solvers import make_solvers
 from twinloop_iker.writers import HistoryEntry, WriteRequest, WriterError, make_writer
+from twinloop_twin.scene import HOME
 
 UNSUPPORTED = ('open', 'close', 'reorient', 'pour')  # no keypoint form, or not deployable by a yaw-and-push solver
 SETTLE = 0.1  # [s] waited after a chunk's end before perceiving again
@@ -469,10 +470,13 @@ class IkerEngine(DecisionEngine):
         raise failure
 
     def _ik(self, q_seed, position, what, quat=HOME_GRIP):
-        result = self.arm.ik.solve(self.arm.q_full(q_seed), np.asarray(position, float), np.asarray(quat, float))
-        if not result.converged:
-            raise GoalEnded(Outcome.FAILED, f'{what}: no IK solution for {np.round(position, 3).tolist()}')
-        return np.asarray(result.positions, float)
+        """Arm joints that put the TCP at position with quat: solved from q_seed, else from the home pose (the
+        local solver can miss a pose near the base from a stretched arm)."""
+        for seed in (q_seed, HOME):
+            result = self.arm.ik.solve(self.arm.q_full(seed), np.asarray(position, float), np.asarray(quat, float))
+            if result.converged:
+                return np.asarray(result.positions, float)
+        raise GoalEnded(Outcome.FAILED, f'{what}: no IK solution for {np.round(position, 3).tolist()}')
 
     def _line(self, q_start, start, end, what, quat=HOME_GRIP, spacing=0.02):
         """Joint waypoints (n, 7) that move the TCP along the straight line start -> end [m] (every

@@ -55,6 +55,7 @@ GRIPPER_WAIT = 0.6  # [s] held still after a gripper command
 APPROACH, LIFT = 0.15, 0.2  # [m] above the object before coming down; after grasping
 # above, down and close, lift: the gaze is on the object; a place's later waypoints look at its destination
 PICK_WAYPOINTS = 3
+HELD_RISE = 0.5 * LIFT  # [m] the object rose this much with the lift: the grasp held
 
 
 def policy_state(positions, gripper_width, velocities):
@@ -148,6 +149,10 @@ class ExpertFailed(Exception):
     """The expert could not plan the task (no IK solution)."""
 
 
+class _FramesUsed(Exception):
+    """max_frames reached: the episode ends where it is."""
+
+
 @dataclass
 class Episode:
     """What one recorded episode came to."""
@@ -157,6 +162,7 @@ class Episode:
     frames: int
     success: bool
     detail: str
+    retries: int = 0  # grasps tried again after a miss
 
 
 class WorldSimExpert:
@@ -188,53 +194,77 @@ class WorldSimExpert:
         self.sim = world.SimWorld(layout(self.scene_config, seed))
         return self.sim
 
-    def run(self, task, seed, record, max_frames=None, velocity_scale=VELOCITY_SCALE, noise=0.0):
+    def run(self, task, seed, record, max_frames=None, velocity_scale=VELOCITY_SCALE, noise=0.0, retries=0):
         """Record one episode of task on the seed's layout; record(frame) gets every control step.
 
         noise [rad] > 0 perturbs the executed joint targets (DART, Laskey et al. 2017) while the recorded
         actions stay the expert's, so the data shows the way back from states off its path: a correlated
-        offset (NoisyTargets) per joint, off in the segments that grasp or release."""
+        offset (NoisyTargets) per joint while the arm moves, dying out while the gripper closes or opens.
+        retries > 0: a grasp the lift shows missed (the object did not rise HELD_RISE) is tried again up to
+        that many times from the object's pose of then (open, above, down and close, lift), so the data
+        also shows what to do after a miss."""
         if task not in TASKS:
             raise ValueError(f'unknown task {task!r}; the expert does {sorted(TASKS)}')
         sim = self.reset(seed)
         before = object_states(sim)
-        q, gripper, frames = sim.arm_positions(), OPEN_WIDTH, 0
-        perturb = NoisyTargets(noise, np.random.default_rng(seed))
-        for subtask in TASKS[task]:
-            for index, (position, quat, before_width, after_width) in enumerate(waypoints(subtask, object_states(sim))):
-                gaze = subtask.object_id if index < PICK_WAYPOINTS else subtask.destination_id
-                result = self.arm.ik.solve(self.arm.q_full(q), np.asarray(position, float), np.asarray(quat, float))
-                if not result.converged:
-                    raise ExpertFailed(f'no IK solution for {np.round(position, 3).tolist()}')
-                if before_width != KEEP:
-                    gripper = before_width
-                path = trajectory.parametrize(
-                    np.vstack([q, result.positions]),
-                    self.limits.velocity,
-                    self.limits.acceleration,
-                    self.jerk,
-                    velocity_scale,
-                    period=1.0 / self.fps,
-                )
-                steps = int(np.ceil(path.duration * self.fps)) + 1
-                targets = [path.sample((k + 1) / self.fps) for k in range(steps)]
-                if after_width != KEEP:
-                    targets += [result.positions] * int(GRIPPER_WAIT * self.fps)
-                perturb.active = after_width == KEEP
-                for k, target in enumerate(targets):
-                    if after_width != KEEP and k == steps:
-                        gripper = after_width
-                    if max_frames is not None and frames >= max_frames:
-                        return self._episode(task, seed, before, frames)
-                    record(self.frame(target, gripper, gaze))
-                    self.act(perturb(target), gripper)
-                    frames += 1
-                q = result.positions
-        return self._episode(task, seed, before, frames)
+        self._q, self._gripper, self._frames = sim.arm_positions(), OPEN_WIDTH, 0
+        perturb, tries_left = NoisyTargets(noise, np.random.default_rng(seed)), retries
+        try:
+            for subtask in TASKS[task]:
+                plan, index = waypoints(subtask, object_states(sim)), 0
+                while index < len(plan):
+                    gaze = subtask.object_id if index < PICK_WAYPOINTS else subtask.destination_id
+                    self._segment(plan[index], gaze, record, perturb, velocity_scale, max_frames)
+                    missed = index == PICK_WAYPOINTS - 1 and not self._held(subtask.object_id, plan[0][0])
+                    if missed and tries_left > 0:
+                        tries_left -= 1
+                        plan, index = waypoints(subtask, object_states(sim)), 0
+                        continue
+                    index += 1
+        except _FramesUsed:
+            pass
+        return self._episode(task, seed, before, self._frames, retries - tries_left)
 
-    def _episode(self, task, seed, before, frames):
+    def _held(self, object_id, above):
+        """Whether the object rose with the lift: its height now against the approach point's (APPROACH above
+        where it was when the grasp was planned)."""
+        return self.sim.object_pose(object_id)[0][2] > above[2] - APPROACH + HELD_RISE
+
+    def _segment(self, waypoint, gaze, record, perturb, velocity_scale, max_frames):
+        """Move to one waypoint (timed by ruckig, one target per control step), the gripper commanded before
+        and after it, recording every step."""
+        position, quat, before_width, after_width = waypoint
+        result = self.arm.ik.solve(self.arm.q_full(self._q), np.asarray(position, float), np.asarray(quat, float))
+        if not result.converged:
+            raise ExpertFailed(f'no IK solution for {np.round(position, 3).tolist()}')
+        if before_width != KEEP:
+            self._gripper = before_width
+        path = trajectory.parametrize(
+            np.vstack([self._q, result.positions]),
+            self.limits.velocity,
+            self.limits.acceleration,
+            self.jerk,
+            velocity_scale,
+            period=1.0 / self.fps,
+        )
+        steps = int(np.ceil(path.duration * self.fps)) + 1
+        targets = [path.sample((k + 1) / self.fps) for k in range(steps)]
+        if after_width != KEEP:
+            targets += [result.positions] * int(GRIPPER_WAIT * self.fps)
+        for k, target in enumerate(targets):
+            if k == steps and after_width != KEEP:
+                self._gripper = after_width
+            perturb.active = k < steps
+            if max_frames is not None and self._frames >= max_frames:
+                raise _FramesUsed
+            record(self.frame(target, self._gripper, gaze))
+            self.act(perturb(target), self._gripper)
+            self._frames += 1
+        self._q = result.positions
+
+    def _episode(self, task, seed, before, frames, retries=0):
         ok, detail = judge(TASKS[task], before, object_states(self.sim))
-        return Episode(seed, task, frames, ok, detail)
+        return Episode(seed, task, frames, ok, detail, retries)
 
     def act(self, arm_target, gripper_width):
         """One control step: interpolate to arm_target over 1 / fps (a one-point trajectory) and set the gripper."""

@@ -37,7 +37,7 @@ def test_dart_noise_moves_the_arm_off_the_recorded_targets_and_still_succeeds():
         runs = {}
         for noise in (0.0, 0.03):
             frames = []
-            episode = expert.run(task, TRAIN_SEED_MIN + 7, frames.append, noise=noise)
+            episode = expert.run(task, TRAIN_SEED_MIN + 502, frames.append, noise=noise)  # the grasp holds
             assert episode.success, (noise, episode.detail)
             runs[noise] = [np.array([f[key] for f in frames]) for key in ('action', 'observation.state')]
     finally:
@@ -45,6 +45,26 @@ def test_dart_noise_moves_the_arm_off_the_recorded_targets_and_still_succeeds():
     (clean_actions, clean_states), (actions, states) = runs[0.0], runs[0.03]
     np.testing.assert_allclose(actions, clean_actions, atol=1e-6)  # the labels are the expert's own targets
     assert np.abs(states[:, :7] - clean_states[:, :7]).mean() > 0.01  # while the arm went elsewhere
+
+
+def test_a_grasp_the_noise_made_miss_is_tried_again_and_the_data_shows_the_reopening():
+    expert = WorldSimExpert(tabletop(), os.environ['TWINLOOP_ROOT'], camera_names=['wrist'], size=SIZE)
+    task, seed = 'pick up the blue cube', TRAIN_SEED_MIN + 500  # a layout where the noise spoils the first grasp
+    try:
+        episodes, grippers = {}, {}
+        for retries in (0, 2):
+            frames = []
+            episodes[retries] = expert.run(task, seed, frames.append, noise=0.03, retries=retries)
+            grippers[retries] = np.array([f['action'][7] for f in frames])
+    finally:
+        expert.close()
+    assert not episodes[0].success and episodes[0].retries == 0, episodes[0].detail  # the miss is real
+    retried = episodes[2]
+    assert retried.success and 1 <= retried.retries <= 2, retried.detail
+    # the recorded gripper commands: closed on the miss, opened again, closed again (once per retry)
+    commands = grippers[2][np.r_[0, np.flatnonzero(np.diff(grippers[2])) + 1]]
+    assert np.round(commands.astype(float), 3).tolist() == [0.08] + [0.0, 0.08] * retried.retries + [0.0], commands
+    assert retried.frames > episodes[0].frames + 20
 
 
 def test_recorded_episodes_load_with_their_frames_actions_and_language(tmp_path):

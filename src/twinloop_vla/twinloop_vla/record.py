@@ -46,6 +46,7 @@ def record(
     progress=True,
     velocity_scale=VELOCITY_SCALE,
     noise=0.0,
+    retries=0,
 ):
     """Record `episodes` successful demonstrations per task into out; returns the report dict.
 
@@ -61,7 +62,7 @@ def record(
     expert = WorldSimExpert(scene_config, root, fps, cameras, size)
     writer = LeRobotWriter(out, fps=fps, features=expert.features())
     report = {'fps': fps, 'cameras': list(cameras), 'size': list(size), 'first_seed': seed}
-    report |= {'velocity_scale': velocity_scale, 'noise': noise, 'episodes': []}
+    report |= {'velocity_scale': velocity_scale, 'noise': noise, 'retries': retries, 'episodes': []}
     attempts_left = {task: max_attempts or 2 * episodes for task in tasks}
     bar = tqdm(total=episodes * len(tasks), unit='episode', disable=not progress)
     started, frames, next_seed = time.monotonic(), 0, seed
@@ -72,7 +73,7 @@ def record(
                 attempts_left[task] -= 1
                 layout_seed, next_seed = next_seed, next_seed + 1
                 try:
-                    episode = expert.run(task, layout_seed, writer.add_frame, max_frames, velocity_scale, noise)
+                    episode = expert.run(task, layout_seed, writer.add_frame, max_frames, velocity_scale, noise, retries)
                 except (ExpertFailed, ValueError) as exc:  # no IK solution; objects that do not fit
                     writer.discard_episode()
                     bar.write(f'seed {layout_seed}: {exc}')
@@ -83,6 +84,7 @@ def record(
                     continue
                 index = writer.save_episode(task)
                 entry = {'episode_index': index, 'seed': layout_seed, 'task': task, 'frames': episode.frames}
+                entry['retries'] = episode.retries
                 report['episodes'].append(entry | {'success': episode.success, 'detail': episode.detail})
                 done, frames = done + 1, frames + episode.frames
                 bar.update(1)
@@ -122,6 +124,7 @@ def main(argv=None):
     parser.add_argument(
         '--noise', type=float, default=0.0, help='DART: spread [rad] of the offset added to the executed targets'
     )
+    parser.add_argument('--retries', type=int, default=0, help='grasps the expert tries again after a miss')
     parser.add_argument('--scene', default=None, help='scene YAML (default: config/scenes/tabletop.yaml)')
     args = parser.parse_args(argv)
     report = record(
@@ -137,8 +140,10 @@ def main(argv=None):
         args.scene,
         velocity_scale=args.velocity_scale,
         noise=args.noise,
+        retries=args.retries,
     )
     summary = {k: v for k, v in report.items() if k != 'episodes'} | {'episodes': len(report['episodes'])}
+    summary['episodes_with_a_retry'] = sum(e['retries'] > 0 for e in report['episodes'])
     print(json.dumps(summary, indent=2))
 
 

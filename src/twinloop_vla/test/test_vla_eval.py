@@ -45,6 +45,7 @@ def test_episodes_run_to_the_step_limit_with_the_blendings_schedule(near_home, t
     assert r.chunks == 3 and len(r.inference_s) == 3  # observed at steps 0, 3, 7 (delay 1, 4 per chunk)
     assert len(r.frames) == 11 and r.frames[0].shape == (120, 2 * 160, 3)  # front and wrist, gaze drawn
     assert np.isfinite(r.mean_abs_jerk) and r.mean_abs_jerk < 50.0  # the arm holds still near home
+    assert r.grasps == 0 and not np.isfinite(r.grip_offset)  # the gripper stayed open
     facts = vla_eval.write_outputs(tmp_path, settings, results, 'held_out', 'python -m twinloop_vla.eval ...')
     assert facts['all']['successes'] == 0 and facts['all']['episodes'] == 1
     assert facts['all']['chunk_execution_s'] == pytest.approx(0.4)
@@ -57,6 +58,15 @@ def test_episodes_run_to_the_step_limit_with_the_blendings_schedule(near_home, t
         durations.append(gif.info['duration'])
     assert sum(durations) == 11 * 100
     assert '| pick up the blue cube | 0/1 |' in (tmp_path / 'report.md').read_text()
+
+
+def test_a_gripper_held_shut_counts_one_grasp_and_its_offset(tmp_path):
+    shut = save_checkpoint(tmp_path / 'shut', [*scene.HOME, 0.0], [1e-3] * 7 + [0.0])
+    settings = vla_eval.EvalSettings(checkpoint=shut, blending='rtc', delay_steps=1, max_steps=6)
+    (r,) = vla_eval.evaluate(settings, [TASK], [1000], ROOT, progress=False)
+    assert r.steps == 6 and r.grasps == 1 and 0.2 < r.grip_offset < 1.5  # shut once, at home, far from the cube
+    episodes = [r, vla_eval.EpisodeResult(TASK, 1001, False, '', 9, 2, grasps=3)]
+    assert vla_eval.summary(settings, episodes)['all']['retried'] == 1
 
 
 def test_the_gaze_is_drawn_over_the_view():

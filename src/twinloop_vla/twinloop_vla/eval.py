@@ -108,6 +108,7 @@ class EpisodeResult:
     mean_abs_jerk: float = float('nan')  # [rad/s^3] over the arm joints and the measured path
     grip_offset: float = float('nan')  # [m] TCP to the task's object when the gripper is first commanded shut
     shaped: int = 0  # steps whose arm target the shaping to the limits changed (blending.RateLimit)
+    grasps: int = 0  # times the gripper was commanded shut after being open (2 or more: the policy tried again)
     frames: list = field(default_factory=list, repr=False)  # the views side by side per step, when recorded
 
 
@@ -207,7 +208,7 @@ class Evaluator:
         sim = self.env.reset(seed)
         before, joints = object_states(sim), [sim.arm_positions()]
         commanded, velocity = joints[0], None
-        unshaped = commanded  # the policy's last arm target before shaping
+        unshaped, was_shut = commanded, False  # the policy's last arm target before shaping; the gripper
         schedule, result = SteppedChunks(self.blend, s.delay_steps), EpisodeResult(task, seed, False, '', 0, 0)
         result.reason = f'not done after {s.max_steps} steps'
         for step in range(s.max_steps):
@@ -237,7 +238,10 @@ class Evaluator:
                 result.reason = f'step {step}: the gate would refuse: {why or "non-finite gripper command"}'
                 break
             commanded, velocity = target, (target - commanded) / dt
-            if action[7] < OPEN_WIDTH / 2 and not np.isfinite(result.grip_offset):
+            shut = action[7] < OPEN_WIDTH / 2
+            result.grasps += int(shut and not was_shut)
+            was_shut = shut
+            if shut and not np.isfinite(result.grip_offset):
                 tcp = self.env.arm.ee_position(sim.arm_positions())
                 obj = sim.object_pose(TASKS[task][0].object_id)[0]
                 result.grip_offset = float(np.linalg.norm(tcp - obj))
@@ -312,6 +316,7 @@ def summary(settings, results):
             'mean_abs_jerk': float(np.mean(jerks)) if jerks else float('nan'),
             'median_grip_offset_m': float(np.median(offsets)) if offsets else float('nan'),
             'shaped_share': sum(r.shaped for r in rows) / max(1, sum(r.steps for r in rows)),
+            'retried': sum(r.grasps >= 2 for r in rows),
             'inference_p50_s': float(np.percentile(inference, 50)) if inference else float('nan'),
             'inference_p90_s': float(np.percentile(inference, 90)) if inference else float('nan'),
             'chunk_execution_s': chunk_time,
@@ -353,15 +358,15 @@ def report_markdown(settings, facts, seeds_name, command, videos):
         f'the velocity and acceleration limits where that moves them {settings.limit_tolerance} rad or less.',
         '',
         '| task | success | 95 % Wilson | mean steps | mean abs jerk [rad/s^3] | inference p50 / p90 [s] '
-        '| chunk runs [s] | median grip offset [cm] | steps shaped |',
-        '|---|---|---|---|---|---|---|---|---|',
+        '| chunk runs [s] | median grip offset [cm] | steps shaped | episodes with a second grasp |',
+        '|---|---|---|---|---|---|---|---|---|---|',
     ]
     for task, f in [*facts['tasks'].items(), ('all', facts['all'])]:
         lines.append(
             f'| {task} | {f["successes"]}/{f["episodes"]} | {f["wilson95"][0]:.2f}-{f["wilson95"][1]:.2f} | '
             f'{f["mean_steps"]:.0f} | {f["mean_abs_jerk"]:.1f} | {f["inference_p50_s"]:.3f} / '
             f'{f["inference_p90_s"]:.3f} | {f["chunk_execution_s"]:.2f} | {100 * f["median_grip_offset_m"]:.1f} | '
-            f'{f["shaped_share"]:.0%} |'
+            f'{f["shaped_share"]:.0%} | {f["retried"]} |'
         )
     for r, path in videos:
         lines += ['', f'{r.task}, seed {r.seed}: {"success" if r.success else "failure"} ({r.reason})', f'![]({path})']

@@ -73,7 +73,9 @@ def record(
                 attempts_left[task] -= 1
                 layout_seed, next_seed = next_seed, next_seed + 1
                 try:
-                    episode = expert.run(task, layout_seed, writer.add_frame, max_frames, velocity_scale, noise, retries)
+                    episode = expert.run(
+                        task, layout_seed, writer.add_frame, max_frames, velocity_scale, noise, retries
+                    )
                 except (ExpertFailed, ValueError) as exc:  # no IK solution; objects that do not fit
                     writer.discard_episode()
                     bar.write(f'seed {layout_seed}: {exc}')

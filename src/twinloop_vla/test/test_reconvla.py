@@ -88,6 +88,19 @@ def test_the_ablation_switches_change_what_is_trained(demos):
     assert float(attention_inside(weights, everywhere, 14)) == pytest.approx(1.0)
 
 
+def test_cached_greedy_decoding_is_what_the_full_causal_pass_predicts(demos):
+    torch.manual_seed(0)
+    policy = make_policy('reconvla', {**TINY_RECONVLA, 'layer_scale': 1.0}, embedder=HashEmbedder()).eval()
+    batch = collate([ChunkDataset(demos, chunk_size=8)[i] for i in (3, 30)])
+    with torch.no_grad():
+        prefix = policy._prefix(policy.processor({k: v for k, v in batch.items() if k != 'action'}))
+        ids = policy._decode(prefix)  # one token at a time against the cached keys and values
+        hidden, _ = policy._run(torch.cat([prefix, policy._action_tokens(ids[:, :-1], len(ids))], dim=1))
+        full = policy.action_out(hidden[:, prefix.shape[1] :]).argmax(-1)  # every token from all before it
+    assert ids.shape == (2, 64) and len(set(ids.flatten().tolist())) > 4  # not a constant decode
+    assert torch.equal(ids, full)
+
+
 def test_the_vae_learns_the_crops_and_loads_into_a_policy(demos, tmp_path):
     crops = crops_of_dataset(demos, 16, [0, 1, 2], margin=0.25)
     held_out = crops_of_dataset(demos, 16, [3], margin=0.25)

@@ -60,11 +60,17 @@ class Attention(nn.Module):
         self.k_norm = nn.LayerNorm(dim // heads) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x, mask=None):
-        """(B, N, D) -> (B, N, D); mask: (N, N) bool, True where a token may attend."""
+    def forward(self, x, mask=None, cache=None):
+        """(B, N, D) -> (B, N, D); mask: (N, M) bool, True where a token may attend (M = N, or with a cache the
+        cached and the new tokens). cache: a dict of this layer's keys and values, extended by x's (incremental
+        decoding: x holds only the new tokens)."""
         q, k, v = (_heads(t, self.heads) for t in self.qkv(x).chunk(3, dim=-1))
-        out = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v, attn_mask=mask)
-        return self.proj(_merge(out))
+        q, k = self.q_norm(q), self.k_norm(k)
+        if cache is not None:
+            if cache:
+                k, v = torch.cat([cache['k'], k], dim=2), torch.cat([cache['v'], v], dim=2)
+            cache['k'], cache['v'] = k, v
+        return self.proj(_merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)))
 
 
 class CrossAttention(nn.Module):
@@ -98,9 +104,9 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dim)
         self.ls2 = LayerScale(dim, layer_scale)
 
-    def forward(self, x, mask=None):
-        """(B, N, D) -> (B, N, D)."""
-        x = x + self.ls1(self.attn(self.norm1(x), mask))
+    def forward(self, x, mask=None, cache=None):
+        """(B, N, D) -> (B, N, D); mask and cache as Attention takes them."""
+        x = x + self.ls1(self.attn(self.norm1(x), mask, cache))
         return x + self.ls2(self.mlp(self.norm2(x)))
 
 

@@ -233,12 +233,19 @@ class ReconVLAPolicy(Policy):
 
     # --- inference ----------------------------------------------------------------------------------
     def _decode(self, prefix):
-        """Greedy decoding of the discrete action part: (B, C A) bin indices, one backbone pass per token."""
-        ids = torch.zeros(len(prefix), 0, dtype=torch.long, device=prefix.device)
-        for _ in range(self.action_len):
-            hidden, _ = self._run(torch.cat([prefix, self._action_tokens(ids, len(prefix))], dim=1))
-            ids = torch.cat([ids, self.action_out(hidden[:, -1]).argmax(-1, keepdim=True)], dim=1)
-        return ids
+        """Greedy decoding of the discrete action part: (B, C A) bin indices. Each layer's keys and values are
+        cached, so after the prefix's pass every token costs one pass over itself alone."""
+        b, caches = len(prefix), [{} for _ in self.blocks]
+        x = torch.cat([prefix, self._action_tokens(prefix.new_zeros(b, 0, dtype=torch.long), b)], dim=1)
+        mask = self._causal(x.shape[1])
+        ids = []
+        for j in range(self.action_len):
+            if ids:  # the token just decoded, at its position
+                x, mask = self.action_embedding(ids[-1]) + self.action_positions[j], None
+            for block, cache in zip(self.blocks, caches):
+                x = block(x, mask, cache)
+            ids.append(self.action_out(self.norm(x[:, -1])).argmax(-1, keepdim=True))
+        return torch.cat(ids, dim=1)
 
     @torch.no_grad()
     def select_action_chunk(self, observation):

@@ -137,14 +137,42 @@ class LeRobotWriter:
                 if spec['dtype'] == 'image'
             }
         )
-        self.episodes.append({'episode_index': episode_index, 'tasks': [task], 'length': len(self.frames)})
+        self._add_episode(task, len(self.frames), stats)
+        self.frames = []
+        return episode_index
+
+    def add_episode_file(self, path, task, stats):
+        """Append an episode already written as parquet by another writer (path: its file; task: its
+        instruction; stats: its episodes_stats entry), renumbered as this dataset's next episode."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        episode_index, first = len(self.episodes), sum(e['length'] for e in self.episodes)
+        n = table.num_rows
+        renumbered = {
+            'episode_index': np.full(n, episode_index),
+            'index': np.arange(first, first + n),
+            'task_index': np.full(n, self.tasks.setdefault(task, len(self.tasks))),
+        }
+        for key, values in renumbered.items():
+            table = table.set_column(table.schema.get_field_index(key), key, pa.array(values, pa.int64()))
+        out = self.root / DATA_PATH.format(episode_chunk=episode_index // CHUNK_SIZE, episode_index=episode_index)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, out)
+        self._add_episode(task, n, stats)
+        return episode_index
+
+    def _add_episode(self, task, length, stats):
+        """Record an episode written to data/ in the meta files."""
+        self.tasks.setdefault(task, len(self.tasks))
+        episode_index = len(self.episodes)
+        self.episodes.append({'episode_index': episode_index, 'tasks': [task], 'length': length})
         with open(self.root / 'meta' / 'episodes.jsonl', 'a') as f:
             f.write(json.dumps(self.episodes[-1]) + '\n')
         with open(self.root / 'meta' / 'episodes_stats.jsonl', 'a') as f:
             f.write(json.dumps({'episode_index': episode_index, 'stats': stats}) + '\n')
-        self.frames = []
         self._write_meta()
-        return episode_index
 
     def _write_meta(self):
         (self.root / 'meta' / 'tasks.jsonl').write_text(
@@ -167,6 +195,28 @@ class LeRobotWriter:
             'features': self.features,
         }
         (self.root / 'meta' / 'info.json').write_text(json.dumps(info, indent=2))
+
+
+def merge(roots, out):
+    """Concatenate datasets of the same features and fps into a new dataset at out, episodes renumbered in
+    the order given, tasks united by their text. Returns {(root, old episode index): new episode index}."""
+    infos = [json.loads((Path(r) / 'meta' / 'info.json').read_text()) for r in roots]
+    for root, info in zip(roots, infos):
+        if (info['features'], info['fps']) != (infos[0]['features'], infos[0]['fps']):
+            raise ValueError(f'{root}: features or fps differ from {roots[0]}; only alike datasets merge')
+    features = {k: v for k, v in infos[0]['features'].items() if k not in DEFAULT_FEATURES}
+    writer = LeRobotWriter(out, infos[0]['fps'], features, infos[0]['robot_type'])
+    renumbered = {}
+    for root, info in zip(roots, infos):
+        meta = Path(root) / 'meta'
+        stats = {e['episode_index']: e['stats'] for e in map(json.loads, (meta / 'episodes_stats.jsonl').open())}
+        for episode in map(json.loads, (meta / 'episodes.jsonl').open()):
+            index = episode['episode_index']
+            path = Path(root) / info['data_path'].format(
+                episode_chunk=index // info['chunks_size'], episode_index=index
+            )
+            renumbered[(str(root), index)] = writer.add_episode_file(path, episode['tasks'][0], stats[index])
+    return renumbered
 
 
 def load(root):

@@ -9,7 +9,7 @@ import pytest
 from twinloop_data.lerobot_format import load
 from twinloop_data.world_sim_expert import STATE_NAMES, TASKS, TRAIN_SEED_MIN, WorldSimExpert
 from twinloop_twin import scene
-from twinloop_vla.record import main as record_main, record
+from twinloop_vla.record import main as record_main, record, record_parallel
 
 SIZE = (64, 48)
 
@@ -117,6 +117,35 @@ def test_recorded_episodes_load_with_their_frames_actions_and_language(tmp_path)
             moving.any()
             and np.abs(s[1:-1, 8:][moving] - central[moving]).mean() < 0.25 * np.abs(central[moving]).mean()
         )
+
+
+def test_two_workers_record_disjoint_layouts_merged_into_one_dataset(tmp_path):
+    out = tmp_path / 'demos'
+    tasks = list(TASKS)
+    report = record_parallel(out, tasks, 3, workers=2, seed=TRAIN_SEED_MIN + 3, size=SIZE, max_frames=5, progress=False)
+    info, loaded_tasks, episodes, frames = load(out)
+    assert info['total_episodes'] == 6 and info['total_frames'] == 30 and report['workers'] == 2
+    assert sorted(loaded_tasks.values()) == sorted(tasks)
+    assert np.array_equal(frames['index'], np.arange(30))
+    assert np.array_equal(frames['episode_index'], np.repeat(np.arange(6), 5))
+    # worker 0 recorded 2 episodes per task from the first seed, worker 1 one per task 8 seeds later (2 tasks x
+    # worker 0's 4 attempts per task)
+    seeds = [(e['episode_index'], e['seed'], e['task']) for e in report['episodes']]
+    assert [s for _, s, _ in seeds] == [TRAIN_SEED_MIN + k for k in (3, 4, 5, 6, 11, 12)]
+    assert [i for i, _, _ in seeds] == list(range(6))
+    assert [loaded_tasks[t] for t in frames['task_index'][::5]] == [t for _, _, t in seeds]
+    assert [e['tasks'] for e in episodes] == [[t] for _, _, t in seeds]
+    assert not list(tmp_path.glob('.demos.shards-*'))  # the shards are gone
+    expert = WorldSimExpert(tabletop(), os.environ['TWINLOOP_ROOT'], camera_names=['front'], size=SIZE)
+    try:
+        for index, seed, _ in seeds[3:5]:  # the merged frames are those of their seed's layout
+            expert.reset(seed)
+            image = expert.observation()['front'][0]
+            assert np.array_equal(np.asarray(frames[index * 5]['observation.images.front']), image)
+    finally:
+        expert.close()
+    with pytest.raises(FileExistsError):
+        record_parallel(out, tasks, 2, workers=2, seed=TRAIN_SEED_MIN, progress=False)
 
 
 def test_evaluation_seeds_are_refused(tmp_path):

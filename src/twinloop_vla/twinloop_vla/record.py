@@ -3,7 +3,8 @@
 Drives world_sim's simulation core in process (twinloop_data.world_sim_expert): the same scene
 YAML, seeded layouts and cameras as the world_sim node, without the ROS transport. Layout seeds
 start at --seed (>= TRAIN_SEED_MIN, never an evaluation layout) and count up over every attempt;
-failed demonstrations are dropped. meta/expert_report.json lists each episode's seed.
+failed demonstrations are dropped. meta/expert_report.json lists each episode's seed. `--workers N`
+records in N processes, each from its own block of seeds, and merges their shards (record_parallel).
 
     . ./twinloop_env.sh && python -m twinloop_vla.record --task "pick up the blue cube" \\
         --task "put the red cube in the bowl" --episodes 40 --out ~/.cache/twinloop/datasets/sim_pick_place
@@ -11,13 +12,17 @@ failed demonstrations are dropped. meta/expert_report.json lists each episode's 
 
 import argparse
 import json
+import multiprocessing
 import os
+import shutil
+import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from tqdm import tqdm
 
-from twinloop_data.lerobot_format import LeRobotWriter
+from twinloop_data.lerobot_format import LeRobotWriter, merge
 from twinloop_data.world_sim_expert import (
     CAMERAS,
     FPS,
@@ -47,11 +52,12 @@ def record(
     velocity_scale=VELOCITY_SCALE,
     noise=0.0,
     retries=0,
+    position=0,
 ):
     """Record `episodes` successful demonstrations per task into out; returns the report dict.
 
     max_frames cuts every episode short (kept even if unfinished: for quick tests);
-    max_attempts per task defaults to 2 x episodes."""
+    max_attempts per task defaults to 2 x episodes; position: the progress bar's line."""
     if seed < TRAIN_SEED_MIN:
         raise ValueError(f'training layouts use seeds >= {TRAIN_SEED_MIN} (below are evaluation layouts), got {seed}')
     import datasets
@@ -64,7 +70,7 @@ def record(
     report = {'fps': fps, 'cameras': list(cameras), 'size': list(size), 'first_seed': seed}
     report |= {'velocity_scale': velocity_scale, 'noise': noise, 'retries': retries, 'episodes': []}
     attempts_left = {task: max_attempts or 2 * episodes for task in tasks}
-    bar = tqdm(total=episodes * len(tasks), unit='episode', disable=not progress)
+    bar = tqdm(total=episodes * len(tasks), unit='episode', disable=not progress, position=position)
     started, frames, next_seed = time.monotonic(), 0, seed
     try:
         for task in tasks:
@@ -107,6 +113,49 @@ def record(
     return report
 
 
+def record_parallel(out, tasks, episodes, workers, seed=TRAIN_SEED_MIN, max_attempts=None, **options):
+    """record() split over `workers` processes (1: record itself): worker w records its share of the episodes
+    per task from layout seed `seed + w * stride` (stride: the most seeds a worker may use, so no layout is
+    recorded twice) into a shard folder; the shards are merged into out in worker order (lerobot_format.merge)
+    and removed. The layouts differ from a serial recording's with the same seed."""
+    if workers <= 1:
+        return record(out, tasks, episodes, seed, max_attempts=max_attempts, **options)
+    out = Path(out)
+    if (out / 'meta' / 'info.json').exists():
+        raise FileExistsError(f'{out} already holds a dataset; choose another folder')
+    counts = [episodes // workers + (w < episodes % workers) for w in range(workers)]
+    attempts = [max(1, round((max_attempts or 2 * episodes) * n / episodes)) for n in counts]
+    stride = len(tasks) * max(attempts)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shards = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.shards-'))
+    started = time.monotonic()
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn')) as pool:
+            jobs = [
+                pool.submit(record, shards / str(w), tasks, n, seed + w * stride, max_attempts=a, position=w, **options)
+                for w, (n, a) in enumerate(zip(counts, attempts))
+                if n
+            ]
+            reports = [job.result() for job in jobs]
+        roots = [str(shards / str(w)) for w, n in enumerate(counts) if n]
+        renumbered = merge(roots, out)
+    finally:
+        shutil.rmtree(shards, ignore_errors=True)
+    report = {k: v for k, v in reports[0].items() if k not in ('episodes', 'wall_s', 'frames_per_s')}
+    report['episodes'] = [
+        e | {'episode_index': renumbered[(root, e['episode_index'])]}
+        for root, r in zip(roots, reports)
+        for e in r['episodes']
+    ]
+    report |= {'workers': workers, 'attempts': sum(r['attempts'] for r in reports)}
+    report['frames'] = sum(r['frames'] for r in reports)
+    report['wall_s'] = round(time.monotonic() - started, 1)
+    report['frames_per_s'] = round(report['frames'] / report['wall_s'], 1)
+    report['bytes'] = sum(f.stat().st_size for f in out.rglob('*.parquet'))
+    (out / 'meta' / 'expert_report.json').write_text(json.dumps(report, indent=2))
+    return report
+
+
 def main(argv=None):
     """Parse the command line and record."""
     parser = argparse.ArgumentParser(description='Scripted sim-suite demonstrations (world_sim) in the LeRobot format')
@@ -127,19 +176,21 @@ def main(argv=None):
         '--noise', type=float, default=0.0, help='DART: spread [rad] of the offset added to the executed targets'
     )
     parser.add_argument('--retries', type=int, default=0, help='grasps the expert tries again after a miss')
+    parser.add_argument('--workers', type=int, default=1, help='processes recording in parallel (shards merged)')
     parser.add_argument('--scene', default=None, help='scene YAML (default: config/scenes/tabletop.yaml)')
     args = parser.parse_args(argv)
-    report = record(
+    report = record_parallel(
         args.out,
         args.task,
         args.episodes,
+        args.workers,
         args.seed,
-        args.fps,
-        args.cameras,
-        (args.width, args.height),
-        args.max_frames,
         args.max_attempts,
-        args.scene,
+        fps=args.fps,
+        cameras=args.cameras,
+        size=(args.width, args.height),
+        max_frames=args.max_frames,
+        scene_path=args.scene,
         velocity_scale=args.velocity_scale,
         noise=args.noise,
         retries=args.retries,

@@ -16,6 +16,7 @@ from twinloop_execution.kinematics import Arm
 from twinloop_language.parsers import make_parser
 from twinloop_language.scene import Scene
 from twinloop_data.libero_expert import LiberoExpert, features, goal_of
+from twinloop_data.world_sim_expert import NoisyTargets
 from twinloop_planning.ports.libero import EpisodeEnded, LiberoPorts
 from twinloop_scoring import agents, vqa
 from twinloop_twin.libero_twin import LiberoTwin
@@ -148,3 +149,14 @@ def test_expert_demonstration_loads_back(spatial, tmp_path):
     states = np.array(data['observation.state'])
     assert np.abs(states[-1, :7] - states[0, :7]).max() > 0.1  # the arm moved
     assert np.abs(actions[1:, :7] - states[1:, :7]).max() < 0.5  # actions are joint targets near the measured joints
+
+    # DART: the same init state with noise on the executed targets: the labels of the approach are the same,
+    # the arm went elsewhere
+    world.reset(init_state)
+    noisy = []
+    expert.run(noisy.append, NoisyTargets(0.03, np.random.default_rng(0)))
+    approach = 20  # control steps of the first segment, before any contact
+    noisy_actions = np.array([f['action'] for f in noisy[:approach]])
+    noisy_states = np.array([f['observation.state'] for f in noisy[:approach]])
+    np.testing.assert_allclose(noisy_actions, actions[:approach], atol=1e-6)
+    assert np.abs(noisy_states[:, :7] - states[:approach, :7]).mean() > 0.005

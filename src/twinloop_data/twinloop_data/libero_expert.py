@@ -11,7 +11,10 @@ fingers (bowls, plates) are taken by the rim (twinloop_core.geometry.grasp_of), 
 across its narrower side at mid height.
 
     . ./twinloop_env.sh && python -m twinloop_data.libero_expert --suite libero_spatial --tasks 0 1 \\
-        --successes 20 --out data/libero_spatial_demos
+        --successes 20 --out data/libero_spatial_demos [--repeats 4 --noise 0.02]
+
+Init states: demonstrations come from LIBERO's init states 0..TRAIN_INIT_STATES - 1 only (the VLA evaluation
+holds out the rest, twinloop_vla.worlds); --repeats runs each of them more than once with DART noise.
 """
 
 import argparse
@@ -26,12 +29,13 @@ from twinloop_execution import trajectory
 from twinloop_execution.safety import JointLimits
 from twinloop_core.geometry import grasp_of, grasp_orientation, spans_open_fingers
 from twinloop_data.lerobot_format import LeRobotWriter, gaze_feature, gaze_image
-from twinloop_data.world_sim_expert import PICK_WAYPOINTS
+from twinloop_data.world_sim_expert import PICK_WAYPOINTS, NoisyTargets
 from twinloop_execution.kinematics import Arm
 from twinloop_twin import libero_twin, scene
 from twinloop_twin.libero_world import MAX_STEPS, LiberoWorld
 
 STATE_NAMES = [*scene.ARM_JOINTS, *scene.FINGER_JOINTS]
+TRAIN_INIT_STATES = 20  # demonstrations come from init states 0..19; 20..49 are held out for evaluation
 ACTION_NAMES = [f'{j}_target' for j in scene.ARM_JOINTS] + ['gripper_close']
 
 
@@ -106,8 +110,11 @@ class LiberoExpert:
             (place + (0, 0, 0.10), quat, False),
         ]
 
-    def run(self, record):
-        """Drive the world through the task; record(frame) gets every control step. True on LIBERO success."""
+    def run(self, record, perturb=None):
+        """Drive the world through the task; record(frame) gets every control step. True on LIBERO success.
+        perturb: a NoisyTargets applied to the executed arm targets while the arm moves (DART; the recorded
+        actions stay the expert's)."""
+        perturb = perturb or NoisyTargets(0.0, None)
         obj, destination = goal_of(self.world)
         q = self.world.arm_positions()
         limit = MAX_STEPS[self.world.suite]
@@ -131,9 +138,10 @@ class LiberoExpert:
             commands = [(path.sample(t), self.world.gripper_closed) for t in times]
             if close != self.world.gripper_closed:
                 commands += [(result.positions, close)] * int(0.6 * self.world.control_freq)
-            for arm_target, closed in commands:
+            for k, (arm_target, closed) in enumerate(commands):
                 record(self._frame(arm_target, closed, gaze))
-                self.world.step(arm_target, closed)
+                perturb.active = k < len(times)
+                self.world.step(perturb(arm_target), closed)
                 if self.world.success():
                     return True
                 if self.world.steps >= limit:
@@ -160,33 +168,41 @@ def main():
     parser.add_argument('--suite', default='libero_spatial')
     parser.add_argument('--tasks', type=int, nargs='+', default=[0, 1])
     parser.add_argument('--successes', type=int, default=20, help='successful demonstrations wanted per task')
-    parser.add_argument('--max-attempts', type=int, default=50, help='per task (LIBERO has 50 init states)')
+    parser.add_argument(
+        '--repeats', type=int, default=1, help=f'runs per init state 0..{TRAIN_INIT_STATES - 1} (needs --noise > 0)'
+    )
+    parser.add_argument('--noise', type=float, default=0.0, help='DART: spread [rad] of the executed targets offset')
     parser.add_argument('--image-size', type=int, default=128)
     parser.add_argument('--out', required=True, help='dataset folder (must not hold a dataset yet)')
     args = parser.parse_args()
+    if args.repeats > 1 and args.noise <= 0:
+        parser.error('--repeats > 1 needs --noise > 0 (the runs of one init state would be identical)')
     root = Path(os.environ.get('TWINLOOP_ROOT', '.'))
     writer = LeRobotWriter(args.out, fps=20, features=features(args.image_size))
-    report = {'suite': args.suite, 'tasks': {}}
+    report = {'suite': args.suite, 'init_states': [0, TRAIN_INIT_STATES], 'noise': args.noise, 'tasks': {}}
+    runs = [(i, r) for i in range(TRAIN_INIT_STATES) for r in range(args.repeats)]
     for task_id in args.tasks:
         world = LiberoWorld(args.suite, task_id, image_size=args.image_size)
         twin = libero_twin.LiberoTwin(world.sim.model.get_xml(), world.base_position, [o[0] for o in world.objects()])
         expert = LiberoExpert(world, twin, root / 'urdf' / 'panda.urdf', root / 'config' / 'panda_joint_limits.yaml')
         successes, attempts, started = 0, 0, time.monotonic()
-        while successes < args.successes and attempts < args.max_attempts:
-            world.reset(attempts)
+        for init_state, repeat in runs:
+            if successes >= args.successes:
+                break
+            world.reset(init_state)
             attempts += 1
             try:
-                ok = expert.run(writer.add_frame)
+                ok = expert.run(writer.add_frame, NoisyTargets(args.noise, np.random.default_rng([init_state, repeat])))
             except ExpertFailed as exc:
                 ok = False
-                print(f'  init state {attempts - 1}: {exc}', flush=True)
+                print(f'  init state {init_state}: {exc}', flush=True)
             if ok:
                 writer.save_episode(world.instruction)
                 successes += 1
             else:
                 writer.discard_episode()
             print(
-                f'{args.suite} task {task_id} init state {attempts - 1}: {"success" if ok else "failure"} '
+                f'{args.suite} task {task_id} init state {init_state} run {repeat}: {"success" if ok else "failure"} '
                 f'({world.steps} steps); {successes}/{attempts} so far',
                 flush=True,
             )

@@ -58,7 +58,7 @@ class LiberoWorld:
     ):
         """Camera frames are rendered on demand (camera()), not at every step."""
         self.joint_kp, self.image_size = joint_kp, image_size
-        self._renderer = None
+        self._renderer = self._rendered_model = None
         from libero.libero import benchmark, get_libero_path
         from libero.libero.envs import OffScreenRenderEnv
 
@@ -168,9 +168,11 @@ class LiberoWorld:
         model, without shadows and reflections (robosuite's own offscreen path takes several times
         longer on a CPU): RGB, depth [m], intrinsics, pose."""
         model, data = self.sim.model._model, self.sim.data._data
-        if self._renderer is None:  # no MSAA, shadows or reflections: ~2.5x faster on a CPU renderer
-            samples, model.vis.quality.offsamples = model.vis.quality.offsamples, 0
-            self._renderer = mujoco.Renderer(model, self.image_size, self.image_size)
+        if self._renderer is None or self._rendered_model is not model:  # a reset may rebuild the model
+            if self._renderer is not None:
+                self._renderer.close()
+            samples, model.vis.quality.offsamples = model.vis.quality.offsamples, 0  # no MSAA: faster on a CPU
+            self._renderer, self._rendered_model = mujoco.Renderer(model, self.image_size, self.image_size), model
             model.vis.quality.offsamples = samples
             self._option = mujoco.MjvOption()
             self._option.geomgroup[0] = 0  # LIBERO's collision geoms (group 0) are not seen, as in its images

@@ -69,6 +69,31 @@ def test_a_gripper_held_shut_counts_one_grasp_and_its_offset(tmp_path):
     assert vla_eval.summary(settings, episodes)['all']['retried'] == 1
 
 
+def test_a_libero_task_runs_on_held_out_init_states_with_its_own_rate_views_and_gripper(tmp_path):
+    # arm targets = the observed joints (relative actions, ~1 mrad spread), the gripper entry +1: close
+    shut = save_checkpoint(
+        tmp_path / 'libero', [0.0] * 7 + [1.0], [1e-3] * 7 + [0.0], state_dim=9, relative_action_dims=7
+    )
+    settings = vla_eval.EvalSettings(checkpoint=shut, blending='rtc', delay_steps=1, max_steps=8)
+    task = 'libero_spatial:0'
+    assert vla_eval.episode_seeds(ROOT / 'bench' / 'tasks.yaml', 'held_out', 3, 'libero') == [20, 21, 22]
+    with pytest.raises(ValueError, match='held-out init states 20..49'):
+        vla_eval.episode_seeds(ROOT / 'bench' / 'tasks.yaml', 'held_out', 31, 'libero')
+    with pytest.raises(ValueError, match='separate runs'):
+        settings.for_tasks([task, TASK])
+    (r,) = vla_eval.evaluate(settings, [task], [20], ROOT, videos=1, progress=False)
+    assert (r.steps, r.success, r.reason) == (8, False, 'not done after 8 steps')
+    assert r.chunks == 3 and r.frames[0].shape == (128, 2 * 128, 3)  # observed at 0, 3, 7; agentview and wrist
+    assert r.grasps == 1 and 0.05 < r.grip_offset < 1.0  # shut at once, the bowl within the table's reach
+    assert np.isfinite(r.mean_abs_jerk)
+    evaluator = vla_eval.Evaluator(settings.for_tasks([task]), ROOT)
+    try:
+        with pytest.raises(ValueError, match='may be in the training data'):
+            evaluator.run(task, 5)  # an init state demonstrations may come from
+    finally:
+        evaluator.close()
+
+
 def test_the_gaze_is_drawn_over_the_view():
     image = np.full((12, 16, 3), 100, np.uint8)
     weights = np.zeros(4)

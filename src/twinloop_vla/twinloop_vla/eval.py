@@ -1,20 +1,22 @@
-"""Evaluate a policy checkpoint on the sim suite's tasks in world_sim's simulation core, in process.
+"""Evaluate a policy checkpoint in process on the sim suite's tasks (world_sim's simulation core) or on
+LIBERO tasks (LIBERO's own scenes, predicates and step limits).
 
     . ./twinloop_env.sh && python -m twinloop_vla.eval --checkpoint runs/vga_small/policy \\
         --task "pick up the blue cube" --task "put the red cube in the bowl" --episodes 20 \\
         --out runs/vga_small/eval [--workers 2 | --ray ADDRESS] [--blending rtc --delay-steps 1]
+    python -m twinloop_vla.eval --checkpoint runs/vga_libero/policy --task libero_spatial:0 --episodes 30 --out ...
 
 Layouts: the sim suite's held-out seeds (bench/tasks.yaml) by default, `--seeds development` while
-tuning; never training layouts (seeds >= TRAIN_SEED_MIN). An episode resets world_sim's core to
-the seed's layout (twinloop_data.world_sim_expert, as the recordings did) and then, every control
-step at the dataset's rate: renders the checkpoint's views when a chunk is due and asks the policy
-(twinloop_vla.stepping: blending and a modelled inference delay), applies the step's action the
-way the recording expert applied its own (a joint target reached over the step, a gripper width)
-after shaping it to the limits as the vla_policy node shapes chunks (twinloop_vla.blending.RateLimit),
-and judges the task on ground truth (twinloop_core.judging); success ends the episode, so does an
-action the safety gate would refuse (non-finite, outside the joint limits, beyond the velocity or
-acceleration limits; the recorded expert uses at most 54 % of the latter), and --max-steps ends it
-as a failure.
+tuning; never training layouts (seeds >= TRAIN_SEED_MIN). LIBERO: the held-out init states 20..49
+(twinloop_vla.worlds; demonstrations are recorded from 0..19). An episode resets the task's world
+(twinloop_vla.worlds) and then, every control step at the dataset's rate: renders the checkpoint's views
+when a chunk is due and asks the policy (twinloop_vla.stepping: blending and a modelled inference
+delay), applies the step's action the way the recording expert applied its own (a joint target
+reached over the step, a gripper command) after shaping it to the limits as the vla_policy node
+shapes chunks (twinloop_vla.blending.RateLimit), and judges the task (ground truth; LIBERO's predicate);
+success ends the episode, so does an action the safety gate would refuse (non-finite, outside the
+joint limits, beyond the velocity or acceleration limits; the recorded expert uses at most 54 % of the
+latter), and the step limit (--max-steps; LIBERO's per suite) ends it as a failure.
 
 Episodes run here one after another (--workers 1), or on Ray actors (one per CPU, each keeping its
 policy and simulation) of a local cluster of --workers CPUs or of the cluster at --ray ADDRESS.
@@ -35,7 +37,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,18 +46,8 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from twinloop_core.evaluation import ray_cluster, wilson_interval
-from twinloop_core.judging import judge
-from twinloop_core.gripper import OPEN_WIDTH
-from twinloop_data.world_sim_expert import (
-    CAMERAS,
-    FPS,
-    IMAGE_SIZE,
-    TASKS,
-    TRAIN_SEED_MIN,
-    WorldSimExpert,
-    object_states,
-)
-from twinloop_twin import scene
+from twinloop_data.world_sim_expert import IMAGE_SIZE, TASKS, TRAIN_SEED_MIN
+from twinloop_vla import worlds
 from twinloop_vla.blending import BLENDINGS, BlendConfig, RateLimit
 from twinloop_vla.stepping import SteppedChunks
 
@@ -74,12 +66,21 @@ class EvalSettings:
     ensemble_decay: float = 0.1  # temporal ensembling
     limit_margin: float = 0.9  # actions shaped to this share of the velocity and acceleration limits (0: not)
     limit_tolerance: float = 0.05  # [rad] an action the shaping would move further is left to the gate
-    max_steps: int = 150  # an episode fails after this many control steps
-    fps: int = FPS  # the dataset's control rate
-    cameras: tuple = CAMERAS  # the policy's views, in its order
-    size: tuple = IMAGE_SIZE  # (width, height) the views are rendered at (as recorded)
+    max_steps: int = 0  # an episode fails after this many control steps (0: the world's: 150; LIBERO's per suite)
+    fps: int = 0  # the dataset's control rate (0: the world's, worlds.SimSuiteWorld / LiberoTaskWorld)
+    cameras: tuple = ()  # the policy's views, in its order (empty: the world's)
+    size: tuple = IMAGE_SIZE  # (width, height) the sim suite's views are rendered at (as recorded)
     scene: str = ''  # scene YAML ('' = config/scenes/tabletop.yaml)
     threads: int = 0  # torch threads per worker (0: torch's default)
+
+    def for_tasks(self, tasks):
+        """These settings with the world's rate and cameras filled in; ValueError for sim-suite and LIBERO
+        tasks in one run (they differ in both)."""
+        kinds = {worlds.world_kind(task) for task in tasks}
+        if len(kinds) != 1:
+            raise ValueError(f'evaluate sim-suite and LIBERO tasks in separate runs, not {list(tasks)}')
+        world = worlds.LiberoTaskWorld if kinds == {'libero'} else worlds.SimSuiteWorld
+        return replace(self, fps=self.fps or world.fps, cameras=tuple(self.cameras) or world.cameras)
 
     def blend(self):
         """The blending config (checked) at the dataset's control period."""
@@ -112,8 +113,16 @@ class EpisodeResult:
     frames: list = field(default_factory=list, repr=False)  # the views side by side per step, when recorded
 
 
-def episode_seeds(ranges_file, name, episodes):
-    """The first `episodes` seeds of the named range of bench/tasks.yaml (never a training seed)."""
+def episode_seeds(ranges_file, name, episodes, kind='sim'):
+    """The first `episodes` seeds of the named range of bench/tasks.yaml (never a training seed); for LIBERO
+    tasks (kind 'libero') the held-out init states (worlds.LIBERO_TRAIN_INIT_STATES on)."""
+    if kind == 'libero':
+        first, end = worlds.LIBERO_TRAIN_INIT_STATES, worlds.LIBERO_INIT_STATES
+        if name != 'held_out' or episodes > end - first:
+            raise ValueError(
+                f'LIBERO tasks are evaluated on held-out init states {first}..{end - 1}, not {name} x {episodes}'
+            )
+        return list(range(first, first + episodes))
     ranges = yaml.safe_load(Path(ranges_file).read_text())['seeds']
     if name not in ranges:
         raise ValueError(f'{ranges_file}: no seed range {name!r} (it has {sorted(ranges)})')
@@ -174,46 +183,51 @@ def gaze_overlay(image, weights, point=None):
 
 
 class Evaluator:
-    """A policy and world_sim's core, kept for many episodes."""
+    """A policy and the worlds of its tasks (twinloop_vla.worlds), kept for many episodes."""
 
     def __init__(self, settings: EvalSettings, root):
+        """settings: with the rate and cameras filled in (EvalSettings.for_tasks)."""
         import torch
 
         from twinloop_vla.policies import load_policy
 
         if settings.threads:
             torch.set_num_threads(settings.threads)
-        self.settings, self.blend = settings, settings.blend()
+        self.settings, self.blend, self.root = settings, settings.blend(), Path(root)
         self.policy = load_policy(settings.checkpoint)
-        root = Path(root)
-        scene_config = scene.SceneConfig.from_yaml(settings.scene or root / 'config' / 'scenes' / 'tabletop.yaml')
-        self.env = WorldSimExpert(scene_config, root, settings.fps, settings.cameras, settings.size)
-        self.shaping = RateLimit.of(self.env.limits, self.blend)
+        self.worlds = {}
 
-    def observation(self, task):
-        """The policy's observation now: its views, the state (world_sim_expert.policy_state), the instruction."""
-        views = self.env.observation()
+    def world(self, task):
+        """The task's world, made on first use."""
+        if task not in self.worlds:
+            self.worlds[task] = worlds.make_world(task, self.root, self.settings)
+        return self.worlds[task]
+
+    def observation(self, world):
+        """The policy's observation now: its views, the world's policy state, the instruction."""
+        views = world.views()
         return {
-            'images': np.stack([views[name][0] for name in self.settings.cameras]),
-            'state': self.env.state(),
-            'instruction': task,
+            'images': np.stack([views[name] for name in self.settings.cameras]),
+            'state': world.state(),
+            'instruction': world.instruction,
         }
 
     def run(self, task, seed, record=False):
-        """One episode of task on the seed's layout; record: keep every step's views side by side (with
-        the policy's gaze drawn over them where it has a gaze head)."""
+        """One episode of task on the seed's layout (a LIBERO task: its init state); record: keep every
+        step's views side by side (with the policy's gaze drawn over them where it has a gaze head)."""
         import torch
 
-        s, dt = self.settings, 1.0 / self.settings.fps
-        sim = self.env.reset(seed)
-        before, joints = object_states(sim), [sim.arm_positions()]
+        s, dt, world = self.settings, 1.0 / self.settings.fps, self.world(task)
+        world.reset(seed)
+        shaping, max_steps = RateLimit.of(world.limits, self.blend), s.max_steps or world.max_steps
+        joints = [world.arm_positions()]
         commanded, velocity = joints[0], None
         unshaped, was_shut = commanded, False  # the policy's last arm target before shaping; the gripper
         schedule, result = SteppedChunks(self.blend, s.delay_steps), EpisodeResult(task, seed, False, '', 0, 0)
-        result.reason = f'not done after {s.max_steps} steps'
-        for step in range(s.max_steps):
+        result.reason = f'not done after {max_steps} steps'
+        for step in range(max_steps):
             if schedule.due(step) or record:
-                observation = self.observation(task)
+                observation = self.observation(world)
                 if record:
                     result.frames.append(self.picture(observation))
             if schedule.due(step):
@@ -229,26 +243,24 @@ class Evaluator:
                     break
             action = schedule.action(step)
             target = action[:7]
-            if self.shaping is not None:
-                target = self.shaping.shape([0.0, dt], [commanded, target], velocity, previous=unshaped)[1]
+            if shaping is not None:
+                target = shaping.shape([0.0, dt], [commanded, target], velocity, previous=unshaped)[1]
                 result.shaped += int(np.abs(target - action[:7]).max() > 1e-6)
             unshaped = action[:7]
-            why = refusal(target, commanded, self.env.limits, dt, velocity)
+            why = refusal(target, commanded, world.limits, dt, velocity)
             if why or not np.isfinite(action[7]):
                 result.reason = f'step {step}: the gate would refuse: {why or "non-finite gripper command"}'
                 break
             commanded, velocity = target, (target - commanded) / dt
-            shut = action[7] < OPEN_WIDTH / 2
+            shut = world.shut(action[7])
             result.grasps += int(shut and not was_shut)
             was_shut = shut
             if shut and not np.isfinite(result.grip_offset):
-                tcp = self.env.arm.ee_position(sim.arm_positions())
-                obj = sim.object_pose(TASKS[task][0].object_id)[0]
-                result.grip_offset = float(np.linalg.norm(tcp - obj))
-            self.env.act(commanded, float(np.clip(action[7], 0.0, OPEN_WIDTH)))
-            joints.append(sim.arm_positions())
+                result.grip_offset = world.grip_offset()
+            world.act(commanded, action[7])
+            joints.append(world.arm_positions())
             result.steps = step + 1
-            done, detail = judge(TASKS[task], before, object_states(sim))
+            done, detail = world.judge()
             if done:
                 result.success, result.reason = True, detail
                 break
@@ -268,12 +280,14 @@ class Evaluator:
         return np.concatenate(views, axis=1)
 
     def close(self):
-        """Release the renderers."""
-        self.env.close()
+        """Release the worlds."""
+        for world in self.worlds.values():
+            world.close()
 
 
 def evaluate(settings, tasks, seeds, root, workers=1, ray_address=None, videos=0, progress=True):
     """EpisodeResults of every task on every seed (in that order); the first `videos` keep frames."""
+    settings = settings.for_tasks(tasks)
     jobs = [(task, seed, index < videos) for index, (task, seed) in enumerate((t, s) for t in tasks for s in seeds)]
     if workers <= 1 and ray_address is None:
         evaluator = Evaluator(settings, root)
@@ -300,6 +314,7 @@ def evaluate(settings, tasks, seeds, root, workers=1, ray_address=None, videos=0
 
 def summary(settings, results):
     """Per task and overall: successes, rate, Wilson 95 %, steps, jerk, inference p50 / p90."""
+    settings = settings.for_tasks([r.task for r in results])
     chunk_time = settings.execute_steps / settings.fps
 
     def facts(rows):
@@ -328,7 +343,7 @@ def summary(settings, results):
 
 def write_outputs(out, settings, results, seeds_name, command):
     """results.json, report.md and GIFs in out; returns the summary."""
-    out = Path(out)
+    out, settings = Path(out), settings.for_tasks([r.task for r in results])
     (out / 'videos').mkdir(parents=True, exist_ok=True)
     facts = summary(settings, results)
     videos = []
@@ -347,6 +362,7 @@ def write_outputs(out, settings, results, seeds_name, command):
 
 def report_markdown(settings, facts, seeds_name, command, videos):
     """The report: settings, the per-task table, the videos."""
+    limit = f'at most {settings.max_steps} steps' if settings.max_steps else "the task world's step limit"
     lines = [
         f'# Policy evaluation: {settings.checkpoint}',
         '',
@@ -354,7 +370,7 @@ def report_markdown(settings, facts, seeds_name, command, videos):
         '',
         f'In process (world_sim core, no ROS graph), {seeds_name} layouts; blending {settings.blending}, '
         f'{settings.execute_steps} actions per chunk, modelled delay {settings.delay_steps} steps, '
-        f'{settings.fps} Hz, at most {settings.max_steps} steps; actions shaped to {settings.limit_margin:.0%} of '
+        f'{settings.fps} Hz, {limit}; actions shaped to {settings.limit_margin:.0%} of '
         f'the velocity and acceleration limits where that moves them {settings.limit_tolerance} rad or less.',
         '',
         '| task | success | 95 % Wilson | mean steps | mean abs jerk [rad/s^3] | inference p50 / p90 [s] '
@@ -378,7 +394,9 @@ def main(argv=None):
     defaults = EvalSettings(checkpoint='')
     parser = argparse.ArgumentParser(description='Evaluate a policy on the sim suite (world_sim core, in process)')
     parser.add_argument('--checkpoint', required=True, help='a policy checkpoint folder (load_policy)')
-    parser.add_argument('--task', action='append', choices=sorted(TASKS), required=True, help='repeat for more')
+    parser.add_argument(
+        '--task', action='append', required=True, help=f'{sorted(TASKS)} or a LIBERO task as suite:id; repeat for more'
+    )
     parser.add_argument('--episodes', type=int, default=20, help='layouts per task')
     parser.add_argument('--seeds', choices=SEED_RANGES, default='held_out', help="bench/tasks.yaml's seed range")
     parser.add_argument('--out', required=True, help='output folder (results.json, report.md, videos/)')
@@ -390,9 +408,11 @@ def main(argv=None):
         '--limit-margin', type=float, default=defaults.limit_margin, help='shape actions to this share of the limits'
     )
     parser.add_argument('--limit-tolerance', type=float, default=defaults.limit_tolerance, help='[rad]')
-    parser.add_argument('--max-steps', type=int, default=defaults.max_steps)
-    parser.add_argument('--fps', type=int, default=defaults.fps, help="the dataset's control rate [Hz]")
-    parser.add_argument('--cameras', nargs='+', default=list(defaults.cameras), help="the policy's views, in order")
+    parser.add_argument('--max-steps', type=int, default=defaults.max_steps, help="0: the world's (LIBERO's per suite)")
+    parser.add_argument(
+        '--fps', type=int, default=defaults.fps, help="the dataset's control rate [Hz] (0: the world's)"
+    )
+    parser.add_argument('--cameras', nargs='+', default=[], help="the policy's views, in order (default: the world's)")
     parser.add_argument('--scene', default='', help='scene YAML (default: config/scenes/tabletop.yaml)')
     parser.add_argument('--videos', type=int, default=2, help='episodes recorded as GIFs')
     parser.add_argument('--workers', type=int, default=1, help='episodes in parallel on a local Ray cluster')
@@ -412,8 +432,13 @@ def main(argv=None):
         cameras=tuple(args.cameras),
         scene=args.scene,
     )
-    settings.blend()  # checked before anything starts
-    seeds = episode_seeds(root / 'bench' / 'tasks.yaml', args.seeds, args.episodes)
+    try:
+        kind = {worlds.world_kind(task) for task in args.task}.pop()
+        settings = settings.for_tasks(args.task)
+        settings.blend()  # checked before anything starts
+        seeds = episode_seeds(root / 'bench' / 'tasks.yaml', args.seeds, args.episodes, kind)
+    except ValueError as error:
+        parser.error(str(error))
     command = 'python -m twinloop_vla.eval ' + ' '.join(argv if argv is not None else sys.argv[1:])
     results = evaluate(settings, args.task, seeds, root, args.workers, args.ray, args.videos)
     facts = write_outputs(args.out, settings, results, args.seeds, command)

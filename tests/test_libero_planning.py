@@ -3,6 +3,7 @@ LIBERO's simulator, grounding picks the object LIBERO's BDDL goal names, AntiGro
 LIBERO's arm and an episode ends at LIBERO's step limit, and the scripted expert's demonstrations
 load back from the LeRobot format."""
 
+import json
 import os
 from pathlib import Path
 
@@ -120,6 +121,28 @@ def test_writer_round_trip_and_refuses_to_overwrite(tmp_path):
     assert np.allclose(data[2]['observation.state'], frames[2]['observation.state'], atol=1e-6)
     with pytest.raises(FileExistsError):
         lerobot_format.LeRobotWriter(tmp_path / 'ds', fps=20, features=feats)
+
+    # merged after a second dataset: tasks united by text, episodes and frames renumbered, stats kept
+    other = lerobot_format.LeRobotWriter(tmp_path / 'other', fps=20, features=feats)
+    for frame in frames[:4]:
+        other.add_frame(frame)
+    other.save_episode('second task')
+    renumbered = lerobot_format.merge([tmp_path / 'other', tmp_path / 'ds'], tmp_path / 'merged')
+    assert renumbered == {(str(tmp_path / 'other'), 0): 0, (str(tmp_path / 'ds'), 0): 1, (str(tmp_path / 'ds'), 1): 2}
+    info, tasks, episodes, data = lerobot_format.load(tmp_path / 'merged')
+    assert tasks == {0: 'second task', 1: 'first task'} and [e['length'] for e in episodes] == [4, 3, 2]
+    assert list(data['task_index']) == [0] * 4 + [1] * 3 + [0] * 2 and list(data['index']) == list(range(9))
+    assert list(data['episode_index']) == [0] * 4 + [1] * 3 + [2] * 2
+    assert np.array_equal(np.asarray(data[8]['observation.images.cam']), frames[4]['observation.images.cam'])
+    stats = [json.loads(line) for line in (tmp_path / 'merged' / 'meta' / 'episodes_stats.jsonl').open()]
+    assert [s['episode_index'] for s in stats] == [0, 1, 2] and stats[2]['stats']['observation.state']['count'] == [2]
+    narrow = lerobot_format.LeRobotWriter(
+        tmp_path / 'narrow', fps=20, features={'observation.state': feats['observation.state']}
+    )
+    narrow.add_frame({'observation.state': [0.0, 1.0]})
+    narrow.save_episode('first task')
+    with pytest.raises(ValueError, match='only alike datasets merge'):
+        lerobot_format.merge([tmp_path / 'ds', tmp_path / 'narrow'], tmp_path / 'mixed')
 
 
 def test_expert_demonstration_loads_back(spatial, tmp_path):

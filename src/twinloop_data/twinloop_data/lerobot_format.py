@@ -157,6 +157,7 @@ class LeRobotWriter:
         }
         for key, values in renumbered.items():
             table = table.set_column(table.schema.get_field_index(key), key, pa.array(values, pa.int64()))
+        stats = {**stats, **{key: _stats(values) for key, values in renumbered.items()}}
         out = self.root / DATA_PATH.format(episode_chunk=episode_index // CHUNK_SIZE, episode_index=episode_index)
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, out)

@@ -180,7 +180,7 @@ def main():
     root = Path(os.environ.get('TWINLOOP_ROOT', '.'))
     writer = LeRobotWriter(args.out, fps=20, features=features(args.image_size))
     report = {'suite': args.suite, 'init_states': [0, TRAIN_INIT_STATES], 'noise': args.noise, 'tasks': {}}
-    runs = [(i, r) for i in range(TRAIN_INIT_STATES) for r in range(args.repeats)]
+    runs = [(i, r) for r in range(args.repeats) for i in range(TRAIN_INIT_STATES)]  # every init state, then again
     for task_id in args.tasks:
         world = LiberoWorld(args.suite, task_id, image_size=args.image_size)
         twin = libero_twin.LiberoTwin(world.sim.model.get_xml(), world.base_position, [o[0] for o in world.objects()])
@@ -206,6 +206,8 @@ def main():
                 f'({world.steps} steps); {successes}/{attempts} so far',
                 flush=True,
             )
+        if successes < args.successes:
+            print(f'WARNING: {args.suite} task {task_id}: {successes} of {args.successes} demonstrations', flush=True)
         report['tasks'][task_id] = {
             'instruction': world.instruction,
             'successes': successes,

@@ -84,6 +84,8 @@ class EvalSettings:
 
     def blend(self):
         """The blending config (checked) at the dataset's control period."""
+        if not self.fps:
+            raise ValueError("the control rate is not set: fill in the world's with EvalSettings.for_tasks")
         return BlendConfig(
             blending=self.blending,
             control_period=1.0 / self.fps,
@@ -314,8 +316,8 @@ def evaluate(settings, tasks, seeds, root, workers=1, ray_address=None, videos=0
 
 def summary(settings, results):
     """Per task and overall: successes, rate, Wilson 95 %, steps, jerk, inference p50 / p90."""
-    settings = settings.for_tasks([r.task for r in results])
-    chunk_time = settings.execute_steps / settings.fps
+    settings = settings.for_tasks([r.task for r in results]) if results else settings
+    chunk_time = settings.execute_steps / settings.fps if settings.fps else float('nan')
 
     def facts(rows):
         successes, n = sum(r.success for r in rows), len(rows)
@@ -343,7 +345,8 @@ def summary(settings, results):
 
 def write_outputs(out, settings, results, seeds_name, command):
     """results.json, report.md and GIFs in out; returns the summary."""
-    out, settings = Path(out), settings.for_tasks([r.task for r in results])
+    out = Path(out)
+    settings = settings.for_tasks([r.task for r in results]) if results else settings
     (out / 'videos').mkdir(parents=True, exist_ok=True)
     facts = summary(settings, results)
     videos = []
@@ -363,12 +366,14 @@ def write_outputs(out, settings, results, seeds_name, command):
 def report_markdown(settings, facts, seeds_name, command, videos):
     """The report: settings, the per-task table, the videos."""
     limit = f'at most {settings.max_steps} steps' if settings.max_steps else "the task world's step limit"
+    libero = any(worlds.world_kind(task) == 'libero' for task in facts['tasks'])
+    where, episodes = ("LIBERO's scenes and predicates", 'init states') if libero else ("world_sim's core", 'layouts')
     lines = [
         f'# Policy evaluation: {settings.checkpoint}',
         '',
         f'`{command}`',
         '',
-        f'In process (world_sim core, no ROS graph), {seeds_name} layouts; blending {settings.blending}, '
+        f'In process ({where}, no ROS graph), {seeds_name} {episodes}; blending {settings.blending}, '
         f'{settings.execute_steps} actions per chunk, modelled delay {settings.delay_steps} steps, '
         f'{settings.fps} Hz, {limit}; actions shaped to {settings.limit_margin:.0%} of '
         f'the velocity and acceleration limits where that moves them {settings.limit_tolerance} rad or less.',

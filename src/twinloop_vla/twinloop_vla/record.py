@@ -118,7 +118,7 @@ def record_parallel(out, tasks, episodes, workers, seed=TRAIN_SEED_MIN, max_atte
     per task from layout seed `seed + w * stride` (stride: the most seeds a worker may use, so no layout is
     recorded twice) into a shard folder; the shards are merged into out in worker order (lerobot_format.merge)
     and removed. The layouts differ from a serial recording's with the same seed."""
-    if workers <= 1:
+    if workers <= 1 or episodes < 2:
         return record(out, tasks, episodes, seed, max_attempts=max_attempts, **options)
     out = Path(out)
     if (out / 'meta' / 'info.json').exists():
@@ -149,8 +149,8 @@ def record_parallel(out, tasks, episodes, workers, seed=TRAIN_SEED_MIN, max_atte
     ]
     report |= {'workers': workers, 'attempts': sum(r['attempts'] for r in reports)}
     report['frames'] = sum(r['frames'] for r in reports)
-    report['wall_s'] = round(time.monotonic() - started, 1)
-    report['frames_per_s'] = round(report['frames'] / report['wall_s'], 1)
+    wall = time.monotonic() - started
+    report |= {'wall_s': round(wall, 1), 'frames_per_s': round(report['frames'] / wall, 1)}
     report['bytes'] = sum(f.stat().st_size for f in out.rglob('*.parquet'))
     (out / 'meta' / 'expert_report.json').write_text(json.dumps(report, indent=2))
     return report

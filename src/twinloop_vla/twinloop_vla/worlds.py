@@ -97,15 +97,24 @@ class LiberoTaskWorld:
     cameras, fps = ('agentview', 'wrist'), 20
     image_size = 128  # the LIBERO expert's recording size
 
-    def __init__(self, task, root, fps=20):
-        from twinloop_data.libero_expert import goal_of
+    def __init__(self, task, root, cameras=None, fps=20):
+        """cameras: the policy's views (a subset of `cameras`); fps: 20, the rate LIBERO's step limits count in."""
+        from twinloop_data.libero_expert import ExpertFailed, goal_of
         from twinloop_execution.safety import JointLimits
         from twinloop_twin.libero_world import MAX_STEPS, LiberoWorld
 
+        unknown = [c for c in cameras or () if c not in self.cameras]
+        if unknown or fps != self.fps:
+            raise ValueError(
+                f'LIBERO tasks have cameras {list(self.cameras)} at {self.fps} Hz, not {unknown} / {fps} Hz'
+            )
         suite, task_id = LIBERO_TASK.match(task).groups()
         self.world = LiberoWorld(suite, int(task_id), image_size=self.image_size, control_freq=fps)
         self.instruction, self.max_steps = self.world.instruction, MAX_STEPS[suite]
-        self.object = goal_of(self.world)[0]
+        try:
+            self.object = goal_of(self.world)[0]  # the object of a single On / In goal, for the grip offset
+        except ExpertFailed:  # other goals (open the drawer, two-part goals): no grip offset
+            self.object = None
         root = Path(root)
         limits_yaml = root / 'config' / 'panda_joint_limits.yaml'
         self.limits = JointLimits.from_description(root / 'urdf' / 'panda.urdf', limits_yaml, list(scene.ARM_JOINTS))
@@ -146,7 +155,9 @@ class LiberoTaskWorld:
         return done, f'LIBERO goal {"reached" if done else "not reached"} after {self.world.steps} steps'
 
     def grip_offset(self):
-        """Grip site to the goal's object [m] (both in LIBERO's world frame)."""
+        """Grip site to the goal's object [m] (both in LIBERO's world frame); NaN for goals without one."""
+        if self.object is None:
+            return float('nan')
         data = self.world.sim.data
         body = self.world.env.env.obj_body_id[self.object]
         return float(np.linalg.norm(data.get_site_xpos('gripper0_grip_site') - data.body_xpos[body]))
@@ -159,5 +170,5 @@ class LiberoTaskWorld:
 def make_world(task, root, settings):
     """The world of a task with the evaluation settings' cameras, image size, rate and scene."""
     if world_kind(task) == 'libero':
-        return LiberoTaskWorld(task, root, settings.fps)
+        return LiberoTaskWorld(task, root, settings.cameras, settings.fps)
     return SimSuiteWorld(task, root, settings.cameras, settings.size, settings.fps, settings.scene)

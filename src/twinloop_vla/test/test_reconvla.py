@@ -7,6 +7,7 @@ fine-tunes from its pretraining and resumes where it stopped."""
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from vla_samples import TINY_RECONVLA, HashEmbedder
 
 from twinloop_vla.datasets import ChunkDataset, collate
@@ -99,6 +100,37 @@ def test_cached_greedy_decoding_is_what_the_full_causal_pass_predicts(demos):
         full = policy.action_out(hidden[:, prefix.shape[1] :]).argmax(-1)  # every token from all before it
     assert ids.shape == (2, 64) and len(set(ids.flatten().tolist())) > 4  # not a constant decode
     assert torch.equal(ids, full)
+
+
+def test_a_diffusers_autoencoder_folder_is_the_frozen_tokenizer_and_stays_out_of_checkpoints(demos, tmp_path):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    kl = AutoencoderKL(  # Stable Diffusion's VAE in miniature: 2x downsampling here, 4 latent channels
+        block_out_channels=(8, 16),
+        down_block_types=('DownEncoderBlock2D',) * 2,
+        up_block_types=('UpDecoderBlock2D',) * 2,
+        layers_per_block=1,
+        norm_num_groups=4,
+        latent_channels=4,
+        sample_size=16,
+        scaling_factor=0.5,
+    )
+    kl.save_pretrained(tmp_path / 'sd_vae')
+    config = {**TINY_RECONVLA, 'vae_weights': str(tmp_path / 'sd_vae')}
+    policy = make_policy('reconvla', config, embedder=HashEmbedder())
+    assert policy.vae.grid == 8 and policy.denoiser.positions.shape == (64, 32)  # 16 px crops -> 8 x 8 latents
+    crops = torch.rand(2, 3, 16, 16) * 2 - 1
+    expected = kl.encode(crops).latent_dist.mean * 0.5
+    torch.testing.assert_close(policy.vae.latents(crops), expected)
+    batch = collate([ChunkDataset(demos, chunk_size=8)[i] for i in (0, 12)])
+    assert torch.isfinite(policy(batch)['recon'])
+    policy.save(tmp_path / 'policy')
+    assert not any(k.startswith('vae.') for k in load_file(tmp_path / 'policy' / 'model.safetensors'))
+    reloaded = load_policy(tmp_path / 'policy', embedder=HashEmbedder())
+    torch.testing.assert_close(reloaded.vae.latents(crops), expected)
+    with pytest.raises(ValueError, match='set vae_channels to it'):
+        make_policy('reconvla', {**config, 'vae_channels': 16}, embedder=HashEmbedder())
 
 
 def test_the_vae_learns_the_crops_and_loads_into_a_policy(demos, tmp_path):

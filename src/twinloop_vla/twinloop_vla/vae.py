@@ -11,7 +11,9 @@ standard deviation over the training crops (Stable Diffusion's 0.18215 plays tha
         --out ~/.cache/twinloop/vae/sim32 [--steps 1500 --size 32]
 
 A trained VAE is a folder (config.json, model.safetensors, report.md, reconstructions.png) that a
-ReconVLA config names in `vae_weights`.
+ReconVLA config names in `vae_weights`. A folder of diffusers' AutoencoderKL (Stable Diffusion's or
+Flux's VAE, as the paper uses, saved with save_pretrained or downloaded elsewhere) loads there too
+(`DiffusersVAE`: 8x downsampling, 4 or 16 latent channels; never saved into policy checkpoints).
 """
 
 import argparse
@@ -84,6 +86,11 @@ class SmallVAE(nn.Module):
         mean, logvar = self.encoder(images).chunk(2, dim=1)
         return mean, logvar.clamp(-20.0, 10.0)
 
+    @property
+    def grid(self):
+        """Latent side."""
+        return self.config.grid
+
     @torch.no_grad()
     def latents(self, images):
         """The tokenizer's output: posterior means times scale (no gradient)."""
@@ -120,6 +127,34 @@ class SmallVAE(nn.Module):
         vae = cls(config)
         vae.load_state_dict(load_file(directory / 'model.safetensors'))
         return vae.eval()
+
+
+class DiffusersVAE(nn.Module):
+    """A Stable Diffusion or Flux VAE (diffusers' AutoencoderKL, a folder with config.json and its weights,
+    loaded from disk only) as the frozen tokenizer: latents are (posterior mean - shift_factor) times
+    scaling_factor, as those pipelines scale them; `grid` is size over its downsampling factor."""
+
+    def __init__(self, directory, size):
+        super().__init__()
+        from diffusers import AutoencoderKL
+
+        self.model = AutoencoderKL.from_pretrained(str(Path(directory).expanduser()), local_files_only=True)
+        self.model.requires_grad_(False).eval()
+        config = self.model.config
+        self.scale, self.shift = float(config.scaling_factor), float(config.shift_factor or 0.0)
+        self.channels = int(config.latent_channels)
+        self.grid = size // 2 ** (len(config.block_out_channels) - 1)
+
+    @torch.no_grad()
+    def latents(self, images):
+        """(N, 3, size, size) in [-1, 1] -> scaled posterior means (N, channels, grid, grid)."""
+        return (self.model.encode(images).latent_dist.mean - self.shift) * self.scale
+
+
+def is_diffusers_vae(directory):
+    """Whether a folder holds a diffusers AutoencoderKL (its config.json names the class)."""
+    config = Path(directory).expanduser() / 'config.json'
+    return config.is_file() and json.loads(config.read_text()).get('_class_name') == 'AutoencoderKL'
 
 
 def unit_range(pixels, mean, std):

@@ -47,6 +47,7 @@ class Policy(nn.Module):
 
     name: ClassVar[str] = ''  # set by register_policy
     config_class: ClassVar[type] = None
+    external_prefixes: tuple = ()  # weights loaded from their own folder at construction, left out of checkpoints
 
     def __init__(self, config, stats=None):
         super().__init__()
@@ -70,7 +71,8 @@ class Policy(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         (directory / 'config.json').write_text(json.dumps({'type': self.name, **self.config.to_dict()}, indent=2))
         (directory / 'stats.json').write_text(json.dumps(self.stats, indent=2))
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, directory / 'model.safetensors')
+        weights = {k: v for k, v in self.state_dict().items() if not k.startswith(self.external_prefixes)}
+        save_file({k: v.detach().contiguous() for k, v in weights.items()}, directory / 'model.safetensors')
 
 
 def register_policy(name):
@@ -121,5 +123,8 @@ def load_policy(directory, **kwargs):
     cls = policy_class(data.pop('type', None))
     stats = json.loads((directory / 'stats.json').read_text())
     policy = cls(cls.config_class.from_dict(data), stats=stats, **kwargs)
-    policy.load_state_dict(load_file(directory / 'model.safetensors'))
+    missing, unexpected = policy.load_state_dict(load_file(directory / 'model.safetensors'), strict=False)
+    missing = [k for k in missing if not k.startswith(policy.external_prefixes)]
+    if missing or unexpected:
+        raise ValueError(f'{directory}: weights missing {missing[:5]}, unexpected {unexpected[:5]}')
     return policy.eval()

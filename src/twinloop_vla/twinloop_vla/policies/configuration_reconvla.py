@@ -53,9 +53,10 @@ class ReconVLAConfig(PolicyConfig):
     recon_view: int = 0  # the view whose region is reconstructed
     gaze_size: int = 32  # crop side [px] (the VAE's size)
     gaze_margin: float = 0.25
-    vae_channels: int = 4
+    vae_channels: int = 4  # latent channels (Stable Diffusion's VAE: 4, Flux's: 16)
     vae_hidden: int = 32
-    vae_weights: str = ''  # a folder of python -m twinloop_vla.vae; '' leaves a random frozen tokenizer (tests only)
+    # a folder of python -m twinloop_vla.vae or of diffusers' AutoencoderKL; '' leaves a random frozen tokenizer (tests)
+    vae_weights: str = ''
     denoiser_width: int = 128
     denoiser_depth: int = 2
     denoiser_heads: int = 4

@@ -36,7 +36,7 @@ from twinloop_vla.policies.base import Policy, register_policy
 from twinloop_vla.policies.configuration_reconvla import ReconVLAConfig
 from twinloop_vla.policies.processor_reconvla import ReconVLAProcessor, gaze_crops
 from twinloop_vla.processing import random_shift
-from twinloop_vla.vae import SmallVAE, VAEConfig, unit_range
+from twinloop_vla.vae import DiffusersVAE, SmallVAE, VAEConfig, is_diffusers_vae, unit_range
 
 
 def ddpm_alphas_cumprod(steps):
@@ -108,9 +108,16 @@ class ReconVLAPolicy(Policy):
             self.action_out = nn.Linear(c.width, c.action_dim)
         self.vae = self.denoiser = None
         if c.use_reconstruction:
-            self.vae = SmallVAE(VAEConfig(size=c.gaze_size, channels=c.vae_channels, hidden=c.vae_hidden))
+            if c.vae_weights and is_diffusers_vae(c.vae_weights):  # loaded from its folder, never checkpointed
+                self.vae, self.external_prefixes = DiffusersVAE(c.vae_weights, c.gaze_size), ('vae.',)
+                if self.vae.channels != c.vae_channels:
+                    raise ValueError(
+                        f'vae_weights {c.vae_weights} has {self.vae.channels} latent channels; set vae_channels to it'
+                    )
+            else:
+                self.vae = SmallVAE(VAEConfig(size=c.gaze_size, channels=c.vae_channels, hidden=c.vae_hidden))
             self.vae.requires_grad_(False)
-            self.denoiser = Denoiser(c, c.gaze_size // 4)
+            self.denoiser = Denoiser(c, self.vae.grid)
             self.register_buffer('alphas_cumprod', ddpm_alphas_cumprod(c.diffusion_steps), persistent=False)
 
     # --- backbone -----------------------------------------------------------------------------------
@@ -263,7 +270,7 @@ class ReconVLAPolicy(Policy):
     def load_pretrained(self):
         """The frozen tokenizer from config.vae_weights, when set (its shape must match the config)."""
         c = self.config
-        if not (self.vae is not None and c.vae_weights):
+        if not (isinstance(self.vae, SmallVAE) and c.vae_weights):
             return
         trained = SmallVAE.load(c.vae_weights)
         wanted = (c.gaze_size, c.vae_channels, c.vae_hidden)

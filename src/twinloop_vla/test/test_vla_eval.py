@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from vla_samples import TINY
 
@@ -92,6 +93,14 @@ def test_a_libero_task_runs_on_held_out_init_states_with_its_own_rate_views_and_
             evaluator.run(task, 5)  # an init state demonstrations may come from
     finally:
         evaluator.close()
+
+
+def test_the_never_trained_libero_tasks_are_the_recorded_seeds_choice():
+    chosen = yaml.safe_load((ROOT / 'bench' / 'vla_libero_tasks.yaml').read_text())
+    suites = ('libero_spatial', 'libero_object', 'libero_goal')
+    others = [f'{s}:{i}' for s in suites for i in range(10) if f'{s}:{i}' not in chosen['acceptance']]
+    picked = np.random.default_rng(chosen['selection_seed']).choice(others, 2, replace=False)
+    assert len(others) == 26 and sorted(picked.tolist()) == chosen['never_trained']
 
 
 def test_the_gaze_is_drawn_over_the_view():

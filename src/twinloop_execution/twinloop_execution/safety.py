@@ -349,7 +349,8 @@ class SafetyGate:
             return _refuse('step_size', f'points {i}->{i + 1} jump {steps[i]:.3f} rad (limit {self.config.max_step})')
         return Verdict(True)
 
-    def derivatives(self, times, positions, start_velocity=None):
+    @staticmethod
+    def derivatives(times, positions, start_velocity=None):
         """Finite-difference estimates of a motion: times (K,) [s] from t[0] = 0, positions (K, 7) in
         the gate's joint order, start_velocity (7,) or None (at rest). Returns (velocity (K+1, 7):
         start, each segment's mean, 0 at the end; acceleration (K, 7): from the start velocity to the

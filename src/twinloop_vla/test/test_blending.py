@@ -5,6 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from twinloop_execution import streaming
+from twinloop_execution.safety import SafetyGate, Verdict
 from twinloop_vla.blending import (
     BlendConfig,
     Plan,
@@ -13,6 +15,7 @@ from twinloop_vla.blending import (
     anchor,
     blend_seam,
     joint_targets,
+    point_velocities,
 )
 from twinloop_vla.sync import ObservationSync
 
@@ -49,14 +52,14 @@ def test_a_chunk_from_rest_keeps_all_targets_and_an_entirely_stale_one_is_none()
 
 
 def test_the_rtc_seam_ramps_from_the_running_plan_to_the_new_chunk():
-    plan = Plan(np.arange(11) * DT, np.zeros((11, 7)))  # holding still
+    plan = Plan(np.arange(11) * DT, np.zeros((11, 7)), np.zeros((11, 7)))  # holding still
     times = np.arange(6) * DT
     new = np.zeros((6, 7))
     new[1:, 0] = 1.0  # a new chunk that wants to be elsewhere at once
     blended = blend_seam(plan, 0.1, times, new, blend_steps=3)
     assert blended[0, 0] == 0.0  # the splice point is the plan's
     assert np.allclose(blended[1:4, 0], [0.25, 0.5, 0.75]) and np.allclose(blended[4:, 0], 1.0)
-    plan.splice(0.1, times, blended)
+    plan.splice(0.1, times, blended, point_velocities(times, blended, 0.0))
     assert np.isclose(plan.sample(0.1 + 2 * DT)[0], 0.5) and plan.end == pytest.approx(0.1 + 5 * DT)
 
 
@@ -113,13 +116,8 @@ def _limits():
 
 
 def _accelerations(times, positions, start_velocity):
-    """Each step's acceleration as the gate estimates it (from rest, 2 dq / dt^2 for the first step)."""
-    dt = np.diff(times)[:, None]
-    velocities = np.diff(positions, axis=0) / dt
-    before = np.vstack([np.zeros(7) if start_velocity is None else start_velocity, velocities[:-1]])
-    accelerations = (velocities - before) / dt
-    accelerations[0] *= 2 if start_velocity is None else 1
-    return accelerations
+    """Each step's acceleration as the gate estimates it (the last, to rest, left out: a chunk goes on)."""
+    return SafetyGate.derivatives(times, positions, start_velocity)[1][:-1]
 
 
 def test_shaping_keeps_a_chunk_within_the_limits_and_leaves_a_jump_to_the_gate():
@@ -149,3 +147,30 @@ def test_shaping_keeps_a_chunk_within_the_limits_and_leaves_a_jump_to_the_gate()
     assert RateLimit.of(_limits(), BlendConfig(limit_margin=0.0)) is None
     with pytest.raises(ValueError, match='limit_margin'):
         BlendConfig(limit_margin=1.5)
+
+
+def test_a_plan_knows_the_velocity_the_stream_commits_at_every_splice_point():
+    """The runner shapes each chunk from the velocity the stream has committed at its splice point (the
+    gate judges the chunk's first step from it): the Plan, fed the chunks and velocities the stream
+    accepted, says the same velocity as the stream anywhere along them, splices off the grid included."""
+    stream = streaming.JointStream('s', np.zeros(7), np.full(7, 10.0), np.full(7, 5000.0), lambda *a: Verdict(True))
+    shaping = RateLimit.of(_limits(), BlendConfig(limit_margin=0.9))
+    rng = np.random.default_rng(3)
+    plan, splice = None, 0.0
+    for k in range(6):
+        times = np.concatenate([[0.0], rng.uniform(0.01, DT) + DT * np.arange(8)])  # off the control grid
+        start = np.zeros(7) if plan is None else plan.velocity(splice)
+        q0 = np.zeros(7) if plan is None else plan.sample(splice)
+        targets = q0 + np.cumsum(rng.normal(0.0, 0.03, (9, 7)), axis=0) * (np.arange(9) > 0)[:, None]
+        positions = shaping.shape(times, targets, None if plan is None else start)
+        velocities = point_velocities(times, positions, start)
+        assert np.abs(_accelerations(times, positions, start)).max() <= 9.0 + 1e-9 or np.array_equal(positions, targets)
+        stream.splice(splice - 0.1, splice, times, positions, velocities)
+        if plan is None:
+            plan = Plan(splice + times, positions, velocities)
+        else:
+            plan.splice(splice, times, positions, velocities)
+        for t in splice + np.linspace(0.0, times[-1], 23):
+            q, v = stream.commanded(t)
+            assert np.allclose(plan.sample(t), q) and np.allclose(plan.velocity(t), v)
+        splice += rng.uniform(0.1, times[-1])

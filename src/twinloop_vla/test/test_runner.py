@@ -66,7 +66,7 @@ class FakeArm:
         state = np.append(self._commanded(stamp)[0], 0.04)
         return Observation(np.zeros((1, 8, 8, 3), np.uint8), None, state, stamp, stamp), ''
 
-    def send(self, stream_id, times, positions, splice_time, gripper_width):
+    def send(self, stream_id, times, positions, velocities, splice_time, gripper_width):
         self.grippers.append(gripper_width)
         if self.stream is None:
             gate = lambda t, q, current, v0: self.gate(q)  # noqa: E731
@@ -74,7 +74,8 @@ class FakeArm:
             self.started = self.clock()
         now = self.clock() - self.started
         try:
-            self.stream.splice(now, splice_time, times, positions, clock=lambda: self.clock() - self.started)
+            clock = lambda: self.clock() - self.started  # noqa: E731
+            self.stream.splice(now, splice_time, times, positions, velocities, clock)
         except streaming.ChunkRefused as refused:
             return StreamReply(False, str(refused), refused.check, now)
         if self.stream.chunks == 1:
@@ -176,9 +177,9 @@ def test_shaping_sends_chunks_within_the_limits_that_unshaped_would_exceed():
     class Recording(FakeArm):
         sent = []
 
-        def send(self, stream_id, times, positions, splice_time, gripper_width):
+        def send(self, stream_id, times, positions, velocities, splice_time, gripper_width):
             self.sent.append((np.array(times), np.array(positions)))
-            return super().send(stream_id, times, positions, splice_time, gripper_width)
+            return super().send(stream_id, times, positions, velocities, splice_time, gripper_width)
 
     def first_acceleration(times, positions):  # from rest: 2 dq / dt^2
         return np.abs(2 * (positions[1] - positions[0]) / (times[1] - times[0]) ** 2).max()

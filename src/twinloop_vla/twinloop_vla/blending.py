@@ -99,8 +99,10 @@ class RateLimit:
 
     def shape(self, times, positions, start_velocity=None, previous=None):
         """positions (n, 7) at times (n,) from 0: the commanded point, then targets. start_velocity: the
-        commanded velocity there (None: at rest, where the gate estimates the first step's acceleration as
-        2 dq / dt^2). previous: the unshaped target the commanded point stands for (default: itself).
+        commanded velocity there (None: at rest). The gate estimates the first step's acceleration over
+        half its duration (2 (dq / dt - v0) / dt), the others over the mean of two steps; the shaping keeps
+        each within the limit as the gate estimates it. previous: the unshaped target the commanded point
+        stands for (default: itself).
         Returns the shaped positions (the first point kept), or the given ones when shaping strays more
         than tolerance from them or they are not finite."""
         times, positions = np.asarray(times, float), np.asarray(positions, float)
@@ -113,7 +115,8 @@ class RateLimit:
         for k in range(1, len(positions)):
             dt = times[k] - times[k - 1]
             wanted = (positions[k] - last) / dt + (last - q) / (self.settle_steps * dt)
-            step = self.acceleration * dt / (2 if k == 1 and start_velocity is None else 1)
+            # the gate's spacing of the velocity change into segment k (twinloop_execution.safety.derivatives)
+            step = self.acceleration * (times[k] - times[max(k - 2, 0)]) / 2
             v = np.clip(np.clip(wanted, v - step, v + step), -self.velocity, self.velocity)
             q = q + v * dt
             last = positions[k]
@@ -169,10 +172,12 @@ def anchor(targets, obs_time, dt, splice_time, q_splice, moving=True, q_obs=None
 
 
 class Plan:
-    """The client's copy of what it committed to the stream (chunks without braking tails)."""
+    """The client's copy of what it committed to the stream (chunks without braking tails): positions
+    and the velocities sent with them, both linear between points as the stream samples them."""
 
-    def __init__(self, times, positions):
+    def __init__(self, times, positions, velocities):
         self.times, self.positions = np.asarray(times, float), np.asarray(positions, float)
+        self.velocities = np.asarray(velocities, float)
 
     @property
     def end(self):
@@ -183,15 +188,25 @@ class Plan:
         """Commanded position at stream time t (within the plan; held at its ends)."""
         return np.array([np.interp(t, self.times, self.positions[:, j]) for j in range(self.positions.shape[1])])
 
-    def velocity(self, t, dt):
-        """Commanded velocity at stream time t, the backward difference over dt."""
-        return (self.sample(t) - self.sample(t - dt)) / dt
+    def velocity(self, t):
+        """Commanded velocity at stream time t (the stream's: within the plan; held at its ends)."""
+        return np.array([np.interp(t, self.times, self.velocities[:, j]) for j in range(self.velocities.shape[1])])
 
-    def splice(self, splice_time, times, positions):
+    def splice(self, splice_time, times, positions, velocities):
         """Replace what follows splice_time by a segment (times from 0 at splice_time)."""
         keep = self.times < splice_time - 1e-9
         self.times = np.concatenate([self.times[keep], splice_time + np.asarray(times, float)])
         self.positions = np.vstack([self.positions[keep], positions])
+        self.velocities = np.vstack([self.velocities[keep], velocities])
+
+
+def point_velocities(times, positions, start_velocity):
+    """The velocity sent with each point of a chunk: start_velocity at the splice point (the commanded
+    one there), central differences after it (backward at the end), as the stream derives them when
+    none are sent."""
+    velocities = np.gradient(np.asarray(positions, float), np.asarray(times, float), axis=0)
+    velocities[0] = start_velocity
+    return velocities
 
 
 def blend_seam(plan, splice_time, times, positions, blend_steps):

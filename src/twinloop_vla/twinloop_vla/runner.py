@@ -31,6 +31,7 @@ from twinloop_vla.blending import (
     blend_seam,
     gripper_command,
     joint_targets,
+    point_velocities,
 )
 from twinloop_vla.policies.base import PolicyError
 
@@ -80,8 +81,9 @@ class RunIO(Protocol):
     def arm(self):
         """Measured (positions (7,), velocities (7,)) of the arm."""
 
-    def send(self, stream_id, times, positions, splice_time, gripper_width):
-        """One chunk and the gripper opening (< 0: keep) to the stream; a twinloop_core.ports.StreamReply."""
+    def send(self, stream_id, times, positions, velocities, splice_time, gripper_width):
+        """One chunk (positions and velocities at times) and the gripper opening (< 0: keep) to the
+        stream; a twinloop_core.ports.StreamReply."""
 
     def stop(self, stream_id):
         """Brake to rest now and end the stream."""
@@ -251,11 +253,12 @@ class _Run:
             times, positions = segment
         elif c.blending != 'rtc':  # receding horizon; temporal ensembling from rest (one chunk: no mean)
             times, positions = times[: c.execute_steps + 1], positions[: c.execute_steps + 1]
+        start_velocity = None if self.plan is None else self.plan.velocity(splice)
         if self.shaping is not None:
-            start_velocity = None if self.plan is None else self.plan.velocity(splice, c.control_period)
             positions = self.shaping.shape(times, positions, start_velocity)
+        velocities = point_velocities(times, positions, 0.0 if start_velocity is None else start_velocity)
         gripper = gripper_command(actions, skipped, c.command_gripper)
-        reply = self.io.send(self.stream_id, times, positions, splice, gripper)
+        reply = self.io.send(self.stream_id, times, positions, velocities, splice, gripper)
         if not reply.accepted:
             return reply
         # stream_time is the stream's clock before the gate ran, so this bound on the offset is low by
@@ -264,11 +267,11 @@ class _Run:
         if self.plan is None:
             self.offset = offset
             splice = reply.committed_until - times[-1]
-            self.plan = Plan(splice + times, positions)
+            self.plan = Plan(splice + times, positions, velocities)
             self.ensemble.chunks = [(splice + chunk[0], chunk[1])]
         else:
             self.offset = max(self.offset, offset)
-            self.plan.splice(splice, times, positions)
+            self.plan.splice(splice, times, positions, velocities)
         self.last_splice = splice
         self.chunks += 1
         self.actions += len(times) - 1

@@ -67,12 +67,16 @@ class NodeIO:
         """Measured arm positions and velocities."""
         return self.node.arm_state
 
-    def send(self, stream_id, times, positions, splice_time, gripper_width):
+    def send(self, stream_id, times, positions, velocities, splice_time, gripper_width):
         """One chunk (and a gripper opening, < 0: keep) through ~/stream; refusals and timeouts as a StreamReply."""
         self.stream_id = stream_id
         points = [
-            JointTrajectoryPoint(positions=[float(x) for x in q], time_from_start=ros_conversions.duration(float(t)))
-            for t, q in zip(times, np.asarray(positions))
+            JointTrajectoryPoint(
+                positions=[float(x) for x in q],
+                velocities=[float(x) for x in v],
+                time_from_start=ros_conversions.duration(float(t)),
+            )
+            for t, q, v in zip(times, np.asarray(positions), np.asarray(velocities))
         ]
         chunk = JointTrajectory(joint_names=list(ARM_JOINTS), points=points)
         request = StreamChunk.Request(

@@ -66,6 +66,7 @@ class RunResult:
     check: str = ''  # the gate's refusing check, when a chunk was refused
     starved: int = 0  # times the stream ran dry and the arm came to rest between chunks
     dropped: int = 0  # chunks stale on arrival (under MIN_SEGMENT left after the splice point), not sent
+    raised: int = 0  # targets raised to the hand's floor (floor.GripFloor)
     latencies: list = field(default_factory=list)  # [s] per chunk
 
 
@@ -107,11 +108,12 @@ class RunFailed(Exception):
     """The loop cannot go on (no fresh observation, a chunk stale on arrival); the message says why."""
 
 
-def run_policy(policy, instruction, io, config, max_chunks, timeout, observation_timeout=2.0, shaping=None):
+def run_policy(policy, instruction, io, config, max_chunks, timeout, observation_timeout=2.0, shaping=None, floor=None):
     """Run `policy` (a Policy: select_action_chunk) for up to max_chunks chunks or timeout [s];
-    shaping: a blending.RateLimit every chunk is shaped with before it is sent (None: sent as anchored
-    and blended). The stream is stopped however the run ends."""
-    run = _Run(policy, instruction, io, config, timeout, observation_timeout, shaping)
+    floor: a floor.GripFloor every chunk's targets are raised to, then shaping: a blending.RateLimit
+    every chunk is shaped with before it is sent (None: neither; sent as anchored and blended). The
+    stream is stopped however the run ends."""
+    run = _Run(policy, instruction, io, config, timeout, observation_timeout, shaping, floor)
     try:
         while run.chunks < max_chunks:
             reply = run.step(run.chunks)
@@ -142,8 +144,9 @@ def run_policy(policy, instruction, io, config, max_chunks, timeout, observation
 class _Run:
     """The state of one goal's loop."""
 
-    def __init__(self, policy, instruction, io, config, timeout, observation_timeout, shaping=None):
-        self.policy, self.instruction, self.io, self.c, self.shaping = policy, instruction, io, config, shaping
+    def __init__(self, policy, instruction, io, config, timeout, observation_timeout, shaping=None, floor=None):
+        self.policy, self.instruction, self.io, self.c = policy, instruction, io, config
+        self.shaping, self.floor = shaping, floor
         self.deadline = time.monotonic() + timeout
         self.observation_timeout = observation_timeout
         self.stream_id = f'vla-{uuid.uuid4().hex[:8]}'
@@ -155,7 +158,7 @@ class _Run:
         self.latencies = []
         self.last_splice = 0.0
         self.last_stamp = -np.inf  # stamp of the newest frame used (each chunk sees a newer one)
-        self.dropped = 0
+        self.dropped = self.raised = 0
         self.expected_latency = 0.0  # the largest latency seen so far [s]
 
     def now(self):
@@ -166,7 +169,16 @@ class _Run:
         """The RunResult so far."""
         elapsed = time.monotonic() - self.started
         return RunResult(
-            success, reason, self.chunks, self.actions, elapsed, check, self.starved, self.dropped, list(self.latencies)
+            success,
+            reason,
+            self.chunks,
+            self.actions,
+            elapsed,
+            check,
+            self.starved,
+            self.dropped,
+            self.raised,
+            list(self.latencies),
         )
 
     def wait_until(self, condition):
@@ -253,6 +265,9 @@ class _Run:
             times, positions = segment
         elif c.blending != 'rtc':  # receding horizon; temporal ensembling from rest (one chunk: no mean)
             times, positions = times[: c.execute_steps + 1], positions[: c.execute_steps + 1]
+        raised = 0
+        if self.floor is not None:
+            positions, raised = self.floor.apply(positions)
         start_velocity = None if self.plan is None else self.plan.velocity(splice)
         if self.shaping is not None:
             positions = self.shaping.shape(times, positions, start_velocity)
@@ -274,6 +289,7 @@ class _Run:
             self.plan.splice(splice, times, positions, velocities)
         self.last_splice = splice
         self.chunks += 1
+        self.raised += raised
         self.actions += len(times) - 1
         self.latencies.append(latency)
         self.expected_latency = max(self.expected_latency, latency)

@@ -5,7 +5,9 @@ runs, and no policy runs. A goal names a registered policy (empty: `default_poli
 loaded once from `checkpoints_dir/<name>` (Policy.save's layout) and kept; a policy with weights
 but no checkpoint runs only with `allow_untrained` (random init, labelled so in the result).
 Observations are synchronised by stamp (twinloop_vla.sync); chunks go to the execution node's
-~/stream, where each passes the safety gate with its braking tail (twinloop_vla.runner). One goal
+~/stream, where each passes the safety gate with its braking tail (twinloop_vla.runner); before
+that, targets a little below the grip floor are raised to it (twinloop_vla.floor) and the chunk is
+shaped to the arm's limits (twinloop_vla.blending.RateLimit). One goal
 at a time: a goal arriving while another runs is rejected. Cancel stops the stream from the
 cancel callback at once. An action's entry after the arm joints is the gripper opening [m]: each
 chunk carries the one of its first executed action to the execution node (`command_gripper`).
@@ -34,6 +36,7 @@ from twinloop_execution.safety import JointLimits
 from twinloop_ros import conversions as ros_conversions
 from twinloop_ros import node_runner, topics
 from twinloop_vla.blending import BlendConfig, RateLimit
+from twinloop_vla.floor import GripFloor
 from twinloop_vla.policies import load_policy, make_policy, policy_class
 from twinloop_vla.runner import run_policy
 from twinloop_vla.sync import ObservationSync
@@ -135,6 +138,10 @@ class VlaPolicyNode(Node):
             command_gripper=p('command_gripper', True, "send each chunk's gripper opening (entry 8 of an action)"),
             limit_margin=p('limit_margin', 0.9, "chunks shaped to this share of the arm's limits (0: not shaped)"),
             limit_tolerance=p('limit_tolerance', 0.05, 'a chunk the shaping would move further is sent as it is [rad]'),
+        )
+        self.floor = GripFloor.panda(
+            p('grip_floor', 0.015, "world height the grip site's targets are raised to [m] (0: no floor)"),
+            p('grip_floor_tolerance', 0.03, 'a chunk needing more lift than this is sent as it is [m]'),
         )
         urdf = p('robot_description_file', '', 'URDF of the arm (its velocity limits, for the shaping)')
         limits_yaml = p('joint_limits_file', '', 'MoveIt-style joint_limits.yaml (accelerations, for the shaping)')
@@ -308,10 +315,12 @@ class VlaPolicyNode(Node):
                 goal.timeout or self.timeout,
                 self.observation_timeout,
                 self.shaping,
+                self.floor,
             )
         finally:
             self.io, self.active = None, False
-        reason = f'policy {name!r} ({label}): {outcome.reason}'
+        raised = f'; {outcome.raised} targets raised to the grip floor' if outcome.raised else ''
+        reason = f'policy {name!r} ({label}): {outcome.reason}{raised}'
         self.get_logger().info(
             f'RunPolicy ended: {reason}; latency p50 {_percentile(outcome.latencies, 50)} s, '
             f'p90 {_percentile(outcome.latencies, 90)} s, starved {outcome.starved}, dropped {outcome.dropped}'

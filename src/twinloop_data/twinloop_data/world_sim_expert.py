@@ -178,7 +178,7 @@ class WorldSimExpert:
         self.camera_names, self.size = list(camera_names), tuple(size)
         root = Path(root)
         limits_yaml = root / 'config' / 'panda_joint_limits.yaml'
-        self.limits = JointLimits.from_description(root / 'urdf' / 'panda.urdf', limits_yaml, list(scene.ARM_JOINTS))
+        self.limits = JointLimits.panda(root)
         self.jerk = trajectory.jerk_limits(limits_yaml, list(scene.ARM_JOINTS))
         self.arm = Arm.panda()
         self.sim = None

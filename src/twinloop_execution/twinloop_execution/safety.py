@@ -48,9 +48,12 @@ import math
 import numbers
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import yaml
+
+from twinloop_core.robot import ARM_JOINTS
 
 # [m] per joint: how far any point of the Panda (collision and visual geoms, fingers open) can be
 # from each joint's axis, plus 0.1 m for a held object. ArmKinematics.joint_reach() computes the
@@ -89,6 +92,14 @@ class JointLimits:
             acceleration.append(float(entry['max_acceleration']))
             jerk.append(float(entry['max_jerk']))
         return cls(tuple(joints), *(np.array(v) for v in (lower, upper, velocity, acceleration, jerk)))
+
+    @classmethod
+    def panda(cls, root):
+        """The Panda's limits under a repository (or install) root: urdf/panda.urdf, config/panda_joint_limits.yaml."""
+        root = Path(root)
+        return cls.from_description(
+            root / 'urdf' / 'panda.urdf', root / 'config' / 'panda_joint_limits.yaml', ARM_JOINTS
+        )
 
 
 @dataclass(frozen=True)

@@ -136,9 +136,7 @@ def test_the_gates_acceleration_limit_holds_in_process_from_rest_and_in_motion(t
     (r,) = vla_eval.evaluate(vla_eval.EvalSettings(checkpoint=lunge, max_steps=5), [TASK], [1000], ROOT, progress=False)
     assert r.steps == 5 and r.reason == 'not done after 5 steps', r.reason
     assert r.shaped >= 2
-    limits = JointLimits.from_description(
-        ROOT / 'urdf' / 'panda.urdf', ROOT / 'config' / 'panda_joint_limits.yaml', list(scene.ARM_JOINTS)
-    )
+    limits = JointLimits.panda(ROOT)
     q, moving = np.asarray(scene.HOME, float), np.full(7, 1.0)  # [rad/s]
     assert vla_eval.refusal(q + 0.1, q, limits, 0.1, velocity=moving) == ''  # on at the same speed
     stop = vla_eval.refusal(q, q, limits, 0.1, velocity=moving)  # to rest in one step: -10 rad/s^2

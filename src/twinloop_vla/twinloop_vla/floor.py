@@ -9,12 +9,21 @@ change that raises the grip site to `height` and keeps its x, y and the hand's o
 least squares on the grip site's Jacobian, a few Newton steps). A chunk that would need more
 than `tolerance` [m] of lift anywhere is left as it is: a dive is the gate's to refuse, not this
 to hide. The splice point (the first point, already commanded) is never changed.
+
+A chunk is also where the arm stops if no next chunk comes: the execution node brakes to rest
+from its last point (twinloop_execution.streaming's braking tail), and the gate judges that tail
+with the chunk. A policy that dives at the table at speed leaves a tail through it, though every
+target is above the floor. `stoppable` finds the longest start of such a chunk whose braking tail
+keeps the grip site above the floor (the same ruckig tail, through the same kinematics); the runner
+sends that start, and the next chunk continues from it.
 """
 
 import mujoco
 import numpy as np
 
 from twinloop_execution.kinematics import Arm
+from twinloop_execution.streaming import ChunkRefused, StreamConfig, braking_tail
+from twinloop_vla.blending import point_velocities
 from twinloop_twin import scene
 
 NEWTON_STEPS = 4
@@ -23,18 +32,45 @@ DAMPING = 1e-6  # damped least squares near a singular configuration
 
 
 class GripFloor:
-    """Raises chunk targets whose grip site is below `height` [m] (world z) by up to `tolerance` [m]."""
+    """Raises chunk targets whose grip site is below `height` [m] (world z) by up to `tolerance` [m],
+    and finds how much of a chunk the arm can brake from above it (limits: the arm's JointLimits)."""
 
-    def __init__(self, kinematics, height, tolerance):
+    def __init__(self, kinematics, height, tolerance, limits, stream=None):
         self.kinematics, self.height, self.tolerance = kinematics, float(height), float(tolerance)
         model = kinematics.model
         self.arm_dof = np.array([model.joint(j).dofadr[0] for j in scene.ARM_JOINTS])
         self._jacobian = np.zeros((6, model.nv))
+        stream = stream or StreamConfig()
+        self.braking = (
+            np.asarray(limits.acceleration, float) * stream.braking_scale,
+            np.asarray(limits.jerk, float) * stream.braking_scale,
+            stream.period,
+        )
 
     @classmethod
-    def panda(cls, height, tolerance):
+    def panda(cls, height, tolerance, limits):
         """The floor for the scene's Panda (the gate's model and world frame); None when height <= 0."""
-        return cls(Arm.panda().kinematics, height, tolerance) if height > 0 else None
+        return cls(Arm.panda().kinematics, height, tolerance, limits) if height > 0 else None
+
+    def stoppable(self, times, positions, start_velocity):
+        """How many first points of a chunk (>= 2; all when they may) end where the stream's braking tail
+        keeps the grip site at or above the floor, each start sent with its own point_velocities. Only
+        a chunk whose targets are all on or above the floor is cut: one that dives under it is left whole."""
+        times, positions = np.asarray(times, float), np.asarray(positions, float)
+        if not (np.all(np.isfinite(positions)) and np.all(np.isfinite(start_velocity))):
+            return len(times)  # the gate's to refuse
+        if self.kinematics.grip_positions(positions[1:])[:, 2].min() < self.height - TOLERANCE:
+            return len(times)  # the chunk itself goes under the floor: a dive, the gate's to refuse
+        for end in range(len(times), 1, -1):
+            velocities = point_velocities(times[:end], positions[:end], start_velocity)
+            acceleration = (velocities[-1] - velocities[-2]) / (times[end - 1] - times[end - 2])
+            try:
+                _, tail, _ = braking_tail(positions[end - 1], velocities[-1], acceleration, *self.braking)
+            except ChunkRefused:  # no braking profile: the gate will say so
+                continue
+            if len(tail) == 0 or self.kinematics.grip_positions(tail)[:, 2].min() >= self.height:
+                return end
+        return 2
 
     def _lift(self, q):
         """(grip site height at q, the joint change per metre that raises it and keeps x, y and orientation)."""

@@ -67,6 +67,7 @@ class RunResult:
     starved: int = 0  # times the stream ran dry and the arm came to rest between chunks
     dropped: int = 0  # chunks stale on arrival (under MIN_SEGMENT left after the splice point), not sent
     raised: int = 0  # targets raised to the hand's floor (floor.GripFloor)
+    cut: int = 0  # chunks cut short where the arm could still brake above the floor
     latencies: list = field(default_factory=list)  # [s] per chunk
 
 
@@ -158,7 +159,7 @@ class _Run:
         self.latencies = []
         self.last_splice = 0.0
         self.last_stamp = -np.inf  # stamp of the newest frame used (each chunk sees a newer one)
-        self.dropped = self.raised = 0
+        self.dropped = self.raised = self.cut = 0
         self.expected_latency = 0.0  # the largest latency seen so far [s]
 
     def now(self):
@@ -178,6 +179,7 @@ class _Run:
             self.starved,
             self.dropped,
             self.raised,
+            self.cut,
             list(self.latencies),
         )
 
@@ -271,7 +273,13 @@ class _Run:
         start_velocity = None if self.plan is None else self.plan.velocity(splice)
         if self.shaping is not None:
             positions = self.shaping.shape(times, positions, start_velocity)
-        velocities = point_velocities(times, positions, 0.0 if start_velocity is None else start_velocity)
+        v0 = np.zeros(ARM_DOF) if start_velocity is None else start_velocity
+        if self.floor is not None:
+            keep = self.floor.stoppable(times, positions, v0)
+            if keep < len(times) and times[keep - 1] >= MIN_SEGMENT:
+                times, positions = times[:keep], positions[:keep]
+                self.cut += 1
+        velocities = point_velocities(times, positions, v0)
         gripper = gripper_command(actions, skipped, c.command_gripper)
         reply = self.io.send(self.stream_id, times, positions, velocities, splice, gripper)
         if not reply.accepted:

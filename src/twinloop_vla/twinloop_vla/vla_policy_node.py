@@ -139,18 +139,20 @@ class VlaPolicyNode(Node):
             limit_margin=p('limit_margin', 0.9, "chunks shaped to this share of the arm's limits (0: not shaped)"),
             limit_tolerance=p('limit_tolerance', 0.05, 'a chunk the shaping would move further is sent as it is [rad]'),
         )
-        self.floor = GripFloor.panda(
-            p('grip_floor', 0.015, "world height the grip site's targets are raised to [m] (0: no floor)"),
-            p('grip_floor_tolerance', 0.03, 'a chunk needing more lift than this is sent as it is [m]'),
-        )
-        urdf = p('robot_description_file', '', 'URDF of the arm (its velocity limits, for the shaping)')
-        limits_yaml = p('joint_limits_file', '', 'MoveIt-style joint_limits.yaml (accelerations, for the shaping)')
-        self.shaping = None
-        if self.blend.limit_margin > 0:
+        grip_floor = p('grip_floor', 0.015, "world height the grip site's targets are raised to [m] (0: no floor)")
+        floor_tolerance = p('grip_floor_tolerance', 0.03, 'a chunk needing more lift than this is sent as it is [m]')
+        urdf = p('robot_description_file', '', "URDF of the arm (its velocity limits: the shaping's, the floor's)")
+        limits_yaml = p('joint_limits_file', '', 'MoveIt-style joint_limits.yaml (accelerations and jerks)')
+        self.shaping = self.floor = None
+        if self.blend.limit_margin > 0 or grip_floor > 0:
             if not (urdf and limits_yaml):
-                raise ValueError('limit_margin > 0 needs robot_description_file and joint_limits_file (or set it to 0)')
+                raise ValueError(
+                    'limit_margin > 0 and grip_floor > 0 need robot_description_file and joint_limits_file '
+                    '(or set both to 0)'
+                )
             limits = JointLimits.from_description(urdf, limits_yaml, list(ARM_JOINTS))
             self.shaping = RateLimit.of(limits, self.blend)
+            self.floor = GripFloor.panda(grip_floor, floor_tolerance, limits)
         self.default_policy = p('default_policy', 'vga', 'policy run when a goal names none')
         self.checkpoints_dir = p('checkpoints_dir', '', 'folder of <policy name>/ checkpoints (Policy.save)')
         self.allow_untrained = p('allow_untrained', False, 'run a policy with weights but no checkpoint (random)')
@@ -319,8 +321,8 @@ class VlaPolicyNode(Node):
             )
         finally:
             self.io, self.active = None, False
-        raised = f'; {outcome.raised} targets raised to the grip floor' if outcome.raised else ''
-        reason = f'policy {name!r} ({label}): {outcome.reason}{raised}'
+        floor = f'; grip floor: {outcome.raised} targets raised, {outcome.cut} chunks cut to brake above it'
+        reason = f'policy {name!r} ({label}): {outcome.reason}{floor if outcome.raised or outcome.cut else ""}'
         self.get_logger().info(
             f'RunPolicy ended: {reason}; latency p50 {_percentile(outcome.latencies, 50)} s, '
             f'p90 {_percentile(outcome.latencies, 90)} s, starved {outcome.starved}, dropped {outcome.dropped}'

@@ -115,9 +115,7 @@ class LiberoTaskWorld:
             self.object = goal_of(self.world)[0]  # the object of a single On / In goal, for the grip offset
         except ExpertFailed:  # other goals (open the drawer, two-part goals): no grip offset
             self.object = None
-        root = Path(root)
-        limits_yaml = root / 'config' / 'panda_joint_limits.yaml'
-        self.limits = JointLimits.from_description(root / 'urdf' / 'panda.urdf', limits_yaml, list(scene.ARM_JOINTS))
+        self.limits = JointLimits.panda(root)
 
     def reset(self, init_state):
         """LIBERO's init state number init_state; refused where demonstrations may be recorded."""

@@ -112,7 +112,9 @@ def test_observations_are_synchronised_by_stamp_and_refused_when_stale():
 
 def _limits():
     """Seven joints at 2 rad/s and 10 rad/s^2 (a JointLimits' velocity and acceleration)."""
-    return SimpleNamespace(velocity=np.full(7, 2.0), acceleration=np.full(7, 10.0))
+    return SimpleNamespace(
+        velocity=np.full(7, 2.0), acceleration=np.full(7, 10.0), lower=np.full(7, -3.0), upper=np.full(7, 3.0)
+    )
 
 
 def _accelerations(times, positions, start_velocity):
@@ -144,6 +146,14 @@ def test_shaping_keeps_a_chunk_within_the_limits_and_leaves_a_jump_to_the_gate()
     broken = positions.copy()
     broken[4, 1] = np.nan
     assert np.array_equal(shaping.shape(times, broken, v0), broken, equal_nan=True)
+    # targets 0.03 rad beyond the joint range (at 3 rad) end inside it; 0.3 rad beyond: left to the gate
+    beyond = np.zeros((9, 7))
+    beyond[:, 2] = np.linspace(2.93, 3.03, 9)
+    clipped = shaping.shape(times, beyond, np.zeros(7))
+    assert clipped[:, 2].max() <= 3.0 - 0.01 + 1e-9 and np.abs(clipped - beyond).max() <= 0.05
+    assert np.array_equal(
+        shaping.shape(times, beyond + [0, 0, 0.3, 0, 0, 0, 0], np.zeros(7)), beyond + 0.3 * np.eye(7)[2]
+    )
     assert RateLimit.of(_limits(), BlendConfig(limit_margin=0.0)) is None
     with pytest.raises(ValueError, match='limit_margin'):
         BlendConfig(limit_margin=1.5)

@@ -184,7 +184,9 @@ def test_shaping_sends_chunks_within_the_limits_that_unshaped_would_exceed():
     def first_acceleration(times, positions):  # from rest: 2 dq / dt^2
         return np.abs(2 * (positions[1] - positions[0]) / (times[1] - times[0]) ** 2).max()
 
-    limits = SimpleNamespace(velocity=np.full(7, 2.0), acceleration=np.full(7, 8.0))
+    limits = SimpleNamespace(
+        velocity=np.full(7, 2.0), acceleration=np.full(7, 8.0), lower=np.full(7, -3.0), upper=np.full(7, 3.0)
+    )
     config = BlendConfig(execute_steps=4, lead=0.1, limit_margin=1.0)
     for shaping, within in ((None, False), (RateLimit.of(limits, config), True)):
         arm = Recording()

@@ -28,8 +28,9 @@ Shaping to the limits (`RateLimit`, libfranka's limitRate idea). A learned polic
 for slightly more acceleration than the arm allows where its motion changes (the lift after a
 grasp); the gate would refuse the chunk and end the goal. Before the gate, targets are followed
 with a velocity feed-forward and a gap closed over `settle_steps`, every step's velocity change and
-velocity clipped to `margin` of the limits. A chunk whose shaped path would stray more than
-`tolerance` [rad] from it is sent unchanged: a jump is the gate's to refuse, not this to hide.
+velocity clipped to `margin` of the limits, and the targets clipped into the joint range. A chunk
+whose shaped path would stray more than `tolerance` [rad] from it is sent unchanged: a jump is the
+gate's to refuse, not this to hide.
 """
 
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from twinloop_core.gripper import OPEN_WIDTH
 BLENDINGS = ('receding_horizon', 'temporal_ensembling', 'rtc')
 ACTION_SPACES = ('joint_position', 'joint_delta')
 ARM_DOF = 7
+RANGE_MARGIN = 0.01  # [rad] shaped targets stay this far inside the joint range
 
 
 @dataclass
@@ -86,6 +88,8 @@ class RateLimit:
     acceleration: np.ndarray  # [rad/s^2]
     tolerance: float = 0.05  # [rad]
     settle_steps: float = 2.0  # a gap to the targets halves every step at 2
+    lower: np.ndarray = None  # [rad] joint range targets are clipped into (None: not clipped)
+    upper: np.ndarray = None
 
     @classmethod
     def of(cls, limits, config: BlendConfig):
@@ -94,7 +98,11 @@ class RateLimit:
             return None
         m = config.limit_margin
         return cls(
-            m * np.asarray(limits.velocity, float), m * np.asarray(limits.acceleration, float), config.limit_tolerance
+            m * np.asarray(limits.velocity, float),
+            m * np.asarray(limits.acceleration, float),
+            config.limit_tolerance,
+            lower=np.asarray(limits.lower, float) + RANGE_MARGIN,
+            upper=np.asarray(limits.upper, float) - RANGE_MARGIN,
         )
 
     def shape(self, times, positions, start_velocity=None, previous=None):
@@ -105,9 +113,12 @@ class RateLimit:
         stands for (default: itself).
         Returns the shaped positions (the first point kept), or the given ones when shaping strays more
         than tolerance from them or they are not finite."""
-        times, positions = np.asarray(times, float), np.asarray(positions, float)
-        if not np.all(np.isfinite(positions)):
-            return positions
+        times, given = np.asarray(times, float), np.asarray(positions, float)
+        if not np.all(np.isfinite(given)):
+            return given
+        positions = given
+        if self.lower is not None:  # targets a little beyond the joint range: into it (the first is commanded)
+            positions = np.vstack([given[:1], np.clip(given[1:], self.lower, self.upper)])
         q = positions[0].copy()
         v = np.zeros_like(q) if start_velocity is None else np.asarray(start_velocity, float)
         last = q if previous is None else np.asarray(previous, float)
@@ -122,7 +133,7 @@ class RateLimit:
             last = positions[k]
             shaped.append(q)
         shaped = np.array(shaped)
-        return shaped if np.max(np.abs(shaped - positions)) <= self.tolerance else positions
+        return shaped if np.max(np.abs(shaped - given)) <= self.tolerance else given
 
 
 def joint_targets(actions, state, action_space):

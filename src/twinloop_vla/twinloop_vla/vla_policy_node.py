@@ -137,9 +137,9 @@ class VlaPolicyNode(Node):
             action_space=p('action_space', 'joint_position', 'joint_position or joint_delta (targets - state)'),
             command_gripper=p('command_gripper', True, "send each chunk's gripper opening (entry 8 of an action)"),
             limit_margin=p('limit_margin', 0.9, "chunks shaped to this share of the arm's limits (0: not shaped)"),
-            limit_tolerance=p('limit_tolerance', 0.05, 'a chunk the shaping would move further is sent as it is [rad]'),
+            limit_tolerance=p('limit_tolerance', 0.15, 'a chunk the shaping would move further is sent as it is [rad]'),
         )
-        grip_floor = p('grip_floor', 0.015, "world height the grip site's targets are raised to [m] (0: no floor)")
+        grip_floor = p('grip_floor', 0.021, "world height the grip site's targets are raised to [m] (0: no floor)")
         floor_tolerance = p('grip_floor_tolerance', 0.03, 'a chunk needing more lift than this is sent as it is [m]')
         urdf = p('robot_description_file', '', "URDF of the arm (its velocity limits: the shaping's, the floor's)")
         limits_yaml = p('joint_limits_file', '', 'MoveIt-style joint_limits.yaml (accelerations and jerks)')

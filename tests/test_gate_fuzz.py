@@ -56,6 +56,7 @@ HOME = np.array(scene.HOME)
 SLACK = 1e-7  # the oracle's relative slack on every limit
 SWEEP_STEP = 0.002  # [m] the oracle's sweep: at most 2 mm per sample for any centre-line point
 CONTACT_SLACK = 0.0005  # [m] on top of sweep_resolution / 2 for MuJoCo's contact depths
+START_SLACK = 0.005  # [m] a link on an object where the motion starts may press this much deeper (the spec)
 
 
 # --- the oracle ------------------------------------------------------------------------------------------------
@@ -189,7 +190,9 @@ def segment_point_distance(a, b, c):
 class OracleTwin:
     """Collisions in a MuJoCo scene by the oracle's own rule, deeper than `depth` only: a robot link
     (fingers aside) touching anything, fingers touching the table or floor, robot links touching each
-    other (finger pairs aside). Nothing is held in the fuzz cases (fingers open, away from objects)."""
+    other (finger pairs aside); but a link on an object (not the table or floor) that it already
+    touches at the first configuration counts only where it presses more than START_SLACK deeper
+    than there. Nothing is held in the fuzz cases (fingers open, away from objects)."""
 
     def __init__(self, model, qpos, depth):
         self.model, self.data, self.depth = model, mujoco.MjData(model), depth
@@ -199,24 +202,36 @@ class OracleTwin:
         self.robot = np.array([b.startswith('panda_') for b in body])
         self.finger = np.array(['finger' in b for b in body])
         self.ground = np.array([model.geom(g).name in ('table', 'floor') for g in range(model.ngeom)])
+        # what a contact is between: the body, or the geom itself on the world body (the table)
+        self.part = np.array([b if b else -1 - g for g, b in enumerate(model.geom_bodyid)])
 
     def deepest(self, qs):
-        """Largest penetration [m] that counts, over the configurations."""
-        worst = 0.0
+        """Largest penetration [m] that counts, over the configurations (beyond the allowance of a
+        contact the motion starts in)."""
+        worst, start = 0.0, None
         for q in qs:
             self.data.qpos[self.arm] = q
             mujoco.mj_fwdPosition(self.model, self.data)
             n = self.data.ncon
-            if not n:
-                continue
             g1, g2 = self.data.contact.geom1[:n], self.data.contact.geom2[:n]
+            depth = -self.data.contact.dist[:n]
             r1, r2 = self.robot[g1], self.robot[g2]
             both = r1 & r2 & ~(self.finger[g1] & self.finger[g2])
             one = r1 ^ r2
             link, other = np.where(r1, g1, g2), np.where(r1, g2, g1)
+            on_object = one & ~self.ground[other]
+            pairs = list(zip(self.part[link], self.part[other]))
+            if start is None:
+                start = {}
+                for pair, on, d in zip(pairs, on_object, depth):
+                    if on and d >= 0:
+                        start[pair] = max(start.get(pair, 0.0), float(d))
+            allowance = np.array(
+                [start[p] + START_SLACK if on and p in start else 0.0 for p, on in zip(pairs, on_object)]
+            )
             counts = both | (one & (~self.finger[link] | self.ground[other]))
             if counts.any():
-                worst = max(worst, float(-self.data.contact.dist[:n][counts].min()))
+                worst = max(worst, float((depth - allowance)[counts].max()))
         return worst
 
 

@@ -81,3 +81,30 @@ def test_shut_fingers_pressing_on_one_face_hold_nothing():
         assert not [pair for pair in touching if pair.startswith('shoe_box|')]
     finally:
         twin.close()
+
+
+def test_a_hand_that_starts_on_an_object_may_move_off_it_but_not_press_into_it():
+    """Through ROS a policy let go of the red cube in the bowl with the perceived cube against the palm;
+    every chunk after, the hand moving up and away, was refused for that contact. A contact the
+    motion starts in is where the arm is; pressing more than START_CONTACT_SLACK deeper is a collision."""
+    from twinloop_execution.kinematics import START_CONTACT_SLACK, ArmKinematics
+    from twinloop_twin import scene
+    from twinloop_twin.twin import Detection, MeshLibrary, SimTwin
+
+    config = scene.SceneConfig.from_yaml(os.path.join(os.environ['TWINLOOP_ROOT'], 'config', 'scenes', 'tabletop.yaml'))
+    cube = next(o for o in config.objects if o.id == 'red_cube')  # 5 cm: the palm reaches its top below grip 0.020
+    twin = SimTwin(MeshLibrary.from_scene(config), [])
+    try:
+        twin.sync([Detection('red_cube', cube.mesh_id, (0.5, 0.0, 0.0), (1, 0, 0, 0))], scene.HOME, 0.08)
+        ik = PandaIk(twin.model)
+        on, up, deeper = (
+            ik.solve(twin.data.qpos.copy(), (0.5, 0.0, z), HOME_GRIP).positions for z in (0.018, 0.06, 0.01)
+        )
+        kinematics = ArmKinematics(twin.model, twin.data)
+        palm = 'panda_right_gripper|red_cube'
+        assert kinematics.collisions(np.array([on, up])) == []  # moving off it
+        assert palm in kinematics.collisions(np.array([on, deeper]))  # 8 mm further down: > START_CONTACT_SLACK
+        assert palm in kinematics.collisions(np.array([up, on]))  # coming down onto it
+        assert START_CONTACT_SLACK < 0.008
+    finally:
+        twin.close()

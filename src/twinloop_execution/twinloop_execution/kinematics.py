@@ -32,6 +32,10 @@ LINK_POINTS = (
     'panda_right_hand',
     EE_SITE,
 )
+# A robot link already touching a movable object where a motion starts (the hand that just let go of
+# it, a perceived pose overlapping the hand) may stay in contact along the motion, pressing at most
+# this much deeper [m]: moving off is not a collision, pushing into it is.
+START_CONTACT_SLACK = 0.005
 # Gripper pointing down as in the home pose (grip z along world -z, fingers closing along world
 # x), with joint 7 mid-range: quaternion w x y z.
 DOWN = np.array([0.0, 0.7071068, 0.7071068, 0.0])
@@ -96,9 +100,10 @@ class ArmKinematics:
     carrying any object held between the fingers at the first configuration (rigidly, as the
     gripper does). Contacts that count as collisions: any robot link but the fingers touching
     anything; fingers touching the table or floor; robot links touching each other (but
-    fingers touching fingers); a held
-    object touching anything but the robot that it did not already touch at the start (lifting
-    it off the table is fine). Fingers touching objects are allowed (grasping, pushing)."""
+    fingers touching fingers); a held object touching anything but the robot that it did not
+    already touch at the start (lifting it off the table is fine). Fingers touching objects are
+    allowed (grasping, pushing), and so is a link touching a movable object it already touched at
+    the start, up to START_CONTACT_SLACK deeper (letting go of it and moving off)."""
 
     def __init__(self, model, data=None):
         self.model = model
@@ -262,25 +267,36 @@ class ArmKinematics:
             mujoco.mj_kinematics(self.model, self.data)  # positions and contacts only: all that counts here
             mujoco.mj_collision(self.model, self.data)
             ncon = self.data.ncon
-            geoms = self.data.contact.geom[:ncon][self.data.contact.dist[:ncon] <= 0]
-            geoms = geoms[watched[geoms].any(axis=1)]  # objects resting on the table: not our business
-            pairs = {tuple(sorted((self.geom_owner[g1], self.geom_owner[g2]))) for g1, g2 in geoms}
+            touching = self.data.contact.dist[:ncon] <= 0
+            geoms, depths = self.data.contact.geom[:ncon][touching], -self.data.contact.dist[:ncon][touching]
+            watch = watched[geoms].any(axis=1)  # objects resting on the table: not our business
+            pairs = {}  # (a, b) -> deepest penetration [m]
+            for (g1, g2), depth in zip(geoms[watch], depths[watch]):
+                pair = tuple(sorted((self.geom_owner[g1], self.geom_owner[g2])))
+                pairs[pair] = max(pairs.get(pair, 0.0), float(depth))
             if resting is None:  # what the held objects touch at the start is where they rest
                 resting = {pair for pair in pairs if pair[0] in held or pair[1] in held}
-            for a, b in pairs:
+                started_in = {pair: depth for pair, depth in pairs.items() if _link_on_movable(pair)}
+            for (a, b), depth in pairs.items():
                 robot_a, robot_b = a.startswith('panda_'), b.startswith('panda_')
                 if robot_a and robot_b:
                     if not (a in FINGER_BODIES and b in FINGER_BODIES):  # closed fingers touch each other
                         found.add(f'{a}|{b}')
                 elif robot_a or robot_b:
                     link, other = (a, b) if robot_a else (b, a)
-                    if other in held:
+                    if other in held or depth <= started_in.get((a, b), -np.inf) + START_CONTACT_SLACK:
                         continue
                     if link not in FINGER_BODIES or other in ('table', 'floor'):
                         found.add(f'{link}|{other}')
                 elif (a in held or b in held) and (a, b) not in resting:
                     found.add(f'{a}|{b}' if a in held else f'{b}|{a}')
         return sorted(found)
+
+
+def _link_on_movable(pair):
+    """A robot link touching an object that is not the table, the floor or the robot."""
+    robot = [name.startswith('panda_') for name in pair]
+    return sum(robot) == 1 and not set(pair) & {'table', 'floor'}
 
 
 class Arm:

@@ -54,13 +54,13 @@ class GripFloor:
 
     def stoppable(self, times, positions, start_velocity):
         """How many first points of a chunk (>= 2; all when they may) end where the stream's braking tail
-        keeps the grip site at or above the floor, each start sent with its own point_velocities. Only
-        a chunk whose targets are all on or above the floor is cut: one that dives under it is left whole."""
+        keeps the grip site at or above the floor, each start sent with its own point_velocities. A
+        chunk that dives more than tolerance under the floor is left whole."""
         times, positions = np.asarray(times, float), np.asarray(positions, float)
         if not (np.all(np.isfinite(positions)) and np.all(np.isfinite(start_velocity))):
             return len(times)  # the gate's to refuse
-        if self.kinematics.grip_positions(positions[1:])[:, 2].min() < self.height - TOLERANCE:
-            return len(times)  # the chunk itself goes under the floor: a dive, the gate's to refuse
+        if self.kinematics.grip_positions(positions[1:])[:, 2].min() < self.height - self.tolerance:
+            return len(times)  # the chunk itself dives under the floor: the gate's to refuse
         for end in range(len(times), 1, -1):
             velocities = point_velocities(times[:end], positions[:end], start_velocity)
             acceleration = (velocities[-1] - velocities[-2]) / (times[end - 1] - times[end - 2])

@@ -9,10 +9,14 @@ import copy
 import json
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
+from action_msgs.msg import GoalStatus
 from rcl_interfaces.msg import ParameterType
+from rclpy.action.client import ClientGoalHandle
+from unique_identifier_msgs.msg import UUID
 from twinloop_interfaces.action import ExecuteMotion, RunPolicy
 from twinloop_interfaces.msg import RenderedView
 from twinloop_interfaces.srv import RenderViews, RolloutTrajectories, ScoreTrajectories, StreamChunk, SyncTwin
@@ -34,6 +38,7 @@ ALIVE_EVERY = 0.5  # [s] how often a wait asks whether the server is still there
 GONE_AFTER = 3.0  # [s] a server missing this long (DDS lease: config/fastdds_localhost.xml) has disappeared
 SERVICE_WAIT = 15.0  # [s] how long a call waits for its server to be there (a restarted node being discovered)
 RESEND_AFTER = 10.0  # [s] an idempotent request unanswered this long is sent once more (see RosPorts._call)
+ACCEPT_WAIT = 5.0  # [s] an ExecuteMotion goal not acknowledged this long is asked for its result by id
 
 
 class NoAnswer(GoalEnded):
@@ -106,9 +111,18 @@ def wait_for(future, what, cancel, timeout, on_cancel=None, alive=None, goal_dea
 class RosPorts:
     """Perception, twin, scorer, executor, streamer and policy runner over ROS (one object serves all)."""
 
-    def __init__(self, clients, cancel, scorer_backend='', deadline=None, service_timeout=30.0, motion_timeout=120.0):
+    def __init__(
+        self,
+        clients,
+        cancel,
+        scorer_backend='',
+        deadline=None,
+        service_timeout=30.0,
+        motion_timeout=120.0,
+        accept_timeout=ACCEPT_WAIT,
+    ):
         self.clients, self.cancel, self.scorer_backend, self.deadline = clients, cancel, scorer_backend, deadline
-        self.service_timeout, self.motion_timeout = service_timeout, motion_timeout
+        self.service_timeout, self.motion_timeout, self.accept_timeout = service_timeout, motion_timeout, accept_timeout
         self.objects_msg = self.joints_msg = None
         self.rollouts = {}  # candidate id -> (CandidateTrajectory, RolloutResult) of the last rollout
         self.scorer_reads_images = None  # asked once per goal (_reads_images)
@@ -297,33 +311,37 @@ class RosPorts:
         motion_client = self.clients.motion
         if not motion_client.wait_for_server(timeout_sec=10.0):
             raise GoalEnded(Outcome.ERROR, 'the execution node (execute_motion) is not available')
-        sent = motion_client.send_goal_async(goal)
+        goal_id = UUID(uuid=list(uuid.uuid4().bytes))
+        sent = motion_client.send_goal_async(goal, goal_uuid=goal_id)
+        what = f'the execution node (motion "{label}")'
 
         def cancel_once_sent():  # a cancel while the goal is in flight still cancels it once accepted
             sent.add_done_callback(
                 lambda f: f.result().cancel_goal_async() if f.result() and f.result().accepted else None
             )
 
-        handle = wait_for(
-            sent,
-            f'the execution node (motion "{label}")',
-            self.cancel,
-            10.0,
-            on_cancel=cancel_once_sent,
-            alive=motion_client.server_is_ready,
-            goal_deadline=self.deadline,
-        )
+        wait = dict(alive=motion_client.server_is_ready, goal_deadline=self.deadline)
+        try:
+            handle = wait_for(sent, what, self.cancel, self.accept_timeout, on_cancel=cancel_once_sent, **wait)
+        except NoAnswer:
+            # The goal's acceptance can be lost on the way back while the server runs the goal (a fresh
+            # clone's CI saw it once, world_sim just killed): ask for the result by the goal's id. A
+            # server that never got the goal answers STATUS_UNKNOWN.
+            accepted = ExecuteMotion.Impl.SendGoalService.Response(accepted=True)
+            handle = ClientGoalHandle(motion_client, goal_id, accepted)
         if not handle.accepted:
             raise GoalEnded(Outcome.ERROR, f'"{label}": the execution node is busy')
-        return wait_for(
+        answer = wait_for(
             handle.get_result_async(),
-            f'the execution node (motion "{label}")',
+            what,
             self.cancel,
             self.motion_timeout,
             on_cancel=handle.cancel_goal_async,
-            alive=motion_client.server_is_ready,
-            goal_deadline=self.deadline,
-        ).result
+            **wait,
+        )
+        if answer.status == GoalStatus.STATUS_UNKNOWN:
+            raise NoAnswer(f'{what} (the goal was not received)', self.accept_timeout)
+        return answer.result
 
     # --- streaming -------------------------------------------------------------------------------
     def send_chunk(self, stream_id, times, positions, splice_time=-1.0):

@@ -22,3 +22,9 @@ def closed_on_something(width):
 def is_open(width, tolerance=0.01):
     """The fingers are (nearly) fully open."""
     return width > OPEN_WIDTH - tolerance
+
+
+def open_or_shut(width):
+    """A learned policy's regressed opening [m] as the command its demonstrations gave: shut
+    (CLOSED_WIDTH) below half open, else open (OPEN_WIDTH); NaN stays NaN (for the gate to refuse)."""
+    return width if width != width else (CLOSED_WIDTH if width < OPEN_WIDTH / 2 else OPEN_WIDTH)

@@ -156,14 +156,14 @@ def test_each_chunk_commands_the_gripper_of_its_first_executed_action():
 
         def select_action_chunk(self, observation):
             chunk = super().select_action_chunk(observation)
-            chunk[:, 7] = 0.0805 if self.calls < 2 else np.linspace(0.02, -0.001, 8)  # beyond the hand: clipped
+            chunk[:, 7] = 0.065 if self.calls < 2 else np.linspace(0.035, -0.001, 8)  # regressed: between the two
             self.calls += 1
             return chunk
 
     arm = FakeArm()
     result = run_policy(Closing(), 'sweep', arm, BlendConfig(execute_steps=4, lead=0.1), max_chunks=4, timeout=20.0)
     assert result.success, result.reason
-    assert arm.grippers[:2] == [0.08, 0.08] and all(0.0 <= g <= 0.02 for g in arm.grippers[2:])
+    assert arm.grippers == [0.08, 0.08, 0.0, 0.0]  # open or shut, as the demonstrations commanded
     arm = FakeArm()
     config = BlendConfig(execute_steps=4, lead=0.1, command_gripper=False)
     assert run_policy(Closing(), 'sweep', arm, config, max_chunks=3, timeout=20.0).success

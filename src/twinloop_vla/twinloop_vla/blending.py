@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from twinloop_core.gripper import OPEN_WIDTH
+from twinloop_core.gripper import open_or_shut
 
 BLENDINGS = ('receding_horizon', 'temporal_ensembling', 'rtc')
 ACTION_SPACES = ('joint_position', 'joint_delta')
@@ -148,12 +148,14 @@ def joint_targets(actions, state, action_space):
 
 def gripper_command(actions, first, enabled=True):
     """The gripper opening [m] to command with a chunk: the entry after the arm joints of its first
-    executed action (index `first`), clipped to what the hand opens (a regressed 0.0806 m means open;
-    NaN stays NaN for the execution node to refuse); -1 (keep) when disabled or there is no such entry."""
+    executed action (index `first`), open or shut as the demonstrations commanded it (a regressed
+    0.065 m is open: left between the two, the hand stops half open and perception takes what lies
+    between the fingers as held; NaN stays NaN for the execution node to refuse); -1 (keep) when
+    disabled or there is no such entry."""
     actions = np.asarray(actions, float)
     if not enabled or actions.shape[1] <= ARM_DOF:
         return -1.0
-    return float(np.clip(actions[min(first, len(actions) - 1), ARM_DOF], 0.0, OPEN_WIDTH))
+    return float(open_or_shut(actions[min(first, len(actions) - 1), ARM_DOF]))
 
 
 def anchor(targets, obs_time, dt, splice_time, q_splice, moving=True, q_obs=None):

@@ -65,7 +65,7 @@ class RunResult:
     elapsed: float = 0.0  # [s] wall
     check: str = ''  # the gate's refusing check, when a chunk was refused
     starved: int = 0  # times the stream ran dry and the arm came to rest between chunks
-    dropped: int = 0  # chunks stale on arrival (under MIN_SEGMENT left after the splice point), not sent
+    dropped: int = 0  # chunks not sent: stale on arrival (under MIN_SEGMENT left), or none of it brakes above the floor
     raised: int = 0  # targets raised to the hand's floor (floor.GripFloor)
     cut: int = 0  # chunks cut short where the arm could still brake above the floor
     latencies: list = field(default_factory=list)  # [s] per chunk
@@ -279,6 +279,9 @@ class _Run:
             if keep < len(times) and times[keep - 1] >= MIN_SEGMENT:
                 times, positions = times[:keep], positions[:keep]
                 self.cut += 1
+            elif keep < len(times) and self.plan is not None:
+                self.dropped += 1  # no start of it can brake above the floor; the committed motion can
+                return None
         velocities = point_velocities(times, positions, v0)
         gripper = gripper_command(actions, skipped, c.command_gripper)
         reply = self.io.send(self.stream_id, times, positions, velocities, splice, gripper)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from twinloop_core.gripper import OPEN_WIDTH
+from twinloop_core.gripper import CLOSED_WIDTH, open_or_shut
 from twinloop_core.judging import judge
 from twinloop_data.libero_expert import TRAIN_INIT_STATES as LIBERO_TRAIN_INIT_STATES
 from twinloop_data.world_sim_expert import CAMERAS, FPS, IMAGE_SIZE, TASKS, WorldSimExpert, object_states
@@ -69,13 +69,13 @@ class SimSuiteWorld:
         return self.sim.arm_positions()
 
     def act(self, arm_target, gripper):
-        """One control step to arm_target, the gripper at the width entry [m] (clipped to the hand's range)."""
-        self.env.act(arm_target, float(np.clip(gripper, 0.0, OPEN_WIDTH)))
+        """One control step to arm_target, the gripper open or shut by the width entry [m] (as vla_policy does)."""
+        self.env.act(arm_target, open_or_shut(float(gripper)))
 
     @staticmethod
     def shut(gripper):
         """Whether a gripper entry (a width [m]) commands the hand shut."""
-        return gripper < OPEN_WIDTH / 2
+        return open_or_shut(gripper) == CLOSED_WIDTH
 
     def judge(self):
         """(done, detail) on ground truth (twinloop_core.judging)."""

@@ -236,15 +236,19 @@ class _Run:
         if self.plan is not None and self.plan.end < self.now() + c.lead:  # too late to continue the motion
             self.starved += 1
             self.wait_until(lambda: self.now() > self.plan.end)
+            self.wait_until(lambda: np.abs(self.io.arm()[1]).max() < REST_SPEED)
             self.plan = None
+            return None  # the arm braked to rest: the next chunk comes from a frame of then, not this one
         if self.plan is None:
             self.wait_until(lambda: np.abs(self.io.arm()[1]).max() < REST_SPEED)
             q_start = self.io.arm()[0]
             times, positions = anchor(targets, 0.0, c.control_period, 0.0, q_start, moving=False, q_obs=q_obs)
             skipped, splice = 0, -1.0
         else:
-            if c.blending == 'rtc':
-                splice = min(max(self.now() + c.lead, self.last_splice), self.plan.end)
+            if c.blending == 'rtc':  # not before execute_steps of the running chunk (a stream just started
+                # from rest begins its motion start_lead ahead, and a splice there would replace it from rest)
+                earliest = self.last_splice + c.execute_steps * c.control_period
+                splice = min(max(self.now() + c.lead, earliest), self.plan.end)
             else:
                 splice = self.plan.end
             q_splice = self.plan.sample(splice)

@@ -245,9 +245,9 @@ class _Run:
             times, positions = anchor(targets, 0.0, c.control_period, 0.0, q_start, moving=False, q_obs=q_obs)
             skipped, splice = 0, -1.0
         else:
-            if c.blending == 'rtc':  # not before execute_steps of the running chunk (a stream just started
-                # from rest begins its motion start_lead ahead, and a splice there would replace it from rest)
-                earliest = self.last_splice + c.execute_steps * c.control_period
+            if c.blending == 'rtc':  # a chunk not yet begun (a stream started from rest begins its motion
+                # start_lead ahead) runs execute_steps first: spliced at its start it would be replaced from rest
+                earliest = self.last_splice + c.execute_steps * c.control_period * (self.last_splice > self.now())
                 splice = min(max(self.now() + c.lead, earliest), self.plan.end)
             else:
                 splice = self.plan.end

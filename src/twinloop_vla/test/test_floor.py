@@ -77,3 +77,6 @@ def test_a_fast_descent_is_cut_where_the_streams_braking_tail_still_stops_above_
         assert (arm.kinematics.grip_positions(tail)[:, 2].min() >= FLOOR) == stops_above
     slow = _descent(arm, [0.10, 0.09, 0.08, 0.07, 0.06, 0.05])  # 0.1 m/s, 5 cm above the cube's top
     assert floor.stoppable(times, slow, np.zeros(7)) == len(times)
+    lagging = _descent(arm, [0.10, 0.08, 0.06, 0.04, 0.01, 0.03])  # the shaping overshot a raised target
+    assert floor.stoppable(times, lagging, np.zeros(7)) <= 4  # sent up to the point before, at most
+    assert floor.stoppable(times[:3], _descent(arm, [0.05, 0.005, 0.03]), np.zeros(7)) == 1  # nothing to send

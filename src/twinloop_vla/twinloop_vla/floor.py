@@ -53,24 +53,28 @@ class GripFloor:
         return cls(Arm.panda().kinematics, height, tolerance, limits) if height > 0 else None
 
     def stoppable(self, times, positions, start_velocity):
-        """How many first points of a chunk (>= 2; all when they may) end where the stream's braking tail
-        keeps the grip site at or above the floor, each start sent with its own point_velocities. A
-        chunk that dives more than tolerance under the floor is left whole."""
+        """How many first points of a chunk to send: the longest start that stays on or above the floor
+        and ends where the stream's braking tail keeps the grip site there (each start with its own
+        point_velocities); 1 when none does (the splice point alone). A chunk that dives more than
+        tolerance under the floor is left whole (len(times)), for the gate."""
         times, positions = np.asarray(times, float), np.asarray(positions, float)
         if not (np.all(np.isfinite(positions)) and np.all(np.isfinite(start_velocity))):
             return len(times)  # the gate's to refuse
-        if self.kinematics.grip_positions(positions[1:])[:, 2].min() < self.height - self.tolerance:
+        heights = self.kinematics.grip_positions(positions[1:])[:, 2]
+        if heights.min() < self.height - self.tolerance:
             return len(times)  # the chunk itself dives under the floor: the gate's to refuse
-        for end in range(len(times), 1, -1):
+        under = np.flatnonzero(heights < self.height - TOLERANCE)  # the shaping can lag a raised target
+        last = len(times) if len(under) == 0 else int(under[0]) + 1  # points before the first one under
+        for end in range(last, 1, -1):
             velocities = point_velocities(times[:end], positions[:end], start_velocity)
             acceleration = (velocities[-1] - velocities[-2]) / (times[end - 1] - times[end - 2])
             try:
                 _, tail, _ = braking_tail(positions[end - 1], velocities[-1], acceleration, *self.braking)
-            except ChunkRefused:  # no braking profile: the gate will say so
+            except ChunkRefused:  # no braking profile from there
                 continue
             if len(tail) == 0 or self.kinematics.grip_positions(tail)[:, 2].min() >= self.height:
                 return end
-        return 2
+        return 1
 
     def _lift(self, q):
         """(grip site height at q, the joint change per metre that raises it and keeps x, y and orientation)."""

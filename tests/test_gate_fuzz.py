@@ -190,9 +190,9 @@ def segment_point_distance(a, b, c):
 class OracleTwin:
     """Collisions in a MuJoCo scene by the oracle's own rule, deeper than `depth` only: a robot link
     (fingers aside) touching anything, fingers touching the table or floor, robot links touching each
-    other (finger pairs aside); but a link on an object (not the table or floor) that it already
-    touches at the first configuration counts only where it presses more than START_SLACK deeper
-    than there. Nothing is held in the fuzz cases (fingers open, away from objects)."""
+    other (finger pairs aside); but a link on anything not the robot that it already touches at the
+    first configuration counts only where it presses more than START_SLACK deeper than there.
+    Nothing is held in the fuzz cases (fingers open, away from objects)."""
 
     def __init__(self, model, qpos, depth):
         self.model, self.data, self.depth = model, mujoco.MjData(model), depth
@@ -219,16 +219,13 @@ class OracleTwin:
             both = r1 & r2 & ~(self.finger[g1] & self.finger[g2])
             one = r1 ^ r2
             link, other = np.where(r1, g1, g2), np.where(r1, g2, g1)
-            on_object = one & ~self.ground[other]
             pairs = list(zip(self.part[link], self.part[other]))
             if start is None:
                 start = {}
-                for pair, on, d in zip(pairs, on_object, depth):
+                for pair, on, d in zip(pairs, one, depth):
                     if on and d >= 0:
                         start[pair] = max(start.get(pair, 0.0), float(d))
-            allowance = np.array(
-                [start[p] + START_SLACK if on and p in start else 0.0 for p, on in zip(pairs, on_object)]
-            )
+            allowance = np.array([start[p] + START_SLACK if on and p in start else 0.0 for p, on in zip(pairs, one)])
             counts = both | (one & (~self.finger[link] | self.ground[other]))
             if counts.any():
                 worst = max(worst, float((depth - allowance)[counts].max()))

@@ -108,3 +108,26 @@ def test_a_hand_that_starts_on_an_object_may_move_off_it_but_not_press_into_it()
         assert START_CONTACT_SLACK < 0.008
     finally:
         twin.close()
+
+
+def test_fingertips_a_push_left_on_the_table_may_lift_off_it():
+    """CI, IKER's disturbance test: a push braked with the fingertips on the table in the twin, and every
+    motion after it - the way up included - was refused for panda_leftfinger|table, six iterations."""
+    from twinloop_execution.kinematics import ArmKinematics
+    from twinloop_twin import scene
+    from twinloop_twin.twin import MeshLibrary, SimTwin
+
+    config = scene.SceneConfig.from_yaml(os.path.join(os.environ['TWINLOOP_ROOT'], 'config', 'scenes', 'tabletop.yaml'))
+    twin = SimTwin(MeshLibrary.from_scene(config), [])
+    try:
+        twin.sync([], scene.HOME, 0.0)
+        ik = PandaIk(twin.model)
+        on, up, down = (
+            ik.solve(twin.data.qpos.copy(), (0.4, 0.3, z), HOME_GRIP).positions for z in (0.007, 0.05, -0.002)
+        )
+        kinematics = ArmKinematics(twin.model, twin.data)
+        assert any('|table' in c for c in kinematics.collisions(np.array([up, on])))  # coming down onto it
+        assert kinematics.collisions(np.array([on, up])) == []  # lifting off
+        assert any('|table' in c for c in kinematics.collisions(np.array([on, down])))  # 9 mm into it
+    finally:
+        twin.close()

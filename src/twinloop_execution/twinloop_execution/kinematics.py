@@ -32,9 +32,10 @@ LINK_POINTS = (
     'panda_right_hand',
     EE_SITE,
 )
-# A robot link already touching a movable object where a motion starts (the hand that just let go of
-# it, a perceived pose overlapping the hand) may stay in contact along the motion, pressing at most
-# this much deeper [m]: moving off is not a collision, pushing into it is.
+# A robot link already touching something where a motion starts (the hand that just let go of an
+# object, a perceived pose overlapping the hand, fingertips a push left on the table) may stay in
+# contact along the motion, pressing at most this much deeper [m]: moving off is not a collision,
+# pushing into it is (else every motion from there, the way up included, is refused).
 START_CONTACT_SLACK = 0.005
 # Gripper pointing down as in the home pose (grip z along world -z, fingers closing along world
 # x), with joint 7 mid-range: quaternion w x y z.
@@ -102,8 +103,8 @@ class ArmKinematics:
     anything; fingers touching the table or floor; robot links touching each other (but
     fingers touching fingers); a held object touching anything but the robot that it did not
     already touch at the start (lifting it off the table is fine). Fingers touching objects are
-    allowed (grasping, pushing), and so is a link touching a movable object it already touched at
-    the start, up to START_CONTACT_SLACK deeper (letting go of it and moving off)."""
+    allowed (grasping, pushing), and so is a link touching anything (not the robot) it already
+    touched at the start, up to START_CONTACT_SLACK deeper (letting go of it and moving off)."""
 
     def __init__(self, model, data=None):
         self.model = model
@@ -276,7 +277,7 @@ class ArmKinematics:
                 pairs[pair] = max(pairs.get(pair, 0.0), float(depth))
             if resting is None:  # what the held objects touch at the start is where they rest
                 resting = {pair for pair in pairs if pair[0] in held or pair[1] in held}
-                started_in = {pair: depth for pair, depth in pairs.items() if _link_on_movable(pair)}
+                started_in = {pair: depth for pair, depth in pairs.items() if _link_on_other(pair)}
             for (a, b), depth in pairs.items():
                 robot_a, robot_b = a.startswith('panda_'), b.startswith('panda_')
                 if robot_a and robot_b:
@@ -293,10 +294,9 @@ class ArmKinematics:
         return sorted(found)
 
 
-def _link_on_movable(pair):
-    """A robot link touching an object that is not the table, the floor or the robot."""
-    robot = [name.startswith('panda_') for name in pair]
-    return sum(robot) == 1 and not set(pair) & {'table', 'floor'}
+def _link_on_other(pair):
+    """A robot link touching something that is not the robot."""
+    return sum(name.startswith('panda_') for name in pair) == 1
 
 
 class Arm:

@@ -6,14 +6,16 @@ cancel, feedback). Clocks: frame and joint stamps are the robot's clock (the new
 stamp); the stream clock is the robot's clock minus the stream's start, learned from the first
 reply (stream_time at the moment of the reply).
 
-Every chunk passes the gate with its braking tail in the execution node; the first refusal stops
-the stream and ends the goal with the gate's reason. A cancel stops the stream at once (the node
-also stops it from its cancel callback, before the loop notices). A policy error (PolicyError,
-or a chunk not shaped (C, >= 7)) ends the goal with its message. If the next chunk comes too late to continue
-the committed motion (or the stream refuses it as late), the stream brakes to rest on its own; the
-loop waits for rest and starts again from the measured joints (counted in `starved`). A chunk with
-under MIN_SEGMENT left after its splice point is dropped (counted) and the next one inferred from
-a newer frame; each chunk sees a frame newer than the last.
+Before the gate a chunk is raised to the grip floor, shaped to the limits and cut where it can still
+brake above the floor (_guard), and sent with its velocities. Every chunk passes the gate with its
+braking tail in the execution node; the first refusal stops the stream and ends the goal with the
+gate's reason. A cancel stops the stream at once (the node also stops it from its cancel callback,
+before the loop notices). A policy error (PolicyError, or a chunk not shaped (C, >= 7)) ends the
+goal with its message. If the next chunk comes too late to continue the committed motion (or the
+stream refuses it as late), the stream brakes to rest on its own; the loop waits for rest and starts
+again from the measured joints and a frame of then (counted in `starved`). A chunk with under
+MIN_SEGMENT left after its splice point, or none of whose starts brakes above the floor, is dropped
+(counted) and the next one inferred from a newer frame; each chunk sees a frame newer than the last.
 """
 
 import time
@@ -216,6 +218,25 @@ class _Run:
                 raise RunFailed(f'no fresh observation for {self.observation_timeout:.1f} s: {why}')
             time.sleep(POLL)
 
+    def _guard(self, times, positions, start_velocity):
+        """A chunk made ready for the gate: raised to the floor, shaped to the limits, cut where it can
+        still brake above the floor. (times, positions, velocities, targets raised), or None when no
+        start of a chunk that continues a motion can brake above the floor."""
+        raised = 0
+        if self.floor is not None:
+            positions, raised = self.floor.apply(positions)
+        if self.shaping is not None:
+            positions = self.shaping.shape(times, positions, start_velocity)
+        v0 = np.zeros(ARM_DOF) if start_velocity is None else start_velocity
+        if self.floor is not None:
+            keep = self.floor.stoppable(times, positions, v0)
+            if keep < len(times) and times[keep - 1] >= MIN_SEGMENT:
+                times, positions = times[:keep], positions[:keep]
+                self.cut += 1
+            elif keep < len(times) and start_velocity is not None:
+                return None
+        return times, positions, point_velocities(times, positions, v0), raised
+
     def step(self, index):
         """Infer, anchor, blend and send chunk `index`; its StreamReply (None: dropped as stale)."""
         c = self.c
@@ -271,22 +292,11 @@ class _Run:
             times, positions = segment
         elif c.blending != 'rtc':  # receding horizon; temporal ensembling from rest (one chunk: no mean)
             times, positions = times[: c.execute_steps + 1], positions[: c.execute_steps + 1]
-        raised = 0
-        if self.floor is not None:
-            positions, raised = self.floor.apply(positions)
-        start_velocity = None if self.plan is None else self.plan.velocity(splice)
-        if self.shaping is not None:
-            positions = self.shaping.shape(times, positions, start_velocity)
-        v0 = np.zeros(ARM_DOF) if start_velocity is None else start_velocity
-        if self.floor is not None:
-            keep = self.floor.stoppable(times, positions, v0)
-            if keep < len(times) and times[keep - 1] >= MIN_SEGMENT:
-                times, positions = times[:keep], positions[:keep]
-                self.cut += 1
-            elif keep < len(times) and self.plan is not None:
-                self.dropped += 1  # no start of it can brake above the floor; the committed motion can
-                return None
-        velocities = point_velocities(times, positions, v0)
+        guarded = self._guard(times, positions, None if self.plan is None else self.plan.velocity(splice))
+        if guarded is None:
+            self.dropped += 1  # no start of it can brake above the floor; the committed motion can
+            return None
+        times, positions, velocities, raised = guarded
         gripper = gripper_command(actions, skipped, c.command_gripper)
         reply = self.io.send(self.stream_id, times, positions, velocities, splice, gripper)
         if not reply.accepted:

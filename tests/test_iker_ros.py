@@ -117,7 +117,9 @@ def _position(msg, object_id):
 
 # One rerun: where the first push leaves the book decides the later approaches; a fresh-clone CI (2026-12-03,
 # 1b0f99a) once had every re-planned approach refused by the gate (panda_link1|panda_link5 in the twin) for 6
-# iterations; root cause open (issue 18 note of that stop). A second failure fails the run.
+# iterations, root cause open. The CI of e68f281 failed it twice another way: the first push's stream braked
+# with the fingertips on the table in the twin and every motion after it was refused (panda_leftfinger|table);
+# the gate now lets a motion start in a contact and move off it (354f787). A second failure fails the run.
 @pytest.mark.flaky(reruns=1)
 def test_iker_recovers_when_world_sim_moves_the_book_aside_mid_push(spawn, ros_node, tmp_path):
     node, executor, perceived, action = _start(spawn, ros_node, tmp_path)

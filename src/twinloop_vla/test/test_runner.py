@@ -16,7 +16,9 @@ from twinloop_execution.safety import Verdict
 from twinloop_vla.blending import BlendConfig, RateLimit
 from twinloop_vla.policies import Policy, PolicyConfig
 from twinloop_vla.runner import run_policy
+from twinloop_vla import trace
 from twinloop_vla.sync import Observation
+from twinloop_vla.trace import ChunkTrace
 
 SPEED = 0.3  # [rad/s] of the scripted policy's joint 1
 LIMITS = np.full(7, 10.0), np.full(7, 5000.0)  # acceleration, jerk of the braking tails
@@ -196,3 +198,25 @@ def test_shaping_sends_chunks_within_the_limits_that_unshaped_would_exceed():
         assert (first_acceleration(*arm.sent[0]) <= 8.0 + 1e-9) == within, first_acceleration(*arm.sent[0])
     speed = arm.stream.path.velocities[:, 0]
     assert speed.max() > 0.8 * SPEED  # shaped, it still sweeps
+
+
+def test_a_traced_goal_keeps_every_chunk_and_its_summary_reads_it(tmp_path, capsys):
+    arm = FakeArm()
+    config = BlendConfig(blending='rtc', execute_steps=4, lead=0.1, control_period=0.05)
+    result = run_policy(
+        ScriptedSweep(), 'sweep', arm, config, max_chunks=4, timeout=20.0, trace=ChunkTrace(tmp_path, 0.05)
+    )
+    assert result.success, result.reason
+    folder = trace.goal_folder(tmp_path)  # the goal's folder, found from the trace_dir
+    chunks = trace.load_goal(folder)
+    assert len(chunks) == 4 and chunks[0]['images'].shape == (1, 8, 8, 3)
+    rows = trace.summary(chunks)
+    assert all(r['sent'] and r['age'] >= 0.03 for r in rows)  # the scripted policy thinks 30 ms
+    assert all(np.isclose(r['first_step'], SPEED * 0.05, atol=1e-4) for r in rows)
+    # the first has none before it; the motion from rest starts after the second's targets began
+    assert np.isnan(rows[0]['disagreement']) and all(r['disagreement'] < 0.01 for r in rows[2:])
+    assert trace.contact_sheet(chunks, rows, every=2, height=16).size[1] == 2 * (16 + 14)
+    trace.main([str(tmp_path), '--sheet', str(tmp_path / 'sheet.png')])
+    assert '4 chunks, 4 sent' in capsys.readouterr().out and (tmp_path / 'sheet.png').exists()
+    with pytest.raises(FileNotFoundError, match='no traced chunks'):
+        trace.goal_folder(tmp_path / folder.name / '..' / '..')

@@ -111,12 +111,15 @@ class RunFailed(Exception):
     """The loop cannot go on (no fresh observation, a chunk stale on arrival); the message says why."""
 
 
-def run_policy(policy, instruction, io, config, max_chunks, timeout, observation_timeout=2.0, shaping=None, floor=None):
+def run_policy(
+    policy, instruction, io, config, max_chunks, timeout, observation_timeout=2.0, shaping=None, floor=None, trace=None
+):
     """Run `policy` (a Policy: select_action_chunk) for up to max_chunks chunks or timeout [s];
     floor: a floor.GripFloor every chunk's targets are raised to, then shaping: a blending.RateLimit
-    every chunk is shaped with before it is sent (None: neither; sent as anchored and blended). The
-    stream is stopped however the run ends."""
-    run = _Run(policy, instruction, io, config, timeout, observation_timeout, shaping, floor)
+    every chunk is shaped with before it is sent (None: neither; sent as anchored and blended); trace:
+    a trace.ChunkTrace every inferred chunk is written to (None: none). The stream is stopped however
+    the run ends."""
+    run = _Run(policy, instruction, io, config, timeout, observation_timeout, shaping, floor, trace)
     try:
         while run.chunks < max_chunks:
             reply = run.step(run.chunks)
@@ -147,9 +150,9 @@ def run_policy(policy, instruction, io, config, max_chunks, timeout, observation
 class _Run:
     """The state of one goal's loop."""
 
-    def __init__(self, policy, instruction, io, config, timeout, observation_timeout, shaping=None, floor=None):
+    def __init__(self, policy, instruction, io, config, timeout, observation_timeout, shaping, floor, trace):
         self.policy, self.instruction, self.io, self.c = policy, instruction, io, config
-        self.shaping, self.floor = shaping, floor
+        self.shaping, self.floor, self.trace = shaping, floor, trace
         self.deadline = time.monotonic() + timeout
         self.observation_timeout = observation_timeout
         self.stream_id = f'vla-{uuid.uuid4().hex[:8]}'
@@ -239,7 +242,6 @@ class _Run:
 
     def step(self, index):
         """Infer, anchor, blend and send chunk `index`; its StreamReply (None: dropped as stale)."""
-        c = self.c
         if self.plan is not None:
             self.wait_until(lambda: self.now() >= self._due())
         obs = self._observe()
@@ -247,19 +249,28 @@ class _Run:
         observation = {'images': obs.images, 'depth': obs.depth, 'state': obs.state, 'instruction': self.instruction}
         try:
             actions = np.asarray(self.policy.select_action_chunk(observation))
-            targets = joint_targets(actions, obs.state, c.action_space)
+            targets = joint_targets(actions, obs.state, self.c.action_space)
         except ValueError as exc:  # a malformed chunk
             raise PolicyError(str(exc)) from None
         inference_time = time.perf_counter() - sent_at
-        latency = self.io.clock() - obs.stamp
+        ready = self.io.clock()
         self.check()
+        reply, sent = self._commit(index, obs, actions, targets, inference_time, ready - obs.stamp)
+        if self.trace is not None:
+            self.trace.chunk(self.stream_id, index, obs, ready, actions, sent)
+        return reply
+
+    def _commit(self, index, obs, actions, targets, inference_time, latency):
+        """Anchor, blend, guard and send one inferred chunk: (StreamReply or None when dropped, (times,
+        positions, splice) sent or None)."""
+        c = self.c
         q_obs = obs.state[:ARM_DOF]
         if self.plan is not None and self.plan.end < self.now() + c.lead:  # too late to continue the motion
             self.starved += 1
             self.wait_until(lambda: self.now() > self.plan.end)
             self.wait_until(lambda: np.abs(self.io.arm()[1]).max() < REST_SPEED)
             self.plan = None
-            return None  # the arm braked to rest: the next chunk comes from a frame of then, not this one
+            return None, None  # the arm braked to rest: the next chunk comes from a frame of then, not this one
         if self.plan is None:
             self.wait_until(lambda: np.abs(self.io.arm()[1]).max() < REST_SPEED)
             q_start = self.io.arm()[0]
@@ -276,7 +287,7 @@ class _Run:
             anchored = anchor(targets, obs.stamp + self.offset, c.control_period, splice, q_splice, q_obs=q_obs)
             if anchored is None or anchored[0][-1] < MIN_SEGMENT:  # stale on arrival: infer again, fresher
                 self.dropped += 1
-                return None
+                return None, None
             times, positions = anchored
             skipped = len(targets) - (len(times) - 1)
             if c.blending == 'rtc':
@@ -288,19 +299,20 @@ class _Run:
             segment = self.ensemble.segment(splice, positions[0], c.control_period, c.execute_steps)
             if segment is None or segment[0][-1] < MIN_SEGMENT:
                 self.dropped += 1
-                return None
+                return None, None
             times, positions = segment
         elif c.blending != 'rtc':  # receding horizon; temporal ensembling from rest (one chunk: no mean)
             times, positions = times[: c.execute_steps + 1], positions[: c.execute_steps + 1]
         guarded = self._guard(times, positions, None if self.plan is None else self.plan.velocity(splice))
         if guarded is None:
             self.dropped += 1  # no start of it can brake above the floor; the committed motion can
-            return None
+            return None, None
         times, positions, velocities, raised = guarded
         gripper = gripper_command(actions, skipped, c.command_gripper)
         reply = self.io.send(self.stream_id, times, positions, velocities, splice, gripper)
+        sent = times, positions, splice
         if not reply.accepted:
-            return reply
+            return reply, sent
         # stream_time is the stream's clock before the gate ran, so this bound on the offset is low by
         # the gate's time; each reply may tighten it (a new stream, after a rest, has a clock of its own)
         offset = reply.stream_time - self.io.clock()
@@ -322,4 +334,4 @@ class _Run:
         self.io.feedback(
             ChunkReport(index, len(times) - 1, self.actions, inference_time, latency, depth, actions[-1], skipped)
         )
-        return reply
+        return reply, sent

@@ -40,6 +40,7 @@ from twinloop_vla.floor import GripFloor
 from twinloop_vla.policies import load_policy, make_policy, policy_class
 from twinloop_vla.runner import run_policy
 from twinloop_vla.sync import ObservationSync
+from twinloop_vla.trace import ChunkTrace
 
 STREAM_CALL_TIMEOUT = 10.0  # [s] an unanswered stream call counts as a refusal
 
@@ -156,6 +157,8 @@ class VlaPolicyNode(Node):
         self.default_policy = p('default_policy', 'vga', 'policy run when a goal names none')
         self.checkpoints_dir = p('checkpoints_dir', '', 'folder of <policy name>/ checkpoints (Policy.save)')
         self.allow_untrained = p('allow_untrained', False, 'run a policy with weights but no checkpoint (random)')
+        trace_dir = p('trace_dir', '', "write every chunk's observation and actions under this folder ('': off)")
+        self.trace = ChunkTrace(trace_dir, self.blend.control_period) if trace_dir else None
         self.max_chunks = p('max_chunks', 50, 'chunks of a goal that sets none')
         self.timeout = p('timeout', 60.0, 'time limit of a goal that sets none [s]')
         for module in p('policy_modules', ['twinloop_vla.policies'], 'modules whose import registers the policies'):
@@ -318,6 +321,7 @@ class VlaPolicyNode(Node):
                 self.observation_timeout,
                 self.shaping,
                 self.floor,
+                self.trace,
             )
         finally:
             self.io, self.active = None, False

@@ -58,8 +58,8 @@ class PandaIk:
     def __init__(self, model):
         self.model = model
         self.configuration = mink.Configuration(model)
-        self.arm_qpos = np.array([model.joint(j).qposadr[0] for j in scene.ARM_JOINTS])
-        self.arm_dof = np.array([model.joint(j).dofadr[0] for j in scene.ARM_JOINTS])
+        self.arm_qpos = scene.qpos_addresses(model)
+        self.arm_dof = scene.dof_addresses(model)
         self.task = mink.FrameTask(EE_SITE, 'site', position_cost=1.0, orientation_cost=0.5, lm_damping=1e-3)
         self.posture = mink.PostureTask(model, cost=1e-3)
         self.limits = [mink.ConfigurationLimit(model)]
@@ -109,7 +109,7 @@ class ArmKinematics:
     def __init__(self, model, data=None):
         self.model = model
         self.data = mujoco.MjData(model) if data is None else copy.copy(data)
-        self.arm_qpos = np.array([model.joint(j).qposadr[0] for j in scene.ARM_JOINTS])
+        self.arm_qpos = scene.qpos_addresses(model)
         self.site = model.site(EE_SITE).id
         names = [model.body(model.geom_bodyid[g]).name for g in range(model.ngeom)]
         self.geom_owner = [model.geom(g).name if model.geom_bodyid[g] == 0 else names[g] for g in range(model.ngeom)]
@@ -240,7 +240,7 @@ class ArmKinematics:
                         site_r.T @ (self.data.xpos[body] - site_p),
                         site_r.T @ obj_r,
                     )
-        fingers = self.data.qpos[[self.model.joint(j).qposadr[0] for j in scene.FINGER_JOINTS]]
+        fingers = self.data.qpos[scene.qpos_addresses(self.model, scene.FINGER_JOINTS)]
         width = abs(fingers[0]) + abs(fingers[1])
         closed = closed_on_something(width)  # stopped short of shut: on something
         shut = width <= THIN_WALL  # shut fingers pressing on one face (a push) hold nothing

@@ -95,13 +95,25 @@ def braking_tail(q, v, a, acceleration, jerk, period):
     return times, positions, velocities
 
 
-def _velocities(times, positions, given):
-    """Per-point velocities: the chunk's own, else central differences (zero at a lone point)."""
-    if given is not None:
-        return np.asarray(given, float)
+def point_velocities(times, positions, start_velocity):
+    """The velocity at each point of a chunk: start_velocity at the splice point (the commanded one
+    there), central differences after it (backward at the end); what the stream uses when a chunk
+    comes without velocities."""
+    positions = np.asarray(positions, float)
     if len(times) < 2:
-        return np.zeros_like(positions)
-    return np.gradient(positions, times, axis=0)
+        velocities = np.zeros_like(positions)
+    else:
+        velocities = np.gradient(positions, np.asarray(times, float), axis=0)
+    velocities[0] = start_velocity
+    return velocities
+
+
+def chunk_tail(times, positions, velocities, acceleration, jerk, period):
+    """The braking tail (times from the chunk's end, positions, velocities) from a chunk's last point,
+    at the acceleration its last two points' velocities imply (ChunkRefused: no profile within the
+    limits)."""
+    end_acceleration = (velocities[-1] - velocities[-2]) / (times[-1] - times[-2])
+    return braking_tail(positions[-1], velocities[-1], end_acceleration, acceleration, jerk, period)
 
 
 class JointStream:
@@ -164,7 +176,7 @@ class JointStream:
                 'continuity',
                 f'chunk starts {gap:.3f} rad from the commanded position (tolerance {c.position_tolerance})',
             )
-        chunk_velocities = _velocities(times, positions, given)
+        chunk_velocities = point_velocities(times, positions, v0) if given is None else np.array(given, float)
         if given is not None:
             jump = float(np.abs(given[0] - v0).max())
             if jump > c.velocity_tolerance:
@@ -173,10 +185,7 @@ class JointStream:
                     f'chunk starts at {jump:.2f} rad/s off the commanded velocity (tolerance {c.velocity_tolerance})',
                 )
         chunk_velocities[0] = v0
-        end_acceleration = (chunk_velocities[-1] - chunk_velocities[-2]) / (times[-1] - times[-2])
-        tail_t, tail_q, tail_v = braking_tail(
-            positions[-1], chunk_velocities[-1], end_acceleration, self.acceleration, self.jerk, c.period
-        )
+        tail_t, tail_q, tail_v = chunk_tail(times, positions, chunk_velocities, self.acceleration, self.jerk, c.period)
         new_t = np.concatenate([times[1:], times[-1] + tail_t])
         new_q = np.vstack([positions[1:], tail_q])
         new_v = np.vstack([chunk_velocities[1:], tail_v])

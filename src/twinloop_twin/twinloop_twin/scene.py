@@ -31,6 +31,16 @@ GROUP_GLASS = 3  # scene parts that collide but no render shows (a cabinet's gla
 ROBOT_COLLISION_RGBA = (0.88, 0.88, 0.9, 1.0)
 
 
+def qpos_addresses(model, joints=ARM_JOINTS):
+    """Indices into qpos of the named joints (the arm's by default)."""
+    return np.array([model.joint(j).qposadr[0] for j in joints])
+
+
+def dof_addresses(model, joints=ARM_JOINTS):
+    """Indices into qvel (and Jacobian columns) of the named joints (the arm's by default)."""
+    return np.array([model.joint(j).dofadr[0] for j in joints])
+
+
 def robosuite_assets():
     """robosuite's assets folder, found without importing robosuite (its import has side effects)."""
     spec = importlib.util.find_spec('robosuite')

@@ -117,9 +117,9 @@ class SimWorld:
         self.fast_render = fast_render
         self.model = (spec if spec is not None else scene.build_spec(config)).compile()
         self.data = mujoco.MjData(self.model)
-        self.arm_qpos = np.array([self.model.joint(j).qposadr[0] for j in scene.ARM_JOINTS])
-        self.arm_dof = np.array([self.model.joint(j).dofadr[0] for j in scene.ARM_JOINTS])
-        self.finger_qpos = np.array([self.model.joint(j).qposadr[0] for j in scene.FINGER_JOINTS])
+        self.arm_qpos = scene.qpos_addresses(self.model)
+        self.arm_dof = scene.dof_addresses(self.model)
+        self.finger_qpos = scene.qpos_addresses(self.model, scene.FINGER_JOINTS)
         self.arm_limits = np.array([self.model.joint(j).range for j in scene.ARM_JOINTS])
         self.object_ids = list(object_ids) if object_ids is not None else [o.id for o in config.objects]
         self.camera_names = [c.name for c in config.cameras]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from twinloop_execution import streaming
+from twinloop_execution.streaming import point_velocities
 from twinloop_execution.safety import SafetyGate, Verdict
 from twinloop_vla.blending import (
     BlendConfig,
@@ -15,7 +16,6 @@ from twinloop_vla.blending import (
     anchor,
     blend_seam,
     joint_targets,
-    point_velocities,
 )
 from twinloop_vla.sync import ObservationSync
 

@@ -11,7 +11,6 @@ import pytest
 from twinloop_execution import streaming
 from twinloop_execution.kinematics import Arm
 from twinloop_execution.safety import JointLimits
-from twinloop_vla.blending import point_velocities
 from twinloop_vla.floor import GripFloor
 
 ROOT = Path(os.environ.get('TWINLOOP_ROOT', Path(__file__).resolve().parents[3]))
@@ -70,10 +69,9 @@ def test_a_fast_descent_is_cut_where_the_streams_braking_tail_still_stops_above_
     limits = JointLimits.panda(ROOT)
     for end, stops_above in ((keep, True), (keep + 1, False)):  # the stream's own tail from each end
         stream = streaming.JointStream('s', dive[0], limits.acceleration, limits.jerk, lambda *a: None)
-        velocities = point_velocities(times[:end], dive[:end], np.zeros(7))
-        acceleration = (velocities[-1] - velocities[-2]) / (times[end - 1] - times[end - 2])
+        velocities = streaming.point_velocities(times[:end], dive[:end], np.zeros(7))
         braking = stream.acceleration, stream.jerk, stream.config.period
-        _, tail, _ = streaming.braking_tail(dive[end - 1], velocities[-1], acceleration, *braking)
+        _, tail, _ = streaming.chunk_tail(times[:end], dive[:end], velocities, *braking)
         assert (arm.kinematics.grip_positions(tail)[:, 2].min() >= FLOOR) == stops_above
     slow = _descent(arm, [0.10, 0.09, 0.08, 0.07, 0.06, 0.05])  # 0.1 m/s, 5 cm above the cube's top
     assert floor.stoppable(times, slow, np.zeros(7)) == len(times)

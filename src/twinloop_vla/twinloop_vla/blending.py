@@ -213,15 +213,6 @@ class Plan:
         self.velocities = np.vstack([self.velocities[keep], velocities])
 
 
-def point_velocities(times, positions, start_velocity):
-    """The velocity sent with each point of a chunk: start_velocity at the splice point (the commanded
-    one there), central differences after it (backward at the end), as the stream derives them when
-    none are sent."""
-    velocities = np.gradient(np.asarray(positions, float), np.asarray(times, float), axis=0)
-    velocities[0] = start_velocity
-    return velocities
-
-
 def blend_seam(plan, splice_time, times, positions, blend_steps):
     """rtc: over the first blend_steps actions after the splice point, ramp linearly from the
     running plan to the new chunk (the first point, the splice itself, is the plan's)."""

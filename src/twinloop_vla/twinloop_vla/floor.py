@@ -22,8 +22,7 @@ import mujoco
 import numpy as np
 
 from twinloop_execution.kinematics import Arm
-from twinloop_execution.streaming import ChunkRefused, StreamConfig, braking_tail
-from twinloop_vla.blending import point_velocities
+from twinloop_execution.streaming import ChunkRefused, StreamConfig, chunk_tail, point_velocities
 from twinloop_twin import scene
 
 NEWTON_STEPS = 4
@@ -38,7 +37,7 @@ class GripFloor:
     def __init__(self, kinematics, height, tolerance, limits, stream=None):
         self.kinematics, self.height, self.tolerance = kinematics, float(height), float(tolerance)
         model = kinematics.model
-        self.arm_dof = np.array([model.joint(j).dofadr[0] for j in scene.ARM_JOINTS])
+        self.arm_dof = scene.dof_addresses(model)
         self._jacobian = np.zeros((6, model.nv))
         stream = stream or StreamConfig()
         self.braking = (
@@ -67,9 +66,8 @@ class GripFloor:
         last = len(times) if len(under) == 0 else int(under[0]) + 1  # points before the first one under
         for end in range(last, 1, -1):
             velocities = point_velocities(times[:end], positions[:end], start_velocity)
-            acceleration = (velocities[-1] - velocities[-2]) / (times[end - 1] - times[end - 2])
             try:
-                _, tail, _ = braking_tail(positions[end - 1], velocities[-1], acceleration, *self.braking)
+                _, tail, _ = chunk_tail(times[:end], positions[:end], velocities, *self.braking)
             except ChunkRefused:  # no braking profile from there
                 continue
             if len(tail) == 0 or self.kinematics.grip_positions(tail)[:, 2].min() >= self.height:

@@ -25,6 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
+from twinloop_execution.streaming import point_velocities
 from twinloop_vla.blending import (
     ARM_DOF,
     Plan,
@@ -33,7 +34,6 @@ from twinloop_vla.blending import (
     blend_seam,
     gripper_command,
     joint_targets,
-    point_velocities,
 )
 from twinloop_vla.policies.base import PolicyError
 

@@ -368,6 +368,8 @@ def report_markdown(settings, facts, seeds_name, command, videos):
     limit = f'at most {settings.max_steps} steps' if settings.max_steps else "the task world's step limit"
     libero = any(worlds.world_kind(task) == 'libero' for task in facts['tasks'])
     where, episodes = ("LIBERO's scenes and predicates", 'init states') if libero else ("world_sim's core", 'layouts')
+    if not libero:
+        episodes += f', views rendered {settings.size[0]} x {settings.size[1]}'
     lines = [
         f'# Policy evaluation: {settings.checkpoint}',
         '',
@@ -418,6 +420,14 @@ def main(argv=None):
         '--fps', type=int, default=defaults.fps, help="the dataset's control rate [Hz] (0: the world's)"
     )
     parser.add_argument('--cameras', nargs='+', default=[], help="the policy's views, in order (default: the world's)")
+    parser.add_argument(
+        '--size',
+        type=int,
+        nargs=2,
+        default=defaults.size,
+        metavar=('W', 'H'),
+        help="sim-suite views rendered at this size, then resized by the policy's processor (default: as recorded)",
+    )
     parser.add_argument('--scene', default='', help='scene YAML (default: config/scenes/tabletop.yaml)')
     parser.add_argument('--videos', type=int, default=2, help='episodes recorded as GIFs')
     parser.add_argument('--workers', type=int, default=1, help='episodes in parallel on a local Ray cluster')
@@ -435,6 +445,7 @@ def main(argv=None):
         max_steps=args.max_steps,
         fps=args.fps,
         cameras=tuple(args.cameras),
+        size=tuple(args.size),
         scene=args.scene,
     )
     try:

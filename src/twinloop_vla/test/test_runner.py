@@ -213,6 +213,7 @@ def test_a_traced_goal_keeps_every_chunk_and_its_summary_reads_it(tmp_path, caps
     rows = trace.summary(chunks)
     assert all(r['sent'] and r['age'] >= 0.03 for r in rows)  # the scripted policy thinks 30 ms
     assert all(np.isclose(r['first_step'], SPEED * 0.05, atol=1e-4) for r in rows)
+    assert np.isnan(rows[0]['lag']) and all(r['lag'] < 1e-3 for r in rows[2:])  # FakeArm tracks perfectly
     # the first has none before it; the motion from rest starts after the second's targets began
     assert np.isnan(rows[0]['disagreement']) and all(r['disagreement'] < 0.01 for r in rows[2:])
     assert trace.contact_sheet(chunks, rows, every=2, height=16).size[1] == 2 * (16 + 14)

@@ -255,9 +255,10 @@ class _Run:
         inference_time = time.perf_counter() - sent_at
         ready = self.io.clock()
         self.check()
+        commanded = None if self.plan is None else self.plan.sample(obs.stamp + self.offset)  # at the frame's time
         reply, sent = self._commit(index, obs, actions, targets, inference_time, ready - obs.stamp)
         if self.trace is not None:
-            self.trace.chunk(self.stream_id, index, obs, ready, actions, sent)
+            self.trace.chunk(self.stream_id, index, obs, ready, actions, sent, commanded)
         return reply
 
     def _commit(self, index, obs, actions, targets, inference_time, latency):

@@ -6,7 +6,8 @@ the node received them, the policy state, the frame stamp), the robot clock when
 ready, the raw actions, and - when it was sent - the stream points (times from the splice, positions)
 and the splice time. `python -m twinloop_vla.trace DIR` reads one goal's folder (or the newest
 goal under a trace_dir) and prints, per chunk: the frame's age when the chunk was ready, how far the
-first target lies from the observed joints, and how much the chunk disagrees with the one before at
+first target lies from the observed joints, how far the observed joints lag what the stream commanded
+at the frame's stamp, and how much the chunk disagrees with the one before at
 the same robot times (targets lie at stamp + (k + 1) control_period); `--sheet PNG` draws every n-th
 observation's views in rows with those figures.
 
@@ -28,8 +29,9 @@ class ChunkTrace:
     def __init__(self, root, control_period):
         self.root, self.control_period = Path(root), control_period
 
-    def chunk(self, stream_id, index, observation, ready_clock, actions, sent=None):
-        """One inferred chunk; sent: (times from the splice, positions, splice stream time) or None."""
+    def chunk(self, stream_id, index, observation, ready_clock, actions, sent=None, commanded=None):
+        """One inferred chunk; sent: (times from the splice, positions, splice stream time) or None;
+        commanded: the arm position the stream commanded at the frame's stamp (None: the arm rested)."""
         folder = self.root / stream_id
         folder.mkdir(parents=True, exist_ok=True)
         arrays = {
@@ -40,6 +42,8 @@ class ChunkTrace:
             'actions': np.asarray(actions, np.float32),
             'control_period': np.float64(self.control_period),
         }
+        if commanded is not None:
+            arrays['commanded'] = np.asarray(commanded, float)
         if sent is not None:
             arrays.update(sent_times=np.asarray(sent[0]), sent_positions=np.asarray(sent[1]), splice=sent[2])
         np.savez(folder / f'chunk_{index:03d}.npz', **arrays)
@@ -63,7 +67,8 @@ def goal_folder(path):
 
 def summary(chunks):
     """Per chunk: age [s] of its frame when it was ready, |first target - observed joints| (max over
-    the arm joints) [rad], and its largest disagreement with the chunk before at the robot times both
+    the arm joints) [rad], how far the observed joints lag the commanded ones at the frame's stamp [rad]
+    (nan when the arm rested), its largest disagreement with the chunk before at the robot times both
     cover [rad] (nan for the first and where they do not overlap), and whether it was sent."""
     rows, before = [], None
     for chunk in chunks:
@@ -79,6 +84,9 @@ def summary(chunks):
             {
                 'age': float(chunk['ready_clock'] - chunk['stamp']),
                 'first_step': float(np.abs(targets[0] - chunk['state'][:ARM_DOF]).max()),
+                'lag': float(np.abs(chunk['commanded'] - chunk['state'][:ARM_DOF]).max())
+                if 'commanded' in chunk
+                else np.nan,
                 'disagreement': disagreement,
                 'sent': 'sent_times' in chunk,
             }
@@ -102,6 +110,7 @@ def contact_sheet(chunks, rows, every=1, height=120):
         ImageDraw.Draw(strip).text(
             (2, 1),
             f'chunk {index}: frame age {row["age"]:.2f} s, first step {row["first_step"]:.3f} rad, '
+            f'lag {row["lag"]:.3f} rad, '
             f'vs previous {row["disagreement"]:.3f} rad{"" if row["sent"] else ", not sent"}',
             fill='black',
         )
@@ -127,7 +136,7 @@ def main(argv=None):
     print(f'{folder}: {len(chunks)} chunks, {sum(r["sent"] for r in rows)} sent')
     for index, row in enumerate(rows):
         print(
-            f'{index:3d}  age {row["age"]:.2f} s  first step {row["first_step"]:.3f} rad  '
+            f'{index:3d}  age {row["age"]:.2f} s  first step {row["first_step"]:.3f} rad  lag {row["lag"]:.3f} rad  '
             f'vs previous {row["disagreement"]:.3f} rad  {"sent" if row["sent"] else "not sent"}'
         )
     if args.sheet:

@@ -70,6 +70,15 @@ def test_a_gripper_held_shut_counts_one_grasp_and_its_offset(tmp_path):
     assert vla_eval.summary(settings, episodes)['all']['retried'] == 1
 
 
+def test_views_render_at_the_size_asked_and_the_report_names_it(tmp_path):
+    shut = save_checkpoint(tmp_path / 'shut', [*scene.HOME, 0.0], [1e-3] * 7 + [0.0])
+    settings = vla_eval.EvalSettings(checkpoint=shut, max_steps=2, size=(320, 240))  # world_sim's cameras
+    (r,) = vla_eval.evaluate(settings, [TASK], [1000], ROOT, videos=1, progress=False)
+    assert r.frames[0].shape == (240, 2 * 320, 3)
+    vla_eval.write_outputs(tmp_path / 'out', settings, [r], 'held_out', 'python -m twinloop_vla.eval ...')
+    assert 'views rendered 320 x 240' in (tmp_path / 'out' / 'report.md').read_text()
+
+
 def test_a_libero_task_runs_on_held_out_init_states_with_its_own_rate_views_and_gripper(tmp_path):
     # arm targets = the observed joints (relative actions, ~1 mrad spread), the gripper entry +1: close
     shut = save_checkpoint(

@@ -221,3 +221,29 @@ def test_a_traced_goal_keeps_every_chunk_and_its_summary_reads_it(tmp_path, caps
     assert '4 chunks, 4 sent' in capsys.readouterr().out and (tmp_path / 'sheet.png').exists()
     with pytest.raises(FileNotFoundError, match='no traced chunks'):
         trace.goal_folder(tmp_path / folder.name / '..' / '..')
+
+
+class SlowStart(ScriptedSweep):
+    """ScriptedSweep whose first chunk takes 0.3 s to think (a cold start), the others 0.03 s."""
+
+    calls = 0
+
+    def select_action_chunk(self, observation):
+        self.calls += 1
+        if self.calls == 1:
+            time.sleep(0.27)
+        return super().select_action_chunk(observation)
+
+
+def test_rtc_chunks_take_over_every_execute_steps_actions_at_the_typical_latency(tmp_path):
+    """One slow inference must not make every later chunk come early (each would then run only a
+    part of its execute_steps actions before the next took over, its seam blend never finished)."""
+    arm = FakeArm()
+    config = BlendConfig(blending='rtc', execute_steps=4, lead=0.1, control_period=0.05)
+    result = run_policy(
+        SlowStart(), 'sweep', arm, config, max_chunks=10, timeout=20.0, trace=ChunkTrace(tmp_path, 0.05)
+    )
+    assert result.success, result.reason
+    splices = np.array([float(c['splice']) for c in trace.load_goal(trace.goal_folder(tmp_path))[1:]])
+    spacing = np.diff(splices)[3:]  # once the slow start is no longer the median latency
+    assert np.all(np.abs(spacing - 4 * 0.05) <= 0.05 + 1e-6), spacing.round(3)  # within one frame (20 Hz)

@@ -40,6 +40,7 @@ from twinloop_vla.policies.base import PolicyError
 POLL = 0.005  # [s] how often waits look at the clock and the cancel request
 REST_SPEED = 0.01  # [rad/s] every arm joint slower than this: the arm is at rest
 MIN_SEGMENT = 0.1  # [s] the shortest chunk the stream takes (twinloop_execution.streaming.StreamConfig)
+RECENT = 10  # chunks whose latencies make the typical one
 
 
 @dataclass
@@ -165,7 +166,6 @@ class _Run:
         self.last_splice = 0.0
         self.last_stamp = -np.inf  # stamp of the newest frame used (each chunk sees a newer one)
         self.dropped = self.raised = self.cut = 0
-        self.expected_latency = 0.0  # the largest latency seen so far [s]
 
     def now(self):
         """Stream clock now."""
@@ -202,11 +202,15 @@ class _Run:
             raise TimedOut()
 
     def _due(self):
-        """When the next chunk should be inferred (stream clock)."""
-        dt, ahead = self.c.control_period, self.expected_latency + self.c.lead
-        if self.c.blending == 'rtc':  # infer while the current chunk runs, after execute_steps of it
-            return min(self.last_splice + self.c.execute_steps * dt, self.plan.end) - ahead
-        return self.plan.end - ahead - dt  # just before the committed segment ends
+        """When the next chunk should be inferred (stream clock), so that at the typical latency (the
+        median of the last RECENT chunks') it arrives - rtc: after execute_steps actions of the running
+        chunk, a step before the committed motion ends at the latest; otherwise just before the
+        committed segment ends. A slower inference lets the motion run out: the stream brakes to rest
+        and the loop starts again from there (starved)."""
+        dt, ahead = self.c.control_period, float(np.median(self.latencies[-RECENT:])) + self.c.lead
+        if self.c.blending == 'rtc':  # infer while the current chunk runs
+            return min(self.last_splice + self.c.execute_steps * dt, self.plan.end - dt) - ahead
+        return self.plan.end - ahead - dt
 
     def _observe(self):
         limit = time.monotonic() + self.observation_timeout
@@ -330,7 +334,6 @@ class _Run:
         self.raised += raised
         self.actions += len(times) - 1
         self.latencies.append(latency)
-        self.expected_latency = max(self.expected_latency, latency)
         depth = max(0, int(round((reply.committed_until - reply.stream_time) / c.control_period)))
         self.io.feedback(
             ChunkReport(index, len(times) - 1, self.actions, inference_time, latency, depth, actions[-1], skipped)

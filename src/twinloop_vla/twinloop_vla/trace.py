@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-ARM_DOF = 7
+from twinloop_vla.blending import ARM_DOF
 
 
 class ChunkTrace:

@@ -14,7 +14,9 @@ across its narrower side at mid height.
         --successes 20 --out data/libero_spatial_demos [--repeats 4 --noise 0.02]
 
 Init states: demonstrations come from LIBERO's init states 0..TRAIN_INIT_STATES - 1 only (the VLA evaluation
-holds out the rest, twinloop_vla.worlds); --repeats runs each of them more than once with DART noise.
+holds out the rest, twinloop_vla.worlds); --repeats runs each of them more than once with DART noise, and
+--first-repeat continues an earlier recording with new noise (merge the folders with
+twinloop_data.lerobot_format.merge). --minutes bounds each task's recording time.
 """
 
 import argparse
@@ -171,23 +173,37 @@ def main():
     parser.add_argument(
         '--repeats', type=int, default=1, help=f'runs per init state 0..{TRAIN_INIT_STATES - 1} (needs --noise > 0)'
     )
+    parser.add_argument(
+        '--first-repeat',
+        type=int,
+        default=0,
+        help='number of the first run (a later recording continues an earlier one)',
+    )
     parser.add_argument('--noise', type=float, default=0.0, help='DART: spread [rad] of the executed targets offset')
+    parser.add_argument('--minutes', type=float, default=None, help='stop a task after this long (default: no limit)')
     parser.add_argument('--image-size', type=int, default=128)
     parser.add_argument('--out', required=True, help='dataset folder (must not hold a dataset yet)')
     args = parser.parse_args()
-    if args.repeats > 1 and args.noise <= 0:
-        parser.error('--repeats > 1 needs --noise > 0 (the runs of one init state would be identical)')
+    if (args.repeats > 1 or args.first_repeat > 0) and args.noise <= 0:
+        parser.error('more than one run per init state needs --noise > 0 (the runs would be identical)')
     root = Path(os.environ.get('TWINLOOP_ROOT', '.'))
     writer = LeRobotWriter(args.out, fps=20, features=features(args.image_size))
-    report = {'suite': args.suite, 'init_states': [0, TRAIN_INIT_STATES], 'noise': args.noise, 'tasks': {}}
-    runs = [(i, r) for r in range(args.repeats) for i in range(TRAIN_INIT_STATES)]  # every init state, then again
+    repeats = range(args.first_repeat, args.first_repeat + args.repeats)
+    report = {
+        'suite': args.suite,
+        'init_states': [0, TRAIN_INIT_STATES],
+        'repeats': [repeats.start, repeats.stop],
+        'noise': args.noise,
+        'tasks': {},
+    }
+    runs = [(i, r) for r in repeats for i in range(TRAIN_INIT_STATES)]  # every init state, then again
     for task_id in args.tasks:
         world = LiberoWorld(args.suite, task_id, image_size=args.image_size)
         twin = libero_twin.LiberoTwin(world.sim.model.get_xml(), world.base_position, [o[0] for o in world.objects()])
         expert = LiberoExpert(world, twin, root / 'urdf' / 'panda.urdf', root / 'config' / 'panda_joint_limits.yaml')
         successes, attempts, started = 0, 0, time.monotonic()
         for init_state, repeat in runs:
-            if successes >= args.successes:
+            if successes >= args.successes or (args.minutes and time.monotonic() - started > 60 * args.minutes):
                 break
             world.reset(init_state)
             attempts += 1

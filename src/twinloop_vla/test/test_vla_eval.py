@@ -141,7 +141,7 @@ def test_the_gates_acceleration_limit_holds_in_process_from_rest_and_in_motion(t
     assert r.reason.startswith("step 0: the gate would refuse: accelerates beyond the limit (['panda_joint2']")
     assert 'panda_joint2 at 14.0 rad/s^2, limit 7.5' in r.reason
     # shaped to 90 % of the limits (the default), the same lunge is followed over a few steps: 3.6 cm-rad off at
-    # most, within the 5 cm-rad tolerance
+    # most, within the limit_tolerance (0.15 rad)
     (r,) = vla_eval.evaluate(vla_eval.EvalSettings(checkpoint=lunge, max_steps=5), [TASK], [1000], ROOT, progress=False)
     assert r.steps == 5 and r.reason == 'not done after 5 steps', r.reason
     assert r.shaped >= 2

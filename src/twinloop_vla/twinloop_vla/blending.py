@@ -54,13 +54,14 @@ class BlendConfig:
     execute_steps: int = 4  # actions executed per chunk before the next one takes over
     blend_steps: int = 3  # rtc: actions over which the seam is blended
     ensemble_decay: float = 0.1  # temporal ensembling: ACT's m in exp(-m i)
-    lead: float = 0.25  # [s] a chunk is spliced this far ahead of now (service call and gate time)
+    lead: float = 0.2  # [s] a chunk is spliced this far ahead of now (service call and gate time)
     action_space: str = 'joint_position'  # joint_position: absolute targets; joint_delta: targets - observed state
     command_gripper: bool = True  # an action's entry after the arm joints is the gripper opening [m], sent per chunk
     limit_margin: float = (
         0.9  # share of the arm's velocity and acceleration limits chunks are shaped to (0: not shaped)
     )
-    limit_tolerance: float = 0.05  # [rad] a chunk the shaping would move further than this is left to the gate
+    limit_tolerance: float = 0.15  # [rad] a chunk the shaping would move further than this is left to the gate
+    # (a reversal of the policy's motion needs ~0.1 rad to be followed within the limits)
 
     def __post_init__(self):
         problems = []

@@ -62,10 +62,10 @@ class EvalSettings:
     blending: str = 'receding_horizon'
     execute_steps: int = 4  # actions of a chunk run before the next takes over
     delay_steps: int = 0  # modelled inference delay [control steps]
-    blend_steps: int = 3  # rtc seam
-    ensemble_decay: float = 0.1  # temporal ensembling
-    limit_margin: float = 0.9  # actions shaped to this share of the velocity and acceleration limits (0: not)
-    limit_tolerance: float = 0.05  # [rad] an action the shaping would move further is left to the gate
+    blend_steps: int = BlendConfig.blend_steps  # rtc seam
+    ensemble_decay: float = BlendConfig.ensemble_decay  # temporal ensembling
+    limit_margin: float = BlendConfig.limit_margin  # actions shaped to this share of the limits (0: not)
+    limit_tolerance: float = BlendConfig.limit_tolerance  # [rad] further is left to the gate (the node's setting)
     max_steps: int = 0  # an episode fails after this many control steps (0: the world's: 150; LIBERO's per suite)
     fps: int = 0  # the dataset's control rate (0: the world's, worlds.SimSuiteWorld / LiberoTaskWorld)
     cameras: tuple = ()  # the policy's views, in its order (empty: the world's)

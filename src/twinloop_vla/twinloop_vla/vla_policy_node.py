@@ -128,17 +128,28 @@ class VlaPolicyNode(Node):
             use_depth=use_depth,
         )
         self.observation_timeout = p('observation_timeout', 3.0, 'a goal fails after this long without one [s]')
+        d = BlendConfig()  # the defaults, one place with the in-process evaluation's
         self.blend = BlendConfig(
-            blending=p('blending', 'rtc', 'receding_horizon, temporal_ensembling or rtc (real-time chunking)'),
+            blending=p('blending', d.blending, 'receding_horizon, temporal_ensembling or rtc (real-time chunking)'),
             control_period=p('control_period', 1.0 / FPS, "time between a chunk's actions [s] (the training data's)"),
-            execute_steps=p('execute_steps', 4, 'actions of a chunk executed before the next one takes over'),
-            blend_steps=p('blend_steps', 3, 'rtc: actions over which the seam between chunks is blended'),
-            ensemble_decay=p('ensemble_decay', 0.1, "temporal ensembling: ACT's m in the weights exp(-m i)"),
-            lead=p('lead', 0.2, 'chunks are spliced this far ahead of now [s]'),
-            action_space=p('action_space', 'joint_position', 'joint_position or joint_delta (targets - state)'),
-            command_gripper=p('command_gripper', True, "send each chunk's gripper opening (entry 8 of an action)"),
-            limit_margin=p('limit_margin', 0.9, "chunks shaped to this share of the arm's limits (0: not shaped)"),
-            limit_tolerance=p('limit_tolerance', 0.15, 'a chunk the shaping would move further is sent as it is [rad]'),
+            execute_steps=p(
+                'execute_steps', d.execute_steps, 'actions of a chunk executed before the next one takes over'
+            ),
+            blend_steps=p('blend_steps', d.blend_steps, 'rtc: actions over which the seam between chunks is blended'),
+            ensemble_decay=p(
+                'ensemble_decay', d.ensemble_decay, "temporal ensembling: ACT's m in the weights exp(-m i)"
+            ),
+            lead=p('lead', d.lead, 'chunks are spliced this far ahead of now [s]'),
+            action_space=p('action_space', d.action_space, 'joint_position or joint_delta (targets - state)'),
+            command_gripper=p(
+                'command_gripper', d.command_gripper, "send each chunk's gripper opening (entry 8 of an action)"
+            ),
+            limit_margin=p(
+                'limit_margin', d.limit_margin, "chunks shaped to this share of the arm's limits (0: not shaped)"
+            ),
+            limit_tolerance=p(
+                'limit_tolerance', d.limit_tolerance, 'a chunk the shaping would move further is sent as it is [rad]'
+            ),
         )
         grip_floor = p('grip_floor', 0.021, "world height the grip site's targets are raised to [m] (0: no floor)")
         floor_tolerance = p('grip_floor_tolerance', 0.03, 'a chunk needing more lift than this is sent as it is [m]')

@@ -183,3 +183,25 @@ def test_expert_demonstration_loads_back(spatial, tmp_path):
     noisy_states = np.array([f['observation.state'] for f in noisy[:approach]])
     np.testing.assert_allclose(noisy_actions, actions[:approach], atol=1e-6)
     assert np.abs(noisy_states[:, :7] - states[:approach, :7]).mean() > 0.005
+
+
+def test_expert_opens_libero_goal_drawer_and_the_world_reports_its_slide():
+    world = LiberoWorld('libero_goal', 0, image_size=64)  # "open the middle drawer of the cabinet"
+    twin = LiberoTwin(world.sim.model.get_xml(), world.base_position, [o[0] for o in world.objects()])
+    try:
+        world.reset(0)
+        drawer = world.drawer('wooden_cabinet_1_middle_region')
+        assert drawer.joint == 'wooden_cabinet_1_middle_level' and world.scene_joints()[drawer.joint] == 0.0
+        assert abs(np.linalg.norm(drawer.opening) - 1) < 1e-9 and abs(drawer.opening[2]) < 1e-9  # horizontal
+        with pytest.raises(ValueError, match='no single slide joint'):
+            world.drawer('flat_stove_1_cook_region')
+        expert = LiberoExpert(world, twin, ROOT / 'urdf' / 'panda.urdf', ROOT / 'config' / 'panda_joint_limits.yaml')
+        frames = []
+        assert expert.run(frames.append) and world.success()
+        assert world.scene_joints()[drawer.joint] < -0.14  # pulled out past LIBERO's open range
+        gaze = np.asarray(frames[0]['observation.gaze.agentview']).squeeze()
+        assert gaze.sum() >= 10  # the gaze is on the cabinet
+        assert {f['action'][7] for f in frames} == {-1.0, 1.0}  # gripped the handle
+    finally:
+        twin.close()
+        world.close()

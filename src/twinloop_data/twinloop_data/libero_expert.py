@@ -1,14 +1,16 @@
-"""A scripted expert for LIBERO pick-and-place tasks, recording demonstrations in the LeRobot format.
+"""A scripted expert for LIBERO pick-and-place and drawer-opening tasks, recording demonstrations in the
+LeRobot format.
 
-Privileged: it reads the task's goal from its BDDL problem ("On <object> <destination>" or "In")
-and object poses from the simulator. It plans grip-site waypoints (above the object, down, close,
+Privileged: it reads the task's goal from its BDDL problem ("On <object> <destination>", "In", or "Open
+<drawer region>") and object poses, drawer slides and handles from the simulator. It plans grip-site waypoints (above the object, down, close,
 lift, above the destination, down, open), solves them with twinloop's IK, times them with ruckig
 (twinloop_execution.trajectory) and drives LIBERO's JOINT_POSITION controller at 20 Hz, recording
 every control step: both cameras (RGB, depth in mm, the gaze mask: the pixels of the object until
 it is lifted, then of the destination, from MuJoCo's segmentation), joint and finger positions, the
 action sent (7 joint targets + gripper -1 open / +1 close) and the instruction. Objects wider than the open
 fingers (bowls, plates) are taken by the rim (twinloop_core.geometry.grasp_of), everything else
-across its narrower side at mid height.
+across its narrower side at mid height. A drawer's handle is gripped from the front with the fingers closing
+vertically and pulled out along the slide (LiberoWorld.drawer).
 
     . ./twinloop_env.sh && python -m twinloop_data.libero_expert --suite libero_spatial --tasks 0 1 \\
         --successes 20 --out data/libero_spatial_demos [--repeats 4 --noise 0.02]
@@ -25,6 +27,7 @@ import os
 import time
 from pathlib import Path
 
+import mujoco
 import numpy as np
 
 from twinloop_execution import trajectory
@@ -37,6 +40,8 @@ from twinloop_twin import libero_twin, scene
 from twinloop_twin.libero_world import MAX_STEPS, LiberoWorld
 
 STATE_NAMES = [*scene.ARM_JOINTS, *scene.FINGER_JOINTS]
+DRAWER_APPROACH = 0.08  # [m] in front of a drawer's handle before gripping it; backed off this far after letting go
+DRAWER_PULL = 0.17  # [m] the hand pulls this far: the drawer follows ~1.5 cm behind (LIBERO: open beyond 0.14 of 0.16)
 TRAIN_INIT_STATES = 20  # demonstrations come from init states 0..19; 20..49 are held out for evaluation
 ACTION_NAMES = [f'{j}_target' for j in scene.ARM_JOINTS] + ['gripper_close']
 
@@ -91,6 +96,54 @@ class LiberoExpert:
         self.jerk = trajectory.jerk_limits(limits_yaml, list(scene.ARM_JOINTS))
         self.arm = Arm(twin.model)
 
+    def plan(self):
+        """[(grip position, quat wxyz, gripper closed after, object the gaze is on)] for the task's goal: a
+        pick-and-place (On / In) or opening a drawer (Open)."""
+        goal = self.world.env.env.parsed_problem['goal_state']
+        if len(goal) == 1 and len(goal[0]) == 2 and goal[0][0].lower() == 'open':
+            return self.drawer_waypoints(goal[0][1])
+        obj, destination = goal_of(self.world)
+        return [
+            (*waypoint, obj if index < PICK_WAYPOINTS else destination)
+            for index, waypoint in enumerate(self.waypoints(obj, destination))
+        ]
+
+    def drawer_waypoints(self, region):
+        """Open the drawer of a region: in front of its handle, onto it from the front with the fingers
+        closing vertically, close, pull it out DRAWER_PULL, let go and back off. The gaze is on the fixture."""
+        drawer = self.world.drawer(region)
+        names = [name for name, *_ in self.world.objects()]
+        fixture = max((n for n in names if region.startswith(n + '_')), key=len, default=None)
+        if fixture is None:
+            raise ExpertFailed(f'no fixture of region {region}')
+        h, o = drawer.handle, drawer.opening
+        quat = self.front_grip(h + DRAWER_APPROACH * o, o)
+        return [
+            (h + DRAWER_APPROACH * o, quat, False, fixture),
+            (h, quat, True, fixture),
+            (h + DRAWER_PULL * o, quat, True, fixture),
+            (h + (DRAWER_PULL + DRAWER_APPROACH) * o, quat, False, fixture),
+        ]
+
+    def front_grip(self, position, opening):
+        """The orientation (w x y z) that approaches position against the horizontal direction `opening` with
+        the fingers closing vertically: of the two (fingers' axis up or down), the one IK reaches with the smaller
+        joint motion from where the arm is."""
+        approach = -np.asarray(opening, float)
+        q, best = self.world.arm_positions(), None
+        for up in (1.0, -1.0):
+            closing = np.array([0.0, 0.0, up])  # the grip site's x axis: the fingers' closing axis
+            rotation = np.column_stack([closing, np.cross(approach, closing), approach])
+            quat = np.zeros(4)
+            mujoco.mju_mat2Quat(quat, rotation.ravel())
+            result = self.arm.ik.solve(self.arm.q_full(q), position, quat)
+            motion = np.abs(result.positions - q).sum()
+            if result.converged and (best is None or motion < best[0]):
+                best = (motion, quat)
+        if best is None:
+            raise ExpertFailed(f'no IK solution in front of the handle at {np.round(position, 3)}')
+        return best[1]
+
     def waypoints(self, obj, destination):
         """[(grip position, quat wxyz, gripper closed after)] for the pick-and-place."""
         objects = self.twin.planner_objects(self.world.objects())
@@ -117,11 +170,9 @@ class LiberoExpert:
         perturb: a NoisyTargets applied to the executed arm targets while the arm moves (DART; the recorded
         actions stay the expert's)."""
         perturb = perturb or NoisyTargets(0.0, None)
-        obj, destination = goal_of(self.world)
         q = self.world.arm_positions()
         limit = MAX_STEPS[self.world.suite]
-        for index, (target, quat, close) in enumerate(self.waypoints(obj, destination)):
-            gaze = obj if index < PICK_WAYPOINTS else destination
+        for target, quat, close, gaze in self.plan():
             result = self.arm.ik.solve(self.arm.q_full(q), target, quat)
             if not result.converged:
                 raise ExpertFailed(f'no IK solution for {np.round(target, 3)}')

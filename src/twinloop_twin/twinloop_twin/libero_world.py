@@ -39,6 +39,16 @@ class LiberoFrame:
     rotation: np.ndarray
 
 
+@dataclass
+class Drawer:
+    """A fixture's drawer in the robot-base world: its slide joint, the centre of its handle (the drawer's
+    collision geom that sticks out furthest) and the unit direction it opens in."""
+
+    joint: str
+    handle: np.ndarray
+    opening: np.ndarray
+
+
 def _matrix_to_quat(R):
     x, y, z, w = cameras.rotation_to_quat_xyzw(R)
     return np.array([w, x, y, z])
@@ -137,13 +147,33 @@ class LiberoWorld:
     def scene_joints(self):
         """Positions of the scene's own hinge and slide joints (drawers, knobs) by name."""
         model, out = self.sim.model._model, {}
+        kinds = (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))  # jnt_type holds numpy ints
         for j in range(model.njnt):
             name = model.joint(j).name
-            if model.jnt_type[j] in (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE) and not name.startswith(
-                ('robot0_', 'gripper0_', 'mount0_')
-            ):
+            if int(model.jnt_type[j]) in kinds and not name.startswith(('robot0_', 'gripper0_', 'mount0_')):
                 out[name] = float(self.sim.data.qpos[model.jnt_qposadr[j]])
         return out
+
+    def drawer(self, region):
+        """The Drawer of a BDDL region such as 'wooden_cabinet_1_middle_region' (its slide joint is named
+        after the region: wooden_cabinet_1_middle_level); ValueError when the region has no slide joint."""
+        model, data = self.sim.model._model, self.sim.data._data
+        stem = region.removesuffix('_region')
+        slides = [
+            j
+            for j in range(model.njnt)
+            if model.joint(j).name.startswith(stem + '_') and int(model.jnt_type[j]) == int(mujoco.mjtJoint.mjJNT_SLIDE)
+        ]
+        if len(slides) != 1:
+            raise ValueError(f'{region}: no single slide joint named {stem}_*')
+        joint = slides[0]
+        body = model.jnt_bodyid[joint]
+        # robosuite's drawers open towards negative joint positions (their articulation's open ranges)
+        opening = self.base_rotation.T @ (-data.xmat[body].reshape(3, 3) @ model.jnt_axis[joint])
+        geoms = [g for g in range(model.ngeom) if model.geom_bodyid[g] == body and model.geom_contype[g]]
+        centres = [self.to_base(data.geom_xpos[g], np.eye(3))[0] for g in geoms]
+        handle = max(centres, key=lambda c: float(c @ opening))
+        return Drawer(model.joint(joint).name, handle, opening / np.linalg.norm(opening))
 
     def success(self):
         """The task's own success predicate (its BDDL goal)."""

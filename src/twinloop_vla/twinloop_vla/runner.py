@@ -118,8 +118,8 @@ def run_policy(
     """Run `policy` (a Policy: select_action_chunk) for up to max_chunks chunks or timeout [s];
     floor: a floor.GripFloor every chunk's targets are raised to, then shaping: a blending.RateLimit
     every chunk is shaped with before it is sent (None: neither; sent as anchored and blended); trace:
-    a trace.ChunkTrace every inferred chunk is written to (None: none). The stream is stopped however
-    the run ends."""
+    a trace.ChunkTrace every inferred chunk is written to (None: none; its files are on disk when this
+    returns). The stream is stopped however the run ends."""
     run = _Run(policy, instruction, io, config, timeout, observation_timeout, shaping, floor, trace)
     try:
         while run.chunks < max_chunks:
@@ -146,6 +146,8 @@ def run_policy(
         return run.result(False, f'the policy failed: {exc}')
     finally:
         io.stop(run.stream_id)
+        if trace is not None:
+            trace.flush()
 
 
 class _Run:

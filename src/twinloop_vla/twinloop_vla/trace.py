@@ -4,8 +4,8 @@ The vla_policy node's `trace_dir` parameter (empty: off) hands run_policy a Chun
 inferred chunk is written to <trace_dir>/<stream id>/chunk_NNN.npz with the observation (views as
 the node received them, the policy state, the frame stamp), the robot clock when the chunk was
 ready, the raw actions, and - when it was sent - the stream points (times from the splice, positions)
-and the splice time. `python -m twinloop_vla.trace DIR` reads one goal's folder (or the newest
-goal under a trace_dir) and prints, per chunk: the frame's age when the chunk was ready, how far the
+and the splice time. Files are written on a thread of their own, off the control loop's timing.
+`python -m twinloop_vla.trace DIR` reads one goal's folder (or the newest goal under a trace_dir) and prints, per chunk: the frame's age when the chunk was ready, how far the
 first target lies from the observed joints, how far the observed joints lag what the stream commanded
 at the frame's stamp, and how much the chunk disagrees with the one before at
 the same robot times (targets lie at stamp + (k + 1) control_period); `--sheet PNG` draws every n-th
@@ -15,6 +15,7 @@ observation's views in rows with those figures.
 """
 
 import argparse
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,25 +29,33 @@ class ChunkTrace:
 
     def __init__(self, root, control_period):
         self.root, self.control_period = Path(root), control_period
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix='chunk_trace')
+        self._pending = []
 
     def chunk(self, stream_id, index, observation, ready_clock, actions, sent=None, commanded=None):
         """One inferred chunk; sent: (times from the splice, positions, splice stream time) or None;
         commanded: the arm position the stream commanded at the frame's stamp (None: the arm rested)."""
         folder = self.root / stream_id
         folder.mkdir(parents=True, exist_ok=True)
-        arrays = {
-            'images': np.asarray(observation.images),
-            'state': np.asarray(observation.state, np.float32),
+        arrays = {  # copies: the writer thread must not see later changes
+            'images': np.array(observation.images),
+            'state': np.array(observation.state, np.float32),
             'stamp': np.float64(observation.stamp),
             'ready_clock': np.float64(ready_clock),
-            'actions': np.asarray(actions, np.float32),
+            'actions': np.array(actions, np.float32),
             'control_period': np.float64(self.control_period),
         }
         if commanded is not None:
-            arrays['commanded'] = np.asarray(commanded, float)
+            arrays['commanded'] = np.array(commanded, float)
         if sent is not None:
-            arrays.update(sent_times=np.asarray(sent[0]), sent_positions=np.asarray(sent[1]), splice=sent[2])
-        np.savez(folder / f'chunk_{index:03d}.npz', **arrays)
+            arrays.update(sent_times=np.array(sent[0]), sent_positions=np.array(sent[1]), splice=sent[2])
+        self._pending.append(self._writer.submit(np.savez, folder / f'chunk_{index:03d}.npz', **arrays))
+
+    def flush(self):
+        """Waits until every chunk handed over so far is on disk; raises the first write error."""
+        pending, self._pending = self._pending, []
+        for write in pending:
+            write.result()
 
 
 def load_goal(folder):

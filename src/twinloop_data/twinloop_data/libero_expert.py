@@ -3,8 +3,8 @@ LeRobot format.
 
 Privileged: it reads the task's goal from its BDDL problem ("On <object> <destination>", "In", or "Open
 <drawer region>") and object poses, drawer slides and handles from the simulator. It plans grip-site
-waypoints (above the object, down, close, lift, above the destination, down, open), solves them with twinloop's IK, times them with ruckig
-(twinloop_execution.trajectory) and drives LIBERO's JOINT_POSITION controller at 20 Hz, recording
+waypoints (above the object, down, close, lift, above the destination, down, open), solves them with twinloop's IK,
+times them with ruckig (twinloop_execution.trajectory) and drives LIBERO's JOINT_POSITION controller at 20 Hz, recording
 every control step: both cameras (RGB, depth in mm, the gaze mask: the pixels of the object until
 it is lifted, then of the destination, from MuJoCo's segmentation), joint and finger positions, the
 action sent (7 joint targets + gripper -1 open / +1 close) and the instruction. Objects wider than the open

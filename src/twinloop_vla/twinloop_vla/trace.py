@@ -5,7 +5,8 @@ inferred chunk is written to <trace_dir>/<stream id>/chunk_NNN.npz with the obse
 the node received them, the policy state, the frame stamp), the robot clock when the chunk was
 ready, the raw actions, and - when it was sent - the stream points (times from the splice, positions)
 and the splice time. Files are written on a thread of their own, off the control loop's timing.
-`python -m twinloop_vla.trace DIR` reads one goal's folder (or the newest goal under a trace_dir) and prints, per chunk: the frame's age when the chunk was ready, how far the
+`python -m twinloop_vla.trace DIR` reads one goal's folder (or the newest goal under a trace_dir) and
+prints, per chunk: the frame's age when the chunk was ready, how far the
 first target lies from the observed joints, how far the observed joints lag what the stream commanded
 at the frame's stamp, and how much the chunk disagrees with the one before at
 the same robot times (targets lie at stamp + (k + 1) control_period); `--sheet PNG` draws every n-th

@@ -97,20 +97,21 @@ class LiberoExpert:
         self.arm = Arm(twin.model)
 
     def plan(self):
-        """[(grip position, quat wxyz, gripper closed after, object the gaze is on)] for the task's goal: a
-        pick-and-place (On / In) or opening a drawer (Open)."""
+        """[(grip position, quat wxyz, gripper closed after, object the gaze is on, DART noise on the way)]
+        for the task's goal: a pick-and-place (On / In) or opening a drawer (Open)."""
         goal = self.world.env.env.parsed_problem['goal_state']
         if len(goal) == 1 and len(goal[0]) == 2 and goal[0][0].lower() == 'open':
             return self.drawer_waypoints(goal[0][1])
         obj, destination = goal_of(self.world)
         return [
-            (*waypoint, obj if index < PICK_WAYPOINTS else destination)
+            (*waypoint, obj if index < PICK_WAYPOINTS else destination, True)
             for index, waypoint in enumerate(self.waypoints(obj, destination))
         ]
 
     def drawer_waypoints(self, region):
         """Open the drawer of a region: in front of its handle, onto it from the front with the fingers
-        closing vertically, close, pull it out DRAWER_PULL, let go and back off. The gaze is on the fixture."""
+        closing vertically, close, pull it out DRAWER_PULL, let go and back off. The gaze is on the fixture; DART
+        noise only before the hand comes onto the handle (a centimetre off there and the fingers slip off it)."""
         drawer = self.world.drawer(region)
         names = [name for name, *_ in self.world.objects()]
         fixture = max((n for n in names if region.startswith(n + '_')), key=len, default=None)
@@ -119,10 +120,10 @@ class LiberoExpert:
         h, o = drawer.handle, drawer.opening
         quat = self.front_grip(h + DRAWER_APPROACH * o, o)
         return [
-            (h + DRAWER_APPROACH * o, quat, False, fixture),
-            (h, quat, True, fixture),
-            (h + DRAWER_PULL * o, quat, True, fixture),
-            (h + (DRAWER_PULL + DRAWER_APPROACH) * o, quat, False, fixture),
+            (h + DRAWER_APPROACH * o, quat, False, fixture, True),
+            (h, quat, True, fixture, False),
+            (h + DRAWER_PULL * o, quat, True, fixture, False),
+            (h + (DRAWER_PULL + DRAWER_APPROACH) * o, quat, False, fixture, True),
         ]
 
     def front_grip(self, position, opening):
@@ -172,7 +173,7 @@ class LiberoExpert:
         perturb = perturb or NoisyTargets(0.0, None)
         q = self.world.arm_positions()
         limit = MAX_STEPS[self.world.suite]
-        for target, quat, close, gaze in self.plan():
+        for target, quat, close, gaze, noisy in self.plan():
             result = self.arm.ik.solve(self.arm.q_full(q), target, quat)
             if not result.converged:
                 raise ExpertFailed(f'no IK solution for {np.round(target, 3)}')
@@ -193,7 +194,7 @@ class LiberoExpert:
                 commands += [(result.positions, close)] * int(0.6 * self.world.control_freq)
             for k, (arm_target, closed) in enumerate(commands):
                 record(self._frame(arm_target, closed, gaze))
-                perturb.active = k < len(times)
+                perturb.active = noisy and k < len(times)
                 self.world.step(perturb(arm_target), closed)
                 if self.world.success():
                     return True

@@ -112,7 +112,10 @@ class LiberoExpert:
         """Open the drawer of a region: in front of its handle, onto it from the front with the fingers
         closing vertically, close, pull it out DRAWER_PULL, let go and back off. The gaze is on the fixture; DART
         noise only before the hand comes onto the handle (a centimetre off there and the fingers slip off it)."""
-        drawer = self.world.drawer(region)
+        try:
+            drawer = self.world.drawer(region)
+        except ValueError as exc:  # a door or a microwave: hinged, not a drawer
+            raise ExpertFailed(str(exc)) from exc
         names = [name for name, *_ in self.world.objects()]
         fixture = max((n for n in names if region.startswith(n + '_')), key=len, default=None)
         if fixture is None:

@@ -27,7 +27,6 @@ import os
 import time
 from pathlib import Path
 
-import mujoco
 import numpy as np
 
 from twinloop_execution import trajectory
@@ -37,7 +36,7 @@ from twinloop_data.lerobot_format import LeRobotWriter, gaze_feature, gaze_image
 from twinloop_data.world_sim_expert import PICK_WAYPOINTS, NoisyTargets
 from twinloop_execution.kinematics import Arm
 from twinloop_twin import libero_twin, scene
-from twinloop_twin.libero_world import MAX_STEPS, LiberoWorld
+from twinloop_twin.libero_world import MAX_STEPS, LiberoWorld, matrix_to_quat
 
 STATE_NAMES = [*scene.ARM_JOINTS, *scene.FINGER_JOINTS]
 DRAWER_APPROACH = 0.08  # [m] in front of a drawer's handle before gripping it; backed off this far after letting go
@@ -73,6 +72,11 @@ class ExpertFailed(Exception):
     """The expert could not plan the task (unsupported goal, unreachable pose)."""
 
 
+def owner_of(region, names):
+    """The object or fixture a BDDL region belongs to (basket_1_contain_region -> basket_1), None if none."""
+    return max((n for n in names if region.startswith(n + '_')), key=len, default=None)
+
+
 def goal_of(world):
     """(object, destination) from the task's BDDL goal, e.g. (On akita_black_bowl_1 plate_1)."""
     goal = world.env.env.parsed_problem['goal_state']
@@ -81,7 +85,7 @@ def goal_of(world):
     _, obj, destination = goal[0]
     names = {name for name, *_ in world.objects()}
     if destination not in names:  # a region of an object or fixture, e.g. basket_1_contain_region
-        destination = max((n for n in names if destination.startswith(n + '_')), key=len, default=destination)
+        destination = owner_of(destination, names) or destination
     if obj not in names or destination not in names:
         raise ExpertFailed(f'goal {goal[0]} names things not in the scene {sorted(names)}')
     return obj, destination
@@ -116,8 +120,7 @@ class LiberoExpert:
             drawer = self.world.drawer(region)
         except ValueError as exc:  # a door or a microwave: hinged, not a drawer
             raise ExpertFailed(str(exc)) from exc
-        names = [name for name, *_ in self.world.objects()]
-        fixture = max((n for n in names if region.startswith(n + '_')), key=len, default=None)
+        fixture = owner_of(region, [name for name, *_ in self.world.objects()])
         if fixture is None:
             raise ExpertFailed(f'no fixture of region {region}')
         h, o = drawer.handle, drawer.opening
@@ -138,8 +141,7 @@ class LiberoExpert:
         for up in (1.0, -1.0):
             closing = np.array([0.0, 0.0, up])  # the grip site's x axis: the fingers' closing axis
             rotation = np.column_stack([closing, np.cross(approach, closing), approach])
-            quat = np.zeros(4)
-            mujoco.mju_mat2Quat(quat, rotation.ravel())
+            quat = matrix_to_quat(rotation)
             result = self.arm.ik.solve(self.arm.q_full(q), position, quat)
             motion = np.abs(result.positions - q).sum()
             if result.converged and (best is None or motion < best[0]):

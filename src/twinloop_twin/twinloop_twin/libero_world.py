@@ -49,7 +49,8 @@ class Drawer:
     opening: np.ndarray
 
 
-def _matrix_to_quat(R):
+def matrix_to_quat(R):
+    """A rotation matrix as a quaternion (w, x, y, z)."""
     x, y, z, w = cameras.rotation_to_quat_xyzw(R)
     return np.array([w, x, y, z])
 
@@ -141,7 +142,7 @@ class LiberoWorld:
             position, rotation = self.to_base(
                 self.sim.data.body_xpos[body], self.sim.data.body_xmat[body].reshape(3, 3)
             )
-            out.append((name, object_label(name), position, _matrix_to_quat(rotation)))
+            out.append((name, object_label(name), position, matrix_to_quat(rotation)))
         return out
 
     def scene_joints(self):

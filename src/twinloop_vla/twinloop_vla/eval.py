@@ -60,7 +60,7 @@ class EvalSettings:
 
     checkpoint: str
     blending: str = 'receding_horizon'
-    execute_steps: int = 4  # actions of a chunk run before the next takes over
+    execute_steps: int = BlendConfig.execute_steps  # actions of a chunk run before the next takes over
     delay_steps: int = 0  # modelled inference delay [control steps]
     blend_steps: int = BlendConfig.blend_steps  # rtc seam
     ensemble_decay: float = BlendConfig.ensemble_decay  # temporal ensembling

@@ -4,6 +4,7 @@
         --dataset ~/.cache/twinloop/datasets/sim_pick_place --out runs/vga_small --steps 3000
     # GPUs, nodes: accelerate launch --multi_gpu --num_processes N [--num_machines M ...] -m twinloop_vla.train ...
     # several CPU processes (gloo): torchrun --nproc_per_node 2 -m twinloop_vla.train --cpu ...
+    # fine-tune a checkpoint on more data: ... --init-from runs/vga_small/policy --dataset MORE --out runs/vga_more
 
 CPU by default, the GPU when there is one (accelerate's device placement; --cpu forces the CPU).
 Validation holds out whole episodes (--val-fraction); its loss is computed every --val-every steps.
@@ -396,6 +397,11 @@ def main(argv=None):
     parser.add_argument('--preset', default='small', help="a config preset ('small', 'large') or 'default'")
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='config override (YAML value)')
     parser.add_argument('--resume', action='store_true', help="continue from out's newest checkpoint")
+    parser.add_argument(
+        '--init-from',
+        type=Path,
+        help='a policy checkpoint to fine-tune (its config and statistics; --preset, --set unused)',
+    )
     parser.add_argument('--cpu', action='store_true', help='train on the CPU even when a GPU is there')
     parser.add_argument('--mixed-precision', default='no', choices=['no', 'fp16', 'bf16'])
     parser.add_argument('--no-cache', action='store_true', help='run the frozen encoder every step instead')
@@ -417,6 +423,7 @@ def main(argv=None):
         args.resume,
         args.cpu,
         args.mixed_precision,
+        init_from=args.init_from,
     )
     if result.report:
         print(json.dumps({k: result.report[k] for k in ('steps', 'wall_s_this_run', 'final_train', 'final_val')}))

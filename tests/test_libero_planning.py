@@ -174,7 +174,7 @@ def test_expert_demonstration_loads_back(spatial, tmp_path):
     assert np.abs(actions[1:, :7] - states[1:, :7]).max() < 0.5  # actions are joint targets near the measured joints
 
     # DART: the same init state with noise on the executed targets: the labels of the approach are the same,
-    # the arm went elsewhere
+    # the arm went elsewhere, and came onto the object where the clean run did
     world.reset(init_state)
     noisy = []
     expert.run(noisy.append, NoisyTargets(0.03, np.random.default_rng(0)))
@@ -183,6 +183,8 @@ def test_expert_demonstration_loads_back(spatial, tmp_path):
     noisy_states = np.array([f['observation.state'] for f in noisy[:approach]])
     np.testing.assert_allclose(noisy_actions, actions[:approach], atol=1e-6)
     assert np.abs(noisy_states[:, :7] - states[:approach, :7]).mean() > 0.005
+    grasp = int(np.argmax(actions[:, 7] > 0))  # the first close command: the noise died out on the way down
+    assert np.abs(noisy[grasp]['observation.state'][:7] - states[grasp, :7]).max() < 0.005
 
 
 def test_expert_opens_libero_goal_drawer_and_the_world_reports_its_slide():

@@ -40,6 +40,8 @@ from twinloop_twin.libero_world import MAX_STEPS, LiberoWorld, matrix_to_quat
 
 STATE_NAMES = [*scene.ARM_JOINTS, *scene.FINGER_JOINTS]
 DRAWER_APPROACH = 0.08  # [m] in front of a drawer's handle before gripping it; backed off this far after letting go
+DRAWER_GRIP_DEPTH = 0.004  # [m] the grip site behind the handle's centre: LIBERO's middle drawer opened from grasps
+# 12 mm deeper to 4 mm short of the centre and slipped off from 6 mm short (a policy's error), so aim inside that window
 DRAWER_PULL = 0.17  # [m] the hand pulls this far: the drawer follows ~1.5 cm behind (LIBERO: open beyond 0.14 of 0.16)
 GRASP_DESCENT = 1  # the waypoint down onto the object: no DART noise (a can clears the open fingers by 9 mm a side)
 TRAIN_INIT_STATES = 20  # demonstrations come from init states 0..19; 20..49 are held out for evaluation
@@ -125,7 +127,8 @@ class LiberoExpert:
         fixture = owner_of(region, [name for name, *_ in self.world.objects()])
         if fixture is None:
             raise ExpertFailed(f'no fixture of region {region}')
-        h, o = drawer.handle, drawer.opening
+        o = drawer.opening
+        h = drawer.handle - DRAWER_GRIP_DEPTH * o
         quat = self.front_grip(h + DRAWER_APPROACH * o, o)
         return [
             (h + DRAWER_APPROACH * o, quat, False, fixture, True),

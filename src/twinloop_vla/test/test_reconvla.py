@@ -19,7 +19,7 @@ from twinloop_vla.policies.processor_reconvla import from_bins, gaze_crops, to_b
 from twinloop_vla.train import TrainSettings, train
 from twinloop_vla.vae import SmallVAE, VAEConfig, crops_of_dataset, psnr, train_vae
 
-SETTINGS = dict(batch_size=8, lr=3e-3, warmup=3, val_fraction=0.25, log_every=1, save_every=100)
+SETTINGS = dict(batch_size=8, lr=3e-3, warmup=3, val_fraction=0.25, log_every=1, save_every=100, cache_features=False)
 
 
 def test_gaze_crops_cut_the_masked_object_and_fall_back_to_the_whole_view():

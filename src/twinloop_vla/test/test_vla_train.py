@@ -1,6 +1,7 @@
 """Training: a tiny VGA learns on recorded demonstrations, validation holds out whole episodes,
 an interrupted run resumed from its checkpoint ends exactly where an uninterrupted one does, the
-saved policy reloads to the same actions, and frozen-encoder features are cached per dataset."""
+saved policy reloads to the same actions, and decoded frames and frozen-encoder features are cached per
+dataset."""
 
 import json
 
@@ -16,7 +17,7 @@ from twinloop_vla.policies import load_policy, make_policy
 from twinloop_vla.processing import to_pixels
 from twinloop_vla.train import TrainSettings, train
 
-SETTINGS = dict(batch_size=8, lr=3e-3, warmup=3, val_fraction=0.25, log_every=1, save_every=100)
+SETTINGS = dict(batch_size=8, lr=3e-3, warmup=3, val_fraction=0.25, log_every=1, save_every=100, cache_features=False)
 
 
 def run(demos, out, **settings):
@@ -78,6 +79,29 @@ def test_resumed_run_ends_where_an_uninterrupted_one_does(demos, tmp_path):
     assert [h['step'] for h in resumed.history if h['split'] == 'train'] == list(range(1, 9))
     a, b = straight.policy.state_dict(), resumed.policy.state_dict()
     assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_decoded_frames_are_cached_once_per_dataset_and_training_on_them_is_unchanged(demos, tmp_path):
+    plain, cached = ChunkDataset(demos, chunk_size=8), ChunkDataset(demos, chunk_size=8, episodes=[2, 3])
+    path = cached.use_decoded_frames(tmp_path / 'cache', batch_size=16, progress=False)
+    assert sorted(p.name for p in path.iterdir()) == ['camera.npy', 'depth.npy', 'gaze.npy', 'images.npy']
+    for i in (0, 7, 19):
+        expected, got = plain[int(np.flatnonzero(plain.indices == cached.indices[i])[0])], cached[i]
+        assert sorted(got) == sorted(expected)
+        for key in ('images', 'camera', 'depth', 'gaze', 'state', 'action'):
+            assert got[key].dtype == expected[key].dtype
+            np.testing.assert_array_equal(got[key], expected[key])
+    stamp = path.stat().st_mtime_ns
+    assert ChunkDataset(demos, chunk_size=8).use_decoded_frames(tmp_path / 'cache', progress=False) == path
+    assert path.stat().st_mtime_ns == stamp and len(list((tmp_path / 'cache').iterdir())) == 1
+
+    runs = [
+        run(demos, tmp_path / name, steps=4, val_every=2, cache_features=on, cache_dir=str(tmp_path / 'cache'))
+        for name, on in (('decoding', False), ('cached', True))
+    ]
+    assert runs[1].report['frame_cache'] == str(path) and runs[0].report['frame_cache'] is None
+    losses = [[h['loss'] for h in r.history] for r in runs]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
 
 
 def test_frozen_encoder_tokens_are_cached_once_per_dataset_and_replace_the_images(demos, tmp_path):

@@ -1,4 +1,5 @@
-"""LeRobot v2.1 datasets as training samples for chunked policies, and the frozen-encoder feature cache.
+"""LeRobot v2.1 datasets as training samples for chunked policies, their decoded-frame cache and the
+frozen-encoder feature cache.
 
 A sample is frame i of an episode with the raw keys the policy processors take (processor_vga):
   images      uint8 (V, H, W, 3)   every `observation.images.<camera>` (or `patch_tokens` from the cache)
@@ -9,10 +10,14 @@ A sample is frame i of an episode with the raw keys the policy processors take (
   depth       (V, H, W) metres     `observation.depth.<camera>` (mm PNG) where the dataset has them
   gaze        (V, H, W) 0 or 1     `observation.gaze.<camera>`, the gaze object's pixels, where the dataset has them
 Validation holds out whole episodes (`split_episodes`), never frames of a training episode.
+
+Decoding a frame's PNGs costs about as much as a small policy's training step on 2 cores, so training
+decodes every frame once into uncompressed arrays on disk (`use_decoded_frames`) and reads them mapped.
 """
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +27,20 @@ from tqdm import tqdm
 from twinloop_data.lerobot_format import load
 from twinloop_vla.processing import to_pixels
 
-CACHE_VERSION = 1  # bump when the cached tokens' meaning changes
+CACHE_VERSION = 1  # bump when the cached tokens' or frames' meaning changes
+
+
+def plane(array):
+    """A single-channel image's (H, W) plane, whether stored with a channel axis or not."""
+    return array[..., 0] if array.ndim == 3 else array
+
+
+FRAME_FIELDS = {  # sample key: (column prefix, one camera's stored value -> array, dtype on disk, dtype in samples)
+    'images': ('observation.images', lambda v: np.asarray(v.convert('RGB')), np.uint8, np.uint8),
+    'camera': ('observation.camera', lambda v: np.asarray(v, np.float32), np.float32, np.float32),
+    'depth': ('observation.depth', lambda v: plane(np.asarray(v, np.float32)) / 1000.0, np.float32, np.float32),
+    'gaze': ('observation.gaze', lambda v: plane(np.asarray(v)) > 0, np.uint8, np.float32),
+}
 
 
 def split_episodes(num_episodes, val_fraction, seed):
@@ -45,9 +63,12 @@ class ChunkDataset(torch.utils.data.Dataset):
         missing = [c for c in self.cameras if c not in found]
         if missing:
             raise ValueError(f'{root}: no cameras {missing} (it has {found})')
-        self.has_camera = all(f'observation.camera.{c}' in features for c in self.cameras)
-        self.has_depth = all(f'observation.depth.{c}' in features for c in self.cameras)
-        self.has_gaze = all(f'observation.gaze.{c}' in features for c in self.cameras)
+        self.fields = [
+            name
+            for name, (prefix, *_) in FRAME_FIELDS.items()
+            if all(f'{prefix}.{c}' in features for c in self.cameras)
+        ]
+        self.has_camera, self.has_depth, self.has_gaze = (name in self.fields for name in ('camera', 'depth', 'gaze'))
         self.chunk_size = chunk_size
         columns = self.frames.select_columns(['episode_index', 'task_index', 'observation.state', 'action'])
         self.episode_of = np.asarray(columns['episode_index'])
@@ -58,6 +79,7 @@ class ChunkDataset(torch.utils.data.Dataset):
         self.indices = np.flatnonzero(np.isin(self.episode_of, sorted(wanted)))
         self.episode_last = {e: int(np.flatnonzero(self.episode_of == e)[-1]) for e in np.unique(self.episode_of)}
         self.patch_tokens = None
+        self.decoded = None
 
     @property
     def state_dim(self):
@@ -90,31 +112,70 @@ class ChunkDataset(torch.utils.data.Dataset):
             'action': self.chunk(row),
             'instruction': self.tasks[int(self.task_of[row])],
         }
-        keys = [] if self.patch_tokens is not None else [f'observation.images.{c}' for c in self.cameras]
-        if self.has_camera:
-            keys += [f'observation.camera.{c}' for c in self.cameras]
-        if self.has_depth:
-            keys += [f'observation.depth.{c}' for c in self.cameras]
-        if self.has_gaze:
-            keys += [f'observation.gaze.{c}' for c in self.cameras]
-        frame = self.frames[row] if keys else {}
         if self.patch_tokens is not None:
             sample['patch_tokens'] = np.asarray(self.patch_tokens[row], np.float32)
+        fields = self.frame_fields()
+        if self.decoded is not None:
+            values = {name: self.decoded[name][row] for name in fields}
         else:
-            sample['images'] = np.stack(
-                [np.asarray(frame[f'observation.images.{c}'].convert('RGB')) for c in self.cameras]
-            )
-        if self.has_camera:
-            sample['camera'] = np.stack(
-                [np.asarray(frame[f'observation.camera.{c}'], np.float32) for c in self.cameras]
-            )
-        if self.has_depth:
-            depth = [np.asarray(frame[f'observation.depth.{c}'], np.float32) / 1000.0 for c in self.cameras]
-            sample['depth'] = np.stack([d[..., 0] if d.ndim == 3 else d for d in depth])
-        if self.has_gaze:
-            masks = [np.asarray(frame[f'observation.gaze.{c}']) for c in self.cameras]
-            sample['gaze'] = np.stack([(m[..., 0] if m.ndim == 3 else m) > 0 for m in masks]).astype(np.float32)
+            frame = self.frames[row] if fields else {}
+            values = {name: self.decode(name, frame) for name in fields}
+        sample.update({name: np.asarray(values[name], FRAME_FIELDS[name][3]) for name in fields})
         return sample
+
+    def frame_fields(self):
+        """The FRAME_FIELDS a sample carries: the images unless cached tokens replace them, and whichever
+        of camera, depth and gaze the dataset has."""
+        return [name for name in self.fields if not (name == 'images' and self.patch_tokens is not None)]
+
+    def decode(self, name, frame):
+        """One field of a frame (a row's stored values), every camera stacked: (V, ...) in its disk dtype."""
+        prefix, convert, dtype, _ = FRAME_FIELDS[name]
+        return np.stack([convert(frame[f'{prefix}.{c}']) for c in self.cameras]).astype(dtype)
+
+    def use_decoded_frames(self, cache_dir, batch_size=256, progress=True):
+        """Serve the frame fields from arrays on disk, decoded once for every frame of the dataset and
+        keyed by its fingerprint, the cameras and the fields (an interrupted decoding starts over).
+        Returns the cache folder's path (None when a sample has no frame fields)."""
+        fields = self.frame_fields()
+        if not fields:
+            return None
+        key = json.dumps([CACHE_VERSION, self.fingerprint(), self.cameras, fields])
+        path = Path(cache_dir).expanduser() / f'{self.root.name}-frames-{hashlib.sha256(key.encode()).hexdigest()[:16]}'
+        if not path.is_dir():
+            self._decode_frames(path, fields, batch_size, progress)
+        self.decoded = {name: np.load(path / f'{name}.npy', mmap_mode='r') for name in fields}
+        return path
+
+    def _decode_frames(self, path, fields, batch_size, progress):
+        """Write <field>.npy of every frame into path (through path.partial, renamed when complete)."""
+        partial = path.with_name(path.name + '.partial')
+        if partial.exists():
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True)
+        columns = self.frames.select_columns([f'{FRAME_FIELDS[name][0]}.{c}' for name in fields for c in self.cameras])
+        first = columns[0]
+        arrays = {
+            name: np.lib.format.open_memmap(
+                partial / f'{name}.npy',
+                mode='w+',
+                dtype=FRAME_FIELDS[name][2],
+                shape=(len(columns), *self.decode(name, first).shape),
+            )
+            for name in fields
+        }
+        for start in tqdm(
+            range(0, len(columns), batch_size), desc='decoding frames', unit='batch', disable=not progress
+        ):
+            rows = columns[start : start + batch_size]
+            for offset in range(len(next(iter(rows.values())))):
+                frame = {column: values[offset] for column, values in rows.items()}
+                for name in fields:
+                    arrays[name][start + offset] = self.decode(name, frame)
+        for array in arrays.values():
+            array.flush()
+        del arrays
+        partial.rename(path)
 
     def _compute_features(self, encoder, path, shape, batch_size, progress):
         """Fill path with the encoder's tokens of every frame, batch by batch; <name>.partial.json

@@ -8,8 +8,9 @@
 
 CPU by default, the GPU when there is one (accelerate's device placement; --cpu forces the CPU).
 Validation holds out whole episodes (--val-fraction); its loss is computed every --val-every steps.
-A frozen patch encoder (VGA's dinov2_onnx) runs once per frame: its tokens are cached on disk,
-keyed by the dataset's content (twinloop_vla.datasets). The output folder holds
+Every frame's images (and depth, gaze masks) are decoded once into arrays on disk, and a frozen patch
+encoder (VGA's dinov2_onnx) runs once per frame: its tokens are cached on disk; both caches are keyed
+by the dataset's content (twinloop_vla.datasets; --no-cache turns them off). The output folder holds
   checkpoints/step_NNNNNN/{policy/, state/, trainer.json}  policy: a load_policy checkpoint;
                                                          state: accelerate's model, optimizer,
                                                          scheduler and RNG states for --resume
@@ -58,7 +59,7 @@ class TrainSettings:
     log_every: int = 10
     seed: int = 0
     num_workers: int = 0
-    cache_features: bool = True
+    cache_features: bool = True  # decoded frames and frozen-encoder tokens on disk (twinloop_vla.datasets)
     cache_dir: str = str(DEFAULT_CACHE)
 
 
@@ -166,13 +167,14 @@ def train(
     train_set = ChunkDataset(dataset, chunk, train_episodes, cameras)
     val_set = ChunkDataset(dataset, chunk, val_episodes, cameras) if val_episodes else None
     encoder = frozen_encoder(model)
-    cache = None
-    if encoder is not None and s.cache_features:
+    cache = {'features': None, 'frames': None}
+    if s.cache_features:
         with accelerator.main_process_first():
             for part in filter(None, (train_set, val_set)):
-                cache = part.use_cached_features(
-                    encoder, s.cache_dir, progress=progress and accelerator.is_main_process
-                )
+                shown = progress and accelerator.is_main_process
+                if encoder is not None:
+                    cache['features'] = part.use_cached_features(encoder, s.cache_dir, progress=shown)
+                cache['frames'] = part.use_decoded_frames(s.cache_dir, progress=shown)
 
     def loader(part, shuffle):
         generator = torch.Generator().manual_seed(s.seed)
@@ -341,7 +343,8 @@ def write_report(out, history, dataset, policy, settings, step_times, wall, cach
             'tasks': sorted(dataset.tasks.values()),
             'parquet_bytes': size,
         },
-        'feature_cache': str(cache) if cache else None,
+        'feature_cache': cache['features'] and str(cache['features']),
+        'frame_cache': cache['frames'] and str(cache['frames']),
         'steps': history[-1]['step'] if history else 0,
         'wall_s_this_run': round(wall, 1),
         'step_s_median_this_run': round(float(np.median(step_times)), 4) if step_times else None,
@@ -363,7 +366,7 @@ def write_report(out, history, dataset, policy, settings, step_times, wall, cach
         ),
         f'- final train loss: {last["train"] and round(last["train"]["loss"], 4)}; '
         f'final validation loss: {last["val"] and round(last["val"]["loss"], 4)}',
-        f'- feature cache: {report["feature_cache"]}',
+        f'- feature cache: {report["feature_cache"]}; decoded-frame cache: {report["frame_cache"]}',
         '',
         '![loss curves](loss_curves.png)',
         '',
@@ -404,7 +407,11 @@ def main(argv=None):
     )
     parser.add_argument('--cpu', action='store_true', help='train on the CPU even when a GPU is there')
     parser.add_argument('--mixed-precision', default='no', choices=['no', 'fp16', 'bf16'])
-    parser.add_argument('--no-cache', action='store_true', help='run the frozen encoder every step instead')
+    parser.add_argument(
+        '--no-cache',
+        action='store_true',
+        help='decode frames and run the frozen encoder every step instead of caching them',
+    )
     for name, value in defaults.__dict__.items():
         if name != 'cache_features':
             parser.add_argument('--' + name.replace('_', '-'), type=type(value), default=value)

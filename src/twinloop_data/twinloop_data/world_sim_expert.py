@@ -85,8 +85,8 @@ def waypoints(subtask, objects):
     return steps
 
 
-def features(camera_names, width, height):
-    """LeRobot features: per camera RGB, depth (mm), gaze mask and camera parameters; state; action."""
+def features(camera_names, width, height, gaze=True):
+    """LeRobot features: per camera RGB, depth (mm), gaze mask (where `gaze`) and camera parameters; state; action."""
     out = {}
     for name in camera_names:
         out[f'observation.images.{name}'] = {
@@ -100,11 +100,20 @@ def features(camera_names, width, height):
             'names': ['height', 'width', 'channel'],
             'info': {'unit': 'mm', 'encoding': '16-bit PNG, 0 = no return'},
         }
-        out[f'observation.gaze.{name}'] = gaze_feature(height, width)
+        if gaze:
+            out[f'observation.gaze.{name}'] = gaze_feature(height, width)
         out[f'observation.camera.{name}'] = {'dtype': 'float32', 'shape': [len(CAMERA_NAMES)], 'names': CAMERA_NAMES}
     out['observation.state'] = {'dtype': 'float32', 'shape': [len(STATE_NAMES)], 'names': STATE_NAMES}
     out['action'] = {'dtype': 'float32', 'shape': [len(ACTION_NAMES)], 'names': ACTION_NAMES}
     return out
+
+
+def dataset_views(rgb, depth_m, size):
+    """A rendered (or received) colour frame and its depth [m] at the dataset size (width, height): rgb
+    uint8 (bilinear) and depth uint16 mm (nearest, 0 = no return)."""
+    rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
+    depth_mm = np.clip(np.nan_to_num(depth_m) * 1000, 0, 65535).astype(np.uint16)
+    return rgb, np.asarray(Image.fromarray(depth_mm).resize(size, Image.NEAREST))
 
 
 def layout(scene_config, seed):
@@ -145,6 +154,68 @@ class NoisyTargets:
         return target + self.offset
 
 
+class ExpertPlanner:
+    """The expert's motions without a world: a waypoint -> one joint target per control step (IK, ruckig)."""
+
+    def __init__(self, root, fps=FPS):
+        """root: the repository (urdf/, config/)."""
+        root = Path(root)
+        self.fps = fps
+        self.limits = JointLimits.panda(root)
+        self.jerk = trajectory.jerk_limits(root / 'config' / 'panda_joint_limits.yaml', list(scene.ARM_JOINTS))
+        self.arm = Arm.panda()
+
+    def segment(self, q, gripper, waypoint, velocity_scale):
+        """Steps [(joint target, gripper width, moving)] from joints q to the waypoint, one per control step
+        (timed by ruckig): the gripper commanded before the move and, after it, held still for GRIPPER_WAIT
+        with the new width; returns (steps, the joints and the gripper width at its end)."""
+        position, quat, before_width, after_width = waypoint
+        result = self.arm.ik.solve(self.arm.q_full(q), np.asarray(position, float), np.asarray(quat, float))
+        if not result.converged:
+            raise ExpertFailed(f'no IK solution for {np.round(position, 3).tolist()}')
+        gripper = gripper if before_width == KEEP else before_width
+        path = trajectory.parametrize(
+            np.vstack([q, result.positions]),
+            self.limits.velocity,
+            self.limits.acceleration,
+            self.jerk,
+            velocity_scale,
+            period=1.0 / self.fps,
+        )
+        moves = int(np.ceil(path.duration * self.fps)) + 1
+        steps = [(path.sample((k + 1) / self.fps), gripper, True) for k in range(moves)]
+        if after_width != KEEP:
+            gripper = after_width
+            steps += [(result.positions, gripper, False)] * int(GRIPPER_WAIT * self.fps)
+        return steps, result.positions, gripper
+
+
+def run_expert(world, planner, task, velocity_scale, retries):
+    """The expert's episode of task in a world (object_states(), held(object_id, above), execute(steps, gaze),
+    arm_positions()): each subtask's waypoints in turn, a grasp the lift shows missed planned again from the
+    object's pose of then while retries last. Returns the retries used."""
+    q, gripper, tries_left = world.arm_positions(), OPEN_WIDTH, retries
+    for subtask in TASKS[task]:
+        plan, index = waypoints(subtask, world.object_states()), 0
+        while index < len(plan):
+            gaze = subtask.object_id if index < PICK_WAYPOINTS else subtask.destination_id
+            steps, q, gripper = planner.segment(q, gripper, plan[index], velocity_scale)
+            world.execute(steps, gaze)
+            missed = index == PICK_WAYPOINTS - 1 and not world.held(subtask.object_id, plan[0][0])
+            if missed and tries_left > 0:
+                tries_left -= 1
+                plan, index = waypoints(subtask, world.object_states()), 0
+                continue
+            index += 1
+    return retries - tries_left
+
+
+def lifted(height_now, above):
+    """Whether an object rose with the lift: its height now against the approach point's (APPROACH above
+    where it was when the grasp was planned)."""
+    return height_now > above[2] - APPROACH + HELD_RISE
+
+
 class ExpertFailed(Exception):
     """The expert could not plan the task (no IK solution)."""
 
@@ -176,11 +247,7 @@ class WorldSimExpert:
             raise ValueError(f'cameras {unknown} are not in the scene (it has {known})')
         self.scene_config, self.fps = scene_config, fps
         self.camera_names, self.size = list(camera_names), tuple(size)
-        root = Path(root)
-        limits_yaml = root / 'config' / 'panda_joint_limits.yaml'
-        self.limits = JointLimits.panda(root)
-        self.jerk = trajectory.jerk_limits(limits_yaml, list(scene.ARM_JOINTS))
-        self.arm = Arm.panda()
+        self.planner = ExpertPlanner(root, fps)
         self.sim = None
 
     def features(self):
@@ -207,64 +274,38 @@ class WorldSimExpert:
             raise ValueError(f'unknown task {task!r}; the expert does {sorted(TASKS)}')
         sim = self.reset(seed)
         before = object_states(sim)
-        self._q, self._gripper, self._frames = sim.arm_positions(), OPEN_WIDTH, 0
-        perturb, tries_left = NoisyTargets(noise, np.random.default_rng(seed)), retries
+        self._record, self._max_frames, self._frames = record, max_frames, 0
+        self._perturb = NoisyTargets(noise, np.random.default_rng(seed))
+        used = 0
         try:
-            for subtask in TASKS[task]:
-                plan, index = waypoints(subtask, object_states(sim)), 0
-                while index < len(plan):
-                    gaze = subtask.object_id if index < PICK_WAYPOINTS else subtask.destination_id
-                    self._segment(plan[index], gaze, record, perturb, velocity_scale, max_frames)
-                    missed = index == PICK_WAYPOINTS - 1 and not self._held(subtask.object_id, plan[0][0])
-                    if missed and tries_left > 0:
-                        tries_left -= 1
-                        plan, index = waypoints(subtask, object_states(sim)), 0
-                        continue
-                    index += 1
+            used = run_expert(self, self.planner, task, velocity_scale, retries)
         except _FramesUsed:
             pass
-        return self._episode(task, seed, before, self._frames, retries - tries_left)
-
-    def _held(self, object_id, above):
-        """Whether the object rose with the lift: its height now against the approach point's (APPROACH above
-        where it was when the grasp was planned)."""
-        return self.sim.object_pose(object_id)[0][2] > above[2] - APPROACH + HELD_RISE
-
-    def _segment(self, waypoint, gaze, record, perturb, velocity_scale, max_frames):
-        """Move to one waypoint (timed by ruckig, one target per control step), the gripper commanded before
-        and after it, recording every step."""
-        position, quat, before_width, after_width = waypoint
-        result = self.arm.ik.solve(self.arm.q_full(self._q), np.asarray(position, float), np.asarray(quat, float))
-        if not result.converged:
-            raise ExpertFailed(f'no IK solution for {np.round(position, 3).tolist()}')
-        if before_width != KEEP:
-            self._gripper = before_width
-        path = trajectory.parametrize(
-            np.vstack([self._q, result.positions]),
-            self.limits.velocity,
-            self.limits.acceleration,
-            self.jerk,
-            velocity_scale,
-            period=1.0 / self.fps,
-        )
-        steps = int(np.ceil(path.duration * self.fps)) + 1
-        targets = [path.sample((k + 1) / self.fps) for k in range(steps)]
-        if after_width != KEEP:
-            targets += [result.positions] * int(GRIPPER_WAIT * self.fps)
-        for k, target in enumerate(targets):
-            if k == steps and after_width != KEEP:
-                self._gripper = after_width
-            perturb.active = k < steps
-            if max_frames is not None and self._frames >= max_frames:
-                raise _FramesUsed
-            record(self.frame(target, self._gripper, gaze))
-            self.act(perturb(target), self._gripper)
-            self._frames += 1
-        self._q = result.positions
-
-    def _episode(self, task, seed, before, frames, retries=0):
         ok, detail = judge(TASKS[task], before, object_states(self.sim))
-        return Episode(seed, task, frames, ok, detail, retries)
+        return Episode(seed, task, self._frames, ok, detail, used)
+
+    # the world run_expert acts in
+    def arm_positions(self):
+        """Measured arm joints."""
+        return self.sim.arm_positions()
+
+    def object_states(self):
+        """Ground truth {id: (position, quat wxyz, size)}."""
+        return object_states(self.sim)
+
+    def held(self, object_id, above):
+        """Whether the object rose with the lift (lifted)."""
+        return lifted(self.sim.object_pose(object_id)[0][2], above)
+
+    def execute(self, steps, gaze):
+        """Record and take each step (the noise on the targets while the arm moves)."""
+        for target, gripper, moving in steps:
+            self._perturb.active = moving
+            if self._max_frames is not None and self._frames >= self._max_frames:
+                raise _FramesUsed
+            self._record(self.frame(target, gripper, gaze))
+            self.act(self._perturb(target), gripper)
+            self._frames += 1
 
     def act(self, arm_target, gripper_width):
         """One control step: interpolate to arm_target over 1 / fps (a one-point trajectory) and set the gripper."""
@@ -279,9 +320,7 @@ class WorldSimExpert:
         for name in self.camera_names:
             cfg = next(c for c in self.sim.config.cameras if c.name == name)
             frame = self.sim.render(name, cfg.width, cfg.height)
-            rgb = np.asarray(Image.fromarray(frame.rgb).resize(self.size, Image.BILINEAR))
-            depth_mm = np.clip(np.nan_to_num(frame.depth) * 1000, 0, 65535).astype(np.uint16)
-            depth = np.asarray(Image.fromarray(depth_mm).resize(self.size, Image.NEAREST))
+            rgb, depth = dataset_views(frame.rgb, frame.depth, self.size)
             mask = None
             if gaze is not None:
                 mask = gaze_image(self.sim.segmentation(name, *self.size) == self.sim.object_ids.index(gaze))

@@ -49,7 +49,7 @@ class SimSuiteWorld:
         config = scene.SceneConfig.from_yaml(scene_path or root / 'config' / 'scenes' / 'tabletop.yaml')
         self.env = WorldSimExpert(config, root, fps, cameras, size)
         self.task = self.instruction = task
-        self.limits, self.sim, self.before = self.env.limits, None, None
+        self.limits, self.sim, self.before = self.env.planner.limits, None, None
 
     def reset(self, seed):
         """The seed's layout (world_sim ~/reset's)."""
@@ -83,7 +83,7 @@ class SimSuiteWorld:
 
     def grip_offset(self):
         """Grip site to the task's object [m]."""
-        tcp = self.env.arm.ee_position(self.sim.arm_positions())
+        tcp = self.env.planner.arm.ee_position(self.sim.arm_positions())
         return float(np.linalg.norm(tcp - self.sim.object_pose(TASKS[self.task][0].object_id)[0]))
 
     def close(self):

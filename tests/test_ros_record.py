@@ -1,0 +1,46 @@
+"""Demonstrations recorded through ROS (twinloop_vla.ros_expert): the scripted expert picks the blue
+cube through world_sim's topics and the execution node's stream and safety gate; the dataset holds
+the camera topics' frames on the control grid, labels one control period ahead of the measured arm,
+and the plan the in-process expert follows on the same layout."""
+
+import os
+
+import numpy as np
+
+from twinloop_data.lerobot_format import load
+from twinloop_data.world_sim_expert import TRAIN_SEED_MIN, WorldSimExpert
+from twinloop_twin import scene
+from twinloop_vla.record import record
+
+ROOT = os.environ['TWINLOOP_ROOT']
+TASK, SEED, SIZE = 'pick up the blue cube', TRAIN_SEED_MIN + 7, (64, 48)
+
+
+def test_the_expert_records_a_pick_through_ros_that_follows_the_in_process_plan(tmp_path):
+    report = record(tmp_path / 'demos', [TASK], episodes=1, seed=SEED, size=SIZE, progress=False, through_ros=True)
+    assert report['through_ros'] and report['attempts'] == 1, report['episodes']
+    assert report['episodes'][0]['success'], report['episodes'][0]['detail']
+    info, _, episodes, frames = load(tmp_path / 'demos')
+    assert info['fps'] == 10 and 'observation.gaze.front' not in info['features']
+    actions, states = np.array(frames['action']), np.array(frames['observation.state'])
+
+    expert = WorldSimExpert(scene.SceneConfig.from_yaml(os.path.join(ROOT, 'config/scenes/tabletop.yaml')), ROOT)
+    try:
+        rows = []
+        assert expert.run(TASK, SEED, rows.append).success
+    finally:
+        expert.close()
+    reference = np.array([row['action'] for row in rows])
+    assert 0.8 < len(actions) / len(reference) < 1.5, (len(actions), len(reference))
+    # the same plan: the grasp where the gripper shuts, the lift at the end, the gripper shut once
+    np.testing.assert_allclose(actions[-1, :7], reference[-1, :7], atol=2e-3)
+    shut, shut_reference = np.argmax(actions[:, 7] < 0.04), np.argmax(reference[:, 7] < 0.04)
+    np.testing.assert_allclose(actions[shut, :7], reference[shut_reference, :7], atol=0.02)
+    assert np.count_nonzero(np.diff(actions[:, 7])) == 1 and actions[0, 7] > 0.07
+    # each label leads the measured arm by one control period: the next row's joints are close to it
+    assert np.median(np.abs(states[1:, :7] - actions[:-1, :7]).max(axis=1)) < 0.03
+    # the frames are the camera topics': parameters from CameraInfo and the pose topic, the wrist moving
+    wrist = np.array(frames['observation.camera.wrist'])
+    assert np.isfinite(wrist).all() and np.linalg.norm(wrist[-1, 4:7] - wrist[0, 4:7]) > 0.05
+    images = np.array([np.asarray(im) for im in frames['observation.images.front']])
+    assert images.shape[1:] == (SIZE[1], SIZE[0], 3) and np.abs(np.diff(images.astype(float), axis=0)).mean() > 0.1

@@ -129,6 +129,7 @@ class RosExpert:
         self._spin_until(self.reset_client.service_is_ready, 'world_sim ~/reset', 90.0)
         self._spin_until(self.stream_client.service_is_ready, "the execution node's ~/stream", 90.0)
         self._spin_until(lambda: self.arm is not None, 'joint states')
+        self._spin_until(lambda: len(self.intrinsics) == len(self.camera_names), f'CameraInfo of {self.camera_names}')
 
     # --- subscriptions -----------------------------------------------------------------------------
     def _on_joints(self, msg):

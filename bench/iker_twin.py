@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def evaluate_row(skill, solver, randomize, episodes, checkpoint, config):
     """One row: the summary of a solver on a skill's episodes, each episode's outcome kept."""
     started = time.perf_counter()
-    results = []
-    for seed in tqdm(range(EVAL_SEED, EVAL_SEED + episodes), desc=f'{skill} {solver} dr={randomize}', leave=False):
-        results += run_episodes(skill, [seed], solver, checkpoint, randomize, config)
+    seeds = range(EVAL_SEED, EVAL_SEED + episodes)
+    with tqdm(total=episodes, desc=f'{skill} {solver} dr={randomize}', leave=False) as bar:
+        results = run_episodes(skill, seeds, solver, checkpoint, randomize, config, on_episode=lambda _: bar.update())
     row = summary(results, time.perf_counter() - started)
     row.update(skill=skill, solver=solver, randomization=randomize)
     row['failures'] = [{'seed': r.seed, 'distance': round(r.distance, 4)} for r in results if not r.success]

@@ -226,3 +226,23 @@ def test_a_chunk_commands_the_gripper_when_accepted_and_a_bad_width_is_refused(s
     _spin(executor, 2.5)
     assert abs(arm_state(states[-1])[1] - 0.03) < 0.005, arm_state(states[-1])
     _send(executor, stream, JointTrajectory(), stream_id='gripper-2', stop=True)
+
+    # per point: opened when the stream reaches the chunk's last point (start_lead, 1 s, + 0.4 s from now)
+    _spin(executor, 1.0)
+    q1 = np.array(states[-1].position[:7])
+    request = StreamChunk.Request(stream_id='gripper-3', chunk=_chunk(q1, 0.0), splice_time=-1.0)
+    points = len(request.chunk.points)
+    for bad in ([0.08] * (points - 1), [float('nan')] * points, [0.2] * points):
+        request.gripper_widths = bad
+        future = stream.call_async(request)
+        executor.spin_until_future_complete(future, timeout_sec=10)
+        assert not future.result().accepted and 'gripper_widths' in future.result().reason, future.result().reason
+    request.gripper_widths = [-1.0] * (points - 1) + [0.08]
+    future = stream.call_async(request)
+    executor.spin_until_future_complete(future, timeout_sec=10)
+    assert future.result().accepted, future.result().reason
+    _spin(executor, 0.5)
+    assert abs(arm_state(states[-1])[1] - 0.03) < 0.005, 'opened before the stream reached the point'
+    _spin(executor, 2.5)
+    assert arm_state(states[-1])[1] > 0.07, arm_state(states[-1])
+    _send(executor, stream, JointTrajectory(), stream_id='gripper-3', stop=True)

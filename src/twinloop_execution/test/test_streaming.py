@@ -106,3 +106,17 @@ def test_late_chunks_and_gate_refusals_change_nothing():
     with pytest.raises(ChunkRefused, match='safety gate') as refused:
         stream.splice(0.1, 0.6, *_chunk(0.35))
     assert refused.value.check == 'velocity_limits' and stream.path is before
+
+
+def test_per_point_gripper_openings_fall_due_at_their_points_and_a_splice_replaces_the_later_ones():
+    stream = JointStream('s', Q0, ACC, JERK, _accept, CONFIG)
+    t, q, v = _chunk(0.05)  # 9 points, 0.05 s apart, from rest: spliced start_lead (0.3 s) ahead
+    stream.splice(0.0, -1, t, q, v, gripper_widths=[0.08] * 3 + [0.0] * 5 + [-1.0])
+    assert stream.gripper_due(0.2) is None  # nothing planned before the splice point
+    assert stream.gripper_due(0.3) == 0.08 and stream.gripper_due(0.4) is None  # open: said once
+    t2, q2, v2 = _chunk(0.25)
+    stream.splice(0.4, 0.5, t2, q2, v2, gripper_widths=[0.08] * len(t2))  # replaces the shut from 0.5 on
+    assert stream.gripper_due(0.46) == 0.0  # the first chunk's, at 0.45, before the splice point
+    assert stream.gripper_due(0.5) == 0.08 and stream.gripper_due(2.0) is None
+    with pytest.raises(ChunkRefused, match='gripper_widths'):
+        stream.splice(0.6, -1, *_chunk(0.35), gripper_widths=[0.0, float('nan')])

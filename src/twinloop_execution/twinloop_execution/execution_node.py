@@ -183,6 +183,10 @@ class ExecutionNode(Node):
         with self.joints_arrived:
             self.joints, self.joint_state, self.joints_received = msg, state, time.monotonic()
             self.joints_arrived.notify_all()
+        with self.lock:  # a streamed chunk's gripper opening whose point the stream has reached
+            due = None if self.stream is None else self.stream.gripper_due(self.state_time() - self.stream_started)
+            if due is not None:
+                self.gripper_pub.publish(Float64(data=float(due)))
 
     def on_objects(self, msg):
         """Keep the newest perceived objects (for the collision check)."""
@@ -569,10 +573,11 @@ class ExecutionNode(Node):
                 )
                 self.stream_started, self.stream_ended = self.state_time(), ''
             stream = self.stream
-        gripper = request.gripper_width
-        if not (np.isfinite(gripper) and gripper <= OPEN_WIDTH + 1e-9):
+        gripper, widths = request.gripper_width, np.asarray(request.gripper_widths, float)
+        if not (np.isfinite(gripper) and gripper <= OPEN_WIDTH + 1e-9 and np.all(widths <= OPEN_WIDTH + 1e-9)):
             raise streaming.ChunkRefused(
-                'structure', f'gripper_width {gripper} must be finite and <= {OPEN_WIDTH} m (negative: keep)'
+                'structure',
+                f'gripper_width {gripper} and gripper_widths must be finite and <= {OPEN_WIDTH} m (negative: keep)',
             )
         names = list(request.chunk.joint_names)
         if sorted(names) != sorted(scene.ARM_JOINTS):
@@ -596,7 +601,7 @@ class ExecutionNode(Node):
         clock = lambda: self.state_time() - started  # noqa: E731
         now = clock()
         splice = request.splice_time if np.isfinite(request.splice_time) else 0.0
-        stream_times, q, v = stream.splice(now, splice, times, positions, velocities, clock)
+        stream_times, q, v = stream.splice(now, splice, times, positions, velocities, clock, widths)
         with self.lock:  # a stop (or the watchdog) may have ended the stream while the chunk was gated
             if self.stream is not stream:
                 raise streaming.ChunkRefused(
@@ -605,6 +610,7 @@ class ExecutionNode(Node):
             self.trajectory_pub.publish(_trajectory_msg(stream_times, q, v, started))
             if gripper >= 0:
                 self.gripper_pub.publish(Float64(data=float(gripper)))
+                stream.gripper_commanded = gripper
         end = stream.last_chunk_end
         commanded_q, commanded_v = stream.commanded(end)
         response.accepted, response.stream_time, response.committed_until = True, now, end

@@ -9,6 +9,9 @@ when the chunk gives one) within tolerances. What the gate checks is exactly wha
 committed from the splice point: the chunk and its braking tail, starting from the commanded
 state and velocity. So if the next chunk comes late, or never, the arm brakes to rest on a path
 the gate accepted; a refused chunk changes nothing committed, and the caller brakes now.
+A chunk may carry a gripper opening per point: the stream keeps them on its clock and says which is
+due (`gripper_due`), so the gripper changes with the arm motion it belongs to, as a policy's steps
+were recorded; the openings of a spliced chunk replace the plan's from its splice point on.
 """
 
 from dataclasses import dataclass
@@ -129,19 +132,26 @@ class JointStream:
         self.path = at_rest(q_start)
         self.chunks = 0
         self.last_chunk_end = 0.0  # stream time where the last accepted chunk (not its tail) ends
+        self.gripper_plan = []  # [(stream time, opening [m])] still to command
+        self.gripper_commanded = None  # the last opening commanded (None: unknown)
 
     def commanded(self, t):
         """The commanded (position, velocity) at stream time t."""
         return self.path.sample(t)
 
-    def splice(self, now, splice_time, times, positions, velocities=None, clock=None):
-        """Commit a chunk (times from 0 at the splice point, positions (n, 7), optional velocities) at
-        splice_time (< 0: where the last chunk ends, or start_lead from now when at rest); returns
-        the committed path (from_time) from the stream time clock() says it is after the gate
-        (default: now).
+    def splice(self, now, splice_time, times, positions, velocities=None, clock=None, gripper_widths=None):
+        """Commit a chunk (times from 0 at the splice point, positions (n, 7), optional velocities and
+        gripper openings per point, negative: keep) at splice_time (< 0: where the last chunk ends, or
+        start_lead from now when at rest); returns the committed path (from_time) from the stream time
+        clock() says it is after the gate (default: now).
         Raises ChunkRefused, also when the gate took so long that the splice point has passed."""
         c = self.config
         times, positions = np.asarray(times, float), np.asarray(positions, float)
+        widths = np.asarray([] if gripper_widths is None else gripper_widths, float)
+        if len(widths) not in (0, len(times)) or not np.all(np.isfinite(widths)):
+            raise ChunkRefused(
+                'structure', f'gripper_widths: {len(widths)} finite values needed, one per point, or none'
+            )
         if times.ndim != 1 or len(times) < 2 or positions.shape != (len(times), self.path.positions.shape[1]):
             raise ChunkRefused('structure', f'a chunk needs >= 2 points of {self.path.positions.shape[1]} joints')
         if len(times) > c.max_points:
@@ -207,7 +217,19 @@ class JointStream:
         )
         self.last_chunk_end = splice_time + times[-1]
         self.chunks += 1
+        self.gripper_plan = [(t, w) for t, w in self.gripper_plan if t < splice_time - 1e-9]
+        self.gripper_plan += [(splice_time + t, w) for t, w in zip(times, widths) if w >= 0]
         return self.from_time(now)
+
+    def gripper_due(self, now):
+        """The gripper opening to command at stream time now: the newest planned one reached, when it
+        differs from the last commanded; else None."""
+        reached = [w for t, w in self.gripper_plan if t <= now + 1e-9]
+        self.gripper_plan = [(t, w) for t, w in self.gripper_plan if t > now + 1e-9]
+        if not reached or reached[-1] == self.gripper_commanded:
+            return None
+        self.gripper_commanded = reached[-1]
+        return reached[-1]
 
     def from_time(self, now):
         """The committed path from now on: (stream times, positions, velocities), the first point at now."""

@@ -1,5 +1,5 @@
 """Evaluation (evaluate.py): a fixed policy on fixed seeds gives the same episodes serially and as
-Ray tasks on a local 2-worker cluster."""
+Ray tasks on a local 2-worker cluster, and a serial run reports each episode as it ends."""
 
 import pytest
 from stable_baselines3.common.vec_env import VecNormalize
@@ -25,6 +25,11 @@ def policy_folder(tmp_path_factory):
 def test_ray_evaluation_equals_serial_evaluation(policy_folder):
     arguments = dict(solver='ppo', checkpoint=str(policy_folder), randomize=True, config=IkerConfig())
     serial = evaluate.evaluate('push', EPISODES, **arguments)
+    seeds, reported = [r.seed for r in serial], []
+    assert evaluate.run_episodes('push', seeds, on_episode=reported.append, **arguments) == reported
+    assert [(r.seed, r.success, r.steps, r.distance) for r in reported] == [
+        (r.seed, r.success, r.steps, r.distance) for r in serial
+    ]
     with ray_cluster('local'):
         remote = evaluate.evaluate('push', EPISODES, ray_address='local', **arguments)
     assert (

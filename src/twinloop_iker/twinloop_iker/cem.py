@@ -85,21 +85,33 @@ def plan(env, mean, rng, config=CemConfig()):
     return best
 
 
+def receding(env, rng, config=CemConfig()):
+    """A receding-horizon planner: plan() -> the next replan_every actions of CEM over the horizon from env's
+    state now, each plan warm-started from the rest of the one before (shifted, padded with zeros)."""
+    mean = np.zeros((config.horizon, env.action_space.shape[0]))
+    keep = config.replan_every
+
+    def next_actions():
+        nonlocal mean
+        sequence = plan(env, mean, rng, config)
+        mean = np.concatenate([sequence[keep:], np.zeros_like(sequence[:keep])])
+        return sequence[:keep]
+
+    return next_actions
+
+
 def solve(env, seed=None, options=None, config=CemConfig()):
     """Reset env (seed, options) and run CEM closed loop to the episode's end; a SolveResult."""
     env = env.unwrapped
     started = time.perf_counter()
     _, info = env.reset(seed=seed, options=options)
-    rng = np.random.default_rng(seed)
-    mean = np.zeros((config.horizon, env.action_space.shape[0]))
+    next_actions = receding(env, np.random.default_rng(seed), config)
     steps, total, done = 0, 0.0, False
     while not done:
-        sequence = plan(env, mean, rng, config)
-        for action in sequence[: config.replan_every]:
+        for action in next_actions():
             _, reward, terminated, truncated, info = env.step(action)
             steps, total = steps + 1, total + reward
             done = terminated or truncated
             if done:
                 break
-        mean = np.concatenate([sequence[config.replan_every :], np.zeros_like(sequence[: config.replan_every])])
     return SolveResult(bool(info['is_success']), steps, total, info['distance'], time.perf_counter() - started)

@@ -68,8 +68,9 @@ class PpoPolicy:
         return action
 
 
-def run_episodes(skill, seeds, solver='ppo', checkpoint=None, randomize=True, config=None):
-    """EpisodeResults of the solver on the episodes of these seeds, one after the other."""
+def run_episodes(skill, seeds, solver='ppo', checkpoint=None, randomize=True, config=None, on_episode=None):
+    """EpisodeResults of the solver on the episodes of these seeds, one after the other (the policy loaded
+    once); on_episode(result) is called after each."""
     config = config or default_config()
     env = make_env(skill, config, randomize)
     policy = PpoPolicy(checkpoint) if solver == 'ppo' else None
@@ -79,15 +80,17 @@ def run_episodes(skill, seeds, solver='ppo', checkpoint=None, randomize=True, co
         if policy is None:
             r = solve(env, seed=seed, config=config.cem)
             results.append(EpisodeResult(seed, r.success, r.steps, r.episode_return, r.distance, r.wall_s))
-            continue
-        started = time.perf_counter()
-        observation, info = env.reset(seed=seed)
-        steps, total, done = 0, 0.0, False
-        while not done:
-            observation, reward, terminated, truncated, info = env.step(policy(observation))
-            steps, total, done = steps + 1, total + reward, terminated or truncated
-        wall = time.perf_counter() - started
-        results.append(EpisodeResult(seed, bool(info['is_success']), steps, total, info['distance'], wall))
+        else:
+            started = time.perf_counter()
+            observation, info = env.reset(seed=seed)
+            steps, total, done = 0, 0.0, False
+            while not done:
+                observation, reward, terminated, truncated, info = env.step(policy(observation))
+                steps, total, done = steps + 1, total + reward, terminated or truncated
+            wall = time.perf_counter() - started
+            results.append(EpisodeResult(seed, bool(info['is_success']), steps, total, info['distance'], wall))
+        if on_episode is not None:
+            on_episode(results[-1])
     return results
 
 

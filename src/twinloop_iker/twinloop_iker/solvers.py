@@ -54,17 +54,7 @@ class CemSolver:
 
     def stage(self, env):
         """A planner for one stage: plan() -> the (replan_every, action size) deltas to execute next."""
-        rng = np.random.default_rng(0)
-        mean = np.zeros((self.config.horizon, env.action_space.shape[0]))
-        keep = self.config.replan_every
-
-        def plan():
-            nonlocal mean
-            sequence = cem.plan(env, mean, rng, self.config)
-            mean = np.concatenate([sequence[keep:], np.zeros_like(sequence[:keep])])
-            return sequence[:keep]
-
-        return plan
+        return cem.receding(env, np.random.default_rng(0), self.config)
 
 
 @register_solver('ppo')

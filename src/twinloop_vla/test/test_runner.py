@@ -68,8 +68,9 @@ class FakeArm:
         state = np.append(self._commanded(stamp)[0], 0.04)
         return Observation(np.zeros((1, 8, 8, 3), np.uint8), None, state, stamp, stamp), ''
 
-    def send(self, stream_id, times, positions, velocities, splice_time, gripper_width):
-        self.grippers.append(gripper_width)
+    def send(self, stream_id, times, positions, velocities, splice_time, gripper_widths):
+        assert len(gripper_widths) == len(times)
+        self.grippers.append(list(gripper_widths))
         if self.stream is None:
             gate = lambda t, q, current, v0: self.gate(q)  # noqa: E731
             self.stream = streaming.JointStream(stream_id, self.arm()[0], *LIMITS, gate)
@@ -150,26 +151,28 @@ def test_a_policy_that_fails_ends_the_run_with_its_message():
     assert not result.success and 'the policy failed' in result.reason and 'shape' in result.reason
 
 
-def test_each_chunk_commands_the_gripper_of_its_first_executed_action():
-    class Closing(ScriptedSweep):
-        """Sweeps, and asks for the gripper to shut from its third chunk on (entry 8 of each action)."""
+def test_each_chunk_commands_the_gripper_opening_of_every_step_at_its_point():
+    openings = [0.065] * 3 + [0.035, 0.01, -0.001, 0.0, 0.0]  # regressed: between open and shut
 
-        calls = 0
+    class Closing(ScriptedSweep):
+        """Sweeps, each chunk asking for the gripper to shut from its fourth action on (entry 8)."""
 
         def select_action_chunk(self, observation):
             chunk = super().select_action_chunk(observation)
-            chunk[:, 7] = 0.065 if self.calls < 2 else np.linspace(0.035, -0.001, 8)  # regressed: between the two
-            self.calls += 1
+            chunk[:, 7] = openings
             return chunk
 
     arm = FakeArm()
-    result = run_policy(Closing(), 'sweep', arm, BlendConfig(execute_steps=4, lead=0.1), max_chunks=4, timeout=20.0)
+    result = run_policy(Closing(), 'sweep', arm, BlendConfig(execute_steps=4, lead=0.1), max_chunks=3, timeout=20.0)
     assert result.success, result.reason
-    assert arm.grippers == [0.08, 0.08, 0.0, 0.0]  # open or shut, as the demonstrations commanded
+    expected = [0.08] * 3 + [0.0] * 5 + [-1.0] * 10  # open or shut, as the demonstrations commanded; then keep
+    assert arm.grippers[0] == expected[: len(arm.grippers[0])]  # from rest: point j is action j's start
+    for widths in arm.grippers[1:]:  # later chunks from their first executed action on
+        assert any(widths == expected[k : k + len(widths)] for k in range(1, 8)), widths
     arm = FakeArm()
     config = BlendConfig(execute_steps=4, lead=0.1, command_gripper=False)
     assert run_policy(Closing(), 'sweep', arm, config, max_chunks=3, timeout=20.0).success
-    assert arm.grippers == [-1.0] * 3
+    assert all(w == -1.0 for widths in arm.grippers for w in widths)
 
 
 def test_shaping_sends_chunks_within_the_limits_that_unshaped_would_exceed():
@@ -179,9 +182,9 @@ def test_shaping_sends_chunks_within_the_limits_that_unshaped_would_exceed():
     class Recording(FakeArm):
         sent = []
 
-        def send(self, stream_id, times, positions, velocities, splice_time, gripper_width):
+        def send(self, stream_id, times, positions, velocities, splice_time, gripper_widths):
             self.sent.append((np.array(times), np.array(positions)))
-            return super().send(stream_id, times, positions, velocities, splice_time, gripper_width)
+            return super().send(stream_id, times, positions, velocities, splice_time, gripper_widths)
 
     def first_acceleration(times, positions):  # from rest: 2 dq / dt^2
         return np.abs(2 * (positions[1] - positions[0]) / (times[1] - times[0]) ** 2).max()

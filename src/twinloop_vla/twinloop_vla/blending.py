@@ -56,7 +56,7 @@ class BlendConfig:
     ensemble_decay: float = 0.1  # temporal ensembling: ACT's m in exp(-m i)
     lead: float = 0.2  # [s] a chunk is spliced this far ahead of now (service call and gate time)
     action_space: str = 'joint_position'  # joint_position: absolute targets; joint_delta: targets - observed state
-    command_gripper: bool = True  # an action's entry after the arm joints is the gripper opening [m], sent per chunk
+    command_gripper: bool = True  # an action's entry after the arm joints is the gripper opening [m], sent per point
     limit_margin: float = (
         0.9  # share of the arm's velocity and acceleration limits chunks are shaped to (0: not shaped)
     )
@@ -147,16 +147,20 @@ def joint_targets(actions, state, action_space):
     return arm + np.asarray(state, float)[:ARM_DOF] if action_space == 'joint_delta' else arm
 
 
-def gripper_command(actions, first, enabled=True):
-    """The gripper opening [m] to command with a chunk: the entry after the arm joints of its first
-    executed action (index `first`), open or shut as the demonstrations commanded it (a regressed
-    0.065 m is open: left between the two, the hand stops half open and perception takes what lies
-    between the fingers as held; NaN stays NaN for the execution node to refuse); -1 (keep) when
-    disabled or there is no such entry."""
+def gripper_commands(actions, first, points, enabled=True):
+    """The gripper opening [m] to command at each of a chunk's `points` (the splice point first): at
+    point j the entry after the arm joints of the action executed from there (index first + j), open
+    or shut as the demonstrations commanded it (a regressed 0.065 m is open: left between the two,
+    the hand stops half open and perception takes what lies between the fingers as held; NaN stays
+    NaN for the execution node to refuse). So the gripper changes with the arm motion of its step, as
+    the stepped simulation and the recordings apply it. -1 (keep) past the chunk's last action, and
+    everywhere when disabled or without such an entry."""
     actions = np.asarray(actions, float)
     if not enabled or actions.shape[1] <= ARM_DOF:
-        return -1.0
-    return float(open_or_shut(actions[min(first, len(actions) - 1), ARM_DOF]))
+        return [-1.0] * points
+    return [
+        float(open_or_shut(actions[first + j, ARM_DOF])) if first + j < len(actions) else -1.0 for j in range(points)
+    ]
 
 
 def anchor(targets, obs_time, dt, splice_time, q_splice, moving=True, q_obs=None):

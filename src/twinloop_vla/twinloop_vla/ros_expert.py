@@ -7,7 +7,8 @@ the execution node with its safety gate) on a domain of its own, resets world_si
 (~/reset), plans the expert's waypoints from world_sim's ground truth (a privileged expert, as in
 process: twinloop_data.world_sim_expert.run_expert) and streams the joint targets through the
 execution node's ~/stream in chunks of at most CHUNK_STEPS control steps, as the vla_policy node
-streams a policy's chunks. A gripper change waits until the arm has arrived. The frames are the
+streams a policy's chunks, each point with the gripper opening of the step that starts there (the
+execution node commands it when the stream reaches the point). The frames are the
 camera topics' (colour and aligned depth, synchronised with the joint states by stamp as the
 vla_policy node does, twinloop_vla.sync), resized to the dataset size; the camera parameters come
 from CameraInfo and the optical frame's pose topic.
@@ -15,9 +16,9 @@ from CameraInfo and the optical frame's pose topic.
 Rows lie at the streamed points' times, one control period apart: row k holds the newest observation
 then (a frame the camera had not yet sent repeats the one before, as the policy would see it) and the
 action is what the arm was commanded for one control period after that observation (the streamed
-targets, linear between points) with the gripper width commanded by then. The waits at rest before a
-chunk (the execution node's start_lead, ~1 s after a stream came to rest: at the start and at each
-gripper change) have no rows: nothing is commanded then, and the in-process expert has no such waits.
+targets, linear between points) with the gripper opening of that step. The wait at rest before the
+first chunk (the execution node's start_lead, ~1 s) has no rows: nothing is commanded then, and the
+in-process expert has no such wait; so has any later wait at rest, should one occur.
 No gaze masks: world_sim publishes no segmentation (the in-process recorder has them).
 """
 
@@ -194,7 +195,7 @@ class RosExpert:
             raise ValueError(f'unknown task {task!r}; the expert does {sorted(TASKS)}')
         self._reset(seed)
         before = self.object_states()
-        self.observations, self.points, self.grippers, self.gripper_sent = [], [], [(-np.inf, OPEN_WIDTH)], None
+        self.observations, self.points, self.grippers = [], [], [(-np.inf, OPEN_WIDTH)]
         self.stream_id, self.stream_start, self.committed = f'expert-{uuid.uuid4().hex[:8]}', None, None
         self.perturb = NoisyTargets(noise, np.random.default_rng(seed))
         try:
@@ -234,35 +235,29 @@ class RosExpert:
         }
 
     def held(self, object_id, above):
-        """Whether the object rose with the lift (lifted), on fresh ground truth."""
+        """Whether the object rose with the lift (lifted), on fresh ground truth once the arm has arrived."""
+        self._spin_until(lambda: self.arm[0] >= self._robot_time(self.committed[0]), 'the end of the lift')
         return lifted(self.object_states()[object_id].position[2], above)
 
     def execute(self, steps, gaze):
-        """Stream the steps (noisy targets while moving, see NoisyTargets) in chunks; a chunk with another
-        gripper width is sent once the arm has arrived, the others LEAD before the last one ends."""
+        """Stream the steps (noisy targets while moving, see NoisyTargets) in chunks of CHUNK_STEPS, each
+        sent LEAD before the last accepted one ends; returns once the last is accepted."""
         del gaze  # no segmentation through ROS
         targets = []
         for target, _, moving in steps:
             self.perturb.active = moving
             targets.append(self.perturb(target))
         widths = [gripper for _, gripper, _ in steps]
-        start = 0
-        while start < len(steps):
-            end = start + 1
-            while end < len(steps) and end - start < CHUNK_STEPS and widths[end] == widths[start]:
-                end += 1
-            self._send(targets, start, end, widths[start])
-            start = end
+        for start in range(0, len(steps), CHUNK_STEPS):
+            self._send(targets, widths, start, min(start + CHUNK_STEPS, len(steps)))
 
     # --- streaming -----------------------------------------------------------------------------------
-    def _send(self, targets, start, end, width):
+    def _send(self, targets, widths, start, end):
         """targets[start:end] as one chunk spliced where the last accepted one ends (a segment's last target
-        at rest: each ends at rest)."""
-        gripper_changes = width != self.gripper_sent
+        at rest: each ends at rest), each point with the opening of the step that starts there."""
         if self.committed is not None:
-            lead = 0.0 if gripper_changes else LEAD
             self._spin_until(
-                lambda: self.arm[0] >= self._robot_time(self.committed[0]) - lead, 'the time to send a chunk'
+                lambda: self.arm[0] >= self._robot_time(self.committed[0]) - LEAD, 'the time to send a chunk'
             )
             q0, v0 = self.committed[1], self.committed[2]
         else:
@@ -275,6 +270,7 @@ class RosExpert:
             velocities[-1] = 0.0
         positions, velocities = sequence[: end - start + 1], velocities[: end - start + 1]
         times = dt * np.arange(len(positions))
+        openings = [float(w) for w in widths[start:end]] + [-1.0]
         points = [
             JointTrajectoryPoint(
                 positions=[float(x) for x in q],
@@ -287,7 +283,7 @@ class RosExpert:
             stream_id=self.stream_id,
             chunk=JointTrajectory(joint_names=list(ARM_JOINTS), points=points),
             splice_time=-1.0,
-            gripper_width=float(width) if gripper_changes else -1.0,
+            gripper_widths=openings,
         )
         if self.stream_start is None:
             self.trajectory_stamp = None
@@ -297,11 +293,9 @@ class RosExpert:
         if self.stream_start is None:  # the stream's time 0: the stamp of the trajectories it commands
             self._spin_until(lambda: self.trajectory_stamp is not None, "the execution node's first trajectory")
             self.stream_start = self.trajectory_stamp
-        begin = reply.committed_until - times[-1]
-        self.points += [(self._robot_time(begin + t), q) for t, q in zip(times, positions)]
-        if gripper_changes:  # commanded on acceptance (now), not where the chunk begins
-            self.grippers.append((self.arm[0], width))
-            self.gripper_sent = width
+        begin = self._robot_time(reply.committed_until - times[-1])
+        self.points += [(begin + t, q) for t, q in zip(times, positions)]
+        self.grippers += [(begin + t, w) for t, w in zip(times, openings) if w >= 0]
         self.committed = (
             reply.committed_until,
             np.array(reply.commanded_positions),
@@ -349,7 +343,7 @@ class RosExpert:
                 continue
             stamp, state, views = observations[index]
             target = np.array([np.interp(stamp + dt, point_times, point_q[:, j]) for j in range(point_q.shape[1])])
-            width = [w for t, w in self.grippers if t <= stamp + dt][-1]
+            width = [w for t, w in self.grippers if t < stamp + dt - 1e-3][-1]  # the step's from stamp on
             frame = {
                 'observation.state': np.asarray(state, np.float32),
                 'action': np.append(target, width).astype(np.float32),

@@ -32,7 +32,7 @@ from twinloop_vla.blending import (
     TemporalEnsemble,
     anchor,
     blend_seam,
-    gripper_command,
+    gripper_commands,
     joint_targets,
 )
 from twinloop_vla.policies.base import PolicyError
@@ -86,9 +86,9 @@ class RunIO(Protocol):
     def arm(self):
         """Measured (positions (7,), velocities (7,)) of the arm."""
 
-    def send(self, stream_id, times, positions, velocities, splice_time, gripper_width):
-        """One chunk (positions and velocities at times) and the gripper opening (< 0: keep) to the
-        stream; a twinloop_core.ports.StreamReply."""
+    def send(self, stream_id, times, positions, velocities, splice_time, gripper_widths):
+        """One chunk (positions and velocities at times) with a gripper opening per point (< 0: keep;
+        each commanded when the stream reaches its point) to the stream; a twinloop_core.ports.StreamReply."""
 
     def stop(self, stream_id):
         """Brake to rest now and end the stream."""
@@ -315,8 +315,8 @@ class _Run:
             self.dropped += 1  # no start of it can brake above the floor; the committed motion can
             return None, None
         times, positions, velocities, raised = guarded
-        gripper = gripper_command(actions, skipped, c.command_gripper)
-        reply = self.io.send(self.stream_id, times, positions, velocities, splice, gripper)
+        grippers = gripper_commands(actions, skipped, len(times), c.command_gripper)
+        reply = self.io.send(self.stream_id, times, positions, velocities, splice, grippers)
         sent = times, positions, splice
         if not reply.accepted:
             return reply, sent

@@ -10,7 +10,8 @@ that, targets a little below the grip floor are raised to it (twinloop_vla.floor
 shaped to the arm's limits (twinloop_vla.blending.RateLimit). One goal
 at a time: a goal arriving while another runs is rejected. Cancel stops the stream from the
 cancel callback at once. An action's entry after the arm joints is the gripper opening [m]: each
-chunk carries the one of its first executed action to the execution node (`command_gripper`).
+chunk carries one per point to the execution node, which commands each when the arm's stream reaches
+it (`command_gripper`).
 """
 
 import importlib
@@ -71,8 +72,9 @@ class NodeIO:
         """Measured arm positions and velocities."""
         return self.node.arm_state
 
-    def send(self, stream_id, times, positions, velocities, splice_time, gripper_width):
-        """One chunk (and a gripper opening, < 0: keep) through ~/stream; refusals and timeouts as a StreamReply."""
+    def send(self, stream_id, times, positions, velocities, splice_time, gripper_widths):
+        """One chunk (and a gripper opening per point, < 0: keep) through ~/stream; refusals and timeouts as
+        a StreamReply."""
         self.stream_id = stream_id
         points = [
             JointTrajectoryPoint(
@@ -84,7 +86,10 @@ class NodeIO:
         ]
         chunk = JointTrajectory(joint_names=list(ARM_JOINTS), points=points)
         request = StreamChunk.Request(
-            stream_id=stream_id, chunk=chunk, splice_time=splice_time, gripper_width=float(gripper_width)
+            stream_id=stream_id,
+            chunk=chunk,
+            splice_time=splice_time,
+            gripper_widths=[float(w) for w in gripper_widths],
         )
         return self.node.stream_call(request, unless_canceled=self)
 
@@ -142,7 +147,9 @@ class VlaPolicyNode(Node):
             lead=p('lead', d.lead, 'chunks are spliced this far ahead of now [s]'),
             action_space=p('action_space', d.action_space, 'joint_position or joint_delta (targets - state)'),
             command_gripper=p(
-                'command_gripper', d.command_gripper, "send each chunk's gripper opening (entry 8 of an action)"
+                'command_gripper',
+                d.command_gripper,
+                'command the gripper opening of each action (its entry 8) as the arm starts it',
             ),
             limit_margin=p(
                 'limit_margin', d.limit_margin, "chunks shaped to this share of the arm's limits (0: not shaped)"

@@ -1,4 +1,4 @@
-"""Demonstrations recorded through ROS (twinloop_vla.ros_expert): the scripted expert picks the blue
+"""Demonstrations recorded through ROS (twinloop_bringup.ros_expert): the scripted expert picks the blue
 cube through world_sim's topics and the execution node's stream and safety gate; the dataset holds
 the camera topics' frames on the control grid, labels one control period ahead of the measured arm,
 and the plan the in-process expert follows on the same layout."""
@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from twinloop_bringup.ros_expert import RosExpert
 from twinloop_data.lerobot_format import load
 from twinloop_data.world_sim_expert import TRAIN_SEED_MIN, WorldSimExpert
 from twinloop_twin import scene
@@ -17,8 +18,9 @@ TASK, SEED, SIZE = 'pick up the blue cube', TRAIN_SEED_MIN + 7, (64, 48)
 
 
 def test_the_expert_records_a_pick_through_ros_that_follows_the_in_process_plan(tmp_path):
-    report = record(tmp_path / 'demos', [TASK], episodes=1, seed=SEED, size=SIZE, progress=False, through_ros=True)
-    assert report['through_ros'] and report['attempts'] == 1, report['episodes']
+    expert = RosExpert(os.path.join(ROOT, 'config/scenes/tabletop.yaml'), ROOT, size=SIZE)
+    report = record(tmp_path / 'demos', [TASK], episodes=1, seed=SEED, size=SIZE, progress=False, expert=expert)
+    assert report['expert'] == 'RosExpert' and report['attempts'] == 1, report['episodes']
     assert report['episodes'][0]['success'], report['episodes'][0]['detail']
     info, _, episodes, frames = load(tmp_path / 'demos')
     assert info['fps'] == 10 and 'observation.gaze.front' not in info['features']

@@ -5,8 +5,8 @@ YAML, seeded layouts and cameras as the world_sim node, without the ROS transpor
 start at --seed (>= TRAIN_SEED_MIN, never an evaluation layout) and count up over every attempt;
 failed demonstrations are dropped. meta/expert_report.json lists each episode's seed. `--workers N`
 records in N processes, each from its own block of seeds, and merges their shards (record_parallel).
-`--through-ros` records through a running graph instead (twinloop_vla.ros_expert: world_sim's
-camera topics, the execution node's stream and safety gate; one process, real time, no gaze masks).
+Through ROS instead (world_sim's camera topics, the execution node's stream and safety gate; one process,
+real time, no gaze masks): `python -m twinloop_bringup.ros_expert` with the same arguments.
 
     . ./twinloop_env.sh && python -m twinloop_vla.record --task "pick up the blue cube" \\
         --task "put the red cube in the bowl" --episodes 40 --out ~/.cache/twinloop/datasets/sim_pick_place
@@ -55,13 +55,13 @@ def record(
     noise=0.0,
     retries=0,
     position=0,
-    through_ros=False,
+    expert=None,
 ):
     """Record `episodes` successful demonstrations per task into out; returns the report dict.
 
     max_frames cuts every episode short (kept even if unfinished: for quick tests);
     max_attempts per task defaults to 2 x episodes; position: the progress bar's line;
-    through_ros: record through the sim_arm graph (RosExpert) instead of the simulation core."""
+    expert: what records (WorldSimExpert's interface; default: WorldSimExpert in process, closed at the end)."""
     if seed < TRAIN_SEED_MIN:
         raise ValueError(f'training layouts use seeds >= {TRAIN_SEED_MIN} (below are evaluation layouts), got {seed}')
     import datasets
@@ -69,15 +69,10 @@ def record(
     datasets.disable_progress_bars()  # one bar: episodes
     root = Path(root or os.environ.get('TWINLOOP_ROOT', '.'))
     scene_path = Path(scene_path or root / 'config' / 'scenes' / 'tabletop.yaml')
-    if through_ros:
-        from twinloop_vla.ros_expert import RosExpert  # rclpy only where it is used
-
-        expert = RosExpert(scene_path, root, fps, cameras, size)
-    else:
-        expert = WorldSimExpert(scene.SceneConfig.from_yaml(scene_path), root, fps, cameras, size)
+    expert = expert or WorldSimExpert(scene.SceneConfig.from_yaml(scene_path), root, fps, cameras, size)
     writer = LeRobotWriter(out, fps=fps, features=expert.features())
     report = {'fps': fps, 'cameras': list(cameras), 'size': list(size), 'first_seed': seed}
-    report |= {'velocity_scale': velocity_scale, 'noise': noise, 'retries': retries, 'through_ros': through_ros}
+    report |= {'velocity_scale': velocity_scale, 'noise': noise, 'retries': retries, 'expert': type(expert).__name__}
     report['episodes'] = []
     attempts_left = {task: max_attempts or 2 * episodes for task in tasks}
     bar = tqdm(total=episodes * len(tasks), unit='episode', disable=not progress, position=position)
@@ -166,8 +161,8 @@ def record_parallel(out, tasks, episodes, workers, seed=TRAIN_SEED_MIN, max_atte
     return report
 
 
-def main(argv=None):
-    """Parse the command line and record."""
+def argument_parser():
+    """The recorders' command line (this module's and twinloop_bringup.ros_expert's)."""
     parser = argparse.ArgumentParser(description='Scripted sim-suite demonstrations (world_sim) in the LeRobot format')
     parser.add_argument('--task', action='append', choices=sorted(TASKS), required=True, help='repeat for more tasks')
     parser.add_argument('--episodes', type=int, default=40, help='successful demonstrations per task')
@@ -188,12 +183,12 @@ def main(argv=None):
     parser.add_argument('--retries', type=int, default=0, help='grasps the expert tries again after a miss')
     parser.add_argument('--workers', type=int, default=1, help='processes recording in parallel (shards merged)')
     parser.add_argument('--scene', default=None, help='scene YAML (default: config/scenes/tabletop.yaml)')
-    parser.add_argument(
-        '--through-ros', action='store_true', help="through world_sim's topics and the execution node's stream"
-    )
-    args = parser.parse_args(argv)
-    if args.through_ros and args.workers > 1:
-        parser.error('--through-ros records in one process (the graph runs in real time): drop --workers')
+    return parser
+
+
+def main(argv=None):
+    """Parse the command line and record."""
+    args = argument_parser().parse_args(argv)
     report = record_parallel(
         args.out,
         args.task,
@@ -209,8 +204,12 @@ def main(argv=None):
         velocity_scale=args.velocity_scale,
         noise=args.noise,
         retries=args.retries,
-        through_ros=args.through_ros,
     )
+    print_summary(report)
+
+
+def print_summary(report):
+    """The report without its episode list, as JSON."""
     summary = {k: v for k, v in report.items() if k != 'episodes'} | {'episodes': len(report['episodes'])}
     summary['episodes_with_a_retry'] = sum(e['retries'] > 0 for e in report['episodes'])
     print(json.dumps(summary, indent=2))

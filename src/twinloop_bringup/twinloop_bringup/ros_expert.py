@@ -1,8 +1,8 @@
 """The scripted sim-suite expert through ROS: demonstrations recorded with the cameras the policy sees.
 
 `RosExpert` has WorldSimExpert's recording interface (features, run, close), so
-`python -m twinloop_vla.record --through-ros ...` writes the same LeRobot dataset from a running
-graph instead of the simulation core: it starts config/graphs.yaml's `sim_arm` graph (world_sim and
+`python -m twinloop_bringup.ros_expert ...` (twinloop_vla.record's arguments) writes the same LeRobot
+dataset through a graph instead of the simulation core: it starts config/graphs.yaml's `sim_arm` graph (world_sim and
 the execution node with its safety gate) on a domain of its own, resets world_sim to each layout seed
 (~/reset), plans the expert's waypoints from world_sim's ground truth (a privileged expert, as in
 process: twinloop_data.world_sim_expert.run_expert) and streams the joint targets through the
@@ -25,6 +25,7 @@ No gaze masks: world_sim publishes no segmentation (the in-process recorder has 
 import os
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import rclpy
@@ -36,6 +37,7 @@ from twinloop_interfaces.msg import DetectedObjectArray
 from twinloop_interfaces.srv import ResetWorld, StreamChunk
 
 from twinloop_bringup import graphs, ros_env
+from twinloop_vla.record import argument_parser, print_summary, record
 from twinloop_core.geometry import ObjectState
 from twinloop_core.gripper import OPEN_WIDTH
 from twinloop_core.judging import judge
@@ -354,3 +356,38 @@ class RosExpert:
                 frame[f'observation.camera.{name}'] = camera
             rows.append(frame)
         return rows
+
+
+def main(argv=None):
+    """Record through ROS (twinloop_vla.record's command line; one process: the graph runs in real time)."""
+    parser = argument_parser()
+    parser.description = 'Scripted sim-suite demonstrations through ROS (world_sim, execution) in the LeRobot format'
+    args = parser.parse_args(argv)
+    if args.workers > 1:
+        parser.error('through ROS one process records (the graph runs in real time): drop --workers')
+    root = Path(os.environ.get('TWINLOOP_ROOT', '.'))
+    scene_path = Path(args.scene or root / 'config' / 'scenes' / 'tabletop.yaml')
+    size = (args.width, args.height)
+    expert = RosExpert(scene_path, root, args.fps, args.cameras, size)
+    report = record(
+        args.out,
+        args.task,
+        args.episodes,
+        args.seed,
+        args.fps,
+        args.cameras,
+        size,
+        args.max_frames,
+        args.max_attempts,
+        scene_path,
+        root,
+        velocity_scale=args.velocity_scale,
+        noise=args.noise,
+        retries=args.retries,
+        expert=expert,
+    )
+    print_summary(report)
+
+
+if __name__ == '__main__':
+    main()

@@ -39,8 +39,10 @@ def test_the_expert_records_a_pick_through_ros_that_follows_the_in_process_plan(
     shut, shut_reference = np.argmax(actions[:, 7] < 0.04), np.argmax(reference[:, 7] < 0.04)
     np.testing.assert_allclose(actions[shut, :7], reference[shut_reference, :7], atol=0.02)
     assert np.count_nonzero(np.diff(actions[:, 7])) == 1 and actions[0, 7] > 0.07
-    # each label leads the measured arm by one control period: the next row's joints are close to it
-    assert np.median(np.abs(states[1:, :7] - actions[:-1, :7]).max(axis=1)) < 0.03
+    # each label leads the measured arm by one control period: the next row's joints are nearer to it than its own
+    to_next = np.abs(states[1:, :7] - actions[:-1, :7]).max(axis=1).sum()
+    to_own = np.abs(states[:-1, :7] - actions[:-1, :7]).max(axis=1).sum()
+    assert to_next < 0.7 * to_own, (to_next, to_own)
     # the frames are the camera topics': parameters from CameraInfo and the pose topic, the wrist moving
     wrist = np.array(frames['observation.camera.wrist'])
     assert np.isfinite(wrist).all() and np.linalg.norm(wrist[-1, 4:7] - wrist[0, 4:7]) > 0.05

@@ -49,6 +49,7 @@ from twinloop_data.world_sim_expert import (
     TASKS,
     VELOCITY_SCALE,
     Episode,
+    camera_vector,
     ExpertFailed,
     ExpertPlanner,
     NoisyTargets,
@@ -183,8 +184,7 @@ class RosExpert:
             return np.full(9, np.nan, np.float32)
         pose = min(poses, key=lambda item: abs(item[0] - stamp))[1]
         position, quat = ros_conversions.pose_position(pose), ros_conversions.pose_quat(pose)
-        k = info.k
-        return np.concatenate([quat, position, [k[0] / info.width, k[4] / info.height]]).astype(np.float32)
+        return camera_vector(quat, position, info.k[0], info.k[4], info.width, info.height)
 
     # --- the recording interface (WorldSimExpert's) --------------------------------------------------
     def features(self):

@@ -130,11 +130,16 @@ def object_states(sim):
     return out
 
 
+def camera_vector(quat_wxyz, position, fx, fy, width, height):
+    """The 9 camera parameters (CAMERA_NAMES) of an optical frame's pose and intrinsics."""
+    return np.concatenate([quat_wxyz, position, [fx / width, fy / height]]).astype(np.float32)
+
+
 def camera_parameters(frame):
     """The 9 camera parameters of a rendered frame (see CAMERA_NAMES)."""
     x, y, z, w = cameras.rotation_to_quat_xyzw(frame.rotation)
     k = frame.intrinsics
-    return np.concatenate([[w, x, y, z], frame.position, [k.fx / k.width, k.fy / k.height]]).astype(np.float32)
+    return camera_vector([w, x, y, z], frame.position, k.fx, k.fy, k.width, k.height)
 
 
 class NoisyTargets:

@@ -11,7 +11,7 @@ A sample is frame i of an episode with the raw keys the policy processors take (
   gaze        (V, H, W) 0 or 1     `observation.gaze.<camera>`, the gaze object's pixels, where the dataset has them
 Validation holds out whole episodes (`split_episodes`), never frames of a training episode.
 
-Decoding a frame's PNGs costs about as much as a small policy's training step on 2 cores, so training
+Decoding a batch's PNGs costs about a fifth of a small policy's training step on 2 cores, so training
 decodes every frame once into uncompressed arrays on disk (`use_decoded_frames`) and reads them mapped.
 """
 

@@ -171,7 +171,8 @@ def test_expert_demonstration_loads_back(spatial, tmp_path):
     assert set(np.unique(actions[:, 7])) == {-1.0, 1.0}  # the gripper opened and closed
     states = np.array(data['observation.state'])
     assert np.abs(states[-1, :7] - states[0, :7]).max() > 0.1  # the arm moved
-    assert np.abs(actions[1:, :7] - states[1:, :7]).max() < 0.5  # actions are joint targets near the measured joints
+    # joint targets the arm follows: no faster than the controller tracks (before TRACKED_SPEED they led by 0.5 rad)
+    assert np.abs(actions[1:, :7] - states[1:, :7]).max() < 0.1
 
     # DART: the same init state with noise on the executed targets: the labels of the approach are the same,
     # the arm went elsewhere, and came onto the object where the clean run did

@@ -4,7 +4,8 @@ LeRobot format.
 Privileged: it reads the task's goal from its BDDL problem ("On <object> <destination>", "In", or "Open
 <drawer region>") and object poses, drawer slides and handles from the simulator. It plans grip-site
 waypoints (above the object, down, close, lift, above the destination, down, open), solves them with twinloop's IK,
-times them with ruckig (twinloop_execution.trajectory) and drives LIBERO's JOINT_POSITION controller at 20 Hz, recording
+times them with ruckig (twinloop_execution.trajectory) no faster than the world's controller follows
+(libero_world.TRACKED_SPEED) and drives LIBERO's JOINT_POSITION controller at 20 Hz, recording
 every control step: both cameras (RGB, depth in mm, the gaze mask: the pixels of the object until
 it is lifted, then of the destination, from MuJoCo's segmentation), joint and finger positions, the
 action sent (7 joint targets + gripper -1 open / +1 close) and the instruction. Objects wider than the open
@@ -36,7 +37,7 @@ from twinloop_data.lerobot_format import LeRobotWriter, gaze_feature, gaze_image
 from twinloop_data.world_sim_expert import PICK_WAYPOINTS, NoisyTargets
 from twinloop_execution.kinematics import Arm
 from twinloop_twin import libero_twin, scene
-from twinloop_twin.libero_world import MAX_STEPS, LiberoWorld, matrix_to_quat
+from twinloop_twin.libero_world import MAX_STEPS, TRACKED_SPEED, LiberoWorld, matrix_to_quat
 
 STATE_NAMES = [*scene.ARM_JOINTS, *scene.FINGER_JOINTS]
 DRAWER_APPROACH = 0.08  # [m] in front of a drawer's handle before gripping it; backed off this far after letting go
@@ -189,7 +190,7 @@ class LiberoExpert:
                 raise ExpertFailed(f'no IK solution for {np.round(target, 3)}')
             path = trajectory.parametrize(
                 np.vstack([q, result.positions]),
-                self.limits.velocity,
+                np.minimum(self.limits.velocity, TRACKED_SPEED / self.velocity_scale),
                 self.limits.acceleration,
                 self.jerk,
                 self.velocity_scale,

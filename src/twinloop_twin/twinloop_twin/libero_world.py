@@ -23,6 +23,10 @@ MAX_STEP = 0.05  # [rad] robosuite JOINT_POSITION controller: action 1.0 = this 
 # robosuite's JOINT_POSITION controller has kp 50: the arm then moves at ~0.16 rad/s and no joint-space plan fits
 # LIBERO's step limits. twinloop stiffens it (~0.6 rad/s); the tasks, scenes and predicates are LIBERO's own.
 JOINT_KP = 1500.0
+# [rad/s] per joint: the fastest ramp that controller follows closely (measured: 0.6 rad/s trails by 0.02 rad, 0.8 rad/s
+# saturates its 0.05 rad step and trails by 0.35 rad after 2 s). Joint targets faster than this lead the arm by tenths
+# of a radian - labels a policy cannot read from one frame.
+TRACKED_SPEED = 0.6
 SETTLE_STEPS = 10  # no-op steps after a reset, as LIBERO's standard evaluation waits (num_steps_wait)
 # LIBERO's standard step limits per suite (the published evaluation's max_steps, at 20 Hz)
 MAX_STEPS = {'libero_spatial': 220, 'libero_object': 280, 'libero_goal': 300, 'libero_10': 520, 'libero_90': 400}

@@ -13,10 +13,15 @@ camera topics' (colour and aligned depth, synchronised with the joint states by 
 vla_policy node does, twinloop_vla.sync), resized to the dataset size; the camera parameters come
 from CameraInfo and the optical frame's pose topic.
 
+DART noise (--noise) perturbs the executed targets only, fading in and out over each segment's first and last
+NOISE_FADE_STEPS (a segment starts and ends at rest); through the gate they are guarded as the vla_policy
+node guards a policy's chunks (config/vla_policy.yaml: raised to the grip floor, shaped to its share of the limits),
+since a noisy target sequence at 10 Hz accelerates beyond what the gate passes.
+
 Rows lie at the streamed points' times, one control period apart: row k holds the newest observation
 then (a frame the camera had not yet sent repeats the one before, as the policy would see it) and the
-action is what the arm was commanded for one control period after that observation (the streamed
-targets, linear between points) with the gripper opening of that step. The wait at rest before the
+action is the expert's own target one control period after that observation (its clean targets, linear
+between points; without noise the streamed ones) with the gripper opening of that step. The wait at rest before the
 first chunk (the execution node's start_lead, ~1 s) has no rows: nothing is commanded then, and the
 in-process expert has no such wait; so has any later wait at rest, should one occur.
 No gaze masks: world_sim publishes no segmentation (the in-process recorder has them).
@@ -29,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+import yaml
 from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from geometry_msgs.msg import PoseStamped
@@ -37,6 +43,8 @@ from twinloop_interfaces.msg import DetectedObjectArray
 from twinloop_interfaces.srv import ResetWorld, StreamChunk
 
 from twinloop_bringup import graphs, ros_env
+from twinloop_vla.blending import BlendConfig, RateLimit
+from twinloop_vla.floor import GripFloor
 from twinloop_vla.record import argument_parser, print_summary, record
 from twinloop_core.geometry import ObjectState
 from twinloop_core.gripper import OPEN_WIDTH
@@ -66,6 +74,9 @@ CHUNK_STEPS = 8  # control steps per streamed chunk (the policies' chunk size)
 LEAD = 0.4  # [s] the next chunk is sent this long before the last accepted one ends
 SETTLE = 0.5  # [s] after a reset, before the first chunk (the execution node's objects catch up)
 WAIT_LIMIT = 30.0  # [s] of wall time for anything the graph should answer
+# DART noise fades in over the first and out over the last steps of each segment: a segment starts and ends at
+# rest, and an offset there is a jump from or into rest that the gate refuses as an acceleration (2 dq / dt^2)
+NOISE_FADE_STEPS = 3
 
 
 class GraphTimeout(RuntimeError):
@@ -84,6 +95,10 @@ class RosExpert:
         {node: {key: value}} say otherwise) and this process's node."""
         self.fps, self.camera_names, self.size = fps, list(camera_names), tuple(size)
         self.planner = ExpertPlanner(root, fps)
+        guard = yaml.safe_load((Path(root) / 'config' / 'vla_policy.yaml').read_text())['vla_policy']['ros__parameters']
+        blend = BlendConfig(limit_margin=guard['limit_margin'], limit_tolerance=guard['limit_tolerance'])
+        self.shaping = RateLimit.of(self.planner.limits, blend)
+        self.floor = GripFloor.panda(guard['grip_floor'], guard['grip_floor_tolerance'], self.planner.limits)
         specs = graphs.load('sim_arm', {'scene': str(scene_path)})
         overrides = {'world_sim': {'camera_rate': float(fps)}, **(parameters or {})}
         for spec in specs:
@@ -197,7 +212,7 @@ class RosExpert:
             raise ValueError(f'unknown task {task!r}; the expert does {sorted(TASKS)}')
         self._reset(seed)
         before = self.object_states()
-        self.observations, self.points, self.grippers = [], [], [(-np.inf, OPEN_WIDTH)]
+        self.observations, self.points, self.labels, self.grippers = [], [], [], [(-np.inf, OPEN_WIDTH)]
         self.stream_id, self.stream_start, self.committed = f'expert-{uuid.uuid4().hex[:8]}', None, None
         self.perturb = NoisyTargets(noise, np.random.default_rng(seed))
         try:
@@ -245,18 +260,21 @@ class RosExpert:
         """Stream the steps (noisy targets while moving, see NoisyTargets) in chunks of CHUNK_STEPS, each
         sent LEAD before the last accepted one ends; returns once the last is accepted."""
         del gaze  # no segmentation through ROS
-        targets = []
-        for target, _, moving in steps:
+        executed = []
+        for k, (target, _, moving) in enumerate(steps):
             self.perturb.active = moving
-            targets.append(self.perturb(target))
+            fade = min(1.0, k / NOISE_FADE_STEPS, (len(steps) - 1 - k) / NOISE_FADE_STEPS)
+            executed.append(target + fade * (self.perturb(target) - target))
+        clean = [target for target, _, _ in steps]
         widths = [gripper for _, gripper, _ in steps]
         for start in range(0, len(steps), CHUNK_STEPS):
-            self._send(targets, widths, start, min(start + CHUNK_STEPS, len(steps)))
+            self._send(executed, clean, widths, start, min(start + CHUNK_STEPS, len(steps)))
 
     # --- streaming -----------------------------------------------------------------------------------
-    def _send(self, targets, widths, start, end):
+    def _send(self, targets, clean, widths, start, end):
         """targets[start:end] as one chunk spliced where the last accepted one ends (a segment's last target
-        at rest: each ends at rest), each point with the opening of the step that starts there."""
+        at rest: each ends at rest), guarded as the vla_policy node guards a chunk, each point with the opening
+        of the step that starts there; clean[start:end] are its labels."""
         if self.committed is not None:
             self._spin_until(
                 lambda: self.arm[0] >= self._robot_time(self.committed[0]) - LEAD, 'the time to send a chunk'
@@ -266,12 +284,17 @@ class RosExpert:
             q0, v0 = self.arm[1], np.zeros(7)
         dt = 1.0 / self.fps
         sequence = np.vstack([q0, *targets[start : min(end + 1, len(targets))]])
+        if self.floor is not None:
+            sequence, _ = self.floor.apply(sequence)
+        if self.shaping is not None:
+            sequence = self.shaping.shape(dt * np.arange(len(sequence)), sequence, v0)
         velocities = np.gradient(sequence, dt, axis=0)
         velocities[0] = v0
         if end == len(targets):
             velocities[-1] = 0.0
         positions, velocities = sequence[: end - start + 1], velocities[: end - start + 1]
         times = dt * np.arange(len(positions))
+        labels = [self.labels[-1][1] if self.labels else q0, *clean[start:end]]
         openings = [float(w) for w in widths[start:end]] + [-1.0]
         points = [
             JointTrajectoryPoint(
@@ -297,6 +320,7 @@ class RosExpert:
             self.stream_start = self.trajectory_stamp
         begin = self._robot_time(reply.committed_until - times[-1])
         self.points += [(begin + t, q) for t, q in zip(times, positions)]
+        self.labels += [(begin + t, q) for t, q in zip(times, labels)]
         self.grippers += [(begin + t, w) for t, w in zip(times, openings) if w >= 0]
         self.committed = (
             reply.committed_until,
@@ -334,7 +358,7 @@ class RosExpert:
         """Dataset frames at the streamed points' times (see the module docstring)."""
         dt = 1.0 / self.fps
         point_times = np.array([t for t, _ in self.points])
-        point_q = np.array([q for _, q in self.points])
+        label_q = np.array([q for _, q in self.labels])
         keep = np.r_[True, np.diff(point_times) > dt / 2]  # a chunk's first point is the last one's end
         grid = point_times[keep][:-1]
         stamps = np.array([o[0] for o in observations])
@@ -344,7 +368,7 @@ class RosExpert:
             if index < 0:
                 continue
             stamp, state, views = observations[index]
-            target = np.array([np.interp(stamp + dt, point_times, point_q[:, j]) for j in range(point_q.shape[1])])
+            target = np.array([np.interp(stamp + dt, point_times, label_q[:, j]) for j in range(label_q.shape[1])])
             width = [w for t, w in self.grippers if t < stamp + dt - 1e-3][-1]  # the step's from stamp on
             frame = {
                 'observation.state': np.asarray(state, np.float32),

@@ -60,6 +60,33 @@ def test_only_fingers_closed_on_something_carry_what_one_of_them_touches(width, 
         twin.close()
 
 
+def test_a_chunk_starting_ahead_of_the_arm_carries_the_cube_the_arm_holds_now():
+    """A streamed chunk starts where the arm will be (~0.4 s ahead), the twin's cube is where the arm holds it
+    now. Held is judged at the twin's arm: the chunk (up, then down past here) carries the cube along instead
+    of bringing the hand down onto where it is now."""
+    from twinloop_execution.kinematics import ArmKinematics
+    from twinloop_twin import scene
+    from twinloop_twin.twin import Detection, MeshLibrary, SimTwin
+
+    config = scene.SceneConfig.from_yaml(os.path.join(os.environ['TWINLOOP_ROOT'], 'config', 'scenes', 'tabletop.yaml'))
+    cube = next(o for o in config.objects if o.id == 'red_cube')  # 5 cm
+    twin = SimTwin(MeshLibrary.from_scene(config), [])
+    try:
+        held = [Detection('red_cube', cube.mesh_id, (0.5, 0.0, 0.175), (1, 0, 0, 0))]
+        twin.sync(held, scene.HOME, 0.048)
+        ik = PandaIk(twin.model)
+        path = [ik.solve(twin.data.qpos.copy(), (0.5, 0.0, z), HOME_GRIP) for z in (0.2, 0.28, 0.2, 0.14)]
+        assert all(p.converged for p in path)
+        now, chunk = path[0].positions, np.array([p.positions for p in path[1:]])
+        twin.sync(held, now, 0.048)
+        assert ArmKinematics(twin.model, twin.data).collisions(chunk) == []
+        stale = ArmKinematics(twin.model)  # no synced arm: held judged at the chunk's start, where nothing is
+        stale.data.qpos[:] = twin.data.qpos
+        assert any('red_cube' in pair for pair in stale.collisions(chunk))
+    finally:
+        twin.close()
+
+
 def test_shut_fingers_pressing_on_one_face_hold_nothing():
     """A push: both shut fingers press on the face of a box. The gate must not carry the box with the
     hand (its contact with what it stands on would read as a held object's collision)."""

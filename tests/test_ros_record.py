@@ -48,3 +48,22 @@ def test_the_expert_records_a_pick_through_ros_that_follows_the_in_process_plan(
     assert np.isfinite(wrist).all() and np.linalg.norm(wrist[-1, 4:7] - wrist[0, 4:7]) > 0.05
     images = np.array([np.asarray(im) for im in frames['observation.images.front']])
     assert images.shape[1:] == (SIZE[1], SIZE[0], 3) and np.abs(np.diff(images.astype(float), axis=0)).mean() > 0.1
+
+
+def test_dart_noise_moves_the_executed_targets_through_the_gate_and_leaves_the_labels_clean(tmp_path):
+    """With DART noise the streamed (executed) targets carry the offset, faded in and out per segment and
+    guarded as vla_policy's chunks (the gate passes them); the labels are the expert's own smooth targets."""
+    expert = RosExpert(os.path.join(ROOT, 'config/scenes/tabletop.yaml'), ROOT, size=SIZE)
+    try:
+        episode = expert.run(TASK, SEED, lambda frame: None, noise=0.015)
+        assert episode.success, episode.detail
+        times = np.array([t for t, _ in expert.points])
+        keep = np.r_[True, np.diff(times) > 0.05]  # a chunk's first point repeats the last one's end
+        executed = np.array([q for _, q in expert.points])[keep]
+        labels = np.array([q for _, q in expert.labels])[keep]
+    finally:
+        expert.close()
+    offset = np.abs(executed - labels).max(axis=1)
+    assert offset.max() > 0.005 and offset[0] == 0.0  # the noise is on the executed path, not at the start
+    # the labels are ruckig's smooth plan; the executed path is rougher by the noise
+    assert np.abs(np.diff(labels, 2, axis=0)).max() < 0.5 * np.abs(np.diff(executed, 2, axis=0)).max()

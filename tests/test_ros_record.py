@@ -52,18 +52,20 @@ def test_the_expert_records_a_pick_through_ros_that_follows_the_in_process_plan(
 
 def test_dart_noise_moves_the_executed_targets_through_the_gate_and_leaves_the_labels_clean(tmp_path):
     """With DART noise the streamed (executed) targets carry the offset, faded in and out per segment and
-    guarded as vla_policy's chunks (the gate passes them); the labels are the expert's own smooth targets."""
+    guarded as vla_policy's chunks (the gate passes them); the labels are the expert's own plan: what the
+    same layout streams without noise."""
     expert = RosExpert(os.path.join(ROOT, 'config/scenes/tabletop.yaml'), ROOT, size=SIZE)
+    paths = {}
     try:
-        episode = expert.run(TASK, SEED, lambda frame: None, noise=0.015)
-        assert episode.success, episode.detail
-        times = np.array([t for t, _ in expert.points])
-        keep = np.r_[True, np.diff(times) > 0.05]  # a chunk's first point repeats the last one's end
-        executed = np.array([q for _, q in expert.points])[keep]
-        labels = np.array([q for _, q in expert.labels])[keep]
+        for noise in (0.0, 0.015):
+            episode = expert.run(TASK, SEED, lambda frame: None, noise=noise)
+            assert episode.success, (noise, episode.detail)
+            paths[noise] = (np.array([q for _, q in expert.points]), np.array([q for _, q in expert.labels]))
     finally:
         expert.close()
-    offset = np.abs(executed - labels).max(axis=1)
-    assert offset.max() > 0.005 and offset[0] == 0.0  # the noise is on the executed path, not at the start
-    # the labels are ruckig's smooth plan; the executed path is rougher by the noise
-    assert np.abs(np.diff(labels, 2, axis=0)).max() < 0.5 * np.abs(np.diff(executed, 2, axis=0)).max()
+    (plan, plan_labels), (executed, labels) = paths[0.0], paths[0.015]
+    # without noise the labels are what was streamed, but for the guard (the grip floor lifts the descent by ~1 mm)
+    np.testing.assert_allclose(plan_labels, plan, atol=5e-3)
+    first = 15  # control steps of the first approach, before anything touches
+    assert np.abs(executed[:first] - plan[:first]).max() > 0.005  # the noise moved the executed targets
+    np.testing.assert_allclose(labels[:first], plan[:first], atol=2e-3)  # not the labels

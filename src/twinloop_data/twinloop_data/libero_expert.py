@@ -1,17 +1,17 @@
 """A scripted expert for LIBERO pick-and-place and drawer-opening tasks, recording demonstrations in the
 LeRobot format.
 
-Privileged: it reads the task's goal from its BDDL problem ("On <object> <destination>", "In", or "Open
-<drawer region>") and object poses, drawer slides and handles from the simulator. It plans grip-site
-waypoints (above the object, down, close, lift, above the destination, down, open), solves them with twinloop's IK,
-times them with ruckig (twinloop_execution.trajectory) no faster than the world's controller follows
-(libero_world.TRACKED_SPEED) and drives LIBERO's JOINT_POSITION controller at 20 Hz, recording
-every control step: both cameras (RGB, depth in mm, the gaze mask: the pixels of the object until
-it is lifted, then of the destination, from MuJoCo's segmentation), joint and finger positions, the
-action sent (7 joint targets + gripper -1 open / +1 close) and the instruction. Objects wider than the open
-fingers (bowls, plates) are taken by the rim (twinloop_core.geometry.grasp_of), everything else
-across its narrower side at mid height. A drawer's handle is gripped from the front with the fingers closing
-vertically and pulled out along the slide (LiberoWorld.drawer).
+Privileged: it reads the task's goal from its BDDL problem ("On <object> <destination>", "In", or "Open <drawer
+region>") and object poses, drawer slides and handles from the simulator. It plans grip-site waypoints (above the
+object, down, close, lift, above the destination, down, open), solves them with twinloop's IK, times them with
+ruckig (twinloop_execution.trajectory; `--tracked-speed` caps every joint at what the world's controller follows,
+libero_world.TRACKED_SPEED, so the labels do not run ahead of the arm) and drives LIBERO's JOINT_POSITION controller
+at 20 Hz, recording every control step: both cameras (RGB, depth in mm, the gaze mask: the pixels of the object
+until it is lifted, then of the destination, from MuJoCo's segmentation), joint and finger positions, the action
+sent (7 joint targets + gripper -1 open / +1 close) and the instruction. Objects wider than the open fingers (bowls,
+plates) are taken by the rim (twinloop_core.geometry.grasp_of), everything else across its narrower side at mid
+height. A drawer's handle is gripped from the front with the fingers closing vertically and pulled out along the
+slide (LiberoWorld.drawer).
 
     . ./twinloop_env.sh && python -m twinloop_data.libero_expert --suite libero_spatial --tasks 0 1 \\
         --successes 20 --out data/libero_spatial_demos [--repeats 4 --noise 0.02]
@@ -98,9 +98,14 @@ def goal_of(world):
 class LiberoExpert:
     """Privileged pick-and-place expert: IK waypoints timed by ruckig, driven through LiberoWorld."""
 
-    def __init__(self, world, twin, urdf, limits_yaml, velocity_scale=0.4):
+    def __init__(self, world, twin, urdf, limits_yaml, velocity_scale=0.4, max_speed=None):
+        """max_speed: [rad/s] cap on every joint's speed (None: velocity_scale of the limits alone, as the
+        datasets of record were made; TRACKED_SPEED: no faster than LIBERO's controller follows)."""
         self.world, self.twin, self.velocity_scale = world, twin, velocity_scale
         self.limits = JointLimits.from_description(urdf, limits_yaml, list(scene.ARM_JOINTS))
+        self.velocity = (
+            self.limits.velocity if max_speed is None else np.minimum(self.limits.velocity, max_speed / velocity_scale)
+        )
         self.jerk = trajectory.jerk_limits(limits_yaml, list(scene.ARM_JOINTS))
         self.arm = Arm(twin.model)
 
@@ -190,7 +195,7 @@ class LiberoExpert:
                 raise ExpertFailed(f'no IK solution for {np.round(target, 3)}')
             path = trajectory.parametrize(
                 np.vstack([q, result.positions]),
-                np.minimum(self.limits.velocity, TRACKED_SPEED / self.velocity_scale),
+                self.velocity,
                 self.limits.acceleration,
                 self.jerk,
                 self.velocity_scale,
@@ -243,6 +248,12 @@ def main():
         help='number of the first run (a later recording continues an earlier one)',
     )
     parser.add_argument('--noise', type=float, default=0.0, help='DART: spread [rad] of the executed targets offset')
+    parser.add_argument(
+        '--tracked-speed',
+        action='store_true',
+        help=f"no joint faster than LIBERO's controller follows ({TRACKED_SPEED} rad/s; the labels then stay within "
+        '0.1 rad of the arm, without it up to 0.5 rad ahead)',
+    )
     parser.add_argument('--minutes', type=float, default=None, help='stop a task after this long (default: no limit)')
     parser.add_argument('--image-size', type=int, default=128)
     parser.add_argument('--out', required=True, help='dataset folder (must not hold a dataset yet)')
@@ -254,6 +265,7 @@ def main():
     repeats = range(args.first_repeat, args.first_repeat + args.repeats)
     report = {
         'suite': args.suite,
+        'tracked_speed': args.tracked_speed,
         'init_states': [0, TRAIN_INIT_STATES],
         'repeats': [repeats.start, repeats.stop],
         'noise': args.noise,
@@ -263,7 +275,13 @@ def main():
     for task_id in args.tasks:
         world = LiberoWorld(args.suite, task_id, image_size=args.image_size)
         twin = libero_twin.LiberoTwin(world.sim.model.get_xml(), world.base_position, [o[0] for o in world.objects()])
-        expert = LiberoExpert(world, twin, root / 'urdf' / 'panda.urdf', root / 'config' / 'panda_joint_limits.yaml')
+        expert = LiberoExpert(
+            world,
+            twin,
+            root / 'urdf' / 'panda.urdf',
+            root / 'config' / 'panda_joint_limits.yaml',
+            max_speed=TRACKED_SPEED if args.tracked_speed else None,
+        )
         successes, attempts, started = 0, 0, time.monotonic()
         for init_state, repeat in runs:
             if successes >= args.successes or (args.minutes and time.monotonic() - started > 60 * args.minutes):

@@ -98,10 +98,10 @@ class ArmKinematics:
     """Forward kinematics and kinematic collision checks of arm configurations in a scene model.
 
     The model's objects stay where the data puts them (e.g. a synced twin); only the arm moves,
-    carrying any object held between the fingers (rigidly, as the gripper does). Held is judged where
-    the data's arm is (the twin's measured joints, where its objects were seen), not at the first
-    configuration: a streamed chunk starts where the arm will be a few tenths of a second later, and a cube
-    carried there is still where the arm is now. Contacts that count as collisions: any robot link but the
+    carrying any object held between the fingers (rigidly, as the gripper does). Held is judged at the first
+    configuration and also where the data's arm is (the twin's measured joints, where its objects were seen): a
+    streamed chunk starts where the arm will be a few tenths of a second later, and a cube carried there is
+    still where the arm is now. Contacts that count as collisions: any robot link but the
     fingers touching anything; fingers touching the table or floor; robot links touching each other (but
     fingers touching fingers); a held object touching anything but the robot that it did not
     already touch at the start (lifting it off the table is fine). Fingers touching objects are
@@ -112,7 +112,7 @@ class ArmKinematics:
         self.model = model
         self.data = mujoco.MjData(model) if data is None else copy.copy(data)
         self.arm_qpos = scene.qpos_addresses(model)
-        self.synced = None if data is None else self.data.qpos[self.arm_qpos].copy()  # where held is judged
+        self.synced = None if data is None else self.data.qpos[self.arm_qpos].copy()  # held is judged here too
         self.site = model.site(EE_SITE).id
         names = [model.body(model.geom_bodyid[g]).name for g in range(model.ngeom)]
         self.geom_owner = [model.geom(g).name if model.geom_bodyid[g] == 0 else names[g] for g in range(model.ngeom)]
@@ -255,7 +255,9 @@ class ArmKinematics:
         """Sorted 'robot_link|other' (or 'held_object|other') strings for every collision along the configurations."""
         if len(qs) == 0:
             return []
-        held = self._held_objects(qs[0] if self.synced is None else self.synced)
+        held = self._held_objects(qs[0])
+        if self.synced is not None:  # and what the fingers hold where the twin's arm is
+            held.update(self._held_objects(self.synced))
         watched = self._robot_geom | np.array([owner in held for owner in self.geom_owner], bool)
         found, resting = set(), None
         for q in qs:

@@ -23,7 +23,7 @@ def test_the_expert_records_a_pick_through_ros_that_follows_the_in_process_plan(
     assert report['expert'] == 'RosExpert' and report['attempts'] == 1, report['episodes']
     assert report['episodes'][0]['success'], report['episodes'][0]['detail']
     info, _, episodes, frames = load(tmp_path / 'demos')
-    assert info['fps'] == 10 and 'observation.gaze.front' not in info['features']
+    assert info['fps'] == 10 and 'observation.gaze.front' in info['features']
     actions, states = np.array(frames['action']), np.array(frames['observation.state'])
 
     expert = WorldSimExpert(scene.SceneConfig.from_yaml(os.path.join(ROOT, 'config/scenes/tabletop.yaml')), ROOT)
@@ -48,6 +48,11 @@ def test_the_expert_records_a_pick_through_ros_that_follows_the_in_process_plan(
     assert np.isfinite(wrist).all() and np.linalg.norm(wrist[-1, 4:7] - wrist[0, 4:7]) > 0.05
     images = np.array([np.asarray(im) for im in frames['observation.images.front']])
     assert images.shape[1:] == (SIZE[1], SIZE[0], 3) and np.abs(np.diff(images.astype(float), axis=0)).mean() > 0.1
+    # the gaze masks (box silhouettes from ground truth) lie on the blue cube in the front view
+    masks = np.array([np.asarray(im) for im in frames['observation.gaze.front']]).reshape(len(images), SIZE[1], SIZE[0])
+    assert (masks > 0).sum(axis=(1, 2)).min() >= 4
+    colour = images[0][masks[0] > 0].mean(axis=0)
+    assert np.argmax(colour) == 2, colour
 
 
 def test_dart_noise_moves_the_executed_targets_through_the_gate_and_leaves_the_labels_clean(tmp_path):

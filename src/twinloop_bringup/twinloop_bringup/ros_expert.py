@@ -24,7 +24,10 @@ action is the expert's own target one control period after that observation (its
 between points; without noise the streamed ones) with the gripper opening of that step. The wait at rest before the
 first chunk (the execution node's start_lead, ~1 s) has no rows: nothing is commanded then, and the
 in-process expert has no such wait; so has any later wait at rest, should one occur.
-No gaze masks: world_sim publishes no segmentation (the in-process recorder has them).
+The gaze masks are the silhouettes of the gaze object's bounding box (box_gaze_mask: its ground-truth pose
+newest at the frame, the frame's camera parameters, less what the depth sees nearer): world_sim publishes no
+segmentation, which the in-process recorder uses (they overlap it by ~0.8 of their union on the cubes, ~0.5 on the
+bowl, whose box is larger than it; tests/test_record). The gaze of a row is the one of the segment it belongs to.
 """
 
 import os
@@ -61,6 +64,7 @@ from twinloop_data.world_sim_expert import (
     ExpertFailed,
     ExpertPlanner,
     NoisyTargets,
+    box_gaze_mask,
     dataset_views,
     features,
     lifted,
@@ -189,7 +193,7 @@ class RosExpert:
         for v, name in enumerate(self.camera_names):
             rgb, depth = dataset_views(observation.images[v], observation.depth[v], self.size)
             views[name] = (rgb, depth, self._camera(name, observation.stamp))
-        self.observations.append((observation.stamp, observation.state, views))
+        self.observations.append((observation.stamp, observation.state, views, self.truth[1]))
 
     def _camera(self, name, stamp):
         """The 9 camera parameters (CAMERA_NAMES) of a camera at a frame's stamp."""
@@ -203,8 +207,8 @@ class RosExpert:
 
     # --- the recording interface (WorldSimExpert's) --------------------------------------------------
     def features(self):
-        """The dataset features this expert records (no gaze masks, see the module docstring)."""
-        return features(self.camera_names, *self.size, gaze=False)
+        """The dataset features this expert records (gaze masks from ground truth, see the module docstring)."""
+        return features(self.camera_names, *self.size)
 
     def run(self, task, seed, record, max_frames=None, velocity_scale=VELOCITY_SCALE, noise=0.0, retries=0):
         """Record one episode of task on world_sim's layout seed; record(frame) gets every row (at the end)."""
@@ -213,6 +217,7 @@ class RosExpert:
         self._reset(seed)
         before = self.object_states()
         self.observations, self.points, self.labels, self.grippers = [], [], [], [(-np.inf, OPEN_WIDTH)]
+        self.gazes = []  # (robot time a segment starts, the object its rows gaze at)
         self.stream_id, self.stream_start, self.committed = f'expert-{uuid.uuid4().hex[:8]}', None, None
         self.perturb = NoisyTargets(noise, np.random.default_rng(seed))
         try:
@@ -259,8 +264,7 @@ class RosExpert:
     def execute(self, steps, gaze):
         """Stream the steps (noisy targets while moving, see NoisyTargets) in chunks of CHUNK_STEPS, each
         sent LEAD before the last accepted one ends; returns once the last is accepted."""
-        del gaze  # no segmentation through ROS
-        executed = []
+        executed, first = [], len(self.points)
         for k, (target, _, moving) in enumerate(steps):
             self.perturb.active = moving
             fade = min(1.0, k / NOISE_FADE_STEPS, (len(steps) - 1 - k) / NOISE_FADE_STEPS)
@@ -269,6 +273,7 @@ class RosExpert:
         widths = [gripper for _, gripper, _ in steps]
         for start in range(0, len(steps), CHUNK_STEPS):
             self._send(executed, clean, widths, start, min(start + CHUNK_STEPS, len(steps)))
+        self.gazes.append((self.points[first][0], gaze))
 
     # --- streaming -----------------------------------------------------------------------------------
     def _send(self, targets, clean, widths, start, end):
@@ -276,9 +281,7 @@ class RosExpert:
         at rest: each ends at rest), guarded as the vla_policy node guards a chunk, each point with the opening
         of the step that starts there; clean[start:end] are its labels."""
         if self.committed is not None:
-            self._spin_until(
-                lambda: self.arm[0] >= self._robot_time(self.committed[0]) - LEAD, 'the time to send a chunk'
-            )
+            self._spin_until(self._time_to_send, 'the time to send a chunk')
             q0, v0 = self.committed[1], self.committed[2]
         else:
             q0, v0 = self.arm[1], np.zeros(7)
@@ -312,6 +315,7 @@ class RosExpert:
         )
         if self.stream_start is None:
             self.trajectory_stamp = None
+        called = time.monotonic()
         reply = self._call(request)
         if not reply.accepted:
             raise ExpertRefused(f'the execution node refused a chunk ({reply.check}): {reply.reason}')
@@ -327,6 +331,13 @@ class RosExpert:
             np.array(reply.commanded_positions),
             np.array(reply.commanded_velocities),
         )
+        self.send_by = called + reply.committed_until - reply.stream_time - LEAD
+
+    def _time_to_send(self):
+        """LEAD before the committed path's end, by the measured joints' stamps or by the wall clock (the graph
+        runs in real time), whichever says so first: this process's callbacks (frames) can fall behind, and
+        the joint states it has read then lag the arm."""
+        return self.arm[0] >= self._robot_time(self.committed[0]) - LEAD or time.monotonic() >= self.send_by
 
     def _robot_time(self, stream_time):
         return self.stream_start + stream_time
@@ -367,7 +378,9 @@ class RosExpert:
             index = int(np.searchsorted(stamps, time_ + 1e-3, side='right')) - 1
             if index < 0:
                 continue
-            stamp, state, views = observations[index]
+            stamp, state, views, truth = observations[index]
+            gaze = next((g for t, g in reversed(self.gazes) if t < stamp + dt - 1e-3), self.gazes[0][1])
+            box = ros_conversions.object_states(truth)[gaze]
             target = np.array([np.interp(stamp + dt, point_times, label_q[:, j]) for j in range(label_q.shape[1])])
             width = [w for t, w in self.grippers if t < stamp + dt - 1e-3][-1]  # the step's from stamp on
             frame = {
@@ -377,6 +390,7 @@ class RosExpert:
             for name, (rgb, depth, camera) in views.items():
                 frame[f'observation.images.{name}'] = rgb
                 frame[f'observation.depth.{name}'] = depth
+                frame[f'observation.gaze.{name}'] = box_gaze_mask(box, camera, self.size, depth)
                 frame[f'observation.camera.{name}'] = camera
             rows.append(frame)
         return rows

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
+from scipy.spatial import ConvexHull, QhullError
 
-from twinloop_core.geometry import grasp_orientation, grip_height
+from twinloop_core.geometry import grasp_orientation, grip_height, quat_matrix
 from twinloop_core.gripper import CLOSED_WIDTH, KEEP, OPEN_WIDTH
 from twinloop_core.judging import judge
 from twinloop_core.task import SubTask
@@ -48,6 +49,7 @@ STATE_NAMES = [*scene.ARM_JOINTS, 'gripper_width', *(f'{j}_velocity' for j in sc
 ACTION_NAMES = [f'{j}_target' for j in scene.ARM_JOINTS] + ['gripper_width_command']
 CAMERA_NAMES = ['qw', 'qx', 'qy', 'qz', 'x', 'y', 'z', 'fx_over_width', 'fy_over_height']
 FPS = 10  # [Hz] the recorded control rate by default
+MIN_GAZE_DEPTH = 0.05  # [m] a box with a corner nearer the lens than this gets an empty gaze mask
 CAMERAS = ('front', 'wrist')  # the recorded cameras by default (the vla_policy node's default views)
 IMAGE_SIZE = (160, 120)  # (width, height) of recorded images by default
 VELOCITY_SCALE = 0.5  # share of the arm's velocity, acceleration and jerk limits the expert moves at by default
@@ -133,6 +135,39 @@ def object_states(sim):
 def camera_vector(quat_wxyz, position, fx, fy, width, height):
     """The 9 camera parameters (CAMERA_NAMES) of an optical frame's pose and intrinsics."""
     return np.concatenate([quat_wxyz, position, [fx / width, fy / height]]).astype(np.float32)
+
+
+def box_gaze_mask(obj, camera, size, depth_mm=None, tolerance=0.01):
+    """The gaze mask (gaze_image's uint8 image) of an object's bounding box (position of its bottom face, quat
+    w x y z, size x y z) in a camera given by its 9 parameters (CAMERA_NAMES, principal point at the image
+    centre) at the dataset size (width, height): the box corners' convex hull, less the pixels where the depth
+    image [mm] sees something nearer than the box. For recorders with ground-truth poses but no segmentation
+    (through ROS); the in-process recorder's masks are MuJoCo's segmentation."""
+    width, height = size
+    position, quat, (sx, sy, sz) = obj
+    corners = np.array([[x * sx / 2, y * sy / 2, z * sz] for x in (-1, 1) for y in (-1, 1) for z in (0, 1)])
+    camera = np.asarray(camera, float)
+    optical = (np.asarray(position, float) + corners @ quat_matrix(quat).T - camera[4:7]) @ quat_matrix(camera[:4])
+    mask = np.zeros((height, width), bool)
+    if np.any(optical[:, 2] < MIN_GAZE_DEPTH):  # a corner behind or at the lens: no silhouette
+        return gaze_image(mask)
+    pixels = np.column_stack(
+        [
+            camera[7] * width * optical[:, 0] / optical[:, 2] + (width - 1) / 2,
+            camera[8] * height * optical[:, 1] / optical[:, 2] + (height - 1) / 2,
+        ]
+    )
+    try:
+        outline = pixels[ConvexHull(pixels).vertices]
+    except QhullError:  # degenerate (seen edge-on)
+        return gaze_image(mask)
+    image = Image.new('L', (width, height))
+    ImageDraw.Draw(image).polygon([tuple(p) for p in outline], fill=255)
+    mask = np.asarray(image) > 0
+    if depth_mm is not None:
+        seen = np.asarray(depth_mm, float) / 1000
+        mask &= (seen <= 0) | (seen > optical[:, 2].min() - tolerance)
+    return gaze_image(mask)
 
 
 def camera_parameters(frame):

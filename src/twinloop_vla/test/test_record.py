@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 
 from twinloop_data.lerobot_format import load
-from twinloop_data.world_sim_expert import STATE_NAMES, TASKS, TRAIN_SEED_MIN, WorldSimExpert
+from twinloop_data.world_sim_expert import (
+    STATE_NAMES,
+    TASKS,
+    TRAIN_SEED_MIN,
+    WorldSimExpert,
+    box_gaze_mask,
+    camera_parameters,
+    dataset_views,
+    object_states,
+)
 from twinloop_twin import scene
 from twinloop_vla.record import main as record_main, record, record_parallel
 
@@ -26,6 +35,29 @@ def test_expert_completes_both_tasks_on_a_training_layout():
             episode = expert.run(task, TRAIN_SEED_MIN + 7, frames.append)
             assert episode.success, (task, episode.detail)
             assert episode.frames == len(frames) > 10
+    finally:
+        expert.close()
+
+
+def test_a_gaze_mask_from_ground_truth_boxes_covers_what_the_segmentation_sees():
+    """The through-ROS recorder's gaze masks (box silhouettes from ground-truth poses and the camera's
+    parameters) against MuJoCo's segmentation, on two layouts, in a fixed and the wrist camera."""
+    size = (160, 120)
+    expert = WorldSimExpert(tabletop(), os.environ['TWINLOOP_ROOT'], camera_names=['front', 'wrist'], size=size)
+    try:
+        for seed in (TRAIN_SEED_MIN + 7, TRAIN_SEED_MIN + 8):
+            expert.reset(seed)
+            states = object_states(expert.sim)
+            for camera in expert.sim.config.cameras:
+                frame = expert.sim.render(camera.name, camera.width, camera.height)
+                _, depth = dataset_views(frame.rgb, frame.depth, size)
+                seen = expert.sim.segmentation(camera.name, *size)
+                for oid, least_overlap in (('blue_cube', 0.65), ('red_cube', 0.65), ('bowl', 0.4)):
+                    truth = seen == expert.sim.object_ids.index(oid)
+                    mask = box_gaze_mask(states[oid], camera_parameters(frame), size, depth) > 0
+                    overlap = (mask & truth).sum() / (mask | truth).sum()
+                    assert truth.sum() > 20 and overlap >= least_overlap, (seed, camera.name, oid, overlap)
+                    assert (mask & truth).sum() >= 0.9 * truth.sum(), (seed, camera.name, oid)  # covers it
     finally:
         expert.close()
 

@@ -75,7 +75,8 @@ from twinloop_ros import conversions as ros_conversions, topics
 from twinloop_vla.sync import ObservationSync
 
 CHUNK_STEPS = 8  # control steps per streamed chunk (the policies' chunk size)
-LEAD = 0.4  # [s] the next chunk is sent this long before the last accepted one ends
+LEAD = 0.7  # [s] the next chunk is sent this long before the last accepted one ends (the plan does not
+# depend on what the cameras see, so early costs nothing; at 0.4 s a stall of the graph made ~1 in 3 places late)
 SETTLE = 0.5  # [s] after a reset, before the first chunk (the execution node's objects catch up)
 WAIT_LIMIT = 30.0  # [s] of wall time for anything the graph should answer
 # DART noise fades in over the first and out over the last steps of each segment: a segment starts and ends at
@@ -318,7 +319,11 @@ class RosExpert:
         called = time.monotonic()
         reply = self._call(request)
         if not reply.accepted:
-            raise ExpertRefused(f'the execution node refused a chunk ({reply.check}): {reply.reason}')
+            raise ExpertRefused(
+                f'the execution node refused a chunk (steps {start}-{end} of a {len(targets)}-step segment, '
+                f'{"the first of the stream" if self.committed is None else "spliced at the last end"}; '
+                f'{reply.check}): {reply.reason}'
+            )
         if self.stream_start is None:  # the stream's time 0: the stamp of the trajectories it commands
             self._spin_until(lambda: self.trajectory_stamp is not None, "the execution node's first trajectory")
             self.stream_start = self.trajectory_stamp

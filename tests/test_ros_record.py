@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from twinloop_bringup.ros_expert import RosExpert
+from twinloop_bringup.ros_expert import ExpertRefused, RosExpert
 from twinloop_data.lerobot_format import load
 from twinloop_data.world_sim_expert import TRAIN_SEED_MIN, WorldSimExpert
 from twinloop_twin import scene
@@ -55,6 +55,18 @@ def test_the_expert_records_a_pick_through_ros_that_follows_the_in_process_plan(
     assert np.argmax(colour) == 2, colour
 
 
+def run_through_timing_refusals(expert, noise, tries=3):
+    """An episode, tried again when the execution node refused a chunk for timing alone (continuity, late, or
+    the stream ended under it): on a loaded 2-core host ~1 in 5 ROS attempts meets one (the recorder drops those
+    attempts too, bench/RESULTS.md); what this test checks is the labels, not that timing."""
+    for attempt in range(tries):
+        try:
+            return expert.run(TASK, SEED, lambda frame: None, noise=noise)
+        except ExpertRefused as refused:
+            if attempt == tries - 1 or not any(f'; {c})' in str(refused) for c in ('continuity', 'late', 'stream')):
+                raise
+
+
 def test_dart_noise_moves_the_executed_targets_through_the_gate_and_leaves_the_labels_clean(tmp_path):
     """With DART noise the streamed (executed) targets carry the offset, faded in and out per segment and
     guarded as vla_policy's chunks (the gate passes them); the labels are the expert's own plan: what the
@@ -63,7 +75,7 @@ def test_dart_noise_moves_the_executed_targets_through_the_gate_and_leaves_the_l
     paths = {}
     try:
         for noise in (0.0, 0.015):
-            episode = expert.run(TASK, SEED, lambda frame: None, noise=noise)
+            episode = run_through_timing_refusals(expert, noise)
             assert episode.success, (noise, episode.detail)
             paths[noise] = (np.array([q for _, q in expert.points]), np.array([q for _, q in expert.labels]))
     finally:

@@ -24,6 +24,10 @@ ROOT = os.environ['TWINLOOP_ROOT']
 SCENE = os.path.join(ROOT, 'config', 'scenes', 'tabletop.yaml')
 
 
+def stamp_of(msg):
+    return (msg.header.stamp.sec, msg.header.stamp.nanosec)
+
+
 @pytest.fixture(scope='module')
 def graph():
     specs = {s.name: s for s in graphs.load('sim_perception', {'scene': SCENE})}
@@ -38,22 +42,23 @@ def test_perceived_objects_match_the_world_and_rebuild_it_in_the_twin(graph, ros
     # Compared at one capture time: objects still settle after the start, and under load the first
     # confident estimate can be a second of simulated time older than the newest ground truth.
     confident, truths = [], {}
-    stamp = lambda m: (m.header.stamp.sec, m.header.stamp.nanosec)  # noqa: E731
     node.create_subscription(
         DetectedObjectArray,
         '/perception/objects',
         lambda m: confident.append(m) if m.objects and all(o.confidence > 0.5 for o in m.objects) else None,
         10,
     )
-    node.create_subscription(DetectedObjectArray, GROUND_TRUTH_OBJECTS, lambda m: truths.__setitem__(stamp(m), m), 100)
+    node.create_subscription(
+        DetectedObjectArray, GROUND_TRUTH_OBJECTS, lambda m: truths.__setitem__(stamp_of(m), m), 100
+    )
     spin_until(
         executor,
-        lambda: any(stamp(m) in truths for m in confident),
+        lambda: any(stamp_of(m) in truths for m in confident),
         120,
         'confident perceived objects and the ground truth at their capture time',
     )
-    perceived = next(m for m in confident if stamp(m) in truths)
-    truth = truths[stamp(perceived)]
+    perceived = next(m for m in confident if stamp_of(m) in truths)
+    truth = truths[stamp_of(perceived)]
     assert all(o.source == DetectedObject.SOURCE_PERCEPTION for o in perceived.objects)
     truth_by_id = {o.id: o for o in truth.objects}
     assert sorted(o.id for o in perceived.objects) == sorted(truth_by_id)
@@ -107,18 +112,29 @@ def test_redetect_on_request(graph, ros_node):
 
 
 def test_stale_frames_give_an_error_and_no_poses(graph, ros_node):
+    """Once world_sim stops, at most the frame set already in flight is published (however long its
+    tracking takes on a loaded host), then an error diagnostic and nothing more."""
     node, executor = ros_node
     errors, poses = [], []
     node.create_subscription(
         DiagnosticArray,
         '/diagnostics',
-        lambda m: errors.append(m.status[0].message) if m.status[0].level == DiagnosticStatus.ERROR else None,
+        lambda m: (
+            errors.append((time.monotonic(), m.status[0].message))
+            if m.status[0].level == DiagnosticStatus.ERROR
+            else None
+        ),
         10,
     )
-    node.create_subscription(DetectedObjectArray, '/perception/objects', lambda m: poses.append(time.monotonic()), 10)
+    node.create_subscription(
+        DetectedObjectArray, '/perception/objects', lambda m: poses.append((time.monotonic(), stamp_of(m))), 10
+    )
     processes.stop(graph['world_sim'])
     stopped = time.monotonic()
     spin_until(executor, lambda: errors, 15, 'an error diagnostic')
-    assert 'no fresh synchronised frames' in errors[-1]
-    spin_until(executor, lambda: time.monotonic() - stopped > 4.0, 10, 'four quiet seconds')
-    assert not [t for t in poses if t > stopped + 1.0], 'no poses may be published from stale frames'
+    first_error, message = errors[0]
+    assert 'no fresh synchronised frames' in message
+    spin_until(executor, lambda: time.monotonic() - first_error > 3.0, 10, 'three quiet seconds')
+    in_flight = {stamp for t, stamp in poses if t > stopped}
+    assert len(in_flight) <= 1, f'poses of {len(in_flight)} frame sets after the cameras stopped'
+    assert not [t for t, _ in poses if t > first_error + 1.0], 'no poses may be published from stale frames'

@@ -21,6 +21,12 @@ def _spin(executor):
     return thread
 
 
+def _wait_for_subscriber(publisher, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not publisher.get_subscription_count():
+        time.sleep(0.05)
+
+
 def test_a_queued_callback_is_submitted_once_and_every_message_arrives(ros_context):
     node = rclpy.create_node('pool_executor_test', context=ros_context)
     publisher_node = rclpy.create_node('pool_executor_publisher', context=ros_context)
@@ -42,9 +48,7 @@ def test_a_queued_callback_is_submitted_once_and_every_message_arrives(ros_conte
     executor.add_node(node)
     _spin(executor)
     try:
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and not publisher.get_subscription_count():
-            time.sleep(0.05)
+        _wait_for_subscriber(publisher)
         for i in range(100):
             publisher.publish(Float64(data=float(i)))
             time.sleep(0.01)
@@ -75,9 +79,7 @@ def test_a_coroutine_callback_that_awaits_is_resumed(ros_context):
     executor.add_node(node)
     _spin(executor)
     try:
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and not publisher.get_subscription_count():
-            time.sleep(0.05)
+        _wait_for_subscriber(publisher)
         publisher.publish(Float64(data=7.0))
         assert finished.wait(10.0), 'the awaiting callback was never resumed'
     finally:

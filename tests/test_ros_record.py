@@ -57,8 +57,8 @@ def test_the_expert_records_a_pick_through_ros_that_follows_the_in_process_plan(
 
 def run_through_timing_refusals(expert, noise, tries=3):
     """An episode, tried again when the execution node refused a chunk for timing alone (continuity, late, or
-    the stream ended under it): on a loaded 2-core host ~1 in 5 ROS attempts meets one (the recorder drops those
-    attempts too, bench/RESULTS.md); what this test checks is the labels, not that timing."""
+    the stream ended under it): ~1 in 5 ROS attempts met one before PoolExecutor (2026-12-04), none in 13 since;
+    the recorder drops such attempts too (bench/RESULTS.md). What this test checks is the labels, not that timing."""
     for attempt in range(tries):
         try:
             return expert.run(TASK, SEED, lambda frame: None, noise=noise)

@@ -41,18 +41,13 @@ class PoolExecutor(MultiThreadedExecutor):
         self._last_pass = 0.0
         self._wait_condition = lambda: False
 
-    def _make_handler(self, entity, node, take_from_wait_list):
-        task = super()._make_handler(entity, node, take_from_wait_list)
-        self._forget(task)
-        return task
-
     def _spin_once_impl(self, timeout_sec=None, wait_condition=lambda: False):
         self._wait_condition = wait_condition
         try:
             handler, entity, node = self.wait_for_ready_callbacks(timeout_sec, None, self._paced_condition)
         except (ExternalShutdownException, ShutdownException, TimeoutException, ConditionReachedException):
             return
-        self._forget(handler)
+        self._forget(handler)  # handed over: not re-yielded while it waits in the pool
         self._executor.submit(self._run, handler, entity, node)
         self._futures.append(handler)
         for future in self._futures[:]:

@@ -14,7 +14,7 @@ import numpy as np
 from twinloop_twin import scene
 from twinloop_twin.twin import FINGER_BODIES, FINGER_SIDES
 from twinloop_core.geometry import quat_matrix
-from twinloop_core.gripper import THIN_WALL, closed_on_something
+from twinloop_core.gripper import OPEN_WIDTH, THIN_WALL, closed_on_something
 
 EE_SITE = 'panda_grip_site'
 # The arm's centre line for the safety gate: body origins from the shoulder to the hand, then the
@@ -37,6 +37,17 @@ LINK_POINTS = (
 # contact along the motion, pressing at most this much deeper [m]: moving off is not a collision,
 # pushing into it is (else every motion from there, the way up included, is refused).
 START_CONTACT_SLACK = 0.005
+# A held object set down on something presses into it in the twin by the perceived poses' error (a few
+# millimetres) and its creep in the fingers: up to this deep [m] it is put down, deeper it is a collision.
+SET_DOWN_DEPTH = 0.005
+# A gripper closed on something at least this wide [m] holds the object around its grip point (within
+# AROUND_GRIP_SLACK [m] of the object's box, the pose error of an object the hand hides from the cameras);
+# thinner things (a bowl's rim) are held where the fingers' inner faces press on them.
+AROUND_GRIP_MIN_WIDTH = 0.01
+AROUND_GRIP_SLACK = 0.02
+# A finger grips what it presses on with its inner face: a contact normal within 60 degrees of the
+# direction the finger closes in (a pushed object touches the fingers' front or outer faces).
+INNER_FACE_COS = 0.5
 # Gripper pointing down as in the home pose (grip z along world -z, fingers closing along world
 # x), with joint 7 mid-range: quaternion w x y z.
 DOWN = np.array([0.0, 0.7071068, 0.7071068, 0.0])
@@ -104,7 +115,8 @@ class ArmKinematics:
     still where the arm is now. Contacts that count as collisions: any robot link but the
     fingers touching anything; fingers touching the table or floor; robot links touching each other (but
     fingers touching fingers); a held object touching anything but the robot that it did not
-    already touch at the start (lifting it off the table is fine). Fingers touching objects are
+    already touch at the start (lifting it off the table is fine) deeper than SET_DOWN_DEPTH (setting it down
+    is fine). Fingers touching objects are
     allowed (grasping, pushing), and so is a link touching anything (not the robot) it already
     touched at the start, up to START_CONTACT_SLACK deeper (letting go of it and moving off)."""
 
@@ -117,6 +129,18 @@ class ArmKinematics:
         names = [model.body(model.geom_bodyid[g]).name for g in range(model.ngeom)]
         self.geom_owner = [model.geom(g).name if model.geom_bodyid[g] == 0 else names[g] for g in range(model.ngeom)]
         self._robot_geom = np.array([owner.startswith('panda_') for owner in self.geom_owner], bool)
+        free = [model.body_jntadr[model.geom_bodyid[g]] for g in range(model.ngeom)]
+        self._free_geoms = {  # geoms of free bodies: what the fingers can pick up
+            g for g in range(model.ngeom) if free[g] >= 0 and model.jnt_type[free[g]] == mujoco.mjtJoint.mjJNT_FREE
+        }
+        self._closing = [  # (finger joint, its side, the sign that turns its axis into the way it closes)
+            (
+                model.joint(name).id,
+                FINGER_SIDES[model.body(model.joint(name).bodyid[0]).name],
+                -np.sign(model.joint(name).range.sum()),
+            )
+            for name in scene.FINGER_JOINTS
+        ]
         self._chain = None  # built on the first link_points call
 
     link_point_names = LINK_POINTS
@@ -219,42 +243,76 @@ class ArmKinematics:
 
     def _held_objects(self, q):
         """{object name: (qpos address, position and rotation in the grip-site frame)} for objects the
-        fingers grip at q: both touch it (unless shut: pressing on one face, a push), or the gripper
-        closed on something and one does (open fingers brushing an object do not carry it)."""
+        fingers grip at q: both press on it with their inner faces (unless shut), or the gripper closed on
+        something and one does, or the gripper closed on something wide (AROUND_GRIP_MIN_WIDTH) around
+        the grip point and the object nearest it fits between open fingers and lies around it (within
+        AROUND_GRIP_SLACK: the hand hides the object it holds from the cameras, and its perceived pose may
+        be off by more than the fingers' faces allow). Open fingers brushing an object do not carry it, and
+        neither do fingers pushing it with another face: pressed on while pushing, shut fingers part by a
+        few millimetres and read as closed on something."""
         self.data.qpos[self.arm_qpos] = q
         mujoco.mj_fwdPosition(self.model, self.data)
         site_p, site_r = self._site_pose()
-        sides, held = {}, {}
+        inward = self._finger_inward()
+        sides = {}
         for c in self.data.contact[: self.data.ncon]:
-            for finger, other in ((c.geom1, c.geom2), (c.geom2, c.geom1)):
-                body = self.model.geom_bodyid[other]
-                joint = self.model.body_jntadr[body]
+            for finger, other, sign in ((c.geom1, c.geom2, 1.0), (c.geom2, c.geom1, -1.0)):
+                side = FINGER_SIDES.get(self.geom_owner[finger])
                 if (
-                    self.geom_owner[finger] in FINGER_BODIES
-                    and joint >= 0
-                    and self.model.jnt_type[joint] == mujoco.mjtJoint.mjJNT_FREE
+                    side is not None
+                    and other in self._free_geoms
                     and c.dist <= 0
+                    and sign * c.frame[:3] @ inward[side] > INNER_FACE_COS  # the normal points finger -> other
                 ):
-                    name = self.geom_owner[other]
-                    sides.setdefault(name, set()).add(FINGER_SIDES[self.geom_owner[finger]])
-                    obj_r = self.data.xmat[body].reshape(3, 3)
-                    held[name] = (
-                        self.model.jnt_qposadr[joint],
-                        site_r.T @ (self.data.xpos[body] - site_p),
-                        site_r.T @ obj_r,
-                    )
+                    sides.setdefault(self.model.geom_bodyid[other], set()).add(side)
         fingers = self.data.qpos[scene.qpos_addresses(self.model, scene.FINGER_JOINTS)]
         width = abs(fingers[0]) + abs(fingers[1])
         closed = closed_on_something(width)  # stopped short of shut: on something
         shut = width <= THIN_WALL  # shut fingers pressing on one face (a push) hold nothing
-        return {
-            name: value for name, value in held.items() if (sides[name] == {'left', 'right'} and not shut) or closed
-        }
+        bodies = {body for body, touched in sides.items() if (touched == {'left', 'right'} and not shut) or closed}
+        if closed and width >= AROUND_GRIP_MIN_WIDTH and not bodies:
+            around = self._around_grip(site_p, inward['left'])
+            bodies = {around} if around is not None else set()
+        held = {}
+        for body in bodies:
+            joint = self.model.body_jntadr[body]
+            held[self.model.body(body).name] = (
+                self.model.jnt_qposadr[joint],
+                site_r.T @ (self.data.xpos[body] - site_p),
+                site_r.T @ self.data.xmat[body].reshape(3, 3),
+            )
+        return held
+
+    def _around_grip(self, site_p, axis):
+        """The free body with a geom whose box (grown by AROUND_GRIP_SLACK) holds the grip point and is at
+        most OPEN_WIDTH across along the fingers' axis, the nearest such; None if there is none."""
+        best, nearest = None, np.inf
+        for geom in self._free_geoms:
+            rotation = self.data.geom_xmat[geom].reshape(3, 3)
+            centre, half = self.model.geom_aabb[geom][:3], self.model.geom_aabb[geom][3:]
+            outside = np.abs(rotation.T @ (site_p - self.data.geom_xpos[geom]) - centre) - half
+            across = 2 * np.abs(rotation.T @ axis) @ half
+            gap = float(np.linalg.norm(np.maximum(outside, 0.0)))
+            if gap <= AROUND_GRIP_SLACK and across <= OPEN_WIDTH and gap < nearest:
+                best, nearest = self.model.geom_bodyid[geom], gap
+        return best
+
+    def _finger_inward(self):
+        """{finger side: unit vector (world) along which that finger closes} at the data's state."""
+        return {side: sign * self.data.xaxis[joint] for joint, side, sign in self._closing}
 
     def collisions(self, qs):
-        """Sorted 'robot_link|other' (or 'held_object|other') strings for every collision along the configurations."""
+        """Sorted 'robot_link|other' (or 'held_object|other') strings for every collision along the configurations.
+        The data's state is as before afterwards (the held objects carried along go back)."""
         if len(qs) == 0:
             return []
+        before = self.data.qpos.copy()
+        try:
+            return self._collisions(qs)
+        finally:
+            self.data.qpos[:] = before
+
+    def _collisions(self, qs):
         held = self._held_objects(qs[0])
         if self.synced is not None:  # and what the fingers hold where the twin's arm is
             held.update(self._held_objects(self.synced))
@@ -294,7 +352,7 @@ class ArmKinematics:
                         continue
                     if link not in FINGER_BODIES or other in ('table', 'floor'):
                         found.add(f'{link}|{other}')
-                elif (a in held or b in held) and (a, b) not in resting:
+                elif (a in held or b in held) and (a, b) not in resting and depth > SET_DOWN_DEPTH:
                     found.add(f'{a}|{b}' if a in held else f'{b}|{a}')
         return sorted(found)
 

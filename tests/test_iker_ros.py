@@ -75,11 +75,6 @@ def _report(executor, result, timeout):
     return response, json.loads(Path(response.result.report_path).with_name('report.json').read_text())
 
 
-# One rerun, a known bug to fix (not timing): the fresh-clone CI of 2026-12-04 (b0d7ad9) pushed the book 25
-# chunks in iteration 1, then every re-planned push for 4 iterations was refused by the gate for red_book|green_book
-# in the perceived twin (0 chunks each; the goal still ended done), so 5 iterations > 3. Passes alone; the engine
-# re-plans the same refused push instead of a different approach. A second failure fails the run.
-@pytest.mark.flaky(reruns=1)
 def test_iker_pushes_a_book_in_line_through_the_gate(spawn, ros_node, tmp_path):
     node, executor, perceived, action = _start(spawn, ros_node, tmp_path)
     keypoint_markers = []
@@ -124,7 +119,10 @@ def _position(msg, object_id):
 # 1b0f99a) once had every re-planned approach refused by the gate (panda_link1|panda_link5 in the twin) for 6
 # iterations, root cause open. The CI of e68f281 failed it twice another way: the first push's stream braked
 # with the fingertips on the table in the twin and every motion after it was refused (panda_leftfinger|table);
-# the gate now lets a motion start in a contact and move off it (354f787). A second failure fails the run.
+# the gate now lets a motion start in a contact and move off it (354f787). The CI of d095ce6 failed it twice on
+# the gate carrying the pushed book with the hand (red_book|green_book): shut fingers pressed on while pushing
+# part to 3.5 mm and read as closed on something; now only a finger's inner face grips (ArmKinematics).
+# A second failure fails the run.
 @pytest.mark.flaky(reruns=1)
 def test_iker_recovers_when_world_sim_moves_the_book_aside_mid_push(spawn, ros_node, tmp_path):
     node, executor, perceived, action = _start(spawn, ros_node, tmp_path)

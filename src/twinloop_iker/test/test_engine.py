@@ -294,6 +294,18 @@ def test_a_carry_rises_over_the_objects_near_its_way_only():
     assert engine._carry_height(state, 'left_shoe', past_the_box) == pytest.approx(0.22 + clearance)
 
 
+def test_ik_near_the_base_finds_a_solution_whose_links_are_clear_of_each_other():
+    """Through ROS every push start near the base was refused for panda_link1|panda_link5: the IK from the
+    home pose converged into the arm folded onto itself. The engine's IK takes another start then."""
+    engine = build_engine('iker', f'{ROOT}/config')
+    target, quat = np.array([0.25, 0.0, 0.1]), quat_multiply(z_rotation(0.5), HOME_GRIP)
+    folded = engine.arm.ik.solve(engine.arm.q_full(scene.HOME), target, quat)
+    assert folded.converged and engine._self_colliding(folded.positions)  # what the home start gives
+    q = engine._ik(scene.HOME, target, 'near the base', quat)
+    assert not engine._self_colliding(q)
+    assert np.linalg.norm(engine.arm.ee_position(q) - target) < 0.002
+
+
 class RefusingExecutor:
     """Every motion refused before it starts, as the execution node answers a gate refusal."""
 

@@ -46,6 +46,9 @@ from twinloop_twin.scene import HOME
 
 UNSUPPORTED = ('open', 'close', 'reorient', 'pour')  # no keypoint form, or not deployable by a yaw-and-push solver
 SETTLE = 0.1  # [s] waited after a chunk's end before perceiving again
+# Arm joints reaching forward and down: IK's third start, where the home pose's solution folds the arm into
+# itself near the base (of 108 hand-down targets 22-30 cm from it, 85 solved clear from here, 70 from home)
+REACH_SEED = np.array([0.2, 0.9, -0.3, -1.2, 0.5, 2.0, -0.4])
 HOME_GRIP_INVERSE = (HOME_GRIP[0], -HOME_GRIP[1], -HOME_GRIP[2], -HOME_GRIP[3])
 VIEW = {'position': (1.25, 0.0, 0.9), 'look_at': (0.5, 0.0, 0.0), 'fovy': 50.0, 'size': (320, 240)}
 
@@ -471,12 +474,17 @@ class IkerEngine(DecisionEngine):
 
     def _ik(self, q_seed, position, what, quat=HOME_GRIP):
         """Arm joints that put the TCP at position with quat: solved from q_seed, else from the home pose (the
-        local solver can miss a pose near the base from a stretched arm)."""
-        for seed in (q_seed, HOME):
+        local solver can miss a pose near the base from a stretched arm), else from REACH_SEED; a solution with
+        links of the arm in each other (the gate refuses it: panda_link1|panda_link5 near the base) is none."""
+        for seed in (q_seed, HOME, REACH_SEED):
             result = self.arm.ik.solve(self.arm.q_full(seed), np.asarray(position, float), np.asarray(quat, float))
-            if result.converged:
+            if result.converged and not self._self_colliding(result.positions):
                 return np.asarray(result.positions, float)
         raise GoalEnded(Outcome.FAILED, f'{what}: no IK solution for {np.round(position, 3).tolist()}')
+
+    def _self_colliding(self, q):
+        """Whether links of the arm touch each other at arm joints q."""
+        return any(pair.count('panda_') == 2 for pair in self.arm.kinematics.collisions(np.asarray(q)[None]))
 
     def _line(self, q_start, start, end, what, quat=HOME_GRIP, spacing=0.02):
         """Joint waypoints (n, 7) that move the TCP along the straight line start -> end [m] (every

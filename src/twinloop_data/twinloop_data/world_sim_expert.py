@@ -151,12 +151,10 @@ def box_gaze_mask(obj, camera, size, depth_mm=None, tolerance=0.01):
     mask = np.zeros((height, width), bool)
     if np.any(optical[:, 2] < MIN_GAZE_DEPTH):  # a corner behind or at the lens: no silhouette
         return gaze_image(mask)
-    pixels = np.column_stack(
-        [
-            camera[7] * width * optical[:, 0] / optical[:, 2] + (width - 1) / 2,
-            camera[8] * height * optical[:, 1] / optical[:, 2] + (height - 1) / 2,
-        ]
+    pinhole = cameras.Intrinsics(
+        width, height, camera[7] * width, camera[8] * height, (width - 1) / 2, (height - 1) / 2
     )
+    pixels = pinhole.project(optical)
     try:
         outline = pixels[ConvexHull(pixels).vertices]
     except QhullError:  # degenerate (seen edge-on)

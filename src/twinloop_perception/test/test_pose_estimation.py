@@ -181,6 +181,27 @@ def test_tracking_follows_an_object_carried_by_the_gripper(robot_filter):
             ) != moved
 
 
+@pytest.mark.parametrize('width, carried', [(0.006, False), (0.038, True)])
+def test_fingers_closed_narrower_than_a_cube_are_not_around_it(robot_filter, width, carried):
+    """Through ROS a learned policy pinched 6-7 mm of a 4 cm cube's edge and lifted; the cube stayed on the
+    table, and tracking carried it up with the hand (closed on something, the cube within reach of the grip).
+    The fingers report the width here (the simulated hand stays open): 6 mm is not around the cube, 38 mm is;
+    the lifted hand hides the cube from the cameras, so only the grip's motion could move it."""
+    from twinloop_core.geometry import grasp_orientation
+
+    with arm_scene('tabletop', 1, robot_filter) as (w, arm, estimator, rng, fingers):
+        position, quat = w.object_pose('blue_cube')
+        grip = grasp_orientation(quat, (0.04, 0.04))
+        for offset, reported in (((0, 0, 0.12), fingers()), ((0, 0, 0.03), (width / 2, width / 2))):
+            move_grip(w, arm, np.add(position, offset), grip)
+            estimator.track(frames(w, rng), w.arm_positions(), reported)
+        move_grip(w, arm, np.add(position, (0, 0, 0.15)), grip)
+        estimator.track(frames_without(w, rng, 'blue_cube'), w.arm_positions(), (width / 2, width / 2))
+        assert ('blue_cube' in estimator.predicted) == carried
+        if carried:
+            assert estimator.predicted['blue_cube'].position[2] > position[2] + 0.1  # went up with the hand
+
+
 @contextmanager
 def arm_scene(name, seed, robot_filter, config=pe.EstimatorConfig()):
     """A simulated scene with its arm, an estimator that has detected it, the noise source and the fingers' state."""

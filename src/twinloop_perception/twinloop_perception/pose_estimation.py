@@ -35,6 +35,12 @@ from twinloop_core.gripper import closed_on_something
 o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
 
 
+# [m] fingers closed this much narrower than an object's grip span are not around it (through ROS a
+# learned policy pinched 6-7 mm of a 4 cm cube's edge, the cube stayed on the table, and tracking carried
+# it up with the hand: a false "raised 16 cm")
+GRIP_SPAN_SLACK = 0.01
+
+
 @dataclass
 class Frame:
     """One camera's synchronised colour and depth with its model and pose in the world."""
@@ -62,6 +68,7 @@ class ObjectModel:
     tree: cKDTree = None  # of the cloud's points, for fitness and explain-away
     features: o3d.pipelines.registration.Feature = None
     group: list = field(default_factory=list)  # discrete symmetry rotations (3x3)
+    grip_span: float = 0.0  # [m] the narrowest opening fingers closed around it read (0: thin walls, any)
 
 
 @dataclass
@@ -171,8 +178,16 @@ def build_models(object_configs, config=EstimatorConfig()):
         model.tree = cKDTree(np.asarray(model.cloud.points))
         model.features = _fpfh(model.cloud, config.voxel)
         model.group = symmetry_group(mesh) if shape.symmetry != shapes.SYMMETRY_AXIAL else []  # bins are square too
+        model.grip_span = grip_span(shape)
         out.append(model)
     return out
+
+
+def grip_span(shape):
+    """The narrowest opening [m] of fingers closed around an object of one solid part (a cube, a block, a
+    book: its smallest extent); 0 for shapes of several parts (a bowl's rim, a shoe's collar fit between
+    fingers closed narrower than the object)."""
+    return float(min(shape.extents)) if len(shape.parts) == 1 else 0.0
 
 
 def _fpfh(cloud, voxel):
@@ -581,12 +596,15 @@ class PoseEstimator:
 
     def _in_grip(self, poses):
         """Id of the object the fingers hold: of those (at their last poses) whose centre was within
-        reach of the grip at the previous frame, the nearest (a parallel gripper holds one; the
-        block a held sponge hovers over is not carried along)."""
+        reach of the grip at the previous frame and that fit the fingers' opening (GRIP_SPAN_SLACK), the
+        nearest (a parallel gripper holds one; the block a held sponge hovers over is not carried along;
+        fingers closed on a cube's edge that slipped out are not around the cube)."""
         if self.grip_before is None:
             return None
         reach = {}
         for oid, T in poses.items():
+            if self.models[oid].grip_span > self.width + GRIP_SPAN_SLACK:
+                continue
             distance = np.linalg.norm(_centre(self.models[oid], T) - self.grip_before)
             if distance < max(self.models[oid].extents) / 2 + 0.02:
                 reach[oid] = distance

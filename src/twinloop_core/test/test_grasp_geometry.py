@@ -4,7 +4,16 @@ away from their neighbours, with the fingers across the wall."""
 
 import numpy as np
 
-from twinloop_core.geometry import FINGER_HOLD, HOME_GRIP, RIM_INSET, grasp_of, grip_height, spans_open_fingers
+from twinloop_core.geometry import (
+    FINGER_HOLD,
+    HOME_GRIP,
+    RIM_INSET,
+    grasp_of,
+    grip_height,
+    lean_away,
+    quat_matrix,
+    spans_open_fingers,
+)
 from twinloop_core.gripper import HAND_UNDERSIDE, OPEN_WIDTH
 
 UPRIGHT = (1.0, 0.0, 0.0, 0.0)
@@ -50,3 +59,11 @@ def test_in_a_container_the_hand_spans_the_grip_rises_until_the_hand_clears_its_
     assert high + HAND_UNDERSIDE >= 0.052 or high == block[2] - FINGER_HOLD
     assert grip_height(block) < high <= block[2] - FINGER_HOLD  # the pads keep hold of its top
     assert grip_height(block, walls=0.2) == block[2] - FINGER_HOLD  # too deep: as high as a grip holds
+
+
+def test_a_lean_tips_the_lower_end_of_the_hand_away_from_the_base():
+    for point in ((0.8, 0.0), (0.6, -0.4), (-0.3, 0.5)):
+        tip = quat_matrix(lean_away(point, 0.5)) @ np.array([0.0, 0.0, -1.0])  # what pointed down
+        outward = np.asarray(point) / np.linalg.norm(point)
+        assert np.isclose(tip[2], -np.cos(0.5)) and np.allclose(tip[:2], np.sin(0.5) * outward)
+    assert np.allclose(lean_away((0.5, 0.2), 0.0), UPRIGHT)

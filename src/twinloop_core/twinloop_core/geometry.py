@@ -3,6 +3,7 @@
 Objects are (position, quaternion w x y z, size x y z) with the frame at the centre of the
 bottom face (REP 103: metres, z up)."""
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -69,6 +70,15 @@ def quat_angle(q1, q2):
 def z_rotation(angle):
     """Quaternion (w x y z) of a rotation about world z."""
     return np.array([np.cos(angle / 2), 0.0, 0.0, np.sin(angle / 2)])
+
+
+def lean_away(point, angle):
+    """Quaternion (w x y z) of a tilt by angle [rad] about the horizontal axis across the line from the
+    world origin (the robot's base) to point: what points down there tips its lower end away from the base."""
+    heading = math.atan2(point[1], point[0])
+    return np.array(
+        [math.cos(angle / 2), math.sin(angle / 2) * math.sin(heading), -math.sin(angle / 2) * math.cos(heading), 0.0]
+    )
 
 
 def yaw_of(quat_wxyz):

@@ -306,6 +306,27 @@ def test_ik_near_the_base_finds_a_solution_whose_links_are_clear_of_each_other()
     assert np.linalg.norm(engine.arm.ee_position(q) - target) < 0.002
 
 
+def test_a_push_start_beyond_the_upright_reach_is_approached_leaning_out(sim):
+    """Through ROS 4 of 10 book layouts put the push start behind the red book out of reach (x ~0.8 m):
+    the hand leans its fingertips out (deploy.push_leans) and pushes the book back towards the robot."""
+    world, streamer, progress, ports = sim
+    world.move_object('green_book', (0.36, 0.29, 0.0))
+    world.move_object('red_book', (0.69, -0.03, 0.0), tuple(z_rotation(0.2)))
+    world.step(50)
+    start, task = world.object_pose('red_book')[0], align(ports)
+    engine = build_engine('iker', f'{ROOT}/config')
+    upright = replace(engine.config.deploy, max_iterations=1, push_leans=(0.0,))
+    engine.config = replace(engine.config, deploy=upright)
+    with pytest.raises(GoalEnded, match='above the push start: no IK solution'):  # what the suite met
+        engine.run(task, ports, Limits())
+    assert streamer.chunks == 0 and np.allclose(world.object_pose('red_book')[0], start, atol=0.005)
+    engine.config = replace(engine.config, deploy=replace(upright, push_leans=DeployConfig().push_leans))
+    engine.run(task, ports, Limits())
+    record = progress.records[-1]
+    assert record.chunks >= 1, record.outcome
+    assert world.object_pose('red_book')[0][0] < start[0] - 0.05  # pushed towards the robot
+
+
 class RefusingExecutor:
     """Every motion refused before it starts, as the execution node answers a gate refusal."""
 

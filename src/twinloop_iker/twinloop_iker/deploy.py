@@ -55,6 +55,7 @@ class DeployConfig:
     min_tcp_z: float = 0.018  # [m] the TCP stays this high above the table top (fingers clear of it)
     approach_height: float = 0.06  # [m] above the object's top before coming down behind it (push)
     standoff: float = 0.03  # [m] push: the TCP starts this far outside the object's footprint
+    push_leans: tuple = (0.0, 0.35, 0.7)  # [rad] push: the hand's lean (fingertips away from the base), tried in order
     retreat_height: float = 0.12  # [m] the TCP rises to this above the table after a stage
     carry_clearance: float = 0.04  # [m] place: a carried object's base this far above every other top and its targets
     target_low: tuple = (0.15, -0.55, -0.02)  # [m] targets of the code must lie in this box (world)
@@ -82,6 +83,8 @@ class DeployConfig:
                 raise ConfigError(f'DeployConfig.{name} must be finite and > 0, got {getattr(self, name)!r}')
         if not (0.1 <= self.min_chunk <= self.max_chunk <= 1.0 and self.standoff >= 0):
             raise ConfigError('DeployConfig: 0.1 <= min_chunk <= max_chunk <= 1.0 s and standoff >= 0 are required')
+        if not all(0.0 <= lean < math.pi / 2 for lean in self.push_leans) or not self.push_leans:
+            raise ConfigError(f'DeployConfig.push_leans must be angles in [0, pi/2) rad, got {self.push_leans!r}')
         if not np.all(np.less(self.target_low, self.target_high)):
             raise ConfigError('DeployConfig: target_low < target_high per axis')
 

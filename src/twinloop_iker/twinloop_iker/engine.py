@@ -29,7 +29,16 @@ import trimesh
 from PIL import Image, ImageDraw
 
 from twinloop_core.engine import DecisionEngine, EngineResult, register_engine
-from twinloop_core.geometry import HOME_GRIP, grasp_of, quat_matrix, quat_multiply, wrap_angle, yaw_of, z_rotation
+from twinloop_core.geometry import (
+    HOME_GRIP,
+    grasp_of,
+    lean_away,
+    quat_matrix,
+    quat_multiply,
+    wrap_angle,
+    yaw_of,
+    z_rotation,
+)
 from twinloop_core.gripper import CLOSED_WIDTH, HAND_LENGTH, KEEP, OPEN_WIDTH, closed_on_something
 from twinloop_core.judging import judge, judge_subtask
 from twinloop_core.outcomes import ExecutionFailed, GoalEnded, Outcome
@@ -50,6 +59,7 @@ SETTLE = 0.1  # [s] waited after a chunk's end before perceiving again
 # itself near the base (of 108 hand-down targets 22-30 cm from it, 85 solved clear from here, 70 from home)
 REACH_SEED = np.array([0.2, 0.9, -0.3, -1.2, 0.5, 2.0, -0.4])
 HOME_GRIP_INVERSE = (HOME_GRIP[0], -HOME_GRIP[1], -HOME_GRIP[2], -HOME_GRIP[3])
+UPRIGHT = np.array([1.0, 0.0, 0.0, 0.0])  # the hand's lean when it does not lean (identity quaternion)
 VIEW = {'position': (1.25, 0.0, 0.9), 'look_at': (0.5, 0.0, 0.0), 'fovy': 50.0, 'size': (320, 240)}
 
 
@@ -269,7 +279,7 @@ class IkerEngine(DecisionEngine):
         target_position, target_yaw = deploy.fit_target_pose(local, targets, deploy.object_yaw(q))
         target_position[2] = p[2]  # a push keeps the object on what it stands on
         start_distance = deploy.keypoint_distance(local, (p, q), targets)
-        q_arm, hand_yaw = self._approach(ports, state, p, size, target_position)
+        q_arm, hand_yaw, lean = self._approach(ports, state, p, size, target_position)
         chunks, distance, why = self._servo(
             ports,
             limits,
@@ -283,6 +293,7 @@ class IkerEngine(DecisionEngine):
             steps,
             stop,
             hand_yaw=hand_yaw,
+            lean=lean,
         )
         self._retreat(ports)
         return self._outcome(f'pushed {oid}', start_distance, distance, chunks, why)
@@ -349,10 +360,12 @@ class IkerEngine(DecisionEngine):
         stop,
         hand_yaw=0.0,
         carry=None,
+        lean=UPRIGHT,
     ):
         """The solver's chunks of `skill` streamed until oid's keypoints are within `stop` [m] or a limit:
         (chunks, final distance, why it stopped). Holding the object (carry: the TCP height while
-        carrying), the TCP stays at carry until the keypoints are above their targets."""
+        carrying), the TCP stays at carry until the keypoints are above their targets; the hand keeps
+        its `lean` (a quaternion applied after the yaw)."""
         d, env = self.config.deploy, self.envs[skill]
         stream_id, chunks, plan = f'iker-{uuid.uuid4().hex[:8]}', 0, self.solvers[skill].stage(env)
         distance, why = math.inf, f'{d.max_chunks} chunks streamed'
@@ -379,7 +392,9 @@ class IkerEngine(DecisionEngine):
                     points[:, 2] = np.maximum(points[:, 2], carry)  # carried high until above the targets
                 floor = d.min_tcp_z if carry is not None else position[2] + deploy.push_height(size[2], d)
                 try:
-                    q_arm, hand_yaw = self._stream(ports, stream_id, q_arm, tcp, points, hand_yaw, turns[-1], floor)
+                    q_arm, hand_yaw = self._stream(
+                        ports, stream_id, q_arm, tcp, points, (hand_yaw, turns[-1], lean), floor
+                    )
                 except Refused as refused:
                     why = str(refused)
                     break
@@ -499,8 +514,9 @@ class IkerEngine(DecisionEngine):
     def _approach(self, ports, state, position, size, target_position):
         """Close the gripper and bring its TCP down (from the clear height where the arm reaches it) behind
         the object (away from the target) at push height, the hand broadside to the push (its 21 cm body
-        across it, not reaching into a tall object; unturned when the arm cannot reach that way): (arm
-        joints then, hand yaw)."""
+        across it, not reaching into a tall object; unturned when the arm cannot reach that way), upright
+        or, where the arm reaches the push start only so, leaning out (deploy.push_leans): (arm joints
+        then, hand yaw, lean quaternion)."""
         d = self.config.deploy
         direction = np.asarray(target_position[:2], float) - np.asarray(position[:2], float)
         direction /= max(float(np.linalg.norm(direction)), 1e-9)
@@ -510,8 +526,11 @@ class IkerEngine(DecisionEngine):
         broadside = wrap_angle(2 * math.atan2(direction[1], direction[0])) / 2  # the hand is the same half a turn on
 
         def plan(option):
-            hand_yaw, above_z = option
-            grip, above = quat_multiply(z_rotation(hand_yaw), HOME_GRIP), np.r_[behind, above_z]
+            lean, hand_yaw, above_z = option
+            grip, above = (
+                quat_multiply(lean_away(behind, lean), quat_multiply(z_rotation(hand_yaw), HOME_GRIP)),
+                np.r_[behind, above_z],
+            )
             q_above = self._ik(state.arm, above, 'above the push start', grip)
             down = self._line(q_above, above, np.r_[behind, position[2] + height], 'down to the push start', grip)
             return [
@@ -519,21 +538,23 @@ class IkerEngine(DecisionEngine):
                 JointSegment(down, label='down to the push start'),
             ]
 
-        options = [(y, z) for z in heights for y in (broadside, 0.0)]
-        (hand_yaw, _), _ = self._first_feasible(options, lambda option: ports.executor.execute(plan(option)))
-        return ports.perception.state().arm, hand_yaw
+        options = [(lean, y, z) for lean in d.push_leans for z in heights for y in (broadside, 0.0)]
+        (lean, hand_yaw, _), _ = self._first_feasible(options, lambda option: ports.executor.execute(plan(option)))
+        return ports.perception.state().arm, hand_yaw, lean_away(behind, lean)
 
-    def _stream(self, ports, stream_id, q_arm, tcp, points, hand_yaw, turn, floor):
-        """One chunk to the last planned TCP point (kept above `floor` [m]), the hand turned by `turn`
-        (or kept at `hand_yaw` where the wrist cannot turn that far there; IK, minimum-jerk timing),
-        gated by the execution node; waits for its end: (the commanded joints there, the hand yaw).
-        Refused when the execution node refuses the chunk or the arm cannot reach its end."""
+    def _stream(self, ports, stream_id, q_arm, tcp, points, hand, floor):
+        """One chunk to the last planned TCP point (kept above `floor` [m]), the hand (yaw, turn, lean)
+        turned by `turn` (or kept at its yaw where the wrist cannot turn that far there; IK, minimum-jerk
+        timing), gated by the execution node; waits for its end: (the commanded joints there, the hand
+        yaw). Refused when the execution node refuses the chunk or the arm cannot reach its end."""
         d = self.config.deploy
+        hand_yaw, turn, lean = hand
         points = np.array(points, float)
         points[:, 2] = np.maximum(points[:, 2], floor)
 
         def plan(yaw):
-            return self._ik(q_arm, points[-1], 'a planned step', quat_multiply(z_rotation(yaw), HOME_GRIP))
+            quat = quat_multiply(lean, quat_multiply(z_rotation(yaw), HOME_GRIP))
+            return self._ik(q_arm, points[-1], 'a planned step', quat)
 
         try:
             hand_yaw, q_end = self._first_feasible((hand_yaw + float(turn), hand_yaw), plan)

@@ -44,6 +44,20 @@ def test_a_stale_chunk_drops_past_targets_and_continues_from_the_splice_point():
     assert np.allclose(np.diff(positions[:, 0]) / np.diff(times), 0.4)  # no jump at the seam
 
 
+def test_a_converging_anchor_fades_the_shift_back_to_the_policys_own_targets():
+    q_obs = np.zeros(7)
+    targets = _ramp(q_obs, 0.0, 8)
+    q_splice = np.full(7, 0.03)  # the running plan is 3 cm-rad off the aim of the new chunk
+    times, positions = anchor(targets, 0.0, DT, 0.12, q_splice, q_obs=q_obs, converge_steps=3)
+    kept = np.arange(1, 9) * DT > 0.12
+    offset = q_splice - np.array([0.4 * 0.12] + [0.0] * 6)
+    assert np.allclose(positions[0], q_splice)  # continuous at the splice point
+    assert np.allclose(positions[1:4], targets[kept][:3] + np.array([[2 / 3], [1 / 3], [0.0]]) * offset)
+    assert np.allclose(positions[4:], targets[kept][3:])  # the policy's own targets from then on
+    rigid = anchor(targets, 0.0, DT, 0.12, q_splice, q_obs=q_obs)[1]
+    assert not np.allclose(rigid[4:], targets[kept][3:])
+
+
 def test_a_chunk_from_rest_keeps_all_targets_and_an_entirely_stale_one_is_none():
     q_obs, q_rest = np.zeros(7), np.full(7, 0.005)
     times, positions = anchor(_ramp(q_obs, 0, 4), 0.0, DT, 0.0, q_rest, moving=False, q_obs=q_obs)

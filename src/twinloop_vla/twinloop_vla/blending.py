@@ -6,10 +6,13 @@ is on the stream clock (twinloop_execution.streaming: seconds since the stream b
 
 Re-anchoring. A chunk is executed from a splice point `s` where the commanded motion is at `q_s`,
 usually later than the observation (inference took time, the arm kept moving). `anchor` drops the
-targets whose time is already past at `s` and shifts the rest rigidly by `q_s - chunk(s)`, so the
+targets whose time is already past at `s` and shifts the rest by `q_s - chunk(s)`, so the
 chunk continues from where the arm is commanded to be with the motion the policy meant from
-there. A chunk that starts a stream from rest is not time-clipped (the arm stood still while the
-policy thought): it starts at the splice point, shifted by `q_s - q_obs`.
+there; with `converge_steps` the shift fades out linearly over that many actions, so the chunk
+comes back to the policy's own targets (its correction of the aim is followed, as the stepped
+evaluation follows it), otherwise it is kept rigidly for the whole chunk. A chunk that starts a
+stream from rest is not time-clipped (the arm stood still while the policy thought): it starts at
+the splice point, shifted by `q_s - q_obs`.
 
 Blendings (how consecutive chunks become one commanded motion):
 - `receding_horizon`: the first `execute_steps` actions of each chunk, spliced where the previous
@@ -53,6 +56,7 @@ class BlendConfig:
     control_period: float = 0.05  # [s] between a chunk's actions (the policy's dataset rate)
     execute_steps: int = 4  # actions executed per chunk before the next one takes over
     blend_steps: int = 3  # rtc: actions over which the seam is blended
+    converge_steps: int = 0  # actions over which a re-anchored chunk's shift fades to its own targets (0: kept)
     ensemble_decay: float = 0.1  # temporal ensembling: ACT's m in exp(-m i)
     lead: float = 0.2  # [s] a chunk is spliced this far ahead of now (service call and gate time)
     action_space: str = 'joint_position'  # joint_position: absolute targets; joint_delta: targets - observed state
@@ -73,8 +77,8 @@ class BlendConfig:
             problems.append('control_period and lead must be > 0')
         if self.execute_steps * self.control_period < 0.1 - 1e-9:
             problems.append('execute_steps * control_period must be >= 0.1 s (the shortest streamed chunk)')
-        if self.execute_steps < 1 or self.blend_steps < 1 or self.ensemble_decay < 0:
-            problems.append('execute_steps and blend_steps must be >= 1, ensemble_decay >= 0')
+        if self.execute_steps < 1 or self.blend_steps < 1 or self.ensemble_decay < 0 or self.converge_steps < 0:
+            problems.append('execute_steps and blend_steps must be >= 1, ensemble_decay and converge_steps >= 0')
         if not (0 <= self.limit_margin <= 1 and self.limit_tolerance >= 0):
             problems.append('limit_margin must be in [0, 1] and limit_tolerance >= 0')
         if problems:
@@ -163,13 +167,14 @@ def gripper_commands(actions, first, points, enabled=True):
     ]
 
 
-def anchor(targets, obs_time, dt, splice_time, q_splice, moving=True, q_obs=None):
+def anchor(targets, obs_time, dt, splice_time, q_splice, moving=True, q_obs=None, converge_steps=0):
     """Re-anchor a chunk at the splice point: (times from 0, positions) whose first point is q_splice.
 
     targets (C, 7) at obs_time + (k + 1) dt. moving: the arm runs a commanded motion through the
-    splice point (drop past targets, shift by q_splice - chunk(splice)); otherwise it rests there
-    (keep every target, shift by q_splice - q_obs). Returns None when no target lies after the
-    splice point (the chunk is entirely stale)."""
+    splice point (drop past targets, shift by q_splice - chunk(splice), the shift fading to none
+    over converge_steps targets when > 0); otherwise it rests there (keep every target, shift by
+    q_splice - q_obs). Returns None when no target lies after the splice point (the chunk is
+    entirely stale)."""
     targets, q_splice = np.asarray(targets, float), np.asarray(q_splice, float)
     times = obs_time + dt * np.arange(1, len(targets) + 1)
     if not moving:
@@ -186,7 +191,12 @@ def anchor(targets, obs_time, dt, splice_time, q_splice, moving=True, q_obs=None
     t1, q1 = times[later][0], targets[later][0]
     w = (splice_time - t0) / (t1 - t0) if t1 > t0 else 1.0
     offset = q_splice - ((1 - w) * q0 + w * q1)
-    return np.concatenate([[0.0], times[later] - splice_time]), np.vstack([q_splice, targets[later] + offset])
+    kept = np.ones(int(later.sum()))
+    if converge_steps > 0:
+        kept = np.clip(1.0 - np.arange(1, len(kept) + 1) / converge_steps, 0.0, 1.0)
+    return np.concatenate([[0.0], times[later] - splice_time]), np.vstack(
+        [q_splice, targets[later] + kept[:, None] * offset]
+    )
 
 
 class Plan:

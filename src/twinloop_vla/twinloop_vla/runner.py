@@ -291,7 +291,15 @@ class _Run:
             else:
                 splice = self.plan.end
             q_splice = self.plan.sample(splice)
-            anchored = anchor(targets, obs.stamp + self.offset, c.control_period, splice, q_splice, q_obs=q_obs)
+            anchored = anchor(
+                targets,
+                obs.stamp + self.offset,
+                c.control_period,
+                splice,
+                q_splice,
+                q_obs=q_obs,
+                converge_steps=c.converge_steps,
+            )
             if anchored is None or anchored[0][-1] < MIN_SEGMENT:  # stale on arrival: infer again, fresher
                 self.dropped += 1
                 return None, None

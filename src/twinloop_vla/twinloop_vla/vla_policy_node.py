@@ -141,6 +141,11 @@ class VlaPolicyNode(Node):
                 'execute_steps', d.execute_steps, 'actions of a chunk executed before the next one takes over'
             ),
             blend_steps=p('blend_steps', d.blend_steps, 'rtc: actions over which the seam between chunks is blended'),
+            converge_steps=p(
+                'converge_steps',
+                d.converge_steps,
+                "actions over which a re-anchored chunk's shift fades to the policy's own targets (0: kept)",
+            ),
             ensemble_decay=p(
                 'ensemble_decay', d.ensemble_decay, "temporal ensembling: ACT's m in the weights exp(-m i)"
             ),

@@ -315,16 +315,48 @@ def test_a_push_start_beyond_the_upright_reach_is_approached_leaning_out(sim):
     world.step(50)
     start, task = world.object_pose('red_book')[0], align(ports)
     engine = build_engine('iker', f'{ROOT}/config')
-    upright = replace(engine.config.deploy, max_iterations=1, push_leans=(0.0,))
+    upright = replace(engine.config.deploy, max_iterations=1, push_leans=(0.0,), push_sides=(0.0,))
     engine.config = replace(engine.config, deploy=upright)
     with pytest.raises(GoalEnded, match='above the push start: no IK solution'):  # what the suite met
         engine.run(task, ports, Limits())
     assert streamer.chunks == 0 and np.allclose(world.object_pose('red_book')[0], start, atol=0.005)
-    engine.config = replace(engine.config, deploy=replace(upright, push_leans=DeployConfig().push_leans))
+    engine.config = replace(engine.config, deploy=replace(upright, push_leans=DeployConfig().push_leans))  # straight on
     engine.run(task, ports, Limits())
     record = progress.records[-1]
     assert record.chunks >= 1, record.outcome
     assert world.object_pose('red_book')[0][0] < start[0] - 0.05  # pushed towards the robot
+
+
+class RefusingOnOneSide:
+    """Motions ending with the TCP beyond y_max refused before they start (the gate's answer where a box
+    stands there); every other motion runs."""
+
+    def __init__(self, executor, arm, y_max):
+        self.executor, self.arm, self.y_max, self.refused = executor, arm, y_max, 0
+
+    def execute(self, segments):
+        if self.arm.ee_position(segments[-1].waypoints[-1])[1] > self.y_max:
+            self.refused += 1
+            raise ExecutionFailed(
+                'safety gate (collision): the trajectory collides in the twin: hand|box', refused=True
+            )
+        return self.executor.execute(segments)
+
+
+def test_a_push_start_that_is_blocked_is_taken_from_a_side_turned_about_the_object(sim):
+    """Through ROS a box beside the red book refused every start behind it (panda_right_gripper|box, five
+    iterations in a row): the push then starts from a side (deploy.push_sides), a first leg."""
+    world, streamer, progress, ports = sim
+    world.move_object('green_book', (0.45, -0.25, 0.0))
+    world.move_object('red_book', (0.45, 0.15, 0.0))
+    world.move_object('box', (0.75, 0.35, 0.0))
+    world.step(50)
+    engine = build_engine('iker', f'{ROOT}/config')
+    engine.config = replace(engine.config, deploy=replace(engine.config.deploy, max_iterations=1))
+    blocking = RefusingOnOneSide(ports.executor, engine.arm, y_max=0.2)  # the start behind it is at y ~0.3
+    engine.run(align(ports), replace(ports, executor=blocking), Limits())
+    (record,) = progress.records
+    assert blocking.refused >= 1 and record.chunks >= 1 and 'refused' not in record.outcome, record.outcome
 
 
 class RefusingExecutor:

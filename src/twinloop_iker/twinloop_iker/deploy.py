@@ -56,6 +56,7 @@ class DeployConfig:
     approach_height: float = 0.06  # [m] above the object's top before coming down behind it (push)
     standoff: float = 0.03  # [m] push: the TCP starts this far outside the object's footprint
     push_leans: tuple = (0.0, 0.35, 0.7)  # [rad] push: the hand's lean (fingertips away from the base), tried in order
+    push_sides: tuple = (0.0, 0.7, -0.7, 1.4, -1.4)  # [rad] push: starts turned about the object, tried in order
     retreat_height: float = 0.12  # [m] the TCP rises to this above the table after a stage
     carry_clearance: float = 0.04  # [m] place: a carried object's base this far above every other top and its targets
     target_low: tuple = (0.15, -0.55, -0.02)  # [m] targets of the code must lie in this box (world)
@@ -85,6 +86,8 @@ class DeployConfig:
             raise ConfigError('DeployConfig: 0.1 <= min_chunk <= max_chunk <= 1.0 s and standoff >= 0 are required')
         if not all(0.0 <= lean < math.pi / 2 for lean in self.push_leans) or not self.push_leans:
             raise ConfigError(f'DeployConfig.push_leans must be angles in [0, pi/2) rad, got {self.push_leans!r}')
+        if not self.push_sides or not all(abs(side) < math.pi / 2 for side in self.push_sides):
+            raise ConfigError(f'DeployConfig.push_sides must be angles in (-pi/2, pi/2) rad, got {self.push_sides!r}')
         if not np.all(np.less(self.target_low, self.target_high)):
             raise ConfigError('DeployConfig: target_low < target_high per axis')
 

@@ -515,22 +515,28 @@ class IkerEngine(DecisionEngine):
         """Close the gripper and bring its TCP down (from the clear height where the arm reaches it) behind
         the object (away from the target) at push height, the hand broadside to the push (its 21 cm body
         across it, not reaching into a tall object; unturned when the arm cannot reach that way), upright
-        or, where the arm reaches the push start only so, leaning out (deploy.push_leans): (arm joints
+        or, where the arm reaches the push start only so, leaning out (deploy.push_leans); where no such
+        start is reachable or free, from a side turned about the object (deploy.push_sides: a first leg
+        that moves it partly towards the target, the next iteration pushes on from there): (arm joints
         then, hand yaw, lean quaternion)."""
         d = self.config.deploy
-        direction = np.asarray(target_position[:2], float) - np.asarray(position[:2], float)
-        direction /= max(float(np.linalg.norm(direction)), 1e-9)
-        behind = np.asarray(position[:2], float) - direction * (0.5 * math.hypot(size[0], size[1]) + d.standoff)
+        towards = math.atan2(target_position[1] - position[1], target_position[0] - position[0])
+        reach = 0.5 * math.hypot(size[0], size[1]) + d.standoff
         height = deploy.push_height(size[2], d)
         heights = self._heights_above(state, position[2] + size[2] + d.approach_height)
-        broadside = wrap_angle(2 * math.atan2(direction[1], direction[0])) / 2  # the hand is the same half a turn on
+
+        def start(side):
+            """The push start (x, y) from this side and the hand's yaw broadside to the push from there
+            (turned: that yaw; unturned: 0)."""
+            heading = towards + side
+            behind = np.asarray(position[:2], float) - reach * np.array([math.cos(heading), math.sin(heading)])
+            return behind, wrap_angle(2 * heading) / 2  # the hand is the same half a turn on
 
         def plan(option):
-            lean, hand_yaw, above_z = option
-            grip, above = (
-                quat_multiply(lean_away(behind, lean), quat_multiply(z_rotation(hand_yaw), HOME_GRIP)),
-                np.r_[behind, above_z],
-            )
+            side, lean, turned, above_z = option
+            behind, yaw = start(side)
+            grip = quat_multiply(lean_away(behind, lean), quat_multiply(z_rotation(yaw * turned), HOME_GRIP))
+            above = np.r_[behind, above_z]
             q_above = self._ik(state.arm, above, 'above the push start', grip)
             down = self._line(q_above, above, np.r_[behind, position[2] + height], 'down to the push start', grip)
             return [
@@ -538,9 +544,10 @@ class IkerEngine(DecisionEngine):
                 JointSegment(down, label='down to the push start'),
             ]
 
-        options = [(lean, y, z) for lean in d.push_leans for z in heights for y in (broadside, 0.0)]
-        (lean, hand_yaw, _), _ = self._first_feasible(options, lambda option: ports.executor.execute(plan(option)))
-        return ports.perception.state().arm, hand_yaw, lean_away(behind, lean)
+        options = [(a, lean, t, z) for a in d.push_sides for lean in d.push_leans for z in heights for t in (1, 0)]
+        (side, lean, turned, _), _ = self._first_feasible(options, lambda option: ports.executor.execute(plan(option)))
+        behind, yaw = start(side)
+        return ports.perception.state().arm, yaw * turned, lean_away(behind, lean)
 
     def _stream(self, ports, stream_id, q_arm, tcp, points, hand, floor):
         """One chunk to the last planned TCP point (kept above `floor` [m]), the hand (yaw, turn, lean)

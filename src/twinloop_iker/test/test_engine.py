@@ -437,3 +437,21 @@ def test_a_push_aside_stage_is_done_once_the_object_moved_aside_on_its_support()
     assert not iker_engine.pushed_aside(task, 0, 'box', before, {**before, 'box': ((0.5, -0.08, 0.05), q, size)})[0]
     assert not iker_engine.pushed_aside(task, 1, 'shoe', before, {**before, 'shoe': ((0.4, 0.1, 0.03), q, size)})[0]
     assert not iker_engine.pushed_aside(task, 0, 'shoe', before, moved)[0]  # the code moved another object
+
+
+def test_a_push_whose_way_crosses_another_object_goes_to_a_via_point_first():
+    """Held-out layout 1006 through ROS: the straight push drove the red book into the green one. Objects
+    the pushed one passes over or under (a rack's top) are not in its way."""
+    engine = build_engine('iker', f'{ROOT}/config')
+    flat = (1.0, 0.0, 0.0, 0.0)
+    red = ((0.62, -0.28, 0.0), tuple(z_rotation(-0.22)), (0.2, 0.13, 0.025))
+    green = ((0.45, 0.07, 0.0), flat, (0.2, 0.13, 0.025))
+    above = ((0.45, 0.07, 0.1), flat, (0.3, 0.3, 0.02))  # a shelf above the way
+    target = np.array([0.45, 0.31, 0.0])
+    state = SimpleNamespace(objects={'red_book': red, 'green_book': green})
+    via = engine._via_point(state, 'red_book', target, 0.0)
+    assert via is not None and np.linalg.norm(via - np.array([0.45, 0.07])) > 0.2
+    assert (
+        engine._via_point(SimpleNamespace(objects={'red_book': red, 'shelf': above}), 'red_book', target, 0.0) is None
+    )
+    assert engine._via_point(state, 'red_book', np.array([0.6, -0.05, 0.0]), 0.0) is None  # clear of it

@@ -57,6 +57,7 @@ class DeployConfig:
     standoff: float = 0.03  # [m] push: the TCP starts this far outside the object's footprint
     push_leans: tuple = (0.0, 0.35, 0.7)  # [rad] push: the hand's lean (fingertips away from the base), tried in order
     push_sides: tuple = (0.0, 0.7, -0.7, 1.4, -1.4)  # [rad] push: starts turned about the object, tried in order
+    detour_clearance: float = 0.01  # [m] push: a straight way closer than this to another object goes round it
     retreat_height: float = 0.12  # [m] the TCP rises to this above the table after a stage
     carry_clearance: float = 0.04  # [m] place: a carried object's base this far above every other top and its targets
     target_low: tuple = (0.15, -0.55, -0.02)  # [m] targets of the code must lie in this box (world)
@@ -79,6 +80,7 @@ class DeployConfig:
             'approach_height',
             'retreat_height',
             'carry_clearance',
+            'detour_clearance',
         ):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ConfigError(f'DeployConfig.{name} must be finite and > 0, got {getattr(self, name)!r}')

@@ -45,7 +45,7 @@ from twinloop_core.outcomes import ExecutionFailed, GoalEnded, Outcome
 from twinloop_core.ports import JointSegment
 from twinloop_core.regions import radius
 from twinloop_execution.kinematics import Arm
-from twinloop_iker import deploy, query_image
+from twinloop_iker import deploy, detour, query_image
 from twinloop_iker.config import IkerConfig
 from twinloop_iker.env import KeypointEnv
 from twinloop_iker.sandbox import SandboxError, run_interaction_code
@@ -279,6 +279,12 @@ class IkerEngine(DecisionEngine):
         target_position, target_yaw = deploy.fit_target_pose(local, targets, deploy.object_yaw(q))
         target_position[2] = p[2]  # a push keeps the object on what it stands on
         start_distance = deploy.keypoint_distance(local, (p, q), targets)
+        final_targets, what = targets, f'pushed {oid}'
+        via = self._via_point(state, oid, target_position, target_yaw)
+        if via is not None:  # a first leg to beside what blocks the straight way; the next iteration pushes on
+            shift = np.r_[via - target_position[:2], 0.0]
+            target_position, targets = target_position + shift, targets + shift
+            what = f'pushed {oid} towards a via point {np.round(via, 3).tolist()} (the straight way is blocked)'
         q_arm, hand_yaw, lean = self._approach(ports, state, p, size, target_position)
         chunks, distance, why = self._servo(
             ports,
@@ -296,7 +302,24 @@ class IkerEngine(DecisionEngine):
             lean=lean,
         )
         self._retreat(ports)
-        return self._outcome(f'pushed {oid}', start_distance, distance, chunks, why)
+        if via is not None:
+            distance = deploy.keypoint_distance(local, perceived(ports.perception.state(), oid)[:2], final_targets)
+        return self._outcome(what, start_distance, distance, chunks, why)
+
+    def _via_point(self, state, oid, target_position, target_yaw):
+        """Where to push oid first when its straight way to target_position would drive it into another
+        object on its support (twinloop_iker.detour); None: straight on."""
+        d = self.config.deploy
+        p, q, size = perceived(state, oid)
+        obstacles = [
+            (o[:2], deploy.object_yaw(oq), osize)
+            for other, (o, oq, osize) in state.objects.items()
+            if other != oid and o[2] < p[2] + size[2] and o[2] + osize[2] > p[2] + d.detour_clearance
+        ]
+        yaws = (deploy.object_yaw(q), target_yaw)
+        return detour.via_point(
+            p, target_position, yaws, size, obstacles, d.detour_clearance, d.target_low, d.target_high
+        )
 
     def _place(self, ports, limits, oid, shape, local, targets, steps, stop):
         """Grasp oid, lift it clear of the table's objects, carry its keypoints `local` to `targets`

@@ -15,6 +15,8 @@ from twinloop_vla.blending import (
     TemporalEnsemble,
     anchor,
     blend_seam,
+    gripper_commands,
+    gripper_openings,
     joint_targets,
 )
 from twinloop_vla.sync import ObservationSync
@@ -198,3 +200,16 @@ def test_a_plan_knows_the_velocity_the_stream_commits_at_every_splice_point():
             q, v = stream.commanded(t)
             assert np.allclose(plan.sample(t), q) and np.allclose(plan.velocity(t), v)
         splice += rng.uniform(0.1, times[-1])
+
+
+def test_the_rtc_seam_ramps_the_gripper_opening_before_open_or_shut():
+    """As the stepped evaluation blends every action dimension: a close the new chunk asks for at once
+    while the running one still holds open lands two steps into a three-step seam."""
+    actions = np.zeros((8, 8))  # the new chunk: shut from its first action
+    assert gripper_commands(actions, 0, 5) == [0.0] * 5
+    assert gripper_commands(actions, 0, 5, running=[0.08, 0.08, 0.08]) == [0.0, 0.08, 0.08, 0.0, 0.0]
+    assert gripper_commands(actions, 0, 5, running=[np.nan, 0.08, np.nan]) == [0.0, 0.0, 0.08, 0.0, 0.0]
+    plan = Plan(np.arange(4) * DT, np.zeros((4, 7)), np.zeros((4, 7)), [0.08, 0.08, 0.0, 0.0])
+    assert plan.opening(0.5 * DT) == 0.08 and plan.opening(2 * DT) == 0.0 and np.isnan(plan.opening(4 * DT))
+    plan.splice(DT, np.array([0.0, DT]), np.zeros((2, 7)), np.zeros((2, 7)), gripper_openings(actions, 0, 2))
+    assert plan.opening(1.5 * DT) == 0.0 and np.isnan(plan.opening(2.5 * DT))

@@ -57,6 +57,7 @@ class BlendConfig:
     execute_steps: int = 4  # actions executed per chunk before the next one takes over
     blend_steps: int = 3  # rtc: actions over which the seam is blended
     converge_steps: int = 0  # actions over which a re-anchored chunk's shift fades to its own targets (0: kept)
+    blend_gripper: bool = False  # rtc: the gripper opening blended over the seam too (as the stepped evaluation does)
     ensemble_decay: float = 0.1  # temporal ensembling: ACT's m in exp(-m i)
     lead: float = 0.2  # [s] a chunk is spliced this far ahead of now (service call and gate time)
     action_space: str = 'joint_position'  # joint_position: absolute targets; joint_delta: targets - observed state
@@ -151,20 +152,34 @@ def joint_targets(actions, state, action_space):
     return arm + np.asarray(state, float)[:ARM_DOF] if action_space == 'joint_delta' else arm
 
 
-def gripper_commands(actions, first, points, enabled=True):
+def gripper_commands(actions, first, points, enabled=True, running=()):
     """The gripper opening [m] to command at each of a chunk's `points` (the splice point first): at
     point j the entry after the arm joints of the action executed from there (index first + j), open
     or shut as the demonstrations commanded it (a regressed 0.065 m is open: left between the two,
     the hand stops half open and perception takes what lies between the fingers as held; NaN stays
     NaN for the execution node to refuse). So the gripper changes with the arm motion of its step, as
     the stepped simulation and the recordings apply it. -1 (keep) past the chunk's last action, and
-    everywhere when disabled or without such an entry."""
+    everywhere when disabled or without such an entry. running: the running chunk's openings at the
+    points after the splice (rtc's seam: point j ramps from running[j - 1] to the new chunk's over
+    len(running) points before open or shut is decided, as the stepped evaluation blends every
+    action dimension; a NaN there: not blended)."""
     actions = np.asarray(actions, float)
     if not enabled or actions.shape[1] <= ARM_DOF:
         return [-1.0] * points
-    return [
-        float(open_or_shut(actions[first + j, ARM_DOF])) if first + j < len(actions) else -1.0 for j in range(points)
-    ]
+    openings = [actions[first + j, ARM_DOF] if first + j < len(actions) else None for j in range(points)]
+    for j, old in enumerate(running, start=1):
+        if j < points and openings[j] is not None and np.isfinite(old):
+            w = j / (len(running) + 1)
+            openings[j] = (1 - w) * old + w * openings[j]
+    return [-1.0 if opening is None else float(open_or_shut(opening)) for opening in openings]
+
+
+def gripper_openings(actions, first, points):
+    """The raw openings [m] behind gripper_commands' points (NaN where there is none), for the Plan."""
+    actions = np.asarray(actions, float)
+    if actions.shape[1] <= ARM_DOF:
+        return np.full(points, np.nan)
+    return np.array([actions[first + j, ARM_DOF] if first + j < len(actions) else np.nan for j in range(points)])
 
 
 def anchor(targets, obs_time, dt, splice_time, q_splice, moving=True, q_obs=None, converge_steps=0):
@@ -203,9 +218,10 @@ class Plan:
     """The client's copy of what it committed to the stream (chunks without braking tails): positions
     and the velocities sent with them, both linear between points as the stream samples them."""
 
-    def __init__(self, times, positions, velocities):
+    def __init__(self, times, positions, velocities, openings=None):
         self.times, self.positions = np.asarray(times, float), np.asarray(positions, float)
         self.velocities = np.asarray(velocities, float)
+        self.openings = np.full(len(self.times), np.nan) if openings is None else np.asarray(openings, float)
 
     @property
     def end(self):
@@ -220,12 +236,20 @@ class Plan:
         """Commanded velocity at stream time t (the stream's: within the plan; held at its ends)."""
         return np.array([np.interp(t, self.times, self.velocities[:, j]) for j in range(self.velocities.shape[1])])
 
-    def splice(self, splice_time, times, positions, velocities):
+    def opening(self, t):
+        """The policy's raw gripper opening [m] commanded at stream time t (NaN past the plan or where none)."""
+        if t > self.end + 1e-9:
+            return np.nan
+        return float(self.openings[max(0, int(np.searchsorted(self.times, t, side='right')) - 1)])
+
+    def splice(self, splice_time, times, positions, velocities, openings=None):
         """Replace what follows splice_time by a segment (times from 0 at splice_time)."""
         keep = self.times < splice_time - 1e-9
+        openings = np.full(len(times), np.nan) if openings is None else np.asarray(openings, float)
         self.times = np.concatenate([self.times[keep], splice_time + np.asarray(times, float)])
         self.positions = np.vstack([self.positions[keep], positions])
         self.velocities = np.vstack([self.velocities[keep], velocities])
+        self.openings = np.concatenate([self.openings[keep], openings])
 
 
 def blend_seam(plan, splice_time, times, positions, blend_steps):

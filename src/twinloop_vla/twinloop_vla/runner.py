@@ -33,6 +33,7 @@ from twinloop_vla.blending import (
     anchor,
     blend_seam,
     gripper_commands,
+    gripper_openings,
     joint_targets,
 )
 from twinloop_vla.policies.base import PolicyError
@@ -323,7 +324,11 @@ class _Run:
             self.dropped += 1  # no start of it can brake above the floor; the committed motion can
             return None, None
         times, positions, velocities, raised = guarded
-        grippers = gripper_commands(actions, skipped, len(times), c.command_gripper)
+        running = ()
+        if c.blending == 'rtc' and c.blend_gripper and self.plan is not None:
+            running = [self.plan.opening(splice + t) for t in times[1 : c.blend_steps + 1]]
+        grippers = gripper_commands(actions, skipped, len(times), c.command_gripper, running)
+        openings = gripper_openings(actions, skipped, len(times))
         reply = self.io.send(self.stream_id, times, positions, velocities, splice, grippers)
         sent = times, positions, splice
         if not reply.accepted:
@@ -334,11 +339,11 @@ class _Run:
         if self.plan is None:
             self.offset = offset
             splice = reply.committed_until - times[-1]
-            self.plan = Plan(splice + times, positions, velocities)
+            self.plan = Plan(splice + times, positions, velocities, openings)
             self.ensemble.chunks = [(splice + chunk[0], chunk[1])]
         else:
             self.offset = max(self.offset, offset)
-            self.plan.splice(splice, times, positions, velocities)
+            self.plan.splice(splice, times, positions, velocities, openings)
         self.last_splice = splice
         self.chunks += 1
         self.raised += raised

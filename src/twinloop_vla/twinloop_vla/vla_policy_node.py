@@ -141,6 +141,11 @@ class VlaPolicyNode(Node):
                 'execute_steps', d.execute_steps, 'actions of a chunk executed before the next one takes over'
             ),
             blend_steps=p('blend_steps', d.blend_steps, 'rtc: actions over which the seam between chunks is blended'),
+            blend_gripper=p(
+                'blend_gripper',
+                d.blend_gripper,
+                'rtc: blend the gripper opening over the seam too, before open or shut is decided',
+            ),
             converge_steps=p(
                 'converge_steps',
                 d.converge_steps,

@@ -272,8 +272,9 @@ class IkerEngine(DecisionEngine):
         return shapes, query, {k.label: np.asarray(k.local, float) for k in query.proposed}
 
     def _push(self, ports, limits, oid, shape, local, targets, steps, stop):
-        """Push oid's keypoints `local` to `targets`: behind it, then the solver's chunks streamed until
-        within `stop` [m] or a limit. (succeeded, outcome in words, chunks, final distance)."""
+        """Push oid's keypoints `local` to `targets` (towards a via point first where the straight way is
+        blocked): behind it, then the solver's chunks streamed until within `stop` [m] or a limit.
+        (succeeded, outcome in words, chunks, final distance to `targets`)."""
         state = ports.perception.state()
         p, q, size = perceived(state, oid)
         target_position, target_yaw = deploy.fit_target_pose(local, targets, deploy.object_yaw(q))

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from twinloop_iker.detour import corners, overlap, via_point, way_is_clear
+from twinloop_iker.detour import clear_at, corners, overlap, via_point, way_is_clear
 
 BOOK = (0.2, 0.13)
 LOW, HIGH = (0.15, -0.55), (0.9, 0.55)
@@ -32,8 +32,9 @@ def test_a_way_across_another_book_goes_around_it():
     assert not way_is_clear(start, end, (-0.22, 0.0), BOOK, [green], 0.01)
     via = via_point(start, end, (-0.22, 0.0), BOOK, [green], 0.01, LOW, HIGH)
     assert via is not None and np.all(via >= LOW) and np.all(via <= HIGH)
-    assert way_is_clear(start, via, (-0.22, -0.22), BOOK, [green], 0.01)
-    assert way_is_clear(via, end, (-0.22, 0.0), BOOK, [green], 0.01)
+    assert clear_at(via, 0.0, BOOK, [green], 0.01) and not clear_at((0.45, 0.12), 0.0, BOOK, [green], 0.01)
+    assert way_is_clear(start, via, (-0.22, 0.0), BOOK, [green], 0.01)  # turning to the target's yaw on the way
+    assert way_is_clear(via, end, (0.0, 0.0), BOOK, [green], 0.01)
     straight = np.linalg.norm(np.subtract(end, start))
     assert np.linalg.norm(via - start) + np.linalg.norm(end - via) < 2 * straight  # a detour, not a tour
 

@@ -14,7 +14,7 @@ import pytest
 from twinloop_core.engine import ConfigError, Limits, build_engine, load_config
 from twinloop_core.geometry import HOME_GRIP, quat_multiply, z_rotation
 from twinloop_core.gripper import HAND_UNDERSIDE, closed_on_something
-from twinloop_core.outcomes import ExecutionFailed, GoalEnded
+from twinloop_core.outcomes import Canceled, ExecutionFailed, GoalEnded
 from twinloop_core.ports import Ports, QuietProgress, StreamReply
 from twinloop_core.regions import placement_offset
 from twinloop_core.task import SubTask, TaskSpec
@@ -416,6 +416,23 @@ def test_a_push_start_refused_after_the_arm_moved_is_approached_another_way(sim)
     assert 'refused' not in record.outcome
 
 
+def test_a_cancel_during_an_approach_ends_the_goal_without_trying_another_way(sim):
+    world, streamer, progress, ports = sim
+
+    class Cancelling:
+        calls = 0
+
+        def execute(self, segments):
+            self.calls += 1
+            ports.cancel.cancel()
+            raise Canceled()
+
+    cancelling = Cancelling()
+    with pytest.raises(Canceled):
+        build_engine('iker', f'{ROOT}/config').run(align(ports), replace(ports, executor=cancelling), Limits())
+    assert cancelling.calls == 1 and streamer.chunks == 0
+
+
 def test_a_stale_state_refusal_ends_the_goal(sim):
     world, streamer, progress, ports = sim
     refusing = RefusingExecutor('safety gate (watchdog): joint state is stale')
@@ -454,4 +471,4 @@ def test_a_push_whose_way_crosses_another_object_goes_to_a_via_point_first():
     assert (
         engine._via_point(SimpleNamespace(objects={'red_book': red, 'shelf': above}), 'red_book', target, 0.0) is None
     )
-    assert engine._via_point(state, 'red_book', np.array([0.6, -0.05, 0.0]), 0.0) is None  # clear of it
+    assert engine._via_point(state, 'red_book', np.array([0.75, -0.1, 0.0]), 0.0) is None  # a way clear of it

@@ -36,6 +36,12 @@ def overlap(a, b):
     return True
 
 
+def clear_at(xy, yaw, size, obstacles, clearance):
+    """Whether the footprint of size at xy turned by yaw, inflated by clearance, is off every obstacle."""
+    footprint = corners(xy, yaw, np.asarray(size[:2], float) + 2 * clearance)
+    return not any(overlap(footprint, corners(*obstacle)) for obstacle in obstacles)
+
+
 def way_is_clear(start, end, yaws, size, obstacles, clearance):
     """Whether the footprint of size, inflated by clearance, moved straight from start to end (x, y) while
     its yaw turns yaws = (from, to), stays off every obstacle (x, y, yaw, size) past the ends' END_SKIP."""
@@ -43,21 +49,20 @@ def way_is_clear(start, end, yaws, size, obstacles, clearance):
     length = float(np.linalg.norm(end - start))
     if length <= 2 * END_SKIP:
         return True
-    inflated = np.asarray(size[:2], float) + 2 * clearance
-    shapes = [corners(xy, yaw, s) for xy, yaw, s in obstacles]
     turn = math.remainder(yaws[1] - yaws[0], 2 * math.pi)
     for along in np.arange(END_SKIP, length - END_SKIP + 1e-9, SWEEP_STEP):
         f = along / length
-        footprint = corners(start + f * (end - start), yaws[0] + f * turn, inflated)
-        if any(overlap(footprint, shape) for shape in shapes):
+        if not clear_at(start + f * (end - start), yaws[0] + f * turn, size, obstacles, clearance):
             return False
     return True
 
 
 def via_point(start, end, yaws, size, obstacles, clearance, low, high):
     """A point (x, y) to push the object to first when the straight way start -> end is not clear:
-    around the first obstacle in the way, both legs clear, inside the box low..high (x, y), the
-    shortest detour; None when the way is clear or no such point is found (then straight on)."""
+    around the first obstacle in the way, free itself and both legs clear (the object turns to the
+    target's yaw on the first leg: it is pushed to the targets shifted there), inside the box
+    low..high (x, y), the shortest detour; None when the way is clear or no such point is found
+    (then straight on)."""
     if way_is_clear(start, end, yaws, size, obstacles, clearance):
         return None
     start, end = np.asarray(start[:2], float), np.asarray(end[:2], float)
@@ -73,8 +78,10 @@ def via_point(start, end, yaws, size, obstacles, clearance, low, high):
             length = float(np.linalg.norm(via - start) + np.linalg.norm(end - via))
             if best is not None and length >= best[0]:
                 continue
-            if way_is_clear(start, via, (yaws[0], yaws[0]), size, obstacles, clearance) and way_is_clear(
-                via, end, (yaws[0], yaws[1]), size, obstacles, clearance
+            if (
+                clear_at(via, yaws[1], size, obstacles, clearance)
+                and way_is_clear(start, via, yaws, size, obstacles, clearance)
+                and way_is_clear(via, end, (yaws[1], yaws[1]), size, obstacles, clearance)
             ):
                 best = (length, via)
         if best is not None:

@@ -41,7 +41,7 @@ from twinloop_core.geometry import (
 )
 from twinloop_core.gripper import CLOSED_WIDTH, HAND_LENGTH, KEEP, OPEN_WIDTH, closed_on_something
 from twinloop_core.judging import judge, judge_subtask
-from twinloop_core.outcomes import ExecutionFailed, GoalEnded, Outcome
+from twinloop_core.outcomes import Canceled, ExecutionFailed, GoalEnded, Outcome
 from twinloop_core.ports import JointSegment
 from twinloop_core.regions import radius
 from twinloop_execution.kinematics import Arm
@@ -286,6 +286,7 @@ class IkerEngine(DecisionEngine):
             shift = np.r_[via - target_position[:2], 0.0]
             target_position, targets = target_position + shift, targets + shift
             what = f'pushed {oid} towards a via point {np.round(via, 3).tolist()} (the straight way is blocked)'
+            stop = max(stop, self.config.deploy.stop_distance)  # a via point needs no precision
         q_arm, hand_yaw, lean = self._approach(ports, state, p, size, target_position)
         chunks, distance, why = self._servo(
             ports,
@@ -495,14 +496,16 @@ class IkerEngine(DecisionEngine):
 
     @staticmethod
     def _first_feasible(options, attempt):
-        """(option, attempt(option)) of the first option whose attempt finds IK solutions (no GoalEnded)
-        and is not refused by the gate (an ExecutionFailed refused, at any segment: the arm stands where
-        the segments before left it, and the next option starts from there; unless about the stale state
-        every motion starts from); else the first option's failure."""
+        """(option, attempt(option)) of the first option whose attempt finds IK solutions (no GoalEnded;
+        a cancel ends it at once) and is not refused by the gate (an ExecutionFailed refused, at any
+        segment: the arm stands where the segments before left it, and the next option starts from
+        there; unless about the stale state every motion starts from); else the first option's failure."""
         failure = None
         for option in dict.fromkeys(options):
             try:
                 return option, attempt(option)
+            except Canceled:
+                raise
             except GoalEnded as failed:
                 failure = failure or failed
             except ExecutionFailed as failed:
@@ -540,38 +543,58 @@ class IkerEngine(DecisionEngine):
         the object (away from the target) at push height, the hand broadside to the push (its 21 cm body
         across it, not reaching into a tall object; unturned when the arm cannot reach that way), upright
         or, where the arm reaches the push start only so, leaning out (deploy.push_leans); where no such
-        start is reachable or free, from a side turned about the object (deploy.push_sides: a first leg
-        that moves it partly towards the target, the next iteration pushes on from there): (arm joints
-        then, hand yaw, lean quaternion)."""
+        start is reachable or free, from a side turned about the object (deploy.push_sides: the solver
+        then pushes on from there; a later iteration comes from behind where that is free by then):
+        (arm joints then, hand yaw, lean quaternion)."""
         d = self.config.deploy
         towards = math.atan2(target_position[1] - position[1], target_position[0] - position[0])
         reach = 0.5 * math.hypot(size[0], size[1]) + d.standoff
         height = deploy.push_height(size[2], d)
         heights = self._heights_above(state, position[2] + size[2] + d.approach_height)
 
-        def start(side):
-            """The push start (x, y) from this side and the hand's yaw broadside to the push from there
-            (turned: that yaw; unturned: 0)."""
+        def start(option):
+            """The push start (x, y) from this option's side and the hand's yaw there: broadside to the
+            push from there (the hand is the same half a turn on), or unturned."""
+            side, turned, _ = option
             heading = towards + side
             behind = np.asarray(position[:2], float) - reach * np.array([math.cos(heading), math.sin(heading)])
-            return behind, wrap_angle(2 * heading) / 2  # the hand is the same half a turn on
+            return behind, wrap_angle(2 * heading) / 2 if turned else 0.0
 
         def plan(option):
-            side, lean, turned, above_z = option
-            behind, yaw = start(side)
-            grip = quat_multiply(lean_away(behind, lean), quat_multiply(z_rotation(yaw * turned), HOME_GRIP))
-            above = np.r_[behind, above_z]
-            q_above = self._ik(state.arm, above, 'above the push start', grip)
-            down = self._line(q_above, above, np.r_[behind, position[2] + height], 'down to the push start', grip)
-            return [
-                JointSegment(q_above[None, :], gripper_before=CLOSED_WIDTH, label='above the push start'),
-                JointSegment(down, label='down to the push start'),
-            ]
+            """The approach segments of an option, with the first lean of push_leans the arm reaches it
+            with (leaning helps reach only: a refused approach is not tried again leaning)."""
+            behind, yaw = start(option)
+            above = np.r_[behind, option[2]]
+            for lean in d.push_leans:
+                grip = quat_multiply(lean_away(behind, lean), quat_multiply(z_rotation(yaw), HOME_GRIP))
+                try:
+                    q_above = self._ik(state.arm, above, 'above the push start', grip)
+                    down = self._line(
+                        q_above, above, np.r_[behind, position[2] + height], 'down to the push start', grip
+                    )
+                except GoalEnded as unreachable:
+                    failure = unreachable
+                    continue
+                leans[option] = lean
+                return [
+                    JointSegment(q_above[None, :], gripper_before=CLOSED_WIDTH, label='above the push start'),
+                    JointSegment(down, label='down to the push start'),
+                ]
+            raise failure
 
-        options = [(a, lean, t, z) for a in d.push_sides for lean in d.push_leans for z in heights for t in (1, 0)]
-        (side, lean, turned, _), _ = self._first_feasible(options, lambda option: ports.executor.execute(plan(option)))
-        behind, yaw = start(side)
-        return ports.perception.state().arm, yaw * turned, lean_away(behind, lean)
+        def attempt(option):
+            ports.cancel.check()
+            return ports.executor.execute(plan(option))
+
+        leans, options, seen = {}, [], set()
+        for option in ((side, turned, z) for side in d.push_sides for z in heights for turned in (True, False)):
+            key = (option[0], start(option)[1], option[2])  # broadside may be unturned already: one try
+            if key not in seen:
+                seen.add(key)
+                options.append(option)
+        option, _ = self._first_feasible(options, attempt)
+        behind, yaw = start(option)
+        return ports.perception.state().arm, yaw, lean_away(behind, leans[option])
 
     def _stream(self, ports, stream_id, q_arm, tcp, points, hand, floor):
         """One chunk to the last planned TCP point (kept above `floor` [m]), the hand (yaw, turn, lean)

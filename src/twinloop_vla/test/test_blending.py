@@ -207,8 +207,9 @@ def test_the_rtc_seam_ramps_the_gripper_opening_before_open_or_shut():
     while the running one still holds open lands two steps into a three-step seam."""
     actions = np.zeros((8, 8))  # the new chunk: shut from its first action
     assert gripper_commands(actions, 0, 5) == [0.0] * 5
-    assert gripper_commands(actions, 0, 5, running=[0.08, 0.08, 0.08]) == [0.0, 0.08, 0.08, 0.0, 0.0]
-    assert gripper_commands(actions, 0, 5, running=[np.nan, 0.08, np.nan]) == [0.0, 0.0, 0.08, 0.0, 0.0]
+    assert gripper_commands(actions, 0, 5, running=[0.08, 0.08, 0.08]) == [0.08, 0.08, 0.0, 0.0, 0.0]
+    assert gripper_commands(actions, 0, 5, running=[np.nan, 0.08, np.nan]) == [0.0, 0.08, 0.0, 0.0, 0.0]
+    assert gripper_commands(actions, 6, 4, running=[0.08] * 3) == [0.08, 0.08, -1.0, -1.0]  # keep past the end
     plan = Plan(np.arange(4) * DT, np.zeros((4, 7)), np.zeros((4, 7)), [0.08, 0.08, 0.0, 0.0])
     assert plan.opening(0.5 * DT) == 0.08 and plan.opening(2 * DT) == 0.0 and np.isnan(plan.opening(4 * DT))
     plan.splice(DT, np.array([0.0, DT]), np.zeros((2, 7)), np.zeros((2, 7)), gripper_openings(actions, 0, 2))

@@ -160,26 +160,30 @@ def gripper_commands(actions, first, points, enabled=True, running=()):
     NaN for the execution node to refuse). So the gripper changes with the arm motion of its step, as
     the stepped simulation and the recordings apply it. -1 (keep) past the chunk's last action, and
     everywhere when disabled or without such an entry. running: the running chunk's openings at the
-    points after the splice (rtc's seam: point j ramps from running[j - 1] to the new chunk's over
-    len(running) points before open or shut is decided, as the stepped evaluation blends every
-    action dimension; a NaN there: not blended)."""
-    actions = np.asarray(actions, float)
-    if not enabled or actions.shape[1] <= ARM_DOF:
+    chunk's first points, the splice point included (rtc's seam: the opening at point j ramps from
+    running[j] to the new chunk's with weight (j + 1) / (len(running) + 1), the weight blend_seam gives
+    the arm's target that action moves to, before open or shut is decided, as the stepped evaluation
+    blends every action dimension; NaN there: not blended)."""
+    openings = gripper_openings(actions, first, points)
+    if not enabled or np.asarray(actions).shape[1] <= ARM_DOF:
         return [-1.0] * points
-    openings = [actions[first + j, ARM_DOF] if first + j < len(actions) else None for j in range(points)]
-    for j, old in enumerate(running, start=1):
-        if j < points and openings[j] is not None and np.isfinite(old):
-            w = j / (len(running) + 1)
+    for j, old in enumerate(running[:points]):
+        if np.isfinite(old) and np.isfinite(openings[j]):
+            w = (j + 1) / (len(running) + 1)
             openings[j] = (1 - w) * old + w * openings[j]
-    return [-1.0 if opening is None else float(open_or_shut(opening)) for opening in openings]
+    past_end = np.arange(points) + first >= len(actions)
+    return [-1.0 if beyond else float(open_or_shut(opening)) for opening, beyond in zip(openings, past_end)]
 
 
 def gripper_openings(actions, first, points):
-    """The raw openings [m] behind gripper_commands' points (NaN where there is none), for the Plan."""
+    """The raw openings [m] of gripper_commands' points: the entry after the arm joints of the action
+    executed from point j (index first + j); NaN past the chunk's last action or without such an entry."""
     actions = np.asarray(actions, float)
-    if actions.shape[1] <= ARM_DOF:
-        return np.full(points, np.nan)
-    return np.array([actions[first + j, ARM_DOF] if first + j < len(actions) else np.nan for j in range(points)])
+    openings = np.full(points, np.nan)
+    if actions.shape[1] > ARM_DOF:
+        count = max(0, min(points, len(actions) - first))
+        openings[:count] = actions[first : first + count, ARM_DOF]
+    return openings
 
 
 def anchor(targets, obs_time, dt, splice_time, q_splice, moving=True, q_obs=None, converge_steps=0):
@@ -240,7 +244,7 @@ class Plan:
         """The policy's raw gripper opening [m] commanded at stream time t (NaN past the plan or where none)."""
         if t > self.end + 1e-9:
             return np.nan
-        return float(self.openings[max(0, int(np.searchsorted(self.times, t, side='right')) - 1)])
+        return float(self.openings[max(0, int(np.searchsorted(self.times, t + 1e-9, side='right')) - 1)])
 
     def splice(self, splice_time, times, positions, velocities, openings=None):
         """Replace what follows splice_time by a segment (times from 0 at splice_time)."""

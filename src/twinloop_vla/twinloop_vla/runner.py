@@ -326,7 +326,7 @@ class _Run:
         times, positions, velocities, raised = guarded
         running = ()
         if c.blending == 'rtc' and c.blend_gripper and self.plan is not None:
-            running = [self.plan.opening(splice + t) for t in times[1 : c.blend_steps + 1]]
+            running = [self.plan.opening(splice + t) for t in times[: c.blend_steps]]
         grippers = gripper_commands(actions, skipped, len(times), c.command_gripper, running)
         openings = gripper_openings(actions, skipped, len(times))
         reply = self.io.send(self.stream_id, times, positions, velocities, splice, grippers)

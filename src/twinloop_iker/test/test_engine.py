@@ -466,9 +466,10 @@ def test_a_push_whose_way_crosses_another_object_goes_to_a_via_point_first():
     above = ((0.45, 0.07, 0.1), flat, (0.3, 0.3, 0.02))  # a shelf above the way
     target = np.array([0.45, 0.31, 0.0])
     state = SimpleNamespace(objects={'red_book': red, 'green_book': green})
-    via = engine._via_point(state, 'red_book', target, 0.0)
+    via = engine._via_point(state, 'red_book', red, target, 0.0)
     assert via is not None and np.linalg.norm(via - np.array([0.45, 0.07])) > 0.2
     assert (
-        engine._via_point(SimpleNamespace(objects={'red_book': red, 'shelf': above}), 'red_book', target, 0.0) is None
+        engine._via_point(SimpleNamespace(objects={'red_book': red, 'shelf': above}), 'red_book', red, target, 0.0)
+        is None
     )
-    assert engine._via_point(state, 'red_book', np.array([0.75, -0.1, 0.0]), 0.0) is None  # a way clear of it
+    assert engine._via_point(state, 'red_book', red, np.array([0.75, -0.1, 0.0]), 0.0) is None  # a way clear of it

@@ -281,7 +281,7 @@ class IkerEngine(DecisionEngine):
         target_position[2] = p[2]  # a push keeps the object on what it stands on
         start_distance = deploy.keypoint_distance(local, (p, q), targets)
         final_targets, what = targets, f'pushed {oid}'
-        via = self._via_point(state, oid, target_position, target_yaw)
+        via = self._via_point(state, oid, (p, q, size), target_position, target_yaw)
         if via is not None:  # a first leg to beside what blocks the straight way; the next iteration pushes on
             shift = np.r_[via - target_position[:2], 0.0]
             target_position, targets = target_position + shift, targets + shift
@@ -308,11 +308,12 @@ class IkerEngine(DecisionEngine):
             distance = deploy.keypoint_distance(local, perceived(ports.perception.state(), oid)[:2], final_targets)
         return self._outcome(what, start_distance, distance, chunks, why)
 
-    def _via_point(self, state, oid, target_position, target_yaw):
-        """Where to push oid first when its straight way to target_position would drive it into another
-        object on its support (twinloop_iker.detour); None: straight on."""
+    def _via_point(self, state, oid, pose, target_position, target_yaw):
+        """Where to push oid, perceived at pose (position, quat, size), first when its straight way to
+        target_position would drive it into another object on its support (twinloop_iker.detour); None:
+        straight on."""
         d = self.config.deploy
-        p, q, size = perceived(state, oid)
+        p, q, size = pose
         obstacles = [
             (o[:2], deploy.object_yaw(oq), osize)
             for other, (o, oq, osize) in state.objects.items()

@@ -306,6 +306,22 @@ def test_ik_near_the_base_finds_a_solution_whose_links_are_clear_of_each_other()
     assert np.linalg.norm(engine.arm.ee_position(q) - target) < 0.002
 
 
+def test_the_solvers_plan_no_tcp_nearer_the_base_than_min_tcp_x():
+    """Through ROS, shoe pushes across the front of the robot ended where CEM drove the hand to x 0.20-0.24 m
+    (the env's workspace edge): no IK solution there low down, or the arm folded onto its joint 4 limit. The
+    deployed envs keep the TCP at deploy.min_tcp_x or farther, whatever the solver asks."""
+    engine = build_engine('iker', f'{ROOT}/config')
+    low = engine.config.deploy.min_tcp_x
+    assert low > engine.config.env.workspace_low[0]
+    for skill, env in engine.envs.items():
+        env.reset(seed=3)
+        toward_base = np.zeros(env.action_space.shape)
+        toward_base[0] = -1.0
+        for _ in range(20):
+            env.step(toward_base)
+        assert env.hand_pose()[0][0] >= low - 0.005, skill
+
+
 def test_a_push_start_beyond_the_upright_reach_is_approached_leaning_out(sim):
     """Through ROS 4 of 10 book layouts put the push start behind the red book out of reach (x ~0.8 m):
     the hand leans its fingertips out (deploy.push_leans) and pushes the book back towards the robot."""

@@ -149,7 +149,8 @@ class IkerEngine(DecisionEngine):
         options = {'agent': d.writer_agent} if d.writer == 'vlm' else {}
         self.writer = make_writer(d.writer, config_dir, **options)
         low = self.config.env.workspace_low
-        env_config = replace(self.config.env, workspace_low=(low[0], low[1], max(low[2], d.min_tcp_z)))
+        tcp_low = (max(low[0], d.min_tcp_x), low[1], max(low[2], d.min_tcp_z))
+        env_config = replace(self.config.env, workspace_low=tcp_low)
         self.envs = {skill: KeypointEnv(skill, env_config, None, self.config.reward) for skill in ('push', 'place')}
         self.solvers = make_solvers(self.config, tuple(self.envs))
         self.arm = Arm.panda()

@@ -391,8 +391,9 @@ class IkerEngine(DecisionEngine):
     ):
         """The solver's chunks of `skill` streamed until oid's keypoints are within `stop` [m] or a limit:
         (chunks, final distance, why it stopped). Holding the object (carry: the TCP height while
-        carrying), the TCP stays at carry until the keypoints are above their targets; the hand keeps
-        its `lean` (a quaternion applied after the yaw)."""
+        carrying), the TCP stays at carry until the keypoints are above their targets; pushing, at push
+        height (the solver's moves in x, y and yaw only); the hand keeps its `lean` (a quaternion applied
+        after the yaw)."""
         d, env = self.config.deploy, self.envs[skill]
         stream_id, chunks, plan = f'iker-{uuid.uuid4().hex[:8]}', 0, self.solvers[skill].stage(env)
         distance, why = math.inf, f'{d.max_chunks} chunks streamed'
@@ -415,9 +416,14 @@ class IkerEngine(DecisionEngine):
                 deploy.env_at(env, *shape, position, yaw, *target_pose, tcp, hand_yaw)
                 shifts, turns = deploy.tcp_targets(env, plan())
                 points = tcp + shifts
-                if carry is not None and deploy.horizontal_offset(local, pose, targets) > d.stop_distance:
-                    points[:, 2] = np.maximum(points[:, 2], carry)  # carried high until above the targets
-                floor = d.min_tcp_z if carry is not None else position[2] + deploy.push_height(size[2], d)
+                if carry is None:  # a push keeps the hand at push height (the twin's rises and comes down on the
+                    # object, which its force-limited hand may do; the stiff arm flipped shoes over doing so)
+                    floor = position[2] + deploy.push_height(size[2], d)
+                    points[:, 2] = floor
+                else:
+                    floor = d.min_tcp_z
+                    if deploy.horizontal_offset(local, pose, targets) > d.stop_distance:
+                        points[:, 2] = np.maximum(points[:, 2], carry)  # carried high until above the targets
                 try:
                     q_arm, hand_yaw = self._stream(
                         ports, stream_id, q_arm, tcp, points, (hand_yaw, turns[-1], lean), floor

@@ -391,9 +391,12 @@ class IkerEngine(DecisionEngine):
     ):
         """The solver's chunks of `skill` streamed until oid's keypoints are within `stop` [m] or a limit:
         (chunks, final distance, why it stopped). Holding the object (carry: the TCP height while
-        carrying), the TCP stays at carry until the keypoints are above their targets; pushing, at push
-        height (the solver's moves in x, y and yaw only); the hand keeps its `lean` (a quaternion applied
-        after the yaw)."""
+        carrying), the TCP stays at carry until the keypoints are above their targets. Pushing an object
+        taller than the fingertips' lowest push (one the hand can tip), the TCP stays at push height (the
+        solver's moves in x, y and yaw only): the twin's force-limited hand rose while pushing and came down
+        on a shoe, and the stiff arm flipped it over; a flat book is pushed as the solver plans (kept at push
+        height, the low hand folded the wrist into the base's keep-out zone). The hand keeps its `lean` (a
+        quaternion applied after the yaw)."""
         d, env = self.config.deploy, self.envs[skill]
         stream_id, chunks, plan = f'iker-{uuid.uuid4().hex[:8]}', 0, self.solvers[skill].stage(env)
         distance, why = math.inf, f'{d.max_chunks} chunks streamed'
@@ -416,10 +419,10 @@ class IkerEngine(DecisionEngine):
                 deploy.env_at(env, *shape, position, yaw, *target_pose, tcp, hand_yaw)
                 shifts, turns = deploy.tcp_targets(env, plan())
                 points = tcp + shifts
-                if carry is None:  # a push keeps the hand at push height (the twin's rises and comes down on the
-                    # object, which its force-limited hand may do; the stiff arm flipped shoes over doing so)
+                if carry is None:
                     floor = position[2] + deploy.push_height(size[2], d)
-                    points[:, 2] = floor
+                    if floor > position[2] + d.min_tcp_z:  # an object the hand can tip: pushed at push height
+                        points[:, 2] = floor
                 else:
                     floor = d.min_tcp_z
                     if deploy.horizontal_offset(local, pose, targets) > d.stop_distance:

@@ -48,10 +48,6 @@ AROUND_GRIP_SLACK = 0.02
 # A finger grips what it presses on with its inner face: a contact normal within 60 degrees of the
 # direction the finger closes in (a pushed object touches the fingers' front or outer faces).
 INNER_FACE_COS = 0.5
-# IK answers stay this far [rad] inside the joint ranges: a chunk ending at a bound has a braking tail
-# (streaming.chunk_tail, from its last points' velocity) that would overshoot it, and the gate refuses
-# that (IKER shoe pushes: panda_joint4 = -3.072 rad outside [-3.072, -0.070]).
-LIMIT_MARGIN = 0.005
 # Gripper pointing down as in the home pose (grip z along world -z, fingers closing along world
 # x), with joint 7 mid-range: quaternion w x y z.
 DOWN = np.array([0.0, 0.7071068, 0.7071068, 0.0])
@@ -77,8 +73,8 @@ class PandaIk:
         self.arm_dof = scene.dof_addresses(model)
         self.task = mink.FrameTask(EE_SITE, 'site', position_cost=1.0, orientation_cost=0.5, lm_damping=1e-3)
         self.posture = mink.PostureTask(model, cost=1e-3)
-        self.limits = [mink.ConfigurationLimit(model, min_distance_from_limits=LIMIT_MARGIN)]
-        self.arm_range = np.array([model.joint(j).range for j in scene.ARM_JOINTS]) + (LIMIT_MARGIN, -LIMIT_MARGIN)
+        self.limits = [mink.ConfigurationLimit(model)]
+        self.arm_range = np.array([model.joint(j).range for j in scene.ARM_JOINTS])
         locked = np.setdiff1d(np.arange(model.nv), self.arm_dof)
         self._locked = locked
 
@@ -99,8 +95,8 @@ class PandaIk:
             error = self.task.compute_error(self.configuration)
             if np.linalg.norm(error[:3]) < tol and np.linalg.norm(error[3:]) < rot_tol:
                 break
-        # mink's limit constraint lets a joint settle a hair past its bound (2.8974 of 2.8973 rad): the answer
-        # is clipped into the range less LIMIT_MARGIN (the pose moves by micrometres where the solver kept it)
+        # mink's limit constraint lets a joint settle a hair past its limit (2.8974 of 2.8973 rad), which
+        # the safety gate refuses: the answer is clipped into the range (the pose moves by micrometres)
         q_full = self.configuration.q.copy()
         q_full[self.arm_qpos] = q = np.clip(q_full[self.arm_qpos], *self.arm_range.T)
         self.configuration.update(q_full)

@@ -53,7 +53,6 @@ class DeployConfig:
     joint_velocity: float = 1.0  # [rad/s] a chunk's peak joint speed (well inside the Panda's limits)
     joint_acceleration: float = 3.0  # [rad/s^2] a chunk's peak joint acceleration (limits: 7.5 and up)
     min_tcp_z: float = 0.018  # [m] the TCP stays this high above the table top (fingers clear of it)
-    min_tcp_x: float = 0.27  # [m] the solver's TCP stays this far in front of the base (no low reach nearer)
     approach_height: float = 0.06  # [m] above the object's top before coming down behind it (push)
     standoff: float = 0.03  # [m] push: the TCP starts this far outside the object's footprint
     push_leans: tuple = (0.0, 0.35, 0.7)  # [rad] push: the hand's lean (fingertips away from the base), tried in order
@@ -78,7 +77,6 @@ class DeployConfig:
             'joint_velocity',
             'joint_acceleration',
             'min_tcp_z',
-            'min_tcp_x',
             'approach_height',
             'retreat_height',
             'carry_clearance',

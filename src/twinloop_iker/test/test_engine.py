@@ -93,7 +93,7 @@ class InProcessStreamer:
     for a new stream), start at time 0 and last 0.1-1 s, as the execution node's stream requires."""
 
     def __init__(self, world):
-        self.world, self.commanded, self.chunks, self.stops = world, {}, 0, 0
+        self.world, self.commanded, self.chunks, self.stops, self.ends = world, {}, 0, 0, []
 
     def send_chunk(self, stream_id, times, positions, splice_time=-1.0):
         start = self.commanded.get(stream_id, self.world.arm_positions())
@@ -103,6 +103,7 @@ class InProcessStreamer:
         self.world.follow_trajectory(times, positions)
         self.world.step(int((times[-1] + 0.2) / self.world.model.opt.timestep))
         self.commanded[stream_id] = positions[-1]
+        self.ends.append(positions[-1])
         self.chunks += 1
         return StreamReply(True, '', '', times[-1], times[-1], positions[-1].copy(), np.zeros(7))
 
@@ -304,6 +305,37 @@ def test_ik_near_the_base_finds_a_solution_whose_links_are_clear_of_each_other()
     q = engine._ik(scene.HOME, target, 'near the base', quat)
     assert not engine._self_colliding(q)
     assert np.linalg.norm(engine.arm.ee_position(q) - target) < 0.002
+
+
+def test_a_push_keeps_the_hand_at_push_height_and_the_shoe_upright():
+    """Held-out shoe layout 1003 pushes a shoe sideways 36 cm across the front of the robot. The twin's hand rose
+    while pushing and came down on the shoe, and the stiff arm flipped it over (it then lay 6 cm higher and every
+    later push passed over it). Pushes now keep the TCP at push height: the shoe arrives upright."""
+    layout = scene.randomize_layout(
+        scene.SceneConfig.from_yaml(f'{ROOT}/config/scenes/iker_shoes.yaml'), np.random.default_rng(1003)
+    )
+    world = SimWorld(layout)
+    world.reset()
+    try:
+        urdf, limits = f'{ROOT}/urdf/panda.urdf', f'{ROOT}/config/panda_joint_limits.yaml'
+        arm = SimPorts(world, None, None, [], urdf, limits, views=['front'])
+        streamer, progress = InProcessStreamer(world), QuietProgress()
+        ports = Ports(perception=arm, executor=arm, streamer=streamer, progress=progress, cancel=arm.cancel)
+        offset = placement_offset('next_to', 'left_shoe', ['right_shoe'], ports.perception.state().objects)
+        task = TaskSpec(
+            'push the left shoe next to the right shoe',
+            [SubTask('push', 'left_shoe', 'right_shoe', 'next_to', offset=offset)],
+        )
+        engine = build_engine('iker', f'{ROOT}/config')
+        result = engine.run(task, ports, Limits(max_steps=60))
+        assert result.success, (result.detail, progress.lines)
+        heights = [engine.arm.ee_position(q)[2] for q in streamer.ends]
+        push = deploy.push_height(0.06, engine.config.deploy)
+        assert abs(np.median(heights) - push) < 0.005 and max(heights) < push + 0.03  # never up onto the shoe
+        position, quat = world.object_pose('left_shoe')[:2]
+        assert abs(position[2]) < 0.01 and np.hypot(quat[0], quat[3]) > math.cos(math.radians(5))  # upright
+    finally:
+        world.close()
 
 
 def test_a_push_start_beyond_the_upright_reach_is_approached_leaning_out(sim):

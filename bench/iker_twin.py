@@ -1,4 +1,4 @@
-"""IKER's solvers in the twin (issue 18): the success rate of each skill (place, push) over fresh
+"""IKER's solvers in the twin (issue 18): the success rate of each skill (place, push, reorient) over fresh
 randomised episodes of KeypointEnv, with and without domain randomisation (the paper's Table II,
 shared/seeds/002), by the paper's criterion (mean keypoint distance to target within 5 cm at the end).
 
@@ -8,7 +8,7 @@ DIR/<skill>` with --checkpoints DIR). Episodes are
 fixed by their seeds (from twinloop_iker.evaluate.EVAL_SEED on, never trained on). Writes
 bench/results/iker_twin-<time>.json and appends a table to bench/RESULTS.md.
 
-    . ./twinloop_env.sh && python bench/iker_twin.py [--episodes 128] [--skills place push] [--solvers ppo cem]
+    . ./twinloop_env.sh && python bench/iker_twin.py [--episodes 128] [--skills place push reorient] [--solvers ppo cem]
         [--checkpoints DIR]
 """
 
@@ -23,7 +23,7 @@ from tqdm import tqdm
 from twinloop_core.evaluation import git_commit, machine
 from twinloop_iker.config import default_config
 from twinloop_iker.env import SKILLS
-from twinloop_iker.evaluate import EVAL_SEED, SOLVERS, run_episodes, summary
+from twinloop_iker.evaluate import EVAL_SEED, POLICY_FILE, SOLVERS, run_episodes, summary
 from twinloop_iker.solvers import SHIPPED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +76,11 @@ def main(argv=None):
     for skill in args.skills:
         for solver in args.solvers:
             checkpoint = str(Path(args.checkpoints) / skill) if solver == 'ppo' else None
+            if checkpoint and not (Path(checkpoint) / POLICY_FILE).is_file():
+                print(
+                    f'{skill} ppo: no policy in {checkpoint} (python -m twinloop_iker.train --skill {skill}); skipped'
+                )
+                continue
             for randomize in (True, False):
                 row = evaluate_row(skill, solver, randomize, args.episodes, checkpoint, config)
                 rows.append(row)

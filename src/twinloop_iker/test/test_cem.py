@@ -26,6 +26,15 @@ def test_cem_places_a_held_object():
     assert all(r.success for r in results), results
 
 
+def test_cem_stands_a_held_book_upright():
+    """Book Reorient in the twin: CEM turns the held flat book a quarter turn, either way, onto its end."""
+    results = [
+        solve(KeypointEnv('reorient'), seed=seed, options={'kind': 'book', 'target_pose': (0.5, 0.05, 0.1, 0.2, sign)})
+        for seed, sign in ((0, 1.0), (1, -1.0))
+    ]
+    assert all(r.success for r in results), results
+
+
 def test_plan_leaves_the_state_unchanged():
     env = KeypointEnv('push')
     env.reset(seed=0, options={**PUSH, 'kind': 'cube'})

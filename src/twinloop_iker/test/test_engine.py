@@ -505,3 +505,11 @@ def test_a_push_whose_way_crosses_another_object_goes_to_a_via_point_first():
         is None
     )
     assert engine._via_point(state, 'red_book', red, np.array([0.75, -0.1, 0.0]), 0.0) is None  # a way clear of it
+
+
+@pytest.mark.parametrize(('action', 'reason'), [('reorient', 'solved in the twin only'), ('open', 'no keypoint form')])
+def test_actions_not_deployed_on_the_arm_are_rejected_with_the_reason(action, reason):
+    engine = build_engine('iker', f'{ROOT}/config')
+    task = TaskSpec(f'{action} the book', [SubTask(action, 'book')])
+    with pytest.raises(GoalEnded, match=reason):
+        engine.check(task, Limits())

@@ -16,7 +16,18 @@ from gymnasium.utils.env_checker import check_env
 from twinloop_core.engine import ConfigError
 from twinloop_iker.cem import CemConfig
 from twinloop_iker.config import PpoConfig, load_iker_config
-from twinloop_iker.env import ENV_ID, OBS_SIZE, EnvConfig, KeypointEnv, RandomizationConfig, catalog_entry, yaw_quat
+from twinloop_iker.env import (
+    ENV_ID,
+    OBS_SIZE,
+    PITCH_RANGE,
+    SKILLS,
+    EnvConfig,
+    KeypointEnv,
+    RandomizationConfig,
+    catalog_entry,
+    hand_quat,
+    yaw_pitch,
+)
 from twinloop_iker.reward import RewardConfig, RewardStep, total_reward
 from twinloop_perception.keypoints import propose, world_positions
 from twinloop_twin import objects
@@ -30,7 +41,7 @@ def object_geoms(env):
 
 
 @pytest.mark.filterwarnings('ignore:.*Box observation space m')  # unbounded positions, by design
-@pytest.mark.parametrize('skill', ['push', 'place'])
+@pytest.mark.parametrize('skill', SKILLS)
 @pytest.mark.parametrize('randomization', [None, DR])
 def test_gymnasium_env_checker_passes(skill, randomization):
     check_env(KeypointEnv(skill, randomization=randomization), skip_render_check=True)
@@ -44,7 +55,7 @@ def test_registered_id_makes_the_env():
     assert gym.make(ENV_ID).action_space.shape == (3,)  # push: translation
 
 
-@pytest.mark.parametrize('skill', ['push', 'place'])
+@pytest.mark.parametrize('skill', SKILLS)
 def test_reward_is_total_reward_of_the_state(skill):
     env = KeypointEnv(skill)
     options = {'kind': 'block', 'gripper_position': (0.45, 0.0, 0.3)}  # push: the hand far above the object
@@ -53,7 +64,7 @@ def test_reward_is_total_reward_of_the_state(skill):
     keypoints = propose([('object', mesh, False)])
     for k in keypoints:
         k.local = k.local * env.scale
-    action = np.array([0.5, -0.3, 0.2, 0.4][: env.action_space.shape[0]], dtype=np.float32)
+    action = np.array([0.5, -0.3, 0.2, 0.4, -0.6][: env.action_space.shape[0]], dtype=np.float32)
     for _ in range(3):
         previous = world_positions(keypoints, {'object': env.object_pose()})
         hand_before, _ = env.hand_pose()
@@ -65,14 +76,15 @@ def test_reward_is_total_reward_of_the_state(skill):
         mujoco.mju_quat2Mat(rotation, quat)
         centre = position + rotation.reshape(3, 3) @ (env.scale * catalog_entry('block')[2])
         commanded = np.clip(hand_before + 0.04 * action[:3], EnvConfig().workspace_low, EnvConfig().workspace_high)
-        turn = 0.2 * action[3] if skill == 'place' else 0.0
+        turn = 0.2 * action[3] if skill != 'push' else 0.0
+        pitch = 0.2 * action[4] if skill == 'reorient' else 0.0
         state = RewardStep(
             ee_position=hand_after,
             object_position=centre,
             previous_keypoints=previous,
             keypoints=now,
             targets=env.targets,
-            action=np.r_[commanded - hand_before, 0.0, 0.0, turn],
+            action=np.r_[commanded - hand_before, 0.0, pitch, turn],
             steps_within=info['steps_within'],
             dropped=False,
             contact_force=0.0,  # nothing touches the hand (push) or the held object (place) up here
@@ -82,14 +94,15 @@ def test_reward_is_total_reward_of_the_state(skill):
         assert info['terms'] == pytest.approx(expected, abs=1e-9)
 
 
-@pytest.mark.parametrize('skill', ['push', 'place'])
+@pytest.mark.parametrize('skill', SKILLS)
 def test_object_on_its_targets_is_a_success(skill):
     env = KeypointEnv(skill)
-    target = (0.55, 0.1, 0.0 if skill == 'push' else 0.08, 0.4)
-    options = {'kind': 'cube', 'target_pose': target, 'gripper_position': (0.4, -0.2, 0.3)}
+    target = (0.55, 0.1, 0.0 if skill == 'push' else 0.08, 0.4, -1.0)[: 5 if skill == 'reorient' else 4]
+    options = {'kind': 'book', 'target_pose': target, 'gripper_position': (0.4, -0.2, 0.3)}
     _, info = env.reset(seed=1, options=options)
     assert not info['is_success']
-    env.set_object_pose(np.array(target[:3]) + [0, 0, 0.0005], yaw_quat(target[3]))
+    position, quat = env.target_object_pose(target)
+    env.set_object_pose(position + [0, 0, 0.0005], quat)
     zero = np.zeros(env.action_space.shape, dtype=np.float32)
     for step in range(1, RewardConfig().success_steps + 1):
         observation, reward, terminated, truncated, info = env.step(zero)
@@ -106,7 +119,7 @@ def test_episode_is_truncated_at_max_steps():
     assert outcomes[-1] == (False, True) and all(o == (False, False) for o in outcomes[:-1])
 
 
-@pytest.mark.parametrize('skill', ['push', 'place'])
+@pytest.mark.parametrize('skill', SKILLS)
 def test_a_seed_fixes_the_episode(skill):
     def run(seed):
         env = KeypointEnv(skill, randomization=DR)
@@ -196,3 +209,43 @@ def test_a_push_starts_behind_the_object_or_above_it(randomization):
     assert above.hand_pose()[0][2] >= above.object_pose()[0][2] + 0.03
     with pytest.raises(ConfigError, match='push_start'):
         EnvConfig(push_start='sideways')
+
+
+def test_hand_joint_angles_round_trip_through_the_quaternion():
+    for yaw, pitch in [(0.3, 0.5), (-2.0, 1.5), (1.0, -1.2), (3.0, 0.0)]:
+        assert np.allclose(yaw_pitch(hand_quat(yaw, pitch)), (yaw, pitch), atol=1e-9)
+
+
+@pytest.mark.parametrize('sign', [1.0, -1.0])
+def test_a_reorient_target_stands_the_long_side_up_on_its_bottom(sign):
+    """Book Reorient (shared/seeds/002): the drawn targets are the flat book turned a quarter turn about its
+    narrower horizontal axis: its length vertical, its lowest point at the target's bottom height."""
+    env = KeypointEnv('reorient')
+    env.reset(seed=0, options={'kind': 'book', 'scale': 1.0})
+    shape, _, centre = catalog_entry('book')
+    target = (0.5, -0.1, 0.07, 0.3, sign)
+    position, quat = env.target_object_pose(target)
+    rotation = np.empty(9)
+    mujoco.mju_quat2Mat(rotation, quat)
+    half = np.asarray(shape.extents) / 2
+    corners = centre + half * np.array([[i, j, k] for i in (-1, 1) for j in (-1, 1) for k in (-1, 1)])
+    world = corners @ rotation.reshape(3, 3).T + position
+    assert np.ptp(world[:, 2]) == pytest.approx(max(shape.extents[:2]))  # the 22 cm side upright
+    assert world[:, 2].min() == pytest.approx(0.07) and np.allclose(world[:, :2].mean(axis=0), (0.5, -0.1))
+    env.reset(seed=0, options={'kind': 'book', 'scale': 1.0, 'target_pose': target})
+    assert np.allclose(env.targets, position + env.local_keypoints @ rotation.reshape(3, 3).T)
+
+
+def test_pitching_the_hand_stands_the_held_book_up():
+    """Reorient's fifth action turns the hand, and the book it holds, about the fingers' closing axis."""
+    env = KeypointEnv('reorient')
+    env.reset(seed=0, options={'kind': 'book', 'scale': 1.0, 'object_pose': (0.5, 0.0, 0.15, 0.0)})
+    for _ in range(20):  # towards a quarter turn, 0.2 rad a step at most (deltas from the pitch reached)
+        env.step(np.r_[0.0, 0.0, 0.0, 0.0, np.clip((np.pi / 2 - env.data.qpos[4]) / 0.2, -1, 1)])
+    rotation = np.empty(9)
+    mujoco.mju_quat2Mat(rotation, env.object_pose()[1])
+    assert abs(rotation.reshape(3, 3)[2, 0]) > 0.995  # the book's long (x) axis now vertical
+    assert env.action_space.shape == (5,)
+    for _ in range(15):
+        env.step(np.array([0.0, 0.0, 0.0, 0.0, 1.0], dtype=np.float32))
+    assert env.data.ctrl[4] == PITCH_RANGE[1]  # the joint's range bounds the commanded pitch

@@ -17,6 +17,8 @@ from twinloop_core.regions import placement_offset, region_done
 from twinloop_core.task import SubTask, TaskSpec
 from twinloop_iker import query_image as qi
 from twinloop_iker import template_writer as tw
+from twinloop_iker.cem import solve
+from twinloop_iker.env import KeypointEnv
 from twinloop_iker.sandbox import run_interaction_code
 from twinloop_perception import keypoints as kp
 from twinloop_twin import objects as catalog
@@ -185,6 +187,21 @@ def test_reorient_stands_the_book_up(destination):
         middle = after.mean(axis=0)
         (x, y, _), size = shelf.states['shelf'][0], shelf.states['shelf'][2]
         assert abs(middle[0] - x) < size[0] / 2 and abs(middle[1] - y) < size[1] / 2
+
+
+def test_the_written_reorient_targets_are_reached_in_the_twin():
+    """The template writer's upright targets for the shelf's book, from the sandbox, are what the reorient
+    skill's twin reaches: CEM stands the held book up onto them (keypoints in the env's order)."""
+    shelf = layout('iker_shelf')
+    result = shelf.run(single('reorient', 'book', 'shelf', 'on'))
+    (x, y, _), q, _ = shelf.states['book']
+    env = KeypointEnv('reorient')
+    env.reset(seed=0, options={'kind': 'book', 'scale': 1.0, 'object_pose': (x, y, 0.0, 0.0)})
+    local = np.array([shelf.keypoints[i][1] for i in result.keypoint_indices]) - (x, y, 0.0)
+    assert np.allclose(local @ Rotation.from_quat(np.roll(q, -1)).as_matrix(), env.local_keypoints, atol=1e-6)
+    options = {'kind': 'book', 'scale': 1.0, 'object_pose': (x, y, 0.05, 2 * np.arctan2(q[3], q[0]))}
+    solved = solve(env, seed=0, options={**options, 'targets': result.target_positions})
+    assert solved.success, solved
 
 
 def test_three_stage_chain_box_aside_then_the_pair_on_the_rack():

@@ -177,9 +177,9 @@ def tcp_targets(env, actions):
     start, start_yaw = env.data.qpos[0:3].copy(), float(env.data.qpos[3])
     shifts, turns = [], []
     for action in actions:
-        target, yaw, _ = env.applied_action(action)
+        target, angles, _ = env.applied_action(action)
         shifts.append(target - start)
-        turns.append(yaw - start_yaw)
+        turns.append(angles[0] - start_yaw)
         env.step(action)
     return np.array(shifts), np.array(turns)
 

@@ -53,7 +53,16 @@ from twinloop_iker.solvers import make_solvers
 from twinloop_iker.writers import HistoryEntry, WriteRequest, WriterError, make_writer
 from twinloop_twin.scene import HOME
 
-UNSUPPORTED = ('open', 'close', 'reorient', 'pour')  # no keypoint form, or not deployable by a yaw-and-push solver
+NO_KEYPOINT_FORM = 'no keypoint form'
+UNSUPPORTED = {  # actions the engine does not deploy on the arm, and why
+    'open': NO_KEYPOINT_FORM,
+    'close': NO_KEYPOINT_FORM,
+    'pour': NO_KEYPOINT_FORM,
+    'reorient': (
+        'solved in the twin only (KeypointEnv skill reorient); on the arm a book lying flat is too wide for the '
+        'fingers from above, and the regrasp against the environment the paper uses is not built'
+    ),
+}
 SETTLE = 0.1  # [s] waited after a chunk's end before perceiving again
 # Arm joints reaching forward and down: IK's third start, where the home pose's solution folds the arm into
 # itself near the base (of 108 hand-down targets 22-30 cm from it, 85 solved clear from here, 70 from home)
@@ -160,7 +169,8 @@ class IkerEngine(DecisionEngine):
         """Sub-tasks that have a keypoint form the deployed solver can reach."""
         for subtask in task.subtasks:
             if subtask.action in UNSUPPORTED:
-                raise GoalEnded(Outcome.REJECTED, f'the iker strategy does {subtask.action!r} not (no keypoint form)')
+                reason = UNSUPPORTED[subtask.action]
+                raise GoalEnded(Outcome.REJECTED, f'the iker strategy does {subtask.action!r} not ({reason})')
 
     def run(self, task, ports, limits):
         """Algorithm 1: write code, check it, move, append the history; until done or a limit."""

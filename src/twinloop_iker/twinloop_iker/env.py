@@ -20,7 +20,11 @@ Skills (Appendix A): `push` keeps the fingers closed (a 36 mm wide rounded pushe
 the object, never the table) and the hand starts away from the object; `place` starts with the
 object already held at the heuristic grasp (fingers across the object's narrower side, the TCP
 3 cm under its top): the object is a child body of the hand (a rigid grasp; carried with gravity
-compensation, as an arm holds a load) and the hand's own geoms collide with nothing. The grasp
+compensation, as an arm holds a load) and the hand's own geoms collide with nothing; `reorient`
+starts as place does, and its hand also pitches about the fingers' closing axis (a fifth joint and
+action), so that the held object's longer horizontal side can be stood upright (the paper's Book
+Reorient: a flat book stood up on a shelf); its drawn targets are the object turned a quarter turn
+about its narrower horizontal axis, either way, its lowest point place_lift above the table. The grasp
 subroutine itself is not learned, as in the paper; a rigid grasp cannot drop the object, so the
 drop term of r_penalty counts an object that falls off the table (push).
 
@@ -29,11 +33,12 @@ K_o (world frame) and their targets K_t; the observation is the flat float32 vec
 [p_e, q_e, p_o, q_o, K_o, K_t, K_t - K_o, c_o - p_e] (c_o: the object's centre), quaternions
 wxyz with w >= 0. Keypoints: twinloop_perception.keypoints.propose on the object's mesh (the four
 extremities along its two main axes), moved with the object's pose. Action (Sec. III-C): end-
-effector deltas in [-1, 1], scaled to `action_translation` per axis (and `action_yaw` for place's
-yaw delta), clipped to the workspace; 10 Hz control. Reward: reward.total_reward on the step's
-state with the config's weights; success: the mean keypoint distance within 5 cm (Sec. IV-A); the
-episode ends after `success_steps` consecutive successful steps, when the object falls off the
-table, or at `max_steps`.
+effector deltas in [-1, 1], scaled to `action_translation` per axis (and `action_yaw` for the yaw
+delta of place and reorient, `action_pitch` for reorient's pitch delta), clipped to the
+workspace; 10 Hz control. Reward: reward.total_reward on the step's state with the config's
+weights; success: the mean keypoint distance within 5 cm (Sec. IV-A); the episode ends after
+`success_steps` consecutive successful steps, when the object falls off the table, or at
+`max_steps`.
 
 Targets are drawn per episode (a goal-conditioned policy; reset's options take a target pose or
 the keypoint targets of the VLM's code instead). Domain randomisation (Sec. III-C, a
@@ -59,7 +64,8 @@ from twinloop_perception.keypoints import propose
 from twinloop_twin import objects
 
 ENV_ID = 'twinloop/IkerKeypoint-v0'
-SKILLS = ('place', 'push')
+SKILLS = ('place', 'push', 'reorient')
+HOLDING = ('place', 'reorient')  # skills that start with the object held at the heuristic grasp
 CONTENTS = ('marble',)  # catalog kinds that are what a container holds, too small for keypoints: never drawn
 # free objects only: static ones and drawers (on a slide joint in their cabinet) are never an episode's object
 KINDS = tuple(k for k in objects.KINDS if k not in CONTENTS and not ((s := objects.make_shape(k)).static or s.slide))
@@ -71,6 +77,8 @@ FINGER_RADIUS = 0.009  # [m] capsule fingers
 FINGER_HALF_LENGTH = 0.025  # [m] capsule half length between the caps
 HAND_MASS = 0.5  # [kg], gravity-compensated
 HAND_JOINTS = ('hand_x', 'hand_y', 'hand_z', 'hand_yaw')  # qpos[0:4]; a free object's pose follows at 4:11
+PITCH_JOINT = 'hand_pitch'  # reorient: qpos[4], about the hand's y axis (the fingers' closing axis) after the yaw
+PITCH_RANGE = (-2.0, 2.0)  # [rad] of the pitch hinge (a quarter turn and some either way)
 HAND_KP = (2000.0, 20.0)  # position servo gains: [N/m] translation, [N m/rad] yaw (critically damped)
 HAND_FORCE = (40.0, 2.0)  # servo force limits: [N] translation, [N m] yaw
 HAND_ARMATURE = (0.1, 0.01)  # [kg], [kg m^2] on the hand's joints: steadies the stiff servos
@@ -102,13 +110,15 @@ def _check_positive(config, names):
 class EnvConfig:
     """The task distribution and the simulation of KeypointEnv (config/iker.yaml, block env)."""
 
-    kinds: tuple = KINDS  # object kinds drawn per episode
+    kinds: tuple = KINDS  # object kinds drawn per episode (push, place)
+    reorient_kinds: tuple = ('book', 'lid')  # flat kinds drawn per reorient episode (stood on their narrow end)
     scale: tuple = (0.8, 1.2)  # size scale of the object's catalog shape
     timestep: float = 0.005  # [s] physics step
     control_hz: float = 10.0  # policy rate (the paper's 10 Hz)
     max_steps: int = 80  # policy steps per episode
     action_translation: float = 0.04  # [m] end-effector translation per axis and step at |action| = 1
-    action_yaw: float = 0.2  # [rad] end-effector yaw per step at |action| = 1 (place)
+    action_yaw: float = 0.2  # [rad] end-effector yaw per step at |action| = 1 (place, reorient)
+    action_pitch: float = 0.2  # [rad] end-effector pitch per step at |action| = 1 (reorient)
     workspace_low: tuple = (0.2, -0.4, 0.005)  # [m] the TCP stays in this box
     workspace_high: tuple = (0.8, 0.4, 0.45)
     object_low: tuple = (0.35, -0.25)  # [m] x, y of object start and target positions
@@ -126,11 +136,15 @@ class EnvConfig:
 
     def __post_init__(self):
         """Known kinds, ordered ranges, positive rates and steps, start and targets inside the workspace."""
-        unknown = sorted(set(self.kinds) - set(KINDS))
-        if not self.kinds or unknown:
-            raise ConfigError(f'EnvConfig.kinds must be movable catalog kinds ({list(KINDS)}), got {unknown or "none"}')
+        for name in ('kinds', 'reorient_kinds'):
+            unknown = sorted(set(getattr(self, name)) - set(KINDS))
+            if not getattr(self, name) or unknown:
+                raise ConfigError(
+                    f'EnvConfig.{name} must be movable catalog kinds ({list(KINDS)}), got {unknown or "none"}'
+                )
         _check_ranges(self, ('scale', 'push_distance', 'place_start_lift', 'place_lift'))
-        _check_positive(self, ('timestep', 'control_hz', 'action_translation', 'action_yaw', 'mass', 'friction'))
+        positive = ('timestep', 'control_hz', 'action_translation', 'action_yaw', 'action_pitch', 'mass', 'friction')
+        _check_positive(self, positive)
         if self.push_start not in PUSH_STARTS:
             raise ConfigError(f'EnvConfig.push_start must be one of {PUSH_STARTS}, not {self.push_start!r}')
         if self.max_steps < 1 or self.scale[0] <= 0 or self.timestep * self.control_hz > 1:
@@ -189,6 +203,19 @@ def yaw_quat(yaw):
     return np.array([math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)])
 
 
+def hand_quat(yaw, pitch=0.0):
+    """wxyz quaternion of the hand's joints: a yaw about z, then a pitch about the turned y axis."""
+    out = np.empty(4)
+    mujoco.mju_mulQuat(out, yaw_quat(yaw), np.array([math.cos(pitch / 2), 0.0, math.sin(pitch / 2), 0.0]))
+    return out
+
+
+def yaw_pitch(quat):
+    """(yaw, pitch) [rad] of a wxyz quaternion that hand_quat can make (R = Rz(yaw) Ry(pitch))."""
+    r = _matrix(quat)
+    return math.atan2(-r[0, 1], r[1, 1]), math.atan2(-r[2, 0], r[2, 2])
+
+
 def quat_yaw(quat):
     """The yaw [rad] of a wxyz quaternion (its heading about z)."""
     w, x, y, z = quat
@@ -222,7 +249,7 @@ def _compose(pos1, quat1, relpos, relquat):
 
 
 def build_spec(parts, skill, finger_gap, timestep, held=None):
-    """The MjSpec of one episode: a table, the hand (x, y, z, yaw servos) and the object.
+    """The MjSpec of one episode: a table, the hand (x, y, z, yaw servos; reorient: and pitch) and the object.
 
     parts: the object's catalog parts at their simulated size; finger_gap [m]: half the distance
     between the finger axes; held (place): the object's (position, wxyz quaternion) in the hand
@@ -244,9 +271,10 @@ def build_spec(parts, skill, finger_gap, timestep, held=None):
         conaffinity=TABLE_BITS,
     )
     hand = spec.worldbody.add_body(name='hand', gravcomp=1.0)
-    for name, axis in zip(HAND_JOINTS, np.eye(3).tolist() + [[0, 0, 1]]):
-        slide = name != 'hand_yaw'
-        hand.add_joint(
+    joints = zip(HAND_JOINTS + (PITCH_JOINT,), np.eye(3).tolist() + [[0, 0, 1], [0, 1, 0]])
+    for name, axis in list(joints)[: 5 if skill == 'reorient' else 4]:
+        slide = name not in ('hand_yaw', PITCH_JOINT)
+        joint = hand.add_joint(
             name=name,
             type=mujoco.mjtJoint.mjJNT_SLIDE if slide else mujoco.mjtJoint.mjJNT_HINGE,
             axis=axis,
@@ -255,6 +283,8 @@ def build_spec(parts, skill, finger_gap, timestep, held=None):
         servo = spec.add_actuator(name=name, target=name, trntype=mujoco.mjtTrn.mjTRN_JOINT)
         servo.set_to_position(kp=HAND_KP[0 if slide else 1], dampratio=1.0)
         servo.forcerange = (-HAND_FORCE[0 if slide else 1], HAND_FORCE[0 if slide else 1])
+        if name == PITCH_JOINT:
+            joint.limited, joint.range = mujoco.mjtLimited.mjLIMITED_TRUE, PITCH_RANGE
     bits = 0 if held else HAND_BITS
     finger_z = FINGER_HALF_LENGTH + FINGER_RADIUS
     for side in (-1, 1):
@@ -303,13 +333,14 @@ def scaled_parts(parts, factor):
 
 
 class KeypointEnv(gym.Env):
-    """Move one object's keypoints to their targets with a floating gripper (push or place).
+    """Move one object's keypoints to their targets with a floating gripper (push, place or reorient).
 
-    skill: 'push' or 'place'; randomization: a RandomizationConfig (domain randomisation) or None
-    (nominal physics). reset's options: kind, scale, object_pose (x, y, yaw) or (x, y, bottom z,
-    yaw), target_pose (x, y, bottom z, yaw), targets ((4, 3) world keypoint targets, e.g. from the
-    VLM's code; in keypoint order), gripper_position (push: the TCP's start) and grasp_pose (place:
-    the TCP (x, y, z) and hand yaw of a grasp made on the arm, instead of the heuristic one).
+    skill: 'push', 'place' or 'reorient'; randomization: a RandomizationConfig (domain randomisation)
+    or None (nominal physics). reset's options: kind, scale, object_pose (x, y, yaw) or (x, y, bottom
+    z, yaw), target_pose (x, y, bottom z, yaw; reorient: and the quarter turn's sign, +-1), targets
+    ((4, 3) world keypoint targets, e.g. from the VLM's code; in keypoint order), gripper_position
+    (push: the TCP's start) and grasp_pose (place, reorient: the TCP (x, y, z) and hand yaw of a grasp
+    made on the arm, instead of the heuristic one).
     """
 
     metadata = {'render_modes': []}
@@ -321,7 +352,8 @@ class KeypointEnv(gym.Env):
         self.skill, self.config, self.randomization, self.reward_config = skill, config, randomization, reward_config
         low = np.full(OBS_SIZE, -np.inf, dtype=np.float32)
         self.observation_space = spaces.Box(low, -low, dtype=np.float32)
-        n = 4 if skill == 'place' else 3
+        self.hand_joints = 5 if skill == 'reorient' else 4  # x, y, z, yaw (and pitch): qpos[:hand_joints]
+        n = {'push': 3, 'place': 4, 'reorient': 5}[skill]
         self.action_space = spaces.Box(-1.0, 1.0, (n,), dtype=np.float32)
         self.model = self.data = self.held = None
 
@@ -334,7 +366,8 @@ class KeypointEnv(gym.Env):
         if unknown:
             raise ValueError(f'unknown reset options {unknown}; known: {list(OPTIONS)}')
         c, rng, dr = self.config, self.np_random, self.randomization
-        self.kind = options.get('kind') or c.kinds[rng.integers(len(c.kinds))]
+        kinds = c.reorient_kinds if self.skill == 'reorient' else c.kinds
+        self.kind = options.get('kind') or kinds[rng.integers(len(kinds))]
         if self.kind not in KINDS:
             raise ValueError(f'kind must be a movable catalog kind {list(KINDS)}, not {self.kind!r}')
         shape, base_keypoints, base_centre = catalog_entry(self.kind)
@@ -352,7 +385,7 @@ class KeypointEnv(gym.Env):
         else:
             (x, y, yaw), z = (
                 (float(v) for v in pose),
-                rng.uniform(*c.place_start_lift) if self.skill == 'place' else 0.0,
+                rng.uniform(*c.place_start_lift) if self.skill in HOLDING else 0.0,
             )
         start = np.array([x, y, z])
         target = options.get('target_pose')
@@ -360,7 +393,8 @@ class KeypointEnv(gym.Env):
             target = self._draw_target(start, yaw)
         targets = options.get('targets')
         if targets is None:
-            targets = np.asarray(target[:3], float) + self.local_keypoints @ _matrix(yaw_quat(target[3])).T
+            position, quat = self.target_object_pose(target)
+            targets = position + self.local_keypoints @ _matrix(quat).T
         self.targets = np.array(targets, dtype=float).reshape(N_KEYPOINTS, 3)
         if dr:  # the object is not quite where its targets were computed from
             start[:2] += rng.uniform(-dr.object_position, dr.object_position, 2)
@@ -368,7 +402,7 @@ class KeypointEnv(gym.Env):
         object_pos, object_quat = start + [0, 0, 0.0005], yaw_quat(yaw)
 
         narrow = int(extents[0] > extents[1])  # the fingers close across the narrower horizontal side
-        if self.skill == 'place':
+        if self.skill in HOLDING:
             grasp = options.get('grasp_pose')
             if grasp is None:
                 hand_pos, hand_quat = self._grasp(object_pos, object_quat, extents, -math.pi / 2 * (1 - narrow))
@@ -386,7 +420,7 @@ class KeypointEnv(gym.Env):
         self.data = mujoco.MjData(self.model)
         self._set_physics(extents)
         d = self.data
-        d.qpos[0:4] = d.ctrl[:] = np.r_[hand_pos, quat_yaw(hand_quat)]
+        d.qpos[: self.hand_joints] = d.ctrl[:] = self._joints(hand_pos, hand_quat)
         if self.held is None:
             d.qpos[4:11] = np.r_[object_pos, object_quat]
         mujoco.mj_forward(self.model, d)
@@ -395,6 +429,30 @@ class KeypointEnv(gym.Env):
         self._steps = self._steps_within = 0
         self._keypoints = self._object_keypoints()
         return self.observation(), self._info(self._keypoints)
+
+    def _joints(self, position, quat):
+        """The hand's joint vector (x, y, z, yaw[, pitch]) of a TCP pose."""
+        yaw, pitch = yaw_pitch(quat)
+        return np.r_[position, yaw, pitch][: self.hand_joints]
+
+    def target_object_pose(self, target):
+        """(position, wxyz quaternion) of the object frame at a target pose (x, y, bottom z, yaw); reorient's
+        (x, y, bottom z, yaw, sign): turned a quarter turn (by sign) about its narrower horizontal axis, then by
+        yaw, its centre over (x, y) and its lowest point at bottom z (the nominal shape's, as the keypoints)."""
+        yaw_turn = yaw_quat(float(target[3]))
+        if self.skill != 'reorient':
+            return np.asarray(target[:3], float), yaw_turn
+        shape, _, centre = catalog_entry(self.kind)
+        half = self.scale * np.asarray(shape.extents) / 2
+        axis = np.eye(3)[int(half[0] > half[1])]  # the narrower horizontal one
+        quarter = np.r_[math.cos(math.pi / 4), math.copysign(math.sin(math.pi / 4), target[4]) * axis]
+        quat = np.empty(4)
+        mujoco.mju_mulQuat(quat, yaw_turn, quarter)
+        rotation, centre = _matrix(quat), self.scale * centre
+        corners = centre + half * np.array([[i, j, k] for i in (-1, 1) for j in (-1, 1) for k in (-1, 1)])
+        lowest = float((corners @ rotation.T)[:, 2].min())
+        turned = rotation @ centre
+        return np.array([target[0] - turned[0], target[1] - turned[1], target[2] - lowest]), quat
 
     def _grasp(self, object_pos, object_quat, extents, yaw):
         """Place: the hand's pose at the heuristic grasp (Appendix A), randomised: the TCP on the
@@ -450,12 +508,14 @@ class KeypointEnv(gym.Env):
         mujoco.mj_setConst(m, self.data)  # constraint scaling (invweight0) for the new mass and inertia
 
     def _draw_target(self, start, yaw):
-        """(x, y, bottom z, yaw) of a reachable target pose on the table (place: possibly lifted)."""
+        """(x, y, bottom z, yaw) of a reachable target pose on the table (place: possibly lifted; reorient:
+        and the sign of its quarter turn)."""
         c, rng = self.config, self.np_random
         low, high = np.array(c.object_low), np.array(c.object_high)
-        if self.skill == 'place':
+        if self.skill in HOLDING:
             xy = rng.uniform(low, high)
-            return (*xy, rng.uniform(*c.place_lift), yaw + rng.uniform(-c.place_yaw, c.place_yaw))
+            pose = (*xy, rng.uniform(*c.place_lift), yaw + rng.uniform(-c.place_yaw, c.place_yaw))
+            return pose + ((float(rng.choice((-1.0, 1.0))),) if self.skill == 'reorient' else ())
         distance = rng.uniform(*c.push_distance)
         for _ in range(20):
             heading = rng.uniform(-np.pi, np.pi)
@@ -470,7 +530,7 @@ class KeypointEnv(gym.Env):
     # --- state ---------------------------------------------------------------------------------
     def hand_pose(self):
         """(TCP position, wxyz quaternion) of the hand."""
-        return self.data.qpos[0:3].copy(), yaw_quat(self.data.qpos[3])
+        return self.data.qpos[0:3].copy(), hand_quat(*self.data.qpos[3 : self.hand_joints])
 
     def object_pose(self):
         """(position of the object frame's origin: its bottom centre, wxyz quaternion)."""
@@ -488,7 +548,7 @@ class KeypointEnv(gym.Env):
             mujoco.mju_negQuat(inverse, self.held[1])
             mujoco.mju_mulQuat(hand_quat, np.asarray(quat, float), inverse)
             hand_pos = np.asarray(position) - _matrix(hand_quat) @ self.held[0]
-            d.qpos[0:4] = d.ctrl[:] = np.r_[hand_pos, quat_yaw(hand_quat)]
+            d.qpos[: self.hand_joints] = d.ctrl[:] = self._joints(hand_pos, hand_quat)
         d.qvel[:] = 0
         mujoco.mj_forward(self.model, d)
         self._keypoints = self._object_keypoints()
@@ -549,20 +609,23 @@ class KeypointEnv(gym.Env):
 
     # --- step ----------------------------------------------------------------------------------
     def applied_action(self, action):
-        """(new TCP target, new yaw, the (6,) delta (p, r) it applies) of a policy action."""
+        """(new TCP target, new (yaw[, pitch]) targets, the (6,) delta (p, r) it applies) of a policy action."""
         c = self.config
         action = np.clip(np.asarray(action, dtype=float), -1.0, 1.0)
-        position = self.data.qpos[0:3]
+        position, angles = self.data.qpos[0:3], self.data.qpos[3 : self.hand_joints]
         target = np.clip(position + action[:3] * c.action_translation, c.workspace_low, c.workspace_high)
-        turn = float(action[3]) * c.action_yaw if self.skill == 'place' else 0.0
-        yaw = self.data.qpos[3] + turn
-        return target, yaw, np.r_[target - position, 0.0, 0.0, turn]
+        turns = np.zeros(2)  # yaw, pitch
+        turns[: len(action) - 3] = action[3:] * np.array((c.action_yaw, c.action_pitch))[: len(action) - 3]
+        if self.skill == 'reorient':
+            turns[1] = np.clip(angles[1] + turns[1], *PITCH_RANGE) - angles[1]
+        new_angles = angles + turns[: len(angles)]
+        return target, new_angles, np.r_[target - position, 0.0, turns[1], turns[0]]
 
     def step(self, action):
         """One 10 Hz step: set the hand servos' targets, simulate, reward the keypoints' progress."""
-        target, yaw, delta = self.applied_action(action)
+        target, angles, delta = self.applied_action(action)
         d = self.data
-        d.ctrl[:] = np.r_[target, yaw]
+        d.ctrl[:] = np.r_[target, angles]
         mujoco.mj_step(self.model, d, nstep=self.config.substeps)
         previous, keypoints = self._keypoints, self._object_keypoints()
         centre = self._object_centre()

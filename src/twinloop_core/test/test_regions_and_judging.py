@@ -183,3 +183,19 @@ def test_a_drawer_is_open_once_pulled_out_along_its_axis_even_if_its_first_yaw_w
     assert not done and note == 'not done: drawer pulled out 0.0 cm'
     pushed_in = ((0.6 + 0.05, 0.2, 0.006), (1.0, 0.0, 0.0, 0.0), size)
     assert not judge(task, {'drawer': closed}, {'drawer': pushed_in})[0]
+
+
+def test_a_reorientation_is_done_with_the_longest_side_upright_on_the_destination():
+    """A 16 x 7 x 3 cm book stood on its end: its frame's origin (the flat book's bottom centre) is then half its
+    length up, on a long side; the judge finds its lowest point on the shelf's top and its centre over it."""
+    book, shelf = (0.16, 0.07, 0.03), ((0.66, -0.05, 0.0), Q, (0.24, 0.5, 0.15))
+    standing = (np.cos(np.pi / 4), 0.0, np.sin(np.pi / 4), 0.0)  # a quarter turn about y: x (its length) vertical
+    flat = {'book': ((0.4, 0.15, 0.0), Q, book), 'shelf': shelf}
+    on_shelf = {**flat, 'book': ((0.66 - 0.015, -0.05, 0.15 + 0.08), standing, book)}
+    up = SubTask('reorient', 'book', 'shelf', 'on')
+    assert judge([up], flat, on_shelf)[0]
+    assert not judge([up], flat, flat)[0]  # lying flat
+    assert not judge([up], flat, {**on_shelf, 'book': ((0.4, 0.15, 0.08), standing, book)})[0]  # upright, on the table
+    assert judge([SubTask('reorient', 'book')], flat, {**on_shelf, 'book': ((0.4, 0.15, 0.08), standing, book)})[0]
+    tipped = (np.cos(np.pi / 6), 0.0, np.sin(np.pi / 6), 0.0)  # 60 degrees: leaning
+    assert not judge([SubTask('reorient', 'book')], flat, {**flat, 'book': ((0.4, 0.15, 0.06), tipped, book)})[0]

@@ -72,6 +72,11 @@ def z_rotation(angle):
     return np.array([np.cos(angle / 2), 0.0, 0.0, np.sin(angle / 2)])
 
 
+def y_rotation(angle):
+    """Quaternion (w x y z) of a rotation about y."""
+    return np.array([np.cos(angle / 2), 0.0, np.sin(angle / 2), 0.0])
+
+
 def lean_away(point, angle):
     """Quaternion (w x y z) of a tilt by angle [rad] about the horizontal axis across the line from the
     world origin (the robot's base) to point: what points down there tips its lower end away from the base."""

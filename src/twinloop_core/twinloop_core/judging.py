@@ -1,10 +1,11 @@
 """Whether sub-tasks are done, judged on object states {id: (position, quat wxyz, size xyz)}:
 picked objects raised, drawers pulled open, placed ones inside their destination's footprint or at their spot beside
 it (region relations), pushed ones beside their destination (or aside when they have none), and
+reoriented ones with their longest side upright (on their destination's top when they have one), and
 objects the task must not move left where they were. Used on perceived state by the orchestrator and on ground truth by
 evaluations. A task of a benchmark may add stricter checks on ground truth (CHECKS: a ring
 threaded down a post, not resting on its top; a pair side by side, headings and toes in line; an object
-standing on another's top)."""
+standing on another's top; one stood upright)."""
 
 import numpy as np
 
@@ -16,6 +17,7 @@ UNMOVED = 0.02  # [m] a do-not-move object displaced less than this is left alon
 PUSHED_ASIDE = 0.05  # [m] a push without a destination moves the object at least this far, on its support
 PUSHED_BESIDE = 0.05  # [m] largest gap between footprints of a pushed object and its destination
 OPENED = 0.10  # [m] a drawer pulled out this far (along its own -x axis) is open
+UPRIGHT = np.cos(np.radians(20))  # a reoriented object's longest side within 20 degrees of vertical stands upright
 
 
 def _subtask(s):
@@ -32,6 +34,8 @@ def judge_subtask(s, before, after):
         return out >= OPENED, f'{s.object_id} pulled out {100 * out:.1f} cm'
     if s.relation in REGION_RELATIONS:
         return region_done(s, before, after)
+    if s.action == 'reorient':
+        return upright(after, s.object_id, s.destination_id)
     if s.action == 'push' and not s.destination_id:
         moved = float(np.hypot(p1[0] - p0[0], p1[1] - p0[1]))
         return moved >= PUSHED_ASIDE and abs(p1[2] - p0[2]) < 0.02, f'{s.object_id} pushed {100 * moved:.1f} cm aside'
@@ -45,6 +49,23 @@ def judge_subtask(s, before, after):
     if s.action == 'push':
         return horizontal < radius(size) + radius(d_size) + PUSHED_BESIDE and abs(p1[2] - p0[2]) < 0.02, note
     return horizontal < max(d_size[0], d_size[1]) / 2 and p1[2] < d[2] + d_size[2] + 0.05, note
+
+
+def upright(after, object_id, destination_id=''):
+    """(done, note): object_id stands with its longest side upright, resting on destination_id's top if given."""
+    p, q, size = after[object_id]
+    rotation = quat_matrix(q)
+    up = abs(float(rotation[2, int(np.argmax(size))]))
+    note = f'{object_id} longest side {np.degrees(np.arccos(min(up, 1.0))):.0f} deg from vertical'
+    if not destination_id:
+        return up >= UPRIGHT, note
+    d, _, d_size = after[destination_id]
+    corners = np.array([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (0.0, 1.0)]) * size
+    lowest = float(p[2] + (corners @ rotation.T)[:, 2].min())  # the object frame's origin: its bottom centre
+    centre = np.asarray(p, float) + rotation @ (0.0, 0.0, size[2] / 2)
+    horizontal = float(np.hypot(centre[0] - d[0], centre[1] - d[1]))
+    on = horizontal < max(d_size[0], d_size[1]) / 2 and abs(lowest - (d[2] + d_size[2])) < 0.03
+    return up >= UPRIGHT and on, f'{note}, {100 * horizontal:.1f} cm from {destination_id}'
 
 
 def judge(subtasks, before, after, do_not_move=()):
@@ -140,6 +161,7 @@ CHECKS = {  # name -> check(after, **args)
     'on_top_of': on_top_of,
     'inside': inside,
     'poured': poured,
+    'upright': upright,
 }
 
 

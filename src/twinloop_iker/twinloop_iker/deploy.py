@@ -4,9 +4,11 @@ targets of the model-written code to streamed joint chunks.
 The keypoints of a movable object are those of the catalog shape that best fits its perceived
 bounding box (`fit_kind`), so they are the keypoints of KeypointEnv's object and the code's targets
 are targets of the env (`fit_target_pose`: the object pose that puts the chosen keypoints nearest
-their targets, a yaw and a translation). The solver plans end-effector deltas in the env from the
-perceived object pose and the arm's TCP (`env_at`); the deltas move the Panda's TCP
-(`tcp_targets`), IK turns the last into joints and `joint_chunk` times the move as one short
+their targets, a yaw and a translation). Targets that tilt the object (`fit_turn`, `tilt` beyond
+TILTED) are a reorientation: the held object is turned by the hand's pitch about the fingers' closing axis
+(`env_holding`: the env's hand pitched and turned as the arm's). The solver plans end-effector
+deltas in the env from the perceived object pose and the arm's TCP (`env_at`); the deltas move the
+Panda's TCP (`tcp_targets`), IK turns the last into joints and `joint_chunk` times the move as one short
 rest-to-rest chunk (minimum-jerk) for the execution node's stream, which gates every chunk.
 """
 
@@ -17,11 +19,12 @@ import mujoco
 import numpy as np
 
 from twinloop_core.engine import ConfigError
-from twinloop_core.geometry import grip_height
+from twinloop_core.geometry import grip_height, quat_matrix
 from twinloop_core.gripper import HAND_UNDERSIDE
-from twinloop_iker.env import KINDS, quat_yaw, scaled_parts
+from twinloop_iker.env import KINDS, catalog_entry, quat_yaw, scaled_parts, yaw_pitch
 from twinloop_twin import objects as catalog
 
+TILTED = math.radians(45)  # targets that turn the object's up axis further than this: a reorientation
 PEAK_VELOCITY = 1.875  # minimum-jerk: peak velocity / (distance / duration)
 PEAK_ACCELERATION = 5.7735  # minimum-jerk: peak acceleration / (distance / duration^2)
 
@@ -32,6 +35,7 @@ class SolverChoice:
 
     push: str = 'cem'
     place: str = 'cem'
+    reorient: str = 'cem'
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,74 @@ def fit_target_pose(local, targets, yaw):
     return position, yaw
 
 
+def fit_turn(local, targets, quat):
+    """(position (3,), rotation (3, 3)) of the object frame that best carries keypoints `local` (n, 3,
+    object frame) onto `targets` (n, 3, world), any turn: least squares (Kabsch) for three or more
+    keypoints that span a plane; for two, the smallest turn from the object's orientation now (`quat`,
+    wxyz) that lines their direction up with the targets'; for one, that orientation."""
+    local, targets = np.asarray(local, float), np.asarray(targets, float)
+    now = quat_matrix(quat)
+    a, b = local - local.mean(axis=0), targets - targets.mean(axis=0)
+    if len(local) >= 3 and np.linalg.svd(a, compute_uv=False)[1] > 1e-3:
+        u, _, vt = np.linalg.svd(b.T @ a)
+        rotation = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
+    elif len(local) >= 2 and np.linalg.norm(a[0]) > 1e-3 and np.linalg.norm(b[0]) > 1e-3:
+        rotation = _aligning(now @ a[0], b[0]) @ now
+    else:
+        rotation = now
+    return (targets - local @ rotation.T).mean(axis=0), rotation
+
+
+def _aligning(u, v):
+    """The smallest rotation (3, 3) turning direction u onto direction v (Rodrigues)."""
+    u, v = u / np.linalg.norm(u), v / np.linalg.norm(v)
+    axis, cosine = np.cross(u, v), float(np.dot(u, v))
+    if np.linalg.norm(axis) < 1e-9:
+        if cosine > 0:
+            return np.eye(3)
+        axis = np.cross(u, (1.0, 0.0, 0.0) if abs(u[0]) < 0.9 else (0.0, 1.0, 0.0))
+        axis, cosine = axis / np.linalg.norm(axis), -1.0
+    skew = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + skew + skew @ skew / (1.0 + cosine) if cosine > -1.0 else np.eye(3) + 2 * skew @ skew
+
+
+def tilt(rotation):
+    """Angle [rad] between an object's up axis turned by rotation (3, 3) and the world's up."""
+    return math.acos(float(np.clip(rotation[2, 2], -1.0, 1.0)))
+
+
+def env_holding(env, kind, scale, grasp, tcp, hand_yaw, pitch, target):
+    """Reset the reorient KeypointEnv to the object held as grasped on the arm and the hand now: grasp, the
+    object's (x, y, bottom z, yaw) and the TCP (x, y, z) and hand yaw when it was gripped flat; the hand
+    then moved to tcp, hand_yaw and pitch (about the fingers' closing axis) with the object in it; target,
+    the object frame's (position, rotation) to reach (fit_turn), gives every keypoint's target."""
+    pose, grip, grip_yaw = grasp
+    position, rotation = target
+    options = {
+        'kind': kind,
+        'scale': scale,
+        'object_pose': tuple(float(v) for v in pose),
+        'grasp_pose': (*(float(v) for v in grip), float(grip_yaw)),
+        'targets': position + scale * catalog_entry(kind)[1] @ rotation.T,
+    }
+    env.reset(seed=0, options=options)
+    d = env.data
+    d.qpos[: env.hand_joints] = d.ctrl[:] = (*tcp, float(hand_yaw), float(pitch))
+    d.qvel[:] = 0.0
+    mujoco.mj_forward(env.model, d)
+
+
+def hand_at(env, target):
+    """(TCP position, hand yaw, hand pitch) that put the object held in the reorient env (env.held, the grasp)
+    at target, its frame's (position, rotation (3, 3))."""
+    position, rotation = target
+    held_position, held_quat = env.held
+    quat = np.empty(4)
+    mujoco.mju_mat2Quat(quat, (np.asarray(rotation, float) @ quat_matrix(held_quat).T).ravel())
+    yaw, pitch = yaw_pitch(quat)
+    return np.asarray(position, float) - quat_matrix(quat) @ held_position, yaw, pitch
+
+
 def push_height(object_height, config):
     """TCP height above the support for a push: halfway up the object (at most 4 cm), above min_tcp_z, and
     high enough that the hand body passes 1 cm over the top of an object taller than the fingers reach."""
@@ -172,16 +244,16 @@ def env_at(env, kind, scale, position, yaw, target_position, target_yaw, tcp, ha
 
 
 def tcp_targets(env, actions):
-    """(TCP displacements (k, 3), hand yaw changes (k,) [rad]) from the hand's start after each
+    """(TCP displacements (k, 3), hand (yaw, pitch) changes (k, 2) [rad]) from the hand's start after each
     action, stepping the env."""
-    start, start_yaw = env.data.qpos[0:3].copy(), float(env.data.qpos[3])
-    shifts, turns = [], []
-    for action in actions:
+    start, start_angles = env.data.qpos[0:3].copy(), env.data.qpos[3 : env.hand_joints].copy()
+    shifts, turns = [], np.zeros((len(actions), 2))
+    for i, action in enumerate(actions):
         target, angles, _ = env.applied_action(action)
         shifts.append(target - start)
-        turns.append(angles[0] - start_yaw)
+        turns[i, : len(angles)] = angles - start_angles
         env.step(action)
-    return np.array(shifts), np.array(turns)
+    return np.array(shifts), turns
 
 
 def _top_at(parts, point):

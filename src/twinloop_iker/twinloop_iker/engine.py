@@ -14,7 +14,10 @@ paper's Appendix A: across its narrower side over the tallest part of its middle
 and lifts it clear of everything on the table. Then every chunk of `cem.replan_every` planned
 end-effector deltas (and, holding an object, yaw turns) goes through IK and the streamer port (the
 execution node's ~/stream, gated chunk by chunk), with the object perceived again before each
-chunk; a held object is lowered only once above its target, and released there. The query image is
+chunk; a held object is lowered only once above its target, and released there. Targets that tilt
+the object (the paper's Book Reorient) are a reorientation: gripped flat the same way, turned by the
+reorient twin's hand pitch about the fingers' closing axis, set down exactly on the target pose by the
+grasp, and released by drawing the hand back along its approach axis. The query image is
 drawn on a schematic view of the perceived boxes (no camera image reaches an engine through its
 ports); it goes to the writer and the run report.
 """
@@ -36,6 +39,7 @@ from twinloop_core.geometry import (
     quat_matrix,
     quat_multiply,
     wrap_angle,
+    y_rotation,
     yaw_of,
     z_rotation,
 )
@@ -53,16 +57,8 @@ from twinloop_iker.solvers import make_solvers
 from twinloop_iker.writers import HistoryEntry, WriteRequest, WriterError, make_writer
 from twinloop_twin.scene import HOME
 
-NO_KEYPOINT_FORM = 'no keypoint form'
-UNSUPPORTED = {  # actions the engine does not deploy on the arm, and why
-    'open': NO_KEYPOINT_FORM,
-    'close': NO_KEYPOINT_FORM,
-    'pour': NO_KEYPOINT_FORM,
-    'reorient': (
-        'solved in the twin only (KeypointEnv skill reorient); on the arm a book lying flat is too wide for the '
-        'fingers from above, and the regrasp against the environment the paper uses is not built'
-    ),
-}
+UNSUPPORTED = ('open', 'close', 'pour')  # no keypoint form
+SKILLS = ('push', 'place', 'reorient')  # the solvers' skills, in the order results name them
 SETTLE = 0.1  # [s] waited after a chunk's end before perceiving again
 # Arm joints reaching forward and down: IK's third start, where the home pose's solution folds the arm into
 # itself near the base (of 108 hand-down targets 22-30 cm from it, 85 solved clear from here, 70 from home)
@@ -148,7 +144,7 @@ def static_objects(task):
 class IkerEngine(DecisionEngine):
     """IKER: keypoint code by a writer, checked in the sandbox, solved in the twin, streamed."""
 
-    label = 'iker (keypoint code in a sandbox; a PPO policy or CEM in the twin; pushes and grasp-and-place)'
+    label = 'iker (keypoint code in a sandbox; a PPO policy or CEM in the twin; push, grasp-and-place, reorient)'
     config_class = IkerConfig
     needs = ('perception', 'executor', 'streamer')
 
@@ -159,7 +155,7 @@ class IkerEngine(DecisionEngine):
         self.writer = make_writer(d.writer, config_dir, **options)
         low = self.config.env.workspace_low
         env_config = replace(self.config.env, workspace_low=(low[0], low[1], max(low[2], d.min_tcp_z)))
-        self.envs = {skill: KeypointEnv(skill, env_config, None, self.config.reward) for skill in ('push', 'place')}
+        self.envs = {skill: KeypointEnv(skill, env_config, None, self.config.reward) for skill in SKILLS}
         self.solvers = make_solvers(self.config, tuple(self.envs))
         self.arm = Arm.panda()
         solvers = ', '.join(f'{skill}: {solver.label}' for skill, solver in self.solvers.items())
@@ -169,8 +165,7 @@ class IkerEngine(DecisionEngine):
         """Sub-tasks that have a keypoint form the deployed solver can reach."""
         for subtask in task.subtasks:
             if subtask.action in UNSUPPORTED:
-                reason = UNSUPPORTED[subtask.action]
-                raise GoalEnded(Outcome.REJECTED, f'the iker strategy does {subtask.action!r} not ({reason})')
+                raise GoalEnded(Outcome.REJECTED, f'the iker strategy does {subtask.action!r} not (no keypoint form)')
 
     def run(self, task, ports, limits):
         """Algorithm 1: write code, check it, move, append the history; until done or a limit."""
@@ -215,7 +210,10 @@ class IkerEngine(DecisionEngine):
                 )
                 return self._end(ports, record, started, False, record.outcome, steps)
             local = np.array([local_points[n] for n in found.keypoint_indices])
-            move = self._place if found.grasp else self._push
+            move = self._push
+            if found.grasp:  # targets that tilt the object stand it up: held and turned by the hand's pitch
+                turn = deploy.fit_turn(local, found.target_positions, objects[found.object_id][1])[1]
+                move = self._reorient if deploy.tilt(turn) > deploy.TILTED else self._place
             try:
                 succeeded, record.outcome, record.chunks, record.distance = move(
                     ports,
@@ -268,6 +266,7 @@ class IkerEngine(DecisionEngine):
     def _query(self, task, objects):
         """({id: (kind, scale), None for static ones}, the QueryImage, {keypoint number: object-frame point})."""
         static = static_objects(task)
+        reoriented = {s.object_id for s in task.subtasks if s.action == 'reorient'}  # fitted among the flat kinds
         shapes, perceived = {}, []
         for oid, (p, q, size) in objects.items():
             if oid in static:
@@ -275,7 +274,8 @@ class IkerEngine(DecisionEngine):
                 mesh = trimesh.creation.box(extents=size)
                 mesh.apply_translation((0.0, 0.0, size[2] / 2))
             else:
-                shapes[oid] = deploy.fit_kind(size, self.config.env.kinds)
+                kinds = self.config.env.reorient_kinds if oid in reoriented else self.config.env.kinds
+                shapes[oid] = deploy.fit_kind(size, kinds)
                 mesh = deploy.kind_mesh(*shapes[oid])
             perceived.append(query_image.PerceivedObject(oid, mesh, oid in static, tuple(p), tuple(q)))
         query = query_image.render_query_image(schematic_view(objects), perceived)
@@ -372,6 +372,82 @@ class IkerEngine(DecisionEngine):
         distance = deploy.keypoint_distance(local, perceived(state, oid)[:2], targets)
         return self._outcome(f'placed {oid}', start_distance, distance, chunks, f'{why}; released')
 
+    def _reorient(self, ports, limits, oid, shape, local, targets, steps, stop):
+        """Grasp oid flat from above, lift it clear (by half its longest side more, to turn it there), turn and
+        carry it with the solver's chunks (the hand pitching about the fingers' closing axis; its pose in the
+        twin follows the arm's, as the grasp left it in the hand), lower it onto its targets, release. Same
+        return as _push."""
+        state = ports.perception.state()
+        p, q, size = perceived(state, oid)
+        start_distance = deploy.keypoint_distance(local, (p, q), targets)
+        target = deploy.fit_turn(local, targets, q)
+        point, quat, hand_yaw = self._grasp(state, oid, shape)
+        bottoms = np.c_[targets[:, :2], np.full(len(targets), targets[:, 2].min())]  # where it will stand
+        carry = self._carry_height(state, oid, bottoms) + point[2] - p[2] + max(size[:2]) / 2
+        q_arm, hand_yaw = self._pick(ports, state, point, quat, hand_yaw, size, carry)
+        state = ports.perception.state()
+        if not closed_on_something(state.gripper_width):
+            self._retreat(ports, release=True)
+            return (
+                False,
+                f'the grasp of {oid} missed (the fingers hold nothing after the lift); nothing turned',
+                0,
+                -1.0,
+            )
+        p, q, _ = perceived(state, oid)
+        grasp = ((*p, deploy.object_yaw(q)), self.arm.ee_position(q_arm), hand_yaw)
+        chunks, distance, why = self._servo(
+            ports,
+            limits,
+            'reorient',
+            oid,
+            shape,
+            local,
+            targets,
+            target,
+            q_arm,
+            steps,
+            stop,
+            hand_yaw=hand_yaw,
+            carry=carry,
+            grasp=grasp,
+        )
+        if distance <= stop:  # the solver's turn, finished exactly as the grasp and the target pose say
+            why += self._set_down(ports, target)
+        self._withdraw(ports)
+        distance = deploy.keypoint_distance(local, perceived(ports.perception.state(), oid)[:2], targets)
+        return self._outcome(f'stood {oid} up', start_distance, distance, chunks, f'{why}; released')
+
+    def _set_down(self, ports, target):
+        """One chunk that puts the held object at target (its frame's position and rotation) by the grasp the
+        reorient twin holds it with (the solver stops within stop_distance: a standing book tips over from
+        much more than 10 degrees off): '' or why it was not streamed."""
+        tcp_target, yaw, pitch = deploy.hand_at(self.envs['reorient'], target)
+        q_arm, stream_id = ports.perception.state().arm, f'iker-{uuid.uuid4().hex[:8]}'
+        tcp = self.arm.ee_position(q_arm)
+        try:
+            self._stream(
+                ports, stream_id, q_arm, tcp, [tcp_target], (np.array([yaw, pitch]), np.zeros(2), UPRIGHT), 0.0
+            )
+        except Refused as refused:
+            return f'; not set down exactly: {refused}'
+        finally:
+            ports.streamer.stop_stream(stream_id)
+        return '; set down'
+
+    def _withdraw(self, ports):
+        """Open the fingers, draw the hand back along its approach axis by approach_height (a turned hand
+        slides out of what it stood up, not up along it), then the usual retreat."""
+        q = ports.perception.state().arm
+        tcp, quat = self.arm.ee_position(q), self.arm.ee_quat(q)
+        back = tcp - quat_matrix(quat)[:, 2] * self.config.deploy.approach_height
+        try:
+            line = self._line(q, tcp, back, 'withdraw', quat)
+        except GoalEnded:  # no way back along the approach axis: open where it is
+            line = q[None, :]
+        ports.executor.execute([JointSegment(line, gripper_before=OPEN_WIDTH, label='release, withdraw')])
+        self._retreat(ports)
+
     def _outcome(self, what, start_distance, distance, chunks, why):
         """(succeeded, outcome in words, chunks, distance) of a stage: within the paper's threshold or not."""
         threshold = self.config.reward.success_threshold
@@ -397,6 +473,7 @@ class IkerEngine(DecisionEngine):
         hand_yaw=0.0,
         carry=None,
         lean=UPRIGHT,
+        grasp=None,
     ):
         """The solver's chunks of `skill` streamed until oid's keypoints are within `stop` [m] or a limit:
         (chunks, final distance, why it stopped). Holding the object (carry: the TCP height while
@@ -405,14 +482,19 @@ class IkerEngine(DecisionEngine):
         solver's moves in x, y and yaw only): the twin's force-limited hand rose while pushing and came down
         on a shoe, and the stiff arm flipped it over; a flat book is pushed as the solver plans (kept at push
         height, the low hand folded the wrist into the base's keep-out zone). The hand keeps its `lean` (a
-        quaternion applied after the yaw)."""
+        quaternion applied after the yaw). Reorienting (grasp: see deploy.env_holding), the hand pitches too,
+        and the held object's pose is the twin's, following the arm."""
         d, env = self.config.deploy, self.envs[skill]
         stream_id, chunks, plan = f'iker-{uuid.uuid4().hex[:8]}', 0, self.solvers[skill].stage(env)
-        distance, why = math.inf, f'{d.max_chunks} chunks streamed'
+        distance, why, angles = math.inf, f'{d.max_chunks} chunks streamed', np.array([hand_yaw, 0.0])
         try:
             while True:
                 ports.cancel.check()
                 *pose, size = perceived(ports.perception.state(), oid)
+                tcp = self.arm.ee_position(q_arm)
+                if grasp is not None:
+                    deploy.env_holding(env, *shape, grasp, tcp, *angles, target_pose)
+                    pose = env.object_pose()
                 distance = deploy.keypoint_distance(local, pose, targets)
                 if distance <= stop:
                     why = f'within {100 * stop:.1f} cm'
@@ -423,9 +505,9 @@ class IkerEngine(DecisionEngine):
                 if limits.deadline is not None and time.monotonic() > limits.deadline:
                     why = 'timeout reached'
                     break
-                tcp = self.arm.ee_position(q_arm)
                 position, yaw = np.asarray(pose[0], float), deploy.object_yaw(pose[1])
-                deploy.env_at(env, *shape, position, yaw, *target_pose, tcp, hand_yaw)
+                if grasp is None:
+                    deploy.env_at(env, *shape, position, yaw, *target_pose, tcp, angles[0])
                 shifts, turns = deploy.tcp_targets(env, plan())
                 points = tcp + shifts
                 if carry is None:
@@ -437,9 +519,7 @@ class IkerEngine(DecisionEngine):
                     if deploy.horizontal_offset(local, pose, targets) > d.stop_distance:
                         points[:, 2] = np.maximum(points[:, 2], carry)  # carried high until above the targets
                 try:
-                    q_arm, hand_yaw = self._stream(
-                        ports, stream_id, q_arm, tcp, points, (hand_yaw, turns[-1], lean), floor
-                    )
+                    q_arm, angles = self._stream(ports, stream_id, q_arm, tcp, points, (angles, turns[-1], lean), floor)
                 except Refused as refused:
                     why = str(refused)
                     break
@@ -617,21 +697,24 @@ class IkerEngine(DecisionEngine):
         return ports.perception.state().arm, yaw, lean_away(behind, leans[option])
 
     def _stream(self, ports, stream_id, q_arm, tcp, points, hand, floor):
-        """One chunk to the last planned TCP point (kept above `floor` [m]), the hand (yaw, turn, lean)
-        turned by `turn` (or kept at its yaw where the wrist cannot turn that far there; IK, minimum-jerk
-        timing), gated by the execution node; waits for its end: (the commanded joints there, the hand
-        yaw). Refused when the execution node refuses the chunk or the arm cannot reach its end."""
+        """One chunk to the last planned TCP point (kept above `floor` [m]), the hand (angles: yaw and pitch
+        about the fingers' closing axis, turns, lean) turned by `turns` (or kept as it is where the wrist
+        cannot turn that far there; IK, minimum-jerk timing), gated by the execution node; waits for its
+        end: (the commanded joints there, the hand's angles). Refused when the execution node refuses the
+        chunk or the arm cannot reach its end."""
         d = self.config.deploy
-        hand_yaw, turn, lean = hand
+        angles, turns, lean = hand
         points = np.array(points, float)
         points[:, 2] = np.maximum(points[:, 2], floor)
 
-        def plan(yaw):
-            quat = quat_multiply(lean, quat_multiply(z_rotation(yaw), HOME_GRIP))
+        def plan(option):
+            yaw, pitch = option
+            # the pitch turns the hand about the fingers' closing axis (HOME_GRIP closes along world y), as the twin's
+            quat = quat_multiply(lean, quat_multiply(z_rotation(yaw), quat_multiply(y_rotation(pitch), HOME_GRIP)))
             return self._ik(q_arm, points[-1], 'a planned step', quat)
 
         try:
-            hand_yaw, q_end = self._first_feasible((hand_yaw + float(turn), hand_yaw), plan)
+            option, q_end = self._first_feasible((tuple(angles + turns), tuple(angles)), plan)
         except GoalEnded as unreachable:
             raise Refused(unreachable.reason) from None
         length = float(np.linalg.norm(np.diff(np.vstack([tcp, points]), axis=0), axis=1).sum())
@@ -644,7 +727,7 @@ class IkerEngine(DecisionEngine):
             ports.cancel.check()
             time.sleep(min(0.02, max(0.0, end - time.monotonic())))
         commanded = np.asarray(reply.commanded_positions, float)
-        return (commanded if commanded.shape == (7,) else positions[-1]), hand_yaw
+        return (commanded if commanded.shape == (7,) else positions[-1]), np.array(option)
 
     def _retreat(self, ports, release=False):
         """Lift the TCP straight up, by approach_height, to the retreat height at least and clear of

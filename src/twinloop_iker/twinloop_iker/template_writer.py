@@ -230,10 +230,13 @@ def _aside(object_id, objects):
 
 
 def _upright(obj):
-    """Rotation (3x3) turning an object's longest side upright (identity when it already is)."""
-    _, q, size = obj
+    """Rotation (3x3) turning an object's longest side upright (identity when it already is): the end that is
+    higher goes up, of a flat object the end farther from the robot's base (x = y = 0), so that a hand holding
+    it from above turns its fingertips away from the robot, as an arm reaches best."""
+    p, q, size = obj
     axis = quat_matrix(q)[:, int(np.argmax(size))]
-    axis = axis if axis[2] >= 0 else -axis
+    radial = np.asarray(p[:2], float) / max(float(np.linalg.norm(p[:2])), 1e-9)
+    axis = axis if axis[2] + float(np.dot(axis[:2], radial)) >= 0 else -axis
     turn = np.cross(axis, (0.0, 0.0, 1.0))
     sine, cosine = np.linalg.norm(turn), float(axis[2])
     if sine < 1e-6:

@@ -1,6 +1,6 @@
 """Train a skill's policy in the twin with PPO (shared/seeds/002, Sec. III-C) for a wall-time budget.
 
-    python -m twinloop_iker.train --skill push|place --minutes 60 [--envs 2] [--seed 0] [--no-randomization]
+    python -m twinloop_iker.train --skill push|place|reorient --minutes 60 [--envs 2] [--seed 0] [--no-randomization]
         [--resume] [--out DIR] [--ray ADDRESS] [--eval-episodes 128] [--kinds KIND ...] [--init DIR]
     python -m twinloop_iker.train --skill push --finetune-minutes 5 --kinds shoe   # per-task fine-tuning
 

@@ -62,3 +62,9 @@ SHOE_RACK = scene(  # IKER's three-stage scene with the left shoe unseen: no oth
         ('rack', 'shoe rack', (0.72, 0.0), (0.26, 0.6, 0.12)),
     ]
 )
+SHELF = scene(  # IKER's Book Reorient scene
+    [
+        ('book', 'blue book', (0.40, 0.15), (0.16, 0.07, 0.03)),
+        ('shelf', 'shelf', (0.66, -0.05), (0.24, 0.5, 0.15)),
+    ]
+)

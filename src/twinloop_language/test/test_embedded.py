@@ -5,7 +5,7 @@ and its output valid against config/task_schema.json."""
 import os
 
 import pytest
-from language_scenes import CONFIG, LIBERO_SPATIAL, POURING, SHOE_RACK, SLIPPERS, SORTING, TABLETOP
+from language_scenes import CONFIG, LIBERO_SPATIAL, POURING, SHELF, SHOE_RACK, SLIPPERS, SORTING, TABLETOP
 
 from twinloop_core.task import SubTask
 from twinloop_language.scene import Rejected
@@ -45,6 +45,10 @@ def steps(task):
             [('place', 'blue_cube', 'red_cube', 'between', 'green_block')],
         ),
         (TABLETOP, 'push the blue cube towards the bowl', [('push', 'blue_cube', 'bowl', 'towards', '')]),
+        (SHELF, 'put the book upright on the shelf', [('reorient', 'book', 'shelf', 'on', '')]),
+        (SHELF, 'stand the blue book up on its end on the shelf', [('reorient', 'book', 'shelf', 'on', '')]),
+        (SHELF, 'stand the book up', [('reorient', 'book', '', '', '')]),
+        (SHELF, 'put the book on the shelf', [('place', 'book', 'shelf', 'on', '')]),
         (TABLETOP, 'push the green block out of the way', [('push', 'green_block', '', '', '')]),
         (
             TABLETOP,

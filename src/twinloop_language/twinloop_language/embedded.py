@@ -68,6 +68,11 @@ SHADES = {
     'sea',
 }
 IDIOMS = (  # whole-step phrasings rewritten to the grammar's shape
+    (  # "put the book upright on the shelf", "stand the book up on its end on the shelf"
+        r'^(?:stand|set|turn|put|place|flip|get)\s+(.+?)\s+(?:back\s+)?(?:upright|up)(?:\s+on\s+(?:its|their)\s+ends?)?'
+        r'\s+(?:on|onto|on top of|upon)\s+(.+)$',
+        r'reorient \1 onto \2',
+    ),
     (
         r'^(?:stand|set|turn|put|flip|get)\s+(.+?)\s+(?:back\s+)?(?:upright|up|right side up|the right way up)$',
         r'reorient \1',
@@ -351,6 +356,10 @@ class EmbeddedParser:
             openable = [i for i in ctx.mentioned if set(scene.labels[i].split()) & self.lexicon.openable]
             if action != 'reorient' and rest in self.lexicon.anaphora and openable:
                 ctx.last_object = openable[-1]  # "put the block in the box, then close it": the box
+            onto = re.match(r'(.+?)\s+onto\s+(.+)$', rest) if action == 'reorient' else None
+            if onto:  # stood up on something
+                oid = self._object(onto.group(1), scene, ctx)
+                return self._done(ctx, [SubTask(action, oid, self._object(onto.group(2), scene, ctx), 'on')])
             oid = self._object(rest, scene, ctx)
             if action != 'reorient' and not set(scene.labels[oid].split()) & self.lexicon.openable:
                 raise Rejected(f'the {scene.labels[oid]} cannot be {"opened" if action == "open" else "closed"}')

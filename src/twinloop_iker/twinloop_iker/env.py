@@ -187,6 +187,11 @@ class RandomizationConfig:
                 raise ConfigError(f'RandomizationConfig.{f.name} must be >= 0 (ranges > 0), got {value!r}')
 
 
+def kinds_field(skill):
+    """The EnvConfig field naming the object kinds a skill's episodes draw from."""
+    return 'reorient_kinds' if skill == 'reorient' else 'kinds'
+
+
 @functools.lru_cache(maxsize=None)
 def catalog_entry(kind):
     """(ObjectShape, (4, 3) keypoints in the object frame, (3,) centre) of a kind at scale 1."""
@@ -366,7 +371,7 @@ class KeypointEnv(gym.Env):
         if unknown:
             raise ValueError(f'unknown reset options {unknown}; known: {list(OPTIONS)}')
         c, rng, dr = self.config, self.np_random, self.randomization
-        kinds = c.reorient_kinds if self.skill == 'reorient' else c.kinds
+        kinds = getattr(c, kinds_field(self.skill))
         self.kind = options.get('kind') or kinds[rng.integers(len(kinds))]
         if self.kind not in KINDS:
             raise ValueError(f'kind must be a movable catalog kind {list(KINDS)}, not {self.kind!r}')

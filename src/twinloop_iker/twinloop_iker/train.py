@@ -39,7 +39,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMoni
 from tqdm import tqdm
 
 from twinloop_iker.config import default_config, load_iker_config
-from twinloop_iker.env import SKILLS
+from twinloop_iker.env import SKILLS, kinds_field
 from twinloop_iker.evaluate import NORMALIZER_FILE, POLICY_FILE, evaluate, make_env, summary
 from twinloop_iker.solvers import SHIPPED
 
@@ -235,7 +235,7 @@ def train(
         'run_wall_s': run_wall,
         'steps_per_s': (model.num_timesteps - start_steps) / max(run_wall, 1e-9),
         'evaluation': summary(results, time.perf_counter() - started),
-        'kinds': list(config.env.kinds),
+        'kinds': list(getattr(config.env, kinds_field(skill))),
         'init': str(init) if init else None,
         'ppo': asdict(ppo),
         'policy': str(out / POLICY_FILE),
@@ -259,7 +259,9 @@ def main(argv=None):
     parser.add_argument('--ray', metavar='ADDRESS', help="evaluate as Ray tasks on this cluster ('local': 2 CPUs)")
     parser.add_argument('--eval-episodes', type=int, default=128)
     parser.add_argument('--config', help='IKER config (default: config/iker.yaml of $TWINLOOP_ROOT)')
-    parser.add_argument('--kinds', nargs='+', help='train on these object kinds only (default: all, env.kinds)')
+    parser.add_argument(
+        '--kinds', nargs='+', help='train on these object kinds only (default: env.kinds; reorient: env.reorient_kinds)'
+    )
     parser.add_argument('--init', help='start from the trained policy in this folder (policy.zip, vecnormalize.pkl)')
     parser.add_argument(
         '--finetune-minutes', type=float, help='fine-tune for this long from --init (default: the shipped policy)'
@@ -269,12 +271,13 @@ def main(argv=None):
     if args.envs < 1 or minutes <= 0 or args.eval_episodes < 0:
         parser.error('--envs >= 1, --minutes > 0 and --eval-episodes >= 0 are required')
     config = load_iker_config(args.config) if args.config else default_config()
+    kinds = kinds_field(args.skill)
     if args.kinds:
-        config = replace(config, env=replace(config.env, kinds=tuple(args.kinds)))
+        config = replace(config, env=replace(config.env, **{kinds: tuple(args.kinds)}))
     init, out = args.init, args.out
     if args.finetune_minutes:
         init = init or str(SHIPPED / args.skill)
-        out = out or str(default_out(f'{args.skill}-finetuned-{"-".join(config.env.kinds)}'))
+        out = out or str(default_out(f'{args.skill}-finetuned-{"-".join(getattr(config.env, kinds))}'))
     report = train(
         args.skill,
         minutes,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import mujoco
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from twinloop_core.engine import ConfigError
 from twinloop_core.geometry import grip_height, quat_matrix
@@ -140,33 +141,19 @@ def fit_target_pose(local, targets, yaw):
 
 def fit_turn(local, targets, quat):
     """(position (3,), rotation (3, 3)) of the object frame that best carries keypoints `local` (n, 3,
-    object frame) onto `targets` (n, 3, world), any turn: least squares (Kabsch) for three or more
-    keypoints that span a plane; for two, the smallest turn from the object's orientation now (`quat`,
-    wxyz) that lines their direction up with the targets'; for one, that orientation."""
+    object frame) onto `targets` (n, 3, world), any turn: least squares (Kabsch, scipy's align_vectors) for
+    three or more keypoints that span a plane; for two, the smallest turn from the object's orientation now
+    (`quat`, wxyz) that lines their direction up with the targets'; for one, that orientation."""
     local, targets = np.asarray(local, float), np.asarray(targets, float)
     now = quat_matrix(quat)
     a, b = local - local.mean(axis=0), targets - targets.mean(axis=0)
     if len(local) >= 3 and np.linalg.svd(a, compute_uv=False)[1] > 1e-3:
-        u, _, vt = np.linalg.svd(b.T @ a)
-        rotation = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
+        rotation = Rotation.align_vectors(b, a)[0].as_matrix()
     elif len(local) >= 2 and np.linalg.norm(a[0]) > 1e-3 and np.linalg.norm(b[0]) > 1e-3:
-        rotation = _aligning(now @ a[0], b[0]) @ now
+        rotation = Rotation.align_vectors(b[0], now @ a[0])[0].as_matrix() @ now
     else:
         rotation = now
     return (targets - local @ rotation.T).mean(axis=0), rotation
-
-
-def _aligning(u, v):
-    """The smallest rotation (3, 3) turning direction u onto direction v (Rodrigues)."""
-    u, v = u / np.linalg.norm(u), v / np.linalg.norm(v)
-    axis, cosine = np.cross(u, v), float(np.dot(u, v))
-    if np.linalg.norm(axis) < 1e-9:
-        if cosine > 0:
-            return np.eye(3)
-        axis = np.cross(u, (1.0, 0.0, 0.0) if abs(u[0]) < 0.9 else (0.0, 1.0, 0.0))
-        axis, cosine = axis / np.linalg.norm(axis), -1.0
-    skew = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + skew + skew @ skew / (1.0 + cosine) if cosine > -1.0 else np.eye(3) + 2 * skew @ skew
 
 
 def tilt(rotation):

@@ -344,14 +344,9 @@ class IkerEngine(DecisionEngine):
         point, quat, hand_yaw = self._grasp(state, oid, shape)
         carry = self._carry_height(state, oid, targets) + point[2] - p[2]
         q_arm, hand_yaw = self._pick(ports, state, point, quat, hand_yaw, size, carry)
-        if not closed_on_something(ports.perception.state().gripper_width):
-            self._retreat(ports, release=True)
-            return (
-                False,
-                f'the grasp of {oid} missed (the fingers hold nothing after the lift); nothing carried',
-                0,
-                -1.0,
-            )
+        missed = self._missed(ports, ports.perception.state(), oid)
+        if missed:
+            return missed
         chunks, distance, why = self._servo(
             ports,
             limits,
@@ -386,14 +381,9 @@ class IkerEngine(DecisionEngine):
         carry = self._carry_height(state, oid, bottoms) + point[2] - p[2] + max(size[:2]) / 2
         q_arm, hand_yaw = self._pick(ports, state, point, quat, hand_yaw, size, carry)
         state = ports.perception.state()
-        if not closed_on_something(state.gripper_width):
-            self._retreat(ports, release=True)
-            return (
-                False,
-                f'the grasp of {oid} missed (the fingers hold nothing after the lift); nothing turned',
-                0,
-                -1.0,
-            )
+        missed = self._missed(ports, state, oid)
+        if missed:
+            return missed
         p, q, _ = perceived(state, oid)
         grasp = ((*p, deploy.object_yaw(q)), self.arm.ee_position(q_arm), hand_yaw)
         chunks, distance, why = self._servo(
@@ -447,6 +437,14 @@ class IkerEngine(DecisionEngine):
             line = q[None, :]
         ports.executor.execute([JointSegment(line, gripper_before=OPEN_WIDTH, label='release, withdraw')])
         self._retreat(ports)
+
+    def _missed(self, ports, state, oid):
+        """After a pick: None while the fingers hold something, else (release and retreat) the stage's
+        failure, as _push returns it."""
+        if closed_on_something(state.gripper_width):
+            return None
+        self._retreat(ports, release=True)
+        return False, f'the grasp of {oid} missed (the fingers hold nothing after the lift); nothing moved', 0, -1.0
 
     def _outcome(self, what, start_distance, distance, chunks, why):
         """(succeeded, outcome in words, chunks, distance) of a stage: within the paper's threshold or not."""

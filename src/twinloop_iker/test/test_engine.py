@@ -83,6 +83,8 @@ def test_the_deploy_block_is_validated():
     assert load_config(IkerConfig, {'deploy': {'max_chunks': 5}}).deploy.max_chunks == 5
     with pytest.raises(ConfigError, match='writer'):
         load_config(IkerConfig, {'deploy': {'writer': 'vlm'}})
+    with pytest.raises(ConfigError, match='chunk_actions'):
+        load_config(IkerConfig, {'deploy': {'chunk_actions': {'push': 0}}})
     with pytest.raises(ConfigError, match='max_chunk'):
         load_config(IkerConfig, {'deploy': {'max_chunk': 2.0}})
     with pytest.raises(ConfigError, match='unknown keys'):

@@ -38,7 +38,7 @@ def test_a_plan_leaves_the_env_where_it_was(solver):
     plan = make_solvers(config, ('push',))['push'].stage(env)
     before = env.observation()
     actions = plan()
-    assert actions.shape == (config.cem.replan_every, 3) and np.all(np.abs(actions) <= 1.0)
+    assert actions.shape == (config.deploy.chunk_actions.push, 3) and np.all(np.abs(actions) <= 1.0)
     assert np.array_equal(env.observation(), before)
 
 

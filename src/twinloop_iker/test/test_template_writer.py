@@ -229,6 +229,8 @@ def chain_three_stages(state):
             f'the hand placing {shoe} clears the box'
         )
     assert state.states['left_shoe'][0][1] > state.states['right_shoe'][0][1], 'the left shoe on the left'
+    # the box went to -y; the first shoe goes to the other end, all the room between them is the second one's
+    assert rack_high[1] - (footprints['left_shoe'][0][1] + footprints['left_shoe'][1][1]) <= tw.EDGE_MARGIN + tw.STEP
     for s in task.subtasks[1:]:
         assert judge_subtask(s, start.states, state.states)[0]
     return start, state

@@ -40,6 +40,16 @@ class SolverChoice:
 
 
 @dataclass(frozen=True)
+class ChunkActions:
+    """Solver actions each streamed chunk carries out, per skill. A chunk is one joint-space move to its last
+    point, so with more than one action it cuts the corners the actions turn; a push does not forgive that."""
+
+    push: int = 1
+    place: int = 2
+    reorient: int = 2
+
+
+@dataclass(frozen=True)
 class DeployConfig:
     """How IKER runs on the arm (config/iker.yaml, block deploy)."""
 
@@ -47,6 +57,7 @@ class DeployConfig:
     writer_agent: str = ''  # vlm: an agent of config/vlm_agents.yaml
     solver: SolverChoice = field(default_factory=SolverChoice)  # per skill
     policies: str = ''  # ppo: a folder with <skill>/policy.zip and vecnormalize.pkl ('': those shipped)
+    chunk_actions: ChunkActions = field(default_factory=ChunkActions)  # per skill
     max_iterations: int = 6  # code-writing iterations of Algorithm 1 per goal
     max_chunks: int = 30  # streamed chunks per stage
     stop_distance: float = 0.03  # [m] a stage stops streaming once the keypoints are this close (success: 5 cm)
@@ -72,8 +83,8 @@ class DeployConfig:
         """Positive counts and times, chunk bounds within the stream's, an ordered target box."""
         if self.writer not in ('template', 'vlm') or (self.writer == 'vlm' and not self.writer_agent):
             raise ConfigError("DeployConfig.writer must be 'template' or 'vlm' (vlm needs writer_agent)")
-        if min(self.max_iterations, self.max_chunks) < 1:
-            raise ConfigError('DeployConfig: max_iterations and max_chunks must be >= 1')
+        if min(self.max_iterations, self.max_chunks, *vars(self.chunk_actions).values()) < 1:
+            raise ConfigError('DeployConfig: max_iterations, max_chunks and chunk_actions must be >= 1')
         for name in (
             'stop_distance',
             'min_stop_distance',

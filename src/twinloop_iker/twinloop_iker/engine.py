@@ -11,7 +11,7 @@ package, or the CEM planner; results name them). A push: the
 executor port brings the closed gripper behind the object (gated ExecuteMotion segments); a
 grasp-and-place stage: the executor grasps the object from above (the heuristic grasp of the
 paper's Appendix A: across its narrower side over the tallest part of its middle, deploy.grasp_point)
-and lifts it clear of everything on the table. Then every chunk of `cem.replan_every` planned
+and lifts it clear of everything on the table. Then every chunk of `deploy.chunk_actions` planned
 end-effector deltas (and, holding an object, yaw turns) goes through IK and the streamer port (the
 execution node's ~/stream, gated chunk by chunk), with the object perceived again before each
 chunk; a held object is lowered only once above its target, and released there. Targets that tilt

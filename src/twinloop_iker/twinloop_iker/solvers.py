@@ -3,13 +3,14 @@ place: ...}): each plans the next end-effector deltas from KeypointEnv's current
 leaves unchanged.
 
 - `ppo`: the goal-conditioned PPO policy of the skill (train.py), rolled out in the env for
-  `cem.replan_every` steps; trained once per skill over randomised objects and targets, so a new
+  `deploy.chunk_actions` steps; trained once per skill over randomised objects and targets, so a new
   model-written target needs no training at run time. The policies shipped with the package are in
   twinloop_iker/policies/<skill>/ (`python -m twinloop_iker.train --skill S --out DIR/S` rebuilds them;
   deploy.policies names another folder).
 - `cem`: the cross-entropy planner of cem.py (no training; it optimises the reward in the twin).
 """
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +51,12 @@ class CemSolver:
     label = 'CEM in the keypoint twin (no training)'
 
     def __init__(self, config, skill):
-        self.config = config.cem
+        self.config = replace(config.cem, replan_every=getattr(config.deploy.chunk_actions, skill))
+        self.rng = np.random.default_rng(0)  # one stream of samples: a stage tried again draws new ones
 
     def stage(self, env):
-        """A planner for one stage: plan() -> the (replan_every, action size) deltas to execute next."""
-        return cem.receding(env, np.random.default_rng(0), self.config)
+        """A planner for one stage: plan() -> the (deploy.chunk_actions, action size) deltas to execute next."""
+        return cem.receding(env, self.rng, self.config)
 
 
 @register_solver('ppo')
@@ -70,7 +72,7 @@ class PpoSolver:
                 f'deploy.solver.{skill} ppo: no policy in {path} (missing {", ".join(missing)}); train one with '
                 f'`python -m twinloop_iker.train --skill {skill} --out {path}` or deploy cem'
             )
-        self.keep, self.policy = config.cem.replan_every, PpoPolicy(path)
+        self.keep, self.policy = getattr(config.deploy.chunk_actions, skill), PpoPolicy(path)
         self.label = f'PPO policy trained in the keypoint twin ({path})'
 
     def stage(self, env):

@@ -146,11 +146,11 @@ def _gap(centre_a, half_a, centre_b, half_b):
 
 
 def _free_stretch(low, high, intervals):
-    """Middle of the longest free stretch of [low, high] outside the given (low, high) intervals."""
-    edges, start, best = sorted(intervals), low, (0.0, (low + high) / 2)
+    """(low, high) of the longest free stretch of [low, high] outside the given (low, high) intervals."""
+    edges, start, best = sorted(intervals), low, (0.0, ((low + high) / 2,) * 2)
     for a, b in edges + [(high, high)]:
         if a - start > best[0]:
-            best = (a - start, (a + start) / 2)
+            best = (a - start, (start, a))
         start = max(start, b)
     return best[1]
 
@@ -176,7 +176,8 @@ def _obstacles(object_id, destination_id, objects, half, height):
 def _spot_on_top(object_id, destination_id, objects, half, height):
     """(x, y) of the middle of the moving object's footprint (half extents `half`, `height` tall) on
     the destination's top: the free spot nearest the preferred one (as near the arm as the top allows
-    along x, the middle along y, a pair's item beside its partner); TemplateError when none is free."""
+    along x, the middle along y; the first of a pair at its side's end of the longest free stretch, the second
+    beside it); TemplateError when none is free."""
     low, high = _bounds(objects[destination_id])
     others = _obstacles(object_id, destination_id, objects, half, height)
     room = np.maximum((high[:2] - low[:2]) / 2 - np.asarray(half) - EDGE_MARGIN, 0.0)  # how far off the middle
@@ -189,9 +190,9 @@ def _spot_on_top(object_id, destination_id, objects, half, height):
         plow, phigh = _bounds(objects[partner])
         preferred = np.array([(plow[0] + phigh[0]) / 2, (plow[1] + phigh[1]) / 2])
         preferred[1] += side * ((phigh[1] - plow[1]) / 2 + half[1] + PAIR_GAP)
-    elif side:
+    elif side:  # the first of a pair at the end of the longest free stretch on its side: the rest is its partner's
         stretch = _free_stretch(low[1], high[1], [(c[1] - h[1], c[1] + h[1]) for c, h in others])
-        preferred[1] = stretch + side * (half[1] + PAIR_GAP / 2)
+        preferred[1] = stretch[int(side > 0)]
     spots = [np.array([x, y]) for x in axes[0] for y in axes[1]]
     spots = [s for s in spots if all(_gap(s, half, c, h) >= CLEARANCE for c, h in others)]
     if not spots:

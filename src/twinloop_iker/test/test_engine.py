@@ -24,7 +24,7 @@ from twinloop_iker import engine as iker_engine  # noqa: F401  (registers 'iker'
 from twinloop_iker.config import IkerConfig, load_iker_config
 from twinloop_iker.deploy import DeployConfig, SolverChoice
 from twinloop_iker.env import catalog_entry
-from twinloop_planning.ports.in_process import SimPorts
+from twinloop_planning.ports.in_process import SimPorts, SimStreamer
 from twinloop_twin import scene
 from twinloop_twin.world import SimWorld
 
@@ -91,31 +91,6 @@ def test_the_deploy_block_is_validated():
         load_config(IkerConfig, {'deploy': {'speed': 1.0}})
 
 
-class InProcessStreamer:
-    """Streamed chunks played on a SimWorld: each must start at the commanded joints (the measured ones
-    for a new stream), start at time 0 and last 0.1-1 s, as the execution node's stream requires."""
-
-    def __init__(self, world):
-        self.world, self.commanded, self.chunks, self.stops, self.ends = world, {}, 0, 0, []
-
-    def send_chunk(self, stream_id, times, positions, splice_time=-1.0):
-        start = self.commanded.get(stream_id, self.world.arm_positions())
-        gap = float(np.abs(positions[0] - start).max())
-        if gap > 0.02 or times[0] != 0 or not 0.1 <= times[-1] <= 1.0:
-            return StreamReply(False, f'chunk starts {gap:.3f} rad off or lasts {times[-1]} s', 'continuity')
-        self.world.follow_trajectory(times, positions)
-        self.world.step(int((times[-1] + 0.2) / self.world.model.opt.timestep))
-        self.commanded[stream_id] = positions[-1]
-        self.ends.append(positions[-1])
-        self.chunks += 1
-        return StreamReply(True, '', '', times[-1], times[-1], positions[-1].copy(), np.zeros(7))
-
-    def stop_stream(self, stream_id):
-        self.commanded.pop(stream_id, None)
-        self.stops += 1
-        return StreamReply(True)
-
-
 def _sim_ports(scene_name):
     """(world, streamer, progress, ports) of a SimWorld of config/scenes/<scene_name>.yaml."""
     world = SimWorld(scene.SceneConfig.from_yaml(f'{ROOT}/config/scenes/{scene_name}.yaml'))
@@ -123,7 +98,7 @@ def _sim_ports(scene_name):
     arm = SimPorts(
         world, None, None, [], f'{ROOT}/urdf/panda.urdf', f'{ROOT}/config/panda_joint_limits.yaml', views=['front']
     )
-    streamer = InProcessStreamer(world)
+    streamer = SimStreamer(world)
     progress = QuietProgress()
     ports = Ports(perception=arm, executor=arm, streamer=streamer, progress=progress, cancel=arm.cancel)
     yield world, streamer, progress, ports
@@ -183,6 +158,41 @@ def test_bad_model_code_ends_the_iteration_and_nothing_moves(sim):
     assert not result.success and 'forbidden' in result.detail and 'nothing moved' in result.detail
     assert streamer.chunks == 0 and np.allclose(world.arm_positions(), arm)
     assert progress.records[-1].code.startswith('import os')
+
+
+class RefusingFirstChunks:
+    """The streamer refusing the first `count` chunks as the gate does (the stream ends), then playing them."""
+
+    def __init__(self, streamer, count):
+        self.streamer, self.count, self.refused, self.streams = streamer, count, 0, set()
+
+    def send_chunk(self, stream_id, times, positions, splice_time=-1.0):
+        self.streams.add(stream_id)
+        if self.refused < self.count:
+            self.refused += 1
+            return StreamReply(False, 'the trajectory collides in the twin: panda_right_gripper|box', 'collision')
+        return self.streamer.send_chunk(stream_id, times, positions, splice_time)
+
+    def stop_stream(self, stream_id):
+        return self.streamer.stop_stream(stream_id)
+
+
+@pytest.mark.parametrize('replans', [0, 2])
+def test_a_push_chunk_the_gate_refuses_is_planned_again(sim, replans):
+    """Through ROS the gate refused push chunks that drove the hand into an object the keypoint twin does not
+    hold, stage after stage: a push plans a refused chunk again (deploy.push_replans) in a new stream."""
+    world, streamer, progress, ports = sim
+    start = world.object_pose('red_book')[0]
+    engine = build_engine('iker', f'{ROOT}/config')
+    engine.config = replace(engine.config, deploy=replace(engine.config.deploy, max_iterations=1, push_replans=replans))
+    refusing = RefusingFirstChunks(streamer, 2)
+    engine.run(align(ports), replace(ports, streamer=refusing), Limits())
+    (record,) = progress.records
+    if replans:
+        assert record.chunks >= 1 and len(refusing.streams) == 3, record.outcome
+        assert np.linalg.norm(world.object_pose('red_book')[0] - start) > 0.03
+    else:
+        assert record.chunks == 0 and 'panda_right_gripper|box' in record.outcome
 
 
 def test_dry_run_checks_the_targets_and_moves_nothing(sim):
@@ -313,7 +323,7 @@ def test_ik_near_the_base_finds_a_solution_whose_links_are_clear_of_each_other()
 @contextlib.contextmanager
 def held_out_layout(scene_name, seed):
     """(layout, world, ports, streamer, progress) of a held-out layout of a scene file in a SimWorld, the arm's
-    ports in process (ground-truth poses, InProcessStreamer); the world closed after."""
+    ports in process (ground-truth poses, SimStreamer); the world closed after."""
     layout = scene.randomize_layout(
         scene.SceneConfig.from_yaml(f'{ROOT}/config/scenes/{scene_name}.yaml'), np.random.default_rng(seed)
     )
@@ -322,7 +332,7 @@ def held_out_layout(scene_name, seed):
     try:
         urdf, limits = f'{ROOT}/urdf/panda.urdf', f'{ROOT}/config/panda_joint_limits.yaml'
         arm = SimPorts(world, None, None, [], urdf, limits, views=['front'])
-        streamer, progress = InProcessStreamer(world), QuietProgress()
+        streamer, progress = SimStreamer(world), QuietProgress()
         ports = Ports(perception=arm, executor=arm, streamer=streamer, progress=progress, cancel=arm.cancel)
         yield layout, world, ports, streamer, progress
     finally:

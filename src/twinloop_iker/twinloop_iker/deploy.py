@@ -74,6 +74,9 @@ class DeployConfig:
     push_leans: tuple = (0.0, 0.35, 0.7)  # [rad] push: the hand's lean (fingertips away from the base), tried in order
     push_sides: tuple = (0.0, 0.7, -0.7, 1.4, -1.4)  # [rad] push: starts turned about the object, tried in order
     detour_clearance: float = 0.01  # [m] push: a straight way closer than this to another object goes round it
+    push_replans: int = (
+        2  # push: a chunk the gate refuses or the arm cannot reach is planned anew, this often per stage
+    )
     retreat_height: float = 0.12  # [m] the TCP rises to this above the table after a stage
     carry_clearance: float = 0.04  # [m] place: a carried object's base this far above every other top and its targets
     target_low: tuple = (0.15, -0.55, -0.02)  # [m] targets of the code must lie in this box (world)
@@ -83,8 +86,8 @@ class DeployConfig:
         """Positive counts and times, chunk bounds within the stream's, an ordered target box."""
         if self.writer not in ('template', 'vlm') or (self.writer == 'vlm' and not self.writer_agent):
             raise ConfigError("DeployConfig.writer must be 'template' or 'vlm' (vlm needs writer_agent)")
-        if min(self.max_iterations, self.max_chunks, *vars(self.chunk_actions).values()) < 1:
-            raise ConfigError('DeployConfig: max_iterations, max_chunks and chunk_actions must be >= 1')
+        if min(self.max_iterations, self.max_chunks, *vars(self.chunk_actions).values()) < 1 or self.push_replans < 0:
+            raise ConfigError('DeployConfig: max_iterations, max_chunks, chunk_actions >= 1 and push_replans >= 0')
         for name in (
             'stop_distance',
             'min_stop_distance',

@@ -60,6 +60,9 @@ from twinloop_twin.scene import HOME
 UNSUPPORTED = ('open', 'close', 'pour')  # no keypoint form
 SKILLS = ('push', 'place', 'reorient')  # the solvers' skills, in the order results name them
 SETTLE = 0.1  # [s] waited after a chunk's end before perceiving again
+# A chunk's end stays this far inside the joint ranges: through ROS the gate refused chunks ending on a bound
+# (panda_joint4 at -3.072, panda_joint7 at 2.897; moved off by it, the TCP moves by millimetres)
+CHUNK_LIMIT_MARGIN = 0.01  # [rad]
 # Arm joints reaching forward and down: IK's third start, where the home pose's solution folds the arm into
 # itself near the base (of 108 hand-down targets 22-30 cm from it, 85 solved clear from here, 70 from home)
 REACH_SEED = np.array([0.2, 0.9, -0.3, -1.2, 0.5, 2.0, -0.4])
@@ -485,6 +488,7 @@ class IkerEngine(DecisionEngine):
         d, env = self.config.deploy, self.envs[skill]
         stream_id, chunks, plan = f'iker-{uuid.uuid4().hex[:8]}', 0, self.solvers[skill].stage(env)
         distance, why, angles = math.inf, f'{d.max_chunks} chunks streamed', np.array([hand_yaw, 0.0])
+        holding, replans, streamed = carry is not None or grasp is not None, 0, 0
         try:
             while True:
                 ports.cancel.check()
@@ -520,10 +524,17 @@ class IkerEngine(DecisionEngine):
                     q_arm, angles = self._stream(ports, stream_id, q_arm, tcp, points, (angles, turns[-1], lean), floor)
                 except Refused as refused:
                     why = str(refused)
-                    break
-                chunks += 1
+                    if holding or replans >= d.push_replans:
+                        break
+                    # a push into what the twin does not hold (another object, the base's zone): plan it again
+                    replans += 1
+                    if streamed:  # the refusal ended the stream; the next chunk starts a new one where the arm rests
+                        ports.streamer.stop_stream(stream_id)
+                    stream_id, streamed, q_arm = f'iker-{uuid.uuid4().hex[:8]}', 0, ports.perception.state().arm
+                    continue
+                chunks, streamed = chunks + 1, streamed + 1
         finally:
-            if chunks:
+            if streamed:
                 ports.streamer.stop_stream(stream_id)
         return chunks, distance, why
 
@@ -709,7 +720,9 @@ class IkerEngine(DecisionEngine):
             yaw, pitch = option
             # the pitch turns the hand about the fingers' closing axis (HOME_GRIP closes along world y), as the twin's
             quat = quat_multiply(lean, quat_multiply(z_rotation(yaw), quat_multiply(y_rotation(pitch), HOME_GRIP)))
-            return self._ik(q_arm, points[-1], 'a planned step', quat)
+            low, high = self.arm.ik.arm_range.T
+            q_end = self._ik(q_arm, points[-1], 'a planned step', quat)
+            return np.clip(q_end, low + CHUNK_LIMIT_MARGIN, high - CHUNK_LIMIT_MARGIN)
 
         try:
             option, q_end = self._first_feasible((tuple(angles + turns), tuple(angles)), plan)

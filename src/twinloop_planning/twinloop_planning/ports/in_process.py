@@ -1,16 +1,16 @@
 """twinloop_core ports on in-process parts, for benchmarks and debugging without ROS: a SimWorld is
 the arm and the world (its ground-truth object poses are the perception: "privileged
 perception"), a SimTwin rolls out and renders, the structured VQA scores with the configured
-agents, and execution follows ruckig-timed joint paths (no safety gate: never use this on a real
-arm). The ROS path, with the safety gate, is ports.ros. Both share one encoding: engines hand
-TimedPaths and JointSegments, rollouts become facts with twinloop_twin.facts, scores come from
-ScoringResult.candidate_scores."""
+agents, execution follows ruckig-timed joint paths and SimStreamer plays streamed chunks as they
+come (no safety gate: never use this on a real arm). The ROS path, with the safety gate, is
+ports.ros. Both share one encoding: engines hand TimedPaths and JointSegments, rollouts become
+facts with twinloop_twin.facts, scores come from ScoringResult.candidate_scores."""
 
 import numpy as np
 
 from twinloop_core.gripper import KEEP
 from twinloop_core.outcomes import ExecutionFailed
-from twinloop_core.ports import CancelToken, PerceivedState, Ports, QuietProgress
+from twinloop_core.ports import CancelToken, PerceivedState, Ports, QuietProgress, StreamReply
 from twinloop_execution import trajectory
 from twinloop_execution.safety import JointLimits
 from twinloop_scoring import vqa
@@ -25,6 +25,34 @@ def scoring_batches(ids, render):
     """[(ids, render(ids))] in batches of at most as many candidates as there are distinct colours."""
     n = len(overlays.DISTINCT)
     return [(list(ids[i : i + n]), render(list(ids[i : i + n]))) for i in range(0, len(ids), n)]
+
+
+class SimStreamer:
+    """The streamer port on a SimWorld (no gate): each chunk must start at the commanded joints (the measured
+    ones for a new stream), start at time 0 and last 0.1-1 s, as the execution node's stream requires, and is
+    played to its end and 0.2 s more. Counts chunks and stops and keeps each chunk's last joints."""
+
+    def __init__(self, world):
+        self.world, self.commanded, self.chunks, self.stops, self.ends = world, {}, 0, 0, []
+
+    def send_chunk(self, stream_id, times, positions, splice_time=-1.0):
+        """Play one chunk to its end (refused when it does not continue the stream)."""
+        start = self.commanded.get(stream_id, self.world.arm_positions())
+        gap = float(np.abs(positions[0] - start).max())
+        if gap > 0.02 or times[0] != 0 or not 0.1 <= times[-1] <= 1.0:
+            return StreamReply(False, f'chunk starts {gap:.3f} rad off or lasts {times[-1]} s', 'continuity')
+        self.world.follow_trajectory(times, positions)
+        self.world.step(int((times[-1] + 0.2) / self.world.model.opt.timestep))
+        self.commanded[stream_id] = positions[-1]
+        self.ends.append(positions[-1])
+        self.chunks += 1
+        return StreamReply(True, '', '', times[-1], times[-1], positions[-1].copy(), np.zeros(7))
+
+    def stop_stream(self, stream_id):
+        """End a stream (the arm is at rest after each chunk)."""
+        self.commanded.pop(stream_id, None)
+        self.stops += 1
+        return StreamReply(True)
 
 
 class SimPorts:

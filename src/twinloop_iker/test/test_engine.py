@@ -190,6 +190,7 @@ def test_a_push_chunk_the_gate_refuses_is_planned_again(sim, replans):
     (record,) = progress.records
     if replans:
         assert record.chunks >= 1 and len(refusing.streams) == 3, record.outcome
+        assert '2 refused chunk(s) planned again' in record.outcome
         assert np.linalg.norm(world.object_pose('red_book')[0] - start) > 0.03
     else:
         assert record.chunks == 0 and 'panda_right_gripper|box' in record.outcome

@@ -536,7 +536,7 @@ class IkerEngine(DecisionEngine):
         finally:
             if streamed:
                 ports.streamer.stop_stream(stream_id)
-        return chunks, distance, why
+        return chunks, distance, why + (f'; {replans} refused chunk(s) planned again' if replans else '')
 
     def _clear_height(self, state):
         """TCP height [m] clear of every object's top: the arm moves between stages at it at least (a

@@ -40,7 +40,9 @@ def run_layout(task, seed, chunk_actions, max_chunks, parser):
     world = SimWorld(scene.randomize_layout(config, np.random.default_rng(seed)))
     world.reset()
     try:
-        arm = SimPorts(world, None, None, [], f'{ROOT}/urdf/panda.urdf', f'{ROOT}/config/panda_joint_limits.yaml', ['front'])
+        arm = SimPorts(
+            world, None, None, [], f'{ROOT}/urdf/panda.urdf', f'{ROOT}/config/panda_joint_limits.yaml', ['front']
+        )
         streamer, progress = SimStreamer(world), QuietProgress()
         ports = Ports(perception=arm, executor=arm, streamer=streamer, progress=progress, cancel=arm.cancel)
         before = arm.state().objects

@@ -23,28 +23,18 @@ from iker_twin import save_results
 from twinloop_core.engine import Limits, build_engine
 from twinloop_core.evaluation import git_commit, machine, wilson_interval
 from twinloop_core.judging import extra_checks, judge
-from twinloop_core.ports import Ports, QuietProgress
 from twinloop_iker import engine as iker_engine  # noqa: F401  (registers 'iker')
 from twinloop_language.parsers import make_parser
 from twinloop_language.scene import Scene
-from twinloop_planning.ports.in_process import SimPorts, SimStreamer
-from twinloop_twin import scene
-from twinloop_twin.world import SimWorld
+from twinloop_planning.ports.in_process import held_out_layout
 
 ROOT = os.environ['TWINLOOP_ROOT']
 
 
-def run_layout(task, seed, chunk_actions, max_chunks, parser):
+def run_layout(task, seed, chunk_actions, max_chunks, parser, solver_seed=0):
     """One held-out layout: {seed, success, ground truth, planner, chunks, iterations, seconds}."""
-    config = scene.SceneConfig.from_yaml(f'{ROOT}/config/scenes/{task["scene"]}.yaml')
-    world = SimWorld(scene.randomize_layout(config, np.random.default_rng(seed)))
-    world.reset()
-    try:
-        arm = SimPorts(
-            world, None, None, [], f'{ROOT}/urdf/panda.urdf', f'{ROOT}/config/panda_joint_limits.yaml', ['front']
-        )
-        streamer, progress = SimStreamer(world), QuietProgress()
-        ports = Ports(perception=arm, executor=arm, streamer=streamer, progress=progress, cancel=arm.cancel)
+    with held_out_layout(ROOT, task['scene'], seed) as (_, world, ports, streamer, progress):
+        arm = ports.perception
         before = arm.state().objects
         labels = {o.id: o.label for o in world.config.objects}
         spec = parser.parse(task['instruction'], Scene(labels, before))
@@ -54,6 +44,9 @@ def run_layout(task, seed, chunk_actions, max_chunks, parser):
         )
         engine.config = replace(engine.config, deploy=deploy)
         engine.solvers = iker_engine.make_solvers(engine.config, iker_engine.SKILLS)
+        for solver in engine.solvers.values():  # another CEM sample stream: the spread a perception error makes
+            if hasattr(solver, 'rng'):
+                solver.rng = np.random.default_rng(solver_seed)
         started = time.perf_counter()
         try:
             result = engine.run(spec, ports, Limits(max_steps=max_chunks))
@@ -74,8 +67,6 @@ def run_layout(task, seed, chunk_actions, max_chunks, parser):
             'iterations': len(progress.records),
             'seconds': round(time.perf_counter() - started, 1),
         }
-    finally:
-        world.close()
 
 
 def append_results(rows, command, commit, info, path):
@@ -112,6 +103,7 @@ def main(argv=None):
         '--chunk-actions', type=int, nargs='+', default=[1, 2], help='push actions per chunk, a row each'
     )
     parser.add_argument('--max-chunks', type=int, default=120, help='streamed chunks per layout')
+    parser.add_argument('--solver-seed', type=int, default=0, help="the CEM solvers' sample stream (the engine's: 0)")
     parser.add_argument('--no-results', action='store_true', help='do not write bench/results or RESULTS.md')
     args = parser.parse_args(argv)
     with open(args.tasks) as f:
@@ -123,7 +115,7 @@ def main(argv=None):
         for actions in args.chunk_actions:
             episodes = []
             for seed in range(args.first_seed, args.first_seed + args.seeds):
-                episodes.append(run_layout(task, seed, actions, args.max_chunks, language))
+                episodes.append(run_layout(task, seed, actions, args.max_chunks, language, args.solver_seed))
                 e = episodes[-1]
                 print(
                     f'{category} actions={actions} seed={seed}: {"yes" if e["success"] else "no"}, '

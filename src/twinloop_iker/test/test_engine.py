@@ -3,7 +3,7 @@ within the joint bounds), the config block, and whole runs on an in-process SimW
 driven only through an executor (ruckig paths) and a small streamer that checks each chunk
 continues the commanded joints: a push reaches its targets, bad model code moves nothing."""
 
-import contextlib
+import functools
 import math
 import os
 from dataclasses import replace
@@ -24,6 +24,7 @@ from twinloop_iker import engine as iker_engine  # noqa: F401  (registers 'iker'
 from twinloop_iker.config import IkerConfig, load_iker_config
 from twinloop_iker.deploy import DeployConfig, SolverChoice
 from twinloop_iker.env import catalog_entry
+from twinloop_planning.ports import in_process
 from twinloop_planning.ports.in_process import SimPorts, SimStreamer
 from twinloop_twin import scene
 from twinloop_twin.world import SimWorld
@@ -321,23 +322,7 @@ def test_ik_near_the_base_finds_a_solution_whose_links_are_clear_of_each_other()
     assert np.linalg.norm(engine.arm.ee_position(q) - target) < 0.002
 
 
-@contextlib.contextmanager
-def held_out_layout(scene_name, seed):
-    """(layout, world, ports, streamer, progress) of a held-out layout of a scene file in a SimWorld, the arm's
-    ports in process (ground-truth poses, SimStreamer); the world closed after."""
-    layout = scene.randomize_layout(
-        scene.SceneConfig.from_yaml(f'{ROOT}/config/scenes/{scene_name}.yaml'), np.random.default_rng(seed)
-    )
-    world = SimWorld(layout)
-    world.reset()
-    try:
-        urdf, limits = f'{ROOT}/urdf/panda.urdf', f'{ROOT}/config/panda_joint_limits.yaml'
-        arm = SimPorts(world, None, None, [], urdf, limits, views=['front'])
-        streamer, progress = SimStreamer(world), QuietProgress()
-        ports = Ports(perception=arm, executor=arm, streamer=streamer, progress=progress, cancel=arm.cancel)
-        yield layout, world, ports, streamer, progress
-    finally:
-        world.close()
+held_out_layout = functools.partial(in_process.held_out_layout, ROOT)  # (scene name, seed): the world in process
 
 
 def test_a_push_keeps_the_hand_at_push_height_and_the_shoe_upright():

@@ -119,6 +119,11 @@ def schematic_view(objects, view=VIEW):
     return query_image.CameraView(np.asarray(image), K, position, rotation)
 
 
+def _new_stream_id():
+    """A fresh id for a stream of chunks on the execution node."""
+    return f'iker-{uuid.uuid4().hex[:8]}'
+
+
 def perceived(state, oid):
     """The perceived (position, quat, size) of oid; the stage fails with the reason when perception
     lost it (an object the camera no longer sees, or never told apart from its support)."""
@@ -416,7 +421,7 @@ class IkerEngine(DecisionEngine):
         reorient twin holds it with (the solver stops within stop_distance: a standing book tips over from
         much more than 10 degrees off): '' or why it was not streamed."""
         tcp_target, yaw, pitch = deploy.hand_at(self.envs['reorient'], target)
-        q_arm, stream_id = ports.perception.state().arm, f'iker-{uuid.uuid4().hex[:8]}'
+        q_arm, stream_id = ports.perception.state().arm, _new_stream_id()
         tcp = self.arm.ee_position(q_arm)
         try:
             self._stream(
@@ -486,7 +491,7 @@ class IkerEngine(DecisionEngine):
         quaternion applied after the yaw). Reorienting (grasp: see deploy.env_holding), the hand pitches too,
         and the held object's pose is the twin's, following the arm."""
         d, env = self.config.deploy, self.envs[skill]
-        stream_id, chunks, plan = f'iker-{uuid.uuid4().hex[:8]}', 0, self.solvers[skill].stage(env)
+        stream_id, chunks, plan = _new_stream_id(), 0, self.solvers[skill].stage(env)
         distance, why, angles = math.inf, f'{d.max_chunks} chunks streamed', np.array([hand_yaw, 0.0])
         holding, replans, streamed = carry is not None or grasp is not None, 0, 0
         try:
@@ -530,7 +535,7 @@ class IkerEngine(DecisionEngine):
                     replans += 1
                     if streamed:  # the refusal ended the stream; the next chunk starts a new one where the arm rests
                         ports.streamer.stop_stream(stream_id)
-                    stream_id, streamed, q_arm = f'iker-{uuid.uuid4().hex[:8]}', 0, ports.perception.state().arm
+                    stream_id, streamed, q_arm = _new_stream_id(), 0, ports.perception.state().arm
                     continue
                 chunks, streamed = chunks + 1, streamed + 1
         finally:

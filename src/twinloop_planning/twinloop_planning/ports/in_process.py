@@ -6,6 +6,8 @@ come (no safety gate: never use this on a real arm). The ROS path, with the safe
 ports.ros. Both share one encoding: engines hand TimedPaths and JointSegments, rollouts become
 facts with twinloop_twin.facts, scores come from ScoringResult.candidate_scores."""
 
+import contextlib
+
 import numpy as np
 
 from twinloop_core.gripper import KEEP
@@ -17,6 +19,7 @@ from twinloop_scoring import vqa
 from twinloop_twin import facts as rollout_facts
 from twinloop_twin import objects, overlays, scene
 from twinloop_twin.twin import Candidate, Detection
+from twinloop_twin.world import SimWorld
 
 PERCEPTION = 'privileged (SimWorld ground truth, in process)'
 
@@ -53,6 +56,25 @@ class SimStreamer:
         self.commanded.pop(stream_id, None)
         self.stops += 1
         return StreamReply(True)
+
+
+@contextlib.contextmanager
+def held_out_layout(root, scene_name, seed):
+    """(layout, world, ports, streamer, progress) of a random layout (seed) of config/scenes/<scene_name>.yaml
+    under the repository root in a SimWorld, the arm's ports in process (ground-truth poses, SimStreamer);
+    the world closed after."""
+    config = scene.SceneConfig.from_yaml(f'{root}/config/scenes/{scene_name}.yaml')
+    layout = scene.randomize_layout(config, np.random.default_rng(seed))
+    world = SimWorld(layout)
+    world.reset()
+    try:
+        urdf, limits = f'{root}/urdf/panda.urdf', f'{root}/config/panda_joint_limits.yaml'
+        arm = SimPorts(world, None, None, [], urdf, limits, views=['front'])
+        streamer, progress = SimStreamer(world), QuietProgress()
+        ports = Ports(perception=arm, executor=arm, streamer=streamer, progress=progress, cancel=arm.cancel)
+        yield layout, world, ports, streamer, progress
+    finally:
+        world.close()
 
 
 class SimPorts:

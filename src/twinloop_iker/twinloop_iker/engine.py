@@ -486,9 +486,8 @@ class IkerEngine(DecisionEngine):
         carrying), the TCP stays at carry until the keypoints are above their targets. Pushing an object
         taller than the fingertips' lowest push (one the hand can tip), the TCP stays at push height (the
         solver's moves in x, y and yaw only): the twin's force-limited hand rose while pushing and came down
-        on a shoe, and the stiff arm flipped it over; a flat book is pushed at the solver's heights (kept at
-        push height, the low hand folded the wrist into the base's keep-out zone) up to its top: higher, the
-        fingertips rode onto the book, pressed it down and flipped it on its edge. The hand keeps its `lean` (a
+        on a shoe, and the stiff arm flipped it over; a flat book is pushed as the solver plans (kept at push
+        height, the low hand folded the wrist into the base's keep-out zone). The hand keeps its `lean` (a
         quaternion applied after the yaw). Reorienting (grasp: see deploy.env_holding), the hand pitches too,
         and the held object's pose is the twin's, following the arm."""
         d, env = self.config.deploy, self.envs[skill]
@@ -522,8 +521,6 @@ class IkerEngine(DecisionEngine):
                     floor = position[2] + deploy.push_height(size[2], d)
                     if floor > position[2] + d.min_tcp_z:  # an object the hand can tip: pushed at push height
                         points[:, 2] = floor
-                    else:  # a flat one: the TCP at most level with its top, the fingertips (~1 cm lower) on its edge
-                        points[:, 2] = np.minimum(points[:, 2], position[2] + max(size[2], d.min_tcp_z))
                 else:
                     floor = d.min_tcp_z
                     if deploy.horizontal_offset(local, pose, targets) > d.stop_distance:

@@ -514,6 +514,20 @@ def test_a_push_whose_way_crosses_another_object_goes_to_a_via_point_first():
     assert engine._via_point(state, 'red_book', red, np.array([0.75, -0.1, 0.0]), 0.0) is None  # a way clear of it
 
 
+def test_a_via_leg_ends_once_the_object_is_past_what_blocked_it():
+    """Held-out layouts 1006 and 1008 through ROS: the via legs ran their 30 chunks towards a point at the edge of
+    reach, 1-5 cm a chunk. A leg has done its job once the straight way on is clear (the push stops there)."""
+    engine = build_engine('iker', f'{ROOT}/config')
+    flat = (1.0, 0.0, 0.0, 0.0)
+    green = ((0.45, 0.07, 0.0), flat, (0.2, 0.13, 0.025))
+    target = np.array([0.45, 0.31, 0.0])
+    blocked = ((0.62, -0.28, 0.0), tuple(z_rotation(-0.22)), (0.2, 0.13, 0.025))
+    past = ((0.68, 0.2, 0.0), flat, (0.2, 0.13, 0.025))  # beside the green book, on the target's side of it
+    for red, clear in ((blocked, False), (past, True)):
+        state = SimpleNamespace(objects={'red_book': red, 'green_book': green})
+        assert engine._straight_way_clear(state, 'red_book', red, target, 0.0) is clear
+
+
 def test_a_flat_book_is_stood_upright_on_the_shelf_in_process():
     """Book Reorient (shared/seeds/002) on held-out shelf layout 1000: the template writer's upright targets tilt the
     book, so the engine grips it flat from above, turns it with the reorient twin's pitch (about the fingers'

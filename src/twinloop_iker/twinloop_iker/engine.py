@@ -299,12 +299,17 @@ class IkerEngine(DecisionEngine):
         target_position[2] = p[2]  # a push keeps the object on what it stands on
         start_distance = deploy.keypoint_distance(local, (p, q), targets)
         final_targets, what = targets, f'pushed {oid}'
-        via = self._via_point(state, oid, (p, q, size), target_position, target_yaw)
+        via, way_clear = self._via_point(state, oid, (p, q, size), target_position, target_yaw), None
         if via is not None:  # a first leg to beside what blocks the straight way; the next iteration pushes on
+            final_position = target_position.copy()
             shift = np.r_[via - target_position[:2], 0.0]
             target_position, targets = target_position + shift, targets + shift
             what = f'pushed {oid} towards a via point {np.round(via, 3).tolist()} (the straight way is blocked)'
             stop = max(stop, self.config.deploy.stop_distance)  # a via point needs no precision
+
+            def way_clear(now):  # the leg has done its job once the object is past what blocked it
+                return self._straight_way_clear(now, oid, perceived(now, oid), final_position, target_yaw)
+
         q_arm, hand_yaw, lean = self._approach(ports, state, p, size, target_position)
         chunks, distance, why = self._servo(
             ports,
@@ -320,27 +325,45 @@ class IkerEngine(DecisionEngine):
             stop,
             hand_yaw=hand_yaw,
             lean=lean,
+            enough=way_clear,
         )
         self._retreat(ports)
         if via is not None:
             distance = deploy.keypoint_distance(local, perceived(ports.perception.state(), oid)[:2], final_targets)
         return self._outcome(what, start_distance, distance, chunks, why)
 
+    def _obstacles(self, state, oid, pose):
+        """The other objects on oid's support that its push could run into: [(x y, yaw, size)]."""
+        p, _, size = pose
+        return [
+            (o[:2], deploy.object_yaw(oq), osize)
+            for other, (o, oq, osize) in state.objects.items()
+            if other != oid and o[2] < p[2] + size[2] and o[2] + osize[2] > p[2] + self.config.deploy.detour_clearance
+        ]
+
     def _via_point(self, state, oid, pose, target_position, target_yaw):
         """Where to push oid, perceived at pose (position, quat, size), first when its straight way to
         target_position would drive it into another object on its support (twinloop_iker.detour); None:
         straight on."""
-        d = self.config.deploy
-        p, q, size = pose
-        obstacles = [
-            (o[:2], deploy.object_yaw(oq), osize)
-            for other, (o, oq, osize) in state.objects.items()
-            if other != oid and o[2] < p[2] + size[2] and o[2] + osize[2] > p[2] + d.detour_clearance
-        ]
+        d, (p, q, size) = self.config.deploy, pose
         yaws = (deploy.object_yaw(q), target_yaw)
         return detour.via_point(
-            p, target_position, yaws, size, obstacles, d.detour_clearance, d.target_low, d.target_high
+            p,
+            target_position,
+            yaws,
+            size,
+            self._obstacles(state, oid, pose),
+            d.detour_clearance,
+            d.target_low,
+            d.target_high,
         )
+
+    def _straight_way_clear(self, state, oid, pose, target_position, target_yaw):
+        """Whether oid, perceived at pose, has a clear straight way to target_position (twinloop_iker.detour)."""
+        p, q, size = pose
+        yaws = (deploy.object_yaw(q), target_yaw)
+        obstacles = self._obstacles(state, oid, pose)
+        return detour.way_is_clear(p, target_position, yaws, size, obstacles, self.config.deploy.detour_clearance)
 
     def _place(self, ports, limits, oid, shape, local, targets, steps, stop):
         """Grasp oid, lift it clear of the table's objects, carry its keypoints `local` to `targets`
@@ -480,6 +503,7 @@ class IkerEngine(DecisionEngine):
         carry=None,
         lean=UPRIGHT,
         grasp=None,
+        enough=None,
     ):
         """The solver's chunks of `skill` streamed until oid's keypoints are within `stop` [m] or a limit:
         (chunks, final distance, why it stopped). Holding the object (carry: the TCP height while
@@ -489,7 +513,8 @@ class IkerEngine(DecisionEngine):
         on a shoe, and the stiff arm flipped it over; a flat book is pushed as the solver plans (kept at push
         height, the low hand folded the wrist into the base's keep-out zone). The hand keeps its `lean` (a
         quaternion applied after the yaw). Reorienting (grasp: see deploy.env_holding), the hand pitches too,
-        and the held object's pose is the twin's, following the arm."""
+        and the held object's pose is the twin's, following the arm. enough(perceived state): a stage that has
+        done its job before its targets (a via leg past what blocked the way) stops there."""
         d, env = self.config.deploy, self.envs[skill]
         stream_id, chunks, plan = _new_stream_id(), 0, self.solvers[skill].stage(env)
         distance, why, angles = math.inf, f'{d.max_chunks} chunks streamed', np.array([hand_yaw, 0.0])
@@ -497,7 +522,8 @@ class IkerEngine(DecisionEngine):
         try:
             while True:
                 ports.cancel.check()
-                *pose, size = perceived(ports.perception.state(), oid)
+                now = ports.perception.state()
+                *pose, size = perceived(now, oid)
                 tcp = self.arm.ee_position(q_arm)
                 if grasp is not None:
                     deploy.env_holding(env, *shape, grasp, tcp, *angles, target_pose)
@@ -505,6 +531,9 @@ class IkerEngine(DecisionEngine):
                 distance = deploy.keypoint_distance(local, pose, targets)
                 if distance <= stop:
                     why = f'within {100 * stop:.1f} cm'
+                    break
+                if enough is not None and chunks and enough(now):
+                    why = 'past what blocked the straight way'
                     break
                 if chunks >= d.max_chunks or (limits.max_steps and steps + chunks >= limits.max_steps):
                     why = f'{chunks} chunks streamed (limit)'

@@ -9,20 +9,24 @@ fixed by their seeds (from twinloop_iker.evaluate.EVAL_SEED on, never trained on
 bench/results/iker_twin-<time>.json and appends a table to bench/RESULTS.md.
 
     . ./twinloop_env.sh && python bench/iker_twin.py [--episodes 128] [--skills place push reorient] [--solvers ppo cem]
-        [--checkpoints DIR]
+        [--checkpoints DIR] [--kinds shoe]
+
+--kinds draws the episodes' objects from these catalog kinds only (the config's for the skill by default): one
+task type of the paper, e.g. push --kinds shoe (push to form a pair) and push --kinds book (push to align).
 """
 
 import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
 
 from twinloop_core.evaluation import git_commit, machine
 from twinloop_iker.config import default_config
-from twinloop_iker.env import SKILLS
+from twinloop_iker.env import SKILLS, kinds_field
 from twinloop_iker.evaluate import EVAL_SEED, POLICY_FILE, SOLVERS, run_episodes, summary
 from twinloop_iker.solvers import SHIPPED
 
@@ -36,9 +40,14 @@ def evaluate_row(skill, solver, randomize, episodes, checkpoint, config):
     with tqdm(total=episodes, desc=f'{skill} {solver} dr={randomize}', leave=False) as bar:
         results = run_episodes(skill, seeds, solver, checkpoint, randomize, config, on_episode=lambda _: bar.update())
     row = summary(results, time.perf_counter() - started)
-    row.update(skill=skill, solver=solver, randomization=randomize)
+    row.update(skill=skill, solver=solver, randomization=randomize, kinds=list(getattr(config.env, kinds_field(skill))))
     row['failures'] = [{'seed': r.seed, 'distance': round(r.distance, 4)} for r in results if not r.success]
     return row
+
+
+def _kinds(kinds):
+    """The kinds column: the few a row drew from, or 'all N'."""
+    return ', '.join(kinds) if len(kinds) <= 3 else f'all {len(kinds)}'
 
 
 def append_results(rows, command, commit, info, path):
@@ -50,11 +59,13 @@ def append_results(rows, command, commit, info, path):
         'the keypoint reward of Sec. III-A); success = mean keypoint distance to target within 5 cm at the end '
         f"(the paper's criterion); episodes of seeds {EVAL_SEED}.. (never trained on); domain randomisation: "
         'friction, mass, centre of mass, contact softness, geometry scale, start pose, grasp (config/iker.yaml).\n',
-        '| skill | solver | randomisation | success | rate | 95 % CI (Wilson) | mean final distance | s per episode |',
-        '|---|---|---|---|---|---|---|---|',
+        '| skill | kinds | solver | randomisation | success | rate | 95 % CI (Wilson) | mean final distance '
+        '| s per episode |',
+        '|---|---|---|---|---|---|---|---|---|',
     ]
     lines += [
-        f'| {r["skill"]} | {r["solver"]} | {"on" if r["randomization"] else "off"} | {r["successes"]}/{r["episodes"]} '
+        f'| {r["skill"]} | {_kinds(r["kinds"])} | {r["solver"]} | {"on" if r["randomization"] else "off"} '
+        f'| {r["successes"]}/{r["episodes"]} '
         f'| {100 * r["success_rate"]:.1f} % | {100 * r["wilson95"][0]:.1f}-{100 * r["wilson95"][1]:.1f} % '
         f'| {100 * r["mean_distance"]:.1f} cm | {r["seconds_per_episode"]:.1f} |'
         for r in rows
@@ -69,11 +80,15 @@ def main(argv=None):
     parser.add_argument('--skills', nargs='*', choices=SKILLS, default=list(SKILLS))
     parser.add_argument('--solvers', nargs='*', choices=SOLVERS, default=list(SOLVERS))
     parser.add_argument('--checkpoints', default=str(SHIPPED), help='DIR with DIR/<skill>/policy.zip (PPO)')
+    parser.add_argument('--kinds', nargs='*', help="the catalog kinds episodes draw from (the config's by default)")
     parser.add_argument('--no-results', action='store_true', help='do not write bench/results or RESULTS.md')
     args = parser.parse_args(argv)
-    config, commit, info = default_config(), git_commit(ROOT), machine()
+    commit, info = git_commit(ROOT), machine()
     rows = []
     for skill in args.skills:
+        config = default_config()
+        if args.kinds:
+            config = replace(config, env=replace(config.env, **{kinds_field(skill): tuple(args.kinds)}))
         for solver in args.solvers:
             checkpoint = str(Path(args.checkpoints) / skill) if solver == 'ppo' else None
             if checkpoint and not (Path(checkpoint) / POLICY_FILE).is_file():

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from action_msgs.msg import GoalStatus
 from geometry_msgs.msg import Point, Pose
+from PIL import Image
 from rclpy.action import ActionClient
 from twinloop_interfaces.action import ExecuteInstruction
 from twinloop_interfaces.msg import DetectedObjectArray
@@ -97,7 +98,8 @@ def test_iker_pushes_a_book_in_line_through_the_gate(spawn, ros_node, tmp_path):
     step = steps[-1]  # the markers show the newest iteration's keypoints and targets
     assert 'def get_interaction_data' in step['code'] and not step['grasp']
     assert 0 <= step['distance'] < 0.05 and len(step['targets']) == len(step['keypoint_indices'])
-    assert (Path(response.result.report_path).parent / step['images'][0]).is_file()
+    query = Path(response.result.report_path).parent / step['images'][0]
+    assert step['view'] == 'camera front' and Image.open(query).size == (320, 240)  # world_sim's front camera
 
     executor.spin_once(timeout_sec=0.5)
     assert keypoint_markers, f'nothing on {topics.IKER_KEYPOINTS}'

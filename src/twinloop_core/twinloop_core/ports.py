@@ -50,11 +50,25 @@ class Score(dict):
     {name: score}, rationale. A dict so that reports serialise it as it is."""
 
 
+@dataclass
+class CameraImage:
+    """A camera's colour image and its pinhole model: what a vision-language model is shown."""
+
+    name: str
+    rgb: np.ndarray  # (h, w, 3) uint8
+    K: np.ndarray  # (3, 3) intrinsics [px]
+    position: np.ndarray  # the optical frame's origin in the world [m]
+    rotation: np.ndarray  # the optical frame's axes in the world (3x3 columns: x right, y down, z ahead)
+
+
 class Perception(Protocol):
     """The perceived scene."""
 
     def state(self) -> PerceivedState:
         """The state from frames captured after the last motion ended."""
+
+    def camera_image(self) -> CameraImage | None:
+        """The newest colour image of the camera code writers are shown (None: there is none)."""
 
 
 class Twin(Protocol):

@@ -325,6 +325,22 @@ def test_ik_near_the_base_finds_a_solution_whose_links_are_clear_of_each_other()
 held_out_layout = functools.partial(in_process.held_out_layout, ROOT)  # (scene name, seed): the world in process
 
 
+def test_the_code_writer_is_shown_the_keypoints_on_the_camera_image():
+    """Deliverable 1: the keypoints are numbered on a camera's image (the perception port's, here world_sim's front
+    camera), not on a drawing; a perception without cameras gets a schematic view, and the record says which."""
+    with held_out_layout('iker_align', 1000) as (_, world, ports, _, progress):
+        engine = build_engine('iker', f'{ROOT}/config')
+        engine.run(align(ports), ports, Limits(dry_run=True))
+        (record,) = progress.records
+        image = dict(record.images)['keypoints']
+        frame = world.render('front', 320, 240, depth=False).rgb
+        assert record.view == 'camera front' and image.shape == frame.shape
+        assert np.mean(np.all(image == frame, axis=2)) > 0.8  # the camera's pixels but for markers and legend
+        blind = Ports(perception=SimpleNamespace(state=ports.perception.state), progress=QuietProgress())
+        engine.run(align(ports), blind, Limits(dry_run=True))
+        assert 'schematic' in blind.progress.records[0].view
+
+
 def test_a_push_keeps_the_hand_at_push_height_and_the_shoe_upright():
     """Held-out shoe layout 1003 pushes a shoe sideways 36 cm across the front of the robot. The twin's hand rose
     while pushing and came down on the shoe, and the stiff arm flipped it over (it then lay 6 cm higher and every

@@ -84,6 +84,7 @@ class IterationRecord:
     stage: int  # stages that had succeeded before it
     writer: str
     code: str
+    view: str = ''  # what the keypoints were drawn on (a camera's image, or a schematic view)
     object_id: str = ''
     grasp: bool = False
     keypoint_indices: list = field(default_factory=list)
@@ -98,7 +99,7 @@ class IterationRecord:
 
 def schematic_view(objects, view=VIEW):
     """A query_image.CameraView of a virtual camera over the table, its image the perceived objects'
-    bounding boxes drawn as outlines on grey (no camera image reaches an engine)."""
+    bounding boxes drawn as outlines on grey: the query image where perception has no camera image."""
     width, height = view['size']
     position, target = np.asarray(view['position'], float), np.asarray(view['look_at'], float)
     forward = (target - position) / np.linalg.norm(target - position)
@@ -187,10 +188,12 @@ class IkerEngine(DecisionEngine):
             state = ports.perception.state()
             objects = {oid: tuple(o) for oid, o in state.objects.items()}
             first = first or objects
-            shapes, query, local_points = self._query(task, objects)
+            camera = getattr(ports.perception, 'camera_image', lambda: None)()  # perception without cameras: None
+            shapes, query, local_points = self._query(task, objects, camera)
             stage = sum(1 for entry in history if entry.succeeded)
             request = WriteRequest(task.instruction, query, objects, task, tuple(history), multi_step)
-            record = IterationRecord(iteration, stage, self.writer.label, '', images=[('keypoints', query.image)])
+            seen = f'camera {camera.name}' if camera else 'a schematic view of the perceived boxes (no camera image)'
+            record = IterationRecord(iteration, stage, self.writer.label, '', seen, images=[('keypoints', query.image)])
             ports.progress.feedback('write code', steps, stage, f'iteration {iteration}', backend=self.backend)
             try:
                 written = self.writer.write(request)
@@ -271,8 +274,9 @@ class IkerEngine(DecisionEngine):
         ports.progress.log(f'iteration {record.iteration}: {record.outcome}')
         return self._result(success, detail, steps)
 
-    def _query(self, task, objects):
-        """({id: (kind, scale), None for static ones}, the QueryImage, {keypoint number: object-frame point})."""
+    def _query(self, task, objects, camera=None):
+        """({id: (kind, scale), None for static ones}, the QueryImage, {keypoint number: object-frame point}): the
+        keypoints drawn on the camera's image (a CameraImage), or on a schematic view of the objects without one."""
         static = static_objects(task)
         reoriented = {s.object_id for s in task.subtasks if s.action == 'reorient'}  # fitted among the flat kinds
         shapes, perceived = {}, []
@@ -286,7 +290,12 @@ class IkerEngine(DecisionEngine):
                 shapes[oid] = deploy.fit_kind(size, kinds)
                 mesh = deploy.kind_mesh(*shapes[oid])
             perceived.append(query_image.PerceivedObject(oid, mesh, oid in static, tuple(p), tuple(q)))
-        query = query_image.render_query_image(schematic_view(objects), perceived)
+        view = (
+            schematic_view(objects)
+            if camera is None
+            else query_image.CameraView.from_camera_info(camera.rgb, camera.K, camera.position, camera.rotation)
+        )
+        query = query_image.render_query_image(view, perceived)
         return shapes, query, {k.label: np.asarray(k.local, float) for k in query.proposed}
 
     def _push(self, ports, limits, oid, shape, local, targets, steps, stop):

@@ -11,6 +11,7 @@ gate); cancel cancels the running motion, which holds the arm. Each run writes
 runs/<time>/report.html and report.json.
 """
 
+import functools
 import json
 import threading
 import time
@@ -26,7 +27,8 @@ from rclpy.action import ActionClient, ActionServer, CancelResponse, GoalRespons
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.parameter_client import AsyncParameterClient
-from sensor_msgs.msg import Image, JointState
+from geometry_msgs.msg import PoseStamped
+from sensor_msgs.msg import CameraInfo, Image, JointState
 from visualization_msgs.msg import Marker, MarkerArray
 
 from twinloop_core import engine as engines
@@ -39,7 +41,7 @@ from twinloop_language.parsers import make_parser
 from twinloop_language.scene import Rejected, Scene
 from twinloop_planning.ports.ros import LatestState, RosClients, RosPorts, RosProgress
 from twinloop_ros import node_runner, topics
-from twinloop_ros.conversions import image_array, object_states
+from twinloop_ros.conversions import object_states, rgb_array
 
 Goal, Result, Feedback = ExecuteInstruction.Goal, ExecuteInstruction.Result, ExecuteInstruction.Feedback
 
@@ -71,11 +73,16 @@ class OrchestratorNode(Node):
         view = p(
             'parser_camera', 'front', "camera whose colour view goes with the instruction to an LLM parser ('': none)"
         )
+        query_camera = p(
+            'query_camera',
+            'front',
+            "camera whose colour image code writers are shown, keypoints drawn on it ('': a schematic view)",
+        )
         engines.load_engines(modules)
         self.engines = {name: engines.build_engine(name, config_dir or None) for name in sorted(engines.ENGINES)}
         language = language or str(Path(config_dir) / 'language.yaml')
         self.parser = make_parser(language, categories or None, parser=parser or None)
-        self.latest = LatestState()
+        self.latest = LatestState(query_camera)
         self.view = None  # the newest colour image for the parser (only subscribed when it takes images)
         self.busy, self.lock = False, threading.Lock()
         self.cancel_tokens = {}  # goal id -> CancelToken of the running goal
@@ -86,6 +93,15 @@ class OrchestratorNode(Node):
         self.create_subscription(
             JointState, topics.JOINT_STATES, self.latest.on_joints, topics.STATE_QOS, callback_group=state_group
         )
+        if query_camera:
+            for part, kind, qos in (
+                ('color', Image, topics.SENSOR_QOS),
+                ('color_info', CameraInfo, topics.SENSOR_QOS),
+                ('pose', PoseStamped, topics.EXTRINSICS_QOS),
+            ):
+                topic = topics.camera_topic(query_camera, part)
+                callback = functools.partial(self.latest.on_camera, part)
+                self.create_subscription(kind, topic, callback, qos, callback_group=state_group)
         self.view_wanted = bool(view and self.parser.takes_image)
         if self.view_wanted:
             self.create_subscription(
@@ -178,10 +194,7 @@ class OrchestratorNode(Node):
                 self.get_logger().warning('no camera view for the parser yet: sending the object list only')
             return None
         try:
-            array = image_array(self.view)
-            if array.ndim != 3:
-                raise ValueError(f'{self.view.encoding} is not a colour encoding')
-            return np.ascontiguousarray(array[..., ::-1]) if self.view.encoding == 'bgr8' else array
+            return rgb_array(self.view)
         except ValueError as exc:
             self.get_logger().warning(f'camera view for the parser unreadable ({exc}): sending the object list only')
             return None

@@ -41,6 +41,14 @@ def image_array(msg):
     return array.reshape(msg.height, msg.width, channels) if channels > 1 else array.reshape(msg.height, msg.width)
 
 
+def rgb_array(msg):
+    """An (h, w, 3) RGB uint8 array of a colour sensor_msgs/Image (rgb8 or bgr8); ValueError otherwise."""
+    if msg.encoding not in ('rgb8', 'bgr8'):
+        raise ValueError(f'{msg.encoding!r} is not a colour encoding (rgb8, bgr8)')
+    array = image_array(msg)
+    return np.ascontiguousarray(array[..., ::-1]) if msg.encoding == 'bgr8' else array
+
+
 def depth_for_encoding(depth_m, encoding):
     """Depth in metres as the array for an encoding: 32FC1 (float32 metres) or 16UC1 (uint16 millimetres)."""
     if encoding == '32FC1':

@@ -12,7 +12,7 @@ import numpy as np
 
 from twinloop_core.gripper import KEEP
 from twinloop_core.outcomes import ExecutionFailed
-from twinloop_core.ports import CancelToken, PerceivedState, Ports, QuietProgress, StreamReply
+from twinloop_core.ports import CameraImage, CancelToken, PerceivedState, Ports, QuietProgress, StreamReply
 from twinloop_execution import trajectory
 from twinloop_execution.safety import JointLimits
 from twinloop_scoring import vqa
@@ -108,6 +108,12 @@ class SimPorts:
         """Ground truth: every object pose estimation would look for, seen."""
         objs = {oid: (*self.world.object_pose(oid), extents) for oid, extents in self.extents.items()}
         return PerceivedState(objs, self.world.arm_positions(), self.world.gripper_width())
+
+    def camera_image(self):
+        """The first view's camera, rendered now at its configured size."""
+        camera = next(c for c in self.world.config.cameras if c.name == self.views[0])
+        frame = self.world.render(camera.name, camera.width, camera.height, depth=False)
+        return CameraImage(camera.name, frame.rgb, frame.intrinsics.matrix, frame.position, frame.rotation)
 
     # --- twin --------------------------------------------------------------------------------------
     def sync(self, believed=None):

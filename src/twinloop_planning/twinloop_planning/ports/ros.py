@@ -24,7 +24,8 @@ from twinloop_interfaces.srv import RenderViews, RolloutTrajectories, ScoreTraje
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from twinloop_core.outcomes import Canceled, ExecutionFailed, GoalEnded, Outcome
-from twinloop_core.ports import PerceivedState, PolicyOutcome, StreamReply
+from twinloop_core.geometry import quat_matrix
+from twinloop_core.ports import CameraImage, PerceivedState, PolicyOutcome, StreamReply
 from twinloop_core.robot import ARM_JOINTS
 from twinloop_planning.ports.in_process import scoring_batches
 from twinloop_ros import codec
@@ -48,12 +49,21 @@ class NoAnswer(GoalEnded):
         super().__init__(Outcome.ERROR, f'{what} did not answer within {timeout:.0f} s')
 
 
-class LatestState:
-    """The newest DetectedObjectArray and JointState with their arrival times (fed by subscriptions)."""
+CAMERA_PARTS = ('color', 'color_info', 'pose')  # what a camera image for the code writers needs
 
-    def __init__(self):
+
+class LatestState:
+    """The newest DetectedObjectArray and JointState with their arrival times, and the newest colour image,
+    CameraInfo and optical pose of the camera code writers are shown (fed by subscriptions)."""
+
+    def __init__(self, camera=''):
         self.objects = self.joints = None
         self.objects_at = self.joints_at = 0.0
+        self.camera, self.camera_msgs = camera, {}  # name ('' none), {part of CAMERA_PARTS: message}
+
+    def on_camera(self, part, msg):
+        """Subscription callback of the code writers' camera."""
+        self.camera_msgs[part] = msg
 
     def on_objects(self, msg):
         """Subscription callback."""
@@ -184,6 +194,26 @@ class RosPorts:
         unseen = frozenset(o.id for o in self.objects_msg.objects if o.confidence <= 0.0)
         labels = {o.id: o.label for o in self.objects_msg.objects}
         return PerceivedState(ros_conversions.object_states(self.objects_msg), q, width, unseen, labels)
+
+    def camera_image(self):
+        """The newest colour image of the code writers' camera, its CameraInfo's K and its optical pose; None
+        while a part is missing or unusable (not a colour image, a bad model or pose, sizes that differ)."""
+        latest = self.clients.latest
+        msgs = dict(latest.camera_msgs)
+        if not latest.camera or any(part not in msgs for part in CAMERA_PARTS):
+            return None
+        color, info = msgs['color'], msgs['color_info']
+        try:
+            rgb = ros_conversions.rgb_array(color)
+            ros_conversions.check_camera_info(info)
+            position, quat = ros_conversions.checked_pose(msgs['pose'].pose, f'{latest.camera} pose')
+        except ValueError:
+            return None
+        if (info.width, info.height) != (color.width, color.height):
+            return None
+        return CameraImage(
+            latest.camera, rgb.copy(), np.array(info.k, float).reshape(3, 3), position, quat_matrix(quat)
+        )
 
     def _check_wait(self, deadline, seconds, what):
         self.cancel.check()

@@ -171,9 +171,7 @@ class PoseEstimationNode(Node):
                     f'{name}: colour {color.width}x{color.height}, depth {depth.width}x{depth.height} and '
                     f'camera_info {info.width}x{info.height} differ'
                 )
-            rgb = ros_conversions.image_array(color)
-            if color.encoding == 'bgr8':
-                rgb = rgb[:, :, ::-1]
+            rgb = ros_conversions.rgb_array(color)
             position, quat = ros_conversions.checked_pose(parts['pose'].pose)
             R = pe.Rotation.from_quat([*quat[1:], quat[0]]).as_matrix()
             frames.append(

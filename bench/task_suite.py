@@ -12,7 +12,8 @@ bench/paper_tasks.yaml: a tape roll must be threaded down the post, not resting 
 Seeds: the benchmark runs the held-out range of bench/tasks.yaml (5 per task by default);
 development runs say --dev and may use only the development range.
 Other engines run the same way: --graph names a graph of config/graphs.yaml with a
-task_orchestrator, --param sets a node's parameter, --tasks another task file. The learned
+task_orchestrator, --param sets a node's parameter, --tasks another task file (whose `parameters:` block
+sets nodes' parameters too, --param winning: bench/iker_tasks.yaml draws world_sim's physics). The learned
 policy (issue 19) through the whole ROS graph:
     python bench/task_suite.py --tasks bench/vla_tasks.yaml --graph sim_demo_vla --strategy vla \
         --param vla_policy.checkpoints_dir=DIR --seeds 20 --timeout 60   (DIR/vga/: a checkpoint)
@@ -79,6 +80,7 @@ class Episode:
         self.instructions.spin_until(future.done, 30, 'the reset')
         if not future.result().success:
             raise InstructionError(f'reset failed: {future.result().message}')
+        world = future.result().message  # the seed and the objects' friction and mass drawn for it
         if self.redetect_client.service_is_ready():  # a new episode: perception starts from scratch
             future = self.redetect_client.call_async(Trigger.Request())
             self.instructions.spin_until(future.done, 10, 'the re-detection')
@@ -108,6 +110,7 @@ class Episode:
             'planner_done': report['outcome'] == 'succeeded',
             'planner_outcome': report['outcome'],
             'planner_reason': result.reason,
+            'world': world,
             'steps': int(result.steps),
             'elapsed_s': round(elapsed, 1),
             'scorer': report.get('scorer', ''),
@@ -276,7 +279,10 @@ def main():
         parser.error(refused)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the graph cleanly too
     with open(args.tasks) as f:
-        categories = yaml.safe_load(f)['categories']
+        task_file = yaml.safe_load(f)
+    categories = task_file['categories']
+    for name, values in (task_file.get('parameters') or {}).items():  # the task file's, under --param's
+        parameters[name] = {**values, **parameters.get(name, {})}
     tasks = [(c, t) for c, ts in categories.items() if not args.categories or c in args.categories for t in ts]
     unknown = {name for _, t in tasks for item in t.get('success', ()) for name in item} - set(CHECKS)
     if unknown:

@@ -8,9 +8,11 @@ alive and answer a good request correctly. One process per node type, for all of
 import copy
 import json
 import os
+import re
 import time
 
 import numpy as np
+import yaml
 from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import Point, PoseStamped
 from rclpy.qos import QoSProfile
@@ -960,7 +962,10 @@ def m_move_valid(rng, r):
 def test_world_sim_survives_fuzz(spawn, ros_node):
     fuzz = Fuzz(
         *ros_node,
-        spawn('-m', 'twinloop_twin.world_sim_node', '--ros-args', '-p', f'scene:={SCENE}', '-p', 'camera_rate:=1.0'),
+        spawn(
+            *('-m', 'twinloop_twin.world_sim_node', '--ros-args', '-p', f'scene:={SCENE}', '-p', 'camera_rate:=1.0'),
+            *('-p', 'object_friction:=[0.5, 1.1]', '-p', 'object_mass_scale:=[0.6, 1.6]'),
+        ),
         np.random.default_rng(4),
     )
     latest = {}
@@ -991,8 +996,16 @@ def test_world_sim_survives_fuzz(spawn, ros_node):
         if i % 20 == 0:
             fuzz.alive(f'after {i} command messages')
 
-    # good requests: a reset to the scene layout, a trajectory followed, the gripper closed
-    fuzz.check(ResetWorld, topics.WORLD_RESET, ResetWorld.Request(seed=0), VALID, 'reset to the scene')
+    # a random layout's physics are drawn in the parameters' ranges, the same for the same seed
+    drawn = [fuzz.check(ResetWorld, topics.WORLD_RESET, ResetWorld.Request(seed=s), VALID, 'reset') for s in (7, 8, 7)]
+    assert drawn[0].message == drawn[2].message != drawn[1].message.replace('seed 8', 'seed 7')
+    physics = re.findall(r'(\w+) friction ([\d.]+), ([\d.]+) kg', drawn[0].message)
+    masses = {o['id']: o.get('mass', 0.1) for o in yaml.safe_load(open(SCENE))['objects']}
+    assert len(physics) >= 3 and all(0.5 <= float(f) <= 1.1 for _, f, _ in physics), drawn[0].message
+    assert all(0.6 * masses[i] - 1e-3 <= float(m) <= 1.6 * masses[i] + 1e-3 for i, _, m in physics), physics
+    # good requests: a reset to the scene layout (its own physics), a trajectory followed, the gripper closed
+    scene_reset = fuzz.check(ResetWorld, topics.WORLD_RESET, ResetWorld.Request(seed=0), VALID, 'reset to the scene')
+    assert 'red_cube friction 1.00, 0.100 kg' in scene_reset.message, scene_reset.message
     latest.clear()
     fuzz.spin_until(lambda: 'truth' in latest and 'joints' in latest, 30, 'ground truth after the reset')
     cube = next(o for o in latest['truth'].objects if o.id == 'red_cube').pose.position

@@ -232,3 +232,26 @@ def test_layouts_keep_clear_of_where_a_drawer_opens():
                 abs(o.pos[0] - opened[0]) > shape.extents[0] / 2 + reach - 1e-9
                 or abs(o.pos[1] - opened[1]) > shape.extents[1] / 2 + reach - 1e-9
             ), (seed, oid)
+
+
+def test_drawn_physics_are_what_the_world_simulates():
+    """randomize_physics draws each movable object's friction and mass in the ranges (the rack stays as the
+    scene has it), the same for the same seed, and the SimWorld built from it slides and weighs with them."""
+    config = scene.SceneConfig.from_yaml(os.path.join(os.path.dirname(SCENE), 'iker_shoes.yaml'))
+    drawn = scene.randomize_physics(config, np.random.default_rng(3), (0.5, 1.1), (0.6, 1.6))
+    again = scene.randomize_physics(config, np.random.default_rng(3), (0.5, 1.1), (0.6, 1.6))
+    assert scene.physics_summary(drawn) == scene.physics_summary(again) != scene.physics_summary(config)
+    assert 'rack' not in scene.physics_summary(drawn)
+    w = world.SimWorld(drawn)
+    try:
+        for before, o in zip(config.objects, drawn.objects):
+            body = w.model.body(o.id)
+            geoms = [g for g in range(w.model.ngeom) if w.model.geom_bodyid[g] == body.id]
+            if o.id == 'rack':
+                assert (o.friction, o.mass) == (before.friction, before.mass)
+                continue
+            assert 0.5 <= o.friction <= 1.1 and 0.6 * before.mass <= o.mass <= 1.6 * before.mass
+            assert o.friction != before.friction and np.allclose(w.model.geom_friction[geoms, 0], o.friction)
+            assert w.model.body_subtreemass[body.id] == pytest.approx(o.mass, rel=1e-6)
+    finally:
+        w.close()

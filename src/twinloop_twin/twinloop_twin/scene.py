@@ -319,3 +319,27 @@ def randomize_layout(config, rng, x_range=(0.33, 0.7), y_range=(-0.34, 0.34), ga
     raise ValueError(
         f'the objects do not fit on the table in {attempts} layouts; widen the ranges or use fewer objects'
     )
+
+
+def randomize_physics(config, rng, friction=None, mass_scale=None):
+    """A copy of config whose movable objects slide with a friction drawn from `friction` (low, high)
+    and weigh their scene mass times a factor drawn from `mass_scale` (low, high); None keeps the
+    scene's value. Static objects (racks, bins) stay as they are."""
+    out = copy.deepcopy(config)
+    for o in out.objects:
+        if objects.make_shape(o.kind, **o.params).static:
+            continue
+        if friction is not None:
+            o.friction = float(rng.uniform(*friction))
+        if mass_scale is not None:
+            o.mass = float(o.mass * rng.uniform(*mass_scale))
+    return out
+
+
+def physics_summary(config):
+    """'id friction F, M kg; ...' of the movable objects (what a layout's physics were)."""
+    return '; '.join(
+        f'{o.id} friction {o.friction:.2f}, {o.mass:.3f} kg'
+        for o in config.objects
+        if not objects.make_shape(o.kind, **o.params).static
+    )

@@ -53,6 +53,18 @@ class WorldSimNode(Node):
             'arm_controller', topics.ARM_CONTROLLER, descriptor=_doc('joint trajectory controller name')
         ).value
         seed = p('seed', 0, descriptor=_doc('noise seed')).value
+        self.object_friction = _range(
+            p(
+                'object_friction',
+                [0.0, 0.0],
+                descriptor=_doc("[low, high] friction per random layout; [0, 0]: the scene's"),
+            ),
+            'object_friction',
+        )
+        self.object_mass_scale = _range(
+            p('object_mass_scale', [1.0, 1.0], descriptor=_doc('[low, high] scene mass factor per random layout')),
+            'object_mass_scale',
+        )
         self.cameras_on = p(
             'cameras_on', True, descriptor=_doc('publish camera frames; false: the cameras stop (settable at run time)')
         ).value
@@ -128,11 +140,7 @@ class WorldSimNode(Node):
             if request.seed == self.layout_seed:  # the same layout: reset in place, keeping model and renderers
                 self.world.reset()
             else:
-                config = (
-                    self.scene_config
-                    if request.seed == 0
-                    else scene.randomize_layout(self.scene_config, np.random.default_rng(request.seed))
-                )
+                config = self.scene_config if request.seed == 0 else self._layout(request.seed)
                 new_world = world.SimWorld(config)
                 self.world.close()
                 self.world, self.layout_seed = new_world, request.seed
@@ -145,9 +153,25 @@ class WorldSimNode(Node):
             return response
         self.world.data.time = now + self.tick
         self.next_joint_state = self.next_camera = 0.0
-        response.success, response.message = True, f'reset with seed {request.seed}'
+        response.success, response.message = True, f'reset with seed {request.seed}: {self.physics}'
         self.get_logger().info(response.message, throttle_duration_sec=1.0)
         return response
+
+    def _layout(self, seed):
+        """The scene at the seed's random layout, its objects' friction and mass drawn (a stream of their own:
+        the positions are those of the seed whatever the ranges)."""
+        layout = scene.randomize_layout(self.scene_config, np.random.default_rng(seed))
+        return scene.randomize_physics(
+            layout,
+            np.random.default_rng([seed, 1]),
+            self.object_friction if any(self.object_friction) else None,
+            self.object_mass_scale if self.object_mass_scale != (1.0, 1.0) else None,
+        )
+
+    @property
+    def physics(self):
+        """The movable objects' friction and mass now, in words."""
+        return scene.physics_summary(self.world.config)
 
     def on_move_object(self, request, response):
         """A disturbance: put an object at a pose at once (MoveObject.srv); a bad request is answered why."""
@@ -262,6 +286,14 @@ class WorldSimNode(Node):
         """Close the renderers, then the node."""
         self.world.close()
         super().destroy_node()
+
+
+def _range(parameter, name):
+    """(low, high) of a two-number parameter; ValueError unless 0 <= low <= high."""
+    value = tuple(float(v) for v in parameter.value)
+    if len(value) != 2 or not 0.0 <= value[0] <= value[1]:
+        raise ValueError(f'parameter {name!r} must be [low, high] with 0 <= low <= high, got {list(value)}')
+    return value
 
 
 def _doc(text):

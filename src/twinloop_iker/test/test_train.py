@@ -71,3 +71,26 @@ def test_command_line_trains_reports_and_resumes(tmp_path):
     env = make_env('push', IkerConfig())
     observation, _ = env.reset(seed=5)
     assert not np.array_equal(PpoPolicy(tuned)(observation), PpoPolicy(out)(observation))  # it learned on
+
+
+def test_command_line_trains_with_ray_actors_as_rollout_workers(tmp_path):
+    data = yaml.safe_load(CONFIG.read_text())
+    data['ppo'].update(SMALL)
+    config = tmp_path / 'iker.yaml'
+    config.write_text(yaml.safe_dump(data))
+    out = tmp_path / 'push'
+    args = ['--skill', 'push', '--minutes', '0.05', '--envs', '2', '--out', str(out), '--config', str(config)]
+    train.main([*args, '--ray', 'local', '--eval-episodes', '2'])
+    report = json.loads((out / 'report.json').read_text())
+    assert report['rollout_workers'] == '2 Ray actors at local' and report['envs'] == 2
+    assert report['steps'] > 0 and report['steps'] % 2 == 0 and report['evaluation']['episodes'] == 2
+    assert (out / POLICY_FILE).is_file() and (out / NORMALIZER_FILE).is_file() and (out / 'curve.png').is_file()
+    steps, _ = train.latest_checkpoint(out)
+    assert steps == report['steps']
+
+    train.main([*args, '--ray', 'local', '--resume', '--eval-episodes', '0'])
+    resumed = json.loads((out / 'report.json').read_text())
+    assert resumed['steps'] > report['steps'] and resumed['rollout_workers'] == '2 Ray actors at local'
+    import ray  # each run started the local cluster and shut it down
+
+    assert not ray.is_initialized()

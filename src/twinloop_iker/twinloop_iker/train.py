@@ -7,12 +7,14 @@
 stable-baselines3 PPO on KeypointEnv (env.py) with the paper's network: actor and critic MLPs of
 256, 128 and 64 ELU units (config/iker.yaml, block ppo; the paper shares a backbone, SB3's MlpPolicy
 keeps the two apart). Observations and rewards are normalised (VecNormalize); the envs run in
-subprocesses when there is more than one. Training stops when the budget is spent (a tqdm bar
-counts it down), with a checkpoint (the PPO zip and the VecNormalize statistics) every
-`checkpoint_minutes` and at the end; `--resume` continues from the latest checkpoint and its
-curve. At the end the policy is saved as OUT/policy.zip and OUT/vecnormalize.pkl, evaluated on
-`--eval-episodes` episodes of fresh seeds (evaluate.py; as Ray tasks with --ray) and reported in
-OUT/report.json with the reward and success curve in OUT/curve.png. OUT defaults to
+subprocesses when there is more than one, or with `--ray ADDRESS` as Ray actors on that cluster
+(ray_vec_env.RayVecEnv, one actor per env; `--ray local` starts a 2-CPU cluster on loopback, open
+for the training and the evaluation). Training stops when the budget is spent (a tqdm bar counts it
+down), with a checkpoint (the PPO zip and the VecNormalize statistics) every `checkpoint_minutes`
+and at the end; `--resume` continues from the latest checkpoint and its curve. At the end the policy
+is saved as OUT/policy.zip and OUT/vecnormalize.pkl, evaluated on `--eval-episodes` episodes of
+fresh seeds (evaluate.py; as Ray tasks with --ray) and reported in OUT/report.json (with where the
+rollouts ran) and the reward and success curve in OUT/curve.png. OUT defaults to
 ~/.cache/twinloop/iker/<skill>/, outside the repository: checkpoints stay out of git.
 
 One goal-conditioned policy per skill is trained over every object kind and randomised targets
@@ -26,6 +28,7 @@ import json
 import os
 import re
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
@@ -38,9 +41,11 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor, VecNormalize
 from tqdm import tqdm
 
+from twinloop_core.evaluation import ray_cluster
 from twinloop_iker.config import default_config, load_iker_config
 from twinloop_iker.env import SKILLS, kinds_field
 from twinloop_iker.evaluate import NORMALIZER_FILE, POLICY_FILE, evaluate, make_env, summary
+from twinloop_iker.ray_vec_env import RayVecEnv
 from twinloop_iker.solvers import SHIPPED
 
 CHECKPOINT = re.compile(r'^step_(\d+)\.zip$')
@@ -145,12 +150,23 @@ def plot_curve(curve, path, title):
     fig.savefig(path, dpi=100)
 
 
-def make_vec_env(skill, config, randomize, envs, seed):
-    """envs KeypointEnvs (in subprocesses when more than one) with episode statistics, seeded."""
+def make_vec_env(skill, config, randomize, envs, seed, ray=False):
+    """envs KeypointEnvs (in subprocesses when more than one; with ray, as Ray actors on the connected
+    cluster) with episode statistics, seeded."""
     factory = partial(make_env, skill, config, randomize)
-    venv = SubprocVecEnv([factory] * envs) if envs > 1 else DummyVecEnv([factory])
+    if ray:
+        venv = RayVecEnv([factory] * envs)
+    else:
+        venv = SubprocVecEnv([factory] * envs) if envs > 1 else DummyVecEnv([factory])
     venv.seed(seed)
     return VecMonitor(venv)
+
+
+def rollout_workers(envs, ray_address=None):
+    """Where the training envs run, in words (report.json)."""
+    if ray_address:
+        return f'{envs} Ray actors at {ray_address}'
+    return f'{envs} subprocesses' if envs > 1 else 'in process'
 
 
 def build_model(venv, ppo, seed=0):
@@ -189,60 +205,64 @@ def train(
 ):
     """Train for `minutes` of wall time, save, evaluate and write the report; returns the report dict.
     init: a folder with a trained policy and its statistics to start from (fine-tuning) instead of a new one."""
-    config = config or default_config()
-    ppo = config.ppo
-    out = Path(out or default_out(skill))
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = latest_checkpoint(out) if resume else None
-    progress = json.loads((out / PROGRESS_FILE).read_text()) if checkpoint else {'wall_s': 0.0, 'curve': []}
-    curve, wall_offset = progress['curve'], progress['wall_s']
-    # later runs draw later seeds: a resumed run does not replay the episodes it trained on
-    venv = make_vec_env(skill, config, randomize, envs, seed + (checkpoint[0] if checkpoint else 0))
-    if checkpoint:
-        steps, path = checkpoint
-        normalizer = VecNormalize.load(str(path.with_name(path.stem + '_vecnormalize.pkl')), venv)
-        model = PPO.load(path, env=normalizer, device='cpu')
-        print(f'resuming from {path} ({steps} steps, {wall_offset / 60:.1f} min trained)')
-    elif init:
-        normalizer = VecNormalize.load(str(Path(init) / NORMALIZER_FILE), venv)
-        model = PPO.load(Path(init) / POLICY_FILE, env=normalizer, device='cpu')
-        model.num_timesteps = 0  # this run's steps; the report names the policy it started from
-    else:
-        normalizer = VecNormalize(venv, gamma=ppo.gamma)
-        model = build_model(normalizer, ppo, seed)
-    callback = BudgetCallback(60 * minutes, out, ppo, curve, wall_offset, show_progress)
-    start_steps = model.num_timesteps
-    model.learn(total_timesteps=10**12, callback=callback, reset_num_timesteps=not checkpoint and not init)
-    final = callback.progress()
-    run_wall = final['wall_s'] - wall_offset
-    save_checkpoint(model, normalizer, out, ppo.keep_checkpoints, final)
-    model.save(out / POLICY_FILE)
-    normalizer.save(str(out / NORMALIZER_FILE))
-    venv.close()
-    randomization = 'domain randomisation' if randomize else 'nominal physics'
-    plot_curve(curve, out / PLOT_FILE, f'IKER {skill} PPO ({randomization})')
+    with ray_cluster(ray_address) if ray_address else nullcontext():  # open for training and evaluation
+        config = config or default_config()
+        ppo = config.ppo
+        out = Path(out or default_out(skill))
+        out.mkdir(parents=True, exist_ok=True)
+        checkpoint = latest_checkpoint(out) if resume else None
+        progress = json.loads((out / PROGRESS_FILE).read_text()) if checkpoint else {'wall_s': 0.0, 'curve': []}
+        curve, wall_offset = progress['curve'], progress['wall_s']
+        # later runs draw later seeds: a resumed run does not replay the episodes it trained on
+        venv = make_vec_env(
+            skill, config, randomize, envs, seed + (checkpoint[0] if checkpoint else 0), ray_address is not None
+        )
+        if checkpoint:
+            steps, path = checkpoint
+            normalizer = VecNormalize.load(str(path.with_name(path.stem + '_vecnormalize.pkl')), venv)
+            model = PPO.load(path, env=normalizer, device='cpu')
+            print(f'resuming from {path} ({steps} steps, {wall_offset / 60:.1f} min trained)')
+        elif init:
+            normalizer = VecNormalize.load(str(Path(init) / NORMALIZER_FILE), venv)
+            model = PPO.load(Path(init) / POLICY_FILE, env=normalizer, device='cpu')
+            model.num_timesteps = 0  # this run's steps; the report names the policy it started from
+        else:
+            normalizer = VecNormalize(venv, gamma=ppo.gamma)
+            model = build_model(normalizer, ppo, seed)
+        callback = BudgetCallback(60 * minutes, out, ppo, curve, wall_offset, show_progress)
+        start_steps = model.num_timesteps
+        model.learn(total_timesteps=10**12, callback=callback, reset_num_timesteps=not checkpoint and not init)
+        final = callback.progress()
+        run_wall = final['wall_s'] - wall_offset
+        save_checkpoint(model, normalizer, out, ppo.keep_checkpoints, final)
+        model.save(out / POLICY_FILE)
+        normalizer.save(str(out / NORMALIZER_FILE))
+        venv.close()
+        randomization = 'domain randomisation' if randomize else 'nominal physics'
+        plot_curve(curve, out / PLOT_FILE, f'IKER {skill} PPO ({randomization})')
 
-    started = time.perf_counter()
-    results = evaluate(skill, eval_episodes, 'ppo', out, randomize, config, ray_address) if eval_episodes else []
-    report = {
-        'skill': skill,
-        'randomization': randomize,
-        'seed': seed,
-        'envs': envs,
-        'steps': int(model.num_timesteps),
-        'wall_s': final['wall_s'],
-        'run_steps': int(model.num_timesteps - start_steps),
-        'run_wall_s': run_wall,
-        'steps_per_s': (model.num_timesteps - start_steps) / max(run_wall, 1e-9),
-        'evaluation': summary(results, time.perf_counter() - started),
-        'kinds': list(getattr(config.env, kinds_field(skill))),
-        'init': str(init) if init else None,
-        'ppo': asdict(ppo),
-        'policy': str(out / POLICY_FILE),
-        'normalizer': str(out / NORMALIZER_FILE),
-        'curve': str(out / PLOT_FILE),
-    }
-    (out / REPORT_FILE).write_text(json.dumps(report, indent=1))
+        started = time.perf_counter()
+        results = evaluate(skill, eval_episodes, 'ppo', out, randomize, config, ray_address) if eval_episodes else []
+        report = {
+            'skill': skill,
+            'randomization': randomize,
+            'seed': seed,
+            'envs': envs,
+            'rollout_workers': rollout_workers(envs, ray_address),
+            'steps': int(model.num_timesteps),
+            'wall_s': final['wall_s'],
+            'run_steps': int(model.num_timesteps - start_steps),
+            'run_wall_s': run_wall,
+            'steps_per_s': (model.num_timesteps - start_steps) / max(run_wall, 1e-9),
+            'evaluation': summary(results, time.perf_counter() - started),
+            'kinds': list(getattr(config.env, kinds_field(skill))),
+            'init': str(init) if init else None,
+            'ppo': asdict(ppo),
+            'policy': str(out / POLICY_FILE),
+            'normalizer': str(out / NORMALIZER_FILE),
+            'curve': str(out / PLOT_FILE),
+        }
+        (out / REPORT_FILE).write_text(json.dumps(report, indent=1))
     return report
 
 
@@ -251,12 +271,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--skill', choices=SKILLS, required=True)
     parser.add_argument('--minutes', type=float, default=60.0, help='wall-time budget of this run')
-    parser.add_argument('--envs', type=int, default=2, help='parallel envs (subprocesses when > 1)')
+    parser.add_argument(
+        '--envs', type=int, default=2, help='parallel envs (subprocesses when > 1, Ray actors with --ray)'
+    )
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--no-randomization', action='store_true', help='nominal physics (no domain randomisation)')
     parser.add_argument('--resume', action='store_true', help='continue from the latest checkpoint in --out')
     parser.add_argument('--out', help='output folder (default ~/.cache/twinloop/iker/<skill>/)')
-    parser.add_argument('--ray', metavar='ADDRESS', help="evaluate as Ray tasks on this cluster ('local': 2 CPUs)")
+    parser.add_argument(
+        '--ray',
+        metavar='ADDRESS',
+        help="run the envs as Ray actors and evaluate as Ray tasks on this cluster ('local': 2 CPUs)",
+    )
     parser.add_argument('--eval-episodes', type=int, default=128)
     parser.add_argument('--config', help='IKER config (default: config/iker.yaml of $TWINLOOP_ROOT)')
     parser.add_argument(

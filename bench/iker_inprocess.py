@@ -3,12 +3,14 @@ layouts, parsed by the embedded parser and run by the iker engine in a SimWorld 
 are the perception and whose arm plays the streamed chunks (twinloop_planning.ports.in_process: no ROS,
 no camera, no safety gate, faster than real time). A quick measure of what a deployment setting does -
 success on the world's ground truth and streamed chunks per layout - before the task suite measures it
-through ROS (perception, the gate, real time, its timeout). Each --chunk-actions value is a row.
+through ROS (perception, the gate, real time, its timeout). Each --loop and --chunk-actions value is a
+row. The objects' friction and mass are drawn per layout as the task file's world_sim parameters say
+(as world_sim draws them through ROS).
 
 Writes bench/results/iker_inprocess-<time>.json and appends a table to bench/RESULTS.md.
 
     . ./twinloop_env.sh && python bench/iker_inprocess.py [--categories shoe_push book_align three_stage]
-        [--seeds 10] [--first-seed 1000] [--chunk-actions 1 2] [--max-chunks 120]
+        [--seeds 10] [--first-seed 1000] [--loop chunked receding] [--chunk-actions 1 2] [--max-chunks 120]
 """
 
 import argparse
@@ -31,16 +33,21 @@ from twinloop_planning.ports.in_process import held_out_layout
 ROOT = os.environ['TWINLOOP_ROOT']
 
 
-def run_layout(task, seed, chunk_actions, max_chunks, parser, solver_seed=0):
-    """One held-out layout: {seed, success, ground truth, planner, chunks, iterations, seconds}."""
-    with held_out_layout(ROOT, task['scene'], seed) as (_, world, ports, streamer, progress):
+def run_layout(task, seed, chunk_actions, max_chunks, parser, solver_seed=0, loop='chunked', physics=None):
+    """One held-out layout: {seed, success, ground truth, planner, chunks, iterations, seconds}. physics:
+    world_sim's parameters (object_friction, object_mass_scale) the layout's physics are drawn with."""
+    physics = physics or {}
+    friction, mass_scale = physics.get('object_friction'), physics.get('object_mass_scale')
+    with held_out_layout(ROOT, task['scene'], seed, friction, mass_scale) as (_, world, ports, streamer, progress):
         arm = ports.perception
         before = arm.state().objects
         labels = {o.id: o.label for o in world.config.objects}
         spec = parser.parse(task['instruction'], Scene(labels, before))
         engine = build_engine('iker', f'{ROOT}/config')
         deploy = replace(
-            engine.config.deploy, chunk_actions=replace(engine.config.deploy.chunk_actions, push=chunk_actions)
+            engine.config.deploy,
+            chunk_actions=replace(engine.config.deploy.chunk_actions, push=chunk_actions),
+            loop=loop,
         )
         engine.config = replace(engine.config, deploy=deploy)
         engine.solvers = iker_engine.make_solvers(engine.config, iker_engine.SKILLS)
@@ -64,6 +71,7 @@ def run_layout(task, seed, chunk_actions, max_chunks, parser, solver_seed=0):
             'ground_truth': truth,
             'planner': planner,
             'chunks': streamer.chunks,
+            'world_s': round(float(world.data.time), 1),  # simulated seconds
             'iterations': len(progress.records),
             'seconds': round(time.perf_counter() - started, 1),
         }
@@ -71,22 +79,24 @@ def run_layout(task, seed, chunk_actions, max_chunks, parser, solver_seed=0):
 
 def append_results(rows, command, commit, info, path):
     lines = [
-        f'\n## IKER in process: push chunk actions (issue 18), {time.strftime("%Y-%m-%d %H:%M")}\n',
+        f'\n## IKER in process: loop and push chunk actions (issue 18), {time.strftime("%Y-%m-%d %H:%M")}\n',
         f'Command: `{command}`  ',
         f'Commit: {commit}  ',
         f'Machine: {info["cpu"]}, {info["cores"]} cores, no GPU. The iker engine (template writer, CEM) in a SimWorld: '
         'ground-truth poses as perception, streamed chunks played without the safety gate, no time limit but the '
-        'chunk budget; held-out layouts; success judged on the ground truth.\n',
-        '| category | push actions per chunk | success | rate | 95 % CI (Wilson) | chunks (all layouts) '
-        '| chunks per layout |',
-        '|---|---|---|---|---|---|---|',
+        'chunk budget; held-out layouts, friction and mass drawn per layout as through ROS; success judged on the '
+        'ground truth. Simulated time: the whole episode, approach and retreats included.\n',
+        '| category | loop | push actions per chunk | success | rate | 95 % CI (Wilson) | chunks (all layouts) '
+        '| simulated s (all layouts) | chunks per layout |',
+        '|---|---|---|---|---|---|---|---|---|',
     ]
     for r in rows:
         low, high = r['wilson95']
         chunks = ' '.join(str(e['chunks']) + ('' if e['success'] else '*') for e in r['episodes'])
         lines.append(
-            f'| {r["category"]} | {r["chunk_actions"]} | {r["successes"]}/{len(r["episodes"])} | '
-            f'{100 * r["rate"]:.0f} % | {100 * low:.0f}-{100 * high:.0f} % | {r["total_chunks"]} | {chunks} |'
+            f'| {r["category"]} | {r["loop"]} | {r["chunk_actions"]} | {r["successes"]}/{len(r["episodes"])} | '
+            f'{100 * r["rate"]:.0f} % | {100 * low:.0f}-{100 * high:.0f} % | {r["total_chunks"]} | '
+            f'{sum(e["world_s"] for e in r["episodes"]):.0f} | {chunks} |'
         )
     lines.append('\n(* a failed layout)')
     with open(path, 'a') as f:
@@ -102,29 +112,34 @@ def main(argv=None):
     parser.add_argument(
         '--chunk-actions', type=int, nargs='+', default=[1, 2], help='push actions per chunk, a row each'
     )
-    parser.add_argument('--max-chunks', type=int, default=120, help='streamed chunks per layout')
+    parser.add_argument('--loop', nargs='+', default=['chunked'], help='deploy.loop values, a row each')
+    parser.add_argument('--max-chunks', type=int, default=120, help='chunked: streamed chunks per layout')
+    parser.add_argument('--max-control-steps', type=int, default=600, help='receding: control steps per layout')
     parser.add_argument('--solver-seed', type=int, default=0, help="the CEM solvers' sample stream (the engine's: 0)")
     parser.add_argument('--no-results', action='store_true', help='do not write bench/results or RESULTS.md')
     args = parser.parse_args(argv)
     with open(args.tasks) as f:
-        categories = yaml.safe_load(f)['categories']
+        task_file = yaml.safe_load(f)
+    categories, physics = task_file['categories'], (task_file.get('parameters') or {}).get('world_sim')
     language = make_parser(f'{ROOT}/config/language.yaml')
     rows = []
     for category in args.categories:
         (task,) = categories[category]
-        for actions in args.chunk_actions:
-            episodes = []
+        for loop, actions in [(loop, actions) for loop in args.loop for actions in args.chunk_actions]:
+            episodes, budget = [], args.max_control_steps if loop == 'receding' else args.max_chunks
             for seed in range(args.first_seed, args.first_seed + args.seeds):
-                episodes.append(run_layout(task, seed, actions, args.max_chunks, language, args.solver_seed))
+                episodes.append(run_layout(task, seed, actions, budget, language, args.solver_seed, loop, physics))
                 e = episodes[-1]
                 print(
-                    f'{category} actions={actions} seed={seed}: {"yes" if e["success"] else "no"}, '
-                    f'{e["chunks"]} chunks, {e["iterations"]} iterations, {e["seconds"]} s; {e["ground_truth"]}'
+                    f'{category} {loop} actions={actions} seed={seed}: {"yes" if e["success"] else "no"}, '
+                    f'{e["chunks"]} chunks, {e["iterations"]} iterations, {e["world_s"]} s simulated, '
+                    f'{e["seconds"]} s; {e["ground_truth"]}'
                 )
             successes = sum(e['success'] for e in episodes)
             rows.append(
                 {
                     'category': category,
+                    'loop': loop,
                     'chunk_actions': actions,
                     'successes': successes,
                     'rate': successes / len(episodes),
@@ -133,7 +148,9 @@ def main(argv=None):
                     'episodes': episodes,
                 }
             )
-            print(f'{category} actions={actions}: {successes}/{len(episodes)}, {rows[-1]["total_chunks"]} chunks')
+            print(
+                f'{category} {loop} actions={actions}: {successes}/{len(episodes)}, {rows[-1]["total_chunks"]} chunks'
+            )
     if not args.no_results:
         save_results('iker_inprocess', argv, rows, git_commit(ROOT), machine(), append_results)
 

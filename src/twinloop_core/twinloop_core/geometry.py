@@ -61,6 +61,11 @@ def quat_multiply(a, b):
     )
 
 
+def quat_conjugate(quat):
+    """The inverse rotation of a unit quaternion (w x y z)."""
+    return np.array([quat[0], -quat[1], -quat[2], -quat[3]])
+
+
 def quat_angle(q1, q2):
     """The angle between two orientations (w x y z, normalised here) [rad]."""
     dot = abs(float(np.dot(q1, q2)) / (np.linalg.norm(q1) * np.linalg.norm(q2)))

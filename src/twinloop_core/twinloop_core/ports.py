@@ -22,6 +22,7 @@ class PerceivedState:
     gripper_width: float  # [m]
     unseen: frozenset = frozenset()  # ids not seen in the latest frames (their pose is a prediction)
     labels: dict = field(default_factory=dict)  # id -> human-readable label
+    age: float = 0.0  # [s] how much older the object poses are than the joints (the frames' latency)
 
 
 @dataclass
@@ -66,6 +67,10 @@ class Perception(Protocol):
 
     def state(self) -> PerceivedState:
         """The state from frames captured after the last motion ended."""
+
+    def newest(self) -> PerceivedState:
+        """The newest state without waiting for frames after a motion (a loop that perceives while the arm
+        moves); its age says how old the object poses are."""
 
     def camera_image(self) -> CameraImage | None:
         """The newest colour image of the camera code writers are shown (None: there is none)."""
@@ -127,12 +132,24 @@ class Streamer(Protocol):
     chunk arrives; a refused chunk brakes the arm to rest and ends the stream."""
 
     def send_chunk(
-        self, stream_id: str, times: Sequence[float], positions: np.ndarray, splice_time: float = -1.0
+        self,
+        stream_id: str,
+        times: Sequence[float],
+        positions: np.ndarray,
+        splice_time: float = -1.0,
+        velocities: np.ndarray | None = None,
     ) -> StreamReply:
-        """Stream one chunk (times from 0 at the splice point; positions [n x 7]); the gate's answer."""
+        """Stream one chunk (times from 0 at the splice point; positions and optional velocities [n x 7]);
+        the gate's answer."""
 
     def stop_stream(self, stream_id: str) -> StreamReply:
         """Brake to rest now and end the stream."""
+
+    def clock(self) -> float:
+        """The time base the stream runs on [s] (wall time on a robot, simulated time in a simulation)."""
+
+    def wait(self, seconds: float) -> None:
+        """Let the streamed motion run for `seconds` of clock() (a cancel ends the wait with Canceled)."""
 
 
 @dataclass

@@ -99,7 +99,7 @@ def _sim_ports(scene_name):
     arm = SimPorts(
         world, None, None, [], f'{ROOT}/urdf/panda.urdf', f'{ROOT}/config/panda_joint_limits.yaml', views=['front']
     )
-    streamer = SimStreamer(world)
+    streamer = SimStreamer(world, arm.limits, arm.jerk)
     progress = QuietProgress()
     ports = Ports(perception=arm, executor=arm, streamer=streamer, progress=progress, cancel=arm.cancel)
     yield world, streamer, progress, ports
@@ -139,6 +139,36 @@ def test_a_push_reaches_its_keypoint_targets_through_streamed_chunks(sim):
     assert abs(end[0] - green[0]) < abs(start[0] - green[0]) - 0.05 and abs(end[2] - start[2]) < 0.02
 
 
+def test_a_receding_push_replans_every_control_period_while_the_arm_moves(sim):
+    """deploy.loop receding: a step planned and spliced every 0.1 s of simulated time into one running stream
+    (each spliced before the one before ends: the arm does not stop between steps), the twin's hand driven a
+    splice lead ahead; the book reaches its spot."""
+    world, streamer, progress, ports = sim
+    engine = build_engine('iker', f'{ROOT}/config')
+    engine.config = replace(engine.config, deploy=replace(engine.config.deploy, loop='receding'))
+    splices = []
+    send = streamer.send_chunk
+
+    def recording(stream_id, times, positions, splice_time=-1.0, velocities=None):
+        before = streamer.streams.get(stream_id)
+        running_until = None if before is None else before.last_chunk_end + streamer.started[stream_id]
+        splices.append((streamer.clock(), running_until))
+        return send(stream_id, times, positions, splice_time, velocities)
+
+    streamer.send_chunk = recording
+    start = world.object_pose('red_book')[0]
+    result = engine.run(align(ports), ports, Limits())
+    assert result.success, (result.detail, progress.lines)
+    record = progress.records[-1]
+    assert 0 <= record.distance <= 0.05 and 'control steps at 10.0 Hz' in record.outcome, record.outcome
+    times = np.array([t for t, _ in splices])
+    assert np.allclose(np.diff(times)[np.diff(times) < 0.5], 0.1, atol=0.006)  # a stream's steps, 0.1 s apart
+    running = [t < until for t, until in splices if until is not None]
+    assert len(running) >= 10 and np.mean(running) > 0.9, running  # spliced into a motion still running
+    end, green = world.object_pose('red_book')[0], world.object_pose('green_book')[0]
+    assert abs(end[0] - green[0]) < abs(start[0] - green[0]) - 0.05 and abs(end[2] - start[2]) < 0.02
+
+
 def test_bad_model_code_ends_the_iteration_and_nothing_moves(sim):
     world, streamer, progress, ports = sim
 
@@ -167,15 +197,15 @@ class RefusingFirstChunks:
     def __init__(self, streamer, count):
         self.streamer, self.count, self.refused, self.streams = streamer, count, 0, set()
 
-    def send_chunk(self, stream_id, times, positions, splice_time=-1.0):
+    def send_chunk(self, stream_id, times, positions, splice_time=-1.0, velocities=None):
         self.streams.add(stream_id)
         if self.refused < self.count:
             self.refused += 1
             return StreamReply(False, 'the trajectory collides in the twin: panda_right_gripper|box', 'collision')
-        return self.streamer.send_chunk(stream_id, times, positions, splice_time)
+        return self.streamer.send_chunk(stream_id, times, positions, splice_time, velocities)
 
-    def stop_stream(self, stream_id):
-        return self.streamer.stop_stream(stream_id)
+    def __getattr__(self, name):  # stop_stream, clock, wait: the streamer's
+        return getattr(self.streamer, name)
 
 
 @pytest.mark.parametrize('replans', [0, 2])

@@ -59,7 +59,11 @@ class DeployConfig:
     policies: str = ''  # ppo: a folder with <skill>/policy.zip and vecnormalize.pkl ('': those shipped)
     chunk_actions: ChunkActions = field(default_factory=ChunkActions)  # per skill
     max_iterations: int = 6  # code-writing iterations of Algorithm 1 per goal
-    max_chunks: int = 30  # streamed chunks per stage
+    loop: str = 'chunked'  # pacing.DRIVES: chunked (a chunk per step, perceived after it) or receding (env.control_hz)
+    max_chunks: int = 30  # chunked: streamed chunks per stage
+    max_control_steps: int = 300  # receding: control steps per stage
+    splice_lead: float = 0.2  # [s] receding: a step is spliced this far ahead of now (grows when chunks come late)
+    joint_jerk: float = 30.0  # [rad/s^3] receding: a segment's jerk bound per joint
     stop_distance: float = 0.03  # [m] a stage stops streaming once the keypoints are this close (success: 5 cm)
     min_stop_distance: float = 0.01  # [m] halved down to this while the task's own check is not met
     tcp_speed: float = 0.1  # [m/s] mean TCP speed of a chunk (its peak is 1.875 times this)
@@ -86,8 +90,12 @@ class DeployConfig:
         """Positive counts and times, chunk bounds within the stream's, an ordered target box."""
         if self.writer not in ('template', 'vlm') or (self.writer == 'vlm' and not self.writer_agent):
             raise ConfigError("DeployConfig.writer must be 'template' or 'vlm' (vlm needs writer_agent)")
-        if min(self.max_iterations, self.max_chunks, *vars(self.chunk_actions).values()) < 1 or self.push_replans < 0:
-            raise ConfigError('DeployConfig: max_iterations, max_chunks, chunk_actions >= 1 and push_replans >= 0')
+        counts = (self.max_iterations, self.max_chunks, self.max_control_steps, *vars(self.chunk_actions).values())
+        if min(counts) < 1 or self.push_replans < 0:
+            raise ConfigError(
+                'DeployConfig: max_iterations, max_chunks, max_control_steps, chunk_actions >= 1 and push_replans >= 0'
+            )
+
         for name in (
             'stop_distance',
             'min_stop_distance',
@@ -100,6 +108,8 @@ class DeployConfig:
             'retreat_height',
             'carry_clearance',
             'detour_clearance',
+            'splice_lead',
+            'joint_jerk',
         ):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ConfigError(f'DeployConfig.{name} must be finite and > 0, got {getattr(self, name)!r}')

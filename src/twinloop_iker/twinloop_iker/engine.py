@@ -24,18 +24,18 @@ ports); it goes to the writer and the run report.
 
 import math
 import time
-import uuid
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import trimesh
 from PIL import Image, ImageDraw
 
-from twinloop_core.engine import DecisionEngine, EngineResult, register_engine
+from twinloop_core.engine import ConfigError, DecisionEngine, EngineResult, register_engine
 from twinloop_core.geometry import (
     HOME_GRIP,
     grasp_of,
     lean_away,
+    quat_conjugate,
     quat_matrix,
     quat_multiply,
     wrap_angle,
@@ -49,9 +49,10 @@ from twinloop_core.outcomes import Canceled, ExecutionFailed, GoalEnded, Outcome
 from twinloop_core.ports import JointSegment
 from twinloop_core.regions import radius
 from twinloop_execution.kinematics import Arm
-from twinloop_iker import deploy, detour, query_image
+from twinloop_iker import deploy, detour, pacing, query_image
 from twinloop_iker.config import IkerConfig
 from twinloop_iker.env import KeypointEnv
+from twinloop_iker.pacing import Refused
 from twinloop_iker.sandbox import SandboxError, run_interaction_code
 from twinloop_iker.solvers import make_solvers
 from twinloop_iker.writers import HistoryEntry, WriteRequest, WriterError, make_writer
@@ -59,21 +60,14 @@ from twinloop_twin.scene import HOME
 
 UNSUPPORTED = ('open', 'close', 'pour')  # no keypoint form
 SKILLS = ('push', 'place', 'reorient')  # the solvers' skills, in the order results name them
-SETTLE = 0.1  # [s] waited after a chunk's end before perceiving again
 # A chunk's end stays this far inside the joint ranges: through ROS the gate refused chunks ending on a bound
 # (panda_joint4 at -3.072, panda_joint7 at 2.897; moved off by it, the TCP moves by millimetres)
 CHUNK_LIMIT_MARGIN = 0.01  # [rad]
 # Arm joints reaching forward and down: IK's third start, where the home pose's solution folds the arm into
 # itself near the base (of 108 hand-down targets 22-30 cm from it, 85 solved clear from here, 70 from home)
 REACH_SEED = np.array([0.2, 0.9, -0.3, -1.2, 0.5, 2.0, -0.4])
-HOME_GRIP_INVERSE = (HOME_GRIP[0], -HOME_GRIP[1], -HOME_GRIP[2], -HOME_GRIP[3])
 UPRIGHT = np.array([1.0, 0.0, 0.0, 0.0])  # the hand's lean when it does not lean (identity quaternion)
 VIEW = {'position': (1.25, 0.0, 0.9), 'look_at': (0.5, 0.0, 0.0), 'fovy': 50.0, 'size': (320, 240)}
-
-
-class Refused(Exception):
-    """A chunk was not streamed: the execution node refused it (it brakes the arm and ends the stream) or
-    the arm cannot reach its end; the message says why."""
 
 
 @dataclass
@@ -120,11 +114,6 @@ def schematic_view(objects, view=VIEW):
     return query_image.CameraView(np.asarray(image), K, position, rotation)
 
 
-def _new_stream_id():
-    """A fresh id for a stream of chunks on the execution node."""
-    return f'iker-{uuid.uuid4().hex[:8]}'
-
-
 def perceived(state, oid):
     """The perceived (position, quat, size) of oid; the stage fails with the reason when perception
     lost it (an object the camera no longer sees, or never told apart from its support)."""
@@ -160,6 +149,8 @@ class IkerEngine(DecisionEngine):
     def __init__(self, config=None, config_dir=None):
         super().__init__(config, config_dir)
         d = self.config.deploy
+        if d.loop not in pacing.DRIVES:
+            raise ConfigError(f'deploy.loop must be one of {sorted(pacing.DRIVES)}, not {d.loop!r}')
         options = {'agent': d.writer_agent} if d.writer == 'vlm' else {}
         self.writer = make_writer(d.writer, config_dir, **options)
         low = self.config.env.workspace_low
@@ -453,16 +444,13 @@ class IkerEngine(DecisionEngine):
         reorient twin holds it with (the solver stops within stop_distance: a standing book tips over from
         much more than 10 degrees off): '' or why it was not streamed."""
         tcp_target, yaw, pitch = deploy.hand_at(self.envs['reorient'], target)
-        q_arm, stream_id = ports.perception.state().arm, _new_stream_id()
-        tcp = self.arm.ee_position(q_arm)
+        drive = pacing.ChunkedDrive(self, ports, ports.perception.state().arm, (yaw, pitch), UPRIGHT)
         try:
-            self._stream(
-                ports, stream_id, q_arm, tcp, [tcp_target], (np.array([yaw, pitch]), np.zeros(2), UPRIGHT), 0.0
-            )
+            drive.execute([tcp_target], np.zeros(2))
         except Refused as refused:
             return f'; not set down exactly: {refused}'
         finally:
-            ports.streamer.stop_stream(stream_id)
+            drive.finish()
         return '; set down'
 
     def _withdraw(self, ports):
@@ -525,16 +513,17 @@ class IkerEngine(DecisionEngine):
         and the held object's pose is the twin's, following the arm. enough(perceived state): a stage that has
         done its job before its targets (a via leg past what blocked the way) stops there."""
         d, env = self.config.deploy, self.envs[skill]
-        stream_id, chunks, plan = _new_stream_id(), 0, self.solvers[skill].stage(env)
-        distance, why, angles = math.inf, f'{d.max_chunks} chunks streamed', np.array([hand_yaw, 0.0])
-        holding, replans, streamed = carry is not None or grasp is not None, 0, 0
+        drive = pacing.DRIVES[d.loop](self, ports, q_arm, (hand_yaw, 0.0), lean)
+        chunks, plan = 0, self.solvers[skill].stage(env)
+        distance, why = math.inf, f'{drive.limit} chunks streamed'
+        holding, replans = carry is not None or grasp is not None, 0
         try:
             while True:
                 ports.cancel.check()
-                now = ports.perception.state()
+                now = drive.perceive()
                 *pose, size = perceived(now, oid)
-                tcp = self.arm.ee_position(q_arm)
-                if grasp is not None:
+                tcp, angles = drive.hand()
+                if grasp is not None:  # the held object's pose is the twin's, following the arm
                     deploy.env_holding(env, *shape, grasp, tcp, *angles, target_pose)
                     pose = env.object_pose()
                 distance = deploy.keypoint_distance(local, pose, targets)
@@ -544,15 +533,17 @@ class IkerEngine(DecisionEngine):
                 if enough is not None and chunks and enough(now):
                     why = 'past what blocked the straight way'
                     break
-                if chunks >= d.max_chunks or (limits.max_steps and steps + chunks >= limits.max_steps):
+                if chunks >= drive.limit or (limits.max_steps and steps + chunks >= limits.max_steps):
                     why = f'{chunks} chunks streamed (limit)'
                     break
                 if limits.deadline is not None and time.monotonic() > limits.deadline:
                     why = 'timeout reached'
                     break
                 position, yaw = np.asarray(pose[0], float), deploy.object_yaw(pose[1])
-                if grasp is None:
-                    deploy.env_at(env, *shape, position, yaw, *target_pose, tcp, angles[0])
+                if grasp is None:  # the twin as the object was seen, its hand then driven to where the step starts
+                    seen_tcp, seen_angles = drive.observed_hand()
+                    deploy.env_at(env, *shape, position, yaw, *target_pose, seen_tcp, seen_angles[0])
+                    drive.advance(env)
                 shifts, turns = deploy.tcp_targets(env, plan())
                 points = tcp + shifts
                 if carry is None:
@@ -563,23 +554,20 @@ class IkerEngine(DecisionEngine):
                     floor = d.min_tcp_z
                     if deploy.horizontal_offset(local, pose, targets) > d.stop_distance:
                         points[:, 2] = np.maximum(points[:, 2], carry)  # carried high until above the targets
+                points[:, 2] = np.maximum(points[:, 2], floor)
                 try:
-                    q_arm, angles = self._stream(ports, stream_id, q_arm, tcp, points, (angles, turns[-1], lean), floor)
+                    chunks += drive.execute(points, turns[-1])
                 except Refused as refused:
                     why = str(refused)
                     if holding or replans >= d.push_replans:
                         break
                     # a push into what the twin does not hold (another object, the base's zone): plan it again
                     replans += 1
-                    if streamed:  # the refusal ended the stream; the next chunk starts a new one where the arm rests
-                        ports.streamer.stop_stream(stream_id)
-                    stream_id, streamed, q_arm = _new_stream_id(), 0, ports.perception.state().arm
-                    continue
-                chunks, streamed = chunks + 1, streamed + 1
+                    drive.restart()  # the refusal ended the stream; a new one starts where the arm rests
         finally:
-            if streamed:
-                ports.streamer.stop_stream(stream_id)
-        return chunks, distance, why + (f'; {replans} refused chunk(s) planned again' if replans else '')
+            drive.finish()
+        replanned = f'; {replans} refused chunk(s) planned again' if replans else ''
+        return chunks, distance, why + replanned + drive.rate()
 
     def _clear_height(self, state):
         """TCP height [m] clear of every object's top: the arm moves between stages at it at least (a
@@ -622,7 +610,7 @@ class IkerEngine(DecisionEngine):
         point = grasp.point
         if not grasp.side:
             point = np.asarray(obj[0], float) + quat_matrix(obj[1]) @ deploy.grasp_point(*shape)
-        return point, grasp.quat, yaw_of(quat_multiply(grasp.quat, HOME_GRIP_INVERSE))
+        return point, grasp.quat, yaw_of(quat_multiply(grasp.quat, quat_conjugate(HOME_GRIP)))
 
     def _pick(self, ports, state, point, quat, hand_yaw, size, carry):
         """Open above the grip point (at the clear height where the arm reaches it), come down, close,
@@ -748,40 +736,25 @@ class IkerEngine(DecisionEngine):
         behind, yaw = start(option)
         return ports.perception.state().arm, yaw, lean_away(behind, leans[option])
 
-    def _stream(self, ports, stream_id, q_arm, tcp, points, hand, floor):
-        """One chunk to the last planned TCP point (kept above `floor` [m]), the hand (angles: yaw and pitch
-        about the fingers' closing axis, turns, lean) turned by `turns` (or kept as it is where the wrist
-        cannot turn that far there; IK, minimum-jerk timing), gated by the execution node; waits for its
-        end: (the commanded joints there, the hand's angles). Refused when the execution node refuses the
-        chunk or the arm cannot reach its end."""
-        d = self.config.deploy
+    def step_joints(self, q_arm, point, hand):
+        """(hand angles, arm joints) that put the TCP at point [m] from q_arm, the hand (angles: yaw and pitch
+        about the fingers' closing axis, turns, lean) turned by `turns`, or kept as it is where the wrist cannot
+        turn that far there; within the joint range by a margin. Refused when the arm cannot reach it."""
         angles, turns, lean = hand
-        points = np.array(points, float)
-        points[:, 2] = np.maximum(points[:, 2], floor)
 
         def plan(option):
             yaw, pitch = option
             # the pitch turns the hand about the fingers' closing axis (HOME_GRIP closes along world y), as the twin's
             quat = quat_multiply(lean, quat_multiply(z_rotation(yaw), quat_multiply(y_rotation(pitch), HOME_GRIP)))
             low, high = self.arm.ik.arm_range.T
-            q_end = self._ik(q_arm, points[-1], 'a planned step', quat)
+            q_end = self._ik(q_arm, point, 'a planned step', quat)
             return np.clip(q_end, low + CHUNK_LIMIT_MARGIN, high - CHUNK_LIMIT_MARGIN)
 
         try:
             option, q_end = self._first_feasible((tuple(angles + turns), tuple(angles)), plan)
         except GoalEnded as unreachable:
             raise Refused(unreachable.reason) from None
-        length = float(np.linalg.norm(np.diff(np.vstack([tcp, points]), axis=0), axis=1).sum())
-        times, positions = deploy.joint_chunk(q_arm, q_end, length, d)
-        reply = ports.streamer.send_chunk(stream_id, times, positions)
-        if not reply.accepted:
-            raise Refused(f'the execution node refused a chunk ({reply.check}): {reply.reason}')
-        end = time.monotonic() + max(0.0, reply.committed_until - reply.stream_time) + SETTLE
-        while time.monotonic() < end:
-            ports.cancel.check()
-            time.sleep(min(0.02, max(0.0, end - time.monotonic())))
-        commanded = np.asarray(reply.commanded_positions, float)
-        return (commanded if commanded.shape == (7,) else positions[-1]), np.array(option)
+        return np.array(option), q_end
 
     def _retreat(self, ports, release=False):
         """Lift the TCP straight up, by approach_height, to the retreat height at least and clear of

@@ -612,6 +612,19 @@ class KeypointEnv(gym.Env):
         success = distance <= self.reward_config.success_threshold
         return {'is_success': success, 'distance': distance, 'steps_within': self._steps_within, **extra}
 
+    def advance_hand(self, shift, turns, seconds):
+        """Move the hand's servo targets by shift [m] and turns (yaw, pitch) [rad] evenly over `seconds` of
+        simulation (the arm's motion since the object was perceived: what the hand pushes or holds goes along)."""
+        d = self.data
+        start = d.ctrl.copy()
+        goal = start + np.r_[shift, np.asarray(turns, float)][: len(start)]
+        goal[:3] = np.clip(goal[:3], self.config.workspace_low, self.config.workspace_high)
+        count = max(1, int(round(seconds / self.model.opt.timestep)))
+        for i in range(1, count + 1):
+            d.ctrl[:] = start + (goal - start) * i / count
+            mujoco.mj_step(self.model, d)
+        self._keypoints = self._object_keypoints()
+
     # --- step ----------------------------------------------------------------------------------
     def applied_action(self, action):
         """(new TCP target, new (yaw[, pitch]) targets, the (6,) delta (p, r) it applies) of a policy action."""

@@ -336,6 +336,13 @@ def randomize_physics(config, rng, friction=None, mass_scale=None):
     return out
 
 
+def seeded_layout(config, seed, friction=None, mass_scale=None):
+    """The random layout of a seed (randomize_layout), its movable objects' friction and mass drawn
+    (randomize_physics) from a stream of their own: the positions are the seed's whatever the ranges."""
+    layout = randomize_layout(config, np.random.default_rng(seed))
+    return randomize_physics(layout, np.random.default_rng([seed, 1]), friction, mass_scale)
+
+
 def physics_summary(config):
     """'id friction F, M kg; ...' of the movable objects (what a layout's physics were)."""
     return '; '.join(

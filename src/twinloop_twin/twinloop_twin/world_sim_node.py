@@ -158,12 +158,10 @@ class WorldSimNode(Node):
         return response
 
     def _layout(self, seed):
-        """The scene at the seed's random layout, its objects' friction and mass drawn (a stream of their own:
-        the positions are those of the seed whatever the ranges)."""
-        layout = scene.randomize_layout(self.scene_config, np.random.default_rng(seed))
-        return scene.randomize_physics(
-            layout,
-            np.random.default_rng([seed, 1]),
+        """The scene at the seed's random layout, its objects' friction and mass drawn in the parameters' ranges."""
+        return scene.seeded_layout(
+            self.scene_config,
+            seed,
             self.object_friction if any(self.object_friction) else None,
             self.object_mass_scale if self.object_mass_scale != (1.0, 1.0) else None,
         )

@@ -7,6 +7,7 @@ ports.ros. Both share one encoding: engines hand TimedPaths and JointSegments, r
 facts with twinloop_twin.facts, scores come from ScoringResult.candidate_scores."""
 
 import contextlib
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -15,6 +16,7 @@ from twinloop_core.outcomes import ExecutionFailed
 from twinloop_core.ports import CameraImage, CancelToken, PerceivedState, Ports, QuietProgress, StreamReply
 from twinloop_execution import trajectory
 from twinloop_execution.safety import JointLimits
+from twinloop_execution.streaming import ChunkRefused, JointStream, StreamConfig
 from twinloop_scoring import vqa
 from twinloop_twin import facts as rollout_facts
 from twinloop_twin import objects, overlays, scene
@@ -31,46 +33,74 @@ def scoring_batches(ids, render):
 
 
 class SimStreamer:
-    """The streamer port on a SimWorld (no gate): each chunk must start at the commanded joints (the measured
-    ones for a new stream), start at time 0 and last 0.1-1 s, as the execution node's stream requires, and is
-    played to its end and 0.2 s more. Counts chunks and stops and keeps each chunk's last joints."""
+    """The streamer port on a SimWorld: the execution node's stream (twinloop_execution.streaming.JointStream:
+    splices, continuity, braking tails) with no safety gate, on the world's clock; the world moves only while
+    wait() steps it. Counts chunks and stops and keeps each chunk's last joints."""
 
-    def __init__(self, world):
-        self.world, self.commanded, self.chunks, self.stops, self.ends = world, {}, 0, 0, []
+    def __init__(self, world, limits, jerk):
+        self.world, self.limits, self.jerk = world, limits, jerk
+        self.config = StreamConfig(start_lead=0.05)  # nothing to wait for: no gate, no service call
+        self.streams, self.started = {}, {}
+        self.chunks, self.stops, self.ends = 0, 0, []
 
-    def send_chunk(self, stream_id, times, positions, splice_time=-1.0):
-        """Play one chunk to its end (refused when it does not continue the stream)."""
-        start = self.commanded.get(stream_id, self.world.arm_positions())
-        gap = float(np.abs(positions[0] - start).max())
-        if gap > 0.02 or times[0] != 0 or not 0.1 <= times[-1] <= 1.0:
-            return StreamReply(False, f'chunk starts {gap:.3f} rad off or lasts {times[-1]} s', 'continuity')
-        self.world.follow_trajectory(times, positions)
-        self.world.step(int((times[-1] + 0.2) / self.world.model.opt.timestep))
-        self.commanded[stream_id] = positions[-1]
-        self.ends.append(positions[-1])
+    def clock(self):
+        """The world's simulated time [s]."""
+        return float(self.world.data.time)
+
+    def send_chunk(self, stream_id, times, positions, splice_time=-1.0, velocities=None):
+        """Splice one chunk into the stream (a new one starts where the arm is); refused as the node refuses."""
+        if stream_id not in self.streams:
+            accept = lambda *_: SimpleNamespace(ok=True, reason='', check='')  # noqa: E731 (no gate in process)
+            self.streams[stream_id] = JointStream(
+                stream_id, self.world.arm_positions(), self.limits.acceleration, self.jerk, accept, self.config
+            )
+            self.started[stream_id] = self.clock()
+        stream, now = self.streams[stream_id], self.clock() - self.started[stream_id]
+        try:
+            path = stream.splice(now, splice_time, times, positions, velocities)
+        except ChunkRefused as refused:
+            return StreamReply(False, str(refused), refused.check, now)
+        self._follow(stream_id, path)
+        end = stream.last_chunk_end
+        commanded = stream.commanded(end)
+        self.ends.append(commanded[0])
         self.chunks += 1
-        return StreamReply(True, '', '', times[-1], times[-1], positions[-1].copy(), np.zeros(7))
+        return StreamReply(True, '', '', now, end, commanded[0], commanded[1])
 
     def stop_stream(self, stream_id):
-        """End a stream (the arm is at rest after each chunk)."""
-        self.commanded.pop(stream_id, None)
+        """Brake to rest now and end the stream."""
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            started = self.started.pop(stream_id)
+            self._follow_from(started, stream.brake(self.clock() - started))
         self.stops += 1
         return StreamReply(True)
 
+    def wait(self, seconds):
+        """Step the world `seconds` of simulated time along the committed motion."""
+        self.world.step(max(0, int(round(seconds / self.world.model.opt.timestep))))
+
+    def _follow(self, stream_id, path):
+        self._follow_from(self.started[stream_id], path)
+
+    def _follow_from(self, started, path):
+        times, positions, _ = path
+        self.world.follow_trajectory(times - times[0], positions, started + times[0])
+
 
 @contextlib.contextmanager
-def held_out_layout(root, scene_name, seed):
+def held_out_layout(root, scene_name, seed, friction=None, mass_scale=None):
     """(layout, world, ports, streamer, progress) of a random layout (seed) of config/scenes/<scene_name>.yaml
-    under the repository root in a SimWorld, the arm's ports in process (ground-truth poses, SimStreamer);
-    the world closed after."""
+    under the repository root in a SimWorld, with friction and mass drawn as world_sim draws them
+    (scene.seeded_layout), the arm's ports in process (ground-truth poses, SimStreamer); the world closed after."""
     config = scene.SceneConfig.from_yaml(f'{root}/config/scenes/{scene_name}.yaml')
-    layout = scene.randomize_layout(config, np.random.default_rng(seed))
+    layout = scene.seeded_layout(config, seed, friction, mass_scale)
     world = SimWorld(layout)
     world.reset()
     try:
         urdf, limits = f'{root}/urdf/panda.urdf', f'{root}/config/panda_joint_limits.yaml'
         arm = SimPorts(world, None, None, [], urdf, limits, views=['front'])
-        streamer, progress = SimStreamer(world), QuietProgress()
+        streamer, progress = SimStreamer(world, arm.limits, arm.jerk), QuietProgress()
         ports = Ports(perception=arm, executor=arm, streamer=streamer, progress=progress, cancel=arm.cancel)
         yield layout, world, ports, streamer, progress
     finally:
@@ -108,6 +138,10 @@ class SimPorts:
         """Ground truth: every object pose estimation would look for, seen."""
         objs = {oid: (*self.world.object_pose(oid), extents) for oid, extents in self.extents.items()}
         return PerceivedState(objs, self.world.arm_positions(), self.world.gripper_width())
+
+    def newest(self):
+        """Ground truth now (no frames to wait for: age 0)."""
+        return self.state()
 
     def camera_image(self):
         """The first view's camera, rendered now at its configured size."""

@@ -186,7 +186,24 @@ class RosPorts:
             self._check_wait(
                 deadline, fresh_within, 'perceived objects from frames after the motion (pose_estimation, cameras)'
             )
-        self.objects_msg, self.joints_msg = latest.objects, latest.joints
+        return self._perceived(latest.objects, latest.joints)
+
+    def newest(self, fresh_within=15.0):
+        """The newest perceived objects and joint states, without waiting for frames after a motion (a closed
+        loop perceiving while the arm moves); age: the joints' stamp minus the objects' (the frames' latency)."""
+        latest, deadline = self.clients.latest, time.monotonic() + fresh_within
+        while latest.objects is None or latest.joints is None:
+            self._check_wait(deadline, fresh_within, 'perceived objects and joint states')
+        objects, joints = latest.objects, latest.joints
+        perceived = self._perceived(objects, joints)
+        perceived.age = max(
+            0.0, ros_conversions.seconds(joints.header.stamp) - ros_conversions.seconds(objects.header.stamp)
+        )
+        return perceived
+
+    def _perceived(self, objects, joints):
+        """A PerceivedState of these messages (kept as the newest used)."""
+        self.objects_msg, self.joints_msg = objects, joints
         try:
             q, width = ros_conversions.arm_state(self.joints_msg)
         except ValueError as exc:
@@ -374,11 +391,14 @@ class RosPorts:
         return answer.result
 
     # --- streaming -------------------------------------------------------------------------------
-    def send_chunk(self, stream_id, times, positions, splice_time=-1.0):
+    def send_chunk(self, stream_id, times, positions, splice_time=-1.0, velocities=None):
         """One chunk to the execution node's ~/stream (gated there); its StreamReply."""
+        speeds = [[]] * len(times) if velocities is None else [[float(v) for v in qd] for qd in velocities]
         points = [
-            JointTrajectoryPoint(positions=[float(v) for v in q], time_from_start=ros_conversions.duration(float(t)))
-            for t, q in zip(times, np.asarray(positions))
+            JointTrajectoryPoint(
+                positions=[float(v) for v in q], velocities=qd, time_from_start=ros_conversions.duration(float(t))
+            )
+            for t, q, qd in zip(times, np.asarray(positions), speeds)
         ]
         chunk = JointTrajectory(joint_names=list(ARM_JOINTS), points=points)
         request = StreamChunk.Request(stream_id=stream_id, chunk=chunk, splice_time=float(splice_time))
@@ -387,6 +407,17 @@ class RosPorts:
     def stop_stream(self, stream_id):
         """Brake to rest now and end the stream."""
         return self._stream_call(StreamChunk.Request(stream_id=stream_id, stop=True))
+
+    def clock(self):
+        """Wall time [s]: the execution node's stream runs on the robot's clock, in step with it."""
+        return time.monotonic()
+
+    def wait(self, seconds):
+        """Sleep `seconds` of wall time, looking at the cancel token."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self.cancel.check()
+            time.sleep(min(POLL, left))
 
     def _stream_call(self, request):
         client = self.clients.stream

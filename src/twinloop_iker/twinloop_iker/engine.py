@@ -446,7 +446,7 @@ class IkerEngine(DecisionEngine):
         tcp_target, yaw, pitch = deploy.hand_at(self.envs['reorient'], target)
         drive = pacing.ChunkedDrive(self, ports, ports.perception.state().arm, (yaw, pitch), UPRIGHT)
         try:
-            drive.execute([tcp_target], np.zeros(2))
+            drive.execute([tcp_target], np.zeros(2), 0.0)
         except Refused as refused:
             return f'; not set down exactly: {refused}'
         finally:
@@ -515,7 +515,7 @@ class IkerEngine(DecisionEngine):
         d, env = self.config.deploy, self.envs[skill]
         drive = pacing.DRIVES[d.loop](self, ports, q_arm, (hand_yaw, 0.0), lean)
         chunks, plan = 0, self.solvers[skill].stage(env)
-        distance, why = math.inf, f'{drive.limit} chunks streamed'
+        distance, why = math.inf, 'no step planned'
         holding, replans = carry is not None or grasp is not None, 0
         try:
             while True:
@@ -533,7 +533,7 @@ class IkerEngine(DecisionEngine):
                 if enough is not None and chunks and enough(now):
                     why = 'past what blocked the straight way'
                     break
-                if chunks >= drive.limit or (limits.max_steps and steps + chunks >= limits.max_steps):
+                if drive.spent(chunks) or (limits.max_steps and steps + chunks >= limits.max_steps):
                     why = f'{chunks} chunks streamed (limit)'
                     break
                 if limits.deadline is not None and time.monotonic() > limits.deadline:
@@ -556,7 +556,7 @@ class IkerEngine(DecisionEngine):
                         points[:, 2] = np.maximum(points[:, 2], carry)  # carried high until above the targets
                 points[:, 2] = np.maximum(points[:, 2], floor)
                 try:
-                    chunks += drive.execute(points, turns[-1])
+                    chunks += drive.execute(points, turns[-1], floor)
                 except Refused as refused:
                     why = str(refused)
                     if holding or replans >= d.push_replans:

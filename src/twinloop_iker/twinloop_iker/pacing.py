@@ -24,7 +24,7 @@ import math
 import uuid
 
 import numpy as np
-from ruckig import InputParameter, Result, Ruckig, Trajectory
+from ruckig import InputParameter, Result, Ruckig, Synchronization, Trajectory
 
 from twinloop_core.geometry import HOME_GRIP, quat_conjugate, quat_multiply
 from twinloop_iker import deploy
@@ -34,6 +34,10 @@ ARM_DOF = 7
 SETTLE = 0.1  # [s] waited after a motion's end before perceiving again
 SHORTEST_CHUNK = 0.1  # [s] the stream's shortest chunk (twinloop_execution.streaming.StreamConfig)
 MAX_LEAD = 0.5  # [s] a splice lead grows up to this when the node answers that chunks come late
+DIP = (
+    0.005  # [m] receding: a segment whose TCP would pass more than this under the floor (and its start) is not spliced
+)
+MAX_SWING = 0.5  # [rad] receding: a step whose joints lie further than this from the splice point's is refused
 
 
 class Refused(Exception):
@@ -104,6 +108,7 @@ def segment(q0, v0, a0, q_goal, min_duration, config, jerk):
     inp.max_acceleration = [config.joint_acceleration] * ARM_DOF
     inp.max_jerk = list(map(float, jerk))
     inp.minimum_duration = float(min_duration)
+    inp.synchronization = Synchronization.Phase  # a straight joint line where the start allows (from rest)
     trajectory = Trajectory(ARM_DOF)
     if Ruckig(ARM_DOF).calculate(inp, trajectory) not in (Result.Working, Result.Finished):
         return None
@@ -129,8 +134,11 @@ class ChunkedDrive:
     def __init__(self, engine, ports, q_arm, angles, lean):
         self.engine, self.ports, self.lean = engine, ports, lean
         self.q, self.angles = np.asarray(q_arm, float), np.array(angles, float)
-        self.limit = engine.config.deploy.max_chunks
         self.stream_id, self.sent = new_stream_id(), 0
+
+    def spent(self, chunks):
+        """Whether the stage has streamed deploy.max_chunks chunks."""
+        return chunks >= self.engine.config.deploy.max_chunks
 
     def perceive(self):
         """The scene from frames after the last motion."""
@@ -145,8 +153,9 @@ class ChunkedDrive:
     def advance(self, env):
         """Nothing moved since the scene was perceived."""
 
-    def execute(self, points, turn):
-        """One chunk to the last point, waited for; True (sent). Refused when refused or out of reach."""
+    def execute(self, points, turn, floor):
+        """One chunk to the last point, waited for; True (sent). Refused when refused or out of reach. floor:
+        unused (a chunk starts and ends at rest: its straight joint line stays near the points)."""
         d = self.engine.config.deploy
         tcp = self.engine.arm.ee_position(self.q)
         option, q_end = self.engine.step_joints(self.q, points[-1], (self.angles, turn, self.lean))
@@ -187,13 +196,16 @@ class RecedingDrive:
         self.engine, self.ports, self.lean, self.reference = engine, ports, lean, np.array(angles, float)
         self.config = engine.config.deploy
         self.period = 1.0 / engine.config.env.control_hz
-        self.lead, self.late, self.ticks, self.started = self.config.splice_lead, 0, 0, None
-        self.limit = self.config.max_control_steps
+        self.lead, self.late, self.dipped, self.ticks, self.started = self.config.splice_lead, 0, 0, 0, None
         self._new_stream()
 
     def _new_stream(self):
         self.stream_id, self.sent = new_stream_id(), 0
         self.mirror, self.clock, self.tick = None, StreamClock(self.ports.streamer.clock), None
+
+    def spent(self, chunks):
+        """Whether the stage has run deploy.max_control_steps control steps (spliced or not)."""
+        return self.ticks >= self.config.max_control_steps
 
     def perceive(self):
         """The newest scene, once a control period has passed since the last; sets the splice point and the
@@ -243,23 +255,33 @@ class RecedingDrive:
         (tcp_seen, angles_seen), (tcp, angles) = self.observed_hand(), self.hand()
         env.advance_hand(tcp - tcp_seen, angles - angles_seen, self.ahead)
 
-    def execute(self, points, turn):
-        """Splice a segment to the last point; True when sent, False when it came late (the committed
-        motion runs on; the lead grows). Refused when the gate refuses it or the arm cannot reach it."""
+    def execute(self, points, turn, floor):
+        """Splice a segment to the last point; True when sent. False when its TCP would pass under the floor [m]
+        (a segment that turns a moving arm curves; one from rest runs straight): the committed motion runs on to
+        rest and the next step starts from there; or when it came late (the node ends the stream: a new one
+        starts from rest, the lead grows). Refused when the gate refuses it, the arm cannot reach it or only by
+        swinging to another IK branch."""
         d = self.config
         q, v, a = self.at_splice
         tcp, angles = self.hand()
         _, q_goal = self.engine.step_joints(q, points[-1], (angles, turn, self.lean))
+        swing = float(np.abs(q_goal - q).max())
+        if swing > MAX_SWING:  # another IK branch: not while moving (a cut segment's braking tail runs on)
+            raise Refused(f'the planned step needs a joint to swing {swing:.2f} rad (limit {MAX_SWING})')
         length = float(np.linalg.norm(np.diff(np.vstack([tcp, points]), axis=0), axis=1).sum())
         planned = segment(q, v, a, q_goal, length / d.tcp_speed, d, np.full(ARM_DOF, d.joint_jerk))
         if planned is None:
             raise Refused('no joint profile to the planned step within the limits')
         trajectory, duration = planned
         times, positions, velocities = samples(trajectory, duration, d.point_spacing, SHORTEST_CHUNK)
+        if min(self.engine.arm.ee_position(q)[2] for q in positions) < min(floor, tcp[2]) - DIP:
+            self.dipped += 1
+            return False
         sent_at = self.ports.streamer.clock()
         reply = self.ports.streamer.send_chunk(self.stream_id, times, positions, self.splice, velocities)
-        if not reply.accepted and reply.check == 'late':
+        if not reply.accepted and reply.check == 'late':  # the node ended the stream: go on from rest, further ahead
             self.late, self.lead = self.late + 1, min(MAX_LEAD, 1.5 * self.lead)
+            self.restart()
             return False
         if not reply.accepted:
             raise Refused(f'the execution node refused a chunk ({reply.check}): {reply.reason}')
@@ -288,7 +310,8 @@ class RecedingDrive:
             return ''
         hz = (self.ticks - 1) / max(1e-9, self.tick - self.started)
         late = f', {self.late} late' if self.late else ''
-        return f'; {self.ticks} control steps at {hz:.1f} Hz{late}'
+        dipped = f', {self.dipped} not spliced (under the floor)' if self.dipped else ''
+        return f'; {self.ticks} control steps at {hz:.1f} Hz{late}{dipped}'
 
 
 DRIVES = {'chunked': ChunkedDrive, 'receding': RecedingDrive}

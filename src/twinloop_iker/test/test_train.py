@@ -40,11 +40,17 @@ def test_ppo_trains_saves_and_reloads_with_identical_actions(tmp_path):
     normalizer.close()
 
 
-def test_command_line_trains_reports_and_resumes(tmp_path):
+def small_config(folder):
+    """config/iker.yaml with a PPO small enough for seconds of training, written into folder."""
     data = yaml.safe_load(CONFIG.read_text())
     data['ppo'].update(SMALL)
-    config = tmp_path / 'iker.yaml'
-    config.write_text(yaml.safe_dump(data))
+    path = folder / 'iker.yaml'
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_command_line_trains_reports_and_resumes(tmp_path):
+    config = small_config(tmp_path)
     out = tmp_path / 'push'
     args = ['--skill', 'push', '--minutes', '0.05', '--envs', '1', '--out', str(out), '--config', str(config)]
     train.main([*args, '--eval-episodes', '2'])
@@ -74,10 +80,7 @@ def test_command_line_trains_reports_and_resumes(tmp_path):
 
 
 def test_command_line_trains_with_ray_actors_as_rollout_workers(tmp_path):
-    data = yaml.safe_load(CONFIG.read_text())
-    data['ppo'].update(SMALL)
-    config = tmp_path / 'iker.yaml'
-    config.write_text(yaml.safe_dump(data))
+    config = small_config(tmp_path)
     out = tmp_path / 'push'
     args = ['--skill', 'push', '--minutes', '0.05', '--envs', '2', '--out', str(out), '--config', str(config)]
     train.main([*args, '--ray', 'local', '--eval-episodes', '2'])

@@ -14,7 +14,8 @@ paper's Appendix A: across its narrower side over the tallest part of its middle
 and lifts it clear of everything on the table. Then every chunk of `deploy.chunk_actions` planned
 end-effector deltas (and, holding an object, yaw turns) goes through IK and the streamer port (the
 execution node's ~/stream, gated chunk by chunk), with the object perceived again before each
-chunk; a held object is lowered only once above its target, and released there. Targets that tilt
+chunk (deploy.loop chunked; receding: a step spliced every control period into a running stream,
+pacing.py); a held object is lowered only once above its target, and released there. Targets that tilt
 the object (the paper's Book Reorient) are a reorientation: gripped flat the same way, turned by the
 reorient twin's hand pitch about the fingers' closing axis, set down exactly on the target pose by the
 grasp, and released by drawing the hand back along its approach axis. The query image is

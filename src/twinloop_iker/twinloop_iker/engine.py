@@ -19,8 +19,9 @@ pacing.py); a held object is lowered only once above its target, and released th
 the object (the paper's Book Reorient) are a reorientation: gripped flat the same way, turned by the
 reorient twin's hand pitch about the fingers' closing axis, set down exactly on the target pose by the
 grasp, and released by drawing the hand back along its approach axis. The query image is
-drawn on a schematic view of the perceived boxes (no camera image reaches an engine through its
-ports); it goes to the writer and the run report.
+drawn on the perception's camera image (Perception.camera_image: through ROS the orchestrator's
+query_camera), or on a schematic view of the perceived boxes where there is none; it goes to the
+writer and the run report.
 """
 
 import math

@@ -34,9 +34,7 @@ ARM_DOF = 7
 SETTLE = 0.1  # [s] waited after a motion's end before perceiving again
 SHORTEST_CHUNK = 0.1  # [s] the stream's shortest chunk (twinloop_execution.streaming.StreamConfig)
 MAX_LEAD = 0.5  # [s] a splice lead grows up to this when the node answers that chunks come late
-DIP = (
-    0.005  # [m] receding: a segment whose TCP would pass more than this under the floor (and its start) is not spliced
-)
+DIP = 0.005  # [m] receding: a segment whose TCP passes this far under the floor and its start is not spliced
 MAX_SWING = 0.5  # [rad] receding: a step whose joints lie further than this from the splice point's is refused
 
 

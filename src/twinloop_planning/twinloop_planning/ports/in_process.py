@@ -60,7 +60,7 @@ class SimStreamer:
             path = stream.splice(now, splice_time, times, positions, velocities)
         except ChunkRefused as refused:
             return StreamReply(False, str(refused), refused.check, now)
-        self._follow(stream_id, path)
+        self._follow(self.started[stream_id], path)
         end = stream.last_chunk_end
         commanded = stream.commanded(end)
         self.ends.append(commanded[0])
@@ -72,7 +72,7 @@ class SimStreamer:
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
             started = self.started.pop(stream_id)
-            self._follow_from(started, stream.brake(self.clock() - started))
+            self._follow(started, stream.brake(self.clock() - started))
         self.stops += 1
         return StreamReply(True)
 
@@ -80,10 +80,8 @@ class SimStreamer:
         """Step the world `seconds` of simulated time along the committed motion."""
         self.world.step(max(0, int(round(seconds / self.world.model.opt.timestep))))
 
-    def _follow(self, stream_id, path):
-        self._follow_from(self.started[stream_id], path)
-
-    def _follow_from(self, started, path):
+    def _follow(self, started, path):
+        """Have the arm follow a committed path (stream times from `started`, the world time the stream began)."""
         times, positions, _ = path
         self.world.follow_trajectory(times - times[0], positions, started + times[0])
 
